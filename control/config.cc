@@ -1,0 +1,363 @@
+#include "control/config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+namespace ftpair {
+
+namespace {
+
+struct ConfigError {
+  std::string key, reason;
+};
+
+[[noreturn]] void fail(const std::string &key, const std::string &reason) {
+  throw ConfigError{key, reason};
+}
+
+std::string join(const std::string &path, const std::string &key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+void check_keys(const YAML::Node &n, const std::string &path, std::set<std::string> allowed) {
+  if (!n) return;
+  if (!n.IsMap()) fail(path.empty() ? "(top level)" : path, "must be a mapping");
+  for (const auto &kv : n) {
+    auto k = kv.first.as<std::string>();
+    if (!allowed.count(k)) fail(join(path, k), "unknown key");
+  }
+}
+
+template <typename T>
+bool get_uint(const YAML::Node &parent, const std::string &key, const std::string &path,
+              uint64_t min, uint64_t max, T *out) {
+  YAML::Node n = parent[key];
+  if (!n) return false;
+  std::string full = join(path, key);
+  if (!n.IsScalar()) fail(full, "must be a number");
+  const std::string s = n.Scalar();
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    fail(full, "'" + s + "' is not a non-negative integer");
+  unsigned long long v;
+  try {
+    v = std::stoull(s);
+  } catch (...) {
+    fail(full, "'" + s + "' is out of range");
+  }
+  if (v < min || v > max)
+    fail(full, std::to_string(v) + " is outside [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+  *out = static_cast<T>(v);
+  return true;
+}
+
+bool get_str(const YAML::Node &parent, const std::string &key, const std::string &path, std::string *out) {
+  YAML::Node n = parent[key];
+  if (!n) return false;
+  if (!n.IsScalar()) fail(join(path, key), "must be a string");
+  *out = n.Scalar();
+  return true;
+}
+
+bool get_bool(const YAML::Node &parent, const std::string &key, const std::string &path, bool *out) {
+  YAML::Node n = parent[key];
+  if (!n) return false;
+  try {
+    *out = n.as<bool>();
+  } catch (...) {
+    fail(join(path, key), "must be true or false");
+  }
+  return true;
+}
+
+void get_endpoint(const YAML::Node &parent, const std::string &key, const std::string &path, Endpoint *out) {
+  std::string s;
+  if (!get_str(parent, key, path, &s)) return;
+  if (!parse_endpoint(s, out)) fail(join(path, key), "'" + s + "' is not host:port (IPv4 address, port 1-65535)");
+}
+
+void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
+  if (!n) fail(path, "missing");
+  check_keys(n, path, {"device", "vip", "vmac_id", "gateway"});
+  if (!get_str(n, "device", path, &side->device) || side->device.empty())
+    fail(join(path, "device"), "missing (a DPDK device, e.g. net_af_packet0,iface=lan0)");
+  std::string vip;
+  if (!get_str(n, "vip", path, &vip)) fail(join(path, "vip"), "missing (e.g. 198.18.1.1/24)");
+  if (!parse_prefix(vip, &side->vip, &side->prefix_len) || side->prefix_len < 8 || side->prefix_len > 30)
+    fail(join(path, "vip"), "'" + vip + "' is not an IPv4 address with a prefix length 8..30");
+  get_uint(n, "vmac_id", path, 1, 255, &side->vmac_id);
+  std::string gw;
+  if (get_str(n, "gateway", path, &gw) && !parse_ipv4(gw, &side->gateway))
+    fail(join(path, "gateway"), "'" + gw + "' is not an IPv4 address");
+}
+
+void read_config(const YAML::Node &root, Config *c) {
+  if (!root || root.IsNull()) fail("(top level)", "the file is empty");
+  check_keys(root, "", {"node", "dpdk", "ports", "nat", "flows", "arp", "worker", "management",
+                        "peer", "checkpoint"});
+  // node
+  YAML::Node node = root["node"];
+  if (!node) fail("node", "missing");
+  check_keys(node, "node", {"id", "state_dir", "role"});
+  if (!get_str(node, "id", "node", &c->node_id) || c->node_id.empty())
+    fail("node.id", "missing (a short name such as 'a')");
+  if (c->node_id.size() > 32 || c->node_id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
+    fail("node.id", "'" + c->node_id + "' must be 1-32 characters of [a-z0-9-_]");
+  get_str(node, "state_dir", "node", &c->state_dir);
+  if (get_str(node, "role", "node", &c->role) && c->role != "auto" && c->role != "active" && c->role != "standby")
+    fail("node.role", "'" + c->role + "' is not one of auto, active, standby");
+  // dpdk
+  if (YAML::Node d = root["dpdk"]) {
+    check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc"});
+    get_uint(d, "memory_mb", "dpdk", 32, 1 << 20, &c->memory_mb);
+    get_uint(d, "mbufs", "dpdk", 1023, 1 << 24, &c->mbufs);
+    get_bool(d, "no_huge", "dpdk", &c->no_huge);
+    get_str(d, "file_prefix", "dpdk", &c->file_prefix);
+    get_str(d, "lcores", "dpdk", &c->lcores);
+    get_uint(d, "rx_desc", "dpdk", 64, 16384, &c->rx_desc);
+    get_uint(d, "tx_desc", "dpdk", 64, 16384, &c->tx_desc);
+    if (YAML::Node a = d["eal_args"]) {
+      if (!a.IsSequence()) fail("dpdk.eal_args", "must be a list of strings");
+      for (const auto &x : a) c->eal_args.push_back(x.as<std::string>());
+    }
+  }
+  // ports
+  YAML::Node ports = root["ports"];
+  if (!ports) fail("ports", "missing");
+  check_keys(ports, "ports", {"inside", "outside"});
+  c->inside.vmac_id = 1;
+  c->outside.vmac_id = 2;
+  read_side(ports["inside"], "ports.inside", &c->inside);
+  read_side(ports["outside"], "ports.outside", &c->outside);
+  if (c->inside.gateway) fail("ports.inside.gateway", "the inside is on-link only; remove the key");
+  auto same_net = [](const SideConfig &a, const SideConfig &b) {
+    uint8_t p = a.prefix_len < b.prefix_len ? a.prefix_len : b.prefix_len;
+    uint32_t mask = htonl(~0u << (32 - p));
+    return (a.vip & mask) == (b.vip & mask);
+  };
+  if (same_net(c->inside, c->outside)) fail("ports.outside.vip", "overlaps the inside subnet");
+  if (c->inside.device == c->outside.device) fail("ports.outside.device", "is the same device as ports.inside.device");
+  // nat
+  if (YAML::Node n = root["nat"]) {
+    check_keys(n, "nat", {"port_min", "port_max", "port_forwards"});
+    get_uint(n, "port_min", "nat", 1, 65535, &c->nat_port_min);
+    get_uint(n, "port_max", "nat", 1, 65535, &c->nat_port_max);
+    if (c->nat_port_min > c->nat_port_max) fail("nat.port_min", "is greater than nat.port_max");
+    if (YAML::Node f = n["port_forwards"]) {
+      if (!f.IsSequence()) fail("nat.port_forwards", "must be a list");
+      for (size_t i = 0; i < f.size(); i++) {
+        std::string path = "nat.port_forwards[" + std::to_string(i) + "]";
+        check_keys(f[i], path, {"proto", "port", "to"});
+        std::string proto, to;
+        if (!get_str(f[i], "proto", path, &proto) || (proto != "tcp" && proto != "udp"))
+          fail(join(path, "proto"), "must be tcp or udp");
+        dp::PortForward pf{};
+        pf.proto = proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
+        if (!get_uint(f[i], "port", path, 1, 65535, &pf.outside_port)) fail(join(path, "port"), "missing");
+        Endpoint ep;
+        if (!get_str(f[i], "to", path, &to) || !parse_endpoint(to, &ep))
+          fail(join(path, "to"), "must be inside-host:port");
+        parse_ipv4(ep.host, &pf.inside_ip);
+        pf.inside_port = ep.port;
+        uint32_t mask = htonl(~0u << (32 - c->inside.prefix_len));
+        if ((pf.inside_ip & mask) != (c->inside.vip & mask))
+          fail(join(path, "to"), "'" + to + "' is not on the inside subnet");
+        for (const auto &o : c->forwards)
+          if (o.proto == pf.proto && o.outside_port == pf.outside_port)
+            fail(join(path, "port"), "duplicates an earlier rule");
+        c->forwards.push_back(pf);
+      }
+    }
+  }
+  // flows
+  if (YAML::Node n = root["flows"]) {
+    check_keys(n, "flows", {"capacity", "timeouts"});
+    get_uint(n, "capacity", "flows", 16, 1u << 26, &c->flow_capacity);
+    if (YAML::Node t = n["timeouts"]) {
+      const std::string p = "flows.timeouts";
+      check_keys(t, p, {"tcp_syn", "tcp_established", "tcp_fin", "tcp_time_wait", "tcp_closed", "udp", "icmp"});
+      get_uint(t, "tcp_syn", p, 1, 86400, &c->timeouts.tcp_syn);
+      get_uint(t, "tcp_established", p, 1, 864000, &c->timeouts.tcp_established);
+      get_uint(t, "tcp_fin", p, 1, 86400, &c->timeouts.tcp_fin);
+      get_uint(t, "tcp_time_wait", p, 1, 86400, &c->timeouts.tcp_time_wait);
+      get_uint(t, "tcp_closed", p, 1, 86400, &c->timeouts.tcp_closed);
+      get_uint(t, "udp", p, 1, 86400, &c->timeouts.udp);
+      get_uint(t, "icmp", p, 1, 86400, &c->timeouts.icmp);
+    }
+  }
+  if (YAML::Node n = root["arp"]) {
+    check_keys(n, "arp", {"capacity", "timeout_s"});
+    get_uint(n, "capacity", "arp", 4, 1 << 20, &c->arp_capacity);
+    get_uint(n, "timeout_s", "arp", 1, 86400, &c->arp_timeout_s);
+  }
+  if (YAML::Node n = root["worker"]) {
+    check_keys(n, "worker", {"idle_sleep_max_us", "stall_ms", "test_hooks"});
+    get_uint(n, "idle_sleep_max_us", "worker", 0, 100000, &c->idle_sleep_max_us);
+    get_uint(n, "stall_ms", "worker", 1, 60000, &c->stall_ms);
+    get_bool(n, "test_hooks", "worker", &c->test_hooks);
+  }
+  if (YAML::Node n = root["management"]) {
+    check_keys(n, "management", {"metrics", "grpc"});
+    get_endpoint(n, "metrics", "management", &c->metrics);
+    get_endpoint(n, "grpc", "management", &c->grpc);
+  }
+  if (YAML::Node n = root["peer"]) {
+    check_keys(n, "peer", {"grpc"});
+    get_endpoint(n, "grpc", "peer", &c->peer_grpc);
+  }
+  if (YAML::Node n = root["checkpoint"]) {
+    const std::string p = "checkpoint";
+    check_keys(n, p, {"mode", "interval_us", "dirty_threshold", "quiesce_timeout_us", "hold_capacity", "hold_fallback"});
+    std::string mode;
+    if (get_str(n, "mode", p, &mode)) {
+      if (mode == "strict") c->mode = ReplicationMode::STRICT;
+      else if (mode == "relaxed") c->mode = ReplicationMode::RELAXED;
+      else fail("checkpoint.mode", "'" + mode + "' is not strict or relaxed");
+    }
+    get_uint(n, "interval_us", p, 100, 10000000, &c->checkpoint_interval_us);
+    get_uint(n, "dirty_threshold", p, 1, 1u << 26, &c->checkpoint_dirty_threshold);
+    get_uint(n, "quiesce_timeout_us", p, 10, 1000000, &c->quiesce_timeout_us);
+    get_uint(n, "hold_capacity", p, 64, 1u << 20, &c->hold_capacity);
+    if (get_str(n, "hold_fallback", p, &c->hold_fallback) && c->hold_fallback != "drop" &&
+        c->hold_fallback != "relaxed")
+      fail("checkpoint.hold_fallback", "'" + c->hold_fallback + "' is not drop or relaxed");
+  }
+}
+
+void apply_override(YAML::Node &root, const std::string &ov) {
+  auto eq = ov.find('=');
+  if (eq == std::string::npos || eq == 0) fail(ov, "override must be dotted.key=value");
+  std::string key = ov.substr(0, eq), value = ov.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (part.empty()) fail(key, "empty path component in override");
+    parts.push_back(part);
+  }
+  YAML::Node val;
+  try {
+    val = YAML::Load(value);
+  } catch (const YAML::Exception &e) {
+    fail(key, "override value does not parse: " + e.msg);
+  }
+  // Walk down with fresh handles, creating maps as needed (YAML::Node assignment rebinds).
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); i++) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next || !next.IsMap()) {
+      chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = chain.back()[parts[i]];
+    }
+    chain.push_back(next);
+  }
+  chain.back()[parts.back()] = val;
+}
+
+}  // namespace
+
+bool parse_ipv4(const std::string &s, uint32_t *ip_be) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
+  *ip_be = a.s_addr;
+  return true;
+}
+
+bool parse_prefix(const std::string &s, uint32_t *ip_be, uint8_t *plen) {
+  auto slash = s.find('/');
+  if (slash == std::string::npos) return false;
+  std::string len = s.substr(slash + 1);
+  if (len.empty() || len.size() > 2 || len.find_first_not_of("0123456789") != std::string::npos) return false;
+  int l = std::stoi(len);
+  if (l > 32) return false;
+  *plen = static_cast<uint8_t>(l);
+  return parse_ipv4(s.substr(0, slash), ip_be);
+}
+
+bool parse_endpoint(const std::string &s, Endpoint *ep) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  uint32_t ip;
+  if (!parse_ipv4(host, &ip)) return false;
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  int p = std::stoi(port);
+  if (p < 0 || p > 65535) return false;
+  ep->host = host;
+  ep->port = static_cast<uint16_t>(p);
+  return true;
+}
+
+std::string ipv4_to_string(uint32_t ip_be) {
+  char buf[INET_ADDRSTRLEN];
+  in_addr a{};
+  a.s_addr = ip_be;
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+Status parse_config(const std::string &yaml_text, const std::vector<std::string> &overrides, Config *out) {
+  Config c;
+  try {
+    YAML::Node root;
+    try {
+      root = YAML::Load(yaml_text);
+    } catch (const YAML::ParserException &e) {
+      return InvalidArgument("config: YAML syntax error at line " + std::to_string(e.mark.line + 1) +
+                             ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
+    }
+    if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+    for (const auto &ov : overrides) apply_override(root, ov);
+    read_config(root, &c);
+  } catch (const ConfigError &e) {
+    return InvalidArgument("config: " + e.key + ": " + e.reason);
+  } catch (const YAML::Exception &e) {
+    return InvalidArgument("config: " + e.msg);
+  }
+  *out = std::move(c);
+  return Status::Ok();
+}
+
+Status load_config(const std::string &path, const std::vector<std::string> &overrides, Config *out) {
+  std::ifstream f(path);
+  if (!f) return InvalidArgument("config: cannot read '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config(ss.str(), overrides, out);
+}
+
+std::vector<std::string> Config::eal_argv() const {
+  std::vector<std::string> a;
+  if (no_huge) a.push_back("--no-huge");
+  a.insert(a.end(), {"-m", std::to_string(memory_mb), "--no-shconf", "--no-telemetry",
+                     "--file-prefix", eal_file_prefix(), "--lcores", lcores, "--log-level", "*:warning"});
+  // Only vdevs in the lab: skip the PCI scan unless a device looks like a PCI address.
+  auto is_pci = [](const std::string &d) { return d.find(':') != std::string::npos && d.rfind("net_", 0) != 0; };
+  if (!is_pci(inside.device) && !is_pci(outside.device)) a.push_back("--no-pci");
+  a.insert(a.end(), eal_args.begin(), eal_args.end());
+  return a;
+}
+
+dp::NfConfig Config::nf_config() const {
+  dp::NfConfig nf;
+  nf.vip[dp::kPortInside] = inside.vip;
+  nf.vip[dp::kPortOutside] = outside.vip;
+  nf.prefix_len[dp::kPortInside] = inside.prefix_len;
+  nf.prefix_len[dp::kPortOutside] = outside.prefix_len;
+  nf.gateway_out = outside.gateway;
+  const uint8_t ids[2] = {inside.vmac_id, outside.vmac_id};
+  for (int p = 0; p < 2; p++) {
+    nf.vmac[p] = rte_ether_addr{{0x00, 0x00, 0x5e, 0x00, 0x01, ids[p]}};
+  }
+  nf.nat_port_min = nat_port_min;
+  nf.nat_port_max = nat_port_max;
+  nf.timeouts = timeouts;
+  nf.forwards = forwards;
+  return nf;
+}
+
+}  // namespace ftpair

@@ -1,0 +1,90 @@
+/* The daemon's one configuration file (YAML, parsed by yaml-cpp) and its validation.
+ * Every error names the dotted key and the reason. */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "control/status.h"
+#include "dataplane/nf.h"
+
+namespace ftpair {
+
+struct Endpoint {
+  std::string host;  // empty = unset
+  uint16_t port = 0;
+  bool set() const { return !host.empty(); }
+  std::string str() const { return host + ":" + std::to_string(port); }
+};
+
+struct SideConfig {
+  std::string device;
+  uint32_t vip = 0;  // network byte order
+  uint8_t prefix_len = 24;
+  uint8_t vmac_id = 1;
+  uint32_t gateway = 0;  // network byte order, 0 = none
+};
+
+enum class ReplicationMode { STRICT, RELAXED };
+
+struct Config {
+  // node
+  std::string node_id;
+  std::string state_dir = "/var/lib/ftpair";
+  std::string role = "auto";  // auto | active | standby
+  // dpdk
+  uint32_t memory_mb = 256;
+  uint32_t mbufs = 8191;
+  bool no_huge = true;
+  std::string file_prefix;  // default: "ftpair-" + node_id
+  std::string lcores = "0@(0-1),1@(0-1)";
+  std::vector<std::string> eal_args;
+  uint16_t rx_desc = 1024, tx_desc = 1024;
+  // ports
+  SideConfig inside, outside;
+  // nat / flows / arp
+  uint16_t nat_port_min = 1024, nat_port_max = 65535;
+  std::vector<dp::PortForward> forwards;
+  uint32_t flow_capacity = 65536;
+  dp::Timeouts timeouts;
+  uint32_t arp_capacity = 1024;
+  uint32_t arp_timeout_s = 300;
+  // worker
+  uint32_t idle_sleep_max_us = 100;
+  uint32_t stall_ms = 20;  // loop counter frozen this long = dataplane unhealthy
+  bool test_hooks = false;
+  // management
+  Endpoint metrics;
+  Endpoint grpc;
+  Endpoint peer_grpc;
+  // checkpoint
+  ReplicationMode mode = ReplicationMode::RELAXED;
+  uint32_t checkpoint_interval_us = 1000;
+  uint32_t checkpoint_dirty_threshold = 4096;
+  uint32_t quiesce_timeout_us = 2000;
+  uint32_t hold_capacity = 16384;
+  std::string hold_fallback = "relaxed";  // drop | relaxed
+
+  std::string eal_file_prefix() const { return file_prefix.empty() ? "ftpair-" + node_id : file_prefix; }
+  // EAL argument vector derived from the dpdk section.
+  std::vector<std::string> eal_argv() const;
+  // The dataplane's NF settings derived from the ports/nat/flows sections.
+  dp::NfConfig nf_config() const;
+};
+
+/* Parses YAML text, then applies overrides ("dotted.key=value", value parsed as YAML),
+ * then validates. On error returns INVALID_ARGUMENT naming the key. */
+Status parse_config(const std::string &yaml_text, const std::vector<std::string> &overrides,
+                    Config *out);
+// Reads and parses a file; a missing or unreadable file is an error naming the path.
+Status load_config(const std::string &path, const std::vector<std::string> &overrides,
+                   Config *out);
+
+// "198.18.1.1/24" -> ip (network order) and prefix length.
+bool parse_prefix(const std::string &s, uint32_t *ip_be, uint8_t *plen);
+bool parse_ipv4(const std::string &s, uint32_t *ip_be);
+bool parse_endpoint(const std::string &s, Endpoint *ep);
+std::string ipv4_to_string(uint32_t ip_be);
+
+}  // namespace ftpair

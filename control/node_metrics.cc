@@ -1,0 +1,59 @@
+#include "control/node_metrics.h"
+
+#include <netinet/in.h>
+
+#include <rte_cycles.h>
+
+namespace ftpair {
+
+void expose_dataplane(Node &node, Exposition &x) {
+  auto &agent = node.agent();
+  const char *side[2] = {"inside", "outside"};
+  x.family("ftpair_port_rx_packets_total", "counter", "Packets received by the interface agent.");
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_packets.load(), {{"port", side[p]}});
+  x.family("ftpair_port_rx_bytes_total", "counter", "Bytes received by the interface agent.");
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_bytes.load(), {{"port", side[p]}});
+  x.family("ftpair_port_tx_packets_total", "counter", "Packets transmitted.");
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_packets.load(), {{"port", side[p]}});
+  x.family("ftpair_port_tx_bytes_total", "counter", "Bytes transmitted.");
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_bytes.load(), {{"port", side[p]}});
+  x.family("ftpair_port_tx_dropped_total", "counter", "Packets the port's transmit queue refused.");
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_dropped.load(), {{"port", side[p]}});
+
+  const auto &nf = node.nf();
+  x.family("ftpair_drops_total", "counter", "Packets dropped by the network function, by reason.");
+  for (unsigned r = 0; r < dp::kDropReasonCount; r++)
+    x.sample(nf.counters().drops[r].load(), {{"reason", dp::drop_reason_label(static_cast<dp::DropReason>(r))}});
+  x.family("ftpair_forwarded_packets_total", "counter", "Packets translated and forwarded, by ingress port.");
+  for (int p = 0; p < 2; p++) x.sample(nf.counters().forwarded[p].load(), {{"port", side[p]}});
+
+  auto &flows = node.flows();
+  x.family("ftpair_flows", "gauge", "Flows in the table.").sample(flows.size());
+  x.family("ftpair_flows_capacity", "gauge", "Flow table capacity.").sample(flows.capacity());
+  x.family("ftpair_flows_created_total", "counter", "Flows created.").sample(nf.counters().flows_created.load());
+  x.family("ftpair_flows_expired_total", "counter", "Flows removed by idle timeout.").sample(nf.counters().flows_expired.load());
+  x.family("ftpair_flows_closed_total", "counter", "TCP flows removed after close or reset.").sample(nf.counters().flows_closed.load());
+  x.family("ftpair_flow_table_full_total", "counter", "New flows refused because the table was full.")
+      .sample(flows.stats().insert_full);
+  const auto &cfg = node.config();
+  const double range = double(cfg.nat_port_max) - cfg.nat_port_min + 1;
+  x.family("ftpair_nat_ports_in_use", "gauge", "NAT ports used by at least one flow, by protocol.");
+  x.sample(flows.ports_in_use(IPPROTO_TCP), {{"proto", "tcp"}});
+  x.sample(flows.ports_in_use(IPPROTO_UDP), {{"proto", "udp"}});
+  x.sample(flows.ports_in_use(IPPROTO_ICMP), {{"proto", "icmp"}});
+  x.family("ftpair_nat_ports_capacity", "gauge", "NAT ports in the pool, per protocol.").sample(range);
+
+  x.family("ftpair_arp_requests_total", "counter", "ARP requests sent.").sample(nf.counters().arp_requests.load());
+  x.family("ftpair_arp_replies_total", "counter", "ARP replies sent for virtual addresses.").sample(nf.counters().arp_replies.load());
+  x.family("ftpair_gratuitous_arp_total", "counter", "Gratuitous ARPs sent.").sample(nf.counters().garps.load());
+  x.family("ftpair_arp_entries", "gauge", "Resolved ARP entries.").sample(node.arp().valid_count(rte_rdtsc()));
+
+  x.family("ftpair_worker_loops_total", "counter", "Worker loop iterations (progress).").sample(agent.loops(0));
+  x.family("ftpair_worker_idle_sleeps_total", "counter", "Adaptive idle sleeps of the worker.")
+      .sample(node.worker().idle_sleeps.load());
+  x.family("ftpair_worker_parks_total", "counter", "Times the worker parked for a quiesce.")
+      .sample(agent.worker_counters(0).parks.load());
+  x.family("ftpair_vip_owner", "gauge", "1 when this node owns the virtual addresses.").sample(nf.vip_owner() ? 1 : 0);
+}
+
+}  // namespace ftpair

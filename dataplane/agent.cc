@@ -1,0 +1,163 @@
+#include "dataplane/agent.h"
+
+#include <cerrno>
+#include <thread>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_pause.h>
+
+namespace ftpair::dp {
+
+namespace {
+uint64_t mono_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+uint64_t tsc_ns() {
+  static const double ns_per_tick = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  return static_cast<uint64_t>(static_cast<double>(rte_rdtsc()) * ns_per_tick);
+}
+}  // namespace
+
+InterfaceAgent::InterfaceAgent(const AgentConfig &cfg) : cfg_(cfg) {
+  strict_.store(cfg.strict);
+  for (unsigned w = 0; w < cfg.nb_workers && w < kMaxWorkers; w++)
+    ws_[w].hold.reserve(cfg.hold_capacity);
+}
+
+InterfaceAgent::~InterfaceAgent() {
+  for (unsigned w = 0; w < cfg_.nb_workers && w < kMaxWorkers; w++) {
+    for (auto &h : ws_[w].hold) rte_pktmbuf_free(h.m);
+    ws_[w].hold.clear();
+    for (unsigned p = 0; p < cfg_.nb_ports; p++) {
+      TxQueue &q = ws_[w].txq[p];
+      rte_pktmbuf_free_bulk(q.pkts, q.n);
+      q.n = 0;
+    }
+  }
+}
+
+uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uint16_t n) {
+  // While a quiesce stands, answer "nothing waiting": packets stay in the ring.
+  if (quiesce_req_.load(std::memory_order_acquire)) return 0;
+  uint16_t got = rte_eth_rx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], pkts, n);
+  if (got) {
+    uint64_t bytes = 0;
+    for (uint16_t i = 0; i < got; i++) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+    bump(port_ctr_[port].rx_packets, got);
+    bump(port_ctr_[port].rx_bytes, bytes);
+  }
+  return got;
+}
+
+void InterfaceAgent::drain_port(unsigned worker, uint16_t port) {
+  TxQueue &q = ws_[worker].txq[port];
+  if (q.n == 0) return;
+  uint64_t bytes = 0;
+  uint16_t sent = rte_eth_tx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], q.pkts, q.n);
+  for (uint16_t i = 0; i < sent; i++) bytes += rte_pktmbuf_pkt_len(q.pkts[i]);
+  bump(port_ctr_[port].tx_packets, sent);
+  bump(port_ctr_[port].tx_bytes, bytes);
+  if (sent < q.n) {
+    bump(port_ctr_[port].tx_dropped, q.n - sent);
+    rte_pktmbuf_free_bulk(&q.pkts[sent], q.n - sent);
+  }
+  q.n = 0;
+}
+
+void InterfaceAgent::send_now(unsigned worker, uint16_t port, rte_mbuf *m) {
+  TxQueue &q = ws_[worker].txq[port];
+  if (q.n == sizeof(q.pkts) / sizeof(q.pkts[0])) drain_port(worker, port);
+  q.pkts[q.n++] = m;
+}
+
+void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {
+  WorkerState &ws = ws_[worker];
+  if (ws.hold.empty()) return;
+  uint64_t now = tsc_ns();
+  size_t keep = 0;
+  uint64_t released = 0, waited = 0;
+  for (size_t i = 0; i < ws.hold.size(); i++) {
+    Held &h = ws.hold[i];
+    if (h.dep <= acked) {
+      send_now(worker, h.port, h.m);
+      released++;
+      waited += now - h.since_ns;
+    } else {
+      ws.hold[keep++] = h;
+    }
+  }
+  ws.hold.resize(keep);
+  bump(wctr_[worker].released, released);
+  bump(wctr_[worker].hold_wait_ns_sum, waited);
+  wctr_[worker].held_now.store(keep, std::memory_order_relaxed);
+}
+
+void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch) {
+  WorkerState &ws = ws_[worker];
+  // acked_seen is read once per flush, so a packet never overtakes an older held packet
+  // of its own flow: that packet's dependency is no newer, so it was released already.
+  if (dep_epoch > ws.acked_seen && strict_.load(std::memory_order_relaxed)) {
+    if (ws.hold.size() < cfg_.hold_capacity) {
+      ws.hold.push_back(Held{m, dep_epoch, tsc_ns(), port});
+      bump(wctr_[worker].held);
+      return;
+    }
+    bump(wctr_[worker].hold_full);
+    if (cfg_.fallback == HoldFallback::DROP) {
+      rte_pktmbuf_free(m);
+      return;
+    }
+  }
+  send_now(worker, port, m);
+}
+
+void InterfaceAgent::flush(unsigned worker) {
+  WorkerState &ws = ws_[worker];
+  uint64_t acked = acked_.load(std::memory_order_acquire);
+  if (acked != ws.acked_seen) {
+    ws.acked_seen = acked;
+    release_held(worker, acked);
+  }
+  for (uint16_t p = 0; p < cfg_.nb_ports; p++) drain_port(worker, p);
+}
+
+bool InterfaceAgent::barrier_point(unsigned worker) {
+  while (stall_.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!quiesce_req_.load(std::memory_order_acquire)) return false;
+  // Finish the burst's output first, so held state stays per epoch.
+  for (uint16_t p = 0; p < cfg_.nb_ports; p++) drain_port(worker, p);
+  parked_[worker].gen.store(quiesce_gen_.load(std::memory_order_relaxed), std::memory_order_release);
+  bump(wctr_[worker].parks);
+  while (quiesce_req_.load(std::memory_order_acquire)) rte_pause();
+  return true;
+}
+
+int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
+  uint64_t gen = quiesce_gen_.load(std::memory_order_relaxed) + 1;
+  quiesce_gen_.store(gen, std::memory_order_relaxed);
+  uint64_t start = mono_ns();
+  pause_start_ns_ = start;
+  quiesce_req_.store(true, std::memory_order_seq_cst);
+  uint64_t deadline = start + static_cast<uint64_t>(timeout.count());
+  for (unsigned w = 0; w < cfg_.nb_workers; w++) {
+    while (parked_[w].gen.load(std::memory_order_acquire) != gen) {
+      if (mono_ns() > deadline) {
+        quiesce_req_.store(false, std::memory_order_release);
+        return -ETIMEDOUT;
+      }
+      rte_pause();
+    }
+  }
+  return 0;
+}
+
+void InterfaceAgent::resume() {
+  quiesce_req_.store(false, std::memory_order_release);
+  last_pause_ns_ = mono_ns() - pause_start_ns_;
+}
+
+}  // namespace ftpair::dp

@@ -1,0 +1,141 @@
+/* The interface agent: the only code that calls rte_eth_rx_burst and rte_eth_tx_burst.
+ *
+ * Quiesce is a barrier. The control side asks, every worker finishes its burst and parks
+ * at barrier_point(), and while the request stands rx() answers "no packets" whatever is
+ * waiting: packets stay in the port's ring and none is dropped while the pause is shorter
+ * than the ring. resume() lets the workers go.
+ *
+ * Output commit (strict mode): a packet whose output depends on flow state changed in an
+ * epoch the standby has not acknowledged is held, and released in order once it is. A
+ * packet that depends only on acknowledged state leaves at once. */
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include <rte_mbuf.h>
+
+namespace ftpair::dp {
+
+inline constexpr unsigned kMaxPorts = 2;
+inline constexpr unsigned kMaxWorkers = 8;
+inline constexpr uint16_t kBurst = 32;
+
+enum class HoldFallback : uint8_t {
+  DROP,     // strict to the end: a packet that cannot be held is dropped (hold_full)
+  RELAXED,  // availability first: a packet that cannot be held leaves at once
+};
+
+struct AgentConfig {
+  uint16_t nb_ports = 2;
+  uint16_t port_ids[kMaxPorts] = {0, 1};  // DPDK port id of inside (0) and outside (1)
+  uint16_t queue_of_worker[kMaxWorkers] = {0, 1, 2, 3, 4, 5, 6, 7};
+  uint16_t nb_workers = 1;
+  bool strict = false;
+  uint32_t hold_capacity = 8192;  // packets held for output commit, per worker
+  HoldFallback fallback = HoldFallback::DROP;
+};
+
+struct alignas(64) PortCounters {
+  std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, tx_packets{0}, tx_bytes{0}, tx_dropped{0};
+};
+
+struct alignas(64) AgentWorkerCounters {
+  std::atomic<uint64_t> parks{0};
+  std::atomic<uint64_t> held{0};          // packets ever held
+  std::atomic<uint64_t> released{0};      // held packets later sent
+  std::atomic<uint64_t> hold_full{0};     // could not hold: dropped or sent per fallback
+  std::atomic<uint64_t> held_now{0};
+  std::atomic<uint64_t> hold_wait_ns_sum{0};  // total time held packets waited
+};
+
+// Relaxed single-writer increment (compiles to a plain add).
+inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+class InterfaceAgent {
+ public:
+  explicit InterfaceAgent(const AgentConfig &cfg);
+  ~InterfaceAgent();
+
+  // ---- worker side (never blocks, never allocates) ----
+  // Receives up to n packets; returns 0 while a quiesce is requested.
+  uint16_t rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uint16_t n);
+  // Queues one packet for port. dep_epoch: the newest flow-state epoch it depends on.
+  void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
+  // Sends what tx() queued and releases held packets the standby has acknowledged.
+  void flush(unsigned worker);
+  // Parks here while a quiesce is requested. Returns true if the worker parked.
+  bool barrier_point(unsigned worker);
+  // The loop counter the health check reads; bumped by the worker each iteration.
+  void heartbeat(unsigned worker) { bump(loops_[worker].v); }
+
+  // ---- control side ----
+  // Blocks until every worker is parked. Returns 0, or -ETIMEDOUT after withdrawing
+  // the request (the workers go on; nothing is left parked).
+  int quiesce(std::chrono::nanoseconds timeout);
+  void resume();
+  bool quiesced() const { return quiesce_req_.load(std::memory_order_relaxed); }
+  // Nanoseconds the workers were parked during the last quiesce/resume.
+  uint64_t last_pause_ns() const { return last_pause_ns_; }
+
+  // Output commit. acked: newest epoch the standby has acknowledged.
+  void set_acked_epoch(uint64_t acked) { acked_.store(acked, std::memory_order_release); }
+  uint64_t acked_epoch() const { return acked_.load(std::memory_order_acquire); }
+  void set_strict(bool on) { strict_.store(on, std::memory_order_release); }
+  bool strict() const { return strict_.load(std::memory_order_relaxed); }
+
+  uint64_t loops(unsigned worker) const { return loops_[worker].v.load(std::memory_order_relaxed); }
+  const PortCounters &port_counters(uint16_t port) const { return port_ctr_[port]; }
+  const AgentWorkerCounters &worker_counters(unsigned w) const { return wctr_[w]; }
+  uint16_t nb_workers() const { return cfg_.nb_workers; }
+  uint16_t nb_ports() const { return cfg_.nb_ports; }
+  // Test hook: while set, the worker's loop stalls inside barrier_point (health tests).
+  void set_stall(bool on) { stall_.store(on, std::memory_order_release); }
+
+ private:
+  struct Held {
+    rte_mbuf *m;
+    uint64_t dep;
+    uint64_t since_ns;
+    uint16_t port;
+  };
+  struct alignas(64) TxQueue {
+    rte_mbuf *pkts[kBurst * 4];
+    uint16_t n = 0;
+  };
+  struct alignas(64) WorkerState {
+    TxQueue txq[kMaxPorts];
+    std::vector<Held> hold;  // reserved at start; FIFO, compacted on release
+    uint64_t acked_seen = 0;
+  };
+  struct alignas(64) Loops {
+    std::atomic<uint64_t> v{0};
+  };
+  struct alignas(64) Parked {
+    std::atomic<uint64_t> gen{0};
+  };
+
+  void send_now(unsigned worker, uint16_t port, rte_mbuf *m);
+  void drain_port(unsigned worker, uint16_t port);
+  void release_held(unsigned worker, uint64_t acked);
+
+  AgentConfig cfg_;
+  std::atomic<bool> strict_{false};
+  std::atomic<uint64_t> acked_{0};
+  alignas(64) std::atomic<bool> quiesce_req_{false};
+  std::atomic<uint64_t> quiesce_gen_{0};
+  std::atomic<bool> stall_{false};
+  Parked parked_[kMaxWorkers];
+  Loops loops_[kMaxWorkers];
+  PortCounters port_ctr_[kMaxPorts];
+  AgentWorkerCounters wctr_[kMaxWorkers];
+  WorkerState ws_[kMaxWorkers];
+  uint64_t pause_start_ns_ = 0;
+  uint64_t last_pause_ns_ = 0;
+};
+
+}  // namespace ftpair::dp

@@ -1,0 +1,29 @@
+/* Incremental Internet checksum update (RFC 1624: HC' = ~(~HC + ~m + m')).
+ * All values in the same byte order as they sit in the packet. */
+#pragma once
+
+#include <cstdint>
+
+namespace ftpair::dp {
+
+inline uint16_t csum_fold(uint32_t s) {
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint16_t>(s);
+}
+
+inline uint16_t csum_update16(uint16_t csum, uint16_t from, uint16_t to) {
+  uint32_t s = static_cast<uint16_t>(~csum);
+  s += static_cast<uint16_t>(~from);
+  s += to;
+  return static_cast<uint16_t>(~csum_fold(s));
+}
+
+inline uint16_t csum_update32(uint16_t csum, uint32_t from, uint32_t to) {
+  uint32_t s = static_cast<uint16_t>(~csum);
+  s += static_cast<uint16_t>(~from) + static_cast<uint16_t>(~(from >> 16));
+  s += (to & 0xffff) + (to >> 16);
+  return static_cast<uint16_t>(~csum_fold(s));
+}
+
+}  // namespace ftpair::dp

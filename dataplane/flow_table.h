@@ -1,0 +1,218 @@
+/* The flow table: rte_hash over a preallocated record array, with per-epoch dirty
+ * tracking and an incremental, copy-before-write capture for checkpoints.
+ *
+ * Threading: one writer, the worker that owns the table. The control plane may call
+ * flip_epoch() only while that worker is parked (interface agent quiesced), and reads a
+ * capture only after capture_done() says it is complete. A standby's applier writes
+ * through apply() while the worker leaves the table alone (it does not own the VIPs). */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+#include <atomic>
+
+struct rte_hash;
+
+namespace ftpair::dp {
+
+enum class TcpState : uint8_t {
+  NONE = 0,
+  SYN_SENT = 1,     // SYN seen from the initiator
+  SYN_RECV = 2,     // SYN+ACK seen from the responder
+  ESTABLISHED = 3,  // handshake completed
+  FIN_WAIT = 4,     // one side sent FIN
+  TIME_WAIT = 5,    // both sides sent FIN
+  CLOSED = 6,       // RST seen
+};
+const char *tcp_state_name(TcpState s);
+
+// Flow flags (FlowState::flags).
+inline constexpr uint8_t kFlowInUse = 0x01;
+inline constexpr uint8_t kFlowPortForward = 0x02;  // created by a static port-forward rule
+inline constexpr uint8_t kFlowFinFromInside = 0x04;
+inline constexpr uint8_t kFlowFinFromOutside = 0x08;
+inline constexpr uint8_t kFlowReplied = 0x10;      // traffic seen in both directions
+
+/* The replicated part of a flow. Addresses and ports are in network byte order.
+ * A LAN host (in_ip:in_port) talks to a remote (ext_ip:ext_port) and appears on the WAN
+ * as nat_ip:nat_port. ICMP echo uses the identifier as in_port/nat_port, ext_port 0. */
+struct FlowState {
+  uint32_t in_ip;
+  uint32_t ext_ip;
+  uint32_t nat_ip;
+  uint16_t in_port;
+  uint16_t ext_port;
+  uint16_t nat_port;
+  uint8_t proto;
+  uint8_t tcp_state;  // TcpState for TCP, 0 otherwise
+  uint8_t flags;
+  uint8_t reserved[3];
+};
+static_assert(sizeof(FlowState) == 24);
+bool operator==(const FlowState &a, const FlowState &b);
+
+struct alignas(64) FlowRecord {
+  FlowState st;
+  uint64_t dirty_epoch;    // epoch of the last change
+  uint64_t snap_epoch;     // epoch whose capture already holds this record
+  uint64_t last_seen_tsc;  // not replicated: a standby refreshes on promotion
+  uint64_t packets;        // local statistics, not replicated
+  uint32_t next_free;      // doubly linked free list, so a standby can claim any slot
+  uint32_t prev_free;
+};
+static_assert(sizeof(FlowRecord) == 64);
+
+// Hash key. dir 0: inside view (src=in, dst=ext); dir 1: outside view (src=ext, dst=nat).
+struct FlowKey {
+  uint32_t src_ip;
+  uint32_t dst_ip;
+  uint16_t src_port;
+  uint16_t dst_port;
+  uint8_t proto;
+  uint8_t dir;
+  uint16_t zero;
+};
+static_assert(sizeof(FlowKey) == 16);
+inline bool operator==(const FlowKey &a, const FlowKey &b) {
+  return a.src_ip == b.src_ip && a.dst_ip == b.dst_ip && a.src_port == b.src_port &&
+         a.dst_port == b.dst_port && a.proto == b.proto && a.dir == b.dir;
+}
+
+FlowKey inside_key(const FlowState &s);
+FlowKey outside_key(const FlowState &s);
+
+// One captured slot: its state at the epoch cut, or "free" (a deletion).
+struct CapturedSlot {
+  uint32_t slot;
+  uint8_t in_use;
+  uint8_t reserved[3];
+  FlowState st;
+};
+
+enum class CaptureKind : uint8_t { DIRTY, FULL };
+
+struct FlowTableConfig {
+  uint32_t capacity = 65536;  // flows
+  int socket_id = 0;
+  std::string name = "ftpair_flows";
+};
+
+struct FlowTableStats {
+  uint64_t inserts = 0;
+  uint64_t removes = 0;
+  uint64_t insert_full = 0;      // refused: no free record or hash space
+  uint64_t capture_cow = 0;      // records copied by copy-before-write
+};
+
+class FlowTable {
+ public:
+  // Returns nullptr and sets *err when the hash or record array cannot be allocated.
+  static std::unique_ptr<FlowTable> create(const FlowTableConfig &cfg, std::string *err);
+  ~FlowTable();
+  FlowTable(const FlowTable &) = delete;
+  FlowTable &operator=(const FlowTable &) = delete;
+
+  uint32_t capacity() const { return capacity_; }
+  uint32_t size() const { return size_; }
+
+  // Slot of the flow with this key, or -ENOENT. *dir receives the key's direction.
+  int lookup(const FlowKey &key) const;
+  // Bulk lookup of up to 64 keys; slots[i] = slot or -1.
+  void lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const;
+
+  // Adds a flow (both keys). Returns the slot, -ENOSPC when full, -EEXIST when a key is
+  // already present. The new record is dirty in the current epoch.
+  int insert(const FlowState &st, uint64_t now_tsc);
+  // Removes the flow in slot; the slot is dirty (a deletion) in the current epoch.
+  void remove(uint32_t slot);
+
+  FlowRecord &record(uint32_t slot) { return records_[slot]; }
+  const FlowRecord &record(uint32_t slot) const { return records_[slot]; }
+
+  // Must be called before changing the replicated state of an in-use record.
+  inline void touch(uint32_t slot);
+
+  // NAT ports in use (at least one flow) for a protocol (IPPROTO_TCP/UDP/ICMP).
+  uint32_t ports_in_use(uint8_t proto) const;
+  const FlowTableStats &stats() const { return stats_; }
+
+  // --- epochs and capture ---
+  uint64_t epoch() const { return epoch_; }
+  // Dirty slots in the current (open) epoch.
+  uint32_t dirty_count() const { return static_cast<uint32_t>(dirty_[epoch_ & 1].size()); }
+  /* Closes the current epoch E and opens E+1. Only while the owning worker is parked.
+   * With capture, the worker then copies E's dirty slots (or, FULL, every in-use slot)
+   * into the capture buffer, incrementally and copy-before-write.
+   * Returns E, or -EBUSY while the previous capture has not been released. */
+  int64_t flip_epoch(bool capture, CaptureKind kind = CaptureKind::DIRTY);
+  // Worker side: copy up to budget pending slots. Returns the slots still pending.
+  uint32_t capture_step(uint32_t budget);
+  bool capture_pending() const { return capture_active_; }
+  // Control side: the epoch whose capture is complete and readable, or 0.
+  uint64_t capture_done() const { return capture_done_.load(std::memory_order_acquire); }
+  const std::vector<CapturedSlot> &captured() const { return capture_buf_; }
+  CaptureKind capture_kind() const { return capture_kind_; }
+  // Control side: hands the capture buffer back; required before the next flip.
+  void capture_release();
+
+  // --- standby side ---
+  // Sets slot to st (in use) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
+  // of range or a state without kFlowInUse, -EEXIST when a key belongs to another slot.
+  int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc);
+  // Frees every slot (before a full sync is applied).
+  void clear();
+  // Sets every in-use record's last-seen time (a standby taking over).
+  void refresh_all(uint64_t now_tsc);
+
+  // Iteration helpers for dumps done while the worker is parked or not running.
+  template <typename F> void for_each(F &&f) const {
+    for (uint32_t i = 0; i < capacity_; i++)
+      if (records_[i].st.flags & kFlowInUse) f(i, records_[i]);
+  }
+
+ private:
+  FlowTable() = default;
+  void copy_to_capture(uint32_t slot);
+  int add_keys(uint32_t slot);
+  void del_keys(uint32_t slot);
+  void port_ref(const FlowState &st, int delta);
+  void free_slot(uint32_t slot);
+  void unlink_free(uint32_t slot);
+
+  rte_hash *hash_ = nullptr;
+  FlowRecord *records_ = nullptr;
+  uint32_t capacity_ = 0;
+  uint32_t size_ = 0;
+  uint32_t free_head_ = 0;
+  uint64_t epoch_ = 1;
+  std::vector<uint32_t> dirty_[2];
+  std::vector<uint32_t> port_refs_[3];  // tcp, udp, icmp: flows per NAT port
+  uint32_t ports_used_[3] = {0, 0, 0};
+
+  // capture of epoch capture_epoch_
+  bool capture_active_ = false;
+  bool capture_held_ = false;  // buffer not yet released by the control side
+  CaptureKind capture_kind_ = CaptureKind::DIRTY;
+  uint64_t capture_epoch_ = 0;
+  uint32_t capture_cursor_ = 0;
+  std::vector<CapturedSlot> capture_buf_;
+  std::atomic<uint64_t> capture_done_{0};
+  FlowTableStats stats_;
+};
+
+inline void FlowTable::touch(uint32_t slot) {
+  FlowRecord &r = records_[slot];
+  if (capture_active_ && r.snap_epoch != capture_epoch_ &&
+      (capture_kind_ == CaptureKind::FULL || r.dirty_epoch == capture_epoch_)) {
+    copy_to_capture(slot);
+    stats_.capture_cow++;
+  }
+  if (r.dirty_epoch != epoch_) {
+    r.dirty_epoch = epoch_;
+    dirty_[epoch_ & 1].push_back(slot);
+  }
+}
+
+}  // namespace ftpair::dp

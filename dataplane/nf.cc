@@ -1,0 +1,691 @@
+#include "dataplane/nf.h"
+
+#include <cstring>
+#include <netinet/in.h>
+
+#include <rte_arp.h>
+#include <rte_byteorder.h>
+#include <rte_cycles.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_prefetch.h>
+#include <rte_tcp.h>
+#include <rte_udp.h>
+
+#include "dataplane/csum.h"
+
+namespace ftpair::dp {
+
+namespace {
+constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
+                  kTcpRst = RTE_TCP_RST_FLAG, kTcpAck = RTE_TCP_ACK_FLAG;
+constexpr unsigned kIdxUdp = 7, kIdxIcmp = 8;
+
+inline bool martian(uint32_t ip_be) {
+  uint32_t ip = rte_be_to_cpu_32(ip_be);
+  return ip == 0 || ip == 0xffffffff || (ip >> 28) == 0xe || (ip >> 24) == 127 || (ip >> 24) == 0;
+}
+inline bool multicast_or_bcast(uint32_t ip_be, uint32_t net_be, uint32_t mask_be) {
+  uint32_t ip = rte_be_to_cpu_32(ip_be);
+  if (ip == 0xffffffff || (ip >> 28) == 0xe) return true;
+  return mask_be != 0xffffffff && (ip_be & ~mask_be) == (~mask_be & 0xffffffff) &&
+         (ip_be & mask_be) == net_be;
+}
+}  // namespace
+
+NfCounters::NfCounters() {
+  for (auto &d : drops) d.store(0);
+  for (auto &f : forwarded) f.store(0);
+}
+
+struct Nat44::Parsed {
+  rte_ether_hdr *eth;
+  rte_ipv4_hdr *ip;
+  uint8_t *l4;
+  uint16_t l4_len;
+  uint8_t proto;
+  uint8_t tcp_flags;
+  uint8_t icmp_type;
+  uint16_t sport;  // TCP/UDP source port; ICMP: identifier on the inside, 0 outside
+  uint16_t dport;
+  FlowKey key;
+};
+
+Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgent &agent,
+             rte_mempool *pool, unsigned worker)
+    : cfg_(cfg), flows_(flows), arp_(arp), agent_(agent), pool_(pool), worker_(worker),
+      hz_(rte_get_tsc_hz()) {
+  const Timeouts &t = cfg.timeouts;
+  const uint32_t secs[9] = {t.tcp_syn, t.tcp_syn, t.tcp_syn, t.tcp_established, t.tcp_fin,
+                            t.tcp_time_wait, t.tcp_closed, t.udp, t.icmp};
+  for (unsigned i = 0; i < 9; i++) timeout_tsc_[i] = uint64_t(secs[i]) * hz_;
+  arp_retry_tsc_ = uint64_t(cfg.arp_retry_ms) * hz_ / 1000;
+  for (unsigned p = 0; p < kMaxPorts; p++)
+    mask_[p] = cfg.prefix_len[p] == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - cfg.prefix_len[p]));
+  std::memset(forwarded_bits_, 0, sizeof(forwarded_bits_));
+  for (const auto &f : cfg.forwards) {
+    unsigned pi = f.proto == IPPROTO_TCP ? 0 : 1;
+    forwarded_bits_[pi][f.outside_port / 64] |= 1ull << (f.outside_port % 64);
+  }
+}
+
+uint32_t Nat44::timeout_s(const FlowState &st) const {
+  const Timeouts &t = cfg_.timeouts;
+  if (st.proto == IPPROTO_UDP) return t.udp;
+  if (st.proto == IPPROTO_ICMP) return t.icmp;
+  switch (static_cast<TcpState>(st.tcp_state)) {
+    case TcpState::ESTABLISHED: return t.tcp_established;
+    case TcpState::FIN_WAIT: return t.tcp_fin;
+    case TcpState::TIME_WAIT: return t.tcp_time_wait;
+    case TcpState::CLOSED: return t.tcp_closed;
+    default: return t.tcp_syn;
+  }
+}
+
+bool Nat44::forwarded_port(uint8_t proto, uint16_t port_host) const {
+  if (proto == IPPROTO_ICMP) return false;
+  unsigned pi = proto == IPPROTO_TCP ? 0 : 1;
+  return (forwarded_bits_[pi][port_host / 64] >> (port_host % 64)) & 1;
+}
+
+void Nat44::drop(rte_mbuf *m, DropReason r) {
+  bump(ctr_.drops[static_cast<unsigned>(r)]);
+  rte_pktmbuf_free(m);
+}
+
+// ---------------------------------------------------------------- ARP
+
+void Nat44::send_arp(uint16_t port, uint16_t op, uint32_t sip, const rte_ether_addr &sha,
+                     uint32_t tip, const rte_ether_addr &tha, const rte_ether_addr &dst) {
+  rte_mbuf *m = rte_pktmbuf_alloc(pool_);
+  if (m == nullptr) {
+    bump(ctr_.drops[static_cast<unsigned>(DropReason::NO_MBUF)]);
+    return;
+  }
+  auto *eth = reinterpret_cast<rte_ether_hdr *>(
+      rte_pktmbuf_append(m, sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)));
+  eth->dst_addr = dst;
+  eth->src_addr = sha;
+  eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+  auto *arp = reinterpret_cast<rte_arp_hdr *>(eth + 1);
+  arp->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+  arp->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  arp->arp_hlen = RTE_ETHER_ADDR_LEN;
+  arp->arp_plen = 4;
+  arp->arp_opcode = rte_cpu_to_be_16(op);
+  arp->arp_data.arp_sha = sha;
+  arp->arp_data.arp_sip = sip;
+  arp->arp_data.arp_tha = tha;
+  arp->arp_data.arp_tip = tip;
+  agent_.tx(worker_, port, m, 0);
+}
+
+void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
+  if (rte_pktmbuf_data_len(m) < sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr))
+    return drop(m, DropReason::BAD_ARP);
+  auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  auto *arp = reinterpret_cast<rte_arp_hdr *>(eth + 1);
+  uint16_t op = rte_be_to_cpu_16(arp->arp_opcode);
+  if (arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+      arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+      arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4 ||
+      (op != RTE_ARP_OP_REQUEST && op != RTE_ARP_OP_REPLY) ||
+      !rte_is_unicast_ether_addr(&arp->arp_data.arp_sha))
+    return drop(m, DropReason::BAD_ARP);
+
+  uint32_t sip = arp->arp_data.arp_sip, tip = arp->arp_data.arp_tip;
+  uint32_t vip = cfg_.vip[port];
+  bool on_link = (sip & mask_[port]) == (vip & mask_[port]) && sip != vip && sip != 0;
+  if (on_link) {
+    arp_.learn(sip, arp->arp_data.arp_sha, static_cast<uint8_t>(port), now);
+    release_pending(sip, now);
+  }
+  if (op == RTE_ARP_OP_REQUEST && tip == vip && sip != tip && vip_owner()) {
+    // Answer in place, from the virtual MAC.
+    rte_ether_addr asker = arp->arp_data.arp_sha;
+    eth->dst_addr = asker;
+    eth->src_addr = cfg_.vmac[port];
+    arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+    arp->arp_data.arp_tha = asker;
+    arp->arp_data.arp_tip = sip;
+    arp->arp_data.arp_sha = cfg_.vmac[port];
+    arp->arp_data.arp_sip = vip;
+    bump(ctr_.arp_replies);
+    agent_.tx(worker_, port, m, 0);
+    return;
+  }
+  if (on_link && (tip == vip || op == RTE_ARP_OP_REPLY)) {
+    rte_pktmbuf_free(m);  // consumed: an answer to us, or a request seen while not owner
+    return;
+  }
+  drop(m, DropReason::ARP_NOT_FOR_US);
+}
+
+void Nat44::park_for_arp(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
+                         uint64_t now) {
+  if (vip_owner() && arp_.should_request(next_hop, static_cast<uint8_t>(port), now, arp_retry_tsc_)) {
+    static const rte_ether_addr zero{};
+    rte_ether_addr bcast;
+    std::memset(&bcast, 0xff, sizeof(bcast));
+    send_arp(port, RTE_ARP_OP_REQUEST, cfg_.vip[port], cfg_.vmac[port], next_hop, zero, bcast);
+    bump(ctr_.arp_requests);
+  }
+  if (n_pending_ == kPendingMax) {
+    // Oldest first out: the queue is bounded.
+    drop(pending_[0].m, DropReason::ARP_MISS);
+    std::memmove(&pending_[0], &pending_[1], sizeof(PendingArp) * (kPendingMax - 1));
+    n_pending_--;
+  }
+  pending_[n_pending_++] = PendingArp{m, dep, now, next_hop, port};
+}
+
+void Nat44::release_pending(uint32_t ip, uint64_t now) {
+  if (n_pending_ == 0) return;
+  const rte_ether_addr *mac = arp_.lookup(ip, now);
+  if (mac == nullptr) return;
+  unsigned keep = 0;
+  for (unsigned i = 0; i < n_pending_; i++) {
+    PendingArp &p = pending_[i];
+    if (p.next_hop == ip) {
+      auto *eth = rte_pktmbuf_mtod(p.m, rte_ether_hdr *);
+      eth->dst_addr = *mac;
+      agent_.tx(worker_, p.port, p.m, p.dep);
+    } else {
+      pending_[keep++] = p;
+    }
+  }
+  n_pending_ = keep;
+}
+
+void Nat44::expire_pending(uint64_t now) {
+  unsigned keep = 0;
+  for (unsigned i = 0; i < n_pending_; i++) {
+    if (now - pending_[i].since_tsc > arp_retry_tsc_)
+      drop(pending_[i].m, DropReason::ARP_MISS);
+    else
+      pending_[keep++] = pending_[i];
+  }
+  n_pending_ = keep;
+}
+
+void Nat44::announce() {
+  rte_ether_addr bcast;
+  std::memset(&bcast, 0xff, sizeof(bcast));
+  for (uint16_t p = 0; p < kMaxPorts; p++) {
+    // Gratuitous ARP: a request for our own address, from the virtual MAC.
+    send_arp(p, RTE_ARP_OP_REQUEST, cfg_.vip[p], cfg_.vmac[p], cfg_.vip[p], rte_ether_addr{}, bcast);
+    bump(ctr_.garps);
+  }
+}
+
+bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
+                             uint64_t now) {
+  auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  eth->src_addr = cfg_.vmac[port];
+  const rte_ether_addr *mac = arp_.lookup(next_hop, now);
+  if (mac == nullptr) {
+    park_for_arp(port, m, next_hop, dep, now);
+    return false;
+  }
+  eth->dst_addr = *mac;
+  agent_.tx(worker_, port, m, dep);
+  return true;
+}
+
+uint32_t Nat44::next_hop_out(uint32_t dst) const {
+  if ((dst & mask_[kPortOutside]) == (cfg_.vip[kPortOutside] & mask_[kPortOutside])) return dst;
+  return cfg_.gateway_out;
+}
+
+// ---------------------------------------------------------------- IPv4
+
+bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
+  const uint32_t l2 = sizeof(rte_ether_hdr);
+  uint32_t seg = rte_pktmbuf_data_len(m);
+  if (seg < l2 + sizeof(rte_ipv4_hdr)) return drop(m, DropReason::TRUNCATED_L3), false;
+  p.eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  p.ip = reinterpret_cast<rte_ipv4_hdr *>(p.eth + 1);
+  rte_ipv4_hdr *ip = p.ip;
+  if ((ip->version_ihl >> 4) != 4) return drop(m, DropReason::BAD_IP_VERSION), false;
+  uint32_t ihl = (ip->version_ihl & 0xf) * 4u;
+  if (ihl < sizeof(rte_ipv4_hdr)) return drop(m, DropReason::BAD_IHL), false;
+  if (ihl > sizeof(rte_ipv4_hdr)) return drop(m, DropReason::IPV4_OPTIONS), false;
+  uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+  if (tot < ihl || tot > rte_pktmbuf_pkt_len(m) - l2 || tot > seg - l2)
+    return drop(m, DropReason::BAD_IP_LENGTH), false;
+  if (rte_raw_cksum(ip, sizeof(rte_ipv4_hdr)) != 0xffff)
+    return drop(m, DropReason::BAD_IP_CHECKSUM), false;
+  if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
+    return drop(m, DropReason::FRAGMENT), false;
+  if (martian(ip->src_addr)) return drop(m, DropReason::BAD_SOURCE), false;
+  uint32_t vip = cfg_.vip[port];
+  if (multicast_or_bcast(ip->dst_addr, vip & mask_[port], mask_[port]))
+    return drop(m, DropReason::BROADCAST_DST), false;
+  // Trim Ethernet padding so L4 lengths are exact.
+  if (rte_pktmbuf_pkt_len(m) > l2 + tot) rte_pktmbuf_trim(m, rte_pktmbuf_pkt_len(m) - l2 - tot);
+
+  p.proto = ip->next_proto_id;
+  p.l4 = reinterpret_cast<uint8_t *>(ip) + ihl;
+  p.l4_len = static_cast<uint16_t>(tot - ihl);
+  p.tcp_flags = 0;
+  p.icmp_type = 0;
+  switch (p.proto) {
+    case IPPROTO_TCP: {
+      if (p.l4_len < sizeof(rte_tcp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
+      auto *tcp = reinterpret_cast<rte_tcp_hdr *>(p.l4);
+      uint32_t off = (tcp->data_off >> 4) * 4u;
+      if (off < sizeof(rte_tcp_hdr) || off > p.l4_len) return drop(m, DropReason::BAD_TCP_OFFSET), false;
+      uint8_t f = tcp->tcp_flags;
+      if (f == 0 || ((f & kTcpSyn) && (f & (kTcpFin | kTcpRst))) ||
+          ((f & kTcpFin) && !(f & kTcpAck)))
+        return drop(m, DropReason::BAD_TCP_FLAGS), false;
+      p.tcp_flags = f;
+      p.sport = tcp->src_port;
+      p.dport = tcp->dst_port;
+      break;
+    }
+    case IPPROTO_UDP: {
+      if (p.l4_len < sizeof(rte_udp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
+      auto *udp = reinterpret_cast<rte_udp_hdr *>(p.l4);
+      uint16_t ulen = rte_be_to_cpu_16(udp->dgram_len);
+      if (ulen < sizeof(rte_udp_hdr) || ulen > p.l4_len) return drop(m, DropReason::TRUNCATED_L4), false;
+      p.sport = udp->src_port;
+      p.dport = udp->dst_port;
+      break;
+    }
+    case IPPROTO_ICMP: {
+      if (p.l4_len < sizeof(rte_icmp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
+      auto *icmp = reinterpret_cast<rte_icmp_hdr *>(p.l4);
+      p.icmp_type = icmp->icmp_type;
+      if (icmp->icmp_code != 0 ||
+          (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST && icmp->icmp_type != RTE_IP_ICMP_ECHO_REPLY))
+        return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+      // The identifier plays the port: the inside host's on the LAN, ours on the WAN.
+      p.sport = port == kPortInside ? icmp->icmp_ident : 0;
+      p.dport = port == kPortInside ? 0 : icmp->icmp_ident;
+      break;
+    }
+    default:
+      return drop(m, DropReason::UNKNOWN_PROTOCOL), false;
+  }
+  if (ip->time_to_live <= 1 && ip->dst_addr != vip) return drop(m, DropReason::TTL_EXCEEDED), false;
+  p.key = FlowKey{ip->src_addr, ip->dst_addr, p.sport, p.dport, p.proto,
+                  static_cast<uint8_t>(port == kPortInside ? 0 : 1), 0};
+  return true;
+}
+
+static void echo_reply_in_place(rte_ether_hdr *eth, rte_ipv4_hdr *ip,
+                                rte_icmp_hdr *icmp, const rte_ether_addr &from_mac) {
+  eth->dst_addr = eth->src_addr;
+  eth->src_addr = from_mac;
+  const uint32_t src = ip->src_addr;
+  ip->src_addr = ip->dst_addr;
+  ip->dst_addr = src;
+  ip->time_to_live = 64;
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  uint16_t old_word, new_word;
+  std::memcpy(&old_word, &icmp->icmp_type, 2);
+  icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+  std::memcpy(&new_word, &icmp->icmp_type, 2);
+  icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, old_word, new_word);
+}
+
+static inline void decrement_ttl(rte_ipv4_hdr *ip) {
+  uint16_t before, after;
+  std::memcpy(&before, &ip->time_to_live, 2);
+  ip->time_to_live--;
+  std::memcpy(&after, &ip->time_to_live, 2);
+  ip->hdr_checksum = csum_update16(ip->hdr_checksum, before, after);
+}
+
+// Rewrites one address and its port (or ICMP identifier), fixing every checksum.
+static inline void rewrite(uint8_t proto, rte_ipv4_hdr *ip, uint8_t *l4, bool source,
+                           uint32_t new_ip, uint16_t new_port) {
+  const uint32_t old_ip = source ? ip->src_addr : ip->dst_addr;
+  if (source)
+    ip->src_addr = new_ip;
+  else
+    ip->dst_addr = new_ip;
+  ip->hdr_checksum = csum_update32(ip->hdr_checksum, old_ip, new_ip);
+  if (proto == IPPROTO_TCP) {
+    auto *tcp = reinterpret_cast<rte_tcp_hdr *>(l4);
+    const uint16_t old_port = source ? tcp->src_port : tcp->dst_port;
+    tcp->cksum = csum_update16(csum_update32(tcp->cksum, old_ip, new_ip), old_port, new_port);
+    if (source)
+      tcp->src_port = new_port;
+    else
+      tcp->dst_port = new_port;
+  } else if (proto == IPPROTO_UDP) {
+    auto *udp = reinterpret_cast<rte_udp_hdr *>(l4);
+    const uint16_t old_port = source ? udp->src_port : udp->dst_port;
+    if (udp->dgram_cksum != 0) {  // zero: the sender did not checksum; leave it so
+      uint16_t c = csum_update16(csum_update32(udp->dgram_cksum, old_ip, new_ip), old_port, new_port);
+      udp->dgram_cksum = c == 0 ? 0xffff : c;
+    }
+    if (source)
+      udp->src_port = new_port;
+    else
+      udp->dst_port = new_port;
+  } else {
+    auto *icmp = reinterpret_cast<rte_icmp_hdr *>(l4);
+    icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, icmp->icmp_ident, new_port);
+    icmp->icmp_ident = new_port;
+  }
+}
+
+DropReason Nat44::track_tcp(const FlowState &st, const Parsed &p, bool from_inside,
+                             uint8_t *new_state, uint8_t *new_flags) const {
+  const uint8_t f = p.tcp_flags;
+  const bool from_init = from_inside != bool(st.flags & kFlowPortForward);
+  auto state = static_cast<TcpState>(st.tcp_state);
+  uint8_t flags = st.flags;
+  TcpState next = state;
+  if (f & kTcpRst) {
+    next = TcpState::CLOSED;
+  } else {
+    switch (state) {
+      case TcpState::NONE:
+      case TcpState::SYN_SENT:
+        if (from_init) {
+          if (!(f & kTcpSyn) || (f & kTcpAck)) return DropReason::TCP_INVALID;
+          next = TcpState::SYN_SENT;
+        } else {
+          if ((f & (kTcpSyn | kTcpAck)) != (kTcpSyn | kTcpAck)) return DropReason::TCP_INVALID;
+          next = TcpState::SYN_RECV;
+        }
+        break;
+      case TcpState::SYN_RECV:
+        if (from_init && (f & kTcpAck) && !(f & kTcpSyn)) next = TcpState::ESTABLISHED;
+        break;
+      case TcpState::ESTABLISHED:
+      case TcpState::FIN_WAIT:
+        break;
+      case TcpState::TIME_WAIT:
+      case TcpState::CLOSED:
+        if (from_init && (f & kTcpSyn) && !(f & kTcpAck)) {
+          next = TcpState::SYN_SENT;  // the tuple is reused by a new connection
+          flags &= static_cast<uint8_t>(~(kFlowFinFromInside | kFlowFinFromOutside));
+        } else if (state == TcpState::CLOSED) {
+          return DropReason::TCP_INVALID;
+        }
+        break;
+    }
+    if ((f & kTcpFin) && (next == TcpState::ESTABLISHED || next == TcpState::FIN_WAIT ||
+                          next == TcpState::SYN_RECV)) {
+      flags |= from_inside ? kFlowFinFromInside : kFlowFinFromOutside;
+      bool both = (flags & kFlowFinFromInside) && (flags & kFlowFinFromOutside);
+      next = both ? TcpState::TIME_WAIT : TcpState::FIN_WAIT;
+    }
+  }
+  if (!from_inside) flags |= kFlowReplied;
+  *new_state = static_cast<uint8_t>(next);
+  *new_flags = flags;
+  return DropReason::COUNT;
+}
+
+// Applies a state change to a flow: touch first, so a pending capture keeps the old state.
+inline void Nat44::update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags) {
+  FlowRecord &r = flows_.record(slot);
+  if (r.st.tcp_state == tcp_state && r.st.flags == flags) return;
+  flows_.touch(slot);
+  r.st.tcp_state = tcp_state;
+  r.st.flags = flags;
+}
+
+uint16_t Nat44::pick_nat_port(const FlowState &st, uint16_t preferred_host) {
+  const uint32_t lo = cfg_.nat_port_min, hi = cfg_.nat_port_max, range = hi - lo + 1;
+  unsigned pi = st.proto == IPPROTO_TCP ? 0 : st.proto == IPPROTO_UDP ? 1 : 2;
+  FlowState probe = st;
+  // Keep the host's own port when free; otherwise walk from a rotating hint.
+  uint32_t cand = (preferred_host >= lo && preferred_host <= hi) ? preferred_host
+                                                                 : lo + (port_hint_[pi] % range);
+  for (unsigned attempt = 0; attempt < 32; attempt++) {
+    if (!forwarded_port(st.proto, static_cast<uint16_t>(cand))) {
+      probe.nat_port = rte_cpu_to_be_16(static_cast<uint16_t>(cand));
+      if (flows_.lookup(outside_key(probe)) < 0) {
+        port_hint_[pi] = static_cast<uint16_t>(cand - lo + 1);
+        return static_cast<uint16_t>(cand);
+      }
+    }
+    port_hint_[pi] = static_cast<uint16_t>(port_hint_[pi] + 7919);  // a prime stride
+    cand = lo + (port_hint_[pi] % range);
+  }
+  return 0;
+}
+
+int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
+  FlowState st{};
+  st.in_ip = p.ip->src_addr;
+  st.ext_ip = p.ip->dst_addr;
+  st.nat_ip = cfg_.vip[kPortOutside];
+  st.in_port = p.sport;
+  st.ext_port = p.dport;
+  st.proto = p.proto;
+  st.tcp_state = p.proto == IPPROTO_TCP ? static_cast<uint8_t>(TcpState::SYN_SENT) : 0;
+  if (flows_.size() >= flows_.capacity()) {
+    bump(ctr_.drops[static_cast<unsigned>(DropReason::FLOW_TABLE_FULL)]);
+    return -1;
+  }
+  uint16_t port = pick_nat_port(st, rte_be_to_cpu_16(p.sport));
+  if (port == 0) {
+    bump(ctr_.drops[static_cast<unsigned>(DropReason::NAT_PORTS_EXHAUSTED)]);
+    return -1;
+  }
+  st.nat_port = rte_cpu_to_be_16(port);
+  int slot = flows_.insert(st, now);
+  if (slot < 0) {
+    bump(ctr_.drops[static_cast<unsigned>(slot == -EEXIST ? DropReason::NAT_PORTS_EXHAUSTED
+                                                           : DropReason::FLOW_TABLE_FULL)]);
+    return -1;
+  }
+  bump(ctr_.flows_created);
+  return slot;
+}
+
+int32_t Nat44::create_forward_flow(const Parsed &p, uint64_t now) {
+  uint16_t dport = rte_be_to_cpu_16(p.dport);
+  const PortForward *rule = nullptr;
+  for (const auto &f : cfg_.forwards)
+    if (f.proto == p.proto && f.outside_port == dport) rule = &f;
+  if (rule == nullptr) {
+    bump(ctr_.drops[static_cast<unsigned>(DropReason::NO_MAPPING)]);
+    return -1;
+  }
+  if (p.proto == IPPROTO_TCP && (p.tcp_flags & (kTcpSyn | kTcpAck)) != kTcpSyn) {
+    bump(ctr_.drops[static_cast<unsigned>(DropReason::TCP_NO_FLOW)]);
+    return -1;
+  }
+  FlowState st{};
+  st.in_ip = rule->inside_ip;
+  st.in_port = rte_cpu_to_be_16(rule->inside_port);
+  st.ext_ip = p.ip->src_addr;
+  st.ext_port = p.sport;
+  st.nat_ip = cfg_.vip[kPortOutside];
+  st.nat_port = p.dport;
+  st.proto = p.proto;
+  st.flags = kFlowPortForward;
+  st.tcp_state = p.proto == IPPROTO_TCP ? static_cast<uint8_t>(TcpState::SYN_SENT) : 0;
+  int slot = flows_.insert(st, now);
+  if (slot < 0) {
+    bump(ctr_.drops[static_cast<unsigned>(slot == -EEXIST ? DropReason::NO_MAPPING
+                                                           : DropReason::FLOW_TABLE_FULL)]);
+    return -1;
+  }
+  bump(ctr_.flows_created);
+  return slot;
+}
+
+void Nat44::inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  uint32_t dst = p.ip->dst_addr;
+  uint32_t nh = next_hop_out(dst);
+  if (nh == 0) return drop(m, DropReason::NO_ROUTE);
+  if (slot < 0) {
+    if (p.proto == IPPROTO_TCP && (p.tcp_flags & (kTcpSyn | kTcpAck)) != kTcpSyn)
+      return drop(m, DropReason::TCP_NO_FLOW);
+    if (p.proto == IPPROTO_ICMP && p.icmp_type != RTE_IP_ICMP_ECHO_REQUEST)
+      return drop(m, DropReason::ICMP_UNSUPPORTED);
+    slot = flows_.lookup(p.key);  // an earlier packet of this burst may have created it
+    if (slot < 0) {
+      slot = create_snat_flow(p, now);
+      if (slot < 0) return rte_pktmbuf_free(m);
+      arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
+    }
+  }
+  FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
+  if (p.proto == IPPROTO_TCP) {
+    uint8_t state, flags;
+    DropReason why = track_tcp(r.st, p, true, &state, &flags);
+    if (why != DropReason::COUNT) return drop(m, why);
+    update_flow(static_cast<uint32_t>(slot), state, flags);
+  }
+  r.last_seen_tsc = now;
+  r.packets++;
+  decrement_ttl(p.ip);
+  rewrite(p.proto, p.ip, p.l4, true, r.st.nat_ip, r.st.nat_port);
+  bump(ctr_.forwarded[kPortInside]);
+  resolve_and_send(kPortOutside, m, nh, r.dirty_epoch, now);
+}
+
+void Nat44::outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  if (slot < 0) {
+    slot = flows_.lookup(p.key);
+    if (slot < 0) {
+      slot = create_forward_flow(p, now);
+      if (slot < 0) return rte_pktmbuf_free(m);
+    }
+  }
+  FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
+  if (p.proto == IPPROTO_TCP) {
+    uint8_t state, flags;
+    DropReason why = track_tcp(r.st, p, false, &state, &flags);
+    if (why != DropReason::COUNT) return drop(m, why);
+    update_flow(static_cast<uint32_t>(slot), state, flags);
+  } else {
+    update_flow(static_cast<uint32_t>(slot), r.st.tcp_state, r.st.flags | kFlowReplied);
+  }
+  r.last_seen_tsc = now;
+  r.packets++;
+  decrement_ttl(p.ip);
+  rewrite(p.proto, p.ip, p.l4, false, r.st.in_ip, r.st.in_port);
+  bump(ctr_.forwarded[kPortOutside]);
+  resolve_and_send(kPortInside, m, r.st.in_ip, r.dirty_epoch, now);
+}
+
+void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+  Parsed parsed[kBurst];
+  rte_mbuf *ip_pkts[kBurst];
+  const FlowKey *keys[kBurst];
+  int32_t slots[kBurst];
+  const bool owner = vip_owner();
+  const uint32_t vip = cfg_.vip[port];
+
+  for (uint16_t base = 0; base < n; base += kBurst) {
+    uint16_t chunk = n - base < kBurst ? n - base : kBurst;
+    unsigned nip = 0;
+    for (uint16_t i = 0; i < chunk; i++) {
+      rte_mbuf *m = pkts[base + i];
+      if (i + 1 < chunk) rte_prefetch0(rte_pktmbuf_mtod(pkts[base + i + 1], void *));
+      if (rte_pktmbuf_data_len(m) < sizeof(rte_ether_hdr)) {
+        drop(m, DropReason::TRUNCATED_L2);
+        continue;
+      }
+      auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+      if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
+        handle_arp(port, m, now);
+        continue;
+      }
+      if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+        drop(m, DropReason::UNKNOWN_ETHERTYPE);
+        continue;
+      }
+      if (!owner) {
+        drop(m, DropReason::NOT_ACTIVE);
+        continue;
+      }
+      Parsed &p = parsed[nip];
+      if (!parse_ipv4(m, p, port)) continue;
+      const uint32_t dst = p.ip->dst_addr;
+      const bool echo_request = p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST;
+      if (port == kPortOutside) {
+        // The WAN reaches the LAN only through mappings on the WAN VIP.
+        if (dst != vip) {
+          drop(m, DropReason::NOT_FOR_VIP);
+          continue;
+        }
+        if (echo_request) {
+          echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
+          agent_.tx(worker_, port, m, 0);
+          continue;
+        }
+      } else {
+        if (dst == vip || dst == cfg_.vip[kPortOutside]) {
+          if (echo_request && dst == vip) {
+            echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
+            agent_.tx(worker_, port, m, 0);
+          } else {
+            drop(m, DropReason::TO_VIP);
+          }
+          continue;
+        }
+        // Anti-spoofing: the LAN speaks only from its own subnet.
+        if ((p.ip->src_addr & mask_[port]) != (vip & mask_[port])) {
+          drop(m, DropReason::BAD_SOURCE);
+          continue;
+        }
+        if ((dst & mask_[port]) == (vip & mask_[port])) {
+          drop(m, DropReason::HAIRPIN);
+          continue;
+        }
+      }
+      ip_pkts[nip] = m;
+      keys[nip] = &p.key;
+      nip++;
+    }
+    if (nip == 0) continue;
+    flows_.lookup_bulk(keys, nip, slots);
+    for (unsigned i = 0; i < nip; i++) {
+      if (port == kPortInside)
+        inside_to_outside(ip_pkts[i], parsed[i], slots[i], now);
+      else
+        outside_to_inside(ip_pkts[i], parsed[i], slots[i], now);
+    }
+  }
+}
+
+uint32_t Nat44::housekeeping(uint64_t now) {
+  uint32_t work = 0;
+  uint64_t req = announce_req_.load(std::memory_order_acquire);
+  if (req != announce_done_) {
+    announce_done_ = req;
+    if (vip_owner()) {
+      announce();
+      work++;
+    }
+  }
+  if (n_pending_) expire_pending(now);
+  if (!vip_owner()) return work;
+  // Expiry: a bounded slice of the table per call, so a sweep never stalls packets.
+  const uint32_t cap = flows_.capacity();
+  for (uint32_t k = 0; k < cfg_.expiry_scan_per_loop; k++) {
+    uint32_t slot = expiry_cursor_;
+    expiry_cursor_ = expiry_cursor_ + 1 == cap ? 0 : expiry_cursor_ + 1;
+    FlowRecord &r = flows_.record(slot);
+    if (!(r.st.flags & kFlowInUse)) continue;
+    unsigned idx = r.st.proto == IPPROTO_UDP    ? kIdxUdp
+                   : r.st.proto == IPPROTO_ICMP ? kIdxIcmp
+                                                : r.st.tcp_state;
+    if (idx > kIdxIcmp) idx = 0;
+    if (now - r.last_seen_tsc > timeout_tsc_[idx]) {
+      auto s = static_cast<TcpState>(r.st.tcp_state);
+      bump(r.st.proto == IPPROTO_TCP && (s == TcpState::CLOSED || s == TcpState::TIME_WAIT)
+               ? ctr_.flows_closed
+               : ctr_.flows_expired);
+      flows_.remove(slot);
+      work++;
+    }
+  }
+  return work;
+}
+
+}  // namespace ftpair::dp

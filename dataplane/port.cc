@@ -1,0 +1,120 @@
+#include "dataplane/port.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <rte_bus.h>
+#include <rte_dev.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+namespace ftpair::dp {
+
+int eal_init(const std::vector<std::string> &args, std::string *err) {
+  std::vector<std::string> storage;
+  storage.reserve(args.size() + 1);
+  storage.push_back("ftpaird");
+  for (const auto &a : args) storage.push_back(a);
+  std::vector<char *> argv;
+  for (auto &s : storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  int rc = rte_eal_init(static_cast<int>(storage.size()), argv.data());
+  if (rc < 0) {
+    *err = std::string("EAL initialisation failed: ") + rte_strerror(rte_errno);
+    return -rte_errno;
+  }
+  return 0;
+}
+
+void eal_cleanup() { rte_eal_cleanup(); }
+
+rte_mempool *pool_create(const std::string &name, uint32_t n, std::string *err) {
+  rte_mempool *mp = rte_pktmbuf_pool_create(name.c_str(), n, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                            static_cast<int>(rte_socket_id()));
+  if (mp == nullptr)
+    *err = "cannot create mbuf pool '" + name + "' of " + std::to_string(n) +
+           " mbufs: " + rte_strerror(rte_errno) + " (raise dpdk.memory_mb or lower dpdk.mbufs)";
+  return mp;
+}
+
+static int find_port(const std::string &name, uint16_t *port_id) {
+  uint16_t pid;
+  RTE_ETH_FOREACH_DEV(pid) {
+    char dev_name[RTE_ETH_NAME_MAX_LEN];
+    if (rte_eth_dev_get_name_by_port(pid, dev_name) == 0 && name == dev_name) {
+      *port_id = pid;
+      return 0;
+    }
+  }
+  return -ENODEV;
+}
+
+int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_ether_addr *mac,
+              std::string *err) {
+  std::string name = spec.device.substr(0, spec.device.find(','));
+  std::string devargs = spec.device.find(',') == std::string::npos ? ""
+                                                                      : spec.device.substr(spec.device.find(',') + 1);
+  if (find_port(name, port_id) != 0) {
+    int rc = rte_eal_hotplug_add("vdev", name.c_str(), devargs.c_str());
+    if (rc < 0 && rte_eal_hotplug_add("pci", name.c_str(), devargs.c_str()) < 0) {
+      *err = "cannot probe device '" + spec.device + "': " + rte_strerror(-rc);
+      return rc;
+    }
+    if (find_port(name, port_id) != 0) {
+      *err = "device '" + spec.device + "' probed but no ethdev port appeared";
+      return -ENODEV;
+    }
+  }
+  uint16_t pid = *port_id;
+  rte_eth_dev_info info{};
+  int rc = rte_eth_dev_info_get(pid, &info);
+  if (rc != 0) {
+    *err = "rte_eth_dev_info_get(" + name + "): " + rte_strerror(-rc);
+    return rc;
+  }
+  if (spec.queues > info.max_rx_queues || spec.queues > info.max_tx_queues) {
+    *err = "device '" + name + "' supports " + std::to_string(info.max_rx_queues) +
+           " queues, " + std::to_string(spec.queues) + " asked";
+    return -EINVAL;
+  }
+  rte_eth_conf conf{};
+  if ((rc = rte_eth_dev_configure(pid, spec.queues, spec.queues, &conf)) != 0) {
+    *err = "rte_eth_dev_configure(" + name + "): " + rte_strerror(-rc);
+    return rc;
+  }
+  uint16_t nrx = spec.rx_desc, ntx = spec.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(pid, &nrx, &ntx);
+  int socket = rte_eth_dev_socket_id(pid);
+  if (socket < 0) socket = 0;
+  for (uint16_t q = 0; q < spec.queues; q++) {
+    if ((rc = rte_eth_rx_queue_setup(pid, q, nrx, static_cast<unsigned>(socket), nullptr, pool)) != 0 ||
+        (rc = rte_eth_tx_queue_setup(pid, q, ntx, static_cast<unsigned>(socket), nullptr)) != 0) {
+      *err = "queue set-up on " + name + ": " + rte_strerror(-rc);
+      return rc;
+    }
+  }
+  if ((rc = rte_eth_dev_start(pid)) != 0) {
+    *err = "rte_eth_dev_start(" + name + "): " + rte_strerror(-rc);
+    return rc;
+  }
+  // Promiscuous: frames for the shared virtual MAC must reach us. Not every PMD has it.
+  rte_eth_promiscuous_enable(pid);
+  rte_eth_macaddr_get(pid, mac);
+  return 0;
+}
+
+void port_close(uint16_t port_id) {
+  rte_eth_dev_stop(port_id);
+  rte_eth_dev_close(port_id);
+}
+
+std::string mac_to_string(const rte_ether_addr &mac) {
+  char buf[RTE_ETHER_ADDR_FMT_SIZE];
+  rte_ether_format_addr(buf, sizeof(buf), &mac);
+  return buf;
+}
+
+}  // namespace ftpair::dp

@@ -1,0 +1,50 @@
+#include "dataplane/worker.h"
+
+#include <ctime>
+
+#include <rte_cycles.h>
+
+namespace ftpair::dp {
+
+uint32_t worker_iteration(WorkerContext &c) {
+  rte_mbuf *pkts[kBurst];
+  c.agent->heartbeat(c.id);
+  c.agent->barrier_point(c.id);
+  const uint64_t now = rte_rdtsc();
+  uint32_t handled = 0;
+  for (uint16_t port = 0; port < c.agent->nb_ports(); port++) {
+    uint16_t n = c.agent->rx(c.id, port, pkts, kBurst);
+    if (n) {
+      c.nf->process(port, pkts, n, now);
+      handled += n;
+    }
+  }
+  c.agent->flush(c.id);
+  uint32_t work = c.nf->housekeeping(now);
+  if (c.flows->capture_pending())
+    work += c.flows->capture_step(handled ? c.capture_budget : c.capture_budget * 16) + 1;
+  return handled + work;
+}
+
+int worker_main(void *arg) {
+  auto &c = *static_cast<WorkerContext *>(arg);
+  uint32_t idle = 0;
+  while (!c.quit->load(std::memory_order_relaxed)) {
+    if (worker_iteration(c)) {
+      idle = 0;
+      continue;
+    }
+    // Adaptive back-off: spin a while, then sleep longer and longer up to the ceiling, so
+    // an idle daemon leaves the (shared) core to others.
+    if (++idle < 64 || c.idle_sleep_max_us == 0) continue;
+    uint32_t us = 1u << ((idle - 64) / 16 < 10 ? (idle - 64) / 16 : 10);
+    if (us > c.idle_sleep_max_us) us = c.idle_sleep_max_us;
+    timespec ts{0, static_cast<long>(us) * 1000};
+    nanosleep(&ts, nullptr);
+    bump(c.idle_sleeps);
+  }
+  c.agent->flush(c.id);
+  return 0;
+}
+
+}  // namespace ftpair::dp

@@ -1,0 +1,29 @@
+/* The worker loop: short and flat. Each worker has its own cache-aligned context. */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "dataplane/agent.h"
+#include "dataplane/flow_table.h"
+#include "dataplane/nf.h"
+
+namespace ftpair::dp {
+
+struct alignas(64) WorkerContext {
+  unsigned id = 0;
+  InterfaceAgent *agent = nullptr;
+  Nat44 *nf = nullptr;
+  FlowTable *flows = nullptr;
+  const std::atomic<bool> *quit = nullptr;
+  uint32_t idle_sleep_max_us = 100;  // adaptive back-off ceiling when no packets arrive
+  uint32_t capture_budget = 256;     // records copied per loop while a capture is pending
+  std::atomic<uint64_t> idle_sleeps{0};
+};
+
+// Runs until *ctx->quit. Usable with rte_eal_remote_launch (arg = WorkerContext*).
+int worker_main(void *ctx);
+// One iteration (tests and benchmarks drive the loop by hand). Returns packets handled.
+uint32_t worker_iteration(WorkerContext &ctx);
+
+}  // namespace ftpair::dp
