@@ -83,8 +83,23 @@ def k_bad_ip_version(c, i):
     return _b(c.eth() / c.ip(version=6) / c.udp())
 
 
+def _ip_checksum(hdr):
+    if len(hdr) % 2:
+        hdr += b"\x00"
+    total = sum(struct.unpack("!%dH" % (len(hdr) // 2), hdr))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (~total) & 0xFFFF
+
+
 def k_bad_ihl(c, i):
-    return _b(c.eth() / c.ip(ihl=3) / c.udp())
+    # IHL=3 (12 bytes) on an otherwise normal 20-byte header whose checksum is
+    # valid over those 20 bytes, so only the IHL is wrong.
+    ip = bytearray(_b(c.ip() / c.udp()))
+    ip[0] = 0x43
+    ip[10:12] = b"\x00\x00"
+    ip[10:12] = struct.pack("!H", _ip_checksum(bytes(ip[:20])))
+    return _b(c.eth()) + bytes(ip)
 
 
 def k_ip_options(c, i):

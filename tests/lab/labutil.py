@@ -1,0 +1,428 @@
+"""Shared helpers for the ftpair lab integration tests (tests/lab/test_*.py).
+
+A lab test:
+    import labutil as L
+    L.require_lab()                       # exit 77 (skip) when the lab cannot run here
+    with L.LabSession() as lab:           # always "ftpair-lab down" on exit/signal/timeout
+        lab.setup()                       # down --purge; up
+        lab.start_node("a")
+        chk = lab.checker
+        chk.check("something", cond, "detail")
+    # LabSession.__exit__ prints "N passed, M failed"; use lab.exit_code()
+
+Everything talks to ftpaird only through /metrics, the pidfile and traffic.
+"""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+LAB_DIR = os.path.join(REPO, "tools", "lab")
+FTPAIR_LAB = os.path.join(LAB_DIR, "ftpair-lab")
+TRAFFIC = os.path.join(LAB_DIR, "traffic.py")
+MALFORMED = os.path.join(LAB_DIR, "malformed.py")
+PY = "/usr/bin/python3"          # Debian's python (has scapy)
+FTPAIRD = os.environ.get("FTPAIRD", os.path.join(REPO, "build", "control", "ftpaird"))
+PREFIX = os.environ.get("FTPAIR_LAB_PREFIX", "")
+RUN = os.environ.get("FTPAIR_LAB_RUN", "/run/ftpair-lab")
+
+SKIP = 77
+
+CLIENT_IP = "198.18.1.10"
+SERVER_IP = "198.18.2.10"
+LAN_VIP = "198.18.1.1"
+WAN_VIP = "198.18.2.1"
+NAT_PORT_MIN, NAT_PORT_MAX = 20000, 60999
+MGMT_IP = {"a": "198.18.3.1", "b": "198.18.3.2"}
+METRICS_PORT = 9108
+
+NAMESPACES = {"client": PREFIX + "client", "server": PREFIX + "server",
+              "a": PREFIX + "ftpair-a", "b": PREFIX + "ftpair-b"}
+
+
+def log(msg):
+    sys.stdout.write("[%7.2f] %s\n" % (time.monotonic() - _T0, msg))
+    sys.stdout.flush()
+
+
+_T0 = time.monotonic()
+
+
+def skip(reason):
+    print("SKIP: %s" % reason)
+    sys.stdout.flush()
+    sys.exit(SKIP)
+
+
+def require_lab(need_scapy=False, need=()):
+    """Exit 77 unless this machine can run the lab (root, ip netns, binaries)."""
+    if os.geteuid() != 0:
+        skip("lab tests need root (network namespaces)")
+    if not shutil.which("ip"):
+        skip("iproute2 'ip' not found")
+    try:
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
+        if r.returncode != 0:
+            skip("'ip netns' unusable: %s" % r.stderr.decode(errors="replace").strip())
+    except (OSError, subprocess.TimeoutExpired) as e:
+        skip("'ip netns' unusable: %s" % e)
+    for tool in ("ethtool", "curl") + tuple(need):
+        if not shutil.which(tool):
+            skip("'%s' not found" % tool)
+    if not os.access(PY, os.X_OK):
+        skip("%s not found" % PY)
+    if not os.access(FTPAIRD, os.X_OK):
+        skip("ftpaird not built: %s (set FTPAIRD=...)" % FTPAIRD)
+    if need_scapy:
+        r = subprocess.run([PY, "-c", "import scapy.layers.inet"], capture_output=True)
+        if r.returncode != 0:
+            skip("scapy missing for %s (apt-get install python3-scapy)" % PY)
+
+
+class LabError(Exception):
+    pass
+
+
+def lab(*args, timeout=60, check=True):
+    """Run tools/lab/ftpair-lab ARGS; return CompletedProcess (text)."""
+    r = subprocess.run([FTPAIR_LAB] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and r.returncode != 0:
+        raise LabError("ftpair-lab %s failed (exit %d):\n%s%s"
+                       % (" ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
+    return r
+
+
+def ns_cmd(host, argv):
+    return ["ip", "netns", "exec", NAMESPACES[host]] + [str(a) for a in argv]
+
+
+def run_in(host, argv, timeout=30):
+    """Run argv in a lab namespace; CompletedProcess (text), never raises on exit code."""
+    try:
+        return subprocess.run(ns_cmd(host, argv), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return subprocess.CompletedProcess(e.cmd, 124, out, err + "\n(timed out after %ss)" % timeout)
+
+
+def last_json(text):
+    """The last line of text that parses as a JSON object, or None."""
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+class Background:
+    """A process in a lab namespace whose stdout lines are collected."""
+
+    def __init__(self, host, argv):
+        self.argv = ns_cmd(host, argv)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)
+        self.lines = []
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._reader, daemon=True)
+        self._t.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _reader(self):
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.lines)
+
+    def wait_line(self, pred, timeout):
+        """Wait until a line satisfies pred; return it or None."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            lines = self.snapshot()
+            for line in lines[seen:]:
+                if pred(line):
+                    return line
+            seen = len(lines)
+            if self.proc.poll() is not None and seen == len(self.snapshot()):
+                return None
+            time.sleep(0.05)
+        return None
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=3.0):
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            except OSError:
+                pass
+        return self.proc.returncode
+
+
+# -------------------------------------------------------------- metrics --
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?\s*$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...sorted)): float}."""
+    res = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line.strip())
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        key = (name, tuple(sorted(_LABEL.findall(labels))))
+        res[key] = v
+    return res
+
+
+def metrics_url(node):
+    return "http://%s:%d/metrics" % (MGMT_IP[node], METRICS_PORT)
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def scrape(node, timeout=2.0):
+    """Parsed /metrics of a node, or None if it does not answer."""
+    try:
+        with _opener.open(metrics_url(node), timeout=timeout) as r:
+            if r.status != 200:
+                return None
+            return parse_metrics(r.read().decode("utf-8", errors="replace"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def metric(m, name, **labels):
+    """Value of one sample (0.0 when absent)."""
+    if not m:
+        return 0.0
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def drops(m):
+    """{reason: value} of ftpair_drops_total."""
+    out = {}
+    for (name, labels), v in (m or {}).items():
+        if name == "ftpair_drops_total":
+            d = dict(labels)
+            if "reason" in d:
+                out[d["reason"]] = out.get(d["reason"], 0.0) + v
+    return out
+
+
+def wait_until(fn, timeout, interval=0.1):
+    """Poll fn() until truthy; return its last value."""
+    deadline = time.monotonic() + timeout
+    v = fn()
+    while not v and time.monotonic() < deadline:
+        time.sleep(interval)
+        v = fn()
+    return v
+
+
+def kernel_snmp(host, proto="Ip"):
+    """{counter: int} of one /proc/net/snmp section (e.g. "Ip") inside a lab namespace."""
+    r = run_in(host, ["cat", "/proc/net/snmp"], timeout=10)
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith(proto + ":")]
+    if len(rows) < 2:
+        return {}
+    try:
+        return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:])}
+    except ValueError:
+        return {}
+
+
+# --------------------------------------------------------------- nodes --
+
+def node_pid(node):
+    try:
+        with open(os.path.join(RUN, "%s.pid" % node)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def node_log_tail(node, n=40):
+    try:
+        with open(os.path.join(RUN, "%s.log" % node), errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# -------------------------------------------------------------- checks --
+
+class Checker:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.skipped = 0
+
+    def check(self, name, ok, detail=""):
+        ok = bool(ok)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+        print("%s: %s%s" % ("PASS" if ok else "FAIL", name, (" -- " + detail) if detail else ""))
+        sys.stdout.flush()
+        return ok
+
+    def skip(self, name, reason):
+        self.skipped += 1
+        print("SKIP: %s -- %s" % (name, reason))
+        sys.stdout.flush()
+
+    def summary(self):
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        sys.stdout.flush()
+
+
+class _Abort(BaseException):
+    """Raised from a signal handler or the global timer."""
+
+
+class LabSession:
+    """down; up; (your test); down -- whatever happens.
+
+    deadline_s: the whole test is aborted (FAIL) after this many seconds.
+    """
+
+    def __init__(self, deadline_s=85, purge=True):
+        self.checker = Checker()
+        self.deadline_s = deadline_s
+        self.purge = purge
+        self.bg = []
+        self._down_done = False
+        self.aborted = None
+
+    # -- lifecycle
+    def __enter__(self):
+        atexit.register(self._teardown)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.alarm(int(self.deadline_s))
+        return self
+
+    def setup(self):
+        """ftpair-lab down [--purge]; ftpair-lab up."""
+        log("lab: down%s" % (" --purge" if self.purge else ""))
+        lab("down", *(["--purge"] if self.purge else []), timeout=60)
+        log("lab: up")
+        lab("up", timeout=60)
+
+    def _on_signal(self, signum, frame):
+        raise _Abort("signal %d" % signum)
+
+    def _on_alarm(self, signum, frame):
+        raise _Abort("test deadline of %ds exceeded" % self.deadline_s)
+
+    def __exit__(self, et, ev, tb):
+        signal.alarm(0)
+        if et is not None and et is not SystemExit:
+            if et is _Abort:
+                self.aborted = str(ev)
+            elif issubclass(et, LabError):
+                print(str(ev).rstrip())
+                self.aborted = "ftpair-lab failed"
+            else:
+                import traceback
+                traceback.print_exception(et, ev, tb)
+                self.aborted = "%s: %s" % (et.__name__, ev)
+            self.checker.check("test ran to completion", False, self.aborted)
+        self._teardown()
+        self.checker.summary()
+        return et is _Abort or (et is not None and et is not SystemExit)
+
+    def _teardown(self):
+        if self._down_done:
+            return
+        self._down_done = True
+        # ignore further signals while cleaning up
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+        for b in self.bg:
+            b.stop()
+        try:
+            r = lab("down", timeout=60, check=False)
+            if r.returncode != 0:
+                print("warning: ftpair-lab down failed:\n%s" % r.stderr)
+        except Exception as e:   # noqa: BLE001 -- cleanup must not raise
+            print("warning: ftpair-lab down: %s" % e)
+        log("lab: down (cleanup)")
+
+    def exit_code(self):
+        return 0 if self.checker.failed == 0 and not self.aborted else 1
+
+    # -- helpers
+    def start_node(self, node, *extra, timeout=30):
+        log("lab: start %s %s" % (node, " ".join(extra)))
+        return lab("start", node, *extra, timeout=timeout)
+
+    def background(self, host, argv):
+        b = Background(host, argv)
+        self.bg.append(b)
+        return b
+
+    def traffic(self, host, *args, timeout=30):
+        return run_in(host, [PY, TRAFFIC] + [str(a) for a in args], timeout=timeout)
