@@ -318,6 +318,8 @@ Status parse_config(const std::string &yaml_text, const std::vector<std::string>
   } catch (const YAML::Exception &e) {
     return InvalidArgument("config: " + e.msg);
   }
+  c.source_text = yaml_text;
+  for (const auto &ov : overrides) c.source_text += "\n# override: " + ov;
   *out = std::move(c);
   return Status::Ok();
 }

@@ -66,6 +66,8 @@ struct Config {
   uint32_t hold_capacity = 16384;
   std::string hold_fallback = "relaxed";  // drop | relaxed
 
+  std::string source_text;  // the file as read, then the overrides (Control.Config)
+
   std::string eal_file_prefix() const { return file_prefix.empty() ? "ftpair-" + node_id : file_prefix; }
   // EAL argument vector derived from the dpdk section.
   std::vector<std::string> eal_argv() const;

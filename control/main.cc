@@ -1,7 +1,6 @@
 // ftpaird: the ftpair daemon.
 #include <csignal>
 #include <cstdio>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,10 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "control/config.h"
-#include "control/exposition.h"
-#include "control/http_server.h"
-#include "control/node.h"
-#include "control/node_metrics.h"
+#include "control/daemon.h"
 #include "dataplane/port.h"
 
 namespace {
@@ -52,52 +48,25 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "ftpaird: %s\n", err.c_str());
     return 1;
   }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
   int rc = 0;
   {
-    auto node = ftpair::Node::create(cfg, &st);
-    if (!node) {
+    ftpair::Daemon daemon(cfg);
+    st = daemon.start();
+    if (!st.ok()) {
       std::fprintf(stderr, "ftpaird: %s\n", st.message().c_str());
-      ftpair::dp::eal_cleanup();
-      return 1;
-    }
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
-
-    ftpair::HttpServer http;
-    http.route("/metrics", [&node] {
-      ftpair::Exposition x;
-      x.family("ftpair_build_info", "gauge", "Build information.")
-          .sample(1, {{"version", FTPAIR_VERSION}, {"node", node->config().node_id}});
-      ftpair::expose_dataplane(*node, x);
-      return ftpair::HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", x.text()};
-    });
-    if (cfg.metrics.set()) {
-      st = http.start(cfg.metrics);
-      if (!st.ok()) {
-        std::fprintf(stderr, "ftpaird: management.metrics: %s\n", st.message().c_str());
-        rc = 1;
-      }
-    }
-    if (rc == 0) {
-      st = node->start();
-      if (!st.ok()) {
-        std::fprintf(stderr, "ftpaird: %s\n", st.message().c_str());
-        rc = 1;
-      }
-    }
-    if (rc == 0) {
-      std::fprintf(stderr, "ftpaird: node %s forwarding (inside %s, outside %s)\n", cfg.node_id.c_str(),
-                   ftpair::dp::mac_to_string(node->own_mac(0)).c_str(),
-                   ftpair::dp::mac_to_string(node->own_mac(1)).c_str());
-      node->nf().request_announce();
+      rc = 1;
+    } else {
+      std::fprintf(stderr, "ftpaird: node %s up (gRPC port %u, metrics port %u)\n", cfg.node_id.c_str(),
+                   daemon.grpc_port(), daemon.metrics_port());
       while (!g_quit.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       std::fprintf(stderr, "ftpaird: shutting down\n");
     }
-    http.stop();
-    node->stop();
+    daemon.stop();
   }
   ftpair::dp::eal_cleanup();
   return rc;

@@ -104,6 +104,7 @@ void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t de
     if (ws.hold.size() < cfg_.hold_capacity) {
       ws.hold.push_back(Held{m, dep_epoch, tsc_ns(), port});
       bump(wctr_[worker].held);
+      wctr_[worker].held_now.store(ws.hold.size(), std::memory_order_relaxed);
       return;
     }
     bump(wctr_[worker].hold_full);

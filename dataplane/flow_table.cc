@@ -218,6 +218,7 @@ void FlowTable::copy_to_capture(uint32_t slot) {
   c.slot = slot;
   c.in_use = in_use;
   c.st = r.st;
+  c.last_seen_tsc = r.last_seen_tsc;
   capture_buf_.push_back(c);
 }
 
@@ -270,11 +271,15 @@ int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
   if (st && !(st->flags & kFlowInUse)) return -EINVAL;
   FlowRecord &r = records_[slot];
   bool was = r.st.flags & kFlowInUse;
-  if (st && was && r.st == *st) return 0;
+  if (st && was && r.st == *st) {
+    r.last_seen_tsc = now_tsc;
+    return 0;
+  }
   if (st && was && inside_key(r.st) == inside_key(*st) && outside_key(r.st) == outside_key(*st)) {
     // Same flow, new state: keys stay.
-    r.st = *st;
     touch(slot);
+    r.st = *st;
+    r.last_seen_tsc = now_tsc;
     return 0;
   }
   if (was) {

@@ -89,6 +89,7 @@ struct CapturedSlot {
   uint8_t in_use;
   uint8_t reserved[3];
   FlowState st;
+  uint64_t last_seen_tsc;
 };
 
 enum class CaptureKind : uint8_t { DIRTY, FULL };
@@ -158,7 +159,7 @@ class FlowTable {
   void capture_release();
 
   // --- standby side ---
-  // Sets slot to st (in use) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
+  // Sets slot to st (in use, last seen at now_tsc) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
   // of range or a state without kFlowInUse, -EEXIST when a key belongs to another slot.
   int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc);
   // Frees every slot (before a full sync is applied).

@@ -1,0 +1,74 @@
+/* The standby side of replication: applies checkpoints to the local flow table, in epoch
+ * order, and says exactly why it refuses one.
+ *
+ * Thread-safety: calls come from one Sync stream at a time; the flow table is guarded by
+ * the mutex passed in (dumps take it too). The standby's worker never touches the table
+ * while it does not own the virtual addresses. */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "checkpoint/version.h"
+#include "control/status.h"
+#include "dataplane/flow_table.h"
+#include "replication.pb.h"
+
+namespace ftpair::ckpt {
+
+struct ApplierStats {
+  std::atomic<uint64_t> checkpoints{0};
+  std::atomic<uint64_t> records{0};
+  std::atomic<uint64_t> full_syncs{0};
+  std::atomic<uint64_t> rejected_gap{0}, rejected_duplicate{0}, rejected_corrupt{0},
+      rejected_version{0}, rejected_protocol{0};
+  std::atomic<int64_t> last_apply_unix_ns{0};
+};
+
+class Applier {
+ public:
+  Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id);
+
+  // A new stream starts: forget the stream state (the table stays as it is).
+  void begin_stream();
+  /* The active's hello. Fills the reply (chosen versions) or returns FAILED_PRECONDITION
+   * naming both sides' versions. */
+  Status on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hello *reply);
+  /* Applies one checkpoint. *ack is set when the message completes an epoch. Errors:
+   * FAILED_PRECONDITION (no hello, or a generation older than ours), OUT_OF_RANGE-like
+   * INVALID_ARGUMENT for gaps and duplicates, DATA_LOSS for corrupt batches. A refused
+   * message changes nothing in the table. */
+  Status on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a);
+  // The stream ended: a half-done full sync leaves the node out of sync.
+  void end_stream();
+
+  bool in_sync() const { return in_sync_.load(); }
+  uint64_t applied_epoch() const { return applied_.load(); }
+  double full_sync_progress() const { return progress_.load(); }
+  uint32_t record_format() const { return format_; }
+  const ApplierStats &stats() const { return stats_; }
+  // The peer's identity from its hello.
+  std::string peer_node() const;
+
+ private:
+  dp::FlowTable &flows_;
+  std::mutex &mu_;
+  std::string node_id_;
+  bool hello_ = false;
+  uint32_t format_ = 0;
+  uint64_t peer_generation_ = 0;
+  std::string peer_node_;
+  bool in_full_ = false;
+  uint64_t full_epoch_ = 0;
+  uint32_t next_chunk_ = 0;
+  uint64_t full_expected_ = 0;
+  std::atomic<bool> in_sync_{false};
+  std::atomic<uint64_t> applied_{0};
+  std::atomic<double> progress_{0};
+  ApplierStats stats_;
+  mutable std::mutex peer_mu_;
+};
+
+}  // namespace ftpair::ckpt

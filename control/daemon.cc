@@ -1,0 +1,438 @@
+#include "control/daemon.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include <rte_cycles.h>
+
+#include "checkpoint/snapshot.h"
+#include "control/exposition.h"
+#include "control/node_metrics.h"
+#include "replication.grpc.pb.h"
+#include "control.grpc.pb.h"
+
+namespace ftpair {
+
+namespace {
+
+grpc::Status to_grpc(const Status &s) {
+  static const grpc::StatusCode map[] = {
+      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
+      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
+      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
+      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
+  return grpc::Status(map[static_cast<int>(s.code())], s.message());
+}
+
+int64_t unix_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string proto_name(uint8_t p) {
+  return p == IPPROTO_TCP ? "tcp" : p == IPPROTO_UDP ? "udp" : p == IPPROTO_ICMP ? "icmp" : std::to_string(p);
+}
+
+void fill_flow(uint32_t slot, const dp::FlowState &s, v1::Flow *f) {
+  f->set_slot(slot);
+  f->set_proto(proto_name(s.proto));
+  f->set_inside(ipv4_to_string(s.in_ip) + ":" + std::to_string(ntohs(s.in_port)));
+  f->set_outside(ipv4_to_string(s.ext_ip) + ":" + std::to_string(ntohs(s.ext_port)));
+  f->set_nat(ipv4_to_string(s.nat_ip) + ":" + std::to_string(ntohs(s.nat_port)));
+  f->set_state(s.proto == IPPROTO_TCP ? dp::tcp_state_name(static_cast<dp::TcpState>(s.tcp_state)) : "active");
+  f->set_flags(s.flags);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Replication (standby)
+
+class Daemon::ReplicationService final : public v1::Replication::Service {
+ public:
+  explicit ReplicationService(Daemon &d) : d_(d) {}
+
+  grpc::Status Sync(grpc::ServerContext *ctx,
+                    grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override {
+    if (d_.role() == fo::Role::ACTIVE || d_.role() == fo::Role::DRAINING)
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "node " + d_.cfg_.node_id + " is active: it sends checkpoints, it does not take them");
+    {
+      // The newest stream wins: an active that reconnects must not wait for a dead one.
+      std::lock_guard<std::mutex> g(cur_mu_);
+      if (cur_ctx_) cur_ctx_->TryCancel();
+    }
+    std::lock_guard<std::mutex> one(stream_mu_);
+    {
+      std::lock_guard<std::mutex> g(cur_mu_);
+      cur_ctx_ = ctx;
+    }
+    grpc::Status result = serve(stream);
+    d_.applier_->end_stream();
+    {
+      std::lock_guard<std::mutex> g(cur_mu_);
+      if (cur_ctx_ == ctx) cur_ctx_ = nullptr;
+    }
+    if (!result.ok())
+      std::fprintf(stderr, "ftpaird: replication: refused the active's stream: %s\n", result.error_message().c_str());
+    return result;
+  }
+
+  void cancel_current() {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    if (cur_ctx_) cur_ctx_->TryCancel();
+  }
+
+ private:
+  grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+    ckpt::Applier &ap = *d_.applier_;
+    ap.begin_stream();
+    v1::SyncMessage m;
+    if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
+    if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
+    v1::SyncReply reply;
+    Status st = ap.on_hello(m.hello(), d_.generation(), reply.mutable_hello());
+    if (!st.ok()) return to_grpc(st);
+    if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+    d_.role_.store(ap.in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
+    while (stream->Read(&m)) {
+      if (!m.has_checkpoint())
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
+      bool ack = false;
+      v1::SyncReply r;
+      st = ap.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
+      if (!st.ok()) {
+        d_.role_.store(fo::Role::STANDBY_SYNCING);
+        return to_grpc(st);
+      }
+      if (ack) {
+        if (ap.in_sync()) d_.role_.store(fo::Role::STANDBY_READY);
+        if (!stream->Write(r)) break;
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  Daemon &d_;
+  std::mutex stream_mu_;
+  std::mutex cur_mu_;
+  grpc::ServerContext *cur_ctx_ = nullptr;
+};
+
+// ------------------------------------------------------------------ Control
+
+class Daemon::ControlService final : public v1::Control::Service {
+ public:
+  explicit ControlService(Daemon &d) : d_(d) {}
+  grpc::Status Status(grpc::ServerContext *, const v1::StatusRequest *, v1::StatusReply *out) override {
+    d_.status(out);
+    return grpc::Status::OK;
+  }
+  grpc::Status Checkpoint(grpc::ServerContext *, const v1::CheckpointRequest *req, v1::CheckpointReply *out) override {
+    return to_grpc(d_.checkpoint(req->snapshot(), out));
+  }
+  grpc::Status Flows(grpc::ServerContext *, const v1::FlowsRequest *req, v1::FlowsReply *out) override {
+    return to_grpc(d_.flows(req->limit(), out));
+  }
+  grpc::Status Config(grpc::ServerContext *, const v1::ConfigRequest *, v1::ConfigReply *out) override {
+    out->set_yaml(d_.cfg_.source_text);
+    return grpc::Status::OK;
+  }
+  grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *, v1::SwitchoverReply *out) override {
+    out->set_ok(false);
+    out->set_message("refused: this release has no failover manager, so a switchover cannot be coordinated");
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, out->message());
+  }
+
+ private:
+  Daemon &d_;
+};
+
+// ------------------------------------------------------------------ life cycle
+
+Daemon::Daemon(const Config &cfg) : cfg_(cfg), generation_(cfg.state_dir) {}
+Daemon::~Daemon() { stop(); }
+
+Status Daemon::start() {
+  ::mkdir(cfg_.state_dir.c_str(), 0700);
+  Status st = generation_.load();
+  if (!st.ok()) return st;
+  generation_value_.store(generation_.value());
+  node_ = Node::create(cfg_, &st);
+  if (!node_) return st;
+  applier_ = std::make_unique<ckpt::Applier>(node_->flows(), table_mu_, cfg_.node_id);
+  ckpt::EngineConfig ec;
+  ec.node_id = cfg_.node_id;
+  ec.peer = cfg_.peer_grpc.set() ? cfg_.peer_grpc.str() : "";
+  ec.strict = cfg_.mode == ReplicationMode::STRICT;
+  ec.fallback_relaxed = cfg_.hold_fallback == "relaxed";
+  ec.interval = std::chrono::microseconds(cfg_.checkpoint_interval_us);
+  ec.dirty_threshold = cfg_.checkpoint_dirty_threshold;
+  ec.quiesce_timeout = std::chrono::microseconds(cfg_.quiesce_timeout_us);
+  ec.generation = [this] { return generation_value_.load(); };
+  engine_ = std::make_unique<ckpt::Engine>(ec, node_->flows(), node_->agent());
+
+  repl_svc_ = std::make_unique<ReplicationService>(*this);
+  ctl_svc_ = std::make_unique<ControlService>(*this);
+  if (cfg_.grpc.set()) {
+    grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort(cfg_.grpc.str(), grpc::InsecureServerCredentials(), &port);
+    b.SetMaxReceiveMessageSize(64 << 20);
+    b.SetMaxSendMessageSize(64 << 20);
+    b.RegisterService(repl_svc_.get());
+    b.RegisterService(ctl_svc_.get());
+    grpc_ = b.BuildAndStart();
+    if (!grpc_ || port == 0) return Unavailable("management.grpc: cannot listen on " + cfg_.grpc.str());
+    grpc_port_ = static_cast<uint16_t>(port);
+  }
+  http_.route("/metrics", [this] {
+    return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics()};
+  });
+  if (cfg_.metrics.set()) {
+    st = http_.start(cfg_.metrics);
+    if (!st.ok()) return Unavailable("management.metrics: " + st.message());
+  }
+  // Take a role before the worker runs, so a standby never forwards a packet.
+  node_->nf().set_vip_owner(false);
+  st = node_->start();
+  if (!st.ok()) return st;
+  engine_->start();
+  started_ = true;
+  if (cfg_.role == "standby") return become_standby("configured role");
+  Status restored = restore_from_snapshot();
+  std::fprintf(stderr, "ftpaird: %s\n", restored.ok() ? "resumed flows from the snapshot" : restored.message().c_str());
+  return become_active(cfg_.role == "active" ? "configured role" : "no role configured");
+}
+
+void Daemon::stop() {
+  if (!started_) return;
+  started_ = false;
+  const bool was_active = role_.load() == fo::Role::ACTIVE;
+  engine_->stop();
+  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  http_.stop();
+  node_->stop();
+  if (was_active) {
+    std::string path;
+    Status st = write_snapshot(true, &path);
+    std::fprintf(stderr, "ftpaird: %s\n", st.ok() ? ("snapshot written to " + path).c_str() : st.message().c_str());
+  }
+}
+
+Status Daemon::become_active(const std::string &why) {
+  std::lock_guard<std::mutex> g(role_mu_);
+  repl_svc_->cancel_current();
+  std::lock_guard<std::mutex> t(table_mu_);
+  Status st = engine_->with_workers_parked([this] {
+    node_->flows().refresh_all(rte_rdtsc());
+    node_->nf().set_vip_owner(true);
+  });
+  if (!st.ok()) return st;
+  role_.store(fo::Role::ACTIVE);
+  engine_->set_replicating(true);
+  node_->nf().request_announce();
+  std::fprintf(stderr, "ftpaird: node %s is ACTIVE (generation %lu): %s\n", cfg_.node_id.c_str(),
+               static_cast<unsigned long>(generation()), why.c_str());
+  return Status::Ok();
+}
+
+Status Daemon::become_standby(const std::string &why) {
+  std::lock_guard<std::mutex> g(role_mu_);
+  engine_->set_replicating(false);
+  Status st = engine_->with_workers_parked([this] { node_->nf().set_vip_owner(false); });
+  if (!st.ok()) return st;
+  role_.store(applier_->in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
+  std::fprintf(stderr, "ftpaird: node %s is STANDBY: %s\n", cfg_.node_id.c_str(), why.c_str());
+  return Status::Ok();
+}
+
+bool Daemon::dataplane_healthy() const { return node_ != nullptr; }
+
+// ------------------------------------------------------------------ snapshots
+
+Status Daemon::write_snapshot(bool clean, std::string *path) {
+  std::vector<dp::CapturedSlot> recs;
+  recs.reserve(node_->flows().size());
+  node_->flows().for_each([&](uint32_t slot, const dp::FlowRecord &r) {
+    dp::CapturedSlot c{};
+    c.slot = slot;
+    c.in_use = 1;
+    c.st = r.st;
+    c.last_seen_tsc = r.last_seen_tsc;
+    recs.push_back(c);
+  });
+  ckpt::SnapshotMeta meta;
+  meta.generation = generation();
+  meta.epoch = node_->flows().epoch();
+  meta.software_version = FTPAIR_VERSION;
+  meta.node_id = cfg_.node_id;
+  meta.clean_shutdown = clean;
+  meta.created_unix_ns = unix_ns();
+  meta.count = recs.size();
+  *path = snapshot_path();
+  return ckpt::write_snapshot(*path, meta, recs, rte_rdtsc(), rte_get_tsc_hz());
+}
+
+Status Daemon::restore_from_snapshot() {
+  ckpt::SnapshotMeta meta;
+  std::vector<ckpt::WireRecord> recs;
+  Status st = ckpt::read_snapshot(snapshot_path(), node_->flows().capacity(), &meta, &recs);
+  if (!st.ok()) return Status(st.code(), "not resuming from a snapshot: " + st.message());
+  // A snapshot serves once: a later crash must not resurrect it.
+  ::rename(snapshot_path().c_str(), (snapshot_path() + ".used").c_str());
+  st = ckpt::snapshot_usable(meta, generation(), 600, unix_ns());
+  if (!st.ok()) return Status(st.code(), "refusing the snapshot: " + st.message());
+  std::lock_guard<std::mutex> t(table_mu_);
+  return ckpt::restore_snapshot(recs, node_->flows(), rte_rdtsc(), rte_get_tsc_hz());
+}
+
+// ------------------------------------------------------------------ operations
+
+void Daemon::status(v1::StatusReply *out) {
+  const fo::Role r = role();
+  out->set_node_id(cfg_.node_id);
+  out->set_role(fo::role_kind(r));
+  out->set_state(fo::role_name(r));
+  out->set_generation(generation());
+  out->set_software_version(FTPAIR_VERSION);
+  out->set_dataplane_healthy(dataplane_healthy());
+  out->set_flows(node_->flows().size());
+  out->set_flow_capacity(node_->flows().capacity());
+  const auto &es = engine_->stats();
+  out->set_checkpoints(es.checkpoints.load());
+  out->set_checkpoints_aborted(es.aborted.load());
+  int64_t last = es.last_checkpoint_unix_ns.load();
+  out->set_last_checkpoint_age_seconds(last ? double(unix_ns() - last) / 1e9 : -1);
+  out->set_last_pause_us(double(node_->agent().last_pause_ns()) / 1000.0);
+  v1::SyncStatus *s = out->mutable_sync();
+  s->set_mode(cfg_.mode == ReplicationMode::STRICT ? "strict" : "relaxed");
+  if (r == fo::Role::ACTIVE || r == fo::Role::DRAINING) {
+    s->set_peer(engine_->peer());
+    s->set_connected(engine_->connected());
+    s->set_in_sync(engine_->in_sync());
+    s->set_epoch(engine_->current_epoch());
+    s->set_acked_epoch(engine_->acked_epoch());
+    uint64_t closed = engine_->current_epoch() - 1;
+    s->set_lag_epochs(engine_->in_sync() && closed > engine_->acked_epoch() ? closed - engine_->acked_epoch() : 0);
+    s->set_exposure_epochs(s->lag_epochs());
+    s->set_lag_bytes(engine_->lag_bytes());
+    int64_t ack = es.last_ack_unix_ns.load();
+    s->set_last_ack_age_seconds(ack ? double(unix_ns() - ack) / 1e9 : -1);
+    s->set_full_syncs(es.full_syncs.load());
+    s->set_full_sync_progress(engine_->full_sync_progress());
+  } else {
+    s->set_peer(applier_->peer_node());
+    s->set_in_sync(applier_->in_sync());
+    s->set_epoch(applier_->applied_epoch());
+    s->set_acked_epoch(applier_->applied_epoch());
+    s->set_full_syncs(applier_->stats().full_syncs.load());
+    s->set_full_sync_progress(applier_->full_sync_progress());
+    int64_t ap = applier_->stats().last_apply_unix_ns.load();
+    s->set_last_ack_age_seconds(ap ? double(unix_ns() - ap) / 1e9 : -1);
+  }
+}
+
+Status Daemon::checkpoint(bool snapshot, v1::CheckpointReply *out) {
+  uint64_t epoch = 0, records = 0;
+  Status st = engine_->checkpoint_now(std::chrono::milliseconds(3000), &epoch, &records);
+  out->set_epoch(epoch);
+  out->set_records(records);
+  out->set_acked_epoch(engine_->acked_epoch());
+  out->set_pause_us(double(node_->agent().last_pause_ns()) / 1000.0);
+  if (snapshot && role() == fo::Role::ACTIVE) {
+    std::string path;
+    Status written;
+    Status parked = engine_->with_workers_parked([&] { written = write_snapshot(false, &path); });
+    if (parked.ok() && written.ok()) out->set_snapshot_path(path);
+  }
+  return st;
+}
+
+Status Daemon::flows(uint32_t limit, v1::FlowsReply *out) {
+  auto copy = [&] {
+    uint32_t n = 0;
+    out->set_total(node_->flows().size());
+    out->set_epoch(node_->flows().epoch());
+    node_->flows().for_each([&](uint32_t slot, const dp::FlowRecord &r) {
+      if (limit && n >= limit) return;
+      fill_flow(slot, r.st, out->add_flows());
+      n++;
+    });
+  };
+  if (role() == fo::Role::ACTIVE || role() == fo::Role::DRAINING) {
+    // The worker owns the table: read it at a barrier.
+    return engine_->with_workers_parked(copy);
+  }
+  std::lock_guard<std::mutex> t(table_mu_);
+  copy();
+  out->set_epoch(applier_->applied_epoch());
+  return Status::Ok();
+}
+
+std::string Daemon::render_metrics() {
+  Exposition x;
+  x.family("ftpair_build_info", "gauge", "Build information.")
+      .sample(1, {{"version", FTPAIR_VERSION}, {"node", cfg_.node_id}});
+  expose_dataplane(*node_, x);
+  const fo::Role r = role();
+  x.family("ftpair_role", "gauge", "1 for the node's current role state.");
+  for (auto s : {fo::Role::BOOT, fo::Role::STANDBY_SYNCING, fo::Role::STANDBY_READY, fo::Role::ACTIVE,
+                 fo::Role::DRAINING, fo::Role::FAULT})
+    x.sample(s == r ? 1 : 0, {{"state", fo::role_name(s)}});
+  x.family("ftpair_generation", "gauge", "Persisted generation (term) of this node.").sample(double(generation()));
+
+  const auto &es = engine_->stats();
+  x.family("ftpair_checkpoints_total", "counter", "Checkpoints taken (epoch flips).").sample(es.checkpoints.load());
+  x.family("ftpair_checkpoints_aborted_total", "counter", "Checkpoints aborted: the workers did not park in time.")
+      .sample(es.aborted.load());
+  std::vector<double> bounds;
+  std::vector<uint64_t> cum;
+  for (size_t i = 0; i < ckpt::kPauseBuckets; i++) {
+    bounds.push_back(ckpt::kPauseBucketsUs[i] / 1e6);
+    cum.push_back(es.pause_buckets[i].load());
+  }
+  x.family("ftpair_checkpoint_pause_seconds", "histogram", "Worker pause per checkpoint (quiesce to resume).")
+      .histogram(bounds, cum, double(es.pause_ns_sum.load()) / 1e9, es.pause_count.load());
+  x.family("ftpair_replication_records_sent_total", "counter", "Flow records sent to the standby.").sample(es.records_sent.load());
+  x.family("ftpair_replication_sent_bytes_total", "counter", "Bytes of checkpoints sent to the standby.").sample(es.bytes_sent.load());
+  x.family("ftpair_replication_full_syncs_total", "counter", "Full syncs started for a joining standby.").sample(es.full_syncs.load());
+  x.family("ftpair_replication_standby_lost_total", "counter", "Times the standby was lost.").sample(es.standby_lost.load());
+  x.family("ftpair_replication_connected", "gauge", "1 while a standby stream is up.").sample(engine_->connected() ? 1 : 0);
+  x.family("ftpair_replication_in_sync", "gauge", "1 while the standby holds a consistent copy.")
+      .sample(r == fo::Role::ACTIVE ? (engine_->in_sync() ? 1 : 0) : (applier_->in_sync() ? 1 : 0));
+  x.family("ftpair_epoch", "gauge", "Current epoch (active) or last applied epoch (standby).")
+      .sample(double(r == fo::Role::ACTIVE ? engine_->current_epoch() : applier_->applied_epoch()));
+  x.family("ftpair_replication_acked_epoch", "gauge", "Newest epoch the standby acknowledged.").sample(double(engine_->acked_epoch()));
+  uint64_t closed = engine_->current_epoch() - 1;
+  uint64_t lag = engine_->in_sync() && closed > engine_->acked_epoch() ? closed - engine_->acked_epoch() : 0;
+  x.family("ftpair_sync_lag_epochs", "gauge", "Closed epochs not yet acknowledged (relaxed: lost on failover).").sample(double(lag));
+  x.family("ftpair_sync_lag_bytes", "gauge", "Checkpoint bytes sent and not yet acknowledged.").sample(double(engine_->lag_bytes()));
+  int64_t ack = es.last_ack_unix_ns.load();
+  x.family("ftpair_sync_last_ack_age_seconds", "gauge", "Seconds since the last acknowledgement (-1: never).")
+      .sample(ack ? double(unix_ns() - ack) / 1e9 : -1);
+  x.family("ftpair_full_sync_seconds", "gauge", "Duration of the last completed full sync.").sample(es.last_full_sync_seconds.load());
+  x.family("ftpair_full_sync_progress_ratio", "gauge", "Progress of the running full sync (0..1).")
+      .sample(r == fo::Role::ACTIVE ? engine_->full_sync_progress() : applier_->full_sync_progress());
+  const auto &wc = node_->agent().worker_counters(0);
+  x.family("ftpair_output_held_packets_total", "counter", "Packets held for output commit (strict mode).").sample(wc.held.load());
+  x.family("ftpair_output_released_packets_total", "counter", "Held packets released after acknowledgement.").sample(wc.released.load());
+  x.family("ftpair_output_hold_full_total", "counter", "Packets the hold buffer could not take (fallback applied).").sample(wc.hold_full.load());
+  x.family("ftpair_output_held_packets", "gauge", "Packets held right now.").sample(wc.held_now.load());
+  const auto &as = applier_->stats();
+  x.family("ftpair_applied_checkpoints_total", "counter", "Checkpoints applied (standby).").sample(as.checkpoints.load());
+  x.family("ftpair_applied_records_total", "counter", "Records applied (standby).").sample(as.records.load());
+  x.family("ftpair_sync_rejected_total", "counter", "Checkpoints refused by this standby, by reason.");
+  x.sample(as.rejected_gap.load(), {{"reason", "gap"}});
+  x.sample(as.rejected_duplicate.load(), {{"reason", "duplicate"}});
+  x.sample(as.rejected_corrupt.load(), {{"reason", "corrupt"}});
+  x.sample(as.rejected_version.load(), {{"reason", "version"}});
+  x.sample(as.rejected_protocol.load(), {{"reason", "protocol"}});
+  return x.text();
+}
+
+}  // namespace ftpair
