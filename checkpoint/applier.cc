@@ -142,6 +142,10 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
   {
     std::lock_guard<std::mutex> g(mu_);
+    if (!accepting_.load()) {
+      stats_.rejected_protocol++;
+      return FailedPrecondition("this node has taken the active role: checkpoint refused");
+    }
     if (c.full() && c.chunk() == 0) flows_.clear();
     // Frees first, so a flow that moved to another slot in this epoch finds its keys free.
     for (const auto &w : recs)

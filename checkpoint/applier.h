@@ -44,6 +44,8 @@ class Applier {
   // The stream ended: a half-done full sync leaves the node out of sync.
   void end_stream();
 
+  // A node that turned active stops taking checkpoints (set under the table mutex).
+  void set_accepting(bool on) { accepting_.store(on); }
   bool in_sync() const { return in_sync_.load(); }
   uint64_t applied_epoch() const { return applied_.load(); }
   double full_sync_progress() const { return progress_.load(); }
@@ -65,6 +67,7 @@ class Applier {
   uint32_t next_chunk_ = 0;
   uint64_t full_expected_ = 0;
   std::atomic<bool> in_sync_{false};
+  std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> applied_{0};
   std::atomic<double> progress_{0};
   ApplierStats stats_;

@@ -99,7 +99,7 @@ void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
 void read_config(const YAML::Node &root, Config *c) {
   if (!root || root.IsNull()) fail("(top level)", "the file is empty");
   check_keys(root, "", {"node", "dpdk", "ports", "nat", "flows", "arp", "worker", "management",
-                        "peer", "checkpoint"});
+                        "peer", "checkpoint", "failover"});
   // node
   YAML::Node node = root["node"];
   if (!node) fail("node", "missing");
@@ -209,6 +209,30 @@ void read_config(const YAML::Node &root, Config *c) {
   if (YAML::Node n = root["peer"]) {
     check_keys(n, "peer", {"grpc"});
     get_endpoint(n, "grpc", "peer", &c->peer_grpc);
+  }
+  if (YAML::Node n = root["failover"]) {
+    const std::string p = "failover";
+    check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
+                      "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
+                      "snapshot_max_age_s"});
+    get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
+    get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
+    if (get_str(n, "fence", p, &c->fence) && c->fence != "none" && c->fence != "process" && c->fence != "libvirt")
+      fail("failover.fence", "'" + c->fence + "' is not none, process or libvirt");
+    get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
+    get_str(n, "fence_pidfile", p, &c->fence_pidfile);
+    get_str(n, "libvirt_uri", p, &c->libvirt_uri);
+    get_str(n, "libvirt_domain", p, &c->libvirt_domain);
+    if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&
+        c->libvirt_action != "suspend")
+      fail("failover.libvirt_action", "'" + c->libvirt_action + "' is not destroy or suspend");
+    get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
+    get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
+    get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
+    if (c->fence == "process" && c->fence_pidfile.empty())
+      fail("failover.fence_pidfile", "required with fence: process");
+    if (c->fence == "libvirt" && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
+      fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
   }
   if (YAML::Node n = root["checkpoint"]) {
     const std::string p = "checkpoint";

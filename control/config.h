@@ -66,6 +66,17 @@ struct Config {
   uint32_t hold_capacity = 16384;
   std::string hold_fallback = "relaxed";  // drop | relaxed
 
+  // failover
+  uint32_t heartbeat_interval_ms = 10;
+  uint32_t miss_threshold = 4;
+  std::string fence = "none";
+  bool allow_fence_none = false;
+  std::string fence_pidfile;
+  std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
+  uint32_t fence_timeout_ms = 1000;
+  uint32_t garp_count = 3;
+  uint32_t snapshot_max_age_s = 600;
+
   std::string source_text;  // the file as read, then the overrides (Control.Config)
 
   std::string eal_file_prefix() const { return file_prefix.empty() ? "ftpair-" + node_id : file_prefix; }

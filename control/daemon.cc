@@ -142,10 +142,28 @@ class Daemon::ControlService final : public v1::Control::Service {
     out->set_yaml(d_.cfg_.source_text);
     return grpc::Status::OK;
   }
-  grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *, v1::SwitchoverReply *out) override {
-    out->set_ok(false);
-    out->set_message("refused: this release has no failover manager, so a switchover cannot be coordinated");
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, out->message());
+  grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *req, v1::SwitchoverReply *out) override {
+    return to_grpc(d_.switchover(req->force(), out));
+  }
+
+ private:
+  Daemon &d_;
+};
+
+// ------------------------------------------------------------------ Peer
+
+class Daemon::PeerService final : public v1::Peer::Service {
+ public:
+  explicit PeerService(Daemon &d) : d_(d) {}
+  grpc::Status Heartbeat(grpc::ServerContext *, const v1::Beat *req, v1::Beat *reply) override {
+    if (d_.monitor_)
+      d_.monitor_->heard(*req, reply);
+    else
+      d_.fill_beat(reply);
+    return grpc::Status::OK;
+  }
+  grpc::Status Takeover(grpc::ServerContext *, const v1::TakeoverRequest *req, v1::TakeoverReply *out) override {
+    return to_grpc(d_.takeover(*req, out));
   }
 
  private:
@@ -178,6 +196,27 @@ Status Daemon::start() {
 
   repl_svc_ = std::make_unique<ReplicationService>(*this);
   ctl_svc_ = std::make_unique<ControlService>(*this);
+  peer_svc_ = std::make_unique<PeerService>(*this);
+  if (cfg_.peer_grpc.set()) {
+    fo::FenceConfig fc;
+    fc.kind = cfg_.fence;
+    fc.allow_none = cfg_.allow_fence_none;
+    fc.pidfile = cfg_.fence_pidfile;
+    fc.libvirt_uri = cfg_.libvirt_uri;
+    fc.domain = cfg_.libvirt_domain;
+    fc.libvirt_action = cfg_.libvirt_action;
+    fencer_ = fo::make_fencer(fc, &fencer_status_);
+    if (!fencer_) std::fprintf(stderr, "ftpaird: %s: promotions will be refused\n", fencer_status_.message().c_str());
+    fo::MonitorConfig mc;
+    mc.peer = cfg_.peer_grpc.str();
+    mc.interval = std::chrono::milliseconds(cfg_.heartbeat_interval_ms);
+    mc.miss_threshold = cfg_.miss_threshold;
+    fo::MonitorHooks hooks;
+    hooks.fill_local = [this](v1::Beat *b) { fill_beat(b); };
+    hooks.on_peer_beat = [this](const v1::Beat &b) { on_peer_beat(b); };
+    hooks.on_peer_silent = [this](const std::string &r) { on_peer_silent(r); };
+    monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
+  }
   if (cfg_.grpc.set()) {
     grpc::ServerBuilder b;
     int port = 0;
@@ -186,6 +225,7 @@ Status Daemon::start() {
     b.SetMaxSendMessageSize(64 << 20);
     b.RegisterService(repl_svc_.get());
     b.RegisterService(ctl_svc_.get());
+    b.RegisterService(peer_svc_.get());
     grpc_ = b.BuildAndStart();
     if (!grpc_ || port == 0) return Unavailable("management.grpc: cannot listen on " + cfg_.grpc.str());
     grpc_port_ = static_cast<uint16_t>(port);
@@ -203,16 +243,17 @@ Status Daemon::start() {
   if (!st.ok()) return st;
   engine_->start();
   started_ = true;
-  if (cfg_.role == "standby") return become_standby("configured role");
-  Status restored = restore_from_snapshot();
-  std::fprintf(stderr, "ftpaird: %s\n", restored.ok() ? "resumed flows from the snapshot" : restored.message().c_str());
-  return become_active(cfg_.role == "active" ? "configured role" : "no role configured");
+  st = choose_initial_role();
+  if (!st.ok()) return st;
+  if (monitor_) monitor_->start();
+  return Status::Ok();
 }
 
 void Daemon::stop() {
   if (!started_) return;
   started_ = false;
   const bool was_active = role_.load() == fo::Role::ACTIVE;
+  if (monitor_) monitor_->stop();
   engine_->stop();
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   http_.stop();
@@ -224,10 +265,17 @@ void Daemon::stop() {
   }
 }
 
-Status Daemon::become_active(const std::string &why) {
+Status Daemon::become_active(const std::string &why, bool bump_generation) {
   std::lock_guard<std::mutex> g(role_mu_);
   repl_svc_->cancel_current();
   std::lock_guard<std::mutex> t(table_mu_);
+  applier_->set_accepting(false);  // a late checkpoint must not touch the table we now own
+  if (bump_generation) {
+    uint64_t peer_gen = monitor_ ? monitor_->last_peer_beat().generation() : 0;
+    Status gs = generation_.store(std::max(generation(), peer_gen) + 1);
+    if (!gs.ok()) return gs;
+    generation_value_.store(generation_.value());
+  }
   Status st = engine_->with_workers_parked([this] {
     node_->flows().refresh_all(rte_rdtsc());
     node_->nf().set_vip_owner(true);
@@ -235,7 +283,7 @@ Status Daemon::become_active(const std::string &why) {
   if (!st.ok()) return st;
   role_.store(fo::Role::ACTIVE);
   engine_->set_replicating(true);
-  node_->nf().request_announce();
+  node_->nf().request_announce(cfg_.garp_count);
   std::fprintf(stderr, "ftpaird: node %s is ACTIVE (generation %lu): %s\n", cfg_.node_id.c_str(),
                static_cast<unsigned long>(generation()), why.c_str());
   return Status::Ok();
@@ -246,12 +294,25 @@ Status Daemon::become_standby(const std::string &why) {
   engine_->set_replicating(false);
   Status st = engine_->with_workers_parked([this] { node_->nf().set_vip_owner(false); });
   if (!st.ok()) return st;
+  applier_->set_accepting(true);
   role_.store(applier_->in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
   std::fprintf(stderr, "ftpaird: node %s is STANDBY: %s\n", cfg_.node_id.c_str(), why.c_str());
   return Status::Ok();
 }
 
-bool Daemon::dataplane_healthy() const { return node_ != nullptr; }
+// Healthy while the worker's loop counter keeps moving (checked against worker.stall_ms).
+bool Daemon::dataplane_healthy() const {
+  if (!node_) return false;
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::lock_guard<std::mutex> g(health_mu_);
+  uint64_t loops = node_->agent().loops(0);
+  if (loops != health_loops_ || health_change_ns_ == 0) {
+    health_loops_ = loops;
+    health_change_ns_ = now;
+  }
+  return now - health_change_ns_ <= int64_t(cfg_.stall_ms) * 1000000;
+}
 
 // ------------------------------------------------------------------ snapshots
 
@@ -285,7 +346,7 @@ Status Daemon::restore_from_snapshot() {
   if (!st.ok()) return Status(st.code(), "not resuming from a snapshot: " + st.message());
   // A snapshot serves once: a later crash must not resurrect it.
   ::rename(snapshot_path().c_str(), (snapshot_path() + ".used").c_str());
-  st = ckpt::snapshot_usable(meta, generation(), 600, unix_ns());
+  st = ckpt::snapshot_usable(meta, generation(), cfg_.snapshot_max_age_s, unix_ns());
   if (!st.ok()) return Status(st.code(), "refusing the snapshot: " + st.message());
   std::lock_guard<std::mutex> t(table_mu_);
   return ckpt::restore_snapshot(recs, node_->flows(), rte_rdtsc(), rte_get_tsc_hz());
@@ -385,6 +446,20 @@ std::string Daemon::render_metrics() {
                  fo::Role::DRAINING, fo::Role::FAULT})
     x.sample(s == r ? 1 : 0, {{"state", fo::role_name(s)}});
   x.family("ftpair_generation", "gauge", "Persisted generation (term) of this node.").sample(double(generation()));
+  x.family("ftpair_dataplane_healthy", "gauge", "1 while the worker loop makes progress.").sample(dataplane_healthy() ? 1 : 0);
+  {
+    std::lock_guard<std::mutex> g(failovers_mu_);
+    x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
+    for (const char *reason : {"peer_silent", "peer_unhealthy", "switchover", "forced"})
+      x.sample(double(failovers_.count(reason) ? failovers_.at(reason) : 0), {{"reason", reason}});
+  }
+  x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(fence_failures_.load());
+  x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(promotions_refused_.load());
+  if (monitor_) {
+    x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
+    x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
+    x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
+  }
 
   const auto &es = engine_->stats();
   x.family("ftpair_checkpoints_total", "counter", "Checkpoints taken (epoch flips).").sample(es.checkpoints.load());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,7 +18,10 @@
 #include "control/node.h"
 #include "control/status.h"
 #include "control.pb.h"
+#include "failover/fencer.h"
+#include "failover/monitor.h"
 #include "failover/role.h"
+#include "peer.pb.h"
 
 namespace ftpair {
 
@@ -35,8 +39,15 @@ class Daemon {
   void status(v1::StatusReply *out);
   Status checkpoint(bool snapshot, v1::CheckpointReply *out);
   Status flows(uint32_t limit, v1::FlowsReply *out);
-  Status become_active(const std::string &why);
+  Status become_active(const std::string &why, bool bump_generation);
   Status become_standby(const std::string &why);
+  // Failover: promotion after fencing, graceful/forced switchover, the peer's takeover.
+  Status promote(const std::string &reason, bool forced);
+  Status switchover(bool force, v1::SwitchoverReply *out);
+  Status takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out);
+  void fill_beat(v1::Beat *b);
+  // Test hook (worker.test_hooks): freeze or release the worker loop.
+  void set_worker_stall(bool on);
 
   fo::Role role() const { return role_.load(); }
   uint64_t generation() const { return generation_value_.load(); }
@@ -53,6 +64,12 @@ class Daemon {
  private:
   class ReplicationService;
   class ControlService;
+  class PeerService;
+  Status choose_initial_role();
+  void on_peer_beat(const v1::Beat &b);
+  void on_peer_silent(const std::string &reason);
+  Status adopt_generation(uint64_t g);
+  void count_failover(const std::string &reason);
   Status restore_from_snapshot();
   Status write_snapshot(bool clean, std::string *path);
   std::string snapshot_path() const { return cfg_.state_dir + "/flows.snap"; }
@@ -68,6 +85,18 @@ class Daemon {
   std::unique_ptr<ckpt::Applier> applier_;
   std::unique_ptr<ReplicationService> repl_svc_;
   std::unique_ptr<ControlService> ctl_svc_;
+  std::unique_ptr<PeerService> peer_svc_;
+  std::unique_ptr<fo::Monitor> monitor_;
+  std::unique_ptr<fo::Fencer> fencer_;
+  Status fencer_status_;
+  std::mutex promote_mu_;
+  std::mutex failovers_mu_;
+  std::map<std::string, uint64_t> failovers_;
+  std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0};
+  std::atomic<int64_t> silent_log_ns_{0};
+  mutable std::mutex health_mu_;
+  mutable uint64_t health_loops_ = 0;
+  mutable int64_t health_change_ns_ = 0;
   std::unique_ptr<grpc::Server> grpc_;
   uint16_t grpc_port_ = 0;
   HttpServer http_;

@@ -14,7 +14,9 @@
 
 namespace {
 std::atomic<bool> g_quit{false};
+std::atomic<int> g_stall{-1};  // test hook: 1 = stall the worker, 0 = release it
 void on_signal(int) { g_quit.store(true); }
+void on_usr(int sig) { g_stall.store(sig == SIGUSR1 ? 1 : 0); }
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -53,6 +55,10 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  struct sigaction su {};
+  su.sa_handler = on_usr;
+  sigaction(SIGUSR1, &su, nullptr);  // test hooks (worker.test_hooks): stall / release the worker
+  sigaction(SIGUSR2, &su, nullptr);
   int rc = 0;
   {
     ftpair::Daemon daemon(cfg);
@@ -63,7 +69,11 @@ int main(int argc, char **argv) {
     } else {
       std::fprintf(stderr, "ftpaird: node %s up (gRPC port %u, metrics port %u)\n", cfg.node_id.c_str(),
                    daemon.grpc_port(), daemon.metrics_port());
-      while (!g_quit.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      while (!g_quit.load()) {
+        int stall = g_stall.exchange(-1);
+        if (stall >= 0) daemon.set_worker_stall(stall == 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       std::fprintf(stderr, "ftpaird: shutting down\n");
     }
     daemon.stop();

@@ -308,7 +308,11 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
     default:
       return drop(m, DropReason::UNKNOWN_PROTOCOL), false;
   }
-  if (ip->time_to_live <= 1 && ip->dst_addr != vip) return drop(m, DropReason::TTL_EXCEEDED), false;
+  // Only an echo request to the VIP itself is answered locally; everything else to the WAN
+  // VIP is translated and forwarded into the LAN, so it needs a TTL to decrement.
+  const bool local = ip->dst_addr == vip && p.proto == IPPROTO_ICMP &&
+                     p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST;
+  if (ip->time_to_live <= 1 && !local) return drop(m, DropReason::TTL_EXCEEDED), false;
   p.key = FlowKey{ip->src_addr, ip->dst_addr, p.sport, p.dport, p.proto,
                   static_cast<uint8_t>(port == kPortInside ? 0 : 1), 0};
   return true;
@@ -658,6 +662,12 @@ uint32_t Nat44::housekeeping(uint64_t now) {
   uint64_t req = announce_req_.load(std::memory_order_acquire);
   if (req != announce_done_) {
     announce_done_ = req;
+    announce_left_ = announce_count_.load(std::memory_order_relaxed);
+    announce_next_tsc_ = now;
+  }
+  if (announce_left_ && now >= announce_next_tsc_) {
+    announce_left_--;
+    announce_next_tsc_ = now + hz_ / 50;
     if (vip_owner()) {
       announce();
       work++;

@@ -73,8 +73,12 @@ class Nat44 {
   // Owner of the virtual addresses: forwards, answers ARP for VIPs, sends from vMACs.
   void set_vip_owner(bool on) { vip_owner_.store(on, std::memory_order_release); }
   bool vip_owner() const { return vip_owner_.load(std::memory_order_acquire); }
-  // Asks the worker to send gratuitous ARP for both VIPs at its next housekeeping.
-  void request_announce() { announce_req_.fetch_add(1, std::memory_order_release); }
+  /* Asks the worker to send gratuitous ARP for both VIPs at its next housekeeping, and
+   * again count-1 times, 20 ms apart (a lost GARP must not strand a bridge). */
+  void request_announce(uint32_t count = 1) {
+    announce_count_.store(count, std::memory_order_relaxed);
+    announce_req_.fetch_add(1, std::memory_order_release);
+  }
 
   const NfCounters &counters() const { return ctr_; }
   uint64_t drops(DropReason r) const {
@@ -135,6 +139,9 @@ class Nat44 {
   std::atomic<bool> vip_owner_{true};
   std::atomic<uint64_t> announce_req_{0};
   uint64_t announce_done_ = 0;
+  std::atomic<uint32_t> announce_count_{1};
+  uint32_t announce_left_ = 0;
+  uint64_t announce_next_tsc_ = 0;
   NfCounters ctr_;
 };
 

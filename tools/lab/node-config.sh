@@ -17,11 +17,11 @@ ftpair_lab_node_config() {
     local node="${1:-}" role="${2:-}"
     local prefix="${FTPAIR_LAB_PREFIX:-}"
     local run="${FTPAIR_LAB_RUN:-/run/ftpair-lab}"
-    local self_ip peer_ip
+    local self_ip peer_ip peer
 
     case "$node" in
-        a) self_ip=198.18.3.1; peer_ip=198.18.3.2 ;;
-        b) self_ip=198.18.3.2; peer_ip=198.18.3.1 ;;
+        a) self_ip=198.18.3.1; peer_ip=198.18.3.2; peer=b ;;
+        b) self_ip=198.18.3.2; peer_ip=198.18.3.1; peer=a ;;
         *) echo "node-config: NODE must be 'a' or 'b' (got '${node}')" >&2; return 2 ;;
     esac
     case "$role" in
@@ -63,5 +63,10 @@ management:
   grpc: ${self_ip}:50051
 peer:
   grpc: ${peer_ip}:50051
+worker:
+  test_hooks: true
+failover:
+  fence: process
+  fence_pidfile: ${run}/${peer}.pid
 EOF
 }
