@@ -266,6 +266,9 @@ void Daemon::stop() {
 }
 
 Status Daemon::become_active(const std::string &why, bool bump_generation) {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  const auto t0 = Clock::now();
   std::lock_guard<std::mutex> g(role_mu_);
   repl_svc_->cancel_current();
   std::lock_guard<std::mutex> t(table_mu_);
@@ -276,6 +279,7 @@ Status Daemon::become_active(const std::string &why, bool bump_generation) {
     if (!gs.ok()) return gs;
     generation_value_.store(generation_.value());
   }
+  const auto t1 = Clock::now();
   Status st = engine_->with_workers_parked([this] {
     node_->flows().refresh_all(rte_rdtsc());
     node_->nf().set_vip_owner(true);
@@ -284,8 +288,9 @@ Status Daemon::become_active(const std::string &why, bool bump_generation) {
   role_.store(fo::Role::ACTIVE);
   engine_->set_replicating(true);
   node_->nf().request_announce(cfg_.garp_count);
-  std::fprintf(stderr, "ftpaird: node %s is ACTIVE (generation %lu): %s\n", cfg_.node_id.c_str(),
-               static_cast<unsigned long>(generation()), why.c_str());
+  const auto t2 = Clock::now();
+  std::fprintf(stderr, "ftpaird: node %s is ACTIVE (generation %lu): %s [locks+generation %.2f ms, dataplane %.2f ms]\n",
+               cfg_.node_id.c_str(), static_cast<unsigned long>(generation()), why.c_str(), ms(t0, t1), ms(t1, t2));
   return Status::Ok();
 }
 
