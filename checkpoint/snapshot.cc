@@ -127,6 +127,9 @@ Status snapshot_usable(const SnapshotMeta &meta, uint64_t persisted_generation, 
     return FailedPrecondition("snapshot generation " + std::to_string(meta.generation) +
                               " is older than this node's generation " + std::to_string(persisted_generation) +
                               ": another node was active since");
+  if (!format_supported(meta.record_format))
+    return FailedPrecondition("snapshot record format " + std::to_string(meta.record_format) +
+                              " is not readable by this build");
   int64_t age_s = (now_unix_ns - meta.created_unix_ns) / 1000000000;
   if (age_s < 0) return FailedPrecondition("snapshot is dated in the future (clock moved back?)");
   if (uint64_t(age_s) > max_age_s)

@@ -53,7 +53,8 @@ void Daemon::set_worker_stall(bool on) {
 // Two actives never stay: the one with the lower generation (then the higher node id) yields.
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
-  if (is_active(r) && b.role() == "active") {
+  // A DRAINING peer is handing over: it yields, it does not compete.
+  if (is_active(r) && b.state() == fo::role_name(fo::Role::ACTIVE)) {
     bool yield = b.generation() > generation() || (b.generation() == generation() && b.node_id() < cfg_.node_id);
     if (yield) {
       std::fprintf(stderr, "ftpaird: peer %s is active with generation %lu (ours %lu): stepping down\n",

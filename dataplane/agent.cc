@@ -131,15 +131,22 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
   if (!quiesce_req_.load(std::memory_order_acquire)) return false;
   // Finish the burst's output first, so held state stays per epoch.
   for (uint16_t p = 0; p < cfg_.nb_ports; p++) drain_port(worker, p);
-  parked_[worker].gen.store(quiesce_gen_.load(std::memory_order_relaxed), std::memory_order_release);
   bump(wctr_[worker].parks);
-  while (quiesce_req_.load(std::memory_order_acquire)) rte_pause();
+  // Publish the generation we are parked for on every spin: a resume() followed at once by
+  // a new quiesce() may never show us the request dropping, and the new request must still
+  // see this worker as parked (it is: it has not left this loop).
+  while (quiesce_req_.load(std::memory_order_acquire)) {
+    const uint64_t gen = quiesce_gen_.load(std::memory_order_acquire);
+    if (parked_[worker].gen.load(std::memory_order_relaxed) != gen)
+      parked_[worker].gen.store(gen, std::memory_order_release);
+    rte_pause();
+  }
   return true;
 }
 
 int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
   uint64_t gen = quiesce_gen_.load(std::memory_order_relaxed) + 1;
-  quiesce_gen_.store(gen, std::memory_order_relaxed);
+  quiesce_gen_.store(gen, std::memory_order_release);
   uint64_t start = mono_ns();
   pause_start_ns_ = start;
   quiesce_req_.store(true, std::memory_order_seq_cst);

@@ -1,1 +1,507 @@
+// End to end: a real ckpt::Engine on table A streams checkpoints over real gRPC (loopback
+// TCP) to a Replication service wrapping an Applier on table B, as the daemon runs it.
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <rte_cycles.h>
+
+#include "checkpoint/applier.h"
+#include "checkpoint/engine.h"
+#include "dataplane/agent.h"
+#include "dataplane/flow_table.h"
+#include "replication.grpc.pb.h"
+
+namespace ftpair::ckpt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using FlowMap = std::map<uint32_t, dp::FlowState>;
+using namespace std::chrono_literals;
+
+template <typename F> bool wait_for(F &&f, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!f()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity, const std::string &name) {
+  dp::FlowTableConfig c;
+  c.capacity = capacity;
+  c.name = name;
+  std::string err;
+  auto t = dp::FlowTable::create(c, &err);
+  EXPECT_NE(t, nullptr) << err;
+  return t;
+}
+
+FlowMap dump(const dp::FlowTable &t) {
+  FlowMap m;
+  t.for_each([&](uint32_t slot, const dp::FlowRecord &r) { m.emplace(slot, r.st); });
+  return m;
+}
+
+::testing::AssertionResult same_flows(const FlowMap &want, const FlowMap &got) {
+  size_t diffs = 0;
+  std::string first;
+  for (const auto &[slot, st] : want) {
+    auto it = got.find(slot);
+    if (it == got.end() || !(it->second == st)) {
+      if (!diffs++) first = "slot " + std::to_string(slot) + (it == got.end() ? " missing" : " differs");
+    }
+  }
+  for (const auto &[slot, st] : got)
+    if (!want.count(slot) && !diffs++) first = "slot " + std::to_string(slot) + " extra";
+  if (diffs == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << diffs << " slots differ (active " << want.size() << " flows, standby "
+                                       << got.size() << "), first: " << first;
+}
+
+grpc::Status to_grpc(const Status &s) {
+  static const grpc::StatusCode map[] = {
+      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
+      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
+      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
+      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
+  return grpc::Status(map[static_cast<int>(s.code())], s.message());
+}
+
+// The standby's Replication service, as control/daemon.cc runs it (without roles).
+class StandbyService final : public v1::Replication::Service {
+ public:
+  StandbyService(Applier &ap, uint64_t generation) : ap_(ap), generation_(generation) {}
+
+  grpc::Status Sync(grpc::ServerContext *ctx,
+                    grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override {
+    {
+      std::lock_guard<std::mutex> g(cur_mu_);
+      if (cur_ctx_) cur_ctx_->TryCancel();
+    }
+    std::lock_guard<std::mutex> one(stream_mu_);
+    {
+      std::lock_guard<std::mutex> g(cur_mu_);
+      cur_ctx_ = ctx;
+    }
+    grpc::Status result = serve(stream);
+    ap_.end_stream();
+    {
+      std::lock_guard<std::mutex> g(cur_mu_);
+      if (cur_ctx_ == ctx) cur_ctx_ = nullptr;
+      if (!result.ok()) errors_.push_back(result.error_message());
+    }
+    streams_++;
+    return result;
+  }
+
+  std::vector<std::string> errors() {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    return errors_;
+  }
+  std::atomic<unsigned> streams_{0};
+
+ private:
+  grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+    ap_.begin_stream();
+    v1::SyncMessage m;
+    if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
+    if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
+    v1::SyncReply reply;
+    Status st = ap_.on_hello(m.hello(), generation_, reply.mutable_hello());
+    if (!st.ok()) return to_grpc(st);
+    if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+    while (stream->Read(&m)) {
+      if (!m.has_checkpoint())
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
+      bool ack = false;
+      v1::SyncReply r;
+      st = ap_.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
+      if (!st.ok()) return to_grpc(st);
+      if (ack && !stream->Write(r)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  Applier &ap_;
+  const uint64_t generation_;
+  std::mutex stream_mu_;
+  std::mutex cur_mu_;
+  grpc::ServerContext *cur_ctx_ = nullptr;
+  std::vector<std::string> errors_;
+};
+
+struct Standby {
+  std::unique_ptr<dp::FlowTable> table;
+  std::mutex mu;
+  std::unique_ptr<Applier> ap;
+  std::unique_ptr<StandbyService> svc;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+
+  bool start(const std::string &name, int want_port) {
+    table = make_table(16384, name);
+    if (!table) return false;
+    ap = std::make_unique<Applier>(*table, mu, name);
+    svc = std::make_unique<StandbyService>(*ap, 0);
+    // The port may be briefly unavailable right after the previous server closed it.
+    for (int attempt = 0; attempt < 50 && !server; attempt++) {
+      grpc::ServerBuilder b;
+      int got = 0;
+      b.AddListeningPort("127.0.0.1:" + std::to_string(want_port), grpc::InsecureServerCredentials(), &got);
+      b.SetMaxReceiveMessageSize(64 << 20);
+      b.SetMaxSendMessageSize(64 << 20);
+      b.RegisterService(svc.get());
+      auto s = b.BuildAndStart();
+      if (s && got > 0) {
+        server = std::move(s);
+        port = got;
+      } else {
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    return server != nullptr;
+  }
+
+  void kill() {
+    if (!server) return;
+    server->Shutdown(std::chrono::system_clock::now() + 100ms);
+    server->Wait();
+    server.reset();
+  }
+
+  FlowMap flows() {
+    std::lock_guard<std::mutex> g(mu);
+    return dump(*table);
+  }
+  ~Standby() { kill(); }
+};
+
+/* The active's worker: the table's single writer. Parks at the barrier, advances the
+ * incremental capture, and (while enabled) changes flows: inserts with unique keys,
+ * state changes through touch(), removals. */
+class FakeWorker {
+ public:
+  FakeWorker(dp::FlowTable &t, dp::InterfaceAgent &agent, uint64_t seed) : t_(t), agent_(agent), rng_(seed) {}
+  ~FakeWorker() { stop(); }
+
+  void fill(unsigned n) {
+    for (unsigned i = 0; i < n; i++) insert();
+  }
+  void start() {
+    th_ = std::thread([this] { run(); });
+  }
+  void stop() {
+    stop_.store(true);
+    if (th_.joinable()) th_.join();
+  }
+  // Returns once the worker is known to make no further change.
+  void set_changes(bool on) {
+    changes_.store(on);
+    const uint64_t l = loops_.load();
+    EXPECT_TRUE(wait_for([&] { return loops_.load() >= l + 2; }, 2000ms)) << "worker not looping";
+  }
+  uint64_t loops() const { return loops_.load(); }
+  uint64_t ops() const { return ops_.load(); }
+  uint64_t max_gap_us() const { return max_gap_us_.load(); }
+  void reset_max_gap() { max_gap_us_.store(0); }
+
+ private:
+  void insert() {
+    static const uint8_t protos[] = {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP};
+    const uint32_t id = next_id_++;
+    dp::FlowState s{};
+    s.in_ip = htonl(0x0a000000u + id);
+    s.ext_ip = htonl(0xc6336400u + id % 251);
+    s.nat_ip = htonl(0xcb007100u + (id >> 16));
+    s.in_port = htons(static_cast<uint16_t>(1024 + id % 50000));
+    s.ext_port = htons(443);
+    s.nat_port = htons(static_cast<uint16_t>(id & 0xffff));
+    s.proto = protos[rng_() % 3];
+    s.tcp_state = s.proto == IPPROTO_TCP ? 1 : 0;
+    int slot = t_.insert(s, rte_rdtsc());
+    if (slot >= 0) live_.push_back(static_cast<uint32_t>(slot));
+  }
+  void op() {
+    const unsigned r = static_cast<unsigned>(rng_() % 100);
+    if (live_.empty() || (live_.size() < 4000 && r < 35)) return insert();
+    size_t i = rng_() % live_.size();
+    uint32_t slot = live_[i];
+    if (r < 70) {
+      dp::FlowRecord &rec = t_.record(slot);
+      t_.touch(slot);
+      if (rec.st.proto == IPPROTO_TCP) rec.st.tcp_state = static_cast<uint8_t>(1 + rng_() % 6);
+      rec.st.flags ^= dp::kFlowReplied;
+      rec.last_seen_tsc = rte_rdtsc();
+    } else {
+      live_[i] = live_.back();
+      live_.pop_back();
+      t_.remove(slot);
+    }
+  }
+  void run() {
+    auto last = Clock::now();
+    while (!stop_.load(std::memory_order_relaxed)) {
+      agent_.barrier_point(0);
+      t_.capture_step(1024);
+      if (changes_.load()) {
+        for (int k = 0; k < 4; k++) op();
+        ops_ += 4;
+      }
+      agent_.heartbeat(0);
+      loops_++;
+      auto now = Clock::now();
+      uint64_t gap = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - last).count());
+      if (gap > max_gap_us_.load(std::memory_order_relaxed)) max_gap_us_.store(gap);
+      last = now;
+      std::this_thread::sleep_for(20us);  // two CPUs shared with gRPC and the engine
+    }
+  }
+
+  dp::FlowTable &t_;
+  dp::InterfaceAgent &agent_;
+  std::mt19937_64 rng_;
+  uint32_t next_id_ = 1;
+  std::vector<uint32_t> live_;
+  std::thread th_;
+  std::atomic<bool> stop_{false}, changes_{false};
+  std::atomic<uint64_t> loops_{0}, ops_{0}, max_gap_us_{0};
+};
+
+// EAL pins the main thread to CPU 0 (-l 0); let this test's threads (and the engine's and
+// gRPC's, which inherit it) use every CPU, as the daemon's control threads do.
+class WideAffinity {
+ public:
+  WideAffinity() {
+    have_ = pthread_getaffinity_np(pthread_self(), sizeof(old_), &old_) == 0;
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET(static_cast<int>(i), &all);
+    pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+  }
+  ~WideAffinity() {
+    if (have_) pthread_setaffinity_np(pthread_self(), sizeof(old_), &old_);
+  }
+
+ private:
+  cpu_set_t old_;
+  bool have_ = false;
+};
+
+TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
+  WideAffinity wide;
+  auto a = make_table(16384, "t_repl_a");
+  ASSERT_TRUE(a);
+  dp::AgentConfig acfg;
+  acfg.nb_ports = 2;
+  acfg.nb_workers = 1;
+  dp::InterfaceAgent agent(acfg);
+
+  auto sb = std::make_unique<Standby>();
+  ASSERT_TRUE(sb->start("t_repl_b", 0));
+  const int port = sb->port;
+  ASSERT_GT(port, 0);
+
+  FakeWorker worker(*a, agent, 2024);
+  worker.fill(3000);
+  worker.start();
+
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  ec.peer = "127.0.0.1:" + std::to_string(port);
+  ec.interval = 1ms;
+  ec.connect_backoff = 100ms;
+  ec.chunk_records = 1000;  // the first full sync travels in several chunks
+  // The test shares two CPUs with gRPC and whatever else runs; the daemon's 2 ms assumes
+  // workers on dedicated cores. An aborted quiesce is only retried, so this changes no outcome.
+  ec.quiesce_timeout = 10ms;
+  Engine engine(ec, *a, agent);
+  engine.start();
+  engine.set_replicating(true);
+  auto diag = [&] {
+    const EngineStats &es = engine.stats();
+    return "epoch " + std::to_string(engine.current_epoch()) + " sent " + std::to_string(engine.sent_epoch()) +
+           " acked " + std::to_string(engine.acked_epoch()) + ", checkpoints " + std::to_string(es.checkpoints.load()) +
+           " aborted " + std::to_string(es.aborted.load()) + ", worker loops " + std::to_string(worker.loops()) +
+           " capture pending " + std::to_string(a->capture_pending()) + " done " + std::to_string(a->capture_done()) +
+           ", connected " + std::to_string(engine.connected()) + " in sync " + std::to_string(engine.in_sync()) +
+           ", last error: " + engine.last_error();
+  };
+
+  // 1. Join: full sync while the worker runs, then incremental epochs.
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms))
+      << "never in sync; last error: " << engine.last_error();
+  EXPECT_TRUE(engine.connected());
+  EXPECT_TRUE(sb->ap->in_sync());
+  EXPECT_GE(engine.stats().full_syncs.load(), 1u);
+
+  // 2. About a second of random changes; the standby stays in sync throughout.
+  worker.set_changes(true);
+  const uint64_t ops0 = worker.ops();
+  EXPECT_FALSE(wait_for([&] { return !engine.in_sync() || !engine.connected(); }, 1000ms))
+      << "standby dropped out: " << engine.last_error();
+  worker.set_changes(false);
+  EXPECT_GT(worker.ops(), ops0 + 1000);
+
+  uint64_t epoch = 0, records = 0;
+  Status st = engine.checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message() << "; " << diag();
+  EXPECT_GE(engine.acked_epoch(), epoch);
+  EXPECT_GE(sb->ap->applied_epoch(), epoch);
+  FlowMap fa, fb;
+  st = engine.with_workers_parked([&] {
+    std::lock_guard<std::mutex> g(sb->mu);
+    fa = dump(*a);
+    fb = dump(*sb->table);
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(same_flows(fa, fb));
+  EXPECT_GT(fa.size(), 1000u);
+  EXPECT_TRUE(sb->svc->errors().empty()) << sb->svc->errors().front();
+  EXPECT_EQ(engine.stats().standby_lost.load(), 0u);
+  EXPECT_GT(engine.stats().checkpoints.load(), 20u) << diag();
+  EXPECT_GT(sb->ap->stats().checkpoints.load(), 20u) << diag();
+
+  // 3. The standby dies: the active notices, and its worker never stalls.
+  worker.set_changes(true);
+  worker.reset_max_gap();
+  const uint64_t lost0 = engine.stats().standby_lost.load();
+  sb->kill();
+  ASSERT_TRUE(wait_for([&] { return !engine.connected(); }, 3000ms)) << "the active did not notice";
+  EXPECT_FALSE(engine.in_sync());
+  EXPECT_EQ(engine.stats().standby_lost.load(), lost0 + 1);
+  // The worker keeps looping while the standby is gone (a stall would last until a standby
+  // answered; the generous deadlines only absorb scheduling noise on a busy machine).
+  for (int i = 0; i < 5; i++) {
+    const uint64_t l = worker.loops();
+    EXPECT_TRUE(wait_for([&] { return worker.loops() > l + 10; }, 2000ms)) << "worker stalled; " << diag();
+    std::this_thread::sleep_for(50ms);
+  }
+  // Checkpoints go on without a standby; an explicit one says nobody is in sync.
+  const uint64_t e_before = engine.current_epoch();
+  st = engine.checkpoint_now(2000ms, &epoch, &records);
+  EXPECT_EQ(st.code(), Code::UNAVAILABLE) << st.message() << "; " << diag();
+  EXPECT_GT(engine.current_epoch(), e_before);
+  EXPECT_LT(worker.max_gap_us(), 2'000'000u) << "the worker stopped for too long";
+
+  // 4. A fresh standby on the same address: reconnect, full sync, equal tables.
+  auto sb2 = std::make_unique<Standby>();
+  ASSERT_TRUE(sb2->start("t_repl_b2", port));
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms))
+      << "no resync with the new standby; last error: " << engine.last_error();
+  EXPECT_TRUE(sb2->ap->in_sync());
+  const uint64_t l2 = worker.loops();
+  EXPECT_FALSE(wait_for([&] { return !engine.in_sync(); }, 300ms)) << engine.last_error();
+  EXPECT_GT(worker.loops(), l2);
+  worker.set_changes(false);
+  st = engine.checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message() << "; " << diag();
+  EXPECT_GE(sb2->ap->applied_epoch(), epoch);
+  st = engine.with_workers_parked([&] {
+    std::lock_guard<std::mutex> g(sb2->mu);
+    fa = dump(*a);
+    fb = dump(*sb2->table);
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(same_flows(fa, fb));
+  EXPECT_GE(engine.stats().connects.load(), 2u);
+  EXPECT_GE(engine.stats().full_syncs.load(), 2u);
+  EXPECT_EQ(sb2->ap->stats().full_syncs.load(), 1u);
+  EXPECT_TRUE(sb2->svc->errors().empty()) << sb2->svc->errors().front();
+  const EngineStats &es = engine.stats();
+  std::printf("engine: %lu checkpoints (%lu aborted), %lu records sent, %lu full syncs, %lu connects, "
+              "pause max %.1f us; worker %lu loops, %lu flow changes, max loop gap %lu us\n",
+              static_cast<unsigned long>(es.checkpoints.load()), static_cast<unsigned long>(es.aborted.load()),
+              static_cast<unsigned long>(es.records_sent.load()), static_cast<unsigned long>(es.full_syncs.load()),
+              static_cast<unsigned long>(es.connects.load()), double(es.pause_ns_max.load()) / 1000.0,
+              static_cast<unsigned long>(worker.loops()), static_cast<unsigned long>(worker.ops()),
+              static_cast<unsigned long>(worker.max_gap_us()));
+
+  engine.stop();
+  worker.stop();
+  sb2->kill();
+}
+
+}  // namespace
+}  // namespace ftpair::ckpt
+
+namespace ftpair::ckpt {
+namespace {
+
+// Holds the worker thread inside a signal handler, so a test can make it miss a change.
+std::atomic<bool> g_hold{false}, g_in_handler{false};
+void hold_here(int) {
+  g_in_handler.store(true);
+  while (g_hold.load()) {
+    timespec ts{0, 100000};
+    nanosleep(&ts, nullptr);
+  }
+  g_in_handler.store(false);
+}
+
+/* Regression (dataplane/agent.cc): the active's worker must never be held by a quiesce it
+ * did not answer. A worker parked for request N that misses the short moment between
+ * resume() (or a timed-out request's withdrawal) and request N+1 must still be counted as
+ * parked for N+1; otherwise N+1 times out with the worker parked, the engine retries at
+ * once (explicit checkpoint, dirty threshold) and the dataplane stalls for as long as the
+ * retries go on (seen with the original code: 0.1-2 s on a busy box). Deterministic: the
+ * worker is held in a signal handler across resume() and the next quiesce(). */
+TEST(Replication, QuiesceCountsAWorkerThatMissedTheResume) {
+  WideAffinity wide;
+  dp::AgentConfig acfg;
+  acfg.nb_ports = 2;
+  acfg.nb_workers = 1;
+  dp::InterfaceAgent agent(acfg);
+  struct sigaction sa {}, old {};
+  sa.sa_handler = hold_here;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> loops{0};
+  std::thread w([&] {
+    while (!stop.load()) {
+      agent.barrier_point(0);
+      loops++;
+      std::this_thread::sleep_for(50us);
+    }
+  });
+  ASSERT_EQ(agent.quiesce(1s), 0);  // the worker is parked (request 1)
+  g_hold.store(true);
+  pthread_kill(w.native_handle(), SIGUSR1);
+  ASSERT_TRUE(wait_for([] { return g_in_handler.load(); }, 1000ms));
+  agent.resume();  // the worker, held, does not see this
+  std::thread release([] {
+    std::this_thread::sleep_for(20ms);
+    g_hold.store(false);
+  });
+  const int rc = agent.quiesce(500ms);  // request 2: the worker is parked all along
+  if (rc == 0) agent.resume();
+  release.join();
+  const uint64_t l = loops.load();
+  EXPECT_TRUE(wait_for([&] { return loops.load() > l + 5; }, 2000ms)) << "worker did not go on";
+  stop.store(true);
+  w.join();
+  sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_EQ(rc, 0) << "a parked worker was not counted for the next quiesce request";
+}
+
+}  // namespace
+}  // namespace ftpair::ckpt

@@ -1,1 +1,440 @@
+// The daemon configuration (control/config.h): a full file, defaults, every kind of error
+// naming its key, and "--set" style overrides.
+#include "control/config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+namespace ftpair {
+namespace {
+
+uint32_t ip(const char *s) {
+  in_addr a{};
+  inet_pton(AF_INET, s, &a);
+  return a.s_addr;
+}
+
+const char *kFull = R"YAML(# a complete node configuration
+node:
+  id: a
+  state_dir: /tmp/ftpair-state-a
+  role: active
+dpdk:
+  memory_mb: 512
+  mbufs: 16383
+  no_huge: false
+  file_prefix: lab-a
+  lcores: "0@(0-1),1@(0-1)"
+  eal_args: ["--log-level", "lib.eal:debug"]
+  rx_desc: 2048
+  tx_desc: 512
+ports:
+  inside:
+    device: net_af_packet0,iface=lan0
+    vip: 198.18.1.1/24
+    vmac_id: 11
+  outside:
+    device: net_af_packet1,iface=wan0
+    vip: 198.18.2.1/25
+    vmac_id: 12
+    gateway: 198.18.2.126
+nat:
+  port_min: 20000
+  port_max: 60999
+  port_forwards:
+    - {proto: tcp, port: 8080, to: "198.18.1.10:8080"}
+    - {proto: udp, port: 5353, to: "198.18.1.11:53"}
+flows:
+  capacity: 131072
+  timeouts:
+    tcp_syn: 30
+    tcp_established: 3600
+    tcp_fin: 60
+    tcp_time_wait: 90
+    tcp_closed: 5
+    udp: 100
+    icmp: 20
+arp:
+  capacity: 2048
+  timeout_s: 600
+worker:
+  idle_sleep_max_us: 50
+  stall_ms: 40
+  test_hooks: true
+management:
+  metrics: 198.18.3.1:9108
+  grpc: 198.18.3.1:50051
+peer:
+  grpc: 198.18.3.2:50051
+failover:
+  heartbeat_interval_ms: 20
+  miss_threshold: 4
+  fence: process
+  fence_pidfile: /run/ftpair-b.pid
+  fence_timeout_ms: 500
+  garp_count: 5
+  snapshot_max_age_s: 300
+checkpoint:
+  mode: strict
+  interval_us: 2000
+  dirty_threshold: 1000
+  quiesce_timeout_us: 3000
+  hold_capacity: 4096
+  hold_fallback: drop
+)YAML";
+
+const char *kMinimal = R"(
+node: {id: b}
+ports:
+  inside: {device: net_ring0, vip: 10.1.0.1/16}
+  outside: {device: net_ring1, vip: 192.0.2.1/24}
+)";
+
+Status parse(const std::string &text, const std::vector<std::string> &ov = {}, Config *out = nullptr) {
+  Config scratch;
+  return parse_config(text, ov, out ? out : &scratch);
+}
+
+// The error is INVALID_ARGUMENT and names the key.
+void expect_error(const Status &s, const std::string &key, const std::string &what) {
+  EXPECT_FALSE(s.ok()) << what << ": accepted";
+  EXPECT_EQ(s.code(), Code::INVALID_ARGUMENT) << what;
+  EXPECT_NE(s.message().find(key), std::string::npos)
+      << what << ": message does not name '" << key << "': " << s.message();
+}
+
+// kFull with one line replaced (first occurrence of `from`).
+std::string full_with(const std::string &from, const std::string &to) {
+  std::string s = kFull;
+  auto pos = s.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  if (pos != std::string::npos) s.replace(pos, from.size(), to);
+  return s;
+}
+
+TEST(Config, FullFileParses) {
+  Config c;
+  Status s = parse_config(kFull, {}, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.node_id, "a");
+  EXPECT_EQ(c.state_dir, "/tmp/ftpair-state-a");
+  EXPECT_EQ(c.role, "active");
+  EXPECT_EQ(c.memory_mb, 512u);
+  EXPECT_EQ(c.mbufs, 16383u);
+  EXPECT_FALSE(c.no_huge);
+  EXPECT_EQ(c.file_prefix, "lab-a");
+  EXPECT_EQ(c.eal_file_prefix(), "lab-a");
+  EXPECT_EQ(c.lcores, "0@(0-1),1@(0-1)");
+  EXPECT_EQ(c.eal_args, (std::vector<std::string>{"--log-level", "lib.eal:debug"}));
+  EXPECT_EQ(c.rx_desc, 2048);
+  EXPECT_EQ(c.tx_desc, 512);
+  EXPECT_EQ(c.inside.device, "net_af_packet0,iface=lan0");
+  EXPECT_EQ(c.inside.vip, ip("198.18.1.1"));
+  EXPECT_EQ(c.inside.prefix_len, 24);
+  EXPECT_EQ(c.inside.vmac_id, 11);
+  EXPECT_EQ(c.inside.gateway, 0u);
+  EXPECT_EQ(c.outside.device, "net_af_packet1,iface=wan0");
+  EXPECT_EQ(c.outside.vip, ip("198.18.2.1"));
+  EXPECT_EQ(c.outside.prefix_len, 25);
+  EXPECT_EQ(c.outside.vmac_id, 12);
+  EXPECT_EQ(c.outside.gateway, ip("198.18.2.126"));
+  EXPECT_EQ(c.nat_port_min, 20000);
+  EXPECT_EQ(c.nat_port_max, 60999);
+  ASSERT_EQ(c.forwards.size(), 2u);
+  EXPECT_EQ(c.forwards[0].proto, IPPROTO_TCP);
+  EXPECT_EQ(c.forwards[0].outside_port, 8080);
+  EXPECT_EQ(c.forwards[0].inside_ip, ip("198.18.1.10"));
+  EXPECT_EQ(c.forwards[0].inside_port, 8080);
+  EXPECT_EQ(c.forwards[1].proto, IPPROTO_UDP);
+  EXPECT_EQ(c.forwards[1].outside_port, 5353);
+  EXPECT_EQ(c.forwards[1].inside_ip, ip("198.18.1.11"));
+  EXPECT_EQ(c.forwards[1].inside_port, 53);
+  EXPECT_EQ(c.flow_capacity, 131072u);
+  EXPECT_EQ(c.timeouts.tcp_syn, 30u);
+  EXPECT_EQ(c.timeouts.tcp_established, 3600u);
+  EXPECT_EQ(c.timeouts.tcp_fin, 60u);
+  EXPECT_EQ(c.timeouts.tcp_time_wait, 90u);
+  EXPECT_EQ(c.timeouts.tcp_closed, 5u);
+  EXPECT_EQ(c.timeouts.udp, 100u);
+  EXPECT_EQ(c.timeouts.icmp, 20u);
+  EXPECT_EQ(c.arp_capacity, 2048u);
+  EXPECT_EQ(c.arp_timeout_s, 600u);
+  EXPECT_EQ(c.idle_sleep_max_us, 50u);
+  EXPECT_EQ(c.stall_ms, 40u);
+  EXPECT_TRUE(c.test_hooks);
+  EXPECT_EQ(c.metrics.str(), "198.18.3.1:9108");
+  EXPECT_EQ(c.grpc.host, "198.18.3.1");
+  EXPECT_EQ(c.grpc.port, 50051);
+  EXPECT_EQ(c.peer_grpc.str(), "198.18.3.2:50051");
+  EXPECT_EQ(c.mode, ReplicationMode::STRICT);
+  EXPECT_EQ(c.checkpoint_interval_us, 2000u);
+  EXPECT_EQ(c.checkpoint_dirty_threshold, 1000u);
+  EXPECT_EQ(c.quiesce_timeout_us, 3000u);
+  EXPECT_EQ(c.hold_capacity, 4096u);
+  EXPECT_EQ(c.hold_fallback, "drop");
+  EXPECT_EQ(c.heartbeat_interval_ms, 20u);
+  EXPECT_EQ(c.miss_threshold, 4u);
+  EXPECT_EQ(c.fence, "process");
+  EXPECT_EQ(c.fence_pidfile, "/run/ftpair-b.pid");
+  EXPECT_EQ(c.fence_timeout_ms, 500u);
+  EXPECT_EQ(c.garp_count, 5u);
+  EXPECT_EQ(c.snapshot_max_age_s, 300u);
+  EXPECT_EQ(c.source_text, kFull);
+
+  // Derived settings.
+  dp::NfConfig nf = c.nf_config();
+  EXPECT_EQ(nf.vip[dp::kPortInside], ip("198.18.1.1"));
+  EXPECT_EQ(nf.vip[dp::kPortOutside], ip("198.18.2.1"));
+  EXPECT_EQ(nf.prefix_len[dp::kPortOutside], 25);
+  EXPECT_EQ(nf.gateway_out, ip("198.18.2.126"));
+  const rte_ether_addr vin{{0x00, 0x00, 0x5e, 0x00, 0x01, 11}}, vout{{0x00, 0x00, 0x5e, 0x00, 0x01, 12}};
+  EXPECT_TRUE(rte_is_same_ether_addr(&nf.vmac[dp::kPortInside], &vin));
+  EXPECT_TRUE(rte_is_same_ether_addr(&nf.vmac[dp::kPortOutside], &vout));
+  EXPECT_EQ(nf.nat_port_min, 20000);
+  EXPECT_EQ(nf.nat_port_max, 60999);
+  EXPECT_EQ(nf.forwards.size(), 2u);
+  EXPECT_EQ(nf.timeouts.udp, 100u);
+  auto argv = c.eal_argv();
+  auto has = [&](const std::string &a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
+  EXPECT_FALSE(has("--no-huge"));
+  EXPECT_TRUE(has("lab-a"));
+  EXPECT_TRUE(has("512"));
+  EXPECT_TRUE(has("--no-pci")) << "vdevs only";
+  EXPECT_TRUE(has("lib.eal:debug"));
+}
+
+TEST(Config, MinimalFileTakesDefaults) {
+  Config c;
+  Status s = parse_config(kMinimal, {}, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  const Config d;
+  EXPECT_EQ(c.node_id, "b");
+  EXPECT_EQ(c.role, "auto");
+  EXPECT_EQ(c.eal_file_prefix(), "ftpair-b");
+  EXPECT_EQ(c.inside.vip, ip("10.1.0.1"));
+  EXPECT_EQ(c.inside.prefix_len, 16);
+  EXPECT_EQ(c.inside.vmac_id, 1) << "inside defaults to vmac id 1";
+  EXPECT_EQ(c.outside.vmac_id, 2) << "outside defaults to vmac id 2";
+  EXPECT_EQ(c.nat_port_min, d.nat_port_min);
+  EXPECT_EQ(c.nat_port_max, d.nat_port_max);
+  EXPECT_TRUE(c.forwards.empty());
+  EXPECT_EQ(c.flow_capacity, d.flow_capacity);
+  EXPECT_EQ(c.timeouts.tcp_established, d.timeouts.tcp_established);
+  EXPECT_EQ(c.mode, ReplicationMode::RELAXED);
+  EXPECT_EQ(c.hold_fallback, "relaxed");
+  EXPECT_FALSE(c.metrics.set());
+  EXPECT_FALSE(c.peer_grpc.set());
+  EXPECT_TRUE(c.no_huge);
+}
+
+TEST(Config, MissingNodeId) {
+  expect_error(parse(R"(
+node: {role: auto}
+ports:
+  inside: {device: a, vip: 10.1.0.1/16}
+  outside: {device: b, vip: 192.0.2.1/24}
+)"), "node.id", "no node.id");
+  expect_error(parse(full_with("  id: a\n", "  id: \"\"\n")), "node.id", "empty node.id");
+  expect_error(parse(full_with("  id: a\n", "  id: Node_A!\n")), "node.id", "bad characters");
+  expect_error(parse(full_with("node:\n  id: a\n  state_dir: /tmp/ftpair-state-a\n  role: active\n", "")), "node",
+               "no node section");
+}
+
+TEST(Config, BadVip) {
+  for (const char *bad : {"198.18.1.1", "198.18.1.1/33", "198.18.1.300/24", "198.18.1.1/31", "198.18.1.1/7",
+                          "vip/24", "198.18.1.1/", "198.18.1.1/2x"}) {
+    expect_error(parse(full_with("vip: 198.18.1.1/24", std::string("vip: \"") + bad + "\"")), "ports.inside.vip", bad);
+  }
+  expect_error(parse(full_with("    vip: 198.18.1.1/24\n", "")), "ports.inside.vip", "missing vip");
+  expect_error(parse(full_with("vip: 198.18.2.1/25", "vip: 198.18.1.2/24")), "ports.outside.vip", "overlap");
+  expect_error(parse(full_with("gateway: 198.18.2.126", "gateway: 198.18.2")), "ports.outside.gateway", "bad gateway");
+  expect_error(parse(full_with("    vmac_id: 11\n", "    vmac_id: 11\n    gateway: 198.18.1.254\n")),
+               "ports.inside.gateway", "inside gateway");
+  expect_error(parse(full_with("net_af_packet1,iface=wan0", "net_af_packet0,iface=lan0")), "ports.outside.device", "same device");
+  expect_error(parse(full_with("    device: net_af_packet0,iface=lan0\n", "")), "ports.inside.device", "no device");
+}
+
+TEST(Config, UnknownKeys) {
+  expect_error(parse(std::string(kFull) + "bogus: 1\n"), "bogus", "top level");
+  expect_error(parse(full_with("  port_min: 20000\n", "  port_min: 20000\n  port_mni: 1\n")), "nat.port_mni", "nat");
+  expect_error(parse(full_with("    vmac_id: 12\n", "    vmac_id: 12\n    mtu: 9000\n")), "ports.outside.mtu",
+               "ports.outside");
+  expect_error(parse(full_with("    icmp: 20\n", "    icmp: 20\n    sctp: 5\n")), "flows.timeouts.sctp", "timeouts");
+  expect_error(parse(full_with("{proto: tcp, port: 8080,", "{proto: tcp, port: 8080, via: x,")),
+               "nat.port_forwards[0].via", "port forward");
+  expect_error(parse(full_with("checkpoint:\n", "checkpoint:\n  speed: 11\n")), "checkpoint.speed", "checkpoint");
+}
+
+TEST(Config, NatPortRange) {
+  expect_error(parse(full_with("port_min: 20000", "port_min: 61000")), "nat.port_min", "min > max");
+  expect_error(parse(full_with("port_max: 60999", "port_max: 70000")), "nat.port_max", "max out of range");
+  expect_error(parse(full_with("port_min: 20000", "port_min: 0")), "nat.port_min", "min 0");
+  expect_error(parse(full_with("port_min: 20000", "port_min: -5")), "nat.port_min", "negative");
+  expect_error(parse(full_with("port_min: 20000", "port_min: lots")), "nat.port_min", "not a number");
+  Config c;
+  ASSERT_TRUE(parse(full_with("port_min: 20000", "port_min: 60999"), {}, &c).ok()) << "min == max is fine";
+  EXPECT_EQ(c.nat_port_min, 60999);
+}
+
+TEST(Config, BadPortForward) {
+  expect_error(parse(full_with("\"198.18.1.10:8080\"", "\"10.0.0.5:8080\"")), "nat.port_forwards[0].to",
+               "target off the inside subnet");
+  expect_error(parse(full_with("\"198.18.1.10:8080\"", "\"198.18.1.10\"")), "nat.port_forwards[0].to", "no port");
+  expect_error(parse(full_with("\"198.18.1.10:8080\"", "\"server:8080\"")), "nat.port_forwards[0].to", "a name");
+  expect_error(parse(full_with("\"198.18.1.10:8080\"", "\"198.18.1.10:99999\"")), "nat.port_forwards[0].to",
+               "port out of range");
+  expect_error(parse(full_with("\"198.18.1.11:53\"", "\"198.18.2.11:53\"")), "nat.port_forwards[1].to",
+               "target on the outside");
+  expect_error(parse(full_with("{proto: tcp, port: 8080", "{proto: icmp, port: 8080")),
+               "nat.port_forwards[0].proto", "icmp");
+  expect_error(parse(full_with("{proto: tcp, port: 8080", "{proto: tcp, port: 0")), "nat.port_forwards[0].port",
+               "port 0");
+  expect_error(parse(full_with("{proto: udp, port: 5353", "{proto: tcp, port: 8080")), "nat.port_forwards[1].port",
+               "duplicate rule");
+  expect_error(parse(full_with("    - {proto: tcp, port: 8080, to: \"198.18.1.10:8080\"}\n"
+                               "    - {proto: udp, port: 5353, to: \"198.18.1.11:53\"}\n",
+                               "    x: 1\n")),
+               "nat.port_forwards", "not a list");
+}
+
+TEST(Config, BadCheckpointSettings) {
+  expect_error(parse(full_with("mode: strict", "mode: paranoid")), "checkpoint.mode", "mode");
+  expect_error(parse(full_with("hold_fallback: drop", "hold_fallback: maybe")), "checkpoint.hold_fallback",
+               "fallback");
+  expect_error(parse(full_with("interval_us: 2000", "interval_us: 5")), "checkpoint.interval_us", "too small");
+  expect_error(parse(full_with("role: active", "role: leader")), "node.role", "role");
+  expect_error(parse(full_with("test_hooks: true", "test_hooks: perhaps")), "worker.test_hooks", "bool");
+  expect_error(parse(full_with("metrics: 198.18.3.1:9108", "metrics: localhost:9108")), "management.metrics",
+               "endpoint");
+  expect_error(parse(full_with("capacity: 131072", "capacity: 8")), "flows.capacity", "tiny table");
+  expect_error(parse(full_with("tcp_syn: 30", "tcp_syn: 0")), "flows.timeouts.tcp_syn", "zero timeout");
+  expect_error(parse(full_with("eal_args: [\"--log-level\", \"lib.eal:debug\"]", "eal_args: --foo")),
+               "dpdk.eal_args", "eal_args scalar");
+}
+
+TEST(Config, BadFailoverSettings) {
+  expect_error(parse(full_with("fence: process", "fence: stonith")), "failover.fence", "fence kind");
+  expect_error(parse(full_with("  fence_pidfile: /run/ftpair-b.pid\n", "")), "failover.fence_pidfile",
+               "process fencing without a pidfile");
+  expect_error(parse(full_with("fence: process", "fence: libvirt")), "failover.libvirt_uri",
+               "libvirt fencing without a URI");
+  expect_error(parse(full_with("fence: process", "fence: libvirt\n  libvirt_uri: qemu:///system")),
+               "failover.libvirt_domain", "libvirt fencing without a domain");
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 50")), "failover.garp_count", "too many GARPs");
+  expect_error(parse(full_with("miss_threshold: 4", "miss_threshold: 0")), "failover.miss_threshold", "zero");
+  expect_error(parse(full_with("miss_threshold: 4", "miss_treshold: 4")), "failover.miss_treshold", "typo");
+}
+
+TEST(Config, YamlSyntaxErrorGivesTheLine) {
+  const std::string text = "node:\n  id: a\n  role: active: x\nports: {}\n";
+  Status s = parse(text);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Code::INVALID_ARGUMENT);
+  EXPECT_NE(s.message().find("line 3"), std::string::npos) << s.message();
+  // An unclosed flow sequence further down.
+  std::string bad = full_with("eal_args: [\"--log-level\", \"lib.eal:debug\"]", "eal_args: [\"--log-level\"");
+  s = parse(bad);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("line "), std::string::npos) << s.message();
+  // Empty text: every required section is missing.
+  expect_error(parse(""), "node", "empty file");
+}
+
+TEST(Config, OverridesApply) {
+  Config c;
+  Status s = parse_config(kFull, {"flows.capacity=1024", "checkpoint.mode=relaxed", "nat.port_max=30000",
+                                   "node.role=standby", "worker.test_hooks=false"},
+                          &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.flow_capacity, 1024u);
+  EXPECT_EQ(c.mode, ReplicationMode::RELAXED);
+  EXPECT_EQ(c.nat_port_max, 30000);
+  EXPECT_EQ(c.role, "standby");
+  EXPECT_FALSE(c.test_hooks);
+  EXPECT_NE(c.source_text.find("flows.capacity=1024"), std::string::npos) << "overrides are recorded";
+  // An override can add a section the file does not have.
+  s = parse_config(kMinimal, {"checkpoint.mode=strict", "flows.timeouts.udp=33", "peer.grpc=10.9.0.2:50051"}, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.mode, ReplicationMode::STRICT);
+  EXPECT_EQ(c.timeouts.udp, 33u);
+  EXPECT_EQ(c.peer_grpc.str(), "10.9.0.2:50051");
+  EXPECT_EQ(c.node_id, "b");
+  // Overrides alone can make a configuration.
+  s = parse_config("", {"node.id=z", "ports.inside.device=x", "ports.inside.vip=10.0.0.1/24",
+                        "ports.outside.device=y", "ports.outside.vip=10.0.1.1/24"}, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.node_id, "z");
+  // The last override of a key wins.
+  s = parse_config(kFull, {"flows.capacity=1024", "flows.capacity=2048"}, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.flow_capacity, 2048u);
+}
+
+TEST(Config, BadOverridesAreRefusedNamingTheKey) {
+  Config c;
+  c.node_id = "untouched";
+  expect_error(parse_config(kFull, {"flows.capacity=lots"}, &c), "flows.capacity", "not a number");
+  EXPECT_EQ(c.node_id, "untouched") << "a refused config leaves the output alone";
+  expect_error(parse(kFull, {"flows.capacity=8"}), "flows.capacity", "out of range");
+  expect_error(parse(kFull, {"flows.capacity=[1"}), "flows.capacity", "unparsable value");
+  expect_error(parse(kFull, {"checkpoint.mode=fast"}), "checkpoint.mode", "bad enum");
+  expect_error(parse(kFull, {"nat.portmin=1"}), "nat.portmin", "unknown key");
+  expect_error(parse(kFull, {"flows.capacity"}), "flows.capacity", "no '='");
+  expect_error(parse(kFull, {"=5"}), "=5", "no key");
+  expect_error(parse(kFull, {"flows..capacity=5"}), "flows..capacity", "empty component");
+  expect_error(parse(kFull, {"ports.inside.vip=10.0.0.1"}), "ports.inside.vip", "vip without a prefix");
+}
+
+TEST(Config, LoadConfigReadsAFileAndNamesAMissingOne) {
+  char path[] = "/tmp/ftpair-config-test-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream f(path);
+    f << kFull;
+  }
+  Config c;
+  Status s = load_config(path, {"flows.capacity=4096"}, &c);
+  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.flow_capacity, 4096u);
+  std::remove(path);
+  s = load_config(path, {}, &c);
+  expect_error(s, path, "missing file");
+}
+
+TEST(Config, Helpers) {
+  uint32_t a = 0;
+  uint8_t len = 0;
+  EXPECT_TRUE(parse_prefix("10.1.2.3/8", &a, &len));
+  EXPECT_EQ(a, ip("10.1.2.3"));
+  EXPECT_EQ(len, 8);
+  EXPECT_FALSE(parse_prefix("10.1.2.3", &a, &len));
+  EXPECT_FALSE(parse_prefix("10.1.2.3/33", &a, &len));
+  EXPECT_FALSE(parse_prefix("10.1.2/8", &a, &len));
+  EXPECT_TRUE(parse_ipv4("255.255.255.255", &a));
+  EXPECT_EQ(a, 0xffffffffu);
+  EXPECT_FALSE(parse_ipv4("1.2.3.4.5", &a));
+  Endpoint ep;
+  EXPECT_TRUE(parse_endpoint("127.0.0.1:0", &ep));
+  EXPECT_EQ(ep.port, 0);
+  EXPECT_TRUE(parse_endpoint("10.0.0.1:65535", &ep));
+  EXPECT_EQ(ep.str(), "10.0.0.1:65535");
+  EXPECT_FALSE(parse_endpoint("10.0.0.1:65536", &ep));
+  EXPECT_FALSE(parse_endpoint("10.0.0.1", &ep));
+  EXPECT_FALSE(parse_endpoint("10.0.0.1:", &ep));
+  EXPECT_FALSE(parse_endpoint("host:80", &ep));
+  EXPECT_EQ(ipv4_to_string(ip("198.18.2.1")), "198.18.2.1");
+}
+
+}  // namespace
+}  // namespace ftpair

@@ -1,1 +1,121 @@
+// The bounded ARP table (dataplane/arp_table.h).
+#include "dataplane/arp_table.h"
+
+#include <set>
+
 #include <gtest/gtest.h>
+
+#include "tests/unit/dataplane/pktgen.h"
+
+namespace ftpair::dp {
+namespace {
+
+using test::ip4;
+using test::mac;
+
+constexpr uint64_t kT0 = 1'000'000;  // nonzero: 0 means "never" for requested_tsc
+constexpr uint64_t kTimeout = 5000;
+
+TEST(ArpTable, CapacityRoundsUpToPowerOfTwoAtLeastFour) {
+  EXPECT_EQ(ArpTable(0, kTimeout).capacity(), 4u);
+  EXPECT_EQ(ArpTable(1, kTimeout).capacity(), 4u);
+  EXPECT_EQ(ArpTable(4, kTimeout).capacity(), 4u);
+  EXPECT_EQ(ArpTable(5, kTimeout).capacity(), 8u);
+  EXPECT_EQ(ArpTable(1000, kTimeout).capacity(), 1024u);
+}
+
+TEST(ArpTable, LearnLookupUpdate) {
+  ArpTable t(64, kTimeout);
+  const uint32_t a = ip4("198.18.1.10"), b = ip4("198.18.1.11");
+  EXPECT_EQ(t.lookup(a, kT0), nullptr);
+  t.learn(a, mac(2, 0, 0, 0, 0, 0xa), 0, kT0);
+  const rte_ether_addr *m = t.lookup(a, kT0);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(test::mac_eq(*m, mac(2, 0, 0, 0, 0, 0xa)));
+  EXPECT_EQ(t.lookup(b, kT0), nullptr);
+  EXPECT_EQ(t.valid_count(kT0), 1u);
+  // Re-learning replaces the MAC and does not add an entry.
+  t.learn(a, mac(2, 0, 0, 0, 0, 0xb), 1, kT0 + 10);
+  m = t.lookup(a, kT0 + 10);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(test::mac_eq(*m, mac(2, 0, 0, 0, 0, 0xb)));
+  EXPECT_EQ(t.valid_count(kT0 + 10), 1u);
+  unsigned seen = 0;
+  t.for_each([&](const ArpEntry &e) {
+    seen++;
+    EXPECT_EQ(e.ip, a);
+    EXPECT_EQ(e.port, 1);
+  });
+  EXPECT_EQ(seen, 1u);
+  // Address 0 is never learnt.
+  t.learn(0, mac(2, 0, 0, 0, 0, 0xc), 0, kT0);
+  EXPECT_EQ(t.valid_count(kT0 + 10), 1u);
+}
+
+TEST(ArpTable, EntriesTimeOut) {
+  ArpTable t(64, kTimeout);
+  const uint32_t a = ip4("198.18.2.10");
+  t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
+  EXPECT_NE(t.lookup(a, kT0 + kTimeout), nullptr) << "fresh up to the timeout";
+  EXPECT_EQ(t.lookup(a, kT0 + kTimeout + 1), nullptr) << "stale after it";
+  EXPECT_EQ(t.valid_count(kT0 + kTimeout + 1), 0u);
+  // Confirmation refreshes it.
+  t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0 + kTimeout + 2);
+  EXPECT_NE(t.lookup(a, kT0 + kTimeout + 2), nullptr);
+}
+
+TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {
+  // Capacity 4 = one set of 4 ways: the fifth address evicts the least recently confirmed.
+  ArpTable t(4, 1'000'000);
+  const uint32_t ips[5] = {ip4("10.0.0.1"), ip4("10.0.0.2"), ip4("10.0.0.3"), ip4("10.0.0.4"),
+                           ip4("10.0.0.5")};
+  for (int i = 0; i < 4; i++) t.learn(ips[i], mac(2, 0, 0, 0, 0, uint8_t(i)), 0, kT0 + 100 - i * 10);
+  // ips[3] has the oldest confirmation (kT0 + 70).
+  EXPECT_EQ(t.evictions(), 0u);
+  t.learn(ips[4], mac(2, 0, 0, 0, 0, 4), 0, kT0 + 200);
+  EXPECT_EQ(t.evictions(), 1u);
+  EXPECT_EQ(t.lookup(ips[3], kT0 + 200), nullptr);
+  for (int i : {0, 1, 2, 4}) EXPECT_NE(t.lookup(ips[i], kT0 + 200), nullptr) << i;
+  EXPECT_EQ(t.valid_count(kT0 + 200), 4u);
+
+  // A large table under many addresses never grows and keeps at most capacity entries.
+  ArpTable big(64, 1'000'000);
+  for (uint32_t i = 1; i <= 1000; i++) big.learn(rte_cpu_to_be_32(0x0a000000 + i), mac(2, 0, 0, 0, 0, 1), 0, kT0 + i);
+  EXPECT_EQ(big.capacity(), 64u);
+  EXPECT_LE(big.valid_count(kT0 + 1000), 64u);
+  EXPECT_GE(big.evictions(), 1000u - 64u);
+  // The most recent address is always present.
+  EXPECT_NE(big.lookup(rte_cpu_to_be_32(0x0a000000 + 1000), kT0 + 1000), nullptr);
+}
+
+TEST(ArpTable, ShouldRequestIsRateLimited) {
+  ArpTable t(64, kTimeout);
+  const uint32_t a = ip4("198.18.2.20"), b = ip4("198.18.2.21");
+  const uint64_t retry = 1000;
+  EXPECT_TRUE(t.should_request(a, 1, kT0, retry));
+  EXPECT_FALSE(t.should_request(a, 1, kT0 + 1, retry));
+  EXPECT_FALSE(t.should_request(a, 1, kT0 + retry - 1, retry));
+  EXPECT_TRUE(t.should_request(b, 1, kT0 + 1, retry)) << "limits are per address";
+  EXPECT_TRUE(t.should_request(a, 1, kT0 + retry, retry)) << "asks again after the interval";
+  EXPECT_FALSE(t.should_request(a, 1, kT0 + retry + 1, retry));
+  // A pending entry is not a valid mapping.
+  EXPECT_EQ(t.lookup(a, kT0 + retry), nullptr);
+  EXPECT_EQ(t.valid_count(kT0 + retry), 0u);
+  // The answer makes it valid.
+  t.learn(a, mac(2, 0, 0, 0, 0, 9), 1, kT0 + retry + 2);
+  EXPECT_NE(t.lookup(a, kT0 + retry + 2), nullptr);
+}
+
+TEST(ArpTable, PendingEntryIsNotTheNextVictim) {
+  ArpTable t(4, 1'000'000);
+  for (uint32_t i = 1; i <= 3; i++) t.learn(rte_cpu_to_be_32(0x0a000000 + i), mac(2, 0, 0, 0, 0, 1), 0, kT0 + i);
+  const uint32_t pending = rte_cpu_to_be_32(0x0a0000ff);
+  EXPECT_TRUE(t.should_request(pending, 0, kT0 + 50, 1000));
+  // The set is full; the next learn evicts the oldest confirmed entry, not the pending one.
+  t.learn(rte_cpu_to_be_32(0x0a000004), mac(2, 0, 0, 0, 0, 1), 0, kT0 + 60);
+  EXPECT_EQ(t.lookup(rte_cpu_to_be_32(0x0a000001), kT0 + 60), nullptr);
+  EXPECT_FALSE(t.should_request(pending, 0, kT0 + 61, 1000)) << "pending entry survived";
+}
+
+}  // namespace
+}  // namespace ftpair::dp

@@ -1,1 +1,1026 @@
+// The network function (dataplane/nf.h): NAT both ways, connection tracking, expiry, ARP,
+// every drop reason, a full table, port exhaustion and output commit (strict mode).
+// Packets go through Nat44::process and leave through a real InterfaceAgent onto ring ports.
+#include "dataplane/nf.h"
+
+#include <array>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
+#include <rte_cycles.h>
+
+#include "tests/unit/dataplane/pktgen.h"
+
+namespace ftpair::dp {
+namespace {
+
+using test::Frame;
+using test::ip4;
+using test::mac;
+
+const rte_ether_addr kVmacIn = mac(0x00, 0x00, 0x5e, 0x00, 0x01, 0x01);
+const rte_ether_addr kVmacOut = mac(0x00, 0x00, 0x5e, 0x00, 0x01, 0x02);
+const rte_ether_addr kOwnIn = mac(0x02, 0xaa, 0, 0, 0, 0x01);
+const rte_ether_addr kOwnOut = mac(0x02, 0xaa, 0, 0, 0, 0x02);
+const rte_ether_addr kMacH = mac(0x02, 0, 0, 0, 0x01, 0x0a);   // LAN host 198.18.1.10
+const rte_ether_addr kMacH2 = mac(0x02, 0, 0, 0, 0x01, 0x0b);  // LAN host 198.18.1.11
+const rte_ether_addr kMacR = mac(0x02, 0, 0, 0, 0x02, 0x0a);   // WAN host 198.18.2.10
+const rte_ether_addr kMacR2 = mac(0x02, 0, 0, 0, 0x02, 0x0b);  // WAN host 198.18.2.11
+
+using Drops = std::array<uint64_t, kDropReasonCount>;
+
+NfConfig default_config() {
+  NfConfig c;
+  c.vip[kPortInside] = ip4("198.18.1.1");
+  c.vip[kPortOutside] = ip4("198.18.2.1");
+  c.prefix_len[kPortInside] = 24;
+  c.prefix_len[kPortOutside] = 24;
+  c.vmac[kPortInside] = kVmacIn;
+  c.vmac[kPortOutside] = kVmacOut;
+  c.own_mac[kPortInside] = kOwnIn;
+  c.own_mac[kPortOutside] = kOwnOut;
+  c.nat_port_min = 20000;
+  c.nat_port_max = 60999;
+  c.forwards.push_back(PortForward{IPPROTO_TCP, 8080, ip4("198.18.1.10"), 8080});
+  return c;
+}
+
+struct Out {
+  std::vector<Frame> lan, wan;
+};
+
+class NfTest : public ::testing::Test {
+ protected:
+  void SetUp() override { build(default_config()); }
+
+  void build(const NfConfig &cfg, uint32_t flow_capacity = 1024, rte_mempool *pool = nullptr,
+             bool strict = false) {
+    teardown_parts();
+    cfg_ = cfg;
+    lan_ = std::make_unique<test::RingPort>();
+    wan_ = std::make_unique<test::RingPort>();
+    ASSERT_TRUE(lan_->ok() && wan_->ok());
+    FlowTableConfig fc;
+    fc.capacity = flow_capacity;
+    fc.name = test::unique_name("nf_flows");
+    std::string err;
+    flows_ = FlowTable::create(fc, &err);
+    ASSERT_TRUE(flows_) << err;
+    hz_ = rte_get_tsc_hz();
+    arp_ = std::make_unique<ArpTable>(256, 300 * hz_);
+    AgentConfig ac;
+    ac.nb_ports = 2;
+    ac.port_ids[kPortInside] = lan_->id();
+    ac.port_ids[kPortOutside] = wan_->id();
+    ac.nb_workers = 1;
+    ac.strict = strict;
+    ac.hold_capacity = 1024;
+    agent_ = std::make_unique<InterfaceAgent>(ac);
+    nf_ = std::make_unique<Nat44>(cfg, *flows_, *arp_, *agent_, pool ? pool : test::test_pool(), 0);
+    now_ = rte_rdtsc();
+    arp_->learn(H, kMacH, kPortInside, now_);
+    arp_->learn(R, kMacR, kPortOutside, now_);
+    arp_->learn(R2, kMacR2, kPortOutside, now_);
+    avail_ = rte_mempool_avail_count(test::test_pool());
+  }
+
+  void teardown_parts() {
+    if (nf_) {
+      // Drop whatever waits for ARP so every mbuf goes back to the pool.
+      nf_->housekeeping(now_ + 1000 * hz_);
+    }
+    if (agent_) agent_->flush(0);
+    nf_.reset();
+    agent_.reset();
+    lan_.reset();
+    wan_.reset();
+    arp_.reset();
+    flows_.reset();
+  }
+
+  void TearDown() override {
+    bool check = nf_ != nullptr;
+    teardown_parts();
+    if (check) {
+      EXPECT_EQ(rte_mempool_avail_count(test::test_pool()), avail_) << "mbufs leaked";
+    }
+  }
+
+  // Runs frames through the NF on port, flushes the agent, and collects what each port sent.
+  Out run(uint16_t port, const std::vector<Frame> &frames) {
+    std::vector<rte_mbuf *> pkts;
+    for (const auto &f : frames) pkts.push_back(test::to_mbuf(f));
+    nf_->process(port, pkts.data(), static_cast<uint16_t>(pkts.size()), now_);
+    agent_->flush(0);
+    return collect();
+  }
+  Out run(uint16_t port, const Frame &f) { return run(port, std::vector<Frame>{f}); }
+  Out collect() {
+    Out o;
+    o.lan = lan_->take_frames();
+    o.wan = wan_->take_frames();
+    return o;
+  }
+
+  Drops drops() const {
+    Drops d{};
+    for (unsigned i = 0; i < kDropReasonCount; i++) d[i] = nf_->drops(static_cast<DropReason>(i));
+    return d;
+  }
+  // Exactly one counter moved, by exactly one.
+  void expect_one_drop(const Drops &before, DropReason r, const std::string &what) {
+    Drops after = drops();
+    for (unsigned i = 0; i < kDropReasonCount; i++) {
+      uint64_t want = before[i] + (i == static_cast<unsigned>(r) ? 1 : 0);
+      EXPECT_EQ(after[i], want) << what << ": counter " << drop_reason_label(static_cast<DropReason>(i))
+                                << " (expected " << drop_reason_label(r) << " +1)";
+    }
+  }
+
+  test::L2 from_lan(const rte_ether_addr &src = kMacH) { return test::L2{src, kVmacIn}; }
+  test::L2 from_wan(const rte_ether_addr &src = kMacR) { return test::L2{src, kVmacOut}; }
+
+  int lookup_in(uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport, uint8_t proto) {
+    FlowKey k{src, dst, rte_cpu_to_be_16(sport), rte_cpu_to_be_16(dport), proto, 0, 0};
+    return flows_->lookup(k);
+  }
+  const FlowState &st(int slot) { return flows_->record(static_cast<uint32_t>(slot)).st; }
+
+  // Sweeps the whole table for expiry at time t.
+  void sweep(uint64_t t) {
+    const uint32_t calls = flows_->capacity() / cfg_.expiry_scan_per_loop + 2;
+    for (uint32_t i = 0; i < calls; i++) nf_->housekeeping(t);
+  }
+
+  // TCP handshake H:sport -> R:80; returns the NAT port (host order).
+  uint16_t handshake(uint16_t sport, uint32_t host = 0, uint32_t remote = 0) {
+    if (!host) host = H;
+    if (!remote) remote = R;
+    const rte_ether_addr &hmac = host == H ? kMacH : kMacH2;
+    const rte_ether_addr &rmac = remote == R ? kMacR : kMacR2;
+    Out o = run(kPortInside, test::tcp_frame(from_lan(hmac), host, sport, remote, 80, RTE_TCP_SYN_FLAG));
+    EXPECT_EQ(o.wan.size(), 1u);
+    if (o.wan.size() != 1) return 0;
+    uint16_t nat = rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port);
+    o = run(kPortOutside, test::tcp_frame(from_wan(rmac), remote, 80, WAN_VIP, nat,
+                                          RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG));
+    EXPECT_EQ(o.lan.size(), 1u);
+    o = run(kPortInside, test::tcp_frame(from_lan(hmac), host, sport, remote, 80, RTE_TCP_ACK_FLAG));
+    EXPECT_EQ(o.wan.size(), 1u);
+    return nat;
+  }
+
+  // Checks a translated frame: addresses, TTL, checksums, MACs.
+  void expect_frame(Frame &f, const rte_ether_addr &src_mac, const rte_ether_addr &dst_mac, uint32_t src_ip,
+                    uint32_t dst_ip, uint8_t ttl, const std::string &what) {
+    EXPECT_TRUE(test::mac_eq(test::eth_of(f)->src_addr, src_mac))
+        << what << ": src MAC " << test::macstr(test::eth_of(f)->src_addr);
+    EXPECT_TRUE(test::mac_eq(test::eth_of(f)->dst_addr, dst_mac))
+        << what << ": dst MAC " << test::macstr(test::eth_of(f)->dst_addr);
+    EXPECT_EQ(test::ip_of(f)->src_addr, src_ip) << what << ": src " << test::ip4str(test::ip_of(f)->src_addr);
+    EXPECT_EQ(test::ip_of(f)->dst_addr, dst_ip) << what << ": dst " << test::ip4str(test::ip_of(f)->dst_addr);
+    EXPECT_EQ(test::ip_of(f)->time_to_live, ttl) << what;
+    EXPECT_TRUE(test::ip_csum_ok(f)) << what << ": IP checksum";
+    EXPECT_TRUE(test::l4_csum_ok(f)) << what << ": L4 checksum";
+  }
+
+  const uint32_t H = ip4("198.18.1.10"), H2 = ip4("198.18.1.11");
+  const uint32_t R = ip4("198.18.2.10"), R2 = ip4("198.18.2.11");
+  const uint32_t LAN_VIP = ip4("198.18.1.1"), WAN_VIP = ip4("198.18.2.1");
+
+  NfConfig cfg_;
+  std::unique_ptr<test::RingPort> lan_, wan_;
+  std::unique_ptr<FlowTable> flows_;
+  std::unique_ptr<ArpTable> arp_;
+  std::unique_ptr<InterfaceAgent> agent_;
+  std::unique_ptr<Nat44> nf_;
+  uint64_t now_ = 0, hz_ = 1;
+  unsigned avail_ = 0;
+};
+
+bool in_nat_range(uint16_t p) { return p >= 20000 && p <= 60999; }
+
+// ------------------------------------------------------------------ NAT both ways
+
+TEST_F(NfTest, TcpNatBothWaysAndStateMachine) {
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 40000, R, 80, RTE_TCP_SYN_FLAG, 0, 64));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_TRUE(o.lan.empty());
+  Frame &syn = o.wan[0];
+  expect_frame(syn, kVmacOut, kMacR, WAN_VIP, R, 63, "SYN out");
+  const uint16_t nat = rte_be_to_cpu_16(test::tcp_of(syn)->src_port);
+  EXPECT_TRUE(in_nat_range(nat)) << nat;
+  EXPECT_EQ(rte_be_to_cpu_16(test::tcp_of(syn)->dst_port), 80);
+  int slot = lookup_in(H, 40000, R, 80, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_SENT));
+  EXPECT_EQ(rte_be_to_cpu_16(st(slot).nat_port), nat);
+  EXPECT_EQ(st(slot).nat_ip, WAN_VIP);
+  EXPECT_EQ(nf_->counters().flows_created.load(), 1u);
+
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG, 0, 50));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_TRUE(o.wan.empty());
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 49, "SYN/ACK in");
+  EXPECT_EQ(rte_be_to_cpu_16(test::tcp_of(o.lan[0])->dst_port), 40000);
+  EXPECT_EQ(rte_be_to_cpu_16(test::tcp_of(o.lan[0])->src_port), 80);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_RECV));
+  EXPECT_TRUE(st(slot).flags & kFlowReplied);
+
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 40000, R, 80, RTE_TCP_ACK_FLAG, 100));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "ACK+data out");
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::ESTABLISHED));
+
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG, 300));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 63, "data in");
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::ESTABLISHED));
+
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 40000, R, 80, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::FIN_WAIT));
+  EXPECT_TRUE(st(slot).flags & kFlowFinFromInside);
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::TIME_WAIT));
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 40000, R, 80, RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u) << "the last ACK passes";
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::TIME_WAIT));
+  // The tuple is reused by a new connection after TIME_WAIT.
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 40000, R, 80, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_SENT));
+  EXPECT_FALSE(st(slot).flags & (kFlowFinFromInside | kFlowFinFromOutside));
+  EXPECT_EQ(nf_->counters().forwarded[kPortInside].load(), 5u);
+  EXPECT_EQ(nf_->counters().forwarded[kPortOutside].load(), 3u);
+  Drops none{};
+  EXPECT_EQ(drops(), none);
+}
+
+TEST_F(NfTest, TcpRstClosesAndLaterSegmentsAreInvalid) {
+  const uint16_t nat = handshake(41000);
+  ASSERT_NE(nat, 0);
+  int slot = lookup_in(H, 41000, R, 80, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::ESTABLISHED));
+  Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_RST_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u) << "the RST itself is forwarded";
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::CLOSED));
+  Drops before = drops();
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 41000, R, 80, RTE_TCP_ACK_FLAG, 10));
+  EXPECT_TRUE(o.wan.empty());
+  expect_one_drop(before, DropReason::TCP_INVALID, "ACK after RST");
+}
+
+TEST_F(NfTest, TcpWithoutFlowNeedsSyn) {
+  for (uint8_t flags : {uint8_t(RTE_TCP_ACK_FLAG), uint8_t(RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG),
+                        uint8_t(RTE_TCP_RST_FLAG), uint8_t(RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG)}) {
+    Drops before = drops();
+    Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 42000, R, 80, flags));
+    EXPECT_TRUE(o.wan.empty());
+    expect_one_drop(before, DropReason::TCP_NO_FLOW, "flags " + std::to_string(flags));
+  }
+  EXPECT_EQ(flows_->size(), 0u);
+}
+
+TEST_F(NfTest, UdpNatBothWays) {
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5353, R, 53, 40));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "UDP out");
+  const uint16_t nat = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+  EXPECT_TRUE(in_nat_range(nat));
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(o.wan[0])->dst_port), 53);
+  int slot = lookup_in(H, 5353, R, 53, IPPROTO_UDP);
+  ASSERT_GE(slot, 0);
+  EXPECT_FALSE(st(slot).flags & kFlowReplied);
+
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat, 100));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 63, "UDP in");
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(o.lan[0])->dst_port), 5353);
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(o.lan[0])->src_port), 53);
+  EXPECT_TRUE(st(slot).flags & kFlowReplied);
+
+  // A second inside host with the same source port gets its own mapping.
+  o = run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, 5353, R, 53, 40));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t nat2 = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+  EXPECT_NE(nat2, nat);
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat2, 10));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH2, R, H2, 63, "UDP in, second host");
+  // The other remote port has no mapping.
+  Drops before = drops();
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 54, WAN_VIP, nat, 10));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::NO_MAPPING, "UDP from another remote port");
+}
+
+TEST_F(NfTest, UdpZeroChecksumStaysZeroAndZeroResultIsAllOnes) {
+  // Sender did not checksum: the NF leaves it so.
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 25000, R, 53, 16, 64, false));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(test::udp_of(o.wan[0])->dgram_cksum, 0);
+  EXPECT_TRUE(test::ip_csum_ok(o.wan[0]));
+  const uint16_t nat = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat, 16, 64, false));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_EQ(test::udp_of(o.lan[0])->dgram_cksum, 0);
+
+  // Craft a datagram whose translated checksum is exactly 0: it must leave as 0xffff.
+  // The source port 26000 is in the NAT range and free, so the NF keeps it.
+  Frame f = test::udp_frame(from_lan(), H, 26000, R, 53, 8);
+  Frame after = f;
+  test::ip_of(after)->src_addr = WAN_VIP;
+  uint8_t *last = after.data() + after.size() - 2;
+  std::memset(last, 0, 2);
+  uint16_t c = test::l4_csum(test::ip_of(after), after.data() + test::kL4Off);
+  std::memcpy(f.data() + f.size() - 2, &c, 2);  // makes the translated sum 0xffff
+  test::fix_csums(f);
+  ASSERT_TRUE(test::l4_csum_ok(f));
+  o = run(kPortInside, f);
+  ASSERT_EQ(o.wan.size(), 1u);
+  ASSERT_EQ(rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port), 26000) << "port kept";
+  EXPECT_EQ(test::udp_of(o.wan[0])->dgram_cksum, 0xffff);
+  EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
+}
+
+TEST_F(NfTest, IcmpEchoNatBothWays) {
+  Out o = run(kPortInside, test::icmp_frame(from_lan(), H, R, RTE_IP_ICMP_ECHO_REQUEST, 0x1234, 7));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "echo out");
+  const uint16_t id = rte_be_to_cpu_16(test::icmp_of(o.wan[0])->icmp_ident);
+  EXPECT_TRUE(in_nat_range(id)) << id;
+  EXPECT_EQ(rte_be_to_cpu_16(test::icmp_of(o.wan[0])->icmp_seq_nb), 7);
+  int slot = lookup_in(H, 0x1234, R, 0, IPPROTO_ICMP);
+  ASSERT_GE(slot, 0);
+
+  o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REPLY, id, 7));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 63, "echo reply in");
+  EXPECT_EQ(rte_be_to_cpu_16(test::icmp_of(o.lan[0])->icmp_ident), 0x1234);
+  EXPECT_EQ(test::icmp_of(o.lan[0])->icmp_type, RTE_IP_ICMP_ECHO_REPLY);
+
+  // A reply with an unknown identifier has no mapping.
+  Drops before = drops();
+  o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REPLY, id == 20000 ? 20001 : 20000));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::NO_MAPPING, "echo reply without mapping");
+}
+
+TEST_F(NfTest, EchoRequestsToTheVipsAreAnswered) {
+  Out o = run(kPortInside, test::icmp_frame(from_lan(), H, LAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 9, 1));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH, LAN_VIP, H, 64, "echo reply from the LAN VIP");
+  EXPECT_EQ(test::icmp_of(o.lan[0])->icmp_type, RTE_IP_ICMP_ECHO_REPLY);
+  o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 9, 1));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 64, "echo reply from the WAN VIP");
+  EXPECT_EQ(flows_->size(), 0u);
+}
+
+TEST_F(NfTest, EthernetPaddingIsTrimmed) {
+  Frame f = test::udp_frame(from_lan(), H, 27000, R, 53, 2);  // 44 bytes: pad to 60
+  f.resize(60, 0xee);
+  Out o = run(kPortInside, f);
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(o.wan[0].size(), test::kL4Off + 8 + 2);
+  EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
+}
+
+TEST_F(NfTest, PortForwardCreatesAFlow) {
+  Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5555, WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 63, "forwarded SYN");
+  EXPECT_EQ(rte_be_to_cpu_16(test::tcp_of(o.lan[0])->dst_port), 8080);
+  int slot = lookup_in(H, 8080, R, 5555, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  EXPECT_TRUE(st(slot).flags & kFlowPortForward);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_SENT));
+  // The server answers; it leaves from the forwarded port.
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 8080, R, 5555, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "SYN/ACK of the server");
+  EXPECT_EQ(rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port), 8080);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_RECV));
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5555, WAN_VIP, 8080, RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::ESTABLISHED));
+  // A non-SYN to the forwarded port without a flow is refused.
+  Drops before = drops();
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5556, WAN_VIP, 8080, RTE_TCP_ACK_FLAG));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::TCP_NO_FLOW, "ACK to a forwarded port");
+}
+
+TEST_F(NfTest, ForwardedPortIsNeverUsedForSourceNat) {
+  NfConfig c = default_config();
+  c.nat_port_min = 8070;  // the range covers the forwarded port 8080
+  c.nat_port_max = 8090;
+  build(c);
+  std::set<uint16_t> used;
+  for (uint16_t i = 0; i < 20; i++) {
+    // Source port 8080 would be kept if it were free; every other one takes the hint walk.
+    Out o = run(kPortInside, test::tcp_frame(from_lan(kMacH2), H2, static_cast<uint16_t>(8080 + i), R, 80,
+                                             RTE_TCP_SYN_FLAG));
+    ASSERT_EQ(o.wan.size(), 1u) << i;
+    uint16_t nat = rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port);
+    EXPECT_NE(nat, 8080) << i;
+    EXPECT_TRUE(nat >= 8070 && nat <= 8090) << nat;
+    EXPECT_TRUE(used.insert(nat).second) << "port " << nat << " handed out twice to one destination";
+  }
+}
+
+TEST_F(NfTest, TtlOneFromTheWanIsNotForwarded) {
+  const uint16_t nat = handshake(50000);
+  ASSERT_NE(nat, 0);
+  for (uint8_t ttl : {uint8_t(1), uint8_t(0)}) {
+    Drops before = drops();
+    Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_ACK_FLAG, 10, ttl));
+    EXPECT_TRUE(o.lan.empty()) << "TTL " << int(ttl) << " forwarded into the LAN";
+    for (auto &f : o.lan) EXPECT_GT(test::ip_of(f)->time_to_live, 0) << "TTL " << int(ttl);
+    expect_one_drop(before, DropReason::TTL_EXCEEDED, "WAN TTL " + std::to_string(ttl));
+  }
+  // Echo to the VIP itself is answered whatever the TTL.
+  Out o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 4, 1, 0, 1));
+  EXPECT_EQ(o.wan.size(), 1u);
+}
+
+// ------------------------------------------------------------------ expiry
+
+TEST_F(NfTest, ExpiryRemovesIdleFlowsPerStateTimeout) {
+  const uint16_t nat_est = handshake(43000);  // established: 7440 s
+  ASSERT_NE(nat_est, 0);
+  run(kPortInside, test::tcp_frame(from_lan(), H, 43001, R, 80, RTE_TCP_SYN_FLAG));  // syn: 60 s
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5000, R, 53));               // udp: 120 s
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t nat_udp = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+  run(kPortInside, test::icmp_frame(from_lan(), H, R, RTE_IP_ICMP_ECHO_REQUEST, 77));  // icmp: 60 s
+  ASSERT_EQ(flows_->size(), 4u);
+  const Timeouts &t = cfg_.timeouts;
+
+  sweep(now_ + uint64_t(t.tcp_syn) * hz_);
+  EXPECT_EQ(flows_->size(), 4u) << "not past the timeout yet";
+  sweep(now_ + uint64_t(t.tcp_syn) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 2u);
+  EXPECT_LT(lookup_in(H, 43001, R, 80, IPPROTO_TCP), 0);
+  EXPECT_LT(lookup_in(H, 77, R, 0, IPPROTO_ICMP), 0);
+  EXPECT_GE(lookup_in(H, 5000, R, 53, IPPROTO_UDP), 0);
+  sweep(now_ + uint64_t(t.udp) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 1u);
+  EXPECT_GE(lookup_in(H, 43000, R, 80, IPPROTO_TCP), 0) << "established outlives the others";
+  sweep(now_ + uint64_t(t.tcp_established) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 0u);
+  EXPECT_EQ(nf_->counters().flows_expired.load(), 4u);
+  EXPECT_EQ(flows_->ports_in_use(IPPROTO_TCP), 0u);
+  // The mapping is gone: the remote can no longer reach in.
+  Drops before = drops();
+  now_ += uint64_t(t.tcp_established) * hz_ + 2;
+  arp_->learn(H, kMacH, kPortInside, now_);
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat_udp));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::NO_MAPPING, "after expiry");
+}
+
+TEST_F(NfTest, ActivityRefreshesAndClosedFlowsCountAsClosed) {
+  const uint16_t nat = handshake(44000);
+  ASSERT_NE(nat, 0);
+  run(kPortInside, test::tcp_frame(from_lan(), H, 44000, R, 80, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG));
+  run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG));
+  int slot = lookup_in(H, 44000, R, 80, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  ASSERT_EQ(st(slot).tcp_state, uint8_t(TcpState::TIME_WAIT));
+  // Traffic later on refreshes the last-seen time.
+  const uint64_t later = now_ + 100 * hz_;
+  now_ = later;
+  run(kPortInside, test::tcp_frame(from_lan(), H, 44000, R, 80, RTE_TCP_ACK_FLAG));
+  EXPECT_EQ(flows_->record(slot).last_seen_tsc, later);
+  sweep(later + uint64_t(cfg_.timeouts.tcp_time_wait) * hz_);
+  EXPECT_EQ(flows_->size(), 1u);
+  sweep(later + uint64_t(cfg_.timeouts.tcp_time_wait) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 0u);
+  EXPECT_EQ(nf_->counters().flows_closed.load(), 1u);
+  EXPECT_EQ(nf_->counters().flows_expired.load(), 0u);
+}
+
+TEST_F(NfTest, TimeoutSecondsPerState) {
+  FlowState s{};
+  s.proto = IPPROTO_UDP;
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.udp);
+  s.proto = IPPROTO_ICMP;
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.icmp);
+  s.proto = IPPROTO_TCP;
+  s.tcp_state = uint8_t(TcpState::SYN_SENT);
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.tcp_syn);
+  s.tcp_state = uint8_t(TcpState::ESTABLISHED);
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.tcp_established);
+  s.tcp_state = uint8_t(TcpState::FIN_WAIT);
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.tcp_fin);
+  s.tcp_state = uint8_t(TcpState::CLOSED);
+  EXPECT_EQ(nf_->timeout_s(s), cfg_.timeouts.tcp_closed);
+}
+
+// ------------------------------------------------------------------ ARP
+
+TEST_F(NfTest, ArpRequestForVipAnsweredOnlyWhileOwner) {
+  const rte_ether_addr zero{};
+  Out o = run(kPortInside, test::arp_frame(RTE_ARP_OP_REQUEST, kMacH, H, zero, LAN_VIP));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_TRUE(o.wan.empty());
+  Frame &r = o.lan[0];
+  auto *arp = test::hdr<rte_arp_hdr>(r, test::kEthLen);
+  EXPECT_TRUE(test::mac_eq(test::eth_of(r)->src_addr, kVmacIn));
+  EXPECT_TRUE(test::mac_eq(test::eth_of(r)->dst_addr, kMacH));
+  EXPECT_EQ(rte_be_to_cpu_16(arp->arp_opcode), RTE_ARP_OP_REPLY);
+  EXPECT_TRUE(test::mac_eq(arp->arp_data.arp_sha, kVmacIn));
+  EXPECT_EQ(arp->arp_data.arp_sip, LAN_VIP);
+  EXPECT_TRUE(test::mac_eq(arp->arp_data.arp_tha, kMacH));
+  EXPECT_EQ(arp->arp_data.arp_tip, H);
+  EXPECT_EQ(nf_->counters().arp_replies.load(), 1u);
+
+  o = run(kPortOutside, test::arp_frame(RTE_ARP_OP_REQUEST, kMacR, R, zero, WAN_VIP));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->src_addr, kVmacOut));
+
+  nf_->set_vip_owner(false);
+  Drops before = drops();
+  o = run(kPortInside, test::arp_frame(RTE_ARP_OP_REQUEST, kMacH, H, zero, LAN_VIP));
+  EXPECT_TRUE(o.lan.empty() && o.wan.empty()) << "a non-owner never answers for the VIP";
+  EXPECT_EQ(drops(), before) << "consumed, not a drop";
+  EXPECT_EQ(nf_->counters().arp_replies.load(), 2u);
+  // The sender was learnt all the same.
+  const rte_ether_addr *m = arp_->lookup(H, now_);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(test::mac_eq(*m, kMacH));
+}
+
+TEST_F(NfTest, NonOwnerDropsIpAsNotActive) {
+  nf_->set_vip_owner(false);
+  EXPECT_FALSE(nf_->vip_owner());
+  Drops before = drops();
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 45000, R, 80, RTE_TCP_SYN_FLAG));
+  EXPECT_TRUE(o.wan.empty() && o.lan.empty());
+  expect_one_drop(before, DropReason::NOT_ACTIVE, "LAN SYN while standby");
+  before = drops();
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5555, WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  EXPECT_TRUE(o.wan.empty() && o.lan.empty());
+  expect_one_drop(before, DropReason::NOT_ACTIVE, "WAN SYN while standby");
+  EXPECT_EQ(flows_->size(), 0u);
+  // Owner again: traffic flows.
+  nf_->set_vip_owner(true);
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 45000, R, 80, RTE_TCP_SYN_FLAG));
+  EXPECT_EQ(o.wan.size(), 1u);
+}
+
+TEST_F(NfTest, ArpMissSendsRequestHoldsAndReleasesOnReply) {
+  const uint32_t R3 = ip4("198.18.2.20");
+  const rte_ether_addr mac3 = mac(0x02, 0, 0, 0, 0x02, 0x14);
+  Frame p1 = test::udp_frame(from_lan(), H, 6000, R3, 53, 10);
+  test::ip_of(p1)->packet_id = rte_cpu_to_be_16(1);
+  test::fix_csums(p1);
+  Frame p2 = p1;
+  test::ip_of(p2)->packet_id = rte_cpu_to_be_16(2);
+  test::fix_csums(p2);
+  Out o = run(kPortInside, p1);
+  ASSERT_EQ(o.wan.size(), 1u) << "only the ARP request leaves";
+  Frame &req = o.wan[0];
+  EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(req)->ether_type), RTE_ETHER_TYPE_ARP);
+  EXPECT_TRUE(rte_is_broadcast_ether_addr(&test::eth_of(req)->dst_addr));
+  EXPECT_TRUE(test::mac_eq(test::eth_of(req)->src_addr, kVmacOut));
+  auto *a = test::hdr<rte_arp_hdr>(req, test::kEthLen);
+  EXPECT_EQ(rte_be_to_cpu_16(a->arp_opcode), RTE_ARP_OP_REQUEST);
+  EXPECT_TRUE(test::mac_eq(a->arp_data.arp_sha, kVmacOut));
+  EXPECT_EQ(a->arp_data.arp_sip, WAN_VIP);
+  EXPECT_EQ(a->arp_data.arp_tip, R3);
+  EXPECT_EQ(nf_->counters().arp_requests.load(), 1u);
+  // A second packet waits too, without a second request within the retry interval.
+  o = run(kPortInside, p2);
+  EXPECT_TRUE(o.wan.empty());
+  EXPECT_EQ(nf_->counters().arp_requests.load(), 1u);
+  // The answer releases both, in order, to the learnt MAC.
+  Drops before = drops();
+  o = run(kPortOutside, test::arp_frame(RTE_ARP_OP_REPLY, mac3, R3, kVmacOut, WAN_VIP, &kVmacOut));
+  ASSERT_EQ(o.wan.size(), 2u);
+  for (unsigned i = 0; i < 2; i++) {
+    expect_frame(o.wan[i], kVmacOut, mac3, WAN_VIP, R3, 63, "released " + std::to_string(i));
+    EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[i])->packet_id), i + 1);
+  }
+  EXPECT_EQ(drops(), before) << "the ARP reply is consumed, not dropped";
+  const rte_ether_addr *m = arp_->lookup(R3, now_);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(test::mac_eq(*m, mac3));
+}
+
+TEST_F(NfTest, ArpMissExpiresAsArpMiss) {
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6001, ip4("198.18.2.21"), 53));
+  ASSERT_EQ(o.wan.size(), 1u);  // the request
+  Drops before = drops();
+  nf_->housekeeping(now_ + uint64_t(cfg_.arp_retry_ms) * hz_ / 1000 + 1);
+  expect_one_drop(before, DropReason::ARP_MISS, "unanswered ARP");
+}
+
+TEST_F(NfTest, GratuitousArpOnAnnounce) {
+  nf_->request_announce();
+  nf_->housekeeping(now_);
+  agent_->flush(0);
+  Out o = collect();
+  ASSERT_EQ(o.lan.size(), 1u);
+  ASSERT_EQ(o.wan.size(), 1u);
+  auto *a = test::hdr<rte_arp_hdr>(o.wan[0], test::kEthLen);
+  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->src_addr, kVmacOut));
+  EXPECT_EQ(a->arp_data.arp_sip, WAN_VIP);
+  EXPECT_EQ(a->arp_data.arp_tip, WAN_VIP);
+  EXPECT_EQ(nf_->counters().garps.load(), 2u);
+  nf_->housekeeping(now_);
+  agent_->flush(0);
+  o = collect();
+  EXPECT_TRUE(o.lan.empty() && o.wan.empty()) << "once per request";
+}
+
+// ------------------------------------------------------------------ every drop reason
+
+struct DropCase {
+  std::string name;
+  uint16_t port;
+  Frame frame;
+  DropReason reason;
+};
+
+TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
+  const rte_ether_addr zero{};
+  auto lan = from_lan();
+  auto wan = from_wan();
+  std::vector<DropCase> cases;
+  auto tcp_syn = [&] { return test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_SYN_FLAG); };
+  auto mutate = [&](Frame f, auto fn, bool fix = true) {
+    fn(f);
+    if (fix) test::fix_csums(f);
+    return f;
+  };
+
+  cases.push_back({"10-byte frame", kPortInside, Frame(10, 0xab), DropReason::TRUNCATED_L2});
+  cases.push_back({"empty frame", kPortOutside, Frame(), DropReason::TRUNCATED_L2});
+  cases.push_back({"IPv6 ethertype", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6); }, false),
+                   DropReason::UNKNOWN_ETHERTYPE});
+  cases.push_back({"VLAN tag", kPortOutside,
+                   mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN); }, false),
+                   DropReason::UNKNOWN_ETHERTYPE});
+  {
+    Frame f = tcp_syn();
+    f.resize(test::kEthLen + 12);
+    cases.push_back({"IPv4 header cut short", kPortInside, f, DropReason::TRUNCATED_L3});
+  }
+  cases.push_back({"version 6", kPortInside, mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->version_ihl = 0x65; }),
+                   DropReason::BAD_IP_VERSION});
+  cases.push_back({"IHL 4", kPortInside, mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->version_ihl = 0x44; }),
+                   DropReason::BAD_IHL});
+  cases.push_back({"IHL 0", kPortOutside, mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->version_ihl = 0x40; }, false),
+                   DropReason::BAD_IHL});
+  cases.push_back({"IHL 6 (options)", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->version_ihl = 0x46; }, false),
+                   DropReason::IPV4_OPTIONS});
+  cases.push_back({"total length past the frame", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->total_length = rte_cpu_to_be_16(41); }),
+                   DropReason::BAD_IP_LENGTH});
+  cases.push_back({"total length below IHL", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->total_length = rte_cpu_to_be_16(19); }),
+                   DropReason::BAD_IP_LENGTH});
+  cases.push_back({"bad header checksum", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->hdr_checksum ^= 0x0101; }, false),
+                   DropReason::BAD_IP_CHECKSUM});
+  cases.push_back({"more fragments", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG); }),
+                   DropReason::FRAGMENT});
+  cases.push_back({"fragment offset", kPortOutside,
+                   mutate(test::udp_frame(wan, R, 53, WAN_VIP, 30000),
+                          [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(185); }),
+                   DropReason::FRAGMENT});
+  cases.push_back({"TTL 1", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_SYN_FLAG, 0, 1),
+                   DropReason::TTL_EXCEEDED});
+  cases.push_back({"TTL 0", kPortOutside, test::udp_frame(wan, R, 53, WAN_VIP, 30000, 8, 0),
+                   DropReason::TTL_EXCEEDED});
+  cases.push_back({"loopback source", kPortInside,
+                   test::tcp_frame(lan, ip4("127.0.0.1"), 46000, R, 80, RTE_TCP_SYN_FLAG), DropReason::BAD_SOURCE});
+  cases.push_back({"multicast source", kPortOutside,
+                   test::udp_frame(wan, ip4("224.0.0.5"), 53, WAN_VIP, 30000), DropReason::BAD_SOURCE});
+  cases.push_back({"spoofed LAN source", kPortInside,
+                   test::tcp_frame(lan, ip4("10.9.9.9"), 46000, R, 80, RTE_TCP_SYN_FLAG), DropReason::BAD_SOURCE});
+  cases.push_back({"limited broadcast", kPortInside,
+                   test::udp_frame(lan, H, 68, ip4("255.255.255.255"), 67), DropReason::BROADCAST_DST});
+  cases.push_back({"directed broadcast", kPortInside,
+                   test::udp_frame(lan, H, 137, ip4("198.18.1.255"), 137), DropReason::BROADCAST_DST});
+  cases.push_back({"multicast", kPortOutside,
+                   test::udp_frame(wan, R, 5353, ip4("224.0.0.251"), 5353), DropReason::BROADCAST_DST});
+  cases.push_back({"TCP to the LAN VIP", kPortInside,
+                   test::tcp_frame(lan, H, 46000, LAN_VIP, 22, RTE_TCP_SYN_FLAG), DropReason::TO_VIP});
+  cases.push_back({"UDP to the WAN VIP from the LAN", kPortInside,
+                   test::udp_frame(lan, H, 46000, WAN_VIP, 53), DropReason::TO_VIP});
+  cases.push_back({"echo to the WAN VIP from the LAN", kPortInside,
+                   test::icmp_frame(lan, H, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 1), DropReason::TO_VIP});
+  {
+    Frame f = test::ipv4_frame(lan, H, R, 47 /* GRE */, 8);
+    test::fix_csums(f);
+    cases.push_back({"GRE", kPortInside, f, DropReason::UNKNOWN_PROTOCOL});
+  }
+  {
+    Frame f = test::ipv4_frame(lan, H, R, IPPROTO_TCP, 10);
+    test::fix_csums(f);
+    cases.push_back({"TCP header cut short", kPortInside, f, DropReason::TRUNCATED_L4});
+    Frame u = test::ipv4_frame(wan, R, WAN_VIP, IPPROTO_UDP, 4);
+    test::fix_csums(u);
+    cases.push_back({"UDP header cut short", kPortOutside, u, DropReason::TRUNCATED_L4});
+    Frame i = test::ipv4_frame(lan, H, R, IPPROTO_ICMP, 6);
+    test::fix_csums(i);
+    cases.push_back({"ICMP header cut short", kPortInside, i, DropReason::TRUNCATED_L4});
+  }
+  cases.push_back({"UDP length past the datagram", kPortInside,
+                   mutate(test::udp_frame(lan, H, 5000, R, 53, 8),
+                          [](Frame &f) { test::udp_of(f)->dgram_len = rte_cpu_to_be_16(40); }),
+                   DropReason::TRUNCATED_L4});
+  cases.push_back({"UDP length below the header", kPortInside,
+                   mutate(test::udp_frame(lan, H, 5000, R, 53, 8),
+                          [](Frame &f) { test::udp_of(f)->dgram_len = rte_cpu_to_be_16(4); }),
+                   DropReason::TRUNCATED_L4});
+  cases.push_back({"TCP offset 4", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::tcp_of(f)->data_off = 4 << 4; }), DropReason::BAD_TCP_OFFSET});
+  cases.push_back({"TCP offset past the segment", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::tcp_of(f)->data_off = 15 << 4; }), DropReason::BAD_TCP_OFFSET});
+  cases.push_back({"SYN+FIN", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG),
+                   DropReason::BAD_TCP_FLAGS});
+  cases.push_back({"SYN+RST", kPortOutside,
+                   test::tcp_frame(wan, R, 80, WAN_VIP, 8080, RTE_TCP_SYN_FLAG | RTE_TCP_RST_FLAG),
+                   DropReason::BAD_TCP_FLAGS});
+  cases.push_back({"no flags", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, 0), DropReason::BAD_TCP_FLAGS});
+  cases.push_back({"FIN without ACK", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_FIN_FLAG),
+                   DropReason::BAD_TCP_FLAGS});
+  cases.push_back({"ICMP unreachable", kPortInside, test::icmp_frame(lan, H, R, 3, 0),
+                   DropReason::ICMP_UNSUPPORTED});
+  cases.push_back({"echo with code 1", kPortOutside, test::icmp_frame(wan, R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 5, 1, 1),
+                   DropReason::ICMP_UNSUPPORTED});
+  cases.push_back({"echo reply from the LAN without a flow", kPortInside,
+                   test::icmp_frame(lan, H, R, RTE_IP_ICMP_ECHO_REPLY, 5), DropReason::ICMP_UNSUPPORTED});
+  {
+    Frame f = test::arp_frame(RTE_ARP_OP_REQUEST, kMacH, H, zero, LAN_VIP);
+    test::hdr<rte_arp_hdr>(f, test::kEthLen)->arp_hardware = rte_cpu_to_be_16(6);
+    cases.push_back({"ARP hardware type 6", kPortInside, f, DropReason::BAD_ARP});
+    Frame s = test::arp_frame(RTE_ARP_OP_REQUEST, kMacH, H, zero, LAN_VIP);
+    s.resize(test::kEthLen + 20);
+    cases.push_back({"ARP cut short", kPortInside, s, DropReason::BAD_ARP});
+    Frame o = test::arp_frame(7, kMacH, H, zero, LAN_VIP);
+    cases.push_back({"ARP opcode 7", kPortInside, o, DropReason::BAD_ARP});
+    Frame m = test::arp_frame(RTE_ARP_OP_REQUEST, mac(0x01, 0, 0x5e, 0, 0, 1), H, zero, LAN_VIP);
+    cases.push_back({"ARP from a multicast MAC", kPortInside, m, DropReason::BAD_ARP});
+    cases.push_back({"ARP for another host", kPortInside,
+                     test::arp_frame(RTE_ARP_OP_REQUEST, kMacH, H, zero, ip4("198.18.1.77")), DropReason::ARP_NOT_FOR_US});
+    cases.push_back({"ARP from off-link about another host", kPortOutside,
+                     test::arp_frame(RTE_ARP_OP_REPLY, kMacR, ip4("10.1.1.1"), kVmacOut, ip4("10.1.1.2")),
+                     DropReason::ARP_NOT_FOR_US});
+  }
+  cases.push_back({"WAN to another address", kPortOutside,
+                   test::udp_frame(wan, R, 53, ip4("198.18.2.99"), 30000), DropReason::NOT_FOR_VIP});
+  cases.push_back({"WAN to a LAN host directly", kPortOutside,
+                   test::tcp_frame(wan, R, 5000, H, 80, RTE_TCP_SYN_FLAG), DropReason::NOT_FOR_VIP});
+  cases.push_back({"WAN UDP without a mapping", kPortOutside, test::udp_frame(wan, R, 53, WAN_VIP, 30000),
+                   DropReason::NO_MAPPING});
+  cases.push_back({"WAN SYN to an unforwarded port", kPortOutside,
+                   test::tcp_frame(wan, R, 5000, WAN_VIP, 9999, RTE_TCP_SYN_FLAG), DropReason::NO_MAPPING});
+  cases.push_back({"LAN ACK without a flow", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_ACK_FLAG),
+                   DropReason::TCP_NO_FLOW});
+  cases.push_back({"off-link destination, no gateway", kPortInside,
+                   test::tcp_frame(lan, H, 46000, ip4("8.8.8.8"), 53, RTE_TCP_SYN_FLAG), DropReason::NO_ROUTE});
+  cases.push_back({"LAN to LAN", kPortInside, test::tcp_frame(lan, H, 46000, ip4("198.18.1.20"), 80, RTE_TCP_SYN_FLAG),
+                   DropReason::HAIRPIN});
+
+  std::set<DropReason> covered;
+  for (auto &c : cases) {
+    const unsigned avail = rte_mempool_avail_count(test::test_pool());
+    Drops before = drops();
+    Out o = run(c.port, c.frame);
+    EXPECT_TRUE(o.lan.empty() && o.wan.empty()) << c.name << ": something was sent";
+    expect_one_drop(before, c.reason, c.name);
+    EXPECT_EQ(rte_mempool_avail_count(test::test_pool()), avail) << c.name << ": mbuf not freed";
+    covered.insert(c.reason);
+  }
+  EXPECT_EQ(flows_->size(), 0u) << "no malformed packet created a flow";
+
+  // The stateful reasons are covered by their own tests in this file:
+  //   TCP_INVALID (TcpRstClosesAndLaterSegmentsAreInvalid, TcpInvalidInSynSent), NOT_ACTIVE,
+  //   FLOW_TABLE_FULL, NAT_PORTS_EXHAUSTED, ARP_MISS, NO_MBUF.
+  // TX_FULL and HOLD_FULL are never counted by the NF: the interface agent counts them
+  // (PortCounters::tx_dropped, AgentWorkerCounters::hold_full; see test_agent.cc).
+  const std::set<DropReason> elsewhere = {DropReason::TCP_INVALID, DropReason::NOT_ACTIVE,
+                                          DropReason::FLOW_TABLE_FULL, DropReason::NAT_PORTS_EXHAUSTED,
+                                          DropReason::ARP_MISS, DropReason::NO_MBUF,
+                                          DropReason::TX_FULL, DropReason::HOLD_FULL};
+  for (unsigned i = 0; i < kDropReasonCount; i++) {
+    auto r = static_cast<DropReason>(i);
+    EXPECT_TRUE(covered.count(r) || elsewhere.count(r)) << "no test for " << drop_reason_label(r);
+  }
+}
+
+TEST_F(NfTest, TcpInvalidInSynSent) {
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 47000, R, 80, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t nat = rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port);
+  Drops before = drops();
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 47000, R, 80, RTE_TCP_ACK_FLAG));
+  EXPECT_TRUE(o.wan.empty());
+  expect_one_drop(before, DropReason::TCP_INVALID, "ACK from the initiator before SYN/ACK");
+  before = drops();
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_ACK_FLAG));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::TCP_INVALID, "bare ACK from the responder in SYN_SENT");
+  before = drops();
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_SYN_FLAG));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::TCP_INVALID, "simultaneous open from the responder");
+  int slot = lookup_in(H, 47000, R, 80, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_SENT)) << "invalid segments change nothing";
+}
+
+TEST_F(NfTest, NoMbufForArpRequest) {
+  // An NF whose pool is exhausted cannot build its ARP request.
+  rte_mempool *tiny = rte_pktmbuf_pool_create(test::unique_name("tiny").c_str(), 15, 0, 0,
+                                              RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+  ASSERT_NE(tiny, nullptr);
+  std::vector<rte_mbuf *> hoard;
+  while (rte_mbuf *m = rte_pktmbuf_alloc(tiny)) hoard.push_back(m);
+  ASSERT_FALSE(hoard.empty());
+  build(default_config(), 1024, tiny);
+  Drops before = drops();
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6002, ip4("198.18.2.22"), 53));
+  EXPECT_TRUE(o.wan.empty());
+  expect_one_drop(before, DropReason::NO_MBUF, "ARP request without mbufs");
+  teardown_parts();
+  for (rte_mbuf *m : hoard) rte_pktmbuf_free(m);
+  rte_mempool_free(tiny);
+}
+
+// ------------------------------------------------------------------ capacity limits
+
+TEST_F(NfTest, FullTableRefusesNewFlowsAndKeepsEstablishedOnes) {
+  build(default_config(), 16);
+  std::vector<uint16_t> nats;
+  for (uint16_t i = 0; i < 16; i++) {
+    uint16_t nat = handshake(static_cast<uint16_t>(30000 + i));
+    ASSERT_NE(nat, 0) << i;
+    nats.push_back(nat);
+  }
+  ASSERT_EQ(flows_->size(), 16u);
+  for (int k = 0; k < 3; k++) {
+    Drops before = drops();
+    Out o = run(kPortInside, test::tcp_frame(from_lan(), H, static_cast<uint16_t>(31000 + k), R, 80, RTE_TCP_SYN_FLAG));
+    EXPECT_TRUE(o.wan.empty());
+    expect_one_drop(before, DropReason::FLOW_TABLE_FULL, "SYN into a full table");
+    before = drops();
+    o = run(kPortOutside, test::tcp_frame(from_wan(), R, static_cast<uint16_t>(6000 + k), WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+    EXPECT_TRUE(o.lan.empty());
+    expect_one_drop(before, DropReason::FLOW_TABLE_FULL, "port-forward SYN into a full table");
+  }
+  EXPECT_EQ(flows_->size(), 16u);
+  // Every established flow is still there and still passes traffic both ways.
+  for (uint16_t i = 0; i < 16; i++) {
+    int slot = lookup_in(H, static_cast<uint16_t>(30000 + i), R, 80, IPPROTO_TCP);
+    ASSERT_GE(slot, 0) << "flow " << i << " was evicted";
+    EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::ESTABLISHED));
+    Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nats[i], RTE_TCP_ACK_FLAG, 5));
+    EXPECT_EQ(o.lan.size(), 1u);
+  }
+  // Past the SYN timeout (but not the established one) nothing is reclaimed either.
+  sweep(now_ + uint64_t(cfg_.timeouts.tcp_syn) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 16u);
+}
+
+TEST_F(NfTest, NatPortsExhaustedForOneDestination) {
+  NfConfig c = default_config();
+  c.nat_port_min = 20000;
+  c.nat_port_max = 20001;
+  build(c);
+  for (uint16_t sport : {1000, 1001}) {
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, sport, R, 53));
+    ASSERT_EQ(o.wan.size(), 1u);
+    uint16_t nat = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+    EXPECT_TRUE(nat == 20000 || nat == 20001) << nat;
+  }
+  EXPECT_EQ(flows_->ports_in_use(IPPROTO_UDP), 2u);
+  Drops before = drops();
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 1002, R, 53));
+  EXPECT_TRUE(o.wan.empty());
+  expect_one_drop(before, DropReason::NAT_PORTS_EXHAUSTED, "third flow to the same destination");
+  // Another destination can reuse the ports.
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 1002, R2, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(flows_->ports_in_use(IPPROTO_UDP), 2u);
+  EXPECT_EQ(flows_->size(), 3u);
+}
+
+TEST_F(NfTest, GatewayRoutesOffLinkDestinations) {
+  NfConfig c = default_config();
+  c.gateway_out = ip4("198.18.2.254");
+  build(c);
+  const rte_ether_addr gw = mac(0x02, 0, 0, 0, 0x02, 0xfe);
+  arp_->learn(c.gateway_out, gw, kPortOutside, now_);
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 48000, ip4("8.8.8.8"), 53, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, gw, WAN_VIP, ip4("8.8.8.8"), 63, "via the gateway");
+}
+
+// ------------------------------------------------------------------ output commit
+
+TEST_F(NfTest, StrictModeHoldsUntilTheEpochIsAcknowledged) {
+  agent_->set_strict(true);
+  const uint64_t e = flows_->epoch();
+  // A SYN that creates a flow in epoch E waits for E's acknowledgement.
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 49000, R, 80, RTE_TCP_SYN_FLAG));
+  EXPECT_TRUE(o.wan.empty()) << "held";
+  EXPECT_EQ(agent_->worker_counters(0).held.load(), 1u);
+  agent_->set_acked_epoch(e - 1);
+  agent_->flush(0);
+  EXPECT_EQ(wan_->tx_count(), 0u) << "an older acknowledgement does not release it";
+  agent_->set_acked_epoch(e);
+  agent_->flush(0);
+  o = collect();
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(test::tcp_of(o.wan[0])->tcp_flags, RTE_TCP_SYN_FLAG);
+  EXPECT_EQ(agent_->worker_counters(0).released.load(), 1u);
+
+  // The epoch moves on. A packet of the old flow that changes nothing passes at once.
+  ASSERT_EQ(flows_->flip_epoch(false), static_cast<int64_t>(e));
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 49000, R, 80, RTE_TCP_SYN_FLAG));  // retransmission
+  EXPECT_EQ(o.wan.size(), 1u) << "depends only on acknowledged state";
+  const uint16_t nat = o.wan.empty() ? 0 : rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port);
+
+  // A state change in epoch E+1 (SYN/ACK) is held again; so are later packets of that flow,
+  // and a new UDP flow; all leave in order once E+1 is acknowledged.
+  std::vector<Frame> burst;
+  burst.push_back(test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG));
+  o = run(kPortOutside, burst);
+  EXPECT_TRUE(o.lan.empty());
+  std::vector<Frame> udp;
+  for (uint16_t i = 1; i <= 5; i++) {
+    Frame f = test::udp_frame(from_lan(), H, 7000, R, 53, 8);
+    test::ip_of(f)->packet_id = rte_cpu_to_be_16(i);
+    test::fix_csums(f);
+    udp.push_back(f);
+  }
+  o = run(kPortInside, udp);
+  EXPECT_TRUE(o.wan.empty());
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 49000, R, 80, RTE_TCP_ACK_FLAG));  // ESTABLISHED: E+1
+  EXPECT_TRUE(o.wan.empty());
+  EXPECT_EQ(agent_->worker_counters(0).held.load(), 1u + 1 + 5 + 1);
+  agent_->set_acked_epoch(e + 1);
+  agent_->flush(0);
+  o = collect();
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_EQ(test::tcp_of(o.lan[0])->tcp_flags, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
+  ASSERT_EQ(o.wan.size(), 6u);
+  for (unsigned i = 0; i < 5; i++) {
+    ASSERT_EQ(test::ip_of(o.wan[i])->next_proto_id, IPPROTO_UDP) << i;
+    EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[i])->packet_id), i + 1) << "order within the flow";
+  }
+  EXPECT_EQ(test::ip_of(o.wan[5])->next_proto_id, IPPROTO_TCP);
+  EXPECT_EQ(test::tcp_of(o.wan[5])->tcp_flags, RTE_TCP_ACK_FLAG);
+
+  // Answers built from no flow state (ARP, echo to the VIP) never wait.
+  o = run(kPortInside, test::icmp_frame(from_lan(), H, LAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 3));
+  EXPECT_EQ(o.lan.size(), 1u);
+}
+
+TEST_F(NfTest, StrictModeKeepsOrderAcrossEpochsWithinAFlow) {
+  agent_->set_strict(true);
+  const uint64_t e = flows_->epoch();
+  Frame a = test::udp_frame(from_lan(), H, 27100, R, 53, 8);  // port in range: kept
+  test::ip_of(a)->packet_id = rte_cpu_to_be_16(1);
+  test::fix_csums(a);
+  run(kPortInside, a);  // creates the flow in E: held
+  ASSERT_EQ(flows_->flip_epoch(false), static_cast<int64_t>(e));
+  // The reply marks the flow replied in E+1: held with dependency E+1.
+  Out o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, 27100, 8));
+  EXPECT_TRUE(o.lan.empty());
+  Frame b = a;
+  test::ip_of(b)->packet_id = rte_cpu_to_be_16(2);
+  test::fix_csums(b);
+  run(kPortInside, b);  // depends on E+1 now
+  agent_->set_acked_epoch(e);
+  agent_->flush(0);
+  o = collect();
+  ASSERT_EQ(o.wan.size(), 1u) << "only the packet of epoch E";
+  EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[0])->packet_id), 1);
+  EXPECT_TRUE(o.lan.empty());
+  agent_->set_acked_epoch(e + 1);
+  agent_->flush(0);
+  o = collect();
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[0])->packet_id), 2);
+  EXPECT_EQ(o.lan.size(), 1u);
+}
+
+}  // namespace
+}  // namespace ftpair::dp

@@ -1,0 +1,670 @@
+/* nf_bench: NAT44 throughput on one worker core, 64-byte frames, N flows.
+ *
+ *   nf_bench [EAL args] -- [--flows N] [--proto udp|tcp] [--seconds S] [--warm-s W]
+ *                          [--gen-seconds G] [--inline-seconds I]
+ *                          [--no-generator --packets P]
+ *
+ * Ports, as the daemon's interface agent sees them:
+ *   inside  (port 0): net_ring over an SP/SC rte_ring, filled by the generator on the main lcore
+ *   outside (port 1): net_null,no-rx=1, a sink that frees what is transmitted
+ * The worker (dataplane worker_main, unchanged) runs on the second lcore.
+ *
+ * Before the worker starts, every flow is created synchronously on the main thread: UDP by
+ * one packet per flow; TCP by a SYN from the inside, a SYN+ACK from the outside and an ACK
+ * from the inside, so the measured ACK segments belong to ESTABLISHED flows.
+ *
+ * The generator copies the pre-built 60-byte frame (64 bytes on the wire with the FCS) of
+ * flow i into freshly allocated mbufs, visiting the flows in a scattered order (a prime
+ * stride modulo N), and enqueues bursts of 32. Rates are the median of 1-second windows of
+ * the outside port's transmit counter, sampled by the generator thread.
+ *
+ * --inline-seconds: afterwards, generator and worker loop take turns on one core (extra figure).
+ *
+ * --no-generator: one thread; batches of packets are enqueued, then worker_iteration() is
+ * called until the ring is empty. Run it under `valgrind --tool=callgrind
+ * --toggle-collect='*worker_iteration*'` to count instructions per packet.
+ *
+ * Output: JSON lines on stdout ({"name","value","unit","params"}); progress on stderr. */
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <netinet/in.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_pause.h>
+#include <rte_prefetch.h>
+#include <rte_ring.h>
+#include <rte_tcp.h>
+#include <rte_udp.h>
+
+#include "dataplane/agent.h"
+#include "dataplane/arp_table.h"
+#include "dataplane/flow_table.h"
+#include "dataplane/nf.h"
+#include "dataplane/port.h"
+#include "dataplane/worker.h"
+
+namespace dp = ftpair::dp;
+
+namespace {
+
+constexpr uint32_t kFrameLen = 60;   // 64 bytes on the wire with the FCS
+constexpr uint32_t kTmplStride = 64;
+constexpr uint16_t kGenBurst = 32;
+constexpr uint32_t kStride = 1000003;  // prime, so coprime with any N made of 2s and 5s
+constexpr uint32_t kHosts = 250;       // inside hosts 198.18.1.2 .. 198.18.1.251
+constexpr uint32_t kDests = 256;       // 4 servers 198.18.2.10..13 x 64 ports 8000..8063
+
+struct Options {
+  uint32_t flows = 100000;
+  std::string proto = "udp";
+  unsigned seconds = 5;
+  double warm_s = 1.0;
+  unsigned gen_seconds = 2;
+  unsigned inline_seconds = 2;  // 0: skip the one-core run
+  bool no_generator = false;
+  uint64_t packets = 200000;
+  uint32_t ring_size = 1024;
+  uint32_t mbufs = 16383;
+};
+
+[[noreturn]] void die(const std::string &msg) {
+  std::fprintf(stderr, "nf_bench: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+uint32_t ip4(unsigned a, unsigned b, unsigned c, unsigned d) {
+  return rte_cpu_to_be_32((a << 24) | (b << 16) | (c << 8) | d);
+}
+
+rte_ether_addr mac(uint8_t a, uint8_t b) {
+  return rte_ether_addr{{0x02, 0x00, 0x00, 0x00, a, b}};
+}
+
+// Addresses of flow i, host byte order for the ports. Inside keys are unique through
+// (source address, source port); the destinations of the kHosts flows sharing a source port
+// differ, so every flow keeps its own source port as NAT port.
+struct FlowAddr {
+  uint32_t sip, dip;  // network order
+  uint16_t sport, dport;
+  uint8_t host, server;
+};
+FlowAddr flow_addr(uint32_t i) {
+  FlowAddr a{};
+  a.host = static_cast<uint8_t>(i % kHosts);
+  uint32_t d = i % kDests;
+  a.server = static_cast<uint8_t>(d / 64);
+  a.sip = ip4(198, 18, 1, 2 + a.host);
+  a.dip = ip4(198, 18, 2, 10 + a.server);
+  a.sport = static_cast<uint16_t>(1024 + i / kHosts);
+  a.dport = static_cast<uint16_t>(8000 + d % 64);
+  return a;
+}
+
+const rte_ether_addr kVmacIn{{0x00, 0x00, 0x5e, 0x00, 0x01, 0x01}};
+const rte_ether_addr kVmacOut{{0x00, 0x00, 0x5e, 0x00, 0x01, 0x02}};
+
+// Writes a 60-byte Ethernet/IPv4/TCP-or-UDP frame with valid checksums.
+void build_frame(uint8_t *buf, const rte_ether_addr &smac, const rte_ether_addr &dmac,
+                 uint32_t sip, uint32_t dip, uint16_t sport, uint16_t dport, uint8_t proto,
+                 uint8_t tcp_flags) {
+  std::memset(buf, 0, kTmplStride);
+  auto *eth = reinterpret_cast<rte_ether_hdr *>(buf);
+  eth->dst_addr = dmac;
+  eth->src_addr = smac;
+  eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
+  ip->version_ihl = 0x45;
+  ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(kFrameLen - sizeof(rte_ether_hdr)));
+  ip->packet_id = rte_cpu_to_be_16(1);
+  ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+  ip->time_to_live = 64;
+  ip->next_proto_id = proto;
+  ip->src_addr = sip;
+  ip->dst_addr = dip;
+  uint8_t *l4 = reinterpret_cast<uint8_t *>(ip + 1);
+  uint8_t *payload;
+  if (proto == IPPROTO_TCP) {
+    auto *tcp = reinterpret_cast<rte_tcp_hdr *>(l4);
+    tcp->src_port = rte_cpu_to_be_16(sport);
+    tcp->dst_port = rte_cpu_to_be_16(dport);
+    tcp->sent_seq = rte_cpu_to_be_32(0x10000000u + sport);
+    tcp->recv_ack = (tcp_flags & RTE_TCP_ACK_FLAG) ? rte_cpu_to_be_32(0x20000000u + dport) : 0;
+    tcp->data_off = 0x50;
+    tcp->tcp_flags = tcp_flags;
+    tcp->rx_win = rte_cpu_to_be_16(65535);
+    payload = l4 + sizeof(rte_tcp_hdr);
+  } else {
+    auto *udp = reinterpret_cast<rte_udp_hdr *>(l4);
+    udp->src_port = rte_cpu_to_be_16(sport);
+    udp->dst_port = rte_cpu_to_be_16(dport);
+    udp->dgram_len = rte_cpu_to_be_16(
+        static_cast<uint16_t>(kFrameLen - sizeof(rte_ether_hdr) - sizeof(rte_ipv4_hdr)));
+    payload = l4 + sizeof(rte_udp_hdr);
+  }
+  for (uint8_t *p = payload; p < buf + kFrameLen; p++) *p = static_cast<uint8_t>(p - payload + 'a');
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  if (proto == IPPROTO_TCP)
+    reinterpret_cast<rte_tcp_hdr *>(l4)->cksum = rte_ipv4_udptcp_cksum(ip, l4);
+  else
+    reinterpret_cast<rte_udp_hdr *>(l4)->dgram_cksum = rte_ipv4_udptcp_cksum(ip, l4);
+}
+
+// Inside -> outside frame of flow i.
+void build_inside(uint8_t *buf, uint32_t i, uint8_t proto, uint8_t tcp_flags) {
+  FlowAddr a = flow_addr(i);
+  build_frame(buf, mac(0x01, a.host), kVmacIn, a.sip, a.dip, a.sport, a.dport, proto, tcp_flags);
+}
+
+struct Bench {
+  Options opt;
+  uint8_t proto = IPPROTO_UDP;
+  rte_mempool *pool = nullptr;
+  rte_ring *in_rx = nullptr, *in_tx = nullptr;
+  uint16_t pid_in = 0, pid_out = 0;
+  std::unique_ptr<dp::FlowTable> flows;
+  std::unique_ptr<dp::ArpTable> arp;
+  std::unique_ptr<dp::InterfaceAgent> agent;
+  std::unique_ptr<dp::Nat44> nf;
+  std::vector<uint8_t> tmpl;  // kTmplStride bytes per flow: the measured frame
+  uint64_t hz = 0;
+  unsigned worker_lcore = 0;
+  std::string params;  // JSON params object
+};
+
+void emit(const std::string &name, double value, const char *unit, const std::string &params) {
+  std::printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\", \"params\": %s}\n",
+              name.c_str(), value, unit, params.c_str());
+  std::fflush(stdout);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+uint64_t drops_total(const dp::Nat44 &nf) {
+  uint64_t s = 0;
+  for (unsigned r = 0; r < dp::kDropReasonCount; r++)
+    s += nf.counters().drops[r].load(std::memory_order_relaxed);
+  return s;
+}
+
+void print_drops(const dp::Nat44 &nf) {
+  for (unsigned r = 0; r < dp::kDropReasonCount; r++) {
+    uint64_t v = nf.counters().drops[r].load(std::memory_order_relaxed);
+    if (v)
+      std::fprintf(stderr, "  drop %s: %" PRIu64 "\n",
+                   dp::drop_reason_label(static_cast<dp::DropReason>(r)), v);
+  }
+}
+
+// Frees whatever the NF sent back to the inside port (TCP warm-up SYN+ACKs).
+void drain_inside_tx(Bench &b) {
+  void *objs[64];
+  unsigned n;
+  while ((n = rte_ring_dequeue_burst(b.in_tx, objs, 64, nullptr)) > 0)
+    rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), n);
+}
+
+// Feeds frames produced by make(i, buf) for i in [0, n) to the NF on port, synchronously.
+template <typename F> void feed_sync(Bench &b, uint16_t port, uint32_t n, F &&make) {
+  rte_mbuf *pkts[dp::kBurst];
+  for (uint32_t base = 0; base < n; base += dp::kBurst) {
+    uint16_t cnt = static_cast<uint16_t>(std::min<uint32_t>(dp::kBurst, n - base));
+    if (rte_pktmbuf_alloc_bulk(b.pool, pkts, cnt) != 0) die("mbuf pool empty during warm-up");
+    for (uint16_t k = 0; k < cnt; k++) {
+      uint8_t *d = rte_pktmbuf_mtod(pkts[k], uint8_t *);
+      make(base + k, d);
+      pkts[k]->data_len = static_cast<uint16_t>(kFrameLen);
+      pkts[k]->pkt_len = kFrameLen;
+    }
+    b.nf->process(port, pkts, cnt, rte_rdtsc());
+    b.agent->flush(0);
+    drain_inside_tx(b);
+  }
+}
+
+void warm_up(Bench &b) {
+  const uint32_t n = b.opt.flows;
+  uint64_t t0 = rte_rdtsc();
+  if (b.proto == IPPROTO_UDP) {
+    feed_sync(b, dp::kPortInside, n, [&](uint32_t i, uint8_t *d) {
+      std::memcpy(d, &b.tmpl[size_t(i) * kTmplStride], kTmplStride);
+    });
+  } else {
+    feed_sync(b, dp::kPortInside, n, [&](uint32_t i, uint8_t *d) {
+      build_inside(d, i, IPPROTO_TCP, RTE_TCP_SYN_FLAG);
+    });
+    // The server answers each SYN: from server:dport to the WAN VIP at the flow's NAT port.
+    const uint32_t vip_out = ip4(198, 18, 2, 1);
+    feed_sync(b, dp::kPortOutside, n, [&](uint32_t i, uint8_t *d) {
+      FlowAddr a = flow_addr(i);
+      dp::FlowState probe{};
+      probe.in_ip = a.sip;
+      probe.ext_ip = a.dip;
+      probe.in_port = rte_cpu_to_be_16(a.sport);
+      probe.ext_port = rte_cpu_to_be_16(a.dport);
+      probe.proto = IPPROTO_TCP;
+      int slot = b.flows->lookup(dp::inside_key(probe));
+      uint16_t nat_port = slot >= 0 ? rte_be_to_cpu_16(b.flows->record(uint32_t(slot)).st.nat_port)
+                                    : a.sport;
+      build_frame(d, mac(0x02, a.server), kVmacOut, a.dip, vip_out, a.dport, nat_port,
+                  IPPROTO_TCP, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
+    });
+    feed_sync(b, dp::kPortInside, n, [&](uint32_t i, uint8_t *d) {
+      std::memcpy(d, &b.tmpl[size_t(i) * kTmplStride], kTmplStride);
+    });
+  }
+  double secs = double(rte_rdtsc() - t0) / double(b.hz);
+  uint32_t established = 0;
+  if (b.proto == IPPROTO_TCP)
+    b.flows->for_each([&](uint32_t, const dp::FlowRecord &r) {
+      if (r.st.tcp_state == static_cast<uint8_t>(dp::TcpState::ESTABLISHED)) established++;
+    });
+  std::fprintf(stderr, "warm-up: %u flows in the table (%u established) after %.2f s, %" PRIu64
+                       " drops\n",
+               b.flows->size(), established, secs, drops_total(*b.nf));
+  print_drops(*b.nf);
+  if (b.flows->size() != n) die("warm-up did not create every flow");
+  if (b.proto == IPPROTO_TCP && established != n) die("warm-up did not establish every flow");
+}
+
+// ---------------------------------------------------------------- generator
+
+struct Gen {
+  Bench &b;
+  uint32_t next = 0;
+  rte_mbuf *burst[kGenBurst];
+  uint16_t have = 0, off = 0;
+  uint64_t produced = 0;
+
+  explicit Gen(Bench &bench) : b(bench) {}
+
+  // Prepares the next burst of mbufs. False when the pool is (momentarily) empty.
+  bool refill() {
+    const uint32_t n = b.opt.flows;
+    const uint32_t step = kStride % n;
+    uint32_t idx[kGenBurst];
+    for (uint16_t k = 0; k < kGenBurst; k++) {
+      idx[k] = next;
+      next += step;
+      if (next >= n) next -= n;
+      rte_prefetch0(&b.tmpl[size_t(idx[k]) * kTmplStride]);
+    }
+    if (rte_pktmbuf_alloc_bulk(b.pool, burst, kGenBurst) != 0) {
+      // Roll back so the flow sequence stays the same.
+      next = idx[0];
+      return false;
+    }
+    for (uint16_t k = 0; k < kGenBurst; k++) {
+      rte_mbuf *m = burst[k];
+      std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), &b.tmpl[size_t(idx[k]) * kTmplStride],
+                  kTmplStride);
+      m->data_len = static_cast<uint16_t>(kFrameLen);
+      m->pkt_len = kFrameLen;
+    }
+    have = kGenBurst;
+    off = 0;
+    return true;
+  }
+
+  // One step: fills a burst if needed and enqueues what fits. Returns packets enqueued.
+  unsigned step() {
+    if (have == 0 && !refill()) return 0;
+    unsigned k = rte_ring_sp_enqueue_burst(b.in_rx, reinterpret_cast<void **>(&burst[off]), have,
+                                           nullptr);
+    off = static_cast<uint16_t>(off + k);
+    have = static_cast<uint16_t>(have - k);
+    produced += k;
+    return k;
+  }
+
+  void release() {
+    if (have) rte_pktmbuf_free_bulk(&burst[off], have);
+    have = 0;
+  }
+};
+
+struct Sample {
+  uint64_t tsc, value, produced;
+};
+
+/* Runs the generator on this lcore and samples counter() once a second after warm_s.
+ * Returns seconds+1 samples. */
+template <typename C> std::vector<Sample> generate_and_sample(Bench &b, Gen &g, unsigned seconds,
+                                                              C &&counter) {
+  std::vector<Sample> samples;
+  const uint64_t start = rte_rdtsc();
+  uint64_t next_sample = start + uint64_t(b.opt.warm_s * double(b.hz));
+  unsigned iter = 0;
+  while (samples.size() < seconds + 1) {
+    if (g.step() == 0) rte_pause();
+    if ((++iter & 31) == 0) {
+      uint64_t now = rte_rdtsc();
+      if (now >= next_sample) {
+        samples.push_back(Sample{now, counter(), g.produced});
+        next_sample += b.hz;
+      }
+    }
+  }
+  return samples;
+}
+
+std::vector<double> window_rates(const Bench &b, const std::vector<Sample> &s, bool produced) {
+  std::vector<double> r;
+  for (size_t k = 1; k < s.size(); k++) {
+    double dt = double(s[k].tsc - s[k - 1].tsc) / double(b.hz);
+    uint64_t dv = produced ? s[k].produced - s[k - 1].produced : s[k].value - s[k - 1].value;
+    r.push_back(double(dv) / dt / 1e6);
+  }
+  return r;
+}
+
+std::string fmt_list(const std::vector<double> &v) {
+  std::string s;
+  char buf[32];
+  for (double x : v) {
+    std::snprintf(buf, sizeof(buf), "%s%.2f", s.empty() ? "" : " ", x);
+    s += buf;
+  }
+  return s;
+}
+
+// The worker side of the generator-only run: takes packets off the ring and frees them.
+std::atomic<bool> g_quit{false};
+int drain_main(void *arg) {
+  auto *ring = static_cast<rte_ring *>(arg);
+  void *objs[kGenBurst];
+  while (!g_quit.load(std::memory_order_relaxed)) {
+    unsigned n = rte_ring_sc_dequeue_burst(ring, objs, kGenBurst, nullptr);
+    if (n) rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), n);
+  }
+  return 0;
+}
+
+void drain_ring(rte_ring *r) {
+  void *objs[64];
+  unsigned n;
+  while ((n = rte_ring_dequeue_burst(r, objs, 64, nullptr)) > 0)
+    rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), n);
+}
+
+double run_generator_only(Bench &b) {
+  g_quit.store(false);
+  if (rte_eal_remote_launch(drain_main, b.in_rx, b.worker_lcore) != 0) die("cannot launch drain");
+  Gen g(b);
+  auto s = generate_and_sample(b, g, b.opt.gen_seconds, [] { return uint64_t(0); });
+  g_quit.store(true);
+  rte_eal_wait_lcore(b.worker_lcore);
+  g.release();
+  drain_ring(b.in_rx);
+  auto rates = window_rates(b, s, true);
+  double med = median(rates);
+  std::fprintf(stderr, "generator alone: windows [%s] Mpps, median %.2f\n", fmt_list(rates).c_str(),
+               med);
+  return med;
+}
+
+void run_nf(Bench &b, double gen_only) {
+  std::atomic<bool> quit{false};
+  dp::WorkerContext ctx;
+  ctx.id = 0;
+  ctx.agent = b.agent.get();
+  ctx.nf = b.nf.get();
+  ctx.flows = b.flows.get();
+  ctx.quit = &quit;
+  ctx.idle_sleep_max_us = 0;  // a dedicated core spins, as testpmd's does
+  const uint64_t drops0 = drops_total(*b.nf);
+  const uint64_t created0 = b.nf->counters().flows_created.load();
+  if (rte_eal_remote_launch(dp::worker_main, &ctx, b.worker_lcore) != 0) die("cannot launch worker");
+  Gen g(b);
+  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  auto s = generate_and_sample(b, g, b.opt.seconds,
+                               [&] { return out.tx_packets.load(std::memory_order_relaxed); });
+  quit.store(true);
+  rte_eal_wait_lcore(b.worker_lcore);
+  g.release();
+  drain_ring(b.in_rx);
+
+  auto rates = window_rates(b, s, false);
+  auto gen_rates = window_rates(b, s, true);
+  double med = median(rates);
+  const uint64_t drops = drops_total(*b.nf) - drops0;
+  const uint64_t created = b.nf->counters().flows_created.load() - created0;
+  std::fprintf(stderr,
+               "nf: windows [%s] Mpps, median %.2f (%.0f TSC cycles/packet); generator during the"
+               " run [%s]; %" PRIu64 " drops, %" PRIu64 " flows created while measuring\n",
+               fmt_list(rates).c_str(), med, med > 0 ? double(b.hz) / (med * 1e6) : 0.0,
+               fmt_list(gen_rates).c_str(), drops, created);
+  print_drops(*b.nf);
+  emit("nf_mpps", med, "Mpps", b.params);
+  emit("nf_mpps_min", *std::min_element(rates.begin(), rates.end()), "Mpps", b.params);
+  emit("nf_mpps_max", *std::max_element(rates.begin(), rates.end()), "Mpps", b.params);
+  emit("nf_cycles_per_packet", med > 0 ? double(b.hz) / (med * 1e6) : 0, "cycles", b.params);
+  emit("nf_bench_drops", double(drops), "packets", b.params);
+  if (gen_only > 0) {
+    emit("nf_bench_generator_mpps", gen_only, "Mpps", b.params);
+    emit("nf_vs_generator_ratio", med / gen_only, "ratio", b.params);
+    if (med > 0.9 * gen_only)
+      std::fprintf(stderr, "WARNING: the NF rate is within 10%% of the generator's: the generator"
+                           " may be the bottleneck\n");
+  }
+}
+
+/* Generator and NF take turns on this one core (no second thread): a burst is enqueued,
+ * then one worker iteration runs. Like testpmd over net_null, whose RX builds the packets on
+ * the forwarding core, the rate includes making the packets; being one thread, it does not
+ * collapse when the two vCPUs are shared with other work. */
+void run_inline(Bench &b) {
+  std::atomic<bool> quit{false};
+  dp::WorkerContext ctx;
+  ctx.id = 0;
+  ctx.agent = b.agent.get();
+  ctx.nf = b.nf.get();
+  ctx.flows = b.flows.get();
+  ctx.quit = &quit;
+  Gen g(b);
+  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  std::vector<Sample> s;
+  uint64_t next_sample = rte_rdtsc() + uint64_t(b.opt.warm_s * double(b.hz));
+  unsigned iter = 0;
+  while (s.size() < b.opt.inline_seconds + 1) {
+    g.step();
+    dp::worker_iteration(ctx);
+    if ((++iter & 31) == 0) {
+      uint64_t now = rte_rdtsc();
+      if (now >= next_sample) {
+        s.push_back(Sample{now, out.tx_packets.load(std::memory_order_relaxed), g.produced});
+        next_sample += b.hz;
+      }
+    }
+  }
+  g.release();
+  drain_ring(b.in_rx);
+  b.agent->flush(0);
+  auto rates = window_rates(b, s, false);
+  double med = median(rates);
+  std::fprintf(stderr, "nf+generator inline on one core: windows [%s] Mpps, median %.2f\n",
+               fmt_list(rates).c_str(), med);
+  emit("nf_inline_mpps", med, "Mpps", b.params);
+}
+
+// Synchronous mode for callgrind: enqueue a batch, run worker iterations until it is gone.
+void run_sync(Bench &b) {
+  std::atomic<bool> quit{false};
+  dp::WorkerContext ctx;
+  ctx.id = 0;
+  ctx.agent = b.agent.get();
+  ctx.nf = b.nf.get();
+  ctx.flows = b.flows.get();
+  ctx.quit = &quit;
+  Gen g(b);
+  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const uint64_t tx0 = out.tx_packets.load();
+  const uint64_t drops0 = drops_total(*b.nf);
+  uint64_t nf_tsc = 0, done = 0;
+  const uint32_t batch = b.opt.ring_size / 2;
+  while (done < b.opt.packets) {
+    uint64_t want = std::min<uint64_t>(batch, b.opt.packets - done);
+    uint64_t queued = 0;
+    while (queued < want) {
+      if (g.have == 0 && !g.refill()) die("mbuf pool empty");
+      unsigned take = static_cast<unsigned>(std::min<uint64_t>(g.have, want - queued));
+      unsigned k = rte_ring_sp_enqueue_burst(b.in_rx, reinterpret_cast<void **>(&g.burst[g.off]),
+                                             take, nullptr);
+      if (k == 0) die("ring full in synchronous mode");
+      g.off = static_cast<uint16_t>(g.off + k);
+      g.have = static_cast<uint16_t>(g.have - k);
+      queued += k;
+    }
+    uint64_t t0 = rte_rdtsc();
+    while (rte_ring_count(b.in_rx) > 0) dp::worker_iteration(ctx);
+    dp::worker_iteration(ctx);  // the idle iteration a real loop would make too
+    nf_tsc += rte_rdtsc() - t0;
+    done += queued;
+  }
+  g.release();
+  const uint64_t sent = out.tx_packets.load() - tx0;
+  const uint64_t drops = drops_total(*b.nf) - drops0;
+  std::fprintf(stderr, "sync: %" PRIu64 " packets, %" PRIu64 " sent, %" PRIu64
+                       " drops, %.1f TSC cycles/packet in worker_iteration\n",
+               done, sent, drops, double(nf_tsc) / double(done));
+  print_drops(*b.nf);
+  if (sent != done) die("not every packet was forwarded in synchronous mode");
+  emit("nf_sync_cycles_per_packet", double(nf_tsc) / double(done), "cycles", b.params);
+}
+
+Options parse_args(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value for " + a);
+      return argv[++i];
+    };
+    if (a == "--flows") o.flows = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--proto") o.proto = val();
+    else if (a == "--seconds") o.seconds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--warm-s") o.warm_s = std::stod(val());
+    else if (a == "--gen-seconds") o.gen_seconds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--inline-seconds") o.inline_seconds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--no-generator") o.no_generator = true;
+    else if (a == "--packets") o.packets = std::stoull(val());
+    else if (a == "--ring-size") o.ring_size = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--mbufs") o.mbufs = static_cast<uint32_t>(std::stoul(val()));
+    else die("unknown option " + a);
+  }
+  if (o.proto != "udp" && o.proto != "tcp") die("--proto must be udp or tcp");
+  if (o.flows < 1 || o.flows > kHosts * 64000u) die("--flows out of range");
+  if (o.seconds < 1) o.seconds = 1;
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  int consumed = rte_eal_init(argc, argv);
+  if (consumed < 0) die(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+  argc -= consumed;
+  argv += consumed;
+  Bench b;
+  b.opt = parse_args(argc, argv);
+  b.proto = b.opt.proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
+  b.hz = rte_get_tsc_hz();
+  b.params = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"proto\": \"" + b.opt.proto + "\"}";
+  b.worker_lcore = rte_get_next_lcore(-1, 1, 0);
+  if (!b.opt.no_generator && b.worker_lcore >= RTE_MAX_LCORE)
+    die("needs two lcores (-l 0,1): one generator, one worker");
+
+  std::string err;
+  b.pool = dp::pool_create("nfb_pkts", b.opt.mbufs, &err);
+  if (!b.pool) die(err);
+  b.in_rx = rte_ring_create("nfb_in_rx", b.opt.ring_size, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  b.in_tx = rte_ring_create("nfb_in_tx", 1024, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (!b.in_rx || !b.in_tx) die(std::string("rte_ring_create: ") + rte_strerror(rte_errno));
+  int ring_pid = rte_eth_from_rings("nfb_in", &b.in_rx, 1, &b.in_tx, 1, 0);
+  char ring_name[RTE_ETH_NAME_MAX_LEN];
+  if (ring_pid < 0 || rte_eth_dev_get_name_by_port(uint16_t(ring_pid), ring_name) != 0)
+    die(std::string("rte_eth_from_rings: ") + rte_strerror(rte_errno));
+  rte_ether_addr mac_in{}, mac_out{};
+  dp::PortSpec in_spec, out_spec;
+  in_spec.device = ring_name;  // port_open finds it by name and configures it
+  out_spec.device = "net_null_out,no-rx=1";
+  if (dp::port_open(in_spec, b.pool, &b.pid_in, &mac_in, &err) != 0) die("inside port: " + err);
+  if (dp::port_open(out_spec, b.pool, &b.pid_out, &mac_out, &err) != 0) die("outside port: " + err);
+
+  const uint32_t n = b.opt.flows;
+  dp::FlowTableConfig fc;
+  fc.capacity = std::max<uint32_t>(1024, n + n / 4);
+  fc.name = "nfb_flows";
+  b.flows = dp::FlowTable::create(fc, &err);
+  if (!b.flows) die("flow table: " + err);
+  b.arp = std::make_unique<dp::ArpTable>(65536, uint64_t(86400) * b.hz);
+  dp::AgentConfig ac;
+  ac.nb_ports = 2;
+  ac.port_ids[0] = b.pid_in;
+  ac.port_ids[1] = b.pid_out;
+  b.agent = std::make_unique<dp::InterfaceAgent>(ac);
+  dp::NfConfig nc;
+  nc.vip[0] = ip4(198, 18, 1, 1);
+  nc.vip[1] = ip4(198, 18, 2, 1);
+  nc.vmac[0] = kVmacIn;
+  nc.vmac[1] = kVmacOut;
+  nc.own_mac[0] = mac_in;
+  nc.own_mac[1] = mac_out;
+  nc.nat_port_min = 1024;
+  nc.nat_port_max = 65535;
+  b.nf = std::make_unique<dp::Nat44>(nc, *b.flows, *b.arp, *b.agent, b.pool, 0);
+  for (unsigned s = 0; s < kDests / 64; s++)
+    b.arp->learn(ip4(198, 18, 2, 10 + s), mac(0x02, static_cast<uint8_t>(s)), dp::kPortOutside,
+                 rte_rdtsc());
+
+  b.tmpl.assign(size_t(n) * kTmplStride, 0);
+  for (uint32_t i = 0; i < n; i++)
+    build_inside(&b.tmpl[size_t(i) * kTmplStride], i, b.proto,
+                 b.proto == IPPROTO_TCP ? RTE_TCP_ACK_FLAG : 0);
+
+  std::fprintf(stderr, "nf_bench: %u %s flows, table capacity %u, TSC %.2f GHz, worker lcore %u\n", n,
+               b.opt.proto.c_str(), b.flows->capacity(), double(b.hz) / 1e9, b.worker_lcore);
+  warm_up(b);
+
+  if (b.opt.no_generator) {
+    run_sync(b);
+  } else {
+    double gen_only = b.opt.gen_seconds ? run_generator_only(b) : 0;
+    run_nf(b, gen_only);
+    if (b.opt.inline_seconds) run_inline(b);
+  }
+
+  b.nf.reset();
+  b.agent.reset();
+  b.flows.reset();
+  b.arp.reset();
+  dp::port_close(b.pid_in);
+  dp::port_close(b.pid_out);
+  rte_ring_free(b.in_rx);
+  rte_ring_free(b.in_tx);
+  rte_mempool_free(b.pool);
+  rte_eal_cleanup();
+  return 0;
+}

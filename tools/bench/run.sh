@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Runs the benchmark groups and writes JSON lines to BUILD_DIR/bench/results.jsonl.
+#
+#   tools/bench/run.sh BUILD_DIR [ONLY]      (make bench [ONLY=group])
+#
+# Builds nothing: `make bench` has built BUILD_DIR already. Each group is a function
+# group_<name>; ONLY runs one of them. Every line is {"name","value","unit","params"}.
+set -euo pipefail
+
+build=${1:?usage: run.sh BUILD_DIR [ONLY]}
+only=${2:-}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "$build" && pwd)
+out=$build/bench
+results=$out/results.jsonl
+mkdir -p "$out"
+: >"$results"
+
+PY=/usr/bin/python3
+# Shared machine, no hugepages: every DPDK process gets its own file prefix.
+EAL_BASE=(--no-huge --no-pci --no-shconf --no-telemetry --log-level=warning)
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# emit NAME VALUE UNIT [PARAMS_JSON]
+emit() {
+  local params=${4:-'{}'}
+  printf '{"name": "%s", "value": %s, "unit": "%s", "params": %s}\n' "$1" "$2" "$3" "$params" \
+    >>"$results"
+}
+
+# ------------------------------------------------------------------ dataplane (issue 2)
+
+NF_BENCH=$build/tools/bench/nf_bench
+TESTPMD=${TESTPMD:-/usr/bin/dpdk-testpmd}
+DP_FLOWS=${DP_FLOWS:-"1000 100000 1000000"}
+DP_PROTOS=${DP_PROTOS:-"udp tcp"}
+DP_SECONDS=${DP_SECONDS:-5}          # measured 1-second windows per NF run
+TESTPMD_SECONDS=${TESTPMD_SECONDS:-8}
+CALLGRIND_FLOWS=${CALLGRIND_FLOWS:-100000}
+CALLGRIND_PACKETS=${CALLGRIND_PACKETS:-200000}
+CALLGRIND_TESTPMD_SECONDS=${CALLGRIND_TESTPMD_SECONDS:-20}
+
+# testpmd io forwarding, one forwarding core, two net_null ports (RX generates 64-byte
+# packets, TX frees them). Prints the log path.
+run_testpmd() {
+  local tag=$1 logf=$out/testpmd-$1.log
+  # Not interactive: testpmd forwards from the start and prints port statistics every
+  # second; SIGINT after TESTPMD_SECONDS makes it stop and exit cleanly.
+  timeout -s INT -k 5 "$TESTPMD_SECONDS" stdbuf -oL "$TESTPMD" "${EAL_BASE[@]}" -m 1024 \
+    --file-prefix "ftpb_tp_$$_$tag" -l 0,1 --vdev net_null0 --vdev net_null1 -- \
+    --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period 1 \
+    >"$logf" 2>&1 </dev/null || true
+  echo "$logf"
+}
+
+# Parses testpmd logs: per stats period, the sum over ports of Tx-pps is what the one
+# forwarding core forwarded. Skips the first period (no rate yet) and idle ones.
+# Prints "median_total median_per_port periods".
+parse_testpmd() {
+  "$PY" - "$@" <<'PY'
+import re, statistics, sys
+totals, per_port = [], []
+for path in sys.argv[1:]:
+    periods, cur, port = [], {}, None
+    for line in open(path, errors="replace"):
+        m = re.search(r"NIC statistics for port (\d+)", line)
+        if m:
+            port = int(m.group(1))
+            if port in cur:
+                periods.append(cur)
+                cur = {}
+            continue
+        m = re.search(r"Tx-pps:\s+(\d+)", line)
+        if m and port is not None:
+            cur[port] = int(m.group(1))
+    if cur:
+        periods.append(cur)
+    for p in periods[1:]:
+        if len(p) == 2 and all(v > 0 for v in p.values()):
+            totals.append(sum(p.values()) / 1e6)
+            per_port.extend(v / 1e6 for v in p.values())
+if not totals:
+    print("0 0 0")
+else:
+    print(f"{statistics.median(totals):.4f} {statistics.median(per_port):.4f} {len(totals)}")
+PY
+}
+
+# NF: the worker loop only (worker_iteration), synchronous mode, UDP.
+# testpmd: the forwarding lcore's thread (--separate-threads), divided by the packets it sent.
+callgrind_dataplane() {
+  local cg=$out/callgrind.nf.out ir_nf="" ir_tp="" tp_pkts f
+  log "dataplane: callgrind, nf_bench $CALLGRIND_FLOWS udp flows, $CALLGRIND_PACKETS packets"
+  if valgrind --tool=callgrind --toggle-collect='*worker_iteration*' --callgrind-out-file="$cg" \
+    "$NF_BENCH" "${EAL_BASE[@]}" -m 1024 --file-prefix "ftpb_cg_$$" -l 0 -- \
+    --flows "$CALLGRIND_FLOWS" --proto udp --no-generator --packets "$CALLGRIND_PACKETS" \
+    >"$out/callgrind.nf.stdout" 2>"$out/callgrind.nf.log"; then
+    ir_nf=$(awk '/^totals:/ {print $2; exit}' "$cg")
+    callgrind_annotate --inclusive=no "$cg" >"$out/callgrind.nf.txt" 2>/dev/null || true
+  else
+    log "callgrind nf_bench run failed; see $out/callgrind.nf.log"
+  fi
+  log "dataplane: callgrind, testpmd io forwarding for ${CALLGRIND_TESTPMD_SECONDS}s"
+  rm -f "$out"/callgrind.testpmd.out*
+  timeout -s INT -k 10 "$CALLGRIND_TESTPMD_SECONDS" valgrind --tool=callgrind --separate-threads=yes \
+    --callgrind-out-file="$out/callgrind.testpmd.out" "$TESTPMD" "${EAL_BASE[@]}" -m 1024 \
+    --file-prefix "ftpb_tpcg_$$" -l 0,1 --vdev net_null0 --vdev net_null1 -- \
+    --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period 5 \
+    >"$out/callgrind.testpmd.log" 2>&1 </dev/null || true
+  # The forwarding lcore is the thread with the most instructions; its packets are the
+  # accumulated TX-packets of the run.
+  for f in "$out"/callgrind.testpmd.out-*; do
+    [ -f "$f" ] || continue
+    local t
+    t=$(awk '/^totals:/ {print $2; exit}' "$f")
+    if [ -n "$t" ] && { [ -z "$ir_tp" ] || [ "$t" -gt "$ir_tp" ]; }; then ir_tp=$t; fi
+  done
+  tp_pkts=$(awk '/Accumulated forward statistics/ {acc=1} acc && /TX-packets:/ {print $2; exit}' \
+    "$out/callgrind.testpmd.log")
+  local params="{\"flows\": $CALLGRIND_FLOWS, \"proto\": \"udp\"}" nf_ipp="" tp_ipp=""
+  if [ -n "$ir_nf" ]; then
+    nf_ipp=$("$PY" -c "print(round($ir_nf / $CALLGRIND_PACKETS, 1))")
+    emit nf_instructions_per_packet "$nf_ipp" instructions "$params"
+    log "dataplane: nf $nf_ipp instructions/packet; profile in $out/callgrind.nf.txt"
+  fi
+  if [ -n "$ir_tp" ] && [ -n "$tp_pkts" ] && [ "$tp_pkts" -gt 0 ]; then
+    tp_ipp=$("$PY" -c "print(round($ir_tp / $tp_pkts, 1))")
+    emit testpmd_io_instructions_per_packet "$tp_ipp" instructions '{"ports": 2, "cores": 1}'
+    log "dataplane: testpmd io $tp_ipp instructions/packet ($tp_pkts packets)"
+  else
+    log "callgrind testpmd run gave no figure; see $out/callgrind.testpmd.log"
+  fi
+  if [ -n "$nf_ipp" ] && [ -n "$tp_ipp" ]; then
+    # testpmd's instructions per packet over the NF's: the throughput ratio at equal IPC.
+    emit nf_vs_testpmd_instruction_ratio "$("$PY" -c "print(round($tp_ipp / $nf_ipp, 4))")" ratio \
+      "$params"
+  fi
+}
+
+group_dataplane() {
+  [ -x "$NF_BENCH" ] || { log "missing $NF_BENCH (benchmarks disabled?)"; return 1; }
+  [ -x "$TESTPMD" ] || { log "missing $TESTPMD"; return 1; }
+  local t0=$SECONDS tp_logs=() f p
+
+  log "dataplane: testpmd io forwarding (before the NF runs)"
+  tp_logs+=("$(run_testpmd before)")
+
+  for f in $DP_FLOWS; do
+    for p in $DP_PROTOS; do
+      # 1M flows need ~0.5 GB of hash and records; give every run the same memory.
+      log "dataplane: nf_bench $f $p flows"
+      if ! "$NF_BENCH" "${EAL_BASE[@]}" -m 2048 --file-prefix "ftpb_nf_$$_${f}_$p" -l 0,1 -- \
+        --flows "$f" --proto "$p" --seconds "$DP_SECONDS" \
+        >>"$results" 2>"$out/nf_bench-$f-$p.log"; then
+        log "nf_bench failed:"; cat "$out/nf_bench-$f-$p.log" >&2; return 1
+      fi
+      grep -E '^(warm-up|generator|nf:|WARNING)' "$out/nf_bench-$f-$p.log" | sed 's/^/  /' >&2
+    done
+  done
+
+  log "dataplane: testpmd io forwarding (after the NF runs)"
+  tp_logs+=("$(run_testpmd after)")
+  local tp
+  tp=$(parse_testpmd "${tp_logs[@]}")
+  read -r tp_total tp_port tp_periods <<<"$tp"
+  log "dataplane: testpmd io: ${tp_total} Mpps per core, ${tp_port} Mpps per port ($tp_periods periods)"
+  if [ "$tp_periods" = 0 ]; then log "testpmd produced no statistics; see $out/testpmd-*.log"; return 1; fi
+  emit testpmd_io_mpps "$tp_total" Mpps '{"ports": 2, "cores": 1}'
+  emit testpmd_io_mpps_per_port "$tp_port" Mpps '{"ports": 2, "cores": 1}'
+
+  # Headline figures: nf_mpps {"flows": N} is the UDP run; ratios for every run.
+  "$PY" - "$results" "$tp_total" <<'PY'
+import json, sys
+path, tp = sys.argv[1], float(sys.argv[2])
+rows = [json.loads(l) for l in open(path) if l.strip()]
+out = []
+for r in rows:
+    if r["name"] != "nf_mpps" or "proto" not in r["params"]:
+        continue
+    f, proto = r["params"]["flows"], r["params"]["proto"]
+    ratio = r["value"] / tp if tp else 0
+    out.append({"name": "nf_vs_testpmd_ratio", "value": round(ratio, 4), "unit": "ratio",
+                "params": {"flows": f, "proto": proto}})
+    if proto == "udp":
+        out.append({"name": "nf_mpps", "value": r["value"], "unit": "Mpps", "params": {"flows": f}})
+        out.append({"name": "nf_vs_testpmd_ratio", "value": round(ratio, 4), "unit": "ratio",
+                    "params": {"flows": f}})
+with open(path, "a") as fh:
+    for o in out:
+        fh.write(json.dumps(o) + "\n")
+PY
+
+  # Instructions per packet under callgrind: independent of the load on this shared machine.
+  if command -v valgrind >/dev/null && [ "${DP_CALLGRIND:-1}" = 1 ]; then
+    callgrind_dataplane
+  fi
+  log "dataplane: done in $((SECONDS - t0)) s"
+}
+
+# ------------------------------------------------------------------ main
+
+groups=(dataplane)
+ran=0
+for g in "${groups[@]}"; do
+  if [ -z "$only" ] || [ "$only" = "$g" ]; then
+    "group_$g"
+    ran=1
+  fi
+done
+if [ "$ran" = 0 ]; then
+  log "unknown group '$only' (groups: ${groups[*]})"
+  exit 2
+fi
+log "results: $results"
+cat "$results"
