@@ -169,9 +169,14 @@ Outcome Client::call(const std::string &command,
 
 Outcome Client::map_status(const std::string &command, const grpc::Status &st, bool from_daemon) const {
   const std::string msg = st.error_message();
-  if (!from_daemon && st.error_code() == grpc::StatusCode::UNAVAILABLE)
-    return Outcome::Fail(kExitUnreachable, "cannot reach ftpaird at " + opts_.addr + " (is it running?)" +
-                                               (msg.empty() ? "" : ": " + connect_reason(msg)));
+  if (!from_daemon && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    std::string out = "cannot reach ftpaird at " + opts_.addr + " (is it running?)";
+    if (!msg.empty()) out += ": " + connect_reason(msg);
+    const bool tls = !opts_.cacert.empty() || !opts_.cert.empty() || !opts_.key.empty();
+    if (tls && msg.find("Ssl") != std::string::npos)
+      out += " (TLS: check --cacert, --cert and --key against ftpaird's certificates)";
+    return Outcome::Fail(kExitUnreachable, out);
+  }
   if (!from_daemon && st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
     return Outcome::Fail(kExitUnreachable, "ftpaird at " + opts_.addr + " did not answer within " +
                                                format_seconds(opts_.timeout_s) + " s");

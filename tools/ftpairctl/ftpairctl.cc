@@ -4,8 +4,9 @@
 //     status | switchover [--force] | checkpoint [--snapshot] | flows [--limit N]
 //     watch [--interval S] [--count N] | config
 //
-// Exit codes: 0 ok, 1 the daemon refused or failed, 2 bad arguments, 3 daemon unreachable or
-// no answer before the deadline (DESIGN.md "Control surface").
+// Exit codes: 0 ok, 1 the daemon refused or failed, 2 bad arguments, 3 daemon unreachable, no
+// answer before the deadline, or the daemon reports its peer unreachable (DESIGN.md "Control
+// surface": "3 peer/daemon unreachable").
 #include <signal.h>
 #include <unistd.h>
 
@@ -46,8 +47,8 @@ int report(const Outcome &o) {
   return o.code;
 }
 
-std::string dump(const nlohmann::json &j, int indent) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+std::string dump(const nlohmann::ordered_json &j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 // One JSON document (pretty) or the human text, to stdout.
@@ -259,7 +260,8 @@ int usage_error(CLI::App &app, const CLI::ParseError &e) {
 
 int run(int argc, char **argv) {
   CLI::App app{"ftpairctl: control one ftpaird (ftpair NAT44 appliance) over gRPC.\n"
-               "Exit codes: 0 ok, 1 refused/failed by the daemon, 2 bad arguments, 3 daemon unreachable or timed out.",
+               "Exit codes: 0 ok, 1 refused/failed by the daemon, 2 bad arguments,\n"
+               "3 daemon unreachable or timed out (or it reports its peer unreachable).",
                "ftpairctl"};
   app.set_version_flag("--version", FTPAIR_VERSION);
   app.require_subcommand(1);
@@ -325,4 +327,9 @@ int run(int argc, char **argv) {
 }  // namespace
 }  // namespace ftpairctl
 
-int main(int argc, char **argv) { return ftpairctl::run(argc, argv); }
+int main(int argc, char **argv) {
+  // gRPC's own log lines (e.g. "Handshake failed") would repeat our one-line messages;
+  // GRPC_VERBOSITY set by the user still wins.
+  ::setenv("GRPC_VERBOSITY", "NONE", 0);
+  return ftpairctl::run(argc, argv);
+}

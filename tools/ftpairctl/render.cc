@@ -10,7 +10,7 @@
 namespace ftpairctl {
 
 namespace pb = google::protobuf;
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 

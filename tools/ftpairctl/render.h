@@ -10,10 +10,10 @@
 
 namespace ftpairctl {
 
-// Every field of msg under its proto (snake_case) name, unset ones included with their
+// Every field of msg under its proto (snake_case) name, in .proto order, unset ones included with their
 // defaults. 64-bit integers are JSON numbers (not strings, unlike the canonical proto3
 // mapping), so `jq '.flows > 0'` works.
-nlohmann::json to_json(const google::protobuf::Message &msg);
+nlohmann::ordered_json to_json(const google::protobuf::Message &msg);
 
 // One aligned "label  value" block.
 std::string render_status(const ftpair::v1::StatusReply &s);

@@ -330,9 +330,6 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
   ec.interval = 1ms;
   ec.connect_backoff = 100ms;
   ec.chunk_records = 1000;  // the first full sync travels in several chunks
-  // The test shares two CPUs with gRPC and whatever else runs; the daemon's 2 ms assumes
-  // workers on dedicated cores. An aborted quiesce is only retried, so this changes no outcome.
-  ec.quiesce_timeout = 10ms;
   Engine engine(ec, *a, agent);
   engine.start();
   engine.set_replicating(true);
@@ -400,7 +397,7 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
   st = engine.checkpoint_now(2000ms, &epoch, &records);
   EXPECT_EQ(st.code(), Code::UNAVAILABLE) << st.message() << "; " << diag();
   EXPECT_GT(engine.current_epoch(), e_before);
-  EXPECT_LT(worker.max_gap_us(), 2'000'000u) << "the worker stopped for too long";
+  EXPECT_LT(worker.max_gap_us(), 1'000'000u) << "the worker stopped for too long";
 
   // 4. A fresh standby on the same address: reconnect, full sync, equal tables.
   auto sb2 = std::make_unique<Standby>();

@@ -283,8 +283,8 @@ TEST(Agent, DestructorFreesHeldAndQueuedPackets) {
 /* A worker-like loop forwards port 0 to port 1 while the main thread feeds N numbered packets
  * and quiesces/resumes 1,000 times. Every packet arrives exactly once, in order, and nothing
  * moves while the worker is parked. Before each quiesce the main thread waits until the worker
- * has left the previous barrier (its loop counter moved): a quiesce issued before that can time
- * out spuriously, see BackToBackResumeQuiesceDoesNotTimeOut. */
+ * has left the previous barrier (its loop counter moved), so every cycle really interrupts a
+ * forwarding worker (back-to-back cycles are BackToBackResumeQuiesceDoesNotTimeOut). */
 TEST(Agent, NoPacketLostOrDuplicatedAcrossQuiesceCycles) {
   test::RingPort p0(1024), p1(16384);  // the tx ring outsizes the pool: it never overflows
   ASSERT_TRUE(p0.ok() && p1.ok());
