@@ -146,10 +146,19 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
       stats_.rejected_protocol++;
       return FailedPrecondition("this node has taken the active role: checkpoint refused");
     }
-    if (c.full() && c.chunk() == 0) flows_.clear();
-    // Frees first, so a flow that moved to another slot in this epoch finds its keys free.
-    for (const auto &w : recs)
-      if (!w.slot.in_use) flows_.apply(w.slot.slot, nullptr, now);
+    if (c.full() && c.chunk() == 0) {
+      in_sync_.store(false);  // a half-filled table is no copy to promote
+      flows_.clear();
+    }
+    // Free first every slot that is deleted or changes flow, so a flow that moved to
+    // another slot in this epoch finds its keys free wherever it lands.
+    for (const auto &w : recs) {
+      const dp::FlowState &cur = flows_.record(w.slot.slot).st;
+      if ((cur.flags & dp::kFlowInUse) &&
+          (!w.slot.in_use || !(dp::inside_key(cur) == dp::inside_key(w.slot.st)) ||
+           !(dp::outside_key(cur) == dp::outside_key(w.slot.st))))
+        flows_.apply(w.slot.slot, nullptr, now);
+    }
     for (const auto &w : recs) {
       if (!w.slot.in_use) continue;
       const uint64_t idle = uint64_t(w.idle_ms) * hz / 1000;

@@ -52,7 +52,7 @@ struct Config {
   uint32_t arp_timeout_s = 300;
   // worker
   uint32_t idle_sleep_max_us = 100;
-  uint32_t stall_ms = 20;  // loop counter frozen this long = dataplane unhealthy
+  uint32_t stall_ms = 150;  // loop counter frozen this long = dataplane unhealthy (2 shared vCPUs deschedule for tens of ms)
   bool test_hooks = false;
   // management
   Endpoint metrics;

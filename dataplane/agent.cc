@@ -146,14 +146,16 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
 
 int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
   uint64_t gen = quiesce_gen_.load(std::memory_order_relaxed) + 1;
-  quiesce_gen_.store(gen, std::memory_order_release);
   uint64_t start = mono_ns();
   pause_start_ns_ = start;
+  // Request first, generation second: a worker that publishes this generation has read it
+  // after the request was up, so it is parked for this request and not a withdrawn one.
   quiesce_req_.store(true, std::memory_order_seq_cst);
+  quiesce_gen_.store(gen, std::memory_order_seq_cst);
   uint64_t deadline = start + static_cast<uint64_t>(timeout.count());
   for (unsigned w = 0; w < cfg_.nb_workers; w++) {
     while (parked_[w].gen.load(std::memory_order_acquire) != gen) {
-      if (mono_ns() > deadline) {
+      if (mono_ns() > deadline && parked_[w].gen.load(std::memory_order_acquire) != gen) {
         quiesce_req_.store(false, std::memory_order_release);
         return -ETIMEDOUT;
       }

@@ -64,6 +64,8 @@ class Nat44 {
  public:
   Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgent &agent,
         rte_mempool *pool, unsigned worker);
+  // Frees the packets still waiting for ARP.
+  ~Nat44();
 
   // Handles a burst received on port. Every mbuf is either queued for tx or freed.
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);

@@ -643,10 +643,9 @@ TEST_F(ApplierTest, StreamEndingMidFullSyncLeavesStandbyOutOfSync) {
   EXPECT_TRUE(same_flows(f.cut, b_flows()));
 }
 
-/* Known bug (reported): while a second full sync is being applied, the standby's table is
- * cleared and half filled, yet in_sync() still says true, so a failover in that window
- * would promote a partial table. Enable once Applier clears in_sync_ on chunk 0. */
-TEST_F(ApplierTest, DISABLED_NotInSyncWhileFullSyncInProgress) {
+/* Regression: while a second full sync is being applied, the standby's table is cleared and
+ * half filled; in_sync() must say false, or a failover in that window would promote it. */
+TEST_F(ApplierTest, NotInSyncWhileFullSyncInProgress) {
   synced();
   hello();
   Produced p = produce(true, 50);
@@ -656,11 +655,11 @@ TEST_F(ApplierTest, DISABLED_NotInSyncWhileFullSyncInProgress) {
   EXPECT_FALSE(ap_->in_sync());
 }
 
-/* Known bug (reported): within one epoch a flow's keys can move to another slot whose
- * record comes earlier in the batch (a NAT port handed out again, a 5-tuple coming back).
- * The applier frees only deleted slots first, so the earlier slot's add finds the keys
- * still held by the later slot: -EEXIST, DATA_LOSS, and a forced full resync. */
-TEST_F(ApplierTest, DISABLED_KeysMovingToAnEarlierDirtySlotInOneEpoch) {
+/* Regression: within one epoch a flow's keys can move to another slot whose record comes
+ * earlier in the batch (a NAT port handed out again, a 5-tuple coming back). The applier
+ * must free every slot whose flow changes before adding any, or the earlier slot's add
+ * finds the keys still held (-EEXIST, DATA_LOSS, a forced full resync). */
+TEST_F(ApplierTest, KeysMovingToAnEarlierDirtySlotInOneEpoch) {
   hello();
   dp::FlowState v = src_->fresh_state(), z = src_->fresh_state(), w = src_->fresh_state();
   int sv = src_->insert(v);  // slot 0
@@ -760,12 +759,11 @@ TEST_P(ApplierProperty, StandbyEqualsActiveAtEveryAcknowledgedCut) {
   run_property(*src_, *a_, *ap_, mu_, *b_, GetParam(), false);
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, ApplierProperty, ::testing::Values(1, 2, 3, 4, 99));
+INSTANTIATE_TEST_SUITE_P(Seeds, ApplierProperty, ::testing::Values(1, 2, 3, 4, 5, 6, 7, 99));
 
-/* The same property with keys that come back (see the disabled reproducer above); fails
- * until the applier frees every slot whose keys change before adding any. */
+/* The same property with keys that come back (see the regression above). */
 class ApplierPropertyReuse : public ApplierTest, public ::testing::WithParamInterface<uint64_t> {};
-TEST_P(ApplierPropertyReuse, DISABLED_StandbyEqualsActiveWithKeyReuse) {
+TEST_P(ApplierPropertyReuse, StandbyEqualsActiveWithKeyReuse) {
   run_property(*src_, *a_, *ap_, mu_, *b_, GetParam(), true);
 }
 INSTANTIATE_TEST_SUITE_P(Seeds, ApplierPropertyReuse, ::testing::Values(1, 2, 3));
