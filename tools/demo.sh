@@ -16,7 +16,7 @@ trap cleanup EXIT INT TERM
 
 metric() {  # node name [label-match]
   curl -s "http://$( [ "$1" = a ] && echo 198.18.3.1 || echo 198.18.3.2 ):9108/metrics" |
-    awk -v n="$2" -v l="${3:-}" '$1 ~ "^"n"({|$)" && index($1, l) { print $2; exit }'
+    awk -v n="$2" -v l="${3:-}" '($1 == n || index($1, n "{") == 1) && index($1, l) { print $2; exit }'
 }
 
 echo "== pair lab up: client -- [ftpair-a active | ftpair-b standby] -- server"
