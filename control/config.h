@@ -68,7 +68,7 @@ struct Config {
 
   // failover
   uint32_t heartbeat_interval_ms = 10;
-  uint32_t miss_threshold = 5;
+  uint32_t miss_threshold = 10;
   std::string fence = "none";
   bool allow_fence_none = false;
   std::string fence_pidfile;

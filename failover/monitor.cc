@@ -1,5 +1,7 @@
 #include "failover/monitor.h"
 
+#include <algorithm>
+
 namespace ftpair::fo {
 
 using Clock = std::chrono::steady_clock;
@@ -79,8 +81,10 @@ void Monitor::loop() {
     mine.set_sequence(seq_.fetch_add(1) + 1);
     mine.set_sent_unix_ns(unix_ns());
     grpc::ClientContext ctx;
-    // A beat older than one interval is worth nothing: the deadline is the interval.
-    ctx.set_deadline(std::chrono::system_clock::now() + cfg_.interval);
+    // A slow answer from a live peer is still an answer: wait up to a third of the silence
+    // budget before counting a miss (a shared core can hold a reply for tens of ms).
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::max(cfg_.interval, cfg_.interval * cfg_.miss_threshold / 3));
     grpc::Status st = stub->Heartbeat(&ctx, mine, &theirs);
     sent_++;
     if (st.ok())
