@@ -22,6 +22,11 @@ EAL_BASE=(--no-huge --no-pci --no-shconf --no-telemetry --log-level=warning)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
+# Removes the EAL runtime directory a finished DPDK process left behind for its prefix.
+rundir_cleanup() {
+  rm -rf "/var/run/dpdk/$1" "${XDG_RUNTIME_DIR:-/nonexistent}/dpdk/$1" 2>/dev/null || true
+}
+
 # emit NAME VALUE UNIT [PARAMS_JSON]
 emit() {
   local params=${4:-'{}'}
@@ -51,6 +56,7 @@ run_testpmd() {
     --file-prefix "ftpb_tp_$$_$tag" -l 0,1 --vdev net_null0 --vdev net_null1 -- \
     --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period 1 \
     >"$logf" 2>&1 </dev/null || true
+  rundir_cleanup "ftpb_tp_$$_$tag"
   echo "$logf"
 }
 
@@ -101,13 +107,15 @@ callgrind_dataplane() {
   else
     log "callgrind nf_bench run failed; see $out/callgrind.nf.log"
   fi
+  rundir_cleanup "ftpb_cg_$$"
   log "dataplane: callgrind, testpmd io forwarding for ${CALLGRIND_TESTPMD_SECONDS}s"
   rm -f "$out"/callgrind.testpmd.out*
-  timeout -s INT -k 10 "$CALLGRIND_TESTPMD_SECONDS" valgrind --tool=callgrind --separate-threads=yes \
+  timeout -s INT -k 60 "$CALLGRIND_TESTPMD_SECONDS" valgrind --tool=callgrind --separate-threads=yes \
     --callgrind-out-file="$out/callgrind.testpmd.out" "$TESTPMD" "${EAL_BASE[@]}" -m 1024 \
     --file-prefix "ftpb_tpcg_$$" -l 0,1 --vdev net_null0 --vdev net_null1 -- \
     --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period 5 \
     >"$out/callgrind.testpmd.log" 2>&1 </dev/null || true
+  rundir_cleanup "ftpb_tpcg_$$"
   # The forwarding lcore is the thread with the most instructions; its packets are the
   # accumulated TX-packets of the run.
   for f in "$out"/callgrind.testpmd.out-*; do
@@ -150,12 +158,15 @@ group_dataplane() {
     for p in $DP_PROTOS; do
       # 1M flows need ~0.5 GB of hash and records; give every run the same memory.
       log "dataplane: nf_bench $f $p flows"
-      if ! "$NF_BENCH" "${EAL_BASE[@]}" -m 2048 --file-prefix "ftpb_nf_$$_${f}_$p" -l 0,1 -- \
+      local rc=0
+      "$NF_BENCH" "${EAL_BASE[@]}" -m 2048 --file-prefix "ftpb_nf_$$_${f}_$p" -l 0,1 -- \
         --flows "$f" --proto "$p" --seconds "$DP_SECONDS" \
-        >>"$results" 2>"$out/nf_bench-$f-$p.log"; then
+        >>"$results" 2>"$out/nf_bench-$f-$p.log" || rc=$?
+      rundir_cleanup "ftpb_nf_$$_${f}_$p"
+      if [ "$rc" != 0 ]; then
         log "nf_bench failed:"; cat "$out/nf_bench-$f-$p.log" >&2; return 1
       fi
-      grep -E '^(warm-up|generator|nf:|WARNING)' "$out/nf_bench-$f-$p.log" | sed 's/^/  /' >&2
+      grep -E '^(warm-up|generator|nf|sync|WARNING)' "$out/nf_bench-$f-$p.log" | sed 's/^/  /' >&2
     done
   done
 
@@ -175,7 +186,12 @@ import json, sys
 path, tp = sys.argv[1], float(sys.argv[2])
 rows = [json.loads(l) for l in open(path) if l.strip()]
 out = []
+# The extra one-core figures get their own ratios against the same testpmd median.
+extra = {"nf_inline_mpps": "nf_inline_vs_testpmd_ratio", "nf_sync_mpps": "nf_sync_vs_testpmd_ratio"}
 for r in rows:
+    if r["name"] in extra and tp:
+        out.append({"name": extra[r["name"]], "value": round(r["value"] / tp, 4), "unit": "ratio",
+                    "params": r["params"]})
     if r["name"] != "nf_mpps" or "proto" not in r["params"]:
         continue
     f, proto = r["params"]["flows"], r["params"]["proto"]
