@@ -30,7 +30,7 @@ struct Engine::Link {
   std::atomic<bool> broken{false};
   Clock::time_point started = Clock::now();
   uint32_t format = kRecordFormatV1;
-  uint64_t full_epoch = 0;  // epoch of the full sync sent on this link
+  std::atomic<uint64_t> full_epoch{0};  // epoch of the full sync sent on this link (loop thread writes, link thread reads)
 };
 
 Engine::Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent)
@@ -147,7 +147,7 @@ void Engine::on_ack(uint64_t epoch) {
     std::lock_guard<std::mutex> g(link_mu_);
     link = link_;
   }
-  if (!in_sync_.load() && link && link->full_epoch != 0 && epoch >= link->full_epoch) {
+  if (!in_sync_.load() && link && link->full_epoch.load() != 0 && epoch >= link->full_epoch.load()) {
     in_sync_.store(true);
     progress_.store(1.0);
     stats_.last_full_sync_seconds =
@@ -275,8 +275,7 @@ void Engine::send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link>
     v1::Checkpoint *cp = m.mutable_checkpoint();
     cp->set_epoch(epoch);
     cp->set_generation(cfg_.generation());
-    cp->set_flows_at_cut(flows_.size());
-    cp->set_captured_unix_ns(captured_at);
+    cp->set_captured_unix_ns(captured_at);  // flows_at_cut is a full-sync cross-check only
     for (size_t lo = 0; lo < n; lo += per) {
       size_t cnt = std::min(per, n - lo);
       v1::RecordBatch *b = cp->add_batches();
@@ -297,7 +296,7 @@ void Engine::send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link>
     unacked_bytes_.emplace_back(epoch, bytes);
   }
   if (full) {
-    link->full_epoch = epoch;
+    link->full_epoch.store(epoch);
     stats_.full_syncs++;
     stats_.full_sync_records += n;
   }

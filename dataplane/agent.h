@@ -24,7 +24,7 @@ inline constexpr unsigned kMaxWorkers = 8;
 inline constexpr uint16_t kBurst = 32;
 
 enum class HoldFallback : uint8_t {
-  DROP,     // strict to the end: a packet that cannot be held is dropped (hold_full)
+  DROP,     // strict to the end: a packet that cannot be held is dropped (counted in hold_full)
   RELAXED,  // availability first: a packet that cannot be held leaves at once
 };
 

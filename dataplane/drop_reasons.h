@@ -1,4 +1,6 @@
-/* Every reason the dataplane drops a packet, as data.
+/* Every reason the network function drops a packet, as data. (Transmit-queue and
+ * output-commit drops are the interface agent's: ftpair_port_tx_dropped_total and
+ * ftpair_output_hold_full_total.)
  * Counters, metric labels and `ftpairctl` output are generated from this one list. */
 #pragma once
 
@@ -36,8 +38,6 @@
   X(NO_ROUTE, "no_route", "destination is off-link and no gateway is configured")       \
   X(ARP_MISS, "arp_miss", "next hop MAC unknown; ARP request sent")                     \
   X(HAIRPIN, "hairpin", "LAN packet addressed to the LAN side")                         \
-  X(TX_FULL, "tx_full", "port transmit queue full")                                     \
-  X(HOLD_FULL, "hold_full", "output-commit hold buffer full")                           \
   X(NO_MBUF, "no_mbuf", "mbuf pool empty while building a reply")
 
 namespace ftpair::dp {

@@ -426,3 +426,14 @@ class LabSession:
 
     def traffic(self, host, *args, timeout=30):
         return run_in(host, [PY, TRAFFIC] + [str(a) for a in args], timeout=timeout)
+
+
+def run_main(main):
+    """Entry point of a lab test script: exit with main()'s code; a LabError is a FAIL."""
+    rc = 1
+    try:
+        rc = main()
+    except LabError as e:
+        print("FAIL: %s" % e)
+        rc = 1
+    sys.exit(rc)

@@ -214,10 +214,4 @@ def main():
 
 
 if __name__ == "__main__":
-    rc = 1
-    try:
-        rc = main()
-    except L.LabError as e:
-        print("FAIL: %s" % e)
-        rc = 1
-    sys.exit(rc)
+    L.run_main(main)

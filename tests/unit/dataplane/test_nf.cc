@@ -812,12 +812,9 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   // The stateful reasons are covered by their own tests in this file:
   //   TCP_INVALID (TcpRstClosesAndLaterSegmentsAreInvalid, TcpInvalidInSynSent), NOT_ACTIVE,
   //   FLOW_TABLE_FULL, NAT_PORTS_EXHAUSTED, ARP_MISS, NO_MBUF.
-  // TX_FULL and HOLD_FULL are never counted by the NF: the interface agent counts them
-  // (PortCounters::tx_dropped, AgentWorkerCounters::hold_full; see test_agent.cc).
   const std::set<DropReason> elsewhere = {DropReason::TCP_INVALID, DropReason::NOT_ACTIVE,
                                           DropReason::FLOW_TABLE_FULL, DropReason::NAT_PORTS_EXHAUSTED,
-                                          DropReason::ARP_MISS, DropReason::NO_MBUF,
-                                          DropReason::TX_FULL, DropReason::HOLD_FULL};
+                                          DropReason::ARP_MISS, DropReason::NO_MBUF};
   for (unsigned i = 0; i < kDropReasonCount; i++) {
     auto r = static_cast<DropReason>(i);
     EXPECT_TRUE(covered.count(r) || elsewhere.count(r)) << "no test for " << drop_reason_label(r);
