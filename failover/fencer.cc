@@ -4,6 +4,8 @@
 #include <sys/types.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -59,18 +61,40 @@ class ProcessFencer final : public Fencer {
   std::string pidfile_;
 };
 
-// Destroys (or suspends) the peer's libvirt domain and confirms it is not running.
+// Destroys (or suspends) the peer's libvirt domain and confirms through libvirt that it no
+// longer runs. The whole operation (connect, lookup, destroy, confirm) is bounded by the
+// deadline: libvirt calls block (a remote URI over a dead link can hang in connect), so they run
+// on a worker thread and fence() stops waiting at the deadline. A worker that outlives its
+// caller finishes on its own and frees what it holds.
 class LibvirtFencer final : public Fencer {
  public:
   LibvirtFencer(std::string uri, std::string domain, bool suspend)
       : uri_(std::move(uri)), domain_(std::move(domain)), suspend_(suspend) {}
   const char *kind() const override { return "libvirt"; }
   Status fence(std::chrono::milliseconds deadline) override {
-    virConnectPtr conn = virConnectOpen(uri_.c_str());
-    if (conn == nullptr) return Unavailable("fence: cannot connect to libvirt at " + uri_ + ": " + last_error());
-    Status st = fence_on(conn, deadline);
-    virConnectClose(conn);
-    return st;
+    struct Shared {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      Status result;
+      std::string stage = "connecting to " ;
+    };
+    auto sh = std::make_shared<Shared>();
+    sh->stage += uri_;
+    auto end = Clock::now() + deadline;
+    std::thread([sh, end, uri = uri_, domain = domain_, suspend = suspend_] {
+      auto set_stage = [&](std::string s) { std::lock_guard<std::mutex> l(sh->mu); sh->stage = std::move(s); };
+      Status st = run(uri, domain, suspend, end, set_stage);
+      std::lock_guard<std::mutex> l(sh->mu);
+      sh->result = std::move(st);
+      sh->done = true;
+      sh->cv.notify_all();
+    }).detach();
+    std::unique_lock<std::mutex> l(sh->mu);
+    if (!sh->cv.wait_until(l, end, [&] { return sh->done; }))
+      return Status(Code::DEADLINE_EXCEEDED, "fence: libvirt domain " + domain_ + " not confirmed stopped within " +
+                                                 std::to_string(deadline.count()) + " ms (still " + sh->stage + ")");
+    return sh->result;
   }
 
  private:
@@ -78,25 +102,56 @@ class LibvirtFencer final : public Fencer {
     virErrorPtr e = virGetLastError();
     return e && e->message ? e->message : "unknown error";
   }
-  Status fence_on(virConnectPtr conn, std::chrono::milliseconds deadline) {
-    virDomainPtr dom = virDomainLookupByName(conn, domain_.c_str());
-    if (dom == nullptr) return Status::Ok();  // no such domain: nothing can forward
-    auto end = Clock::now() + deadline;
-    int rc = suspend_ ? virDomainSuspend(dom) : virDomainDestroy(dom);
+  static const char *state_name(int s) {
+    switch (s) {
+      case VIR_DOMAIN_RUNNING: return "running";
+      case VIR_DOMAIN_BLOCKED: return "blocked";
+      case VIR_DOMAIN_PAUSED: return "paused";
+      case VIR_DOMAIN_SHUTDOWN: return "shutting down";
+      case VIR_DOMAIN_SHUTOFF: return "shut off";
+      case VIR_DOMAIN_CRASHED: return "crashed";
+      case VIR_DOMAIN_PMSUSPENDED: return "pm-suspended";
+      default: return "no state";
+    }
+  }
+  // Fenced means its vCPUs can run no more: shut off or crashed (crashed = the guest panicked
+  // and libvirt holds it stopped); with suspend, paused also counts.
+  static bool fenced_state(int s, bool suspend) {
+    return s == VIR_DOMAIN_SHUTOFF || s == VIR_DOMAIN_CRASHED || (suspend && s == VIR_DOMAIN_PAUSED);
+  }
+  template <class SetStage>
+  static Status run(const std::string &uri, const std::string &domain, bool suspend, Clock::time_point end,
+                    SetStage set_stage) {
+    virConnectPtr conn = virConnectOpen(uri.c_str());
+    if (conn == nullptr) return Unavailable("fence: cannot connect to libvirt at " + uri + ": " + last_error());
+    set_stage("looking up domain " + domain);
     Status st = Status::Ok();
+    virDomainPtr dom = virDomainLookupByName(conn, domain.c_str());
+    if (dom == nullptr) {
+      virErrorPtr e = virGetLastError();
+      // Only a definite "no such domain" means nothing can run under that name; any other
+      // failure (connection lost, permission) leaves the peer's state unknown.
+      if (e == nullptr || e->code != VIR_ERR_NO_DOMAIN)
+        st = Unavailable("fence: lookup of domain " + domain + " at " + uri + " failed: " + last_error());
+      virConnectClose(conn);
+      return st;
+    }
+    set_stage(std::string(suspend ? "suspending" : "destroying") + " domain " + domain);
+    int rc = suspend ? virDomainSuspend(dom) : virDomainDestroy(dom);
+    std::string action_error = rc < 0 ? last_error() : "";
+    set_stage("confirming domain " + domain + " stopped");
     for (;;) {
-      int state = 0, reason = 0;
-      if (virDomainGetState(dom, &state, &reason, 0) == 0 &&
-          (suspend_ ? state == VIR_DOMAIN_PAUSED : state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED))
-        break;
+      int state = VIR_DOMAIN_NOSTATE, reason = 0;
+      if (virDomainGetState(dom, &state, &reason, 0) == 0 && fenced_state(state, suspend)) break;
       if (Clock::now() > end) {
-        st = Status(Code::DEADLINE_EXCEEDED, "fence: domain " + domain_ + " still running" +
-                                                 (rc < 0 ? " (" + last_error() + ")" : ""));
+        st = Status(Code::DEADLINE_EXCEEDED, "fence: domain " + domain + " is still " + state_name(state) +
+                                                 (action_error.empty() ? "" : " (" + action_error + ")"));
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     virDomainFree(dom);
+    virConnectClose(conn);
     return st;
   }
   std::string uri_, domain_;

@@ -14,7 +14,8 @@ class Fencer {
  public:
   virtual ~Fencer() = default;
   virtual const char *kind() const = 0;
-  // Stops the peer within the deadline. OK only if it is confirmed no longer running.
+  // Stops the peer within the deadline (the whole call returns by then). OK only if it is
+  // confirmed no longer running; DEADLINE_EXCEEDED or UNAVAILABLE (peer state unknown) otherwise.
   virtual Status fence(std::chrono::milliseconds deadline) = 0;
 };
 
