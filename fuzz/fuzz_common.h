@@ -1,0 +1,99 @@
+/* Shared by the libFuzzer targets: one EAL per process, brought up without hugepages, PCI,
+ * shared config or telemetry, and a flow-table invariant check that aborts (so libFuzzer
+ * records the input) when the table disagrees with itself. */
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include "dataplane/flow_table.h"
+
+#define FUZZ_CHECK(cond, ...)                                              \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      std::fprintf(stderr, "fuzz invariant failed: %s: ", #cond);          \
+      std::fprintf(stderr, __VA_ARGS__);                                   \
+      std::fprintf(stderr, "\n");                                          \
+      std::abort();                                                        \
+    }                                                                      \
+  } while (0)
+
+namespace ftpair::fuzz {
+
+/* Brings the EAL up once. extra: more EAL arguments (e.g. vdevs). Exits the process with a
+ * message if the EAL refuses: no target can run without it. */
+inline void init_eal(std::vector<std::string> extra = {}) {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  std::vector<std::string> args = {"ftpair-fuzz", "--no-huge", "-m", "64", "--no-pci", "--no-shconf",
+                                   "--no-telemetry", "-l", "0",
+                                   "--file-prefix", "ftpair-fuzz-" + std::to_string(getpid()),
+                                   "--log-level", "*:error"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char *> av;
+  for (auto &a : args) av.push_back(a.data());
+  if (rte_eal_init(static_cast<int>(av.size()), av.data()) < 0) {
+    std::fprintf(stderr, "ftpair-fuzz: EAL init failed: %s\n", rte_strerror(rte_errno));
+    std::exit(1);
+  }
+}
+
+/* The table agrees with itself: size() counts the in-use records, both keys of every
+ * in-use record find that record, and ports_in_use counts the distinct NAT ports. */
+inline void check_table(const dp::FlowTable &t, const char *what) {
+  uint32_t n = 0;
+  std::set<std::pair<uint8_t, uint16_t>> ports;
+  t.for_each([&](uint32_t slot, const dp::FlowRecord &r) {
+    n++;
+    int in = t.lookup(dp::inside_key(r.st)), out = t.lookup(dp::outside_key(r.st));
+    FUZZ_CHECK(in == static_cast<int>(slot) && out == static_cast<int>(slot),
+               "%s: slot %u: inside key -> %d, outside key -> %d", what, slot, in, out);
+    ports.insert({r.st.proto, r.st.nat_port});
+  });
+  FUZZ_CHECK(n == t.size(), "%s: %u records in use, size() says %u", what, n, t.size());
+  for (uint8_t proto : {uint8_t(6), uint8_t(17), uint8_t(1)}) {
+    uint32_t distinct = 0;
+    for (const auto &p : ports) distinct += p.first == proto;
+    FUZZ_CHECK(distinct == t.ports_in_use(proto), "%s: proto %u: %u distinct NAT ports, ports_in_use says %u",
+               what, proto, distinct, t.ports_in_use(proto));
+  }
+}
+
+// Reads bytes off the front of the input; past the end it yields zeros.
+class Reader {
+ public:
+  Reader(const uint8_t *d, size_t n) : d_(d), n_(n) {}
+  bool empty() const { return n_ == 0; }
+  size_t left() const { return n_; }
+  uint8_t u8() {
+    if (n_ == 0) return 0;
+    n_--;
+    return *d_++;
+  }
+  uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
+  uint32_t u32() { return u16() | uint32_t(u16()) << 16; }
+  // Up to n bytes (fewer at the end of the input).
+  std::string bytes(size_t n) {
+    if (n > n_) n = n_;
+    std::string s(reinterpret_cast<const char *>(d_), n);
+    d_ += n;
+    n_ -= n;
+    return s;
+  }
+
+ private:
+  const uint8_t *d_;
+  size_t n_;
+};
+
+}  // namespace ftpair::fuzz
