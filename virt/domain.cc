@@ -1,0 +1,159 @@
+#include "virt/domain.h"
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include <sstream>
+
+#include "virt/digest.h"
+
+namespace ftpair::virt {
+
+std::string xml_escape(const std::string &s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      case '\'': o += "&apos;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+std::string meta_xml(const InstanceMeta &m, bool with_namespace) {
+  std::ostringstream x;
+  if (with_namespace)
+    x << "<" << kMetaPrefix << ":instance xmlns:" << kMetaPrefix << "=\"" << kMetaNs << "\" pair=\"";
+  else
+    x << "<instance pair=\"";
+  x << xml_escape(m.pair) << "\" node=\"" << xml_escape(m.node) << "\" role=\""
+    << xml_escape(m.role) << "\" state=\"" << xml_escape(m.state) << "\" image=\"" << xml_escape(m.image)
+    << "\" memory_mib=\"" << m.memory_mib << "\" vcpus=\"" << m.vcpus << "\"";
+  if (!m.created_network.empty()) x << " created_network=\"" << xml_escape(m.created_network) << "\"";
+  x << "/>";
+  return x.str();
+}
+
+bool parse_meta_xml(const std::string &xml, InstanceMeta *m) {
+  xmlDocPtr doc = xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "meta.xml", nullptr,
+                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  if (doc == nullptr) return false;
+  xmlNodePtr root = xmlDocGetRootElement(doc);
+  bool ok = root != nullptr && xmlStrcmp(root->name, BAD_CAST "instance") == 0;
+  if (ok) {
+    auto attr = [&](const char *name) {
+      xmlChar *v = xmlGetProp(root, BAD_CAST name);
+      std::string s = v ? reinterpret_cast<const char *>(v) : "";
+      xmlFree(v);
+      return s;
+    };
+    m->pair = attr("pair");
+    m->node = attr("node");
+    m->role = attr("role");
+    m->state = attr("state");
+    m->image = attr("image");
+    m->created_network = attr("created_network");
+    try {
+      m->memory_mib = static_cast<uint32_t>(std::stoul(attr("memory_mib")));
+      m->vcpus = static_cast<uint32_t>(std::stoul(attr("vcpus")));
+    } catch (...) {
+      ok = false;
+    }
+    ok = ok && !m->pair.empty();
+  }
+  xmlFreeDoc(doc);
+  return ok;
+}
+
+std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self) {
+  const std::string port = ":" + std::to_string(pair.grpc_port);
+  std::vector<std::string> s{
+      "ftpair:pair=" + pair.name,
+      "ftpair:node.id=" + self.id,
+      "ftpair:node.role=" + self.role,
+      "ftpair:management.address=" + self.mgmt_address,
+      "ftpair:management.grpc=" + self.mgmt_ip() + port,
+  };
+  if (self.id == "a")
+    s.push_back("ftpair:peer.grpc=" + pair.b.mgmt_ip() + port);
+  else if (self.id == "b")
+    s.push_back("ftpair:peer.grpc=" + pair.a.mgmt_ip() + port);
+  else
+    s.push_back("ftpair:peer.candidates=" + pair.a.mgmt_ip() + port + "," + pair.b.mgmt_ip() + port);
+  for (const auto &[k, v] : pair.config) s.push_back("ftpair:" + k + "=" + v);
+  return s;
+}
+
+std::string image_key(const PairSpec &pair, const NodeSpec &node) {
+  std::string text;
+  for (const auto &f : node.boot_files()) {
+    auto it = pair.allowlist.find(f);
+    text += f + "=" + (it == pair.allowlist.end() ? "" : it->second) + "\n";
+  }
+  return sha256_hex(text);
+}
+
+std::string domain_xml(const PairSpec &pair, const NodeSpec &n, const std::string &name, const std::string &uuid,
+                       const InstanceMeta &meta) {
+  bool vhost_user = false;
+  for (const auto &nic : n.nics) vhost_user |= nic.type == "vhost-user";
+  std::ostringstream x;
+  x << "<domain type='qemu'>\n"
+    << "  <name>" << xml_escape(name) << "</name>\n";
+  if (!uuid.empty()) x << "  <uuid>" << xml_escape(uuid) << "</uuid>\n";
+  x << "  <metadata>\n    " << meta_xml(meta, true) << "\n  </metadata>\n"
+    << "  <memory unit='MiB'>" << n.memory_mib << "</memory>\n"
+    << "  <vcpu>" << n.vcpus << "</vcpu>\n";
+  // vhost-user needs guest memory the backend can map.
+  if (vhost_user) x << "  <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>\n";
+  x << "  <sysinfo type='smbios'>\n    <oemStrings>\n";
+  for (const auto &s : oem_strings(pair, n)) x << "      <entry>" << xml_escape(s) << "</entry>\n";
+  x << "    </oemStrings>\n  </sysinfo>\n"
+    << "  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n";
+  if (!n.kernel.empty()) {
+    x << "    <kernel>" << xml_escape(n.kernel) << "</kernel>\n";
+    if (!n.initrd.empty()) x << "    <initrd>" << xml_escape(n.initrd) << "</initrd>\n";
+    if (!n.cmdline.empty()) x << "    <cmdline>" << xml_escape(n.cmdline) << "</cmdline>\n";
+  } else {
+    x << "    <boot dev='hd'/>\n";
+  }
+  x << "    <smbios mode='sysinfo'/>\n  </os>\n"
+    << "  <features><acpi/></features>\n"
+    << "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n"
+    << "  <devices>\n";
+  if (!n.disk.empty())
+    // The image is shared by the pair and the spares, so it is attached read-only.
+    x << "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n"
+      << "      <source file='" << xml_escape(n.disk) << "'/>\n      <target dev='vda' bus='virtio'/>\n"
+      << "      <readonly/>\n    </disk>\n";
+  if (!n.mgmt_network.empty())
+    x << "    <interface type='network'>\n      <source network='" << xml_escape(n.mgmt_network) << "'/>\n";
+  else
+    x << "    <interface type='bridge'>\n      <source bridge='" << xml_escape(n.mgmt_bridge) << "'/>\n";
+  x << "      <model type='virtio'/>\n    </interface>\n";
+  for (const auto &nic : n.nics) {
+    if (nic.type == "bridge")
+      x << "    <interface type='bridge'>\n      <source bridge='" << xml_escape(nic.source) << "'/>\n";
+    else if (nic.type == "macvtap")
+      x << "    <interface type='direct'>\n      <source dev='" << xml_escape(nic.source) << "' mode='"
+        << xml_escape(nic.mode) << "'/>\n";
+    else
+      x << "    <interface type='vhostuser'>\n      <source type='unix' path='" << xml_escape(nic.source)
+        << "' mode='" << xml_escape(nic.mode) << "'/>\n";
+    x << "      <model type='virtio'/>\n    </interface>\n";
+  }
+  if (!n.serial_log.empty())
+    x << "    <serial type='file'>\n      <source path='" << xml_escape(n.serial_log) << "'/>\n"
+      << "      <target port='0'/>\n    </serial>\n";
+  else
+    x << "    <serial type='pty'><target port='0'/></serial>\n";
+  x << "    <graphics type='none'/>\n    <video><model type='none'/></video>\n"
+    << "    <memballoon model='none'/>\n  </devices>\n</domain>\n";
+  return x.str();
+}
+
+}  // namespace ftpair::virt

@@ -1,0 +1,80 @@
+/* The pair spec: what `ftpair-virt` deploys. YAML, every field checked; a bad spec is refused
+ * with the field named (for example "nodes.b.nics[1].source: missing").
+ *
+ *   pair:
+ *     name: p1                      # domains are <name>-a, <name>-b, spares <name>-spare-<i>
+ *     grpc_port: 50051              # ftpaird management/peer gRPC port in the guests
+ *     allowlist: {/images/node.img: <sha256 hex>, ...}   # boot digest allow-list
+ *     allowlist_dir: /etc/ftpair/virt   # where deploy writes <name>.allow for the qemu hook
+ *     reuse: none | same-image      # teardown --reuse keeps instances with the same image
+ *                                   # digest, memory and vCPUs; the next deploy picks them up
+ *     pool: {size: 1, addresses: [198.18.3.10/24]}   # warm standby spares (copies of node b)
+ *     config: {failover.fence: libvirt, ...}         # extra ftpaird keys, as OEM strings
+ *   nodes:
+ *     a: &node
+ *       uri: qemu:///system
+ *       role: active                # active | standby
+ *       memory_mib: 64
+ *       vcpus: 1
+ *       disk: /images/node.img      # or kernel: + initrd: (+ cmdline:)
+ *       nics: [{type: bridge, source: br-lan}, {type: macvtap, source: eth1, mode: bridge},
+ *              {type: vhost-user, source: /run/vhu.sock, mode: client}]
+ *       management: {network: default, address: 198.18.3.1/24}   # or bridge: br-mgmt
+ *       serial_log: /var/log/ftpair/a.serial   # optional: console to a file
+ *     b: ...
+ */
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "control/status.h"
+
+namespace ftpair::virt {
+
+struct NicSpec {
+  std::string type;    // bridge | macvtap | vhost-user
+  std::string source;  // bridge name, host device, or vhost-user socket path
+  std::string mode;    // macvtap: bridge|vepa|private|passthrough; vhost-user: client|server
+};
+
+struct NodeSpec {
+  std::string id;  // a | b | spare-<i>
+  std::string uri;
+  std::string role;  // active | standby
+  uint32_t memory_mib = 0;
+  uint32_t vcpus = 1;
+  std::string disk, kernel, initrd, cmdline;
+  std::vector<NicSpec> nics;
+  std::string mgmt_network, mgmt_bridge, mgmt_address;  // address is ip/prefix
+  std::string serial_log;
+
+  // The boot files the allow-list must cover: the disk, or kernel and initrd.
+  std::vector<std::string> boot_files() const;
+  std::string mgmt_ip() const { return mgmt_address.substr(0, mgmt_address.find('/')); }
+};
+
+struct PairSpec {
+  std::string name;
+  uint16_t grpc_port = 50051;
+  std::map<std::string, std::string> allowlist;  // path -> sha256 hex
+  std::string allowlist_dir = "/etc/ftpair/virt";
+  std::string reuse = "none";
+  uint32_t pool_size = 0;
+  std::vector<std::string> pool_addresses;
+  std::map<std::string, std::string> config;  // extra dotted ftpaird keys
+  NodeSpec a, b;
+
+  std::string domain_name(const std::string &node_id) const { return name + "-" + node_id; }
+  // Spare i: a copy of node b (same image, size, URI, NICs) with its own address and no role
+  // preference beyond standby.
+  NodeSpec spare(uint32_t i) const;
+};
+
+// Parses and checks a spec. Errors name the field: "nodes.a.memory_mib: missing".
+Status parse_spec(const std::string &yaml_text, PairSpec *out);
+Status load_spec(const std::string &path, PairSpec *out);
+
+}  // namespace ftpair::virt
