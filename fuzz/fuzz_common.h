@@ -69,6 +69,12 @@ inline void check_table(const dp::FlowTable &t, const char *what) {
   }
 }
 
+// FTPAIR_FUZZ_VERBOSE=1: targets print what they decided (for reading a seed or a crash).
+inline bool verbose() {
+  static const bool v = std::getenv("FTPAIR_FUZZ_VERBOSE") != nullptr;
+  return v;
+}
+
 // Reads bytes off the front of the input; past the end it yields zeros.
 class Reader {
  public:

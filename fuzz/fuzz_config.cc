@@ -25,6 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   parts.erase(parts.begin());
   Config c;
   Status s = parse_config(yaml, parts, &c);
+  if (ftpair::fuzz::verbose()) std::fprintf(stderr, "parse_config: %s\n", s.ok() ? "ok" : s.message().c_str());
   if (!s.ok()) {
     FUZZ_CHECK(s.code() == Code::INVALID_ARGUMENT && s.message().rfind("config: ", 0) == 0,
                "error without the config: prefix or with code %d: %s", int(s.code()), s.message().c_str());

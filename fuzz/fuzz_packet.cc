@@ -269,7 +269,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(dst != nullptr || frame.empty(), "append %zu", frame.size());
     if (!frame.empty()) std::memcpy(dst, frame.data(), frame.size());
     if (ctl & 2) fix_ip_checksum(m);
+    uint64_t before[dp::kDropReasonCount];
+    for (unsigned r = 0; r < dp::kDropReasonCount; r++) before[r] = w->nf->drops(static_cast<dp::DropReason>(r));
     w->nf->process(port, &m, 1, w->now);
+    if (verbose()) {
+      std::fprintf(stderr, "chunk %u: port %u, %zu bytes, flows %u:", chunk, port, frame.size(), w->flows->size());
+      for (unsigned r = 0; r < dp::kDropReasonCount; r++)
+        if (w->nf->drops(static_cast<dp::DropReason>(r)) != before[r])
+          std::fprintf(stderr, " drop %s", dp::drop_reason_label(static_cast<dp::DropReason>(r)));
+      std::fprintf(stderr, "\n");
+    }
     w->agent->flush(0);
     if (ctl & 4)
       for (uint32_t s = 0; s < kCapacity / 64; s++) w->nf->housekeeping(w->now);

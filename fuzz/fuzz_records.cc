@@ -10,8 +10,8 @@
  *               generation-1), chunk u8, flows_at_cut u16, batches u8 (<=4), each batch:
  *               format u8, count u8, length u16, bytes
  *     2 begin_stream   3 end_stream   4 set_accepting(bit) u8
- *   odd: the rest is one serialized SyncMessage (protobuf), dispatched as the Sync service
- *     does: a Hello or a Checkpoint. */
+ *   odd: serialized SyncMessages (protobuf) as the Sync stream carries them, each preceded
+ *     by its length (u16), dispatched as the Sync service does: a Hello or a Checkpoint. */
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -70,6 +70,10 @@ void checkpoint(const v1::Checkpoint &c) {
   bool ack = false;
   v1::Ack a;
   Status s = w->applier->on_checkpoint(c, &ack, &a);
+  if (verbose())
+    std::fprintf(stderr, "checkpoint epoch %lu full %d chunk %u: %s ack %d, %u flows, in sync %d\n",
+                 (unsigned long)c.epoch(), c.full(), c.chunk(), s.ok() ? "ok" : s.message().c_str(), ack,
+                 w->flows->size(), w->applier->in_sync());
   check_table(*w->flows, "after a checkpoint");
   if (s.ok()) {
     if (ack) {
@@ -95,6 +99,7 @@ void checkpoint(const v1::Checkpoint &c) {
 void hello(const v1::Hello &h, uint64_t local_generation) {
   v1::Hello reply;
   Status s = w->applier->on_hello(h, local_generation, &reply);
+  if (verbose()) std::fprintf(stderr, "hello: %s\n", s.ok() ? "ok" : s.message().c_str());
   if (s.ok())
     FUZZ_CHECK(ckpt::format_supported(reply.chosen_record_format()), "hello chose format %u",
                reply.chosen_record_format());
@@ -149,11 +154,14 @@ void structured(Reader &in) {
   }
 }
 
-void serialized(const uint8_t *d, size_t n) {
-  v1::SyncMessage m;
-  if (!m.ParseFromArray(d, static_cast<int>(n))) return;
-  if (m.has_hello()) hello(m.hello(), 1);
-  if (m.has_checkpoint()) checkpoint(m.checkpoint());
+void serialized(Reader &in) {
+  for (unsigned n = 0; n < 16 && !in.empty(); n++) {
+    const std::string bytes = in.bytes(in.u16());
+    v1::SyncMessage m;
+    if (!m.ParseFromString(bytes)) continue;
+    if (m.has_hello()) hello(m.hello(), 1);
+    if (m.has_checkpoint()) checkpoint(m.checkpoint());
+  }
 }
 
 }  // namespace
@@ -177,12 +185,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::lock_guard<std::mutex> g(w->mu);
     w->applier->set_accepting(true);
   }
-  if (data[0] & 1) {
-    serialized(data + 1, size - 1);
-  } else {
-    Reader in(data + 1, size - 1);
+  Reader in(data + 1, size - 1);
+  if (data[0] & 1)
+    serialized(in);
+  else
     structured(in);
-  }
   w->applier->end_stream();
   check_table(*w->flows, "after the input");
   return 0;

@@ -50,6 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ckpt::SnapshotMeta meta;
   std::vector<ckpt::WireRecord> recs;
   Status s = ckpt::read_snapshot(g_path, kCapacity, &meta, &recs);
+  if (verbose()) std::fprintf(stderr, "read_snapshot: %s\n", s.ok() ? "ok" : s.message().c_str());
   if (!s.ok()) {
     FUZZ_CHECK(s.code() == Code::DATA_LOSS, "read_snapshot: code %d: %s", int(s.code()), s.message().c_str());
     return 0;
@@ -60,6 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   (void)ckpt::snapshot_usable(meta, 0, 600, meta.created_unix_ns);
   g_flows->clear();
   s = ckpt::restore_snapshot(recs, *g_flows, rte_rdtsc(), rte_get_tsc_hz());
+  if (verbose())
+    std::fprintf(stderr, "restore: %s, %u flows\n", s.ok() ? "ok" : s.message().c_str(), g_flows->size());
   check_table(*g_flows, s.ok() ? "restored" : "restore refused");
   if (s.ok()) {
     uint32_t in_use = 0;
