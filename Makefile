@@ -1,10 +1,14 @@
 # ftpair: thin wrapper over meson. Every entry point installs missing packages first.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
 ONLY ?=
 MESON_TEST_ARGS ?=
 
-.PHONY: all deps build test test-unit test-lab test-sanitize bench demo clean lab-down
+.PHONY: all deps build test test-unit test-lab test-sanitize test-asan test-tsan fuzz fuzz-smoke bench demo clean lab-down
 
 all: build
 
@@ -27,12 +31,34 @@ test-unit: build
 test-lab: build
 	@tools/run-tests.sh $(BUILD) --suite lab
 
-# Unit tests under ASan+UBSan.
-test-sanitize: deps
-	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
-	ninja -C $(ASAN_BUILD)
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  tools/run-tests.sh $(ASAN_BUILD) --suite unit
+# Unit tests under ASan+UBSan, then the multi-threaded control-plane tests under TSan.
+# Only the test binaries are built (no daemon, benchmarks or tools). Suppressions, each
+# justified: tools/sanitizers/*.supp.
+SAN_SUPP := $(CURDIR)/tools/sanitizers
+ASAN_TESTS := tests/test_dataplane tests/test_checkpoint tests/test_control
+TSAN_TESTS := tests/test_checkpoint tests/test_control
+test-sanitize: test-asan test-tsan
+
+test-asan: deps
+	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dbenchmarks=false
+	ninja -C $(ASAN_BUILD) -j2 $(ASAN_TESTS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_SUPP)/ubsan.supp \
+	  tools/run-tests.sh $(ASAN_BUILD) --no-rebuild --suite unit
+
+test-tsan: deps
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug -Dbenchmarks=false
+	ninja -C $(TSAN_BUILD) -j2 $(TSAN_TESTS)
+	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SAN_SUPP)/tsan.supp \
+	  tools/run-tests.sh $(TSAN_BUILD) --no-rebuild --suite unit checkpoint control
+
+# libFuzzer targets (clang, ASan+UBSan) on copies of fuzz/corpus: `make fuzz` runs each
+# for FUZZ_SECONDS (default 300), `make fuzz-smoke` for 30 s (CI). FUZZ_TARGETS picks some.
+fuzz: deps
+	@tools/run-fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: deps
+	@tools/run-fuzz.sh $(FUZZ_BUILD) 30 $(FUZZ_TARGETS)
 
 bench: build
 	@tools/bench/run.sh $(BUILD) $(ONLY)
@@ -44,4 +70,4 @@ lab-down:
 	@tools/lab/ftpair-lab down
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -349,4 +349,37 @@ write("fuzz_snapshot", "v1-two-flows", snapshot(1, [rec_v1(3, 6, 1, 1, H, R, NAT
                                                    rec_v1(4, 17, 0, 1, H, R, NAT, 1, 2, 3)], 2))
 write("fuzz_snapshot", "empty", snapshot(2, [], 0, clean=0))
 write("fuzz_snapshot", "duplicate-keys", snapshot(2, [r1, rec_v2(4, 6, 3, 0x11, H, R, NAT, 40000, 80, 20000)], 2))
+# ------------------------------------------------------------------ fuzz_smbios
+
+
+def smbios11(strings, count=None, handle=0x1100):
+    count = len(strings) if count is None else count
+    sset = b"".join(x.encode() + b"\0" for x in strings) + b"\0" if strings else b"\0\0"
+    return struct.pack("<BBHB", 11, 5, handle, count) + sset
+
+
+def smbios(type_, formatted=b"", strings=(), handle=0):
+    sset = b"".join(x.encode() + b"\0" for x in strings) + b"\0" if strings else b"\0\0"
+    return struct.pack("<BBH", type_, 4 + len(formatted), handle) + formatted + sset
+
+
+OEM = ["ftpair:node.role=active", "ftpair:node.id=a", "ftpair:peer.grpc=198.18.3.2:50051",
+       "ftpair:management.grpc=198.18.3.1:50051", "ftpair:pair=lab", "Other vendor string"]
+write("fuzz_smbios", "type11-active", b"\0" + smbios11(OEM))
+write("fuzz_smbios", "type11-spare", b"\0" + smbios11(["ftpair:node.role=standby", "ftpair:node.id=c",
+                                                      "ftpair:management.grpc=198.18.3.3:50051",
+                                                      "ftpair:peer.candidates=198.18.3.1:50051,198.18.3.2:50051"]))
+write("fuzz_smbios", "type11-count-mismatch", b"\0" + smbios11(OEM[:2], count=5))
+table = (smbios(0, b"\x01\x02\x00\xf0\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00", ["SeaBIOS", "1.16"]) +
+         smbios(1, b"\x01\x02\x03\x04" + b"\0" * 20, ["QEMU", "Standard PC"], handle=0x100) +
+         smbios11(OEM[:3]) + smbios11(OEM[3:], handle=0x1101) + smbios(127, handle=0x7F00))
+write("fuzz_smbios", "dmi-table", b"\x01" + table)
+write("fuzz_smbios", "config-drive", b"\x02" + b"""node:
+  role: standby
+  id: b
+peer:
+  grpc: 198.18.3.1:50051
+management:
+  grpc: 198.18.3.2:50051
+""")
 print("corpora written under", ROOT, file=sys.stderr)
