@@ -81,6 +81,22 @@ void get_endpoint(const YAML::Node &parent, const std::string &key, const std::s
   if (!parse_endpoint(s, out)) fail(join(path, key), "'" + s + "' is not host:port (IPv4 address, port 1-65535)");
 }
 
+void read_tls(const YAML::Node &parent, const std::string &path, TlsConfig *t) {
+  YAML::Node n = parent["tls"];
+  if (!n) return;
+  const std::string p = join(path, "tls");
+  check_keys(n, p, {"ca", "cert", "key"});
+  get_str(n, "ca", p, &t->ca);
+  get_str(n, "cert", p, &t->cert);
+  get_str(n, "key", p, &t->key);
+  for (const auto &[k, v] : {std::pair<const char *, const std::string *>{"ca", &t->ca}, {"cert", &t->cert},
+                             {"key", &t->key}}) {
+    if (v->empty()) fail(join(p, k), "missing (mutual TLS needs ca, cert and key, as PEM file paths)");
+    std::ifstream f(*v);
+    if (!f) fail(join(p, k), "cannot read '" + *v + "'");
+  }
+}
+
 void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
   if (!n) fail(path, "missing");
   check_keys(n, path, {"device", "vip", "vmac_id", "gateway"});
@@ -113,7 +129,9 @@ void read_config(const YAML::Node &root, Config *c) {
     fail("node.role", "'" + c->role + "' is not one of auto, active, standby");
   // dpdk
   if (YAML::Node d = root["dpdk"]) {
-    check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc"});
+    check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc",
+                         "telemetry"});
+    get_bool(d, "telemetry", "dpdk", &c->telemetry);
     get_uint(d, "memory_mb", "dpdk", 32, 1 << 20, &c->memory_mb);
     get_uint(d, "mbufs", "dpdk", 1023, 1 << 24, &c->mbufs);
     get_bool(d, "no_huge", "dpdk", &c->no_huge);
@@ -202,13 +220,20 @@ void read_config(const YAML::Node &root, Config *c) {
     get_bool(n, "test_hooks", "worker", &c->test_hooks);
   }
   if (YAML::Node n = root["management"]) {
-    check_keys(n, "management", {"metrics", "grpc"});
+    check_keys(n, "management", {"metrics", "grpc", "tls"});
     get_endpoint(n, "metrics", "management", &c->metrics);
     get_endpoint(n, "grpc", "management", &c->grpc);
+    read_tls(n, "management", &c->management_tls);
   }
   if (YAML::Node n = root["peer"]) {
-    check_keys(n, "peer", {"grpc"});
+    check_keys(n, "peer", {"grpc", "tls"});
     get_endpoint(n, "grpc", "peer", &c->peer_grpc);
+    read_tls(n, "peer", &c->peer_tls);
+  }
+  if (!c->peer_tls.enabled()) {
+    c->peer_tls.ca = c->management_tls.ca;
+    c->peer_tls.cert = c->management_tls.cert;
+    c->peer_tls.key = c->management_tls.key;
   }
   if (YAML::Node n = root["failover"]) {
     const std::string p = "failover";
@@ -359,13 +384,89 @@ Status load_config(const std::string &path, const std::vector<std::string> &over
 std::vector<std::string> Config::eal_argv() const {
   std::vector<std::string> a;
   if (no_huge) a.push_back("--no-huge");
-  a.insert(a.end(), {"-m", std::to_string(memory_mb), "--no-shconf", "--no-telemetry",
+  if (!telemetry) a.push_back("--no-telemetry");
+  a.insert(a.end(), {"-m", std::to_string(memory_mb), "--no-shconf",
                      "--file-prefix", eal_file_prefix(), "--lcores", lcores, "--log-level", "*:warning"});
   // Only vdevs in the lab: skip the PCI scan unless a device looks like a PCI address.
   auto is_pci = [](const std::string &d) { return d.find(':') != std::string::npos && d.rfind("net_", 0) != 0; };
   if (!is_pci(inside.device) && !is_pci(outside.device)) a.push_back("--no-pci");
   a.insert(a.end(), eal_args.begin(), eal_args.end());
   return a;
+}
+
+std::map<std::string, std::string> config_fields(const Config &c) {
+  std::map<std::string, std::string> m;
+  auto u = [](uint64_t v) { return std::to_string(v); };
+  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+  auto prefix = [](uint32_t ip, uint8_t len) { return ipv4_to_string(ip) + "/" + std::to_string(len); };
+  m["node.id"] = c.node_id;
+  m["node.state_dir"] = c.state_dir;
+  m["node.role"] = c.role;
+  m["dpdk.memory_mb"] = u(c.memory_mb);
+  m["dpdk.mbufs"] = u(c.mbufs);
+  m["dpdk.no_huge"] = b(c.no_huge);
+  m["dpdk.file_prefix"] = c.eal_file_prefix();
+  m["dpdk.lcores"] = c.lcores;
+  std::string eal;
+  for (const auto &a : c.eal_args) eal += (eal.empty() ? "" : " ") + a;
+  m["dpdk.eal_args"] = eal;
+  m["dpdk.rx_desc"] = u(c.rx_desc);
+  m["dpdk.tx_desc"] = u(c.tx_desc);
+  m["dpdk.telemetry"] = b(c.telemetry);
+  for (const auto &[name, side] : {std::pair<const char *, const SideConfig *>{"inside", &c.inside}, {"outside", &c.outside}}) {
+    const std::string p = std::string("ports.") + name + ".";
+    m[p + "device"] = side->device;
+    m[p + "vip"] = prefix(side->vip, side->prefix_len);
+    m[p + "vmac_id"] = u(side->vmac_id);
+    m[p + "gateway"] = side->gateway ? ipv4_to_string(side->gateway) : "";
+  }
+  m["nat.port_min"] = u(c.nat_port_min);
+  m["nat.port_max"] = u(c.nat_port_max);
+  std::string fw;
+  for (const auto &f : c.forwards)
+    fw += (fw.empty() ? "" : ",") + std::string(f.proto == IPPROTO_TCP ? "tcp/" : "udp/") + u(f.outside_port) + "->" +
+          ipv4_to_string(f.inside_ip) + ":" + u(f.inside_port);
+  m["nat.port_forwards"] = fw;
+  m["flows.capacity"] = u(c.flow_capacity);
+  m["flows.timeouts.tcp_syn"] = u(c.timeouts.tcp_syn);
+  m["flows.timeouts.tcp_established"] = u(c.timeouts.tcp_established);
+  m["flows.timeouts.tcp_fin"] = u(c.timeouts.tcp_fin);
+  m["flows.timeouts.tcp_time_wait"] = u(c.timeouts.tcp_time_wait);
+  m["flows.timeouts.tcp_closed"] = u(c.timeouts.tcp_closed);
+  m["flows.timeouts.udp"] = u(c.timeouts.udp);
+  m["flows.timeouts.icmp"] = u(c.timeouts.icmp);
+  m["arp.capacity"] = u(c.arp_capacity);
+  m["arp.timeout_s"] = u(c.arp_timeout_s);
+  m["worker.idle_sleep_max_us"] = u(c.idle_sleep_max_us);
+  m["worker.stall_ms"] = u(c.stall_ms);
+  m["worker.test_hooks"] = b(c.test_hooks);
+  m["management.metrics"] = c.metrics.set() ? c.metrics.str() : "";
+  m["management.grpc"] = c.grpc.set() ? c.grpc.str() : "";
+  m["management.tls.ca"] = c.management_tls.ca;
+  m["management.tls.cert"] = c.management_tls.cert;
+  m["management.tls.key"] = c.management_tls.key;
+  m["peer.grpc"] = c.peer_grpc.set() ? c.peer_grpc.str() : "";
+  m["peer.tls.ca"] = c.peer_tls.ca;
+  m["peer.tls.cert"] = c.peer_tls.cert;
+  m["peer.tls.key"] = c.peer_tls.key;
+  m["checkpoint.mode"] = c.mode == ReplicationMode::STRICT ? "strict" : "relaxed";
+  m["checkpoint.interval_us"] = u(c.checkpoint_interval_us);
+  m["checkpoint.dirty_threshold"] = u(c.checkpoint_dirty_threshold);
+  m["checkpoint.quiesce_timeout_us"] = u(c.quiesce_timeout_us);
+  m["checkpoint.hold_capacity"] = u(c.hold_capacity);
+  m["checkpoint.hold_fallback"] = c.hold_fallback;
+  m["failover.heartbeat_interval_ms"] = u(c.heartbeat_interval_ms);
+  m["failover.miss_threshold"] = u(c.miss_threshold);
+  m["failover.fence"] = c.fence;
+  m["failover.allow_fence_none"] = b(c.allow_fence_none);
+  m["failover.fence_pidfile"] = c.fence_pidfile;
+  m["failover.libvirt_uri"] = c.libvirt_uri;
+  m["failover.libvirt_domain"] = c.libvirt_domain;
+  m["failover.libvirt_action"] = c.libvirt_action;
+  m["failover.fence_timeout_ms"] = u(c.fence_timeout_ms);
+  m["failover.garp_count"] = u(c.garp_count);
+  m["failover.snapshot_max_age_s"] = u(c.snapshot_max_age_s);
+  return m;
 }
 
 dp::NfConfig Config::nf_config() const {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,13 @@ struct SideConfig {
 
 enum class ReplicationMode { STRICT, RELAXED };
 
+// PEM files for mutual TLS. All empty = plaintext; otherwise ca, cert and key are all set.
+// The peer's certificate must name its address (subjectAltName IP).
+struct TlsConfig {
+  std::string ca, cert, key;
+  bool enabled() const { return !ca.empty(); }
+};
+
 struct Config {
   // node
   std::string node_id;
@@ -40,6 +48,7 @@ struct Config {
   std::string file_prefix;  // default: "ftpair-" + node_id
   std::string lcores = "0@(0-1),1@(0-1)";
   std::vector<std::string> eal_args;
+  bool telemetry = false;  // DPDK telemetry socket (dpdk-telemetry.py, /ftpair/state)
   uint16_t rx_desc = 1024, tx_desc = 1024;
   // ports
   SideConfig inside, outside;
@@ -58,6 +67,8 @@ struct Config {
   Endpoint metrics;
   Endpoint grpc;
   Endpoint peer_grpc;
+  TlsConfig management_tls;  // gRPC server: requires and verifies client certificates
+  TlsConfig peer_tls;        // client of the peer (defaults to management_tls)
   // checkpoint
   ReplicationMode mode = ReplicationMode::RELAXED;
   uint32_t checkpoint_interval_us = 1000;
@@ -93,6 +104,10 @@ Status parse_config(const std::string &yaml_text, const std::vector<std::string>
 // Reads and parses a file; a missing or unreadable file is an error naming the path.
 Status load_config(const std::string &path, const std::vector<std::string> &overrides,
                    Config *out);
+
+/* Every effective setting as dotted key -> value text (defaults included), so two configs
+ * can be compared key by key (SIGHUP reload). */
+std::map<std::string, std::string> config_fields(const Config &c);
 
 // "198.18.1.1/24" -> ip (network order) and prefix length.
 bool parse_prefix(const std::string &s, uint32_t *ip_be, uint8_t *plen);

@@ -6,8 +6,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <rte_cycles.h>
+#include <rte_telemetry.h>
 
 #include "checkpoint/snapshot.h"
 #include "control/exposition.h"
@@ -46,6 +51,44 @@ void fill_flow(uint32_t slot, const dp::FlowState &s, v1::Flow *f) {
   f->set_nat(ipv4_to_string(s.nat_ip) + ":" + std::to_string(ntohs(s.nat_port)));
   f->set_state(s.proto == IPPROTO_TCP ? dp::tcp_state_name(static_cast<dp::TcpState>(s.tcp_state)) : "active");
   f->set_flags(s.flags);
+}
+
+bool read_pem(const std::string &path, std::string *out) {
+  std::ifstream f(path);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return !out->empty();
+}
+
+// The DPDK telemetry callback has no user pointer: one daemon per process.
+std::mutex g_tel_mu;
+Daemon *g_tel_daemon = nullptr;
+
+int telemetry_state(const char *, const char *, rte_tel_data *d) {
+  std::lock_guard<std::mutex> g(g_tel_mu);
+  if (!g_tel_daemon) return -1;
+  v1::StatusReply st;
+  g_tel_daemon->status(&st);
+  rte_tel_data_start_dict(d);
+  rte_tel_data_add_dict_string(d, "node_id", st.node_id().c_str());
+  rte_tel_data_add_dict_string(d, "role", st.role().c_str());
+  rte_tel_data_add_dict_string(d, "state", st.state().c_str());
+  rte_tel_data_add_dict_u64(d, "generation", st.generation());
+  rte_tel_data_add_dict_int(d, "serving", st.serving() ? 1 : 0);
+  rte_tel_data_add_dict_int(d, "dataplane_healthy", st.dataplane_healthy() ? 1 : 0);
+  rte_tel_data_add_dict_u64(d, "flows", st.flows());
+  rte_tel_data_add_dict_u64(d, "flow_capacity", st.flow_capacity());
+  rte_tel_data_add_dict_u64(d, "checkpoints", st.checkpoints());
+  rte_tel_data_add_dict_u64(d, "checkpoints_aborted", st.checkpoints_aborted());
+  rte_tel_data_add_dict_int(d, "in_sync", st.sync().in_sync() ? 1 : 0);
+  rte_tel_data_add_dict_u64(d, "epoch", st.sync().epoch());
+  rte_tel_data_add_dict_u64(d, "acked_epoch", st.sync().acked_epoch());
+  rte_tel_data_add_dict_u64(d, "lag_epochs", st.sync().lag_epochs());
+  rte_tel_data_add_dict_u64(d, "lag_bytes", st.sync().lag_bytes());
+  rte_tel_data_add_dict_string(d, "version", st.software_version().c_str());
+  return 0;
 }
 
 }  // namespace
@@ -139,7 +182,8 @@ class Daemon::ControlService final : public v1::Control::Service {
     return to_grpc(d_.flows(req->limit(), out));
   }
   grpc::Status Config(grpc::ServerContext *, const v1::ConfigRequest *, v1::ConfigReply *out) override {
-    out->set_yaml(d_.cfg_.source_text);
+    std::lock_guard<std::mutex> g(d_.reload_mu_);
+    out->set_yaml(d_.source_text_);
     return grpc::Status::OK;
   }
   grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *req, v1::SwitchoverReply *out) override {
@@ -172,8 +216,50 @@ class Daemon::PeerService final : public v1::Peer::Service {
 
 // ------------------------------------------------------------------ life cycle
 
-Daemon::Daemon(const Config &cfg) : cfg_(cfg), generation_(cfg.state_dir) {}
+Daemon::Daemon(const Config &cfg)
+    : cfg_(cfg),
+      generation_(cfg.state_dir),
+      stall_ms_(cfg.stall_ms),
+      fence_timeout_ms_(cfg.fence_timeout_ms),
+      garp_count_(cfg.garp_count),
+      snapshot_max_age_s_(cfg.snapshot_max_age_s),
+      test_hooks_(cfg.test_hooks),
+      source_text_(cfg.source_text) {}
 Daemon::~Daemon() { stop(); }
+
+// mTLS towards the peer when configured (peer.tls, else management.tls), plaintext otherwise.
+std::shared_ptr<grpc::ChannelCredentials> Daemon::peer_credentials(Status *st) const {
+  const TlsConfig &t = cfg_.peer_tls;
+  if (!t.enabled()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  if (!read_pem(t.ca, &o.pem_root_certs)) *st = InvalidArgument("config: peer.tls.ca: cannot read '" + t.ca + "'");
+  else if (!read_pem(t.cert, &o.pem_cert_chain)) *st = InvalidArgument("config: peer.tls.cert: cannot read '" + t.cert + "'");
+  else if (!read_pem(t.key, &o.pem_private_key)) *st = InvalidArgument("config: peer.tls.key: cannot read '" + t.key + "'");
+  if (!st->ok()) return nullptr;
+  return grpc::SslCredentials(o);
+}
+
+// A fresh channel per use (switchover, initial role): a cached one could sit in reconnect
+// backoff after the peer restarted.
+std::shared_ptr<grpc::Channel> Daemon::peer_channel() {
+  grpc::ChannelArguments args;
+  return grpc::CreateCustomChannel(cfg_.peer_grpc.str(), peer_creds_ ? peer_creds_ : grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void Daemon::register_telemetry() {
+  {
+    std::lock_guard<std::mutex> g(g_tel_mu);
+    g_tel_daemon = this;
+  }
+  static bool registered = false;  // DPDK keeps a command for the life of the process
+  if (registered) return;
+  if (rte_telemetry_register_cmd("/ftpair/state", telemetry_state,
+                                 "ftpair node state: role, generation, flows, sync. Takes no parameters.") == 0)
+    registered = true;
+  else
+    std::fprintf(stderr, "ftpaird: cannot register the DPDK telemetry command /ftpair/state\n");
+}
 
 Status Daemon::start() {
   ::mkdir(cfg_.state_dir.c_str(), 0700);
@@ -192,6 +278,12 @@ Status Daemon::start() {
   ec.dirty_threshold = cfg_.checkpoint_dirty_threshold;
   ec.quiesce_timeout = std::chrono::microseconds(cfg_.quiesce_timeout_us);
   ec.generation = [this] { return generation_value_.load(); };
+  if (cfg_.peer_grpc.set()) {
+    Status cs;
+    peer_creds_ = peer_credentials(&cs);
+    if (!cs.ok()) return cs;
+    if (cfg_.peer_tls.enabled()) ec.credentials = peer_creds_;
+  }
   engine_ = std::make_unique<ckpt::Engine>(ec, node_->flows(), node_->agent());
 
   repl_svc_ = std::make_unique<ReplicationService>(*this);
@@ -211,6 +303,7 @@ Status Daemon::start() {
     mc.peer = cfg_.peer_grpc.str();
     mc.interval = std::chrono::milliseconds(cfg_.heartbeat_interval_ms);
     mc.miss_threshold = cfg_.miss_threshold;
+    if (cfg_.peer_tls.enabled()) mc.credentials = peer_creds_;
     fo::MonitorHooks hooks;
     hooks.fill_local = [this](v1::Beat *b) { fill_beat(b); };
     hooks.on_peer_beat = [this](const v1::Beat &b) { on_peer_beat(b); };
@@ -218,9 +311,24 @@ Status Daemon::start() {
     monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
   }
   if (cfg_.grpc.set()) {
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (cfg_.management_tls.enabled()) {
+      // Mutual TLS: a client must present a certificate signed by management.tls.ca.
+      grpc::SslServerCredentialsOptions o(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      grpc::SslServerCredentialsOptions::PemKeyCertPair kc;
+      const TlsConfig &t = cfg_.management_tls;
+      if (!read_pem(t.ca, &o.pem_root_certs)) return InvalidArgument("config: management.tls.ca: cannot read '" + t.ca + "'");
+      if (!read_pem(t.cert, &kc.cert_chain)) return InvalidArgument("config: management.tls.cert: cannot read '" + t.cert + "'");
+      if (!read_pem(t.key, &kc.private_key)) return InvalidArgument("config: management.tls.key: cannot read '" + t.key + "'");
+      o.pem_key_cert_pairs.push_back(kc);
+      creds = grpc::SslServerCredentials(o);
+    }
+    // Standard gRPC tooling: grpc.health.v1.Health (driven by tick()) and server reflection.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder b;
     int port = 0;
-    b.AddListeningPort(cfg_.grpc.str(), grpc::InsecureServerCredentials(), &port);
+    b.AddListeningPort(cfg_.grpc.str(), creds, &port);
     b.SetMaxReceiveMessageSize(64 << 20);
     b.SetMaxSendMessageSize(64 << 20);
     b.RegisterService(repl_svc_.get());
@@ -229,6 +337,7 @@ Status Daemon::start() {
     grpc_ = b.BuildAndStart();
     if (!grpc_ || port == 0) return Unavailable("management.grpc: cannot listen on " + cfg_.grpc.str());
     grpc_port_ = static_cast<uint16_t>(port);
+    if (auto *h = grpc_->GetHealthCheckService()) h->SetServingStatus(false);  // until tick() knows the role
   }
   http_.route("/metrics", [this] {
     return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics()};
@@ -246,12 +355,18 @@ Status Daemon::start() {
   st = choose_initial_role();
   if (!st.ok()) return st;
   if (monitor_) monitor_->start();
+  if (cfg_.telemetry) register_telemetry();
+  tick();
   return Status::Ok();
 }
 
 void Daemon::stop() {
   if (!started_) return;
   started_ = false;
+  {
+    std::lock_guard<std::mutex> g(g_tel_mu);
+    if (g_tel_daemon == this) g_tel_daemon = nullptr;
+  }
   const bool was_active = role_.load() == fo::Role::ACTIVE;
   if (monitor_) monitor_->stop();
   engine_->stop();
@@ -287,7 +402,7 @@ Status Daemon::become_active(const std::string &why, bool bump_generation) {
   if (!st.ok()) return st;
   role_.store(fo::Role::ACTIVE);
   engine_->set_replicating(true);
-  node_->nf().request_announce(cfg_.garp_count);
+  node_->nf().request_announce(garp_count_.load());
   const auto t2 = Clock::now();
   std::fprintf(stderr, "ftpaird: node %s is ACTIVE (generation %lu): %s [locks+generation %.2f ms, dataplane %.2f ms]\n",
                cfg_.node_id.c_str(), static_cast<unsigned long>(generation()), why.c_str(), ms(t0, t1), ms(t1, t2));
@@ -316,7 +431,7 @@ bool Daemon::dataplane_healthy() const {
     health_loops_ = loops;
     health_change_ns_ = now;
   }
-  return now - health_change_ns_ <= int64_t(cfg_.stall_ms) * 1000000;
+  return now - health_change_ns_ <= int64_t(stall_ms_.load()) * 1000000;
 }
 
 // ------------------------------------------------------------------ snapshots
@@ -351,7 +466,7 @@ Status Daemon::restore_from_snapshot() {
   if (!st.ok()) return Status(st.code(), "not resuming from a snapshot: " + st.message());
   // A snapshot serves once: a later crash must not resurrect it.
   ::rename(snapshot_path().c_str(), (snapshot_path() + ".used").c_str());
-  st = ckpt::snapshot_usable(meta, generation(), cfg_.snapshot_max_age_s, unix_ns());
+  st = ckpt::snapshot_usable(meta, generation(), snapshot_max_age_s_.load(), unix_ns());
   if (!st.ok()) return Status(st.code(), "refusing the snapshot: " + st.message());
   std::lock_guard<std::mutex> t(table_mu_);
   return ckpt::restore_snapshot(recs, node_->flows(), rte_rdtsc(), rte_get_tsc_hz());
@@ -375,6 +490,12 @@ void Daemon::status(v1::StatusReply *out) {
   int64_t last = es.last_checkpoint_unix_ns.load();
   out->set_last_checkpoint_age_seconds(last ? double(unix_ns() - last) / 1e9 : -1);
   out->set_last_pause_us(double(node_->agent().last_pause_ns()) / 1000.0);
+  out->set_serving(serving());
+  {
+    std::lock_guard<std::mutex> g(reload_mu_);
+    for (const auto &k : restart_pending_) out->add_restart_pending(k);
+  }
+  out->set_config_reloads(reloads_ok_.load());
   v1::SyncStatus *s = out->mutable_sync();
   s->set_mode(cfg_.mode == ReplicationMode::STRICT ? "strict" : "relaxed");
   if (r == fo::Role::ACTIVE || r == fo::Role::DRAINING) {
@@ -452,6 +573,18 @@ std::string Daemon::render_metrics() {
     x.sample(s == r ? 1 : 0, {{"state", fo::role_name(s)}});
   x.family("ftpair_generation", "gauge", "Persisted generation (term) of this node.").sample(double(generation()));
   x.family("ftpair_dataplane_healthy", "gauge", "1 while the worker loop makes progress.").sample(dataplane_healthy() ? 1 : 0);
+  x.family("ftpair_serving", "gauge", "1 when the node fills its role (grpc.health.v1 SERVING).").sample(serving() ? 1 : 0);
+  x.family("ftpair_watchdog_pings_total", "counter", "sd_notify WATCHDOG=1 pings sent (worker making progress).")
+      .sample(watchdog_pings_.load());
+  x.family("ftpair_config_reloads_total", "counter", "SIGHUP config reloads, by result.");
+  x.sample(reloads_ok_.load(), {{"result", "applied"}});
+  x.sample(reloads_refused_.load(), {{"result", "refused"}});
+  {
+    std::lock_guard<std::mutex> g(reload_mu_);
+    x.family("ftpair_config_restart_pending", "gauge",
+             "Config keys changed by a reload that take effect only after a restart (1 per key).");
+    for (const auto &k : restart_pending_) x.sample(1, {{"key", k}});
+  }
   {
     std::lock_guard<std::mutex> g(failovers_mu_);
     x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
@@ -491,6 +624,12 @@ std::string Daemon::render_metrics() {
   uint64_t closed = engine_->current_epoch() - 1;
   uint64_t lag = engine_->in_sync() && closed > engine_->acked_epoch() ? closed - engine_->acked_epoch() : 0;
   x.family("ftpair_sync_lag_epochs", "gauge", "Closed epochs not yet acknowledged (relaxed: lost on failover).").sample(double(lag));
+  {
+    int64_t ack_ns = es.last_ack_unix_ns.load();
+    x.family("ftpair_sync_lag_seconds", "gauge",
+             "Seconds since the standby last acknowledged, while closed epochs wait for it (0: caught up).")
+        .sample(lag > 0 && ack_ns ? double(unix_ns() - ack_ns) / 1e9 : 0);
+  }
   x.family("ftpair_sync_lag_bytes", "gauge", "Checkpoint bytes sent and not yet acknowledged.").sample(double(engine_->lag_bytes()));
   int64_t ack = es.last_ack_unix_ns.load();
   x.family("ftpair_sync_last_ack_age_seconds", "gauge", "Seconds since the last acknowledgement (-1: never).")

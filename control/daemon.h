@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -48,6 +49,15 @@ class Daemon {
   void fill_beat(v1::Beat *b);
   // Test hook (worker.test_hooks): freeze or release the worker loop.
   void set_worker_stall(bool on);
+  /* SIGHUP: applies the keys of `next` that can change while running and lists the changed
+   * keys that need a restart (also exported as ftpair_config_restart_pending{key}).
+   * The caller has validated `next`; the running config is never replaced wholesale. */
+  void reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart);
+  void count_reload_refused() { reloads_refused_++; }
+  // Periodic upkeep (main loop): pushes the node's health to grpc.health.v1.Health.
+  void tick();
+  // The node fills its role: an active that forwards, or a standby in sync; worker healthy.
+  bool serving() const;
 
   fo::Role role() const { return role_.load(); }
   uint64_t generation() const { return generation_value_.load(); }
@@ -59,6 +69,7 @@ class Daemon {
   uint16_t grpc_port() const { return grpc_port_; }
   uint16_t metrics_port() const { return http_.port(); }
   std::string render_metrics();
+  void count_watchdog_ping() { watchdog_pings_++; }
   bool dataplane_healthy() const;
 
  private:
@@ -73,6 +84,9 @@ class Daemon {
   Status restore_from_snapshot();
   Status write_snapshot(bool clean, std::string *path);
   std::string snapshot_path() const { return cfg_.state_dir + "/flows.snap"; }
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials(Status *st) const;
+  std::shared_ptr<grpc::Channel> peer_channel();
+  void register_telemetry();
 
   Config cfg_;
   fo::Generation generation_;
@@ -97,6 +111,15 @@ class Daemon {
   mutable std::mutex health_mu_;
   mutable uint64_t health_loops_ = 0;
   mutable int64_t health_change_ns_ = 0;
+  // Settings a SIGHUP may change (read by other threads, so not through cfg_).
+  std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
+  std::atomic<bool> test_hooks_{false};
+  mutable std::mutex reload_mu_;
+  std::string source_text_;                   // Control.Config: the config as last (re)loaded
+  std::vector<std::string> restart_pending_;  // changed keys that need a restart
+  std::atomic<uint64_t> reloads_ok_{0}, reloads_refused_{0}, watchdog_pings_{0};
+  std::shared_ptr<grpc::ChannelCredentials> peer_creds_;
+  int serving_state_ = -1;  // last pushed to the health service (tick thread only)
   std::unique_ptr<grpc::Server> grpc_;
   uint16_t grpc_port_ = 0;
   HttpServer http_;

@@ -45,7 +45,7 @@ void Daemon::fill_beat(v1::Beat *b) {
 }
 
 void Daemon::set_worker_stall(bool on) {
-  if (!cfg_.test_hooks) return;
+  if (!test_hooks_.load()) return;
   node_->agent().set_stall(on);
   std::fprintf(stderr, "ftpaird: test hook: worker %s\n", on ? "stalled" : "released");
 }
@@ -105,7 +105,7 @@ Status Daemon::promote(const std::string &reason, bool forced) {
     promotions_refused_++;
     return FailedPrecondition("promotion refused: no usable fencer (" + fencer_status_.message() + ")");
   }
-  Status fs = fencer_->fence(std::chrono::milliseconds(cfg_.fence_timeout_ms));
+  Status fs = fencer_->fence(std::chrono::milliseconds(fence_timeout_ms_.load()));
   if (!fs.ok()) {
     fence_failures_++;
     promotions_refused_++;
@@ -164,8 +164,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
     return st;
   };
   if (!cfg_.peer_grpc.set()) return finish(FailedPrecondition("no peer configured"), "refused: no peer configured");
-  grpc::ChannelArguments args;
-  auto channel = grpc::CreateCustomChannel(cfg_.peer_grpc.str(), grpc::InsecureChannelCredentials(), args);
+  auto channel = peer_channel();
   if (!is_active(role())) {
     if (force) {
       // The operator says the active is gone or must go: fence it and take over now.
@@ -200,7 +199,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   if (!cs.ok() && !force) {
     engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); });
     role_.store(fo::Role::ACTIVE);
-    node_->nf().request_announce(cfg_.garp_count);
+    node_->nf().request_announce(garp_count_.load());
     return finish(cs, "refused: final checkpoint failed, still active: " + cs.message());
   }
   auto stub = v1::Peer::NewStub(channel);
@@ -218,7 +217,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
     // The standby did not take over: carry on as active.
     engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); });
     role_.store(fo::Role::ACTIVE);
-    node_->nf().request_announce(cfg_.garp_count);
+    node_->nf().request_announce(garp_count_.load());
     return finish(Unavailable("switchover aborted, still active: the standby said: " + why),
                   "aborted, still active: " + why);
   }
@@ -232,7 +231,7 @@ Status Daemon::choose_initial_role() {
   v1::Beat peer;
   bool heard = false;
   if (cfg_.peer_grpc.set()) {
-    auto channel = grpc::CreateChannel(cfg_.peer_grpc.str(), grpc::InsecureChannelCredentials());
+    auto channel = peer_channel();
     auto stub = v1::Peer::NewStub(channel);
     for (int i = 0; i < 4 && !heard; i++) {
       grpc::ClientContext ctx;
@@ -252,7 +251,7 @@ Status Daemon::choose_initial_role() {
   }
   if (cfg_.role == "auto" && !heard && cfg_.peer_grpc.set()) {
     if (!fencer_) return become_standby("the peer is silent and no fencer is usable: waiting as standby");
-    Status fs = fencer_->fence(std::chrono::milliseconds(cfg_.fence_timeout_ms));
+    Status fs = fencer_->fence(std::chrono::milliseconds(fence_timeout_ms_.load()));
     if (!fs.ok()) return become_standby("the peer is silent and fencing failed (" + fs.message() + "): waiting as standby");
   }
   Status restored = restore_from_snapshot();

@@ -1,4 +1,6 @@
 // ftpaird: the ftpair daemon.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -10,13 +12,44 @@
 
 #include "control/config.h"
 #include "control/daemon.h"
+#include "control/sd_notify.h"
 #include "dataplane/port.h"
 
 namespace {
 std::atomic<bool> g_quit{false};
+std::atomic<bool> g_reload{false};
 std::atomic<int> g_stall{-1};  // test hook: 1 = stall the worker, 0 = release it
 void on_signal(int) { g_quit.store(true); }
+void on_hup(int) { g_reload.store(true); }
 void on_usr(int sig) { g_stall.store(sig == SIGUSR1 ? 1 : 0); }
+
+std::string join(const std::vector<std::string> &v) {
+  std::string s;
+  for (const auto &x : v) s += (s.empty() ? "" : ", ") + x;
+  return s.empty() ? "none" : s;
+}
+
+// SIGHUP: re-read the file (same --set overrides). A bad file changes nothing.
+void reload(ftpair::Daemon &daemon, ftpair::SdNotifier &sd, const std::string &path,
+            const std::vector<std::string> &overrides) {
+  sd.send("RELOADING=1");
+  ftpair::Config next;
+  ftpair::Status st = ftpair::load_config(path, overrides, &next);
+  if (st.ok() && next.node_id != daemon.config().node_id)
+    st = ftpair::InvalidArgument("config: node.id: '" + next.node_id + "' differs from the running node '" +
+                                 daemon.config().node_id + "'");
+  if (!st.ok()) {
+    daemon.count_reload_refused();
+    std::fprintf(stderr, "ftpaird: reload refused, the running config stays: %s\n", st.message().c_str());
+    sd.send("READY=1\nSTATUS=reload refused: " + st.message());
+    return;
+  }
+  std::vector<std::string> applied, restart;
+  daemon.reload(next, &applied, &restart);
+  std::fprintf(stderr, "ftpaird: reloaded %s: applied: %s; changed but need a restart: %s\n", path.c_str(),
+               join(applied).c_str(), join(restart).c_str());
+  sd.send("READY=1\nSTATUS=reloaded" + std::string(restart.empty() ? "" : "; restart needed for " + join(restart)));
+}
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -54,11 +87,20 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction sh {};
+  sh.sa_handler = on_hup;
+  sigaction(SIGHUP, &sh, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   struct sigaction su {};
   su.sa_handler = on_usr;
   sigaction(SIGUSR1, &su, nullptr);  // test hooks (worker.test_hooks): stall / release the worker
   sigaction(SIGUSR2, &su, nullptr);
+  // Service manager (systemd Type=notify, or anything speaking sd_notify).
+  ftpair::SdNotifier sd;
+  if (!sd.setup_error().empty()) std::fprintf(stderr, "ftpaird: sd_notify: %s\n", sd.setup_error().c_str());
+  using Clock = std::chrono::steady_clock;
+  // Ping at half the watchdog interval, and only while the worker loop makes progress.
+  const auto ping_every = std::chrono::microseconds(sd.watchdog_usec() / 2);
   int rc = 0;
   {
     ftpair::Daemon daemon(cfg);
@@ -69,12 +111,32 @@ int main(int argc, char **argv) {
     } else {
       std::fprintf(stderr, "ftpaird: node %s up (gRPC port %u, metrics port %u)\n", cfg.node_id.c_str(),
                    daemon.grpc_port(), daemon.metrics_port());
+      sd.send("READY=1\nSTATUS=node " + cfg.node_id + " up\nMAINPID=" + std::to_string(::getpid()));
+      if (sd.enabled() && sd.watchdog_usec())
+        std::fprintf(stderr, "ftpaird: watchdog: pinging every %.0f ms while the worker makes progress\n",
+                     sd.watchdog_usec() / 2000.0);
+      auto next_ping = Clock::now();
+      bool was_healthy = true;
       while (!g_quit.load()) {
         int stall = g_stall.exchange(-1);
         if (stall >= 0) daemon.set_worker_stall(stall == 1);
+        if (g_reload.exchange(false)) reload(daemon, sd, config_path, overrides);
+        daemon.tick();
+        if (sd.watchdog_usec() && Clock::now() >= next_ping) {
+          const bool healthy = daemon.dataplane_healthy();
+          if (healthy) {
+            if (sd.send("WATCHDOG=1")) daemon.count_watchdog_ping();
+            next_ping = Clock::now() + ping_every;
+          }
+          if (healthy != was_healthy)
+            std::fprintf(stderr, "ftpaird: watchdog: %s\n",
+                         healthy ? "worker progressing again, pinging" : "worker stalled, not pinging");
+          was_healthy = healthy;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
       std::fprintf(stderr, "ftpaird: shutting down\n");
+      sd.send("STOPPING=1");
     }
     daemon.stop();
   }

@@ -9,7 +9,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libmicrohttpd-dev libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libssl-dev
   prometheus python3-grpcio python3-scapy python3-yaml
-  iperf3 tcpreplay gnuplot-nox iproute2 ethtool bridge-utils procps psmisc curl
+  iperf3 tcpreplay gnuplot-nox iproute2 ethtool bridge-utils procps psmisc curl openssl
 )
 missing=()
 for p in "${PKGS[@]}"; do

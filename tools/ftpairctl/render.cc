@@ -157,6 +157,12 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("generation", std::to_string(s.generation()));
   if (!s.upgrade_stage().empty()) b.add("upgrade stage", s.upgrade_stage());
   b.add("dataplane", s.dataplane_healthy() ? "healthy" : "UNHEALTHY");
+  b.add("health", s.serving() ? "SERVING" : "NOT_SERVING");
+  if (s.restart_pending_size() > 0) {
+    std::string keys;
+    for (const auto &k : s.restart_pending()) keys += (keys.empty() ? "" : ", ") + k;
+    b.add("restart needed", keys);
+  }
   std::string flows = std::to_string(s.flows()) + " of " + std::to_string(s.flow_capacity());
   if (s.flow_capacity()) flows += fmt(" (%.1f%%)", 100.0 * double(s.flows()) / double(s.flow_capacity()));
   b.add("flows", flows);

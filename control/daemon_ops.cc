@@ -1,0 +1,76 @@
+// The daemon's operations surface: gRPC health, SIGHUP reload.
+#include <cstdio>
+
+#include <grpcpp/health_check_service_interface.h>
+
+#include "control/daemon.h"
+
+namespace ftpair {
+
+bool Daemon::serving() const {
+  if (!node_) return false;
+  const fo::Role r = role();
+  if (!dataplane_healthy()) return false;
+  if (r == fo::Role::ACTIVE) return node_->nf().vip_owner();
+  return r == fo::Role::STANDBY_READY && applier_->in_sync();
+}
+
+void Daemon::tick() {
+  if (!grpc_) return;
+  auto *h = grpc_->GetHealthCheckService();
+  if (!h) return;
+  const int now = serving() ? 1 : 0;
+  if (now == serving_state_) return;
+  serving_state_ = now;
+  // "" is the whole server; the named services follow it.
+  h->SetServingStatus("", now == 1);
+  for (const char *svc : {"ftpair.v1.Control", "ftpair.v1.Peer", "ftpair.v1.Replication"})
+    h->SetServingStatus(svc, now == 1);
+  std::fprintf(stderr, "ftpaird: health: %s (%s)\n", now ? "SERVING" : "NOT_SERVING", fo::role_name(role()));
+}
+
+namespace {
+// Keys whose new value takes effect without a restart. Everything else is reported.
+const char *const kReloadable[] = {"worker.stall_ms", "worker.test_hooks", "failover.fence_timeout_ms",
+                                   "failover.garp_count", "failover.snapshot_max_age_s"};
+bool reloadable(const std::string &k) {
+  for (const char *r : kReloadable)
+    if (k == r) return true;
+  return false;
+}
+}  // namespace
+
+void Daemon::reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart) {
+  // Compare against the config the process started with: a key changed, reloaded and
+  // changed back is no longer pending.
+  const auto before = config_fields(cfg_);
+  const auto after = config_fields(next);
+  std::lock_guard<std::mutex> g(reload_mu_);
+  for (const auto &[k, v] : after) {
+    auto it = before.find(k);
+    const bool changed = it == before.end() || it->second != v;
+    if (!changed) continue;
+    if (reloadable(k)) continue;
+    restart->push_back(k);
+  }
+  // Reloadable keys: apply when they differ from the running value.
+  auto apply_u = [&](const char *key, std::atomic<uint32_t> &cur, uint32_t v) {
+    if (cur.load() != v) {
+      cur.store(v);
+      applied->push_back(std::string(key) + "=" + std::to_string(v));
+    }
+  };
+  apply_u("worker.stall_ms", stall_ms_, next.stall_ms);
+  apply_u("failover.fence_timeout_ms", fence_timeout_ms_, next.fence_timeout_ms);
+  apply_u("failover.garp_count", garp_count_, next.garp_count);
+  apply_u("failover.snapshot_max_age_s", snapshot_max_age_s_, next.snapshot_max_age_s);
+  if (test_hooks_.load() != next.test_hooks) {
+    test_hooks_.store(next.test_hooks);
+    applied->push_back(std::string("worker.test_hooks=") + (next.test_hooks ? "true" : "false"));
+  }
+  restart_pending_ = *restart;
+  source_text_ = next.source_text;
+  reloads_ok_++;
+}
+
+}  // namespace ftpair
