@@ -188,6 +188,12 @@ def with_lab(lab, chk):
               rc == 1 and err.startswith("ftpairctl: checkpoint refused:"), "rc=%d %s" % (rc, err))
     rc, out, err, _ = ctl("a", "config")
     chk.check("config prints the YAML the daemon runs with", rc == 0 and "id: a" in out, out[:200] + err)
+    rc, doc, err = ctl_json("a", "config")
+    chk.check("config --json: the YAML in one document", rc == 0 and doc and "id: a" in doc.get("yaml", ""),
+              err or str(doc)[:200])
+    rc, doc, err = ctl_json("b", "checkpoint")
+    chk.check("checkpoint --json on the standby: exit 1, nothing on stdout", rc == 1 and doc is None,
+              "rc=%d %s" % (rc, err))
     rc, out, err, secs = ctl("a", "watch", "--count", "3", "--interval", "0.3", "--json")
     docs = []
     for l in out.splitlines():
@@ -223,7 +229,10 @@ def with_lab(lab, chk):
                   rc == 0 and doc and doc.get("epoch", 0) > 0 and doc.get("acked_epoch", 0) >= doc.get("epoch", 0),
                   err or str(doc))
         time.sleep(0.3)
-    pair_intact(chk, "after 3 operator checkpoints")
+    rc, out, err, _ = ctl("a", "checkpoint")
+    chk.check("checkpoint (text) on the active: exit 0, epoch and acked epoch",
+              rc == 0 and "epoch" in out and "acked epoch" in out, "rc=%d %s%s" % (rc, out, err))
+    pair_intact(chk, "after 4 operator checkpoints")
 
     # unreachable and silent daemons
     L.lab("stop", "b", check=False)
