@@ -85,7 +85,9 @@ void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {
     if (h.dep <= acked) {
       send_now(worker, h.port, h.m);
       released++;
-      waited += now - h.since_ns;
+      const uint64_t w = now - h.since_ns;
+      waited += w;
+      bump(wctr_[worker].hold_wait_hist[hold_wait_bucket(w)]);
     } else {
       ws.hold[keep++] = h;
     }

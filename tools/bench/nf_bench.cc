@@ -25,6 +25,16 @@
  * called until the ring is empty. Run it under `valgrind --tool=callgrind
  * --toggle-collect='*worker_iteration*'` to count instructions per packet.
  *
+ * --replication off,relaxed,strict: the checkpoint benchmark instead (issue 3). A real Sync
+ * server with its own flow table and applier listens on loopback; for each round and each
+ * listed mode, a fresh ckpt::Engine (the daemon's) replicates this table to it while the
+ * generator runs. 1 in --churn-every generated packets opens a new UDP flow (UDP flows
+ * expire after --udp-timeout s), so every checkpoint interval has dirty records and the
+ * engine checkpoints at its configured rate (--ckpt-interval-us). Per phase: NF Mpps, the
+ * workers' pause per checkpoint (exact samples), checkpoints/s, records replicated, and in
+ * strict mode the time each held packet waited for its epoch's acknowledgement. The first
+ * replicated phase also measures the full sync of the table to the empty standby.
+ *
  * Output: JSON lines on stdout ({"name","value","unit","params"}); progress on stderr. */
 #include <algorithm>
 #include <atomic>
@@ -33,8 +43,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <netinet/in.h>
@@ -55,6 +67,8 @@
 #include <rte_tcp.h>
 #include <rte_udp.h>
 
+#include "checkpoint/engine.h"
+#include "checkpoint/sync_server.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
 #include "dataplane/flow_table.h"
@@ -85,6 +99,12 @@ struct Options {
   uint64_t packets = 200000;
   uint32_t ring_size = 1024;
   uint32_t mbufs = 16383;
+  // checkpoint benchmark
+  std::vector<std::string> replication;  // modes, in order, per round; empty = NF benchmark
+  unsigned rounds = 3;
+  uint32_t churn_every = 0;        // 1 in N generated packets opens a new flow (0 = none)
+  uint32_t ckpt_interval_us = 1000;
+  uint32_t udp_timeout_s = 120;
 };
 
 [[noreturn]] void die(const std::string &msg) {
@@ -175,6 +195,16 @@ void build_inside(uint8_t *buf, uint32_t i, uint8_t proto, uint8_t tcp_flags) {
   build_frame(buf, mac(0x01, a.host), kVmacIn, a.sip, a.dip, a.sport, a.dport, proto, tcp_flags);
 }
 
+/* Churn flow c: a new UDP flow from one of three extra inside hosts (.252-.254) to the first
+ * server, 60000 source ports each; the key space wraps after 180000 flows, by which time the
+ * oldest have expired (the benchmark sets a short UDP timeout). */
+constexpr uint32_t kChurnKeys = 3 * 60000;
+void build_churn(uint8_t *buf, uint32_t c) {
+  c %= kChurnKeys;
+  build_frame(buf, mac(0x01, 0xfc), kVmacIn, ip4(198, 18, 1, 252 + c / 60000), ip4(198, 18, 2, 10),
+              static_cast<uint16_t>(1024 + c % 60000), 9000, IPPROTO_UDP, 0);
+}
+
 struct Bench {
   Options opt;
   uint8_t proto = IPPROTO_UDP;
@@ -189,6 +219,8 @@ struct Bench {
   uint64_t hz = 0;
   unsigned worker_lcore = 0;
   std::string params;  // JSON params object
+  std::unique_ptr<ftpair::ckpt::SyncServer> standby;
+  uint32_t churn_next = 0;  // next churn flow, across phases (a flow is new once per timeout)
 };
 
 void emit(const std::string &name, double value, const char *unit, const std::string &params) {
@@ -299,6 +331,7 @@ struct Gen {
   rte_mbuf *burst[kGenBurst];
   uint16_t have = 0, off = 0;
   uint64_t produced = 0;
+  uint32_t churn_ctr = 0;
 
   explicit Gen(Bench &bench) : b(bench) {}
 
@@ -320,8 +353,13 @@ struct Gen {
     }
     for (uint16_t k = 0; k < kGenBurst; k++) {
       rte_mbuf *m = burst[k];
-      std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), &b.tmpl[size_t(idx[k]) * kTmplStride],
-                  kTmplStride);
+      if (b.opt.churn_every && ++churn_ctr >= b.opt.churn_every) {
+        churn_ctr = 0;
+        build_churn(rte_pktmbuf_mtod(m, uint8_t *), b.churn_next++);
+      } else {
+        std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), &b.tmpl[size_t(idx[k]) * kTmplStride],
+                    kTmplStride);
+      }
       m->data_len = static_cast<uint16_t>(kFrameLen);
       m->pkt_len = kFrameLen;
     }
@@ -566,6 +604,207 @@ void run_sync(Bench &b, uint64_t packets) {
   emit("nf_sync_mpps", double(b.hz) / med / 1e6, "Mpps", b.params);
 }
 
+
+// ---------------------------------------------------------------- checkpoint benchmark
+
+namespace ck = ftpair::ckpt;
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(q * double(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// A percentile of the agent's hold-wait histogram delta, in µs (bucket upper bound).
+double hist_percentile_us(const std::vector<uint64_t> &h, double q) {
+  uint64_t total = 0;
+  for (uint64_t c : h) total += c;
+  if (total == 0) return 0;
+  const uint64_t want = static_cast<uint64_t>(q * double(total - 1)) + 1;
+  uint64_t seen = 0;
+  for (unsigned i = 0; i < h.size(); i++) {
+    seen += h[i];
+    if (seen >= want) return double(dp::hold_wait_bucket_upper_ns(i)) / 1000.0;
+  }
+  return 0;
+}
+
+std::vector<uint64_t> hold_hist(const Bench &b) {
+  std::vector<uint64_t> h(dp::kHoldWaitBuckets);
+  const dp::AgentWorkerCounters &wc = b.agent->worker_counters(0);
+  for (unsigned i = 0; i < dp::kHoldWaitBuckets; i++) h[i] = wc.hold_wait_hist[i].load();
+  return h;
+}
+
+struct PhaseResult {
+  double mpps = 0;
+};
+
+/* One phase: the worker runs; with replication, a fresh engine connects (full sync first),
+ * then the generator runs for opt.seconds measured windows. */
+PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *full_sync_done) {
+  const bool rep = mode != "off", strict = mode == "strict";
+  std::atomic<bool> quit{false};
+  dp::WorkerContext ctx;
+  ctx.id = 0;
+  ctx.agent = b.agent.get();
+  ctx.nf = b.nf.get();
+  ctx.flows = b.flows.get();
+  ctx.quit = &quit;
+  ctx.idle_sleep_max_us = 0;
+  b.agent->set_strict(strict);
+  b.agent->set_acked_epoch(rep ? 0 : UINT64_MAX);
+  if (rte_eal_remote_launch(dp::worker_main, &ctx, b.worker_lcore) != 0) die("cannot launch worker");
+
+  std::unique_ptr<ck::Engine> engine;
+  const std::string params = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode +
+                             "\", \"round\": " + std::to_string(round) + "}";
+  if (rep) {
+    ck::EngineConfig ec;
+    ec.node_id = "bench-active";
+    ec.peer = "127.0.0.1:" + std::to_string(b.standby->port());
+    ec.strict = strict;
+    ec.fallback_relaxed = false;  // strict to the end: output waits for the standby
+    ec.interval = std::chrono::microseconds(b.opt.ckpt_interval_us);
+    ec.connect_backoff = std::chrono::milliseconds(50);
+    engine = std::make_unique<ck::Engine>(ec, *b.flows, *b.agent);
+    engine->start();
+    engine->set_replicating(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!engine->in_sync()) {
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(120))
+        die("the standby did not get in sync within 120 s: " + engine->last_error());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const double fs = engine->stats().last_full_sync_seconds.load();
+    const uint64_t recs = engine->stats().full_sync_records.load();
+    std::fprintf(stderr, "%s round %u: full sync of %" PRIu64 " records in %.3f s (%.2f M records/s)\n",
+                 mode.c_str(), round, recs, fs, fs > 0 ? double(recs) / fs / 1e6 : 0.0);
+    if (!*full_sync_done) {
+      // The first full sync goes to an empty standby: the joining-standby case.
+      const std::string fp = "{\"flows\": " + std::to_string(b.opt.flows) + "}";
+      emit("full_sync_s", fs, "s", fp);
+      emit("full_sync_records", double(recs), "records", fp);
+      emit("replication_records_per_s", fs > 0 ? double(recs) / fs : 0, "records/s",
+           "{\"flows\": " + std::to_string(b.opt.flows) + ", \"via\": \"full_sync\"}");
+      *full_sync_done = true;
+    }
+    engine->clear_pause_samples();
+  }
+  const ck::EngineStats *es = engine ? &engine->stats() : nullptr;
+  const uint64_t ck0 = es ? es->checkpoints.load() : 0, ab0 = es ? es->aborted.load() : 0;
+  const uint64_t rec0 = es ? es->records_sent.load() : 0, bytes0 = es ? es->bytes_sent.load() : 0;
+  const dp::AgentWorkerCounters &wc = b.agent->worker_counters(0);
+  const uint64_t held0 = wc.held.load(), full0 = wc.hold_full.load();
+  const std::vector<uint64_t> h0 = hold_hist(b);
+  const uint64_t created0 = b.nf->counters().flows_created.load();
+  const uint64_t drops0 = drops_total(*b.nf);
+  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const uint64_t tx0 = out.tx_packets.load();
+  const auto t_start = std::chrono::steady_clock::now();
+
+  Gen g(b);
+  auto samples = generate_and_sample(b, g, b.opt.seconds,
+                                     [&] { return out.tx_packets.load(std::memory_order_relaxed); });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  std::vector<uint64_t> pauses;
+  if (engine) pauses = engine->pause_samples();
+  const uint64_t cks = es ? es->checkpoints.load() - ck0 : 0, aborted = es ? es->aborted.load() - ab0 : 0;
+  const uint64_t recs = es ? es->records_sent.load() - rec0 : 0, bytes = es ? es->bytes_sent.load() - bytes0 : 0;
+  const uint64_t sent = out.tx_packets.load() - tx0;
+  const uint64_t held = wc.held.load() - held0, hold_full = wc.hold_full.load() - full0;
+  std::vector<uint64_t> hd = hold_hist(b);
+  for (unsigned i = 0; i < hd.size(); i++) hd[i] -= h0[i];
+
+  // Stop the engine first (the worker must be running for a last checkpoint to finish), then
+  // release anything still held, then stop the worker.
+  if (engine) {
+    engine->set_replicating(false);
+    engine->stop();
+  }
+  b.agent->set_acked_epoch(UINT64_MAX);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  quit.store(true);
+  rte_eal_wait_lcore(b.worker_lcore);
+  g.release();
+  drain_ring(b.in_rx);
+  b.agent->set_strict(false);
+  b.agent->flush(0);
+
+  PhaseResult r;
+  auto rates = window_rates(b, samples, false);
+  r.mpps = median(rates);
+  emit("ckpt_phase_nf_mpps", r.mpps, "Mpps", params);
+  std::fprintf(stderr, "%s round %u: nf windows [%s] Mpps, median %.2f; %" PRIu64 " flows created, %" PRIu64
+                       " drops\n",
+               mode.c_str(), round, fmt_list(rates).c_str(), r.mpps, b.nf->counters().flows_created.load() - created0,
+               drops_total(*b.nf) - drops0);
+  if (engine) {
+    std::vector<double> us;
+    for (uint64_t ns : pauses) us.push_back(double(ns) / 1000.0);
+    const double hz = double(cks) / secs;
+    emit("ckpt_phase_rate_hz", hz, "Hz", params);
+    emit("ckpt_phase_aborted", double(aborted), "checkpoints", params);
+    emit("ckpt_phase_records_per_s", double(recs) / secs, "records/s", params);
+    emit("ckpt_phase_bytes_per_s", double(bytes) / secs, "bytes/s", params);
+    if (!us.empty()) {
+      emit("ckpt_phase_pause_us_p50", percentile(us, 0.5), "us", params);
+      emit("ckpt_phase_pause_us_p99", percentile(us, 0.99), "us", params);
+      emit("ckpt_phase_pause_us_max", *std::max_element(us.begin(), us.end()), "us", params);
+    }
+    std::fprintf(stderr,
+                 "%s round %u: %" PRIu64 " checkpoints (%.0f/s), %" PRIu64 " aborted, pause p50 %.1f p99 %.1f max %.1f us,"
+                 " %.0f records/s, %.1f MB/s\n",
+                 mode.c_str(), round, cks, hz, aborted, percentile(us, 0.5), percentile(us, 0.99),
+                 us.empty() ? 0.0 : *std::max_element(us.begin(), us.end()), double(recs) / secs,
+                 double(bytes) / secs / 1e6);
+  }
+  if (strict) {
+    const double p50 = hist_percentile_us(hd, 0.5), p99 = hist_percentile_us(hd, 0.99);
+    emit("ckpt_phase_held_fraction", sent ? double(held) / double(sent) : 0, "ratio", params);
+    emit("ckpt_phase_hold_full", double(hold_full), "packets", params);
+    emit("ckpt_phase_strict_latency_us_p50", p50, "us", params);
+    emit("ckpt_phase_strict_latency_us_p99", p99, "us", params);
+    std::fprintf(stderr, "strict round %u: %" PRIu64 " of %" PRIu64 " packets held (%.3f%%), %" PRIu64
+                         " could not be held; held packets waited p50 %.1f us, p99 %.1f us\n",
+                 round, held, sent, sent ? 100.0 * double(held) / double(sent) : 0.0, hold_full, p50, p99);
+  }
+  return r;
+}
+
+void run_replication(Bench &b) {
+  std::string err;
+  b.standby = ck::SyncServer::start("nfb_standby", b.flows->capacity(), 0, &err);
+  if (!b.standby) die("standby: " + err);
+  std::fprintf(stderr, "standby Sync server on 127.0.0.1:%d\n", b.standby->port());
+  bool full_sync_done = false;
+  std::map<std::string, std::vector<double>> mpps;
+  std::map<std::string, std::vector<double>> ratio;
+  for (unsigned round = 1; round <= b.opt.rounds; round++) {
+    std::map<std::string, double> this_round;
+    for (const std::string &mode : b.opt.replication) {
+      this_round[mode] = run_phase(b, mode, round, &full_sync_done).mpps;
+      mpps[mode].push_back(this_round[mode]);
+    }
+    // Ratios within one round, so load changes on the machine between rounds cancel out.
+    if (this_round.count("off") && this_round["off"] > 0)
+      for (const auto &[mode, v] : this_round)
+        if (mode != "off") ratio[mode].push_back(v / this_round["off"]);
+  }
+  for (const auto &[mode, v] : mpps)
+    emit("ckpt_nf_mpps", median(v), "Mpps",
+         "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode + "\"}");
+  for (const auto &[mode, v] : ratio) {
+    emit("replication_overhead_ratio", median(v), "ratio",
+         "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode + "\"}");
+    std::fprintf(stderr, "replication_overhead_ratio %s: rounds [%s], median %.3f\n", mode.c_str(),
+                 fmt_list(v).c_str(), median(v));
+  }
+  b.standby->shutdown();
+  b.standby.reset();
+}
+
 Options parse_args(int argc, char **argv) {
   Options o;
   for (int i = 1; i < argc; i++) {
@@ -585,11 +824,29 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--sync-packets") o.sync_packets = std::stoull(val());
     else if (a == "--ring-size") o.ring_size = static_cast<uint32_t>(std::stoul(val()));
     else if (a == "--mbufs") o.mbufs = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--replication") {
+      std::string v = val();
+      for (size_t p = 0; p <= v.size();) {
+        size_t q = v.find(',', p);
+        if (q == std::string::npos) q = v.size();
+        std::string m = v.substr(p, q - p);
+        if (m != "off" && m != "relaxed" && m != "strict")
+          die("--replication: '" + m + "' is not off, relaxed or strict");
+        o.replication.push_back(m);
+        p = q + 1;
+      }
+    }
+    else if (a == "--rounds") o.rounds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--churn-every") o.churn_every = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--ckpt-interval-us") o.ckpt_interval_us = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--udp-timeout") o.udp_timeout_s = static_cast<uint32_t>(std::stoul(val()));
     else die("unknown option " + a);
   }
   if (o.proto != "udp" && o.proto != "tcp") die("--proto must be udp or tcp");
   if (o.flows < 1 || o.flows > kHosts * 64000u) die("--flows out of range");
   if (o.seconds < 1) o.seconds = 1;
+  if (!o.replication.empty() && o.proto != "udp") die("--replication runs with --proto udp");
+  if (o.rounds < 1) o.rounds = 1;
   return o;
 }
 
@@ -628,7 +885,7 @@ int main(int argc, char **argv) {
 
   const uint32_t n = b.opt.flows;
   dp::FlowTableConfig fc;
-  fc.capacity = std::max<uint32_t>(1024, n + n / 4);
+  fc.capacity = std::max<uint32_t>(1024, n + n / 4) + (b.opt.churn_every ? kChurnKeys : 0);
   fc.name = "nfb_flows";
   b.flows = dp::FlowTable::create(fc, &err);
   if (!b.flows) die("flow table: " + err);
@@ -647,6 +904,7 @@ int main(int argc, char **argv) {
   nc.own_mac[1] = mac_out;
   nc.nat_port_min = 1024;
   nc.nat_port_max = 65535;
+  nc.timeouts.udp = b.opt.udp_timeout_s;
   b.nf = std::make_unique<dp::Nat44>(nc, *b.flows, *b.arp, *b.agent, b.pool, 0);
   for (unsigned s = 0; s < kDests / 64; s++)
     b.arp->learn(ip4(198, 18, 2, 10 + s), mac(0x02, static_cast<uint8_t>(s)), dp::kPortOutside,
@@ -661,7 +919,9 @@ int main(int argc, char **argv) {
                b.opt.proto.c_str(), b.flows->capacity(), double(b.hz) / 1e9, b.worker_lcore);
   warm_up(b);
 
-  if (b.opt.no_generator) {
+  if (!b.opt.replication.empty()) {
+    run_replication(b);
+  } else if (b.opt.no_generator) {
     run_sync(b, b.opt.packets);
   } else {
     double gen_only = b.opt.gen_seconds ? run_generator_only(b) : 0;

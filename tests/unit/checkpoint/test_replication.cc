@@ -24,6 +24,7 @@
 
 #include "checkpoint/applier.h"
 #include "checkpoint/engine.h"
+#include "checkpoint/sync_server.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
 #include "replication.grpc.pb.h"
@@ -76,122 +77,34 @@ FlowMap dump(const dp::FlowTable &t) {
                                        << got.size() << "), first: " << first;
 }
 
-grpc::Status to_grpc(const Status &s) {
-  static const grpc::StatusCode map[] = {
-      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
-      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
-      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
-      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
-  return grpc::Status(map[static_cast<int>(s.code())], s.message());
-}
-
-// The standby's Replication service, as control/daemon.cc runs it (without roles).
-class StandbyService final : public v1::Replication::Service {
- public:
-  StandbyService(Applier &ap, uint64_t generation) : ap_(ap), generation_(generation) {}
-
-  grpc::Status Sync(grpc::ServerContext *ctx,
-                    grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override {
-    {
-      std::lock_guard<std::mutex> g(cur_mu_);
-      if (cur_ctx_) cur_ctx_->TryCancel();
-    }
-    std::lock_guard<std::mutex> one(stream_mu_);
-    {
-      std::lock_guard<std::mutex> g(cur_mu_);
-      cur_ctx_ = ctx;
-    }
-    grpc::Status result = serve(stream);
-    ap_.end_stream();
-    {
-      std::lock_guard<std::mutex> g(cur_mu_);
-      if (cur_ctx_ == ctx) cur_ctx_ = nullptr;
-      if (!result.ok()) errors_.push_back(result.error_message());
-    }
-    streams_++;
-    return result;
-  }
-
-  std::vector<std::string> errors() {
-    std::lock_guard<std::mutex> g(cur_mu_);
-    return errors_;
-  }
-  std::atomic<unsigned> streams_{0};
-
- private:
-  grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
-    ap_.begin_stream();
-    v1::SyncMessage m;
-    if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
-    if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
-    v1::SyncReply reply;
-    Status st = ap_.on_hello(m.hello(), generation_, reply.mutable_hello());
-    if (!st.ok()) return to_grpc(st);
-    if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
-    while (stream->Read(&m)) {
-      if (!m.has_checkpoint())
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
-      bool ack = false;
-      v1::SyncReply r;
-      st = ap_.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
-      if (!st.ok()) return to_grpc(st);
-      if (ack && !stream->Write(r)) break;
-    }
-    return grpc::Status::OK;
-  }
-
-  Applier &ap_;
-  const uint64_t generation_;
-  std::mutex stream_mu_;
-  std::mutex cur_mu_;
-  grpc::ServerContext *cur_ctx_ = nullptr;
-  std::vector<std::string> errors_;
-};
-
+// The standby: a real Sync server on loopback, as control/daemon.cc runs it (without roles).
 struct Standby {
-  std::unique_ptr<dp::FlowTable> table;
-  std::mutex mu;
-  std::unique_ptr<Applier> ap;
-  std::unique_ptr<StandbyService> svc;
-  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<SyncServer> srv;
+  SyncService *svc = nullptr;
+  dp::FlowTable *table = nullptr;
+  Applier *ap = nullptr;
   int port = 0;
 
   bool start(const std::string &name, int want_port) {
-    table = make_table(16384, name);
-    if (!table) return false;
-    ap = std::make_unique<Applier>(*table, mu, name);
-    svc = std::make_unique<StandbyService>(*ap, 0);
-    // The port may be briefly unavailable right after the previous server closed it.
-    for (int attempt = 0; attempt < 50 && !server; attempt++) {
-      grpc::ServerBuilder b;
-      int got = 0;
-      b.AddListeningPort("127.0.0.1:" + std::to_string(want_port), grpc::InsecureServerCredentials(), &got);
-      b.SetMaxReceiveMessageSize(64 << 20);
-      b.SetMaxSendMessageSize(64 << 20);
-      b.RegisterService(svc.get());
-      auto s = b.BuildAndStart();
-      if (s && got > 0) {
-        server = std::move(s);
-        port = got;
-      } else {
-        std::this_thread::sleep_for(20ms);
-      }
-    }
-    return server != nullptr;
+    std::string err;
+    srv = SyncServer::start(name, 16384, want_port, &err);
+    EXPECT_NE(srv, nullptr) << err;
+    if (!srv) return false;
+    svc = &srv->service();
+    table = &srv->table();
+    ap = &srv->applier();
+    port = srv->port();
+    return true;
   }
 
   void kill() {
-    if (!server) return;
-    server->Shutdown(std::chrono::system_clock::now() + 100ms);
-    server->Wait();
-    server.reset();
+    if (srv) srv->shutdown();
   }
 
   FlowMap flows() {
-    std::lock_guard<std::mutex> g(mu);
+    std::lock_guard<std::mutex> g(srv->table_mutex());
     return dump(*table);
   }
-  ~Standby() { kill(); }
 };
 
 /* The active's worker: the table's single writer. Parks at the barrier, advances the
@@ -365,7 +278,7 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
   EXPECT_GE(sb->ap->applied_epoch(), epoch);
   FlowMap fa, fb;
   st = engine.with_workers_parked([&] {
-    std::lock_guard<std::mutex> g(sb->mu);
+    std::lock_guard<std::mutex> g(sb->srv->table_mutex());
     fa = dump(*a);
     fb = dump(*sb->table);
   });
@@ -413,7 +326,7 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
   ASSERT_TRUE(st.ok()) << st.message() << "; " << diag();
   EXPECT_GE(sb2->ap->applied_epoch(), epoch);
   st = engine.with_workers_parked([&] {
-    std::lock_guard<std::mutex> g(sb2->mu);
+    std::lock_guard<std::mutex> g(sb2->srv->table_mutex());
     fa = dump(*a);
     fb = dump(*sb2->table);
   });

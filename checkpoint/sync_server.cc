@@ -1,0 +1,108 @@
+#include "checkpoint/sync_server.h"
+
+#include <chrono>
+#include <thread>
+
+namespace ftpair::ckpt {
+
+grpc::Status to_grpc_status(const Status &s) {
+  static const grpc::StatusCode map[] = {
+      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
+      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
+      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
+      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
+  const auto i = static_cast<size_t>(s.code());
+  return grpc::Status(i < sizeof(map) / sizeof(map[0]) ? map[i] : grpc::StatusCode::UNKNOWN, s.message());
+}
+
+grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
+                               grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+  {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    if (cur_ctx_) cur_ctx_->TryCancel();
+  }
+  std::lock_guard<std::mutex> one(stream_mu_);
+  {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    cur_ctx_ = ctx;
+  }
+  grpc::Status result = serve(stream);
+  ap_.end_stream();
+  {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    if (cur_ctx_ == ctx) cur_ctx_ = nullptr;
+    if (!result.ok()) errors_.push_back(result.error_message());
+  }
+  streams_++;
+  return result;
+}
+
+std::vector<std::string> SyncService::errors() {
+  std::lock_guard<std::mutex> g(cur_mu_);
+  return errors_;
+}
+
+grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+  ap_.begin_stream();
+  v1::SyncMessage m;
+  if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
+  if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
+  v1::SyncReply reply;
+  Status st = ap_.on_hello(m.hello(), generation_, reply.mutable_hello());
+  if (!st.ok()) return to_grpc_status(st);
+  if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+  while (stream->Read(&m)) {
+    if (!m.has_checkpoint())
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
+    bool ack = false;
+    v1::SyncReply r;
+    st = ap_.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
+    if (!st.ok()) return to_grpc_status(st);
+    if (ack && !stream->Write(r)) break;
+  }
+  return grpc::Status::OK;
+}
+
+std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t capacity, int want_port,
+                                              std::string *err) {
+  std::unique_ptr<SyncServer> s(new SyncServer());
+  dp::FlowTableConfig c;
+  c.capacity = capacity;
+  c.name = name;
+  s->table_ = dp::FlowTable::create(c, err);
+  if (!s->table_) return nullptr;
+  s->ap_ = std::make_unique<Applier>(*s->table_, s->mu_, name);
+  s->svc_ = std::make_unique<SyncService>(*s->ap_, 0);
+  // The port may be briefly unavailable right after a previous server closed it.
+  for (int attempt = 0; attempt < 50 && !s->server_; attempt++) {
+    grpc::ServerBuilder b;
+    int got = 0;
+    b.AddListeningPort("127.0.0.1:" + std::to_string(want_port), grpc::InsecureServerCredentials(), &got);
+    b.SetMaxReceiveMessageSize(64 << 20);
+    b.SetMaxSendMessageSize(64 << 20);
+    b.RegisterService(s->svc_.get());
+    auto srv = b.BuildAndStart();
+    if (srv && got > 0) {
+      s->server_ = std::move(srv);
+      s->port_ = got;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  if (!s->server_) {
+    *err = "cannot listen on 127.0.0.1:" + std::to_string(want_port);
+    return nullptr;
+  }
+  return s;
+}
+
+void SyncServer::shutdown() {
+  if (!server_) return;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  server_->Wait();
+  server_.reset();
+}
+
+SyncServer::~SyncServer() { shutdown(); }
+
+}  // namespace ftpair::ckpt

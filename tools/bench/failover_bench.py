@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""Failover benchmark (issue 4): the pair lab, constant-rate UDP timed to the packet.
+
+  failover_bench.py [--timers 10x10,5x10] [--kills 10] [--stops 5] [--stalls 5]
+                    [--steady-s 60] [--pps 5000] [--out RESULTS.jsonl]
+
+For each heartbeat setting INTERVALxMISSES (ms x beats) the pair runs in strict mode:
+  1. a steady run of --steady-s seconds with iperf3 at full rate, UDP and byte-checked TCP
+     echo streams, checkpoints at the default rate, and no fault: every failover counted
+     then is spurious;
+  2. repeated faults of the current active while a constant-rate UDP stream (client ->
+     server through the NAT) and 8 byte-checked TCP echo connections run: SIGKILL of ftpaird
+     (cause kill), SIGSTOP (stop), and a stall of only the worker lcore through the test hook
+     (worker_stall; only for the first setting). After each fault the old active restarts,
+     rejoins as standby and resyncs before the next one.
+
+Failover time = arrival of the first datagram the new active forwarded - the moment of
+the fault (CLOCK_MONOTONIC, shared by the namespaces). The old active forwards nothing after
+the fault, so the first arrival more than 2 ms after it is the new active's. Packets lost =
+sequence numbers between the last datagram before the gap and the first after it that never
+arrived. The sink also checks that the NAT port did not change (the mapping survived).
+
+Writes JSON lines {"name","value","unit","params"} to --out (appends) and a summary on
+stderr. Needs root and the lab (takes the lab lock like the lab tests).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "lab"))
+import labutil as L  # noqa: E402
+
+STREAM = os.path.join(HERE, "udp_stream.py")
+RECORD = struct.Struct("<QQH6x")
+ECHO_PORT = 7000
+UDP_PORT = 9999
+IPERF_PORT = 5201
+
+
+def other(n):
+    return "b" if n == "a" else "a"
+
+
+def scrape(node):
+    return L.scrape(node, timeout=1.0)
+
+
+def m(node, name, **labels):
+    s = scrape(node)
+    return None if s is None else L.metric(s, name, **labels)
+
+
+def failovers(node):
+    s = scrape(node)
+    if s is None:
+        return 0
+    return sum(L.metric(s, "ftpair_failovers_total", reason=r) or 0
+               for r in ("peer_silent", "peer_unhealthy", "switchover", "forced"))
+
+
+def pair_ready(active):
+    sb = other(active)
+    return (m(active, "ftpair_vip_owner") == 1 and m(active, "ftpair_replication_in_sync") == 1
+            and m(sb, "ftpair_role", state="STANDBY_READY") == 1)
+
+
+class Bench:
+    def __init__(self, lab, a):
+        self.lab, self.a = lab, a
+        self.rows = []
+        self.runs = []        # one dict per fault
+        self.active = "a"
+        self.sets = []
+
+    def emit(self, name, value, unit, **params):
+        self.rows.append({"name": name, "value": value, "unit": unit, "params": params})
+
+    def node_args(self, hi, miss):
+        return ["--set", "failover.heartbeat_interval_ms=%d" % hi, "--set", "failover.miss_threshold=%d" % miss,
+                "--set", "checkpoint.mode=strict"]
+
+    def start_pair(self, hi, miss):
+        for n in ("a", "b"):
+            L.lab("stop", n, check=False)
+        self.sets = self.node_args(hi, miss)
+        self.lab.start_node("a", "--role", "active", *self.sets)
+        self.lab.start_node("b", "--role", "standby", *self.sets)
+        self.active = "a"
+        if not L.wait_until(lambda: pair_ready("a"), 30, 0.2):
+            raise L.LabError("pair did not come up with timers %dx%d" % (hi, miss))
+
+    def recover(self, old):
+        """The faulted node restarts with no role: it must join as standby and resync."""
+        L.lab("stop", old, check=False)
+        self.lab.start_node(old, *self.sets)
+        if not L.wait_until(lambda: pair_ready(self.active), 30, 0.2):
+            raise L.LabError("%s did not rejoin as standby in sync" % old)
+
+    def echo_clients(self, conns, seconds):
+        return self.lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP, "--port",
+                                              ECHO_PORT, "--conns", conns, "--seconds", seconds,
+                                              "--rate-bytes-per-s", 32768, "--op-timeout", 8, "--json"])
+
+    @staticmethod
+    def client_result(bg, timeout):
+        deadline = time.monotonic() + timeout
+        while bg.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        bg.stop()
+        return L.last_json("\n".join(bg.snapshot())) or {}
+
+    def steady(self, timers, seconds):
+        f0 = failovers("a") + failovers("b")
+        iperf = self.lab.background("client", ["iperf3", "-c", L.SERVER_IP, "-p", IPERF_PORT, "-t", seconds,
+                                               "-P", "2", "--connect-timeout", "3000"])
+        c = self.echo_clients(8, seconds)
+        time.sleep(seconds + 1)
+        j = self.client_result(c, 30)
+        iperf.stop(timeout=10)
+        spurious = failovers("a") + failovers("b") - f0
+        self.emit("spurious_failovers", spurious, "failovers", seconds=seconds, timers=timers, load="iperf3+echo+udp")
+        L.log("steady %s: %d s, %d spurious failovers, echo %s" % (timers, seconds, spurious,
+                                                                   {k: j.get(k) for k in ("conns", "ok", "max_gap_ms")}))
+        return spurious
+
+    def fault(self, timers, cause):
+        old = self.active
+        new = other(old)
+        c = self.echo_clients(8, 5)
+        time.sleep(1.5)
+        pid = L.node_pid(old)
+        t0 = time.monotonic_ns()
+        if cause == "kill":
+            os.kill(pid, 9)
+        elif cause == "stop":
+            os.kill(pid, 19)
+        else:  # worker_stall: SIGUSR1 is ftpaird's test hook (worker.test_hooks)
+            os.kill(pid, 10)
+        took_over = L.wait_until(lambda: m(new, "ftpair_vip_owner") == 1, 10, 0.01)
+        j = self.client_result(c, 40)
+        self.active = new
+        run = {"timers": timers, "cause": cause, "t0": t0, "old": old, "took_over": bool(took_over),
+               "conns": j.get("conns", 0), "ok": j.get("ok", 0), "reset": j.get("reset"),
+               "corrupt": j.get("corrupt"), "max_gap_ms": j.get("max_gap_ms")}
+        self.runs.append(run)
+        if not took_over:
+            raise L.LabError("%s did not take over after %s of %s" % (new, cause, old))
+        self.recover(old)
+        time.sleep(0.5)
+
+
+def analyse(runs, path):
+    data = open(path, "rb").read()
+    recs = [RECORD.unpack_from(data, o) for o in range(0, len(data) - RECORD.size + 1, RECORD.size)]
+    recs.sort()
+    times = [r[0] for r in recs]
+    seqs = set(r[1] for r in recs)
+    import bisect
+    for run in runs:
+        t0 = run["t0"]
+        i = bisect.bisect_right(times, t0 + 2_000_000)
+        if i == 0 or i >= len(recs):
+            run["failover_ms"] = None
+            continue
+        last_old = recs[i - 1]
+        first_new = recs[i]
+        run["failover_ms"] = (first_new[0] - t0) / 1e6
+        run["lost"] = sum(1 for s in range(last_old[1] + 1, first_new[1]) if s not in seqs)
+        run["nat_port_kept"] = last_old[2] == first_new[2]
+        run["last_old_ms"] = (last_old[0] - t0) / 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timers", default="10x10,5x10")
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--stops", type=int, default=5)
+    ap.add_argument("--stalls", type=int, default=5)
+    ap.add_argument("--steady-s", type=int, default=60)
+    ap.add_argument("--pps", type=float, default=5000)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    L.require_lab(need=("iperf3",))
+    timers = []
+    for t in a.timers.split(","):
+        hi, miss = t.split("x")
+        timers.append((t, int(hi), int(miss)))
+    sink_file = os.path.join(L.RUN, "failover-bench-udp.bin")
+    with L.LabSession(deadline_s=3600) as lab:
+        lab.setup()
+        b = Bench(lab, a)
+        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])
+        echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
+        iperf_srv = lab.background("server", ["iperf3", "-s", "-p", IPERF_PORT])
+        sink = lab.background("server", [L.PY, STREAM, "sink", "--port", UDP_PORT, "--out", sink_file])
+        sink.wait_line(lambda s: s.startswith("LISTENING"), 10)
+        for k, (name, hi, miss) in enumerate(timers):
+            b.start_pair(hi, miss)
+            src = lab.background("client", [L.PY, STREAM, "source", "--host", L.SERVER_IP, "--port", UDP_PORT,
+                                            "--pps", a.pps])
+            time.sleep(1)
+            b.steady(name, a.steady_s)
+            plan = ["kill"] * a.kills
+            if k == 0:
+                plan += ["stop"] * a.stops + ["worker_stall"] * a.stalls
+            for cause in plan:
+                b.fault(name, cause)
+                L.log("%s %s: %s -> %s, echo ok %s/%s" % (name, cause, b.runs[-1]["old"], b.active,
+                                                           b.runs[-1]["ok"], b.runs[-1]["conns"]))
+            src.stop(timeout=5)
+        sink.stop(timeout=5)
+        iperf_srv.stop()
+        echo.stop()
+        analyse(b.runs, sink_file)
+        groups = {}
+        for r in b.runs:
+            groups.setdefault((r["timers"], r["cause"]), []).append(r)
+        for (tm, cause), rs in groups.items():
+            fo = [r["failover_ms"] for r in rs if r.get("failover_ms") is not None]
+            lost = [r.get("lost", 0) for r in rs]
+            conns = sum(r["conns"] for r in rs)
+            ok = sum(r["ok"] for r in rs)
+            p = {"cause": cause, "timers": tm, "runs": len(rs)}
+            if fo:
+                b.emit("failover_ms_p50", round(statistics.median(fo), 2), "ms", **p)
+                b.emit("failover_ms_max", round(max(fo), 2), "ms", **p)
+                b.emit("failover_ms_min", round(min(fo), 2), "ms", **p)
+            b.emit("failover_packets_lost", statistics.median(lost), "packets", **p)
+            b.emit("failover_packets_lost_max", max(lost), "packets", **p)
+            b.emit("connections_survived_ratio", round(ok / conns, 4) if conns else 0, "ratio", mode="strict", **p)
+            b.emit("failover_nat_port_kept_ratio", sum(1 for r in rs if r.get("nat_port_kept")) / len(rs), "ratio", **p)
+            L.log("%s %s: %d runs, failover ms %s, lost %s, connections %d/%d" % (
+                tm, cause, len(rs), [round(x, 1) for x in fo], lost, ok, conns))
+        lab.checker.check("every fault was followed by a takeover", all(r["took_over"] for r in b.runs))
+        rows = b.rows
+        if a.out:
+            with open(a.out, "a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+        with open(os.path.join(L.RUN, "failover-bench-runs.json"), "w") as f:
+            json.dump(b.runs, f, indent=1)
+        for r in rows:
+            print(json.dumps(r))
+    return lab.exit_code()
+
+
+if __name__ == "__main__":
+    L.run_main(main)
