@@ -34,6 +34,7 @@ std::string meta_xml(const InstanceMeta &m, bool with_namespace) {
     << xml_escape(m.role) << "\" state=\"" << xml_escape(m.state) << "\" image=\"" << xml_escape(m.image)
     << "\" memory_mib=\"" << m.memory_mib << "\" vcpus=\"" << m.vcpus << "\"";
   if (!m.created_network.empty()) x << " created_network=\"" << xml_escape(m.created_network) << "\"";
+  if (!m.address.empty()) x << " address=\"" << xml_escape(m.address) << "\"";
   x << "/>";
   return x.str();
 }
@@ -57,6 +58,7 @@ bool parse_meta_xml(const std::string &xml, InstanceMeta *m) {
     m->state = attr("state");
     m->image = attr("image");
     m->created_network = attr("created_network");
+    m->address = attr("address");
     try {
       m->memory_mib = static_cast<uint32_t>(std::stoul(attr("memory_mib")));
       m->vcpus = static_cast<uint32_t>(std::stoul(attr("vcpus")));
@@ -151,7 +153,7 @@ std::string domain_xml(const PairSpec &pair, const NodeSpec &n, const std::strin
       << "      <target port='0'/>\n    </serial>\n";
   else
     x << "    <serial type='pty'><target port='0'/></serial>\n";
-  x << "    <graphics type='none'/>\n    <video><model type='none'/></video>\n"
+  x << "    <video><model type='none'/></video>\n"
     << "    <memballoon model='none'/>\n  </devices>\n</domain>\n";
   return x.str();
 }

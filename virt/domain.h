@@ -21,6 +21,7 @@ struct InstanceMeta {
   std::string image;      // sha256 over the boot files' allow-listed digests
   uint32_t memory_mib = 0, vcpus = 0;
   std::string created_network;  // a management network that deploy created for the pair
+  std::string address;          // management ip/prefix given to the guest
 };
 
 // The element, with its namespace declared (for a domain XML) or bare (for virDomainSetMetadata).

@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
       n = spec.spare(static_cast<uint32_t>(std::stoul(node.substr(6))));
     else return finish(InvalidArgument("xml: --node must be a, b or spare-<i>"), Json());
     InstanceMeta m{spec.name, n.id, n.role, n.id.rfind("spare", 0) == 0 ? "spare" : "member", image_key(spec, n),
-                   n.memory_mib, n.vcpus, ""};
+                   n.memory_mib, n.vcpus, "", n.mgmt_address};
     std::cout << domain_xml(spec, n, spec.domain_name(n.id), "", m);
     return 0;
   }

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <set>
 #include <thread>
 
 #include "failover/fencer.h"
@@ -36,6 +37,7 @@ InstanceMeta meta_for(const PairSpec &spec, const NodeSpec &n, const std::string
   m.image = image_key(spec, n);
   m.memory_mib = n.memory_mib;
   m.vcpus = n.vcpus;
+  m.address = n.mgmt_address;
   return m;
 }
 
@@ -141,6 +143,7 @@ Status deploy(const PairSpec &spec, const Timeouts &t, Json *report) {
   Json nodes = Json::array();
   // The hook must see the allow-list before the first start.
   if (Status st = write_allowlist(spec.allowlist_dir, spec.name, spec.allowlist); !st.ok()) return st;
+  std::set<std::string> created_networks;  // by this deploy, recorded on every node using them
   for (const NodeSpec *n : {&spec.a, &spec.b}) {
     auto tn = Clock::now();
     Conn conn;
@@ -153,7 +156,8 @@ Status deploy(const PairSpec &spec, const Timeouts &t, Json *report) {
     if (!n->mgmt_network.empty()) {
       bool created = false;
       if (Status st = ensure_network(conn, n->mgmt_network, &created); !st.ok()) return st;
-      if (created) meta.created_network = n->mgmt_network;
+      if (created) created_networks.insert(n->mgmt_network);
+      if (created_networks.count(n->mgmt_network)) meta.created_network = n->mgmt_network;
     }
     std::string name = spec.domain_name(n->id), uuid, action = "defined";
     // Reuse: a retained instance with the same image, memory and vCPUs, from any earlier pair.
@@ -200,13 +204,14 @@ Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reu
                    [](const Managed &x, const Managed &y) { return x.meta.role == "standby" && y.meta.role != "standby"; });
   // 1. Drain the daemons.
   for (auto &m : members) {
-    const NodeSpec *n = node_by_id(spec, m.meta.node);
+    std::string ip = m.meta.address.substr(0, m.meta.address.find('/'));
+    if (ip.empty() && node_by_id(spec, m.meta.node)) ip = node_by_id(spec, m.meta.node)->mgmt_ip();
     Json step{{"step", "drain"}, {"domain", m.name}, {"role", m.meta.role}};
     auto ts = Clock::now();
-    if (m.state != VIR_DOMAIN_RUNNING || n == nullptr) {
+    if (m.state != VIR_DOMAIN_RUNNING) {
       step["result"] = std::string("skipped: domain ") + state_name(m.state);
-    } else if (!reachable(n->mgmt_ip(), spec.grpc_port, t.drain)) {
-      step["result"] = "no daemon reachable at " + n->mgmt_ip() + ":" + std::to_string(spec.grpc_port) + " within " +
+    } else if (!reachable(ip, spec.grpc_port, t.drain)) {
+      step["result"] = "no daemon reachable at " + ip + ":" + std::to_string(spec.grpc_port) + " within " +
                        std::to_string(t.drain.count()) + " ms";
     } else {
       // ftpaird drains itself on SIGTERM/ACPI power-off (clean shutdown, snapshot); the VM step
@@ -266,19 +271,46 @@ Status pool_fill(const PairSpec &spec, const Timeouts &t, Json *report) {
   if (Status st = conn.open(spec.b.uri, t.connect); !st.ok()) return with_name("pool fill", st);
   Json spares = Json::array();
   auto live = list_managed(conn, spec.name);
-  for (uint32_t i = 0; i < spec.pool_size; ++i) {
+  // A spare that replaced a node keeps its name and address as a member, so new spares take the
+  // first free name and the first pool address no live domain of the pair uses.
+  std::set<std::string> names, addresses;
+  uint32_t have = 0;
+  std::string created_network;  // spares share the members' management network
+  for (auto &m : live) {
+    if (!m.meta.created_network.empty() && m.meta.created_network == spec.b.mgmt_network)
+      created_network = m.meta.created_network;
+    names.insert(m.name);
+    addresses.insert(m.meta.address);
+    have += m.meta.state == "spare";
+  }
+  for (uint32_t i = 0; have < spec.pool_size; ++i) {
     NodeSpec s = spec.spare(i);
     std::string name = spec.domain_name(s.id);
-    bool present = false;
-    for (auto &m : live) present |= m.name == name;
-    if (present) continue;
+    if (names.count(name)) continue;
+    s.mgmt_address.clear();
+    // A retired node's address is free again once its domain is gone.
+    std::vector<std::string> candidates = spec.pool_addresses;
+    candidates.push_back(spec.a.mgmt_address);
+    candidates.push_back(spec.b.mgmt_address);
+    for (const auto &a : candidates)
+      if (!addresses.count(a)) {
+        s.mgmt_address = a;
+        break;
+      }
+    if (s.mgmt_address.empty())
+      return FailedPrecondition("pool fill: every address in pair.pool.addresses (and the nodes') is in use");
     auto ts = Clock::now();
     Dom d;
-    if (Status st = define_and_start(conn, domain_xml(spec, s, name, "", meta_for(spec, s, "spare")), name, t.start, &d);
+    InstanceMeta meta = meta_for(spec, s, "spare");
+    meta.created_network = created_network;
+    if (Status st = define_and_start(conn, domain_xml(spec, s, name, "", meta), name, t.start, &d);
         !st.ok())
       return with_name("pool fill", st);
     if (virDomainSuspend(d.get()) < 0 || !wait_state(d.get(), VIR_DOMAIN_PAUSED, Ms(5000)))
       return Unavailable("pool fill: cannot pause " + name + ": " + virt_error());
+    names.insert(name);
+    addresses.insert(s.mgmt_address);
+    ++have;
     spares.push_back({{"domain", name}, {"address", s.mgmt_address}, {"seconds", secs_since(ts)}});
   }
   *report = {{"op", "pool-fill"}, {"pair", spec.name}, {"added", spares}, {"seconds", secs_since(t0)}};

@@ -1,0 +1,252 @@
+"""Fixture for the ftpair-virt tests: a real libvirtd (qemu:///system, TCG) started by the test.
+
+    import virtutil as V
+    with V.VirtSession() as s:        # virtlogd + libvirtd (+ the qemu hook), cleaned up on exit
+        s.check("name", cond, "detail")
+    sys.exit(s.exit_code())
+
+libvirtd reads /etc/libvirt/hooks/qemu only at its start, so the session installs the hook first
+and starts the daemons itself. If a libvirtd is already running (not ours), the session uses it,
+never stops it, and reports s.hook_active = False. Daemons we start are stopped by PID.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+FTPAIR_VIRT = os.environ.get("FTPAIR_VIRT", os.path.join(REPO, "build", "virt", "ftpair-virt"))
+FTPAIR_COMMISSION = os.environ.get("FTPAIR_COMMISSION", os.path.join(os.path.dirname(FTPAIR_VIRT), "ftpair-commission"))
+HOOK = "/etc/libvirt/hooks/qemu"
+HOOK_MARK = "# installed by the ftpair-virt tests"
+LOCK = "/run/ftpair-virt.lock"
+URI = "qemu:///system"
+SKIP = 77
+_T0 = time.monotonic()
+
+
+def log(msg):
+    sys.stdout.write("[%7.2f] %s\n" % (time.monotonic() - _T0, msg))
+    sys.stdout.flush()
+
+
+def require():
+    if os.geteuid() != 0:
+        print("SKIP: needs root (libvirtd, networks)")
+        sys.exit(SKIP)
+    for b in ("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"):
+        if shutil.which(b) is None and not os.path.exists("/usr/sbin/" + b):
+            print("SKIP: %s is not installed (tools/install-deps.sh: libvirt-daemon-system qemu-system-x86)" % b)
+            sys.exit(SKIP)
+    if not os.path.exists(FTPAIR_VIRT):
+        print("FAIL: %s not built" % FTPAIR_VIRT)
+        sys.exit(1)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+class VirtSession:
+    def __init__(self, prefix="ftv"):
+        self.prefix = prefix
+        self.passed = 0
+        self.failed = 0
+        self.started = []       # (name, pid) of daemons we started
+        self.hook_active = False
+        self.dir = None
+        self._lock = None
+        self._hook_backup = None
+
+    # ---- checks ----
+    def check(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            log("PASS %s %s" % (name, detail))
+        else:
+            self.failed += 1
+            log("FAIL %s %s" % (name, detail))
+        return cond
+
+    def exit_code(self):
+        return 0 if self.failed == 0 and self.passed > 0 else 1
+
+    # ---- tools ----
+    def run(self, *args, timeout=120, check=False):
+        p = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError("%s: rc=%d %s" % (" ".join(args), p.returncode, p.stderr.strip()))
+        return p
+
+    def virt(self, *args, timeout=120):
+        """Runs ftpair-virt; returns (rc, report-or-None, stderr)."""
+        p = self.run(FTPAIR_VIRT, *args, timeout=timeout)
+        rep = None
+        for line in p.stdout.splitlines():
+            try:
+                rep = json.loads(line)
+            except ValueError:
+                pass
+        return p.returncode, rep, p.stderr.strip()
+
+    def virsh(self, *args, timeout=60):
+        return self.run("virsh", "-c", URI, *args, timeout=timeout)
+
+    def domstate(self, name):
+        p = self.virsh("domstate", name)
+        return p.stdout.strip() if p.returncode == 0 else "absent"
+
+    def make_image(self, name, size=1 << 20, fill=b"\0"):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(fill * size)
+        return path
+
+    def write_spec(self, pair, nodes_extra="", image=None, pool=0, reuse="none", name="spec.yaml", kernel=None):
+        """A spec for a pair on this host: diskless-BIOS domains booting a blank image (or a kernel)."""
+        lines = ["pair:", "  name: %s" % pair, "  allowlist:"]
+        files = [image] if image else [kernel[0], kernel[1]]
+        for f in files:
+            lines.append("    %s: %s" % (f, sha256(f)))
+        lines += ["  allowlist_dir: %s" % os.path.join(self.dir, "allow"), "  reuse: %s" % reuse]
+        if pool:
+            lines.append("  pool: {size: %d, addresses: [%s]}" % (
+                pool, ", ".join("198.18.3.%d/24" % (10 + i) for i in range(pool))))
+        lines += ["  config: {failover.fence: libvirt}", "nodes:"]
+        for node, role, ip in (("a", "active", "198.18.3.1/24"), ("b", "standby", "198.18.3.2/24")):
+            lines += ["  %s:" % node, "    uri: %s" % URI, "    role: %s" % role, "    memory_mib: %d" % (128 if kernel else 32)]
+            if image:
+                lines.append("    disk: %s" % image)
+            else:
+                lines += ["    kernel: %s" % kernel[0], "    initrd: %s" % kernel[1],
+                          "    cmdline: console=ttyS0 panic=-1 quiet",
+                          "    serial_log: %s" % os.path.join(self.dir, "%s-%s.serial" % (pair, node))]
+            lines.append("    management: {network: %s-mgmt, address: %s}" % (pair, ip))
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n" + nodes_extra)
+        return path
+
+    # ---- lifecycle ----
+    def __enter__(self):
+        self._lock = open(LOCK, "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.dir = tempfile.mkdtemp(prefix="ftpair-virt-")
+        os.chmod(self.dir, 0o755)  # qemu runs as libvirt-qemu and must read the images
+        running = read_pid("/run/libvirtd.pid")
+        if running and pid_alive(running):
+            log("libvirtd %d already running (not ours): the qemu hook cannot be installed for it" % running)
+        else:
+            self._install_hook()
+            self._start("virtlogd", ["virtlogd", "-d"], "/run/virtlogd.pid")
+            self._start("libvirtd", ["libvirtd", "-d"], "/run/libvirtd.pid")
+            self.hook_active = True
+        # Wait until the daemon answers.
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if self.virsh("version").returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("libvirtd does not answer on %s" % URI)
+        return self
+
+    def _install_hook(self):
+        os.makedirs(os.path.dirname(HOOK), exist_ok=True)
+        if os.path.exists(HOOK):
+            with open(HOOK) as f:
+                old = f.read()
+            if HOOK_MARK not in old:
+                self._hook_backup = old
+        with open(HOOK, "w") as f:
+            f.write("#!/bin/sh\n%s\nexec %s verify-hook --allowlist-dir %s \"$@\"\n" % (
+                HOOK_MARK, FTPAIR_VIRT, os.path.join(self.dir, "allow")))
+        os.chmod(HOOK, 0o755)
+
+    def _start(self, name, argv, pidfile):
+        pid = read_pid(pidfile)
+        if pid and pid_alive(pid):
+            log("%s %d already running: using it" % (name, pid))
+            return
+        subprocess.run(argv, check=True)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            pid = read_pid(pidfile)
+            if pid and pid_alive(pid):
+                self.started.append((name, pid))
+                log("started %s pid %d" % (name, pid))
+                return
+            time.sleep(0.05)
+        raise RuntimeError("%s did not start" % name)
+
+    def cleanup_domains(self):
+        """Destroys and undefines every domain and network whose name starts with our prefix."""
+        p = self.virsh("list", "--all", "--name")
+        for name in p.stdout.split():
+            if name.startswith(self.prefix):
+                self.virsh("destroy", name)
+                self.virsh("undefine", name)
+        p = self.virsh("net-list", "--all", "--name")
+        for name in p.stdout.split():
+            if name.startswith(self.prefix):
+                self.virsh("net-destroy", name)
+                self.virsh("net-undefine", name)
+
+    def __exit__(self, *exc):
+        try:
+            self.cleanup_domains()
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            log("cleanup: %s" % e)
+        for name, pid in reversed(self.started):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            end = time.monotonic() + 15
+            while pid_alive(pid) and time.monotonic() < end:
+                time.sleep(0.05)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            log("stopped %s pid %d" % (name, pid))
+        if self.hook_active:
+            if self._hook_backup is not None:
+                with open(HOOK, "w") as f:
+                    f.write(self._hook_backup)
+            elif os.path.exists(HOOK):
+                os.unlink(HOOK)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        log("%d passed, %d failed" % (self.passed, self.failed))
+        self._lock.close()
+        return False
