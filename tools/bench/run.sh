@@ -214,9 +214,95 @@ PY
   log "dataplane: done in $((SECONDS - t0)) s"
 }
 
+
+# ------------------------------------------------------------------ checkpoint (issue 3)
+
+CK_FLOWS=${CK_FLOWS:-"10000 100000 1000000"}
+CK_ROUNDS=${CK_ROUNDS:-3}
+CK_SECONDS=${CK_SECONDS:-4}            # measured 1-second windows per phase
+CK_CHURN_EVERY=${CK_CHURN_EVERY:-500}  # 1 in N packets opens a new flow
+CK_INTERVAL_US=${CK_INTERVAL_US:-1000} # 1,000 checkpoints per second
+
+# nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
+# (ratios within a round), a real engine replicating to a loopback Sync server.
+group_checkpoint() {
+  local t0=$SECONDS f rc
+  for f in $CK_FLOWS; do
+    log "checkpoint: nf_bench --replication off,relaxed,strict, $f flows"
+    rc=0
+    "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_$f" -l 0,1 -- \
+      --flows "$f" --replication off,relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
+      --churn-every "$CK_CHURN_EVERY" --ckpt-interval-us "$CK_INTERVAL_US" --udp-timeout 30 \
+      --gen-seconds 0 --inline-seconds 0 --sync-packets 0 \
+      >"$out/ckpt-$f.jsonl" 2>"$out/ckpt-$f.log" || rc=$?
+    rundir_cleanup "ftpb_ck_$$_$f"
+    if [ "$rc" != 0 ]; then
+      log "nf_bench --replication failed:"; cat "$out/ckpt-$f.log" >&2; return 1
+    fi
+    cat "$out/ckpt-$f.jsonl" >>"$results"
+    grep -E 'round|overhead|full sync' "$out/ckpt-$f.log" | sed 's/^/  /' >&2
+  done
+  # Headline names: pause percentiles over every replicated phase of a flow count (median of
+  # the phases' p50/p99, max of maxima), strict latency likewise.
+  "$PY" - "$results" "$CK_INTERVAL_US" <<'PY'
+import json, statistics, sys
+path, interval = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(l) for l in open(path) if l.strip()]
+by = {}
+for r in rows:
+    if r["name"].startswith("ckpt_phase_") and r["params"].get("mode") in ("relaxed", "strict"):
+        by.setdefault((r["name"], r["params"]["flows"]), []).append(r["value"])
+out = []
+rate_hz = round(1e6 / interval)
+for (name, flows), v in sorted(by.items()):
+    p = {"flows": flows, "rate_hz": rate_hz}
+    if name == "ckpt_phase_pause_us_p50":
+        out.append({"name": "checkpoint_pause_us_p50", "value": round(statistics.median(v), 2), "unit": "us", "params": p})
+    elif name == "ckpt_phase_pause_us_p99":
+        out.append({"name": "checkpoint_pause_us_p99", "value": round(statistics.median(v), 2), "unit": "us", "params": p})
+    elif name == "ckpt_phase_pause_us_max":
+        out.append({"name": "checkpoint_pause_us_max", "value": round(max(v), 2), "unit": "us", "params": p})
+    elif name == "ckpt_phase_rate_hz":
+        out.append({"name": "checkpoint_rate_hz", "value": round(statistics.median(v), 1), "unit": "Hz", "params": p})
+strict = {}
+for r in rows:
+    if r["name"] in ("ckpt_phase_strict_latency_us_p50", "ckpt_phase_strict_latency_us_p99"):
+        strict.setdefault(r["name"], []).append(r["value"])
+for n, v in strict.items():
+    out.append({"name": n.replace("ckpt_phase_strict_latency", "strict_added_latency"),
+                "value": round(statistics.median(v), 2), "unit": "us", "params": {"packets": "held"}})
+with open(path, "a") as fh:
+    for o in out:
+        fh.write(json.dumps(o) + "\n")
+PY
+  log "checkpoint: done in $((SECONDS - t0)) s"
+}
+
+# ------------------------------------------------------------------ failover (issue 4)
+
+FO_TIMERS=${FO_TIMERS:-"10x10,5x10,3x10"}
+FO_KILLS=${FO_KILLS:-10}
+FO_STOPS=${FO_STOPS:-5}
+FO_STALLS=${FO_STALLS:-5}
+FO_STEADY_S=${FO_STEADY_S:-60}
+
+# The pair lab with constant-rate UDP: repeated kills/stalls of the active, a steady run per
+# timer setting for spurious failovers (tools/bench/failover_bench.py).
+group_failover() {
+  local t0=$SECONDS rc=0
+  log "failover: timers $FO_TIMERS, $FO_KILLS kills, $FO_STOPS stops, $FO_STALLS worker stalls, ${FO_STEADY_S}s steady"
+  FTPAIRD=$build/control/ftpaird FTPAIRCTL=$build/tools/ftpairctl/ftpairctl \
+    "$PY" "$root/tools/bench/failover_bench.py" --timers "$FO_TIMERS" --kills "$FO_KILLS" \
+    --stops "$FO_STOPS" --stalls "$FO_STALLS" --steady-s "$FO_STEADY_S" --out "$results" \
+    >"$out/failover.log" 2>&1 || rc=$?
+  grep -E '^\[|RESULT|steady|runs,|FAIL' "$out/failover.log" | tail -40 | sed 's/^/  /' >&2
+  if [ "$rc" != 0 ]; then log "failover benchmark failed (see $out/failover.log)"; return 1; fi
+  log "failover: done in $((SECONDS - t0)) s"
+}
+
 # ------------------------------------------------------------------ main
 
-groups=(dataplane)
+groups=(dataplane checkpoint failover)
 ran=0
 for g in "${groups[@]}"; do
   if [ -z "$only" ] || [ "$only" = "$g" ]; then
