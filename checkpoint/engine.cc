@@ -299,6 +299,7 @@ void Engine::send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link>
     link->full_epoch.store(epoch);
     stats_.full_syncs++;
     stats_.full_sync_records += n;
+    stats_.last_full_sync_records = n;
   }
   std::lock_guard<std::mutex> w(link->write_mu);
   for (size_t i = 0; i < msgs.size(); i++) {
@@ -307,7 +308,14 @@ void Engine::send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link>
       link->ctx.TryCancel();
       return;
     }
-    if (full && msgs.size() > 1) progress_.store(0.99 * double(i + 1) / double(msgs.size()));
+    if (full && msgs.size() > 1) {
+      progress_.store(0.99 * double(i + 1) / double(msgs.size()));
+      // A standby that keeps taking chunks (gRPC flow control lets a write finish only as it
+      // reads) is alive: the acknowledgement deadline runs from its last chunk, not from the
+      // start of a full sync that can outlast ack_timeout on a large table.
+      std::lock_guard<std::mutex> g(lag_mu_);
+      oldest_unacked_ = Clock::now();
+    }
   }
   sent_.store(epoch);
   stats_.records_sent += n;

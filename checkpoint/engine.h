@@ -58,6 +58,7 @@ struct EngineStats {
   std::atomic<uint64_t> pause_count{0}, pause_ns_sum{0}, pause_ns_max{0};
   std::atomic<int64_t> last_checkpoint_unix_ns{0}, last_ack_unix_ns{0};
   std::atomic<double> last_full_sync_seconds{0};
+  std::atomic<uint64_t> last_full_sync_records{0};  // records in the newest full sync
 };
 
 class Engine {

@@ -678,14 +678,17 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     const double fs = engine->stats().last_full_sync_seconds.load();
-    const uint64_t recs = engine->stats().full_sync_records.load();
-    std::fprintf(stderr, "%s round %u: full sync of %" PRIu64 " records in %.3f s (%.2f M records/s)\n",
-                 mode.c_str(), round, recs, fs, fs > 0 ? double(recs) / fs / 1e6 : 0.0);
+    const uint64_t recs = engine->stats().last_full_sync_records.load();
+    const uint64_t attempts = engine->stats().full_syncs.load();
+    std::fprintf(stderr, "%s round %u: full sync of %" PRIu64 " records in %.3f s (%.2f M records/s), %" PRIu64
+                         " attempt(s)\n",
+                 mode.c_str(), round, recs, fs, fs > 0 ? double(recs) / fs / 1e6 : 0.0, attempts);
     if (!*full_sync_done) {
       // The first full sync goes to an empty standby: the joining-standby case.
       const std::string fp = "{\"flows\": " + std::to_string(b.opt.flows) + "}";
       emit("full_sync_s", fs, "s", fp);
       emit("full_sync_records", double(recs), "records", fp);
+      emit("full_sync_attempts", double(attempts), "attempts", fp);
       emit("replication_records_per_s", fs > 0 ? double(recs) / fs : 0, "records/s",
            "{\"flows\": " + std::to_string(b.opt.flows) + ", \"via\": \"full_sync\"}");
       *full_sync_done = true;
