@@ -41,9 +41,9 @@ InstanceMeta meta_for(const PairSpec &spec, const NodeSpec &n, const std::string
   return m;
 }
 
-// An isolated network (a bridge, no addresses, no DHCP) for the management link, if the spec
-// names a network that does not exist yet. Returns true in *created when it made one.
-Status ensure_network(Conn &conn, const std::string &name, bool *created) {
+// An isolated network (a bridge, no DHCP or DNS; the host gets pair.host_address if set) for the
+// management link, when the spec names a network that does not exist yet. *created: it made one.
+Status ensure_network(Conn &conn, const std::string &name, const std::string &host_address, bool *created) {
   *created = false;
   virNetworkPtr net = virNetworkLookupByName(conn.get(), name.c_str());
   if (net != nullptr) {
@@ -57,7 +57,12 @@ Status ensure_network(Conn &conn, const std::string &name, bool *created) {
   }
   std::string br = "ftv" + std::to_string(std::hash<std::string>{}(name) % 1000000);
   std::string xml = "<network><name>" + xml_escape(name) + "</name><bridge name='" + br +
-                    "' stp='off' delay='0'/></network>";
+                    "' stp='off' delay='0'/><dns enable='no'/>";
+  if (!host_address.empty()) {
+    auto slash = host_address.find('/');
+    xml += "<ip address='" + host_address.substr(0, slash) + "' prefix='" + host_address.substr(slash + 1) + "'/>";
+  }
+  xml += "</network>";
   net = virNetworkDefineXML(conn.get(), xml.c_str());
   if (net == nullptr) return Unavailable("cannot define management network " + name + ": " + virt_error());
   if (virNetworkCreate(net) < 0) {
@@ -155,7 +160,7 @@ Status deploy(const PairSpec &spec, const Timeouts &t, Json *report) {
     InstanceMeta meta = meta_for(spec, *n, "member");
     if (!n->mgmt_network.empty()) {
       bool created = false;
-      if (Status st = ensure_network(conn, n->mgmt_network, &created); !st.ok()) return st;
+      if (Status st = ensure_network(conn, n->mgmt_network, spec.host_address, &created); !st.ok()) return st;
       if (created) created_networks.insert(n->mgmt_network);
       if (created_networks.count(n->mgmt_network)) meta.created_network = n->mgmt_network;
     }

@@ -164,7 +164,7 @@ Status parse_spec(const std::string &yaml_text, PairSpec *out) {
     check_keys(root, "", {"pair", "nodes"});
     YAML::Node pr = root["pair"];
     if (!pr) fail("pair", "missing");
-    check_keys(pr, "pair", {"name", "grpc_port", "allowlist", "allowlist_dir", "reuse", "pool", "config"});
+    check_keys(pr, "pair", {"name", "grpc_port", "allowlist", "allowlist_dir", "reuse", "host_address", "pool", "config"});
     s.name = str(pr, "name", "pair", true);
     if (!valid_name(s.name)) fail("pair.name", "'" + s.name + "' must be 1-40 characters of [a-z0-9-]");
     s.grpc_port = static_cast<uint16_t>(uint_in(pr, "grpc_port", "pair", 1, 65535, false, 50051));
@@ -177,6 +177,10 @@ Status parse_spec(const std::string &yaml_text, PairSpec *out) {
       if (path.empty() || path.front() != '/') fail("pair.allowlist", "'" + path + "' is not an absolute path");
       if (!is_hex64(dig)) fail("pair.allowlist." + path, "must be a lowercase sha256 hex digest (64 characters)");
       s.allowlist[path] = dig;
+    }
+    if (pr["host_address"]) {
+      s.host_address = str(pr, "host_address", "pair", true);
+      if (!valid_cidr(s.host_address)) fail("pair.host_address", "'" + s.host_address + "' is not ip/prefix");
     }
     if (pr["allowlist_dir"]) s.allowlist_dir = str(pr, "allowlist_dir", "pair", true);
     if (pr["reuse"]) s.reuse = str(pr, "reuse", "pair", true);
@@ -216,6 +220,8 @@ Status parse_spec(const std::string &yaml_text, PairSpec *out) {
     if (s.a.role == s.b.role)
       fail("nodes.b.role", "both nodes are " + s.a.role + ": a pair has one active and one standby");
     std::set<std::string> ips{s.a.mgmt_ip()};
+    if (!s.host_address.empty() && s.host_address.substr(0, s.host_address.find('/')) == s.a.mgmt_ip())
+      fail("pair.host_address", "same address as nodes.a");
     if (!ips.insert(s.b.mgmt_ip()).second) fail("nodes.b.management.address", "same address as nodes.a");
     for (size_t i = 0; i < s.pool_size; ++i)
       if (!ips.insert(s.pool_addresses[i].substr(0, s.pool_addresses[i].find('/'))).second)

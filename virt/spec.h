@@ -8,6 +8,8 @@
  *     allowlist_dir: /etc/ftpair/virt   # where deploy writes <name>.allow for the qemu hook
  *     reuse: none | same-image      # teardown --reuse keeps instances with the same image
  *                                   # digest, memory and vCPUs; the next deploy picks them up
+ *     host_address: 198.18.3.254/24 # optional: the host's address on a management network
+ *                                   # that deploy creates (so drain reaches the guests locally)
  *     pool: {size: 1, addresses: [198.18.3.10/24]}   # warm standby spares (copies of node b)
  *     config: {failover.fence: libvirt, ...}         # extra ftpaird keys, as OEM strings
  *   nodes:
@@ -62,6 +64,7 @@ struct PairSpec {
   std::map<std::string, std::string> allowlist;  // path -> sha256 hex
   std::string allowlist_dir = "/etc/ftpair/virt";
   std::string reuse = "none";
+  std::string host_address;  // ip/prefix, optional
   uint32_t pool_size = 0;
   std::vector<std::string> pool_addresses;
   std::map<std::string, std::string> config;  // extra dotted ftpaird keys

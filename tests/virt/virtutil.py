@@ -30,6 +30,7 @@ HOOK_MARK = "# installed by the ftpair-virt tests"
 LOCK = "/run/ftpair-virt.lock"
 URI = "qemu:///system"
 SKIP = 77
+NET = "198.19.253"  # the test pairs' management subnet
 _T0 = time.monotonic()
 
 
@@ -140,12 +141,15 @@ class VirtSession:
         files = [image] if image else [kernel[0], kernel[1]]
         for f in files:
             lines.append("    %s: %s" % (f, sha256(f)))
-        lines += ["  allowlist_dir: %s" % os.path.join(self.dir, "allow"), "  reuse: %s" % reuse]
+        # 198.19.253.0/24: inside the benchmarking range, away from the pair lab's 198.18.3.0/24;
+        # the host's address on the created network keeps drain probes on that local bridge.
+        lines += ["  allowlist_dir: %s" % os.path.join(self.dir, "allow"), "  reuse: %s" % reuse,
+                  "  host_address: %s.254/24" % NET]
         if pool:
             lines.append("  pool: {size: %d, addresses: [%s]}" % (
-                pool, ", ".join("198.18.3.%d/24" % (10 + i) for i in range(pool))))
+                pool, ", ".join("%s.%d/24" % (NET, 10 + i) for i in range(pool))))
         lines += ["  config: {failover.fence: libvirt}", "nodes:"]
-        for node, role, ip in (("a", "active", "198.18.3.1/24"), ("b", "standby", "198.18.3.2/24")):
+        for node, role, ip in (("a", "active", NET + ".1/24"), ("b", "standby", NET + ".2/24")):
             lines += ["  %s:" % node, "    uri: %s" % URI, "    role: %s" % role, "    memory_mib: %d" % (128 if kernel else 32)]
             if image:
                 lines.append("    disk: %s" % image)
@@ -165,6 +169,9 @@ class VirtSession:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.dir = tempfile.mkdtemp(prefix="ftpair-virt-")
         os.chmod(self.dir, 0o755)  # qemu runs as libvirt-qemu and must read the images
+        # The network driver keeps per-network MAC lists here even without dnsmasq; a package
+        # install creates it, a bare container may not have it.
+        os.makedirs("/var/lib/libvirt/dnsmasq", exist_ok=True)
         running = read_pid("/run/libvirtd.pid")
         if running and pid_alive(running):
             log("libvirtd %d already running (not ours): the qemu hook cannot be installed for it" % running)
