@@ -302,20 +302,40 @@ Status commission_from_environment(const std::string &dmi_dir, const std::string
   return validate(*c);
 }
 
+namespace {
+
+struct Tree {
+  std::string value;
+  std::map<std::string, Tree> kids;
+};
+
+void emit(YAML::Emitter &out, const Tree &t) {
+  out << YAML::BeginMap;
+  for (const auto &[k, v] : t.kids) {
+    out << YAML::Key << k << YAML::Value;
+    if (v.kids.empty())
+      out << v.value;
+    else
+      emit(out, v);
+  }
+  out << YAML::EndMap;
+}
+
+}  // namespace
+
 std::string to_config_yaml(const Commission &c) {
-  YAML::Node root;
+  Tree root;
   for (const auto &[k, v] : c.values) {
-    if (k == "pair") continue;  // the pair name is for the host side, not a daemon key
-    std::vector<std::string> parts;
+    // Not daemon keys: the pair name (host side), the guest address (network setup) and a spare's
+    // peer candidates (ftpaird takes one peer.grpc; choosing among candidates is not in it yet).
+    if (k == "pair" || k == "management.address" || k == "peer.candidates") continue;
+    Tree *t = &root;
     std::stringstream ks(k);
-    for (std::string p; std::getline(ks, p, '.');) parts.push_back(p);
-    // Walk/create the nested maps, then set the leaf.
-    std::vector<YAML::Node> chain{root};
-    for (size_t i = 0; i + 1 < parts.size(); ++i) chain.push_back(chain.back()[parts[i]]);
-    chain.back()[parts.back()] = v;
+    for (std::string part; std::getline(ks, part, '.');) t = &t->kids[part];
+    t->value = v;
   }
   YAML::Emitter out;
-  out << root;
+  emit(out, root);
   return std::string(out.c_str()) + "\n";
 }
 

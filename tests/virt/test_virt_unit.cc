@@ -1,0 +1,274 @@
+// Unit tests for the pure parts of virt/: the SMBIOS type 11 parser, commissioning rules, the
+// pair spec checks (each bad spec names its field) and the generated domain XML.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "virt/commission.h"
+#include "virt/domain.h"
+#include "virt/hook.h"
+#include "virt/spec.h"
+
+using namespace ftpair;
+using namespace ftpair::virt;
+
+namespace {
+
+// Builds a raw type 11 structure: header (type, length 5, handle), count, string set.
+std::vector<uint8_t> type11(const std::vector<std::string> &strs, int count = -1, uint16_t handle = 0x1100) {
+  std::vector<uint8_t> b{11, 5, static_cast<uint8_t>(handle & 0xff), static_cast<uint8_t>(handle >> 8),
+                         static_cast<uint8_t>(count < 0 ? strs.size() : count)};
+  for (const auto &s : strs) {
+    b.insert(b.end(), s.begin(), s.end());
+    b.push_back(0);
+  }
+  if (strs.empty()) b.push_back(0);
+  b.push_back(0);
+  return b;
+}
+
+const std::vector<std::string> kNodeB{"ftpair:pair=p", "ftpair:node.id=b", "ftpair:node.role=standby",
+                                      "ftpair:management.grpc=198.19.253.2:50051",
+                                      "ftpair:peer.grpc=198.19.253.1:50051", "vendor:unrelated=1"};
+
+}  // namespace
+
+TEST(Smbios, ParsesStrings) {
+  auto b = type11({"a=1", "ftpair:node.role=active"});
+  auto r = parse_smbios_type11(b.data(), b.size());
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.strings, (std::vector<std::string>{"a=1", "ftpair:node.role=active"}));
+}
+
+TEST(Smbios, EmptySetAndLongerFormattedArea) {
+  auto b = type11({});
+  auto r = parse_smbios_type11(b.data(), b.size());
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(r.strings.empty());
+  // A formatted area longer than 5 bytes (a later SMBIOS revision) is skipped by its length.
+  std::vector<uint8_t> c{11, 7, 0, 0, 1, 0xaa, 0xbb, 'x', 0, 0};
+  r = parse_smbios_type11(c.data(), c.size());
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.strings, std::vector<std::string>{"x"});
+}
+
+TEST(Smbios, RefusesMalformed) {
+  auto bad = [](std::vector<uint8_t> b) { return parse_smbios_type11(b.data(), b.size()).error; };
+  EXPECT_NE(bad({}).find("truncated"), std::string::npos);
+  EXPECT_NE(bad({11, 5, 0}).find("truncated"), std::string::npos);
+  EXPECT_NE(bad({1, 5, 0, 0, 0, 0, 0}).find("not 11"), std::string::npos);
+  EXPECT_NE(bad({11, 3, 0, 0, 0, 0}).find("below"), std::string::npos);
+  EXPECT_NE(bad({11, 4, 0, 0, 0, 0}).find("no count byte"), std::string::npos);
+  EXPECT_NE(bad({11, 200, 0, 0, 1, 0, 0}).find("runs past"), std::string::npos);
+  EXPECT_NE(bad({11, 5, 0, 0, 1, 'a', 'b'}).find("NUL-terminated"), std::string::npos);
+  EXPECT_NE(bad({11, 5, 0, 0, 1, 'a', 0}).find("double NUL"), std::string::npos);
+  auto b = type11({"one"}, 3);
+  EXPECT_NE(parse_smbios_type11(b.data(), b.size()).error.find("count says 3"), std::string::npos);
+  EXPECT_FALSE(parse_smbios_type11(nullptr, 10).ok());
+}
+
+TEST(Smbios, CountBelowStringsKeepsCount) {
+  auto b = type11({"a", "b", "c"}, 2);
+  auto r = parse_smbios_type11(b.data(), b.size());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.strings.size(), 2u);
+}
+
+TEST(Smbios, DmiTableWalk) {
+  std::vector<uint8_t> t{0, 4, 0, 0, 'v', 'e', 'n', 0, 0};  // type 0 with one string
+  auto a = type11({"ftpair:x=1"});
+  auto b = type11({"ftpair:y=2", "z"});
+  t.insert(t.end(), a.begin(), a.end());
+  t.insert(t.end(), b.begin(), b.end());
+  std::vector<uint8_t> end{127, 4, 0xff, 0xfe, 0, 0};
+  t.insert(t.end(), end.begin(), end.end());
+  t.insert(t.end(), {0xde, 0xad});  // junk after the end marker is not read
+  auto r = parse_dmi_table_type11(t.data(), t.size());
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.strings, (std::vector<std::string>{"ftpair:x=1", "ftpair:y=2", "z"}));
+  t.resize(t.size() - 9);  // cut into the second type 11
+  EXPECT_FALSE(parse_dmi_table_type11(t.data(), t.size()).ok());
+}
+
+TEST(Commission, DerivesStandby) {
+  Commission c;
+  ASSERT_TRUE(add_oem_strings(kNodeB, "smbios", &c).ok());
+  EXPECT_TRUE(validate(c).ok());
+  EXPECT_EQ(c.values.at("node.role"), "standby");
+  EXPECT_EQ(c.values.count("vendor:unrelated"), 0u);
+  std::string y = to_config_yaml(c);
+  EXPECT_NE(y.find("role: standby"), std::string::npos) << y;
+  EXPECT_NE(y.find("grpc: 198.19.253.1:50051"), std::string::npos) << y;
+}
+
+TEST(Commission, RefusesMissingAndContradictory) {
+  Commission c;
+  ASSERT_TRUE(add_oem_strings({"ftpair:node.role=active", "ftpair:node.id=a"}, "smbios", &c).ok());
+  Status st = validate(c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("peer.grpc is missing"), std::string::npos) << st.message();
+
+  Commission d;
+  st = add_oem_strings({"ftpair:node.role=active", "ftpair:node.role=standby"}, "smbios", &d);
+  EXPECT_NE(st.message().find("contradictory node.role"), std::string::npos) << st.message();
+
+  Commission e;
+  ASSERT_TRUE(add_oem_strings(kNodeB, "smbios", &e).ok());
+  st = add_config_drive_yaml("node: {role: active}\n", "drive", &e);
+  EXPECT_NE(st.message().find("'standby' from smbios but 'active' from drive"), std::string::npos) << st.message();
+
+  Commission f;
+  st = add_oem_strings({"ftpair:novalue"}, "smbios", &f);
+  EXPECT_NE(st.message().find("not ftpair:key=value"), std::string::npos);
+
+  Commission g;
+  ASSERT_TRUE(add_oem_strings(kNodeB, "smbios", &g).ok());
+  g.values["peer.grpc"] = g.values["management.grpc"];
+  EXPECT_NE(validate(g).message().find("its own peer"), std::string::npos);
+
+  Commission h;
+  ASSERT_TRUE(add_oem_strings(kNodeB, "smbios", &h).ok());
+  ASSERT_TRUE(add_oem_strings({"ftpair:peer=x"}, "smbios2", &h).ok());
+  EXPECT_NE(validate(h).message().find("makes it a section"), std::string::npos) << validate(h).message();
+}
+
+TEST(Commission, FromEnvironmentDirectory) {
+  auto dir = std::filesystem::temp_directory_path() / ("ftpair-comm-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  Commission none;
+  Status st = commission_from_environment(dir.string(), (dir / "drive").string(), &none);
+  EXPECT_NE(st.message().find("nothing to derive a role from"), std::string::npos) << st.message();
+  std::filesystem::create_directories(dir / "entries" / "11-0");
+  auto b = type11(kNodeB);
+  std::ofstream(dir / "entries" / "11-0" / "raw", std::ios::binary).write(reinterpret_cast<char *>(b.data()), b.size());
+  Commission c;
+  st = commission_from_environment(dir.string(), (dir / "drive").string(), &c);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(c.values.at("node.id"), "b");
+  // A config drive that agrees is fine; one that contradicts is refused.
+  std::filesystem::create_directories(dir / "drive");
+  std::ofstream(dir / "drive" / "ftpair.yaml") << "node: {role: active}\n";
+  Commission d;
+  st = commission_from_environment(dir.string(), (dir / "drive").string(), &d);
+  EXPECT_NE(st.message().find("contradictory node.role"), std::string::npos) << st.message();
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+std::string spec_text(const std::string &extra_pair = "", const std::string &b_role = "standby") {
+  return "pair:\n  name: p\n  allowlist: {/img/n.img: " + std::string(64, 'a') + "}\n" + extra_pair +
+         "nodes:\n"
+         "  a: {uri: 'qemu:///system', role: active, memory_mib: 64, disk: /img/n.img,\n"
+         "      management: {network: m, address: 198.19.253.1/24}}\n"
+         "  b: {uri: 'qemu:///system', role: " + b_role + ", memory_mib: 64, disk: /img/n.img,\n"
+         "      nics: [{type: bridge, source: br0}, {type: macvtap, source: eth1}, {type: vhost-user, source: /run/v.sock}],\n"
+         "      management: {network: m, address: 198.19.253.2/24}}\n";
+}
+
+std::string spec_error(const std::string &text) {
+  PairSpec s;
+  Status st = parse_spec(text, &s);
+  return st.ok() ? "" : st.message();
+}
+
+std::string replace(std::string s, const std::string &from, const std::string &to) {
+  auto p = s.find(from);
+  EXPECT_NE(p, std::string::npos) << from;
+  if (p != std::string::npos) s.replace(p, from.size(), to);
+  return s;
+}
+
+}  // namespace
+
+TEST(Spec, GoodSpecParses) {
+  PairSpec s;
+  Status st = parse_spec(spec_text(), &s);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(s.b.nics.size(), 3u);
+  EXPECT_EQ(s.b.nics[1].mode, "bridge");
+  EXPECT_EQ(s.b.nics[2].mode, "client");
+}
+
+TEST(Spec, BadSpecsNameTheField) {
+  const std::string g = spec_text();
+  struct Case {
+    std::string text, want;
+  } cases[] = {
+      {"", "must be a YAML map"},
+      {"pair: [", "not valid YAML"},
+      {replace(g, "  name: p\n", ""), "pair.name: missing"},
+      {replace(g, "name: p", "name: P_1"), "pair.name:"},
+      {replace(g, "memory_mib: 64, disk: /img/n.img,\n      management: {network: m, address: 198.19.253.1/24}",
+               "disk: /img/n.img,\n      management: {network: m, address: 198.19.253.1/24}"),
+       "nodes.a.memory_mib: missing"},
+      {spec_text("", "active"), "nodes.b.role: both nodes are active"},
+      {replace(g, "198.19.253.2/24", "198.19.253.1/24"), "nodes.b.management.address: same address"},
+      {replace(g, "198.19.253.2/24", "198.19.253.2"), "nodes.b.management.address:"},
+      {replace(g, "type: macvtap", "type: sriov"), "nodes.b.nics[1].type: 'sriov'"},
+      {replace(g, "{type: bridge, source: br0}", "{type: bridge}"), "nodes.b.nics[0].source: missing"},
+      {replace(g, "memory_mib: 64, disk: /img/n.img,\n      management: {network: m, address: 198.19.253.1/24}",
+               "memory_mib: 64, disk: /img/n.img, kernel: /k,\n      management: {network: m, address: 198.19.253.1/24}"),
+       "nodes.a.disk: and nodes.a.kernel are both set"},
+      {replace(g, "/img/n.img: ", "/img/other.img: "), "nodes.a.disk: '/img/n.img' is not in pair.allowlist"},
+      {replace(g, std::string(64, 'a'), "abc"), "pair.allowlist./img/n.img: must be a lowercase sha256"},
+      {spec_text("  pool: {size: 2, addresses: [198.19.253.10/24]}\n"), "pair.pool.addresses: 1 given for size 2"},
+      {spec_text("  reuse: always\n"), "pair.reuse: 'always'"},
+      {spec_text("  config: {node.role: active}\n"), "pair.config.node.role: is derived"},
+      {spec_text("  colour: red\n"), "pair.colour: unknown field"},
+      {replace(g, "memory_mib: 64, disk", "memory_mib: -3, disk"), "nodes.a.memory_mib: must be a whole number"},
+      {replace(g, "management: {network: m, address: 198.19.253.1/24}",
+               "management: {network: m, bridge: br, address: 198.19.253.1/24}"),
+       "nodes.a.management.network: give exactly one"},
+  };
+  for (const auto &c : cases) {
+    std::string err = spec_error(c.text);
+    EXPECT_NE(err.find(c.want), std::string::npos) << "want '" << c.want << "', got '" << err << "'\n" << c.text;
+  }
+}
+
+TEST(Domain, XmlCarriesOemStringsAndNics) {
+  PairSpec s;
+  ASSERT_TRUE(parse_spec(spec_text("  config: {failover.fence: libvirt}\n"), &s).ok());
+  InstanceMeta m{s.name, "b", "standby", "member", image_key(s, s.b), 64, 1, "", s.b.mgmt_address};
+  std::string x = domain_xml(s, s.b, "p-b", "", m);
+  for (const char *want : {"<entry>ftpair:node.role=standby</entry>", "<entry>ftpair:peer.grpc=198.19.253.1:50051</entry>",
+                           "<entry>ftpair:failover.fence=libvirt</entry>", "<smbios mode='sysinfo'/>",
+                           "<sysinfo type='smbios'>", "xmlns:ftpair=\"urn:ftpair:virt:1\"", "<interface type='direct'>",
+                           "<interface type='vhostuser'>", "<access mode='shared'/>", "<readonly/>"})
+    EXPECT_NE(x.find(want), std::string::npos) << want << "\n" << x;
+  InstanceMeta back;
+  ASSERT_TRUE(parse_meta_xml(meta_xml(m, false), &back));
+  EXPECT_EQ(back.image, m.image);
+  EXPECT_EQ(back.address, "198.19.253.2/24");
+  // A spare does not know its peer yet: both candidates.
+  auto spare = s.spare(0);
+  std::string sx = domain_xml(s, spare, "p-spare-0", "", m);
+  EXPECT_NE(sx.find("ftpair:peer.candidates=198.19.253.1:50051,198.19.253.2:50051"), std::string::npos);
+}
+
+TEST(Hook, VerifiesAgainstAllowList) {
+  auto dir = std::filesystem::temp_directory_path() / ("ftpair-hook-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string img = (dir / "n.img").string();
+  std::ofstream(img) << "image";
+  // sha256("image")
+  const std::string good = "6105d6cc76af400325e94d588ce511be5bfdbb73b437dc51eca43917d7a43e3d";
+  ASSERT_TRUE(write_allowlist((dir / "allow").string(), "p", {{img, good}}).ok());
+  auto xml = [&](const std::string &meta) {
+    return "<domain type='qemu'><name>d</name><metadata>" + meta + "</metadata><devices><disk type='file'><source file='" +
+           img + "'/></disk></devices></domain>";
+  };
+  const std::string ours = "<ftpair:instance xmlns:ftpair='urn:ftpair:virt:1' pair='p'/>";
+  EXPECT_TRUE(verify_domain_xml(xml(ours), (dir / "allow").string()).ok());
+  EXPECT_TRUE(verify_domain_xml(xml(""), (dir / "allow").string()).ok());  // not ours
+  std::ofstream(img) << "tampered";
+  Status st = verify_domain_xml(xml(ours), (dir / "allow").string());
+  EXPECT_NE(st.message().find(img + " expected sha256 " + good + ", found "), std::string::npos) << st.message();
+  st = verify_domain_xml(xml("<ftpair:instance xmlns:ftpair='urn:ftpair:virt:1' pair='q'/>"), (dir / "allow").string());
+  EXPECT_NE(st.message().find("cannot be read"), std::string::npos) << st.message();
+  EXPECT_FALSE(verify_domain_xml("<not xml", (dir / "allow").string()).ok());
+  std::filesystem::remove_all(dir);
+}
