@@ -1,6 +1,16 @@
 #include "failover/monitor.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 namespace ftpair::fo {
 
@@ -17,18 +27,164 @@ int64_t unix_ns() {
 }
 }  // namespace
 
+const char *beat_reject_label(BeatReject r) {
+  switch (r) {
+    case BeatReject::WRONG_SOURCE: return "wrong_source";
+    case BeatReject::SHORT: return "short";
+    case BeatReject::BAD_MAGIC: return "bad_magic";
+    case BeatReject::BAD_VERSION: return "bad_version";
+    case BeatReject::BAD_PAYLOAD: return "bad_payload";
+    case BeatReject::COUNT: break;
+  }
+  return "unknown";
+}
+
+namespace {
+constexpr uint8_t kBeatMagic[4] = {'F', 'T', 'P', 'B'};
+constexpr uint8_t kBeatVersion = 1;
+
+// Real-time priority for a beat thread; false when not permitted (then it runs as before).
+bool make_realtime() {
+  sched_param sp{};
+  sp.sched_priority = 10;
+  return pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+}
+}  // namespace
+
+std::string encode_beat_datagram(const v1::Beat &b) {
+  std::string d(kBeatHeader, '\0');
+  std::memcpy(d.data(), kBeatMagic, 4);
+  d[4] = static_cast<char>(kBeatVersion);
+  b.AppendToString(&d);
+  return d;
+}
+
+BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out) {
+  if (n < kBeatHeader) return BeatReject::SHORT;
+  if (std::memcmp(p, kBeatMagic, 4) != 0) return BeatReject::BAD_MAGIC;
+  if (p[4] != kBeatVersion) return BeatReject::BAD_VERSION;
+  if (n > kBeatMaxDatagram || !out->ParseFromArray(p + kBeatHeader, static_cast<int>(n - kBeatHeader)))
+    return BeatReject::BAD_PAYLOAD;
+  return BeatReject::COUNT;
+}
+
 Monitor::Monitor(MonitorConfig cfg, MonitorHooks hooks) : cfg_(std::move(cfg)), hooks_(std::move(hooks)) {}
 
 Monitor::~Monitor() { stop(); }
 
 void Monitor::start() {
   if (cfg_.peer.empty() || running_.exchange(true)) return;
+  if (cfg_.udp_port) {
+    std::string err;
+    in_addr bind_addr{}, peer_addr{};
+    if (inet_pton(AF_INET, cfg_.udp_bind.c_str(), &bind_addr) != 1)
+      err = "fast beats: bad local address '" + cfg_.udp_bind + "'";
+    else if (inet_pton(AF_INET, cfg_.udp_peer.c_str(), &peer_addr) != 1)
+      err = "fast beats: bad peer address '" + cfg_.udp_peer + "'";
+    int fd = -1;
+    if (err.empty()) {
+      fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      timeval tv{0, 50000};  // stop() is noticed within 50 ms
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(cfg_.udp_port);
+      sa.sin_addr = bind_addr;
+      if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+          setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+          bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0) {
+        err = "fast beats: cannot bind UDP " + cfg_.udp_bind + ":" + std::to_string(cfg_.udp_port) + ": " +
+              std::strerror(errno);
+        if (fd >= 0) close(fd);
+        fd = -1;
+      }
+    }
+    if (fd >= 0) {
+      udp_fd_ = fd;
+      udp_peer_addr_ = peer_addr.s_addr;
+      udp_rx_ = std::thread([this] { udp_rx_loop(); });
+      udp_tx_ = std::thread([this] { udp_tx_loop(); });
+    } else {
+      // Heartbeats still run over gRPC; the silence check stays on that loop.
+      std::fprintf(stderr, "ftpaird: %s; heartbeats over gRPC only\n", err.c_str());
+      std::lock_guard<std::mutex> g(err_mu_);
+      udp_error_ = err;
+    }
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
 void Monitor::stop() {
   if (!running_.exchange(false)) return;
   if (thread_.joinable()) thread_.join();
+  if (udp_tx_.joinable()) udp_tx_.join();
+  if (udp_rx_.joinable()) udp_rx_.join();
+  if (udp_fd_ >= 0) close(udp_fd_);
+  udp_fd_ = -1;
+}
+
+std::string Monitor::udp_error() const {
+  std::lock_guard<std::mutex> g(err_mu_);
+  return udp_error_;
+}
+
+void Monitor::check_silence() {
+  if (peer_silent() && hooks_.on_peer_silent) {
+    hooks_.on_peer_silent("missed heartbeats for " + std::to_string(static_cast<int>(silence_seconds() * 1000)) +
+                          " ms");
+  }
+}
+
+void Monitor::udp_tx_loop() {
+  if (cfg_.realtime) {
+    bool ok = make_realtime();
+    realtime_ok_.store(ok);
+    if (!ok) std::fprintf(stderr, "ftpaird: fast beats: no real-time priority here (%s); normal priority\n",
+                          std::strerror(errno));
+  }
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  peer.sin_port = htons(cfg_.udp_port);
+  peer.sin_addr.s_addr = udp_peer_addr_;
+  auto next = Clock::now();
+  while (running_.load()) {
+    next += cfg_.interval;
+    v1::Beat mine;
+    if (hooks_.fill_local) hooks_.fill_local(&mine);
+    mine.set_sequence(seq_.fetch_add(1) + 1);
+    mine.set_sent_unix_ns(unix_ns());
+    const std::string d = encode_beat_datagram(mine);
+    if (sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer),
+               sizeof(peer)) == static_cast<ssize_t>(d.size()))
+      udp_sent_++;
+    check_silence();
+    auto now = Clock::now();
+    if (next < now) next = now;
+    std::this_thread::sleep_until(next);
+  }
+}
+
+void Monitor::udp_rx_loop() {
+  if (cfg_.realtime) make_realtime();
+  uint8_t buf[kBeatMaxDatagram + 1];
+  while (running_.load()) {
+    sockaddr_in from{};
+    socklen_t fl = sizeof(from);
+    ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from), &fl);
+    if (n < 0) continue;  // timeout (checks running_) or a transient error
+    BeatReject r;
+    v1::Beat b;
+    if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
+      r = BeatReject::WRONG_SOURCE;
+    else
+      r = decode_beat_datagram(buf, static_cast<size_t>(n), &b);
+    if (r != BeatReject::COUNT) {
+      udp_rejected_[static_cast<size_t>(r)]++;
+      continue;
+    }
+    udp_heard_++;
+    record(b);
+  }
 }
 
 void Monitor::record(const v1::Beat &b) {
@@ -91,10 +247,7 @@ void Monitor::loop() {
       record(theirs);
     else
       misses_++;
-    if (peer_silent() && hooks_.on_peer_silent) {
-      hooks_.on_peer_silent("missed heartbeats for " +
-                            std::to_string(static_cast<int>(silence_seconds() * 1000)) + " ms");
-    }
+    if (udp_fd_ < 0) check_silence();  // with fast beats, their thread checks
     auto now = Clock::now();
     if (next < now) next = now;  // a stall of ours: do not burst to catch up
     std::this_thread::sleep_until(next);

@@ -3,7 +3,17 @@
  * Each node calls the other's Heartbeat with its own beat; the reply is the peer's beat.
  * The peer counts as heard when either direction succeeds. Decisions stay with the host:
  * the monitor reports every beat heard and, each interval, whether the peer has been
- * silent for more than miss_threshold intervals. */
+ * silent for more than miss_threshold intervals.
+ *
+ * Fast beats (udp_port set): the same Beat also travels as a UDP datagram every interval,
+ * sent and received by two threads of their own at real-time priority (SCHED_FIFO, when
+ * the process may use it), like BFD beside a routing protocol. A busy machine delays a
+ * normal thread, an RPC and its HTTP/2 machinery by tens of milliseconds; these threads
+ * run within microseconds of their timer, so the silence threshold can be tight without
+ * false alarms. The silence check then runs on the sending thread, every interval.
+ * Datagrams are accepted only from the configured peer address; anything else, and any
+ * malformed datagram, is counted by reason and ignored. A forged datagram could only
+ * make a dead peer look alive (delay a failover), never cause one. */
 #pragma once
 
 #include <atomic>
@@ -25,7 +35,23 @@ struct MonitorConfig {
   std::chrono::milliseconds interval{10};
   uint32_t miss_threshold = 4;
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Fast beats: 0 = off. Both nodes use the same port; bind to the local management address.
+  uint16_t udp_port = 0;
+  std::string udp_bind;  // local IPv4 address
+  std::string udp_peer;  // the peer's IPv4 address
+  bool realtime = true;  // SCHED_FIFO for the two beat threads, when permitted
 };
+
+// Why a fast-beat datagram was ignored.
+enum class BeatReject : uint8_t { WRONG_SOURCE, SHORT, BAD_MAGIC, BAD_VERSION, BAD_PAYLOAD, COUNT };
+const char *beat_reject_label(BeatReject r);
+
+// The datagram: "FTPB", version 1, three zero bytes, then the Beat in protobuf encoding.
+inline constexpr size_t kBeatHeader = 8;
+inline constexpr size_t kBeatMaxDatagram = 1024;
+std::string encode_beat_datagram(const v1::Beat &b);
+// Returns COUNT on success.
+BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out);
 
 struct MonitorHooks {
   std::function<void(v1::Beat *)> fill_local;
@@ -50,9 +76,20 @@ class Monitor {
   uint64_t beats_sent() const { return sent_.load(); }
   v1::Beat last_peer_beat() const;
   const MonitorConfig &config() const { return cfg_; }
+  // Fast beats: datagrams sent / accepted, and ignored by reason.
+  uint64_t udp_sent() const { return udp_sent_.load(); }
+  uint64_t udp_heard() const { return udp_heard_.load(); }
+  uint64_t udp_rejected(BeatReject r) const { return udp_rejected_[static_cast<size_t>(r)].load(); }
+  // True when the fast-beat threads got real-time priority.
+  bool realtime() const { return realtime_ok_.load(); }
+  // Empty when fast beats run (or are off); else why they could not start.
+  std::string udp_error() const;
 
  private:
   void loop();
+  void udp_tx_loop();
+  void udp_rx_loop();
+  void check_silence();
   void record(const v1::Beat &b);
 
   MonitorConfig cfg_;
@@ -64,6 +101,15 @@ class Monitor {
   std::atomic<uint64_t> misses_{0}, sent_{0}, seq_{0};
   mutable std::mutex beat_mu_;
   v1::Beat last_beat_;
+  // fast beats
+  int udp_fd_ = -1;
+  uint32_t udp_peer_addr_ = 0;  // network order
+  std::thread udp_tx_, udp_rx_;
+  std::atomic<uint64_t> udp_sent_{0}, udp_heard_{0};
+  std::atomic<uint64_t> udp_rejected_[static_cast<size_t>(BeatReject::COUNT)] = {};
+  std::atomic<bool> realtime_ok_{false};
+  mutable std::mutex err_mu_;
+  std::string udp_error_;
 };
 
 }  // namespace ftpair::fo

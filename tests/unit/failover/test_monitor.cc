@@ -1,0 +1,174 @@
+// The heartbeat monitor's fast beats: the datagram codec and two monitors over real UDP on
+// loopback (127.0.0.1 and 127.0.0.2, same port, as two nodes would use). gRPC beats point at
+// a port nothing listens on, so only the UDP path can keep the peer heard.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "failover/monitor.h"
+
+namespace ftpair::fo {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+template <typename F> bool wait_for(F &&f, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!f()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+TEST(BeatDatagram, RoundTrip) {
+  v1::Beat b;
+  b.set_node_id("a");
+  b.set_role("active");
+  b.set_generation(7);
+  b.set_sequence(42);
+  b.set_dataplane_healthy(true);
+  b.set_epoch(1234);
+  std::string d = encode_beat_datagram(b);
+  v1::Beat got;
+  ASSERT_EQ(decode_beat_datagram(reinterpret_cast<const uint8_t *>(d.data()), d.size(), &got), BeatReject::COUNT);
+  EXPECT_EQ(got.node_id(), "a");
+  EXPECT_EQ(got.generation(), 7u);
+  EXPECT_EQ(got.sequence(), 42u);
+  EXPECT_TRUE(got.dataplane_healthy());
+  EXPECT_EQ(got.epoch(), 1234u);
+}
+
+TEST(BeatDatagram, RejectsMalformed) {
+  v1::Beat b, got;
+  b.set_node_id("a");
+  std::string d = encode_beat_datagram(b);
+  auto dec = [&](const std::string &s) {
+    return decode_beat_datagram(reinterpret_cast<const uint8_t *>(s.data()), s.size(), &got);
+  };
+  EXPECT_EQ(dec(d.substr(0, 5)), BeatReject::SHORT);
+  std::string m = d;
+  m[0] = 'X';
+  EXPECT_EQ(dec(m), BeatReject::BAD_MAGIC);
+  std::string v = d;
+  v[4] = 2;  // a future version
+  EXPECT_EQ(dec(v), BeatReject::BAD_VERSION);
+  std::string g = d.substr(0, kBeatHeader) + std::string("\xff\xff\xff\xff\xff", 5);  // not protobuf
+  EXPECT_EQ(dec(g), BeatReject::BAD_PAYLOAD);
+  std::string big = d + std::string(kBeatMaxDatagram, '\0');
+  EXPECT_EQ(dec(big), BeatReject::BAD_PAYLOAD);
+  EXPECT_STREQ(beat_reject_label(BeatReject::WRONG_SOURCE), "wrong_source");
+}
+
+struct Node {
+  std::atomic<unsigned> silent_calls{0};
+  std::atomic<int64_t> first_silent_ns{0};
+  std::atomic<uint64_t> beats{0};
+  std::unique_ptr<Monitor> mon;
+
+  Node(const std::string &self, const std::string &peer, uint16_t port, const std::string &id) {
+    MonitorConfig c;
+    c.peer = "127.0.0.1:1";  // nothing listens: the gRPC beats all fail
+    c.interval = 5ms;
+    c.miss_threshold = 8;
+    c.udp_port = port;
+    c.udp_bind = self;
+    c.udp_peer = peer;
+    MonitorHooks h;
+    h.fill_local = [id](v1::Beat *b) {
+      b->set_node_id(id);
+      b->set_role("standby");
+    };
+    h.on_peer_beat = [this](const v1::Beat &) { beats++; };
+    h.on_peer_silent = [this](const std::string &) {
+      if (silent_calls++ == 0)
+        first_silent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+    };
+    mon = std::make_unique<Monitor>(c, h);
+  }
+};
+
+uint16_t free_udp_port() {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa));
+  socklen_t l = sizeof(sa);
+  getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &l);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+TEST(FastBeats, PeersHearEachOtherAndNoticeSilence) {
+  const uint16_t port = free_udp_port();
+  Node a("127.0.0.1", "127.0.0.2", port, "a"), b("127.0.0.2", "127.0.0.1", port, "b");
+  a.mon->start();
+  b.mon->start();
+  EXPECT_TRUE(a.mon->udp_error().empty()) << a.mon->udp_error();
+  ASSERT_TRUE(wait_for([&] { return a.mon->ever_heard() && b.mon->ever_heard(); }, 2000ms));
+  // Alive peers: 300 ms (60 intervals) with no silence on either side.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(a.silent_calls.load(), 0u);
+  EXPECT_EQ(b.silent_calls.load(), 0u);
+  EXPECT_GT(a.mon->udp_heard(), 10u);
+  EXPECT_GT(a.beats.load(), 10u);
+  EXPECT_GT(b.mon->udp_sent(), 10u);
+
+  // b dies: a notices the silence (threshold 40 ms) and keeps reporting it.
+  const int64_t t0 = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  b.mon->stop();
+  ASSERT_TRUE(wait_for([&] { return a.silent_calls.load() > 0; }, 2000ms)) << "silence never reported";
+  const double ms = double(a.first_silent_ns.load() - t0) / 1e6;
+  EXPECT_GE(ms, 35.0) << "silence reported before the threshold";
+  std::printf("silence noticed %.1f ms after the peer stopped (threshold 40 ms), real-time: %s\n", ms,
+              a.mon->realtime() ? "yes" : "no");
+  a.mon->stop();
+}
+
+TEST(FastBeats, IgnoresDatagramsFromAnyoneButThePeer) {
+  const uint16_t port = free_udp_port();
+  Node a("127.0.0.1", "127.0.0.2", port, "a");
+  a.mon->start();
+  // A stranger (127.0.0.3) sends well-formed beats, and the peer's address sends garbage.
+  v1::Beat fake;
+  fake.set_node_id("b");
+  const std::string d = encode_beat_datagram(fake);
+  for (const char *src : {"127.0.0.3", "127.0.0.2"}) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in me{};
+    me.sin_family = AF_INET;
+    inet_pton(AF_INET, src, &me.sin_addr);
+    me.sin_port = htons(port);  // the beat port, as the peer sends from
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&me), sizeof(me)), 0) << src;
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    const std::string payload = std::string(src) == "127.0.0.3" ? d : std::string("FTPB\x01\0\0\0\xff\xff", 10);
+    for (int i = 0; i < 5; i++)
+      sendto(fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr *>(&to), sizeof(to));
+    close(fd);
+  }
+  ASSERT_TRUE(wait_for([&] {
+    return a.mon->udp_rejected(BeatReject::WRONG_SOURCE) >= 5 && a.mon->udp_rejected(BeatReject::BAD_PAYLOAD) >= 5;
+  }, 2000ms)) << "wrong_source " << a.mon->udp_rejected(BeatReject::WRONG_SOURCE) << " bad_payload "
+              << a.mon->udp_rejected(BeatReject::BAD_PAYLOAD);
+  EXPECT_FALSE(a.mon->ever_heard());
+  EXPECT_EQ(a.mon->udp_heard(), 0u);
+  a.mon->stop();
+}
+
+}  // namespace
+}  // namespace ftpair::fo
