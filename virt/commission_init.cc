@@ -26,9 +26,10 @@ int main(int argc, char **argv) {
   int rc = 0;
   if (st.ok()) {
     auto v = [&](const char *k) { auto it = c.values.find(k); return it == c.values.end() ? std::string("-") : it->second; };
-    std::printf("ftpair-commission: role=%s node=%s management=%s peer=%s pair=%s\n", v("node.role").c_str(),
-                v("node.id").c_str(), v("management.grpc").c_str(),
-                (c.values.count("peer.grpc") ? v("peer.grpc") : v("peer.candidates")).c_str(), v("pair").c_str());
+    std::printf("ftpair-commission: role=%s node=%s management=%s peer=%s pair=%s source=%s\n",
+                v("node.role").c_str(), v("node.id").c_str(), v("management.grpc").c_str(),
+                (c.values.count("peer.grpc") ? v("peer.grpc") : v("peer.candidates")).c_str(), v("pair").c_str(),
+                c.source_of["node.role"].c_str());
   } else {
     std::printf("ftpair-commission: refused: %s\n", st.message().c_str());
     rc = 2;
