@@ -61,6 +61,8 @@ int main(int argc, char **argv) {
   std::string node, action = "destroy";
   long deadline_ms = 5000;
   fence_c->add_option("--node", node, "a or b")->required();
+  std::string fence_domain;
+  fence_c->add_option("--domain", fence_domain, "fence this domain (default: the member for --node)");
   fence_c->add_option("--action", action, "destroy or suspend")->check(CLI::IsMember({"destroy", "suspend"}));
   fence_c->add_option("--deadline-ms", deadline_ms, "fence deadline")->check(CLI::Range(1, 600000));
   auto *pool_c = app.add_subcommand("pool", "warm standby pool");
@@ -156,7 +158,7 @@ int main(int argc, char **argv) {
   if (deploy_c->parsed()) st = deploy(spec, t, &report);
   else if (shutdown_c->parsed()) st = shutdown(spec, t, false, false, &report);
   else if (teardown_c->parsed()) st = shutdown(spec, t, true, reuse, &report);
-  else if (fence_c->parsed()) st = fence_node(spec, node, action, Ms(deadline_ms), &report);
+  else if (fence_c->parsed()) st = fence_node(spec, node, fence_domain, action, Ms(deadline_ms), &report);
   else if (fill_c->parsed()) st = pool_fill(spec, t, &report);
   else if (status_c->parsed()) st = pool_status(spec, t, &report);
   else if (replace_c->parsed()) st = fresh ? replace_fresh(spec, failed, t, &report) : pool_replace(spec, failed, t, &report);

@@ -419,13 +419,13 @@ Status replace_fresh(const PairSpec &spec, const std::string &failed, const Time
   return Status::Ok();
 }
 
-Status fence_node(const PairSpec &spec, const std::string &node, const std::string &action, Ms deadline,
-                  Json *report) {
+Status fence_node(const PairSpec &spec, const std::string &node, const std::string &named, const std::string &action,
+                  Ms deadline, Json *report) {
   const NodeSpec *n = node_by_id(spec, node);
   if (n == nullptr) return InvalidArgument("fence: node must be a or b, not '" + node + "'");
   // The member for that node may be a former spare with another name.
-  std::string domain = spec.domain_name(node);
-  {
+  std::string domain = named.empty() ? spec.domain_name(node) : named;
+  if (named.empty()) {
     Conn conn;
     if (Status st = conn.open(n->uri, deadline); !st.ok()) return with_name("fence", st);
     for (auto &m : list_managed(conn, spec.name))

@@ -43,7 +43,8 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
 Status replace_fresh(const PairSpec &spec, const std::string &failed, const Timeouts &t, Json *report);
 
 // Fences the domain of node `node` with the failover Fencer (destroy|suspend).
-Status fence_node(const PairSpec &spec, const std::string &node, const std::string &action, Ms deadline,
-                  Json *report);
+// `domain` names the domain directly (no lookup of the member by metadata) when not empty.
+Status fence_node(const PairSpec &spec, const std::string &node, const std::string &domain, const std::string &action,
+                  Ms deadline, Json *report);
 
 }  // namespace ftpair::virt

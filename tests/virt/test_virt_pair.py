@@ -179,9 +179,11 @@ with V.VirtSession() as s:
     s.check("silent libvirt: fails within the deadline", rc == 1 and "within 1500 ms" in err and took < 4,
             "%.2fs %s" % (took, err))
     t0 = time.monotonic()
-    rc, rep, err = s.virt("fence", "--spec", os.path.join(s.dir, "mute.yaml"), "--node", "b", "--deadline-ms", "1000")
+    rc, rep, err = s.virt("fence", "--spec", os.path.join(s.dir, "mute.yaml"), "--node", "b", "--domain", "ftvp1-b",
+                          "--deadline-ms", "1000")
     took = time.monotonic() - t0
-    s.check("fence against a silent libvirt fails within its deadline", rc == 1 and took < 3, "%.2fs %s" % (took, err))
+    s.check("fencer against a silent libvirt fails within its deadline",
+            rc == 1 and took < 3 and "not confirmed stopped within 1000 ms" in err, "%.2fs %s" % (took, err))
     mute.close()
 
 sys.exit(s.exit_code())

@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-FTPAIR_VIRT = os.environ.get("FTPAIR_VIRT", os.path.join(REPO, "build", "virt", "ftpair-virt"))
+FTPAIR_VIRT = os.path.abspath(os.environ.get("FTPAIR_VIRT", os.path.join(REPO, "build", "virt", "ftpair-virt")))
 FTPAIR_COMMISSION = os.environ.get("FTPAIR_COMMISSION", os.path.join(os.path.dirname(FTPAIR_VIRT), "ftpair-commission"))
 HOOK = "/etc/libvirt/hooks/qemu"
 HOOK_MARK = "# installed by the ftpair-virt tests"
