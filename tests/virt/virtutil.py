@@ -90,6 +90,7 @@ class VirtSession:
         self.dir = None
         self._lock = None
         self._hook_backup = None
+        self._reaper = None
 
     # ---- checks ----
     def check(self, name, cond, detail=""):
@@ -178,7 +179,11 @@ class VirtSession:
         else:
             self._install_hook()
             self._start("virtlogd", ["virtlogd", "-d"], "/run/virtlogd.pid")
-            self._start("libvirtd", ["libvirtd", "-d"], "/run/libvirtd.pid")
+            # libvirtd in the foreground under a subreaper, so killed qemu processes are reaped
+            # at once (see reaper.py); the reaper exits with it.
+            self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py"), "libvirtd"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._start("libvirtd", None, "/run/libvirtd.pid")
             self.hook_active = True
         # Wait until the daemon answers.
         end = time.monotonic() + 30
@@ -207,7 +212,8 @@ class VirtSession:
         if pid and pid_alive(pid):
             log("%s %d already running: using it" % (name, pid))
             return
-        subprocess.run(argv, check=True)
+        if argv:
+            subprocess.run(argv, check=True)
         end = time.monotonic() + 10
         while time.monotonic() < end:
             pid = read_pid(pidfile)
@@ -247,6 +253,12 @@ class VirtSession:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
             log("stopped %s pid %d" % (name, pid))
+        if self._reaper is not None:
+            try:
+                self._reaper.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._reaper.kill()
+                self._reaper.wait()
         if self.hook_active:
             if self._hook_backup is not None:
                 with open(HOOK, "w") as f:
