@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -337,6 +338,64 @@ std::string to_config_yaml(const Commission &c) {
   YAML::Emitter out;
   emit(out, root);
   return std::string(out.c_str()) + "\n";
+}
+
+Status merge_into_config(const std::string &base_yaml, const Commission &c, std::string *out) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(base_yaml);
+  } catch (const YAML::Exception &e) {
+    return InvalidArgument(std::string("commission: base config is not YAML: ") + e.what());
+  }
+  if (!root) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) return InvalidArgument("commission: base config must be a YAML map");
+  Tree derived;
+  for (const auto &[k, v] : c.values) {
+    if (k == "pair" || k == "management.address" || k == "peer.candidates") continue;
+    Tree *t = &derived;
+    std::stringstream ks(k);
+    for (std::string part; std::getline(ks, part, '.');) t = &t->kids[part];
+    t->value = v;
+  }
+  // Walks the derived tree alongside the base; every map on the way is materialised before
+  // descending (yaml-cpp's operator[] on a missing key only yields a placeholder).
+  std::string err;
+  std::function<void(YAML::Node, const Tree &, const std::string &)> merge = [&](YAML::Node node, const Tree &t,
+                                                                               const std::string &path) {
+    for (const auto &[k, sub] : t.kids) {
+      if (!err.empty()) return;
+      std::string key = path.empty() ? k : path + "." + k;
+      if (!sub.kids.empty()) {
+        if (!node[k]) node[k] = YAML::Node(YAML::NodeType::Map);
+        if (!node[k].IsMap()) {
+          err = "commission: base config " + key + " is not a section";
+          return;
+        }
+        merge(node[k], sub, key);
+        continue;
+      }
+      if (node[k] && node[k].IsScalar()) {
+        std::string have = node[k].as<std::string>();
+        bool open = key == "node.role" && have == "auto";
+        if (!open && have != sub.value) {
+          err = "commission: base config sets " + key + ": '" + have + "' but the environment (" +
+                c.source_of.at(key) + ") says '" + sub.value + "'";
+          return;
+        }
+      }
+      node[k] = sub.value;
+    }
+  };
+  try {
+    merge(root, derived, "");
+  } catch (const YAML::Exception &e) {
+    err = std::string("commission: merging into the base config: ") + e.what();
+  }
+  if (!err.empty()) return FailedPrecondition(err);
+  YAML::Emitter o;
+  o << root;
+  *out = std::string(o.c_str()) + "\n";
+  return Status::Ok();
 }
 
 }  // namespace ftpair::virt

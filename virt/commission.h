@@ -57,4 +57,9 @@ Status commission_from_environment(const std::string &dmi_dir, const std::string
 // The derived values as an ftpaird YAML config fragment (nested maps), to merge over a base.
 std::string to_config_yaml(const Commission &c);
 
+// Merges the derived values into a base ftpaird config. A key the base leaves unset (or, for
+// node.role, sets to "auto") takes the derived value; a base key that is set to something else
+// contradicts the environment and is refused, naming the key and both values.
+Status merge_into_config(const std::string &base_yaml, const Commission &c, std::string *out);
+
 }  // namespace ftpair::virt

@@ -90,7 +90,9 @@ int main(int argc, char **argv) {
   std::string dmi_dir = "/sys/firmware/dmi", config_drive = "/run/ftpair/config-drive", write_config;
   comm_c->add_option("--dmi-dir", dmi_dir, "SMBIOS sysfs root (entries/11-*/raw, tables/DMI)");
   comm_c->add_option("--config-drive", config_drive, "config drive directory holding ftpair.yaml");
-  comm_c->add_option("--write-config", write_config, "write the derived ftpaird config overrides (YAML) here");
+  comm_c->add_option("--write-config", write_config, "write the derived ftpaird config (YAML) here");
+  std::string base_config;
+  comm_c->add_option("--base", base_config, "merge into this ftpaird config (refusing contradictions)");
 
   auto *watch_c = app.add_subcommand("watch", "print domain lifecycle events as JSON lines");
   std::string uri = "qemu:///system", domain;
@@ -130,9 +132,20 @@ int main(int argc, char **argv) {
     }
     Json out = Json::object();
     for (const auto &[k, v] : c.values) out[k] = {{"value", v}, {"source", c.source_of[k]}};
+    std::string text = to_config_yaml(c);
+    if (!base_config.empty()) {
+      std::ifstream b(base_config);
+      if (!b) return finish(InvalidArgument("commission: cannot read base config " + base_config), Json());
+      std::string base((std::istreambuf_iterator<char>(b)), std::istreambuf_iterator<char>());
+      if (Status ms = merge_into_config(base, c, &text); !ms.ok()) {
+        std::cerr << "ftpair-virt: " << ms.message() << std::endl;
+        return 2;
+      }
+    }
     if (!write_config.empty()) {
       std::ofstream o(write_config, std::ios::trunc);
-      o << "# derived by ftpair-virt commission; merge over the base config\n" << to_config_yaml(c);
+      o << "# derived by ftpair-virt commission" << (base_config.empty() ? " (overrides only)" : " from " + base_config)
+        << "\n" << text;
       if (!o.flush()) return finish(Unavailable("cannot write " + write_config), Json());
     }
     std::cout << out.dump() << std::endl;

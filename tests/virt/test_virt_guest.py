@@ -43,6 +43,32 @@ with V.VirtSession() as s:
     s.check("commission derives role from SMBIOS", rc == 0 and rep and rep["node.role"]["value"] == "active", err)
     cfg = open(out_cfg).read() if os.path.exists(out_cfg) else ""
     s.check("commission writes the config overrides", "role: active" in cfg and "fence: libvirt" in cfg, cfg)
+    # The real daemon accepts what commissioning derives: merged into a lab node config that
+    # leaves the role open, checked by `ftpaird --check`.
+    ftpaird = os.environ.get("FTPAIRD", os.path.join(os.path.dirname(os.path.dirname(V.FTPAIR_VIRT)), "control", "ftpaird"))
+    base = subprocess.run(["bash", "-c", "source %s/tools/lab/node-config.sh; ftpair_lab_node_config a" % V.REPO],
+                          capture_output=True, text=True).stdout
+    dmi2 = os.path.join(s.dir, "dmi2")
+    os.makedirs(os.path.join(dmi2, "entries", "11-0"))
+    with open(os.path.join(dmi2, "entries", "11-0", "raw"), "wb") as f:
+        f.write(type11(["ftpair:node.id=a", "ftpair:node.role=active", "ftpair:management.grpc=198.18.3.1:50051",
+                        "ftpair:peer.grpc=198.18.3.2:50051"]))
+    with open(os.path.join(s.dir, "base.yaml"), "w") as f:
+        f.write(base)
+    merged = os.path.join(s.dir, "merged.yaml")
+    rc, rep, err = s.virt("commission", "--dmi-dir", dmi2, "--config-drive", "", "--base",
+                          os.path.join(s.dir, "base.yaml"), "--write-config", merged)
+    s.check("commission merges into a base config without a role", rc == 0 and "role: active" in open(merged).read(), err)
+    if os.path.exists(ftpaird):
+        p = s.run(ftpaird, "--check", "-c", merged)
+        s.check("ftpaird --check accepts the commissioned config", p.returncode == 0, (p.stdout + p.stderr).strip())
+    else:
+        V.log("ftpaird not built (%s): config check skipped" % ftpaird)
+    with open(os.path.join(s.dir, "base2.yaml"), "w") as f:
+        f.write(base.replace("  id: a\n", "  id: a\n  role: standby\n"))
+    rc, rep, err = s.virt("commission", "--dmi-dir", dmi2, "--config-drive", "", "--base",
+                          os.path.join(s.dir, "base2.yaml"))
+    s.check("explicit role contradicting SMBIOS refused", rc == 2 and "base config sets node.role: 'standby'" in err, err)
     drive = os.path.join(s.dir, "drive")
     os.makedirs(drive)
     with open(os.path.join(drive, "ftpair.yaml"), "w") as f:

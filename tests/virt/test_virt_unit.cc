@@ -272,3 +272,21 @@ TEST(Hook, VerifiesAgainstAllowList) {
   EXPECT_FALSE(verify_domain_xml("<not xml", (dir / "allow").string()).ok());
   std::filesystem::remove_all(dir);
 }
+
+TEST(Commission, MergesIntoBaseConfig) {
+  Commission c;
+  ASSERT_TRUE(add_oem_strings(kNodeB, "smbios", &c).ok());
+  std::string out;
+  Status st = merge_into_config("node: {id: b, role: auto, state_dir: /var/lib/ftpair}\nflows: {capacity: 1024}\n", c, &out);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_NE(out.find("role: standby"), std::string::npos) << out;
+  EXPECT_NE(out.find("state_dir: /var/lib/ftpair"), std::string::npos) << out;
+  EXPECT_NE(out.find("capacity: 1024"), std::string::npos) << out;
+  EXPECT_NE(out.find("grpc: 198.19.253.1:50051"), std::string::npos) << out;
+  st = merge_into_config("node: {role: active}\n", c, &out);
+  EXPECT_NE(st.message().find("base config sets node.role: 'active' but the environment"), std::string::npos)
+      << st.message();
+  st = merge_into_config("peer: 7\n", c, &out);
+  EXPECT_NE(st.message().find("peer is not a section"), std::string::npos) << st.message();
+  EXPECT_FALSE(merge_into_config("[1, 2]", c, &out).ok());
+}
