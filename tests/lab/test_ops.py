@@ -36,6 +36,18 @@ import labutil as L  # noqa: E402
 FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(L.REPO, "build", "tools", "ftpairctl", "ftpairctl"))
 GRPC = {n: "%s:50051" % ip for n, ip in L.MGMT_IP.items()}
 WATCHDOG_USEC = 400000  # ping every 200 ms
+# Issue 5's /metrics list: per-port packets and bytes, drops by reason, flows, NAT port-pool
+# use, checkpoint pause histogram, checkpoints total and aborted, sync lag in epochs, bytes and
+# seconds, role and generation, failovers by reason, heartbeat misses.
+REQUIRED_FAMILIES = [
+    "ftpair_build_info", "ftpair_port_rx_packets_total", "ftpair_port_rx_bytes_total",
+    "ftpair_port_tx_packets_total", "ftpair_port_tx_bytes_total", "ftpair_drops_total", "ftpair_flows",
+    "ftpair_nat_ports_in_use", "ftpair_nat_ports_capacity", "ftpair_checkpoint_pause_seconds",
+    "ftpair_checkpoints_total", "ftpair_checkpoints_aborted_total", "ftpair_sync_lag_epochs",
+    "ftpair_sync_lag_bytes", "ftpair_sync_lag_seconds", "ftpair_role", "ftpair_generation",
+    "ftpair_failovers_total", "ftpair_heartbeat_misses_total", "ftpair_serving",
+    "ftpair_config_reloads_total", "ftpair_watchdog_pings_total",
+]
 
 
 def ctl(node, *args, tls=None, timeout=20):
@@ -96,6 +108,18 @@ def phase_watchdog(lab, chk, O, tmp):
     chk.check("watchdog: pings resume after the worker is released", sd.wait("WATCHDOG", "1", 3, since=t2))
     chk.check("Health/Check after release: SERVING",
               L.wait_until(lambda: O.health_check(GRPC["a"])[0] == "SERVING", 3))
+    sent = L.metric(L.scrape("a"), "ftpair_watchdog_pings_total")
+    chk.check("ftpair_watchdog_pings_total counts the pings", sent >= sd.count("WATCHDOG", "1") - 1 and sent > 0,
+              "metric %g, received %d" % (sent, sd.count("WATCHDOG", "1")))
+
+    rc, out, err = ctl("a", "switchover")
+    chk.check("switchover with no standby: exit 1, refused and says why",
+              rc == 1 and err.startswith("ftpairctl: switchover refused:") and "no standby is connected" in err,
+              "rc=%d %s" % (rc, err))
+    rc, out, err = ctl("a", "--json", "switchover")
+    doc = json.loads(out) if out.strip().startswith("{") else {}
+    chk.check("switchover --json with no standby: exit 1, one document with ok false and the reason",
+              rc == 1 and doc.get("ok") is False and "no standby" in doc.get("message", ""), "rc=%d %s %s" % (rc, out, err))
 
     prefix = "%sftpair-a" % L.PREFIX
     r = subprocess.run(["dpdk-telemetry.py", "-f", prefix], input="/ftpair/state\n", capture_output=True,
@@ -167,6 +191,17 @@ def phase_pair(lab, chk, O, tmp):
                   (r.stdout + r.stderr).strip()[:600])
         builds = [l for l in text.splitlines() if l.startswith("ftpair_build_info")]
         chk.check("one ftpair_build_info sample on %s" % n, len(builds) == 1, str(builds))
+        types = {}
+        for l in text.splitlines():
+            if l.startswith("# TYPE "):
+                _, _, name, typ = l.split()
+                types[name] = typ
+        missing = [f for f in REQUIRED_FAMILIES if f not in types]
+        chk.check("metrics on %s cover issue 5's list" % n, not missing, "missing %s" % missing)
+        bad = [f for f, t in types.items() if (t == "counter") != f.endswith("_total")]
+        bad += [f for f, t in types.items() if t == "counter" and f[:-len("_total")] in types]
+        chk.check("metric naming on %s: counters and only counters end in _total, no family collides "
+                  "with a counter's base name" % n, not bad, str(bad))
 
     # SIGHUP reload on the standby.
     cfg = os.path.join(L.RUN, "b.yaml")

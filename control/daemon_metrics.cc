@@ -1,0 +1,113 @@
+// The daemon's /metrics page (Prometheus text format): one family per line of issue 5's list,
+// declared once with its help text.
+#include <chrono>
+#include <mutex>
+
+#include "control/daemon.h"
+#include "control/exposition.h"
+#include "control/node_metrics.h"
+
+namespace ftpair {
+
+namespace {
+int64_t unix_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::string Daemon::render_metrics() {
+  Exposition x;
+  x.family("ftpair_build_info", "gauge", "Build information.")
+      .sample(1, {{"version", FTPAIR_VERSION}, {"node", cfg_.node_id}});
+  expose_dataplane(*node_, x);
+  const fo::Role r = role();
+  x.family("ftpair_role", "gauge", "1 for the node's current role state.");
+  for (auto s : {fo::Role::BOOT, fo::Role::STANDBY_SYNCING, fo::Role::STANDBY_READY, fo::Role::ACTIVE,
+                 fo::Role::DRAINING, fo::Role::FAULT})
+    x.sample(s == r ? 1 : 0, {{"state", fo::role_name(s)}});
+  x.family("ftpair_generation", "gauge", "Persisted generation (term) of this node.").sample(double(generation()));
+  x.family("ftpair_dataplane_healthy", "gauge", "1 while the worker loop makes progress.").sample(dataplane_healthy() ? 1 : 0);
+  x.family("ftpair_serving", "gauge", "1 when the node fills its role (grpc.health.v1 SERVING).").sample(serving() ? 1 : 0);
+  x.family("ftpair_watchdog_pings_total", "counter", "sd_notify WATCHDOG=1 pings sent (worker making progress).")
+      .sample(watchdog_pings_.load());
+  x.family("ftpair_config_reloads_total", "counter", "SIGHUP config reloads, by result.");
+  x.sample(reloads_ok_.load(), {{"result", "applied"}});
+  x.sample(reloads_refused_.load(), {{"result", "refused"}});
+  {
+    std::lock_guard<std::mutex> g(reload_mu_);
+    x.family("ftpair_config_restart_pending", "gauge",
+             "Config keys changed by a reload that take effect only after a restart (1 per key).");
+    for (const auto &k : restart_pending_) x.sample(1, {{"key", k}});
+  }
+  {
+    std::lock_guard<std::mutex> g(failovers_mu_);
+    x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
+    for (const char *reason : {"peer_silent", "peer_unhealthy", "switchover", "forced"})
+      x.sample(double(failovers_.count(reason) ? failovers_.at(reason) : 0), {{"reason", reason}});
+  }
+  x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(fence_failures_.load());
+  x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(promotions_refused_.load());
+  if (monitor_) {
+    x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
+    x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
+    x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
+  }
+
+  const auto &es = engine_->stats();
+  x.family("ftpair_checkpoints_total", "counter", "Checkpoints taken (epoch flips).").sample(es.checkpoints.load());
+  x.family("ftpair_checkpoints_aborted_total", "counter", "Checkpoints aborted: the workers did not park in time.")
+      .sample(es.aborted.load());
+  std::vector<double> bounds;
+  std::vector<uint64_t> cum;
+  for (size_t i = 0; i < ckpt::kPauseBuckets; i++) {
+    bounds.push_back(ckpt::kPauseBucketsUs[i] / 1e6);
+    cum.push_back(es.pause_buckets[i].load());
+  }
+  x.family("ftpair_checkpoint_pause_seconds", "histogram", "Worker pause per checkpoint (quiesce to resume).")
+      .histogram(bounds, cum, double(es.pause_ns_sum.load()) / 1e9, es.pause_count.load());
+  x.family("ftpair_replication_records_sent_total", "counter", "Flow records sent to the standby.").sample(es.records_sent.load());
+  x.family("ftpair_replication_sent_bytes_total", "counter", "Bytes of checkpoints sent to the standby.").sample(es.bytes_sent.load());
+  x.family("ftpair_replication_full_syncs_total", "counter", "Full syncs started for a joining standby.").sample(es.full_syncs.load());
+  x.family("ftpair_replication_standby_lost_total", "counter", "Times the standby was lost.").sample(es.standby_lost.load());
+  x.family("ftpair_replication_connected", "gauge", "1 while a standby stream is up.").sample(engine_->connected() ? 1 : 0);
+  x.family("ftpair_replication_in_sync", "gauge", "1 while the standby holds a consistent copy.")
+      .sample(r == fo::Role::ACTIVE ? (engine_->in_sync() ? 1 : 0) : (applier_->in_sync() ? 1 : 0));
+  x.family("ftpair_epoch", "gauge", "Current epoch (active) or last applied epoch (standby).")
+      .sample(double(r == fo::Role::ACTIVE ? engine_->current_epoch() : applier_->applied_epoch()));
+  x.family("ftpair_replication_acked_epoch", "gauge", "Newest epoch the standby acknowledged.").sample(double(engine_->acked_epoch()));
+  uint64_t closed = engine_->current_epoch() - 1;
+  uint64_t lag = engine_->in_sync() && closed > engine_->acked_epoch() ? closed - engine_->acked_epoch() : 0;
+  x.family("ftpair_sync_lag_epochs", "gauge", "Closed epochs not yet acknowledged (relaxed: lost on failover).").sample(double(lag));
+  {
+    int64_t ack_ns = es.last_ack_unix_ns.load();
+    x.family("ftpair_sync_lag_seconds", "gauge",
+             "Seconds since the standby last acknowledged, while closed epochs wait for it (0: caught up).")
+        .sample(lag > 0 && ack_ns ? double(unix_ns() - ack_ns) / 1e9 : 0);
+  }
+  x.family("ftpair_sync_lag_bytes", "gauge", "Checkpoint bytes sent and not yet acknowledged.").sample(double(engine_->lag_bytes()));
+  int64_t ack = es.last_ack_unix_ns.load();
+  x.family("ftpair_sync_last_ack_age_seconds", "gauge", "Seconds since the last acknowledgement (-1: never).")
+      .sample(ack ? double(unix_ns() - ack) / 1e9 : -1);
+  x.family("ftpair_full_sync_last_duration_seconds", "gauge", "Duration of the last completed full sync.").sample(es.last_full_sync_seconds.load());
+  x.family("ftpair_full_sync_progress_ratio", "gauge", "Progress of the running full sync (0..1).")
+      .sample(r == fo::Role::ACTIVE ? engine_->full_sync_progress() : applier_->full_sync_progress());
+  const auto &wc = node_->agent().worker_counters(0);
+  x.family("ftpair_output_held_packets_total", "counter", "Packets held for output commit (strict mode).").sample(wc.held.load());
+  x.family("ftpair_output_released_packets_total", "counter", "Held packets released after acknowledgement.").sample(wc.released.load());
+  x.family("ftpair_output_hold_full_total", "counter", "Packets the hold buffer could not take (fallback applied).").sample(wc.hold_full.load());
+  x.family("ftpair_output_hold_queue_packets", "gauge", "Packets in the hold buffer right now (strict mode).").sample(wc.held_now.load());
+  const auto &as = applier_->stats();
+  x.family("ftpair_applied_checkpoints_total", "counter", "Checkpoints applied (standby).").sample(as.checkpoints.load());
+  x.family("ftpair_applied_records_total", "counter", "Records applied (standby).").sample(as.records.load());
+  x.family("ftpair_sync_rejected_total", "counter", "Checkpoints refused by this standby, by reason.");
+  x.sample(as.rejected_gap.load(), {{"reason", "gap"}});
+  x.sample(as.rejected_duplicate.load(), {{"reason", "duplicate"}});
+  x.sample(as.rejected_corrupt.load(), {{"reason", "corrupt"}});
+  x.sample(as.rejected_version.load(), {{"reason", "version"}});
+  x.sample(as.rejected_protocol.load(), {{"reason", "protocol"}});
+  return x.text();
+}
+
+}  // namespace ftpair
