@@ -1,5 +1,8 @@
 #include "dataplane/worker.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <ctime>
 
 #include <rte_cycles.h>
@@ -28,6 +31,7 @@ uint32_t worker_iteration(WorkerContext &c) {
 
 int worker_main(void *arg) {
   auto &c = *static_cast<WorkerContext *>(arg);
+  c.tid.store(static_cast<int>(syscall(SYS_gettid)), std::memory_order_release);
   uint32_t idle = 0;
   while (!c.quit->load(std::memory_order_relaxed)) {
     if (worker_iteration(c)) {

@@ -19,6 +19,7 @@ struct alignas(64) WorkerContext {
   uint32_t idle_sleep_max_us = 100;  // adaptive back-off ceiling when no packets arrive
   uint32_t capture_budget = 256;     // records copied per loop while a capture is pending
   std::atomic<uint64_t> idle_sleeps{0};
+  std::atomic<int> tid{0};  // the worker thread's kernel id, once it runs (stall diagnosis)
 };
 
 // Runs until *ctx->quit. Usable with rte_eal_remote_launch (arg = WorkerContext*).

@@ -1,0 +1,66 @@
+#include "failover/stall.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+namespace ftpair::fo {
+
+SchedStat read_schedstat(int tid) {
+  SchedStat s;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", tid);
+  std::FILE *f = std::fopen(path, "re");
+  if (!f) return s;
+  unsigned long long run = 0, wait = 0;
+  s.ok = std::fscanf(f, "%llu %llu", &run, &wait) == 2;
+  std::fclose(f);
+  s.run_ns = run;
+  s.wait_ns = wait;
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+  f = std::fopen(path, "re");
+  if (!f) {
+    s.ok = false;
+    return s;
+  }
+  char buf[512];
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // "tid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'.
+  const char *rp = std::strrchr(buf, ')');
+  if (!rp || rp[1] != ' ' || !rp[2]) {
+    s.ok = false;
+    return s;
+  }
+  s.state = rp[2];
+  return s;
+}
+
+StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (loops != loops_ || change_ns_ == 0) {
+    loops_ = loops;
+    change_ns_ = now_ns;
+    at_change_ = tid > 0 ? read_schedstat(tid) : SchedStat{};
+    in_starve_ = false;
+    return Verdict::PROGRESS;
+  }
+  const int64_t idle = now_ns - change_ns_;
+  if (idle <= stall_ns_) return Verdict::PROGRESS;
+  if (tid > 0 && at_change_.ok && idle <= stall_ns_ * int64_t(starve_factor_)) {
+    SchedStat now = read_schedstat(tid);
+    // Starved: runnable, and (almost) no CPU time since its last progress.
+    if (now.ok && now.state == 'R' && now.run_ns >= at_change_.run_ns &&
+        4 * (now.run_ns - at_change_.run_ns) < uint64_t(idle)) {
+      if (!in_starve_) {
+        in_starve_ = true;
+        starved_++;
+      }
+      return Verdict::STARVED;
+    }
+  }
+  return Verdict::STALLED;
+}
+
+}  // namespace ftpair::fo

@@ -1,0 +1,56 @@
+/* Is the dataplane stalled, or only starved?
+ *
+ * A worker whose loop counter has not moved for stall_ms cannot service packets. But on a
+ * shared machine the usual reason is that the scheduler gave its CPU to someone else: the
+ * thread was runnable and waiting on the run queue the whole time. Failing over then moves
+ * the traffic to a standby on the same starved machine and counts as a spurious failover.
+ * The kernel tells the two apart: /proc/self/task/TID/stat gives the thread's state and
+ * schedstat its time on the CPU. A window with no progress is
+ *   - a stall when the thread ran (a loop that spins without progress: CPU time grew by a
+ *     quarter of the window or more) or slept, blocked or stopped (a lock, a parked lcore):
+ *     it had its chance and made nothing of it;
+ *   - starvation when it is runnable and got (almost) no CPU time: it waits on the run
+ *     queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
+ *     back, so a starved thread's own wait figure does not move; its CPU time does not
+ *     either.)
+ * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node
+ * cannot service packets whatever the reason, and is reported unhealthy. */
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+
+namespace ftpair::fo {
+
+struct SchedStat {
+  uint64_t run_ns = 0, wait_ns = 0;
+  char state = '?';  // from /proc/self/task/TID/stat: R running or runnable, S, D, T, ...
+  bool ok = false;
+};
+// The thread's schedstat and state (not ok when the thread or the files are gone).
+SchedStat read_schedstat(int tid);
+
+class StallDetector {
+ public:
+  enum class Verdict { PROGRESS, STARVED, STALLED };
+
+  void set_stall_ms(uint32_t ms) { stall_ns_ = int64_t(ms) * 1000000; }
+  void set_starve_factor(uint32_t f) { starve_factor_ = f; }
+  /* loops: the worker's progress counter; tid: its thread (0 = unknown: no starvation check).
+   * Thread-safe; cheap enough to call on every heartbeat. */
+  Verdict check(uint64_t loops, int tid, int64_t now_ns);
+  bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
+  uint64_t starved_windows() const { return starved_; }
+
+ private:
+  std::mutex mu_;
+  int64_t stall_ns_ = 150000000;
+  uint32_t starve_factor_ = 10;
+  uint64_t loops_ = 0;
+  int64_t change_ns_ = 0;
+  SchedStat at_change_;
+  bool in_starve_ = false;
+  uint64_t starved_ = 0;
+};
+
+}  // namespace ftpair::fo

@@ -1,0 +1,152 @@
+// The stall detector against real threads and the real scheduler: a worker that sleeps is
+// stalled; a worker kept off its CPU by a real-time spinner is starved, not stalled.
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "failover/stall.h"
+
+namespace ftpair::fo {
+namespace {
+
+using namespace std::chrono_literals;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+int gettid_() { return static_cast<int>(syscall(SYS_gettid)); }
+bool pin(int cpu) {
+  cpu_set_t s;
+  CPU_ZERO(&s);
+  CPU_SET(cpu, &s);
+  return pthread_setaffinity_np(pthread_self(), sizeof(s), &s) == 0;
+}
+
+TEST(StallDetector, ReadsItsOwnSchedstat) {
+  SchedStat s = read_schedstat(gettid_());
+  ASSERT_TRUE(s.ok) << "no /proc/self/task/TID/schedstat (CONFIG_SCHED_INFO)";
+  EXPECT_GT(s.run_ns, 0u);
+  EXPECT_EQ(s.state, 'R') << "this thread is running";
+  EXPECT_FALSE(read_schedstat(0x7ffffff0).ok);
+}
+
+TEST(StallDetector, ProgressThenSleepingWorkerIsStalled) {
+  std::atomic<uint64_t> loops{0};
+  std::atomic<int> tid{0};
+  std::atomic<bool> sleep_now{false}, quit{false};
+  std::thread w([&] {
+    tid = gettid_();
+    while (!quit.load()) {
+      if (sleep_now.load()) {
+        std::this_thread::sleep_for(1ms);  // parked, like a stalled lcore
+        continue;
+      }
+      loops++;
+      std::this_thread::sleep_for(100us);
+    }
+  });
+  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  StallDetector d;
+  d.set_stall_ms(50);
+  EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::PROGRESS);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::PROGRESS) << "worker was progressing";
+  sleep_now = true;
+  std::this_thread::sleep_for(5ms);
+  d.check(loops.load(), tid.load(), now_ns());  // the last change
+  std::this_thread::sleep_for(120ms);
+  EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::STALLED);
+  quit = true;
+  w.join();
+}
+
+TEST(StallDetector, SpinningWithoutProgressIsStalled) {
+  // A worker stuck in a loop that never completes an iteration: it has the CPU, no progress.
+  std::atomic<bool> quit{false};
+  std::atomic<int> tid{0};
+  std::thread w([&] {
+    tid = gettid_();
+    volatile uint64_t x = 0;
+    while (!quit.load(std::memory_order_relaxed)) x = x + 1;
+  });
+  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  StallDetector d;
+  d.set_stall_ms(50);
+  d.check(7, tid.load(), now_ns());
+  std::this_thread::sleep_for(150ms);
+  StallDetector::Verdict v = d.check(7, tid.load(), now_ns());
+  quit = true;
+  w.join();
+  EXPECT_EQ(v, StallDetector::Verdict::STALLED);
+}
+
+TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
+  std::atomic<uint64_t> loops{0};
+  std::atomic<int> tid{0};
+  std::atomic<bool> quit{false}, pinned{true};
+  std::thread w([&] {
+    pinned = pinned && pin(1);
+    tid = gettid_();
+    while (!quit.load(std::memory_order_relaxed)) loops.fetch_add(1, std::memory_order_relaxed);
+  });
+  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  if (!pinned) {
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "cannot pin threads here";
+  }
+  // A real-time spinner on the worker's CPU for 300 ms: the worker stays runnable, gets no CPU.
+  std::atomic<bool> rt_ok{false}, rt_running{false};
+  std::thread hog([&] {
+    pin(1);
+    sched_param sp{};
+    sp.sched_priority = 50;
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) return;
+    rt_ok = true;
+    rt_running = true;
+    const int64_t end = now_ns() + 300000000;
+    while (now_ns() < end) {
+    }
+    rt_running = false;
+  });
+  pin(0);
+  while (!rt_ok.load() && hog.joinable()) {
+    std::this_thread::sleep_for(1ms);
+    if (!rt_ok.load() && loops.load() > 0) {
+      // the hog may have failed to get SCHED_FIFO
+      std::this_thread::sleep_for(20ms);
+      if (!rt_ok.load()) break;
+    }
+  }
+  if (!rt_ok.load()) {
+    hog.join();
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "no SCHED_FIFO here";
+  }
+  StallDetector d;
+  d.set_stall_ms(50);
+  std::this_thread::sleep_for(20ms);  // the hog has the CPU: the counter froze
+  d.check(loops.load(), tid.load(), now_ns());
+  std::this_thread::sleep_for(150ms);
+  const bool still_hogged = rt_running.load();
+  StallDetector::Verdict v = d.check(loops.load(), tid.load(), now_ns());
+  hog.join();
+  quit = true;
+  w.join();
+  ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
+  EXPECT_EQ(v, StallDetector::Verdict::STARVED);
+  EXPECT_EQ(d.starved_windows(), 1u);
+}
+
+}  // namespace
+}  // namespace ftpair::fo
