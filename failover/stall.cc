@@ -34,6 +34,24 @@ SchedStat read_schedstat(int tid) {
     return s;
   }
   s.state = rp[2];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+  f = std::fopen(path, "re");
+  if (!f) {
+    s.ok = false;
+    return s;
+  }
+  char line[256];
+  bool got = false;
+  while (std::fgets(line, sizeof(line), f)) {
+    unsigned long long v = 0;
+    if (std::sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1) {
+      s.voluntary = v;
+      got = true;
+      break;
+    }
+  }
+  std::fclose(f);
+  s.ok = s.ok && got;
   return s;
 }
 
@@ -42,17 +60,23 @@ StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now
   if (loops != loops_ || change_ns_ == 0) {
     loops_ = loops;
     change_ns_ = now_ns;
-    at_change_ = tid > 0 ? read_schedstat(tid) : SchedStat{};
+    base_ns_ = 0;  // the scheduler baseline is taken only once progress pauses
     in_starve_ = false;
     return Verdict::PROGRESS;
+  }
+  if (tid > 0 && base_ns_ == 0) {
+    at_change_ = read_schedstat(tid);
+    base_ns_ = now_ns;
   }
   const int64_t idle = now_ns - change_ns_;
   if (idle <= stall_ns_) return Verdict::PROGRESS;
   if (tid > 0 && at_change_.ok && idle <= stall_ns_ * int64_t(starve_factor_)) {
     SchedStat now = read_schedstat(tid);
-    // Starved: runnable, and (almost) no CPU time since its last progress.
-    if (now.ok && now.state == 'R' && now.run_ns >= at_change_.run_ns &&
-        4 * (now.run_ns - at_change_.run_ns) < uint64_t(idle)) {
+    const int64_t window = now_ns - base_ns_;
+    // Starved: runnable, never slept or blocked, and (almost) no CPU time since progress
+    // paused.
+    if (now.ok && now.state == 'R' && now.voluntary == at_change_.voluntary && now.run_ns >= at_change_.run_ns &&
+        4 * (now.run_ns - at_change_.run_ns) < uint64_t(window)) {
       if (!in_starve_) {
         in_starve_ = true;
         starved_++;

@@ -9,8 +9,9 @@
  *   - a stall when the thread ran (a loop that spins without progress: CPU time grew by a
  *     quarter of the window or more) or slept, blocked or stopped (a lock, a parked lcore):
  *     it had its chance and made nothing of it;
- *   - starvation when it is runnable and got (almost) no CPU time: it waits on the run
- *     queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
+ *   - starvation when it is runnable, never gave up the CPU by itself (no voluntary
+ *     context switch: it did not sleep or block) and got (almost) no CPU time: it waits on
+ *     the run queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
  *     back, so a starved thread's own wait figure does not move; its CPU time does not
  *     either.)
  * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node
@@ -24,6 +25,7 @@ namespace ftpair::fo {
 
 struct SchedStat {
   uint64_t run_ns = 0, wait_ns = 0;
+  uint64_t voluntary = 0;  // context switches the thread asked for (sleeps, blocks)
   char state = '?';  // from /proc/self/task/TID/stat: R running or runnable, S, D, T, ...
   bool ok = false;
 };
@@ -48,6 +50,7 @@ class StallDetector {
   uint32_t starve_factor_ = 10;
   uint64_t loops_ = 0;
   int64_t change_ns_ = 0;
+  int64_t base_ns_ = 0;  // when at_change_ was read
   SchedStat at_change_;
   bool in_starve_ = false;
   uint64_t starved_ = 0;

@@ -41,11 +41,12 @@ TEST(StallDetector, ReadsItsOwnSchedstat) {
 TEST(StallDetector, ProgressThenSleepingWorkerIsStalled) {
   std::atomic<uint64_t> loops{0};
   std::atomic<int> tid{0};
-  std::atomic<bool> sleep_now{false}, quit{false};
+  std::atomic<bool> sleep_now{false}, asleep{false}, quit{false};
   std::thread w([&] {
     tid = gettid_();
     while (!quit.load()) {
       if (sleep_now.load()) {
+        asleep = true;
         std::this_thread::sleep_for(1ms);  // parked, like a stalled lcore
         continue;
       }
@@ -57,12 +58,17 @@ TEST(StallDetector, ProgressThenSleepingWorkerIsStalled) {
   StallDetector d;
   d.set_stall_ms(50);
   EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::PROGRESS);
-  std::this_thread::sleep_for(100ms);
+  // The worker progresses (however slowly the machine lets it): never stalled.
+  const uint64_t l0 = loops.load();
+  while (loops.load() == l0) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::PROGRESS) << "worker was progressing";
   sleep_now = true;
-  std::this_thread::sleep_for(5ms);
+  while (!asleep.load()) std::this_thread::sleep_for(1ms);
   d.check(loops.load(), tid.load(), now_ns());  // the last change
-  std::this_thread::sleep_for(120ms);
+  for (int i = 0; i < 24; i++) {
+    std::this_thread::sleep_for(5ms);
+    d.check(loops.load(), tid.load(), now_ns());
+  }
   EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::STALLED);
   quit = true;
   w.join();
@@ -81,7 +87,10 @@ TEST(StallDetector, SpinningWithoutProgressIsStalled) {
   StallDetector d;
   d.set_stall_ms(50);
   d.check(7, tid.load(), now_ns());
-  std::this_thread::sleep_for(150ms);
+  for (int i = 0; i < 30; i++) {
+    std::this_thread::sleep_for(5ms);
+    d.check(7, tid.load(), now_ns());
+  }
   StallDetector::Verdict v = d.check(7, tid.load(), now_ns());
   quit = true;
   w.join();
@@ -136,10 +145,15 @@ TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
   StallDetector d;
   d.set_stall_ms(50);
   std::this_thread::sleep_for(20ms);  // the hog has the CPU: the counter froze
-  d.check(loops.load(), tid.load(), now_ns());
-  std::this_thread::sleep_for(150ms);
+  // Checked every 5 ms, as the daemon does on every fast beat.
+  StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
+  const int64_t until = now_ns() + 150000000;
+  while (now_ns() < until) {
+    v = d.check(loops.load(), tid.load(), now_ns());
+    std::this_thread::sleep_for(5ms);
+  }
   const bool still_hogged = rt_running.load();
-  StallDetector::Verdict v = d.check(loops.load(), tid.load(), now_ns());
+  v = d.check(loops.load(), tid.load(), now_ns());
   hog.join();
   quit = true;
   w.join();
