@@ -18,6 +18,18 @@ with V.VirtSession() as s:
     img = s.make_image("node.img")
     spec = s.write_spec("ftvp1", image=img, pool=1, reuse="same-image")
 
+    # ---- bad specs are refused before anything is defined, with the field named ----
+    bad = os.path.join(s.dir, "bad-role.yaml")
+    with open(bad, "w") as f:
+        f.write(open(spec).read().replace("role: standby", "role: active"))
+    rc, _, err = s.virt("deploy", "--spec", bad)
+    s.check("spec with two actives refused, field named", rc == 2 and "nodes.b.role: both nodes are active" in err, err)
+    with open(bad, "w") as f:
+        f.write(open(spec).read().replace("    memory_mib: 32\n", "", 1))
+    rc, _, err = s.virt("deploy", "--spec", bad)
+    s.check("spec missing memory refused, field named", rc == 2 and "nodes.a.memory_mib: missing" in err, err)
+    s.check("nothing defined by a refused spec", s.domstate("ftvp1-a") == "absent")
+
     # ---- deploy ----
     rc, rep, err = s.virt("deploy", "--spec", spec)
     s.check("deploy exits 0", rc == 0, err)
