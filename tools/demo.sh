@@ -84,7 +84,7 @@ GPEOF
 
 metric() {  # node name [label-match]
   curl -s "http://$( [ "$1" = a ] && echo 198.18.3.1 || echo 198.18.3.2 ):9108/metrics" |
-    awk -v n="$2" -v l="${3:-}" '($1 == n || index($1, n "{") == 1) && index($1, l) { print $2; exit }'
+    awk -v n="$2" -v l="${3:-}" '($1 == n || index($1, n "{") == 1) && index($1, l) && !done { print $2; done = 1 }'
 }
 
 echo "== pair lab up: client -- [ftpair-a active | ftpair-b standby] -- server"
@@ -146,8 +146,9 @@ sleep 0.5
 iperf_pid=$!
 sleep 2.5
 dropped_before=$(metric b ftpair_forwarded_packets_total inside)
+a_pid=$("$lab" pid a)
 kill_at=$(date +%s.%N)
-"$lab" signal a KILL >/dev/null
+kill -KILL "$a_pid"  # directly, so kill_at is the moment (the lab script takes a while to start)
 t0=$(date +%s%N)
 for _ in $(seq 500); do [ "$(metric b ftpair_vip_owner)" = 1 ] && break; sleep 0.01; done
 t1=$(date +%s%N)
