@@ -290,3 +290,30 @@ TEST(Commission, MergesIntoBaseConfig) {
   EXPECT_NE(st.message().find("peer is not a section"), std::string::npos) << st.message();
   EXPECT_FALSE(merge_into_config("[1, 2]", c, &out).ok());
 }
+
+// Not a fuzzer (fuzz/ has the libFuzzer target): a quick sweep of truncations and single-byte
+// mutations of a valid structure and table, which must each give strings or an error, and
+// never read outside the buffer (the vector is exactly the input, so ASan builds catch it).
+TEST(Smbios, MutationsNeverCrash) {
+  auto base = type11(kNodeB);
+  size_t oks = 0, errors = 0;
+  for (size_t cut = 0; cut <= base.size(); ++cut) {
+    std::vector<uint8_t> v(base.begin(), base.begin() + cut);
+    auto r = parse_smbios_type11(v.data(), v.size());
+    (r.ok() ? oks : errors)++;
+  }
+  EXPECT_EQ(oks, 1u);  // only the whole structure parses
+  for (size_t i = 0; i < base.size(); ++i)
+    for (int b : {0, 1, 4, 5, 11, 127, 255}) {
+      auto v = base;
+      v[i] = static_cast<uint8_t>(b);
+      auto r = parse_smbios_type11(v.data(), v.size());
+      if (r.ok()) {
+        EXPECT_EQ(r.strings.size(), v[4]);
+      }
+      auto t = parse_dmi_table_type11(v.data(), v.size());
+      if (!t.ok()) {
+        EXPECT_TRUE(t.strings.empty());
+      }
+    }
+}
