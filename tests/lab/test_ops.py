@@ -17,7 +17,8 @@ Phase 2, b joins as standby:
     ftpair_config_restart_pending{key}); a bad file is refused with the key named, the old
     config stays (Control.Config), and the pair is untouched
 Phase 3, mTLS (certificates made with openssl now):
-  - the pair syncs over mTLS; ftpairctl with the operator certificate works
+  - a standby with no active to sync from is NOT_SERVING; the pair syncs over mTLS;
+    ftpairctl with the operator certificate works, switchover runs over mTLS
   - refused: a plaintext client, a TLS client without a certificate, a client whose
     certificate comes from another CA; ftpairctl without a certificate exits 3
 Exit 0 pass, 1 fail, 77 skip.
@@ -265,11 +266,15 @@ def phase_mtls(lab, chk, O, tmp):
     sets = []
     for k, v in (("ca", certs["ca"]), ("cert", certs["node"]), ("key", certs["node_key"])):
         sets += ["--set", "management.tls.%s=%s" % (k, v)]
-    lab.start_node("a", "--role", "active", *sets, *CALM)
+    good = {"ca": certs["ca"], "cert": certs["operator"], "key": certs["operator_key"]}
+    # b first: a standby with no active to sync from does not fill its role.
     lab.start_node("b", "--role", "standby", *sets, *CALM)
+    time.sleep(0.5)
+    st, err = O.health_check(GRPC["b"], **good)
+    chk.check("Health/Check of a standby with nothing to sync from: NOT_SERVING", st == "NOT_SERVING", st or err)
+    lab.start_node("a", "--role", "active", *sets, *CALM)
     chk.check("mTLS: b in sync over mTLS (ftpairctl with the operator certificate)",
               L.wait_until(lambda: in_sync("a", tls=certs), 20), str(status("a", tls=certs)))
-    good = {"ca": certs["ca"], "cert": certs["operator"], "key": certs["operator_key"]}
     st, err = O.health_check(GRPC["b"], **good)
     chk.check("mTLS: Health/Check with the operator certificate: SERVING", st == "SERVING", st or err)
     st, err = O.health_check(GRPC["a"])
