@@ -98,12 +98,23 @@ inline uint16_t ipv4_csum(const rte_ipv4_hdr *ip) {
 /* L4 checksum from scratch (ignores the current field). l4 must follow ip contiguously for
  * total_length - 20 bytes. UDP: 0 is mapped to 0xffff as on the wire. */
 inline uint16_t l4_csum(const rte_ipv4_hdr *ip, const uint8_t *l4) {
+  // rte_ipv4_udptcp_cksum reads total_length - IHL bytes: with an IHL below 5 (a frame built
+  // to be dropped as BAD_IHL) that runs past the copy below, so such a frame gets no L4 sum.
+  if (rte_ipv4_hdr_len(ip) < sizeof(rte_ipv4_hdr)) return 0;
   const size_t len = rte_be_to_cpu_16(ip->total_length) - sizeof(rte_ipv4_hdr);
   std::vector<uint8_t> copy(l4, l4 + len);
+  // A truncated L4 header (a frame built to be dropped) has no checksum field to clear.
   switch (ip->next_proto_id) {
-    case IPPROTO_TCP: reinterpret_cast<rte_tcp_hdr *>(copy.data())->cksum = 0; break;
-    case IPPROTO_UDP: reinterpret_cast<rte_udp_hdr *>(copy.data())->dgram_cksum = 0; break;
+    case IPPROTO_TCP:
+      if (len < sizeof(rte_tcp_hdr)) return 0;
+      reinterpret_cast<rte_tcp_hdr *>(copy.data())->cksum = 0;
+      break;
+    case IPPROTO_UDP:
+      if (len < sizeof(rte_udp_hdr)) return 0;
+      reinterpret_cast<rte_udp_hdr *>(copy.data())->dgram_cksum = 0;
+      break;
     case IPPROTO_ICMP: {
+      if (len < sizeof(rte_icmp_hdr)) return 0;
       reinterpret_cast<rte_icmp_hdr *>(copy.data())->icmp_cksum = 0;
       return static_cast<uint16_t>(~rte_raw_cksum(copy.data(), copy.size()));
     }
