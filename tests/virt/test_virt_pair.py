@@ -16,7 +16,11 @@ V.require()
 
 with V.VirtSession() as s:
     img = s.make_image("node.img")
-    spec = s.write_spec("ftvp1", image=img, pool=1, reuse="same-image")
+    # A data-plane NIC on a host bridge (a local bridge with no uplink; removed at the end).
+    s.run("ip", "link", "del", "ftvbr0")  # a leftover from an interrupted run
+    s.run("ip", "link", "add", "ftvbr0", "type", "bridge", check=True)
+    s.on_exit.append(["ip", "link", "del", "ftvbr0"])
+    spec = s.write_spec("ftvp1", image=img, pool=1, reuse="same-image", nics=["{type: bridge, source: ftvbr0}"])
 
     # ---- bad specs are refused before anything is defined, with the field named ----
     bad = os.path.join(s.dir, "bad-role.yaml")
@@ -41,7 +45,7 @@ with V.VirtSession() as s:
         xml = s.virsh("dumpxml", name).stdout
         for want in ("<entry>ftpair:node.role=%s</entry>" % role, "<entry>ftpair:node.id=%s</entry>" % node,
                      "<entry>ftpair:peer.grpc=%s:50051</entry>" % peer, "<smbios mode='sysinfo'/>",
-                     "urn:ftpair:virt:1"):
+                     "urn:ftpair:virt:1", "<source bridge='ftvbr0'/>"):
             s.check("%s XML carries %s" % (name, want), want in xml)
         # What the guest will read: the OEM strings in qemu's command line (type 11 table).
         try:

@@ -91,6 +91,7 @@ class VirtSession:
         self._lock = None
         self._hook_backup = None
         self._reaper = None
+        self.on_exit = []       # argv lists run at exit, after the domains are gone
 
     # ---- checks ----
     def check(self, name, cond, detail=""):
@@ -136,7 +137,8 @@ class VirtSession:
             f.write(fill * size)
         return path
 
-    def write_spec(self, pair, nodes_extra="", image=None, pool=0, reuse="none", name="spec.yaml", kernel=None):
+    def write_spec(self, pair, nodes_extra="", image=None, pool=0, reuse="none", name="spec.yaml", kernel=None,
+                   nics=None):
         """A spec for a pair on this host: diskless-BIOS domains booting a blank image (or a kernel)."""
         lines = ["pair:", "  name: %s" % pair, "  allowlist:"]
         files = [image] if image else [kernel[0], kernel[1]]
@@ -159,6 +161,8 @@ class VirtSession:
                           "    cmdline: console=ttyS0 panic=-1 quiet",
                           "    serial_log: %s" % os.path.join(self.dir, "%s-%s.serial" % (pair, node))]
             lines.append("    management: {network: %s-mgmt, address: %s}" % (pair, ip))
+            if nics:
+                lines.append("    nics: [%s]" % ", ".join(nics))
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n" + nodes_extra)
@@ -242,6 +246,8 @@ class VirtSession:
             self.cleanup_domains()
         except Exception as e:  # noqa: BLE001 - cleanup must go on
             log("cleanup: %s" % e)
+        for argv in self.on_exit:
+            self.run(*argv)
         for name, pid in reversed(self.started):
             try:
                 os.kill(pid, signal.SIGTERM)
