@@ -224,9 +224,10 @@ void FlowTable::copy_to_capture(uint32_t slot) {
 
 int64_t FlowTable::flip_epoch(bool capture, CaptureKind kind) {
   if (capture_held_) return -EBUSY;
-  uint64_t closed = epoch_;
-  epoch_++;
-  dirty_[epoch_ & 1].clear();  // the list of closed-1: captured and released, or unused
+  const uint64_t closed = epoch_.load(std::memory_order_relaxed);
+  epoch_.store(closed + 1, std::memory_order_relaxed);
+  dirty_[(closed + 1) & 1].clear();  // the list of closed-1: captured and released, or unused
+  dirty_open_.store(0, std::memory_order_relaxed);
   if (capture) {
     capture_buf_.clear();
     capture_kind_ = kind;

@@ -140,9 +140,10 @@ class FlowTable {
   const FlowTableStats &stats() const { return stats_; }
 
   // --- epochs and capture ---
-  uint64_t epoch() const { return epoch_; }
+  // Readable from any thread (status, metrics): atomics, written by the table's one writer.
+  uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
   // Dirty slots in the current (open) epoch.
-  uint32_t dirty_count() const { return static_cast<uint32_t>(dirty_[epoch_ & 1].size()); }
+  uint32_t dirty_count() const { return dirty_open_.load(std::memory_order_relaxed); }
   /* Closes the current epoch E and opens E+1. Only while the owning worker is parked.
    * With capture, the worker then copies E's dirty slots (or, FULL, every in-use slot)
    * into the capture buffer, incrementally and copy-before-write.
@@ -187,7 +188,8 @@ class FlowTable {
   uint32_t capacity_ = 0;
   uint32_t size_ = 0;
   uint32_t free_head_ = 0;
-  uint64_t epoch_ = 1;
+  std::atomic<uint64_t> epoch_{1};
+  std::atomic<uint32_t> dirty_open_{0};  // dirty_[epoch_ & 1].size(), for other threads
   std::vector<uint32_t> dirty_[2];
   std::vector<uint32_t> port_refs_[3];  // tcp, udp, icmp: flows per NAT port
   uint32_t ports_used_[3] = {0, 0, 0};
@@ -210,9 +212,11 @@ inline void FlowTable::touch(uint32_t slot) {
     copy_to_capture(slot);
     stats_.capture_cow++;
   }
-  if (r.dirty_epoch != epoch_) {
-    r.dirty_epoch = epoch_;
-    dirty_[epoch_ & 1].push_back(slot);
+  const uint64_t e = epoch_.load(std::memory_order_relaxed);
+  if (r.dirty_epoch != e) {
+    r.dirty_epoch = e;
+    dirty_[e & 1].push_back(slot);
+    dirty_open_.store(dirty_open_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 }
 
