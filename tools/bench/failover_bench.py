@@ -27,6 +27,7 @@ stderr. Needs root and the lab (takes the lab lock like the lab tests).
 import argparse
 import json
 import os
+import re
 import statistics
 import struct
 import subprocess
@@ -116,6 +117,18 @@ class Bench:
         bg.stop()
         return L.last_json("\n".join(bg.snapshot())) or {}
 
+    def settle(self):
+        """After a run that may have failed over on its own: find the active, bring the other
+        node back as standby in sync."""
+        owners = [n for n in ("a", "b") if m(n, "ftpair_vip_owner") == 1]
+        if len(owners) != 1:
+            raise L.LabError("expected one active, found %s" % (owners or "none"))
+        self.active = owners[0]
+        sb = other(self.active)
+        pid = L.node_pid(sb)
+        if not pid or not L.pid_alive(pid) or not pair_ready(self.active):
+            self.recover(sb)
+
     def steady(self, timers, seconds):
         f0 = failovers("a") + failovers("b")
         iperf = self.lab.background("client", ["iperf3", "-c", L.SERVER_IP, "-p", IPERF_PORT, "-t", seconds,
@@ -144,12 +157,25 @@ class Bench:
         else:  # worker_stall: SIGUSR1 is ftpaird's test hook (worker.test_hooks)
             os.kill(pid, 10)
         took_over = L.wait_until(lambda: m(new, "ftpair_vip_owner") == 1, 10, 0.01)
+        t_owner = time.monotonic_ns()
         j = self.client_result(c, 40)
+        promo = {}
+        try:
+            with open(os.path.join(L.RUN, "%s.log" % new), errors="replace") as f:
+                for line in f:
+                    mm = re.search(r"promoted \((.*)\): fenced in ([0-9.]+) ms, active ([0-9.]+) ms after the decision", line)
+                    if mm:
+                        promo = {"reason": mm.group(1), "fence_ms": float(mm.group(2)), "promote_ms": float(mm.group(3))}
+        except OSError:
+            pass
         self.active = new
-        run = {"timers": timers, "cause": cause, "t0": t0, "old": old, "took_over": bool(took_over),
+        run = {"timers": timers, "cause": cause, "t0": t0, "t_owner": t_owner, "promotion": promo,
+               "old": old, "took_over": bool(took_over),
                "conns": j.get("conns", 0), "ok": j.get("ok", 0), "reset": j.get("reset"),
                "corrupt": j.get("corrupt"), "max_gap_ms": j.get("max_gap_ms")}
         self.runs.append(run)
+        with open(os.path.join(L.RUN, "failover-bench-runs.json"), "w") as f:
+            json.dump(self.runs, f, indent=1)
         if not took_over:
             raise L.LabError("%s did not take over after %s of %s" % (new, cause, old))
         self.recover(old)
@@ -157,7 +183,8 @@ class Bench:
 
 
 def analyse(runs, path):
-    """Per fault: the longest silence in the stream from 5 ms before the fault to 5 s after.
+    """Per fault: the longest silence in the stream from 5 ms before the fault to 300 ms after
+    the new active was seen owning the VIPs.
     Its end is the first datagram the new active forwarded."""
     import bisect
     data = open(path, "rb").read()
@@ -167,8 +194,10 @@ def analyse(runs, path):
     seqs = set(r[1] for r in recs)
     for run in runs:
         t0 = run["t0"]
+        # From just before the fault to a little after the new active was seen owning the
+        # VIPs (polled): later silences (the old node restarting) belong to no failover.
         lo = bisect.bisect_left(times, t0 - 5_000_000)
-        hi = bisect.bisect_right(times, t0 + 5_000_000_000)
+        hi = bisect.bisect_right(times, run.get("t_owner", t0 + 5_000_000_000) + 300_000_000)
         best = None
         for i in range(max(lo, 1), hi):
             g = times[i] - times[i - 1]
@@ -218,6 +247,7 @@ def main():
                                             "--pps", a.pps])
             time.sleep(1)
             b.steady(name, a.steady_s)
+            b.settle()
             plan = ["kill"] * a.kills
             if k == 0:
                 plan += ["stop"] * a.stops + ["worker_stall"] * a.stalls
@@ -246,12 +276,16 @@ def main():
             gaps = [r["gap_ms"] for r in rs if r.get("gap_ms") is not None]
             if gaps:
                 b.emit("failover_stream_gap_ms_p50", round(statistics.median(gaps), 2), "ms", **p)
+            promo = [r["promotion"]["promote_ms"] for r in rs if r.get("promotion")]
+            if promo:
+                b.emit("failover_promote_ms_p50", round(statistics.median(promo), 2), "ms", **p)
+                b.emit("failover_promote_ms_max", round(max(promo), 2), "ms", **p)
             b.emit("failover_packets_lost", statistics.median(lost), "packets", **p)
             b.emit("failover_packets_lost_max", max(lost), "packets", **p)
             b.emit("connections_survived_ratio", round(ok / conns, 4) if conns else 0, "ratio", mode="strict", **p)
             b.emit("failover_nat_port_kept_ratio", sum(1 for r in rs if r.get("nat_port_kept")) / len(rs), "ratio", **p)
-            L.log("%s %s: %d runs, failover ms %s, lost %s, connections %d/%d" % (
-                tm, cause, len(rs), [round(x, 1) for x in fo], lost, ok, conns))
+            L.log("%s %s: %d runs, failover ms %s, promotion ms %s, lost %s, connections %d/%d" % (
+                tm, cause, len(rs), [round(x, 1) for x in fo], promo, lost, ok, conns))
         lab.checker.check("every fault was followed by a takeover", all(r["took_over"] for r in b.runs))
         rows = b.rows
         if a.out:
