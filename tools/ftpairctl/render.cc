@@ -201,6 +201,7 @@ std::string render_status_line(const ftpair::v1::StatusReply &s) {
   kv("state", s.state());
   kv("generation", std::to_string(s.generation()));
   kv("dataplane", s.dataplane_healthy() ? "healthy" : "unhealthy");
+  kv("health", s.serving() ? "serving" : "not_serving");
   kv("flows", std::to_string(s.flows()) + "/" + std::to_string(s.flow_capacity()));
   kv("peer", y.peer());
   kv("connected", yes_no(y.connected()));
