@@ -141,6 +141,9 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
     const uint64_t gen = quiesce_gen_.load(std::memory_order_acquire);
     if (parked_[worker].gen.load(std::memory_order_relaxed) != gen)
       parked_[worker].gen.store(gen, std::memory_order_release);
+    // Parked on request is not a stall: the control plane holding the barrier (a Flows dump
+    // of a large table, a snapshot) must not make the health check fail the node over.
+    heartbeat(worker);
     rte_pause();
   }
   return true;
