@@ -35,13 +35,14 @@ test-lab: build
 # Only the test binaries are built (no daemon, benchmarks or tools). Suppressions, each
 # justified: tools/sanitizers/*.supp.
 SAN_SUPP := $(CURDIR)/tools/sanitizers
-ASAN_TESTS := tests/test_dataplane tests/test_checkpoint tests/test_control
+# ASan+UBSan: every test of the unit suite (each folder's tests/test_<name>).
+UNIT_TEST_BINS = $$(meson test -C $(1) --no-rebuild --list --suite unit 2>/dev/null | sed -n 's|.*unit / |tests/test_|p')
 TSAN_TESTS := tests/test_checkpoint tests/test_control
 test-sanitize: test-asan test-tsan
 
 test-asan: deps
 	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dbenchmarks=false
-	ninja -C $(ASAN_BUILD) -j2 $(ASAN_TESTS)
+	ninja -C $(ASAN_BUILD) -j2 $(call UNIT_TEST_BINS,$(ASAN_BUILD))
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_SUPP)/ubsan.supp \
 	  tools/run-tests.sh $(ASAN_BUILD) --no-rebuild --suite unit
