@@ -260,6 +260,7 @@ void Daemon::register_telemetry() {
 }
 
 Status Daemon::start() {
+  stall_detector_.set_stall_ms(stall_ms_.load());
   ::mkdir(cfg_.state_dir.c_str(), 0700);
   Status st = generation_.load();
   if (!st.ok()) return st;
@@ -418,18 +419,14 @@ Status Daemon::become_standby(const std::string &why) {
   return Status::Ok();
 }
 
-// Healthy while the worker's loop counter keeps moving (checked against worker.stall_ms).
+/* Healthy unless the worker is stalled (fo::StallDetector): its loop counter froze for
+ * worker.stall_ms while it had the CPU or slept. A worker only starved of the CPU by other
+ * processes is tolerated up to 10 x stall_ms. */
 bool Daemon::dataplane_healthy() const {
   if (!node_) return false;
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now().time_since_epoch()).count();
-  std::lock_guard<std::mutex> g(health_mu_);
-  uint64_t loops = node_->agent().loops(0);
-  if (loops != health_loops_ || health_change_ns_ == 0) {
-    health_loops_ = loops;
-    health_change_ns_ = now;
-  }
-  return now - health_change_ns_ <= int64_t(stall_ms_.load()) * 1000000;
+  return stall_detector_.healthy(node_->agent().loops(0), node_->worker().tid.load(), now);
 }
 
 // ------------------------------------------------------------------ snapshots

@@ -22,6 +22,7 @@
 #include "failover/fencer.h"
 #include "failover/monitor.h"
 #include "failover/role.h"
+#include "failover/stall.h"
 #include "peer.pb.h"
 
 namespace ftpair {
@@ -108,9 +109,7 @@ class Daemon {
   std::map<std::string, uint64_t> failovers_;
   std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0};
   std::atomic<int64_t> silent_log_ns_{0};
-  mutable std::mutex health_mu_;
-  mutable uint64_t health_loops_ = 0;
-  mutable int64_t health_change_ns_ = 0;
+  mutable fo::StallDetector stall_detector_;  // worker.stall_ms, reloadable
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<bool> test_hooks_{false};
