@@ -1,5 +1,7 @@
 #include "failover/role.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,32 +36,93 @@ const char *role_kind(Role r) {
   return "unknown";
 }
 
-Status Generation::load() {
-  std::ifstream f(dir_ + "/generation");
-  if (!f) {
-    value_ = 0;
-    return Status::Ok();
-  }
+namespace {
+// Reads a generation file: 0 when absent, DATA_LOSS when not a number.
+Status read_gen(const std::string &path, uint64_t *v) {
+  std::ifstream f(path);
+  *v = 0;
+  if (!f) return Status::Ok();
   std::string s;
   f >> s;
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
-    return Status(Code::DATA_LOSS, dir_ + "/generation: '" + s + "' is not a number");
-  value_ = std::stoull(s);
+  if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos)
+    return Status(Code::DATA_LOSS, path + ": '" + s + "' is not a number");
+  *v = std::stoull(s);
+  return Status::Ok();
+}
+}  // namespace
+
+Status Generation::load() {
+  uint64_t main = 0, res = 0;
+  Status st = read_gen(dir_ + "/generation", &main);
+  if (!st.ok()) return st;
+  st = read_gen(dir_ + "/generation.reserved", &res);
+  if (!st.ok()) return st;
+  std::lock_guard<std::mutex> g(mu_);
+  value_ = std::max(main, res);
+  reserved_ = res;
+  flushed_ = main;
   return Status::Ok();
 }
 
-Status Generation::store(uint64_t v) {
-  if (v < value_) return InvalidArgument("generation may not go back from " + std::to_string(value_));
+uint64_t Generation::value() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return value_;
+}
+
+uint64_t Generation::reserved() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return reserved_;
+}
+
+bool Generation::unflushed() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return flushed_ < value_;
+}
+
+Status Generation::write_file(const std::string &name, uint64_t v) {
   ::mkdir(dir_.c_str(), 0700);
-  const std::string tmp = dir_ + "/generation.tmp", path = dir_ + "/generation";
+  const std::string tmp = dir_ + "/" + name + ".tmp", path = dir_ + "/" + name;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Internal("cannot write " + tmp + ": " + std::strerror(errno));
   std::string s = std::to_string(v) + "\n";
   bool ok = ::write(fd, s.data(), s.size()) == ssize_t(s.size()) && ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return Internal("cannot persist " + path);
-  value_ = v;
+  // The rename itself must survive a crash: flush the directory too.
+  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
   return Status::Ok();
+}
+
+Status Generation::store(uint64_t v) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (v < value_) return InvalidArgument("generation may not go back from " + std::to_string(value_));
+  }
+  Status st = write_file("generation", v);
+  if (!st.ok()) return st;
+  std::lock_guard<std::mutex> g(mu_);
+  value_ = std::max(value_, v);
+  flushed_ = std::max(flushed_, v);
+  return Status::Ok();
+}
+
+Status Generation::reserve(uint64_t v) {
+  Status st = write_file("generation.reserved", v);
+  if (!st.ok()) return st;
+  std::lock_guard<std::mutex> g(mu_);
+  reserved_ = std::max(reserved_, v);
+  return Status::Ok();
+}
+
+bool Generation::take_reserved(uint64_t at_least) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (reserved_ < at_least || reserved_ <= value_) return false;
+  value_ = reserved_;
+  return true;
 }
 
 }  // namespace ftpair::fo

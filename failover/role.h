@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "control/status.h"
@@ -14,17 +15,33 @@ const char *role_name(Role r);
 const char *role_kind(Role r);
 
 // The generation persisted in dir/generation. A missing file reads as 0.
+/* The generation, persisted in state_dir/generation. A promotion must not wait for a disk
+ * flush (an fsync takes 5-70 ms on a busy disk), so a standby reserves the generation it
+ * would take: reserve() persists it to state_dir/generation.reserved off the critical path,
+ * and take_reserved() makes it the current value at promotion without any I/O. load() takes
+ * the larger of the two files, so a node never comes back below a generation it may have
+ * used. Thread-safe. */
 class Generation {
  public:
   explicit Generation(std::string state_dir) : dir_(std::move(state_dir)) {}
   Status load();
-  uint64_t value() const { return value_; }
+  uint64_t value() const;
   // Persists v (fsync + rename) before returning; v must not go backwards.
   Status store(uint64_t v);
+  // Persists v as the reserved next generation (no effect on value()).
+  Status reserve(uint64_t v);
+  uint64_t reserved() const;
+  /* If a reserved generation >= at_least (and above the current value) is on disk, makes
+   * it the current value and returns true: no I/O. */
+  bool take_reserved(uint64_t at_least);
+  // True when value() is not yet in the generation file itself (flush it with store()).
+  bool unflushed() const;
 
  private:
+  Status write_file(const std::string &name, uint64_t v);
   std::string dir_;
-  uint64_t value_ = 0;
+  mutable std::mutex mu_;
+  uint64_t value_ = 0, reserved_ = 0, flushed_ = 0;
 };
 
 }  // namespace ftpair::fo
