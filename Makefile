@@ -31,13 +31,14 @@ test-unit: build
 test-lab: build
 	@tools/run-tests.sh $(BUILD) --suite lab
 
-# Unit tests under ASan+UBSan, then the multi-threaded control-plane tests under TSan.
+# Unit tests under ASan+UBSan, then the multi-threaded control-plane tests (checkpoint with
+# replication over loopback gRPC, control, failover) under TSan.
 # Only the test binaries are built (no daemon, benchmarks or tools). Suppressions, each
 # justified: tools/sanitizers/*.supp.
 SAN_SUPP := $(CURDIR)/tools/sanitizers
 # ASan+UBSan: every test of the unit suite (each folder's tests/test_<name>).
 UNIT_TEST_BINS = $$(meson test -C $(1) --no-rebuild --list --suite unit 2>/dev/null | sed -n 's|.*unit / |tests/test_|p')
-TSAN_TESTS := tests/test_checkpoint tests/test_control
+TSAN_TESTS := tests/test_checkpoint tests/test_control tests/test_failover
 test-sanitize: test-asan test-tsan
 
 test-asan: deps
@@ -53,7 +54,7 @@ test-tsan: deps
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug -Dbenchmarks=false
 	ninja -C $(TSAN_BUILD) -j2 $(TSAN_TESTS)
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$(SAN_SUPP)/tsan.supp \
-	  tools/run-tests.sh $(TSAN_BUILD) --no-rebuild --suite unit checkpoint control
+	  tools/run-tests.sh $(TSAN_BUILD) --no-rebuild --suite unit checkpoint control failover
 
 # libFuzzer targets (clang, ASan+UBSan) on copies of fuzz/corpus: `make fuzz` runs each
 # for FUZZ_SECONDS (default 300), `make fuzz-smoke` for 30 s (CI). FUZZ_TARGETS picks some.
