@@ -1,4 +1,5 @@
 #include "failover/fencer.h"
+#include <dirent.h>
 
 #include <signal.h>
 #include <sys/types.h>
@@ -8,6 +9,7 @@
 #include <mutex>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <libvirt/libvirt.h>
@@ -49,14 +51,39 @@ class ProcessFencer final : public Fencer {
   }
 
  private:
+  /* Alive = can still run its own code. A process that took SIGKILL tears down its memory
+   * and sockets in the kernel for tens of milliseconds before it becomes a zombie; it runs
+   * no user code then, and every one of its threads carries PF_EXITING. Waiting for the
+   * zombie would add that teardown to every failover. */
   static bool alive(pid_t pid) {
     if (::kill(pid, 0) != 0) return errno != ESRCH;
-    // A zombie is dead for our purpose: it forwards nothing.
-    std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(st, line);
-    auto rp = line.rfind(')');
-    return !(rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'Z');
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR *d = ::opendir(dir.c_str());
+    if (!d) return errno != ENOENT;
+    bool any_live = false;
+    while (dirent *e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream st(dir + "/" + e->d_name + "/stat");
+      std::string line;
+      if (!std::getline(st, line)) continue;  // the thread just went away
+      auto rp = line.rfind(')');
+      if (rp == std::string::npos || rp + 2 >= line.size()) {
+        any_live = true;  // unreadable: assume it runs
+        break;
+      }
+      // After ") ": state ppid pgrp session tty_nr tpgid flags ...
+      std::istringstream in(line.substr(rp + 2));
+      char state = '?';
+      long ppid, pgrp, session, tty, tpgid;
+      unsigned long flags = 0;
+      in >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags;
+      constexpr unsigned long kPfExiting = 0x4;
+      if (state == 'Z' || state == 'X' || (in && (flags & kPfExiting))) continue;
+      any_live = true;
+      break;
+    }
+    ::closedir(d);
+    return any_live;
   }
   std::string pidfile_;
 };

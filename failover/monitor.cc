@@ -49,6 +49,31 @@ bool make_realtime() {
   sp.sched_priority = 10;
   return pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
 }
+
+/* The host's hooks run at normal priority: a promotion parks the workers and waits for
+ * them, and a real-time thread waiting on a normal one would keep a CPU from it. Only the
+ * beats themselves (send, receive, the silence check) run at real-time priority. */
+class NormalPriority {
+ public:
+  NormalPriority() {
+    int pol = 0;
+    sched_param sp{};
+    if (pthread_getschedparam(pthread_self(), &pol, &sp) == 0 && pol == SCHED_FIFO) {
+      sched_param normal{};
+      was_rt_ = pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal) == 0;
+      saved_ = sp;
+    }
+  }
+  ~NormalPriority() {
+    if (was_rt_) pthread_setschedparam(pthread_self(), SCHED_FIFO, &saved_);
+  }
+  NormalPriority(const NormalPriority &) = delete;
+  NormalPriority &operator=(const NormalPriority &) = delete;
+
+ private:
+  bool was_rt_ = false;
+  sched_param saved_{};
+};
 }  // namespace
 
 std::string encode_beat_datagram(const v1::Beat &b) {
@@ -130,6 +155,7 @@ std::string Monitor::udp_error() const {
 
 void Monitor::check_silence() {
   if (peer_silent() && hooks_.on_peer_silent) {
+    NormalPriority normal;
     hooks_.on_peer_silent("missed heartbeats for " + std::to_string(static_cast<int>(silence_seconds() * 1000)) +
                           " ms");
   }
@@ -194,7 +220,10 @@ void Monitor::record(const v1::Beat &b) {
     std::lock_guard<std::mutex> g(beat_mu_);
     last_beat_ = b;
   }
-  if (hooks_.on_peer_beat) hooks_.on_peer_beat(b);
+  if (hooks_.on_peer_beat) {
+    NormalPriority normal;
+    hooks_.on_peer_beat(b);
+  }
 }
 
 void Monitor::heard(const v1::Beat &peer_beat, v1::Beat *reply) {
