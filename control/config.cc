@@ -239,9 +239,11 @@ void read_config(const YAML::Node &root, Config *c) {
     const std::string p = "failover";
     check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                       "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
-                      "snapshot_max_age_s"});
+                      "snapshot_max_age_s", "beat_udp_port", "beat_realtime"});
     get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
     get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
+    get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
+    get_bool(n, "beat_realtime", p, &c->beat_realtime);
     if (get_str(n, "fence", p, &c->fence) && c->fence != "none" && c->fence != "process" && c->fence != "libvirt")
       fail("failover.fence", "'" + c->fence + "' is not none, process or libvirt");
     get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
@@ -457,6 +459,8 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["checkpoint.hold_fallback"] = c.hold_fallback;
   m["failover.heartbeat_interval_ms"] = u(c.heartbeat_interval_ms);
   m["failover.miss_threshold"] = u(c.miss_threshold);
+  m["failover.beat_udp_port"] = u(c.beat_udp_port);
+  m["failover.beat_realtime"] = b(c.beat_realtime);
   m["failover.fence"] = c.fence;
   m["failover.allow_fence_none"] = b(c.allow_fence_none);
   m["failover.fence_pidfile"] = c.fence_pidfile;

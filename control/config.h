@@ -61,7 +61,10 @@ struct Config {
   uint32_t arp_timeout_s = 300;
   // worker
   uint32_t idle_sleep_max_us = 100;
-  uint32_t stall_ms = 150;  // loop counter frozen this long = dataplane unhealthy (2 shared vCPUs deschedule for tens of ms)
+  // Loop counter frozen this long while the worker had the CPU (or slept) = dataplane
+  // unhealthy; a worker only kept off its CPU by the scheduler is starved, not stalled
+  // (failover/stall.h), and tolerated up to 10x this.
+  uint32_t stall_ms = 40;
   bool test_hooks = false;
   // management
   Endpoint metrics;
@@ -78,8 +81,10 @@ struct Config {
   std::string hold_fallback = "relaxed";  // drop | relaxed
 
   // failover
-  uint32_t heartbeat_interval_ms = 10;
-  uint32_t miss_threshold = 10;
+  uint32_t heartbeat_interval_ms = 5;  // with fast beats: silence after 40 ms fails over
+  uint32_t miss_threshold = 8;
+  uint32_t beat_udp_port = 50052;  // fast beats (UDP, real-time threads); 0 = gRPC beats only
+  bool beat_realtime = true;
   std::string fence = "none";
   bool allow_fence_none = false;
   std::string fence_pidfile;

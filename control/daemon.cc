@@ -302,6 +302,13 @@ Status Daemon::start() {
     mc.peer = cfg_.peer_grpc.str();
     mc.interval = std::chrono::milliseconds(cfg_.heartbeat_interval_ms);
     mc.miss_threshold = cfg_.miss_threshold;
+    // Fast beats between the management addresses (needs both as IPv4 literals).
+    if (cfg_.beat_udp_port && cfg_.grpc.set()) {
+      mc.udp_port = static_cast<uint16_t>(cfg_.beat_udp_port);
+      mc.udp_bind = cfg_.grpc.host;
+      mc.udp_peer = cfg_.peer_grpc.host;
+      mc.realtime = cfg_.beat_realtime;
+    }
     if (cfg_.peer_tls.enabled()) mc.credentials = peer_creds_;
     fo::MonitorHooks hooks;
     hooks.fill_local = [this](v1::Beat *b) { fill_beat(b); };
@@ -389,8 +396,12 @@ Status Daemon::become_active(const std::string &why, bool bump_generation) {
   applier_->set_accepting(false);  // a late checkpoint must not touch the table we now own
   if (bump_generation) {
     uint64_t peer_gen = monitor_ ? monitor_->last_peer_beat().generation() : 0;
-    Status gs = generation_.store(std::max(generation(), peer_gen) + 1);
-    if (!gs.ok()) return gs;
+    // The standby reserved (and flushed) this generation ahead of time: no disk I/O here.
+    const uint64_t want = std::max(generation(), peer_gen) + 1;
+    if (!generation_.take_reserved(want)) {
+      Status gs = generation_.store(want);
+      if (!gs.ok()) return gs;
+    }
     generation_value_.store(generation_.value());
   }
   const auto t1 = Clock::now();

@@ -52,7 +52,20 @@ std::string Daemon::render_metrics() {
   if (monitor_) {
     x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
     x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
+    x.family("ftpair_dataplane_starved_total", "counter",
+             "Windows past worker.stall_ms in which the worker was runnable but got no CPU (not a stall).")
+        .sample(stall_detector_.starved_windows());
     x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
+    if (monitor_->config().udp_port) {
+      x.family("ftpair_fast_beats_sent_total", "counter", "Fast beats (UDP) sent to the peer.").sample(monitor_->udp_sent());
+      x.family("ftpair_fast_beats_heard_total", "counter", "Fast beats (UDP) accepted from the peer.").sample(monitor_->udp_heard());
+      x.family("ftpair_fast_beats_rejected_total", "counter", "Fast-beat datagrams ignored, by reason.");
+      for (size_t r = 0; r < static_cast<size_t>(fo::BeatReject::COUNT); r++)
+        x.sample(monitor_->udp_rejected(static_cast<fo::BeatReject>(r)),
+                 {{"reason", fo::beat_reject_label(static_cast<fo::BeatReject>(r))}});
+      x.family("ftpair_fast_beats_realtime", "gauge", "1 when the fast-beat threads run at real-time priority.")
+          .sample(monitor_->realtime() ? 1 : 0);
+    }
   }
 
   const auto &es = engine_->stats();

@@ -16,6 +16,21 @@ bool Daemon::serving() const {
 }
 
 void Daemon::tick() {
+  // Off the promotion path: a standby in sync keeps the generation it would take reserved
+  // on disk, and a generation taken from the reservation gets into the main file.
+  if (role() == fo::Role::STANDBY_READY) {
+    const uint64_t peer_gen = monitor_ ? monitor_->last_peer_beat().generation() : 0;
+    const uint64_t want = std::max(generation(), peer_gen) + 1;
+    if (generation_.reserved() < want) {
+      Status st = generation_.reserve(want);
+      if (!st.ok()) std::fprintf(stderr, "ftpaird: cannot reserve generation %lu: %s\n",
+                                 static_cast<unsigned long>(want), st.message().c_str());
+    }
+  }
+  if (generation_.unflushed()) {
+    Status st = generation_.store(generation_.value());
+    if (!st.ok()) std::fprintf(stderr, "ftpaird: cannot persist generation: %s\n", st.message().c_str());
+  }
   if (!grpc_) return;
   auto *h = grpc_->GetHealthCheckService();
   if (!h) return;

@@ -330,6 +330,15 @@ TEST(Config, BadFailoverSettings) {
   expect_error(parse(full_with("fence: process", "fence: libvirt\n  libvirt_uri: qemu:///system")),
                "failover.libvirt_domain", "libvirt fencing without a domain");
   expect_error(parse(full_with("garp_count: 5", "garp_count: 50")), "failover.garp_count", "too many GARPs");
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  beat_udp_port: 70000")), "failover.beat_udp_port",
+               "fast-beat port out of range");
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  beat_realtime: sometimes")),
+               "failover.beat_realtime", "not a boolean");
+  Config c;
+  ASSERT_TRUE(parse_config(full_with("garp_count: 5", "garp_count: 5\n  beat_udp_port: 0\n  beat_realtime: false"), {},
+                           &c).ok());
+  EXPECT_EQ(c.beat_udp_port, 0u) << "0 turns fast beats off";
+  EXPECT_FALSE(c.beat_realtime);
   expect_error(parse(full_with("miss_threshold: 4", "miss_threshold: 0")), "failover.miss_threshold", "zero");
   expect_error(parse(full_with("miss_threshold: 4", "miss_treshold: 4")), "failover.miss_treshold", "typo");
 }
