@@ -58,7 +58,9 @@ Status Generation::load() {
   st = read_gen(dir_ + "/generation.reserved", &res);
   if (!st.ok()) return st;
   std::lock_guard<std::mutex> g(mu_);
-  value_ = std::max(main, res);
+  // A reservation is not a generation this node used: the active checks a joining
+  // standby's generation against its own, so a reserved one must not come back as ours.
+  value_ = main;
   reserved_ = res;
   flushed_ = main;
   return Status::Ok();

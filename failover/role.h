@@ -18,9 +18,10 @@ const char *role_kind(Role r);
 /* The generation, persisted in state_dir/generation. A promotion must not wait for a disk
  * flush (an fsync takes 5-70 ms on a busy disk), so a standby reserves the generation it
  * would take: reserve() persists it to state_dir/generation.reserved off the critical path,
- * and take_reserved() makes it the current value at promotion without any I/O. load() takes
- * the larger of the two files, so a node never comes back below a generation it may have
- * used. Thread-safe. */
+ * and take_reserved() makes it the current value at promotion without any I/O; the daemon
+ * writes it to the generation file within its next tick (20 ms). load() reads the generation
+ * file only: a crash inside that window loses the step, as a crash before the fsync did.
+ * Thread-safe. */
 class Generation {
  public:
   explicit Generation(std::string state_dir) : dir_(std::move(state_dir)) {}
