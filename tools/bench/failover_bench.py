@@ -219,7 +219,7 @@ def analyse(runs, path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--timers", default="10x10,5x10,3x10")
+    ap.add_argument("--timers", default="5x8,3x8")
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--stops", type=int, default=5)
     ap.add_argument("--stalls", type=int, default=5)

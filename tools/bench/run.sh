@@ -280,7 +280,7 @@ PY
 
 # ------------------------------------------------------------------ failover (issue 4)
 
-FO_TIMERS=${FO_TIMERS:-"10x10,5x10,3x10"}
+FO_TIMERS=${FO_TIMERS:-"5x8,3x8"}
 FO_KILLS=${FO_KILLS:-10}
 FO_STOPS=${FO_STOPS:-5}
 FO_STALLS=${FO_STALLS:-5}
