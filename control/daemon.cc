@@ -15,6 +15,7 @@
 #include <rte_telemetry.h>
 
 #include "checkpoint/snapshot.h"
+#include "checkpoint/sync_server.h"
 #include "replication.grpc.pb.h"
 #include "control.grpc.pb.h"
 
@@ -22,14 +23,8 @@ namespace ftpair {
 
 namespace {
 
-grpc::Status to_grpc(const Status &s) {
-  static const grpc::StatusCode map[] = {
-      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
-      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
-      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
-      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
-  return grpc::Status(map[static_cast<int>(s.code())], s.message());
-}
+// One mapping of ftpair status codes to gRPC's, shared with the standalone Sync server.
+grpc::Status to_grpc(const Status &s) { return ckpt::to_grpc_status(s); }
 
 int64_t unix_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

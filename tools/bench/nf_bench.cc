@@ -323,6 +323,15 @@ void warm_up(Bench &b) {
   if (b.proto == IPPROTO_TCP && established != n) die("warm-up did not establish every flow");
 }
 
+// The daemon's worker context over the benchmark's dataplane.
+void init_ctx(Bench &b, dp::WorkerContext &ctx, std::atomic<bool> &quit) {
+  ctx.id = 0;
+  ctx.agent = b.agent.get();
+  ctx.nf = b.nf.get();
+  ctx.flows = b.flows.get();
+  ctx.quit = &quit;
+}
+
 // ---------------------------------------------------------------- generator
 
 struct Gen {
@@ -468,11 +477,7 @@ double run_generator_only(Bench &b) {
 void run_nf(Bench &b, double gen_only) {
   std::atomic<bool> quit{false};
   dp::WorkerContext ctx;
-  ctx.id = 0;
-  ctx.agent = b.agent.get();
-  ctx.nf = b.nf.get();
-  ctx.flows = b.flows.get();
-  ctx.quit = &quit;
+  init_ctx(b, ctx, quit);
   ctx.idle_sleep_max_us = 0;  // a dedicated core spins, as testpmd's does
   const uint64_t drops0 = drops_total(*b.nf);
   const uint64_t created0 = b.nf->counters().flows_created.load();
@@ -518,11 +523,7 @@ void run_nf(Bench &b, double gen_only) {
 void run_inline(Bench &b) {
   std::atomic<bool> quit{false};
   dp::WorkerContext ctx;
-  ctx.id = 0;
-  ctx.agent = b.agent.get();
-  ctx.nf = b.nf.get();
-  ctx.flows = b.flows.get();
-  ctx.quit = &quit;
+  init_ctx(b, ctx, quit);
   Gen g(b);
   const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
   std::vector<Sample> s;
@@ -557,11 +558,7 @@ void run_inline(Bench &b) {
 void run_sync(Bench &b, uint64_t packets) {
   std::atomic<bool> quit{false};
   dp::WorkerContext ctx;
-  ctx.id = 0;
-  ctx.agent = b.agent.get();
-  ctx.nf = b.nf.get();
-  ctx.flows = b.flows.get();
-  ctx.quit = &quit;
+  init_ctx(b, ctx, quit);
   Gen g(b);
   const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
   const uint64_t tx0 = out.tx_packets.load();
@@ -647,11 +644,7 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   const bool rep = mode != "off", strict = mode == "strict";
   std::atomic<bool> quit{false};
   dp::WorkerContext ctx;
-  ctx.id = 0;
-  ctx.agent = b.agent.get();
-  ctx.nf = b.nf.get();
-  ctx.flows = b.flows.get();
-  ctx.quit = &quit;
+  init_ctx(b, ctx, quit);
   ctx.idle_sleep_max_us = 0;
   b.agent->set_strict(strict);
   b.agent->set_acked_epoch(rep ? 0 : UINT64_MAX);
