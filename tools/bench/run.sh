@@ -222,6 +222,9 @@ CK_ROUNDS=${CK_ROUNDS:-3}
 CK_SECONDS=${CK_SECONDS:-4}            # measured 1-second windows per phase
 CK_CHURN_EVERY=${CK_CHURN_EVERY:-500}  # 1 in N packets opens a new flow
 CK_INTERVAL_US=${CK_INTERVAL_US:-1000} # 1,000 checkpoints per second
+# Churn flows expire after this; shorter than the time the 180k churn keys take to wrap
+# (10k new flows/s at 5 Mpps), so every interval keeps opening new flows.
+CK_UDP_TIMEOUT=${CK_UDP_TIMEOUT:-6}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
 # (ratios within a round), a real engine replicating to a loopback Sync server.
@@ -232,7 +235,7 @@ group_checkpoint() {
     rc=0
     "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_$f" -l 0,1 -- \
       --flows "$f" --replication off,relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
-      --churn-every "$CK_CHURN_EVERY" --ckpt-interval-us "$CK_INTERVAL_US" --udp-timeout 30 \
+      --churn-every "$CK_CHURN_EVERY" --ckpt-interval-us "$CK_INTERVAL_US" --udp-timeout "$CK_UDP_TIMEOUT" \
       --gen-seconds 0 --inline-seconds 0 --sync-packets 0 \
       >"$out/ckpt-$f.jsonl" 2>"$out/ckpt-$f.log" || rc=$?
     rundir_cleanup "ftpb_ck_$$_$f"
