@@ -195,14 +195,18 @@ void build_inside(uint8_t *buf, uint32_t i, uint8_t proto, uint8_t tcp_flags) {
   build_frame(buf, mac(0x01, a.host), kVmacIn, a.sip, a.dip, a.sport, a.dport, proto, tcp_flags);
 }
 
-/* Churn flow c: a new UDP flow from one of three extra inside hosts (.252-.254) to the first
- * server, 60000 source ports each; the key space wraps after 180000 flows, by which time the
- * oldest have expired (the benchmark sets a short UDP timeout). */
+/* Churn flow c: a new UDP flow from one of three extra inside hosts (.252-.254), 60000
+ * source ports each, to one of 4 servers x 64 ports, so no destination gets more than a few
+ * thousand live churn flows (each destination has its own NAT port range). The key space
+ * wraps after 180000 flows, by which time the oldest have expired (the benchmark sets a
+ * short UDP timeout). */
 constexpr uint32_t kChurnKeys = 3 * 60000;
 void build_churn(uint8_t *buf, uint32_t c) {
   c %= kChurnKeys;
-  build_frame(buf, mac(0x01, 0xfc), kVmacIn, ip4(198, 18, 1, 252 + c / 60000), ip4(198, 18, 2, 10),
-              static_cast<uint16_t>(1024 + c % 60000), 9000, IPPROTO_UDP, 0);
+  const uint32_t d = c % kDests;
+  build_frame(buf, mac(0x01, 0xfc), kVmacIn, ip4(198, 18, 1, 252 + c / 60000),
+              ip4(198, 18, 2, 10 + d / 64), static_cast<uint16_t>(1024 + c % 60000),
+              static_cast<uint16_t>(9000 + d % 64), IPPROTO_UDP, 0);
 }
 
 struct Bench {
