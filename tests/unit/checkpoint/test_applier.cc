@@ -20,27 +20,15 @@
 #include "checkpoint/version.h"
 #include "dataplane/flow_table.h"
 
+#include "table_util.h"
+
 namespace ftpair::ckpt {
 namespace {
 
-using FlowMap = std::map<uint32_t, dp::FlowState>;
+using testutil::dump;
+using testutil::FlowMap;
 
-std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity) {
-  static std::atomic<unsigned> n{0};
-  dp::FlowTableConfig c;
-  c.capacity = capacity;
-  c.name = "t_ap_" + std::to_string(n++);
-  std::string err;
-  auto t = dp::FlowTable::create(c, &err);
-  EXPECT_NE(t, nullptr) << err;
-  return t;
-}
-
-FlowMap dump(const dp::FlowTable &t) {
-  FlowMap m;
-  t.for_each([&](uint32_t slot, const dp::FlowRecord &r) { m.emplace(slot, r.st); });
-  return m;
-}
+std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity) { return testutil::make_table(capacity, "t_ap_"); }
 
 std::string describe(const dp::FlowState &s) {
   char buf[160];

@@ -29,11 +29,13 @@
 #include "dataplane/flow_table.h"
 #include "replication.grpc.pb.h"
 
+#include "table_util.h"
+
 namespace ftpair::ckpt {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using FlowMap = std::map<uint32_t, dp::FlowState>;
+using testutil::FlowMap;
 using namespace std::chrono_literals;
 
 template <typename F> bool wait_for(F &&f, std::chrono::milliseconds timeout) {
@@ -45,21 +47,8 @@ template <typename F> bool wait_for(F &&f, std::chrono::milliseconds timeout) {
   return true;
 }
 
-std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity, const std::string &name) {
-  dp::FlowTableConfig c;
-  c.capacity = capacity;
-  c.name = name;
-  std::string err;
-  auto t = dp::FlowTable::create(c, &err);
-  EXPECT_NE(t, nullptr) << err;
-  return t;
-}
-
-FlowMap dump(const dp::FlowTable &t) {
-  FlowMap m;
-  t.for_each([&](uint32_t slot, const dp::FlowRecord &r) { m.emplace(slot, r.st); });
-  return m;
-}
+using testutil::dump;
+using testutil::make_table;
 
 ::testing::AssertionResult same_flows(const FlowMap &want, const FlowMap &got) {
   size_t diffs = 0;

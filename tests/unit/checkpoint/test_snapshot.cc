@@ -21,27 +21,15 @@
 
 #include "checkpoint/snapshot.h"
 
+#include "table_util.h"
+
 namespace ftpair::ckpt {
 namespace {
 
-using FlowMap = std::map<uint32_t, dp::FlowState>;
+using testutil::dump;
+using testutil::FlowMap;
 
-std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity) {
-  static std::atomic<unsigned> n{0};
-  dp::FlowTableConfig c;
-  c.capacity = capacity;
-  c.name = "t_snap_" + std::to_string(n++);
-  std::string err;
-  auto t = dp::FlowTable::create(c, &err);
-  EXPECT_NE(t, nullptr) << err;
-  return t;
-}
-
-FlowMap dump(const dp::FlowTable &t) {
-  FlowMap m;
-  t.for_each([&](uint32_t slot, const dp::FlowRecord &r) { m.emplace(slot, r.st); });
-  return m;
-}
+std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity) { return testutil::make_table(capacity, "t_snap_"); }
 
 int64_t unix_ns_now() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
