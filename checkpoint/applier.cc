@@ -40,7 +40,7 @@ std::string Applier::peer_node() const {
 }
 
 Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hello *reply) {
-  VersionRange local = local_versions();
+  VersionRange local = versions_override_.record_formats.empty() ? local_versions() : versions_override_;
   VersionRange peer;
   peer.protocol_min = in.protocol_version_min();
   peer.protocol_max = in.protocol_version_max();
@@ -50,7 +50,7 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   if (!negotiate(local, peer, &n, &why)) {
     stats_.rejected_version++;
     return FailedPrecondition("incompatible versions: " + why + " (peer software " + in.software_version() +
-                              ", this node " FTPAIR_VERSION ")");
+                              ", this node " + software_version() + ")");
   }
   if (in.generation() < local_generation) {
     return FailedPrecondition("stale active: its generation " + std::to_string(in.generation()) +
@@ -69,7 +69,7 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   }
   reply->set_node_id(node_id_);
   reply->set_generation(local_generation);
-  reply->set_software_version(FTPAIR_VERSION);
+  reply->set_software_version(software_version());
   reply->set_protocol_version_min(local.protocol_min);
   reply->set_protocol_version_max(local.protocol_max);
   for (uint32_t f : local.record_formats) reply->add_record_formats(f);

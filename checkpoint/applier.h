@@ -53,8 +53,11 @@ class Applier {
   const ApplierStats &stats() const { return stats_; }
   // The peer's identity from its hello.
   std::string peer_node() const;
+  // Tests: speak these versions instead of local_versions() (set before any stream).
+  void set_versions(const VersionRange &v) { versions_override_ = v; }
 
  private:
+  VersionRange versions_override_;
   dp::FlowTable &flows_;
   std::mutex &mu_;
   std::string node_id_;

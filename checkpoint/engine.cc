@@ -31,7 +31,21 @@ struct Engine::Link {
   Clock::time_point started = Clock::now();
   uint32_t format = kRecordFormatV1;
   std::atomic<uint64_t> full_epoch{0};  // epoch of the full sync sent on this link (loop thread writes, link thread reads)
+  std::string addr;
+  std::string peer_node, peer_version;  // from the hello reply
+  // A joiner's own sync state (the standby's lives in the engine; promote_joiner moves it).
+  std::atomic<bool> need_full{true}, in_sync{false};
+  std::atomic<uint64_t> acked{0}, sent{0};
+  std::atomic<double> progress{0};
+  std::atomic<int64_t> unacked_since_ns{0};  // 0 = nothing unacknowledged
+  Clock::time_point full_start{};
 };
+
+namespace {
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+}  // namespace
 
 Engine::Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent)
     : cfg_(std::move(cfg)), flows_(flows), agent_(agent) {
@@ -43,7 +57,8 @@ Engine::~Engine() { stop(); }
 void Engine::start() {
   if (running_.exchange(true)) return;
   loop_thread_ = std::thread([this] { loop(); });
-  link_thread_ = std::thread([this] { link_loop(); });
+  link_thread_ = std::thread([this] { link_loop(false); });
+  joiner_thread_ = std::thread([this] { link_loop(true); });
 }
 
 void Engine::stop() {
@@ -51,11 +66,13 @@ void Engine::stop() {
   {
     std::lock_guard<std::mutex> g(link_mu_);
     if (link_) link_->ctx.TryCancel();
+    if (joiner_) joiner_->ctx.TryCancel();
   }
   link_cv_.notify_all();
   req_cv_.notify_all();
   if (loop_thread_.joinable()) loop_thread_.join();
   if (link_thread_.joinable()) link_thread_.join();
+  if (joiner_thread_.joinable()) joiner_thread_.join();
 }
 
 void Engine::set_replicating(bool on) {
@@ -63,6 +80,9 @@ void Engine::set_replicating(bool on) {
   if (!on) {
     std::lock_guard<std::mutex> g(link_mu_);
     if (link_) link_->ctx.TryCancel();
+    // A joiner joins an active; a demoted node has nothing to give it.
+    joiner_addr_.clear();
+    if (joiner_) joiner_->ctx.TryCancel();
   }
   link_cv_.notify_all();
   update_release();
@@ -71,6 +91,95 @@ void Engine::set_replicating(bool on) {
 std::string Engine::last_error() const {
   std::lock_guard<std::mutex> g(lag_mu_);
   return last_error_;
+}
+
+uint32_t Engine::record_format() const {
+  std::lock_guard<std::mutex> g(link_mu_);
+  return link_ && link_->ready.load() ? link_->format : 0;
+}
+
+Status Engine::add_joiner(const std::string &addr) {
+  if (!replicating_.load()) return FailedPrecondition("this node is not active: it has no state to give a joiner");
+  if (addr.empty()) return InvalidArgument("join: empty address");
+  std::lock_guard<std::mutex> g(link_mu_);
+  if (!joiner_addr_.empty() && joiner_addr_ != addr)
+    return FailedPrecondition("another instance is already joining (" + joiner_addr_ + ")");
+  if (joiner_addr_ == addr) return Status::Ok();
+  joiner_addr_ = addr;
+  joiner_error_.clear();
+  link_cv_.notify_all();
+  std::fprintf(stderr, "ftpaird: replication: instance at %s joins (upgrade): full sync, then every epoch\n", addr.c_str());
+  return Status::Ok();
+}
+
+void Engine::drop_joiner(const std::string &why) {
+  std::lock_guard<std::mutex> g(link_mu_);
+  if (joiner_addr_.empty() && !joiner_) return;
+  std::fprintf(stderr, "ftpaird: replication: dropping the joining instance %s: %s\n", joiner_addr_.c_str(), why.c_str());
+  joiner_addr_.clear();
+  joiner_error_ = why;
+  if (joiner_) {
+    joiner_->broken.store(true);
+    joiner_->ctx.TryCancel();
+  }
+  link_cv_.notify_all();
+}
+
+Status Engine::promote_joiner(const std::string &addr) {
+  std::shared_ptr<Link> old, j;
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    j = joiner_;
+    if (!j || j->addr != addr || !j->ready.load() || j->broken.load())
+      return FailedPrecondition("no joining instance is connected at " + addr);
+    if (!j->in_sync.load())
+      return FailedPrecondition("the joining instance at " + addr + " is not in sync yet (full sync " +
+                                std::to_string(int(j->progress.load() * 100)) + "%)");
+    old = link_;
+    link_ = j;
+    joiner_.reset();
+    joiner_addr_.clear();
+    // The standby's sync state is now the joiner's: same epochs, its acknowledgements.
+    acked_.store(j->acked.load());
+    sent_.store(j->sent.load());
+    need_full_.store(false);
+    in_sync_.store(true);
+    connected_.store(true);
+    progress_.store(1.0);
+    if (old) {
+      old->broken.store(true);  // its thread sees a link that is no longer the standby's: no loss
+      old->ctx.TryCancel();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> g(lag_mu_);
+    unacked_bytes_.clear();
+    oldest_unacked_ = Clock::now();
+    last_error_.clear();
+  }
+  std::fprintf(stderr, "ftpaird: replication: the instance at %s (%s, record format %u) is now the standby's stream\n",
+               addr.c_str(), j->peer_version.c_str(), j->format);
+  update_release();
+  req_cv_.notify_all();
+  link_cv_.notify_all();
+  return Status::Ok();
+}
+
+Engine::JoinerStatus Engine::joiner_status() const {
+  JoinerStatus s;
+  std::lock_guard<std::mutex> g(link_mu_);
+  s.addr = joiner_addr_;
+  s.error = joiner_error_;
+  if (joiner_) {
+    s.connected = joiner_->ready.load() && !joiner_->broken.load();
+    s.in_sync = joiner_->in_sync.load();
+    s.progress = joiner_->progress.load();
+    s.format = joiner_->format;
+    s.acked = joiner_->acked.load();
+    s.node = joiner_->peer_node;
+    s.version = joiner_->peer_version;
+  }
+  return s;
 }
 
 uint64_t Engine::lag_bytes() const {
@@ -164,14 +273,47 @@ void Engine::on_ack(uint64_t epoch) {
   req_cv_.notify_all();
 }
 
-void Engine::link_loop() {
+void Engine::handle_ack(const std::shared_ptr<Link> &link, uint64_t epoch) {
+  bool primary;
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    primary = link == link_;
+  }
+  if (epoch > link->acked.load()) link->acked.store(epoch);
+  if (primary) {
+    on_ack(epoch);
+    return;
+  }
+  if (link->sent.load() <= epoch) link->unacked_since_ns.store(0);
+  else link->unacked_since_ns.store(steady_ns());
+  if (!link->in_sync.load() && link->full_epoch.load() != 0 && epoch >= link->full_epoch.load()) {
+    link->in_sync.store(true);
+    link->progress.store(1.0);
+    std::fprintf(stderr, "ftpaird: replication: the joining instance at %s is in sync at epoch %lu (full sync %.3f s)\n",
+                 link->addr.c_str(), static_cast<unsigned long>(epoch),
+                 std::chrono::duration<double>(Clock::now() - link->full_start).count());
+  }
+}
+
+/* One thread per stream: `joiner` false keeps the standby's stream (cfg_.peer) open, true
+ * the joining instance's (add_joiner). After promote_joiner the joiner thread keeps reading
+ * the link it opened, which is then the standby's; the other thread waits until it ends. */
+void Engine::link_loop(bool joiner) {
   while (running_.load()) {
-    if (!replicating_.load() || cfg_.peer.empty()) {
+    std::string addr;
+    bool busy;
+    {
+      std::lock_guard<std::mutex> g(link_mu_);
+      addr = joiner ? joiner_addr_ : cfg_.peer;
+      busy = joiner ? joiner_ != nullptr : link_ != nullptr;
+    }
+    if (!replicating_.load() || addr.empty() || busy) {
       std::unique_lock<std::mutex> lk(link_mu_);
-      link_cv_.wait_for(lk, std::chrono::milliseconds(100));
+      link_cv_.wait_for(lk, std::chrono::milliseconds(joiner ? 20 : 100));
       continue;
     }
     auto link = std::make_shared<Link>();
+    link->addr = addr;
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(64 << 20);
@@ -181,11 +323,17 @@ void Engine::link_loop() {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     auto creds = cfg_.credentials ? cfg_.credentials : grpc::InsecureChannelCredentials();
-    link->channel = grpc::CreateCustomChannel(cfg_.peer, creds, args);
+    link->channel = grpc::CreateCustomChannel(addr, creds, args);
     link->stub = v1::Replication::NewStub(link->channel);
     {
       std::lock_guard<std::mutex> g(link_mu_);
-      link_ = link;  // not ready yet; the loop's watchdog may cancel a stuck hello
+      // not ready yet; the loop's watchdog may cancel a stuck hello
+      if (joiner) {
+        if (joiner_addr_ != addr) continue;  // dropped meanwhile
+        joiner_ = link;
+      } else {
+        link_ = link;
+      }
     }
     link->stream = link->stub->Sync(&link->ctx);
     v1::SyncMessage hello_msg;
@@ -193,7 +341,7 @@ void Engine::link_loop() {
     VersionRange local = local_versions();
     h->set_node_id(cfg_.node_id);
     h->set_generation(cfg_.generation());
-    h->set_software_version(FTPAIR_VERSION);
+    h->set_software_version(software_version());
     h->set_protocol_version_min(local.protocol_min);
     h->set_protocol_version_max(local.protocol_max);
     for (uint32_t f : local.record_formats) h->add_record_formats(f);
@@ -208,16 +356,26 @@ void Engine::link_loop() {
       if (!format_supported(link->format)) ok = false;
     }
     if (ok) {
-      need_full_.store(true);
-      in_sync_.store(false);
-      progress_.store(0);
-      link->ready.store(true);
-      connected_.store(true);
-      stats_.connects++;
-      std::fprintf(stderr, "ftpaird: replication: connected to standby %s at %s (record format %u)\n",
-                   reply.hello().node_id().c_str(), cfg_.peer.c_str(), link->format);
+      {
+        std::lock_guard<std::mutex> g(link_mu_);
+        link->peer_node = reply.hello().node_id();
+        link->peer_version = reply.hello().software_version();
+      }
+      if (!joiner) {
+        need_full_.store(true);
+        in_sync_.store(false);
+        progress_.store(0);
+        link->ready.store(true);
+        connected_.store(true);
+        stats_.connects++;
+      } else {
+        link->ready.store(true);
+      }
+      std::fprintf(stderr, "ftpaird: replication: connected to %s %s (%s) at %s (record format %u)\n",
+                   joiner ? "the joining instance of" : "standby", reply.hello().node_id().c_str(),
+                   reply.hello().software_version().c_str(), addr.c_str(), link->format);
       while (running_.load() && link->stream->Read(&reply)) {
-        if (reply.has_ack()) on_ack(reply.ack().epoch());
+        if (reply.has_ack()) handle_ack(link, reply.ack().epoch());
       }
     }
     link->broken.store(true);
@@ -227,109 +385,160 @@ void Engine::link_loop() {
       std::lock_guard<std::mutex> w(link->write_mu);
       st = link->stream->Finish();
     }
+    bool was_primary = false, was_joiner = false;
     {
       std::lock_guard<std::mutex> g(link_mu_);
-      if (link_ == link) link_.reset();
+      if (link_ == link) link_.reset(), was_primary = true;
+      if (joiner_ == link) joiner_.reset(), was_joiner = true;
     }
     std::string why = st.ok() ? "stream closed" : st.error_message();
-    if (connected_.load()) {
-      mark_lost(why);
-    } else {
-      std::lock_guard<std::mutex> g(lag_mu_);
-      last_error_ = "cannot sync with " + cfg_.peer + ": " + why;
+    if (was_primary) {
+      if (connected_.load()) {
+        mark_lost(why);
+      } else {
+        std::lock_guard<std::mutex> g(lag_mu_);
+        last_error_ = "cannot sync with " + addr + ": " + why;
+      }
+    } else if (was_joiner) {
+      std::lock_guard<std::mutex> g(link_mu_);
+      if (!joiner_addr_.empty()) joiner_error_ = "cannot sync with the joining instance at " + addr + ": " + why;
     }
+    // else: a standby stream replaced by promote_joiner ends quietly.
     std::unique_lock<std::mutex> lk(link_mu_);
     link_cv_.wait_for(lk, cfg_.connect_backoff);
   }
 }
 
-void Engine::send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link> &link) {
-  const auto &cap = flows_.captured();
-  const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
-  const int64_t captured_at = unix_ns();
+namespace {
+// The capture as Sync messages for one stream: a full sync in chunks, or one incremental
+// checkpoint. A full capture also carries the slots freed in its epoch (deletions), so a
+// stream in sync can take it as an incremental one.
+std::vector<v1::SyncMessage> build_messages(const std::vector<dp::CapturedSlot> &cap, uint64_t epoch, uint64_t generation,
+                                            bool full, uint32_t format, size_t per, uint64_t now, uint64_t hz,
+                                            int64_t captured_at) {
   const size_t n = cap.size();
-  const size_t per = cfg_.chunk_records;
   std::vector<v1::SyncMessage> msgs;
+  auto add_batch = [&](v1::Checkpoint *cp, size_t lo, size_t cnt) {
+    v1::RecordBatch *b = cp->add_batches();
+    b->set_format(format);
+    b->set_count(static_cast<uint32_t>(cnt));
+    encode_records(cap.data() + lo, cnt, format, now, hz, b->mutable_records());
+    b->set_crc32c(crc32c(b->records().data(), b->records().size()));
+  };
   if (full) {
+    uint64_t live = 0;
+    for (const auto &c : cap) live += c.in_use ? 1 : 0;
     const size_t chunks = n == 0 ? 1 : (n + per - 1) / per;
     for (size_t c = 0; c < chunks; c++) {
       v1::SyncMessage m;
       v1::Checkpoint *cp = m.mutable_checkpoint();
       cp->set_epoch(epoch);
-      cp->set_generation(cfg_.generation());
+      cp->set_generation(generation);
       cp->set_full(true);
       cp->set_chunk(static_cast<uint32_t>(c));
       cp->set_last_chunk(c + 1 == chunks);
-      cp->set_flows_at_cut(n);
+      cp->set_flows_at_cut(live);
       cp->set_captured_unix_ns(captured_at);
-      size_t lo = c * per, cnt = std::min(per, n - std::min(n, lo));
-      v1::RecordBatch *b = cp->add_batches();
-      b->set_format(link->format);
-      b->set_count(static_cast<uint32_t>(cnt));
-      encode_records(cap.data() + lo, cnt, link->format, now, hz, b->mutable_records());
-      b->set_crc32c(crc32c(b->records().data(), b->records().size()));
+      size_t lo = c * per;
+      add_batch(cp, lo, std::min(per, n - std::min(n, lo)));
       msgs.push_back(std::move(m));
     }
   } else {
     v1::SyncMessage m;
     v1::Checkpoint *cp = m.mutable_checkpoint();
     cp->set_epoch(epoch);
-    cp->set_generation(cfg_.generation());
+    cp->set_generation(generation);
     cp->set_captured_unix_ns(captured_at);  // flows_at_cut is a full-sync cross-check only
-    for (size_t lo = 0; lo < n; lo += per) {
-      size_t cnt = std::min(per, n - lo);
-      v1::RecordBatch *b = cp->add_batches();
-      b->set_format(link->format);
-      b->set_count(static_cast<uint32_t>(cnt));
-      encode_records(cap.data() + lo, cnt, link->format, now, hz, b->mutable_records());
-      b->set_crc32c(crc32c(b->records().data(), b->records().size()));
-    }
+    for (size_t lo = 0; lo < n; lo += per) add_batch(cp, lo, std::min(per, n - lo));
     msgs.push_back(std::move(m));
   }
-  // The worker may capture again as soon as the buffer is back; the send can be slow.
-  flows_.capture_release();
-  uint64_t bytes = 0;
-  for (const auto &m : msgs) bytes += m.ByteSizeLong();
-  {
-    std::lock_guard<std::mutex> g(lag_mu_);
-    if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
-    unacked_bytes_.emplace_back(epoch, bytes);
-  }
-  if (full) {
-    link->full_epoch.store(epoch);
-    stats_.full_syncs++;
-    stats_.full_sync_records += n;
-    stats_.last_full_sync_records = n;
-  }
+  return msgs;
+}
+}  // namespace
+
+bool Engine::write_messages(const std::shared_ptr<Link> &link, const std::vector<v1::SyncMessage> &msgs, bool primary) {
+  const bool full = !msgs.empty() && msgs[0].checkpoint().full();
   std::lock_guard<std::mutex> w(link->write_mu);
   for (size_t i = 0; i < msgs.size(); i++) {
     if (link->broken.load() || !link->stream->Write(msgs[i])) {
       link->broken.store(true);
       link->ctx.TryCancel();
-      return;
+      return false;
     }
     if (full && msgs.size() > 1) {
-      progress_.store(0.99 * double(i + 1) / double(msgs.size()));
+      const double p = 0.99 * double(i + 1) / double(msgs.size());
       // A standby that keeps taking chunks (gRPC flow control lets a write finish only as it
       // reads) is alive: the acknowledgement deadline runs from its last chunk, not from the
       // start of a full sync that can outlast ack_timeout on a large table.
-      std::lock_guard<std::mutex> g(lag_mu_);
-      oldest_unacked_ = Clock::now();
+      if (primary) {
+        progress_.store(p);
+        std::lock_guard<std::mutex> g(lag_mu_);
+        oldest_unacked_ = Clock::now();
+      } else {
+        link->progress.store(p);
+        link->unacked_since_ns.store(steady_ns());
+      }
     }
   }
-  sent_.store(epoch);
-  stats_.records_sent += n;
-  stats_.bytes_sent += bytes;
+  return true;
+}
+
+void Engine::send_captures(uint64_t epoch, const std::shared_ptr<Link> &primary, bool primary_full,
+                           const std::shared_ptr<Link> &joiner, bool joiner_full) {
+  const auto &cap = flows_.captured();
+  const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
+  const int64_t captured_at = unix_ns();
+  const size_t n = cap.size();
+  const uint64_t gen = cfg_.generation();
+  std::vector<v1::SyncMessage> pm, jm;
+  if (primary) pm = build_messages(cap, epoch, gen, primary_full, primary->format, cfg_.chunk_records, now, hz, captured_at);
+  if (joiner) {
+    if (primary && primary->format == joiner->format && primary_full == joiner_full)
+      jm = pm;
+    else
+      jm = build_messages(cap, epoch, gen, joiner_full, joiner->format, cfg_.chunk_records, now, hz, captured_at);
+  }
+  // The worker may capture again as soon as the buffer is back; the send can be slow.
+  flows_.capture_release();
+  if (primary) {
+    uint64_t bytes = 0;
+    for (const auto &m : pm) bytes += m.ByteSizeLong();
+    {
+      std::lock_guard<std::mutex> g(lag_mu_);
+      if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
+      unacked_bytes_.emplace_back(epoch, bytes);
+    }
+    if (primary_full) {
+      primary->full_epoch.store(epoch);
+      stats_.full_syncs++;
+      stats_.full_sync_records += n;
+      stats_.last_full_sync_records = n;
+    }
+    if (write_messages(primary, pm, true)) {
+      sent_.store(epoch);
+      primary->sent.store(epoch);
+      stats_.records_sent += n;
+      stats_.bytes_sent += bytes;
+    }
+  }
+  if (joiner) {
+    if (joiner_full) joiner->full_epoch.store(epoch);
+    if (joiner->unacked_since_ns.load() == 0) joiner->unacked_since_ns.store(steady_ns());
+    if (write_messages(joiner, jm, false)) joiner->sent.store(epoch);
+  }
 }
 
 bool Engine::run_checkpoint(bool explicit_request) {
-  std::shared_ptr<Link> link;
+  std::shared_ptr<Link> link, joiner;
   {
     std::lock_guard<std::mutex> g(link_mu_);
     if (link_ && link_->ready.load() && !link_->broken.load()) link = link_;
+    if (joiner_ && joiner_->ready.load() && !joiner_->broken.load()) joiner = joiner_;
   }
-  const bool capture = link != nullptr;
-  const bool full = capture && need_full_.load();
+  const bool capture = link || joiner;
+  const bool primary_full = link && need_full_.load();
+  const bool joiner_full = joiner && joiner->need_full.load();
+  const bool full = primary_full || joiner_full;
   int64_t epoch;
   {
     std::lock_guard<std::mutex> g(barrier_mu_);
@@ -337,7 +546,12 @@ bool Engine::run_checkpoint(bool explicit_request) {
       stats_.aborted++;
       return false;
     }
-    epoch = flows_.flip_epoch(capture, full ? dp::CaptureKind::FULL : dp::CaptureKind::DIRTY);
+    // A full sync for one stream while the other is in sync: that one takes the capture as
+    // the epoch's changes, so it must carry the epoch's deletions too.
+    const dp::CaptureKind kind = !full ? dp::CaptureKind::DIRTY
+                                 : (link && !primary_full) || (joiner && !joiner_full) ? dp::CaptureKind::FULL_AND_DELETIONS
+                                                                                        : dp::CaptureKind::FULL;
+    epoch = flows_.flip_epoch(capture, kind);
     agent_.resume();
   }
   record_pause(agent_.last_pause_ns());
@@ -349,9 +563,13 @@ bool Engine::run_checkpoint(bool explicit_request) {
   stats_.last_checkpoint_unix_ns = unix_ns();
   uint64_t records = 0;
   if (capture) {
-    if (full) {
+    if (primary_full) {
       need_full_.store(false);
       full_start_ = Clock::now();
+    }
+    if (joiner_full) {
+      joiner->need_full.store(false);
+      joiner->full_start = Clock::now();
     }
     // The worker copies the capture between bursts; wait for it (never holds the worker).
     while (flows_.capture_done() != uint64_t(epoch)) {
@@ -359,7 +577,7 @@ bool Engine::run_checkpoint(bool explicit_request) {
       std::this_thread::sleep_for(std::chrono::microseconds(5));
     }
     records = flows_.captured().size();
-    send_capture(uint64_t(epoch), full, link);
+    send_captures(uint64_t(epoch), link, primary_full, joiner, joiner_full);
   }
   if (explicit_request) {
     std::lock_guard<std::mutex> g(req_mu_);
@@ -391,6 +609,17 @@ void Engine::loop() {
           link_->ctx.TryCancel();
         }
       }
+      if (joiner_ && !joiner_->broken.load()) {
+        const int64_t since = joiner_->unacked_since_ns.load();
+        const int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.ack_timeout).count();
+        bool stuck = (!joiner_->ready.load() && now - joiner_->started > cfg_.ack_timeout) ||
+                     (joiner_->ready.load() && since != 0 && steady_ns() - since > limit);
+        if (stuck) {
+          joiner_error_ = "the joining instance at " + joiner_->addr + " stopped acknowledging";
+          joiner_->broken.store(true);
+          joiner_->ctx.TryCancel();
+        }
+      }
     }
     if (!replicating_.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -403,7 +632,12 @@ void Engine::loop() {
     }
     const uint32_t dirty = flows_.dirty_count();
     const bool held = cfg_.strict && agent_.worker_counters(0).held_now.load() > 0;
-    const bool want_full = need_full_.load() && connected_.load();
+    bool joiner_wants_full = false;
+    {
+      std::lock_guard<std::mutex> g(link_mu_);
+      joiner_wants_full = joiner_ && joiner_->ready.load() && joiner_->need_full.load();
+    }
+    const bool want_full = (need_full_.load() && connected_.load()) || joiner_wants_full;
     const bool due = explicit_request || dirty >= cfg_.dirty_threshold ||
                      (now >= next && (dirty > 0 || want_full)) ||
                      (held && in_sync_.load() && now - last >= cfg_.strict_min_gap);

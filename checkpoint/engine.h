@@ -94,13 +94,34 @@ class Engine {
   void clear_pause_samples();
   // Last error reported by the standby or the transport, for status output.
   std::string last_error() const;
+  // Record format negotiated on the standby's stream (0 when none).
+  uint32_t record_format() const;
+
+  /* In-service upgrade: a second stream, to a new instance of the standby node (the
+   * joiner). It gets a full sync, then every epoch the standby gets, each in the record
+   * format it negotiated. Its acknowledgements release no held output until
+   * promote_joiner() makes its stream the standby's and closes the old one. */
+  Status add_joiner(const std::string &addr);
+  Status promote_joiner(const std::string &addr);
+  void drop_joiner(const std::string &why);
+  struct JoinerStatus {
+    std::string addr, node, version, error;
+    bool connected = false, in_sync = false;
+    double progress = 0;
+    uint32_t format = 0;
+    uint64_t acked = 0;
+  };
+  JoinerStatus joiner_status() const;
 
  private:
   struct Link;
   void loop();
-  void link_loop();
+  void link_loop(bool joiner);
   bool run_checkpoint(bool explicit_request);
-  void send_capture(uint64_t epoch, bool full, const std::shared_ptr<Link> &link);
+  void send_captures(uint64_t epoch, const std::shared_ptr<Link> &primary, bool primary_full,
+                     const std::shared_ptr<Link> &joiner, bool joiner_full);
+  bool write_messages(const std::shared_ptr<Link> &link, const std::vector<v1::SyncMessage> &msgs, bool primary);
+  void handle_ack(const std::shared_ptr<Link> &link, uint64_t epoch);
   void on_ack(uint64_t epoch);
   void mark_lost(const std::string &why);
   void update_release();
@@ -111,11 +132,14 @@ class Engine {
   dp::InterfaceAgent &agent_;
   std::atomic<bool> running_{false};
   std::atomic<bool> replicating_{false};
-  std::thread loop_thread_, link_thread_;
+  std::thread loop_thread_, link_thread_, joiner_thread_;
   std::mutex barrier_mu_;  // one quiesce at a time
 
   mutable std::mutex link_mu_;
   std::shared_ptr<Link> link_;
+  std::shared_ptr<Link> joiner_;  // link_mu_
+  std::string joiner_addr_;       // link_mu_; empty = no joiner wanted
+  std::string joiner_error_;      // link_mu_
   std::condition_variable link_cv_;
   std::atomic<bool> connected_{false}, in_sync_{false}, need_full_{true};
   std::atomic<uint64_t> acked_{0}, sent_{0};

@@ -1,17 +1,28 @@
 #include "checkpoint/version.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
 #include "checkpoint/record_codec.h"
 
 namespace ftpair::ckpt {
 
+namespace {
+std::atomic<uint32_t> g_format_max{0};
+std::atomic<const char *> g_version{FTPAIR_VERSION};
+}  // namespace
+
+void set_record_format_max(uint32_t format) { g_format_max.store(format); }
+const char *software_version() { return g_version.load(); }
+void set_software_version(const char *v) { g_version.store(v); }
+
 VersionRange local_versions() {
   VersionRange v;
   // FTPAIR_RECORD_FORMAT_MAX narrows what this process writes and reads, so one build can
   // play the previous release in upgrade tests.
   uint32_t max_format = kRecordFormatNewest;
+  if (format_supported(g_format_max.load())) max_format = g_format_max.load();
   if (const char *e = std::getenv("FTPAIR_RECORD_FORMAT_MAX")) {
     uint32_t f = static_cast<uint32_t>(std::strtoul(e, nullptr, 10));
     if (format_supported(f)) max_format = f;

@@ -18,6 +18,11 @@ struct VersionRange {
 
 // What this build speaks; record formats can be narrowed (e.g. to act as the previous release).
 VersionRange local_versions();
+/* A build that plays the previous release (ftpaird-prev, for upgrade tests) narrows the
+ * newest record format it speaks and names itself differently. 0 = this build's newest. */
+void set_record_format_max(uint32_t format);
+const char *software_version();
+void set_software_version(const char *v);  // a string literal (kept, not copied)
 
 struct Negotiated {
   uint32_t protocol = 0;

@@ -214,6 +214,9 @@ void FlowTable::copy_to_capture(uint32_t slot) {
   r.snap_epoch = capture_epoch_;
   bool in_use = r.st.flags & kFlowInUse;
   if (capture_kind_ == CaptureKind::FULL && !in_use) return;
+  // FULL_AND_DELETIONS: also the slots freed in the captured epoch, so a stream already in
+  // sync can take the capture as that epoch's changes while another one is fully synced.
+  if (capture_kind_ == CaptureKind::FULL_AND_DELETIONS && !in_use && r.dirty_epoch != capture_epoch_) return;
   CapturedSlot c{};
   c.slot = slot;
   c.in_use = in_use;

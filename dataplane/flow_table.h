@@ -92,7 +92,7 @@ struct CapturedSlot {
   uint64_t last_seen_tsc;
 };
 
-enum class CaptureKind : uint8_t { DIRTY, FULL };
+enum class CaptureKind : uint8_t { DIRTY, FULL, FULL_AND_DELETIONS };
 
 struct FlowTableConfig {
   uint32_t capacity = 65536;  // flows
@@ -145,7 +145,8 @@ class FlowTable {
   // Dirty slots in the current (open) epoch.
   uint32_t dirty_count() const { return dirty_open_.load(std::memory_order_relaxed); }
   /* Closes the current epoch E and opens E+1. Only while the owning worker is parked.
-   * With capture, the worker then copies E's dirty slots (or, FULL, every in-use slot)
+   * With capture, the worker then copies E's dirty slots (or, FULL, every in-use slot;
+   * FULL_AND_DELETIONS, every in-use slot and the slots freed in E)
    * into the capture buffer, incrementally and copy-before-write.
    * Returns E, or -EBUSY while the previous capture has not been released. */
   int64_t flip_epoch(bool capture, CaptureKind kind = CaptureKind::DIRTY);
@@ -208,7 +209,7 @@ class FlowTable {
 inline void FlowTable::touch(uint32_t slot) {
   FlowRecord &r = records_[slot];
   if (capture_active_ && r.snap_epoch != capture_epoch_ &&
-      (capture_kind_ == CaptureKind::FULL || r.dirty_epoch == capture_epoch_)) {
+      (capture_kind_ != CaptureKind::DIRTY || r.dirty_epoch == capture_epoch_)) {
     copy_to_capture(slot);
     stats_.capture_cow++;
   }

@@ -24,6 +24,7 @@
 
 #include "checkpoint/applier.h"
 #include "checkpoint/engine.h"
+#include "checkpoint/record_codec.h"
 #include "checkpoint/sync_server.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
@@ -337,6 +338,120 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
   engine.stop();
   worker.stop();
   sb2->kill();
+}
+
+/* In-service upgrade: a new instance of the standby node joins as a second stream, in
+ * the record format it negotiates (here the previous format 1 while the standby speaks 2:
+ * one capture, two encodings), gets a full sync while the worker churns, then takes over
+ * the standby's stream. The old stream closes without a loss, and the new standby keeps
+ * an equal table. Refusals: promoting a joiner that is not there or not in sync. */
+TEST(Replication, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
+  WideAffinity wide;
+  auto a = make_table(16384, "t_join_a");
+  ASSERT_TRUE(a);
+  dp::AgentConfig acfg;
+  acfg.nb_ports = 2;
+  acfg.nb_workers = 1;
+  dp::InterfaceAgent agent(acfg);
+  auto sb = std::make_unique<Standby>();
+  ASSERT_TRUE(sb->start("t_join_b", 0));
+  auto nb = std::make_unique<Standby>();
+  ASSERT_TRUE(nb->start("t_join_n", 0));
+  VersionRange prev;
+  prev.record_formats = {kRecordFormatV1};
+  nb->ap->set_versions(prev);
+  const std::string naddr = "127.0.0.1:" + std::to_string(nb->port);
+
+  FakeWorker worker(*a, agent, 77);
+  worker.fill(3000);
+  worker.start();
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  ec.peer = "127.0.0.1:" + std::to_string(sb->port);
+  ec.interval = 1ms;
+  ec.connect_backoff = 100ms;
+  ec.chunk_records = 1000;
+  Engine engine(ec, *a, agent);
+  engine.start();
+  // A node that is not active has nothing to give a joiner.
+  EXPECT_EQ(engine.add_joiner(naddr).code(), Code::FAILED_PRECONDITION);
+  engine.set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << engine.last_error();
+  EXPECT_EQ(engine.record_format(), kRecordFormatNewest);
+
+  EXPECT_EQ(engine.promote_joiner(naddr).code(), Code::FAILED_PRECONDITION);  // nobody joined
+  worker.set_changes(true);
+  ASSERT_TRUE(engine.add_joiner(naddr).ok());
+  EXPECT_TRUE(engine.add_joiner(naddr).ok());  // idempotent
+  EXPECT_EQ(engine.add_joiner("127.0.0.1:1").code(), Code::FAILED_PRECONDITION);  // one at a time
+  ASSERT_TRUE(wait_for([&] { return engine.joiner_status().in_sync; }, 5000ms))
+      << "joiner never in sync: " << engine.joiner_status().error;
+  Engine::JoinerStatus js = engine.joiner_status();
+  EXPECT_EQ(js.format, kRecordFormatV1);
+  EXPECT_EQ(js.addr, naddr);
+  EXPECT_DOUBLE_EQ(js.progress, 1.0);
+  EXPECT_EQ(nb->ap->record_format(), kRecordFormatV1);
+  // Both streams stay in sync under churn (the standby took the joiner's full capture as an
+  // ordinary epoch, deletions included).
+  EXPECT_FALSE(wait_for([&] { return !engine.in_sync() || !engine.joiner_status().in_sync; }, 500ms))
+      << engine.last_error() << " / " << engine.joiner_status().error;
+  worker.set_changes(false);
+  uint64_t epoch = 0, records = 0;
+  ASSERT_TRUE(engine.checkpoint_now(2000ms, &epoch, &records).ok());
+  ASSERT_TRUE(wait_for([&] { return nb->ap->applied_epoch() >= epoch; }, 2000ms));
+  FlowMap fa, fb, fn;
+  ASSERT_TRUE(engine.with_workers_parked([&] {
+    fa = dump(*a);
+    fb = sb->flows();
+    fn = nb->flows();
+  }).ok());
+  EXPECT_TRUE(same_flows(fa, fb));
+  EXPECT_TRUE(same_flows(fa, fn));
+
+  // Take over the standby's stream under churn; no loss is counted, the old stream ends.
+  worker.set_changes(true);
+  const uint64_t lost0 = engine.stats().standby_lost.load();
+  ASSERT_TRUE(engine.promote_joiner(naddr).ok());
+  EXPECT_TRUE(engine.in_sync());
+  EXPECT_EQ(engine.joiner_status().addr, "");
+  EXPECT_EQ(engine.record_format(), kRecordFormatV1);
+  const uint64_t applied_old = sb->ap->applied_epoch();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(engine.in_sync()) << engine.last_error();
+  EXPECT_EQ(engine.stats().standby_lost.load(), lost0);
+  EXPECT_LE(sb->ap->applied_epoch(), applied_old + 2) << "the old standby still gets epochs";
+  worker.set_changes(false);
+  ASSERT_TRUE(engine.checkpoint_now(2000ms, &epoch, &records).ok()) << engine.last_error();
+  EXPECT_GE(nb->ap->applied_epoch(), epoch);
+  ASSERT_TRUE(engine.with_workers_parked([&] {
+    fa = dump(*a);
+    fn = nb->flows();
+  }).ok());
+  EXPECT_TRUE(same_flows(fa, fn));
+  EXPECT_TRUE(nb->svc->errors().empty()) << nb->svc->errors().front();
+  EXPECT_EQ(nb->ap->stats().full_syncs.load(), 1u);
+
+  // The new standby dies later: an ordinary loss, and the engine reconnects to its
+  // configured standby address (the old one, still up here), with a full sync.
+  nb->kill();
+  ASSERT_TRUE(wait_for([&] { return engine.stats().standby_lost.load() == lost0 + 1; }, 3000ms));
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << engine.last_error();
+  EXPECT_EQ(engine.record_format(), kRecordFormatNewest);
+
+  // A dropped joiner goes away; the standby is untouched.
+  auto nb2 = std::make_unique<Standby>();
+  ASSERT_TRUE(nb2->start("t_join_n2", 0));
+  const std::string n2 = "127.0.0.1:" + std::to_string(nb2->port);
+  ASSERT_TRUE(engine.add_joiner(n2).ok());
+  ASSERT_TRUE(wait_for([&] { return engine.joiner_status().in_sync; }, 5000ms)) << engine.joiner_status().error;
+  engine.drop_joiner("test");
+  EXPECT_EQ(engine.joiner_status().addr, "");
+  EXPECT_EQ(engine.promote_joiner(n2).code(), Code::FAILED_PRECONDITION);
+  EXPECT_TRUE(engine.in_sync());
+  engine.stop();
+  worker.stop();
+  sb->kill();
+  nb2->kill();
 }
 
 }  // namespace

@@ -344,6 +344,44 @@ TEST(FlowTable, FullCaptureHoldsEveryInUseSlotAtTheCut) {
   t->capture_release();
 }
 
+/* Upgrade join: one capture serves a joiner's full sync and the in-sync standby's epoch.
+ * FULL_AND_DELETIONS holds every in-use slot at the cut plus the slots freed in the captured
+ * epoch (as deletions), and nothing freed earlier. */
+TEST(FlowTable, FullAndDeletionsCaptureAlsoHoldsTheEpochsDeletions) {
+  auto t = make_table(64);
+  ASSERT_TRUE(t);
+  std::vector<int> s;
+  for (uint32_t i = 0; i < 20; i++) s.push_back(t->insert(flow(i), 1));
+  t->remove(s[5]);  // freed in an earlier epoch: already shipped, not captured again
+  ASSERT_GE(t->flip_epoch(false), 0);
+  t->remove(s[6]);  // freed in the captured epoch
+  t->remove(s[7]);
+  t->touch(s[1]);
+  t->record(s[1]).st.tcp_state = static_cast<uint8_t>(TcpState::ESTABLISHED);
+  const auto cut = snapshot(*t);
+  ASSERT_GE(t->flip_epoch(true, CaptureKind::FULL_AND_DELETIONS), 0);
+  t->capture_step(4);
+  // After the cut: slot 6 reused, slot 8 freed, slot 2 changed (copy-before-write).
+  ASSERT_GE(t->insert(flow(40), 2), 0);
+  t->remove(s[8]);
+  t->touch(s[2]);
+  t->record(s[2]).st.tcp_state = static_cast<uint8_t>(TcpState::CLOSED);
+  finish_capture(*t, 5);
+  auto cap = captured_map(*t);
+  EXPECT_EQ(cap.size(), cut.size() + 2);
+  for (auto &[slot, st] : cut) {
+    ASSERT_EQ(cap.count(slot), 1u) << "slot " << slot << " missing";
+    EXPECT_EQ(cap[slot].in_use, 1);
+    EXPECT_EQ(cap[slot].st, st) << "slot " << slot;
+  }
+  for (int f : {s[6], s[7]}) {
+    ASSERT_EQ(cap.count(uint32_t(f)), 1u) << "deletion of slot " << f << " missing";
+    EXPECT_EQ(cap[uint32_t(f)].in_use, 0);
+  }
+  EXPECT_EQ(cap.count(uint32_t(s[5])), 0u) << "a slot freed before the epoch is not a change of it";
+  t->capture_release();
+}
+
 TEST(FlowTable, FlipWhileCaptureHeldIsBusy) {
   auto t = make_table(32);
   ASSERT_TRUE(t);
