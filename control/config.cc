@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -115,16 +116,17 @@ void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
 void read_config(const YAML::Node &root, Config *c) {
   if (!root || root.IsNull()) fail("(top level)", "the file is empty");
   check_keys(root, "", {"node", "dpdk", "ports", "nat", "flows", "arp", "worker", "management",
-                        "peer", "checkpoint", "failover"});
+                        "peer", "checkpoint", "failover", "upgrade"});
   // node
   YAML::Node node = root["node"];
   if (!node) fail("node", "missing");
-  check_keys(node, "node", {"id", "state_dir", "role"});
+  check_keys(node, "node", {"id", "state_dir", "role", "pidfile"});
   if (!get_str(node, "id", "node", &c->node_id) || c->node_id.empty())
     fail("node.id", "missing (a short name such as 'a')");
   if (c->node_id.size() > 32 || c->node_id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
     fail("node.id", "'" + c->node_id + "' must be 1-32 characters of [a-z0-9-_]");
   get_str(node, "state_dir", "node", &c->state_dir);
+  get_str(node, "pidfile", "node", &c->pidfile);
   if (get_str(node, "role", "node", &c->role) && c->role != "auto" && c->role != "active" && c->role != "standby")
     fail("node.role", "'" + c->role + "' is not one of auto, active, standby");
   // dpdk
@@ -260,6 +262,24 @@ void read_config(const YAML::Node &root, Config *c) {
       fail("failover.fence_pidfile", "required with fence: process");
     if (c->fence == "libvirt" && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
       fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
+  }
+  if (YAML::Node n = root["upgrade"]) {
+    const std::string p = "upgrade";
+    check_keys(n, p, {"allowed_sha256", "health_window_ms", "sync_timeout_ms"});
+    if (YAML::Node l = n["allowed_sha256"]) {
+      if (!l.IsSequence()) fail("upgrade.allowed_sha256", "must be a list of sha256 digests (64 hex digits)");
+      for (size_t i = 0; i < l.size(); i++) {
+        const std::string key = "upgrade.allowed_sha256[" + std::to_string(i) + "]";
+        if (!l[i].IsScalar()) fail(key, "must be a sha256 digest (64 hex digits)");
+        std::string d = l[i].as<std::string>();
+        for (auto &ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (d.size() != 64 || d.find_first_not_of("0123456789abcdef") != std::string::npos)
+          fail(key, "'" + l[i].as<std::string>() + "' is not a sha256 digest (64 hex digits)");
+        c->upgrade_allowed_sha256.push_back(d);
+      }
+    }
+    get_uint(n, "health_window_ms", p, 0, 3600000, &c->upgrade_health_window_ms);
+    get_uint(n, "sync_timeout_ms", p, 100, 3600000, &c->upgrade_sync_timeout_ms);
   }
   if (YAML::Node n = root["checkpoint"]) {
     const std::string p = "checkpoint";
@@ -403,6 +423,14 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   auto prefix = [](uint32_t ip, uint8_t len) { return ipv4_to_string(ip) + "/" + std::to_string(len); };
   m["node.id"] = c.node_id;
   m["node.state_dir"] = c.state_dir;
+  m["node.pidfile"] = c.pidfile;
+  {
+    std::string l;
+    for (const auto &d : c.upgrade_allowed_sha256) l += (l.empty() ? "" : ",") + d;
+    m["upgrade.allowed_sha256"] = "[" + l + "]";
+  }
+  m["upgrade.health_window_ms"] = u(c.upgrade_health_window_ms);
+  m["upgrade.sync_timeout_ms"] = u(c.upgrade_sync_timeout_ms);
   m["node.role"] = c.role;
   m["dpdk.memory_mb"] = u(c.memory_mb);
   m["dpdk.mbufs"] = u(c.mbufs);

@@ -41,6 +41,7 @@ struct Config {
   std::string node_id;
   std::string state_dir = "/var/lib/ftpair";
   std::string role = "auto";  // auto | active | standby
+  std::string pidfile;        // this node's pidfile (written at start; an upgrade rewrites it)
   // dpdk
   uint32_t memory_mb = 256;
   uint32_t mbufs = 8191;
@@ -92,6 +93,11 @@ struct Config {
   uint32_t fence_timeout_ms = 1000;
   uint32_t garp_count = 3;
   uint32_t snapshot_max_age_s = 600;
+
+  // upgrade (in-service, `ftpairctl upgrade`)
+  std::vector<std::string> upgrade_allowed_sha256;  // binaries this node may run; empty = none
+  uint32_t upgrade_health_window_ms = 10000;        // a new version must stay healthy this long
+  uint32_t upgrade_sync_timeout_ms = 60000;         // ... and reach sync within this
 
   std::string source_text;  // the file as read, then the overrides (Control.Config)
 

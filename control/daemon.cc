@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -182,6 +183,22 @@ class Daemon::ControlService final : public v1::Control::Service {
   grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *req, v1::SwitchoverReply *out) override {
     return to_grpc(d_.switchover(req->force(), out));
   }
+  grpc::Status StageUpgrade(grpc::ServerContext *, grpc::ServerReader<v1::UpgradeChunk> *reader,
+                            v1::UpgradeReply *out) override {
+    constexpr size_t kMaxBinary = 512u << 20;
+    std::string bytes, claimed;
+    v1::UpgradeChunk c;
+    while (reader->Read(&c)) {
+      if (claimed.empty()) claimed = c.sha256();
+      if (bytes.size() + c.data().size() > kMaxBinary)
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
+      bytes += c.data();
+    }
+    return to_grpc(d_.stage_upgrade(bytes, claimed, out));
+  }
+  grpc::Status Upgrade(grpc::ServerContext *, const v1::UpgradeRequest *req, v1::UpgradeReply *out) override {
+    return to_grpc(d_.upgrade(*req, out));
+  }
 
  private:
   Daemon &d_;
@@ -201,6 +218,9 @@ class Daemon::PeerService final : public v1::Peer::Service {
   }
   grpc::Status Takeover(grpc::ServerContext *, const v1::TakeoverRequest *req, v1::TakeoverReply *out) override {
     return to_grpc(d_.takeover(*req, out));
+  }
+  grpc::Status Join(grpc::ServerContext *, const v1::JoinRequest *req, v1::JoinReply *out) override {
+    return to_grpc(d_.join(*req, out));
   }
 
  private:
@@ -311,6 +331,11 @@ Status Daemon::start() {
     hooks.on_peer_silent = [this](const std::string &r) { on_peer_silent(r); };
     monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
   }
+  // A new version started beside the old one listens on free ports until it takes over.
+  const bool beside = launch_.beside_fd >= 0;
+  beside_.store(beside);
+  Endpoint grpc_ep = cfg_.grpc, metrics_ep = cfg_.metrics;
+  if (beside) grpc_ep.port = 0, metrics_ep.port = 0;
   if (cfg_.grpc.set()) {
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (cfg_.management_tls.enabled()) {
@@ -324,28 +349,23 @@ Status Daemon::start() {
       o.pem_key_cert_pairs.push_back(kc);
       creds = grpc::SslServerCredentials(o);
     }
+    server_creds_ = creds;
     // Standard gRPC tooling: grpc.health.v1.Health (driven by tick()) and server reflection.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort(cfg_.grpc.str(), creds, &port);
-    b.SetMaxReceiveMessageSize(64 << 20);
-    b.SetMaxSendMessageSize(64 << 20);
-    b.RegisterService(repl_svc_.get());
-    b.RegisterService(ctl_svc_.get());
-    b.RegisterService(peer_svc_.get());
-    grpc_ = b.BuildAndStart();
-    if (!grpc_ || port == 0) return Unavailable("management.grpc: cannot listen on " + cfg_.grpc.str());
-    grpc_port_ = static_cast<uint16_t>(port);
-    if (auto *h = grpc_->GetHealthCheckService()) h->SetServingStatus(false);  // until tick() knows the role
+    st = open_grpc(grpc_ep, &grpc_, &grpc_port_);
+    if (!st.ok()) return st;
   }
   http_.route("/metrics", [this] {
     return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics()};
   });
   if (cfg_.metrics.set()) {
-    st = http_.start(cfg_.metrics);
+    st = http_.start(metrics_ep);
     if (!st.ok()) return Unavailable("management.metrics: " + st.message());
+  }
+  {
+    Status ds = ckpt_self_digest(&self_sha_);
+    if (!ds.ok()) std::fprintf(stderr, "ftpaird: %s\n", ds.message().c_str());
   }
   // Take a role before the worker runs, so a standby never forwards a packet.
   node_->nf().set_vip_owner(false);
@@ -353,12 +373,53 @@ Status Daemon::start() {
   if (!st.ok()) return st;
   engine_->start();
   started_ = true;
-  st = choose_initial_role();
-  if (!st.ok()) return st;
-  if (monitor_) monitor_->start();
+  if (beside) {
+    // Never active and not yet the standby: it only takes the active's checkpoints.
+    st = become_standby("upgrade: started beside pid " + std::to_string(launch_.parent_pid));
+    if (!st.ok()) return st;
+    set_upgrade_stage("syncing", "started beside pid " + std::to_string(launch_.parent_pid) + ", joining the active");
+    const std::string line = "ready " + grpc_ep.host + ":" + std::to_string(grpc_port_) + " " +
+                             ckpt::software_version() + "\n";
+    if (::write(launch_.beside_fd, line.data(), line.size()) != ssize_t(line.size()))
+      return Unavailable("upgrade: cannot report to the instance that started this one");
+    ::close(launch_.beside_fd);
+    join_thread_ = std::thread([this] { join_active(); });
+  } else {
+    st = choose_initial_role();
+    if (!st.ok()) return st;
+    write_pidfile();
+    if (monitor_) monitor_->start();
+  }
   if (cfg_.telemetry) register_telemetry();
   tick();
   return Status::Ok();
+}
+
+Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port_out) {
+  grpc::ServerBuilder b;
+  int port = 0;
+  b.AddListeningPort(ep.str(), server_creds_, &port);
+  b.SetMaxReceiveMessageSize(64 << 20);
+  b.SetMaxSendMessageSize(64 << 20);
+  // Sync services may be registered with several servers: a new instance serves the same
+  // ones on its temporary and its final port.
+  b.RegisterService(repl_svc_.get());
+  b.RegisterService(ctl_svc_.get());
+  b.RegisterService(peer_svc_.get());
+  *server = b.BuildAndStart();
+  if (!*server || port == 0) return Unavailable("management.grpc: cannot listen on " + ep.str());
+  *port_out = static_cast<uint16_t>(port);
+  if (auto *h = (*server)->GetHealthCheckService()) h->SetServingStatus(false);  // until tick() knows the role
+  return Status::Ok();
+}
+
+void Daemon::write_pidfile() {
+  if (cfg_.pidfile.empty()) return;
+  const std::string tmp = cfg_.pidfile + ".tmp";
+  FILE *f = std::fopen(tmp.c_str(), "w");
+  if (!f || std::fprintf(f, "%d\n", static_cast<int>(::getpid())) < 0 || std::fclose(f) != 0 ||
+      ::rename(tmp.c_str(), cfg_.pidfile.c_str()) != 0)
+    std::fprintf(stderr, "ftpaird: cannot write the pidfile %s\n", cfg_.pidfile.c_str());
 }
 
 void Daemon::stop() {
@@ -369,9 +430,15 @@ void Daemon::stop() {
     if (g_tel_daemon == this) g_tel_daemon = nullptr;
   }
   const bool was_active = role_.load() == fo::Role::ACTIVE;
+  beside_stop_.store(true);
+  if (handover_thread_.joinable()) handover_thread_.join();
+  if (join_thread_.joinable()) join_thread_.join();
+  if (beside_thread_.joinable()) beside_thread_.join();
+  if (beside_pid_ > 0) stop_beside("this instance is stopping");
   if (monitor_) monitor_->stop();
   engine_->stop();
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (grpc_final_) grpc_final_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   http_.stop();
   node_->stop();
   if (was_active) {
@@ -451,7 +518,7 @@ Status Daemon::write_snapshot(bool clean, std::string *path) {
   ckpt::SnapshotMeta meta;
   meta.generation = generation();
   meta.epoch = node_->flows().epoch();
-  meta.software_version = FTPAIR_VERSION;
+  meta.software_version = ckpt::software_version();
   meta.node_id = cfg_.node_id;
   meta.clean_shutdown = clean;
   meta.created_unix_ns = unix_ns();
@@ -481,7 +548,7 @@ void Daemon::status(v1::StatusReply *out) {
   out->set_role(fo::role_kind(r));
   out->set_state(fo::role_name(r));
   out->set_generation(generation());
-  out->set_software_version(FTPAIR_VERSION);
+  out->set_software_version(ckpt::software_version());
   out->set_dataplane_healthy(dataplane_healthy());
   out->set_flows(node_->flows().size());
   out->set_flow_capacity(node_->flows().capacity());
@@ -497,6 +564,11 @@ void Daemon::status(v1::StatusReply *out) {
     for (const auto &k : restart_pending_) out->add_restart_pending(k);
   }
   out->set_config_reloads(reloads_ok_.load());
+  out->set_pid(uint32_t(::getpid()));
+  out->set_binary_sha256(self_sha_);
+  if (cfg_.peer_grpc.set()) out->set_peer_address(cfg_.peer_grpc.str());
+  fill_upgrade(out->mutable_upgrade());
+  out->set_upgrade_stage(out->upgrade().stage());
   v1::SyncStatus *s = out->mutable_sync();
   s->set_mode(cfg_.mode == ReplicationMode::STRICT ? "strict" : "relaxed");
   if (r == fo::Role::ACTIVE || r == fo::Role::DRAINING) {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,10 +29,26 @@
 
 namespace ftpair {
 
+// sha256 of the running binary (/proc/self/exe).
+Status ckpt_self_digest(std::string *hex);
+
 class Daemon {
  public:
   explicit Daemon(const Config &cfg);
   ~Daemon();
+
+  /* How this process was started, for an in-service upgrade: the new binary is started
+   * beside this one with the same config file and overrides. beside_fd >= 0 marks the new
+   * instance itself (ftpaird --upgrade-beside FD): it reports its address on FD, joins the
+   * active, and takes no role until the instance it replaces hands over (TAKE_OVER). */
+  struct Launch {
+    std::string config_path;
+    std::vector<std::string> overrides;
+    int beside_fd = -1;
+    int parent_pid = 0;
+    std::function<void(const std::string &)> notify;  // sd_notify (MAINPID= on handover)
+  };
+  void set_launch(Launch l) { launch_ = std::move(l); }
 
   // Builds the node (EAL must be up), starts gRPC, /metrics and the worker, takes a role.
   Status start();
@@ -48,6 +66,15 @@ class Daemon {
   Status switchover(bool force, v1::SwitchoverReply *out);
   Status takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out);
   void fill_beat(v1::Beat *b);
+  // In-service upgrade (control/daemon_upgrade.cc).
+  Status stage_upgrade(const std::string &bytes, const std::string &claimed_sha256, v1::UpgradeReply *out);
+  Status upgrade(const v1::UpgradeRequest &req, v1::UpgradeReply *out);
+  Status join(const v1::JoinRequest &req, v1::JoinReply *out);
+  void fill_upgrade(v1::UpgradeStatus *u);
+  // The instance handed its role to a new version and should exit (main loop).
+  bool exit_requested() const { return exit_requested_.load(); }
+  // A new version started beside the old one that has not taken over yet.
+  bool beside() const { return beside_.load(); }
   // Test hook (worker.test_hooks): freeze or release the worker loop.
   void set_worker_stall(bool on);
   /* SIGHUP: applies the keys of `next` that can change while running and lists the changed
@@ -88,6 +115,18 @@ class Daemon {
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials(Status *st) const;
   std::shared_ptr<grpc::Channel> peer_channel();
   void register_telemetry();
+  Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port);
+  void write_pidfile();
+  // upgrade
+  void set_upgrade_stage(const std::string &stage, const std::string &message);
+  void count_upgrade_event(const std::string &event);
+  Status start_beside(bool rollback, v1::UpgradeReply *out);
+  void supervise_beside();
+  void run_handover();
+  Status take_over(v1::UpgradeReply *out);
+  void join_active();
+  void stop_beside(const std::string &why);
+  std::string upgrade_dir() const { return cfg_.state_dir + "/upgrade"; }
 
   Config cfg_;
   fo::Generation generation_;
@@ -118,9 +157,27 @@ class Daemon {
   std::vector<std::string> restart_pending_;  // changed keys that need a restart
   std::atomic<uint64_t> reloads_ok_{0}, reloads_refused_{0}, watchdog_pings_{0};
   std::shared_ptr<grpc::ChannelCredentials> peer_creds_;
-  int serving_state_ = -1;  // last pushed to the health service (tick thread only)
+  std::atomic<int> serving_state_{-1};  // last pushed to the health service (tick thread only)
   std::unique_ptr<grpc::Server> grpc_;
   uint16_t grpc_port_ = 0;
+  std::shared_ptr<grpc::ServerCredentials> server_creds_;
+  // upgrade
+  Launch launch_;
+  std::unique_ptr<grpc::Server> grpc_final_;  // a new instance's server on the configured port
+  std::atomic<bool> beside_{false}, retiring_{false}, exit_requested_{false};
+  mutable std::mutex up_mu_;
+  std::string up_stage_ = "idle", up_message_;
+  int64_t up_since_ns_ = 0;
+  std::string staged_path_, staged_sha_, staged_version_;
+  int beside_pid_ = 0;
+  std::string beside_addr_, beside_version_;
+  bool beside_in_sync_ = false;
+  double beside_progress_ = 0;
+  int took_over_from_ = 0;
+  std::string self_sha_;
+  std::map<std::string, uint64_t> upgrade_events_;
+  std::thread beside_thread_, handover_thread_, join_thread_;
+  std::atomic<bool> beside_stop_{false};
   HttpServer http_;
   bool started_ = false;
 };

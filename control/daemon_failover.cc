@@ -67,7 +67,7 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
   }
   if (!is_active(r)) {
     adopt_generation(b.generation());
-    if (r == fo::Role::STANDBY_READY && b.role() == "active" && !b.dataplane_healthy()) {
+    if (r == fo::Role::STANDBY_READY && b.role() == "active" && !b.dataplane_healthy() && !retiring_.load()) {
       Status st = promote("the active reports its dataplane cannot service packets", false);
       if (st.ok()) count_failover("peer_unhealthy");
     }
@@ -76,7 +76,7 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
 
 void Daemon::on_peer_silent(const std::string &reason) {
   const fo::Role r = role();
-  if (is_active(r)) return;
+  if (is_active(r) || retiring_.load() || beside_.load()) return;
   if (r != fo::Role::STANDBY_READY) {
     int64_t now = steady_ns();
     if (now - silent_log_ns_.load() > 1000000000) {
@@ -95,6 +95,8 @@ Status Daemon::promote(const std::string &reason, bool forced) {
   if (!lk.owns_lock()) return Status(Code::ABORTED, "a promotion is already under way");
   const fo::Role r = role();
   if (is_active(r)) return Status::Ok();
+  if (retiring_.load() || beside_.load())
+    return FailedPrecondition("promotion refused: this instance is handing its role to a new version (upgrade)");
   if (!forced && r != fo::Role::STANDBY_READY) {
     promotions_refused_++;
     return FailedPrecondition(std::string("promotion refused: this standby is ") + fo::role_name(r) +
@@ -129,6 +131,10 @@ Status Daemon::takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out) 
   out->set_ok(false);
   if (is_active(role())) {
     out->set_message("node " + cfg_.node_id + " is already active");
+    return FailedPrecondition(out->message());
+  }
+  if (retiring_.load() || beside_.load()) {
+    out->set_message("takeover refused: node " + cfg_.node_id + " is in the middle of an upgrade handover");
     return FailedPrecondition(out->message());
   }
   if (!req.forced()) {

@@ -20,7 +20,7 @@ int64_t unix_ns() {
 std::string Daemon::render_metrics() {
   Exposition x;
   x.family("ftpair_build_info", "gauge", "Build information.")
-      .sample(1, {{"version", FTPAIR_VERSION}, {"node", cfg_.node_id}});
+      .sample(1, {{"version", ckpt::software_version()}, {"node", cfg_.node_id}, {"sha256", self_sha_}});
   expose_dataplane(*node_, x);
   const fo::Role r = role();
   x.family("ftpair_role", "gauge", "1 for the node's current role state.");
@@ -46,6 +46,21 @@ std::string Daemon::render_metrics() {
     x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
     for (const char *reason : {"peer_silent", "peer_unhealthy", "switchover", "forced"})
       x.sample(double(failovers_.count(reason) ? failovers_.at(reason) : 0), {{"reason", reason}});
+  }
+  {
+    v1::UpgradeStatus u;
+    fill_upgrade(&u);
+    x.family("ftpair_upgrade_stage", "gauge", "1 for this instance's in-service upgrade stage.");
+    for (const char *s : {"idle", "staged", "starting", "syncing", "in_sync", "handing_over", "retired", "took_over",
+                          "aborted", "failed"})
+      x.sample(u.stage() == s ? 1 : 0, {{"stage", s}});
+    x.family("ftpair_upgrade_sync_progress", "gauge",
+             "Full-sync progress (0..1) of the new instance during an upgrade: the one beside this standby, "
+             "or the one joining this active.")
+        .sample(u.joiner_address().empty() ? u.beside_sync_progress() : u.joiner_sync_progress());
+    x.family("ftpair_upgrade_events_total", "counter", "In-service upgrade steps and refusals on this instance.");
+    std::lock_guard<std::mutex> g(up_mu_);
+    for (const auto &[event, n] : upgrade_events_) x.sample(double(n), {{"event", event}});
   }
   x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(fence_failures_.load());
   x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(promotions_refused_.load());

@@ -16,6 +16,15 @@ bool Daemon::serving() const {
 }
 
 void Daemon::tick() {
+  // A new version that has not taken over yet lives only as long as the instance that
+  // started it (that one's end, a fencing kill included, aborts the upgrade).
+  if (beside_.load() && launch_.parent_pid > 0 && ::getppid() != launch_.parent_pid && !exit_requested_.load()) {
+    set_upgrade_stage("aborted", "the instance that started this one (pid " + std::to_string(launch_.parent_pid) +
+                                     ") is gone; exiting");
+    exit_requested_.store(true);
+  }
+  // Beside: the state directory is still the old instance's.
+  if (beside_.load()) return;
   // Off the promotion path: a standby in sync keeps the generation it would take reserved
   // on disk, and a generation taken from the reservation gets into the main file.
   if (role() == fo::Role::STANDBY_READY) {
@@ -31,16 +40,17 @@ void Daemon::tick() {
     Status st = generation_.store(generation_.value());
     if (!st.ok()) std::fprintf(stderr, "ftpaird: cannot persist generation: %s\n", st.message().c_str());
   }
-  if (!grpc_) return;
-  auto *h = grpc_->GetHealthCheckService();
-  if (!h) return;
   const int now = serving() ? 1 : 0;
   if (now == serving_state_) return;
   serving_state_ = now;
-  // "" is the whole server; the named services follow it.
-  h->SetServingStatus("", now == 1);
-  for (const char *svc : {"ftpair.v1.Control", "ftpair.v1.Peer", "ftpair.v1.Replication"})
-    h->SetServingStatus(svc, now == 1);
+  for (grpc::Server *s : {grpc_.get(), grpc_final_.get()}) {
+    auto *h = s ? s->GetHealthCheckService() : nullptr;
+    if (!h) continue;
+    // "" is the whole server; the named services follow it.
+    h->SetServingStatus("", now == 1);
+    for (const char *svc : {"ftpair.v1.Control", "ftpair.v1.Peer", "ftpair.v1.Replication"})
+      h->SetServingStatus(svc, now == 1);
+  }
   std::fprintf(stderr, "ftpaird: health: %s (%s)\n", now ? "SERVING" : "NOT_SERVING", fo::role_name(role()));
 }
 

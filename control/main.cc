@@ -10,6 +10,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "checkpoint/record_codec.h"
+#include "checkpoint/version.h"
 #include "control/config.h"
 #include "control/daemon.h"
 #include "control/sd_notify.h"
@@ -53,14 +55,26 @@ void reload(ftpair::Daemon &daemon, ftpair::SdNotifier &sd, const std::string &p
 }  // namespace
 
 int main(int argc, char **argv) {
+#ifdef FTPAIR_PREV_RELEASE
+  // ftpaird-prev: this source built to play the previous release in upgrade tests: it
+  // speaks record format 1 only and names itself accordingly.
+  ftpair::ckpt::set_record_format_max(ftpair::ckpt::kRecordFormatV1);
+  ftpair::ckpt::set_software_version(FTPAIR_VERSION "-prev");
+#endif
   CLI::App app{"ftpaird: fault-tolerant NAT44 gateway daemon"};
   std::string config_path;
   std::vector<std::string> overrides;
   bool check_only = false;
+  int beside_fd = -1, parent_pid = 0;
   app.add_option("-c,--config", config_path, "configuration file (YAML)")->required();
   app.add_option("--set", overrides, "override a config key: dotted.key=value (repeatable)");
   app.add_flag("--check", check_only, "validate the configuration and exit");
-  app.set_version_flag("--version", FTPAIR_VERSION);
+  app.add_option("--upgrade-beside", beside_fd,
+                 "(internal) started by a running instance for an in-service upgrade: report on this fd")
+      ->check(CLI::Range(3, 1023));
+  app.add_option("--upgrade-parent", parent_pid, "(internal) pid of the instance this one replaces")
+      ->check(CLI::Range(1, 1 << 22));
+  app.set_version_flag("--version", std::string(ftpair::ckpt::software_version()));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -77,6 +91,13 @@ int main(int argc, char **argv) {
     std::printf("ftpaird: configuration OK (node %s)\n", cfg.node_id.c_str());
     return 0;
   }
+
+  if ((beside_fd >= 0) != (parent_pid > 0)) {
+    std::fprintf(stderr, "ftpaird: --upgrade-beside and --upgrade-parent go together\n");
+    return 2;
+  }
+  // A second instance on the node: its own DPDK runtime files, no telemetry socket clash.
+  if (beside_fd >= 0) cfg.file_prefix = cfg.eal_file_prefix() + "-u" + std::to_string(::getpid());
 
   std::string err;
   if (ftpair::dp::eal_init(cfg.eal_argv(), &err) != 0) {
@@ -104,6 +125,13 @@ int main(int argc, char **argv) {
   int rc = 0;
   {
     ftpair::Daemon daemon(cfg);
+    ftpair::Daemon::Launch launch;
+    launch.config_path = config_path;
+    launch.overrides = overrides;
+    launch.beside_fd = beside_fd;
+    launch.parent_pid = parent_pid;
+    launch.notify = [&sd](const std::string &m) { sd.send(m); };
+    daemon.set_launch(launch);
     st = daemon.start();
     if (!st.ok()) {
       std::fprintf(stderr, "ftpaird: %s\n", st.message().c_str());
@@ -111,18 +139,20 @@ int main(int argc, char **argv) {
     } else {
       std::fprintf(stderr, "ftpaird: node %s up (gRPC port %u, metrics port %u)\n", cfg.node_id.c_str(),
                    daemon.grpc_port(), daemon.metrics_port());
-      sd.send("READY=1\nSTATUS=node " + cfg.node_id + " up\nMAINPID=" + std::to_string(::getpid()));
+      // A new version beside the old one is not the service's main process until the old
+      // one hands over (MAINPID=) and exits.
+      if (beside_fd < 0) sd.send("READY=1\nSTATUS=node " + cfg.node_id + " up\nMAINPID=" + std::to_string(::getpid()));
       if (sd.enabled() && sd.watchdog_usec())
         std::fprintf(stderr, "ftpaird: watchdog: pinging every %.0f ms while the worker makes progress\n",
                      sd.watchdog_usec() / 2000.0);
       auto next_ping = Clock::now();
       bool was_healthy = true;
-      while (!g_quit.load()) {
+      while (!g_quit.load() && !daemon.exit_requested()) {
         int stall = g_stall.exchange(-1);
         if (stall >= 0) daemon.set_worker_stall(stall == 1);
         if (g_reload.exchange(false)) reload(daemon, sd, config_path, overrides);
         daemon.tick();
-        if (sd.watchdog_usec() && Clock::now() >= next_ping) {
+        if (sd.watchdog_usec() && Clock::now() >= next_ping && !daemon.beside()) {
           const bool healthy = daemon.dataplane_healthy();
           if (healthy) {
             if (sd.send("WATCHDOG=1")) daemon.count_watchdog_ping();

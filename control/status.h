@@ -28,5 +28,7 @@ inline Status InvalidArgument(std::string m) { return {Code::INVALID_ARGUMENT, s
 inline Status FailedPrecondition(std::string m) { return {Code::FAILED_PRECONDITION, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {Code::UNAVAILABLE, std::move(m)}; }
 inline Status Internal(std::string m) { return {Code::INTERNAL, std::move(m)}; }
+inline Status NotFound(std::string m) { return {Code::NOT_FOUND, std::move(m)}; }
+inline Status PermissionDenied(std::string m) { return {Code::PERMISSION_DENIED, std::move(m)}; }
 
 }  // namespace ftpair

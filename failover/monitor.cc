@@ -238,6 +238,11 @@ v1::Beat Monitor::last_peer_beat() const {
   return last_beat_;
 }
 
+void Monitor::assume_heard() {
+  last_heard_ns_.store(now_ns());
+  ever_heard_.store(true);
+}
+
 double Monitor::silence_seconds() const {
   if (!ever_heard_.load()) return -1;
   return double(now_ns() - last_heard_ns_.load()) / 1e9;

@@ -70,6 +70,9 @@ class Monitor {
   void heard(const v1::Beat &peer_beat, v1::Beat *reply);
 
   bool ever_heard() const { return ever_heard_.load(); }
+  /* Counts the peer as heard now: a monitor that starts in place of another one (after an
+   * upgrade's handover) gets a full silence window, not an old or no last beat. */
+  void assume_heard();
   bool peer_silent() const;
   double silence_seconds() const;
   uint64_t misses() const { return misses_.load(); }

@@ -26,6 +26,7 @@
 #include "control.grpc.pb.h"
 #include "tools/ftpairctl/client.h"
 #include "tools/ftpairctl/render.h"
+#include "tools/ftpairctl/upgrade.h"
 
 namespace ftpairctl {
 namespace {
@@ -250,7 +251,7 @@ CLI::Validator count_validator(uint64_t max) {
 int usage_error(CLI::App &app, const CLI::ParseError &e) {
   if (e.get_exit_code() == 0) return app.exit(e) == 0 ? kExitOk : kExitUsage;
   std::string msg = e.what();
-  const std::string commands = "(commands: status, switchover, checkpoint, flows, watch, config)";
+  const std::string commands = "(commands: status, switchover, checkpoint, flows, watch, config, upgrade)";
   if (app.get_subcommands().empty())
     msg = app.remaining().empty() ? "no command given " + commands
                                   : "unknown command '" + app.remaining().front() + "' " + commands;
@@ -306,6 +307,19 @@ int run(int argc, char **argv) {
 
   CLI::App *config = app.add_subcommand("config", "print the configuration the daemon runs with (YAML)");
 
+  CLI::App *upgrade = app.add_subcommand(
+      "upgrade", "in-service upgrade of the pair (--addr: either node): standby first, then a switchover");
+  UpgradeOptions up;
+  auto *bin = upgrade->add_option("--binary", up.binary, "the new ftpaird; its sha256 must be in upgrade.allowed_sha256");
+  auto *rb = upgrade->add_flag("--rollback", up.rollback, "return both nodes to the binary they ran before");
+  bin->excludes(rb);
+  upgrade->add_option("--health-window", up.health_window_s,
+                      "seconds each new instance must stay healthy (default: the nodes' upgrade.health_window_ms)")
+      ->check(CLI::Range(0.0, 3600.0));
+  upgrade->add_option("--sync-timeout", up.sync_timeout_s,
+                      "seconds a new instance may take to reach sync (default: upgrade.sync_timeout_ms)")
+      ->check(CLI::Range(0.1, 3600.0));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -314,6 +328,12 @@ int run(int argc, char **argv) {
 
   std::unique_ptr<Client> client;
   if (Outcome o = Client::create(g.conn, &client); !o.ok()) return report(o);
+  if (upgrade->parsed()) {
+    if (up.binary.empty() && !up.rollback)
+      return report(Outcome::Fail(kExitUsage, "upgrade: give --binary PATH or --rollback"));
+    up.json = g.json;
+    return cmd_upgrade(g.conn, up);
+  }
 
   if (status->parsed()) return cmd_status(*client, g);
   if (switchover->parsed()) return cmd_switchover(*client, g, force);

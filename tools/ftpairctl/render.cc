@@ -155,7 +155,20 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("role", s.role());
   b.add("state", s.state());
   b.add("generation", std::to_string(s.generation()));
-  if (!s.upgrade_stage().empty()) b.add("upgrade stage", s.upgrade_stage());
+  if (!s.upgrade_stage().empty() && s.upgrade_stage() != "idle") {
+    const auto &u = s.upgrade();
+    b.add("upgrade", u.stage() + (u.message().empty() ? "" : ": " + u.message()));
+    if (u.beside_pid())
+      b.add("  new instance", "pid " + std::to_string(u.beside_pid()) + " at " + u.beside_address() + ", version " +
+                                  u.beside_version() + ", " +
+                                  (u.beside_in_sync() ? std::string("in sync") : fmt("full sync %.0f%%", 100 * u.beside_sync_progress())));
+  }
+  if (!s.upgrade().joiner_address().empty()) {
+    const auto &u = s.upgrade();
+    b.add("joining instance", u.joiner_address() + " (" + u.joiner_version() + ", record format " +
+                                  std::to_string(u.joiner_record_format()) + "), " +
+                                  (u.joiner_in_sync() ? std::string("in sync") : fmt("full sync %.0f%%", 100 * u.joiner_sync_progress())));
+  }
   b.add("dataplane", s.dataplane_healthy() ? "healthy" : "UNHEALTHY");
   b.add("health", s.serving() ? "SERVING" : "NOT_SERVING");
   if (s.restart_pending_size() > 0) {
@@ -174,6 +187,7 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("sync", "");
   b.add("  peer", y.peer().empty() ? "(none)" : y.peer());
   b.add("  mode", y.mode());
+  if (s.upgrade().record_format()) b.add("  record format", std::to_string(s.upgrade().record_format()));
   b.add("  connected", yes_no(y.connected()));
   b.add("  in sync", yes_no(y.in_sync()));
   b.add("  epoch", std::to_string(y.epoch()));
