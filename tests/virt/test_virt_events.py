@@ -276,6 +276,9 @@ with V.VirtSession(prefix="ftve") as s:
                 fenced = b.find("fenced in", after=t0)
                 reason = "peer_domain_event" if hit and "peer_domain_event" in hit[1] else (
                     "peer_silent" if hit and "missed heartbeats" in hit[1] else "none")
+                refused = b.find("promotion refused", after=t0)
+                s.check("%s: fencing the vanished domain succeeded at once" % tag, refused is None,
+                        refused[1] if refused else "")
                 if want:
                     s.check("%s: b promoted by %s" % (tag, want), reason == want, b.log())
                 else:
