@@ -241,7 +241,7 @@ void read_config(const YAML::Node &root, Config *c) {
     const std::string p = "failover";
     check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                       "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
-                      "snapshot_max_age_s", "beat_udp_port", "beat_realtime"});
+                      "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events"});
     get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
     get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
     get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
@@ -262,6 +262,8 @@ void read_config(const YAML::Node &root, Config *c) {
       fail("failover.fence_pidfile", "required with fence: process");
     if (c->fence == "libvirt" && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
       fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
+    if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != "libvirt")
+      fail("failover.libvirt_events", "needs fence: libvirt (the events come from the peer's libvirt_uri and libvirt_domain)");
   }
   if (YAML::Node n = root["upgrade"]) {
     const std::string p = "upgrade";
@@ -495,6 +497,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.libvirt_uri"] = c.libvirt_uri;
   m["failover.libvirt_domain"] = c.libvirt_domain;
   m["failover.libvirt_action"] = c.libvirt_action;
+  m["failover.libvirt_events"] = b(c.peer_events_on());
   m["failover.fence_timeout_ms"] = u(c.fence_timeout_ms);
   m["failover.garp_count"] = u(c.garp_count);
   m["failover.snapshot_max_age_s"] = u(c.snapshot_max_age_s);

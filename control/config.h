@@ -90,6 +90,11 @@ struct Config {
   bool allow_fence_none = false;
   std::string fence_pidfile;
   std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
+  // The peer domain's lifecycle events (crash, destroy, shutdown, paused by an error) promote at
+  // once, still fencing first (failover/peer_events.h). Only with fence: libvirt, where it is on
+  // unless set to false.
+  bool libvirt_events = true;
+  bool peer_events_on() const { return fence == "libvirt" && libvirt_events; }
   uint32_t fence_timeout_ms = 1000;
   uint32_t garp_count = 3;
   uint32_t snapshot_max_age_s = 600;

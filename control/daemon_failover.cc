@@ -4,6 +4,8 @@
 #include <thread>
 
 #include "control/daemon.h"
+#include "failover/peer_events.h"
+#include "virt/events.h"
 #include "control.grpc.pb.h"
 #include "peer.grpc.pb.h"
 
@@ -234,6 +236,38 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
 }
 
 Status Daemon::choose_initial_role() {
+  /* failover.libvirt_events: the peer domain's lifecycle events, started and stopped with the
+   * beats. A crash, destroy, shutdown or error pause of the peer's domain promotes at once
+   * (fencing first, which is quick for a domain that is already down). Subscribing runs on its
+   * own thread and retries: an unreachable libvirt only logs and counts. */
+  if (monitor_ && cfg_.peer_events_on()) {
+    fo::PeerEventsConfig pc;
+    pc.domain = cfg_.libvirt_domain;
+    pc.retry_min = std::chrono::milliseconds(1000);
+    pc.retry_max = std::chrono::milliseconds(30000);
+    auto on_down = [this](const fo::PeerDown &d) {
+      const std::string what = "peer domain " + d.domain + " " + d.event + "/" + d.detail;
+      const double age_ms = std::chrono::duration<double, std::milli>(Clock::now() - d.seen).count();
+      const fo::Role r = role();
+      if (is_active(r)) {
+        std::fprintf(stderr, "ftpaird: %s: this node is already %s\n", what.c_str(), fo::role_name(r));
+        return;
+      }
+      if (r != fo::Role::STANDBY_READY) {
+        std::fprintf(stderr, "ftpaird: %s but this node is %s: not promoting\n", what.c_str(), fo::role_name(r));
+        return;
+      }
+      std::fprintf(stderr, "ftpaird: %s: promoting (event %.1f ms old)\n", what.c_str(), age_ms);
+      Status st = promote("peer_domain_event: " + what, false);
+      if (st.ok())
+        count_failover("peer_domain_event");
+      else
+        std::fprintf(stderr, "ftpaird: %s: not promoted: %s\n", what.c_str(), st.message().c_str());
+    };
+    monitor_->attach_peer_events(std::make_unique<fo::PeerEvents>(
+        pc, std::make_unique<virt::LifecycleSource>(cfg_.libvirt_uri, std::chrono::milliseconds(5000)), on_down,
+        [](const std::string &m) { std::fprintf(stderr, "ftpaird: %s\n", m.c_str()); }));
+  }
   v1::Beat peer;
   bool heard = false;
   if (cfg_.peer_grpc.set()) {

@@ -6,6 +6,7 @@
 #include "control/daemon.h"
 #include "control/exposition.h"
 #include "control/node_metrics.h"
+#include "failover/peer_events.h"
 
 namespace ftpair {
 
@@ -44,7 +45,7 @@ std::string Daemon::render_metrics() {
   {
     std::lock_guard<std::mutex> g(failovers_mu_);
     x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
-    for (const char *reason : {"peer_silent", "peer_unhealthy", "switchover", "forced"})
+    for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
       x.sample(double(failovers_.count(reason) ? failovers_.at(reason) : 0), {{"reason", reason}});
   }
   {
@@ -81,6 +82,19 @@ std::string Daemon::render_metrics() {
       x.family("ftpair_fast_beats_realtime", "gauge", "1 when the fast-beat threads run at real-time priority.")
           .sample(monitor_->realtime() ? 1 : 0);
     }
+  }
+  if (const fo::PeerEvents *pe = monitor_ ? monitor_->peer_events() : nullptr) {
+    x.family("ftpair_peer_events_total", "counter",
+             "Lifecycle events of the peer's libvirt domain, by what they say (other: not a failover signal).");
+    for (const char *label : fo::kPeerEventLabels) x.sample(double(pe->peer_events(label)), {{"event", label}});
+    x.family("ftpair_peer_events_other_domains_total", "counter", "Lifecycle events of other domains (ignored).")
+        .sample(double(pe->other_domain_events()));
+    x.family("ftpair_peer_events_subscribed", "gauge", "1 while subscribed to libvirt lifecycle events at failover.libvirt_uri.")
+        .sample(pe->subscribed() ? 1 : 0);
+    x.family("ftpair_peer_events_subscribe_failures_total", "counter", "Subscriptions to libvirt lifecycle events that failed (retried).")
+        .sample(double(pe->subscribe_failures()));
+    x.family("ftpair_peer_events_connections_lost_total", "counter", "libvirt event connections lost (resubscribed).")
+        .sample(double(pe->connections_lost()));
   }
 
   const auto &es = engine_->stats();

@@ -151,6 +151,7 @@ class LibvirtFencer final : public Fencer {
                     SetStage set_stage) {
     virConnectPtr conn = virConnectOpen(uri.c_str());
     if (conn == nullptr) return Unavailable("fence: cannot connect to libvirt at " + uri + ": " + last_error());
+    virConnSetErrorFunc(conn, nullptr, [](void *, virErrorPtr) {});  // errors are reported in the Status
     set_stage("looking up domain " + domain);
     Status st = Status::Ok();
     virDomainPtr dom = virDomainLookupByName(conn, domain.c_str());
@@ -169,7 +170,11 @@ class LibvirtFencer final : public Fencer {
     set_stage("confirming domain " + domain + " stopped");
     for (;;) {
       int state = VIR_DOMAIN_NOSTATE, reason = 0;
-      if (virDomainGetState(dom, &state, &reason, 0) == 0 && fenced_state(state, suspend)) break;
+      if (virDomainGetState(dom, &state, &reason, 0) == 0) {
+        if (fenced_state(state, suspend)) break;
+      } else if (virErrorPtr e = virGetLastError(); e != nullptr && e->code == VIR_ERR_NO_DOMAIN) {
+        break;  // gone: a transient domain is undefined once it stops, nothing runs under it
+      }
       if (Clock::now() > end) {
         st = Status(Code::DEADLINE_EXCEEDED, "fence: domain " + domain + " is still " + state_name(state) +
                                                  (action_error.empty() ? "" : " (" + action_error + ")"));

@@ -137,10 +137,17 @@ void Monitor::start() {
     }
   }
   thread_ = std::thread([this] { loop(); });
+  if (events_) events_->start();  // subscribes on its own thread: never delays the beats
+}
+
+void Monitor::attach_peer_events(std::unique_ptr<PeerEvents> events) {
+  if (running_.load()) return;
+  events_ = std::move(events);
 }
 
 void Monitor::stop() {
   if (!running_.exchange(false)) return;
+  if (events_) events_->stop();  // waits out a promotion it started
   if (thread_.joinable()) thread_.join();
   if (udp_tx_.joinable()) udp_tx_.join();
   if (udp_rx_.joinable()) udp_rx_.join();

@@ -13,7 +13,11 @@
  * false alarms. The silence check then runs on the sending thread, every interval.
  * Datagrams are accepted only from the configured peer address; anything else, and any
  * malformed datagram, is counted by reason and ignored. A forged datagram could only
- * make a dead peer look alive (delay a failover), never cause one. */
+ * make a dead peer look alive (delay a failover), never cause one.
+ *
+ * Peer domain events (attach_peer_events, optional): the hypervisor's word that the peer's
+ * domain stopped running (failover/peer_events.h), a faster signal than K silent intervals.
+ * They start and stop with the beats. */
 #pragma once
 
 #include <atomic>
@@ -26,6 +30,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "failover/peer_events.h"
 #include "peer.grpc.pb.h"
 
 namespace ftpair::fo {
@@ -66,6 +71,9 @@ class Monitor {
   ~Monitor();
   void start();
   void stop();
+  // Before start(): the peer domain's lifecycle events, started and stopped with the beats.
+  void attach_peer_events(std::unique_ptr<PeerEvents> events);
+  const PeerEvents *peer_events() const { return events_.get(); }
   // The Peer.Heartbeat handler: records the peer's beat, fills ours.
   void heard(const v1::Beat &peer_beat, v1::Beat *reply);
 
@@ -113,6 +121,7 @@ class Monitor {
   std::atomic<bool> realtime_ok_{false};
   mutable std::mutex err_mu_;
   std::string udp_error_;
+  std::unique_ptr<PeerEvents> events_;
 };
 
 }  // namespace ftpair::fo

@@ -28,16 +28,72 @@ const char *event_name(int e) {
   }
 }
 
-std::string stopped_detail(int d) {
-  switch (d) {
-    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: return "shutdown";
-    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED: return "destroyed";
-    case VIR_DOMAIN_EVENT_STOPPED_CRASHED: return "crashed";
-    case VIR_DOMAIN_EVENT_STOPPED_MIGRATED: return "migrated";
-    case VIR_DOMAIN_EVENT_STOPPED_SAVED: return "saved";
-    case VIR_DOMAIN_EVENT_STOPPED_FAILED: return "failed";
-    case VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT: return "from-snapshot";
-    default: return std::to_string(d);
+std::string detail_name(int e, int d) {
+  switch (e) {
+    case VIR_DOMAIN_EVENT_STOPPED:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: return "shutdown";
+        case VIR_DOMAIN_EVENT_STOPPED_DESTROYED: return "destroyed";
+        case VIR_DOMAIN_EVENT_STOPPED_CRASHED: return "crashed";
+        case VIR_DOMAIN_EVENT_STOPPED_MIGRATED: return "migrated";
+        case VIR_DOMAIN_EVENT_STOPPED_SAVED: return "saved";
+        case VIR_DOMAIN_EVENT_STOPPED_FAILED: return "failed";
+        case VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT: return "from-snapshot";
+      }
+      break;
+    case VIR_DOMAIN_EVENT_SUSPENDED:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: return "paused";
+        case VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: return "migrated";
+        case VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: return "ioerror";
+        case VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG: return "watchdog";
+        case VIR_DOMAIN_EVENT_SUSPENDED_RESTORED: return "restored";
+        case VIR_DOMAIN_EVENT_SUSPENDED_FROM_SNAPSHOT: return "from-snapshot";
+        case VIR_DOMAIN_EVENT_SUSPENDED_API_ERROR: return "api-error";
+        case VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: return "postcopy";
+        case VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED: return "postcopy-failed";
+      }
+      break;
+    case VIR_DOMAIN_EVENT_STARTED:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_STARTED_BOOTED: return "booted";
+        case VIR_DOMAIN_EVENT_STARTED_MIGRATED: return "migrated";
+        case VIR_DOMAIN_EVENT_STARTED_RESTORED: return "restored";
+        case VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT: return "from-snapshot";
+        case VIR_DOMAIN_EVENT_STARTED_WAKEUP: return "wakeup";
+      }
+      break;
+    case VIR_DOMAIN_EVENT_RESUMED:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_RESUMED_UNPAUSED: return "unpaused";
+        case VIR_DOMAIN_EVENT_RESUMED_MIGRATED: return "migrated";
+        case VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT: return "from-snapshot";
+      }
+      break;
+    case VIR_DOMAIN_EVENT_SHUTDOWN:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_SHUTDOWN_FINISHED: return "finished";
+        case VIR_DOMAIN_EVENT_SHUTDOWN_GUEST: return "guest";
+        case VIR_DOMAIN_EVENT_SHUTDOWN_HOST: return "host";
+      }
+      break;
+    case VIR_DOMAIN_EVENT_CRASHED:
+      switch (d) {
+        case VIR_DOMAIN_EVENT_CRASHED_PANICKED: return "panicked";
+        case VIR_DOMAIN_EVENT_CRASHED_CRASHLOADED: return "crashloaded";
+      }
+      break;
+  }
+  return std::to_string(d);
+}
+
+const char *close_reason(int r) {
+  switch (r) {
+    case VIR_CONNECT_CLOSE_REASON_ERROR: return "I/O error";
+    case VIR_CONNECT_CLOSE_REASON_EOF: return "libvirtd closed the connection";
+    case VIR_CONNECT_CLOSE_REASON_KEEPALIVE: return "keepalive timed out";
+    case VIR_CONNECT_CLOSE_REASON_CLIENT: return "closed by us";
+    default: return "unknown reason";
   }
 }
 
@@ -61,24 +117,32 @@ void ensure_event_loop() {
 // stop() deregisters never sees freed memory.
 struct CallbackState {
   std::mutex mu;
-  bool stopped = false;
+  bool stopped = false, lost = false;
   std::function<void(const LifecycleEvent &)> on_event;
+  std::function<void(const std::string &)> on_lost;
 };
 
 struct LifecycleWatcher::Impl {
   Conn conn;
   Dom dom;
   int callback_id = -1;
+  bool close_registered = false;
   std::shared_ptr<CallbackState> cb = std::make_shared<CallbackState>();
 
   static int on_lifecycle(virConnectPtr, virDomainPtr d, int event, int detail, void *opaque) {
     auto &cb = *static_cast<std::shared_ptr<CallbackState> *>(opaque);
     std::lock_guard<std::mutex> l(cb->mu);
     if (cb->stopped) return 0;
-    LifecycleEvent ev{virDomainGetName(d), event_name(event),
-                      event == VIR_DOMAIN_EVENT_STOPPED ? stopped_detail(detail) : std::to_string(detail)};
+    LifecycleEvent ev{virDomainGetName(d), event_name(event), detail_name(event, detail)};
     cb->on_event(ev);
     return 0;
+  }
+  static void on_close(virConnectPtr, int reason, void *opaque) {
+    auto &cb = *static_cast<std::shared_ptr<CallbackState> *>(opaque);
+    std::lock_guard<std::mutex> l(cb->mu);
+    if (cb->stopped || cb->lost) return;
+    cb->lost = true;
+    if (cb->on_lost) cb->on_lost(close_reason(reason));
   }
   static void free_opaque(void *opaque) { delete static_cast<std::shared_ptr<CallbackState> *>(opaque); }
 };
@@ -87,11 +151,13 @@ LifecycleWatcher::~LifecycleWatcher() { stop(); }
 
 Status LifecycleWatcher::start(const std::string &uri, const std::string &domain,
                                std::chrono::milliseconds connect_deadline,
-                               std::function<void(const LifecycleEvent &)> on_event) {
+                               std::function<void(const LifecycleEvent &)> on_event,
+                               std::function<void(const std::string &why)> on_lost) {
   stop();
   ensure_event_loop();
   auto impl = std::make_unique<Impl>();
   impl->cb->on_event = std::move(on_event);
+  impl->cb->on_lost = std::move(on_lost);
   if (Status st = impl->conn.open(uri, connect_deadline); !st.ok()) return st;
   if (!domain.empty()) {
     impl->dom = Dom(virDomainLookupByName(impl->conn.get(), domain.c_str()));
@@ -105,6 +171,13 @@ Status LifecycleWatcher::start(const std::string &uri, const std::string &domain
     delete opaque;
     return Unavailable("watch: cannot subscribe to lifecycle events at " + uri + ": " + virt_error());
   }
+  // A lost connection (libvirtd restarted, a remote link dead: keepalive) is reported once.
+  virConnectSetKeepAlive(impl->conn.get(), 2, 3);
+  auto *close_opaque = new std::shared_ptr<CallbackState>(impl->cb);
+  if (virConnectRegisterCloseCallback(impl->conn.get(), Impl::on_close, close_opaque, Impl::free_opaque) == 0)
+    impl->close_registered = true;
+  else
+    delete close_opaque;
   impl_ = impl.release();
   return Status::Ok();
 }
@@ -115,6 +188,7 @@ void LifecycleWatcher::stop() {
     std::lock_guard<std::mutex> l(impl_->cb->mu);  // waits out a callback in progress
     impl_->cb->stopped = true;
   }
+  if (impl_->close_registered) virConnectUnregisterCloseCallback(impl_->conn.get(), Impl::on_close);
   virConnectDomainEventDeregisterAny(impl_->conn.get(), impl_->callback_id);
   delete impl_;
   impl_ = nullptr;
@@ -145,5 +219,20 @@ Status watch_lifecycle(const std::string &uri, const std::string &domain, std::c
     return Status(Code::DEADLINE_EXCEEDED, "watch: no matching event within " + std::to_string(timeout.count()) + " ms");
   return Status::Ok();
 }
+
+LifecycleSource::LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline)
+    : uri_(std::move(uri)), deadline_(connect_deadline) {}
+
+LifecycleSource::~LifecycleSource() { unsubscribe(); }
+
+Status LifecycleSource::subscribe(std::function<void(const fo::DomainEvent &)> on_event,
+                                  std::function<void(const std::string &why)> on_lost) {
+  return watcher_.start(
+      uri_, "", deadline_,
+      [on_event = std::move(on_event)](const LifecycleEvent &e) { on_event(fo::DomainEvent{e.domain, e.event, e.detail}); },
+      std::move(on_lost));
+}
+
+void LifecycleSource::unsubscribe() { watcher_.stop(); }
 
 }  // namespace ftpair::virt

@@ -7,16 +7,20 @@
 #include <string>
 
 #include "control/status.h"
+#include "failover/peer_events.h"
 
 namespace ftpair::virt {
 
 struct LifecycleEvent {
   std::string domain;
   std::string event;   // defined, undefined, started, suspended, resumed, stopped, shutdown, pmsuspended, crashed
-  std::string detail;  // for stopped: shutdown, destroyed, crashed, migrated, saved, failed, from-snapshot
-  bool peer_died() const {
-    return event == "crashed" || (event == "stopped" && (detail == "destroyed" || detail == "crashed" || detail == "failed"));
-  }
+  // stopped: shutdown, destroyed, crashed, migrated, saved, failed, from-snapshot; suspended: paused,
+  // migrated, ioerror, watchdog, restored, from-snapshot, api-error, postcopy, postcopy-failed;
+  // started: booted, migrated, restored, from-snapshot, wakeup; resumed: unpaused, migrated,
+  // from-snapshot; shutdown: finished, guest, host; crashed: panicked, crashloaded.
+  std::string detail;
+  // The domain stopped running (failover's rule, fo::peer_down_label).
+  bool peer_died() const { return fo::peer_down_label(fo::DomainEvent{domain, event, detail}) != nullptr; }
 };
 
 // A subscription that delivers events on libvirt's event loop thread (one per process, started
@@ -30,14 +34,33 @@ class LifecycleWatcher {
   LifecycleWatcher(const LifecycleWatcher &) = delete;
   LifecycleWatcher &operator=(const LifecycleWatcher &) = delete;
   // Connects (bounded by connect_deadline) and subscribes; errors name the URI or domain.
+  // on_lost (optional) runs once if the connection goes away (libvirtd gone, keepalive expired).
   Status start(const std::string &uri, const std::string &domain, std::chrono::milliseconds connect_deadline,
-               std::function<void(const LifecycleEvent &)> on_event);
+               std::function<void(const LifecycleEvent &)> on_event,
+               std::function<void(const std::string &why)> on_lost = nullptr);
   // Unsubscribes; no callback runs after it returns.
   void stop();
 
  private:
   struct Impl;
   Impl *impl_ = nullptr;
+};
+
+// fo::EventSource over libvirt: every domain's lifecycle events on `uri` (fo::PeerEvents keeps
+// the peer's). The connection is opened within connect_deadline and kept alive (keepalive 2 s x 3).
+class LifecycleSource final : public fo::EventSource {
+ public:
+  LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline);
+  ~LifecycleSource() override;
+  std::string describe() const override { return uri_; }
+  Status subscribe(std::function<void(const fo::DomainEvent &)> on_event,
+                   std::function<void(const std::string &why)> on_lost) override;
+  void unsubscribe() override;
+
+ private:
+  std::string uri_;
+  std::chrono::milliseconds deadline_;
+  LifecycleWatcher watcher_;
 };
 
 // Subscribes on `uri` (all domains, or only `domain`) and calls on_event for each event until it
