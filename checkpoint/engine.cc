@@ -38,6 +38,7 @@ struct Engine::Link {
   std::atomic<uint64_t> acked{0}, sent{0};
   std::atomic<double> progress{0};
   std::atomic<int64_t> unacked_since_ns{0};  // 0 = nothing unacknowledged
+  std::atomic<bool> promoted{false};          // now the standby's stream (promote_joiner)
   Clock::time_point full_start{};
 };
 
@@ -58,7 +59,8 @@ void Engine::start() {
   if (running_.exchange(true)) return;
   loop_thread_ = std::thread([this] { loop(); });
   link_thread_ = std::thread([this] { link_loop(false); });
-  joiner_thread_ = std::thread([this] { link_loop(true); });
+  std::lock_guard<std::mutex> g(link_mu_);
+  joiner_threads_.emplace_back([this] { link_loop(true); });
 }
 
 void Engine::stop() {
@@ -72,7 +74,13 @@ void Engine::stop() {
   req_cv_.notify_all();
   if (loop_thread_.joinable()) loop_thread_.join();
   if (link_thread_.joinable()) link_thread_.join();
-  if (joiner_thread_.joinable()) joiner_thread_.join();
+  std::vector<std::thread> js;
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    js.swap(joiner_threads_);
+  }
+  for (auto &t : js)
+    if (t.joinable()) t.join();
 }
 
 void Engine::set_replicating(bool on) {
@@ -137,8 +145,11 @@ Status Engine::promote_joiner(const std::string &addr) {
                                 std::to_string(int(j->progress.load() * 100)) + "%)");
     old = link_;
     link_ = j;
+    j->promoted.store(true);
     joiner_.reset();
     joiner_addr_.clear();
+    // The thread reading j goes on reading it as the standby's; the next joiner gets its own.
+    if (running_.load()) joiner_threads_.emplace_back([this] { link_loop(true); });
     // The standby's sync state is now the joiner's: same epochs, its acknowledgements.
     acked_.store(j->acked.load());
     sent_.store(j->sent.load());
@@ -404,6 +415,7 @@ void Engine::link_loop(bool joiner) {
       if (!joiner_addr_.empty()) joiner_error_ = "cannot sync with the joining instance at " + addr + ": " + why;
     }
     // else: a standby stream replaced by promote_joiner ends quietly.
+    if (link->promoted.load()) return;  // this thread read a promoted joiner's stream: done
     std::unique_lock<std::mutex> lk(link_mu_);
     link_cv_.wait_for(lk, cfg_.connect_backoff);
   }

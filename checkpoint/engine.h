@@ -132,7 +132,10 @@ class Engine {
   dp::InterfaceAgent &agent_;
   std::atomic<bool> running_{false};
   std::atomic<bool> replicating_{false};
-  std::thread loop_thread_, link_thread_, joiner_thread_;
+  std::thread loop_thread_, link_thread_;
+  // Joiner streams: a thread whose link was promoted keeps reading it as the standby's and
+  // ends with it; promote_joiner starts a fresh one for the next joiner (link_mu_).
+  std::vector<std::thread> joiner_threads_;
   std::mutex barrier_mu_;  // one quiesce at a time
 
   mutable std::mutex link_mu_;

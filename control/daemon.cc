@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -162,6 +164,29 @@ class Daemon::ReplicationService final : public v1::Replication::Service {
 
 // ------------------------------------------------------------------ Control
 
+namespace {
+// The calling thread runs as SCHED_IDLE while this lives (then back to what it was).
+class IdlePriority {
+ public:
+  IdlePriority() {
+    policy_ = sched_getscheduler(0);
+    sched_getparam(0, &param_);
+    sched_param p{};
+    ok_ = sched_setscheduler(0, SCHED_IDLE, &p) == 0;
+  }
+  ~IdlePriority() {
+    if (ok_) sched_setscheduler(0, policy_, &param_);
+  }
+  IdlePriority(const IdlePriority &) = delete;
+  IdlePriority &operator=(const IdlePriority &) = delete;
+
+ private:
+  int policy_ = SCHED_OTHER;
+  sched_param param_{};
+  bool ok_ = false;
+};
+}  // namespace
+
 class Daemon::ControlService final : public v1::Control::Service {
  public:
   explicit ControlService(Daemon &d) : d_(d) {}
@@ -186,6 +211,12 @@ class Daemon::ControlService final : public v1::Control::Service {
   grpc::Status StageUpgrade(grpc::ServerContext *, grpc::ServerReader<v1::UpgradeChunk> *reader,
                             v1::UpgradeReply *out) override {
     constexpr size_t kMaxBinary = 512u << 20;
+    // Staging is background work: it must not delay the heartbeats that share the CPUs and
+    // the management link. This thread runs as SCHED_IDLE, and reads at most 32 MiB/s (gRPC
+    // flow control then paces the sender), so a bulk upload never floods the link.
+    constexpr double kBytesPerSecond = 32.0 * (1 << 20);
+    IdlePriority idle;
+    const auto t0 = std::chrono::steady_clock::now();
     std::string bytes, claimed;
     v1::UpgradeChunk c;
     while (reader->Read(&c)) {
@@ -193,6 +224,8 @@ class Daemon::ControlService final : public v1::Control::Service {
       if (bytes.size() + c.data().size() > kMaxBinary)
         return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
       bytes += c.data();
+      const auto due = t0 + std::chrono::duration<double>(double(bytes.size()) / kBytesPerSecond);
+      std::this_thread::sleep_until(due);
     }
     return to_grpc(d_.stage_upgrade(bytes, claimed, out));
   }

@@ -136,6 +136,12 @@ void Monitor::start() {
       udp_error_ = err;
     }
   }
+  {
+    std::lock_guard<std::mutex> g(hook_mu_);
+    hook_stop_ = false;
+    hook_pending_ = false;
+  }
+  hook_thread_ = std::thread([this] { hook_loop(); });
   thread_ = std::thread([this] { loop(); });
   if (events_) events_->start();  // subscribes on its own thread: never delays the beats
 }
@@ -151,8 +157,28 @@ void Monitor::stop() {
   if (thread_.joinable()) thread_.join();
   if (udp_tx_.joinable()) udp_tx_.join();
   if (udp_rx_.joinable()) udp_rx_.join();
+  {
+    std::lock_guard<std::mutex> g(hook_mu_);
+    hook_stop_ = true;
+  }
+  hook_cv_.notify_all();
+  if (hook_thread_.joinable()) hook_thread_.join();
   if (udp_fd_ >= 0) close(udp_fd_);
   udp_fd_ = -1;
+}
+
+void Monitor::hook_loop() {
+  for (;;) {
+    v1::Beat b;
+    {
+      std::unique_lock<std::mutex> lk(hook_mu_);
+      hook_cv_.wait(lk, [this] { return hook_pending_ || hook_stop_; });
+      if (hook_stop_) return;
+      b = std::move(hook_beat_);
+      hook_pending_ = false;
+    }
+    hooks_.on_peer_beat(b);
+  }
 }
 
 std::string Monitor::udp_error() const {
@@ -228,8 +254,12 @@ void Monitor::record(const v1::Beat &b) {
     last_beat_ = b;
   }
   if (hooks_.on_peer_beat) {
-    NormalPriority normal;
-    hooks_.on_peer_beat(b);
+    {
+      std::lock_guard<std::mutex> g(hook_mu_);
+      hook_beat_ = b;
+      hook_pending_ = true;
+    }
+    hook_cv_.notify_one();
   }
 }
 

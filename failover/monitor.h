@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -122,6 +123,15 @@ class Monitor {
   mutable std::mutex err_mu_;
   std::string udp_error_;
   std::unique_ptr<PeerEvents> events_;
+  /* on_peer_beat runs on a thread of its own at normal priority, with the newest beat: the
+   * real-time receiver never waits for the host's hook (a hook preempted on a busy machine
+   * would otherwise stop the reception of beats and look like a silent peer). */
+  void hook_loop();
+  std::thread hook_thread_;
+  std::mutex hook_mu_;
+  std::condition_variable hook_cv_;
+  bool hook_pending_ = false, hook_stop_ = false;
+  v1::Beat hook_beat_;
 };
 
 }  // namespace ftpair::fo

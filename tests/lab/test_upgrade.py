@@ -70,8 +70,17 @@ def status(node):
     return doc if rc == 0 else None
 
 
+def vip_owner(node):
+    s = L.scrape(node, timeout=0.5)
+    return None if s is None else L.metric(s, "ftpair_vip_owner")
+
+
 class OwnerWatch:
-    """Samples both nodes' VIP ownership every 20 ms; remembers if both ever owned the VIPs."""
+    """Samples both nodes' VIP ownership every 20 ms; remembers if both ever owned the VIPs.
+
+    Scrapes are sequential, so a hand-over between two scrapes could look like an overlap:
+    x, then y, then x again; both owned the VIPs at once only if x owned them before and after
+    y did (the order alternates)."""
 
     def __init__(self):
         self.both, self.samples = [], 0
@@ -80,13 +89,14 @@ class OwnerWatch:
         self.t.start()
 
     def run(self):
+        order = ("a", "b")
         while not self.stop_ev.is_set():
-            sa, sb = L.scrape("a", timeout=0.5), L.scrape("b", timeout=0.5)
-            a = None if sa is None else L.metric(sa, "ftpair_vip_owner")
-            b = None if sb is None else L.metric(sb, "ftpair_vip_owner")
+            x, y = order
+            x1, yv, x2 = vip_owner(x), vip_owner(y), vip_owner(x)
             self.samples += 1
-            if a == 1 and b == 1:
+            if x1 == 1 and yv == 1 and x2 == 1:
                 self.both.append(time.monotonic())
+            order = (y, x)
             time.sleep(0.02)
 
     def stop(self):

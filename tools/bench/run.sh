@@ -303,9 +303,21 @@ group_failover() {
   log "failover: done in $((SECONDS - t0)) s"
 }
 
+# In-service upgrade: the lab upgrade test (previous release -> this build, then a version
+# that fails its health check and is rolled back), UP_RUNS times.
+group_upgrade() {
+  local t0=$SECONDS rc=0
+  log "upgrade: ${UP_RUNS:-3} runs of tests/lab/test_upgrade.py"
+  FTPAIRD=$build/control/ftpaird FTPAIRD_PREV=$build/control/ftpaird-prev FTPAIRCTL=$build/tools/ftpairctl/ftpairctl \
+    "$PY" "$root/tools/bench/upgrade_bench.py" --runs "${UP_RUNS:-3}" --out "$results" >"$out/upgrade.log" 2>&1 || rc=$?
+  grep -E '^\[run|RESULT|FAIL' "$out/upgrade.log" | tail -20 | sed 's/^/  /' >&2
+  if [ "$rc" != 0 ]; then log "upgrade benchmark failed (see $out/upgrade.log)"; return 1; fi
+  log "upgrade: done in $((SECONDS - t0)) s"
+}
+
 # ------------------------------------------------------------------ main
 
-groups=(dataplane checkpoint failover)
+groups=(dataplane checkpoint failover upgrade)
 ran=0
 for g in "${groups[@]}"; do
   if [ -z "$only" ] || [ "$only" = "$g" ]; then

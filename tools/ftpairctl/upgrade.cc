@@ -127,7 +127,7 @@ Outcome Upgrader::stage(Node &n, const std::string &bytes, const std::string &sh
   if (!o.ok()) return o;
   return c->call("upgrade", [&](Stub &s, grpc::ClientContext *ctx) {
     auto w = s.StageUpgrade(ctx, rep);
-    constexpr size_t kChunk = 1 << 20;
+    constexpr size_t kChunk = 256 << 10;
     for (size_t off = 0; off < bytes.size(); off += kChunk) {
       v1::UpgradeChunk ch;
       if (off == 0) ch.set_sha256(sha);
@@ -331,7 +331,7 @@ int Upgrader::run() {
       to_version_ = from_version_;
       return finish("nothing_to_do", Outcome::Ok());
     }
-    for (Node *n : {sby, act}) {
+    for (Node *n : {act, sby}) {
       v1::UpgradeReply rep;
       o = stage(*n, bytes, sha, &rep);
       if (!o.ok()) return finish("refused", Outcome::Fail(o.code, o.message + "; nothing was changed"));

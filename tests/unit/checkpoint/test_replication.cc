@@ -431,14 +431,8 @@ TEST(Replication, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
   EXPECT_TRUE(nb->svc->errors().empty()) << nb->svc->errors().front();
   EXPECT_EQ(nb->ap->stats().full_syncs.load(), 1u);
 
-  // The new standby dies later: an ordinary loss, and the engine reconnects to its
-  // configured standby address (the old one, still up here), with a full sync.
-  nb->kill();
-  ASSERT_TRUE(wait_for([&] { return engine.stats().standby_lost.load() == lost0 + 1; }, 3000ms));
-  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << engine.last_error();
-  EXPECT_EQ(engine.record_format(), kRecordFormatNewest);
-
-  // A dropped joiner goes away; the standby is untouched.
+  // A second joiner while the promoted stream is the standby's (the next upgrade, or a
+  // rollback): it syncs too; dropped, it goes away and the standby is untouched.
   auto nb2 = std::make_unique<Standby>();
   ASSERT_TRUE(nb2->start("t_join_n2", 0));
   const std::string n2 = "127.0.0.1:" + std::to_string(nb2->port);
@@ -448,6 +442,13 @@ TEST(Replication, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
   EXPECT_EQ(engine.joiner_status().addr, "");
   EXPECT_EQ(engine.promote_joiner(n2).code(), Code::FAILED_PRECONDITION);
   EXPECT_TRUE(engine.in_sync());
+  // The new standby dies later: an ordinary loss, and the engine reconnects to its
+  // configured standby address (the old one, still up here), with a full sync.
+  nb->kill();
+  ASSERT_TRUE(wait_for([&] { return engine.stats().standby_lost.load() == lost0 + 1; }, 3000ms));
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << engine.last_error();
+  EXPECT_EQ(engine.record_format(), kRecordFormatNewest);
+
   engine.stop();
   worker.stop();
   sb->kill();
