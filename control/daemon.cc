@@ -137,7 +137,7 @@ class Daemon::ReplicationService final : public v1::Replication::Service {
     Status st = ap.on_hello(m.hello(), d_.generation(), reply.mutable_hello());
     if (!st.ok()) return to_grpc(st);
     if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
-    d_.role_.store(ap.in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
+    d_.set_standby_state(ap.in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
     while (stream->Read(&m)) {
       if (!m.has_checkpoint())
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
@@ -145,11 +145,11 @@ class Daemon::ReplicationService final : public v1::Replication::Service {
       v1::SyncReply r;
       st = ap.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
       if (!st.ok()) {
-        d_.role_.store(fo::Role::STANDBY_SYNCING);
+        d_.set_standby_state(fo::Role::STANDBY_SYNCING);
         return to_grpc(st);
       }
       if (ack) {
-        if (ap.in_sync()) d_.role_.store(fo::Role::STANDBY_READY);
+        if (ap.in_sync()) d_.set_standby_state(fo::Role::STANDBY_READY);
         if (!stream->Write(r)) break;
       }
     }

@@ -88,6 +88,13 @@ class Daemon {
   bool serving() const;
 
   fo::Role role() const { return role_.load(); }
+  /* The Sync stream moves the node between the standby states only: a node that took the
+   * active role meanwhile (a promotion or a takeover on another thread) keeps it. */
+  void set_standby_state(fo::Role r) {
+    fo::Role cur = role_.load();
+    while (cur != fo::Role::ACTIVE && cur != fo::Role::DRAINING && !role_.compare_exchange_weak(cur, r)) {
+    }
+  }
   uint64_t generation() const { return generation_value_.load(); }
   Node &node() { return *node_; }
   ckpt::Engine &engine() { return *engine_; }

@@ -186,7 +186,18 @@ std::string Monitor::udp_error() const {
   return udp_error_;
 }
 
+/* "K consecutive beats missed" (DESIGN.md), counted in checks of our own, one per interval:
+ * a stall of this process (a busy machine) is one interval however long it lasts, and the
+ * beats that waited in our socket meanwhile are heard before the next check. The wall-clock
+ * silence must also exceed the threshold. */
 void Monitor::check_silence() {
+  const int64_t heard = last_heard_ns_.load();
+  if (heard != heard_at_check_) {
+    heard_at_check_ = heard;
+    silent_checks_ = 0;
+    return;
+  }
+  if (++silent_checks_ < cfg_.miss_threshold) return;
   if (peer_silent() && hooks_.on_peer_silent) {
     NormalPriority normal;
     hooks_.on_peer_silent("missed heartbeats for " + std::to_string(static_cast<int>(silence_seconds() * 1000)) +

@@ -109,6 +109,9 @@ class Monitor {
   std::atomic<bool> running_{false};
   std::thread thread_;
   std::atomic<int64_t> last_heard_ns_{0};  // steady clock
+  // check_silence() (one caller thread at a time): the last beat it saw, and its checks since.
+  std::atomic<int64_t> heard_at_check_{0};
+  std::atomic<uint32_t> silent_checks_{0};
   std::atomic<bool> ever_heard_{false};
   std::atomic<uint64_t> misses_{0}, sent_{0}, seq_{0};
   mutable std::mutex beat_mu_;

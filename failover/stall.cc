@@ -56,7 +56,14 @@ SchedStat read_schedstat(int tid) {
 }
 
 StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
+  if (!g.owns_lock()) return last_.load();
+  const Verdict v = check_locked(loops, tid, now_ns);
+  last_.store(v);
+  return v;
+}
+
+StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int64_t now_ns) {
   if (loops != loops_ || change_ns_ == 0) {
     loops_ = loops;
     change_ns_ = now_ns;

@@ -18,6 +18,7 @@
  * cannot service packets whatever the reason, and is reported unhealthy. */
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 
@@ -39,13 +40,17 @@ class StallDetector {
   void set_stall_ms(uint32_t ms) { stall_ns_ = int64_t(ms) * 1000000; }
   void set_starve_factor(uint32_t f) { starve_factor_ = f; }
   /* loops: the worker's progress counter; tid: its thread (0 = unknown: no starvation check).
-   * Thread-safe; cheap enough to call on every heartbeat. */
+   * Thread-safe; cheap enough to call on every heartbeat. Never waits: while another thread
+   * checks (and may have lost its CPU on a busy machine), it returns that check's verdict,
+   * so a real-time beat thread is never held up by a normal-priority caller. */
   Verdict check(uint64_t loops, int tid, int64_t now_ns);
   bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
   uint64_t starved_windows() const { return starved_; }
 
  private:
+  Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
   std::mutex mu_;
+  std::atomic<Verdict> last_{Verdict::PROGRESS};
   int64_t stall_ns_ = 150000000;
   uint32_t starve_factor_ = 10;
   uint64_t loops_ = 0;
