@@ -24,8 +24,8 @@ In the pair lab (tests/lab/labutil.py; takes the lab lock, so it waits for other
 
 Assertions (exit 1 if any fails): every event completed; never two actives; every long-lived
 connection survived; per process series, RSS growth (last sample - the sample after warm-up)
-<= --rss-bound-kib, and no fd or thread count after warm-up more than 2 above the warm-up
-sample; no churn flow failed outside an event window; the tables equal.
+<= --rss-bound-kib, and fd and thread counts flat (the level of the last 40 s at most 2 above
+that of the 40 s after warm-up: median for fds, floor for threads); no churn flow failed outside an event window; the tables equal.
 
 Writes JSON lines {"name","value","unit","params"} to BUILD/bench/results.jsonl (appends),
 the details (samples, events, comparisons) to BUILD/bench/soak-details.json, and a summary.
@@ -64,7 +64,7 @@ def parse_args():
     ap.add_argument("--sample-every", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=60,
                     help="seconds of a process series before its reference sample")
-    ap.add_argument("--rss-bound-kib", type=int, default=8192)
+    ap.add_argument("--rss-bound-kib", type=int, default=4096)
     ap.add_argument("--count-tolerance", type=int, default=2, help="fds/threads: at most this many above the reference")
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--out", default=None, help="results.jsonl (default BUILD/bench/results.jsonl)")
@@ -176,40 +176,68 @@ class Sampler:
         return out
 
 
-def analyse_series(series, warmup, rss_bound, tol):
-    """Per series: the reference sample (the first at least `warmup` s after the series began),
-    growth figures, and the verdict. Series too short for a reference are reported, not judged."""
+def _median(v):
+    return statistics.median(v) if v else None
+
+
+def analyse_series(series, warmup, rss_bound, tol, window=40.0):
+    """Per process series (a restarted process starts a new one):
+      RSS: growth = last sample - the reference (the first sample at least `warmup` s into the
+        series: start-up, the first full sync and the first role change are over);
+      fds: growth = median of the last `window` s - median of the `window` s after warm-up.
+        The count depends a little on the moment: a peer restarting closes its connections for
+        a few seconds and a reconnect briefly adds one or two (22..27 around a steady 25); the
+        median ignores those transients, a leak moves the whole level;
+      threads: growth = lowest count of the last `window` s - lowest of the `window` s after
+        warm-up. gRPC starts threads on demand and reaps them when idle (a few above the
+        floor); the floor is what persists, and a leaked thread raises it.
+    Series shorter than warm-up + 2 windows are reported, not judged."""
     res = {}
     for key, ss in series.items():
-        t_start = ss[0]["t"]
-        ref = next((s for s in ss if s["t"] - t_start >= warmup), None)
-        r = {"samples": len(ss), "t_first": t_start, "t_last": ss[-1]["t"],
+        t_start, t_last = ss[0]["t"], ss[-1]["t"]
+        r = {"samples": len(ss), "t_first": t_start, "t_last": t_last,
              "rss_first_kib": ss[0]["rss_kib"], "rss_last_kib": ss[-1]["rss_kib"],
-             "fds_first": ss[0]["fds"], "threads_first": ss[0]["threads"]}
-        after = [s for s in ss if ref is not None and s["t"] >= ref["t"]]
-        if ref is None or len(after) < 2:
+             "fds_min": min(s["fds"] for s in ss), "fds_max": max(s["fds"] for s in ss),
+             "threads_min": min(s["threads"] for s in ss), "threads_max": max(s["threads"] for s in ss)}
+        ref = next((s for s in ss if s["t"] - t_start >= warmup), None)
+        if ref is None or t_last - ref["t"] < 2 * window:
             r["judged"] = False
             res[key] = r
             continue
+        head = [s for s in ss if ref["t"] <= s["t"] <= ref["t"] + window]
+        tail = [s for s in ss if s["t"] >= t_last - window]
         last = ss[-1]
+        after = [s for s in ss if s["t"] >= ref["t"]]
         r.update({
             "judged": True, "t_ref": ref["t"],
             "rss_ref_kib": ref["rss_kib"],
             "rss_growth_kib": last["rss_kib"] - ref["rss_kib"],
             "rss_peak_growth_kib": max(s["rss_kib"] for s in after) - ref["rss_kib"],
-            "fds_ref": ref["fds"], "fds_min": min(s["fds"] for s in after), "fds_max": max(s["fds"] for s in after),
-            "fds_last": last["fds"],
-            "threads_ref": ref["threads"], "threads_min": min(s["threads"] for s in after),
-            "threads_max": max(s["threads"] for s in after), "threads_last": last["threads"],
+            "rss_anon_growth_kib": last.get("rss_anon_kib", 0) - ref.get("rss_anon_kib", 0),
+            "fds_head": _median([s["fds"] for s in head]), "fds_tail": _median([s["fds"] for s in tail]),
+            "threads_head": min(s["threads"] for s in head),
+            "threads_tail": min(s["threads"] for s in tail),
         })
-        # A leak only grows: fewer fds or threads than the reference (a peer restarting, an idle
-        # gRPC thread reaped) is recorded (min) but is no growth.
-        r["fd_growth"] = r["fds_max"] - ref["fds"]
-        r["threads_growth"] = r["threads_max"] - ref["threads"]
-        r["rss_anon_growth_kib"] = last.get("rss_anon_kib", 0) - ref.get("rss_anon_kib", 0)
+        r["fd_growth"] = r["fds_tail"] - r["fds_head"]
+        r["threads_growth"] = r["threads_tail"] - r["threads_head"]
         r["ok"] = r["rss_growth_kib"] <= rss_bound and r["fd_growth"] <= tol and r["threads_growth"] <= tol
         res[key] = r
     return res
+
+
+def promotions_in_logs(log_dir):
+    """Promotions after a silence or an unhealthy peer, from every ftpaird log of the run:
+    [(file, line)]. The operator's forced takeover on a standby is not one."""
+    out = []
+    for name in sorted(os.listdir(log_dir)):
+        try:
+            with open(os.path.join(log_dir, name), errors="replace") as f:
+                for line in f:
+                    if "promoted (" in line and "by the operator" not in line:
+                        out.append((name, line.strip()))
+        except OSError:
+            pass
+    return out
 
 
 # ------------------------------------------------------------------- events --
@@ -499,12 +527,13 @@ def main():
         for key, r in sorted(sres.items()):
             if r["judged"]:
                 L.log("series %s: %d samples %.0f..%.0f s, RSS %d -> ref %d -> last %d KiB (growth %+d, peak %+d), "
-                      "fds ref %d range %d..%d, threads ref %d range %d..%d" % (
+                      "fds %g -> %g (range %d..%d), threads %g -> %g (range %d..%d)" % (
                           key, r["samples"], r["t_first"], r["t_last"], r["rss_first_kib"], r["rss_ref_kib"],
-                          r["rss_last_kib"], r["rss_growth_kib"], r["rss_peak_growth_kib"], r["fds_ref"],
-                          r["fds_min"], r["fds_max"], r["threads_ref"], r["threads_min"], r["threads_max"]))
+                          r["rss_last_kib"], r["rss_growth_kib"], r["rss_peak_growth_kib"], r["fds_head"],
+                          r["fds_tail"], r["fds_min"], r["fds_max"], r["threads_head"], r["threads_tail"],
+                          r["threads_min"], r["threads_max"]))
             else:
-                L.log("series %s: %d samples %.0f..%.0f s: too short to judge (warm-up %d s)" % (
+                L.log("series %s: %d samples %.0f..%.0f s: too short to judge (warm-up %d s + 80 s)" % (
                     key, r["samples"], r["t_first"], r["t_last"], a.warmup))
 
         # ---- churn failures outside event windows
@@ -513,6 +542,11 @@ def main():
         steady_fails = [f for f in fails if not any(lo <= f[0] <= hi for lo, hi in windows)]
         tcp_fail = sum(churn_res.get("tcp_failed", {}).values())
         udp_fail = sum(churn_res.get("udp_failed", {}).values())
+
+        # ---- promotions nobody asked for: every kill makes the standby promote once, nothing else
+        promos = promotions_in_logs(LOG_DIR)
+        kills_taken = sum(1 for e in s.events if e["kind"] == "kill" and e["took_over"])
+        spurious = len(promos) - kills_taken
 
         # ---- assertions
         by_kind = {kd: [e for e in s.events if e["kind"] == kd] for kd in KINDS}
@@ -524,6 +558,8 @@ def main():
         chk.check("every event: the peer took over and the pair was back in sync", not bad,
                   "; ".join("%s at %.0f s: %s" % (e["kind"], e["t"], e.get("error") or e.get("ctl")) for e in bad))
         chk.check("never two actives during the events", all(e["two_actives_samples"] == 0 for e in s.events))
+        chk.check("no spurious failover: one promotion per kill, none otherwise (node logs)", spurious == 0,
+                  "%d promotions for %d kills: %s" % (len(promos), kills_taken, promos))
         survived = lj.get("ok", 0)
         chk.check("all %d long-lived connections survived, every byte checked" % a.conns,
                   survived == a.conns and lj.get("reset", 0) == 0 and lj.get("corrupt", 0) == 0,
@@ -537,9 +573,11 @@ def main():
         chk.check("RSS growth per process (last - after %d s warm-up) <= %d KiB" % (a.warmup, a.rss_bound_kib),
                   judged and all(r["rss_growth_kib"] <= a.rss_bound_kib for r in judged),
                   "max %s KiB" % rss_max)
-        chk.check("open fds flat per process (never more than %d above the warm-up sample)" % a.count_tolerance,
+        chk.check("open fds flat per process (median of the last 40 s at most %d above the 40 s after warm-up)"
+                  % a.count_tolerance,
                   judged and all(r["fd_growth"] <= a.count_tolerance for r in judged), "max growth %s" % fd_max)
-        chk.check("threads flat per process (never more than %d above the warm-up sample)" % a.count_tolerance,
+        chk.check("threads flat per process (floor of the last 40 s at most %d above the 40 s after warm-up)"
+                  % a.count_tolerance,
                   judged and all(r["threads_growth"] <= a.count_tolerance for r in judged),
                   "max growth %s" % thr_max)
         chk.check("churn: no flow failed outside an event window (1 s before to 5 s after the pair is in sync)",
@@ -560,6 +598,7 @@ def main():
         # ---- figures
         emit("soak_seconds", round(t_traffic), "s", event_every_s=a.event_every)
         emit("soak_events", n_ev, "events", **{kd: len(v) for kd, v in by_kind.items()})
+        emit("soak_spurious_failovers", spurious, "failovers", promotions=len(promos), kills=kills_taken)
         emit("soak_connections_survived_ratio", round(survived / a.conns, 4), "ratio", conns=a.conns,
              bytes=lj.get("bytes"))
         sp = {"series": len(judged), "warmup_s": a.warmup}
@@ -606,6 +645,9 @@ def main():
                   "long-lived alive %s" % (e["t"], e["kind"], e["from"], e["to"], e.get("takeover_s") or -1,
                                            e.get("ready_s") or -1, None if e.get("failover_ms") is None
                                            else round(e["failover_ms"], 1), e.get("lost"), e.get("long_lived_alive")))
+        print("promotions after a silence/unhealthy peer: %d for %d kills" % (len(promos), kills_taken))
+        for p_ in promos:
+            print("  %s: %s" % p_)
         print("long-lived: %s/%d survived, %s bytes checked" % (survived, a.conns, lj.get("bytes")))
         print("churn: TCP %s/%s ok, UDP %s/%s ok (failures by reason: TCP %s, UDP %s)" % (
             churn_res.get("tcp_ok"), churn_res.get("tcp_started"), churn_res.get("udp_ok"),
