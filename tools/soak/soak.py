@@ -357,6 +357,7 @@ class Soak:
         self.bench.sets = self.sets
         self.state = {"active": "a"}
         self.events = []
+        self.incidents = []   # the pair found broken between events (or at the end)
         self.roles = {"a": set(), "b": set()}
         self.t0 = time.monotonic()
 
@@ -377,7 +378,36 @@ class Soak:
             raise L.LabError("the pair did not come up in sync")
         self.set_active("a")
 
+    def ensure_pair(self, where):
+        """Before each event and before the end checks: the pair as the driver left it (its
+        active owns the VIPs, the other node is a standby in sync). If not (a promotion nobody
+        asked for, a node gone), the incident is recorded and the pair is brought back
+        (failover_bench's settle: the VIP owner stays active, the other node restarts), so one
+        failure does not hide the checks that follow."""
+        if L.wait_until(lambda: FB.pair_ready(self.active), 10, 0.2):
+            return True
+        found = {n: {"pid": L.node_pid(n), "alive": L.pid_alive(L.node_pid(n)),
+                     "vip_owner": FB.m(n, "ftpair_vip_owner")} for n in ("a", "b")}
+        inc = {"t": round(time.monotonic() - self.t0, 2), "where": where, "expected_active": self.active,
+               "found": found}
+        L.log("INCIDENT before %s: the pair is not as left (%s active): %s" % (where, self.active, found))
+        keep_logs()
+        try:
+            self.bench.active = self.active
+            self.bench.settle()
+            self.set_active(self.bench.active)
+            inc["settled_active"] = self.active
+        except L.LabError as e:
+            inc["settle_error"] = str(e)
+            self.incidents.append(inc)
+            raise
+        self.incidents.append(inc)
+        return False
+
     def event(self, kind, clients):
+        for n in ("a", "b"):
+            SEEN_PIDS[n] = L.node_pid(n) or SEEN_PIDS.get(n)
+        self.ensure_pair("event %d (%s)" % (len(self.events) + 1, kind))
         for n in ("a", "b"):
             SEEN_PIDS[n] = L.node_pid(n) or SEEN_PIDS.get(n)
         old = self.active
@@ -579,6 +609,11 @@ def main():
         src.stop(timeout=5)
         time.sleep(2)
         sampler.sample_now()
+        if not aborted:
+            try:
+                s.ensure_pair("the end checks")
+            except L.LabError as e:
+                aborted = "the pair could not be brought back for the end checks: %s" % e
         sandwich = s.compare_sandwich() if not aborted else {"ok": False, "what": "not run (aborted)"}
         L.log("tables at churn stop: %s flows, %s" % (sandwich.get("flows"), "equal" if sandwich["ok"] else "DIFFER"))
         exact = {"ok": False, "what": "not run (aborted)"}
@@ -645,6 +680,8 @@ def main():
         chk.check("every event: the peer took over and the pair was back in sync", not bad,
                   "; ".join("%s at %.0f s: %s" % (e["kind"], e["t"], e.get("error") or e.get("ctl")) for e in bad))
         chk.check("never two actives during the events", all(e["two_actives_samples"] == 0 for e in s.events))
+        chk.check("the pair was as left before every event and at the end (no incident)", not s.incidents,
+                  json.dumps(s.incidents))
         chk.check("no spurious failover: one promotion per kill, none otherwise (node logs)", spurious == 0,
                   "%d promotions for %d kills: %s" % (len(promos), kills_taken, promos))
         survived = lj.get("ok", 0)
@@ -722,7 +759,7 @@ def main():
         with open(details_file, "w") as f:
             json.dump({"args": vars(a), "events": s.events, "churn": churn_res, "long_lived": lj,
                        "series": sres, "samples": sampler.samples, "smaps": sampler.smaps, "tables": {"churn_stop": sandwich, "after_expiry": exact},
-                       "roles": {n: sorted(v) for n, v in s.roles.items()}}, f, indent=1, default=str)
+                       "roles": {n: sorted(v) for n, v in s.roles.items()}, "incidents": s.incidents}, f, indent=1, default=str)
         try:
             os.remove(sink_file)
         except OSError:
