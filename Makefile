@@ -8,7 +8,7 @@ FUZZ_TARGETS ?=
 ONLY ?=
 MESON_TEST_ARGS ?=
 
-.PHONY: all deps build test test-unit test-lab test-sanitize test-asan test-tsan fuzz fuzz-smoke bench demo clean lab-down
+.PHONY: all deps build test test-unit test-lab test-sanitize test-asan test-tsan fuzz fuzz-smoke bench soak demo clean lab-down
 
 all: build
 
@@ -66,6 +66,14 @@ fuzz-smoke: deps
 
 bench: build
 	@tools/bench/run.sh $(BUILD) $(ONLY)
+
+# Soak of the pair lab (not in CI, not in `make test`): mixed traffic, a switchover or a kill
+# of the active every minute, RSS/fd/thread and flow-table checks (tools/soak/soak.py).
+# SOAK_SECONDS of traffic (default 12 min); figures appended to $(BUILD)/bench/results.jsonl.
+SOAK_SECONDS ?= 720
+soak: build
+	@FTPAIRD=$(abspath $(BUILD))/control/ftpaird FTPAIRCTL=$(abspath $(BUILD))/tools/ftpairctl/ftpairctl \
+	  /usr/bin/python3 tools/soak/soak.py --build $(BUILD) --seconds $(SOAK_SECONDS)
 
 demo: build
 	@tools/demo.sh $(BUILD)
