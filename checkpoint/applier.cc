@@ -40,7 +40,11 @@ std::string Applier::peer_node() const {
 }
 
 Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hello *reply) {
-  VersionRange local = versions_override_.record_formats.empty() ? local_versions() : versions_override_;
+  VersionRange local;
+  {
+    std::lock_guard<std::mutex> g(peer_mu_);
+    local = versions_override_.record_formats.empty() ? local_versions() : versions_override_;
+  }
   VersionRange peer;
   peer.protocol_min = in.protocol_version_min();
   peer.protocol_max = in.protocol_version_max();

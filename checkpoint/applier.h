@@ -54,7 +54,10 @@ class Applier {
   // The peer's identity from its hello.
   std::string peer_node() const;
   // Tests: speak these versions instead of local_versions() (set before any stream).
-  void set_versions(const VersionRange &v) { versions_override_ = v; }
+  void set_versions(const VersionRange &v) {
+    std::lock_guard<std::mutex> g(peer_mu_);
+    versions_override_ = v;
+  }
 
  private:
   VersionRange versions_override_;

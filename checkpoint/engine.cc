@@ -39,7 +39,7 @@ struct Engine::Link {
   std::atomic<double> progress{0};
   std::atomic<int64_t> unacked_since_ns{0};  // 0 = nothing unacknowledged
   std::atomic<bool> promoted{false};          // now the standby's stream (promote_joiner)
-  Clock::time_point full_start{};
+  std::atomic<int64_t> full_start_ns{0};  // loop thread writes, link thread reads
 };
 
 namespace {
@@ -302,7 +302,7 @@ void Engine::handle_ack(const std::shared_ptr<Link> &link, uint64_t epoch) {
     link->progress.store(1.0);
     std::fprintf(stderr, "ftpaird: replication: the joining instance at %s is in sync at epoch %lu (full sync %.3f s)\n",
                  link->addr.c_str(), static_cast<unsigned long>(epoch),
-                 std::chrono::duration<double>(Clock::now() - link->full_start).count());
+                 double(steady_ns() - link->full_start_ns.load()) / 1e9);
   }
 }
 
@@ -581,7 +581,7 @@ bool Engine::run_checkpoint(bool explicit_request) {
     }
     if (joiner_full) {
       joiner->need_full.store(false);
-      joiner->full_start = Clock::now();
+      joiner->full_start_ns.store(steady_ns());
     }
     // The worker copies the capture between bursts; wait for it (never holds the worker).
     while (flows_.capture_done() != uint64_t(epoch)) {
