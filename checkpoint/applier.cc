@@ -132,7 +132,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
     if (batch.format() != format_) {
       stats_.rejected_version++;
       return InvalidArgument("batch " + std::to_string(b) + " uses record format " + std::to_string(batch.format()) +
-                             ", negotiated " + std::to_string(format_));
+                             ", negotiated " + std::to_string(format_.load()));
     }
     std::string detail;
     DecodeError e = decode_records(batch.records(), batch.format(), batch.count(), batch.crc32c(),

@@ -49,7 +49,7 @@ class Applier {
   bool in_sync() const { return in_sync_.load(); }
   uint64_t applied_epoch() const { return applied_.load(); }
   double full_sync_progress() const { return progress_.load(); }
-  uint32_t record_format() const { return format_; }
+  uint32_t record_format() const { return format_.load(); }
   const ApplierStats &stats() const { return stats_; }
   // The peer's identity from its hello.
   std::string peer_node() const;
@@ -65,7 +65,7 @@ class Applier {
   std::mutex &mu_;
   std::string node_id_;
   bool hello_ = false;
-  uint32_t format_ = 0;
+  std::atomic<uint32_t> format_{0};  // stream thread writes; status readers
   uint64_t peer_generation_ = 0;
   std::string peer_node_;
   bool in_full_ = false;

@@ -29,7 +29,7 @@ struct Engine::Link {
   std::atomic<bool> ready{false};
   std::atomic<bool> broken{false};
   Clock::time_point started = Clock::now();
-  uint32_t format = kRecordFormatV1;
+  std::atomic<uint32_t> format{kRecordFormatV1};  // link thread writes before ready; others read
   std::atomic<uint64_t> full_epoch{0};  // epoch of the full sync sent on this link (loop thread writes, link thread reads)
   std::string addr;
   std::string peer_node, peer_version;  // from the hello reply
@@ -103,7 +103,7 @@ std::string Engine::last_error() const {
 
 uint32_t Engine::record_format() const {
   std::lock_guard<std::mutex> g(link_mu_);
-  return link_ && link_->ready.load() ? link_->format : 0;
+  return link_ && link_->ready.load() ? link_->format.load() : 0;
 }
 
 Status Engine::add_joiner(const std::string &addr) {
@@ -169,7 +169,7 @@ Status Engine::promote_joiner(const std::string &addr) {
     last_error_.clear();
   }
   std::fprintf(stderr, "ftpaird: replication: the instance at %s (%s, record format %u) is now the standby's stream\n",
-               addr.c_str(), j->peer_version.c_str(), j->format);
+               addr.c_str(), j->peer_version.c_str(), j->format.load());
   update_release();
   req_cv_.notify_all();
   link_cv_.notify_all();
@@ -185,7 +185,7 @@ Engine::JoinerStatus Engine::joiner_status() const {
     s.connected = joiner_->ready.load() && !joiner_->broken.load();
     s.in_sync = joiner_->in_sync.load();
     s.progress = joiner_->progress.load();
-    s.format = joiner_->format;
+    s.format = joiner_->format.load();
     s.acked = joiner_->acked.load();
     s.node = joiner_->peer_node;
     s.version = joiner_->peer_version;
@@ -363,8 +363,8 @@ void Engine::link_loop(bool joiner) {
     v1::SyncReply reply;
     bool ok = link->stream->Write(hello_msg) && link->stream->Read(&reply) && reply.has_hello();
     if (ok) {
-      link->format = reply.hello().chosen_record_format();
-      if (!format_supported(link->format)) ok = false;
+      link->format.store(reply.hello().chosen_record_format());
+      if (!format_supported(link->format.load())) ok = false;
     }
     if (ok) {
       {
@@ -384,7 +384,7 @@ void Engine::link_loop(bool joiner) {
       }
       std::fprintf(stderr, "ftpaird: replication: connected to %s %s (%s) at %s (record format %u)\n",
                    joiner ? "the joining instance of" : "standby", reply.hello().node_id().c_str(),
-                   reply.hello().software_version().c_str(), addr.c_str(), link->format);
+                   reply.hello().software_version().c_str(), addr.c_str(), link->format.load());
       while (running_.load() && link->stream->Read(&reply)) {
         if (reply.has_ack()) handle_ack(link, reply.ack().epoch());
       }
