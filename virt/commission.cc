@@ -324,12 +324,17 @@ void emit(YAML::Emitter &out, const Tree &t) {
 
 }  // namespace
 
+bool is_daemon_key(const std::string &k) {
+  // Not daemon keys: the pair name (host side), the guest address (network setup by the guest's
+  // init), a spare's peer candidates and its pool keys (the spare's init waits for the host to
+  // say which node it replaces, then writes that node's peer.grpc; see virt/guest.h).
+  return k != "pair" && k != "management.address" && k != "peer.candidates" && k.rfind("pool.", 0) != 0;
+}
+
 std::string to_config_yaml(const Commission &c) {
   Tree root;
   for (const auto &[k, v] : c.values) {
-    // Not daemon keys: the pair name (host side), the guest address (network setup) and a spare's
-    // peer candidates (ftpaird takes one peer.grpc; choosing among candidates is not in it yet).
-    if (k == "pair" || k == "management.address" || k == "peer.candidates") continue;
+    if (!is_daemon_key(k)) continue;
     Tree *t = &root;
     std::stringstream ks(k);
     for (std::string part; std::getline(ks, part, '.');) t = &t->kids[part];
@@ -351,7 +356,7 @@ Status merge_into_config(const std::string &base_yaml, const Commission &c, std:
   if (!root.IsMap()) return InvalidArgument("commission: base config must be a YAML map");
   Tree derived;
   for (const auto &[k, v] : c.values) {
-    if (k == "pair" || k == "management.address" || k == "peer.candidates") continue;
+    if (!is_daemon_key(k)) continue;
     Tree *t = &derived;
     std::stringstream ks(k);
     for (std::string part; std::getline(ks, part, '.');) t = &t->kids[part];

@@ -54,6 +54,10 @@ Status validate(const Commission &c);
 // the config drive directory if it exists. Refuses when neither has any ftpair key.
 Status commission_from_environment(const std::string &dmi_dir, const std::string &config_drive, Commission *c);
 
+// Whether a derived key belongs in ftpaird's config (pair, management.address, peer.candidates and
+// pool.* are for the host or the guest's init, not the daemon).
+bool is_daemon_key(const std::string &key);
+
 // The derived values as an ftpaird YAML config fragment (nested maps), to merge over a base.
 std::string to_config_yaml(const Commission &c);
 

@@ -1,15 +1,111 @@
-// ftpair-commission: the commissioning step on its own, linked statically so it can run as /init
-// of a minimal guest initramfs. As PID 1 it mounts /proc, /sys and /dev, derives the role from the
-// SMBIOS OEM strings (or a config drive), prints the result on the console and powers off.
-// As an ordinary process it only derives and prints. Exit code 2 when it refuses.
+// ftpair-commission: the commissioning step, linked statically so it can run as /init of a minimal
+// guest initramfs. As PID 1 it mounts /proc, /sys and /dev, derives the role from the SMBIOS OEM
+// strings (or a config drive) and prints the result on the console. Then, when the initramfs
+// carries the daemon (/usr/sbin/ftpaird and its base config /etc/ftpair/ftpaird.yaml), it brings
+// the management interface up and runs ftpaird with the commissioned config (a warm spare first
+// waits to be told which member it replaces; virt/guest.h); otherwise, or when ftpaird exits, it
+// powers off. As an ordinary process it only derives and prints. Exit code 2 when it refuses.
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "virt/commission.h"
+#include "virt/guest.h"
+
+namespace {
+
+using ftpair::Status;
+namespace v = ftpair::virt;
+
+const char *kDaemon = "/usr/sbin/ftpaird";
+const char *kBaseConfig = "/etc/ftpair/ftpaird.yaml";
+const char *kConfig = "/run/ftpair/ftpaird.yaml";
+const char *kModules = "/lib/ftpair/modules.list";  // kernel modules to load, in order
+const char *kIf = "eth0";
+
+void say(const std::string &s) {
+  std::printf("ftpair-guest: %s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+std::string get(const v::Commission &c, const char *k) {
+  auto it = c.values.find(k);
+  return it == c.values.end() ? std::string() : it->second;
+}
+
+Status bring_up_network(const v::Commission &c, v::Ipv4Prefix *self) {
+  std::ifstream list(kModules);
+  for (std::string m; std::getline(list, m);)
+    if (!m.empty())
+      if (Status st = v::load_module(m); !st.ok()) return st;
+  if (Status st = v::parse_ipv4_prefix(get(c, "management.address"), self); !st.ok())
+    return ftpair::InvalidArgument("ftpair:management.address " + st.message());
+  if (Status st = v::wait_interface(kIf, 10000); !st.ok()) return st;
+  if (Status st = v::link_up("lo"); !st.ok()) return st;
+  if (Status st = v::set_ipv4(kIf, self); !st.ok()) return st;
+  if (Status st = v::link_up(kIf); !st.ok()) return st;
+  return v::send_gratuitous_arp(kIf, self->addr, 2);
+}
+
+// A spare: wait for the host's assume, then take the failed member's address and identity.
+Status claim(v::Commission *c, v::Ipv4Prefix *self) {
+  std::string port_text = get(*c, "pool.port");
+  uint16_t port = static_cast<uint16_t>(port_text.empty() ? 50059 : std::stoul(port_text));
+  say("spare waiting for the host on " + self->text + " port " + std::to_string(port));
+  v::Assume a;
+  if (Status st = v::wait_for_assume(*self, port, get(*c, "pool.token"), &a); !st.ok()) return st;
+  if (Status st = v::apply_assume(a, c); !st.ok()) return st;
+  if (Status st = v::set_ipv4(kIf, &a.address); !st.ok()) return st;
+  *self = a.address;
+  // Three announcements: the surviving active (and the host) replace the failed member's MAC.
+  if (Status st = v::send_gratuitous_arp(kIf, self->addr, 3); !st.ok()) return st;
+  say("assumed node=" + a.node + " address=" + a.address.text + " peer=" + a.peer);
+  return Status::Ok();
+}
+
+Status run_daemon(v::Commission c) {
+  v::Ipv4Prefix self;
+  if (Status st = bring_up_network(c, &self); !st.ok()) return st;
+  say(std::string(kIf) + " up with " + self.text);
+  if (!get(c, "peer.candidates").empty())
+    if (Status st = claim(&c, &self); !st.ok()) return st;
+  std::ifstream in(kBaseConfig);
+  std::stringstream base;
+  base << in.rdbuf();
+  std::string cfg;
+  if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
+  ::mkdir("/run/ftpair", 0755);
+  std::ofstream(kConfig) << cfg;
+  say("starting ftpaird node=" + get(c, "node.id") + " role=" + get(c, "node.role"));
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl(kDaemon, kDaemon, "-c", kConfig, static_cast<char *>(nullptr));
+    std::perror("exec ftpaird");
+    ::_exit(127);
+  }
+  if (pid < 0) return ftpair::Unavailable("fork failed");
+  // PID 1 reaps every orphan; it returns when ftpaird itself exits.
+  for (;;) {
+    int ws = 0;
+    pid_t w = ::wait(&ws);
+    if (w == pid) {
+      say("ftpaird exited: " + std::string(WIFEXITED(ws) ? "status " + std::to_string(WEXITSTATUS(ws))
+                                                              : "signal " + std::to_string(WTERMSIG(ws))));
+      return Status::Ok();
+    }
+    if (w < 0 && errno != EINTR) return ftpair::Internal("wait failed");
+  }
+}
+
+}  // namespace
 
 int main(int argc, char **argv) {
   bool as_init = ::getpid() == 1;
@@ -19,16 +115,18 @@ int main(int argc, char **argv) {
     ::mount("proc", "/proc", "proc", 0, nullptr);
     ::mount("sysfs", "/sys", "sysfs", 0, nullptr);
     ::mount("devtmpfs", "/dev", "devtmpfs", 0, nullptr);
+    ::mount("tmpfs", "/tmp", "tmpfs", 0, nullptr);
     if (!freopen("/dev/console", "w", stdout)) perror("console");
+    ::dup2(::fileno(stdout), 2);
   }
-  ftpair::virt::Commission c;
-  ftpair::Status st = ftpair::virt::commission_from_environment(dmi_dir, drive, &c);
+  v::Commission c;
+  Status st = v::commission_from_environment(dmi_dir, drive, &c);
   int rc = 0;
   if (st.ok()) {
-    auto v = [&](const char *k) { auto it = c.values.find(k); return it == c.values.end() ? std::string("-") : it->second; };
+    auto val = [&](const char *k) { auto s = get(c, k); return s.empty() ? std::string("-") : s; };
     std::printf("ftpair-commission: role=%s node=%s management=%s peer=%s pair=%s source=%s\n",
-                v("node.role").c_str(), v("node.id").c_str(), v("management.grpc").c_str(),
-                (c.values.count("peer.grpc") ? v("peer.grpc") : v("peer.candidates")).c_str(), v("pair").c_str(),
+                val("node.role").c_str(), val("node.id").c_str(), val("management.grpc").c_str(),
+                (c.values.count("peer.grpc") ? val("peer.grpc") : val("peer.candidates")).c_str(), val("pair").c_str(),
                 c.source_of["node.role"].c_str());
   } else {
     std::printf("ftpair-commission: refused: %s\n", st.message().c_str());
@@ -36,6 +134,8 @@ int main(int argc, char **argv) {
   }
   std::fflush(stdout);
   if (as_init) {
+    if (rc == 0 && ::access(kDaemon, X_OK) == 0)
+      if (Status r = run_daemon(c); !r.ok()) say("stopped: " + r.message());
     ::sync();
     ::reboot(RB_POWER_OFF);
     for (;;) ::pause();

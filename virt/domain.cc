@@ -35,6 +35,7 @@ std::string meta_xml(const InstanceMeta &m, bool with_namespace) {
     << "\" memory_mib=\"" << m.memory_mib << "\" vcpus=\"" << m.vcpus << "\"";
   if (!m.created_network.empty()) x << " created_network=\"" << xml_escape(m.created_network) << "\"";
   if (!m.address.empty()) x << " address=\"" << xml_escape(m.address) << "\"";
+  if (!m.token.empty()) x << " token=\"" << xml_escape(m.token) << "\"";
   x << "/>";
   return x.str();
 }
@@ -59,6 +60,7 @@ bool parse_meta_xml(const std::string &xml, InstanceMeta *m) {
     m->image = attr("image");
     m->created_network = attr("created_network");
     m->address = attr("address");
+    m->token = attr("token");
     try {
       m->memory_mib = static_cast<uint32_t>(std::stoul(attr("memory_mib")));
       m->vcpus = static_cast<uint32_t>(std::stoul(attr("vcpus")));
@@ -86,6 +88,7 @@ std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self)
     s.push_back("ftpair:peer.grpc=" + pair.a.mgmt_ip() + port);
   else
     s.push_back("ftpair:peer.candidates=" + pair.a.mgmt_ip() + port + "," + pair.b.mgmt_ip() + port);
+  if (!self.pool_token.empty()) s.push_back("ftpair:pool.token=" + self.pool_token);
   for (const auto &[k, v] : pair.config) s.push_back("ftpair:" + k + "=" + v);
   return s;
 }

@@ -22,6 +22,7 @@ struct InstanceMeta {
   uint32_t memory_mib = 0, vcpus = 0;
   std::string created_network;  // a management network that deploy created for the pair
   std::string address;          // management ip/prefix given to the guest
+  std::string token;            // a spare's claim secret (also its ftpair:pool.token OEM string)
 };
 
 // The element, with its namespace declared (for a domain XML) or bare (for virDomainSetMetadata).

@@ -16,6 +16,7 @@
 #include "virt/hook.h"
 #include "virt/ops.h"
 #include "virt/spec.h"
+#include "virt/sync_wait.h"
 
 using namespace ftpair;
 using namespace ftpair::virt;
@@ -37,7 +38,7 @@ int main(int argc, char **argv) {
   app.require_subcommand(1);
   std::string spec_path;
   Timeouts t;
-  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, start_ms = 30000;
+  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
   auto with_spec = [&](CLI::App *c) {
     c->add_option("--spec", spec_path, "pair spec (YAML)")->required();
     c->add_option("--connect-timeout-ms", connect_ms, "deadline for reaching libvirt")->check(CLI::Range(1, 600000));
@@ -75,6 +76,12 @@ int main(int argc, char **argv) {
   bool fresh = false;
   replace_c->add_option("--failed", failed, "the fenced node, a or b")->required();
   replace_c->add_flag("--fresh", fresh, "define a new domain instead (the baseline)");
+  fill_c->add_option("--ready-timeout-ms", ready_ms, "guest_daemon: wait for a spare to boot to its claim port")
+      ->check(CLI::Range(1, 3600000));
+  replace_c->add_option("--sync-timeout-ms", sync_ms, "guest_daemon: wait for the replacement to be in sync")
+      ->check(CLI::Range(1, 3600000));
+  replace_c->add_option("--ready-timeout-ms", ready_ms, "guest_daemon: the refill's wait for a spare to boot")
+      ->check(CLI::Range(1, 3600000));
   auto *xml_c = app.add_subcommand("xml", "print the domain XML deploy would define for a node");
   with_spec(xml_c);
   xml_c->add_option("--node", node, "a, b or spare-<i>")->required();
@@ -109,6 +116,8 @@ int main(int argc, char **argv) {
   t.acpi = Ms(acpi_ms);
   t.drain = Ms(drain_ms);
   t.start = Ms(start_ms);
+  t.ready = Ms(ready_ms);
+  t.sync = Ms(sync_ms);
 
   if (hook_c->parsed()) {
     // libvirt: qemu <domain> <operation> <sub-operation> <extra>; only "prepare begin" gates a start.
@@ -174,7 +183,9 @@ int main(int argc, char **argv) {
   else if (fence_c->parsed()) st = fence_node(spec, node, fence_domain, action, Ms(deadline_ms), &report);
   else if (fill_c->parsed()) st = pool_fill(spec, t, &report);
   else if (status_c->parsed()) st = pool_status(spec, t, &report);
-  else if (replace_c->parsed()) st = fresh ? replace_fresh(spec, failed, t, &report) : pool_replace(spec, failed, t, &report);
+  else if (replace_c->parsed())
+    st = fresh ? replace_fresh(spec, failed, t, wait_standby_in_sync, &report)
+               : pool_replace(spec, failed, t, wait_standby_in_sync, &report);
   else if (xml_c->parsed()) {
     NodeSpec n;
     if (node == "a") n = spec.a;
@@ -183,7 +194,7 @@ int main(int argc, char **argv) {
       n = spec.spare(static_cast<uint32_t>(std::stoul(node.substr(6))));
     else return finish(InvalidArgument("xml: --node must be a, b or spare-<i>"), Json());
     InstanceMeta m{spec.name, n.id, n.role, n.id.rfind("spare", 0) == 0 ? "spare" : "member", image_key(spec, n),
-                   n.memory_mib, n.vcpus, "", n.mgmt_address};
+                   n.memory_mib, n.vcpus, "", n.mgmt_address, n.pool_token};
     std::cout << domain_xml(spec, n, spec.domain_name(n.id), "", m);
     return 0;
   }

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include <set>
 #include <thread>
 
@@ -92,10 +94,10 @@ const NodeSpec *node_by_id(const PairSpec &spec, const std::string &id) {
   return id == "a" ? &spec.a : id == "b" ? &spec.b : nullptr;
 }
 
-// A TCP connect with a deadline: is an ftpaird listening at ip:port?
-bool reachable(const std::string &ip, uint16_t port, Ms deadline) {
+// A TCP connect with a deadline; the connected socket (blocking again) or -1.
+int connect_within(const std::string &ip, uint16_t port, Ms deadline) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
@@ -111,8 +113,62 @@ bool reachable(const std::string &ip, uint16_t port, Ms deadline) {
       ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
     }
   }
+  if (!ok) {
+    ::close(fd);
+    return -1;
+  }
+  ::fcntl(fd, F_SETFL, 0);
+  return fd;
+}
+
+// Is an ftpaird listening at ip:port?
+bool reachable(const std::string &ip, uint16_t port, Ms deadline) {
+  int fd = connect_within(ip, port, deadline);
+  if (fd >= 0) ::close(fd);
+  return fd >= 0;
+}
+
+// One line to a spare's claim listener (virt/guest.h) and its one-line answer; "" if the spare
+// did not answer within the deadline.
+std::string ask_spare(const std::string &ip, uint16_t port, const std::string &line, Ms deadline) {
+  int fd = connect_within(ip, port, deadline);
+  if (fd < 0) return "";
+  timeval tv{static_cast<time_t>(deadline.count() / 1000), static_cast<suseconds_t>(deadline.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string msg = line + "\n", reply;
+  if (::write(fd, msg.data(), msg.size()) == static_cast<ssize_t>(msg.size())) {
+    char ch;
+    while (reply.size() < 1024 && ::read(fd, &ch, 1) == 1 && ch != '\n') reply += ch;
+  }
   ::close(fd);
-  return ok;
+  return reply;
+}
+
+uint16_t claim_port(const PairSpec &spec) {
+  auto it = spec.config.find("pool.port");
+  return it == spec.config.end() ? kClaimPort : static_cast<uint16_t>(std::stoul(it->second));
+}
+
+std::string ip_of(const std::string &cidr) { return cidr.substr(0, cidr.find('/')); }
+
+std::string new_token() {
+  unsigned char b[16];
+  std::string hex;
+  if (RAND_bytes(b, sizeof b) != 1) return hex;
+  static const char *d = "0123456789abcdef";
+  for (unsigned char c : b) hex += {d[c >> 4], d[c & 15]};
+  return hex;
+}
+
+// Polls until `dom`'s spare answers its claim listener (it has booted and commissioned itself).
+Status wait_spare_ready(const std::string &ip, uint16_t port, Ms deadline) {
+  auto end = Clock::now() + deadline;
+  while (Clock::now() < end) {
+    if (ask_spare(ip, port, "ping", Ms(1000)) == "ready") return Status::Ok();
+    std::this_thread::sleep_for(Ms(250));
+  }
+  return Status(Code::DEADLINE_EXCEEDED, "spare at " + ip + " did not report ready on port " + std::to_string(port) +
+                                             " within " + std::to_string(deadline.count()) + " ms");
 }
 
 // Stops one domain: ACPI shutdown with a timeout, then destroy. A paused domain (a spare)
@@ -306,17 +362,31 @@ Status pool_fill(const PairSpec &spec, const Timeouts &t, Json *report) {
       return FailedPrecondition("pool fill: every address in pair.pool.addresses (and the nodes') is in use");
     auto ts = Clock::now();
     Dom d;
+    if (spec.guest_daemon && (s.pool_token = new_token()).empty())
+      return Internal("pool fill: no random bytes for the claim token");
     InstanceMeta meta = meta_for(spec, s, "spare");
     meta.created_network = created_network;
+    meta.token = s.pool_token;
     if (Status st = define_and_start(conn, domain_xml(spec, s, name, "", meta), name, t.start, &d);
         !st.ok())
       return with_name("pool fill", st);
+    double boot_s = 0;
+    if (spec.guest_daemon) {
+      auto tb = Clock::now();
+      if (Status st = wait_spare_ready(ip_of(s.mgmt_address), claim_port(spec), t.ready); !st.ok()) {
+        virDomainDestroy(d.get());
+        virDomainUndefine(d.get());
+        return with_name("pool fill: " + name, st);
+      }
+      boot_s = secs_since(tb);
+    }
     if (virDomainSuspend(d.get()) < 0 || !wait_state(d.get(), VIR_DOMAIN_PAUSED, Ms(5000)))
       return Unavailable("pool fill: cannot pause " + name + ": " + virt_error());
     names.insert(name);
     addresses.insert(s.mgmt_address);
     ++have;
     spares.push_back({{"domain", name}, {"address", s.mgmt_address}, {"seconds", secs_since(ts)}});
+    if (spec.guest_daemon) spares.back()["ready_s"] = boot_s;
   }
   *report = {{"op", "pool-fill"}, {"pair", spec.name}, {"added", spares}, {"seconds", secs_since(t0)}};
   return Status::Ok();
@@ -360,7 +430,8 @@ void retire(Managed &old, Json *report) {
 
 }  // namespace
 
-Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeouts &t, Json *report) {
+Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeouts &t, const SyncWait &wait,
+                    Json *report) {
   if (node_by_id(spec, failed) == nullptr) return InvalidArgument("replace: --failed must be a or b, not '" + failed + "'");
   Conn conn;
   if (Status st = conn.open(spec.b.uri, t.connect); !st.ok()) return with_name("pool replace", st);
@@ -382,12 +453,38 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
   m.state = "member";
   m.node = failed;
   m.role = "standby";
-  if (Status st = set_meta(spare->dom.get(), m); !st.ok()) return st;
   double replace_s = secs_since(t0);
   *report = {{"op", "pool-replace"}, {"pair", spec.name}, {"failed", failed}, {"source", "pool"},
              {"domain", spare->name}, {"replace_s", replace_s},
-             {"reached", "running as standby (metadata member/standby); in sync needs ftpaird in the guest"}};
-  retire(old, report);
+             {"reached", "running as standby (metadata member/standby)"}};
+  if (spec.guest_daemon) {
+    // The spare takes the failed member's identity, so the surviving active (which keeps
+    // reconnecting to that address) needs no change. Retire the failed domain first: its address
+    // must be free (a suspended domain still holds it).
+    retire(old, report);
+    const NodeSpec *n = node_by_id(spec, failed);
+    const NodeSpec *peer = node_by_id(spec, failed == "a" ? "b" : "a");
+    std::string port = std::to_string(spec.grpc_port);
+    std::string line = "assume token=" + m.token + " node=" + failed + " address=" + n->mgmt_address +
+                       " peer=" + peer->mgmt_ip() + ":" + port;
+    std::string answer = ask_spare(ip_of(m.address), claim_port(spec), line, Ms(5000));
+    if (answer != "ok")
+      return FailedPrecondition("replace: " + spare->name + " at " + m.address + " refused to assume node " + failed +
+                                ": " + (answer.empty() ? "no answer on the claim port" : answer));
+    (*report)["claimed_s"] = secs_since(t0);
+    m.address = n->mgmt_address;
+    m.token.clear();
+    if (Status st = set_meta(spare->dom.get(), m); !st.ok()) return st;
+    Json detail;
+    Status st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, &detail);
+    (*report)["sync"] = detail;
+    if (!st.ok()) return with_name("replace: " + spare->name, st);
+    (*report)["in_sync_s"] = secs_since(t0);
+    (*report)["reached"] = "standby in sync";
+  } else {
+    if (Status st = set_meta(spare->dom.get(), m); !st.ok()) return st;
+    retire(old, report);
+  }
   auto tr = Clock::now();
   Json fill;
   Status st = pool_fill(spec, t, &fill);
@@ -396,7 +493,8 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
   return st;
 }
 
-Status replace_fresh(const PairSpec &spec, const std::string &failed, const Timeouts &t, Json *report) {
+Status replace_fresh(const PairSpec &spec, const std::string &failed, const Timeouts &t, const SyncWait &wait,
+                     Json *report) {
   const NodeSpec *n = node_by_id(spec, failed);
   if (n == nullptr) return InvalidArgument("replace: --failed must be a or b, not '" + failed + "'");
   Conn conn;
@@ -415,8 +513,21 @@ Status replace_fresh(const PairSpec &spec, const std::string &failed, const Time
     return with_name("fresh replace", st);
   r.update({{"op", "replace-fresh"}, {"pair", spec.name}, {"failed", failed}, {"source", "fresh"}, {"domain", name},
             {"replace_s", secs_since(t0)}, {"reached", "running as standby (defined + started)"}});
+  Status st;
+  if (spec.guest_daemon) {
+    const NodeSpec *peer = node_by_id(spec, failed == "a" ? "b" : "a");
+    std::string port = std::to_string(spec.grpc_port);
+    Json detail;
+    st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, &detail);
+    r["sync"] = detail;
+    if (st.ok()) {
+      r["in_sync_s"] = secs_since(t0);
+      r["reached"] = "standby in sync";
+    }
+    st = with_name("fresh replace: " + name, st);
+  }
   *report = r;
-  return Status::Ok();
+  return st;
 }
 
 Status fence_node(const PairSpec &spec, const std::string &node, const std::string &named, const std::string &action,

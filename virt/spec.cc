@@ -164,7 +164,7 @@ Status parse_spec(const std::string &yaml_text, PairSpec *out) {
     check_keys(root, "", {"pair", "nodes"});
     YAML::Node pr = root["pair"];
     if (!pr) fail("pair", "missing");
-    check_keys(pr, "pair", {"name", "grpc_port", "allowlist", "allowlist_dir", "reuse", "host_address", "pool", "config"});
+    check_keys(pr, "pair", {"name", "grpc_port", "allowlist", "allowlist_dir", "reuse", "host_address", "pool", "guest_daemon", "config"});
     s.name = str(pr, "name", "pair", true);
     if (!valid_name(s.name)) fail("pair.name", "'" + s.name + "' must be 1-40 characters of [a-z0-9-]");
     s.grpc_port = static_cast<uint16_t>(uint_in(pr, "grpc_port", "pair", 1, 65535, false, 50051));
@@ -181,6 +181,11 @@ Status parse_spec(const std::string &yaml_text, PairSpec *out) {
     if (pr["host_address"]) {
       s.host_address = str(pr, "host_address", "pair", true);
       if (!valid_cidr(s.host_address)) fail("pair.host_address", "'" + s.host_address + "' is not ip/prefix");
+    }
+    if (pr["guest_daemon"]) {
+      std::string g = str(pr, "guest_daemon", "pair", true);
+      if (g != "true" && g != "false") fail("pair.guest_daemon", "'" + g + "' is not true or false");
+      s.guest_daemon = g == "true";
     }
     if (pr["allowlist_dir"]) s.allowlist_dir = str(pr, "allowlist_dir", "pair", true);
     if (pr["reuse"]) s.reuse = str(pr, "reuse", "pair", true);

@@ -11,6 +11,10 @@
  *     host_address: 198.18.3.254/24 # optional: the host's address on a management network
  *                                   # that deploy creates (so drain reaches the guests locally)
  *     pool: {size: 1, addresses: [198.18.3.10/24]}   # warm standby spares (copies of node b)
+ *     guest_daemon: false           # true: the guests' initramfs runs ftpaird (virt/guest.h), so
+ *                                   # pool fill pauses a spare only once it waits to be claimed,
+ *                                   # and replace hands it the failed member's identity and waits
+ *                                   # until it is a standby in sync
  *     config: {failover.fence: libvirt, ...}         # extra ftpaird keys, as OEM strings
  *   nodes:
  *     a: &node
@@ -52,6 +56,7 @@ struct NodeSpec {
   std::vector<NicSpec> nics;
   std::string mgmt_network, mgmt_bridge, mgmt_address;  // address is ip/prefix
   std::string serial_log;
+  std::string pool_token;  // a spare's claim secret (ftpair:pool.token), set by pool fill
 
   // The boot files the allow-list must cover: the disk, or kernel and initrd.
   std::vector<std::string> boot_files() const;
@@ -67,6 +72,7 @@ struct PairSpec {
   std::string host_address;  // ip/prefix, optional
   uint32_t pool_size = 0;
   std::vector<std::string> pool_addresses;
+  bool guest_daemon = false;
   std::map<std::string, std::string> config;  // extra dotted ftpaird keys
   NodeSpec a, b;
 

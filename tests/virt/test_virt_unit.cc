@@ -8,6 +8,7 @@
 
 #include "virt/commission.h"
 #include "virt/domain.h"
+#include "virt/guest.h"
 #include "virt/hook.h"
 #include "virt/spec.h"
 
@@ -216,6 +217,7 @@ TEST(Spec, BadSpecsNameTheField) {
       {replace(g, std::string(64, 'a'), "abc"), "pair.allowlist./img/n.img: must be a lowercase sha256"},
       {spec_text("  pool: {size: 2, addresses: [198.19.253.10/24]}\n"), "pair.pool.addresses: 1 given for size 2"},
       {spec_text("  reuse: always\n"), "pair.reuse: 'always'"},
+      {spec_text("  guest_daemon: maybe\n"), "pair.guest_daemon: 'maybe' is not true or false"},
       {spec_text("  config: {node.role: active}\n"), "pair.config.node.role: is derived"},
       {spec_text("  colour: red\n"), "pair.colour: unknown field"},
       {replace(g, "memory_mib: 64, disk", "memory_mib: -3, disk"), "nodes.a.memory_mib: must be a whole number"},
@@ -232,7 +234,7 @@ TEST(Spec, BadSpecsNameTheField) {
 TEST(Domain, XmlCarriesOemStringsAndNics) {
   PairSpec s;
   ASSERT_TRUE(parse_spec(spec_text("  config: {failover.fence: libvirt}\n"), &s).ok());
-  InstanceMeta m{s.name, "b", "standby", "member", image_key(s, s.b), 64, 1, "", s.b.mgmt_address};
+  InstanceMeta m{s.name, "b", "standby", "member", image_key(s, s.b), 64, 1, "", s.b.mgmt_address, ""};
   std::string x = domain_xml(s, s.b, "p-b", "", m);
   for (const char *want : {"<entry>ftpair:node.role=standby</entry>", "<entry>ftpair:peer.grpc=198.19.253.1:50051</entry>",
                            "<entry>ftpair:failover.fence=libvirt</entry>", "<smbios mode='sysinfo'/>",
@@ -247,6 +249,109 @@ TEST(Domain, XmlCarriesOemStringsAndNics) {
   auto spare = s.spare(0);
   std::string sx = domain_xml(s, spare, "p-spare-0", "", m);
   EXPECT_NE(sx.find("ftpair:peer.candidates=198.19.253.1:50051,198.19.253.2:50051"), std::string::npos);
+  EXPECT_EQ(sx.find("pool.token"), std::string::npos);
+  // With guest_daemon, pool fill gives the spare a claim token: an OEM string and the metadata.
+  spare.pool_token = "00112233445566778899aabbccddeeff";
+  InstanceMeta sm = m;
+  sm.token = spare.pool_token;
+  sx = domain_xml(s, spare, "p-spare-0", "", sm);
+  EXPECT_NE(sx.find("<entry>ftpair:pool.token=00112233445566778899aabbccddeeff</entry>"), std::string::npos) << sx;
+  ASSERT_TRUE(parse_meta_xml(meta_xml(sm, false), &back));
+  EXPECT_EQ(back.token, spare.pool_token);
+}
+
+namespace {
+
+// What a spare commissions: candidates instead of a peer, and its claim token.
+Commission spare_commission() {
+  Commission c;
+  EXPECT_TRUE(add_oem_strings({"ftpair:pair=p", "ftpair:node.id=spare-0", "ftpair:node.role=standby",
+                               "ftpair:management.address=198.19.253.10/24", "ftpair:management.grpc=198.19.253.10:50051",
+                               "ftpair:peer.candidates=198.19.253.1:50051,198.19.253.2:50051",
+                               "ftpair:pool.token=secret0123"},
+                              "SMBIOS", &c)
+                  .ok());
+  EXPECT_TRUE(validate(c).ok());
+  return c;
+}
+
+}  // namespace
+
+TEST(Guest, AssumeLineParses) {
+  Assume a;
+  Status st = parse_assume("assume token=secret0123 node=b address=198.19.253.2/24 peer=198.19.253.1:50051\n",
+                           "secret0123", &a);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(a.node, "b");
+  EXPECT_EQ(a.address.prefix, 24);
+  EXPECT_EQ(a.address.text, "198.19.253.2/24");
+  EXPECT_EQ(a.peer, "198.19.253.1:50051");
+}
+
+TEST(Guest, AssumeRefusesBadLines) {
+  const std::string ok = "assume token=secret0123 node=b address=198.19.253.2/24 peer=198.19.253.1:50051";
+  struct Case {
+    std::string line, token, want;
+  } cases[] = {
+      {ok, "other-token", "wrong token"},
+      {ok, "secret01234", "wrong token"},
+      {ok, "", "has no ftpair:pool.token"},
+      {"hello", "secret0123", "unknown request 'hello'"},
+      {"", "secret0123", "unknown request ''"},
+      {replace(ok, "node=b", "node=c"), "secret0123", "node must be a or b"},
+      {replace(ok, " node=b", ""), "secret0123", "field 'node' missing"},
+      {ok + " node=a", "secret0123", "field 'node' given twice"},
+      {ok + " colour=red", "secret0123", "unknown field 'colour'"},
+      {replace(ok, "198.19.253.2/24", "198.19.253.2"), "secret0123", "is not ip/prefix"},
+      {replace(ok, "198.19.253.2/24", "198.19.253.2/33"), "secret0123", "prefix must be 1..32"},
+      {replace(ok, "198.19.253.2/24", "198.19.253.999/24"), "secret0123", "not an IPv4 address"},
+      {replace(ok, ":50051", ":70000"), "secret0123", "is not ip:port"},
+      {replace(ok, ":50051", ""), "secret0123", "is not ip:port"},
+      {replace(ok, "node=b", "node"), "secret0123", "'node' is not key=value"},
+      {ok + " " + std::string(600, 'x'), "secret0123", "longer than 512 bytes"},
+  };
+  for (const auto &c : cases) {
+    Assume a;
+    Status st = parse_assume(c.line, c.token, &a);
+    EXPECT_FALSE(st.ok()) << c.line;
+    EXPECT_NE(st.message().find(c.want), std::string::npos) << "want '" << c.want << "', got '" << st.message() << "'";
+  }
+}
+
+TEST(Guest, AssumeTakesTheFailedMembersIdentity) {
+  Commission c = spare_commission();
+  Assume a;
+  ASSERT_TRUE(parse_assume("assume token=secret0123 node=b address=198.19.253.2/24 peer=198.19.253.1:50051",
+                           "secret0123", &a)
+                  .ok());
+  Status st = apply_assume(a, &c);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(c.values["node.id"], "b");
+  EXPECT_EQ(c.values["node.role"], "standby");
+  EXPECT_EQ(c.values["management.grpc"], "198.19.253.2:50051");
+  EXPECT_EQ(c.values["management.address"], "198.19.253.2/24");
+  EXPECT_EQ(c.values["peer.grpc"], "198.19.253.1:50051");
+  EXPECT_EQ(c.values.count("peer.candidates"), 0u);
+  EXPECT_EQ(c.values.count("pool.token"), 0u);
+  // What ftpaird gets: the member's keys, none of the host's or the init's.
+  std::string cfg;
+  ASSERT_TRUE(merge_into_config("node:\n  state_dir: /run/s\n", c, &cfg).ok());
+  EXPECT_NE(cfg.find("id: b"), std::string::npos) << cfg;
+  EXPECT_NE(cfg.find("grpc: 198.19.253.1:50051"), std::string::npos) << cfg;
+  for (const char *absent : {"token", "candidates", "address", "pair"}) EXPECT_EQ(cfg.find(absent), std::string::npos) << absent << "\n" << cfg;
+  // A spare told to be its own peer is refused.
+  Commission c2 = spare_commission();
+  ASSERT_TRUE(parse_assume("assume token=secret0123 node=b address=198.19.253.1/24 peer=198.19.253.1:50051",
+                           "secret0123", &a)
+                  .ok());
+  st = apply_assume(a, &c2);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("is the address to assume"), std::string::npos) << st.message();
+}
+
+TEST(Guest, DaemonKeys) {
+  for (const char *k : {"node.id", "node.role", "peer.grpc", "management.grpc", "failover.fence"}) EXPECT_TRUE(is_daemon_key(k)) << k;
+  for (const char *k : {"pair", "management.address", "peer.candidates", "pool.token", "pool.port"}) EXPECT_FALSE(is_daemon_key(k)) << k;
 }
 
 TEST(Hook, VerifiesAgainstAllowList) {

@@ -1,0 +1,69 @@
+#include "virt/sync_wait.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <thread>
+
+#include "control.grpc.pb.h"
+
+namespace ftpair::virt {
+
+namespace {
+
+bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err) {
+  // A fresh channel each time: the replacement's address changes hands (ARP) during the wait.
+  auto ch = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto stub = ftpair::v1::Control::NewStub(ch);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1500));
+  grpc::Status st = stub->Status(&ctx, ftpair::v1::StatusRequest(), out);
+  if (!st.ok()) *err = addr + ": " + st.error_message();
+  return st.ok();
+}
+
+}  // namespace
+
+Status wait_standby_in_sync(const std::string &standby, const std::string &active, Ms deadline, Json *detail) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto end = t0 + deadline;
+  std::string last = "no answer yet";
+  double first_answer_s = -1;
+  while (std::chrono::steady_clock::now() < end) {
+    ftpair::v1::StatusReply s, a;
+    std::string err;
+    if (status_of(standby, &s, &err)) {
+      if (first_answer_s < 0)
+        first_answer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (status_of(active, &a, &err)) {
+        // Flow counts are reported, not compared: under live traffic they differ between epochs.
+        bool ok = s.role() == "standby" && s.state() == "STANDBY_READY" && s.sync().in_sync() && a.role() == "active" &&
+                  a.sync().in_sync() && a.sync().peer() == standby;
+        last = "standby " + s.node_id() + " " + s.state() + " in_sync=" + (s.sync().in_sync() ? "1" : "0") +
+               " flows=" + std::to_string(s.flows()) + "; active " + a.node_id() + " " + a.role() +
+               " in_sync=" + (a.sync().in_sync() ? "1" : "0") + " peer=" + a.sync().peer() +
+               " flows=" + std::to_string(a.flows());
+        if (ok) {
+          *detail = {{"standby", standby},
+                     {"active", active},
+                     {"standby_node", s.node_id()},
+                     {"state", s.state()},
+                     {"flows", s.flows()},
+                     {"active_flows", a.flows()},
+                     {"full_syncs", a.sync().full_syncs()},
+                     {"daemon_answered_s", first_answer_s}};
+          return Status::Ok();
+        }
+      } else {
+        last = err;
+      }
+    } else {
+      last = err;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  *detail = {{"standby", standby}, {"active", active}, {"last", last}};
+  return Status(Code::DEADLINE_EXCEEDED, "not a standby in sync after " + std::to_string(deadline.count()) +
+                                             " ms: " + last);
+}
+
+}  // namespace ftpair::virt

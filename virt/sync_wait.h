@@ -1,0 +1,12 @@
+/* ftpair-virt's SyncWait (virt/ops.h) over the Control gRPC API: polls both daemons' Status until
+ * the replacement is a standby in sync (STANDBY_READY and in_sync, and the active sees its stream
+ * to that address in sync). Only the ftpair-virt executable links it. */
+#pragma once
+
+#include "virt/ops.h"
+
+namespace ftpair::virt {
+
+Status wait_standby_in_sync(const std::string &standby, const std::string &active, Ms deadline, Json *detail);
+
+}  // namespace ftpair::virt
