@@ -331,6 +331,9 @@ void Engine::link_loop(bool joiner) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // Keep pinging while the stream is idle (no epoch has data): gRPC stops after 2 pings
+    // without data by default, and a standby whose VM vanished (no RST) then looks in sync forever.
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     auto creds = cfg_.credentials ? cfg_.credentials : grpc::InsecureChannelCredentials();

@@ -434,6 +434,14 @@ Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *serv
   b.AddListeningPort(ep.str(), server_creds_, &port);
   b.SetMaxReceiveMessageSize(64 << 20);
   b.SetMaxSendMessageSize(64 << 20);
+  // The active's Sync stream pings every second even when idle (checkpoint/engine.cc); accept
+  // that instead of answering GOAWAY "too many pings", and ping back, so a standby also notices an
+  // active that vanished without closing its stream.
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Sync services may be registered with several servers: a new instance serves the same
   // ones on its temporary and its final port.
   b.RegisterService(repl_svc_.get());

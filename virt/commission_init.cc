@@ -5,6 +5,7 @@
 // the management interface up and runs ftpaird with the commissioned config (a warm spare first
 // waits to be told which member it replaces; virt/guest.h); otherwise, or when ftpaird exits, it
 // powers off. As an ordinary process it only derives and prints. Exit code 2 when it refuses.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -52,6 +53,15 @@ Status bring_up_network(const v::Commission &c, v::Ipv4Prefix *self) {
   if (Status st = v::link_up("lo"); !st.ok()) return st;
   if (Status st = v::set_ipv4(kIf, self); !st.ok()) return st;
   if (Status st = v::link_up(kIf); !st.ok()) return st;
+  // The other NICs carry the dataplane (DPDK af_packet ports need them up, without an address).
+  if (DIR *d = ::opendir("/sys/class/net")) {
+    while (dirent *e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n.rfind("eth", 0) == 0 && n != kIf)
+        if (Status st = v::link_up(n); !st.ok()) say("dataplane NIC " + n + ": " + st.message());
+    }
+    ::closedir(d);
+  }
   return v::send_gratuitous_arp(kIf, self->addr, 2);
 }
 

@@ -128,6 +128,9 @@ std::string domain_xml(const PairSpec &pair, const NodeSpec &n, const std::strin
   }
   x << "    <smbios mode='sysinfo'/>\n  </os>\n"
     << "  <features><acpi/></features>\n"
+    // Every feature the hypervisor offers (TCG: -cpu max): DPDK needs at least SSE4.2, which
+    // QEMU's default qemu64 model lacks.
+    << "  <cpu mode='maximum' check='none'/>\n"
     << "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n"
     << "  <devices>\n";
   if (!n.disk.empty())

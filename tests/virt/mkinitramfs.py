@@ -4,10 +4,10 @@ the mount points it needs.
     mkinitramfs.py <ftpair-commission> <out.cpio>
         commissioning only: /init derives the role, prints it and powers off.
     mkinitramfs.py <ftpair-commission> <out.cpio> --daemon FTPAIRD --base-config YAML \
-                   [--pcap FILE] [--kernel-version V]
+                   [--kernel-version V]
         also the daemon: ftpaird (a build without -march=native: the TCG CPU has no AVX-512), every
         shared library it needs (ldd), the DPDK drivers it loads from the plugin directory
-        (mempool ring, null and pcap ports, with theirs), the kernel modules of the virtio NIC
+        (mempool ring, null and af_packet ports, with theirs), the kernel modules of the virtio NIC
         (from modules.dep, in load order) and the base config. /init then brings the management
         interface up and runs ftpaird (virt/guest.h)."""
 
@@ -18,7 +18,7 @@ import stat
 import subprocess
 
 PLUGIN_DIR = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0"
-PLUGINS = ("librte_mempool_ring.so.23", "librte_net_null.so.23", "librte_net_pcap.so.23")
+PLUGINS = ("librte_mempool_ring.so.23", "librte_net_null.so.23", "librte_net_af_packet.so.23")
 MODULES = ("virtio_pci", "virtio_net")
 
 
@@ -90,13 +90,14 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--daemon")
     ap.add_argument("--base-config")
-    ap.add_argument("--pcap")
     ap.add_argument("--kernel-version")
     a = ap.parse_args()
     with open(a.out, "wb") as out:
         c = Cpio(out)
-        for d in ("dev", "proc", "sys", "run/ftpair", "tmp"):
+        c.entry(".", stat.S_IFDIR | 0o755)  # the root itself: DPDK refuses a world-writable path
+        for d in ("dev", "proc", "sys", "run/ftpair", "tmp", "var"):
             c.mkdirs(d)
+        c.symlink("var/run", "../run")  # DPDK's runtime directory is /var/run/dpdk
         c.entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
         c.file("init", a.init)
         if a.daemon:
@@ -104,25 +105,33 @@ def main():
             c.mkdirs("usr/lib/x86_64-linux-gnu")
             c.symlink("lib", "usr/lib")
             c.symlink("lib64", "usr/lib/x86_64-linux-gnu")
-            c.file("usr/sbin/ftpaird", a.daemon)
+            # Without its debug info (a third of the initramfs otherwise).
+            stripped = a.out + ".ftpaird"
+            subprocess.run(["objcopy", "--strip-debug", a.daemon, stripped], check=True)
+            c.file("usr/sbin/ftpaird", stripped)
+            os.unlink(stripped)
             libs = []
             for obj in [a.daemon] + [os.path.join(PLUGIN_DIR, p) for p in PLUGINS]:
                 for lib in ldd(obj):
                     if os.path.basename(lib) not in [os.path.basename(x) for x in libs]:
                         libs.append(lib)
             for lib in libs:
-                c.file("usr/lib/x86_64-linux-gnu/" + os.path.basename(lib), os.path.realpath(lib))
+                # Under its real name too: EAL probes for librte_eal.so.<major>.<minor>.
+                real = os.path.realpath(lib)
+                c.file("usr/lib/x86_64-linux-gnu/" + os.path.basename(real), real)
+                if os.path.basename(lib) != os.path.basename(real):
+                    c.symlink("usr/lib/x86_64-linux-gnu/" + os.path.basename(lib), os.path.basename(real))
             c.mkdirs(PLUGIN_DIR)
             for p in PLUGINS:
-                c.file(PLUGIN_DIR + "/" + p, os.path.realpath(os.path.join(PLUGIN_DIR, p)))
+                # EAL loads the plugin directory's *.so and *.so.<ABI> files: the real name only.
+                real = os.path.realpath(os.path.join(PLUGIN_DIR, p))
+                c.file(PLUGIN_DIR + "/" + os.path.basename(real), real)
             mods = module_order(a.kernel_version or os.uname().release)
             for m in mods:
                 c.file("usr/lib/ftpair/mod/" + os.path.basename(m), m, 0o644)
             c.file("usr/lib/ftpair/modules.list",
                    "".join("/lib/ftpair/mod/%s\n" % os.path.basename(m) for m in mods).encode(), 0o644)
             c.file("etc/ftpair/ftpaird.yaml", a.base_config, 0o644)
-            if a.pcap:
-                c.file("etc/ftpair/flows.pcap", a.pcap, 0o644)
         c.entry("TRAILER!!!", 0)
     os.chmod(a.out, 0o644)
 

@@ -138,7 +138,7 @@ class VirtSession:
         return path
 
     def write_spec(self, pair, nodes_extra="", image=None, pool=0, reuse="none", name="spec.yaml", kernel=None,
-                   nics=None):
+                   nics=None, config="{failover.fence: libvirt}", memory_mib=None, guest_daemon=False):
         """A spec for a pair on this host: diskless-BIOS domains booting a blank image (or a kernel)."""
         lines = ["pair:", "  name: %s" % pair, "  allowlist:"]
         files = [image] if image else [kernel[0], kernel[1]]
@@ -151,9 +151,13 @@ class VirtSession:
         if pool:
             lines.append("  pool: {size: %d, addresses: [%s]}" % (
                 pool, ", ".join("%s.%d/24" % (NET, 10 + i) for i in range(pool))))
-        lines += ["  config: {failover.fence: libvirt}", "nodes:"]
+        if guest_daemon:
+            lines.append("  guest_daemon: true")
+        if config:
+            lines.append("  config: %s" % config)
+        lines.append("nodes:")
         for node, role, ip in (("a", "active", NET + ".1/24"), ("b", "standby", NET + ".2/24")):
-            lines += ["  %s:" % node, "    uri: %s" % URI, "    role: %s" % role, "    memory_mib: %d" % (128 if kernel else 32)]
+            lines += ["  %s:" % node, "    uri: %s" % URI, "    role: %s" % role, "    memory_mib: %d" % (memory_mib or (128 if kernel else 32))]
             if image:
                 lines.append("    disk: %s" % image)
             else:
