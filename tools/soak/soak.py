@@ -78,9 +78,8 @@ A.build = os.path.abspath(A.build)
 _env_defaults(A.build)
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 sys.path.insert(0, os.path.join(REPO, "tools", "bench"))
-import labutil as L  # noqa: E402
+import labutil as L  # noqa: E402  ctl, OwnerWatch
 import failover_bench as FB  # noqa: E402  pair_ready, other, m, failovers, Bench.recover/settle, analyse
-import test_failover as TF  # noqa: E402  ctl, vip_owner
 import test_pair_sync as TPS  # noqa: E402  flows_of
 
 CHURN = os.path.join(HERE, "churn.py")
@@ -88,6 +87,11 @@ ECHO_PORT = 7000      # TCP echo (long-lived and churn) and UDP echo (churn)
 STREAM_PORT = 9999    # constant-rate UDP stream
 KINDS = ("graceful", "forced", "kill")
 other = FB.other
+
+
+def ctl(node, *args):
+    """ftpairctl --json: 10 s per call, 15 s in all."""
+    return L.ctl(node, *args, timeout=15, rpc_timeout=10)
 
 
 # ------------------------------------------------------------------ sampling --
@@ -292,38 +296,6 @@ def promotions_in_logs(log_dir):
 
 # ------------------------------------------------------------------- events --
 
-class OwnerWatch:
-    """Both nodes owning the VIPs at once, from /metrics (ftpair_vip_owner) every ~20 ms.
-    Two scrapes are never simultaneous: "x owns, then y owns" may be a clean handover that
-    happened between them. A sample counts only when x owned before and after y was seen
-    owning: x, y, x scraped in turn, all three 1 (x alternates). Seen-in-turn pairs are
-    counted apart (`unconfirmed`), for the record."""
-
-    def __init__(self):
-        self.both, self.unconfirmed = [], 0
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        x = "a"
-        while not self.stop_ev.is_set():
-            y = other(x)
-            o1 = TF.vip_owner(x)
-            o2 = TF.vip_owner(y) if o1 == 1 else None
-            if o1 == 1 and o2 == 1:
-                if TF.vip_owner(x) == 1:
-                    self.both.append(time.monotonic())
-                else:
-                    self.unconfirmed += 1
-            x = y
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stop_ev.set()
-        self.t.join(2)
-
-
 def keep_logs(node=None):
     """Copies the lab's node logs (a restart truncates them) to LOG_DIR/NODE-PID.log."""
     for n in ((node,) if node else ("a", "b")):
@@ -414,12 +386,14 @@ class Soak:
         new = other(old)
         ev = {"kind": kind, "from": old, "to": new, "t": round(time.monotonic() - self.t0, 2), "cause": kind}
         L.log("event %d: %s of %s (-> %s)" % (len(self.events) + 1, kind, old, new))
-        watch = OwnerWatch()
+        # Both nodes owning the VIPs at once, confirmed (x, y, x scraped in turn, all owners);
+        # pairs seen in turn but not confirmed are counted apart, for the record.
+        watch = L.OwnerWatch()
         ev["t0"] = time.monotonic_ns()
         took = ready = False
         try:
             if kind in ("graceful", "forced"):
-                rc, doc, err = TF.ctl(old, "switchover", *(["--force"] if kind == "forced" else []))
+                rc, doc, err = ctl(old, "switchover", *(["--force"] if kind == "forced" else []))
                 ev["ctl"] = {"rc": rc, "message": (doc or {}).get("message", err),
                              "duration_ms": (doc or {}).get("duration_ms")}
             else:
@@ -478,7 +452,7 @@ class Soak:
                "attempts": []}
         for i in range(attempts):
             a1, ea1 = TPS.flows_of(act)
-            rc, doc, err = TF.ctl(act, "checkpoint")
+            rc, doc, err = ctl(act, "checkpoint")
             b, eb = TPS.flows_of(sb)
             a2, ea2 = TPS.flows_of(act)
             at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
@@ -507,7 +481,7 @@ class Soak:
                "attempts": []}
         for i in range(attempts):
             a1, _ = TPS.flows_of(act)
-            rc, doc, err = TF.ctl(act, "checkpoint")
+            rc, doc, err = ctl(act, "checkpoint")
             b, _ = TPS.flows_of(sb)
             a2, _ = TPS.flows_of(act)
             at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
@@ -539,8 +513,8 @@ def wait_short_flows_gone(node, expect, timeout):
 def main():
     a = A
     L.require_lab(need=())
-    if not os.access(TF.FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % TF.FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     out_dir = os.path.join(a.build, "bench")
     os.makedirs(out_dir, exist_ok=True)
     results = a.out or os.path.join(out_dir, "results.jsonl")
