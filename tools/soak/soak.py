@@ -441,15 +441,12 @@ class Soak:
                 raise
 
     # -- tables
-    def compare_sandwich(self, attempts=5):
-        """With the churn stopped, the active's table only loses flows (expiry); nothing is
-        created and no tracked field of a live flow changes. So: dump the active (A1), take a
-        checkpoint, dump the standby (B), dump the active again (A2). B is the active's table at
-        some checkpoint between A1 and B, so a correct standby has A2 <= B <= A1 (as sets of
-        whole flows: slot, proto, inside, outside, NAT, state, flags)."""
+    def compare_tables(self, what, judge, attempts=5):
+        """With the churn stopped: dump the active (A1), take a checkpoint, dump the standby (B),
+        dump the active again (A2); judge(res, at, rc, a1, b, a2) says whether the dumps agree
+        (and notes what it found in the attempt `at`). Up to `attempts` times, 2 s apart."""
         act, sb = self.active, other(self.active)
-        res = {"what": "A2 <= B <= A1, whole flows (slot, proto, inside, outside, nat, state, flags)",
-               "attempts": []}
+        res = {"what": what + ", whole flows (slot, proto, inside, outside, nat, state, flags)", "attempts": []}
         for i in range(attempts):
             a1, ea1 = TPS.flows_of(act)
             rc, doc, err = ctl(act, "checkpoint")
@@ -457,49 +454,44 @@ class Soak:
             a2, ea2 = TPS.flows_of(act)
             at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
                   "a2": None if a2 is None else len(a2), "errors": [e for e in (ea1, err if rc else "", eb, ea2) if e]}
-            ok = False
-            if a1 is not None and b is not None and a2 is not None and rc == 0:
-                s1, sb_, s2 = set(a1), set(b), set(a2)
-                at["b_not_in_a1"] = [list(x) for x in sorted(sb_ - s1)[:10]]
-                at["a2_not_in_b"] = [list(x) for x in sorted(s2 - sb_)[:10]]
-                at["a2_not_in_a1"] = len(s2 - s1)
-                at["expired_between"] = len(s1 - s2)
-                ok = not (sb_ - s1) and not (s2 - sb_) and len(b) > 0
-            at["ok"] = ok
+            at["ok"] = judge(res, at, rc, a1, b, a2)
             res["attempts"].append(at)
-            if ok:
+            if at["ok"]:
                 break
             time.sleep(2)
         res["ok"] = bool(res["attempts"] and res["attempts"][-1]["ok"])
         res["flows"] = res["attempts"][-1].get("b")
         return res
 
+    def compare_sandwich(self, attempts=5):
+        """With the churn stopped, the active's table only loses flows (expiry); nothing is
+        created and no tracked field of a live flow changes. So: dump the active (A1), take a
+        checkpoint, dump the standby (B), dump the active again (A2). B is the active's table at
+        some checkpoint between A1 and B, so a correct standby has A2 <= B <= A1 (as sets of
+        whole flows: slot, proto, inside, outside, NAT, state, flags)."""
+        def judge(res, at, rc, a1, b, a2):
+            if a1 is None or b is None or a2 is None or rc != 0:
+                return False
+            s1, sb_, s2 = set(a1), set(b), set(a2)
+            at["b_not_in_a1"] = [list(x) for x in sorted(sb_ - s1)[:10]]
+            at["a2_not_in_b"] = [list(x) for x in sorted(s2 - sb_)[:10]]
+            at["a2_not_in_a1"] = len(s2 - s1)
+            at["expired_between"] = len(s1 - s2)
+            return not (sb_ - s1) and not (s2 - sb_) and len(b) > 0
+        return self.compare_tables("A2 <= B <= A1", judge, attempts)
+
     def compare_exact(self, attempts=5):
         """After the short flows expired the table is still: A1 == B == A2 exactly."""
-        act, sb = self.active, other(self.active)
-        res = {"what": "A1 == B == A2, whole flows (slot, proto, inside, outside, nat, state, flags)",
-               "attempts": []}
-        for i in range(attempts):
-            a1, _ = TPS.flows_of(act)
-            rc, doc, err = ctl(act, "checkpoint")
-            b, _ = TPS.flows_of(sb)
-            a2, _ = TPS.flows_of(act)
-            at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
-                  "a2": None if a2 is None else len(a2)}
+        def judge(res, at, rc, a1, b, a2):
             ok = a1 is not None and rc == 0 and a1 == a2 == b and len(b) > 0
             if not ok and a1 is not None and b is not None:
                 at["diff"] = [list(x) for x in sorted(set(a1) ^ set(b))[:10]]
-            at["ok"] = ok
-            res["attempts"].append(at)
             if ok:
                 # the long-lived set is in it: established TCP to the echo port
                 res["long_lived_flows"] = sum(1 for f in b if f[1] == "tcp" and f[3] == "%s:%d" % (L.SERVER_IP, ECHO_PORT)
                                               and f[5] == "established")
-                break
-            time.sleep(2)
-        res["ok"] = bool(res["attempts"] and res["attempts"][-1]["ok"])
-        res["flows"] = res["attempts"][-1].get("b")
-        return res
+            return ok
+        return self.compare_tables("A1 == B == A2", judge, attempts)
 
 
 def wait_short_flows_gone(node, expect, timeout):
