@@ -287,10 +287,11 @@ std::shared_ptr<grpc::ChannelCredentials> Daemon::peer_credentials(Status *st) c
 
 // A fresh channel per use (switchover, initial role): a cached one could sit in reconnect
 // backoff after the peer restarted.
-std::shared_ptr<grpc::Channel> Daemon::peer_channel() {
+std::shared_ptr<grpc::Channel> Daemon::peer_channel() { return peer_channel(cfg_.peer_grpc.str()); }
+
+std::shared_ptr<grpc::Channel> Daemon::peer_channel(const std::string &addr) {
   grpc::ChannelArguments args;
-  return grpc::CreateCustomChannel(cfg_.peer_grpc.str(), peer_creds_ ? peer_creds_ : grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(addr, peer_creds_ ? peer_creds_ : grpc::InsecureChannelCredentials(), args);
 }
 
 void Daemon::register_telemetry() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <thread>
@@ -121,6 +122,8 @@ class Daemon {
   std::string snapshot_path() const { return cfg_.state_dir + "/flows.snap"; }
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials(Status *st) const;
   std::shared_ptr<grpc::Channel> peer_channel();
+  // A channel to addr with the peer's credentials (a new instance beside this one).
+  std::shared_ptr<grpc::Channel> peer_channel(const std::string &addr);
   void register_telemetry();
   Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port);
   void write_pidfile();
@@ -133,6 +136,10 @@ class Daemon {
   Status take_over(v1::UpgradeReply *out);
   void join_active();
   void stop_beside(const std::string &why);
+  /* Peer.Join on the active: `action` (ADD, PROMOTE, DROP) for the instance at `addr` of
+   * this node, within `timeout`. The reply goes to *rep (may be null). */
+  grpc::Status call_join(v1::JoinRequest::Action action, const std::string &addr, std::chrono::milliseconds timeout,
+                         v1::JoinReply *rep);
   std::string upgrade_dir() const { return cfg_.state_dir + "/upgrade"; }
 
   Config cfg_;

@@ -383,9 +383,7 @@ void Daemon::supervise_beside() {
     addr = beside_addr_;
     pid = beside_pid_;
   }
-  grpc::ChannelArguments args;
-  auto channel = grpc::CreateCustomChannel(addr, peer_creds_ ? peer_creds_ : grpc::InsecureChannelCredentials(), args);
-  auto stub = v1::Control::NewStub(channel);
+  auto stub = v1::Control::NewStub(peer_channel(addr));
   while (!beside_stop_.load()) {
     int status = 0;
     if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
@@ -447,18 +445,22 @@ void Daemon::stop_beside(const std::string &why) {
     if (beside_pid_ == pid) beside_pid_ = 0;
   }
   // The active may still hold a stream to it.
-  if (cfg_.peer_grpc.set() && !addr.empty()) {
-    auto stub = v1::Peer::NewStub(peer_channel());
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    v1::JoinRequest jr;
-    jr.set_action(v1::JoinRequest::DROP);
-    jr.set_node_id(cfg_.node_id);
-    jr.set_address(addr);
-    v1::JoinReply rep;
-    stub->Join(&ctx, jr, &rep);
-  }
+  if (cfg_.peer_grpc.set() && !addr.empty()) call_join(v1::JoinRequest::DROP, addr, std::chrono::seconds(1), nullptr);
   std::fprintf(stderr, "ftpaird: upgrade: stopped the new instance (pid %d): %s\n", pid, why.c_str());
+}
+
+grpc::Status Daemon::call_join(v1::JoinRequest::Action action, const std::string &addr,
+                               std::chrono::milliseconds timeout, v1::JoinReply *rep) {
+  auto stub = v1::Peer::NewStub(peer_channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  v1::JoinRequest jr;
+  jr.set_action(action);
+  jr.set_node_id(cfg_.node_id);
+  jr.set_address(addr);
+  if (action == v1::JoinRequest::ADD) jr.set_software_version(ckpt::software_version());  // the joiner's
+  v1::JoinReply ignored;
+  return stub->Join(&ctx, jr, rep ? rep : &ignored);
 }
 
 // ------------------------------------------------------------------ the new instance
@@ -469,16 +471,8 @@ void Daemon::join_active() {
   std::string last;
   const auto deadline = Clock::now() + std::chrono::seconds(15);
   while (!beside_stop_.load() && Clock::now() < deadline) {
-    auto stub = v1::Peer::NewStub(peer_channel());
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    v1::JoinRequest jr;
-    jr.set_action(v1::JoinRequest::ADD);
-    jr.set_node_id(cfg_.node_id);
-    jr.set_address(addr);
-    jr.set_software_version(ckpt::software_version());
     v1::JoinReply rep;
-    grpc::Status gs = stub->Join(&ctx, jr, &rep);
+    grpc::Status gs = call_join(v1::JoinRequest::ADD, addr, std::chrono::seconds(1), &rep);
     if (gs.ok() && rep.ok()) {
       set_upgrade_stage("syncing", "the active " + cfg_.peer_grpc.str() + " streams to this instance: " + rep.message());
       return;
@@ -566,15 +560,8 @@ void Daemon::run_handover() {
   };
   // 1. The active makes the new instance's stream the standby's (and closes ours).
   {
-    auto stub = v1::Peer::NewStub(peer_channel());
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-    v1::JoinRequest jr;
-    jr.set_action(v1::JoinRequest::PROMOTE);
-    jr.set_node_id(cfg_.node_id);
-    jr.set_address(addr);
     v1::JoinReply rep;
-    grpc::Status gs = stub->Join(&ctx, jr, &rep);
+    grpc::Status gs = call_join(v1::JoinRequest::PROMOTE, addr, std::chrono::seconds(3), &rep);
     if (!gs.ok() || !rep.ok()) return restore("the active refused: " + (gs.ok() ? rep.message() : gs.error_message()));
   }
   // 2. Release the configured ports: gRPC, /metrics (the fast-beat port went with the monitor).
@@ -582,9 +569,7 @@ void Daemon::run_handover() {
   if (grpc_final_) grpc_final_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   http_.stop();
   // 3. The new instance takes them, with the role.
-  grpc::ChannelArguments args;
-  auto channel = grpc::CreateCustomChannel(addr, peer_creds_ ? peer_creds_ : grpc::InsecureChannelCredentials(), args);
-  auto stub = v1::Control::NewStub(channel);
+  auto stub = v1::Control::NewStub(peer_channel(addr));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::UpgradeRequest req;

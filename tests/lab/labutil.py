@@ -35,6 +35,7 @@ TRAFFIC = os.path.join(LAB_DIR, "traffic.py")
 MALFORMED = os.path.join(LAB_DIR, "malformed.py")
 PY = "/usr/bin/python3"          # Debian's python (has scapy)
 FTPAIRD = os.environ.get("FTPAIRD", os.path.join(REPO, "build", "control", "ftpaird"))
+FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(REPO, "build", "tools", "ftpairctl", "ftpairctl"))
 PREFIX = os.environ.get("FTPAIR_LAB_PREFIX", "")
 RUN = os.environ.get("FTPAIR_LAB_RUN", "/run/ftpair-lab")
 
@@ -48,6 +49,8 @@ WAN_VIP = "198.18.2.1"
 NAT_PORT_MIN, NAT_PORT_MAX = 20000, 60999
 MGMT_IP = {"a": "198.18.3.1", "b": "198.18.3.2"}
 METRICS_PORT = 9108
+GRPC_PORT = 50051
+ECHO_PORT = 7000                 # traffic.py echo-server in the server namespace
 
 NAMESPACES = {"client": PREFIX + "client", "server": PREFIX + "server",
               "a": PREFIX + "ftpair-a", "b": PREFIX + "ftpair-b"}
@@ -306,6 +309,105 @@ def node_log_tail(node, n=40):
             return "".join(f.readlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def node_metric(node, name, scrape_timeout=1.0, **labels):
+    """One sample of a node's /metrics, scraped now (0.0 when absent or unreachable)."""
+    return metric(scrape(node, timeout=scrape_timeout), name, **labels)
+
+
+def vip_owner(node):
+    """ftpair_vip_owner of a node (1.0 or 0.0), or None if its /metrics does not answer."""
+    s = scrape(node, timeout=0.5)
+    return None if s is None else metric(s, "ftpair_vip_owner")
+
+
+# ------------------------------------------------------------ ftpairctl --
+
+def ctl(node, *args, timeout=20, rpc_timeout=5):
+    """ftpairctl --json ARGS against a node's gRPC: (exit code, JSON document or None, stderr).
+
+    rpc_timeout is ftpairctl's --timeout (the deadline of each call; None: ftpairctl's
+    default); timeout bounds the whole run."""
+    argv = [FTPAIRCTL, "--addr", "%s:%d" % (MGMT_IP[node], GRPC_PORT)]
+    if rpc_timeout is not None:
+        argv += ["--timeout", str(rpc_timeout)]
+    argv += ["--json"] + [str(a) for a in args]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    try:
+        doc = json.loads(r.stdout) if r.stdout.strip() else None
+    except ValueError:
+        doc = None
+    return r.returncode, doc, r.stderr.strip()
+
+
+def status(node, **kw):
+    """`ftpairctl status` of a node as a dict, or None if the call failed."""
+    rc, doc, _ = ctl(node, "status", **kw)
+    return doc if rc == 0 else None
+
+
+# ------------------------------------------------------ two actives? --
+
+class OwnerWatch:
+    """Samples both nodes' VIP ownership (ftpair_vip_owner) every 20 ms in a thread until
+    stop(): `both` lists the times both nodes owned the VIPs, `samples` counts the rounds.
+
+    Two scrapes are never simultaneous: "x owns, then y owns" may be a clean hand-over that
+    happened between them. With confirm (the default) a round counts as both owning only
+    when x owned the VIPs before and after y was seen owning them: x, y, x scraped in turn,
+    all three 1, and x alternates between the nodes. A pair seen in turn but not confirmed
+    is counted apart (`unconfirmed`), for the record.
+
+    confirm=False: every round scrapes a, then b, and both owning counts (no third scrape):
+    stricter, but a hand-over from a to b between the two scrapes counts as well."""
+
+    def __init__(self, confirm=True):
+        self.confirm = confirm
+        self.both, self.samples, self.unconfirmed = [], 0, 0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        x, y = "a", "b"
+        while not self.stop_ev.is_set():
+            if vip_owner(x) == 1 and vip_owner(y) == 1:
+                if not self.confirm or vip_owner(x) == 1:
+                    self.both.append(time.monotonic())
+                else:
+                    self.unconfirmed += 1
+            self.samples += 1
+            if self.confirm:
+                x, y = y, x
+            time.sleep(0.02)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(2)
+
+
+# ---------------------------------------------------------- echo clients --
+
+def start_client(lab, conns, seconds, rate=32768, op_timeout=8):
+    """Byte-checking kernel TCP echo connections from the client namespace to the echo
+    server (traffic.py echo-client --json) in the background; read with client_result().
+    rate: bytes/s per connection; op_timeout: traffic.py --op-timeout (None: its default)."""
+    argv = [PY, TRAFFIC, "echo-client", "--host", SERVER_IP, "--port", ECHO_PORT,
+            "--conns", conns, "--seconds", seconds, "--rate-bytes-per-s", rate]
+    if op_timeout is not None:
+        argv += ["--op-timeout", op_timeout]
+    return lab.background("client", argv + ["--json"])
+
+
+def client_result(bg, timeout):
+    """Waits up to timeout s for start_client's process to end (then stops it); its JSON
+    summary, or None."""
+    deadline = time.monotonic() + timeout
+    while bg.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    bg.stop()
+    return last_json("\n".join(bg.snapshot()))
 
 
 # -------------------------------------------------------------- checks --

@@ -20,14 +20,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
-ECHO_PORT = 7000
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(L.REPO, "build", "tools", "ftpairctl", "ftpairctl"))
+RATE = 65536          # bytes/s per echo connection
 RESULTS = []
 
 
@@ -35,58 +33,7 @@ def other(n):
     return "b" if n == "a" else "a"
 
 
-def m(node, name, **labels):
-    return L.metric(L.scrape(node, timeout=1.0), name, **labels)
-
-
-def vip_owner(node):
-    s = L.scrape(node, timeout=0.5)
-    return None if s is None else L.metric(s, "ftpair_vip_owner")
-
-
-def ctl(node, *args, timeout=15):
-    argv = [FTPAIRCTL, "--addr", "%s:50051" % L.MGMT_IP[node], "--timeout", "10", "--json"] + [str(a) for a in args]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    try:
-        doc = json.loads(r.stdout) if r.stdout.strip() else None
-    except ValueError:
-        doc = None
-    return r.returncode, doc, r.stderr.strip()
-
-
-class OwnerWatch:
-    """Samples both nodes' vip_owner every 20 ms; remembers if both ever owned the VIPs."""
-
-    def __init__(self):
-        self.both = []
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.stop_ev.is_set():
-            a, b = vip_owner("a"), vip_owner("b")
-            if a == 1 and b == 1:
-                self.both.append(time.monotonic())
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stop_ev.set()
-        self.t.join(2)
-
-
-def start_client(lab, conns, seconds):
-    return lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP, "--port", ECHO_PORT,
-                                     "--conns", conns, "--seconds", seconds, "--rate-bytes-per-s", 65536,
-                                     "--op-timeout", 8, "--json"])
-
-
-def client_result(bg, timeout):
-    deadline = time.monotonic() + timeout
-    while bg.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    bg.stop()
-    return L.last_json("\n".join(bg.snapshot()))
+m = L.node_metric
 
 
 def wait_pair(chk, active, what, timeout=20):
@@ -118,13 +65,13 @@ def restart(lab, node):
 
 def fault_case(lab, chk, name, active, inject, conns=12, seconds=9):
     standby = other(active)
-    c = start_client(lab, conns, seconds)
+    c = L.start_client(lab, conns, seconds, rate=RATE)
     time.sleep(2.5)
-    watch = OwnerWatch()
+    watch = L.OwnerWatch(confirm=False)
     t0 = time.monotonic()
     inject(active)
     took = first_forward_after(standby, t0)
-    j = client_result(c, seconds + 30)
+    j = L.client_result(c, seconds + 30)
     watch.stop()
     RESULTS.append({"case": name, "failover_s": took, "client": j})
     chk.check("%s: %s took over" % (name, standby), took is not None and m(standby, "ftpair_vip_owner") == 1,
@@ -139,14 +86,14 @@ def fault_case(lab, chk, name, active, inject, conns=12, seconds=9):
 
 def main():
     L.require_lab(need=())
-    if not os.access(FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     with L.LabSession(deadline_s=280) as lab:
         chk = lab.checker
         lab.setup()
         lab.start_node("a", "--role", "active")
         lab.start_node("b", "--role", "standby")
-        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])
+        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", L.ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
         if not wait_pair(chk, "a", "start"):
             return lab.exit_code()
@@ -164,14 +111,14 @@ def main():
 
         # 5. graceful switchover under load, then back
         for frm, to in (("b", "a"), ("a", "b")):
-            c = start_client(lab, 12, 8)
+            c = L.start_client(lab, 12, 8, rate=RATE)
             time.sleep(2.5)
-            watch = OwnerWatch()
+            watch = L.OwnerWatch(confirm=False)
             drops0 = L.drops(L.scrape(frm)).get("not_active", 0)
-            rc, doc, err = ctl(frm, "switchover")
+            rc, doc, err = L.ctl(frm, "switchover", timeout=15, rpc_timeout=10)
             time.sleep(0.5)
             lost = L.drops(L.scrape(frm)).get("not_active", 0) - drops0
-            j = client_result(c, 40)
+            j = L.client_result(c, 40)
             watch.stop()
             chk.check("switchover %s->%s: ftpairctl exit 0" % (frm, to), rc == 0, err or str(doc))
             chk.check("switchover %s->%s: all 12 connections survived" % (frm, to),

@@ -28,7 +28,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(L.REPO, "build", "tools", "ftpairctl", "ftpairctl"))
 ECHO_PORT = 7000
 
 
@@ -39,7 +38,7 @@ def run(*args, timeout=20, env=None):
         e.pop(k, None)
     e.update(env or {})
     t0 = time.monotonic()
-    r = subprocess.run([FTPAIRCTL] + [str(a) for a in args], capture_output=True, text=True,
+    r = subprocess.run([L.FTPAIRCTL] + [str(a) for a in args], capture_output=True, text=True,
                        timeout=timeout, env=e, stdin=subprocess.DEVNULL)
     return r.returncode, r.stdout, r.stderr.strip(), time.monotonic() - t0
 
@@ -256,8 +255,8 @@ def with_lab(lab, chk):
 
 
 def main():
-    if not os.access(FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     why = lab_usable()
     if why:
         chk = L.Checker()

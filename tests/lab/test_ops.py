@@ -34,7 +34,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(L.REPO, "build", "tools", "ftpairctl", "ftpairctl"))
 GRPC = {n: "%s:50051" % ip for n, ip in L.MGMT_IP.items()}
 WATCHDOG_USEC = 400000  # ping every 200 ms
 # 2 vCPUs shared with other work, plus Prometheus and promtool starting up: a 100 ms heartbeat
@@ -56,7 +55,7 @@ REQUIRED_FAMILIES = [
 
 
 def ctl(node, *args, tls=None, timeout=20):
-    argv = [FTPAIRCTL, "--addr", GRPC[node]]
+    argv = [L.FTPAIRCTL, "--addr", GRPC[node]]
     if tls:
         argv += ["--cacert", tls["ca"], "--cert", tls["operator"], "--key", tls["operator_key"]]
     r = subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
@@ -298,8 +297,8 @@ def main():
         import opsutil as O
     except ImportError as e:
         L.skip("python3-grpcio missing for %s: %s" % (L.PY, e))
-    if not os.access(FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     tmp = O.tempdir("ftpair-ops-")
     sd = None
     try:

@@ -14,31 +14,16 @@ Checks
 Exit 0 pass, 1 fail, 77 skip.
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
-ECHO_PORT = 7000
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(L.REPO, "build", "tools", "ftpairctl", "ftpairctl"))
-
-
-def ctl(node, *args, timeout=10):
-    argv = [FTPAIRCTL, "--addr", "%s:50051" % L.MGMT_IP[node], "--json"] + [str(a) for a in args]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    try:
-        doc = json.loads(r.stdout) if r.stdout.strip() else None
-    except ValueError:
-        doc = None
-    return r.returncode, doc, r.stderr.strip()
-
 
 def flows_of(node):
-    rc, doc, err = ctl(node, "flows")
+    rc, doc, err = L.ctl(node, "flows", timeout=10, rpc_timeout=None)
     if rc != 0 or doc is None:
         return None, err
     rows = sorted((f.get("slot", 0), f.get("proto"), f.get("inside"), f.get("outside"), f.get("nat"),
@@ -47,11 +32,11 @@ def flows_of(node):
 
 
 def m(node, name, **labels):
-    return L.metric(L.scrape(node), name, **labels)
+    return L.node_metric(node, name, scrape_timeout=2.0, **labels)
 
 
 def final_checkpoint_and_compare(chk, what):
-    rc, doc, err = ctl("a", "checkpoint")
+    rc, doc, err = L.ctl("a", "checkpoint", timeout=10, rpc_timeout=None)
     chk.check("final checkpoint acknowledged by b (%s)" % what, rc == 0, err or str(doc))
     fa, ea = flows_of("a")
     fb, eb = flows_of("b")
@@ -63,24 +48,10 @@ def final_checkpoint_and_compare(chk, what):
     chk.check("Flows dumps of a and b identical (%s)" % what, ok, detail)
 
 
-def start_client(lab, conns, seconds):
-    return lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP,
-                                     "--port", ECHO_PORT, "--conns", conns, "--seconds", seconds,
-                                     "--rate-bytes-per-s", 32768, "--json"])
-
-
-def client_result(bg, timeout):
-    deadline = time.monotonic() + timeout
-    while bg.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    bg.stop()
-    return L.last_json("\n".join(bg.snapshot()))
-
-
 def main():
     L.require_lab(need=())
-    if not os.access(FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     with L.LabSession(deadline_s=110) as lab:
         chk = lab.checker
         lab.setup()
@@ -90,12 +61,12 @@ def main():
                   L.wait_until(lambda: m("a", "ftpair_replication_in_sync") == 1, 10),
                   "a sees in_sync=%s" % m("a", "ftpair_replication_in_sync"))
 
-        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])
+        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", L.ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
 
         # 2. traffic through a, then identical tables
-        c1 = start_client(lab, 24, 5)
-        j = client_result(c1, 30)
+        c1 = L.start_client(lab, 24, 5, op_timeout=None)
+        j = L.client_result(c1, 30)
         chk.check("24 TCP connections through a: every byte echoed", j and j.get("ok") == 24, str(j))
         final_checkpoint_and_compare(chk, "after traffic")
         chk.check("standby b transmitted nothing",
@@ -106,7 +77,7 @@ def main():
 
         # 3. kill the standby under traffic; a never stops; b resyncs
         full_before = m("a", "ftpair_replication_full_syncs_total")
-        c2 = start_client(lab, 16, 14)
+        c2 = L.start_client(lab, 16, 14, op_timeout=None)
         time.sleep(2)
         lab_pid = L.node_pid("b")
         L.lab("signal", "b", "KILL", check=False)
@@ -125,7 +96,7 @@ def main():
                   "full syncs %g -> %g" % (full_before, m("a", "ftpair_replication_full_syncs_total")))
         chk.check("traffic still flowing during the resync",
                   c2.alive() and m("a", "ftpair_forwarded_packets_total", port="inside") > fwd1)
-        j = client_result(c2, 40)
+        j = L.client_result(c2, 40)
         chk.check("16 TCP connections survived the standby's death: every byte echoed",
                   j and j.get("ok") == 16 and j.get("reset", 0) == 0 and j.get("corrupt", 0) == 0, str(j))
         final_checkpoint_and_compare(chk, "after the standby's restart")

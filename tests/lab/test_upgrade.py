@@ -29,16 +29,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
-ECHO_PORT = 7000
-BUILD = os.path.join(L.REPO, "build")
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(BUILD, "tools", "ftpairctl", "ftpairctl"))
-NEW = os.environ.get("FTPAIRD", os.path.join(BUILD, "control", "ftpaird"))
+NEW = L.FTPAIRD
 PREV = os.environ.get("FTPAIRD_PREV", os.path.join(os.path.dirname(NEW), "ftpaird-prev"))
 RESULTS = {}
 
@@ -51,76 +47,9 @@ def sha256(path):
     return h.hexdigest()
 
 
-def m(node, name, **labels):
-    return L.metric(L.scrape(node, timeout=1.0), name, **labels)
-
-
-def ctl(node, *args, timeout=20):
-    argv = [FTPAIRCTL, "--addr", "%s:50051" % L.MGMT_IP[node], "--timeout", "5", "--json"] + [str(a) for a in args]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    try:
-        doc = json.loads(r.stdout) if r.stdout.strip() else None
-    except ValueError:
-        doc = None
-    return r.returncode, doc, r.stderr.strip()
-
-
-def status(node):
-    rc, doc, err = ctl(node, "status")
-    return doc if rc == 0 else None
-
-
-def vip_owner(node):
-    s = L.scrape(node, timeout=0.5)
-    return None if s is None else L.metric(s, "ftpair_vip_owner")
-
-
-class OwnerWatch:
-    """Samples both nodes' VIP ownership every 20 ms; remembers if both ever owned the VIPs.
-
-    Scrapes are sequential, so a hand-over between two scrapes could look like an overlap:
-    x, then y, then x again; both owned the VIPs at once only if x owned them before and after
-    y did (the order alternates)."""
-
-    def __init__(self):
-        self.both, self.samples = [], 0
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        order = ("a", "b")
-        while not self.stop_ev.is_set():
-            x, y = order
-            x1, yv, x2 = vip_owner(x), vip_owner(y), vip_owner(x)
-            self.samples += 1
-            if x1 == 1 and yv == 1 and x2 == 1:
-                self.both.append(time.monotonic())
-            order = (y, x)
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stop_ev.set()
-        self.t.join(2)
-
-
-def start_client(lab, conns, seconds):
-    return lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP, "--port", ECHO_PORT,
-                                     "--conns", conns, "--seconds", seconds, "--rate-bytes-per-s", 32768,
-                                     "--op-timeout", 8, "--json"])
-
-
-def client_result(bg, timeout):
-    deadline = time.monotonic() + timeout
-    while bg.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    bg.stop()
-    return L.last_json("\n".join(bg.snapshot()))
-
-
 def wait_pair(chk, what, timeout=20):
     def ok():
-        sa, sb = status("a"), status("b")
+        sa, sb = L.status("a"), L.status("b")
         if not sa or not sb:
             return False
         roles = sorted([sa["state"], sb["state"]])
@@ -130,7 +59,7 @@ def wait_pair(chk, what, timeout=20):
 
 def active_node():
     for n in ("a", "b"):
-        s = status(n)
+        s = L.status(n)
         if s and s.get("role") == "active":
             return n
     return None
@@ -139,7 +68,7 @@ def active_node():
 def pair_view():
     out = {}
     for n in ("a", "b"):
-        s = status(n) or {}
+        s = L.status(n) or {}
         out[n] = (s.get("state"), s.get("pid"), s.get("software_version"))
     return out
 
@@ -166,15 +95,15 @@ def log_active_overlap():
 
 
 def upgrade_case(lab, chk, name, binary, expect_rc, expect_result, conns=16, seconds=45):
-    c = start_client(lab, conns, seconds)
+    c = L.start_client(lab, conns, seconds)
     time.sleep(2.5)
-    watch = OwnerWatch()
+    watch = L.OwnerWatch()
     before = pair_view()
     t0 = time.monotonic()
-    rc, doc, err = ctl("a", "upgrade", "--binary", binary, timeout=180)
+    rc, doc, err = L.ctl("a", "upgrade", "--binary", binary, timeout=180)
     took = time.monotonic() - t0
     after = pair_view()
-    j = client_result(c, seconds + 40)
+    j = L.client_result(c, seconds + 40)
     watch.stop()
     doc = doc or {}
     chk.check("%s: ftpairctl exit %d, result %s" % (name, expect_rc, expect_result),
@@ -195,7 +124,7 @@ def upgrade_case(lab, chk, name, binary, expect_rc, expect_result, conns=16, sec
 
 def main():
     L.require_lab(need=())
-    for p in (FTPAIRCTL, NEW, PREV):
+    for p in (L.FTPAIRCTL, NEW, PREV):
         if not os.access(p, os.X_OK):
             L.skip("not built: %s" % p)
     tmp = tempfile.mkdtemp(prefix="ftpair-upgrade-")
@@ -218,25 +147,25 @@ def main():
             # Out of sync: a standby with a smaller table than the active's refuses its sync.
             lab.start_node("b", "--role", "standby", "--set", "flows.capacity=1024", *extra)
             time.sleep(1.5)
-            rc, doc, err = ctl("a", "upgrade", "--binary", NEW)
+            rc, doc, err = L.ctl("a", "upgrade", "--binary", NEW)
             chk.check("refused while the standby is out of sync", rc == 1 and "out of sync" in err, "rc %d: %s" % (rc, err))
             L.lab("stop", "b", check=False)
             lab.start_node("b", "--role", "standby", *extra)
         finally:
             os.environ["FTPAIRD"] = saved or NEW
-        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])
+        echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", L.ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
         if not wait_pair(chk, "start (previous release)"):
             return lab.exit_code()
-        sa = status("a")
+        sa = L.status("a")
         chk.check("start: a runs the previous release, record format 1",
                   sa["software_version"].endswith("-prev") and sa["upgrade"].get("record_format") == 1, str(sa.get("upgrade")))
 
         # Bad input: nothing changes.
         before = pair_view()
-        rc, doc, err = ctl("a", "upgrade", "--binary", os.path.join(tmp, "missing"))
+        rc, doc, err = L.ctl("a", "upgrade", "--binary", os.path.join(tmp, "missing"))
         chk.check("a missing binary is refused (exit 2, named)", rc == 2 and "cannot read" in err, "rc %d: %s" % (rc, err))
-        rc, doc, err = ctl("a", "upgrade", "--binary", FTPAIRCTL)
+        rc, doc, err = L.ctl("a", "upgrade", "--binary", L.FTPAIRCTL)
         chk.check("a binary whose digest is not allowed is refused",
                   rc == 1 and "not in upgrade.allowed_sha256" in err, "rc %d: %s" % (rc, err))
         chk.check("after the refusals the pair is untouched (same processes, roles, versions)",
@@ -249,7 +178,7 @@ def main():
                   all(after[n][2] == new_version and after[n][1] != before[n][1] for n in ("a", "b")),
                   "%s -> %s" % (before, after))
         act = active_node()
-        sact = status(act) if act else None
+        sact = L.status(act) if act else None
         chk.check("upgrade: the new pair replicates in record format 2",
                   sact is not None and sact["upgrade"].get("record_format") == 2, str(sact and sact.get("upgrade")))
         chk.check("upgrade: roles swapped once (the old standby is active)", act == "b", "active: %s" % act)

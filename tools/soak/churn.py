@@ -102,15 +102,22 @@ class Churn:
         self.sel.register(s, selectors.EVENT_READ, op)
 
     # -- progress
+    def _recv(self, op, size):
+        """What arrived on op's socket (b"" at EOF), or None: nothing after all, or an error
+        (the operation failed and is closed)."""
+        try:
+            return op["sock"].recv(size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            self._fail(op, "recv:" + errno.errorcode.get(e.errno, str(e.errno)))
+            return None
+
     def on_event(self, op, mask):
         s = op["sock"]
         if op["kind"] == "udp":
-            try:
-                d = s.recv(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self._fail(op, "recv:" + errno.errorcode.get(e.errno, str(e.errno)))
+            d = self._recv(op, 2048)
+            if d is None:
                 return
             if d != op["data"]:
                 self._fail(op, "corrupt")
@@ -131,12 +138,8 @@ class Churn:
             op["phase"] = "echo"
             self.sel.modify(s, selectors.EVENT_READ, op)
             return
-        try:
-            d = s.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self._fail(op, "recv:" + errno.errorcode.get(e.errno, str(e.errno)))
+        d = self._recv(op, 4096)
+        if d is None:
             return
         if op["phase"] == "echo":
             if not d:

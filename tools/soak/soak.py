@@ -78,9 +78,8 @@ A.build = os.path.abspath(A.build)
 _env_defaults(A.build)
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 sys.path.insert(0, os.path.join(REPO, "tools", "bench"))
-import labutil as L  # noqa: E402
+import labutil as L  # noqa: E402  ctl, OwnerWatch
 import failover_bench as FB  # noqa: E402  pair_ready, other, m, failovers, Bench.recover/settle, analyse
-import test_failover as TF  # noqa: E402  ctl, vip_owner
 import test_pair_sync as TPS  # noqa: E402  flows_of
 
 CHURN = os.path.join(HERE, "churn.py")
@@ -88,6 +87,11 @@ ECHO_PORT = 7000      # TCP echo (long-lived and churn) and UDP echo (churn)
 STREAM_PORT = 9999    # constant-rate UDP stream
 KINDS = ("graceful", "forced", "kill")
 other = FB.other
+
+
+def ctl(node, *args):
+    """ftpairctl --json: 10 s per call, 15 s in all."""
+    return L.ctl(node, *args, timeout=15, rpc_timeout=10)
 
 
 # ------------------------------------------------------------------ sampling --
@@ -292,38 +296,6 @@ def promotions_in_logs(log_dir):
 
 # ------------------------------------------------------------------- events --
 
-class OwnerWatch:
-    """Both nodes owning the VIPs at once, from /metrics (ftpair_vip_owner) every ~20 ms.
-    Two scrapes are never simultaneous: "x owns, then y owns" may be a clean handover that
-    happened between them. A sample counts only when x owned before and after y was seen
-    owning: x, y, x scraped in turn, all three 1 (x alternates). Seen-in-turn pairs are
-    counted apart (`unconfirmed`), for the record."""
-
-    def __init__(self):
-        self.both, self.unconfirmed = [], 0
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        x = "a"
-        while not self.stop_ev.is_set():
-            y = other(x)
-            o1 = TF.vip_owner(x)
-            o2 = TF.vip_owner(y) if o1 == 1 else None
-            if o1 == 1 and o2 == 1:
-                if TF.vip_owner(x) == 1:
-                    self.both.append(time.monotonic())
-                else:
-                    self.unconfirmed += 1
-            x = y
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stop_ev.set()
-        self.t.join(2)
-
-
 def keep_logs(node=None):
     """Copies the lab's node logs (a restart truncates them) to LOG_DIR/NODE-PID.log."""
     for n in ((node,) if node else ("a", "b")):
@@ -414,12 +386,14 @@ class Soak:
         new = other(old)
         ev = {"kind": kind, "from": old, "to": new, "t": round(time.monotonic() - self.t0, 2), "cause": kind}
         L.log("event %d: %s of %s (-> %s)" % (len(self.events) + 1, kind, old, new))
-        watch = OwnerWatch()
+        # Both nodes owning the VIPs at once, confirmed (x, y, x scraped in turn, all owners);
+        # pairs seen in turn but not confirmed are counted apart, for the record.
+        watch = L.OwnerWatch()
         ev["t0"] = time.monotonic_ns()
         took = ready = False
         try:
             if kind in ("graceful", "forced"):
-                rc, doc, err = TF.ctl(old, "switchover", *(["--force"] if kind == "forced" else []))
+                rc, doc, err = ctl(old, "switchover", *(["--force"] if kind == "forced" else []))
                 ev["ctl"] = {"rc": rc, "message": (doc or {}).get("message", err),
                              "duration_ms": (doc or {}).get("duration_ms")}
             else:
@@ -467,65 +441,57 @@ class Soak:
                 raise
 
     # -- tables
-    def compare_sandwich(self, attempts=5):
-        """With the churn stopped, the active's table only loses flows (expiry); nothing is
-        created and no tracked field of a live flow changes. So: dump the active (A1), take a
-        checkpoint, dump the standby (B), dump the active again (A2). B is the active's table at
-        some checkpoint between A1 and B, so a correct standby has A2 <= B <= A1 (as sets of
-        whole flows: slot, proto, inside, outside, NAT, state, flags)."""
+    def compare_tables(self, what, judge, attempts=5):
+        """With the churn stopped: dump the active (A1), take a checkpoint, dump the standby (B),
+        dump the active again (A2); judge(res, at, rc, a1, b, a2) says whether the dumps agree
+        (and notes what it found in the attempt `at`). Up to `attempts` times, 2 s apart."""
         act, sb = self.active, other(self.active)
-        res = {"what": "A2 <= B <= A1, whole flows (slot, proto, inside, outside, nat, state, flags)",
-               "attempts": []}
+        res = {"what": what + ", whole flows (slot, proto, inside, outside, nat, state, flags)", "attempts": []}
         for i in range(attempts):
             a1, ea1 = TPS.flows_of(act)
-            rc, doc, err = TF.ctl(act, "checkpoint")
+            rc, doc, err = ctl(act, "checkpoint")
             b, eb = TPS.flows_of(sb)
             a2, ea2 = TPS.flows_of(act)
             at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
                   "a2": None if a2 is None else len(a2), "errors": [e for e in (ea1, err if rc else "", eb, ea2) if e]}
-            ok = False
-            if a1 is not None and b is not None and a2 is not None and rc == 0:
-                s1, sb_, s2 = set(a1), set(b), set(a2)
-                at["b_not_in_a1"] = [list(x) for x in sorted(sb_ - s1)[:10]]
-                at["a2_not_in_b"] = [list(x) for x in sorted(s2 - sb_)[:10]]
-                at["a2_not_in_a1"] = len(s2 - s1)
-                at["expired_between"] = len(s1 - s2)
-                ok = not (sb_ - s1) and not (s2 - sb_) and len(b) > 0
-            at["ok"] = ok
+            at["ok"] = judge(res, at, rc, a1, b, a2)
             res["attempts"].append(at)
-            if ok:
+            if at["ok"]:
                 break
             time.sleep(2)
         res["ok"] = bool(res["attempts"] and res["attempts"][-1]["ok"])
         res["flows"] = res["attempts"][-1].get("b")
         return res
 
+    def compare_sandwich(self, attempts=5):
+        """With the churn stopped, the active's table only loses flows (expiry); nothing is
+        created and no tracked field of a live flow changes. So: dump the active (A1), take a
+        checkpoint, dump the standby (B), dump the active again (A2). B is the active's table at
+        some checkpoint between A1 and B, so a correct standby has A2 <= B <= A1 (as sets of
+        whole flows: slot, proto, inside, outside, NAT, state, flags)."""
+        def judge(res, at, rc, a1, b, a2):
+            if a1 is None or b is None or a2 is None or rc != 0:
+                return False
+            s1, sb_, s2 = set(a1), set(b), set(a2)
+            at["b_not_in_a1"] = [list(x) for x in sorted(sb_ - s1)[:10]]
+            at["a2_not_in_b"] = [list(x) for x in sorted(s2 - sb_)[:10]]
+            at["a2_not_in_a1"] = len(s2 - s1)
+            at["expired_between"] = len(s1 - s2)
+            return not (sb_ - s1) and not (s2 - sb_) and len(b) > 0
+        return self.compare_tables("A2 <= B <= A1", judge, attempts)
+
     def compare_exact(self, attempts=5):
         """After the short flows expired the table is still: A1 == B == A2 exactly."""
-        act, sb = self.active, other(self.active)
-        res = {"what": "A1 == B == A2, whole flows (slot, proto, inside, outside, nat, state, flags)",
-               "attempts": []}
-        for i in range(attempts):
-            a1, _ = TPS.flows_of(act)
-            rc, doc, err = TF.ctl(act, "checkpoint")
-            b, _ = TPS.flows_of(sb)
-            a2, _ = TPS.flows_of(act)
-            at = {"checkpoint_rc": rc, "a1": None if a1 is None else len(a1), "b": None if b is None else len(b),
-                  "a2": None if a2 is None else len(a2)}
+        def judge(res, at, rc, a1, b, a2):
             ok = a1 is not None and rc == 0 and a1 == a2 == b and len(b) > 0
             if not ok and a1 is not None and b is not None:
                 at["diff"] = [list(x) for x in sorted(set(a1) ^ set(b))[:10]]
-            at["ok"] = ok
-            res["attempts"].append(at)
             if ok:
                 # the long-lived set is in it: established TCP to the echo port
                 res["long_lived_flows"] = sum(1 for f in b if f[1] == "tcp" and f[3] == "%s:%d" % (L.SERVER_IP, ECHO_PORT)
                                               and f[5] == "established")
-                break
-            time.sleep(2)
-        res["ok"] = bool(res["attempts"] and res["attempts"][-1]["ok"])
-        res["flows"] = res["attempts"][-1].get("b")
-        return res
+            return ok
+        return self.compare_tables("A1 == B == A2", judge, attempts)
 
 
 def wait_short_flows_gone(node, expect, timeout):
@@ -539,8 +505,8 @@ def wait_short_flows_gone(node, expect, timeout):
 def main():
     a = A
     L.require_lab(need=())
-    if not os.access(TF.FTPAIRCTL, os.X_OK):
-        L.skip("ftpairctl not built at %s" % TF.FTPAIRCTL)
+    if not os.access(L.FTPAIRCTL, os.X_OK):
+        L.skip("ftpairctl not built at %s" % L.FTPAIRCTL)
     out_dir = os.path.join(a.build, "bench")
     os.makedirs(out_dir, exist_ok=True)
     results = a.out or os.path.join(out_dir, "results.jsonl")

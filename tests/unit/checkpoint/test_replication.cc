@@ -209,32 +209,55 @@ class WideAffinity {
   bool have_ = false;
 };
 
-TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
+dp::AgentConfig one_worker() {
+  dp::AgentConfig c;
+  c.nb_ports = 2;
+  c.nb_workers = 1;
+  return c;
+}
+
+/* An active and its standby, as both streaming tests start: table A, the worker's agent and
+ * a Standby on loopback (start_standby), then a FakeWorker changing A and an Engine
+ * streaming A to the standby, started but not yet replicating (start_active). Members are
+ * destroyed in reverse: the engine first, the table last. */
+class ReplicationPair : public ::testing::Test {
+ protected:
+  // prefix names the DPDK objects: prefix_a (the table), prefix_b (the standby's).
+  void start_standby(const std::string &prefix) {
+    a = make_table(16384, prefix + "_a");
+    ASSERT_TRUE(a);
+    sb = std::make_unique<Standby>();
+    ASSERT_TRUE(sb->start(prefix + "_b", 0));
+    ASSERT_GT(sb->port, 0);
+  }
+  void start_active(uint64_t seed) {
+    worker = std::make_unique<FakeWorker>(*a, agent, seed);
+    worker->fill(3000);
+    worker->start();
+    EngineConfig ec;
+    ec.node_id = "node-a";
+    ec.peer = "127.0.0.1:" + std::to_string(sb->port);
+    ec.interval = 1ms;
+    ec.connect_backoff = 100ms;
+    ec.chunk_records = 1000;  // the first full sync travels in several chunks
+    engine = std::make_unique<Engine>(ec, *a, agent);
+    engine->start();
+  }
+
   WideAffinity wide;
-  auto a = make_table(16384, "t_repl_a");
-  ASSERT_TRUE(a);
-  dp::AgentConfig acfg;
-  acfg.nb_ports = 2;
-  acfg.nb_workers = 1;
-  dp::InterfaceAgent agent(acfg);
+  std::unique_ptr<dp::FlowTable> a;
+  dp::InterfaceAgent agent{one_worker()};
+  std::unique_ptr<Standby> sb;
+  std::unique_ptr<FakeWorker> worker;
+  std::unique_ptr<Engine> engine;
+};
 
-  auto sb = std::make_unique<Standby>();
-  ASSERT_TRUE(sb->start("t_repl_b", 0));
+TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_repl"));
   const int port = sb->port;
-  ASSERT_GT(port, 0);
-
-  FakeWorker worker(*a, agent, 2024);
-  worker.fill(3000);
-  worker.start();
-
-  EngineConfig ec;
-  ec.node_id = "node-a";
-  ec.peer = "127.0.0.1:" + std::to_string(port);
-  ec.interval = 1ms;
-  ec.connect_backoff = 100ms;
-  ec.chunk_records = 1000;  // the first full sync travels in several chunks
-  Engine engine(ec, *a, agent);
-  engine.start();
+  ASSERT_NO_FATAL_FAILURE(start_active(2024));
+  FakeWorker &worker = *this->worker;
+  Engine &engine = *this->engine;
   engine.set_replicating(true);
   auto diag = [&] {
     const EngineStats &es = engine.stats();
@@ -345,16 +368,8 @@ TEST(Replication, EngineToStandbyOverLoopbackGrpc) {
  * one capture, two encodings), gets a full sync while the worker churns, then takes over
  * the standby's stream. The old stream closes without a loss, and the new standby keeps
  * an equal table. Refusals: promoting a joiner that is not there or not in sync. */
-TEST(Replication, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
-  WideAffinity wide;
-  auto a = make_table(16384, "t_join_a");
-  ASSERT_TRUE(a);
-  dp::AgentConfig acfg;
-  acfg.nb_ports = 2;
-  acfg.nb_workers = 1;
-  dp::InterfaceAgent agent(acfg);
-  auto sb = std::make_unique<Standby>();
-  ASSERT_TRUE(sb->start("t_join_b", 0));
+TEST_F(ReplicationPair, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_join"));
   auto nb = std::make_unique<Standby>();
   ASSERT_TRUE(nb->start("t_join_n", 0));
   VersionRange prev;
@@ -362,17 +377,9 @@ TEST(Replication, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
   nb->ap->set_versions(prev);
   const std::string naddr = "127.0.0.1:" + std::to_string(nb->port);
 
-  FakeWorker worker(*a, agent, 77);
-  worker.fill(3000);
-  worker.start();
-  EngineConfig ec;
-  ec.node_id = "node-a";
-  ec.peer = "127.0.0.1:" + std::to_string(sb->port);
-  ec.interval = 1ms;
-  ec.connect_backoff = 100ms;
-  ec.chunk_records = 1000;
-  Engine engine(ec, *a, agent);
-  engine.start();
+  ASSERT_NO_FATAL_FAILURE(start_active(77));
+  FakeWorker &worker = *this->worker;
+  Engine &engine = *this->engine;
   // A node that is not active has nothing to give a joiner.
   EXPECT_EQ(engine.add_joiner(naddr).code(), Code::FAILED_PRECONDITION);
   engine.set_replicating(true);
@@ -481,10 +488,7 @@ void hold_here(int) {
  * worker is held in a signal handler across resume() and the next quiesce(). */
 TEST(Replication, QuiesceCountsAWorkerThatMissedTheResume) {
   WideAffinity wide;
-  dp::AgentConfig acfg;
-  acfg.nb_ports = 2;
-  acfg.nb_workers = 1;
-  dp::InterfaceAgent agent(acfg);
+  dp::InterfaceAgent agent(one_worker());
   struct sigaction sa {}, old {};
   sa.sa_handler = hold_here;
   sigemptyset(&sa.sa_mask);
