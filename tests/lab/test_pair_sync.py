@@ -11,10 +11,15 @@ Checks
   3. SIGKILL of b while traffic flows: a keeps forwarding all the time b is down (its
      forwarded counter rises, no connection breaks); b restarted gets a full resync while
      traffic continues, and the tables are identical again at the end.
+  4. SIGSTOP of b on an idle stream (no epoch to send; b's kernel still holds the connection
+     open, so no RST ever comes, as with a VM that vanished): a notices within a few seconds
+     (HTTP/2 keepalive) instead of reporting b in sync forever; after SIGCONT, b gets a full
+     resync and stays standby.
 Exit 0 pass, 1 fail, 77 skip.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -102,6 +107,37 @@ def main():
         final_checkpoint_and_compare(chk, "after the standby's restart")
         chk.check("b rejected nothing", sum(v for (n, _), v in (L.scrape("b") or {}).items()
                                              if n == "ftpair_sync_rejected_total") == 0)
+
+        # 4. A standby that stops answering without closing its connection.
+        # The clients are done: nothing to checkpoint. gRPC's default stops keepalive pings after 2
+        # without data (then a frozen peer is never noticed), and a server answers pings more
+        # often than every 5 min without data by GOAWAY (then the idle stream is torn down and
+        # resynced every few seconds). Neither may happen: the idle stream stays up, unchanged.
+        gen_a = (L.status("a") or {}).get("generation")
+        full_before = m("a", "ftpair_replication_full_syncs_total")
+        time.sleep(4)
+        chk.check("an idle stream stays up (no GOAWAY for its keepalive pings, no resync)",
+                  m("a", "ftpair_replication_connected") == 1 and m("a", "ftpair_replication_in_sync") == 1 and
+                  m("a", "ftpair_replication_full_syncs_total") == full_before,
+                  "full syncs %g -> %g" % (full_before, m("a", "ftpair_replication_full_syncs_total")))
+        pid_b = L.node_pid("b")
+        os.kill(pid_b, signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            noticed = L.wait_until(lambda: m("a", "ftpair_replication_connected") == 0 and
+                                   m("a", "ftpair_replication_in_sync") == 0, 8)
+            chk.check("a notices a frozen standby on an idle stream (no RST)", noticed,
+                      "after %.1f s" % (time.monotonic() - t0))
+        finally:
+            os.kill(pid_b, signal.SIGCONT)
+        chk.check("the thawed b gets a full resync",
+                  L.wait_until(lambda: m("a", "ftpair_replication_in_sync") == 1 and
+                               m("a", "ftpair_replication_full_syncs_total") > full_before, 15),
+                  "full syncs %g -> %g" % (full_before, m("a", "ftpair_replication_full_syncs_total")))
+        sa, sb = L.status("a") or {}, L.status("b") or {}
+        chk.check("roles unchanged after the freeze: a active (same generation), b standby",
+                  sa.get("role") == "active" and sa.get("generation") == gen_a and sb.get("role") == "standby",
+                  "a %s gen %s->%s, b %s" % (sa.get("role"), gen_a, sa.get("generation"), sb.get("role")))
         if chk.failed:
             for n in ("a", "b"):
                 print("---- tail of %s.log ----\n%s----" % (n, L.node_log_tail(n)))
