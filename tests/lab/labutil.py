@@ -196,6 +196,9 @@ class Background:
                     pass
             except OSError:
                 pass
+        # The process is gone, but its last lines (a client's JSON summary) may still be in the
+        # pipe: the reader ends at EOF, after them.
+        self._t.join(timeout)
         return self.proc.returncode
 
 
