@@ -73,7 +73,7 @@ fuzz: deps
 fuzz-smoke: deps
 	@tools/run-fuzz.sh $(FUZZ_BUILD) 30 $(FUZZ_TARGETS)
 
-bench: build
+bench: build guest-build
 	@tools/bench/run.sh $(BUILD) $(ONLY)
 
 # Soak of the pair lab (not in CI, not in `make test`): mixed traffic, a switchover or a kill
