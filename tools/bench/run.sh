@@ -14,7 +14,8 @@ build=$(cd "$build" && pwd)
 out=$build/bench
 results=$out/results.jsonl
 mkdir -p "$out"
-: >"$results"
+# A full run starts the file afresh; ONLY=group appends, so groups can be run one by one.
+[ -n "$only" ] || : >"$results"
 
 PY=/usr/bin/python3
 # Shared machine, no hugepages: every DPDK process gets its own file prefix.
@@ -315,9 +316,21 @@ group_upgrade() {
   log "upgrade: done in $((SECONDS - t0)) s"
 }
 
+# ------------------------------------------------------------------ virt (issue 6)
+
+group_virt() {
+  local t0=$SECONDS
+  log "virt: tools/bench-virt.sh ${VIRT_ROUNDS:-3} rounds (real libvirtd, TCG guests)"
+  "$root/tools/bench-virt.sh" "$build" "${VIRT_ROUNDS:-3}" >>"$results" 2>"$out/virt.log" || {
+    log "virt benchmark failed (see $out/virt.log)"
+    return 1
+  }
+  log "virt: done in $((SECONDS - t0)) s"
+}
+
 # ------------------------------------------------------------------ main
 
-groups=(dataplane checkpoint failover upgrade)
+groups=(dataplane checkpoint failover upgrade virt)
 ran=0
 for g in "${groups[@]}"; do
   if [ -z "$only" ] || [ "$only" = "$g" ]; then
