@@ -4,7 +4,8 @@
 #   tools/bench/run.sh BUILD_DIR [ONLY]      (make bench [ONLY=group])
 #
 # Builds nothing: `make bench` has built BUILD_DIR already. Each group is a function
-# group_<name>; ONLY runs one of them. Every line is {"name","value","unit","params"}.
+# group_<name>; ONLY runs one of them and appends its lines (a full run starts the file afresh).
+# Every line is {"name","value","unit","params"}.
 set -euo pipefail
 
 build=${1:?usage: run.sh BUILD_DIR [ONLY]}
