@@ -365,6 +365,11 @@ Status Daemon::start() {
     hooks.on_peer_silent = [this](const std::string &r) { on_peer_silent(r); };
     monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
   }
+  // Own nothing until a role is taken: the NF starts as owner (for standalone use), and /metrics
+  // and Control.Status answer from here on, while the role is decided only after the binary's
+  // digest and the peer's answer (tens of ms). A restarting node must never be seen owning the
+  // virtual addresses beside the active (the soak's "never two actives" saw exactly that).
+  node_->nf().set_vip_owner(false);
   // A new version started beside the old one listens on free ports until it takes over.
   const bool beside = launch_.beside_fd >= 0;
   beside_.store(beside);
@@ -401,8 +406,8 @@ Status Daemon::start() {
     Status ds = ckpt_self_digest(&self_sha_);
     if (!ds.ok()) std::fprintf(stderr, "ftpaird: %s\n", ds.message().c_str());
   }
-  // Take a role before the worker runs, so a standby never forwards a packet.
-  node_->nf().set_vip_owner(false);
+  // The role is taken before the worker runs (set_vip_owner(false) above), so a standby never
+  // forwards a packet.
   st = node_->start();
   if (!st.ok()) return st;
   engine_->start();

@@ -21,6 +21,7 @@ Exit 0 pass, 1 fail, 77 skip.
 import os
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +95,26 @@ def main():
         fwd1 = m("a", "ftpair_forwarded_packets_total", port="inside")
         chk.check("a keeps forwarding while b is down", fwd1 > fwd0, "forwarded %g -> %g" % (fwd0, fwd1))
         L.lab("stop", "b", check=False)  # clears the pidfile of the dead node
+        # While b starts, its /metrics answers before it has taken its role: it must never
+        # report owning the virtual addresses (a answers for them all along).
+        seen, stop_ev = {"owner": 0, "scrapes": 0}, threading.Event()
+
+        def watch_b():
+            while not stop_ev.is_set():
+                v = L.vip_owner("b")
+                if v is not None:
+                    seen["scrapes"] += 1
+                    seen["owner"] += v == 1
+                else:
+                    time.sleep(0.002)
+        w = threading.Thread(target=watch_b, daemon=True)
+        w.start()
         lab.start_node("b", "--role", "standby")
+        time.sleep(0.5)
+        stop_ev.set()
+        w.join(2)
+        chk.check("a restarting b never reports owning the VIPs", seen["owner"] == 0 and seen["scrapes"] > 0,
+                  "%d of %d scrapes said owner" % (seen["owner"], seen["scrapes"]))
         chk.check("b back in sync after restart (full resync under traffic)",
                   L.wait_until(lambda: m("a", "ftpair_replication_in_sync") == 1 and
                                m("a", "ftpair_replication_full_syncs_total") > full_before, 15),
