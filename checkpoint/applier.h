@@ -12,7 +12,7 @@
 #include <string>
 
 #include "checkpoint/version.h"
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/flow_table.h"
 #include "replication.pb.h"
 

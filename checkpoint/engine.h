@@ -24,7 +24,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
 #include "replication.grpc.pb.h"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "checkpoint/record_codec.h"
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/flow_table.h"
 
 namespace ftpair::ckpt {

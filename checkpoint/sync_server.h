@@ -12,7 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "checkpoint/applier.h"
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/flow_table.h"
 #include "replication.grpc.pb.h"
 

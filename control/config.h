@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/nf.h"
 
 namespace ftpair {

@@ -20,7 +20,7 @@
 #include "control/config.h"
 #include "control/http_server.h"
 #include "control/node.h"
-#include "control/status.h"
+#include "common/status.h"
 #include "control.pb.h"
 #include "failover/fencer.h"
 #include "failover/monitor.h"

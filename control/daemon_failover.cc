@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/log.h"
 #include "control/daemon.h"
 #include "failover/peer_events.h"
 #include "virt/events.h"
@@ -17,6 +18,10 @@ int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 bool is_active(fo::Role r) { return r == fo::Role::ACTIVE || r == fo::Role::DRAINING; }
+// A step whose failure does not stop the caller (the caller's own checks decide), but is never silent.
+void log_failed(const Status &st, const char *step) {
+  if (!st.ok()) log::component("failover").error("{} failed: {}", step, st.str());
+}
 }  // namespace
 
 void Daemon::count_failover(const std::string &reason) {
@@ -62,13 +67,13 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
       std::fprintf(stderr, "ftpaird: peer %s is active with generation %lu (ours %lu): stepping down\n",
                    b.node_id().c_str(), static_cast<unsigned long>(b.generation()),
                    static_cast<unsigned long>(generation()));
-      adopt_generation(b.generation());
-      become_standby("a peer with a newer generation is active");
+      log_failed(adopt_generation(b.generation()), "adopting the peer's generation");
+      log_failed(become_standby("a peer with a newer generation is active"), "stepping down");
     }
     return;
   }
   if (!is_active(r)) {
-    adopt_generation(b.generation());
+    log_failed(adopt_generation(b.generation()), "adopting the peer's generation");
     if (r == fo::Role::STANDBY_READY && b.role() == "active" && !b.dataplane_healthy() && !retiring_.load()) {
       Status st = promote("the active reports its dataplane cannot service packets", false);
       if (st.ok()) count_failover("peer_unhealthy");
@@ -147,7 +152,7 @@ Status Daemon::takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out) 
       return FailedPrecondition(out->message());
     }
   }
-  adopt_generation(req.generation());
+  log_failed(adopt_generation(req.generation()), "adopting the peer's generation");
   // The old active demoted itself before asking: no fencing needed.
   Status st = become_active(req.forced() ? "forced switchover from " + req.node_id()
                                          : "graceful switchover from " + req.node_id(),
@@ -201,11 +206,11 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
     std::lock_guard<std::mutex> g(role_mu_);
     role_.store(fo::Role::DRAINING);
   }
-  engine_->with_workers_parked([this] { node_->nf().set_vip_owner(false); });
+  log_failed(engine_->with_workers_parked([this] { node_->nf().set_vip_owner(false); }), "parking the workers to release the VIPs");
   uint64_t final_epoch = 0, records = 0;
   Status cs = engine_->checkpoint_now(std::chrono::milliseconds(2000), &final_epoch, &records);
   if (!cs.ok() && !force) {
-    engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); });
+    log_failed(engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); }), "parking the workers to take the VIPs back");
     role_.store(fo::Role::ACTIVE);
     node_->nf().request_announce(garp_count_.load());
     return finish(cs, "refused: final checkpoint failed, still active: " + cs.message());
@@ -223,14 +228,14 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   if (!gs.ok() || !rep.ok()) {
     std::string why = gs.ok() ? rep.message() : gs.error_message();
     // The standby did not take over: carry on as active.
-    engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); });
+    log_failed(engine_->with_workers_parked([this] { node_->nf().set_vip_owner(true); }), "parking the workers to take the VIPs back");
     role_.store(fo::Role::ACTIVE);
     node_->nf().request_announce(garp_count_.load());
     return finish(Unavailable("switchover aborted, still active: the standby said: " + why),
                   "aborted, still active: " + why);
   }
-  adopt_generation(rep.generation());
-  become_standby("switched over to the peer");
+  log_failed(adopt_generation(rep.generation()), "adopting the peer's generation");
+  log_failed(become_standby("switched over to the peer"), "becoming standby");
   out->set_packets_held(node_->agent().worker_counters(0).held_now.load());
   return finish(Status::Ok(), "switched over: " + rep.message() + " (final epoch " + std::to_string(final_epoch) + ")");
 }
@@ -282,7 +287,7 @@ Status Daemon::choose_initial_role() {
       if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
-  if (heard) adopt_generation(peer.generation());
+  if (heard) log_failed(adopt_generation(peer.generation()), "adopting the peer's generation");
   if (heard && peer.role() == "active") return become_standby("the peer " + peer.node_id() + " is active");
   if (cfg_.role == "standby") return become_standby("configured role");
   if (cfg_.role == "auto" && heard) {

@@ -38,7 +38,7 @@
 #include "control/daemon.h"
 #include "control.grpc.pb.h"
 #include "peer.grpc.pb.h"
-#include "virt/digest.h"
+#include "common/sha256.h"
 
 namespace ftpair {
 
@@ -138,7 +138,7 @@ Status read_whole(const std::string &path, std::string *out) {
 }
 }  // namespace
 
-Status ckpt_self_digest(std::string *hex) { return virt::sha256_file("/proc/self/exe", hex); }
+Status ckpt_self_digest(std::string *hex) { return sha256_file("/proc/self/exe", hex); }
 
 void Daemon::set_upgrade_stage(const std::string &stage, const std::string &message) {
   {
@@ -204,7 +204,7 @@ Status Daemon::stage_upgrade(const std::string &bytes, const std::string &claime
     return st;
   };
   if (bytes.empty()) return refuse(InvalidArgument("upgrade: refused: the binary is empty"));
-  const std::string sha = virt::sha256_hex(bytes);
+  const std::string sha = sha256_hex(bytes);
   out->set_sha256(sha);
   if (!claimed.empty() && claimed != sha)
     return refuse(Status(Code::DATA_LOSS, "upgrade: refused: the binary arrived damaged (sha256 " + sha +
@@ -282,7 +282,7 @@ Status Daemon::start_beside(bool rollback, v1::UpgradeReply *out) {
   }
   // The file must still be what was checked (staging, or the binary that ran before).
   std::string found;
-  Status ds = virt::sha256_file(path, &found);
+  Status ds = sha256_file(path, &found);
   if (!ds.ok()) return refuse(FailedPrecondition(std::string(rollback ? "rollback" : "upgrade") + ": refused: " + ds.message()));
   if (found != sha)
     return refuse(PermissionDenied(std::string(rollback ? "rollback" : "upgrade") + ": refused: " + path +
@@ -585,7 +585,10 @@ void Daemon::run_handover() {
     Status ls = open_grpc(cfg_.grpc, &grpc_final_, &port);
     if (ls.ok()) grpc_port_ = port;
     else std::fprintf(stderr, "ftpaird: upgrade: cannot listen again: %s\n", ls.message().c_str());
-    if (cfg_.metrics.set()) http_.start(cfg_.metrics);
+    if (cfg_.metrics.set()) {
+      Status hs = http_.start(cfg_.metrics);
+      if (!hs.ok()) std::fprintf(stderr, "ftpaird: upgrade: cannot serve /metrics again: %s\n", hs.message().c_str());
+    }
     serving_state_ = -1;
     return restore("the new instance did not take over: " + why);
   }

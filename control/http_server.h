@@ -8,7 +8,7 @@
 #include <string>
 
 #include "control/config.h"
-#include "control/status.h"
+#include "common/status.h"
 
 struct MHD_Daemon;
 

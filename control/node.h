@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "control/config.h"
-#include "control/status.h"
+#include "common/status.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
 #include "dataplane/flow_table.h"

@@ -26,7 +26,7 @@
 #include <string>
 #include <thread>
 
-#include "control/status.h"
+#include "common/status.h"
 
 namespace ftpair::fo {
 

@@ -5,7 +5,7 @@
 #include <mutex>
 #include <string>
 
-#include "control/status.h"
+#include "common/status.h"
 
 namespace ftpair::fo {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "control/status.h"
+#include "common/status.h"
 
 namespace ftpair::virt {
 

@@ -7,7 +7,7 @@
 
 #include <libvirt/libvirt.h>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "virt/domain.h"
 
 namespace ftpair::virt {

@@ -5,7 +5,7 @@
 
 #include <sstream>
 
-#include "virt/digest.h"
+#include "common/sha256.h"
 
 namespace ftpair::virt {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "virt/spec.h"
 
 namespace ftpair::virt {

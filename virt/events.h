@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "failover/peer_events.h"
 
 namespace ftpair::virt {

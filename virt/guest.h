@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "virt/commission.h"
 
 namespace ftpair::virt {

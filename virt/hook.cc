@@ -10,7 +10,7 @@
 #include <sstream>
 #include <vector>
 
-#include "virt/digest.h"
+#include "common/sha256.h"
 #include "virt/domain.h"
 
 namespace ftpair::virt {

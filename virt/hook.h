@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "control/status.h"
+#include "common/status.h"
 
 namespace ftpair::virt {
 

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "control/status.h"
+#include "common/status.h"
 #include "virt/spec.h"
 
 namespace ftpair::virt {

@@ -1,25 +1,24 @@
 // gtest main for tests that need DPDK: brings up the EAL once, without hugepages or PCI.
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <rte_eal.h>
+
+#include "dataplane/port.h"
 
 int main(int argc, char **argv) {
   testing::InitGoogleTest(&argc, argv);
-  std::string prefix = "ftpair-test-" + std::to_string(getpid());
-  std::vector<std::string> args = {"unit-test", "--no-huge", "-m", "1024", "--no-pci", "--no-shconf",
-                                   "--no-telemetry", "-l", "0", "--file-prefix", prefix,
-                                   "--log-level", "*:error"};
-  std::vector<char *> av;
-  for (auto &a : args) av.push_back(a.data());
-  if (rte_eal_init(static_cast<int>(av.size()), av.data()) < 0) {
-    fprintf(stderr, "EAL init failed\n");
+  std::string err;
+  if (ftpair::dp::eal_init({"--no-huge", "-m", "1024", "--no-pci", "--no-shconf", "--no-telemetry", "-l", "0",
+                            "--file-prefix", "ftpair-test-" + std::to_string(getpid()), "--log-level", "*:error"},
+                           &err) < 0) {
+    std::fprintf(stderr, "%s\n", err.c_str());
     return 1;
   }
   int rc = RUN_ALL_TESTS();
-  rte_eal_cleanup();
+  ftpair::dp::eal_cleanup();
   return rc;
 }

@@ -447,3 +447,47 @@ TEST(Config, Helpers) {
 
 }  // namespace
 }  // namespace ftpair
+
+// ---- failover.libvirt_events (moved here from the failover tests: config is control's) ----
+namespace ftpair {
+
+namespace {
+std::string node_yaml(const std::string &failover) {
+  return "node: {id: b}\n"
+         "ports:\n"
+         "  inside: {device: \"net_af_packet0,iface=lan0\", vip: 198.18.1.1/24}\n"
+         "  outside: {device: \"net_af_packet1,iface=wan0\", vip: 198.18.2.1/24}\n"
+         "failover:\n" +
+         failover;
+}
+const std::string kLibvirt = "  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_domain: pair-a\n";
+}  // namespace
+
+TEST(PeerEventsConfig, OnByDefaultWithLibvirtFencing) {
+  Config c;
+  Status st = parse_config(node_yaml(kLibvirt), {}, &c);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(c.peer_events_on());
+  EXPECT_EQ(config_fields(c).at("failover.libvirt_events"), "true");
+  ASSERT_TRUE(parse_config(node_yaml(kLibvirt + "  libvirt_events: false\n"), {}, &c).ok());
+  EXPECT_FALSE(c.peer_events_on());
+  ASSERT_TRUE(parse_config(node_yaml(kLibvirt), {"failover.libvirt_events=false"}, &c).ok());
+  EXPECT_FALSE(c.peer_events_on());
+  // Other fencing: no events, and no error for leaving the default.
+  ASSERT_TRUE(parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n"), {}, &c).ok());
+  EXPECT_FALSE(c.peer_events_on());
+  EXPECT_EQ(config_fields(c).at("failover.libvirt_events"), "false");
+}
+
+TEST(PeerEventsConfig, BadValuesNameTheKey) {
+  Config c;
+  Status st = parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_events: true\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("needs fence: libvirt"), std::string::npos) << st.message();
+  st = parse_config(node_yaml(kLibvirt + "  libvirt_events: sometimes\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("true or false"), std::string::npos) << st.message();
+}
+}  // namespace ftpair

@@ -1,4 +1,4 @@
-#include "virt/digest.h"
+#include "common/sha256.h"
 
 #include <openssl/evp.h>
 
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <memory>
 
-namespace ftpair::virt {
+namespace ftpair {
 
 namespace {
 
@@ -48,4 +48,4 @@ Status sha256_file(const std::string &path, std::string *out) {
   return Status::Ok();
 }
 
-}  // namespace ftpair::virt
+}  // namespace ftpair
