@@ -3,21 +3,19 @@
 #include <chrono>
 #include <thread>
 
-namespace ftpair::ckpt {
+#include "common/log.h"
+#include "proto/rpc/rpc.h"
 
-grpc::Status to_grpc_status(const Status &s) {
-  static const grpc::StatusCode map[] = {
-      grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
-      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::UNAVAILABLE,
-      grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::ABORTED, grpc::StatusCode::INTERNAL,
-      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::DATA_LOSS};
-  const auto i = static_cast<size_t>(s.code());
-  return grpc::Status(i < sizeof(map) / sizeof(map[0]) ? map[i] : grpc::StatusCode::UNKNOWN, s.message());
-}
+namespace ftpair::ckpt {
 
 grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
                                grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+  if (hooks_.admit) {
+    Status st = hooks_.admit();
+    if (!st.ok()) return rpc::to_grpc(st);
+  }
   {
+    // The newest stream wins: an active that reconnects must not wait for a dead one.
     std::lock_guard<std::mutex> g(cur_mu_);
     if (cur_ctx_) cur_ctx_->TryCancel();
   }
@@ -34,7 +32,13 @@ grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
     if (!result.ok()) errors_.push_back(result.error_message());
   }
   streams_++;
+  if (!result.ok()) log::component("sync").warn("refused the active's stream: {}", result.error_message());
   return result;
+}
+
+void SyncService::cancel_current() {
+  std::lock_guard<std::mutex> g(cur_mu_);
+  if (cur_ctx_) cur_ctx_->TryCancel();
 }
 
 std::vector<std::string> SyncService::errors() {
@@ -48,17 +52,24 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
   if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
   if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
   v1::SyncReply reply;
-  Status st = ap_.on_hello(m.hello(), generation_, reply.mutable_hello());
-  if (!st.ok()) return to_grpc_status(st);
+  Status st = ap_.on_hello(m.hello(), hooks_.generation ? hooks_.generation() : 0, reply.mutable_hello());
+  if (!st.ok()) return rpc::to_grpc(st);
   if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+  sync_state(ap_.in_sync());
   while (stream->Read(&m)) {
     if (!m.has_checkpoint())
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
     bool ack = false;
     v1::SyncReply r;
     st = ap_.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
-    if (!st.ok()) return to_grpc_status(st);
-    if (ack && !stream->Write(r)) break;
+    if (!st.ok()) {
+      sync_state(false);
+      return rpc::to_grpc(st);
+    }
+    if (ack) {
+      if (ap_.in_sync()) sync_state(true);
+      if (!stream->Write(r)) break;
+    }
   }
   return grpc::Status::OK;
 }
@@ -72,14 +83,13 @@ std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t 
   s->table_ = dp::FlowTable::create(c, err);
   if (!s->table_) return nullptr;
   s->ap_ = std::make_unique<Applier>(*s->table_, s->mu_, name);
-  s->svc_ = std::make_unique<SyncService>(*s->ap_, 0);
+  s->svc_ = std::make_unique<SyncService>(*s->ap_, SyncHooks{});
   // The port may be briefly unavailable right after a previous server closed it.
   for (int attempt = 0; attempt < 50 && !s->server_; attempt++) {
     grpc::ServerBuilder b;
     int got = 0;
     b.AddListeningPort("127.0.0.1:" + std::to_string(want_port), grpc::InsecureServerCredentials(), &got);
-    b.SetMaxReceiveMessageSize(64 << 20);
-    b.SetMaxSendMessageSize(64 << 20);
+    rpc::apply_server_policy(&b);
     b.RegisterService(s->svc_.get());
     auto srv = b.BuildAndStart();
     if (srv && got > 0) {

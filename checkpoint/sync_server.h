@@ -1,9 +1,11 @@
-/* A standalone standby endpoint: the Replication.Sync service around an Applier, on its
- * own gRPC server. The daemon runs its own service (with roles); this one serves the unit
- * tests and the benchmarks, which need a real standby over real sockets without a daemon. */
+/* The standby's end of Replication.Sync: the one Sync service, around an Applier. The daemon
+ * serves it with hooks into its role (refuse while active, the generation, the standby state);
+ * SyncServer puts it on a gRPC server of its own for the unit tests and the benchmarks, which
+ * need a real standby over real sockets without a daemon. */
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,18 +20,27 @@
 
 namespace ftpair::ckpt {
 
-// Maps an ftpair Status to the gRPC status the standby answers with.
-grpc::Status to_grpc_status(const Status &s);
+// What the service asks of its host. Every hook may be left empty.
+struct SyncHooks {
+  // Refuses a stream before it starts (a daemon that is active takes no checkpoints).
+  std::function<Status()> admit;
+  // The generation the hello is judged against (0 when unset).
+  std::function<uint64_t()> generation;
+  // The stream moved the standby to in sync (true) or out of it (false).
+  std::function<void(bool in_sync)> on_sync_state;
+};
 
 class SyncService final : public v1::Replication::Service {
  public:
-  SyncService(Applier &ap, uint64_t generation) : ap_(ap), generation_(generation) {}
+  SyncService(Applier &ap, SyncHooks hooks) : ap_(ap), hooks_(std::move(hooks)) {}
 
   // One stream at a time: a new stream cancels the previous one, as a reconnecting active
   // replaces its old stream.
   grpc::Status Sync(grpc::ServerContext *ctx,
                     grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override;
 
+  // Cancels the stream being served, if any (a node that becomes active).
+  void cancel_current();
   // The error of every stream that ended with one.
   std::vector<std::string> errors();
   unsigned streams() const { return streams_.load(); }
@@ -37,8 +48,12 @@ class SyncService final : public v1::Replication::Service {
  private:
   grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream);
 
+  void sync_state(bool in_sync) {
+    if (hooks_.on_sync_state) hooks_.on_sync_state(in_sync);
+  }
+
   Applier &ap_;
-  const uint64_t generation_;
+  const SyncHooks hooks_;
   std::mutex stream_mu_;
   std::mutex cur_mu_;
   grpc::ServerContext *cur_ctx_ = nullptr;

@@ -19,6 +19,7 @@
 
 #include "checkpoint/snapshot.h"
 #include "checkpoint/sync_server.h"
+#include "proto/rpc/rpc.h"
 #include "replication.grpc.pb.h"
 #include "control.grpc.pb.h"
 
@@ -27,7 +28,7 @@ namespace ftpair {
 namespace {
 
 // One mapping of ftpair status codes to gRPC's, shared with the standalone Sync server.
-grpc::Status to_grpc(const Status &s) { return ckpt::to_grpc_status(s); }
+using rpc::to_grpc;
 
 int64_t unix_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -88,79 +89,6 @@ int telemetry_state(const char *, const char *, rte_tel_data *d) {
 }
 
 }  // namespace
-
-// ------------------------------------------------------------------ Replication (standby)
-
-class Daemon::ReplicationService final : public v1::Replication::Service {
- public:
-  explicit ReplicationService(Daemon &d) : d_(d) {}
-
-  grpc::Status Sync(grpc::ServerContext *ctx,
-                    grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override {
-    if (d_.role() == fo::Role::ACTIVE || d_.role() == fo::Role::DRAINING)
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "node " + d_.cfg_.node_id + " is active: it sends checkpoints, it does not take them");
-    {
-      // The newest stream wins: an active that reconnects must not wait for a dead one.
-      std::lock_guard<std::mutex> g(cur_mu_);
-      if (cur_ctx_) cur_ctx_->TryCancel();
-    }
-    std::lock_guard<std::mutex> one(stream_mu_);
-    {
-      std::lock_guard<std::mutex> g(cur_mu_);
-      cur_ctx_ = ctx;
-    }
-    grpc::Status result = serve(stream);
-    d_.applier_->end_stream();
-    {
-      std::lock_guard<std::mutex> g(cur_mu_);
-      if (cur_ctx_ == ctx) cur_ctx_ = nullptr;
-    }
-    if (!result.ok())
-      std::fprintf(stderr, "ftpaird: replication: refused the active's stream: %s\n", result.error_message().c_str());
-    return result;
-  }
-
-  void cancel_current() {
-    std::lock_guard<std::mutex> g(cur_mu_);
-    if (cur_ctx_) cur_ctx_->TryCancel();
-  }
-
- private:
-  grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
-    ckpt::Applier &ap = *d_.applier_;
-    ap.begin_stream();
-    v1::SyncMessage m;
-    if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
-    if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
-    v1::SyncReply reply;
-    Status st = ap.on_hello(m.hello(), d_.generation(), reply.mutable_hello());
-    if (!st.ok()) return to_grpc(st);
-    if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
-    d_.set_standby_state(ap.in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
-    while (stream->Read(&m)) {
-      if (!m.has_checkpoint())
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
-      bool ack = false;
-      v1::SyncReply r;
-      st = ap.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
-      if (!st.ok()) {
-        d_.set_standby_state(fo::Role::STANDBY_SYNCING);
-        return to_grpc(st);
-      }
-      if (ack) {
-        if (ap.in_sync()) d_.set_standby_state(fo::Role::STANDBY_READY);
-        if (!stream->Write(r)) break;
-      }
-    }
-    return grpc::Status::OK;
-  }
-
-  Daemon &d_;
-  std::mutex stream_mu_;
-  std::mutex cur_mu_;
-  grpc::ServerContext *cur_ctx_ = nullptr;
-};
 
 // ------------------------------------------------------------------ Control
 
@@ -334,7 +262,17 @@ Status Daemon::start() {
   }
   engine_ = std::make_unique<ckpt::Engine>(ec, node_->flows(), node_->agent());
 
-  repl_svc_ = std::make_unique<ReplicationService>(*this);
+  ckpt::SyncHooks hooks;
+  hooks.admit = [this]() -> Status {
+    if (role() == fo::Role::ACTIVE || role() == fo::Role::DRAINING)
+      return FailedPrecondition("node " + cfg_.node_id + " is active: it sends checkpoints, it does not take them");
+    return Status::Ok();
+  };
+  hooks.generation = [this] { return generation(); };
+  hooks.on_sync_state = [this](bool in_sync) {
+    set_standby_state(in_sync ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
+  };
+  repl_svc_ = std::make_unique<ckpt::SyncService>(*applier_, std::move(hooks));
   ctl_svc_ = std::make_unique<ControlService>(*this);
   peer_svc_ = std::make_unique<PeerService>(*this);
   if (cfg_.peer_grpc.set()) {

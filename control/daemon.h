@@ -17,6 +17,7 @@
 
 #include "checkpoint/applier.h"
 #include "checkpoint/engine.h"
+#include "checkpoint/sync_server.h"
 #include "control/config.h"
 #include "control/http_server.h"
 #include "control/node.h"
@@ -109,7 +110,6 @@ class Daemon {
   bool dataplane_healthy() const;
 
  private:
-  class ReplicationService;
   class ControlService;
   class PeerService;
   Status choose_initial_role();
@@ -151,7 +151,7 @@ class Daemon {
   std::unique_ptr<Node> node_;
   std::unique_ptr<ckpt::Engine> engine_;
   std::unique_ptr<ckpt::Applier> applier_;
-  std::unique_ptr<ReplicationService> repl_svc_;
+  std::unique_ptr<ckpt::SyncService> repl_svc_;
   std::unique_ptr<ControlService> ctl_svc_;
   std::unique_ptr<PeerService> peer_svc_;
   std::unique_ptr<fo::Monitor> monitor_;
