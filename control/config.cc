@@ -127,8 +127,12 @@ void read_config(const YAML::Node &root, Config *c) {
     fail("node.id", "'" + c->node_id + "' must be 1-32 characters of [a-z0-9-_]");
   get_str(node, "state_dir", "node", &c->state_dir);
   get_str(node, "pidfile", "node", &c->pidfile);
-  if (get_str(node, "role", "node", &c->role) && c->role != "auto" && c->role != "active" && c->role != "standby")
-    fail("node.role", "'" + c->role + "' is not one of auto, active, standby");
+  if (std::string role; get_str(node, "role", "node", &role)) {
+    if (role == "auto") c->role = ConfigRole::AUTO;
+    else if (role == "active") c->role = ConfigRole::ACTIVE;
+    else if (role == "standby") c->role = ConfigRole::STANDBY;
+    else fail("node.role", "'" + role + "' is not one of auto, active, standby");
+  }
   // dpdk
   if (YAML::Node d = root["dpdk"]) {
     check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc",
@@ -246,8 +250,8 @@ void read_config(const YAML::Node &root, Config *c) {
     get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
     get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
     get_bool(n, "beat_realtime", p, &c->beat_realtime);
-    if (get_str(n, "fence", p, &c->fence) && c->fence != "none" && c->fence != "process" && c->fence != "libvirt")
-      fail("failover.fence", "'" + c->fence + "' is not none, process or libvirt");
+    if (std::string fence; get_str(n, "fence", p, &fence) && !fo::parse_fence_kind(fence, &c->fence))
+      fail("failover.fence", "'" + fence + "' is not none, process or libvirt");
     get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
     get_str(n, "fence_pidfile", p, &c->fence_pidfile);
     get_str(n, "libvirt_uri", p, &c->libvirt_uri);
@@ -258,11 +262,11 @@ void read_config(const YAML::Node &root, Config *c) {
     get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
     get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
     get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
-    if (c->fence == "process" && c->fence_pidfile.empty())
+    if (c->fence == fo::FenceKind::PROCESS && c->fence_pidfile.empty())
       fail("failover.fence_pidfile", "required with fence: process");
-    if (c->fence == "libvirt" && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
+    if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
       fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
-    if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != "libvirt")
+    if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != fo::FenceKind::LIBVIRT)
       fail("failover.libvirt_events", "needs fence: libvirt (the events come from the peer's libvirt_uri and libvirt_domain)");
   }
   if (YAML::Node n = root["upgrade"]) {
@@ -296,9 +300,11 @@ void read_config(const YAML::Node &root, Config *c) {
     get_uint(n, "dirty_threshold", p, 1, 1u << 26, &c->checkpoint_dirty_threshold);
     get_uint(n, "quiesce_timeout_us", p, 10, 1000000, &c->quiesce_timeout_us);
     get_uint(n, "hold_capacity", p, 64, 1u << 20, &c->hold_capacity);
-    if (get_str(n, "hold_fallback", p, &c->hold_fallback) && c->hold_fallback != "drop" &&
-        c->hold_fallback != "relaxed")
-      fail("checkpoint.hold_fallback", "'" + c->hold_fallback + "' is not drop or relaxed");
+    if (std::string fb; get_str(n, "hold_fallback", p, &fb)) {
+      if (fb == "drop") c->hold_fallback = dp::HoldFallback::DROP;
+      else if (fb == "relaxed") c->hold_fallback = dp::HoldFallback::RELAXED;
+      else fail("checkpoint.hold_fallback", "'" + fb + "' is not drop or relaxed");
+    }
   }
 }
 
@@ -332,6 +338,15 @@ void apply_override(YAML::Node &root, const std::string &ov) {
 }
 
 }  // namespace
+
+const char *config_role_name(ConfigRole r) {
+  switch (r) {
+    case ConfigRole::AUTO: return "auto";
+    case ConfigRole::ACTIVE: return "active";
+    case ConfigRole::STANDBY: return "standby";
+  }
+  return "?";
+}
 
 bool parse_ipv4(const std::string &s, uint32_t *ip_be) {
   in_addr a{};
@@ -433,7 +448,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   }
   m["upgrade.health_window_ms"] = u(c.upgrade_health_window_ms);
   m["upgrade.sync_timeout_ms"] = u(c.upgrade_sync_timeout_ms);
-  m["node.role"] = c.role;
+  m["node.role"] = config_role_name(c.role);
   m["dpdk.memory_mb"] = u(c.memory_mb);
   m["dpdk.mbufs"] = u(c.mbufs);
   m["dpdk.no_huge"] = b(c.no_huge);
@@ -486,12 +501,12 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["checkpoint.dirty_threshold"] = u(c.checkpoint_dirty_threshold);
   m["checkpoint.quiesce_timeout_us"] = u(c.quiesce_timeout_us);
   m["checkpoint.hold_capacity"] = u(c.hold_capacity);
-  m["checkpoint.hold_fallback"] = c.hold_fallback;
+  m["checkpoint.hold_fallback"] = c.hold_fallback == dp::HoldFallback::DROP ? "drop" : "relaxed";
   m["failover.heartbeat_interval_ms"] = u(c.heartbeat_interval_ms);
   m["failover.miss_threshold"] = u(c.miss_threshold);
   m["failover.beat_udp_port"] = u(c.beat_udp_port);
   m["failover.beat_realtime"] = b(c.beat_realtime);
-  m["failover.fence"] = c.fence;
+  m["failover.fence"] = fo::fence_kind_name(c.fence);
   m["failover.allow_fence_none"] = b(c.allow_fence_none);
   m["failover.fence_pidfile"] = c.fence_pidfile;
   m["failover.libvirt_uri"] = c.libvirt_uri;

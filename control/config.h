@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dataplane/agent.h"
 #include "dataplane/nf.h"
+#include "failover/fencer.h"
 
 namespace ftpair {
 
@@ -28,6 +30,9 @@ struct SideConfig {
 };
 
 enum class ReplicationMode { STRICT, RELAXED };
+// node.role: take the role the peer leaves (auto), or start as this one.
+enum class ConfigRole { AUTO, ACTIVE, STANDBY };
+const char *config_role_name(ConfigRole r);
 
 // PEM files for mutual TLS. All empty = plaintext; otherwise ca, cert and key are all set.
 // The peer's certificate must name its address (subjectAltName IP).
@@ -40,7 +45,7 @@ struct Config {
   // node
   std::string node_id;
   std::string state_dir = "/var/lib/ftpair";
-  std::string role = "auto";  // auto | active | standby
+  ConfigRole role = ConfigRole::AUTO;
   std::string pidfile;        // this node's pidfile (written at start; an upgrade rewrites it)
   // dpdk
   uint32_t memory_mb = 256;
@@ -79,14 +84,14 @@ struct Config {
   uint32_t checkpoint_dirty_threshold = 4096;
   uint32_t quiesce_timeout_us = 2000;
   uint32_t hold_capacity = 16384;
-  std::string hold_fallback = "relaxed";  // drop | relaxed
+  dp::HoldFallback hold_fallback = dp::HoldFallback::RELAXED;
 
   // failover
   uint32_t heartbeat_interval_ms = 5;  // with fast beats: silence after 40 ms fails over
   uint32_t miss_threshold = 8;
   uint32_t beat_udp_port = 50052;  // fast beats (UDP, real-time threads); 0 = gRPC beats only
   bool beat_realtime = true;
-  std::string fence = "none";
+  fo::FenceKind fence = fo::FenceKind::NONE;
   bool allow_fence_none = false;
   std::string fence_pidfile;
   std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
@@ -94,7 +99,7 @@ struct Config {
   // once, still fencing first (failover/peer_events.h). Only with fence: libvirt, where it is on
   // unless set to false.
   bool libvirt_events = true;
-  bool peer_events_on() const { return fence == "libvirt" && libvirt_events; }
+  bool peer_events_on() const { return fence == fo::FenceKind::LIBVIRT && libvirt_events; }
   uint32_t fence_timeout_ms = 1000;
   uint32_t garp_count = 3;
   uint32_t snapshot_max_age_s = 600;

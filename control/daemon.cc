@@ -20,6 +20,7 @@
 #include "checkpoint/snapshot.h"
 #include "checkpoint/sync_server.h"
 #include "proto/rpc/rpc.h"
+#include "virt/fencers.h"
 #include "replication.grpc.pb.h"
 #include "control.grpc.pb.h"
 
@@ -249,7 +250,7 @@ Status Daemon::start() {
   ec.node_id = cfg_.node_id;
   ec.peer = cfg_.peer_grpc.set() ? cfg_.peer_grpc.str() : "";
   ec.strict = cfg_.mode == ReplicationMode::STRICT;
-  ec.fallback_relaxed = cfg_.hold_fallback == "relaxed";
+  ec.fallback_relaxed = cfg_.hold_fallback == dp::HoldFallback::RELAXED;
   ec.interval = std::chrono::microseconds(cfg_.checkpoint_interval_us);
   ec.dirty_threshold = cfg_.checkpoint_dirty_threshold;
   ec.quiesce_timeout = std::chrono::microseconds(cfg_.quiesce_timeout_us);
@@ -283,7 +284,7 @@ Status Daemon::start() {
     fc.libvirt_uri = cfg_.libvirt_uri;
     fc.domain = cfg_.libvirt_domain;
     fc.libvirt_action = cfg_.libvirt_action;
-    fencer_ = fo::make_fencer(fc, &fencer_status_);
+    fencer_ = virt::make_fencer(fc, &fencer_status_);
     if (!fencer_) std::fprintf(stderr, "ftpaird: %s: promotions will be refused\n", fencer_status_.message().c_str());
     fo::MonitorConfig mc;
     mc.peer = cfg_.peer_grpc.str();

@@ -289,19 +289,19 @@ Status Daemon::choose_initial_role() {
   }
   if (heard) log_failed(adopt_generation(peer.generation()), "adopting the peer's generation");
   if (heard && peer.role() == "active") return become_standby("the peer " + peer.node_id() + " is active");
-  if (cfg_.role == "standby") return become_standby("configured role");
-  if (cfg_.role == "auto" && heard) {
+  if (cfg_.role == ConfigRole::STANDBY) return become_standby("configured role");
+  if (cfg_.role == ConfigRole::AUTO && heard) {
     bool we_lead = cfg_.node_id < peer.node_id();
     if (!we_lead) return become_standby("the peer " + peer.node_id() + " leads a cold start");
   }
-  if (cfg_.role == "auto" && !heard && cfg_.peer_grpc.set()) {
+  if (cfg_.role == ConfigRole::AUTO && !heard && cfg_.peer_grpc.set()) {
     if (!fencer_) return become_standby("the peer is silent and no fencer is usable: waiting as standby");
     Status fs = fencer_->fence(std::chrono::milliseconds(fence_timeout_ms_.load()));
     if (!fs.ok()) return become_standby("the peer is silent and fencing failed (" + fs.message() + "): waiting as standby");
   }
   Status restored = restore_from_snapshot();
   std::fprintf(stderr, "ftpaird: %s\n", restored.ok() ? "resumed flows from the snapshot" : restored.message().c_str());
-  return become_active(cfg_.role == "active" ? "configured role" : "no active peer", true);
+  return become_active(cfg_.role == ConfigRole::ACTIVE ? "configured role" : "no active peer", true);
 }
 
 }  // namespace ftpair

@@ -42,7 +42,7 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   ac.port_ids[1] = n->port_ids_[1];
   ac.strict = cfg.mode == ReplicationMode::STRICT;
   ac.hold_capacity = cfg.hold_capacity;
-  ac.fallback = cfg.hold_fallback == "drop" ? dp::HoldFallback::DROP : dp::HoldFallback::RELAXED;
+  ac.fallback = cfg.hold_fallback;
   n->agent_ = std::make_unique<dp::InterfaceAgent>(ac);
   dp::NfConfig nfc = cfg.nf_config();
   nfc.own_mac[0] = n->macs_[0];

@@ -192,22 +192,40 @@ class LibvirtFencer final : public Fencer {
 
 }  // namespace
 
+const char *fence_kind_name(FenceKind k) {
+  switch (k) {
+    case FenceKind::NONE: return "none";
+    case FenceKind::PROCESS: return "process";
+    case FenceKind::LIBVIRT: return "libvirt";
+  }
+  return "?";
+}
+
+bool parse_fence_kind(const std::string &s, FenceKind *out) {
+  for (FenceKind k : {FenceKind::NONE, FenceKind::PROCESS, FenceKind::LIBVIRT})
+    if (s == fence_kind_name(k)) {
+      *out = k;
+      return true;
+    }
+  return false;
+}
+
 std::unique_ptr<Fencer> make_fencer(const FenceConfig &cfg, Status *st) {
-  if (cfg.kind == "none") {
+  if (cfg.kind == FenceKind::NONE) {
     if (!cfg.allow_none) {
       *st = InvalidArgument("failover.fence: 'none' cannot stop a live peer; set failover.allow_fence_none: true to accept that");
       return nullptr;
     }
     return std::make_unique<NoneFencer>();
   }
-  if (cfg.kind == "process") {
+  if (cfg.kind == FenceKind::PROCESS) {
     if (cfg.pidfile.empty()) {
       *st = InvalidArgument("failover.fence_pidfile: required with fence 'process'");
       return nullptr;
     }
     return std::make_unique<ProcessFencer>(cfg.pidfile);
   }
-  if (cfg.kind == "libvirt") {
+  if (cfg.kind == FenceKind::LIBVIRT) {
     if (cfg.libvirt_uri.empty() || cfg.domain.empty()) {
       *st = InvalidArgument("failover.libvirt_uri and failover.libvirt_domain: required with fence 'libvirt'");
       return nullptr;
@@ -218,7 +236,7 @@ std::unique_ptr<Fencer> make_fencer(const FenceConfig &cfg, Status *st) {
     }
     return std::make_unique<LibvirtFencer>(cfg.libvirt_uri, cfg.domain, cfg.libvirt_action == "suspend");
   }
-  *st = InvalidArgument("failover.fence: '" + cfg.kind + "' is not none, process or libvirt");
+  *st = InvalidArgument(std::string("failover.fence: '") + fence_kind_name(cfg.kind) + "' is not none, process or libvirt");
   return nullptr;
 }
 

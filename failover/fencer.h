@@ -19,8 +19,14 @@ class Fencer {
   virtual Status fence(std::chrono::milliseconds deadline) = 0;
 };
 
+enum class FenceKind { NONE, PROCESS, LIBVIRT };
+// "none", "process", "libvirt".
+const char *fence_kind_name(FenceKind k);
+// Parses a fence kind; false for anything else.
+bool parse_fence_kind(const std::string &s, FenceKind *out);
+
 struct FenceConfig {
-  std::string kind = "none";   // none | process | libvirt
+  FenceKind kind = FenceKind::NONE;
   bool allow_none = false;     // "none" must be chosen explicitly: it cannot stop a live peer
   std::string pidfile;         // process: the peer's pidfile (lab only)
   std::string libvirt_uri;     // libvirt: e.g. qemu:///system or qemu+ssh://host/system

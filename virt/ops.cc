@@ -543,7 +543,7 @@ Status fence_node(const PairSpec &spec, const std::string &node, const std::stri
       if (m.meta.state == "member" && m.meta.node == node) domain = m.name;
   }
   fo::FenceConfig fc;
-  fc.kind = "libvirt";
+  fc.kind = fo::FenceKind::LIBVIRT;
   fc.libvirt_uri = n->uri;
   fc.domain = domain;
   fc.libvirt_action = action;

@@ -127,7 +127,7 @@ TEST(Config, FullFileParses) {
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(c.node_id, "a");
   EXPECT_EQ(c.state_dir, "/tmp/ftpair-state-a");
-  EXPECT_EQ(c.role, "active");
+  EXPECT_EQ(c.role, ConfigRole::ACTIVE);
   EXPECT_EQ(c.memory_mb, 512u);
   EXPECT_EQ(c.mbufs, 16383u);
   EXPECT_FALSE(c.no_huge);
@@ -180,10 +180,10 @@ TEST(Config, FullFileParses) {
   EXPECT_EQ(c.checkpoint_dirty_threshold, 1000u);
   EXPECT_EQ(c.quiesce_timeout_us, 3000u);
   EXPECT_EQ(c.hold_capacity, 4096u);
-  EXPECT_EQ(c.hold_fallback, "drop");
+  EXPECT_EQ(c.hold_fallback, dp::HoldFallback::DROP);
   EXPECT_EQ(c.heartbeat_interval_ms, 20u);
   EXPECT_EQ(c.miss_threshold, 4u);
-  EXPECT_EQ(c.fence, "process");
+  EXPECT_EQ(c.fence, fo::FenceKind::PROCESS);
   EXPECT_EQ(c.fence_pidfile, "/run/ftpair-b.pid");
   EXPECT_EQ(c.fence_timeout_ms, 500u);
   EXPECT_EQ(c.garp_count, 5u);
@@ -218,7 +218,7 @@ TEST(Config, MinimalFileTakesDefaults) {
   ASSERT_TRUE(s.ok()) << s.message();
   const Config d;
   EXPECT_EQ(c.node_id, "b");
-  EXPECT_EQ(c.role, "auto");
+  EXPECT_EQ(c.role, ConfigRole::AUTO);
   EXPECT_EQ(c.eal_file_prefix(), "ftpair-b");
   EXPECT_EQ(c.inside.vip, ip("10.1.0.1"));
   EXPECT_EQ(c.inside.prefix_len, 16);
@@ -230,7 +230,7 @@ TEST(Config, MinimalFileTakesDefaults) {
   EXPECT_EQ(c.flow_capacity, d.flow_capacity);
   EXPECT_EQ(c.timeouts.tcp_established, d.timeouts.tcp_established);
   EXPECT_EQ(c.mode, ReplicationMode::RELAXED);
-  EXPECT_EQ(c.hold_fallback, "relaxed");
+  EXPECT_EQ(c.hold_fallback, dp::HoldFallback::RELAXED);
   EXPECT_FALSE(c.metrics.set());
   EXPECT_FALSE(c.peer_grpc.set());
   EXPECT_TRUE(c.no_huge);
@@ -367,7 +367,7 @@ TEST(Config, OverridesApply) {
   EXPECT_EQ(c.flow_capacity, 1024u);
   EXPECT_EQ(c.mode, ReplicationMode::RELAXED);
   EXPECT_EQ(c.nat_port_max, 30000);
-  EXPECT_EQ(c.role, "standby");
+  EXPECT_EQ(c.role, ConfigRole::STANDBY);
   EXPECT_FALSE(c.test_hooks);
   EXPECT_NE(c.source_text.find("flows.capacity=1024"), std::string::npos) << "overrides are recorded";
   // An override can add a section the file does not have.

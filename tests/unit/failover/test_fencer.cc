@@ -31,7 +31,7 @@ pid_t spawn_sleeper() {
 
 std::unique_ptr<Fencer> process_fencer(const std::string &pidfile) {
   FenceConfig fc;
-  fc.kind = "process";
+  fc.kind = FenceKind::PROCESS;
   fc.pidfile = pidfile;
   Status st;
   auto f = make_fencer(fc, &st);
