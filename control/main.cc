@@ -112,6 +112,8 @@ int main(int argc, char **argv) {
   if (!parse_flag("--log-level", log_level, log::parse_level, &level_flag) ||
       !parse_flag("--log-format", log_format, log::parse_format, &format_flag))
     return 2;
+  // The flags' shape already for the config's own errors; the config's log keys follow.
+  log::configure(level_flag.value_or(log::Level::INFO), format_flag.value_or(log::Format::AUTO));
 
   ftpair::Config cfg;
   ftpair::Status st = ftpair::load_config(config_path, overrides, &cfg);
