@@ -89,6 +89,7 @@ class Daemon {
   Status takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out);
   // Peer.Heartbeat: records the peer's beat (with a monitor) and answers with ours.
   void heartbeat(const v1::Beat &peer, v1::Beat *reply);
+  // This node's beat: role (typed and as strings), generation, dataplane progress, sync.
   void fill_beat(v1::Beat *b);
   // In-service upgrade (control/daemon_upgrade.cc).
   Status stage_upgrade(const std::string &bytes, const std::string &claimed_sha256, v1::UpgradeReply *out);

@@ -58,14 +58,14 @@ void reload(ftpair::Daemon &daemon, ftpair::SdNotifier &sd, const std::string &p
   C.info("reloaded {}: applied: {}; changed but need a restart: {}", path, join(applied), join(restart));
   sd.send("READY=1\nSTATUS=reloaded" + std::string(restart.empty() ? "" : "; restart needed for " + join(restart)));
 }
-// An optional flag's value through its parser; false (said on stderr) when it does not parse.
+// An optional flag's value through its parser; false (logged) when it does not parse.
 template <typename T>
 bool parse_flag(const char *flag, const std::string &text, ftpair::Status (*parse)(const std::string &, T *),
                 std::optional<T> *out) {
   if (text.empty()) return true;
   T v;
   if (ftpair::Status st = parse(text, &v); !st.ok()) {
-    std::fprintf(stderr, "ftpaird: %s: %s\n", flag, st.message().c_str());
+    L.error("{}: {}", flag, st.message());
     return false;
   }
   *out = v;
@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
   }
 
   if ((beside_fd >= 0) != (parent_pid > 0)) {
-    std::fprintf(stderr, "ftpaird: --upgrade-beside and --upgrade-parent go together\n");
+    L.error("--upgrade-beside and --upgrade-parent go together");
     return 2;
   }
   // A second instance on the node: its own DPDK runtime files, no telemetry socket clash.
