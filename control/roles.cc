@@ -43,7 +43,6 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
     const uint64_t peer_gen = p_.monitor ? p_.monitor->last_peer_beat().generation() : 0;
     // The standby reserved (and flushed) this generation ahead of time: no disk I/O here.
     const uint64_t want = std::max(generation(), peer_gen) + 1;
-    std::lock_guard<std::mutex> gw(generation_mu_);
     if (!generation_.take_reserved(want)) {
       Status gs = generation_.store(want);
       if (!gs.ok()) {
@@ -102,7 +101,6 @@ void RoleManager::set_standby_state(bool in_sync, const std::string &why) {
 }
 
 Status RoleManager::adopt_generation(uint64_t g, const std::string &why) {
-  std::lock_guard<std::mutex> gw(generation_mu_);
   const uint64_t was = generation();
   if (g <= was) return Status::Ok();
   Status st = generation_.store(g);
@@ -209,7 +207,6 @@ void RoleManager::resume_active(const std::string &why) {
 }
 
 void RoleManager::keep_generation(uint64_t peer_generation) {
-  std::lock_guard<std::mutex> gw(generation_mu_);
   if (role() == fo::Role::STANDBY_READY) {
     const uint64_t want = std::max(generation(), peer_generation) + 1;
     if (generation_.reserved() < want) {

@@ -115,9 +115,6 @@ class RoleManager {
   std::atomic<fo::Role> role_{fo::Role::BOOT};
   std::mutex role_mu_;     // one transition at a time
   std::mutex promote_mu_;  // one promotion at a time (others give up, not wait)
-  // One writer of the generation files at a time: the switchover and the beats both adopt
-  // the peer's generation, and two writers of one file race on its temporary file.
-  std::mutex generation_mu_;
   mutable std::mutex failovers_mu_;
   std::map<std::string, uint64_t> failovers_;
   std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0};
