@@ -1,0 +1,190 @@
+// The role manager (control/roles.h) on a real node: null ports, the worker running, an engine
+// without a peer, an applier that is not in sync, no fencer.
+#include "control/roles.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "control/config.h"
+#include "control/node.h"
+
+namespace ftpair {
+namespace {
+
+const char *kNode = R"YAML(
+node: {id: b}
+flows: {capacity: 1024}
+dpdk: {mbufs: 2047}
+ports:
+  inside: {device: "net_null0,no-rx=1", vip: 198.18.1.1/24}
+  outside: {device: "net_null1,no-rx=1", vip: 198.18.2.1/24}
+)YAML";
+
+// One node for the whole suite: a closed null port cannot be probed again in this process.
+class Roles : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    Status st = parse_config(kNode, {}, &cfg_);
+    ASSERT_TRUE(st.ok()) << st.message();
+    node_ = Node::create(cfg_, &st).release();
+    ASSERT_NE(node_, nullptr) << st.message();
+    applier_ = new ckpt::Applier(node_->flows(), table_mu_, "b");
+    ckpt::EngineConfig ec;
+    ec.node_id = "b";
+    engine_ = new ckpt::Engine(ec, node_->flows(), node_->agent());
+    sync_ = new ckpt::SyncService(*applier_, ckpt::SyncHooks{});
+    st = node_->start();
+    ASSERT_TRUE(st.ok()) << st.message();
+  }
+  static void TearDownTestSuite() {
+    delete sync_;
+    delete engine_;
+    delete applier_;
+    delete node_;  // stops the worker
+  }
+
+  void SetUp() override {
+    ASSERT_NE(node_, nullptr);
+    char tmpl[] = "/tmp/ftpair-roles-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    roles_ = std::make_unique<RoleManager>("b", dir_);
+    RoleManager::Parts p;
+    p.node = node_;
+    p.engine = engine_;
+    p.applier = applier_;
+    p.sync = sync_;
+    p.table_mu = &table_mu_;
+    p.fencer_status = FailedPrecondition("failover.fence: none");
+    p.fence_timeout_ms = &fence_timeout_ms_;
+    p.garp_count = &garp_count_;
+    p.handing_over = [this] { return handing_over_; };
+    roles_->attach(std::move(p));
+    ASSERT_TRUE(roles_->load_generation().ok());
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  uint64_t generation_on_disk() {
+    std::ifstream f(dir_ + "/generation");
+    uint64_t g = 0;
+    f >> g;
+    return g;
+  }
+
+  static Config cfg_;
+  static Node *node_;
+  static ckpt::Applier *applier_;
+  static ckpt::Engine *engine_;
+  static ckpt::SyncService *sync_;
+  static std::mutex table_mu_;
+  std::atomic<uint32_t> fence_timeout_ms_{100}, garp_count_{1};
+  bool handing_over_ = false;
+  std::string dir_;
+  std::unique_ptr<RoleManager> roles_;
+};
+
+Config Roles::cfg_;
+Node *Roles::node_ = nullptr;
+ckpt::Applier *Roles::applier_ = nullptr;
+ckpt::Engine *Roles::engine_ = nullptr;
+ckpt::SyncService *Roles::sync_ = nullptr;
+std::mutex Roles::table_mu_;
+
+TEST_F(Roles, ActiveOwnsTheAddressesAndBumpsThePersistedGeneration) {
+  EXPECT_EQ(roles_->role(), fo::Role::BOOT);
+  ASSERT_TRUE(roles_->become_active("test", true).ok());
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_EQ(roles_->generation(), 1u);
+  EXPECT_EQ(generation_on_disk(), 1u);
+  EXPECT_TRUE(node_->nf().vip_owner());
+  EXPECT_TRUE(engine_->replicating());
+
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_SYNCING);  // the applier is not in sync
+  EXPECT_FALSE(node_->nf().vip_owner());
+  EXPECT_FALSE(engine_->replicating());
+  EXPECT_EQ(roles_->generation(), 1u);
+}
+
+TEST_F(Roles, TheSyncStreamMovesOnlyBetweenStandbyStates) {
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  roles_->set_standby_state(true, "test");
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  roles_->set_standby_state(false, "test");
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_SYNCING);
+  ASSERT_TRUE(roles_->become_active("test", false).ok());
+  roles_->set_standby_state(true, "a late stream");
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  roles_->drain("test");
+  EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
+  EXPECT_FALSE(node_->nf().vip_owner());
+  roles_->set_standby_state(false, "a late stream");
+  EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
+  roles_->resume_active("test");
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_TRUE(node_->nf().vip_owner());
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+}
+
+TEST_F(Roles, AGenerationIsAdoptedOnlyForwardAndPersisted) {
+  ASSERT_TRUE(roles_->adopt_generation(7, "test").ok());
+  EXPECT_EQ(roles_->generation(), 7u);
+  EXPECT_EQ(generation_on_disk(), 7u);
+  ASSERT_TRUE(roles_->adopt_generation(3, "test").ok());
+  EXPECT_EQ(roles_->generation(), 7u);
+  // Taking the active role goes past it.
+  ASSERT_TRUE(roles_->become_active("test", true).ok());
+  EXPECT_EQ(roles_->generation(), 8u);
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+}
+
+TEST_F(Roles, PromotionIsRefusedAndCountedWithoutSyncOrFencer) {
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  Status st = roles_->promote("test", false);
+  EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
+  EXPECT_NE(st.message().find("not in sync"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->promotions_refused(), 1u);
+  roles_->set_standby_state(true, "test");
+  st = roles_->promote("test", false);
+  EXPECT_NE(st.message().find("no usable fencer (failover.fence: none)"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->promotions_refused(), 2u);
+  st = roles_->promote("test", true);  // forced: still no fencing, no promotion
+  EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  handing_over_ = true;
+  st = roles_->promote("test", true);
+  EXPECT_NE(st.message().find("handing its role"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->promotions_refused(), 3u);  // an upgrade's refusal is not counted
+  EXPECT_EQ(roles_->fence_failures(), 0u);
+  EXPECT_FALSE(roles_->can_fence());
+}
+
+TEST_F(Roles, TakeoverNeedsSyncUnlessForcedAndCountsItsReason) {
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  std::string msg;
+  Status st = roles_->takeover("a", 4, 10, false, &msg);
+  EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
+  EXPECT_NE(msg.find("not in sync"), std::string::npos) << msg;
+  EXPECT_EQ(roles_->failovers("switchover"), 0u);
+  st = roles_->takeover("a", 4, 10, true, &msg);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_EQ(roles_->generation(), 5u);  // past the peer's
+  EXPECT_EQ(msg, "node b is active at generation 5");
+  EXPECT_EQ(roles_->failovers("forced"), 1u);
+  st = roles_->takeover("a", 4, 10, true, &msg);
+  EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
+  EXPECT_EQ(msg, "node b is already active");
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+}
+
+}  // namespace
+}  // namespace ftpair
