@@ -12,9 +12,11 @@
 
 #include "virt/commission.h"
 #include "virt/conn.h"
+#include "virt/domain.h"
 #include "virt/events.h"
 #include "virt/hook.h"
-#include "virt/ops.h"
+#include "virt/lifecycle.h"
+#include "virt/pool.h"
 #include "virt/spec.h"
 #include "virt/sync_wait.h"
 
