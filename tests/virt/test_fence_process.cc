@@ -54,29 +54,22 @@ class ProcessFencerTest : public ::testing::Test {
   std::string pidfile_;
 };
 
-TEST_F(ProcessFencerTest, KillsARunningPeer) {
+// Fences a sleeper (stopped first with `stop`) and checks that SIGKILL is what ended it.
+void fence_sleeper(const std::string &pidfile, bool stop) {
   pid_t child = spawn_sleeper();
   ASSERT_GT(child, 0);
-  write_pid(child);
-  auto f = process_fencer(pidfile_);
-  Status st = f->fence(2000ms);
+  if (stop) kill(child, SIGSTOP);
+  std::ofstream(pidfile) << child << "\n";
+  Status st = process_fencer(pidfile)->fence(2000ms);
   EXPECT_TRUE(st.ok()) << st.message();
   int ws = 0;
   ASSERT_EQ(waitpid(child, &ws, 0), child);
   EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
 }
 
-TEST_F(ProcessFencerTest, KillsAStoppedPeer) {
-  pid_t child = spawn_sleeper();
-  ASSERT_GT(child, 0);
-  kill(child, SIGSTOP);
-  write_pid(child);
-  Status st = process_fencer(pidfile_)->fence(2000ms);
-  EXPECT_TRUE(st.ok()) << st.message();
-  int ws = 0;
-  ASSERT_EQ(waitpid(child, &ws, 0), child);
-  EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
-}
+TEST_F(ProcessFencerTest, KillsARunningPeer) { fence_sleeper(pidfile_, false); }
+
+TEST_F(ProcessFencerTest, KillsAStoppedPeer) { fence_sleeper(pidfile_, true); }
 
 TEST_F(ProcessFencerTest, AnUnreapedZombieIsFenced) {
   pid_t child = fork();
