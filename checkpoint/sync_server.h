@@ -48,6 +48,7 @@ class SyncService final : public v1::Replication::Service {
  private:
   grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream);
 
+  void refused(const std::string &why);
   void sync_state(bool in_sync) {
     if (hooks_.on_sync_state) hooks_.on_sync_state(in_sync);
   }
@@ -57,7 +58,8 @@ class SyncService final : public v1::Replication::Service {
   std::mutex stream_mu_;
   std::mutex cur_mu_;
   grpc::ServerContext *cur_ctx_ = nullptr;
-  std::vector<std::string> errors_;
+  std::vector<std::string> errors_;   // cur_mu_
+  std::string last_refusal_;          // cur_mu_
   std::atomic<unsigned> streams_{0};
 };
 
