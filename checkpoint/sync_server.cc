@@ -87,6 +87,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     const v1::Checkpoint &c = m.checkpoint();
     bool ack = false;
     v1::SyncReply r;
+    const int64_t received_ns = mono_ns();
     st = ap_.on_checkpoint(c, &ack, r.mutable_ack());
     if (!st.ok()) {
       sync_state(false);
@@ -94,7 +95,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     }
     if (c.full()) {
       if (c.chunk() == 0) {
-        full_start_ns = mono_ns();
+        full_start_ns = received_ns;
         full_records = 0;
         logger().info("full sync of epoch {} from {} started: {} flows at the cut", c.epoch(), ap_.peer_node(),
                       c.flows_at_cut());

@@ -1,7 +1,9 @@
 /* The standby's end of Replication.Sync: the one Sync service, around an Applier. The daemon
  * serves it with hooks into its role (refuse while active, the generation, the standby state);
  * SyncServer puts it on a gRPC server of its own for the unit tests and the benchmarks, which
- * need a real standby over real sockets without a daemon. */
+ * need a real standby over real sockets without a daemon. The service logs (component "sync")
+ * one line when a full sync starts, one when it is applied (records, seconds), and one per
+ * refused stream with the reason. */
 #pragma once
 
 #include <atomic>
