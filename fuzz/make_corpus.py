@@ -405,6 +405,9 @@ write("fuzz_encoder", "incremental-v2-deletions",
       b"".join(enc_slot(s, 0, 0, 0, 0, "0.0.0.0", "0.0.0.0", "0.0.0.0", 0, 0, 0, 0) for s in range(20, 25)))
 write("fuzz_encoder", "full-empty", enc_header(True, 2, 0))
 write("fuzz_encoder", "idle-overflow", enc_header(True, 2, 1, now=1 << 63, hz=1) + ENC_SLOTS[:2 * 28])
+# ticks x 1000 wraps to 384 on a 1 Hz clock: idle_ms must saturate, not read 384 ms.
+write("fuzz_encoder", "regress-idle-wrap", enc_header(True, 2, 1, now=18446744073709552, hz=1) +
+      enc_slot(0, 1, 1, 0, 0, "10.0.0.1", "198.18.2.10", "198.18.2.1", 40000, 53, 1024, 0))
 write("fuzz_encoder", "unknown-format", enc_header(False, 3, 4) + ENC_SLOTS[:28])
 
 print("corpora written under", ROOT, file=sys.stderr)
