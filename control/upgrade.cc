@@ -42,12 +42,12 @@ void UpgradeCoordinator::stop() {
   if (handover_thread_.joinable()) handover_thread_.join();
   if (join_thread_.joinable()) join_thread_.join();
   if (beside_thread_.joinable()) beside_thread_.join();
-  pid_t pid;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    pid = beside_pid_;
-  }
-  if (pid > 0) stop_beside("this instance is stopping");
+  if (beside_now().pid > 0) stop_beside("this instance is stopping");
+}
+
+UpgradeCoordinator::Beside UpgradeCoordinator::beside_now() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return {beside_pid_, beside_addr_};
 }
 
 Status UpgradeCoordinator::refuse(Status st, v1::UpgradeReply *out) {

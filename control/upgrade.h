@@ -152,6 +152,12 @@ class UpgradeCoordinator {
   grpc::Status call_join(v1::JoinRequest::Action action, const std::string &addr, std::chrono::milliseconds timeout,
                          v1::JoinReply *rep);
   std::string dir() const { return cfg_.state_dir + "/upgrade"; }
+  // The new instance beside this one (pid 0: none).
+  struct Beside {
+    pid_t pid;
+    std::string addr;
+  };
+  Beside beside_now() const;
   // The binary that ran before the last upgrade (<dir>/previous); false when none is on record.
   bool read_previous(std::string *path, std::string *sha) const;
 

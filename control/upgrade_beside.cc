@@ -223,13 +223,7 @@ Status UpgradeCoordinator::spawn_beside(const std::string &path, bool rollback, 
 
 // Polls the new instance (sync progress) and reaps it if it dies before taking over.
 void UpgradeCoordinator::supervise_beside() {
-  std::string addr;
-  pid_t pid;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    addr = beside_addr_;
-    pid = beside_pid_;
-  }
+  const auto [pid, addr] = beside_now();
   auto stub = v1::Control::NewStub(host_->channel(addr));
   while (!stop_.load()) {
     int status = 0;
@@ -270,13 +264,7 @@ void UpgradeCoordinator::supervise_beside() {
 }
 
 void UpgradeCoordinator::stop_beside(const std::string &why) {
-  pid_t pid;
-  std::string addr;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    pid = beside_pid_;
-    addr = beside_addr_;
-  }
+  const auto [pid, addr] = beside_now();
   if (pid > 0) {
     end_process(pid, milliseconds(3000));
     std::lock_guard<std::mutex> g(mu_);
@@ -324,13 +312,7 @@ Status UpgradeCoordinator::handover(v1::UpgradeReply *out) {
 }
 
 void UpgradeCoordinator::run_handover() {
-  std::string addr;
-  pid_t pid;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    addr = beside_addr_;
-    pid = beside_pid_;
-  }
+  const auto [pid, addr] = beside_now();
   const int64_t t0 = mono_ns();
   host_->stop_monitor();
   // 1. The active makes the new instance's stream the standby's (and closes ours).

@@ -7,7 +7,8 @@
  *     idle|staged|took_over|aborted|failed -> starting -> syncing -> in_sync -> handing_over -> retired
  *   new instance (started beside it):
  *     idle -> syncing -> took_over
- *   any stage before handing_over -> aborted; a step that fails -> failed. */
+ *   any stage before handing_over -> aborted; a step that fails -> failed, from where the
+ *   upgrade starts again (or a failed handover is tried again). */
 #pragma once
 
 #include <array>
