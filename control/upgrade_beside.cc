@@ -109,19 +109,17 @@ Status UpgradeCoordinator::start_beside(bool rollback, v1::UpgradeReply *out) {
   if (!st.ok()) return st;
   {
     std::lock_guard<std::mutex> g(mu_);
+    beside_pid_ = pid;
+    beside_addr_ = addr;
+    beside_version_ = version;
+    beside_in_sync_ = false;
+    beside_progress_ = 0;
     st = machine_.move(UpgradeStage::SYNCING, "version " + version + " runs beside this one as pid " +
                                                   std::to_string(pid) + " at " + addr +
                                                   "; it joins the active for a full sync");
-    if (st.ok()) {
-      beside_pid_ = pid;
-      beside_addr_ = addr;
-      beside_version_ = version;
-      beside_in_sync_ = false;
-      beside_progress_ = 0;
-    }
   }
-  if (!st.ok()) {  // aborted while it started
-    end_process(pid, milliseconds(3000));
+  if (!st.ok()) {  // aborted while it started: it goes too
+    stop_beside("the upgrade was aborted while it started");
     return refuse(st, out);
   }
   machine_.count(rollback ? UpgradeEvent::ROLLBACK_STARTED : UpgradeEvent::STARTED);
