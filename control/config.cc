@@ -1,3 +1,4 @@
+// The config file: YAML parsing, --set overrides and validation (control/config.h).
 #include "control/config.h"
 
 #include <arpa/inet.h>
@@ -9,6 +10,8 @@
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
+
+#include "common/file.h"
 
 namespace ftpair {
 
@@ -113,12 +116,7 @@ void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
     fail(join(path, "gateway"), "'" + gw + "' is not an IPv4 address");
 }
 
-void read_config(const YAML::Node &root, Config *c) {
-  if (!root || root.IsNull()) fail("(top level)", "the file is empty");
-  check_keys(root, "", {"node", "dpdk", "ports", "nat", "flows", "arp", "worker", "management",
-                        "peer", "checkpoint", "failover", "upgrade"});
-  // node
-  YAML::Node node = root["node"];
+void read_node(const YAML::Node &node, Config *c) {
   if (!node) fail("node", "missing");
   check_keys(node, "node", {"id", "state_dir", "role", "pidfile"});
   if (!get_str(node, "id", "node", &c->node_id) || c->node_id.empty())
@@ -133,25 +131,26 @@ void read_config(const YAML::Node &root, Config *c) {
     else if (role == "standby") c->role = ConfigRole::STANDBY;
     else fail("node.role", "'" + role + "' is not one of auto, active, standby");
   }
-  // dpdk
-  if (YAML::Node d = root["dpdk"]) {
-    check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc",
-                         "telemetry"});
-    get_bool(d, "telemetry", "dpdk", &c->telemetry);
-    get_uint(d, "memory_mb", "dpdk", 32, 1 << 20, &c->memory_mb);
-    get_uint(d, "mbufs", "dpdk", 1023, 1 << 24, &c->mbufs);
-    get_bool(d, "no_huge", "dpdk", &c->no_huge);
-    get_str(d, "file_prefix", "dpdk", &c->file_prefix);
-    get_str(d, "lcores", "dpdk", &c->lcores);
-    get_uint(d, "rx_desc", "dpdk", 64, 16384, &c->rx_desc);
-    get_uint(d, "tx_desc", "dpdk", 64, 16384, &c->tx_desc);
-    if (YAML::Node a = d["eal_args"]) {
-      if (!a.IsSequence()) fail("dpdk.eal_args", "must be a list of strings");
-      for (const auto &x : a) c->eal_args.push_back(x.as<std::string>());
-    }
+}
+
+void read_dpdk(const YAML::Node &d, Config *c) {
+  check_keys(d, "dpdk", {"memory_mb", "mbufs", "no_huge", "file_prefix", "lcores", "eal_args", "rx_desc", "tx_desc",
+                       "telemetry"});
+  get_bool(d, "telemetry", "dpdk", &c->telemetry);
+  get_uint(d, "memory_mb", "dpdk", 32, 1 << 20, &c->memory_mb);
+  get_uint(d, "mbufs", "dpdk", 1023, 1 << 24, &c->mbufs);
+  get_bool(d, "no_huge", "dpdk", &c->no_huge);
+  get_str(d, "file_prefix", "dpdk", &c->file_prefix);
+  get_str(d, "lcores", "dpdk", &c->lcores);
+  get_uint(d, "rx_desc", "dpdk", 64, 16384, &c->rx_desc);
+  get_uint(d, "tx_desc", "dpdk", 64, 16384, &c->tx_desc);
+  if (YAML::Node a = d["eal_args"]) {
+    if (!a.IsSequence()) fail("dpdk.eal_args", "must be a list of strings");
+    for (const auto &x : a) c->eal_args.push_back(x.as<std::string>());
   }
-  // ports
-  YAML::Node ports = root["ports"];
+}
+
+void read_ports(const YAML::Node &ports, Config *c) {
   if (!ports) fail("ports", "missing");
   check_keys(ports, "ports", {"inside", "outside"});
   c->inside.vmac_id = 1;
@@ -166,54 +165,146 @@ void read_config(const YAML::Node &root, Config *c) {
   };
   if (same_net(c->inside, c->outside)) fail("ports.outside.vip", "overlaps the inside subnet");
   if (c->inside.device == c->outside.device) fail("ports.outside.device", "is the same device as ports.inside.device");
-  // nat
-  if (YAML::Node n = root["nat"]) {
-    check_keys(n, "nat", {"port_min", "port_max", "port_forwards"});
-    get_uint(n, "port_min", "nat", 1, 65535, &c->nat_port_min);
-    get_uint(n, "port_max", "nat", 1, 65535, &c->nat_port_max);
-    if (c->nat_port_min > c->nat_port_max) fail("nat.port_min", "is greater than nat.port_max");
-    if (YAML::Node f = n["port_forwards"]) {
-      if (!f.IsSequence()) fail("nat.port_forwards", "must be a list");
-      for (size_t i = 0; i < f.size(); i++) {
-        std::string path = "nat.port_forwards[" + std::to_string(i) + "]";
-        check_keys(f[i], path, {"proto", "port", "to"});
-        std::string proto, to;
-        if (!get_str(f[i], "proto", path, &proto) || (proto != "tcp" && proto != "udp"))
-          fail(join(path, "proto"), "must be tcp or udp");
-        dp::PortForward pf{};
-        pf.proto = proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
-        if (!get_uint(f[i], "port", path, 1, 65535, &pf.outside_port)) fail(join(path, "port"), "missing");
-        Endpoint ep;
-        if (!get_str(f[i], "to", path, &to) || !parse_endpoint(to, &ep))
-          fail(join(path, "to"), "must be inside-host:port");
-        parse_ipv4(ep.host, &pf.inside_ip);
-        pf.inside_port = ep.port;
-        uint32_t mask = htonl(~0u << (32 - c->inside.prefix_len));
-        if ((pf.inside_ip & mask) != (c->inside.vip & mask))
-          fail(join(path, "to"), "'" + to + "' is not on the inside subnet");
-        for (const auto &o : c->forwards)
-          if (o.proto == pf.proto && o.outside_port == pf.outside_port)
-            fail(join(path, "port"), "duplicates an earlier rule");
-        c->forwards.push_back(pf);
-      }
+}
+
+// log: the daemon's log lines (ftpaird --log-level / --log-format win over these).
+void read_log(const YAML::Node &n, Config *c) {
+  check_keys(n, "log", {"level", "format"});
+  if (std::string v; get_str(n, "level", "log", &v)) {
+    Status st = log::parse_level(v, &c->log_level);
+    if (!st.ok()) fail("log.level", st.message());
+  }
+  if (std::string v; get_str(n, "format", "log", &v)) {
+    Status st = log::parse_format(v, &c->log_format);
+    if (!st.ok()) fail("log.format", st.message());
+  }
+}
+
+void read_nat(const YAML::Node &n, Config *c) {
+  check_keys(n, "nat", {"port_min", "port_max", "port_forwards"});
+  get_uint(n, "port_min", "nat", 1, 65535, &c->nat_port_min);
+  get_uint(n, "port_max", "nat", 1, 65535, &c->nat_port_max);
+  if (c->nat_port_min > c->nat_port_max) fail("nat.port_min", "is greater than nat.port_max");
+  if (YAML::Node f = n["port_forwards"]) {
+    if (!f.IsSequence()) fail("nat.port_forwards", "must be a list");
+    for (size_t i = 0; i < f.size(); i++) {
+      std::string path = "nat.port_forwards[" + std::to_string(i) + "]";
+      check_keys(f[i], path, {"proto", "port", "to"});
+      std::string proto, to;
+      if (!get_str(f[i], "proto", path, &proto) || (proto != "tcp" && proto != "udp"))
+        fail(join(path, "proto"), "must be tcp or udp");
+      dp::PortForward pf{};
+      pf.proto = proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
+      if (!get_uint(f[i], "port", path, 1, 65535, &pf.outside_port)) fail(join(path, "port"), "missing");
+      Endpoint ep;
+      if (!get_str(f[i], "to", path, &to) || !parse_endpoint(to, &ep))
+        fail(join(path, "to"), "must be inside-host:port");
+      parse_ipv4(ep.host, &pf.inside_ip);
+      pf.inside_port = ep.port;
+      uint32_t mask = htonl(~0u << (32 - c->inside.prefix_len));
+      if ((pf.inside_ip & mask) != (c->inside.vip & mask))
+        fail(join(path, "to"), "'" + to + "' is not on the inside subnet");
+      for (const auto &o : c->forwards)
+        if (o.proto == pf.proto && o.outside_port == pf.outside_port)
+          fail(join(path, "port"), "duplicates an earlier rule");
+      c->forwards.push_back(pf);
     }
   }
-  // flows
-  if (YAML::Node n = root["flows"]) {
-    check_keys(n, "flows", {"capacity", "timeouts"});
-    get_uint(n, "capacity", "flows", 16, 1u << 26, &c->flow_capacity);
-    if (YAML::Node t = n["timeouts"]) {
-      const std::string p = "flows.timeouts";
-      check_keys(t, p, {"tcp_syn", "tcp_established", "tcp_fin", "tcp_time_wait", "tcp_closed", "udp", "icmp"});
-      get_uint(t, "tcp_syn", p, 1, 86400, &c->timeouts.tcp_syn);
-      get_uint(t, "tcp_established", p, 1, 864000, &c->timeouts.tcp_established);
-      get_uint(t, "tcp_fin", p, 1, 86400, &c->timeouts.tcp_fin);
-      get_uint(t, "tcp_time_wait", p, 1, 86400, &c->timeouts.tcp_time_wait);
-      get_uint(t, "tcp_closed", p, 1, 86400, &c->timeouts.tcp_closed);
-      get_uint(t, "udp", p, 1, 86400, &c->timeouts.udp);
-      get_uint(t, "icmp", p, 1, 86400, &c->timeouts.icmp);
+}
+
+void read_flows(const YAML::Node &n, Config *c) {
+  check_keys(n, "flows", {"capacity", "timeouts"});
+  get_uint(n, "capacity", "flows", 16, 1u << 26, &c->flow_capacity);
+  if (YAML::Node t = n["timeouts"]) {
+    const std::string p = "flows.timeouts";
+    check_keys(t, p, {"tcp_syn", "tcp_established", "tcp_fin", "tcp_time_wait", "tcp_closed", "udp", "icmp"});
+    get_uint(t, "tcp_syn", p, 1, 86400, &c->timeouts.tcp_syn);
+    get_uint(t, "tcp_established", p, 1, 864000, &c->timeouts.tcp_established);
+    get_uint(t, "tcp_fin", p, 1, 86400, &c->timeouts.tcp_fin);
+    get_uint(t, "tcp_time_wait", p, 1, 86400, &c->timeouts.tcp_time_wait);
+    get_uint(t, "tcp_closed", p, 1, 86400, &c->timeouts.tcp_closed);
+    get_uint(t, "udp", p, 1, 86400, &c->timeouts.udp);
+    get_uint(t, "icmp", p, 1, 86400, &c->timeouts.icmp);
+  }
+}
+
+void read_failover(const YAML::Node &n, Config *c) {
+  const std::string p = "failover";
+  check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
+                    "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
+                    "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events"});
+  get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
+  get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
+  get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
+  get_bool(n, "beat_realtime", p, &c->beat_realtime);
+  if (std::string fence; get_str(n, "fence", p, &fence) && !fo::parse_fence_kind(fence, &c->fence))
+    fail("failover.fence", "'" + fence + "' is not none, process or libvirt");
+  get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
+  get_str(n, "fence_pidfile", p, &c->fence_pidfile);
+  get_str(n, "libvirt_uri", p, &c->libvirt_uri);
+  get_str(n, "libvirt_domain", p, &c->libvirt_domain);
+  if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&
+      c->libvirt_action != "suspend")
+    fail("failover.libvirt_action", "'" + c->libvirt_action + "' is not destroy or suspend");
+  get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
+  get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
+  get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
+  if (c->fence == fo::FenceKind::PROCESS && c->fence_pidfile.empty())
+    fail("failover.fence_pidfile", "required with fence: process");
+  if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
+    fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
+  if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != fo::FenceKind::LIBVIRT)
+    fail("failover.libvirt_events", "needs fence: libvirt (the events come from the peer's libvirt_uri and libvirt_domain)");
+}
+
+void read_upgrade(const YAML::Node &n, Config *c) {
+  const std::string p = "upgrade";
+  check_keys(n, p, {"allowed_sha256", "health_window_ms", "sync_timeout_ms"});
+  if (YAML::Node l = n["allowed_sha256"]) {
+    if (!l.IsSequence()) fail("upgrade.allowed_sha256", "must be a list of sha256 digests (64 hex digits)");
+    for (size_t i = 0; i < l.size(); i++) {
+      const std::string key = "upgrade.allowed_sha256[" + std::to_string(i) + "]";
+      if (!l[i].IsScalar()) fail(key, "must be a sha256 digest (64 hex digits)");
+      std::string d = l[i].as<std::string>();
+      for (auto &ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (d.size() != 64 || d.find_first_not_of("0123456789abcdef") != std::string::npos)
+        fail(key, "'" + l[i].as<std::string>() + "' is not a sha256 digest (64 hex digits)");
+      c->upgrade_allowed_sha256.push_back(d);
     }
   }
+  get_uint(n, "health_window_ms", p, 0, 3600000, &c->upgrade_health_window_ms);
+  get_uint(n, "sync_timeout_ms", p, 100, 3600000, &c->upgrade_sync_timeout_ms);
+}
+
+void read_checkpoint(const YAML::Node &n, Config *c) {
+  const std::string p = "checkpoint";
+  check_keys(n, p, {"mode", "interval_us", "dirty_threshold", "quiesce_timeout_us", "hold_capacity", "hold_fallback"});
+  std::string mode;
+  if (get_str(n, "mode", p, &mode)) {
+    if (mode == "strict") c->mode = ReplicationMode::STRICT;
+    else if (mode == "relaxed") c->mode = ReplicationMode::RELAXED;
+    else fail("checkpoint.mode", "'" + mode + "' is not strict or relaxed");
+  }
+  get_uint(n, "interval_us", p, 100, 10000000, &c->checkpoint_interval_us);
+  get_uint(n, "dirty_threshold", p, 1, 1u << 26, &c->checkpoint_dirty_threshold);
+  get_uint(n, "quiesce_timeout_us", p, 10, 1000000, &c->quiesce_timeout_us);
+  get_uint(n, "hold_capacity", p, 64, 1u << 20, &c->hold_capacity);
+  if (std::string fb; get_str(n, "hold_fallback", p, &fb)) {
+    if (fb == "drop") c->hold_fallback = dp::HoldFallback::DROP;
+    else if (fb == "relaxed") c->hold_fallback = dp::HoldFallback::RELAXED;
+    else fail("checkpoint.hold_fallback", "'" + fb + "' is not drop or relaxed");
+  }
+}
+
+void read_config(const YAML::Node &root, Config *c) {
+  if (!root || root.IsNull()) fail("(top level)", "the file is empty");
+  check_keys(root, "", {"node", "dpdk", "ports", "nat", "flows", "arp", "worker", "management",
+                        "peer", "checkpoint", "failover", "upgrade", "log"});
+  read_node(root["node"], c);
+  if (YAML::Node d = root["dpdk"]) read_dpdk(d, c);
+  read_ports(root["ports"], c);
+  if (YAML::Node n = root["nat"]) read_nat(n, c);
+  if (YAML::Node n = root["flows"]) read_flows(n, c);
   if (YAML::Node n = root["arp"]) {
     check_keys(n, "arp", {"capacity", "timeout_s"});
     get_uint(n, "capacity", "arp", 4, 1 << 20, &c->arp_capacity);
@@ -241,71 +332,10 @@ void read_config(const YAML::Node &root, Config *c) {
     c->peer_tls.cert = c->management_tls.cert;
     c->peer_tls.key = c->management_tls.key;
   }
-  if (YAML::Node n = root["failover"]) {
-    const std::string p = "failover";
-    check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
-                      "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
-                      "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events"});
-    get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
-    get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
-    get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
-    get_bool(n, "beat_realtime", p, &c->beat_realtime);
-    if (std::string fence; get_str(n, "fence", p, &fence) && !fo::parse_fence_kind(fence, &c->fence))
-      fail("failover.fence", "'" + fence + "' is not none, process or libvirt");
-    get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
-    get_str(n, "fence_pidfile", p, &c->fence_pidfile);
-    get_str(n, "libvirt_uri", p, &c->libvirt_uri);
-    get_str(n, "libvirt_domain", p, &c->libvirt_domain);
-    if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&
-        c->libvirt_action != "suspend")
-      fail("failover.libvirt_action", "'" + c->libvirt_action + "' is not destroy or suspend");
-    get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
-    get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
-    get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
-    if (c->fence == fo::FenceKind::PROCESS && c->fence_pidfile.empty())
-      fail("failover.fence_pidfile", "required with fence: process");
-    if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
-      fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
-    if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != fo::FenceKind::LIBVIRT)
-      fail("failover.libvirt_events", "needs fence: libvirt (the events come from the peer's libvirt_uri and libvirt_domain)");
-  }
-  if (YAML::Node n = root["upgrade"]) {
-    const std::string p = "upgrade";
-    check_keys(n, p, {"allowed_sha256", "health_window_ms", "sync_timeout_ms"});
-    if (YAML::Node l = n["allowed_sha256"]) {
-      if (!l.IsSequence()) fail("upgrade.allowed_sha256", "must be a list of sha256 digests (64 hex digits)");
-      for (size_t i = 0; i < l.size(); i++) {
-        const std::string key = "upgrade.allowed_sha256[" + std::to_string(i) + "]";
-        if (!l[i].IsScalar()) fail(key, "must be a sha256 digest (64 hex digits)");
-        std::string d = l[i].as<std::string>();
-        for (auto &ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        if (d.size() != 64 || d.find_first_not_of("0123456789abcdef") != std::string::npos)
-          fail(key, "'" + l[i].as<std::string>() + "' is not a sha256 digest (64 hex digits)");
-        c->upgrade_allowed_sha256.push_back(d);
-      }
-    }
-    get_uint(n, "health_window_ms", p, 0, 3600000, &c->upgrade_health_window_ms);
-    get_uint(n, "sync_timeout_ms", p, 100, 3600000, &c->upgrade_sync_timeout_ms);
-  }
-  if (YAML::Node n = root["checkpoint"]) {
-    const std::string p = "checkpoint";
-    check_keys(n, p, {"mode", "interval_us", "dirty_threshold", "quiesce_timeout_us", "hold_capacity", "hold_fallback"});
-    std::string mode;
-    if (get_str(n, "mode", p, &mode)) {
-      if (mode == "strict") c->mode = ReplicationMode::STRICT;
-      else if (mode == "relaxed") c->mode = ReplicationMode::RELAXED;
-      else fail("checkpoint.mode", "'" + mode + "' is not strict or relaxed");
-    }
-    get_uint(n, "interval_us", p, 100, 10000000, &c->checkpoint_interval_us);
-    get_uint(n, "dirty_threshold", p, 1, 1u << 26, &c->checkpoint_dirty_threshold);
-    get_uint(n, "quiesce_timeout_us", p, 10, 1000000, &c->quiesce_timeout_us);
-    get_uint(n, "hold_capacity", p, 64, 1u << 20, &c->hold_capacity);
-    if (std::string fb; get_str(n, "hold_fallback", p, &fb)) {
-      if (fb == "drop") c->hold_fallback = dp::HoldFallback::DROP;
-      else if (fb == "relaxed") c->hold_fallback = dp::HoldFallback::RELAXED;
-      else fail("checkpoint.hold_fallback", "'" + fb + "' is not drop or relaxed");
-    }
-  }
+  if (YAML::Node n = root["failover"]) read_failover(n, c);
+  if (YAML::Node n = root["upgrade"]) read_upgrade(n, c);
+  if (YAML::Node n = root["checkpoint"]) read_checkpoint(n, c);
+  if (YAML::Node n = root["log"]) read_log(n, c);
 }
 
 void apply_override(YAML::Node &root, const std::string &ov) {
@@ -339,55 +369,6 @@ void apply_override(YAML::Node &root, const std::string &ov) {
 
 }  // namespace
 
-const char *config_role_name(ConfigRole r) {
-  switch (r) {
-    case ConfigRole::AUTO: return "auto";
-    case ConfigRole::ACTIVE: return "active";
-    case ConfigRole::STANDBY: return "standby";
-  }
-  return "?";
-}
-
-bool parse_ipv4(const std::string &s, uint32_t *ip_be) {
-  in_addr a{};
-  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
-  *ip_be = a.s_addr;
-  return true;
-}
-
-bool parse_prefix(const std::string &s, uint32_t *ip_be, uint8_t *plen) {
-  auto slash = s.find('/');
-  if (slash == std::string::npos) return false;
-  std::string len = s.substr(slash + 1);
-  if (len.empty() || len.size() > 2 || len.find_first_not_of("0123456789") != std::string::npos) return false;
-  int l = std::stoi(len);
-  if (l > 32) return false;
-  *plen = static_cast<uint8_t>(l);
-  return parse_ipv4(s.substr(0, slash), ip_be);
-}
-
-bool parse_endpoint(const std::string &s, Endpoint *ep) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos) return false;
-  std::string host = s.substr(0, colon), port = s.substr(colon + 1);
-  uint32_t ip;
-  if (!parse_ipv4(host, &ip)) return false;
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
-  int p = std::stoi(port);
-  if (p < 0 || p > 65535) return false;
-  ep->host = host;
-  ep->port = static_cast<uint16_t>(p);
-  return true;
-}
-
-std::string ipv4_to_string(uint32_t ip_be) {
-  char buf[INET_ADDRSTRLEN];
-  in_addr a{};
-  a.s_addr = ip_be;
-  inet_ntop(AF_INET, &a, buf, sizeof(buf));
-  return buf;
-}
-
 Status parse_config(const std::string &yaml_text, const std::vector<std::string> &overrides, Config *out) {
   Config c;
   try {
@@ -413,128 +394,9 @@ Status parse_config(const std::string &yaml_text, const std::vector<std::string>
 }
 
 Status load_config(const std::string &path, const std::vector<std::string> &overrides, Config *out) {
-  std::ifstream f(path);
-  if (!f) return InvalidArgument("config: cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_config(ss.str(), overrides, out);
-}
-
-std::vector<std::string> Config::eal_argv() const {
-  std::vector<std::string> a;
-  if (no_huge) a.push_back("--no-huge");
-  if (!telemetry) a.push_back("--no-telemetry");
-  a.insert(a.end(), {"-m", std::to_string(memory_mb), "--no-shconf",
-                     "--file-prefix", eal_file_prefix(), "--lcores", lcores, "--log-level", "*:warning"});
-  // Only vdevs in the lab: skip the PCI scan unless a device looks like a PCI address.
-  auto is_pci = [](const std::string &d) { return d.find(':') != std::string::npos && d.rfind("net_", 0) != 0; };
-  if (!is_pci(inside.device) && !is_pci(outside.device)) a.push_back("--no-pci");
-  a.insert(a.end(), eal_args.begin(), eal_args.end());
-  return a;
-}
-
-std::map<std::string, std::string> config_fields(const Config &c) {
-  std::map<std::string, std::string> m;
-  auto u = [](uint64_t v) { return std::to_string(v); };
-  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
-  auto prefix = [](uint32_t ip, uint8_t len) { return ipv4_to_string(ip) + "/" + std::to_string(len); };
-  m["node.id"] = c.node_id;
-  m["node.state_dir"] = c.state_dir;
-  m["node.pidfile"] = c.pidfile;
-  {
-    std::string l;
-    for (const auto &d : c.upgrade_allowed_sha256) l += (l.empty() ? "" : ",") + d;
-    m["upgrade.allowed_sha256"] = "[" + l + "]";
-  }
-  m["upgrade.health_window_ms"] = u(c.upgrade_health_window_ms);
-  m["upgrade.sync_timeout_ms"] = u(c.upgrade_sync_timeout_ms);
-  m["node.role"] = config_role_name(c.role);
-  m["dpdk.memory_mb"] = u(c.memory_mb);
-  m["dpdk.mbufs"] = u(c.mbufs);
-  m["dpdk.no_huge"] = b(c.no_huge);
-  m["dpdk.file_prefix"] = c.eal_file_prefix();
-  m["dpdk.lcores"] = c.lcores;
-  std::string eal;
-  for (const auto &a : c.eal_args) eal += (eal.empty() ? "" : " ") + a;
-  m["dpdk.eal_args"] = eal;
-  m["dpdk.rx_desc"] = u(c.rx_desc);
-  m["dpdk.tx_desc"] = u(c.tx_desc);
-  m["dpdk.telemetry"] = b(c.telemetry);
-  for (const auto &[name, side] : {std::pair<const char *, const SideConfig *>{"inside", &c.inside}, {"outside", &c.outside}}) {
-    const std::string p = std::string("ports.") + name + ".";
-    m[p + "device"] = side->device;
-    m[p + "vip"] = prefix(side->vip, side->prefix_len);
-    m[p + "vmac_id"] = u(side->vmac_id);
-    m[p + "gateway"] = side->gateway ? ipv4_to_string(side->gateway) : "";
-  }
-  m["nat.port_min"] = u(c.nat_port_min);
-  m["nat.port_max"] = u(c.nat_port_max);
-  std::string fw;
-  for (const auto &f : c.forwards)
-    fw += (fw.empty() ? "" : ",") + std::string(f.proto == IPPROTO_TCP ? "tcp/" : "udp/") + u(f.outside_port) + "->" +
-          ipv4_to_string(f.inside_ip) + ":" + u(f.inside_port);
-  m["nat.port_forwards"] = fw;
-  m["flows.capacity"] = u(c.flow_capacity);
-  m["flows.timeouts.tcp_syn"] = u(c.timeouts.tcp_syn);
-  m["flows.timeouts.tcp_established"] = u(c.timeouts.tcp_established);
-  m["flows.timeouts.tcp_fin"] = u(c.timeouts.tcp_fin);
-  m["flows.timeouts.tcp_time_wait"] = u(c.timeouts.tcp_time_wait);
-  m["flows.timeouts.tcp_closed"] = u(c.timeouts.tcp_closed);
-  m["flows.timeouts.udp"] = u(c.timeouts.udp);
-  m["flows.timeouts.icmp"] = u(c.timeouts.icmp);
-  m["arp.capacity"] = u(c.arp_capacity);
-  m["arp.timeout_s"] = u(c.arp_timeout_s);
-  m["worker.idle_sleep_max_us"] = u(c.idle_sleep_max_us);
-  m["worker.stall_ms"] = u(c.stall_ms);
-  m["worker.test_hooks"] = b(c.test_hooks);
-  m["management.metrics"] = c.metrics.set() ? c.metrics.str() : "";
-  m["management.grpc"] = c.grpc.set() ? c.grpc.str() : "";
-  m["management.tls.ca"] = c.management_tls.ca;
-  m["management.tls.cert"] = c.management_tls.cert;
-  m["management.tls.key"] = c.management_tls.key;
-  m["peer.grpc"] = c.peer_grpc.set() ? c.peer_grpc.str() : "";
-  m["peer.tls.ca"] = c.peer_tls.ca;
-  m["peer.tls.cert"] = c.peer_tls.cert;
-  m["peer.tls.key"] = c.peer_tls.key;
-  m["checkpoint.mode"] = c.mode == ReplicationMode::STRICT ? "strict" : "relaxed";
-  m["checkpoint.interval_us"] = u(c.checkpoint_interval_us);
-  m["checkpoint.dirty_threshold"] = u(c.checkpoint_dirty_threshold);
-  m["checkpoint.quiesce_timeout_us"] = u(c.quiesce_timeout_us);
-  m["checkpoint.hold_capacity"] = u(c.hold_capacity);
-  m["checkpoint.hold_fallback"] = c.hold_fallback == dp::HoldFallback::DROP ? "drop" : "relaxed";
-  m["failover.heartbeat_interval_ms"] = u(c.heartbeat_interval_ms);
-  m["failover.miss_threshold"] = u(c.miss_threshold);
-  m["failover.beat_udp_port"] = u(c.beat_udp_port);
-  m["failover.beat_realtime"] = b(c.beat_realtime);
-  m["failover.fence"] = fo::fence_kind_name(c.fence);
-  m["failover.allow_fence_none"] = b(c.allow_fence_none);
-  m["failover.fence_pidfile"] = c.fence_pidfile;
-  m["failover.libvirt_uri"] = c.libvirt_uri;
-  m["failover.libvirt_domain"] = c.libvirt_domain;
-  m["failover.libvirt_action"] = c.libvirt_action;
-  m["failover.libvirt_events"] = b(c.peer_events_on());
-  m["failover.fence_timeout_ms"] = u(c.fence_timeout_ms);
-  m["failover.garp_count"] = u(c.garp_count);
-  m["failover.snapshot_max_age_s"] = u(c.snapshot_max_age_s);
-  return m;
-}
-
-dp::NfConfig Config::nf_config() const {
-  dp::NfConfig nf;
-  nf.vip[dp::kPortInside] = inside.vip;
-  nf.vip[dp::kPortOutside] = outside.vip;
-  nf.prefix_len[dp::kPortInside] = inside.prefix_len;
-  nf.prefix_len[dp::kPortOutside] = outside.prefix_len;
-  nf.gateway_out = outside.gateway;
-  const uint8_t ids[2] = {inside.vmac_id, outside.vmac_id};
-  for (int p = 0; p < 2; p++) {
-    nf.vmac[p] = rte_ether_addr{{0x00, 0x00, 0x5e, 0x00, 0x01, ids[p]}};
-  }
-  nf.nat_port_min = nat_port_min;
-  nf.nat_port_max = nat_port_max;
-  nf.timeouts = timeouts;
-  nf.forwards = forwards;
-  return nf;
+  std::string text;
+  if (!read_file(path, &text).ok()) return InvalidArgument("config: cannot read '" + path + "'");
+  return parse_config(text, overrides, out);
 }
 
 }  // namespace ftpair

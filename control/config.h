@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
 #include "common/status.h"
 #include "dataplane/agent.h"
 #include "dataplane/nf.h"
@@ -108,6 +109,10 @@ struct Config {
   std::vector<std::string> upgrade_allowed_sha256;  // binaries this node may run; empty = none
   uint32_t upgrade_health_window_ms = 10000;        // a new version must stay healthy this long
   uint32_t upgrade_sync_timeout_ms = 60000;         // ... and reach sync within this
+
+  // log (ftpaird --log-level / --log-format win)
+  log::Level log_level = log::Level::INFO;
+  log::Format log_format = log::Format::AUTO;
 
   std::string source_text;  // the file as read, then the overrides (Control.Config)
 

@@ -1,6 +1,11 @@
 /* The daemon: one node's dataplane, its checkpoint engine and applier, its role, and the
- * management surface (gRPC and /metrics). The gRPC handlers and any tool call the same
- * core functions here and map their Status. */
+ * management surface (gRPC and /metrics). The gRPC handlers (control/grpc_services.h) and
+ * any tool call the same core functions here and map their Status. Role transitions happen
+ * in the role manager (control/roles.h), display in the status view (control/status_view.h).
+ *
+ * Files: daemon.cc life cycle and operations, daemon_failover.cc the failover policy,
+ * daemon_ops.cc health and reload, daemon_metrics.cc /metrics, daemon_upgrade.cc the
+ * in-service upgrade. */
 #pragma once
 
 #include <atomic>
@@ -21,6 +26,7 @@
 #include "control/config.h"
 #include "control/http_server.h"
 #include "control/node.h"
+#include "control/roles.h"
 #include "control/upgrade.h"
 #include "common/status.h"
 #include "control.pb.h"
@@ -31,6 +37,9 @@
 #include "peer.pb.h"
 
 namespace ftpair {
+
+class ControlService;
+class PeerService;
 
 // sha256 of the running binary (/proc/self/exe).
 Status ckpt_self_digest(std::string *hex);
@@ -50,15 +59,29 @@ class Daemon {
   void stop();
 
   // ---- core operations (gRPC handlers and tests call these) ----
+  // Control.Status (control/status_view.h).
   void status(v1::StatusReply *out);
+  /* Takes a checkpoint and waits for its acknowledgement (the engine's errors); with
+   * `snapshot`, an active also writes a snapshot (its path in the reply when written). */
   Status checkpoint(bool snapshot, v1::CheckpointReply *out);
+  // Control.Flows: up to `limit` flows (0 = all).
   Status flows(uint32_t limit, v1::FlowsReply *out);
-  Status become_active(const std::string &why, bool bump_generation);
-  Status become_standby(const std::string &why);
+  // Control.Config: the config as last (re)loaded, overrides included.
+  std::string config_text() const;
+  // Role transitions (control/roles.h); the upgrade steps call these.
+  Status become_active(const std::string &why, bool bump_generation) { return roles_.become_active(why, bump_generation); }
+  Status become_standby(const std::string &why) { return roles_.become_standby(why); }
   // Failover: promotion after fencing, graceful/forced switchover, the peer's takeover.
-  Status promote(const std::string &reason, bool forced);
+  Status promote(const std::string &reason, bool forced) { return roles_.promote(reason, forced); }
+  /* Graceful (or forced) switchover asked by the operator on either node: the active drains,
+   * ships a final checkpoint and asks the standby to take over; a standby asks the active, or
+   * with `force` fences it and takes over. The reply says what happened either way. */
   Status switchover(bool force, v1::SwitchoverReply *out);
+  // Peer.Takeover: the demoted active asks this standby to take the active role.
   Status takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out);
+  // Peer.Heartbeat: records the peer's beat (with a monitor) and answers with ours.
+  void heartbeat(const v1::Beat &peer, v1::Beat *reply);
+  // This node's beat: role (typed and as strings), generation, dataplane progress, sync.
   void fill_beat(v1::Beat *b);
   // In-service upgrade: forwards to the coordinator (control/upgrade.h).
   Status stage_upgrade(const std::string &bytes, const std::string &claimed_sha256, v1::UpgradeReply *out);
@@ -81,15 +104,8 @@ class Daemon {
   // The node fills its role: an active that forwards, or a standby in sync; worker healthy.
   bool serving() const;
 
-  fo::Role role() const { return role_.load(); }
-  /* The Sync stream moves the node between the standby states only: a node that took the
-   * active role meanwhile (a promotion or a takeover on another thread) keeps it. */
-  void set_standby_state(fo::Role r) {
-    fo::Role cur = role_.load();
-    while (cur != fo::Role::ACTIVE && cur != fo::Role::DRAINING && !role_.compare_exchange_weak(cur, r)) {
-    }
-  }
-  uint64_t generation() const { return generation_value_.load(); }
+  fo::Role role() const { return roles_.role(); }
+  uint64_t generation() const { return roles_.generation(); }
   Node &node() { return *node_; }
   ckpt::Engine &engine() { return *engine_; }
   ckpt::Applier &applier() { return *applier_; }
@@ -100,23 +116,28 @@ class Daemon {
   std::string render_metrics();
   void count_watchdog_ping() { watchdog_pings_++; }
   bool dataplane_healthy() const;
+  // For the status view: keys changed by reloads that need a restart, reloads applied, and
+  // the sha256 of the running binary.
+  std::vector<std::string> restart_pending() const;
+  uint64_t reloads_applied() const { return reloads_ok_.load(); }
+  const std::string &binary_sha256() const { return self_sha_; }
 
  private:
-  class ControlService;
-  class PeerService;
+  // start(), in order: the checkpoint engine and the Sync service, the fencer and the
+  // heartbeat monitor, the gRPC server.
+  Status make_engine();
+  void make_monitor();
+  Status open_management(bool beside);
   Status choose_initial_role();
+  void watch_peer_domain();
   void on_peer_beat(const v1::Beat &b);
   void on_peer_silent(const std::string &reason);
-  Status adopt_generation(uint64_t g);
-  void count_failover(const std::string &reason);
   Status restore_from_snapshot();
   Status write_snapshot(bool clean, std::string *path);
   std::string snapshot_path() const { return cfg_.state_dir + "/flows.snap"; }
-  std::shared_ptr<grpc::ChannelCredentials> peer_credentials(Status *st) const;
   std::shared_ptr<grpc::Channel> peer_channel();
   // A channel to addr with the peer's credentials (a new instance beside this one).
   std::shared_ptr<grpc::Channel> peer_channel(const std::string &addr);
-  void register_telemetry();
   Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port);
   void write_pidfile();
   // upgrade: the coordinator's view of this daemon (control/daemon_upgrade.cc)
@@ -126,10 +147,7 @@ class Daemon {
   void set_upgrade_stage(const std::string &stage, const std::string &message);
 
   Config cfg_;
-  fo::Generation generation_;
-  std::atomic<uint64_t> generation_value_{0};
-  std::atomic<fo::Role> role_{fo::Role::BOOT};
-  std::mutex role_mu_;
+  RoleManager roles_;
   std::mutex table_mu_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<ckpt::Engine> engine_;
@@ -140,11 +158,6 @@ class Daemon {
   std::unique_ptr<fo::Monitor> monitor_;
   std::unique_ptr<fo::Fencer> fencer_;
   Status fencer_status_;
-  std::mutex promote_mu_;
-  std::mutex failovers_mu_;
-  std::map<std::string, uint64_t> failovers_;
-  std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0};
-  std::atomic<int64_t> silent_log_ns_{0};
   mutable fo::StallDetector stall_detector_;  // worker.stall_ms, reloadable
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};

@@ -1,22 +1,14 @@
 // The daemon's /metrics page (Prometheus text format): one family per line of issue 5's list,
 // declared once with its help text.
-#include <chrono>
 #include <mutex>
 
+#include "common/clock.h"
 #include "control/daemon.h"
 #include "control/exposition.h"
 #include "control/node_metrics.h"
 #include "failover/peer_events.h"
 
 namespace ftpair {
-
-namespace {
-int64_t unix_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 std::string Daemon::render_metrics() {
   Exposition x;
@@ -42,15 +34,12 @@ std::string Daemon::render_metrics() {
              "Config keys changed by a reload that take effect only after a restart (1 per key).");
     for (const auto &k : restart_pending_) x.sample(1, {{"key", k}});
   }
-  {
-    std::lock_guard<std::mutex> g(failovers_mu_);
-    x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
-    for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
-      x.sample(double(failovers_.count(reason) ? failovers_.at(reason) : 0), {{"reason", reason}});
-  }
+  x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
+  for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
+    x.sample(double(roles_.failovers(reason)), {{"reason", reason}});
   upgrade_->expose(x);
-  x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(fence_failures_.load());
-  x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(promotions_refused_.load());
+  x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(roles_.fence_failures());
+  x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(roles_.promotions_refused());
   if (monitor_) {
     x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
     x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
@@ -115,9 +104,8 @@ std::string Daemon::render_metrics() {
         .sample(lag > 0 && ack_ns ? double(unix_ns() - ack_ns) / 1e9 : 0);
   }
   x.family("ftpair_sync_lag_bytes", "gauge", "Checkpoint bytes sent and not yet acknowledged.").sample(double(engine_->lag_bytes()));
-  int64_t ack = es.last_ack_unix_ns.load();
   x.family("ftpair_sync_last_ack_age_seconds", "gauge", "Seconds since the last acknowledgement (-1: never).")
-      .sample(ack ? double(unix_ns() - ack) / 1e9 : -1);
+      .sample(age_seconds(es.last_ack_unix_ns.load()));
   x.family("ftpair_full_sync_last_duration_seconds", "gauge", "Duration of the last completed full sync.").sample(es.last_full_sync_seconds.load());
   x.family("ftpair_full_sync_progress_ratio", "gauge", "Progress of the running full sync (0..1).")
       .sample(r == fo::Role::ACTIVE ? engine_->full_sync_progress() : applier_->full_sync_progress());

@@ -1,11 +1,14 @@
 // The daemon's operations surface: gRPC health, SIGHUP reload.
-#include <cstdio>
-
 #include <grpcpp/health_check_service_interface.h>
 
+#include "common/log.h"
 #include "control/daemon.h"
 
 namespace ftpair {
+
+namespace {
+auto &L = log::component("daemon");
+}  // namespace
 
 bool Daemon::serving() const {
   if (!node_) return false;
@@ -25,21 +28,8 @@ void Daemon::tick() {
   }
   // Beside: the state directory is still the old instance's.
   if (beside_.load()) return;
-  // Off the promotion path: a standby in sync keeps the generation it would take reserved
-  // on disk, and a generation taken from the reservation gets into the main file.
-  if (role() == fo::Role::STANDBY_READY) {
-    const uint64_t peer_gen = monitor_ ? monitor_->last_peer_beat().generation() : 0;
-    const uint64_t want = std::max(generation(), peer_gen) + 1;
-    if (generation_.reserved() < want) {
-      Status st = generation_.reserve(want);
-      if (!st.ok()) std::fprintf(stderr, "ftpaird: cannot reserve generation %lu: %s\n",
-                                 static_cast<unsigned long>(want), st.message().c_str());
-    }
-  }
-  if (generation_.unflushed()) {
-    Status st = generation_.store(generation_.value());
-    if (!st.ok()) std::fprintf(stderr, "ftpaird: cannot persist generation: %s\n", st.message().c_str());
-  }
+  // Off the promotion path: the generation a standby in sync would take stays reserved on disk.
+  roles_.keep_generation(monitor_ ? monitor_->last_peer_beat().generation() : 0);
   const int now = serving() ? 1 : 0;
   if (now == serving_state_) return;
   serving_state_ = now;
@@ -51,7 +41,7 @@ void Daemon::tick() {
     for (const char *svc : {"ftpair.v1.Control", "ftpair.v1.Peer", "ftpair.v1.Replication"})
       h->SetServingStatus(svc, now == 1);
   }
-  std::fprintf(stderr, "ftpaird: health: %s (%s)\n", now ? "SERVING" : "NOT_SERVING", fo::role_name(role()));
+  L.info("health: {} ({})", now ? "SERVING" : "NOT_SERVING", fo::role_name(role()));
 }
 
 namespace {

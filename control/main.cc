@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <optional>
 
 #include <atomic>
 #include <chrono>
@@ -12,12 +13,17 @@
 
 #include "checkpoint/record_codec.h"
 #include "checkpoint/version.h"
+#include "common/log.h"
 #include "control/config.h"
 #include "control/daemon.h"
+#include "control/role_wire.h"
 #include "control/sd_notify.h"
 #include "dataplane/port.h"
 
 namespace {
+namespace log = ftpair::log;
+auto &L = log::component("daemon");
+
 std::atomic<bool> g_quit{false};
 std::atomic<bool> g_reload{false};
 std::atomic<int> g_stall{-1};  // test hook: 1 = stall the worker, 0 = release it
@@ -40,17 +46,30 @@ void reload(ftpair::Daemon &daemon, ftpair::SdNotifier &sd, const std::string &p
   if (st.ok() && next.node_id != daemon.config().node_id)
     st = ftpair::InvalidArgument("config: node.id: '" + next.node_id + "' differs from the running node '" +
                                  daemon.config().node_id + "'");
+  static auto &C = log::component("config");
   if (!st.ok()) {
     daemon.count_reload_refused();
-    std::fprintf(stderr, "ftpaird: reload refused, the running config stays: %s\n", st.message().c_str());
+    C.error("reload refused, the running config stays: {}", st.message());
     sd.send("READY=1\nSTATUS=reload refused: " + st.message());
     return;
   }
   std::vector<std::string> applied, restart;
   daemon.reload(next, &applied, &restart);
-  std::fprintf(stderr, "ftpaird: reloaded %s: applied: %s; changed but need a restart: %s\n", path.c_str(),
-               join(applied).c_str(), join(restart).c_str());
+  C.info("reloaded {}: applied: {}; changed but need a restart: {}", path, join(applied), join(restart));
   sd.send("READY=1\nSTATUS=reloaded" + std::string(restart.empty() ? "" : "; restart needed for " + join(restart)));
+}
+// An optional flag's value through its parser; false (logged) when it does not parse.
+template <typename T>
+bool parse_flag(const char *flag, const std::string &text, ftpair::Status (*parse)(const std::string &, T *),
+                std::optional<T> *out) {
+  if (text.empty()) return true;
+  T v;
+  if (ftpair::Status st = parse(text, &v); !st.ok()) {
+    L.error("{}: {}", flag, st.message());
+    return false;
+  }
+  *out = v;
+  return true;
 }
 }  // namespace
 
@@ -60,6 +79,8 @@ int main(int argc, char **argv) {
   // speaks record format 1 only and names itself accordingly.
   ftpair::ckpt::set_record_format_max(ftpair::ckpt::kRecordFormatV1);
   ftpair::ckpt::set_software_version(FTPAIR_VERSION "-prev");
+  // Roles on the wire as strings only (no RoleState sent, none read).
+  ftpair::wire::set_previous_release(true);
 #endif
   CLI::App app{"ftpaird: fault-tolerant NAT44 gateway daemon"};
   std::string config_path;
@@ -74,26 +95,40 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(3, 1023));
   app.add_option("--upgrade-parent", parent_pid, "(internal) pid of the instance this one replaces")
       ->check(CLI::Range(1, 1 << 22));
+  std::string log_level, log_format;
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (default: log.level, info)");
+  app.add_option("--log-format", log_format,
+                 "auto (journal under systemd, else text), text, journal or json: one JSON object a line "
+                 "(default: log.format, auto)");
   app.set_version_flag("--version", std::string(ftpair::ckpt::software_version()));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  // Flags first: a bad one is a usage error even when the config is fine.
+  std::optional<log::Level> level_flag;
+  std::optional<log::Format> format_flag;
+  if (!parse_flag("--log-level", log_level, log::parse_level, &level_flag) ||
+      !parse_flag("--log-format", log_format, log::parse_format, &format_flag))
+    return 2;
+  // The flags' shape already for the config's own errors; the config's log keys follow.
+  log::configure(level_flag.value_or(log::Level::INFO), format_flag.value_or(log::Format::AUTO));
 
   ftpair::Config cfg;
   ftpair::Status st = ftpair::load_config(config_path, overrides, &cfg);
   if (!st.ok()) {
-    std::fprintf(stderr, "ftpaird: %s\n", st.message().c_str());
+    log::component("config").error("{}", st.message());
     return 2;
   }
+  log::configure(level_flag.value_or(cfg.log_level), format_flag.value_or(cfg.log_format));
   if (check_only) {
     std::printf("ftpaird: configuration OK (node %s)\n", cfg.node_id.c_str());
     return 0;
   }
 
   if ((beside_fd >= 0) != (parent_pid > 0)) {
-    std::fprintf(stderr, "ftpaird: --upgrade-beside and --upgrade-parent go together\n");
+    L.error("--upgrade-beside and --upgrade-parent go together");
     return 2;
   }
   // A second instance on the node: its own DPDK runtime files, no telemetry socket clash.
@@ -101,7 +136,7 @@ int main(int argc, char **argv) {
 
   std::string err;
   if (ftpair::dp::eal_init(cfg.eal_argv(), &err) != 0) {
-    std::fprintf(stderr, "ftpaird: %s\n", err.c_str());
+    L.critical("{}", err);
     return 1;
   }
   struct sigaction sa {};
@@ -118,7 +153,7 @@ int main(int argc, char **argv) {
   sigaction(SIGUSR2, &su, nullptr);
   // Service manager (systemd Type=notify, or anything speaking sd_notify).
   ftpair::SdNotifier sd;
-  if (!sd.setup_error().empty()) std::fprintf(stderr, "ftpaird: sd_notify: %s\n", sd.setup_error().c_str());
+  if (!sd.setup_error().empty()) L.warn("sd_notify: {}", sd.setup_error());
   using Clock = std::chrono::steady_clock;
   // Ping at half the watchdog interval, and only while the worker loop makes progress.
   const auto ping_every = std::chrono::microseconds(sd.watchdog_usec() / 2);
@@ -128,23 +163,25 @@ int main(int argc, char **argv) {
     ftpair::Daemon::Launch launch;
     launch.config_path = config_path;
     launch.overrides = overrides;
+    // A new version started beside this one (upgrade) logs as this one does.
+    if (level_flag) launch.overrides.push_back(std::string("log.level=") + log::level_name(*level_flag));
+    if (!log_format.empty()) launch.overrides.push_back("log.format=" + log_format);
     launch.beside_fd = beside_fd;
     launch.parent_pid = parent_pid;
     launch.notify = [&sd](const std::string &m) { sd.send(m); };
     daemon.set_launch(launch);
     st = daemon.start();
     if (!st.ok()) {
-      std::fprintf(stderr, "ftpaird: %s\n", st.message().c_str());
+      L.critical("{}", st.message());
       rc = 1;
     } else {
-      std::fprintf(stderr, "ftpaird: node %s up (gRPC port %u, metrics port %u)\n", cfg.node_id.c_str(),
-                   daemon.grpc_port(), daemon.metrics_port());
+      L.info("node {} up (gRPC port {}, metrics port {}, version {})", cfg.node_id, daemon.grpc_port(),
+             daemon.metrics_port(), ftpair::ckpt::software_version());
       // A new version beside the old one is not the service's main process until the old
       // one hands over (MAINPID=) and exits.
       if (beside_fd < 0) sd.send("READY=1\nSTATUS=node " + cfg.node_id + " up\nMAINPID=" + std::to_string(::getpid()));
       if (sd.enabled() && sd.watchdog_usec())
-        std::fprintf(stderr, "ftpaird: watchdog: pinging every %.0f ms while the worker makes progress\n",
-                     sd.watchdog_usec() / 2000.0);
+        L.info("watchdog: pinging every {:.0f} ms while the worker makes progress", sd.watchdog_usec() / 2000.0);
       auto next_ping = Clock::now();
       bool was_healthy = true;
       while (!g_quit.load() && !daemon.exit_requested()) {
@@ -158,14 +195,17 @@ int main(int argc, char **argv) {
             if (sd.send("WATCHDOG=1")) daemon.count_watchdog_ping();
             next_ping = Clock::now() + ping_every;
           }
-          if (healthy != was_healthy)
-            std::fprintf(stderr, "ftpaird: watchdog: %s\n",
-                         healthy ? "worker progressing again, pinging" : "worker stalled, not pinging");
+          if (healthy != was_healthy) {
+            if (healthy)
+              L.info("watchdog: worker progressing again, pinging");
+            else
+              L.error("watchdog: worker stalled, not pinging");
+          }
           was_healthy = healthy;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
-      std::fprintf(stderr, "ftpaird: shutting down\n");
+      L.info("shutting down{}", daemon.exit_requested() ? " (handed over)" : "");
       sd.send("STOPPING=1");
     }
     daemon.stop();

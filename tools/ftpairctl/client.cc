@@ -9,6 +9,8 @@
 #include <regex>
 #include <sstream>
 
+#include "proto/rpc/rpc.h"
+
 namespace ftpairctl {
 
 namespace {
@@ -118,8 +120,7 @@ Outcome Client::create(const ConnectOptions &opts, std::unique_ptr<Client> *out)
     return Outcome::Fail(kExitUsage, "--addr '" + opts.addr + "': " + why);
   if (!(opts.timeout_s > 0)) return Outcome::Fail(kExitUsage, "--timeout must be a positive number of seconds");
 
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);  // a full flows dump can be large
+  grpc::ChannelArguments args = ftpair::rpc::channel_args(ftpair::rpc::ChannelKind::TOOL);
   std::shared_ptr<grpc::ChannelCredentials> creds;
   const bool tls = !opts.cacert.empty() || !opts.cert.empty() || !opts.key.empty();
   if (tls) {

@@ -14,8 +14,6 @@
  * the new one is in sync and takes over. */
 #include "tools/ftpairctl/upgrade.h"
 
-#include <openssl/evp.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
@@ -28,7 +26,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/sha256.h"
 #include "control.grpc.pb.h"
+#include "tools/ftpairctl/role.h"
 
 namespace ftpairctl {
 namespace {
@@ -37,16 +37,6 @@ namespace v1 = ftpair::v1;
 using Stub = v1::Control::Stub;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-std::string sha256_hex(const std::string &bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  static const char *hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < len; i++) s += hex[md[i] >> 4], s += hex[md[i] & 15];
-  return s;
-}
 
 struct Node {
   std::string addr;
@@ -209,8 +199,8 @@ Outcome Upgrader::watch_health(Node &n, bool active) {
     Outcome so = status(n);
     if (!so.ok()) why = so.message;
     else if (!n.st.dataplane_healthy()) why = "its dataplane is unhealthy";
-    else if (active && n.st.role() != "active") why = "it is " + n.st.state() + ", not active";
-    else if (!active && n.st.state() != "STANDBY_READY") why = "it is " + n.st.state() + ", not a standby in sync";
+    else if (active && !is_active(n.st)) why = "it is " + n.st.state() + ", not active";
+    else if (!active && !is_standby_ready(n.st)) why = "it is " + n.st.state() + ", not a standby in sync";
     else if (!n.st.serving()) why = "it reports NOT_SERVING";
     if (why.empty()) {
       bad_since = {};
@@ -238,7 +228,7 @@ Outcome Upgrader::switchover(Node &from, Node &to) {
   if (!o.ok()) return o;
   const auto deadline = Clock::now() + 10s;
   for (;;) {
-    if (status(to).ok() && to.st.role() == "active" && status(from).ok() && from.st.state() == "STANDBY_READY") break;
+    if (status(to).ok() && is_active(to.st) && status(from).ok() && is_standby_ready(from.st)) break;
     if (Clock::now() > deadline)
       return Outcome::Fail(kExitFailed, "switchover: " + to.name() + " active and " + from.name() +
                                             " a standby in sync not seen within 10 s");
@@ -292,7 +282,7 @@ int Upgrader::run() {
       std::fprintf(stderr, "ftpairctl: upgrade: %s is empty\n", opts_.binary.c_str());
       return kExitUsage;
     }
-    sha = sha256_hex(bytes);
+    sha = ftpair::sha256_hex(bytes);
   }
   // 1. The pair as it is.
   a_.addr = conn_.addr;
@@ -303,13 +293,13 @@ int Upgrader::run() {
   b_.addr = a_.st.peer_address();
   o = status(b_);
   if (!o.ok()) return finish("refused", Outcome::Fail(o.code, "the peer: " + o.message));
-  Node *act = a_.st.role() == "active" ? &a_ : &b_;
+  Node *act = is_active(a_.st) ? &a_ : &b_;
   Node *sby = act == &a_ ? &b_ : &a_;
-  if (act->st.role() != "active" || sby->st.role() != "standby")
+  if (!is_active(act->st) || !is_standby(sby->st))
     return finish("refused", Outcome::Fail(kExitFailed, "expected one active and one standby, found " + a_.name() + " " +
                                                             a_.st.state() + " and " + b_.name() + " " + b_.st.state() +
                                                             "; nothing was changed"));
-  if (sby->st.state() != "STANDBY_READY" || !sby->st.sync().in_sync() || !act->st.sync().in_sync())
+  if (!is_standby_ready(sby->st) || !sby->st.sync().in_sync() || !act->st.sync().in_sync())
     return finish("refused", Outcome::Fail(kExitFailed, "the standby " + sby->name() + " is out of sync (" +
                                                             sby->st.state() +
                                                             "): an upgrade needs a protected pair; nothing was changed"));

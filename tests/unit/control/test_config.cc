@@ -491,3 +491,29 @@ TEST(PeerEventsConfig, BadValuesNameTheKey) {
   EXPECT_NE(st.message().find("true or false"), std::string::npos) << st.message();
 }
 }  // namespace ftpair
+
+namespace ftpair {
+
+TEST(LogConfig, LevelAndFormatDefaultsAndErrors) {
+  const std::string plain = node_yaml("  garp_count: 3\n");
+  Config c;
+  ASSERT_TRUE(parse_config(plain, {}, &c).ok());
+  EXPECT_EQ(c.log_level, log::Level::INFO);
+  EXPECT_EQ(c.log_format, log::Format::AUTO);
+  EXPECT_EQ(config_fields(c).at("log.level"), "info");
+  EXPECT_EQ(config_fields(c).at("log.format"), "auto");
+  Status st = parse_config(plain, {"log.level=debug", "log.format=json"}, &c);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(c.log_level, log::Level::DEBUG);
+  EXPECT_EQ(c.log_format, log::Format::JSON);
+  EXPECT_EQ(config_fields(c).at("log.format"), "json");
+  st = parse_config(plain, {"log.level=loud"}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("log.level"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("'loud'"), std::string::npos) << st.message();
+  st = parse_config(plain, {"log.colour=yes"}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("log.colour: unknown key"), std::string::npos) << st.message();
+}
+
+}  // namespace ftpair

@@ -1,0 +1,160 @@
+#include "control/status_view.h"
+
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <mutex>
+
+#include <rte_telemetry.h>
+
+#include "checkpoint/version.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "control/daemon.h"
+#include "control/role_wire.h"
+
+namespace ftpair::status_view {
+
+namespace {
+
+void fill_sync(Daemon &d, fo::Role r, v1::SyncStatus *s) {
+  s->set_mode(d.config().mode == ReplicationMode::STRICT ? "strict" : "relaxed");
+  if (is_active(r)) {
+    ckpt::Engine &e = d.engine();
+    const auto &es = e.stats();
+    s->set_peer(e.peer());
+    s->set_connected(e.connected());
+    s->set_in_sync(e.in_sync());
+    s->set_epoch(e.current_epoch());
+    s->set_acked_epoch(e.acked_epoch());
+    const uint64_t closed = e.current_epoch() - 1;
+    s->set_lag_epochs(e.in_sync() && closed > e.acked_epoch() ? closed - e.acked_epoch() : 0);
+    s->set_exposure_epochs(s->lag_epochs());
+    s->set_lag_bytes(e.lag_bytes());
+    s->set_last_ack_age_seconds(age_seconds(es.last_ack_unix_ns.load()));
+    s->set_full_syncs(es.full_syncs.load());
+    s->set_full_sync_progress(e.full_sync_progress());
+  } else {
+    ckpt::Applier &a = d.applier();
+    s->set_peer(a.peer_node());
+    s->set_in_sync(a.in_sync());
+    s->set_epoch(a.applied_epoch());
+    s->set_acked_epoch(a.applied_epoch());
+    s->set_full_syncs(a.stats().full_syncs.load());
+    s->set_full_sync_progress(a.full_sync_progress());
+    s->set_last_ack_age_seconds(age_seconds(a.stats().last_apply_unix_ns.load()));
+  }
+}
+
+std::string proto_name(uint8_t p) {
+  return p == IPPROTO_TCP ? "tcp" : p == IPPROTO_UDP ? "udp" : p == IPPROTO_ICMP ? "icmp" : std::to_string(p);
+}
+
+void fill_flow(uint32_t slot, const dp::FlowState &s, v1::Flow *f) {
+  f->set_slot(slot);
+  f->set_proto(proto_name(s.proto));
+  f->set_inside(ipv4_to_string(s.in_ip) + ":" + std::to_string(ntohs(s.in_port)));
+  f->set_outside(ipv4_to_string(s.ext_ip) + ":" + std::to_string(ntohs(s.ext_port)));
+  f->set_nat(ipv4_to_string(s.nat_ip) + ":" + std::to_string(ntohs(s.nat_port)));
+  f->set_state(s.proto == IPPROTO_TCP ? dp::tcp_state_name(static_cast<dp::TcpState>(s.tcp_state)) : "active");
+  f->set_flags(s.flags);
+}
+
+// The DPDK telemetry callback has no user pointer: one daemon per process.
+std::mutex g_tel_mu;
+Daemon *g_tel_daemon = nullptr;
+
+int telemetry_state(const char *, const char *, rte_tel_data *d) {
+  std::lock_guard<std::mutex> g(g_tel_mu);
+  if (!g_tel_daemon) return -1;
+  v1::StatusReply st;
+  fill_status(*g_tel_daemon, &st);
+  rte_tel_data_start_dict(d);
+  rte_tel_data_add_dict_string(d, "node_id", st.node_id().c_str());
+  rte_tel_data_add_dict_string(d, "role", st.role().c_str());
+  rte_tel_data_add_dict_string(d, "state", st.state().c_str());
+  rte_tel_data_add_dict_u64(d, "generation", st.generation());
+  rte_tel_data_add_dict_int(d, "serving", st.serving() ? 1 : 0);
+  rte_tel_data_add_dict_int(d, "dataplane_healthy", st.dataplane_healthy() ? 1 : 0);
+  rte_tel_data_add_dict_u64(d, "flows", st.flows());
+  rte_tel_data_add_dict_u64(d, "flow_capacity", st.flow_capacity());
+  rte_tel_data_add_dict_u64(d, "checkpoints", st.checkpoints());
+  rte_tel_data_add_dict_u64(d, "checkpoints_aborted", st.checkpoints_aborted());
+  rte_tel_data_add_dict_int(d, "in_sync", st.sync().in_sync() ? 1 : 0);
+  rte_tel_data_add_dict_u64(d, "epoch", st.sync().epoch());
+  rte_tel_data_add_dict_u64(d, "acked_epoch", st.sync().acked_epoch());
+  rte_tel_data_add_dict_u64(d, "lag_epochs", st.sync().lag_epochs());
+  rte_tel_data_add_dict_u64(d, "lag_bytes", st.sync().lag_bytes());
+  rte_tel_data_add_dict_string(d, "version", st.software_version().c_str());
+  return 0;
+}
+
+}  // namespace
+
+void fill_status(Daemon &d, v1::StatusReply *out) {
+  const fo::Role r = d.role();
+  const Config &cfg = d.config();
+  Node &node = d.node();
+  out->set_node_id(cfg.node_id);
+  wire::fill(r, out);
+  out->set_generation(d.generation());
+  out->set_software_version(ckpt::software_version());
+  out->set_dataplane_healthy(d.dataplane_healthy());
+  out->set_flows(node.flows().size());
+  out->set_flow_capacity(node.flows().capacity());
+  const auto &es = d.engine().stats();
+  out->set_checkpoints(es.checkpoints.load());
+  out->set_checkpoints_aborted(es.aborted.load());
+  out->set_last_checkpoint_age_seconds(age_seconds(es.last_checkpoint_unix_ns.load()));
+  out->set_last_pause_us(double(node.agent().last_pause_ns()) / 1000.0);
+  out->set_serving(d.serving());
+  for (const auto &k : d.restart_pending()) out->add_restart_pending(k);
+  out->set_config_reloads(d.reloads_applied());
+  out->set_pid(uint32_t(::getpid()));
+  out->set_binary_sha256(d.binary_sha256());
+  if (cfg.peer_grpc.set()) out->set_peer_address(cfg.peer_grpc.str());
+  d.fill_upgrade(out->mutable_upgrade());
+  out->set_upgrade_stage(out->upgrade().stage());
+  fill_sync(d, r, out->mutable_sync());
+}
+
+Status fill_flows(Daemon &d, uint32_t limit, v1::FlowsReply *out) {
+  dp::FlowTable &flows = d.node().flows();
+  auto copy = [&] {
+    uint32_t n = 0;
+    out->set_total(flows.size());
+    out->set_epoch(flows.epoch());
+    flows.for_each([&](uint32_t slot, const dp::FlowRecord &r) {
+      if (limit && n >= limit) return;
+      fill_flow(slot, r.st, out->add_flows());
+      n++;
+    });
+  };
+  // The worker owns the active's table: read it at a barrier.
+  if (is_active(d.role())) return d.engine().with_workers_parked(copy);
+  std::lock_guard<std::mutex> t(d.table_mutex());
+  copy();
+  out->set_epoch(d.applier().applied_epoch());
+  return Status::Ok();
+}
+
+void register_telemetry(Daemon &d) {
+  {
+    std::lock_guard<std::mutex> g(g_tel_mu);
+    g_tel_daemon = &d;
+  }
+  static bool registered = false;  // DPDK keeps a command for the life of the process
+  if (registered) return;
+  if (rte_telemetry_register_cmd("/ftpair/state", telemetry_state,
+                                 "ftpair node state: role, generation, flows, sync. Takes no parameters.") == 0)
+    registered = true;
+  else
+    log::component("daemon").error("cannot register the DPDK telemetry command /ftpair/state");
+}
+
+void unregister_telemetry(Daemon &d) {
+  std::lock_guard<std::mutex> g(g_tel_mu);
+  if (g_tel_daemon == &d) g_tel_daemon = nullptr;
+}
+
+}  // namespace ftpair::status_view
