@@ -143,8 +143,6 @@ class Daemon {
   // upgrade: the coordinator's view of this daemon (control/daemon_upgrade.cc)
   class UpgradeLink;
   std::unique_ptr<UpgradeCoordinator> make_upgrade();
-  // A move of the upgrade stage by name (tick()); a name that is no stage is logged.
-  void set_upgrade_stage(const std::string &stage, const std::string &message);
 
   Config cfg_;
   RoleManager roles_;

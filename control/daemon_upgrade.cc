@@ -81,14 +81,5 @@ Status Daemon::join(const v1::JoinRequest &req, v1::JoinReply *out) { return upg
 
 void Daemon::fill_upgrade(v1::UpgradeStatus *u) { upgrade_->fill(u); }
 
-void Daemon::set_upgrade_stage(const std::string &stage, const std::string &why) {
-  UpgradeStage s;
-  if (!upgrade_stage_from_name(stage, &s)) {
-    log::component("upgrade").error("no upgrade stage is named '{}' ({})", stage, why);
-    return;
-  }
-  // A refused move is logged and counted by the machine.
-  (void)upgrade_->machine().move(s, why);
-}
 
 }  // namespace ftpair
