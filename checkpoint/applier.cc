@@ -1,20 +1,11 @@
 #include "checkpoint/applier.h"
 
-#include <chrono>
-
 #include <rte_cycles.h>
 
 #include "checkpoint/record_codec.h"
+#include "common/clock.h"
 
 namespace ftpair::ckpt {
-
-namespace {
-int64_t unix_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 Applier::Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id)
     : flows_(flows), mu_(table_mu), node_id_(std::move(node_id)) {}

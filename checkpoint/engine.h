@@ -1,14 +1,23 @@
-/* The checkpoint engine (active side).
+/* The checkpoint engine (active side): the façade that the daemon drives.
  *
  * One thread decides when to checkpoint (interval, dirty threshold, held output in strict
  * mode, or an explicit request), quiesces the interface agent, flips the epoch, resumes the
  * workers, waits for the worker's incremental capture, encodes it in packed batches and
  * sends it on the Sync stream. A second thread owns the stream: it connects to the standby,
- * says hello, reads acknowledgements and notices when the standby is gone.
+ * says hello, reads acknowledgements and notices when the standby is gone. During an
+ * in-service upgrade a third stream feeds the joining instance.
  *
  * The workers never wait for the standby: the capture is bounded by the table, sends
  * happen on this thread, and strict mode's held output has its own bounded buffer with a
- * configured fallback. */
+ * configured fallback.
+ *
+ * Where each part lives:
+ *   engine.cc            start, stop, role, status and pause figures
+ *   engine_scheduler.cc  when to checkpoint, run_checkpoint, pauses, output-commit release
+ *   engine_link.cc       the standby's stream: connect, hello, acks, watchdog, standby lost
+ *   engine_joiners.cc    the joining instance's stream: add, drop, promote
+ *   sync_link.{h,cc}     one Sync stream (the transport)
+ *   capture_encoder.{h,cc}  a capture as Sync messages (pure; fuzzed alone) */
 #pragma once
 
 #include <atomic>
@@ -24,6 +33,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "checkpoint/sync_link.h"
 #include "common/status.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
@@ -64,9 +74,11 @@ struct EngineStats {
 class Engine {
  public:
   Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent);
-  ~Engine();
+  ~Engine();  // stop()
 
+  // Starts the checkpoint and stream threads (idempotent); nothing replicates until set_replicating(true).
   void start();
+  // Cancels the streams and joins every thread (idempotent).
   void stop();
   // Checkpoints and replication run only while this node is active.
   void set_replicating(bool on);
@@ -79,11 +91,13 @@ class Engine {
   // Runs fn while every worker is parked (serialised with checkpoints).
   Status with_workers_parked(const std::function<void()> &fn);
 
+  // The standby's stream: up, and holding a full copy (acknowledged full sync).
   bool connected() const { return connected_.load(); }
   bool in_sync() const { return in_sync_.load(); }
   uint64_t acked_epoch() const { return acked_.load(); }
   uint64_t sent_epoch() const { return sent_.load(); }
   uint64_t current_epoch() const { return flows_.epoch(); }
+  // Bytes sent to the standby and not yet acknowledged.
   uint64_t lag_bytes() const;
   double full_sync_progress() const { return progress_.load(); }
   std::string peer() const { return cfg_.peer; }
@@ -101,8 +115,12 @@ class Engine {
    * joiner). It gets a full sync, then every epoch the standby gets, each in the record
    * format it negotiated. Its acknowledgements release no held output until
    * promote_joiner() makes its stream the standby's and closes the old one. */
+  // FAILED_PRECONDITION when this node is not active or another address is joining;
+  // INVALID_ARGUMENT for an empty address. The same address again is OK.
   Status add_joiner(const std::string &addr);
+  // FAILED_PRECONDITION unless the joiner at addr is connected and in sync.
   Status promote_joiner(const std::string &addr);
+  // Forgets the joiner and closes its stream; why shows in joiner_status().error.
   void drop_joiner(const std::string &why);
   struct JoinerStatus {
     std::string addr, node, version, error;
@@ -111,21 +129,32 @@ class Engine {
     uint32_t format = 0;
     uint64_t acked = 0;
   };
+  // The joiner wanted (addr), its stream's state, and the last error on it.
   JoinerStatus joiner_status() const;
 
  private:
-  struct Link;
+  using Clock = std::chrono::steady_clock;
+  using LinkPtr = std::shared_ptr<SyncLink>;
+
+  // engine_scheduler.cc
   void loop();
-  void link_loop(bool joiner);
   bool run_checkpoint(bool explicit_request);
-  void send_captures(uint64_t epoch, const std::shared_ptr<Link> &primary, bool primary_full,
-                     const std::shared_ptr<Link> &joiner, bool joiner_full);
-  bool write_messages(const std::shared_ptr<Link> &link, const std::vector<v1::SyncMessage> &msgs, bool primary);
-  void handle_ack(const std::shared_ptr<Link> &link, uint64_t epoch);
-  void on_ack(uint64_t epoch);
-  void mark_lost(const std::string &why);
+  void send_captures(uint64_t epoch, const LinkPtr &primary_link, bool primary_full, const LinkPtr &joiner_link,
+                     bool joiner_full);
   void update_release();
+  // engine.cc
   void record_pause(uint64_t ns);
+  // engine_link.cc
+  void link_loop(bool joiner);
+  v1::SyncMessage hello_message() const;
+  void watch_standby(Clock::time_point now);  // link_mu_ held
+  void handle_ack(const LinkPtr &link, uint64_t epoch);
+  void on_ack(uint64_t epoch);
+  void link_ended(const LinkPtr &link, const std::string &why);
+  void mark_lost(const std::string &why);
+  // engine_joiners.cc
+  void on_joiner_ack(const LinkPtr &link, uint64_t epoch);
+  void watch_joiner(Clock::time_point now);  // link_mu_ held
 
   EngineConfig cfg_;
   dp::FlowTable &flows_;
@@ -139,15 +168,16 @@ class Engine {
   std::mutex barrier_mu_;  // one quiesce at a time
 
   mutable std::mutex link_mu_;
-  std::shared_ptr<Link> link_;
-  std::shared_ptr<Link> joiner_;  // link_mu_
+  LinkPtr link_;                  // the standby's stream
+  LinkPtr joiner_;                // link_mu_
   std::string joiner_addr_;       // link_mu_; empty = no joiner wanted
   std::string joiner_error_;      // link_mu_
   std::condition_variable link_cv_;
+  // The standby's sync state (a joiner's is on its link).
   std::atomic<bool> connected_{false}, in_sync_{false}, need_full_{true};
   std::atomic<uint64_t> acked_{0}, sent_{0};
   std::atomic<double> progress_{0};
-  std::chrono::steady_clock::time_point oldest_unacked_{};
+  std::atomic<int64_t> full_start_ns_{0};  // mono_ns() when the standby's full sync began
 
   std::mutex req_mu_;
   std::condition_variable req_cv_;
@@ -157,13 +187,13 @@ class Engine {
 
   mutable std::mutex lag_mu_;
   std::deque<std::pair<uint64_t, uint64_t>> unacked_bytes_;  // epoch, bytes
-  std::string last_error_;
+  Clock::time_point oldest_unacked_{};                       // lag_mu_
+  std::string last_error_;                                   // lag_mu_
 
   mutable std::mutex samples_mu_;
   std::vector<uint64_t> samples_;
   size_t samples_next_ = 0;
   EngineStats stats_;
-  std::chrono::steady_clock::time_point full_start_{};
 };
 
 }  // namespace ftpair::ckpt

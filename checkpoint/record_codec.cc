@@ -64,11 +64,12 @@ int encode_records(const dp::CapturedSlot *recs, size_t n, uint32_t format, uint
       put_raw(p + 22, &c.st.ext_port, 2);
       put_raw(p + 24, &c.st.nat_port, 2);
       if (format >= kRecordFormatV2) {
-        // Split the division so a long idle time cannot overflow ticks x 1000 and wrap.
+        // Split the division so a long idle time cannot overflow ticks x 1000 and wrap; an
+        // idle time past the field's range (49 days) is clamped before the multiply.
         uint64_t idle = 0;
         if (now_tsc > c.last_seen_tsc && tsc_hz) {
-          const uint64_t d = now_tsc - c.last_seen_tsc;
-          idle = d / tsc_hz * 1000 + d % tsc_hz * 1000 / tsc_hz;
+          const uint64_t d = now_tsc - c.last_seen_tsc, secs = d / tsc_hz;
+          idle = secs > UINT32_MAX / 1000 ? UINT32_MAX : secs * 1000 + d % tsc_hz * 1000 / tsc_hz;
         }
         put32(p + 32, idle > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(idle));
       }

@@ -1,12 +1,8 @@
 #include "checkpoint/snapshot.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+
+#include "common/file.h"
 
 namespace ftpair::ckpt {
 
@@ -49,40 +45,17 @@ Status write_snapshot(const std::string &path, const SnapshotMeta &meta,
   put_str(h, meta.node_id, 32);
   put<uint32_t>(h, crc32c(h.data(), h.size()));
 
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Internal("snapshot: cannot create " + tmp + ": " + std::strerror(errno));
-  std::string all = h + body;
-  const char *p = all.data();
-  size_t left = all.size();
-  while (left) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Internal("snapshot: write to " + tmp + " failed: " + std::strerror(e));
-    }
-    p += w;
-    left -= size_t(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return Internal("snapshot: fsync of " + tmp + " failed: " + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    return Internal("snapshot: rename to " + path + " failed: " + std::strerror(errno));
+  Status st = write_file_atomic(path, h + body, 0600);
+  if (!st.ok()) return Status(st.code(), "snapshot: " + st.message());
   return Status::Ok();
 }
 
 Status read_snapshot(const std::string &path, uint32_t capacity, SnapshotMeta *meta,
                      std::vector<WireRecord> *records) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Status(Code::NOT_FOUND, "no snapshot at " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string all = ss.str();
+  std::string all;
+  Status st = read_file(path, &all);
+  if (st.code() == Code::NOT_FOUND) return NotFound("no snapshot at " + path);
+  if (!st.ok()) return Status(st.code(), "snapshot: " + st.message());
   if (all.size() < kHeaderSize) return Status(Code::DATA_LOSS, "snapshot " + path + ": truncated header");
   if (std::memcmp(all.data(), kMagic, sizeof(kMagic)) != 0)
     return Status(Code::DATA_LOSS, "snapshot " + path + ": not an ftpair snapshot (bad magic)");

@@ -2,7 +2,8 @@
  *
  * File: a fixed header (magic, versions, generation, epoch, software version, node id,
  * clean-shutdown flag, record count, CRC32C of the records and of the header) followed by
- * the records in a record_codec format. Written to a temporary file, fsynced, renamed. */
+ * the records in a record_codec format, written with write_file_atomic (the rename and its
+ * folder fsynced). */
 #pragma once
 
 #include <cstdint>
@@ -26,12 +27,14 @@ struct SnapshotMeta {
   int64_t created_unix_ns = 0;
 };
 
-// Writes records (in-use slots) atomically to path. INTERNAL naming the path on I/O errors.
+// Writes records (in-use slots) atomically to path. INVALID_ARGUMENT for an unknown record
+// format; INTERNAL naming the file on I/O errors.
 Status write_snapshot(const std::string &path, const SnapshotMeta &meta,
                       const std::vector<dp::CapturedSlot> &records, uint64_t now_tsc, uint64_t tsc_hz);
 
-/* Reads and verifies a snapshot: NOT_FOUND when absent, DATA_LOSS for a bad magic, header
- * or record checksum, a truncated file, or records that do not decode. */
+/* Reads and verifies a snapshot: NOT_FOUND when absent, INTERNAL when it cannot be read,
+ * DATA_LOSS for a bad magic, header or record checksum, a truncated file, or records that do
+ * not decode. */
 Status read_snapshot(const std::string &path, uint32_t capacity, SnapshotMeta *meta,
                      std::vector<WireRecord> *records);
 

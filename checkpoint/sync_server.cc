@@ -3,16 +3,27 @@
 #include <chrono>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/rpc/rpc.h"
 
 namespace ftpair::ckpt {
 
+namespace {
+spdlog::logger &logger() {
+  static auto &L = log::component("sync");
+  return L;
+}
+}  // namespace
+
 grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
                                grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
   if (hooks_.admit) {
     Status st = hooks_.admit();
-    if (!st.ok()) return rpc::to_grpc(st);
+    if (!st.ok()) {
+      refused(st.message());
+      return rpc::to_grpc(st);
+    }
   }
   {
     // The newest stream wins: an active that reconnects must not wait for a dead one.
@@ -32,8 +43,16 @@ grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
     if (!result.ok()) errors_.push_back(result.error_message());
   }
   streams_++;
-  if (!result.ok()) log::component("sync").warn("refused the active's stream: {}", result.error_message());
+  if (!result.ok()) refused(result.error_message());
   return result;
+}
+
+// An active retries every connect backoff: a refusal is logged once until its reason changes
+// or a stream gets through the hello.
+void SyncService::refused(const std::string &why) {
+  std::lock_guard<std::mutex> g(cur_mu_);
+  if (why != last_refusal_) logger().warn("refused the active's stream: {}", why);
+  last_refusal_ = why;
 }
 
 void SyncService::cancel_current() {
@@ -55,16 +74,36 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
   Status st = ap_.on_hello(m.hello(), hooks_.generation ? hooks_.generation() : 0, reply.mutable_hello());
   if (!st.ok()) return rpc::to_grpc(st);
   if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+  {
+    std::lock_guard<std::mutex> g(cur_mu_);
+    last_refusal_.clear();
+  }
   sync_state(ap_.in_sync());
+  int64_t full_start_ns = 0;
+  uint64_t full_records = 0;
   while (stream->Read(&m)) {
     if (!m.has_checkpoint())
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
+    const v1::Checkpoint &c = m.checkpoint();
     bool ack = false;
     v1::SyncReply r;
-    st = ap_.on_checkpoint(m.checkpoint(), &ack, r.mutable_ack());
+    const int64_t received_ns = mono_ns();
+    st = ap_.on_checkpoint(c, &ack, r.mutable_ack());
     if (!st.ok()) {
       sync_state(false);
       return rpc::to_grpc(st);
+    }
+    if (c.full()) {
+      if (c.chunk() == 0) {
+        full_start_ns = received_ns;
+        full_records = 0;
+        logger().info("full sync of epoch {} from {} started: {} flows at the cut", c.epoch(), ap_.peer_node(),
+                      c.flows_at_cut());
+      }
+      for (const auto &b : c.batches()) full_records += b.count();
+      if (ack)
+        logger().info("full sync of epoch {} applied: {} records in {:.3f} s, {} flows", c.epoch(), full_records,
+                      double(mono_ns() - full_start_ns) / 1e9, r.ack().flows());
     }
     if (ack) {
       if (ap_.in_sync()) sync_state(true);

@@ -1,7 +1,9 @@
 /* The standby's end of Replication.Sync: the one Sync service, around an Applier. The daemon
  * serves it with hooks into its role (refuse while active, the generation, the standby state);
  * SyncServer puts it on a gRPC server of its own for the unit tests and the benchmarks, which
- * need a real standby over real sockets without a daemon. */
+ * need a real standby over real sockets without a daemon. The service logs (component "sync")
+ * one line when a full sync starts, one when it is applied (records, seconds), and one per
+ * refused stream with the reason. */
 #pragma once
 
 #include <atomic>
@@ -48,6 +50,7 @@ class SyncService final : public v1::Replication::Service {
  private:
   grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream);
 
+  void refused(const std::string &why);
   void sync_state(bool in_sync) {
     if (hooks_.on_sync_state) hooks_.on_sync_state(in_sync);
   }
@@ -57,7 +60,8 @@ class SyncService final : public v1::Replication::Service {
   std::mutex stream_mu_;
   std::mutex cur_mu_;
   grpc::ServerContext *cur_ctx_ = nullptr;
-  std::vector<std::string> errors_;
+  std::vector<std::string> errors_;   // cur_mu_
+  std::string last_refusal_;          // cur_mu_
   std::atomic<unsigned> streams_{0};
 };
 

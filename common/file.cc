@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -24,7 +25,10 @@ std::string parent_of(const std::string &path) {
 }  // namespace
 
 Status write_file_atomic(const std::string &path, const std::string &bytes, mode_t mode) {
-  const std::string tmp = path + ".tmp";
+  // A temporary name of this write's own: two threads writing the same file never share (and
+  // truncate, rename or unlink) one temporary file.
+  static std::atomic<uint64_t> seq{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(seq++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Internal(errno_text("cannot create", tmp, errno));
   auto fail = [&](const char *what) {

@@ -9,7 +9,7 @@
 
 namespace ftpair {
 
-/* Writes `bytes` to `path` atomically: a temporary file beside it, written in full, fsynced,
+/* Writes `bytes` to `path` atomically: a temporary file beside it (a name of its own per call), written in full, fsynced,
  * given `mode`, renamed over `path`, then the directory fsynced so that the rename itself
  * survives a crash. A reader sees the old content or the new, never a mix. On error the
  * temporary file is removed and the message names the file and the errno text. */

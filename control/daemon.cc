@@ -169,6 +169,7 @@ Status Daemon::start() {
   // digest and the peer's answer (tens of ms). A restarting node must never be seen owning the
   // virtual addresses beside the active (the soak's "never two actives" saw exactly that).
   node_->nf().set_vip_owner(false);
+  upgrade_ = make_upgrade();
   // A new version started beside the old one listens on free ports until it takes over.
   const bool beside = launch_.beside_fd >= 0;
   beside_.store(beside);
@@ -182,16 +183,8 @@ Status Daemon::start() {
   engine_->start();
   started_ = true;
   if (beside) {
-    // Never active and not yet the standby: it only takes the active's checkpoints.
-    st = become_standby("upgrade: started beside pid " + std::to_string(launch_.parent_pid));
+    st = upgrade_->start_as_new_instance();
     if (!st.ok()) return st;
-    set_upgrade_stage("syncing", "started beside pid " + std::to_string(launch_.parent_pid) + ", joining the active");
-    const std::string line = "ready " + cfg_.grpc.host + ":" + std::to_string(grpc_port_) + " " +
-                             ckpt::software_version() + "\n";
-    if (::write(launch_.beside_fd, line.data(), line.size()) != ssize_t(line.size()))
-      return Unavailable("upgrade: cannot report to the instance that started this one");
-    ::close(launch_.beside_fd);
-    join_thread_ = std::thread([this] { join_active(); });
   } else {
     st = choose_initial_role();
     if (!st.ok()) return st;
@@ -231,11 +224,7 @@ void Daemon::stop() {
   started_ = false;
   status_view::unregister_telemetry(*this);
   const bool was_active = role() == fo::Role::ACTIVE;
-  beside_stop_.store(true);
-  if (handover_thread_.joinable()) handover_thread_.join();
-  if (join_thread_.joinable()) join_thread_.join();
-  if (beside_thread_.joinable()) beside_thread_.join();
-  if (beside_pid_ > 0) stop_beside("this instance is stopping");
+  upgrade_->stop();
   if (monitor_) monitor_->stop();
   engine_->stop();
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));

@@ -27,6 +27,7 @@
 #include "control/http_server.h"
 #include "control/node.h"
 #include "control/roles.h"
+#include "control/upgrade.h"
 #include "common/status.h"
 #include "control.pb.h"
 #include "failover/fencer.h"
@@ -48,17 +49,8 @@ class Daemon {
   explicit Daemon(const Config &cfg);
   ~Daemon();
 
-  /* How this process was started, for an in-service upgrade: the new binary is started
-   * beside this one with the same config file and overrides. beside_fd >= 0 marks the new
-   * instance itself (ftpaird --upgrade-beside FD): it reports its address on FD, joins the
-   * active, and takes no role until the instance it replaces hands over (TAKE_OVER). */
-  struct Launch {
-    std::string config_path;
-    std::vector<std::string> overrides;
-    int beside_fd = -1;
-    int parent_pid = 0;
-    std::function<void(const std::string &)> notify;  // sd_notify (MAINPID= on handover)
-  };
+  // How this process was started, for an in-service upgrade (control/upgrade.h).
+  using Launch = UpgradeLaunch;
   void set_launch(Launch l) { launch_ = std::move(l); }
 
   // Builds the node (EAL must be up), starts gRPC, /metrics and the worker, takes a role.
@@ -91,7 +83,7 @@ class Daemon {
   void heartbeat(const v1::Beat &peer, v1::Beat *reply);
   // This node's beat: role (typed and as strings), generation, dataplane progress, sync.
   void fill_beat(v1::Beat *b);
-  // In-service upgrade (control/daemon_upgrade.cc).
+  // In-service upgrade: forwards to the coordinator (control/upgrade.h).
   Status stage_upgrade(const std::string &bytes, const std::string &claimed_sha256, v1::UpgradeReply *out);
   Status upgrade(const v1::UpgradeRequest &req, v1::UpgradeReply *out);
   Status join(const v1::JoinRequest &req, v1::JoinReply *out);
@@ -148,20 +140,9 @@ class Daemon {
   std::shared_ptr<grpc::Channel> peer_channel(const std::string &addr);
   Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port);
   void write_pidfile();
-  // upgrade
-  void set_upgrade_stage(const std::string &stage, const std::string &message);
-  void count_upgrade_event(const std::string &event);
-  Status start_beside(bool rollback, v1::UpgradeReply *out);
-  void supervise_beside();
-  void run_handover();
-  Status take_over(v1::UpgradeReply *out);
-  void join_active();
-  void stop_beside(const std::string &why);
-  /* Peer.Join on the active: `action` (ADD, PROMOTE, DROP) for the instance at `addr` of
-   * this node, within `timeout`. The reply goes to *rep (may be null). */
-  grpc::Status call_join(v1::JoinRequest::Action action, const std::string &addr, std::chrono::milliseconds timeout,
-                         v1::JoinReply *rep);
-  std::string upgrade_dir() const { return cfg_.state_dir + "/upgrade"; }
+  // upgrade: the coordinator's view of this daemon (control/daemon_upgrade.cc)
+  class UpgradeLink;
+  std::unique_ptr<UpgradeCoordinator> make_upgrade();
 
   Config cfg_;
   RoleManager roles_;
@@ -191,20 +172,11 @@ class Daemon {
   // upgrade
   Launch launch_;
   std::unique_ptr<grpc::Server> grpc_final_;  // a new instance's server on the configured port
+  // Set by the coordinator: a new instance not yet in its role (beside), one giving its role
+  // away (retiring); neither promotes or takes over. exit: the main loop ends the process.
   std::atomic<bool> beside_{false}, retiring_{false}, exit_requested_{false};
-  mutable std::mutex up_mu_;
-  std::string up_stage_ = "idle", up_message_;
-  int64_t up_since_ns_ = 0;
-  std::string staged_path_, staged_sha_, staged_version_;
-  int beside_pid_ = 0;
-  std::string beside_addr_, beside_version_;
-  bool beside_in_sync_ = false;
-  double beside_progress_ = 0;
-  int took_over_from_ = 0;
   std::string self_sha_;
-  std::map<std::string, uint64_t> upgrade_events_;
-  std::thread beside_thread_, handover_thread_, join_thread_;
-  std::atomic<bool> beside_stop_{false};
+  std::unique_ptr<UpgradeCoordinator> upgrade_;
   HttpServer http_;
   bool started_ = false;
 };

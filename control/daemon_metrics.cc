@@ -37,21 +37,7 @@ std::string Daemon::render_metrics() {
   x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
   for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
     x.sample(double(roles_.failovers(reason)), {{"reason", reason}});
-  {
-    v1::UpgradeStatus u;
-    fill_upgrade(&u);
-    x.family("ftpair_upgrade_stage", "gauge", "1 for this instance's in-service upgrade stage.");
-    for (const char *s : {"idle", "staged", "starting", "syncing", "in_sync", "handing_over", "retired", "took_over",
-                          "aborted", "failed"})
-      x.sample(u.stage() == s ? 1 : 0, {{"stage", s}});
-    x.family("ftpair_upgrade_sync_progress", "gauge",
-             "Full-sync progress (0..1) of the new instance during an upgrade: the one beside this standby, "
-             "or the one joining this active.")
-        .sample(u.joiner_address().empty() ? u.beside_sync_progress() : u.joiner_sync_progress());
-    x.family("ftpair_upgrade_events_total", "counter", "In-service upgrade steps and refusals on this instance.");
-    std::lock_guard<std::mutex> g(up_mu_);
-    for (const auto &[event, n] : upgrade_events_) x.sample(double(n), {{"event", event}});
-  }
+  upgrade_->expose(x);
   x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(roles_.fence_failures());
   x.family("ftpair_promotions_refused_total", "counter", "Promotions refused (not in sync, fencing failed).").sample(roles_.promotions_refused());
   if (monitor_) {

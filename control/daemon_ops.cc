@@ -22,8 +22,9 @@ void Daemon::tick() {
   // A new version that has not taken over yet lives only as long as the instance that
   // started it (that one's end, a fencing kill included, aborts the upgrade).
   if (beside_.load() && launch_.parent_pid > 0 && ::getppid() != launch_.parent_pid && !exit_requested_.load()) {
-    set_upgrade_stage("aborted", "the instance that started this one (pid " + std::to_string(launch_.parent_pid) +
-                                     ") is gone; exiting");
+    // A refused move is logged and counted by the machine.
+    (void)upgrade_->machine().move(UpgradeStage::ABORTED, "the instance that started this one (pid " +
+                                                            std::to_string(launch_.parent_pid) + ") is gone; exiting");
     exit_requested_.store(true);
   }
   // Beside: the state directory is still the old instance's.

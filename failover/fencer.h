@@ -1,9 +1,15 @@
 /* Fencing: make sure the old active can no longer forward before the standby takes over.
- * fence() reports success only when the peer is confirmed stopped. */
+ * fence() reports success only when the peer is confirmed stopped.
+ *
+ * failover/ holds the interface and the policy (which kinds exist, "none" only when the
+ * operator allowed it, one log line per attempt). The platform's implementations (a process by
+ * pidfile, a libvirt domain) live in virt/ (virt/fencers.h builds the configured one). */
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/status.h"
@@ -13,10 +19,24 @@ namespace ftpair::fo {
 class Fencer {
  public:
   virtual ~Fencer() = default;
+  // "none", "process" or "libvirt".
   virtual const char *kind() const = 0;
-  // Stops the peer within the deadline (the whole call returns by then). OK only if it is
-  // confirmed no longer running; DEADLINE_EXCEEDED or UNAVAILABLE (peer state unknown) otherwise.
-  virtual Status fence(std::chrono::milliseconds deadline) = 0;
+  // What it stops, for log lines: "pidfile /run/b.pid", "domain pair-b at qemu:///system".
+  virtual std::string target() const = 0;
+  /* Stops the peer within the deadline (the whole call returns by then). OK only if it is
+   * confirmed no longer running; DEADLINE_EXCEEDED or UNAVAILABLE (peer state unknown)
+   * otherwise. Logs one line (component "fence") with the outcome and the milliseconds; a run
+   * of failures within a second is folded into the next line that is written. */
+  Status fence(std::chrono::milliseconds deadline);
+
+ protected:
+  // The platform's way to stop the peer: the contract of fence(), without the log line.
+  virtual Status stop_peer(std::chrono::milliseconds deadline) = 0;
+
+ private:
+  std::mutex log_mu_;
+  int64_t last_failure_log_ns_ = 0;
+  uint64_t unlogged_failures_ = 0;
 };
 
 enum class FenceKind { NONE, PROCESS, LIBVIRT };
@@ -34,7 +54,8 @@ struct FenceConfig {
   std::string libvirt_action = "destroy";  // destroy | suspend
 };
 
-// Builds the configured fencer, or nullptr with *st explaining a bad configuration.
-std::unique_ptr<Fencer> make_fencer(const FenceConfig &cfg, Status *st);
+/* The "none" fencer: fence() succeeds without doing anything. Only with cfg.allow_none;
+ * otherwise nullptr and *st (INVALID_ARGUMENT) names failover.allow_fence_none. */
+std::unique_ptr<Fencer> make_none_fencer(const FenceConfig &cfg, Status *st);
 
 }  // namespace ftpair::fo

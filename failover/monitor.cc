@@ -9,22 +9,17 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
+
+#include "common/clock.h"
+#include "common/log.h"
 
 namespace ftpair::fo {
 
 using Clock = std::chrono::steady_clock;
 
 namespace {
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-int64_t unix_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+auto &L = log::component("monitor");
 }  // namespace
 
 const char *beat_reject_label(BeatReject r) {
@@ -131,7 +126,7 @@ void Monitor::start() {
       udp_tx_ = std::thread([this] { udp_tx_loop(); });
     } else {
       // Heartbeats still run over gRPC; the silence check stays on that loop.
-      std::fprintf(stderr, "ftpaird: %s; heartbeats over gRPC only\n", err.c_str());
+      L.warn("{}; heartbeats over gRPC only", err);
       std::lock_guard<std::mutex> g(err_mu_);
       udp_error_ = err;
     }
@@ -209,8 +204,7 @@ void Monitor::udp_tx_loop() {
   if (cfg_.realtime) {
     bool ok = make_realtime();
     realtime_ok_.store(ok);
-    if (!ok) std::fprintf(stderr, "ftpaird: fast beats: no real-time priority here (%s); normal priority\n",
-                          std::strerror(errno));
+    if (!ok) L.warn("fast beats: no real-time priority here ({}); normal priority", std::strerror(errno));
   }
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
@@ -258,7 +252,7 @@ void Monitor::udp_rx_loop() {
 }
 
 void Monitor::record(const v1::Beat &b) {
-  last_heard_ns_.store(now_ns());
+  last_heard_ns_.store(mono_ns());
   ever_heard_.store(true);
   {
     std::lock_guard<std::mutex> g(beat_mu_);
@@ -287,20 +281,20 @@ v1::Beat Monitor::last_peer_beat() const {
 }
 
 void Monitor::assume_heard() {
-  last_heard_ns_.store(now_ns());
+  last_heard_ns_.store(mono_ns());
   ever_heard_.store(true);
 }
 
 double Monitor::silence_seconds() const {
   if (!ever_heard_.load()) return -1;
-  return double(now_ns() - last_heard_ns_.load()) / 1e9;
+  return double(mono_ns() - last_heard_ns_.load()) / 1e9;
 }
 
 bool Monitor::peer_silent() const {
   if (!ever_heard_.load()) return false;
   auto limit = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.interval).count() *
                int64_t(cfg_.miss_threshold);
-  return now_ns() - last_heard_ns_.load() > limit;
+  return mono_ns() - last_heard_ns_.load() > limit;
 }
 
 void Monitor::loop() {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/log.h"
+
 namespace ftpair::fo {
 
 namespace {
@@ -23,7 +25,7 @@ PeerEvents::PeerEvents(PeerEventsConfig cfg, std::unique_ptr<EventSource> source
     : cfg_(std::move(cfg)), source_(std::move(source)), on_peer_down_(std::move(on_peer_down)), log_(std::move(log)) {
   if (cfg_.retry_min.count() < 1) cfg_.retry_min = std::chrono::milliseconds(1);
   if (cfg_.retry_max < cfg_.retry_min) cfg_.retry_max = cfg_.retry_min;
-  if (!log_) log_ = [](const std::string &) {};
+  if (!log_) log_ = [](const std::string &m) { log::component("events").info("{}", m); };
 }
 
 PeerEvents::~PeerEvents() { stop(); }

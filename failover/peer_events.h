@@ -77,6 +77,7 @@ struct PeerDown {
 
 class PeerEvents {
  public:
+  // Receives each line PeerEvents has to say; empty: lines go to log component "events" (info).
   using Log = std::function<void(const std::string &)>;
   PeerEvents(PeerEventsConfig cfg, std::unique_ptr<EventSource> source, std::function<void(const PeerDown &)> on_peer_down,
              Log log);

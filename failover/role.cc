@@ -1,14 +1,9 @@
 #include "failover/role.h"
 
 #include <algorithm>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <fstream>
+
+#include "common/file.h"
 
 namespace ftpair::fo {
 
@@ -82,21 +77,8 @@ bool Generation::unflushed() const {
 }
 
 Status Generation::write_file(const std::string &name, uint64_t v) {
-  ::mkdir(dir_.c_str(), 0700);
-  const std::string tmp = dir_ + "/" + name + ".tmp", path = dir_ + "/" + name;
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Internal("cannot write " + tmp + ": " + std::strerror(errno));
-  std::string s = std::to_string(v) + "\n";
-  bool ok = ::write(fd, s.data(), s.size()) == ssize_t(s.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return Internal("cannot persist " + path);
-  // The rename itself must survive a crash: flush the directory too.
-  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return Status::Ok();
+  if (Status st = make_dirs(dir_, 0700); !st.ok()) return st;
+  return write_file_atomic(dir_ + "/" + name, std::to_string(v) + "\n", 0600);
 }
 
 Status Generation::store(uint64_t v) {

@@ -12,10 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include <rte_eal.h>
-#include <rte_errno.h>
-
 #include "dataplane/flow_table.h"
+#include "dataplane/port.h"
 
 #define FUZZ_CHECK(cond, ...)                                              \
   do {                                                                     \
@@ -35,15 +33,13 @@ inline void init_eal(std::vector<std::string> extra = {}) {
   static bool done = false;
   if (done) return;
   done = true;
-  std::vector<std::string> args = {"ftpair-fuzz", "--no-huge", "-m", "64", "--no-pci", "--no-shconf",
-                                   "--no-telemetry", "-l", "0",
+  std::vector<std::string> args = {"--no-huge", "-m", "64", "--no-pci", "--no-shconf", "--no-telemetry", "-l", "0",
                                    "--file-prefix", "ftpair-fuzz-" + std::to_string(getpid()),
                                    "--log-level", "*:error"};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char *> av;
-  for (auto &a : args) av.push_back(a.data());
-  if (rte_eal_init(static_cast<int>(av.size()), av.data()) < 0) {
-    std::fprintf(stderr, "ftpair-fuzz: EAL init failed: %s\n", rte_strerror(rte_errno));
+  std::string err;
+  if (dp::eal_init(args, &err) != 0) {
+    std::fprintf(stderr, "ftpair-fuzz: %s\n", err.c_str());
     std::exit(1);
   }
 }

@@ -24,12 +24,14 @@
 #include <vector>
 
 #include <rte_cycles.h>
+#include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
 #include "checkpoint/applier.h"
+#include "checkpoint/capture_encoder.h"
 #include "checkpoint/record_codec.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
@@ -160,21 +162,22 @@ void replicate_and_check() {
     FUZZ_CHECK(cap.size() == w->cut_size, "full capture has %zu slots, the table had %u at the cut",
                cap.size(), w->cut_size);
   }
-  v1::Checkpoint c;
-  c.set_epoch(epoch);
-  c.set_generation(1);
-  c.set_full(t.capture_kind() == dp::CaptureKind::FULL);
-  c.set_chunk(0);
-  c.set_last_chunk(true);
-  c.set_flows_at_cut(w->cut_size);
-  v1::RecordBatch *b = c.add_batches();
-  std::string recs;
-  FUZZ_CHECK(ckpt::encode_records(cap.data(), cap.size(), ckpt::kRecordFormatV2, w->now, w->hz, &recs) == 0,
-             "encode_records refused format 2");
-  b->set_format(ckpt::kRecordFormatV2);
-  b->set_count(static_cast<uint32_t>(cap.size()));
-  b->set_crc32c(ckpt::crc32c(recs.data(), recs.size()));
-  b->set_records(std::move(recs));
+  // As the engine sends it: the capture encoder, here in one message.
+  ckpt::CaptureHeader h;
+  h.epoch = epoch;
+  h.generation = 1;
+  h.full = t.capture_kind() == dp::CaptureKind::FULL;
+  h.format = ckpt::kRecordFormatV2;
+  h.chunk_records = cap.size();
+  h.now_tsc = w->now;
+  h.tsc_hz = w->hz;
+  std::vector<v1::SyncMessage> msgs;
+  const Status enc = ckpt::encode_capture(cap.data(), cap.size(), h, &msgs);
+  FUZZ_CHECK(enc.ok() && msgs.size() == 1, "encode_capture: %s, %zu messages", enc.str().c_str(), msgs.size());
+  const v1::Checkpoint &c = msgs[0].checkpoint();
+  if (c.full())
+    FUZZ_CHECK(c.flows_at_cut() == w->cut_size, "full capture says %lu flows at the cut, the table had %u",
+               (unsigned long)c.flows_at_cut(), w->cut_size);
   bool ack = false;
   v1::Ack a;
   Status s = w->applier->on_checkpoint(c, &ack, &a);

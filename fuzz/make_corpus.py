@@ -382,4 +382,32 @@ peer:
 management:
   grpc: 198.18.3.2:50051
 """)
+# fuzz_encoder: header (mode, chunk, epoch, generation, now, hz), then 28-byte slots.
+def enc_header(full, fmt, chunk, epoch=41, gen=2, now=5_000_000_000, hz=2_000_000_000):
+    return struct.pack("<BBIBQI", (1 if full else 0) | fmt << 1, chunk, epoch, gen, now, hz)
+
+
+def enc_slot(slot, in_use, proto_sel, state, flag_sel, in_ip, ext_ip, nat_ip, in_port, ext_port, nat_port,
+             last_seen):
+    kind = (1 if in_use else 0) | proto_sel << 1 | state << 3 | flag_sel << 6
+    return (struct.pack("<BB", slot, kind) + ip(in_ip) + ip(ext_ip) + ip(nat_ip) +
+            struct.pack("!HHH", in_port, ext_port, nat_port) + struct.pack("<Q", last_seen))
+
+
+ENC_SLOTS = b"".join(
+    enc_slot(s, 1, s % 3, s % 6, s % 4, "10.0.0.%d" % (s + 1), "198.18.2.%d" % (s % 7 + 10), "198.18.2.1",
+             40000 + s, 53 if s % 3 == 1 else 443, 1024 + 2 * s, 5_000_000_000 - s * 400_000_000)
+    for s in range(12))
+write("fuzz_encoder", "full-v2-chunked", enc_header(True, 2, 5) + ENC_SLOTS)
+write("fuzz_encoder", "full-v1-one-chunk", enc_header(True, 1, 16) + ENC_SLOTS)
+write("fuzz_encoder", "incremental-v2-deletions",
+      enc_header(False, 2, 4) + ENC_SLOTS[:6 * 28] +
+      b"".join(enc_slot(s, 0, 0, 0, 0, "0.0.0.0", "0.0.0.0", "0.0.0.0", 0, 0, 0, 0) for s in range(20, 25)))
+write("fuzz_encoder", "full-empty", enc_header(True, 2, 0))
+write("fuzz_encoder", "idle-overflow", enc_header(True, 2, 1, now=1 << 63, hz=1) + ENC_SLOTS[:2 * 28])
+# ticks x 1000 wraps to 384 on a 1 Hz clock: idle_ms must saturate, not read 384 ms.
+write("fuzz_encoder", "regress-idle-wrap", enc_header(True, 2, 1, now=18446744073709552, hz=1) +
+      enc_slot(0, 1, 1, 0, 0, "10.0.0.1", "198.18.2.10", "198.18.2.1", 40000, 53, 1024, 0))
+write("fuzz_encoder", "unknown-format", enc_header(False, 3, 4) + ENC_SLOTS[:28])
+
 print("corpora written under", ROOT, file=sys.stderr)

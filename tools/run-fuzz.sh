@@ -17,7 +17,7 @@ fi
 build=$1 secs=$2
 shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_targets=(fuzz_packet fuzz_records fuzz_config fuzz_snapshot fuzz_smbios)
+all_targets=(fuzz_packet fuzz_records fuzz_encoder fuzz_config fuzz_snapshot fuzz_smbios)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 case $secs in '' | *[!0-9]*) echo "run-fuzz: SECONDS must be a whole number, got '$secs'" >&2; exit 2 ;; esac

@@ -68,7 +68,7 @@ Status bring_up_network(const v::Commission &c, v::Ipv4Prefix *self) {
 // A spare: wait for the host's assume, then take the failed member's address and identity.
 Status claim(v::Commission *c, v::Ipv4Prefix *self) {
   std::string port_text = get(*c, "pool.port");
-  uint16_t port = static_cast<uint16_t>(port_text.empty() ? 50059 : std::stoul(port_text));
+  uint16_t port = static_cast<uint16_t>(port_text.empty() ? v::kClaimPort : std::stoul(port_text));
   say("spare waiting for the host on " + self->text + " port " + std::to_string(port));
   v::Assume a;
   if (Status st = v::wait_for_assume(*self, port, get(*c, "pool.token"), &a); !st.ok()) return st;

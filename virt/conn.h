@@ -1,14 +1,15 @@
-/* libvirt connections with a deadline, and small RAII helpers. */
+/* libvirt connections with a deadline, and small RAII helpers: the one way ftpair opens a
+ * libvirt connection (the fencer, lifecycle events and ftpair-virt's operations). Part of the
+ * platform library that ftpaird links: no domain XML here (virt/managed.h has the metadata). */
 #pragma once
 
 #include <chrono>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include <libvirt/libvirt.h>
 
 #include "common/status.h"
-#include "virt/domain.h"
 
 namespace ftpair::virt {
 
@@ -48,21 +49,9 @@ class Dom {
   virDomainPtr d_;
 };
 
-struct Managed {
-  std::string name;
-  InstanceMeta meta;
-  int state = VIR_DOMAIN_NOSTATE;
-  Dom dom;
-};
-
-// Every domain on `conn` carrying ftpair metadata, optionally only of one pair, sorted by name.
-std::vector<Managed> list_managed(Conn &conn, const std::string &pair);
-
-// Reads/writes the ftpair metadata of a domain (live and persistent as applicable).
-bool get_meta(virDomainPtr d, InstanceMeta *m);
-Status set_meta(virDomainPtr d, const InstanceMeta &m);
-
+// The domain's state (VIR_DOMAIN_RUNNING, ...); VIR_DOMAIN_NOSTATE when libvirt cannot tell.
 int domain_state(virDomainPtr d);
+// "running", "paused", "shut-off", ...: a state as reports and messages name it.
 const char *state_name(int state);
 
 // Polls until the domain reaches `state` or the deadline passes.

@@ -10,9 +10,9 @@
 
 namespace ftpair::virt {
 
-/* The fencer that cfg names: none (only with allow_none), process (lab: SIGKILL by pidfile),
- * libvirt (destroy or suspend the peer's domain). nullptr with *st naming the config key on a
- * bad configuration. */
+/* The fencer that cfg names: none (only with allow_none; fo::make_none_fencer), process (lab:
+ * SIGKILL by pidfile; virt/fence_process.h), libvirt (destroy or suspend the peer's domain;
+ * virt/fence_libvirt.h). nullptr with *st naming the config key on a bad configuration. */
 std::unique_ptr<fo::Fencer> make_fencer(const fo::FenceConfig &cfg, Status *st);
 
 }  // namespace ftpair::virt

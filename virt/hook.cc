@@ -2,22 +2,19 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <sys/stat.h>
 
-#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <vector>
 
+#include "common/file.h"
 #include "common/sha256.h"
 #include "virt/domain.h"
 
 namespace ftpair::virt {
 
 namespace {
-
-Status PermissionDenied(std::string m) { return {Code::PERMISSION_DENIED, std::move(m)}; }
 
 std::string prop(xmlNodePtr n, const char *name) {
   xmlChar *v = xmlGetProp(n, BAD_CAST name);
@@ -105,18 +102,13 @@ Status verify_domain_xml(const std::string &xml, const std::string &allowlist_di
 
 Status write_allowlist(const std::string &dir, const std::string &pair,
                        const std::map<std::string, std::string> &allowlist) {
-  std::string cmd_dir = dir;
-  // mkdir -p
-  for (size_t i = 1; i <= cmd_dir.size(); ++i)
-    if (i == cmd_dir.size() || cmd_dir[i] == '/') ::mkdir(cmd_dir.substr(0, i).c_str(), 0755);
-  std::string path = dir + "/" + pair + ".allow", tmp = path + ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::trunc);
-    if (!o) return Unavailable("cannot write allow-list " + tmp);
-    for (const auto &[file, dig] : allowlist) o << dig << "  " << file << "\n";
-    if (!o.flush()) return Unavailable("cannot write allow-list " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Unavailable("cannot install allow-list " + path);
+  std::string text;
+  for (const auto &[file, dig] : allowlist) text += dig + "  " + file + "\n";
+  const std::string path = dir + "/" + pair + ".allow";
+  // libvirtd's hook reads it (as root); the digests are no secret.
+  Status st = make_dirs(dir, 0755);
+  if (st.ok()) st = write_file_atomic(path, text, 0644);
+  if (!st.ok()) return Unavailable("cannot write allow-list " + path + ": " + st.message());
   return Status::Ok();
 }
 

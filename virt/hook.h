@@ -15,7 +15,8 @@ namespace ftpair::virt {
 // expected and the found digest (or why the file cannot be checked).
 Status verify_domain_xml(const std::string &domain_xml, const std::string &allowlist_dir);
 
-// Writes the allow-list file for a pair (atomically).
+// Writes <dir>/<pair>.allow atomically (durable, mode 0644), creating `dir` if needed;
+// UNAVAILABLE naming the file and the reason.
 Status write_allowlist(const std::string &dir, const std::string &pair,
                        const std::map<std::string, std::string> &allowlist);
 

@@ -10,11 +10,14 @@
 #include <iostream>
 #include <iterator>
 
+#include "common/log.h"
 #include "virt/commission.h"
 #include "virt/conn.h"
+#include "virt/domain.h"
 #include "virt/events.h"
 #include "virt/hook.h"
-#include "virt/ops.h"
+#include "virt/lifecycle.h"
+#include "virt/pool.h"
 #include "virt/spec.h"
 #include "virt/sync_wait.h"
 
@@ -36,6 +39,10 @@ int main(int argc, char **argv) {
   quiet_libvirt_errors();
   CLI::App app{"ftpair-virt: the ftpair pair on libvirt"};
   app.require_subcommand(1);
+  // The reports are the output; the libraries' log lines (fence attempts, ...) only on request.
+  std::string log_level = "error";
+  app.add_option("--log-level", log_level, "library log lines on stderr: trace .. critical, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   std::string spec_path;
   Timeouts t;
   long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
@@ -112,6 +119,9 @@ int main(int argc, char **argv) {
   watch_c->add_flag("--until-died", until_died, "exit 0 at the first crash/destroy/failure event");
 
   CLI11_PARSE(app, argc, argv);
+  log::Level level = log::Level::ERROR;
+  if (Status st = log::parse_level(log_level, &level); !st.ok()) return finish(st, Json());
+  log::configure(level, log::Format::AUTO);
   t.connect = Ms(connect_ms);
   t.acpi = Ms(acpi_ms);
   t.drain = Ms(drain_ms);

@@ -77,6 +77,8 @@ struct PairSpec {
   NodeSpec a, b;
 
   std::string domain_name(const std::string &node_id) const { return name + "-" + node_id; }
+  // Node "a" or "b"; nullptr for anything else.
+  const NodeSpec *node(const std::string &id) const { return id == "a" ? &a : id == "b" ? &b : nullptr; }
   // Spare i: a copy of node b (same image, size, URI, NICs) with its own address and no role
   // preference beyond standby.
   NodeSpec spare(uint32_t i) const;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "virt/claim.h"
 #include "virt/commission.h"
 #include "virt/domain.h"
 #include "virt/guest.h"
@@ -316,6 +317,24 @@ TEST(Guest, AssumeRefusesBadLines) {
     EXPECT_FALSE(st.ok()) << c.line;
     EXPECT_NE(st.message().find(c.want), std::string::npos) << "want '" << c.want << "', got '" << st.message() << "'";
   }
+}
+
+TEST(Claim, BothEndsSpeakTheSameLines) {
+  // The host's request, as the spare parses it.
+  std::string line = assume_line("secret0123", "a", "198.19.253.1/24", "198.19.253.2:50051");
+  Assume a;
+  Status st = parse_assume(line + "\n", "secret0123", &a);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(a.node, "a");
+  EXPECT_EQ(a.address.text, "198.19.253.1/24");
+  EXPECT_EQ(a.peer, "198.19.253.2:50051");
+  // The spare's answers, as the host reads them.
+  EXPECT_EQ(claim_answer(st), "ok");
+  st = parse_assume(line, "another-token", &a);
+  EXPECT_EQ(st.code(), Code::PERMISSION_DENIED);
+  EXPECT_EQ(claim_answer(st), "refused: assume: wrong token");
+  EXPECT_EQ(claim_refusal(ClaimRefusal::MISSING_FIELD, "peer").message(), "assume: field 'peer' missing");
+  EXPECT_EQ(claim_refusal(ClaimRefusal::NO_TOKEN).code(), Code::FAILED_PRECONDITION);
 }
 
 TEST(Guest, AssumeTakesTheFailedMembersIdentity) {

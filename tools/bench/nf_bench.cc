@@ -853,12 +853,13 @@ Options parse_args(int argc, char **argv) {
 }  // namespace
 
 int main(int argc, char **argv) {
-  int consumed = rte_eal_init(argc, argv);
-  if (consumed < 0) die(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
-  argc -= consumed;
-  argv += consumed;
+  // EAL arguments come before "--", the benchmark's after it (argv[dash] plays argv[0]).
+  int dash = 1;
+  while (dash < argc && std::strcmp(argv[dash], "--") != 0) dash++;
+  std::string err;
+  if (dp::eal_init(std::vector<std::string>(argv + 1, argv + dash), &err) != 0) die(err);
   Bench b;
-  b.opt = parse_args(argc, argv);
+  b.opt = parse_args(argc - dash, argv + dash);
   b.proto = b.opt.proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
   b.hz = rte_get_tsc_hz();
   b.params = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"proto\": \"" + b.opt.proto + "\"}";
@@ -866,7 +867,6 @@ int main(int argc, char **argv) {
   if (!b.opt.no_generator && b.worker_lcore >= RTE_MAX_LCORE)
     die("needs two lcores (-l 0,1): one generator, one worker");
 
-  std::string err;
   b.pool = dp::pool_create("nfb_pkts", b.opt.mbufs, &err);
   if (!b.pool) die(err);
   b.in_rx = rte_ring_create("nfb_in_rx", b.opt.ring_size, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
@@ -939,6 +939,6 @@ int main(int argc, char **argv) {
   rte_ring_free(b.in_rx);
   rte_ring_free(b.in_tx);
   rte_mempool_free(b.pool);
-  rte_eal_cleanup();
+  dp::eal_cleanup();
   return 0;
 }

@@ -16,6 +16,7 @@
 #include <rte_cycles.h>
 
 #include "checkpoint/applier.h"
+#include "checkpoint/capture_encoder.h"
 #include "checkpoint/record_codec.h"
 #include "checkpoint/version.h"
 #include "dataplane/flow_table.h"
@@ -170,7 +171,8 @@ struct Produced {
 
 /* Flips the epoch and captures like the engine: flip_epoch(true, kind), then the worker's
  * capture_step until done (with `during` run between steps: the worker's own changes,
- * exercising copy-before-write), then encode the capture in batches and release it. */
+ * exercising copy-before-write), then encode the capture with the engine's encoder and
+ * release it. */
 Produced produce(dp::FlowTable &t, bool full, uint32_t format, uint64_t generation, size_t per,
                  const std::function<void()> &during = nullptr, uint32_t budget = 16) {
   Produced p;
@@ -182,38 +184,19 @@ Produced produce(dp::FlowTable &t, bool full, uint32_t format, uint64_t generati
     if (during) during();
   EXPECT_EQ(t.capture_done(), p.epoch);
   const auto &cap = t.captured();
-  const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
-  const size_t n = cap.size();
-  p.records = n;
-  auto add_batch = [&](v1::Checkpoint *cp, size_t lo, size_t cnt) {
-    v1::RecordBatch *b = cp->add_batches();
-    b->set_format(format);
-    b->set_count(static_cast<uint32_t>(cnt));
-    EXPECT_EQ(encode_records(cap.data() + lo, cnt, format, now, hz, b->mutable_records()), 0);
-    b->set_crc32c(crc32c(b->records().data(), b->records().size()));
-  };
-  if (full) {
-    const size_t chunks = n == 0 ? 1 : (n + per - 1) / per;
-    for (size_t c = 0; c < chunks; c++) {
-      v1::Checkpoint cp;
-      cp.set_epoch(p.epoch);
-      cp.set_generation(generation);
-      cp.set_full(true);
-      cp.set_chunk(static_cast<uint32_t>(c));
-      cp.set_last_chunk(c + 1 == chunks);
-      cp.set_flows_at_cut(n);
-      size_t lo = c * per;
-      add_batch(&cp, lo, std::min(per, n - std::min(n, lo)));
-      p.msgs.push_back(std::move(cp));
-    }
-  } else {
-    v1::Checkpoint cp;
-    cp.set_epoch(p.epoch);
-    cp.set_generation(generation);
-    cp.set_flows_at_cut(t.size());
-    for (size_t lo = 0; lo < n; lo += per) add_batch(&cp, lo, std::min(per, n - lo));
-    p.msgs.push_back(std::move(cp));
-  }
+  p.records = cap.size();
+  CaptureHeader h;
+  h.epoch = p.epoch;
+  h.generation = generation;
+  h.full = full;
+  h.format = format;
+  h.chunk_records = per;
+  h.now_tsc = rte_rdtsc();
+  h.tsc_hz = rte_get_tsc_hz();
+  std::vector<v1::SyncMessage> msgs;
+  Status st = encode_capture(cap.data(), cap.size(), h, &msgs);
+  EXPECT_TRUE(st.ok()) << st.str();
+  for (auto &m : msgs) p.msgs.push_back(std::move(*m.mutable_checkpoint()));
   t.capture_release();
   return p;
 }

@@ -1,4 +1,4 @@
-// Record codec (formats 1 and 2) and version negotiation.
+// Record codec (formats 1 and 2), the capture encoder and version negotiation.
 #include <netinet/in.h>
 
 #include <cstdlib>
@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "checkpoint/capture_encoder.h"
 #include "checkpoint/record_codec.h"
 #include "checkpoint/version.h"
 
@@ -485,6 +486,119 @@ TEST(Version, RecordsTranslateAcrossFormats) {
       EXPECT_EQ(r2[i].idle_ms, expected_idle_ms(now, slots[i].last_seen_tsc));
     }
   }
+}
+
+
+// The capture encoder: the engine's messages for one stream.
+std::vector<WireRecord> decode_all(const std::vector<v1::SyncMessage> &msgs) {
+  std::vector<WireRecord> out;
+  for (const auto &m : msgs)
+    for (const auto &b : m.checkpoint().batches()) {
+      std::string d;
+      EXPECT_EQ(decode_records(b.records(), b.format(), b.count(), b.crc32c(), kCapacity, &out, &d), DecodeError::OK)
+          << d;
+    }
+  return out;
+}
+
+TEST(CaptureEncoder, FullSyncInChunks) {
+  std::mt19937_64 rng(11);
+  const uint64_t now = 1'000 * kHz;
+  const auto slots = random_slots(rng, 25, now);
+  uint64_t live = 0;
+  for (const auto &c : slots) live += c.in_use;
+  CaptureHeader h;
+  h.epoch = 7;
+  h.generation = 3;
+  h.full = true;
+  h.format = kRecordFormatV2;
+  h.chunk_records = 10;
+  h.now_tsc = now;
+  h.tsc_hz = kHz;
+  h.captured_unix_ns = 123;
+  std::vector<v1::SyncMessage> msgs;
+  ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
+  ASSERT_EQ(msgs.size(), 3u);
+  for (size_t i = 0; i < msgs.size(); i++) {
+    const v1::Checkpoint &c = msgs[i].checkpoint();
+    EXPECT_EQ(c.epoch(), 7u);
+    EXPECT_EQ(c.generation(), 3u);
+    EXPECT_TRUE(c.full());
+    EXPECT_EQ(c.chunk(), i);
+    EXPECT_EQ(c.last_chunk(), i == 2);
+    EXPECT_EQ(c.flows_at_cut(), live);
+    EXPECT_EQ(c.captured_unix_ns(), 123);
+    ASSERT_EQ(c.batches_size(), 1);
+    EXPECT_EQ(c.batches(0).count(), i == 2 ? 5u : 10u);
+  }
+  const auto back = decode_all(msgs);
+  ASSERT_EQ(back.size(), slots.size());
+  for (size_t i = 0; i < slots.size(); i++) {
+    EXPECT_EQ(back[i].slot.slot, slots[i].slot);
+    EXPECT_EQ(back[i].slot.in_use, slots[i].in_use);
+    if (slots[i].in_use) {
+      EXPECT_TRUE(back[i].slot.st == slots[i].st);
+      EXPECT_EQ(back[i].idle_ms, expected_idle_ms(now, slots[i].last_seen_tsc));
+    }
+  }
+  EXPECT_EQ(encoded_bytes(msgs), msgs[0].ByteSizeLong() + msgs[1].ByteSizeLong() + msgs[2].ByteSizeLong());
+}
+
+TEST(CaptureEncoder, IncrementalIsOneMessageOfBatches) {
+  std::mt19937_64 rng(12);
+  const auto slots = random_slots(rng, 25, kHz);
+  CaptureHeader h;
+  h.epoch = 8;
+  h.format = kRecordFormatV1;
+  h.chunk_records = 0;  // counts as 1
+  std::vector<v1::SyncMessage> msgs;
+  ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_FALSE(msgs[0].checkpoint().full());
+  EXPECT_EQ(msgs[0].checkpoint().flows_at_cut(), 0u);
+  EXPECT_EQ(msgs[0].checkpoint().batches_size(), 25);
+  EXPECT_EQ(decode_all(msgs).size(), slots.size());
+}
+
+TEST(CaptureEncoder, EmptyFullSyncIsOneEmptyChunk) {
+  CaptureHeader h;
+  h.full = true;
+  h.format = kRecordFormatV2;
+  std::vector<v1::SyncMessage> msgs;
+  ASSERT_TRUE(encode_capture(nullptr, 0, h, &msgs).ok());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_TRUE(msgs[0].checkpoint().last_chunk());
+  ASSERT_EQ(msgs[0].checkpoint().batches_size(), 1);
+  EXPECT_EQ(msgs[0].checkpoint().batches(0).count(), 0u);
+}
+
+TEST(CaptureEncoder, UnknownFormatRefused) {
+  dp::CapturedSlot c{};
+  CaptureHeader h;
+  std::vector<v1::SyncMessage> msgs(2);
+  for (uint32_t f : {0u, 3u}) {
+    h.format = f;
+    Status st = encode_capture(&c, 1, h, &msgs);
+    EXPECT_EQ(st.code(), Code::INVALID_ARGUMENT);
+    EXPECT_NE(st.message().find("format " + std::to_string(f)), std::string::npos) << st.message();
+    EXPECT_TRUE(msgs.empty());
+  }
+}
+
+// A clock this slow (1 tick a second) would overflow ticks x 1000 before the clamp.
+TEST(CaptureEncoder, IdleMsSaturatesOnASlowClock) {
+  dp::CapturedSlot c{};
+  c.slot = 1;
+  c.in_use = 1;
+  std::mt19937_64 rng(13);
+  c.st = random_state(rng);
+  c.last_seen_tsc = 0;
+  std::string b;
+  ASSERT_EQ(encode_records(&c, 1, kRecordFormatV2, uint64_t(1) << 62, 1, &b), 0);
+  std::vector<WireRecord> out;
+  std::string d;
+  ASSERT_EQ(decode_records(b, 2, 1, crc32c(b.data(), b.size()), kCapacity, &out, &d), DecodeError::OK);
+  EXPECT_EQ(out[0].idle_ms, UINT32_MAX);
 }
 
 }  // namespace

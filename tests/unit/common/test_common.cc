@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
+#include <vector>
+#include <atomic>
 
 #include <gtest/gtest.h>
 
@@ -49,7 +52,26 @@ TEST_F(TempDir, AtomicWriteReplacesWholeAndLeavesNoTemporary) {
   struct stat st;
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u);  // the caller's mode, not the umask's
-  EXPECT_NE(access((path + ".tmp").c_str(), F_OK), 0);
+  // No temporary file is left beside it.
+  std::string listing;
+  ASSERT_TRUE(run_capture("/bin/ls", {"-A", dir_}, std::chrono::seconds(5), &listing).ok());
+  EXPECT_EQ(listing, "f\n");
+}
+
+TEST_F(TempDir, ConcurrentAtomicWritesOfOneFileAllSucceed) {
+  const std::string path = dir_ + "/g";
+  std::vector<std::thread> ts;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < 4; t++)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 50; i++)
+        if (!write_file_atomic(path, std::to_string(t) + "\n").ok()) failed++;
+    });
+  for (auto &t : ts) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  std::string back;
+  ASSERT_TRUE(read_file(path, &back).ok());
+  EXPECT_EQ(back.size(), 2u);
 }
 
 TEST_F(TempDir, AtomicWriteIntoAMissingFolderNamesTheFile) {
@@ -57,7 +79,7 @@ TEST_F(TempDir, AtomicWriteIntoAMissingFolderNamesTheFile) {
   Status st = write_file_atomic(path, "x");
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.code(), Code::INTERNAL);
-  EXPECT_NE(st.message().find(path + ".tmp"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find(path + ".tmp."), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("No such file"), std::string::npos) << st.message();
 }
 

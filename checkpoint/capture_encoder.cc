@@ -1,0 +1,62 @@
+#include "checkpoint/capture_encoder.h"
+
+#include <algorithm>
+#include <string>
+
+#include "checkpoint/record_codec.h"
+
+namespace ftpair::ckpt {
+
+namespace {
+void add_batch(const dp::CapturedSlot *cap, size_t lo, size_t count, const CaptureHeader &h, v1::Checkpoint *cp) {
+  v1::RecordBatch *b = cp->add_batches();
+  b->set_format(h.format);
+  b->set_count(static_cast<uint32_t>(count));
+  // The format was checked by the caller: encode_records cannot refuse it here.
+  (void)encode_records(cap + lo, count, h.format, h.now_tsc, h.tsc_hz, b->mutable_records());
+  b->set_crc32c(crc32c(b->records().data(), b->records().size()));
+}
+
+v1::Checkpoint *new_checkpoint(const CaptureHeader &h, std::vector<v1::SyncMessage> *out) {
+  v1::Checkpoint *cp = out->emplace_back().mutable_checkpoint();
+  cp->set_epoch(h.epoch);
+  cp->set_generation(h.generation);
+  cp->set_captured_unix_ns(h.captured_unix_ns);
+  return cp;
+}
+}  // namespace
+
+Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h,
+                      std::vector<v1::SyncMessage> *out) {
+  out->clear();
+  if (!format_supported(h.format)) return InvalidArgument("encode: unknown record format " + std::to_string(h.format));
+  const size_t per = std::max<size_t>(1, h.chunk_records);
+  if (!h.full) {
+    // flows_at_cut is a full-sync cross-check only.
+    v1::Checkpoint *cp = new_checkpoint(h, out);
+    for (size_t lo = 0; lo < n; lo += per) add_batch(cap, lo, std::min(per, n - lo), h, cp);
+    return Status::Ok();
+  }
+  uint64_t live = 0;
+  for (size_t i = 0; i < n; i++) live += cap[i].in_use ? 1 : 0;
+  const size_t chunks = n == 0 ? 1 : (n + per - 1) / per;
+  out->reserve(chunks);
+  for (size_t c = 0; c < chunks; c++) {
+    v1::Checkpoint *cp = new_checkpoint(h, out);
+    cp->set_full(true);
+    cp->set_chunk(static_cast<uint32_t>(c));
+    cp->set_last_chunk(c + 1 == chunks);
+    cp->set_flows_at_cut(live);
+    const size_t lo = c * per;
+    add_batch(cap, lo, std::min(per, n - std::min(n, lo)), h, cp);
+  }
+  return Status::Ok();
+}
+
+uint64_t encoded_bytes(const std::vector<v1::SyncMessage> &msgs) {
+  uint64_t bytes = 0;
+  for (const auto &m : msgs) bytes += m.ByteSizeLong();
+  return bytes;
+}
+
+}  // namespace ftpair::ckpt

@@ -1,0 +1,238 @@
+// When to checkpoint, and the checkpoint itself: quiesce, flip, capture, encode, send; the
+// explicit requests that wait for an acknowledgement; and strict mode's output release.
+#include "checkpoint/engine.h"
+
+#include <rte_cycles.h>
+
+#include "checkpoint/capture_encoder.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace ftpair::ckpt {
+
+void Engine::loop() {
+  auto next = Clock::now() + cfg_.interval;
+  auto last = Clock::now();
+  while (running_.load()) {
+    auto now = Clock::now();
+    {
+      std::lock_guard<std::mutex> g(link_mu_);
+      watch_standby(now);
+      watch_joiner(now);
+    }
+    if (!replicating_.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    bool explicit_request;
+    {
+      std::lock_guard<std::mutex> g(req_mu_);
+      explicit_request = req_seq_ > req_done_;
+    }
+    const uint32_t dirty = flows_.dirty_count();
+    const bool held = cfg_.strict && agent_.worker_counters(0).held_now.load() > 0;
+    bool joiner_wants_full = false;
+    {
+      std::lock_guard<std::mutex> g(link_mu_);
+      joiner_wants_full = joiner_ && joiner_->ready() && joiner_->need_full.load();
+    }
+    const bool want_full = (need_full_.load() && connected_.load()) || joiner_wants_full;
+    const bool due = explicit_request || dirty >= cfg_.dirty_threshold ||
+                     (now >= next && (dirty > 0 || want_full)) ||
+                     (held && in_sync_.load() && now - last >= cfg_.strict_min_gap);
+    if (!due) {
+      std::this_thread::sleep_for(dirty > 0 || held ? std::chrono::microseconds(20)
+                                                    : std::chrono::microseconds(200));
+      continue;
+    }
+    run_checkpoint(explicit_request);
+    last = Clock::now();
+    next = last + cfg_.interval;
+  }
+}
+
+bool Engine::run_checkpoint(bool explicit_request) {
+  LinkPtr link, joiner;
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    if (link_ && link_->usable()) link = link_;
+    if (joiner_ && joiner_->usable()) joiner = joiner_;
+  }
+  const bool capture = link || joiner;
+  const bool primary_full = link && need_full_.load();
+  const bool joiner_full = joiner && joiner->need_full.load();
+  const bool full = primary_full || joiner_full;
+  int64_t epoch;
+  {
+    std::lock_guard<std::mutex> g(barrier_mu_);
+    if (agent_.quiesce(cfg_.quiesce_timeout) != 0) {
+      stats_.aborted++;
+      return false;
+    }
+    // A full sync for one stream while the other is in sync: that one takes the capture as
+    // the epoch's changes, so it must carry the epoch's deletions too.
+    const dp::CaptureKind kind = !full ? dp::CaptureKind::DIRTY
+                                 : (link && !primary_full) || (joiner && !joiner_full) ? dp::CaptureKind::FULL_AND_DELETIONS
+                                                                                        : dp::CaptureKind::FULL;
+    epoch = flows_.flip_epoch(capture, kind);
+    agent_.resume();
+  }
+  record_pause(agent_.last_pause_ns());
+  if (epoch < 0) {
+    stats_.aborted++;
+    return false;
+  }
+  stats_.checkpoints++;
+  stats_.last_checkpoint_unix_ns = unix_ns();
+  uint64_t records = 0;
+  if (capture) {
+    if (primary_full) {
+      need_full_.store(false);
+      full_start_ns_.store(mono_ns());
+    }
+    if (joiner_full) {
+      joiner->need_full.store(false);
+      joiner->full_start_ns.store(mono_ns());
+    }
+    // The worker copies the capture between bursts; wait for it (never holds the worker).
+    while (flows_.capture_done() != uint64_t(epoch)) {
+      if (!running_.load()) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(5));
+    }
+    records = flows_.captured().size();
+    send_captures(uint64_t(epoch), link, primary_full, joiner, joiner_full);
+  }
+  if (explicit_request) {
+    std::lock_guard<std::mutex> g(req_mu_);
+    req_done_ = req_seq_;
+    req_epoch_ = uint64_t(epoch);
+    req_records_ = records;
+  }
+  req_cv_.notify_all();
+  return true;
+}
+
+void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool primary_full,
+                           const LinkPtr &joiner_link, bool joiner_full) {
+  static auto &L = log::component("engine");
+  const auto &cap = flows_.captured();
+  const size_t n = cap.size();
+  CaptureHeader h;
+  h.epoch = epoch;
+  h.generation = cfg_.generation();
+  h.chunk_records = cfg_.chunk_records;
+  h.now_tsc = rte_rdtsc();
+  h.tsc_hz = rte_get_tsc_hz();
+  h.captured_unix_ns = unix_ns();
+  // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
+  // does, the link is broken off (and reconnects) rather than sent a partial epoch.
+  auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {
+    h.full = full;
+    h.format = link->format();
+    Status st = encode_capture(cap.data(), n, h, out);
+    if (st.ok()) return link;
+    L.error("epoch {} for {}: {}", epoch, link->addr(), st.str());
+    link->break_off();
+    return nullptr;
+  };
+  std::vector<v1::SyncMessage> pm, jm;
+  const LinkPtr primary = primary_link ? encode(primary_link, primary_full, &pm) : nullptr;
+  LinkPtr joiner;
+  if (joiner_link) {
+    if (primary && primary->format() == joiner_link->format() && primary_full == joiner_full) {
+      jm = pm;
+      joiner = joiner_link;
+    } else {
+      joiner = encode(joiner_link, joiner_full, &jm);
+    }
+  }
+  // The worker may capture again as soon as the buffer is back; the send can be slow.
+  flows_.capture_release();
+  if (primary) {
+    const uint64_t bytes = encoded_bytes(pm);
+    {
+      std::lock_guard<std::mutex> g(lag_mu_);
+      if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
+      unacked_bytes_.emplace_back(epoch, bytes);
+    }
+    if (primary_full) {
+      primary->full_epoch.store(epoch);
+      primary->full_records.store(n);
+      stats_.full_syncs++;
+      stats_.full_sync_records += n;
+      stats_.last_full_sync_records = n;
+      L.info("full sync to the standby at {} started: epoch {}, {} records in {} messages", primary->addr(), epoch,
+             n, pm.size());
+    }
+    // A standby that keeps taking chunks (gRPC flow control lets a write finish only as it
+    // reads) is alive: the acknowledgement deadline runs from its last chunk, not from the
+    // start of a full sync that can outlast ack_timeout on a large table.
+    const bool written = primary->write(pm, [this](double p) {
+      progress_.store(p);
+      std::lock_guard<std::mutex> g(lag_mu_);
+      oldest_unacked_ = Clock::now();
+    });
+    if (written) {
+      sent_.store(epoch);
+      primary->sent.store(epoch);
+      stats_.records_sent += n;
+      stats_.bytes_sent += bytes;
+    }
+  }
+  if (joiner) {
+    if (joiner_full) {
+      joiner->full_epoch.store(epoch);
+      joiner->full_records.store(n);
+      L.info("full sync to the joining instance at {} started: epoch {}, {} records in {} messages",
+             joiner->addr(), epoch, n, jm.size());
+    }
+    if (joiner->unacked_since_ns.load() == 0) joiner->unacked_since_ns.store(mono_ns());
+    const bool written = joiner->write(jm, [&joiner](double p) {
+      joiner->progress.store(p);
+      joiner->unacked_since_ns.store(mono_ns());
+    });
+    if (written) joiner->sent.store(epoch);
+  }
+}
+
+// Strict mode: output waits for acknowledged state, unless nobody can acknowledge it and the
+// operator chose availability (fallback relaxed).
+void Engine::update_release() {
+  if (!cfg_.strict) return;
+  if (in_sync_.load() && replicating_.load())
+    agent_.set_acked_epoch(acked_.load());
+  else if (cfg_.fallback_relaxed || !replicating_.load())
+    agent_.set_acked_epoch(UINT64_MAX);
+  else
+    agent_.set_acked_epoch(acked_.load());
+}
+
+Status Engine::checkpoint_now(std::chrono::milliseconds timeout, uint64_t *epoch, uint64_t *records) {
+  if (!replicating_.load()) return FailedPrecondition("this node is not active: nothing to checkpoint");
+  auto deadline = Clock::now() + timeout;
+  std::unique_lock<std::mutex> lk(req_mu_);
+  uint64_t seq = ++req_seq_;
+  if (!req_cv_.wait_until(lk, deadline, [&] { return req_done_ >= seq || !running_.load(); }))
+    return DeadlineExceeded("the checkpoint did not run in time (workers not parking?)");
+  *epoch = req_epoch_;
+  *records = req_records_;
+  uint64_t e = req_epoch_;
+  if (!in_sync_.load())
+    return Unavailable("epoch " + std::to_string(e) + " closed, but no standby is in sync" +
+                       (last_error().empty() ? "" : ": " + last_error()));
+  if (!req_cv_.wait_until(lk, deadline, [&] { return acked_.load() >= e || !in_sync_.load(); }))
+    return DeadlineExceeded("the standby did not acknowledge epoch " + std::to_string(e) + " in time");
+  if (acked_.load() < e) return Unavailable("the standby was lost before acknowledging epoch " + std::to_string(e));
+  return Status::Ok();
+}
+
+Status Engine::with_workers_parked(const std::function<void()> &fn) {
+  std::lock_guard<std::mutex> g(barrier_mu_);
+  if (agent_.quiesce(std::chrono::milliseconds(100)) != 0)
+    return DeadlineExceeded("the workers did not park within 100 ms");
+  fn();
+  agent_.resume();
+  return Status::Ok();
+}
+
+}  // namespace ftpair::ckpt

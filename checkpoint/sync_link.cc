@@ -1,0 +1,79 @@
+#include "checkpoint/sync_link.h"
+
+#include "checkpoint/record_codec.h"
+#include "proto/rpc/rpc.h"
+
+namespace ftpair::ckpt {
+
+SyncLink::SyncLink(std::string addr, std::shared_ptr<grpc::ChannelCredentials> creds)
+    : addr_(std::move(addr)),
+      channel_(rpc::make_channel(addr_, std::move(creds), rpc::ChannelKind::SYNC)),
+      stub_(v1::Replication::NewStub(channel_)),
+      format_(kRecordFormatV1) {}
+
+void SyncLink::open() { stream_ = stub_->Sync(&ctx_); }
+
+Status SyncLink::hello(const v1::SyncMessage &msg) {
+  v1::SyncReply reply;
+  if (!stream_->Write(msg) || !stream_->Read(&reply) || !reply.has_hello())
+    return Unavailable("the stream to " + addr_ + " ended before the hello reply");
+  format_.store(reply.hello().chosen_record_format());
+  if (!format_supported(format_.load()))
+    return FailedPrecondition("the instance at " + addr_ + " chose record format " + std::to_string(format_.load()) +
+                              ", which this build does not speak");
+  std::lock_guard<std::mutex> g(peer_mu_);
+  peer_node_ = reply.hello().node_id();
+  peer_version_ = reply.hello().software_version();
+  return Status::Ok();
+}
+
+void SyncLink::mark_ready() { ready_.store(true); }
+
+void SyncLink::read_acks(const std::function<bool()> &keep_reading,
+                         const std::function<void(uint64_t epoch)> &on_ack) {
+  v1::SyncReply reply;
+  while (keep_reading() && stream_->Read(&reply))
+    if (reply.has_ack()) on_ack(reply.ack().epoch());
+}
+
+bool SyncLink::write(const std::vector<v1::SyncMessage> &msgs, const std::function<void(double progress)> &on_chunk) {
+  const bool chunked = msgs.size() > 1 && msgs[0].checkpoint().full();
+  std::lock_guard<std::mutex> w(write_mu_);
+  for (size_t i = 0; i < msgs.size(); i++) {
+    if (broken_.load() || !stream_->Write(msgs[i])) {
+      break_off();
+      return false;
+    }
+    if (chunked) on_chunk(0.99 * double(i + 1) / double(msgs.size()));
+  }
+  return true;
+}
+
+std::string SyncLink::finish() {
+  break_off();
+  grpc::Status st;
+  {
+    std::lock_guard<std::mutex> w(write_mu_);
+    st = stream_->Finish();
+  }
+  return st.ok() ? "stream closed" : st.error_message();
+}
+
+void SyncLink::cancel() { ctx_.TryCancel(); }
+
+void SyncLink::break_off() {
+  broken_.store(true);
+  ctx_.TryCancel();
+}
+
+std::string SyncLink::peer_node() const {
+  std::lock_guard<std::mutex> g(peer_mu_);
+  return peer_node_;
+}
+
+std::string SyncLink::peer_version() const {
+  std::lock_guard<std::mutex> g(peer_mu_);
+  return peer_version_;
+}
+
+}  // namespace ftpair::ckpt

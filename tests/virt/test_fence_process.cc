@@ -1,0 +1,123 @@
+// The process fencer against real processes: a running child, a stopped child, a child
+// that ignores SIGTERM; each must be confirmed unable to run before fence() returns OK. And the
+// platform's factory (virt::make_fencer): each kind refuses an incomplete config by its key.
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "virt/fence_process.h"
+#include "virt/fencers.h"
+
+namespace ftpair::virt {
+namespace {
+
+using namespace std::chrono_literals;
+
+pid_t spawn_sleeper() {
+  pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGTERM, SIG_IGN);
+    for (;;) pause();
+  }
+  return pid;
+}
+
+using fo::FenceConfig;
+using fo::FenceKind;
+using fo::Fencer;
+
+// Through the daemon's factory, as ftpaird builds it from failover.fence: process.
+std::unique_ptr<Fencer> process_fencer(const std::string &pidfile) {
+  FenceConfig fc;
+  fc.kind = FenceKind::PROCESS;
+  fc.pidfile = pidfile;
+  Status st;
+  auto f = make_fencer(fc, &st);
+  EXPECT_TRUE(f) << st.message();
+  return f;
+}
+
+class ProcessFencerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { pidfile_ = "/tmp/ftpair-fence-test-" + std::to_string(getpid()) + ".pid"; }
+  void TearDown() override { std::remove(pidfile_.c_str()); }
+  void write_pid(pid_t p) { std::ofstream(pidfile_) << p << "\n"; }
+  std::string pidfile_;
+};
+
+// Fences a sleeper (stopped first with `stop`) and checks that SIGKILL is what ended it.
+void fence_sleeper(const std::string &pidfile, bool stop) {
+  pid_t child = spawn_sleeper();
+  ASSERT_GT(child, 0);
+  if (stop) kill(child, SIGSTOP);
+  std::ofstream(pidfile) << child << "\n";
+  Status st = process_fencer(pidfile)->fence(2000ms);
+  EXPECT_TRUE(st.ok()) << st.message();
+  int ws = 0;
+  ASSERT_EQ(waitpid(child, &ws, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+}
+
+TEST_F(ProcessFencerTest, KillsARunningPeer) { fence_sleeper(pidfile_, false); }
+
+TEST_F(ProcessFencerTest, KillsAStoppedPeer) { fence_sleeper(pidfile_, true); }
+
+TEST_F(ProcessFencerTest, AnUnreapedZombieIsFenced) {
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  std::this_thread::sleep_for(50ms);  // it is a zombie now: we do not reap it yet
+  write_pid(child);
+  Status st = process_fencer(pidfile_)->fence(500ms);
+  EXPECT_TRUE(st.ok()) << st.message();
+  waitpid(child, nullptr, 0);
+}
+
+TEST_F(ProcessFencerTest, NoPidfileMeansNothingRuns) {
+  Status st = process_fencer(pidfile_)->fence(100ms);
+  EXPECT_TRUE(st.ok()) << st.message();
+}
+
+TEST(Fencers, FactoryRefusesIncompleteConfigs) {
+  FenceConfig fc;
+  Status st;
+  EXPECT_FALSE(make_fencer(fc, &st)) << "none without allow_none";
+  EXPECT_NE(st.message().find("allow_fence_none"), std::string::npos) << st.message();
+  fc.allow_none = true;
+  auto none = make_fencer(fc, &st);
+  ASSERT_TRUE(none) << st.message();
+  EXPECT_STREQ(none->kind(), "none");
+
+  fc.kind = FenceKind::PROCESS;
+  st = Status::Ok();
+  EXPECT_FALSE(make_fencer(fc, &st));
+  EXPECT_NE(st.message().find("failover.fence_pidfile"), std::string::npos) << st.message();
+
+  fc.kind = FenceKind::LIBVIRT;
+  st = Status::Ok();
+  EXPECT_FALSE(make_fencer(fc, &st));
+  EXPECT_NE(st.message().find("failover.libvirt_uri"), std::string::npos) << st.message();
+  fc.libvirt_uri = "qemu:///system";
+  fc.domain = "pair-b";
+  fc.libvirt_action = "reboot";
+  st = Status::Ok();
+  EXPECT_FALSE(make_fencer(fc, &st));
+  EXPECT_NE(st.message().find("failover.libvirt_action"), std::string::npos) << st.message();
+  fc.libvirt_action = "suspend";
+  auto lv = make_fencer(fc, &st);
+  ASSERT_TRUE(lv) << st.message();
+  EXPECT_STREQ(lv->kind(), "libvirt");
+  EXPECT_NE(lv->target().find("pair-b"), std::string::npos) << lv->target();
+}
+
+}  // namespace
+}  // namespace ftpair::virt
