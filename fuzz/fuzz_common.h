@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -42,6 +43,17 @@ inline void init_eal(std::vector<std::string> extra = {}) {
     std::fprintf(stderr, "ftpair-fuzz: %s\n", err.c_str());
     std::exit(1);
   }
+}
+
+// A flow table of `capacity` named `name` (DPDK object names are global), or abort.
+inline std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity, const char *name) {
+  std::string err;
+  dp::FlowTableConfig fc;
+  fc.capacity = capacity;
+  fc.name = name;
+  std::unique_ptr<dp::FlowTable> t = dp::FlowTable::create(fc, &err);
+  FUZZ_CHECK(t != nullptr, "flow table %s: %s", name, err.c_str());
+  return t;
 }
 
 /* The table agrees with itself: size() counts the in-use records, both keys of every

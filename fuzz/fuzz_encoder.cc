@@ -228,12 +228,7 @@ using namespace ftpair::fuzz;
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
   init_eal();
   w = new World();
-  std::string err;
-  dp::FlowTableConfig fc;
-  fc.capacity = kCapacity;
-  fc.name = "fuzz_encoder";
-  w->standby = dp::FlowTable::create(fc, &err);
-  FUZZ_CHECK(w->standby != nullptr, "%s", err.c_str());
+  w->standby = make_table(kCapacity, "fuzz_encoder");
   w->applier = std::make_unique<ckpt::Applier>(*w->standby, w->mu, "fuzz-standby");
   return 0;
 }

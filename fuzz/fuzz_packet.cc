@@ -94,15 +94,8 @@ World *w = nullptr;
 void build_world() {
   w->hz = rte_get_tsc_hz();
   w->now = 1000 * w->hz;
-  std::string err;
-  dp::FlowTableConfig fc;
-  fc.capacity = kCapacity;
-  fc.name = "fuzz_active";
-  w->flows = dp::FlowTable::create(fc, &err);
-  FUZZ_CHECK(w->flows != nullptr, "%s", err.c_str());
-  fc.name = "fuzz_standby";
-  w->standby = dp::FlowTable::create(fc, &err);
-  FUZZ_CHECK(w->standby != nullptr, "%s", err.c_str());
+  w->flows = make_table(kCapacity, "fuzz_active");
+  w->standby = make_table(kCapacity, "fuzz_standby");
   w->arp = std::make_unique<dp::ArpTable>(16, 300 * w->hz);
   dp::AgentConfig ac;
   ac.nb_ports = 2;

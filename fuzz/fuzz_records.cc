@@ -40,12 +40,7 @@ World *w = nullptr;
 void build_world() {
   w->applier.reset();
   w->flows.reset();
-  std::string err;
-  dp::FlowTableConfig fc;
-  fc.capacity = kCapacity;
-  fc.name = "fuzz_records";
-  w->flows = dp::FlowTable::create(fc, &err);
-  FUZZ_CHECK(w->flows != nullptr, "%s", err.c_str());
+  w->flows = make_table(kCapacity, "fuzz_records");
   w->applier = std::make_unique<ckpt::Applier>(*w->flows, w->mu, "fuzz-standby");
 }
 

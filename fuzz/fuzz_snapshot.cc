@@ -31,12 +31,7 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
   g_fd = memfd_create("ftpair-fuzz-snapshot", MFD_CLOEXEC);
   FUZZ_CHECK(g_fd >= 0, "memfd_create failed");
   g_path = "/proc/self/fd/" + std::to_string(g_fd);
-  std::string err;
-  dp::FlowTableConfig fc;
-  fc.capacity = kCapacity;
-  fc.name = "fuzz_snapshot";
-  g_flows = dp::FlowTable::create(fc, &err);
-  FUZZ_CHECK(g_flows != nullptr, "%s", err.c_str());
+  g_flows = make_table(kCapacity, "fuzz_snapshot");
   return 0;
 }
 
