@@ -23,14 +23,14 @@ template <typename T> inline T get_raw(const unsigned char *p) {
   std::memcpy(&v, p, sizeof(T));
   return v;
 }
-constexpr uint8_t kKnownFlags = dp::kFlowInUse | dp::kFlowPortForward | dp::kFlowFinFromInside |
-                                dp::kFlowFinFromOutside | dp::kFlowReplied;
+constexpr uint8_t kKnownFlags = dp::kFlowKnownFlags;
 }  // namespace
 
 uint32_t record_size(uint32_t format) {
   switch (format) {
     case kRecordFormatV1: return 32;
     case kRecordFormatV2: return 40;
+    case kRecordFormatV3: return 48;
     default: return 0;
   }
 }
@@ -72,6 +72,13 @@ int encode_records(const dp::CapturedSlot *recs, size_t n, uint32_t format, uint
           idle = secs > UINT32_MAX / 1000 ? UINT32_MAX : secs * 1000 + d % tsc_hz * 1000 / tsc_hz;
         }
         put32(p + 32, idle > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(idle));
+      }
+      if (format >= kRecordFormatV3) {
+        p[26] = static_cast<char>(c.st.tcp_wscale);
+        p[27] = static_cast<char>(c.st.tcp_win_log[0]);
+        p[28] = static_cast<char>(c.st.tcp_win_log[1]);
+        put32(p + 40, c.st.tcp_end[0]);
+        put32(p + 44, c.st.tcp_end[1]);
       }
     }
   }
@@ -142,6 +149,18 @@ DecodeError decode_records(const std::string &bytes, uint32_t format, uint32_t c
         return DecodeError::BAD_FIELD;
       }
       if (format >= kRecordFormatV2) w.idle_ms = get32(p + 32);
+      if (format >= kRecordFormatV3) {
+        s.tcp_wscale = p[26];
+        s.tcp_win_log[0] = p[27];
+        s.tcp_win_log[1] = p[28];
+        s.tcp_end[0] = get32(p + 40);
+        s.tcp_end[1] = get32(p + 44);
+        if (s.tcp_win_log[0] > 31 || s.tcp_win_log[1] > 31) {
+          *detail = "record " + std::to_string(i) + ": window log " + std::to_string(s.tcp_win_log[0]) + "/" +
+                    std::to_string(s.tcp_win_log[1]);
+          return DecodeError::BAD_FIELD;
+        }
+      }
     }
     out->push_back(w);
   }

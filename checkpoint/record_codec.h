@@ -7,6 +7,10 @@
  * Format 2 (40 bytes): format 1 followed by u32 idle_ms (time since the flow was last
  * seen, at the cut) and u32 reserved. A reader of format 2 reads format 1 with idle_ms 0;
  * a writer asked for format 1 drops idle_ms.
+ * Format 3 (48 bytes): format 2, with TCP window tracking (soft state, dp::FlowState):
+ *   byte 26 u8 tcp_wscale | 27 u8 tcp_win_log[0] | 28 u8 tcp_win_log[1] | 29..31 zero,
+ *   and at 40 u32 tcp_end[0] | u32 tcp_end[1]. Readers of older formats get a TCP flow
+ *   without window state, which the NF picks up again from traffic.
  *
  * Decoding never trusts the input: lengths, counts, formats, flags and the CRC are
  * checked, and each failure has its own error. */
@@ -22,7 +26,8 @@ namespace ftpair::ckpt {
 
 inline constexpr uint32_t kRecordFormatV1 = 1;
 inline constexpr uint32_t kRecordFormatV2 = 2;
-inline constexpr uint32_t kRecordFormatNewest = kRecordFormatV2;
+inline constexpr uint32_t kRecordFormatV3 = 3;
+inline constexpr uint32_t kRecordFormatNewest = kRecordFormatV3;
 inline constexpr uint32_t kRecordFormatOldest = kRecordFormatV1;
 
 struct WireRecord {

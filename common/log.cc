@@ -161,10 +161,12 @@ Registry &registry() {
 }
 
 constexpr const char *kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+constexpr const char *kFormats[] = {"auto", "text", "journal", "json"};  // in Format's order
 
 }  // namespace
 
 const char *level_name(Level l) { return kLevels[int(l)]; }
+const char *format_name(Format f) { return kFormats[int(f)]; }
 
 Status parse_level(const std::string &s, Level *out) {
   for (int i = 0; i <= int(Level::OFF); ++i)
@@ -176,12 +178,12 @@ Status parse_level(const std::string &s, Level *out) {
 }
 
 Status parse_format(const std::string &s, Format *out) {
-  if (s == "auto") *out = Format::AUTO;
-  else if (s == "text") *out = Format::TEXT;
-  else if (s == "journal") *out = Format::JOURNAL;
-  else if (s == "json") *out = Format::JSON;
-  else return InvalidArgument("log format '" + s + "': expected auto, text, journal or json");
-  return Status::Ok();
+  for (int i = 0; i <= int(Format::JSON); ++i)
+    if (s == kFormats[i]) {
+      *out = Format(i);
+      return Status::Ok();
+    }
+  return InvalidArgument("log format '" + s + "': expected auto, text, journal or json");
 }
 
 void configure(Level level, Format format) {

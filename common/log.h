@@ -29,6 +29,7 @@ Status parse_level(const std::string &s, Level *out);
 // "auto", "text", "journal", "json". INVALID_ARGUMENT lists them.
 Status parse_format(const std::string &s, Format *out);
 const char *level_name(Level l);
+const char *format_name(Format f);
 
 /* Sets the level and line format of every logger, those made before and after. Call it once
  * the command line is parsed; until then lines are text at info. */

@@ -103,7 +103,7 @@ void read_tls(const YAML::Node &parent, const std::string &path, TlsConfig *t) {
 
 void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
   if (!n) fail(path, "missing");
-  check_keys(n, path, {"device", "vip", "vmac_id", "gateway"});
+  check_keys(n, path, {"device", "vip", "vmac_id", "gateway", "mtu", "pool"});
   if (!get_str(n, "device", path, &side->device) || side->device.empty())
     fail(join(path, "device"), "missing (a DPDK device, e.g. net_af_packet0,iface=lan0)");
   std::string vip;
@@ -114,6 +114,24 @@ void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
   std::string gw;
   if (get_str(n, "gateway", path, &gw) && !parse_ipv4(gw, &side->gateway))
     fail(join(path, "gateway"), "'" + gw + "' is not an IPv4 address");
+  get_uint(n, "mtu", path, 576, 9000, &side->mtu);
+  if (YAML::Node pl = n["pool"]) {
+    const std::string pp = join(path, "pool");
+    if (!pl.IsSequence() || pl.size() == 0 || pl.size() > 64)
+      fail(pp, "must be a list of 1 to 64 IPv4 addresses on the side's subnet");
+    const uint32_t mask = htonl(~0u << (32 - side->prefix_len));
+    for (size_t i = 0; i < pl.size(); i++) {
+      const std::string key = pp + "[" + std::to_string(i) + "]";
+      if (!pl[i].IsScalar()) fail(key, "must be an IPv4 address");
+      uint32_t a;
+      const std::string v = pl[i].Scalar();
+      if (!parse_ipv4(v, &a)) fail(key, "'" + v + "' is not an IPv4 address");
+      if ((a & mask) != (side->vip & mask)) fail(key, "'" + v + "' is not on the side's subnet");
+      for (uint32_t o : side->pool)
+        if (o == a) fail(key, "'" + v + "' is listed twice");
+      side->pool.push_back(a);
+    }
+  }
 }
 
 void read_node(const YAML::Node &node, Config *c) {
@@ -158,6 +176,7 @@ void read_ports(const YAML::Node &ports, Config *c) {
   read_side(ports["inside"], "ports.inside", &c->inside);
   read_side(ports["outside"], "ports.outside", &c->outside);
   if (c->inside.gateway) fail("ports.inside.gateway", "the inside is on-link only; remove the key");
+  if (!c->inside.pool.empty()) fail("ports.inside.pool", "the pool is of outside addresses; remove the key");
   auto same_net = [](const SideConfig &a, const SideConfig &b) {
     uint8_t p = a.prefix_len < b.prefix_len ? a.prefix_len : b.prefix_len;
     uint32_t mask = htonl(~0u << (32 - p));
@@ -181,7 +200,15 @@ void read_log(const YAML::Node &n, Config *c) {
 }
 
 void read_nat(const YAML::Node &n, Config *c) {
-  check_keys(n, "nat", {"port_min", "port_max", "port_forwards"});
+  check_keys(n, "nat", {"port_min", "port_max", "port_forwards", "filtering", "tcp_liberal",
+                        "max_sessions_per_host", "evict_embryonic_pct", "icmp_rate", "icmp_burst"});
+  if (std::string v; get_str(n, "filtering", "nat", &v) && !dp::parse_filtering(v, &c->filtering))
+    fail("nat.filtering", "'" + v + "' is not one of endpoint-independent, address-dependent, address-and-port-dependent");
+  get_bool(n, "tcp_liberal", "nat", &c->tcp_liberal);
+  get_uint(n, "max_sessions_per_host", "nat", 0, 1u << 26, &c->max_sessions_per_host);
+  get_uint(n, "evict_embryonic_pct", "nat", 0, 100, &c->evict_embryonic_pct);
+  get_uint(n, "icmp_rate", "nat", 0, 1000000, &c->icmp_rate);
+  get_uint(n, "icmp_burst", "nat", 1, 1000000, &c->icmp_burst);
   get_uint(n, "port_min", "nat", 1, 65535, &c->nat_port_min);
   get_uint(n, "port_max", "nat", 1, 65535, &c->nat_port_max);
   if (c->nat_port_min > c->nat_port_max) fail("nat.port_min", "is greater than nat.port_max");
@@ -223,7 +250,7 @@ void read_flows(const YAML::Node &n, Config *c) {
     get_uint(t, "tcp_fin", p, 1, 86400, &c->timeouts.tcp_fin);
     get_uint(t, "tcp_time_wait", p, 1, 86400, &c->timeouts.tcp_time_wait);
     get_uint(t, "tcp_closed", p, 1, 86400, &c->timeouts.tcp_closed);
-    get_uint(t, "udp", p, 1, 86400, &c->timeouts.udp);
+    get_uint(t, "udp", p, dp::kUdpTimeoutMin, 86400, &c->timeouts.udp);  // RFC 4787 REQ-5
     get_uint(t, "icmp", p, 1, 86400, &c->timeouts.icmp);
   }
 }

@@ -28,6 +28,8 @@ struct SideConfig {
   uint8_t prefix_len = 24;
   uint8_t vmac_id = 1;
   uint32_t gateway = 0;  // network byte order, 0 = none
+  uint16_t mtu = 1500;   // IPv4 MTU of the link
+  std::vector<uint32_t> pool;  // outside only: addresses for mappings (network order)
 };
 
 enum class ReplicationMode { STRICT, RELAXED };
@@ -62,6 +64,11 @@ struct Config {
   // nat / flows / arp
   uint16_t nat_port_min = 1024, nat_port_max = 65535;
   std::vector<dp::PortForward> forwards;
+  dp::Filtering filtering = dp::Filtering::ADDRESS;
+  bool tcp_liberal = true;
+  uint32_t max_sessions_per_host = 4096;
+  uint32_t evict_embryonic_pct = 90;
+  uint32_t icmp_rate = 100, icmp_burst = 50;
   uint32_t flow_capacity = 65536;
   dp::Timeouts timeouts;
   uint32_t arp_capacity = 1024;

@@ -7,18 +7,6 @@
 
 namespace ftpair {
 
-namespace {
-const char *log_format_name(log::Format f) {
-  switch (f) {
-    case log::Format::AUTO: return "auto";
-    case log::Format::TEXT: return "text";
-    case log::Format::JOURNAL: return "journal";
-    case log::Format::JSON: return "json";
-  }
-  return "?";
-}
-}  // namespace
-
 const char *config_role_name(ConfigRole r) {
   switch (r) {
     case ConfigRole::AUTO: return "auto";
@@ -114,6 +102,10 @@ std::map<std::string, std::string> config_fields(const Config &c) {
     m[p + "vip"] = prefix(side->vip, side->prefix_len);
     m[p + "vmac_id"] = u(side->vmac_id);
     m[p + "gateway"] = side->gateway ? ipv4_to_string(side->gateway) : "";
+    m[p + "mtu"] = u(side->mtu);
+    std::string pool;
+    for (uint32_t a : side->pool) pool += (pool.empty() ? "" : ",") + ipv4_to_string(a);
+    m[p + "pool"] = pool;
   }
   m["nat.port_min"] = u(c.nat_port_min);
   m["nat.port_max"] = u(c.nat_port_max);
@@ -122,6 +114,12 @@ std::map<std::string, std::string> config_fields(const Config &c) {
     fw += (fw.empty() ? "" : ",") + std::string(f.proto == IPPROTO_TCP ? "tcp/" : "udp/") + u(f.outside_port) + "->" +
           ipv4_to_string(f.inside_ip) + ":" + u(f.inside_port);
   m["nat.port_forwards"] = fw;
+  m["nat.filtering"] = dp::filtering_name(c.filtering);
+  m["nat.tcp_liberal"] = b(c.tcp_liberal);
+  m["nat.max_sessions_per_host"] = u(c.max_sessions_per_host);
+  m["nat.evict_embryonic_pct"] = u(c.evict_embryonic_pct);
+  m["nat.icmp_rate"] = u(c.icmp_rate);
+  m["nat.icmp_burst"] = u(c.icmp_burst);
   m["flows.capacity"] = u(c.flow_capacity);
   m["flows.timeouts.tcp_syn"] = u(c.timeouts.tcp_syn);
   m["flows.timeouts.tcp_established"] = u(c.timeouts.tcp_established);
@@ -165,7 +163,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.garp_count"] = u(c.garp_count);
   m["failover.snapshot_max_age_s"] = u(c.snapshot_max_age_s);
   m["log.level"] = log::level_name(c.log_level);
-  m["log.format"] = log_format_name(c.log_format);
+  m["log.format"] = log::format_name(c.log_format);
   return m;
 }
 
@@ -184,6 +182,15 @@ dp::NfConfig Config::nf_config() const {
   nf.nat_port_max = nat_port_max;
   nf.timeouts = timeouts;
   nf.forwards = forwards;
+  nf.mtu[dp::kPortInside] = inside.mtu;
+  nf.mtu[dp::kPortOutside] = outside.mtu;
+  nf.pool = outside.pool;
+  nf.filtering = filtering;
+  nf.tcp_liberal = tcp_liberal;
+  nf.max_sessions_per_host = max_sessions_per_host;
+  nf.evict_embryonic_pct = evict_embryonic_pct;
+  nf.icmp_rate = icmp_rate;
+  nf.icmp_burst = icmp_burst;
   return nf;
 }
 

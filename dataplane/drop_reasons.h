@@ -9,7 +9,9 @@
 // X(identifier, "metric label", "operator text")
 #define FTPAIR_DROP_REASONS(X)                                                          \
   X(TRUNCATED_L2, "truncated_l2", "frame shorter than an Ethernet header")              \
-  X(UNKNOWN_ETHERTYPE, "unknown_ethertype", "neither IPv4 nor ARP (VLAN tags included)")  \
+  X(UNKNOWN_ETHERTYPE, "unknown_ethertype", "neither IPv4, IPv6, ARP nor VLAN-tagged")      \
+  X(IPV6, "ipv6", "IPv6 frame (the NAT is IPv4 only)")                                  \
+  X(VLAN, "vlan", "VLAN-tagged frame (802.1Q/802.1ad; ports are untagged)")             \
   X(TRUNCATED_L3, "truncated_l3", "IPv4 header cut short")                              \
   X(BAD_IP_VERSION, "bad_ip_version", "IP version field is not 4")                      \
   X(BAD_IHL, "bad_ihl", "IPv4 header length below 20 bytes")                            \
@@ -17,7 +19,9 @@
   X(BAD_IP_LENGTH, "bad_ip_length", "IPv4 total length disagrees with the frame")       \
   X(BAD_IP_CHECKSUM, "bad_ip_checksum", "IPv4 header checksum is wrong")                \
   X(FRAGMENT, "fragment", "IPv4 fragment")                                              \
-  X(TTL_EXCEEDED, "ttl_exceeded", "TTL would reach zero")                               \
+  X(TTL_EXCEEDED, "ttl_exceeded", "TTL would reach zero (Time Exceeded sent, rate permitting)") \
+  X(TOO_BIG, "too_big", "larger than the egress MTU with DF (Fragmentation Needed sent)") \
+  X(NEEDS_FRAGMENTATION, "needs_fragmentation", "larger than the egress MTU without DF, cannot fragment") \
   X(BAD_SOURCE, "bad_source", "martian or spoofed source address")                      \
   X(BROADCAST_DST, "broadcast_dst", "multicast or broadcast IPv4 destination")            \
   X(TO_VIP, "to_vip", "addressed to a virtual address (only echo is answered)")          \
@@ -25,19 +29,24 @@
   X(TRUNCATED_L4, "truncated_l4", "L4 header cut short")                                \
   X(BAD_TCP_OFFSET, "bad_tcp_offset", "TCP data offset out of range")                   \
   X(BAD_TCP_FLAGS, "bad_tcp_flags", "impossible TCP flag combination")                  \
-  X(ICMP_UNSUPPORTED, "icmp_unsupported", "ICMP type other than echo request/reply")    \
+  X(ICMP_UNSUPPORTED, "icmp_unsupported", "ICMP neither echo nor an error the NAT translates") \
+  X(BAD_ICMP_ERROR, "bad_icmp_error", "ICMP error whose embedded packet is malformed")   \
+  X(ICMP_ERROR_NO_FLOW, "icmp_error_no_flow", "ICMP error about no known flow (never creates one)") \
   X(BAD_ARP, "bad_arp", "malformed or non-Ethernet/IPv4 ARP")                          \
   X(ARP_NOT_FOR_US, "arp_not_for_us", "ARP not about a virtual address")                \
   X(NOT_ACTIVE, "not_active", "node does not own the virtual addresses")                \
   X(NOT_FOR_VIP, "not_for_vip", "WAN packet not addressed to the WAN virtual address")  \
   X(NO_MAPPING, "no_mapping", "WAN packet matches no NAT mapping or port-forward")      \
+  X(FILTERED, "filtered", "WAN packet the mapping's filtering mode does not admit")     \
+  X(HOST_SESSION_LIMIT, "host_session_limit", "LAN host at its session limit: new flow refused") \
   X(TCP_NO_FLOW, "tcp_no_flow", "TCP segment without SYN and without a flow")           \
   X(TCP_INVALID, "tcp_invalid", "TCP segment invalid for the tracked state")            \
+  X(TCP_OUT_OF_WINDOW, "tcp_out_of_window", "TCP segment outside the window (nat.tcp_liberal false)") \
   X(FLOW_TABLE_FULL, "flow_table_full", "flow table full: new flow refused")            \
   X(NAT_PORTS_EXHAUSTED, "nat_ports_exhausted", "no free NAT port for the destination") \
   X(NO_ROUTE, "no_route", "destination is off-link and no gateway is configured")       \
   X(ARP_MISS, "arp_miss", "next hop MAC unknown; ARP request sent")                     \
-  X(HAIRPIN, "hairpin", "LAN packet addressed to the LAN side")                         \
+  X(LAN_TO_LAN, "lan_to_lan", "LAN packet addressed to another LAN host (not routed back)") \
   X(NO_MBUF, "no_mbuf", "mbuf pool empty while building a reply")
 
 namespace ftpair::dp {

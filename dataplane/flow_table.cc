@@ -44,7 +44,10 @@ const char *tcp_state_name(TcpState s) {
 bool operator==(const FlowState &a, const FlowState &b) {
   return a.in_ip == b.in_ip && a.ext_ip == b.ext_ip && a.nat_ip == b.nat_ip &&
          a.in_port == b.in_port && a.ext_port == b.ext_port && a.nat_port == b.nat_port &&
-         a.proto == b.proto && a.tcp_state == b.tcp_state && a.flags == b.flags;
+         a.proto == b.proto && a.tcp_state == b.tcp_state && a.flags == b.flags &&
+         a.tcp_wscale == b.tcp_wscale && a.tcp_win_log[0] == b.tcp_win_log[0] &&
+         a.tcp_win_log[1] == b.tcp_win_log[1] && a.tcp_end[0] == b.tcp_end[0] &&
+         a.tcp_end[1] == b.tcp_end[1];
 }
 
 FlowKey inside_key(const FlowState &s) {
@@ -77,6 +80,27 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
            " (raise dpdk.memory_mb or lower flows.capacity)";
     return nullptr;
   }
+  /* The derived indexes (dir of the FlowKey):
+   *   2 mapping by inside endpoint {in_ip, in_port, proto} -> mapping index
+   *   3 outside endpoint {nat_ip, nat_port, proto} -> flows << 32 | (mapping index + 1)
+   *   4 remote address of a mapping {ext_ip, nat_ip, nat_port, proto} -> flows
+   *   5 LAN host {in_ip} -> mapped flows
+   * At most four keys a flow, and the extendable buckets guarantee they fit. */
+  const std::string aux_name = cfg.name + "_x";
+  rte_hash_parameters ap = hp;
+  ap.name = aux_name.c_str();
+  ap.entries = cfg.capacity * 4;
+  t->aux_ = rte_hash_create(&ap);
+  if (t->aux_ == nullptr) {
+    *err = std::string("rte_hash_create (indexes) failed: ") + rte_strerror(rte_errno) +
+           " (raise dpdk.memory_mb or lower flows.capacity)";
+    return nullptr;
+  }
+  t->maps_.resize(cfg.capacity);
+  t->maps_free_.reserve(cfg.capacity);
+  for (uint32_t i = cfg.capacity; i-- > 0;) t->maps_free_.push_back(i);
+  t->map_events_.resize(4096);
+  t->emb_member_.assign(cfg.capacity, 0);
   t->records_ = static_cast<FlowRecord *>(
       rte_zmalloc_socket("ftpair_flow_records", sizeof(FlowRecord) * size_t(cfg.capacity), 64,
                          cfg.socket_id));
@@ -85,19 +109,19 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
     return nullptr;
   }
   for (uint32_t i = 0; i < cfg.capacity; i++) {
-    t->records_[i].next_free = i + 1 < cfg.capacity ? i + 1 : kNoSlot;
-    t->records_[i].prev_free = i == 0 ? kNoSlot : i - 1;
+    t->records_[i].next = i + 1 < cfg.capacity ? i + 1 : kNoSlot;
+    t->records_[i].prev = i == 0 ? kNoSlot : i - 1;
   }
   t->free_head_ = 0;
   t->dirty_[0].reserve(cfg.capacity);
   t->dirty_[1].reserve(cfg.capacity);
   t->capture_buf_.reserve(cfg.capacity);
-  for (auto &v : t->port_refs_) v.assign(65536, 0);
   return t;
 }
 
 FlowTable::~FlowTable() {
   if (hash_) rte_hash_free(hash_);
+  if (aux_) rte_hash_free(aux_);
   if (records_) rte_free(records_);
 }
 
@@ -117,21 +141,235 @@ void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slo
     slots[i] = (hits >> i) & 1 ? static_cast<int32_t>(reinterpret_cast<uintptr_t>(data[i]) >> 1) : -1;
 }
 
-void FlowTable::port_ref(const FlowState &st, int delta) {
-  int pi = proto_index(st.proto);
-  if (pi < 0) return;
-  uint16_t port = ntohs(st.nat_port);
-  uint32_t &ref = port_refs_[pi][port];
-  if (delta > 0) {
-    if (ref++ == 0) ports_used_[pi]++;
-  } else if (ref > 0) {
-    if (--ref == 0) ports_used_[pi]--;
-  }
-}
-
 uint32_t FlowTable::ports_in_use(uint8_t proto) const {
   int pi = proto_index(proto);
   return pi < 0 ? 0 : ports_used_[pi];
+}
+
+// ---------------------------------------------------------------- derived indexes
+
+namespace {
+inline FlowKey map_in_key(uint32_t in_ip, uint16_t in_port, uint8_t proto) {
+  return FlowKey{in_ip, 0, in_port, 0, proto, 2, 0};
+}
+inline FlowKey endpoint_key(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
+  return FlowKey{0, nat_ip, 0, nat_port, proto, 3, 0};
+}
+inline FlowKey toward_key(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
+  return FlowKey{ext_ip, nat_ip, 0, nat_port, proto, 4, 0};
+}
+inline FlowKey host_key(uint32_t in_ip) { return FlowKey{in_ip, 0, 0, 0, 0, 5, 0}; }
+}  // namespace
+
+uint64_t FlowTable::aux_get(const FlowKey &k) const {
+  void *data = nullptr;
+  if (rte_hash_lookup_data(aux_, &k, &data) < 0) return 0;
+  return reinterpret_cast<uintptr_t>(data);
+}
+
+void FlowTable::aux_set(const FlowKey &k, uint64_t v) {
+  if (v == 0)
+    rte_hash_del_key(aux_, &k);
+  else
+    rte_hash_add_key_data(aux_, &k, reinterpret_cast<void *>(static_cast<uintptr_t>(v)));
+}
+
+int FlowTable::pool_index(uint32_t nat_ip) const {
+  for (size_t i = 0; i < pool_.size(); i++)
+    if (pool_[i] == nat_ip) return static_cast<int>(i);
+  return -1;
+}
+
+void FlowTable::set_nat_pool(const std::vector<uint32_t> &addrs) {
+  pool_ = addrs;
+  bitmaps_.assign(pool_.size() * 3 * 1024, 0);
+  for (uint32_t i = 0; i < capacity_; i++) {
+    const FlowState &st = records_[i].st;
+    const int a = pool_index(st.nat_ip), pi = proto_index(st.proto);
+    if (!(st.flags & kFlowInUse) || a < 0 || pi < 0) continue;
+    const uint16_t port = ntohs(st.nat_port);
+    bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] |= 1ull << (port % 64);
+  }
+}
+
+const uint64_t *FlowTable::port_bitmap(uint32_t nat_ip, uint8_t proto) const {
+  int a = pool_index(nat_ip), pi = proto_index(proto);
+  if (a < 0 || pi < 0) return nullptr;
+  return &bitmaps_[(size_t(a) * 3 + pi) * 1024];
+}
+
+const Mapping *FlowTable::mapping_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const {
+  FlowKey k = map_in_key(in_ip, in_port, proto);
+  void *data = nullptr;
+  if (rte_hash_lookup_data(aux_, &k, &data) < 0) return nullptr;
+  return &maps_[reinterpret_cast<uintptr_t>(data)];
+}
+
+const Mapping *FlowTable::mapping_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
+  uint32_t idx1 = static_cast<uint32_t>(aux_get(endpoint_key(nat_ip, nat_port, proto)));
+  return idx1 ? &maps_[idx1 - 1] : nullptr;
+}
+
+uint32_t FlowTable::endpoint_flows(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
+  return static_cast<uint32_t>(aux_get(endpoint_key(nat_ip, nat_port, proto)) >> 32);
+}
+
+uint32_t FlowTable::flows_toward(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
+  return static_cast<uint32_t>(aux_get(toward_key(ext_ip, nat_ip, nat_port, proto)));
+}
+
+uint32_t FlowTable::host_flows(uint32_t in_ip) const {
+  return static_cast<uint32_t>(aux_get(host_key(in_ip)));
+}
+
+void FlowTable::map_event(const Mapping &m, bool created) {
+  if (!map_events_on_) return;
+  const uint32_t cap = static_cast<uint32_t>(map_events_.size());
+  if (map_events_n_ == cap) {
+    map_events_lost_++;
+    return;
+  }
+  map_events_[(map_events_head_ + map_events_n_) % cap] = MappingEvent{m, created};
+  map_events_n_++;
+}
+
+bool FlowTable::take_mapping_event(MappingEvent *out) {
+  if (map_events_n_ == 0) return false;
+  *out = map_events_[map_events_head_];
+  map_events_head_ = (map_events_head_ + 1) % static_cast<uint32_t>(map_events_.size());
+  map_events_n_--;
+  return true;
+}
+
+/* Adds a flow to the indexes. Port-forwarded flows only hold their outside endpoint; every
+ * other flow belongs to the mapping of its inside endpoint, which it creates when it is the
+ * first. -EEXIST when the flow contradicts a mapping (another outside endpoint for the same
+ * inside one, or an outside endpoint that belongs to someone else): nothing is changed. */
+int FlowTable::index_add(const FlowState &st) {
+  const int pi = proto_index(st.proto);
+  if (pi < 0) return -EINVAL;
+  const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
+  const uint64_t ev = aux_get(ek);
+  uint32_t idx1 = static_cast<uint32_t>(ev), count = static_cast<uint32_t>(ev >> 32);
+  if (!(st.flags & kFlowPortForward)) {
+    const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto);
+    void *data = nullptr;
+    if (rte_hash_lookup_data(aux_, &ik, &data) >= 0) {
+      const uint32_t idx = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data));
+      if (maps_[idx].nat_ip != st.nat_ip || maps_[idx].nat_port != st.nat_port) return -EEXIST;
+      maps_[idx].flows++;
+    } else {
+      if (count != 0 || maps_free_.empty()) return -EEXIST;  // the endpoint is someone else's
+      const uint32_t idx = maps_free_.back();
+      maps_free_.pop_back();
+      Mapping &m = maps_[idx];
+      m = Mapping{st.in_ip, st.nat_ip, st.in_port, st.nat_port, st.proto, {0, 0, 0}, 1};
+      rte_hash_add_key_data(aux_, &ik, reinterpret_cast<void *>(static_cast<uintptr_t>(idx)));
+      idx1 = idx + 1;
+      n_mappings_++;
+      map_event(m, true);
+    }
+    const FlowKey tk = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
+    aux_set(tk, aux_get(tk) + 1);
+    const FlowKey hk = host_key(st.in_ip);
+    aux_set(hk, aux_get(hk) + 1);
+  } else if (idx1 != 0) {
+    return -EEXIST;  // a forwarded endpoint that a mapping holds
+  }
+  if (count == 0) {
+    ports_used_[pi]++;
+    int a = pool_index(st.nat_ip);
+    if (a >= 0) {
+      const uint16_t port = ntohs(st.nat_port);
+      bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] |= 1ull << (port % 64);
+    }
+  }
+  aux_set(ek, uint64_t(count + 1) << 32 | idx1);
+  return 0;
+}
+
+void FlowTable::index_del(const FlowState &st) {
+  const int pi = proto_index(st.proto);
+  if (pi < 0) return;
+  const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
+  const uint64_t ev = aux_get(ek);
+  uint32_t idx1 = static_cast<uint32_t>(ev), count = static_cast<uint32_t>(ev >> 32);
+  if (!(st.flags & kFlowPortForward) && idx1 != 0) {
+    Mapping &m = maps_[idx1 - 1];
+    if (--m.flows == 0) {
+      const FlowKey ik = map_in_key(m.in_ip, m.in_port, m.proto);
+      rte_hash_del_key(aux_, &ik);
+      map_event(m, false);
+      maps_free_.push_back(idx1 - 1);
+      n_mappings_--;
+      idx1 = 0;
+    }
+    const FlowKey tk = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
+    const uint64_t t = aux_get(tk);
+    aux_set(tk, t ? t - 1 : 0);
+    const FlowKey hk = host_key(st.in_ip);
+    const uint64_t h = aux_get(hk);
+    aux_set(hk, h ? h - 1 : 0);
+  }
+  if (count <= 1) {
+    aux_set(ek, 0);
+    if (count == 1) ports_used_[pi]--;
+    int a = pool_index(st.nat_ip);
+    if (a >= 0) {
+      const uint16_t port = ntohs(st.nat_port);
+      bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] &= ~(1ull << (port % 64));
+    }
+  } else {
+    aux_set(ek, uint64_t(count - 1) << 32 | idx1);
+  }
+}
+
+// ---------------------------------------------------------------- embryonic flows
+
+void FlowTable::emb_push(uint32_t slot) {
+  FlowRecord &r = records_[slot];
+  r.next = kNoSlot;
+  r.prev = emb_tail_;
+  if (emb_tail_ != kNoSlot)
+    records_[emb_tail_].next = slot;
+  else
+    emb_head_ = slot;
+  emb_tail_ = slot;
+  emb_member_[slot] = 1;
+  n_embryonic_++;
+}
+
+void FlowTable::emb_unlink(uint32_t slot) {
+  FlowRecord &r = records_[slot];
+  if (r.prev != kNoSlot)
+    records_[r.prev].next = r.next;
+  else
+    emb_head_ = r.next;
+  if (r.next != kNoSlot)
+    records_[r.next].prev = r.prev;
+  else
+    emb_tail_ = r.prev;
+  r.next = r.prev = kNoSlot;
+  emb_member_[slot] = 0;
+  n_embryonic_--;
+}
+
+int32_t FlowTable::oldest_embryonic() {
+  while (emb_head_ != kNoSlot && !flow_embryonic(records_[emb_head_].st)) emb_unlink(emb_head_);
+  return emb_head_ == kNoSlot ? -1 : static_cast<int32_t>(emb_head_);
+}
+
+void FlowTable::set_state(uint32_t slot, uint8_t tcp_state, uint8_t flags) {
+  FlowRecord &r = records_[slot];
+  touch(slot);
+  const bool was = emb_member_[slot];
+  r.st.tcp_state = tcp_state;
+  r.st.flags = flags;
+  const bool now = flow_embryonic(r.st);
+  if (was && !now)
+    emb_unlink(slot);
+  else if (!was && now)
+    emb_push(slot);
 }
 
 int FlowTable::add_keys(uint32_t slot) {
@@ -166,6 +404,10 @@ int FlowTable::insert(const FlowState &st, uint64_t now_tsc) {
   r.st = st;
   r.st.flags |= kFlowInUse;
   int rc = add_keys(slot);
+  if (rc == 0) {
+    rc = index_add(r.st);
+    if (rc < 0) del_keys(slot);
+  }
   if (rc < 0) {
     r.st = FlowState{};
     if (rc == -ENOSPC) stats_.insert_full++;
@@ -173,33 +415,33 @@ int FlowTable::insert(const FlowState &st, uint64_t now_tsc) {
   }
   unlink_free(slot);
   r.last_seen_tsc = now_tsc;
-  r.packets = 0;
+  if (flow_embryonic(r.st)) emb_push(slot);
   size_++;
   stats_.inserts++;
-  port_ref(r.st, +1);
   return static_cast<int>(slot);
 }
 
 void FlowTable::free_slot(uint32_t slot) {
   FlowRecord &r = records_[slot];
-  port_ref(r.st, -1);
+  if (emb_member_[slot]) emb_unlink(slot);
+  index_del(r.st);
   del_keys(slot);
   r.st = FlowState{};
-  r.next_free = free_head_;
-  r.prev_free = kNoSlot;
-  if (free_head_ != kNoSlot) records_[free_head_].prev_free = slot;
+  r.next = free_head_;
+  r.prev = kNoSlot;
+  if (free_head_ != kNoSlot) records_[free_head_].prev = slot;
   free_head_ = slot;
   size_--;
 }
 
 void FlowTable::unlink_free(uint32_t slot) {
   FlowRecord &r = records_[slot];
-  if (r.prev_free != kNoSlot)
-    records_[r.prev_free].next_free = r.next_free;
+  if (r.prev != kNoSlot)
+    records_[r.prev].next = r.next;
   else
-    free_head_ = r.next_free;
-  if (r.next_free != kNoSlot) records_[r.next_free].prev_free = r.prev_free;
-  r.next_free = r.prev_free = kNoSlot;
+    free_head_ = r.next;
+  if (r.next != kNoSlot) records_[r.next].prev = r.prev;
+  r.next = r.prev = kNoSlot;
 }
 
 void FlowTable::remove(uint32_t slot) {
@@ -279,10 +521,14 @@ int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
     r.last_seen_tsc = now_tsc;
     return 0;
   }
-  if (st && was && inside_key(r.st) == inside_key(*st) && outside_key(r.st) == outside_key(*st)) {
-    // Same flow, new state: keys stay.
+  if (st && was && inside_key(r.st) == inside_key(*st) && outside_key(r.st) == outside_key(*st) &&
+      (r.st.flags & kFlowPortForward) == (st->flags & kFlowPortForward)) {
+    // Same flow, new state: keys and indexes stay.
     touch(slot);
+    const bool emb_was = emb_member_[slot], emb_now = flow_embryonic(*st);
+    if (emb_was && !emb_now) emb_unlink(slot);
     r.st = *st;
+    if (!emb_was && emb_now) emb_push(slot);
     r.last_seen_tsc = now_tsc;
     return 0;
   }
@@ -295,15 +541,19 @@ int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
   touch(slot);
   r.st = *st;
   int rc = add_keys(slot);
+  if (rc == 0) {
+    rc = index_add(r.st);
+    if (rc < 0) del_keys(slot);
+  }
   if (rc < 0) {
     r.st = FlowState{};
     return rc;
   }
   unlink_free(slot);
   r.last_seen_tsc = now_tsc;
+  if (flow_embryonic(r.st)) emb_push(slot);
   size_++;
   stats_.inserts++;
-  port_ref(r.st, +1);
   return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 #include <atomic>
+#include <netinet/in.h>
 
 struct rte_hash;
 
@@ -33,11 +34,22 @@ inline constexpr uint8_t kFlowInUse = 0x01;
 inline constexpr uint8_t kFlowPortForward = 0x02;  // created by a static port-forward rule
 inline constexpr uint8_t kFlowFinFromInside = 0x04;
 inline constexpr uint8_t kFlowFinFromOutside = 0x08;
-inline constexpr uint8_t kFlowReplied = 0x10;      // traffic seen in both directions
+inline constexpr uint8_t kFlowReplied = 0x10;      // the responder has sent (traffic both ways)
+// Initiated from the WAN through an endpoint-independent or address-dependent filter (a
+// session on a LAN host's existing mapping), or through a hairpin; the responder is inside.
+inline constexpr uint8_t kFlowInbound = 0x20;
+inline constexpr uint8_t kFlowKnownFlags = kFlowInUse | kFlowPortForward | kFlowFinFromInside |
+                                           kFlowFinFromOutside | kFlowReplied | kFlowInbound;
+
+// TCP window tracking (FlowState::tcp_*): side 0 is the initiator, side 1 the responder.
+inline constexpr uint8_t kWscaleNone = 0xf;  // a nibble of tcp_wscale: no window-scale option
 
 /* The replicated part of a flow. Addresses and ports are in network byte order.
  * A LAN host (in_ip:in_port) talks to a remote (ext_ip:ext_port) and appears on the WAN
- * as nat_ip:nat_port. ICMP echo uses the identifier as in_port/nat_port, ext_port 0. */
+ * as nat_ip:nat_port. ICMP echo uses the identifier as in_port/nat_port, ext_port 0.
+ * TCP flows also carry what the RST and window checks need (RFC 5961 style), per side
+ * (0 initiator, 1 responder): the highest sequence number sent plus one (host order), and
+ * the log2 of the largest scaled window advertised (0 = side not seen yet). */
 struct FlowState {
   uint32_t in_ip;
   uint32_t ext_ip;
@@ -48,21 +60,44 @@ struct FlowState {
   uint8_t proto;
   uint8_t tcp_state;  // TcpState for TCP, 0 otherwise
   uint8_t flags;
-  uint8_t reserved[3];
+  uint8_t tcp_wscale;     // low nibble: initiator's window shift, high: responder's
+  uint8_t tcp_win_log[2];
+  uint32_t tcp_end[2];
 };
-static_assert(sizeof(FlowState) == 24);
+static_assert(sizeof(FlowState) == 32);
 bool operator==(const FlowState &a, const FlowState &b);
+
+/* A flow that has not shown both sides yet: a TCP handshake not completed, or UDP and ICMP
+ * without a reply. Under pressure these go first (RFC 6888 REQ-5 style). */
+inline bool flow_embryonic(const FlowState &s) {
+  if (s.proto == IPPROTO_TCP) return s.tcp_state == 1 || s.tcp_state == 2;  // SYN_SENT, SYN_RECV
+  return !(s.flags & kFlowReplied);
+}
 
 struct alignas(64) FlowRecord {
   FlowState st;
   uint64_t dirty_epoch;    // epoch of the last change
   uint64_t snap_epoch;     // epoch whose capture already holds this record
   uint64_t last_seen_tsc;  // not replicated: a standby refreshes on promotion
-  uint64_t packets;        // local statistics, not replicated
-  uint32_t next_free;      // doubly linked free list, so a standby can claim any slot
-  uint32_t prev_free;
+  /* Free slot: the doubly linked free list, so a standby can claim any slot. Slot in use
+   * and embryonic: the oldest-first list of embryonic flows. */
+  uint32_t next;
+  uint32_t prev;
 };
 static_assert(sizeof(FlowRecord) == 64);
+
+/* A NAT mapping (RFC 4787 "mapping", the BIB of RFC 8158): one external address and port
+ * per inside (address, port, protocol) while any flow uses it. Derived from the flows, so
+ * a standby that applies the same flows holds the same mappings. */
+struct Mapping {
+  uint32_t in_ip;
+  uint32_t nat_ip;
+  uint16_t in_port;
+  uint16_t nat_port;
+  uint8_t proto;
+  uint8_t reserved[3];
+  uint32_t flows;  // flows that use it; the mapping goes with the last one
+};
 
 // Hash key. dir 0: inside view (src=in, dst=ext); dir 1: outside view (src=ext, dst=nat).
 struct FlowKey {
@@ -100,6 +135,12 @@ struct FlowTableConfig {
   std::string name = "ftpair_flows";
 };
 
+// Which mapping events a table change caused (for session logging), see drain_events().
+struct MappingEvent {
+  Mapping m;
+  bool created;  // false: deleted
+};
+
 struct FlowTableStats {
   uint64_t inserts = 0;
   uint64_t removes = 0;
@@ -135,8 +176,41 @@ class FlowTable {
   // Must be called before changing the replicated state of an in-use record.
   inline void touch(uint32_t slot);
 
-  // NAT ports in use (at least one flow) for a protocol (IPPROTO_TCP/UDP/ICMP).
+  // NAT ports in use (at least one flow) for a protocol (IPPROTO_TCP/UDP/ICMP), over
+  // every outside address.
   uint32_t ports_in_use(uint8_t proto) const;
+
+  // --- indexes derived from the flows (kept on a standby too) ---
+  // The mapping of an inside endpoint, or nullptr (EIM, RFC 4787 REQ-1).
+  const Mapping *mapping_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const;
+  // The mapping that owns an outside endpoint, or nullptr.
+  const Mapping *mapping_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
+  // Flows on an outside endpoint (mapped or port-forwarded).
+  uint32_t endpoint_flows(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
+  // Flows of a mapping toward one remote address (address-dependent filtering).
+  uint32_t flows_toward(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
+  // Flows a LAN host holds through mappings (port-forwarded flows do not count).
+  uint32_t host_flows(uint32_t in_ip) const;
+  uint32_t mappings() const { return n_mappings_; }
+  /* The outside addresses NAT ports are allocated on (network order; the NF sets them):
+   * the table keeps a bitmap of used ports per address and protocol for them. */
+  void set_nat_pool(const std::vector<uint32_t> &addrs);
+  /* Bitmap (65536 bits) of the ports used on a pool address for a protocol, or nullptr
+   * when the address is not in the pool. */
+  const uint64_t *port_bitmap(uint32_t nat_ip, uint8_t proto) const;
+  /* Slot of the oldest embryonic flow, or -1. (A flow whose state was written directly
+   * rather than through set_state is dropped from the list here when it no longer is.) */
+  int32_t oldest_embryonic();
+  uint32_t embryonic() const { return n_embryonic_; }
+  /* Mapping creations and deletions since the last call, oldest first (at most the
+   * buffer's size; the rest are counted in mapping_events_lost()). Owner thread only. */
+  bool take_mapping_event(MappingEvent *out);
+  void set_mapping_events(bool on) { map_events_on_ = on; }
+  uint64_t mapping_events_lost() const { return map_events_lost_; }
+
+  /* Changes the TCP state and flags of an in-use flow (touching it first, so a pending
+   * capture keeps the old state) and keeps the embryonic list in step. */
+  void set_state(uint32_t slot, uint8_t tcp_state, uint8_t flags);
   const FlowTableStats &stats() const { return stats_; }
 
   // --- epochs and capture ---
@@ -180,9 +254,16 @@ class FlowTable {
   void copy_to_capture(uint32_t slot);
   int add_keys(uint32_t slot);
   void del_keys(uint32_t slot);
-  void port_ref(const FlowState &st, int delta);
+  int index_add(const FlowState &st);
+  void index_del(const FlowState &st);
+  void map_event(const Mapping &m, bool created);
   void free_slot(uint32_t slot);
   void unlink_free(uint32_t slot);
+  void emb_push(uint32_t slot);
+  void emb_unlink(uint32_t slot);
+  int pool_index(uint32_t nat_ip) const;
+  uint64_t aux_get(const FlowKey &k) const;
+  void aux_set(const FlowKey &k, uint64_t v);
 
   rte_hash *hash_ = nullptr;
   FlowRecord *records_ = nullptr;
@@ -192,8 +273,21 @@ class FlowTable {
   std::atomic<uint64_t> epoch_{1};
   std::atomic<uint32_t> dirty_open_{0};  // dirty_[epoch_ & 1].size(), for other threads
   std::vector<uint32_t> dirty_[2];
-  std::vector<uint32_t> port_refs_[3];  // tcp, udp, icmp: flows per NAT port
   uint32_t ports_used_[3] = {0, 0, 0};
+  /* The derived indexes: one rte_hash of FlowKeys with dir >= 2 (see flow_table.cc), the
+   * mapping array and its free stack, a port bitmap per pool address and protocol. */
+  rte_hash *aux_ = nullptr;
+  std::vector<Mapping> maps_;
+  std::vector<uint32_t> maps_free_;
+  uint32_t n_mappings_ = 0;
+  std::vector<uint32_t> pool_;
+  std::vector<uint64_t> bitmaps_;  // pool_.size() x 3 x 1024 words
+  uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX, n_embryonic_ = 0;
+  std::vector<uint8_t> emb_member_;  // per slot: on the embryonic list
+  bool map_events_on_ = false;
+  std::vector<MappingEvent> map_events_;
+  uint32_t map_events_head_ = 0, map_events_n_ = 0;
+  uint64_t map_events_lost_ = 0;
 
   // capture of epoch capture_epoch_
   bool capture_active_ = false;

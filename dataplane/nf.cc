@@ -6,6 +6,8 @@
 #include <rte_arp.h>
 #include <rte_byteorder.h>
 #include <rte_cycles.h>
+#include <rte_hash_crc.h>
+#include <rte_random.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
 #include <rte_prefetch.h>
@@ -13,6 +15,7 @@
 #include <rte_udp.h>
 
 #include "dataplane/csum.h"
+#include "dataplane/nf_parsed.h"
 
 namespace ftpair::dp {
 
@@ -51,18 +54,24 @@ NfCounters::NfCounters() {
   for (auto &f : forwarded) f.store(0);
 }
 
-struct Nat44::Parsed {
-  rte_ether_hdr *eth;
-  rte_ipv4_hdr *ip;
-  uint8_t *l4;
-  uint16_t l4_len;
-  uint8_t proto;
-  uint8_t tcp_flags;
-  uint8_t icmp_type;
-  uint16_t sport;  // TCP/UDP source port; ICMP: identifier on the inside, 0 outside
-  uint16_t dport;
-  FlowKey key;
-};
+
+const char *filtering_name(Filtering f) {
+  switch (f) {
+    case Filtering::ENDPOINT: return "endpoint-independent";
+    case Filtering::ADDRESS: return "address-dependent";
+    case Filtering::ADDRESS_PORT: return "address-and-port-dependent";
+  }
+  return "unknown";
+}
+
+bool parse_filtering(const std::string &s, Filtering *out) {
+  for (Filtering f : {Filtering::ENDPOINT, Filtering::ADDRESS, Filtering::ADDRESS_PORT})
+    if (s == filtering_name(f)) {
+      *out = f;
+      return true;
+    }
+  return false;
+}
 
 Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgent &agent,
              rte_mempool *pool, unsigned worker)
@@ -75,11 +84,32 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   arp_retry_tsc_ = uint64_t(cfg.arp_retry_ms) * hz_ / 1000;
   for (unsigned p = 0; p < kMaxPorts; p++)
     mask_[p] = cfg.prefix_len[p] == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - cfg.prefix_len[p]));
-  std::memset(forwarded_bits_, 0, sizeof(forwarded_bits_));
+  std::memset(fwd_mask_, 0, sizeof(fwd_mask_));
   for (const auto &f : cfg.forwards) {
     unsigned pi = f.proto == IPPROTO_TCP ? 0 : 1;
-    forwarded_bits_[pi][f.outside_port / 64] |= 1ull << (f.outside_port % 64);
+    fwd_mask_[pi][f.outside_port / 64] |= 1ull << (f.outside_port % 64);
   }
+  for (auto &m : fwd_mask_) m[0] |= 1;  // port (or identifier) 0 is never allocated
+  nat_addrs_ = cfg.nat_addresses();
+  flows_.set_nat_pool(nat_addrs_);
+  const uint16_t mtu = cfg.mtu[kPortInside] < cfg.mtu[kPortOutside] ? cfg.mtu[kPortInside]
+                                                                     : cfg.mtu[kPortOutside];
+  mss_max_ = static_cast<uint16_t>(mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_tcp_hdr));
+  icmp_tokens_ = uint64_t(cfg.icmp_burst) * hz_;
+  icmp_last_tsc_ = rte_rdtsc();
+}
+
+bool Nat44::is_nat_address(uint32_t ip) const {
+  if (nat_addrs_.size() == 1) return ip == nat_addrs_[0];
+  for (uint32_t a : nat_addrs_)
+    if (a == ip) return true;
+  return false;
+}
+
+// Paired pooling (RFC 4787 REQ-2): the same LAN host always gets the same outside address.
+uint32_t Nat44::pool_address_for(uint32_t in_ip) const {
+  if (nat_addrs_.size() == 1) return nat_addrs_[0];
+  return nat_addrs_[rte_hash_crc_4byte(in_ip, 0x5bd1e995) % nat_addrs_.size()];
 }
 
 Nat44::~Nat44() {
@@ -102,7 +132,7 @@ uint32_t Nat44::timeout_s(const FlowState &st) const {
 bool Nat44::forwarded_port(uint8_t proto, uint16_t port_host) const {
   if (proto == IPPROTO_ICMP) return false;
   unsigned pi = proto == IPPROTO_TCP ? 0 : 1;
-  return (forwarded_bits_[pi][port_host / 64] >> (port_host % 64)) & 1;
+  return (fwd_mask_[pi][port_host / 64] >> (port_host % 64)) & 1;
 }
 
 void Nat44::drop(rte_mbuf *m, DropReason r) {
@@ -157,7 +187,8 @@ void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
     arp_.learn(sip, arp->arp_data.arp_sha, static_cast<uint8_t>(port), now);
     release_pending(sip, now);
   }
-  if (op == RTE_ARP_OP_REQUEST && tip == vip && sip != tip && vip_owner()) {
+  const bool ours = tip == vip || (port == kPortOutside && is_nat_address(tip));
+  if (op == RTE_ARP_OP_REQUEST && ours && sip != tip && vip_owner()) {
     // Answer in place, from the virtual MAC.
     rte_ether_addr asker = arp->arp_data.arp_sha;
     eth->dst_addr = asker;
@@ -166,12 +197,12 @@ void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
     arp->arp_data.arp_tha = asker;
     arp->arp_data.arp_tip = sip;
     arp->arp_data.arp_sha = cfg_.vmac[port];
-    arp->arp_data.arp_sip = vip;
+    arp->arp_data.arp_sip = tip;
     bump(ctr_.arp_replies);
     agent_.tx(worker_, port, m, 0);
     return;
   }
-  if (on_link && (tip == vip || op == RTE_ARP_OP_REPLY)) {
+  if (on_link && (ours || op == RTE_ARP_OP_REPLY)) {
     rte_pktmbuf_free(m);  // consumed: an answer to us, or a request seen while not owner
     return;
   }
@@ -233,6 +264,11 @@ void Nat44::announce() {
     send_arp(p, RTE_ARP_OP_REQUEST, cfg_.vip[p], cfg_.vmac[p], cfg_.vip[p], rte_ether_addr{}, bcast);
     bump(ctr_.garps);
   }
+  for (uint32_t a : nat_addrs_) {
+    if (a == cfg_.vip[kPortOutside]) continue;
+    send_arp(kPortOutside, RTE_ARP_OP_REQUEST, a, cfg_.vmac[kPortOutside], a, rte_ether_addr{}, bcast);
+    bump(ctr_.garps);
+  }
 }
 
 bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
@@ -286,6 +322,8 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
   p.l4_len = static_cast<uint16_t>(tot - ihl);
   p.tcp_flags = 0;
   p.icmp_type = 0;
+  p.icmp_err = false;
+  p.hairpin = false;
   switch (p.proto) {
     case IPPROTO_TCP: {
       if (p.l4_len < sizeof(rte_tcp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
@@ -314,9 +352,27 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
       if (p.l4_len < sizeof(rte_icmp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
       auto *icmp = reinterpret_cast<rte_icmp_hdr *>(p.l4);
       p.icmp_type = icmp->icmp_type;
-      if (icmp->icmp_code != 0 ||
-          (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST && icmp->icmp_type != RTE_IP_ICMP_ECHO_REPLY))
-        return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+      const uint8_t code = icmp->icmp_code;
+      switch (icmp->icmp_type) {
+        case RTE_IP_ICMP_ECHO_REQUEST:
+        case RTE_IP_ICMP_ECHO_REPLY:
+          if (code != 0) return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+          break;
+        case kIcmpDestUnreach:
+          if (code > 15) return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+          p.icmp_err = true;
+          break;
+        case kIcmpTimeExceeded:
+          if (code > 1) return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+          p.icmp_err = true;
+          break;
+        case kIcmpParamProblem:
+          if (code > 2) return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+          p.icmp_err = true;
+          break;
+        default:
+          return drop(m, DropReason::ICMP_UNSUPPORTED), false;
+      }
       // The identifier plays the port: the inside host's on the LAN, ours on the WAN.
       p.sport = port == kPortInside ? icmp->icmp_ident : 0;
       p.dport = port == kPortInside ? 0 : icmp->icmp_ident;
@@ -325,11 +381,6 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
     default:
       return drop(m, DropReason::UNKNOWN_PROTOCOL), false;
   }
-  // Only an echo request to the VIP itself is answered locally; everything else to the WAN
-  // VIP is translated and forwarded into the LAN, so it needs a TTL to decrement.
-  const bool local = ip->dst_addr == vip && p.proto == IPPROTO_ICMP &&
-                     p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST;
-  if (ip->time_to_live <= 1 && !local) return drop(m, DropReason::TTL_EXCEEDED), false;
   p.key = FlowKey{ip->src_addr, ip->dst_addr, p.sport, p.dport, p.proto,
                   static_cast<uint8_t>(port == kPortInside ? 0 : 1), 0};
   return true;
@@ -395,202 +446,260 @@ static inline void rewrite(uint8_t proto, rte_ipv4_hdr *ip, uint8_t *l4, bool so
   }
 }
 
-DropReason Nat44::track_tcp(const FlowState &st, const Parsed &p, bool from_inside,
-                             uint8_t *new_state, uint8_t *new_flags) const {
-  const uint8_t f = p.tcp_flags;
-  const bool from_init = from_inside != bool(st.flags & kFlowPortForward);
-  auto state = static_cast<TcpState>(st.tcp_state);
-  uint8_t flags = st.flags;
-  TcpState next = state;
-  if (f & kTcpRst) {
-    next = TcpState::CLOSED;
-  } else {
-    switch (state) {
-      case TcpState::NONE:
-      case TcpState::SYN_SENT:
-        if (from_init) {
-          if (!(f & kTcpSyn) || (f & kTcpAck)) return DropReason::TCP_INVALID;
-          next = TcpState::SYN_SENT;
-        } else {
-          if ((f & (kTcpSyn | kTcpAck)) != (kTcpSyn | kTcpAck)) return DropReason::TCP_INVALID;
-          next = TcpState::SYN_RECV;
-        }
-        break;
-      case TcpState::SYN_RECV:
-        if (from_init && (f & kTcpAck) && !(f & kTcpSyn)) next = TcpState::ESTABLISHED;
-        break;
-      case TcpState::ESTABLISHED:
-      case TcpState::FIN_WAIT:
-        break;
-      case TcpState::TIME_WAIT:
-      case TcpState::CLOSED:
-        if (from_init && (f & kTcpSyn) && !(f & kTcpAck)) {
-          next = TcpState::SYN_SENT;  // the tuple is reused by a new connection
-          flags &= static_cast<uint8_t>(~(kFlowFinFromInside | kFlowFinFromOutside));
-        } else if (state == TcpState::CLOSED) {
-          return DropReason::TCP_INVALID;
-        }
-        break;
-    }
-    if ((f & kTcpFin) && (next == TcpState::ESTABLISHED || next == TcpState::FIN_WAIT ||
-                          next == TcpState::SYN_RECV)) {
-      flags |= from_inside ? kFlowFinFromInside : kFlowFinFromOutside;
-      bool both = (flags & kFlowFinFromInside) && (flags & kFlowFinFromOutside);
-      next = both ? TcpState::TIME_WAIT : TcpState::FIN_WAIT;
-    }
-  }
-  if (!from_inside) flags |= kFlowReplied;
-  *new_state = static_cast<uint8_t>(next);
-  *new_flags = flags;
-  return DropReason::COUNT;
-}
-
 // Applies a state change to a flow: touch first, so a pending capture keeps the old state.
 inline void Nat44::update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags) {
   FlowRecord &r = flows_.record(slot);
   if (r.st.tcp_state == tcp_state && r.st.flags == flags) return;
-  flows_.touch(slot);
-  r.st.tcp_state = tcp_state;
-  r.st.flags = flags;
+  flows_.set_state(slot, tcp_state, flags);
 }
 
-uint16_t Nat44::pick_nat_port(const FlowState &st, uint16_t preferred_host) {
-  const uint32_t lo = cfg_.nat_port_min, hi = cfg_.nat_port_max, range = hi - lo + 1;
-  unsigned pi = st.proto == IPPROTO_TCP ? 0 : st.proto == IPPROTO_UDP ? 1 : 2;
-  FlowState probe = st;
-  // Keep the host's own port when free; otherwise walk from a rotating hint.
-  uint32_t cand = (preferred_host >= lo && preferred_host <= hi) ? preferred_host
-                                                                 : lo + (port_hint_[pi] % range);
-  for (unsigned attempt = 0; attempt < 32; attempt++) {
-    if (!forwarded_port(st.proto, static_cast<uint16_t>(cand))) {
-      probe.nat_port = rte_cpu_to_be_16(static_cast<uint16_t>(cand));
-      if (flows_.lookup(outside_key(probe)) < 0) {
-        port_hint_[pi] = static_cast<uint16_t>(cand - lo + 1);
-        return static_cast<uint16_t>(cand);
-      }
+/* RFC 6056 style: a random port of the host's parity and range class (RFC 4787 REQ-3/4)
+ * that no mapping or port-forward uses on nat_ip. The scan starts at a random place and
+ * covers the whole range, so a free port is found whenever one exists (the other parity,
+ * then the other class, only when the preferred ones are full). 0 = none free. */
+uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host) {
+  const uint64_t *used = flows_.port_bitmap(nat_ip, proto);
+  if (used == nullptr) return 0;
+  const unsigned pi = proto == IPPROTO_TCP ? 0 : proto == IPPROTO_UDP ? 1 : 2;
+  const uint32_t lo = cfg_.nat_port_min, hi = cfg_.nat_port_max;
+  uint32_t clo = lo, chi = hi;
+  if (proto != IPPROTO_ICMP) {
+    if (in_port_host < 1024) {
+      chi = hi < 1023 ? hi : 1023;
+    } else if (lo < 1024) {
+      clo = 1024;
     }
-    port_hint_[pi] = static_cast<uint16_t>(port_hint_[pi] + 7919);  // a prime stride
-    cand = lo + (port_hint_[pi] % range);
+    if (clo > chi) clo = lo, chi = hi;
+  }
+  const uint64_t parity = proto == IPPROTO_ICMP ? ~0ull
+                          : (in_port_host & 1) ? 0xaaaaaaaaaaaaaaaaull
+                                               : 0x5555555555555555ull;
+  struct Pass {
+    uint32_t lo, hi;
+    uint64_t parity;
+  } passes[4] = {{clo, chi, parity}, {clo, chi, ~parity}, {lo, hi, parity}, {lo, hi, ~parity}};
+  const unsigned npass = (clo == lo && chi == hi) ? 2 : 4;
+  for (unsigned k = 0; k < npass; k++) {
+    const Pass &ps = passes[k];
+    if (ps.parity == 0) continue;
+    const uint32_t w_lo = ps.lo / 64, w_hi = ps.hi / 64, words = w_hi - w_lo + 1;
+    const uint32_t start = static_cast<uint32_t>(rte_rand() % words);
+    const unsigned rot = static_cast<unsigned>(rte_rand() % 64);
+    for (uint32_t i = 0; i < words; i++) {
+      const uint32_t w = w_lo + (start + i) % words;
+      uint64_t free = ~(used[w] | fwd_mask_[pi][w]) & ps.parity;
+      if (w == w_lo) free &= ~0ull << (ps.lo % 64);
+      if (w == w_hi && ps.hi % 64 != 63) free &= (2ull << (ps.hi % 64)) - 1;
+      if (free == 0) continue;
+      // A random free bit of the word: rotate, take the lowest, rotate back.
+      const uint64_t r = rot ? (free >> rot) | (free << (64 - rot)) : free;
+      const unsigned bit = (static_cast<unsigned>(__builtin_ctzll(r)) + rot) % 64;
+      return static_cast<uint16_t>(w * 64 + bit);
+    }
   }
   return 0;
+}
+
+/* Makes room for a new flow at high occupancy by evicting the oldest embryonic flow
+ * (RFC 6888 REQ-5 style: a flood of half-open flows cannot push out established users).
+ * Returns true when a flow was evicted (slots looked up earlier in the burst are stale). */
+bool Nat44::make_room(uint64_t) {
+  const uint64_t size = flows_.size(), cap = flows_.capacity();
+  if (cfg_.evict_embryonic_pct == 0 || size * 100 < cap * cfg_.evict_embryonic_pct) return false;
+  const int32_t victim = flows_.oldest_embryonic();
+  if (victim < 0) return false;
+  flows_.remove(static_cast<uint32_t>(victim));
+  bump(ctr_.flows_evicted);
+  return true;
+}
+
+int32_t Nat44::insert_flow(FlowState &st, uint64_t now, bool count_host) {
+  if (count_host && cfg_.max_sessions_per_host &&
+      flows_.host_flows(st.in_ip) >= cfg_.max_sessions_per_host) {
+    count(DropReason::HOST_SESSION_LIMIT);
+    return -1;
+  }
+  if (make_room(now)) evicted_ = true;
+  if (flows_.size() >= flows_.capacity()) {
+    count(DropReason::FLOW_TABLE_FULL);
+    return -1;
+  }
+  int slot = flows_.insert(st, now);
+  if (slot < 0) {
+    count(slot == -EEXIST ? DropReason::NAT_PORTS_EXHAUSTED : DropReason::FLOW_TABLE_FULL);
+    return -1;
+  }
+  bump(ctr_.flows_created);
+  return slot;
 }
 
 int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
   FlowState st{};
   st.in_ip = p.ip->src_addr;
   st.ext_ip = p.ip->dst_addr;
-  st.nat_ip = cfg_.vip[kPortOutside];
   st.in_port = p.sport;
   st.ext_port = p.dport;
   st.proto = p.proto;
   st.tcp_state = p.proto == IPPROTO_TCP ? static_cast<uint8_t>(TcpState::SYN_SENT) : 0;
-  if (flows_.size() >= flows_.capacity()) {
-    bump(ctr_.drops[static_cast<unsigned>(DropReason::FLOW_TABLE_FULL)]);
-    return -1;
+  st.tcp_wscale = p.proto == IPPROTO_TCP ? 0xff : 0;
+  if (const Mapping *mp = flows_.mapping_inside(st.in_ip, st.in_port, st.proto)) {
+    // Endpoint-independent mapping: every destination sees the same outside endpoint.
+    st.nat_ip = mp->nat_ip;
+    st.nat_port = mp->nat_port;
+  } else {
+    if (cfg_.max_sessions_per_host && flows_.host_flows(st.in_ip) >= cfg_.max_sessions_per_host) {
+      count(DropReason::HOST_SESSION_LIMIT);
+      return -1;
+    }
+    st.nat_ip = pool_address_for(st.in_ip);
+    uint16_t port = pick_nat_port(st.nat_ip, st.proto, rte_be_to_cpu_16(p.sport));
+    if (port == 0) {
+      count(DropReason::NAT_PORTS_EXHAUSTED);
+      return -1;
+    }
+    st.nat_port = rte_cpu_to_be_16(port);
   }
-  uint16_t port = pick_nat_port(st, rte_be_to_cpu_16(p.sport));
-  if (port == 0) {
-    bump(ctr_.drops[static_cast<unsigned>(DropReason::NAT_PORTS_EXHAUSTED)]);
-    return -1;
-  }
-  st.nat_port = rte_cpu_to_be_16(port);
-  int slot = flows_.insert(st, now);
-  if (slot < 0) {
-    bump(ctr_.drops[static_cast<unsigned>(slot == -EEXIST ? DropReason::NAT_PORTS_EXHAUSTED
-                                                           : DropReason::FLOW_TABLE_FULL)]);
-    return -1;
-  }
-  bump(ctr_.flows_created);
-  return slot;
+  return insert_flow(st, now, true);
 }
 
-int32_t Nat44::create_forward_flow(const Parsed &p, uint64_t now) {
-  uint16_t dport = rte_be_to_cpu_16(p.dport);
-  const PortForward *rule = nullptr;
-  for (const auto &f : cfg_.forwards)
-    if (f.proto == p.proto && f.outside_port == dport) rule = &f;
-  if (rule == nullptr) {
-    bump(ctr_.drops[static_cast<unsigned>(DropReason::NO_MAPPING)]);
-    return -1;
-  }
-  if (p.proto == IPPROTO_TCP && (p.tcp_flags & (kTcpSyn | kTcpAck)) != kTcpSyn) {
-    bump(ctr_.drops[static_cast<unsigned>(DropReason::TCP_NO_FLOW)]);
-    return -1;
-  }
+/* A WAN packet (or the second pass of a hairpinned LAN packet) without a flow: a static
+ * port-forward, or a new session on a LAN host's mapping when the filtering admits it. */
+int32_t Nat44::create_inbound_flow(const Parsed &p, uint64_t now, bool hairpin) {
+  const uint16_t dport = rte_be_to_cpu_16(p.dport);
+  const uint32_t nat_ip = p.ip->dst_addr;
+  const bool tcp_open = p.proto != IPPROTO_TCP || (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
   FlowState st{};
-  st.in_ip = rule->inside_ip;
-  st.in_port = rte_cpu_to_be_16(rule->inside_port);
   st.ext_ip = p.ip->src_addr;
   st.ext_port = p.sport;
-  st.nat_ip = cfg_.vip[kPortOutside];
+  st.nat_ip = nat_ip;
   st.nat_port = p.dport;
   st.proto = p.proto;
-  st.flags = kFlowPortForward;
   st.tcp_state = p.proto == IPPROTO_TCP ? static_cast<uint8_t>(TcpState::SYN_SENT) : 0;
-  int slot = flows_.insert(st, now);
-  if (slot < 0) {
-    bump(ctr_.drops[static_cast<unsigned>(slot == -EEXIST ? DropReason::NO_MAPPING
-                                                           : DropReason::FLOW_TABLE_FULL)]);
-    return -1;
+  st.tcp_wscale = p.proto == IPPROTO_TCP ? 0xff : 0;
+  if (nat_ip == cfg_.vip[kPortOutside] && forwarded_port(p.proto, dport)) {
+    const PortForward *rule = nullptr;
+    for (const auto &f : cfg_.forwards)
+      if (f.proto == p.proto && f.outside_port == dport) rule = &f;
+    if (rule == nullptr) return count(DropReason::NO_MAPPING), -1;
+    if (!tcp_open) return count(DropReason::TCP_NO_FLOW), -1;
+    st.in_ip = rule->inside_ip;
+    st.in_port = rte_cpu_to_be_16(rule->inside_port);
+    st.flags = kFlowPortForward;
+    return insert_flow(st, now, false);
   }
-  bump(ctr_.flows_created);
-  return slot;
+  const Mapping *mp = flows_.mapping_outside(nat_ip, p.dport, p.proto);
+  if (mp == nullptr || p.proto == IPPROTO_ICMP) return count(DropReason::NO_MAPPING), -1;
+  bool admit = false;
+  switch (cfg_.filtering) {
+    case Filtering::ENDPOINT: admit = true; break;
+    case Filtering::ADDRESS: admit = flows_.flows_toward(st.ext_ip, nat_ip, p.dport, p.proto) > 0; break;
+    case Filtering::ADDRESS_PORT: admit = false; break;  // the exact flow would have matched
+  }
+  if (!admit) return count(DropReason::FILTERED), -1;
+  if (!tcp_open) return count(DropReason::TCP_NO_FLOW), -1;
+  st.in_ip = mp->in_ip;
+  st.in_port = mp->in_port;
+  st.flags = kFlowInbound;
+  (void)hairpin;
+  return insert_flow(st, now, true);
 }
 
-void Nat44::inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
-  uint32_t dst = p.ip->dst_addr;
-  uint32_t nh = next_hop_out(dst);
-  if (nh == 0) return drop(m, DropReason::NO_ROUTE);
+// The responder of a flow is inside for port-forwarded and inbound flows, outside otherwise.
+static inline bool responder_inside(const FlowState &st) {
+  return st.flags & (kFlowPortForward | kFlowInbound);
+}
+
+bool Nat44::translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
   if (slot < 0) {
     if (p.proto == IPPROTO_TCP && (p.tcp_flags & (kTcpSyn | kTcpAck)) != kTcpSyn)
-      return drop(m, DropReason::TCP_NO_FLOW);
+      return drop(m, DropReason::TCP_NO_FLOW), false;
     if (p.proto == IPPROTO_ICMP && p.icmp_type != RTE_IP_ICMP_ECHO_REQUEST)
-      return drop(m, DropReason::ICMP_UNSUPPORTED);
+      return drop(m, DropReason::ICMP_UNSUPPORTED), false;
     slot = flows_.lookup(p.key);  // an earlier packet of this burst may have created it
     if (slot < 0) {
       slot = create_snat_flow(p, now);
-      if (slot < 0) return rte_pktmbuf_free(m);
+      if (slot < 0) return rte_pktmbuf_free(m), false;
       arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
   if (p.proto == IPPROTO_TCP) {
     uint8_t state, flags;
-    DropReason why = track_tcp(r.st, p, true, &state, &flags);
-    if (why != DropReason::COUNT) return drop(m, why);
+    DropReason why = track_tcp(r, p, true, &state, &flags);
+    if (why != DropReason::COUNT) return drop(m, why), false;
     update_flow(static_cast<uint32_t>(slot), state, flags);
+    if (p.tcp_flags & kTcpSyn) clamp_mss(p);
+  } else if (responder_inside(r.st) && !(r.st.flags & kFlowReplied)) {
+    update_flow(static_cast<uint32_t>(slot), r.st.tcp_state, r.st.flags | kFlowReplied);
   }
   r.last_seen_tsc = now;
-  r.packets++;
   decrement_ttl(p.ip);
   rewrite(p.proto, p.ip, p.l4, true, r.st.nat_ip, r.st.nat_port);
-  bump(ctr_.forwarded[kPortInside]);
-  resolve_and_send(kPortOutside, m, nh, r.dirty_epoch, now);
+  *dep = r.dirty_epoch;
+  return true;
 }
 
-void Nat44::outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+bool Nat44::translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
   if (slot < 0) {
     slot = flows_.lookup(p.key);
     if (slot < 0) {
-      slot = create_forward_flow(p, now);
-      if (slot < 0) return rte_pktmbuf_free(m);
+      slot = create_inbound_flow(p, now, p.hairpin);
+      if (slot < 0) return rte_pktmbuf_free(m), false;
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
   if (p.proto == IPPROTO_TCP) {
     uint8_t state, flags;
-    DropReason why = track_tcp(r.st, p, false, &state, &flags);
-    if (why != DropReason::COUNT) return drop(m, why);
+    DropReason why = track_tcp(r, p, false, &state, &flags);
+    if (why != DropReason::COUNT) return drop(m, why), false;
     update_flow(static_cast<uint32_t>(slot), state, flags);
-  } else {
+    if (p.tcp_flags & kTcpSyn) clamp_mss(p);
+  } else if (!responder_inside(r.st) && !(r.st.flags & kFlowReplied)) {
     update_flow(static_cast<uint32_t>(slot), r.st.tcp_state, r.st.flags | kFlowReplied);
   }
   r.last_seen_tsc = now;
-  r.packets++;
-  decrement_ttl(p.ip);
+  if (!p.hairpin) decrement_ttl(p.ip);
   rewrite(p.proto, p.ip, p.l4, false, r.st.in_ip, r.st.in_port);
+  *dep = r.dirty_epoch;
+  return true;
+}
+
+void Nat44::inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  const uint32_t nh = next_hop_out(p.ip->dst_addr);
+  if (nh == 0) return drop(m, DropReason::NO_ROUTE);
+  uint64_t dep;
+  if (!translate_in2out(m, p, slot, now, &dep)) return;
+  bump(ctr_.forwarded[kPortInside]);
+  resolve_and_send(kPortOutside, m, nh, dep, now);
+}
+
+void Nat44::outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  uint64_t dep;
+  if (!translate_out2in(m, p, slot, now, &dep)) return;
   bump(ctr_.forwarded[kPortOutside]);
-  resolve_and_send(kPortInside, m, r.st.in_ip, r.dirty_epoch, now);
+  resolve_and_send(kPortInside, m, p.ip->dst_addr, dep, now);
+}
+
+/* Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): a LAN packet to an outside address goes
+ * out through the sender's mapping and comes back in through the target's, so the target
+ * sees the sender's outside endpoint, and both halves are ordinary, replicated flows. */
+void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  // Nothing behind the address and port: refused before the sender's half is made.
+  if (slot < 0 && !(p.ip->dst_addr == cfg_.vip[kPortOutside] &&
+                    forwarded_port(p.proto, rte_be_to_cpu_16(p.dport))) &&
+      flows_.mapping_outside(p.ip->dst_addr, p.dport, p.proto) == nullptr)
+    return drop(m, DropReason::NO_MAPPING);
+  uint64_t dep_out, dep_in;
+  if (!translate_in2out(m, p, slot, now, &dep_out)) return;
+  Parsed q = p;
+  q.hairpin = true;
+  q.sport = q.proto == IPPROTO_TCP ? reinterpret_cast<rte_tcp_hdr *>(q.l4)->src_port
+                                   : reinterpret_cast<rte_udp_hdr *>(q.l4)->src_port;
+  q.key = FlowKey{q.ip->src_addr, q.ip->dst_addr, q.sport, q.dport, q.proto, 1, 0};
+  if (!translate_out2in(m, q, -1, now, &dep_in)) return;
+  bump(ctr_.hairpinned);
+  bump(ctr_.forwarded[kPortInside]);
+  resolve_and_send(kPortInside, m, q.ip->dst_addr, dep_out > dep_in ? dep_out : dep_in, now);
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
@@ -600,6 +709,7 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   int32_t slots[kBurst];
   const bool owner = vip_owner();
   const uint32_t vip = cfg_.vip[port];
+  const uint16_t other = port == kPortInside ? kPortOutside : kPortInside;
 
   for (uint16_t base = 0; base < n; base += kBurst) {
     uint16_t chunk = n - base < kBurst ? n - base : kBurst;
@@ -612,12 +722,16 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
         continue;
       }
       auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
-      if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
-        handle_arp(port, m, now);
-        continue;
-      }
       if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
-        drop(m, DropReason::UNKNOWN_ETHERTYPE);
+        if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+          handle_arp(port, m, now);
+        else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
+          drop(m, DropReason::IPV6);
+        else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+                 eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
+          drop(m, DropReason::VLAN);
+        else
+          drop(m, DropReason::UNKNOWN_ETHERTYPE);
         continue;
       }
       if (!owner) {
@@ -628,9 +742,10 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
       if (!parse_ipv4(m, p, port)) continue;
       const uint32_t dst = p.ip->dst_addr;
       const bool echo_request = p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST;
+      uint16_t egress = other;
       if (port == kPortOutside) {
-        // The WAN reaches the LAN only through mappings on the WAN VIP.
-        if (dst != vip) {
+        // The WAN reaches the LAN only through mappings on the outside addresses.
+        if (!is_nat_address(dst)) {
           drop(m, DropReason::NOT_FOR_VIP);
           continue;
         }
@@ -640,8 +755,8 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           continue;
         }
       } else {
-        if (dst == vip || dst == cfg_.vip[kPortOutside]) {
-          if (echo_request && dst == vip) {
+        if (dst == vip) {
+          if (echo_request) {
             echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
             agent_.tx(worker_, port, m, 0);
           } else {
@@ -655,9 +770,40 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           continue;
         }
         if ((dst & mask_[port]) == (vip & mask_[port])) {
-          drop(m, DropReason::HAIRPIN);
+          drop(m, DropReason::LAN_TO_LAN);
           continue;
         }
+        if (is_nat_address(dst)) {
+          // To an outside address from the LAN: an echo is answered, the rest hairpins.
+          if (p.proto == IPPROTO_ICMP) {
+            if (echo_request) {
+              echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
+              agent_.tx(worker_, port, m, 0);
+            } else {
+              drop(m, DropReason::TO_VIP);
+            }
+            continue;
+          }
+          egress = kPortInside;
+        }
+      }
+      if (p.ip->time_to_live <= 1) {
+        send_icmp_error(port, m, p, kIcmpTimeExceeded, 0, 0, now);
+        drop(m, DropReason::TTL_EXCEEDED);
+        continue;
+      }
+      if (p.icmp_err) {
+        icmp_error(m, p, port, now);
+        continue;
+      }
+      if (rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress]) {
+        if (p.ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) {
+          send_icmp_error(port, m, p, kIcmpDestUnreach, kIcmpFragNeeded, cfg_.mtu[egress], now);
+          drop(m, DropReason::TOO_BIG);
+        } else {
+          drop(m, DropReason::NEEDS_FRAGMENTATION);
+        }
+        continue;
       }
       ip_pkts[nip] = m;
       keys[nip] = &p.key;
@@ -665,11 +811,16 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
     }
     if (nip == 0) continue;
     flows_.lookup_bulk(keys, nip, slots);
+    evicted_ = false;
     for (unsigned i = 0; i < nip; i++) {
-      if (port == kPortInside)
-        inside_to_outside(ip_pkts[i], parsed[i], slots[i], now);
+      // A flow evicted for a new one may be a slot looked up earlier in this burst.
+      const int32_t slot = evicted_ ? -1 : slots[i];
+      if (port == kPortOutside)
+        outside_to_inside(ip_pkts[i], parsed[i], slot, now);
+      else if (is_nat_address(parsed[i].ip->dst_addr))
+        hairpin(ip_pkts[i], parsed[i], slot, now);
       else
-        outside_to_inside(ip_pkts[i], parsed[i], slots[i], now);
+        inside_to_outside(ip_pkts[i], parsed[i], slot, now);
     }
   }
 }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <rte_ether.h>
@@ -18,6 +19,10 @@
 
 namespace ftpair::dp {
 
+// ICMP types and codes the NAT translates or originates (RFC 792, RFC 1191).
+inline constexpr uint8_t kIcmpDestUnreach = 3, kIcmpTimeExceeded = 11, kIcmpParamProblem = 12;
+inline constexpr uint8_t kIcmpPortUnreach = 3, kIcmpFragNeeded = 4;
+
 inline constexpr uint16_t kPortInside = 0;
 inline constexpr uint16_t kPortOutside = 1;
 
@@ -28,15 +33,26 @@ struct PortForward {
   uint16_t inside_port;   // host byte order
 };
 
-struct Timeouts {  // seconds
-  uint32_t tcp_syn = 60;
+/* Idle timeouts in seconds. The defaults are the RFCs': UDP 5 min (RFC 4787 REQ-5, at least
+ * 2 min), TCP established 2 h 4 min and transitory 4 min (RFC 5382 REQ-5), a RST-closed flow
+ * kept for the transitory time (RFC 7857 §2.2), ICMP query 60 s (RFC 5508 REQ-1). */
+struct Timeouts {
+  uint32_t tcp_syn = 240;
   uint32_t tcp_established = 7440;
-  uint32_t tcp_fin = 120;
-  uint32_t tcp_time_wait = 120;
-  uint32_t tcp_closed = 10;
-  uint32_t udp = 120;
+  uint32_t tcp_fin = 240;
+  uint32_t tcp_time_wait = 240;
+  uint32_t tcp_closed = 240;
+  uint32_t udp = 300;
   uint32_t icmp = 60;
 };
+inline constexpr uint32_t kUdpTimeoutMin = 120;  // RFC 4787 REQ-5
+
+/* Which unsolicited WAN packets a mapping admits (RFC 4787 §5, RFC 5382 REQ-3):
+ * ENDPOINT: any remote; ADDRESS: remotes the inside endpoint has sent to; ADDRESS_PORT:
+ * only the exact remote endpoints it has sent to. */
+enum class Filtering : uint8_t { ENDPOINT, ADDRESS, ADDRESS_PORT };
+const char *filtering_name(Filtering f);
+bool parse_filtering(const std::string &s, Filtering *out);
 
 struct NfConfig {
   uint32_t vip[kMaxPorts] = {0, 0};   // network byte order
@@ -44,19 +60,48 @@ struct NfConfig {
   uint32_t gateway_out = 0;           // next hop on the WAN, 0 = on-link only
   rte_ether_addr vmac[kMaxPorts]{};   // shared virtual MAC per side
   rte_ether_addr own_mac[kMaxPorts]{};
+  uint16_t mtu[kMaxPorts] = {1500, 1500};  // IPv4 MTU of each side
   uint16_t nat_port_min = 1024;
   uint16_t nat_port_max = 65535;
+  /* Outside addresses for mappings (network order; empty = the WAN VIP alone). A LAN host
+   * always maps onto the same one (paired pooling, RFC 4787 REQ-2): a hash of its address
+   * picks it. Every pool address is answered for (ARP, echo) like the VIP. */
+  std::vector<uint32_t> pool;
+  Filtering filtering = Filtering::ADDRESS;
+  /* Out-of-window TCP segments are counted; true forwards them anyway (Linux's
+   * nf_conntrack_tcp_be_liberal=1), false drops them. A RST out of the window never closes
+   * a flow either way, and is dropped when false. */
+  bool tcp_liberal = true;
+  uint32_t max_sessions_per_host = 4096;  // flows a LAN host may hold through mappings; 0 = no limit
+  /* Above this occupancy (percent of the table), a new flow evicts the oldest embryonic flow
+   * (no reply, or TCP handshake not completed) instead of being refused. 0 = never. */
+  uint32_t evict_embryonic_pct = 90;
+  uint32_t icmp_rate = 100;   // ICMP errors the gateway originates per second (token bucket)
+  uint32_t icmp_burst = 50;
   Timeouts timeouts;
   std::vector<PortForward> forwards;
   uint32_t expiry_scan_per_loop = 64;  // slots examined for expiry per loop
   uint32_t arp_retry_ms = 1000;
+  // The outside addresses mappings use: the pool, or the WAN VIP when the pool is empty.
+  std::vector<uint32_t> nat_addresses() const {
+    return pool.empty() ? std::vector<uint32_t>{vip[1]} : pool;
+  }
 };
 
 struct alignas(64) NfCounters {
   std::atomic<uint64_t> drops[kDropReasonCount];
   std::atomic<uint64_t> forwarded[kMaxPorts];  // by ingress port
   std::atomic<uint64_t> flows_created{0}, flows_expired{0}, flows_closed{0};
+  std::atomic<uint64_t> flows_evicted{0};          // embryonic flows evicted for a new one
   std::atomic<uint64_t> arp_replies{0}, arp_requests{0}, garps{0};
+  std::atomic<uint64_t> icmp_time_exceeded{0};     // originated by the gateway
+  std::atomic<uint64_t> icmp_frag_needed{0};       // originated by the gateway
+  std::atomic<uint64_t> icmp_rate_limited{0};      // not originated: token bucket empty
+  std::atomic<uint64_t> icmp_errors_translated{0}; // errors about a flow, both ways
+  std::atomic<uint64_t> mss_clamped{0};
+  std::atomic<uint64_t> hairpinned{0};
+  std::atomic<uint64_t> tcp_out_of_window{0};      // seen (forwarded when liberal)
+  std::atomic<uint64_t> tcp_rst_ignored{0};        // RST out of the window: flow kept
   NfCounters();
 };
 
@@ -93,18 +138,34 @@ class Nat44 {
 
  private:
   struct Parsed;
+  enum class Dir : uint8_t { IN2OUT, OUT2IN };
   void drop(rte_mbuf *m, DropReason r);
+  void count(DropReason r) { bump(ctr_.drops[static_cast<unsigned>(r)]); }
   void handle_arp(uint16_t port, rte_mbuf *m, uint64_t now);
   void send_arp(uint16_t port, uint16_t op, uint32_t sip, const rte_ether_addr &sha,
                 uint32_t tip, const rte_ether_addr &tha, const rte_ether_addr &dst);
   bool parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port);
   void inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
   void outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
+  // The stages both directions share; false when the packet was dropped (and freed).
+  bool translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep);
+  bool translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep);
+  void hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
   int32_t create_snat_flow(const Parsed &p, uint64_t now);
-  int32_t create_forward_flow(const Parsed &p, uint64_t now);
-  DropReason track_tcp(const FlowState &st, const Parsed &p, bool from_inside,
-                       uint8_t *new_state, uint8_t *new_flags) const;
+  int32_t create_inbound_flow(const Parsed &p, uint64_t now, bool hairpin);
+  int32_t insert_flow(FlowState &st, uint64_t now, bool count_host);
+  bool make_room(uint64_t now);
+  DropReason track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, uint8_t *new_state,
+                       uint8_t *new_flags);
   void update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags);
+  void clamp_mss(Parsed &p);
+  // ICMP (nf_icmp.cc)
+  void icmp_error(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
+  bool icmp_allowed(uint64_t now);
+  void send_icmp_error(uint16_t port, rte_mbuf *orig, const Parsed &p, uint8_t type, uint8_t code,
+                       uint16_t mtu, uint64_t now);
+  bool is_nat_address(uint32_t ip) const;
+  uint32_t pool_address_for(uint32_t in_ip) const;
   bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   uint32_t next_hop_out(uint32_t dst) const;
   void announce();
@@ -112,7 +173,7 @@ class Nat44 {
   void release_pending(uint32_t ip, uint64_t now);
   void expire_pending(uint64_t now);
   bool forwarded_port(uint8_t proto, uint16_t port_host) const;
-  uint16_t pick_nat_port(const FlowState &proto_st, uint16_t preferred_host);
+  uint16_t pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host);
 
   struct PendingArp {
     rte_mbuf *m;
@@ -124,7 +185,6 @@ class Nat44 {
   static constexpr unsigned kPendingMax = 64;
   PendingArp pending_[kPendingMax];
   unsigned n_pending_ = 0;
-  uint64_t forwarded_bits_[2][65536 / 64];  // tcp, udp: outside ports owned by port-forwards
 
   NfConfig cfg_;
   FlowTable &flows_;
@@ -137,7 +197,12 @@ class Nat44 {
   uint64_t arp_retry_tsc_;
   uint32_t mask_[kMaxPorts];
   uint32_t expiry_cursor_ = 0;
-  uint16_t port_hint_[3] = {0, 0, 0};
+  std::vector<uint32_t> nat_addrs_;
+  uint64_t fwd_mask_[3][1024];  // per protocol: ports never allocated (forwards), as a bitmap
+  uint64_t icmp_tokens_ = 0;   // scaled by kTokenScale
+  uint64_t icmp_last_tsc_ = 0;
+  uint16_t mss_max_ = 1460;
+  bool evicted_ = false;  // a flow was evicted in this burst: earlier lookups may be stale
   std::atomic<bool> vip_owner_{true};
   std::atomic<uint64_t> announce_req_{0};
   uint64_t announce_done_ = 0;

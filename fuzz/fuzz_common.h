@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "checkpoint/applier.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/port.h"
 
@@ -55,6 +57,16 @@ inline std::unique_ptr<dp::FlowTable> make_table(uint32_t capacity, const char *
   FUZZ_CHECK(t != nullptr, "flow table %s: %s", name, err.c_str());
   return t;
 }
+
+/* The standby side of the replication targets: a flow table and the Applier that writes it
+ * under its mutex. Members are built in this order and torn down in reverse (applier first). */
+struct Standby {
+  Standby(uint32_t capacity, const char *name)
+      : table(make_table(capacity, name)), applier(std::make_unique<ckpt::Applier>(*table, mu, "fuzz-standby")) {}
+  std::unique_ptr<dp::FlowTable> table;
+  std::mutex mu;
+  std::unique_ptr<ckpt::Applier> applier;
+};
 
 /* The table agrees with itself: size() counts the in-use records, both keys of every
  * in-use record find that record, and ports_in_use counts the distinct NAT ports. */

@@ -42,12 +42,7 @@ namespace {
 
 constexpr uint32_t kCapacity = 256;
 
-struct World {
-  std::unique_ptr<dp::FlowTable> standby;
-  std::mutex mu;
-  std::unique_ptr<ckpt::Applier> applier;
-};
-World *w = nullptr;
+Standby *w = nullptr;
 
 using Key = std::tuple<uint32_t, uint32_t, uint16_t, uint16_t, uint8_t>;
 
@@ -209,11 +204,11 @@ void check_applied(const std::vector<v1::SyncMessage> &msgs, const std::vector<d
   }
   for (size_t i = 0; i < msgs.size(); i++) deliver(msgs[i], !h.full || i + 1 == msgs.size(), live);
   w->applier->end_stream();
-  check_table(*w->standby, "standby");
-  FUZZ_CHECK(w->standby->size() == live && w->applier->in_sync(), "standby has %u flows (in sync %d), want %lu",
-             w->standby->size(), w->applier->in_sync(), (unsigned long)live);
+  check_table(*w->table, "standby");
+  FUZZ_CHECK(w->table->size() == live && w->applier->in_sync(), "standby has %u flows (in sync %d), want %lu",
+             w->table->size(), w->applier->in_sync(), (unsigned long)live);
   for (const auto &c : cap) {
-    const dp::FlowState &got = w->standby->record(c.slot).st;
+    const dp::FlowState &got = w->table->record(c.slot).st;
     FUZZ_CHECK(bool(got.flags & dp::kFlowInUse) == bool(c.in_use) && (!c.in_use || got == c.st),
                "standby slot %u differs from the capture", c.slot);
   }
@@ -227,9 +222,7 @@ using namespace ftpair::fuzz;
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
   init_eal();
-  w = new World();
-  w->standby = make_table(kCapacity, "fuzz_encoder");
-  w->applier = std::make_unique<ckpt::Applier>(*w->standby, w->mu, "fuzz-standby");
+  w = new Standby(kCapacity, "fuzz_encoder");
   return 0;
 }
 

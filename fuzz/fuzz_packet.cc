@@ -75,12 +75,11 @@ dp::NfConfig nf_config() {
 struct World {
   rte_mempool *pool = nullptr;
   uint16_t ports[2] = {0, 0};
-  std::unique_ptr<dp::FlowTable> flows, standby;
+  std::unique_ptr<dp::FlowTable> flows;
   std::unique_ptr<dp::ArpTable> arp;
   std::unique_ptr<dp::InterfaceAgent> agent;
   std::unique_ptr<dp::Nat44> nf;
-  std::mutex standby_mu;
-  std::unique_ptr<ckpt::Applier> applier;
+  std::unique_ptr<Standby> sb;
   uint64_t hz = 0;
   uint64_t now = 0;
   // Replication of captures to the standby.
@@ -95,7 +94,7 @@ void build_world() {
   w->hz = rte_get_tsc_hz();
   w->now = 1000 * w->hz;
   w->flows = make_table(kCapacity, "fuzz_active");
-  w->standby = make_table(kCapacity, "fuzz_standby");
+  w->sb = std::make_unique<Standby>(kCapacity, "fuzz_standby");
   w->arp = std::make_unique<dp::ArpTable>(16, 300 * w->hz);
   dp::AgentConfig ac;
   ac.nb_ports = 2;
@@ -106,7 +105,6 @@ void build_world() {
   ac.fallback = dp::HoldFallback::DROP;
   w->agent = std::make_unique<dp::InterfaceAgent>(ac);
   w->nf = std::make_unique<dp::Nat44>(nf_config(), *w->flows, *w->arp, *w->agent, w->pool, 0);
-  w->applier = std::make_unique<ckpt::Applier>(*w->standby, w->standby_mu, "fuzz-standby");
   v1::Hello hello, reply;
   hello.set_node_id("fuzz-active");
   hello.set_generation(1);
@@ -115,8 +113,8 @@ void build_world() {
   hello.add_record_formats(ckpt::kRecordFormatV2);
   hello.add_record_formats(ckpt::kRecordFormatV1);
   hello.set_flow_capacity(kCapacity);
-  w->applier->begin_stream();
-  Status s = w->applier->on_hello(hello, 0, &reply);
+  w->sb->applier->begin_stream();
+  Status s = w->sb->applier->on_hello(hello, 0, &reply);
   FUZZ_CHECK(s.ok(), "hello refused: %s", s.message().c_str());
   w->synced = false;
 }
@@ -132,10 +130,9 @@ void destroy_world() {
   w->nf.reset();  // frees packets parked for ARP
   w->agent.reset();  // frees held packets
   drain_ports();
-  w->applier.reset();
+  w->sb.reset();
   w->arp.reset();
   w->flows.reset();
-  w->standby.reset();
 }
 
 // Sends a finished capture through the codec and the Applier, then compares the standby
@@ -173,13 +170,13 @@ void replicate_and_check() {
                (unsigned long)c.flows_at_cut(), w->cut_size);
   bool ack = false;
   v1::Ack a;
-  Status s = w->applier->on_checkpoint(c, &ack, &a);
+  Status s = w->sb->applier->on_checkpoint(c, &ack, &a);
   FUZZ_CHECK(s.ok() && ack, "standby refused epoch %lu (%s): %s", (unsigned long)epoch,
              c.full() ? "full" : "incremental", s.message().c_str());
   w->synced = true;
-  check_table(*w->standby, "standby");
+  check_table(*w->sb->table, "standby");
   for (uint32_t i = 0; i < kCapacity; i++) {
-    const dp::FlowState &want = w->cut[i].st, &got = w->standby->record(i).st;
+    const dp::FlowState &want = w->cut[i].st, &got = w->sb->table->record(i).st;
     const bool want_used = want.flags & dp::kFlowInUse, got_used = got.flags & dp::kFlowInUse;
     FUZZ_CHECK(want_used == got_used && (!want_used || want == got),
                "after epoch %lu the standby's slot %u differs from the active's cut", (unsigned long)epoch, i);

@@ -30,29 +30,25 @@ namespace {
 constexpr uint32_t kCapacity = 128;
 
 struct World {
-  std::unique_ptr<dp::FlowTable> flows;
-  std::mutex mu;
-  std::unique_ptr<ckpt::Applier> applier;
+  std::unique_ptr<Standby> sb;
   uint64_t inputs = 0;
 };
 World *w = nullptr;
 
 void build_world() {
-  w->applier.reset();
-  w->flows.reset();
-  w->flows = make_table(kCapacity, "fuzz_records");
-  w->applier = std::make_unique<ckpt::Applier>(*w->flows, w->mu, "fuzz-standby");
+  w->sb.reset();  // the old table goes before a new one takes its (global) name
+  w->sb = std::make_unique<Standby>(kCapacity, "fuzz_records");
 }
 
 std::vector<dp::FlowRecord> copy_table() {
   std::vector<dp::FlowRecord> v(kCapacity);
-  for (uint32_t i = 0; i < kCapacity; i++) v[i] = w->flows->record(i);
+  for (uint32_t i = 0; i < kCapacity; i++) v[i] = w->sb->table->record(i);
   return v;
 }
 
 bool same_table(const std::vector<dp::FlowRecord> &before) {
   for (uint32_t i = 0; i < kCapacity; i++) {
-    const dp::FlowState &a = before[i].st, &b = w->flows->record(i).st;
+    const dp::FlowState &a = before[i].st, &b = w->sb->table->record(i).st;
     if ((a.flags & dp::kFlowInUse) != (b.flags & dp::kFlowInUse)) return false;
     if ((a.flags & dp::kFlowInUse) && !(a == b)) return false;
   }
@@ -61,39 +57,39 @@ bool same_table(const std::vector<dp::FlowRecord> &before) {
 
 void checkpoint(const v1::Checkpoint &c) {
   const auto before = copy_table();
-  const uint64_t applied = w->applier->applied_epoch();
+  const uint64_t applied = w->sb->applier->applied_epoch();
   bool ack = false;
   v1::Ack a;
-  Status s = w->applier->on_checkpoint(c, &ack, &a);
+  Status s = w->sb->applier->on_checkpoint(c, &ack, &a);
   if (verbose())
     std::fprintf(stderr, "checkpoint epoch %lu full %d chunk %u: %s ack %d, %u flows, in sync %d\n",
                  (unsigned long)c.epoch(), c.full(), c.chunk(), s.ok() ? "ok" : s.message().c_str(), ack,
-                 w->flows->size(), w->applier->in_sync());
-  check_table(*w->flows, "after a checkpoint");
+                 w->sb->table->size(), w->sb->applier->in_sync());
+  check_table(*w->sb->table, "after a checkpoint");
   if (s.ok()) {
     if (ack) {
-      FUZZ_CHECK(a.epoch() == c.epoch() && w->applier->applied_epoch() == c.epoch(),
+      FUZZ_CHECK(a.epoch() == c.epoch() && w->sb->applier->applied_epoch() == c.epoch(),
                  "acked epoch %lu, applied %lu, message %lu", (unsigned long)a.epoch(),
-                 (unsigned long)w->applier->applied_epoch(), (unsigned long)c.epoch());
-      FUZZ_CHECK(a.flows() == w->flows->size(), "ack says %lu flows, table has %u", (unsigned long)a.flows(),
-                 w->flows->size());
+                 (unsigned long)w->sb->applier->applied_epoch(), (unsigned long)c.epoch());
+      FUZZ_CHECK(a.flows() == w->sb->table->size(), "ack says %lu flows, table has %u", (unsigned long)a.flows(),
+                 w->sb->table->size());
     }
     return;
   }
   FUZZ_CHECK(!ack, "refused (%s) yet acknowledged", s.message().c_str());
-  FUZZ_CHECK(w->applier->applied_epoch() == applied, "refused (%s) yet the applied epoch moved",
+  FUZZ_CHECK(w->sb->applier->applied_epoch() == applied, "refused (%s) yet the applied epoch moved",
              s.message().c_str());
   // A refusal that touched the table (an apply failing half-way, a full sync that ends with
   // the wrong flow count) must leave the node out of sync, so the active sends a full sync
   // and this table is never promoted.
   if (!same_table(before))
-    FUZZ_CHECK(!w->applier->in_sync(), "refused (%s), the table changed, yet the node says in sync",
+    FUZZ_CHECK(!w->sb->applier->in_sync(), "refused (%s), the table changed, yet the node says in sync",
                s.message().c_str());
 }
 
 void hello(const v1::Hello &h, uint64_t local_generation) {
   v1::Hello reply;
-  Status s = w->applier->on_hello(h, local_generation, &reply);
+  Status s = w->sb->applier->on_hello(h, local_generation, &reply);
   if (verbose()) std::fprintf(stderr, "hello: %s\n", s.ok() ? "ok" : s.message().c_str());
   if (s.ok())
     FUZZ_CHECK(ckpt::format_supported(reply.chosen_record_format()), "hello chose format %u",
@@ -120,7 +116,7 @@ void structured(Reader &in) {
         v1::Checkpoint c;
         const int8_t delta = static_cast<int8_t>(in.u8());
         const uint8_t flags = in.u8();
-        c.set_epoch(w->applier->applied_epoch() + static_cast<uint64_t>(int64_t(delta)));
+        c.set_epoch(w->sb->applier->applied_epoch() + static_cast<uint64_t>(int64_t(delta)));
         c.set_full(flags & 1);
         c.set_last_chunk(flags & 2);
         c.set_generation(flags & 8 ? 0 : 255);
@@ -138,11 +134,11 @@ void structured(Reader &in) {
         checkpoint(c);
         break;
       }
-      case 2: w->applier->begin_stream(); break;
-      case 3: w->applier->end_stream(); break;
+      case 2: w->sb->applier->begin_stream(); break;
+      case 3: w->sb->applier->end_stream(); break;
       case 4: {
-        std::lock_guard<std::mutex> g(w->mu);
-        w->applier->set_accepting(in.u8() & 1);
+        std::lock_guard<std::mutex> g(w->sb->mu);
+        w->sb->applier->set_accepting(in.u8() & 1);
         break;
       }
     }
@@ -175,17 +171,17 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (++w->inputs % 100000 == 0) build_world();
   if (size == 0) return 0;
-  w->applier->begin_stream();
+  w->sb->applier->begin_stream();
   {
-    std::lock_guard<std::mutex> g(w->mu);
-    w->applier->set_accepting(true);
+    std::lock_guard<std::mutex> g(w->sb->mu);
+    w->sb->applier->set_accepting(true);
   }
   Reader in(data + 1, size - 1);
   if (data[0] & 1)
     serialized(in);
   else
     structured(in);
-  w->applier->end_stream();
-  check_table(*w->flows, "after the input");
+  w->sb->applier->end_stream();
+  check_table(*w->sb->table, "after the input");
   return 0;
 }

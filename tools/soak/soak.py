@@ -319,7 +319,8 @@ class Soak:
     def __init__(self, lab, a):
         self.lab, self.a = lab, a
         self.chk = lab.checker
-        self.sets = ["--set", "flows.timeouts.udp=%d" % a.short_timeout,
+        # UDP may not go below RFC 4787's two minutes (the config refuses it).
+        self.sets = ["--set", "flows.timeouts.udp=%d" % max(120, a.short_timeout),
                      "--set", "flows.timeouts.tcp_fin=%d" % a.short_timeout,
                      "--set", "flows.timeouts.tcp_time_wait=%d" % a.short_timeout,
                      "--set", "flows.timeouts.tcp_syn=%d" % a.short_timeout,
@@ -585,7 +586,7 @@ def main():
         exact = {"ok": False, "what": "not run (aborted)"}
         if not aborted:
             # long-lived set + the stream's flow (expires too) -> just the long-lived set
-            gone = wait_short_flows_gone(s.active, a.conns, a.short_timeout + 30)
+            gone = wait_short_flows_gone(s.active, a.conns, max(120, a.short_timeout) + 30)
             L.log("short flows expired: %s (active has %s flows)" % (bool(gone), FB.m(s.active, "ftpair_flows")))
             exact = s.compare_exact()
             L.log("tables after expiry: %s flows, %s" % (exact.get("flows"), "equal" if exact["ok"] else "DIFFER"))

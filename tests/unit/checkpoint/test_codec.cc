@@ -31,7 +31,25 @@ dp::FlowState random_state(std::mt19937_64 &rng) {
   s.proto = protos[rng() % 3];
   s.tcp_state = s.proto == IPPROTO_TCP ? static_cast<uint8_t>(1 + rng() % 6) : 0;
   s.flags = static_cast<uint8_t>(dp::kFlowInUse | (rng() & (dp::kFlowPortForward | dp::kFlowFinFromInside |
-                                                          dp::kFlowFinFromOutside | dp::kFlowReplied)));
+                                                          dp::kFlowFinFromOutside | dp::kFlowReplied |
+                                                          dp::kFlowInbound)));
+  if (s.proto == IPPROTO_TCP) {  // window tracking (format 3 and later)
+    s.tcp_wscale = static_cast<uint8_t>(rng());
+    s.tcp_win_log[0] = static_cast<uint8_t>(rng() % 32);
+    s.tcp_win_log[1] = static_cast<uint8_t>(rng() % 32);
+    s.tcp_end[0] = static_cast<uint32_t>(rng());
+    s.tcp_end[1] = static_cast<uint32_t>(rng());
+  }
+  return s;
+}
+
+// What a format keeps of a state: before format 3, no TCP window state.
+dp::FlowState as_in_format(dp::FlowState s, uint32_t format) {
+  if (format < kRecordFormatV3) {
+    s.tcp_wscale = 0;
+    s.tcp_win_log[0] = s.tcp_win_log[1] = 0;
+    s.tcp_end[0] = s.tcp_end[1] = 0;
+  }
   return s;
 }
 
@@ -94,8 +112,8 @@ TEST_P(CodecRoundTrip, RandomRecordsSurvive) {
       EXPECT_EQ(out[i].slot.slot, slots[i].slot);
       EXPECT_EQ(out[i].slot.in_use, slots[i].in_use);
       if (slots[i].in_use) {
-        EXPECT_TRUE(out[i].slot.st == slots[i].st);
-        EXPECT_EQ(out[i].idle_ms, format == kRecordFormatV2 ? expected_idle_ms(now, slots[i].last_seen_tsc) : 0u);
+        EXPECT_TRUE(out[i].slot.st == as_in_format(slots[i].st, format));
+        EXPECT_EQ(out[i].idle_ms, format >= kRecordFormatV2 ? expected_idle_ms(now, slots[i].last_seen_tsc) : 0u);
       } else {
         deletions++;
         EXPECT_TRUE(out[i].slot.st == dp::FlowState{});
@@ -108,17 +126,19 @@ TEST_P(CodecRoundTrip, RandomRecordsSurvive) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, CodecRoundTrip, ::testing::Values(kRecordFormatV1, kRecordFormatV2));
+INSTANTIATE_TEST_SUITE_P(Formats, CodecRoundTrip, ::testing::Values(kRecordFormatV1, kRecordFormatV2, kRecordFormatV3));
 
 TEST(Codec, SizesAndSupport) {
   EXPECT_EQ(record_size(1), 32u);
   EXPECT_EQ(record_size(2), 40u);
   EXPECT_EQ(record_size(0), 0u);
-  EXPECT_EQ(record_size(3), 0u);
+  EXPECT_EQ(record_size(3), 48u);
+  EXPECT_EQ(record_size(4), 0u);
   EXPECT_TRUE(format_supported(1));
   EXPECT_TRUE(format_supported(2));
+  EXPECT_TRUE(format_supported(3));
   EXPECT_FALSE(format_supported(0));
-  EXPECT_FALSE(format_supported(3));
+  EXPECT_FALSE(format_supported(4));
 }
 
 // The wire layout is a cross-version contract: check it byte by byte.
@@ -149,6 +169,21 @@ TEST(Codec, ByteLayoutIsStable) {
   EXPECT_EQ(std::memcmp(b2.data(), exp1, 32), 0) << "format 2 starts with format 1";
   const unsigned char idle[8] = {0xdc, 0x05, 0, 0, 0, 0, 0, 0};  // 1500 LE, reserved 0
   EXPECT_EQ(std::memcmp(b2.data() + 32, idle, 8), 0);
+  // Format 3: format 2 plus the TCP window state in the reserved bytes and at the end.
+  c.st.tcp_wscale = 0x7e;
+  c.st.tcp_win_log[0] = 16;
+  c.st.tcp_win_log[1] = 20;
+  c.st.tcp_end[0] = 0x11223344;
+  c.st.tcp_end[1] = 0x55667788;
+  std::string b3;
+  ASSERT_EQ(encode_records(&c, 1, 3, now, kHz, &b3), 0);
+  ASSERT_EQ(b3.size(), 48u);
+  EXPECT_EQ(std::memcmp(b3.data(), exp1, 26), 0);
+  const unsigned char win[6] = {0x7e, 16, 20, 0, 0, 0};
+  EXPECT_EQ(std::memcmp(b3.data() + 26, win, 6), 0);
+  EXPECT_EQ(std::memcmp(b3.data() + 32, idle, 8), 0);
+  const unsigned char ends[8] = {0x44, 0x33, 0x22, 0x11, 0x88, 0x77, 0x66, 0x55};
+  EXPECT_EQ(std::memcmp(b3.data() + 40, ends, 8), 0);
   // encode appends.
   ASSERT_EQ(encode_records(&c, 1, 1, now, kHz, &b1), 0);
   EXPECT_EQ(b1.size(), 64u);
@@ -197,11 +232,11 @@ TEST(CodecReject, UnknownFormat) {
   std::mt19937_64 rng(3);
   auto slots = random_slots(rng, 4, kHz);
   std::string bytes;
-  EXPECT_EQ(encode_records(slots.data(), slots.size(), 3, kHz, kHz, &bytes), -EINVAL);
+  EXPECT_EQ(encode_records(slots.data(), slots.size(), 4, kHz, kHz, &bytes), -EINVAL);
   EXPECT_EQ(encode_records(slots.data(), slots.size(), 0, kHz, kHz, &bytes), -EINVAL);
   EXPECT_TRUE(bytes.empty());
   Encoded e = encode(slots, 1, kHz);
-  for (uint32_t f : {0u, 3u, 99u}) {
+  for (uint32_t f : {0u, 4u, 99u}) {
     std::vector<WireRecord> out;
     std::string detail;
     EXPECT_EQ(decode(e, f, 4, &out, &detail), DecodeError::UNKNOWN_FORMAT);
@@ -310,7 +345,8 @@ TEST(CodecReject, BadFields) {
     EXPECT_EQ(decode_patched(f, 1, 6, 6, IPPROTO_TCP, &d), DecodeError::OK) << d;             // CLOSED is valid
     EXPECT_EQ(decode_patched(f, 1, 6, 3, IPPROTO_UDP, &d), DecodeError::BAD_FIELD);           // UDP with a state
     EXPECT_EQ(decode_patched(f, 0, 7, dp::kFlowInUse | 0x80, IPPROTO_UDP, &d), DecodeError::BAD_FIELD);
-    EXPECT_EQ(decode_patched(f, 0, 7, dp::kFlowInUse | 0x20, IPPROTO_ICMP, &d), DecodeError::BAD_FIELD);
+    EXPECT_EQ(decode_patched(f, 0, 7, dp::kFlowInUse | 0x40, IPPROTO_ICMP, &d), DecodeError::BAD_FIELD);
+    EXPECT_EQ(decode_patched(f, 0, 7, dp::kFlowInUse | dp::kFlowInbound, IPPROTO_UDP, &d), DecodeError::OK) << d;
     EXPECT_EQ(decode_patched(f, 0, 7, dp::kFlowReplied, IPPROTO_ICMP, &d), DecodeError::BAD_FIELD);  // no in-use flag
     EXPECT_EQ(decode_patched(f, 3, 4, 2, IPPROTO_UDP, &d), DecodeError::BAD_FIELD);           // in_use 2
     EXPECT_NE(d.find("in_use 2"), std::string::npos) << d;
@@ -366,14 +402,14 @@ TEST(Version, LocalVersions) {
   VersionRange v = local_versions();
   EXPECT_EQ(v.protocol_min, kProtocolVersionMin);
   EXPECT_EQ(v.protocol_max, kProtocolVersionMax);
-  EXPECT_EQ(v.record_formats, (std::vector<uint32_t>{2, 1}));
+  EXPECT_EQ(v.record_formats, (std::vector<uint32_t>{3, 2, 1}));
   {
     EnvGuard prev("1");
     EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{1}));
   }
   {
     EnvGuard junk("7");  // unsupported: ignored
-    EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{2, 1}));
+    EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{3, 2, 1}));
   }
 }
 
@@ -434,7 +470,7 @@ TEST(Version, PreviousReleaseNegotiatesFormat1BothWays) {
     cur = local_versions();
   }
   ASSERT_EQ(prev.record_formats, (std::vector<uint32_t>{1}));
-  ASSERT_EQ(cur.record_formats, (std::vector<uint32_t>{2, 1}));
+  ASSERT_EQ(cur.record_formats, (std::vector<uint32_t>{3, 2, 1}));
   Negotiated a, b;
   std::string why;
   ASSERT_TRUE(negotiate(cur, prev, &a, &why)) << why;   // this build is the standby
@@ -538,7 +574,7 @@ TEST(CaptureEncoder, FullSyncInChunks) {
     EXPECT_EQ(back[i].slot.slot, slots[i].slot);
     EXPECT_EQ(back[i].slot.in_use, slots[i].in_use);
     if (slots[i].in_use) {
-      EXPECT_TRUE(back[i].slot.st == slots[i].st);
+      EXPECT_TRUE(back[i].slot.st == as_in_format(slots[i].st, kRecordFormatV2));
       EXPECT_EQ(back[i].idle_ms, expected_idle_ms(now, slots[i].last_seen_tsc));
     }
   }
@@ -577,7 +613,7 @@ TEST(CaptureEncoder, UnknownFormatRefused) {
   dp::CapturedSlot c{};
   CaptureHeader h;
   std::vector<v1::SyncMessage> msgs(2);
-  for (uint32_t f : {0u, 3u}) {
+  for (uint32_t f : {0u, 4u}) {
     h.format = f;
     Status st = encode_capture(&c, 1, h, &msgs);
     EXPECT_EQ(st.code(), Code::INVALID_ARGUMENT);

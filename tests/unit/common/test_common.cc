@@ -191,6 +191,10 @@ TEST(LogTest, ParsesLevelsAndFormats) {
   EXPECT_TRUE(log::parse_format("json", &f).ok());
   EXPECT_EQ(f, log::Format::JSON);
   EXPECT_FALSE(log::parse_format("xml", &f).ok());
+  for (log::Format each : {log::Format::AUTO, log::Format::TEXT, log::Format::JOURNAL, log::Format::JSON}) {
+    ASSERT_TRUE(log::parse_format(log::format_name(each), &f).ok());  // the names round-trip
+    EXPECT_EQ(f, each);
+  }
 }
 
 TEST(LogTest, AutoIsJournalOnlyWhenStderrIsTheJournalStream) {

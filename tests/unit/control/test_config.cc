@@ -61,7 +61,7 @@ flows:
     tcp_fin: 60
     tcp_time_wait: 90
     tcp_closed: 5
-    udp: 100
+    udp: 150
     icmp: 20
 arp:
   capacity: 2048
@@ -164,7 +164,7 @@ TEST(Config, FullFileParses) {
   EXPECT_EQ(c.timeouts.tcp_fin, 60u);
   EXPECT_EQ(c.timeouts.tcp_time_wait, 90u);
   EXPECT_EQ(c.timeouts.tcp_closed, 5u);
-  EXPECT_EQ(c.timeouts.udp, 100u);
+  EXPECT_EQ(c.timeouts.udp, 150u);
   EXPECT_EQ(c.timeouts.icmp, 20u);
   EXPECT_EQ(c.arp_capacity, 2048u);
   EXPECT_EQ(c.arp_timeout_s, 600u);
@@ -202,7 +202,7 @@ TEST(Config, FullFileParses) {
   EXPECT_EQ(nf.nat_port_min, 20000);
   EXPECT_EQ(nf.nat_port_max, 60999);
   EXPECT_EQ(nf.forwards.size(), 2u);
-  EXPECT_EQ(nf.timeouts.udp, 100u);
+  EXPECT_EQ(nf.timeouts.udp, 150u);
   auto argv = c.eal_argv();
   auto has = [&](const std::string &a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
   EXPECT_FALSE(has("--no-huge"));
@@ -266,7 +266,7 @@ TEST(Config, BadVip) {
 TEST(Config, UnknownKeys) {
   expect_error(parse(std::string(kFull) + "bogus: 1\n"), "bogus", "top level");
   expect_error(parse(full_with("  port_min: 20000\n", "  port_min: 20000\n  port_mni: 1\n")), "nat.port_mni", "nat");
-  expect_error(parse(full_with("    vmac_id: 12\n", "    vmac_id: 12\n    mtu: 9000\n")), "ports.outside.mtu",
+  expect_error(parse(full_with("    vmac_id: 12\n", "    vmac_id: 12\n    mtux: 9000\n")), "ports.outside.mtux",
                "ports.outside");
   expect_error(parse(full_with("    icmp: 20\n", "    icmp: 20\n    sctp: 5\n")), "flows.timeouts.sctp", "timeouts");
   expect_error(parse(full_with("{proto: tcp, port: 8080,", "{proto: tcp, port: 8080, via: x,")),
@@ -283,6 +283,46 @@ TEST(Config, NatPortRange) {
   Config c;
   ASSERT_TRUE(parse(full_with("port_min: 20000", "port_min: 60999"), {}, &c).ok()) << "min == max is fine";
   EXPECT_EQ(c.nat_port_min, 60999);
+}
+
+TEST(Config, NatBehaviourKeys) {
+  Config c;
+  ASSERT_TRUE(parse(full_with("port_min: 20000", "port_min: 20000\n  filtering: endpoint-independent\n"
+                                                 "  tcp_liberal: false\n  max_sessions_per_host: 50\n"
+                                                 "  evict_embryonic_pct: 80\n  icmp_rate: 10\n  icmp_burst: 5"),
+                    {}, &c)
+                  .ok());
+  EXPECT_EQ(c.filtering, dp::Filtering::ENDPOINT);
+  EXPECT_FALSE(c.tcp_liberal);
+  dp::NfConfig nf = c.nf_config();
+  EXPECT_EQ(nf.max_sessions_per_host, 50u);
+  EXPECT_EQ(nf.evict_embryonic_pct, 80u);
+  EXPECT_EQ(nf.icmp_rate, 10u);
+  EXPECT_EQ(nf.icmp_burst, 5u);
+  EXPECT_EQ(nf.filtering, dp::Filtering::ENDPOINT);
+  Config d;
+  ASSERT_TRUE(parse(kFull, {}, &d).ok());
+  EXPECT_EQ(d.filtering, dp::Filtering::ADDRESS) << "the default";
+  EXPECT_TRUE(d.tcp_liberal) << "the default";
+  expect_error(parse(full_with("port_min: 20000", "port_min: 20000\n  filtering: symmetric")), "nat.filtering",
+               "unknown mode");
+  expect_error(parse(full_with("port_min: 20000", "port_min: 20000\n  evict_embryonic_pct: 101")),
+               "nat.evict_embryonic_pct", "over 100");
+  expect_error(parse(full_with("    udp: 150", "    udp: 119")), "flows.timeouts.udp", "below RFC 4787's 2 minutes");
+}
+
+TEST(Config, PortMtuAndPool) {
+  Config c;
+  ASSERT_TRUE(parse(kFull, {"ports.outside.mtu=1400", "ports.outside.pool=[198.18.2.1, 198.18.2.5]"}, &c).ok());
+  EXPECT_EQ(c.outside.mtu, 1400);
+  EXPECT_EQ(c.inside.mtu, 1500) << "the default";
+  dp::NfConfig nf = c.nf_config();
+  EXPECT_EQ(nf.mtu[dp::kPortOutside], 1400);
+  ASSERT_EQ(nf.nat_addresses().size(), 2u);
+  expect_error(parse(kFull, {"ports.outside.mtu=500"}), "ports.outside.mtu", "below 576");
+  expect_error(parse(kFull, {"ports.outside.pool=[10.0.0.1]"}), "ports.outside.pool[0]", "off the subnet");
+  expect_error(parse(kFull, {"ports.outside.pool=[198.18.2.1, 198.18.2.1]"}), "ports.outside.pool[1]", "twice");
+  expect_error(parse(kFull, {"ports.inside.pool=[198.18.1.2]"}), "ports.inside.pool", "inside pool");
 }
 
 TEST(Config, BadPortForward) {
@@ -371,10 +411,10 @@ TEST(Config, OverridesApply) {
   EXPECT_FALSE(c.test_hooks);
   EXPECT_NE(c.source_text.find("flows.capacity=1024"), std::string::npos) << "overrides are recorded";
   // An override can add a section the file does not have.
-  s = parse_config(kMinimal, {"checkpoint.mode=strict", "flows.timeouts.udp=33", "peer.grpc=10.9.0.2:50051"}, &c);
+  s = parse_config(kMinimal, {"checkpoint.mode=strict", "flows.timeouts.udp=133", "peer.grpc=10.9.0.2:50051"}, &c);
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(c.mode, ReplicationMode::STRICT);
-  EXPECT_EQ(c.timeouts.udp, 33u);
+  EXPECT_EQ(c.timeouts.udp, 133u);
   EXPECT_EQ(c.peer_grpc.str(), "10.9.0.2:50051");
   EXPECT_EQ(c.node_id, "b");
   // Overrides alone can make a configuration.

@@ -91,7 +91,7 @@ TEST(OpsConfig, TelemetryIsOffUnlessAskedFor) {
 TEST(OpsConfig, FieldsNameEveryChangedKey) {
   Config a, b;
   ASSERT_TRUE(parse_config(kBase, {}, &a).ok());
-  ASSERT_TRUE(parse_config(kBase, {"flows.capacity=1024", "worker.stall_ms=300", "flows.timeouts.udp=5"}, &b).ok());
+  ASSERT_TRUE(parse_config(kBase, {"flows.capacity=1024", "worker.stall_ms=300", "flows.timeouts.udp=500"}, &b).ok());
   auto fa = config_fields(a), fb = config_fields(b);
   std::vector<std::string> changed;
   for (const auto &[k, v] : fb)

@@ -182,7 +182,9 @@ TEST(FlowTable, PortsInUseRefcounts) {
   ASSERT_TRUE(t);
   EXPECT_EQ(t->ports_in_use(IPPROTO_TCP), 0u);
   FlowState a = flow(1), b = flow(2), c = flow(3), u = flow(4, IPPROTO_UDP), i = flow(5, IPPROTO_ICMP);
-  b.nat_port = a.nat_port;                    // same NAT port, other destination
+  b.in_ip = a.in_ip;                          // a's inside endpoint toward another
+  b.in_port = a.in_port;                      // destination: a's mapping, a's NAT port
+  b.nat_port = a.nat_port;
   b.ext_ip = rte_cpu_to_be_32(0xc0000202);
   u.nat_port = a.nat_port;                    // same number, other protocol
   const int sa = t->insert(a, 1), sb = t->insert(b, 1), sc = t->insert(c, 1);
@@ -191,6 +193,16 @@ TEST(FlowTable, PortsInUseRefcounts) {
   ASSERT_GE(sc, 0);
   ASSERT_GE(t->insert(u, 1), 0);
   ASSERT_GE(t->insert(i, 1), 0);
+  EXPECT_EQ(t->mappings(), 4u) << "a and b share one";
+  // No port overloading: another inside endpoint cannot take a's outside endpoint.
+  FlowState x = flow(6);
+  x.nat_port = a.nat_port;
+  EXPECT_EQ(t->insert(x, 1), -EEXIST);
+  // Nor can an inside endpoint hold two outside endpoints.
+  FlowState y = a;
+  y.ext_ip = rte_cpu_to_be_32(0xc0000203);
+  y.nat_port = static_cast<uint16_t>(a.nat_port + 1);
+  EXPECT_EQ(t->insert(y, 1), -EEXIST);
   EXPECT_EQ(t->ports_in_use(IPPROTO_TCP), 2u);
   EXPECT_EQ(t->ports_in_use(IPPROTO_UDP), 1u);
   EXPECT_EQ(t->ports_in_use(IPPROTO_ICMP), 1u);

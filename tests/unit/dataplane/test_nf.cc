@@ -191,6 +191,7 @@ class NfTest : public ::testing::Test {
   const uint32_t H = ip4("198.18.1.10"), H2 = ip4("198.18.1.11");
   const uint32_t R = ip4("198.18.2.10"), R2 = ip4("198.18.2.11");
   const uint32_t LAN_VIP = ip4("198.18.1.1"), WAN_VIP = ip4("198.18.2.1");
+  Out o_;
 
   NfConfig cfg_;
   std::unique_ptr<test::RingPort> lan_, wan_;
@@ -203,6 +204,32 @@ class NfTest : public ::testing::Test {
 };
 
 bool in_nat_range(uint16_t p) { return p >= 20000 && p <= 60999; }
+
+/* An ICMP error from src to dst about `about` (a frame whose IP packet is quoted whole,
+ * or the first quote bytes of it). */
+Frame icmp_error_frame(const test::L2 &l2, uint32_t src, uint32_t dst, uint8_t type, uint8_t code,
+                       Frame about, size_t quote = 0, uint16_t mtu = 0) {
+  const size_t ip_len = about.size() - test::kEthLen;
+  if (quote == 0 || quote > ip_len) quote = ip_len;
+  Frame f = test::ipv4_frame(l2, src, dst, IPPROTO_ICMP, 8 + quote);
+  test::ip_of(f)->fragment_offset = 0;
+  auto *c = test::icmp_of(f);
+  c->icmp_type = type;
+  c->icmp_code = code;
+  c->icmp_ident = 0;
+  c->icmp_seq_nb = rte_cpu_to_be_16(mtu);
+  std::memcpy(f.data() + test::kL4Off + 8, about.data() + test::kEthLen, quote);
+  test::fix_csums(f);
+  return f;
+}
+
+// The IP packet quoted in an ICMP error frame, as a frame of its own (for the test helpers).
+Frame embedded(Frame &icmp) {
+  const size_t off = test::kL4Off + 8, n = icmp.size() > off ? icmp.size() - off : 0;
+  Frame f(test::kEthLen + n, 0);
+  if (n) std::memcpy(f.data() + test::kEthLen, icmp.data() + off, n);
+  return f;
+}
 
 // ------------------------------------------------------------------ NAT both ways
 
@@ -314,11 +341,11 @@ TEST_F(NfTest, UdpNatBothWays) {
   o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat2, 10));
   ASSERT_EQ(o.lan.size(), 1u);
   expect_frame(o.lan[0], kVmacIn, kMacH2, R, H2, 63, "UDP in, second host");
-  // The other remote port has no mapping.
+  // Address-dependent filtering (the default): another address cannot reach in.
   Drops before = drops();
-  o = run(kPortOutside, test::udp_frame(from_wan(), R, 54, WAN_VIP, nat, 10));
+  o = run(kPortOutside, test::udp_frame(from_wan(kMacR2), R2, 53, WAN_VIP, nat, 10));
   EXPECT_TRUE(o.lan.empty());
-  expect_one_drop(before, DropReason::NO_MAPPING, "UDP from another remote port");
+  expect_one_drop(before, DropReason::FILTERED, "UDP from another remote address");
 }
 
 TEST_F(NfTest, UdpZeroChecksumStaysZeroAndZeroResultIsAllOnes) {
@@ -333,10 +360,14 @@ TEST_F(NfTest, UdpZeroChecksumStaysZeroAndZeroResultIsAllOnes) {
   EXPECT_EQ(test::udp_of(o.lan[0])->dgram_cksum, 0);
 
   // Craft a datagram whose translated checksum is exactly 0: it must leave as 0xffff.
-  // The source port 26000 is in the NAT range and free, so the NF keeps it.
+  // A first datagram from 26000 makes the mapping whose port the crafted one will get.
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 26000, R, 54, 8));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t mapped = test::udp_of(o.wan[0])->src_port;
   Frame f = test::udp_frame(from_lan(), H, 26000, R, 53, 8);
   Frame after = f;
   test::ip_of(after)->src_addr = WAN_VIP;
+  test::udp_of(after)->src_port = mapped;
   uint8_t *last = after.data() + after.size() - 2;
   std::memset(last, 0, 2);
   uint16_t c = test::l4_csum(test::ip_of(after), after.data() + test::kL4Off);
@@ -345,7 +376,7 @@ TEST_F(NfTest, UdpZeroChecksumStaysZeroAndZeroResultIsAllOnes) {
   ASSERT_TRUE(test::l4_csum_ok(f));
   o = run(kPortInside, f);
   ASSERT_EQ(o.wan.size(), 1u);
-  ASSERT_EQ(rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port), 26000) << "port kept";
+  ASSERT_EQ(test::udp_of(o.wan[0])->src_port, mapped) << "the endpoint's mapping";
   EXPECT_EQ(test::udp_of(o.wan[0])->dgram_cksum, 0xffff);
   EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
 }
@@ -381,6 +412,9 @@ TEST_F(NfTest, EchoRequestsToTheVipsAreAnswered) {
   o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 9, 1));
   ASSERT_EQ(o.wan.size(), 1u);
   expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 64, "echo reply from the WAN VIP");
+  o = run(kPortInside, test::icmp_frame(from_lan(), H, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 9, 1));
+  ASSERT_EQ(o.lan.size(), 1u) << "echo to the WAN VIP from the LAN";
+  expect_frame(o.lan[0], kVmacIn, kMacH, WAN_VIP, H, 64, "echo reply from the WAN VIP to the LAN");
   EXPECT_EQ(flows_->size(), 0u);
 }
 
@@ -443,8 +477,11 @@ TEST_F(NfTest, TtlOneFromTheWanIsNotForwarded) {
     Drops before = drops();
     Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_ACK_FLAG, 10, ttl));
     EXPECT_TRUE(o.lan.empty()) << "TTL " << int(ttl) << " forwarded into the LAN";
-    for (auto &f : o.lan) EXPECT_GT(test::ip_of(f)->time_to_live, 0) << "TTL " << int(ttl);
     expect_one_drop(before, DropReason::TTL_EXCEEDED, "WAN TTL " + std::to_string(ttl));
+    // The gateway shows up as a hop: Time Exceeded back to the sender, from the WAN VIP.
+    ASSERT_EQ(o.wan.size(), 1u) << "TTL " << int(ttl) << ": no Time Exceeded";
+    expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 64, "time exceeded");
+    EXPECT_EQ(test::icmp_of(o.wan[0])->icmp_type, kIcmpTimeExceeded);
   }
   // Echo to the VIP itself is answered whatever the TTL.
   Out o = run(kPortOutside, test::icmp_frame(from_wan(), R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 4, 1, 0, 1));
@@ -456,20 +493,22 @@ TEST_F(NfTest, TtlOneFromTheWanIsNotForwarded) {
 TEST_F(NfTest, ExpiryRemovesIdleFlowsPerStateTimeout) {
   const uint16_t nat_est = handshake(43000);  // established: 7440 s
   ASSERT_NE(nat_est, 0);
-  run(kPortInside, test::tcp_frame(from_lan(), H, 43001, R, 80, RTE_TCP_SYN_FLAG));  // syn: 60 s
-  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5000, R, 53));               // udp: 120 s
+  run(kPortInside, test::tcp_frame(from_lan(), H, 43001, R, 80, RTE_TCP_SYN_FLAG));  // syn: 240 s
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5000, R, 53));               // udp: 300 s
   ASSERT_EQ(o.wan.size(), 1u);
   const uint16_t nat_udp = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
   run(kPortInside, test::icmp_frame(from_lan(), H, R, RTE_IP_ICMP_ECHO_REQUEST, 77));  // icmp: 60 s
   ASSERT_EQ(flows_->size(), 4u);
   const Timeouts &t = cfg_.timeouts;
 
-  sweep(now_ + uint64_t(t.tcp_syn) * hz_);
+  sweep(now_ + uint64_t(t.icmp) * hz_);
   EXPECT_EQ(flows_->size(), 4u) << "not past the timeout yet";
+  sweep(now_ + uint64_t(t.icmp) * hz_ + 1);
+  EXPECT_EQ(flows_->size(), 3u);
+  EXPECT_LT(lookup_in(H, 77, R, 0, IPPROTO_ICMP), 0);
   sweep(now_ + uint64_t(t.tcp_syn) * hz_ + 1);
   EXPECT_EQ(flows_->size(), 2u);
   EXPECT_LT(lookup_in(H, 43001, R, 80, IPPROTO_TCP), 0);
-  EXPECT_LT(lookup_in(H, 77, R, 0, IPPROTO_ICMP), 0);
   EXPECT_GE(lookup_in(H, 5000, R, 53, IPPROTO_UDP), 0);
   sweep(now_ + uint64_t(t.udp) * hz_ + 1);
   EXPECT_EQ(flows_->size(), 1u);
@@ -667,9 +706,15 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   cases.push_back({"empty frame", kPortOutside, Frame(), DropReason::TRUNCATED_L2});
   cases.push_back({"IPv6 ethertype", kPortInside,
                    mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6); }, false),
-                   DropReason::UNKNOWN_ETHERTYPE});
+                   DropReason::IPV6});
   cases.push_back({"VLAN tag", kPortOutside,
                    mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN); }, false),
+                   DropReason::VLAN});
+  cases.push_back({"QinQ tag", kPortInside,
+                   mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ); }, false),
+                   DropReason::VLAN});
+  cases.push_back({"LLDP", kPortOutside,
+                   mutate(tcp_syn(), [](Frame &f) { test::eth_of(f)->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_LLDP); }, false),
                    DropReason::UNKNOWN_ETHERTYPE});
   {
     Frame f = tcp_syn();
@@ -701,10 +746,6 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
                    mutate(test::udp_frame(wan, R, 53, WAN_VIP, 30000),
                           [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(185); }),
                    DropReason::FRAGMENT});
-  cases.push_back({"TTL 1", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_SYN_FLAG, 0, 1),
-                   DropReason::TTL_EXCEEDED});
-  cases.push_back({"TTL 0", kPortOutside, test::udp_frame(wan, R, 53, WAN_VIP, 30000, 8, 0),
-                   DropReason::TTL_EXCEEDED});
   cases.push_back({"loopback source", kPortInside,
                    test::tcp_frame(lan, ip4("127.0.0.1"), 46000, R, 80, RTE_TCP_SYN_FLAG), DropReason::BAD_SOURCE});
   cases.push_back({"multicast source", kPortOutside,
@@ -719,10 +760,10 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
                    test::udp_frame(wan, R, 5353, ip4("224.0.0.251"), 5353), DropReason::BROADCAST_DST});
   cases.push_back({"TCP to the LAN VIP", kPortInside,
                    test::tcp_frame(lan, H, 46000, LAN_VIP, 22, RTE_TCP_SYN_FLAG), DropReason::TO_VIP});
-  cases.push_back({"UDP to the WAN VIP from the LAN", kPortInside,
-                   test::udp_frame(lan, H, 46000, WAN_VIP, 53), DropReason::TO_VIP});
-  cases.push_back({"echo to the WAN VIP from the LAN", kPortInside,
-                   test::icmp_frame(lan, H, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 1), DropReason::TO_VIP});
+  cases.push_back({"UDP to an unmapped WAN VIP port from the LAN", kPortInside,
+                   test::udp_frame(lan, H, 46000, WAN_VIP, 53), DropReason::NO_MAPPING});
+  cases.push_back({"echo reply to the WAN VIP from the LAN", kPortInside,
+                   test::icmp_frame(lan, H, WAN_VIP, RTE_IP_ICMP_ECHO_REPLY, 1), DropReason::TO_VIP});
   {
     Frame f = test::ipv4_frame(lan, H, R, 47 /* GRE */, 8);
     test::fix_csums(f);
@@ -759,8 +800,22 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   cases.push_back({"no flags", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, 0), DropReason::BAD_TCP_FLAGS});
   cases.push_back({"FIN without ACK", kPortInside, test::tcp_frame(lan, H, 46000, R, 80, RTE_TCP_FIN_FLAG),
                    DropReason::BAD_TCP_FLAGS});
-  cases.push_back({"ICMP unreachable", kPortInside, test::icmp_frame(lan, H, R, 3, 0),
+  cases.push_back({"ICMP unreachable cut short", kPortInside, test::icmp_frame(lan, H, R, 3, 0),
+                   DropReason::BAD_ICMP_ERROR});
+  cases.push_back({"ICMP timestamp", kPortInside, test::icmp_frame(lan, H, R, 13, 0),
                    DropReason::ICMP_UNSUPPORTED});
+  cases.push_back({"port unreachable about no flow", kPortOutside,
+                   icmp_error_frame(wan, R, WAN_VIP, 3, 3, test::udp_frame(wan, WAN_VIP, 30000, R, 53)),
+                   DropReason::ICMP_ERROR_NO_FLOW});
+  cases.push_back({"time exceeded about no flow", kPortInside,
+                   icmp_error_frame(lan, H, R, 11, 0, test::udp_frame(wan, R, 53, H, 5000)),
+                   DropReason::ICMP_ERROR_NO_FLOW});
+  {
+    Frame inner = test::udp_frame(wan, WAN_VIP, 30000, R, 53);
+    test::ip_of(inner)->version_ihl = 0x65;
+    cases.push_back({"ICMP error embedding IPv6", kPortOutside, icmp_error_frame(wan, R, WAN_VIP, 3, 3, inner),
+                     DropReason::BAD_ICMP_ERROR});
+  }
   cases.push_back({"echo with code 1", kPortOutside, test::icmp_frame(wan, R, WAN_VIP, RTE_IP_ICMP_ECHO_REQUEST, 5, 1, 1),
                    DropReason::ICMP_UNSUPPORTED});
   cases.push_back({"echo reply from the LAN without a flow", kPortInside,
@@ -795,7 +850,7 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   cases.push_back({"off-link destination, no gateway", kPortInside,
                    test::tcp_frame(lan, H, 46000, ip4("8.8.8.8"), 53, RTE_TCP_SYN_FLAG), DropReason::NO_ROUTE});
   cases.push_back({"LAN to LAN", kPortInside, test::tcp_frame(lan, H, 46000, ip4("198.18.1.20"), 80, RTE_TCP_SYN_FLAG),
-                   DropReason::HAIRPIN});
+                   DropReason::LAN_TO_LAN});
 
   std::set<DropReason> covered;
   for (auto &c : cases) {
@@ -812,9 +867,14 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   // The stateful reasons are covered by their own tests in this file:
   //   TCP_INVALID (TcpRstClosesAndLaterSegmentsAreInvalid, TcpInvalidInSynSent), NOT_ACTIVE,
   //   FLOW_TABLE_FULL, NAT_PORTS_EXHAUSTED, ARP_MISS, NO_MBUF.
+  //   TTL_EXCEEDED, TOO_BIG, NEEDS_FRAGMENTATION (OriginatedIcmp*), FILTERED
+  //   (FilteringModes), HOST_SESSION_LIMIT (HostSessionLimit), TCP_OUT_OF_WINDOW (TcpRst*).
   const std::set<DropReason> elsewhere = {DropReason::TCP_INVALID, DropReason::NOT_ACTIVE,
                                           DropReason::FLOW_TABLE_FULL, DropReason::NAT_PORTS_EXHAUSTED,
-                                          DropReason::ARP_MISS, DropReason::NO_MBUF};
+                                          DropReason::ARP_MISS, DropReason::NO_MBUF,
+                                          DropReason::TTL_EXCEEDED, DropReason::TOO_BIG,
+                                          DropReason::NEEDS_FRAGMENTATION, DropReason::FILTERED,
+                                          DropReason::HOST_SESSION_LIMIT, DropReason::TCP_OUT_OF_WINDOW};
   for (unsigned i = 0; i < kDropReasonCount; i++) {
     auto r = static_cast<DropReason>(i);
     EXPECT_TRUE(covered.count(r) || elsewhere.count(r)) << "no test for " << drop_reason_label(r);
@@ -833,10 +893,7 @@ TEST_F(NfTest, TcpInvalidInSynSent) {
   o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_ACK_FLAG));
   EXPECT_TRUE(o.lan.empty());
   expect_one_drop(before, DropReason::TCP_INVALID, "bare ACK from the responder in SYN_SENT");
-  before = drops();
-  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_SYN_FLAG));
-  EXPECT_TRUE(o.lan.empty());
-  expect_one_drop(before, DropReason::TCP_INVALID, "simultaneous open from the responder");
+  // (A bare SYN from the responder is a simultaneous open: TcpSimultaneousOpen.)
   int slot = lookup_in(H, 47000, R, 80, IPPROTO_TCP);
   ASSERT_GE(slot, 0);
   EXPECT_EQ(st(slot).tcp_state, uint8_t(TcpState::SYN_SENT)) << "invalid segments change nothing";
@@ -895,7 +952,7 @@ TEST_F(NfTest, FullTableRefusesNewFlowsAndKeepsEstablishedOnes) {
   EXPECT_EQ(flows_->size(), 16u);
 }
 
-TEST_F(NfTest, NatPortsExhaustedForOneDestination) {
+TEST_F(NfTest, NatPortsExhaustedAndMappingsReused) {
   NfConfig c = default_config();
   c.nat_port_min = 20000;
   c.nat_port_max = 20001;
@@ -907,15 +964,20 @@ TEST_F(NfTest, NatPortsExhaustedForOneDestination) {
     EXPECT_TRUE(nat == 20000 || nat == 20001) << nat;
   }
   EXPECT_EQ(flows_->ports_in_use(IPPROTO_UDP), 2u);
-  Drops before = drops();
-  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 1002, R, 53));
-  EXPECT_TRUE(o.wan.empty());
-  expect_one_drop(before, DropReason::NAT_PORTS_EXHAUSTED, "third flow to the same destination");
-  // Another destination can reuse the ports.
-  o = run(kPortInside, test::udp_frame(from_lan(), H, 1002, R2, 53));
+  // No port overloading (RFC 4787 REQ-3): a third inside endpoint has no port, whatever
+  // the destination.
+  for (uint32_t dst : {R, R2}) {
+    Drops before = drops();
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, 1002, dst, 53));
+    EXPECT_TRUE(o.wan.empty());
+    expect_one_drop(before, DropReason::NAT_PORTS_EXHAUSTED, "third inside endpoint");
+  }
+  // An endpoint that has a mapping reaches a new destination through it.
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 1000, R2, 53));
   ASSERT_EQ(o.wan.size(), 1u);
   EXPECT_EQ(flows_->ports_in_use(IPPROTO_UDP), 2u);
   EXPECT_EQ(flows_->size(), 3u);
+  EXPECT_EQ(flows_->mappings(), 2u);
 }
 
 TEST_F(NfTest, GatewayRoutesOffLinkDestinations) {
@@ -993,13 +1055,16 @@ TEST_F(NfTest, StrictModeHoldsUntilTheEpochIsAcknowledged) {
 TEST_F(NfTest, StrictModeKeepsOrderAcrossEpochsWithinAFlow) {
   agent_->set_strict(true);
   const uint64_t e = flows_->epoch();
-  Frame a = test::udp_frame(from_lan(), H, 27100, R, 53, 8);  // port in range: kept
+  Frame a = test::udp_frame(from_lan(), H, 27100, R, 53, 8);
   test::ip_of(a)->packet_id = rte_cpu_to_be_16(1);
   test::fix_csums(a);
   run(kPortInside, a);  // creates the flow in E: held
+  const int slot = lookup_in(H, 27100, R, 53, IPPROTO_UDP);
+  ASSERT_GE(slot, 0);
+  const uint16_t nat = rte_be_to_cpu_16(st(slot).nat_port);
   ASSERT_EQ(flows_->flip_epoch(false), static_cast<int64_t>(e));
   // The reply marks the flow replied in E+1: held with dependency E+1.
-  Out o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, 27100, 8));
+  Out o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat, 8));
   EXPECT_TRUE(o.lan.empty());
   Frame b = a;
   test::ip_of(b)->packet_id = rte_cpu_to_be_16(2);
@@ -1017,6 +1082,360 @@ TEST_F(NfTest, StrictModeKeepsOrderAcrossEpochsWithinAFlow) {
   ASSERT_EQ(o.wan.size(), 1u);
   EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[0])->packet_id), 2);
   EXPECT_EQ(o.lan.size(), 1u);
+}
+
+}  // namespace
+}  // namespace ftpair::dp
+
+namespace ftpair::dp {
+namespace {
+
+// ------------------------------------------------------------------ ICMP errors (RFC 5508)
+
+TEST_F(NfTest, PortUnreachableFromTheWanReachesTheHostTranslated) {
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5000, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  Frame sent = o.wan[0];
+  const uint16_t nat = test::udp_of(sent)->src_port;
+  const size_t flows = flows_->size();
+  // The server's kernel quotes the datagram it got: from the outside endpoint to itself.
+  Frame err = icmp_error_frame(from_wan(), R, WAN_VIP, kIcmpDestUnreach, kIcmpPortUnreach, sent);
+  o = run(kPortOutside, err);
+  ASSERT_EQ(o.lan.size(), 1u) << "the error did not reach the host";
+  expect_frame(o.lan[0], kVmacIn, kMacH, R, H, 63, "port unreachable");
+  EXPECT_EQ(test::icmp_of(o.lan[0])->icmp_type, kIcmpDestUnreach);
+  Frame in = embedded(o.lan[0]);
+  EXPECT_EQ(test::ip_of(in)->src_addr, H) << "embedded source not translated back";
+  EXPECT_EQ(test::udp_of(in)->src_port, rte_cpu_to_be_16(5000)) << "embedded port not translated back";
+  EXPECT_EQ(test::ip_of(in)->dst_addr, R);
+  EXPECT_TRUE(test::ip_csum_ok(in)) << "embedded IP checksum";
+  EXPECT_TRUE(test::l4_csum_ok(in)) << "embedded UDP checksum";
+  EXPECT_EQ(flows_->size(), flows) << "an error created a flow";
+  EXPECT_EQ(nf_->counters().icmp_errors_translated.load(), 1u);
+  (void)nat;
+  // A quote of only the 8 bytes of UDP header still translates (RFC 792's minimum).
+  o = run(kPortOutside, icmp_error_frame(from_wan(), R, WAN_VIP, kIcmpDestUnreach, kIcmpPortUnreach, sent, 28));
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_TRUE(test::l4_csum_ok(o.lan[0])) << "ICMP checksum over a short quote";
+}
+
+TEST_F(NfTest, TimeExceededFromARouterAboutTcpAndEcho) {
+  const uint16_t nat = handshake(41000);
+  ASSERT_NE(nat, 0);
+  Frame seg = test::tcp_frame(test::L2{kVmacOut, kMacR}, WAN_VIP, nat, R, 80, RTE_TCP_ACK_FLAG, 100);
+  const uint32_t router = ip4("198.18.2.254");
+  o_ = run(kPortOutside, icmp_error_frame(from_wan(kMacR2), router, WAN_VIP, kIcmpTimeExceeded, 0, seg));
+  ASSERT_EQ(o_.lan.size(), 1u);
+  expect_frame(o_.lan[0], kVmacIn, kMacH, router, H, 63, "time exceeded from a router");
+  Frame in = embedded(o_.lan[0]);
+  EXPECT_EQ(test::tcp_of(in)->src_port, rte_cpu_to_be_16(41000));
+  EXPECT_TRUE(test::l4_csum_ok(in)) << "embedded TCP checksum";
+  // An echo request that expired on the way: the identifier goes back to the host's.
+  Out o = run(kPortInside, test::icmp_frame(from_lan(), H, R, RTE_IP_ICMP_ECHO_REQUEST, 777));
+  ASSERT_EQ(o.wan.size(), 1u);
+  o = run(kPortOutside, icmp_error_frame(from_wan(kMacR2), router, WAN_VIP, kIcmpTimeExceeded, 0, o.wan[0]));
+  ASSERT_EQ(o.lan.size(), 1u);
+  in = embedded(o.lan[0]);
+  EXPECT_EQ(test::icmp_of(in)->icmp_ident, rte_cpu_to_be_16(777));
+  EXPECT_TRUE(test::l4_csum_ok(in)) << "embedded ICMP checksum";
+  EXPECT_TRUE(test::l4_csum_ok(o.lan[0])) << "outer ICMP checksum";
+}
+
+TEST_F(NfTest, ErrorFromTheLanGoesOutFromTheOutsideEndpoint) {
+  // A port-forwarded UDP service behind the NAT refuses a datagram: the remote learns it.
+  cfg_.forwards.push_back(PortForward{IPPROTO_UDP, 5353, H, 5353});
+  build(cfg_);
+  Out o = run(kPortOutside, test::udp_frame(from_wan(), R, 40000, WAN_VIP, 5353));
+  ASSERT_EQ(o.lan.size(), 1u);
+  Frame got = o.lan[0];
+  o = run(kPortInside, icmp_error_frame(from_lan(), H, R, kIcmpDestUnreach, kIcmpPortUnreach, got));
+  ASSERT_EQ(o.wan.size(), 1u) << "the error did not leave";
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "port unreachable going out");
+  Frame in = embedded(o.wan[0]);
+  EXPECT_EQ(test::ip_of(in)->dst_addr, WAN_VIP) << "embedded destination not translated";
+  EXPECT_EQ(test::udp_of(in)->dst_port, rte_cpu_to_be_16(5353));
+  EXPECT_TRUE(test::ip_csum_ok(in));
+  EXPECT_TRUE(test::l4_csum_ok(in));
+}
+
+// ------------------------------------------------------------------ ICMP the gateway sends
+
+TEST_F(NfTest, OriginatedIcmpTimeExceededQuotesThePacketAndIsRateLimited) {
+  cfg_.icmp_rate = 1;
+  cfg_.icmp_burst = 3;
+  build(cfg_);
+  Frame f = test::udp_frame(from_lan(), H, 5000, R, 33434, 8, 1);
+  unsigned sent = 0;
+  for (int i = 0; i < 6; i++) {
+    Drops before = drops();
+    Out o = run(kPortInside, f);
+    expect_one_drop(before, DropReason::TTL_EXCEEDED, "TTL 1 from the LAN");
+    EXPECT_TRUE(o.wan.empty());
+    if (o.lan.empty()) continue;
+    sent++;
+    expect_frame(o.lan[0], kVmacIn, kMacH, LAN_VIP, H, 64, "time exceeded");
+    EXPECT_EQ(test::icmp_of(o.lan[0])->icmp_type, kIcmpTimeExceeded);
+    Frame in = embedded(o.lan[0]);
+    EXPECT_EQ(in.size(), f.size()) << "the whole (short) packet is quoted";
+    EXPECT_EQ(test::udp_of(in)->dst_port, rte_cpu_to_be_16(33434));
+  }
+  EXPECT_EQ(sent, 3u) << "a burst of 3, then the bucket is empty";
+  EXPECT_EQ(nf_->counters().icmp_rate_limited.load(), 3u);
+  EXPECT_EQ(flows_->size(), 0u);
+}
+
+TEST_F(NfTest, OriginatedIcmpFragNeededAndMssClamp) {
+  cfg_.mtu[kPortOutside] = 1400;
+  build(cfg_);
+  // DF and too big for the WAN: Fragmentation Needed with the next-hop MTU.
+  Frame big = test::udp_frame(from_lan(), H, 5000, R, 53, 1472);  // 1500 bytes, DF
+  Drops before = drops();
+  Out o = run(kPortInside, big);
+  expect_one_drop(before, DropReason::TOO_BIG, "1500 bytes, DF, to a 1400 link");
+  ASSERT_EQ(o.lan.size(), 1u);
+  auto *icmp = test::icmp_of(o.lan[0]);
+  EXPECT_EQ(icmp->icmp_type, kIcmpDestUnreach);
+  EXPECT_EQ(icmp->icmp_code, kIcmpFragNeeded);
+  EXPECT_EQ(rte_be_to_cpu_16(icmp->icmp_seq_nb), 1400) << "next-hop MTU";
+  EXPECT_TRUE(test::l4_csum_ok(o.lan[0]));
+  EXPECT_LE(o.lan[0].size() - test::kEthLen, 576u) << "an ICMP error fits in 576 bytes";
+  // Without DF the NAT cannot fragment: dropped with its own reason.
+  test::ip_of(big)->fragment_offset = 0;
+  test::fix_csums(big);
+  before = drops();
+  o = run(kPortInside, big);
+  expect_one_drop(before, DropReason::NEEDS_FRAGMENTATION, "1500 bytes, no DF");
+  // 1400 bytes fit.
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 5000, R, 53, 1372));
+  EXPECT_EQ(o.wan.size(), 1u);
+  // A SYN's MSS of 1460 is clamped to 1360 both ways, checksum intact.
+  Frame syn = test::tcp_frame(from_lan(), H, 43000, R, 80, RTE_TCP_SYN_FLAG, 4);
+  test::tcp_of(syn)->data_off = 6 << 4;
+  const uint8_t mss_opt[4] = {2, 4, 0x05, 0xb4};
+  std::memcpy(syn.data() + test::kL4Off + 20, mss_opt, 4);
+  test::fix_csums(syn);
+  o = run(kPortInside, syn);
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint8_t *opt = o.wan[0].data() + test::kL4Off + 20;
+  EXPECT_EQ(opt[2] << 8 | opt[3], 1360);
+  EXPECT_TRUE(test::l4_csum_ok(o.wan[0])) << "TCP checksum after clamping";
+  EXPECT_EQ(nf_->counters().mss_clamped.load(), 1u);
+}
+
+// ------------------------------------------------------------------ mapping and filtering
+
+TEST_F(NfTest, MappingIsEndpointIndependent) {
+  Out a = run(kPortInside, test::udp_frame(from_lan(), H, 6000, R, 53));
+  Out b = run(kPortInside, test::udp_frame(from_lan(), H, 6000, R2, 9999));
+  ASSERT_EQ(a.wan.size(), 1u);
+  ASSERT_EQ(b.wan.size(), 1u);
+  EXPECT_EQ(test::udp_of(a.wan[0])->src_port, test::udp_of(b.wan[0])->src_port)
+      << "one outside port per inside endpoint, whatever the destination";
+  EXPECT_EQ(flows_->mappings(), 1u);
+  // Another host with the same source port gets its own outside port.
+  Out c = run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, 6000, R, 53));
+  ASSERT_EQ(c.wan.size(), 1u);
+  EXPECT_NE(test::udp_of(c.wan[0])->src_port, test::udp_of(a.wan[0])->src_port);
+  // Parity is kept (RFC 4787 REQ-4): 6000 is even.
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(a.wan[0])->src_port) % 2, 0);
+  Out d = run(kPortInside, test::udp_frame(from_lan(), H, 6001, R, 53));
+  ASSERT_EQ(d.wan.size(), 1u);
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(d.wan[0])->src_port) % 2, 1);
+}
+
+TEST_F(NfTest, FilteringModes) {
+  const uint32_t R3 = ip4("198.18.2.12");
+  for (Filtering mode : {Filtering::ENDPOINT, Filtering::ADDRESS, Filtering::ADDRESS_PORT}) {
+    SCOPED_TRACE(filtering_name(mode));
+    cfg_.filtering = mode;
+    build(cfg_);
+    arp_->learn(R3, kMacR2, kPortOutside, now_);
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, 7000, R, 7000));
+    ASSERT_EQ(o.wan.size(), 1u);
+    const uint16_t nat = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+    // Same address, other port.
+    Drops before = drops();
+    o = run(kPortOutside, test::udp_frame(from_wan(), R, 7001, WAN_VIP, nat));
+    const bool port_passes = mode != Filtering::ADDRESS_PORT;
+    EXPECT_EQ(o.lan.size(), port_passes ? 1u : 0u) << "from the same address, another port";
+    if (!port_passes) expect_one_drop(before, DropReason::FILTERED, "APDF");
+    if (port_passes && o.lan.size() == 1) {
+      EXPECT_EQ(test::ip_of(o.lan[0])->dst_addr, H);
+      EXPECT_EQ(test::udp_of(o.lan[0])->dst_port, rte_cpu_to_be_16(7000));
+    }
+    // Another address.
+    before = drops();
+    o = run(kPortOutside, test::udp_frame(from_wan(kMacR2), R3, 7000, WAN_VIP, nat));
+    const bool addr_passes = mode == Filtering::ENDPOINT;
+    EXPECT_EQ(o.lan.size(), addr_passes ? 1u : 0u) << "from another address";
+    if (!addr_passes) expect_one_drop(before, DropReason::FILTERED, "ADF/APDF");
+    // An inbound session made the host's mapping no different: replies use the same port.
+    if (addr_passes) {
+      o = run(kPortInside, test::udp_frame(from_lan(), H, 7000, R3, 7000));
+      ASSERT_EQ(o.wan.size(), 1u);
+      EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port), nat);
+    }
+  }
+}
+
+TEST_F(NfTest, PairedPoolingKeepsAHostOnOneAddress) {
+  cfg_.pool = {ip4("198.18.2.1"), ip4("198.18.2.2"), ip4("198.18.2.3"), ip4("198.18.2.4")};
+  build(cfg_);
+  std::set<uint32_t> seen_h, seen_all;
+  for (uint16_t sp = 1000; sp < 1040; sp++) {
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, sp, R, 53));
+    ASSERT_EQ(o.wan.size(), 1u);
+    seen_h.insert(test::ip_of(o.wan[0])->src_addr);
+  }
+  EXPECT_EQ(seen_h.size(), 1u) << "paired pooling: one outside address per host";
+  // The pool's addresses are answered for.
+  Out o = run(kPortOutside, test::arp_frame(RTE_ARP_OP_REQUEST, kMacR, R, rte_ether_addr{}, ip4("198.18.2.3")));
+  EXPECT_EQ(o.wan.size(), 1u) << "ARP for a pool address";
+}
+
+TEST_F(NfTest, PortAllocationFindsTheLastFreePort) {
+  cfg_.nat_port_min = 20000;
+  cfg_.nat_port_max = 20003;  // two even, two odd ports
+  build(cfg_);
+  std::set<uint16_t> got;
+  for (uint16_t sp = 2000; sp < 2004; sp++) {  // even, odd, even, odd
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, sp, R, 53));
+    ASSERT_EQ(o.wan.size(), 1u) << "source port " << sp;
+    got.insert(rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port));
+  }
+  EXPECT_EQ(got.size(), 4u);
+  Drops before = drops();
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 2004, R, 53));
+  expect_one_drop(before, DropReason::NAT_PORTS_EXHAUSTED, "all four ports taken");
+}
+
+// ------------------------------------------------------------------ hairpinning
+
+TEST_F(NfTest, HairpinThroughAPortForward) {
+  // H2 reaches the service forwarded to H:8080 through the WAN VIP.
+  Out o = run(kPortInside, test::tcp_frame(from_lan(kMacH2), H2, 45000, WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u) << "hairpinned SYN";
+  EXPECT_TRUE(o.wan.empty());
+  Frame &syn = o.lan[0];
+  expect_frame(syn, kVmacIn, kMacH, WAN_VIP, H, 63, "hairpinned SYN");
+  const uint16_t h2_nat = test::tcp_of(syn)->src_port;
+  EXPECT_NE(h2_nat, rte_cpu_to_be_16(45000)) << "the source seen is H2's outside endpoint";
+  // H answers to that outside endpoint; it comes back to H2 from the forward's address.
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 8080, WAN_VIP, rte_be_to_cpu_16(h2_nat),
+                                       RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u) << "hairpinned SYN+ACK";
+  expect_frame(o.lan[0], kVmacIn, kMacH2, WAN_VIP, H2, 63, "hairpinned SYN+ACK");
+  EXPECT_EQ(test::tcp_of(o.lan[0])->src_port, rte_cpu_to_be_16(8080));
+  EXPECT_EQ(test::tcp_of(o.lan[0])->dst_port, rte_cpu_to_be_16(45000));
+  EXPECT_EQ(nf_->counters().hairpinned.load(), 2u);
+}
+
+TEST_F(NfTest, HairpinThroughAMapping) {
+  cfg_.filtering = Filtering::ENDPOINT;
+  build(cfg_);
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 9000, R, 3478));  // H's mapping
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t h_nat = test::udp_of(o.wan[0])->src_port;
+  o = run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, 9100, WAN_VIP, rte_be_to_cpu_16(h_nat)));
+  ASSERT_EQ(o.lan.size(), 1u) << "to H through its mapping";
+  expect_frame(o.lan[0], kVmacIn, kMacH, WAN_VIP, H, 63, "hairpinned UDP");
+  EXPECT_EQ(test::udp_of(o.lan[0])->dst_port, rte_cpu_to_be_16(9000));
+}
+
+// ------------------------------------------------------------------ protection
+
+TEST_F(NfTest, HostSessionLimit) {
+  cfg_.max_sessions_per_host = 5;
+  build(cfg_);
+  unsigned passed = 0;
+  for (uint16_t sp = 3000; sp < 3010; sp++) passed += run(kPortInside, test::udp_frame(from_lan(), H, sp, R, 53)).wan.size();
+  EXPECT_EQ(passed, 5u);
+  EXPECT_EQ(nf_->drops(DropReason::HOST_SESSION_LIMIT), 5u);
+  // Other hosts are not affected.
+  EXPECT_EQ(run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, 3000, R, 53)).wan.size(), 1u);
+}
+
+TEST_F(NfTest, FloodOfEmbryonicFlowsEvictsOnlyEmbryonicOnes) {
+  cfg_.evict_embryonic_pct = 50;
+  cfg_.max_sessions_per_host = 0;
+  build(cfg_, 64);
+  // 8 established TCP users.
+  std::vector<uint16_t> users;
+  for (uint16_t i = 0; i < 8; i++) users.push_back(handshake(static_cast<uint16_t>(44000 + i)));
+  // A SYN flood at the port-forward from many sources.
+  for (uint32_t i = 0; i < 500; i++) {
+    const uint32_t src = ip4("198.18.2.100") + rte_cpu_to_be_32(i % 100) + 0;
+    (void)src;
+    run(kPortOutside, test::tcp_frame(from_wan(), R2, static_cast<uint16_t>(10000 + i), WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  }
+  EXPECT_GT(nf_->counters().flows_evicted.load(), 0u);
+  for (uint16_t i = 0; i < 8; i++) {
+    Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 80, WAN_VIP, users[i], RTE_TCP_ACK_FLAG, 10));
+    EXPECT_EQ(o.lan.size(), 1u) << "established user " << i << " lost";
+  }
+  // New LAN connections still open.
+  Out o = run(kPortInside, test::tcp_frame(from_lan(kMacH2), H2, 46000, R, 443, RTE_TCP_SYN_FLAG));
+  EXPECT_EQ(o.wan.size(), 1u);
+}
+
+// ------------------------------------------------------------------ TCP
+
+TEST_F(NfTest, TcpSimultaneousOpen) {
+  Out o = run(kPortInside, test::tcp_frame(from_lan(), H, 48000, R, 5000, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t nat = rte_be_to_cpu_16(test::tcp_of(o.wan[0])->src_port);
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5000, WAN_VIP, nat, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u) << "the peer's SYN (simultaneous open) was dropped";
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 48000, R, 5000, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  o = run(kPortOutside, test::tcp_frame(from_wan(), R, 5000, WAN_VIP, nat, RTE_TCP_ACK_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u);
+  int slot = lookup_in(H, 48000, R, 5000, IPPROTO_TCP);
+  ASSERT_GE(slot, 0);
+  EXPECT_EQ(st(slot).tcp_state, static_cast<uint8_t>(TcpState::ESTABLISHED));
+}
+
+TEST_F(NfTest, TcpRstOutsideTheWindowDoesNotClose) {
+  for (bool liberal : {true, false}) {
+    SCOPED_TRACE(liberal ? "liberal" : "strict");
+    cfg_.tcp_liberal = liberal;
+    build(cfg_);
+    const uint16_t nat = handshake(49000);
+    ASSERT_NE(nat, 0);
+    int slot = lookup_in(H, 49000, R, 80, IPPROTO_TCP);
+    ASSERT_GE(slot, 0);
+    // The remote's stream is at 1001 (its SYN+ACK); a blind RST far away is not honoured.
+    Frame rst = test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_RST_FLAG);
+    test::tcp_of(rst)->sent_seq = rte_cpu_to_be_32(1000 + (1u << 30));
+    test::fix_csums(rst);
+    Drops before = drops();
+    Out o = run(kPortOutside, rst);
+    EXPECT_EQ(st(slot).tcp_state, static_cast<uint8_t>(TcpState::ESTABLISHED)) << "blind RST closed the flow";
+    EXPECT_EQ(nf_->counters().tcp_rst_ignored.load(), 1u);
+    if (liberal)
+      EXPECT_EQ(o.lan.size(), 1u) << "liberal: forwarded, the host checks it too";
+    else
+      expect_one_drop(before, DropReason::TCP_OUT_OF_WINDOW, "strict: dropped");
+    // An in-window RST closes, and the state is kept for the transitory time.
+    Frame ok = test::tcp_frame(from_wan(), R, 80, WAN_VIP, nat, RTE_TCP_RST_FLAG);
+    test::tcp_of(ok)->sent_seq = rte_cpu_to_be_32(1001);
+    test::fix_csums(ok);
+    o = run(kPortOutside, ok);
+    EXPECT_EQ(o.lan.size(), 1u);
+    EXPECT_EQ(st(slot).tcp_state, static_cast<uint8_t>(TcpState::CLOSED));
+    EXPECT_EQ(nf_->timeout_s(st(slot)), 240u) << "RFC 7857 §2.2";
+  }
+}
+
+TEST_F(NfTest, DefaultTimersAreTheRfcs) {
+  Timeouts t;
+  EXPECT_EQ(t.udp, 300u);
+  EXPECT_GE(t.udp, kUdpTimeoutMin);
+  EXPECT_EQ(t.tcp_established, 7440u);
+  EXPECT_EQ(t.tcp_syn, 240u);
+  EXPECT_EQ(t.tcp_fin, 240u);
+  EXPECT_EQ(t.tcp_time_wait, 240u);
+  EXPECT_EQ(t.icmp, 60u);
 }
 
 }  // namespace

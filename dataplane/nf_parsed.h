@@ -1,0 +1,26 @@
+/* What the network function parsed from one packet (private to the NF's sources). */
+#pragma once
+
+#include <rte_ether.h>
+#include <rte_ip.h>
+
+#include "dataplane/nf.h"
+
+namespace ftpair::dp {
+
+struct Nat44::Parsed {
+  rte_ether_hdr *eth;
+  rte_ipv4_hdr *ip;
+  uint8_t *l4;
+  uint16_t l4_len;
+  uint8_t proto;
+  uint8_t tcp_flags;
+  uint8_t icmp_type;
+  bool icmp_err;   // an ICMP error (destination unreachable, time exceeded, parameter problem)
+  bool hairpin;    // second pass of a hairpinned packet: its TTL is already decremented
+  uint16_t sport;  // TCP/UDP source port; ICMP: identifier on the inside, 0 outside
+  uint16_t dport;
+  FlowKey key;
+};
+
+}  // namespace ftpair::dp
