@@ -139,7 +139,11 @@ IpfixExporter::IpfixExporter(IpfixConfig cfg) : cfg_(std::move(cfg)) {}
 IpfixExporter::~IpfixExporter() { stop(); }
 
 void IpfixExporter::add_source(dp::SessionEventRing *ring) {
-  if (!started_ && ring) sources_.push_back(ring);
+  if (started_) {
+    L.error("add_source after start() ignored: the exporter thread reads its sources unlocked");
+    return;
+  }
+  if (ring) sources_.push_back(ring);
 }
 
 Status IpfixExporter::start() {
