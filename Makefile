@@ -45,8 +45,10 @@ test-lab: build
 # Only the test binaries are built (no daemon, benchmarks or tools). Suppressions, each
 # justified: tools/sanitizers/*.supp.
 SAN_SUPP := $(CURDIR)/tools/sanitizers
-# ASan+UBSan: every test of the unit suite (each folder's tests/test_<name>).
-UNIT_TEST_BINS = $$(meson test -C $(1) --no-rebuild --list --suite unit 2>/dev/null | sed -n 's|.*unit / |tests/test_|p')
+# ASan+UBSan: every test of the unit suite (each folder's tests/test_<name>; ipfix_collector is
+# a script that drives tests/lab/ipfix-send).
+UNIT_TEST_BINS = $$(meson test -C $(1) --no-rebuild --list --suite unit 2>/dev/null | \
+  sed -n 's|.*unit / ipfix_collector$$|tests/lab/ipfix-send|p; s|.*unit / |tests/test_|p')
 TSAN_TESTS := tests/test_checkpoint tests/test_control tests/test_failover
 test-sanitize: test-asan test-tsan
 

@@ -8,7 +8,7 @@ PKGS=(
   libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   libgtest-dev libgmock-dev libbenchmark-dev
   libmicrohttpd-dev libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libssl-dev
-  prometheus python3-grpcio python3-scapy python3-yaml
+  prometheus python3-grpcio python3-scapy python3-yaml nfdump
   iperf3 tcpreplay gnuplot-nox iproute2 ethtool bridge-utils procps psmisc curl openssl
   libxml2-dev linux-image-cloud-amd64
 )
