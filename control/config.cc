@@ -201,7 +201,22 @@ void read_log(const YAML::Node &n, Config *c) {
 
 void read_nat(const YAML::Node &n, Config *c) {
   check_keys(n, "nat", {"port_min", "port_max", "port_forwards", "filtering", "tcp_liberal",
-                        "max_sessions_per_host", "evict_embryonic_pct", "icmp_rate", "icmp_burst"});
+                        "max_sessions_per_host", "evict_embryonic_pct", "icmp_rate", "icmp_burst",
+                        "session_log"});
+  if (YAML::Node sl = n["session_log"]) {
+    const std::string p = "nat.session_log";
+    check_keys(sl, p, {"collector", "observation_domain", "flush_ms", "template_refresh_s"});
+    IpfixConfig &ic = c->session_log;
+    if (!get_str(sl, "collector", p, &ic.collector) || ic.collector.empty())
+      fail(join(p, "collector"), "missing (host:port of an IPFIX collector)");
+    get_uint(sl, "observation_domain", p, 0, UINT32_MAX, &ic.observation_domain);
+    get_uint(sl, "flush_ms", p, 1, 60000, &ic.flush_ms);
+    get_uint(sl, "template_refresh_s", p, 1, 86400, &ic.template_refresh_s);
+    std::string host;
+    uint16_t port;
+    Status st = parse_ipfix_config(ic, &host, &port);
+    if (!st.ok()) fail(join(p, "collector"), st.message());
+  }
   if (std::string v; get_str(n, "filtering", "nat", &v) && !dp::parse_filtering(v, &c->filtering))
     fail("nat.filtering", "'" + v + "' is not one of endpoint-independent, address-dependent, address-and-port-dependent");
   get_bool(n, "tcp_liberal", "nat", &c->tcp_liberal);

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "control/ipfix.h"
 #include "dataplane/agent.h"
 #include "dataplane/nf.h"
 #include "failover/fencer.h"
@@ -69,6 +70,7 @@ struct Config {
   uint32_t max_sessions_per_host = 4096;
   uint32_t evict_embryonic_pct = 90;
   uint32_t icmp_rate = 100, icmp_burst = 50;
+  IpfixConfig session_log;  // collector empty = no session logging
   uint32_t flow_capacity = 65536;
   dp::Timeouts timeouts;
   uint32_t arp_capacity = 1024;

@@ -120,6 +120,10 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["nat.evict_embryonic_pct"] = u(c.evict_embryonic_pct);
   m["nat.icmp_rate"] = u(c.icmp_rate);
   m["nat.icmp_burst"] = u(c.icmp_burst);
+  m["nat.session_log.collector"] = c.session_log.collector;
+  m["nat.session_log.observation_domain"] = u(c.session_log.observation_domain);
+  m["nat.session_log.flush_ms"] = u(c.session_log.flush_ms);
+  m["nat.session_log.template_refresh_s"] = u(c.session_log.template_refresh_s);
   m["flows.capacity"] = u(c.flow_capacity);
   m["flows.timeouts.tcp_syn"] = u(c.timeouts.tcp_syn);
   m["flows.timeouts.tcp_established"] = u(c.timeouts.tcp_established);

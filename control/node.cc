@@ -1,5 +1,7 @@
 #include "control/node.h"
 
+#include "common/clock.h"
+
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_launch.h>
@@ -48,6 +50,16 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   nfc.own_mac[0] = n->macs_[0];
   nfc.own_mac[1] = n->macs_[1];
   n->nf_ = std::make_unique<dp::Nat44>(nfc, *n->flows_, *n->arp_, *n->agent_, n->pool_, 0);
+  if (!cfg.session_log.collector.empty()) {
+    // Mapping events leave the worker through a ring; the exporter's thread batches them
+    // into IPFIX. The NF only logs while it owns the addresses, so the exporter always sends.
+    n->events_ = std::make_unique<dp::SessionEventRing>(1u << 16);
+    n->nf_->set_session_log(n->events_.get(),
+                            dp::TscUnixClock{rte_rdtsc(), static_cast<uint64_t>(unix_ns()) / 1000000, rte_get_tsc_hz()});
+    n->exporter_ = std::make_unique<IpfixExporter>(cfg.session_log);
+    n->exporter_->add_source(n->events_.get());
+    n->exporter_->set_exporting(true);
+  }
   n->wctx_ = std::make_unique<dp::WorkerContext>();
   n->wctx_->id = 0;
   n->wctx_->agent = n->agent_.get();
@@ -60,6 +72,10 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
 
 Status Node::start() {
   if (running_) return Status::Ok();
+  if (exporter_) {
+    Status st = exporter_->start();
+    if (!st.ok()) return st;
+  }
   quit_.store(false);
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
   if (lcore < RTE_MAX_LCORE) {
@@ -85,6 +101,7 @@ void Node::stop() {
       worker_thread_.join();
     running_ = false;
   }
+  if (exporter_) exporter_->stop();
 }
 
 Node::~Node() {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "control/config.h"
+#include "control/ipfix.h"
 #include "common/status.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
@@ -34,6 +35,8 @@ class Node {
   dp::Nat44 &nf() { return *nf_; }
   const dp::WorkerContext &worker() const { return *wctx_; }
   rte_mempool *pool() { return pool_; }
+  // The session-log exporter, or nullptr when nat.session_log is not configured.
+  const IpfixExporter *session_log() const { return exporter_.get(); }
   uint16_t port_id(int side) const { return port_ids_[side]; }
   const rte_ether_addr &own_mac(int side) const { return macs_[side]; }
 
@@ -50,6 +53,8 @@ class Node {
   std::unique_ptr<dp::InterfaceAgent> agent_;
   std::unique_ptr<dp::Nat44> nf_;
   std::unique_ptr<dp::WorkerContext> wctx_;
+  std::unique_ptr<dp::SessionEventRing> events_;
+  std::unique_ptr<IpfixExporter> exporter_;
   std::atomic<bool> quit_{false};
   unsigned worker_lcore_ = 0;
   std::thread worker_thread_;

@@ -54,6 +54,43 @@ void expose_dataplane(Node &node, Exposition &x) {
   x.family("ftpair_worker_parks_total", "counter", "Times the worker parked for a quiesce.")
       .sample(agent.worker_counters(0).parks.load());
   x.family("ftpair_vip_owner", "gauge", "1 when this node owns the virtual addresses.").sample(nf.vip_owner() ? 1 : 0);
+
+  // The NAT's own behaviour.
+  const auto &c = nf.counters();
+  x.family("ftpair_nat_mappings", "gauge", "NAT mappings (one outside endpoint per inside endpoint).")
+      .sample(flows.mappings());
+  x.family("ftpair_flows_embryonic", "gauge", "Flows without a reply or a completed TCP handshake.")
+      .sample(flows.embryonic());
+  x.family("ftpair_flows_evicted_total", "counter", "Embryonic flows evicted to make room for new ones.")
+      .sample(c.flows_evicted.load());
+  x.family("ftpair_icmp_originated_total", "counter", "ICMP errors the gateway sent itself, by type.");
+  x.sample(c.icmp_time_exceeded.load(), {{"type", "time_exceeded"}});
+  x.sample(c.icmp_frag_needed.load(), {{"type", "fragmentation_needed"}});
+  x.family("ftpair_icmp_rate_limited_total", "counter", "ICMP errors not sent: the token bucket was empty.")
+      .sample(c.icmp_rate_limited.load());
+  x.family("ftpair_icmp_errors_translated_total", "counter", "ICMP errors about a flow translated, both ways.")
+      .sample(c.icmp_errors_translated.load());
+  x.family("ftpair_tcp_mss_clamped_total", "counter", "SYNs whose MSS option was lowered to the MTU.")
+      .sample(c.mss_clamped.load());
+  x.family("ftpair_hairpinned_packets_total", "counter", "LAN packets hairpinned back into the LAN.")
+      .sample(c.hairpinned.load());
+  x.family("ftpair_tcp_out_of_window_total", "counter", "TCP segments outside the tracked window.")
+      .sample(c.tcp_out_of_window.load());
+  x.family("ftpair_tcp_rst_ignored_total", "counter", "TCP resets outside the window: the flow was kept.")
+      .sample(c.tcp_rst_ignored.load());
+  if (const IpfixExporter *e = node.session_log()) {
+    const IpfixCounters k = e->counters();
+    x.family("ftpair_session_log_records_total", "counter", "Mapping events exported as IPFIX records.")
+        .sample(k.records_exported);
+    x.family("ftpair_session_log_messages_total", "counter", "IPFIX messages sent to the collector.")
+        .sample(k.messages_sent);
+    x.family("ftpair_session_log_send_errors_total", "counter", "IPFIX messages lost (collector unresolved, send failed).")
+        .sample(k.send_errors);
+    x.family("ftpair_session_log_overflows_total", "counter", "Mapping events lost: the worker's ring was full.")
+        .sample(k.ring_overflows);
+    x.family("ftpair_session_log_sequence", "gauge", "IPFIX sequence number (records exported so far, mod 2^32).")
+        .sample(e->sequence());
+  }
 }
 
 }  // namespace ftpair

@@ -223,7 +223,7 @@ uint32_t FlowTable::host_flows(uint32_t in_ip) const {
 }
 
 void FlowTable::map_event(const Mapping &m, bool created) {
-  if (!map_events_on_) return;
+  if (!map_events_on_.load(std::memory_order_relaxed)) return;
   const uint32_t cap = static_cast<uint32_t>(map_events_.size());
   if (map_events_n_ == cap) {
     map_events_lost_++;

@@ -205,7 +205,7 @@ class FlowTable {
   /* Mapping creations and deletions since the last call, oldest first (at most the
    * buffer's size; the rest are counted in mapping_events_lost()). Owner thread only. */
   bool take_mapping_event(MappingEvent *out);
-  void set_mapping_events(bool on) { map_events_on_ = on; }
+  void set_mapping_events(bool on) { map_events_on_.store(on, std::memory_order_relaxed); }
   uint64_t mapping_events_lost() const { return map_events_lost_; }
 
   /* Changes the TCP state and flags of an in-use flow (touching it first, so a pending
@@ -284,7 +284,7 @@ class FlowTable {
   std::vector<uint64_t> bitmaps_;  // pool_.size() x 3 x 1024 words
   uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX, n_embryonic_ = 0;
   std::vector<uint8_t> emb_member_;  // per slot: on the embryonic list
-  bool map_events_on_ = false;
+  std::atomic<bool> map_events_on_{false};
   std::vector<MappingEvent> map_events_;
   uint32_t map_events_head_ = 0, map_events_n_ = 0;
   uint64_t map_events_lost_ = 0;

@@ -825,6 +825,25 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   }
 }
 
+/* Mapping events go out only from the owner of the addresses: a standby applying the
+ * active's changes logs nothing, and a new active does not announce what it inherited. */
+void Nat44::log_mappings(uint64_t now) {
+  const bool owner = vip_owner();
+  flows_.set_mapping_events(owner);
+  MappingEvent ev;
+  while (flows_.take_mapping_event(&ev)) {
+    SessionEvent e{};
+    e.unix_ms = clock_.unix_ms(now);
+    e.kind = ev.created ? kMappingCreate : kMappingDelete;
+    e.proto = ev.m.proto;
+    e.in_ip = ev.m.in_ip;
+    e.in_port = ev.m.in_port;
+    e.nat_ip = ev.m.nat_ip;
+    e.nat_port = ev.m.nat_port;
+    events_->push(e);
+  }
+}
+
 uint32_t Nat44::housekeeping(uint64_t now) {
   uint32_t work = 0;
   uint64_t req = announce_req_.load(std::memory_order_acquire);
@@ -842,6 +861,7 @@ uint32_t Nat44::housekeeping(uint64_t now) {
     }
   }
   if (n_pending_) expire_pending(now);
+  if (events_) log_mappings(now);
   if (!vip_owner()) return work;
   // Expiry: a bounded slice of the table per call, so a sweep never stalls packets.
   const uint32_t cap = flows_.capacity();

@@ -16,6 +16,7 @@
 #include "dataplane/arp_table.h"
 #include "dataplane/drop_reasons.h"
 #include "dataplane/flow_table.h"
+#include "dataplane/session_log.h"
 
 namespace ftpair::dp {
 
@@ -127,6 +128,13 @@ class Nat44 {
     announce_req_.fetch_add(1, std::memory_order_release);
   }
 
+  /* Session logging (RFC 6888 REQ-12): mapping creations and deletions go to ring, stamped
+   * with clock, while this node owns the addresses. Set before the worker starts. */
+  void set_session_log(SessionEventRing *ring, const TscUnixClock &clock) {
+    events_ = ring;
+    clock_ = clock;
+  }
+
   const NfCounters &counters() const { return ctr_; }
   uint64_t drops(DropReason r) const {
     return ctr_.drops[static_cast<unsigned>(r)].load(std::memory_order_relaxed);
@@ -203,6 +211,9 @@ class Nat44 {
   uint64_t icmp_last_tsc_ = 0;
   uint16_t mss_max_ = 1460;
   bool evicted_ = false;  // a flow was evicted in this burst: earlier lookups may be stale
+  SessionEventRing *events_ = nullptr;
+  TscUnixClock clock_;
+  void log_mappings(uint64_t now);
   std::atomic<bool> vip_owner_{true};
   std::atomic<uint64_t> announce_req_{0};
   uint64_t announce_done_ = 0;
