@@ -41,9 +41,14 @@ Clients
         sends N deterministic bytes to a tcp-sink, half-closes, compares the sink's
         byte count and sha256; prints {"ok", "sent", "sink_bytes", "sha_match",
         "elapsed_s", "error"}.
+  tcp-connects --to HOST:PORT --seconds S [--interval I] [--timeout T]
+        one new TCP connection (connect, send 4 bytes, read the echo, close) every I
+        seconds for S seconds; prints {"tries", "ok", "results": [[t, ok, ms|error]...]}.
   syn-flood --to HOST:PORT --pps R --seconds S [--src-net 198.19.0.0/16]
         raw-socket TCP SYNs with random sources from --src-net (kept inside the lab's
-        198.18.0.0/15) and random source ports; prints {"sent", "seconds", "pps"}.
+        198.18.0.0/15) and random source ports, every packet a new 5-tuple (up to
+        200,000). Prints "FLOODING ..." when the first packet goes, then
+        {"sent", "seconds", "pps", "distinct"}.
 """
 
 import argparse
@@ -336,6 +341,33 @@ def cmd_tcp_upload(a):
     return 0 if res["ok"] else 1
 
 
+def cmd_tcp_connects(a):
+    dst = hostport(a.to)
+    res = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < a.seconds:
+        t = time.monotonic()
+        try:
+            c = socket.create_connection(dst, timeout=a.timeout)
+            c.settimeout(a.timeout)
+            c.sendall(b"ping")
+            got = b""
+            while len(got) < 4:
+                d = c.recv(4 - len(got))
+                if not d:
+                    break
+                got += d
+            c.close()
+            ok = got == b"ping"
+            res.append([round(t - t0, 2), ok, round((time.monotonic() - t) * 1000, 1) if ok
+                        else "echo %r" % got])
+        except OSError as e:
+            res.append([round(t - t0, 2), False, str(e) or type(e).__name__])
+        time.sleep(max(0.0, a.interval - (time.monotonic() - t)))
+    out(json.dumps({"tries": len(res), "ok": sum(1 for r in res if r[1]), "results": res}))
+    return 0
+
+
 def _csum(b):
     if len(b) % 2:
         b += b"\0"
@@ -365,14 +397,16 @@ def cmd_syn_flood(a):
     base = int(net.network_address)
     size = net.num_addresses
     rng = random.Random(a.seed)
+    variety = a.variety or min(200000, int(a.pps * a.seconds) + 1)
     pkts = [_syn(struct.pack("!I", base + rng.randrange(1, size - 1)), dst,
-                 rng.randrange(1024, 65535), port, rng.getrandbits(32)) for _ in range(a.variety)]
+                 rng.randrange(1024, 65535), port, rng.getrandbits(32)) for _ in range(variety)]
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     sent = errors = 0
+    out("FLOODING %d pps for %g s, %d distinct SYNs" % (a.pps, a.seconds, len(pkts)))
     t0 = time.monotonic()
     end = t0 + a.seconds
     i = 0
@@ -452,12 +486,21 @@ def main(argv=None):
     x.add_argument("--timeout", type=float, default=10.0)
     x.set_defaults(func=cmd_tcp_upload)
 
+    x = sub.add_parser("tcp-connects")
+    x.add_argument("--to", required=True)
+    x.add_argument("--seconds", type=float, default=8)
+    x.add_argument("--interval", type=float, default=0.5)
+    x.add_argument("--timeout", type=float, default=2.0)
+    x.set_defaults(func=cmd_tcp_connects)
+
     x = sub.add_parser("syn-flood")
     x.add_argument("--to", required=True)
     x.add_argument("--pps", type=float, default=10000)
     x.add_argument("--seconds", type=float, default=10)
     x.add_argument("--src-net", default="198.19.0.0/16")
-    x.add_argument("--variety", type=int, default=65536, help="distinct packets to cycle through")
+    x.add_argument("--variety", type=int, default=0,
+                   help="distinct packets to cycle through (default: as many as are sent, "
+                        "at most 200000)")
     x.add_argument("--seed", type=int, default=1)
     x.set_defaults(func=cmd_syn_flood)
 
