@@ -33,6 +33,7 @@ LAB_DIR = os.path.join(REPO, "tools", "lab")
 FTPAIR_LAB = os.path.join(LAB_DIR, "ftpair-lab")
 TRAFFIC = os.path.join(LAB_DIR, "traffic.py")
 MALFORMED = os.path.join(LAB_DIR, "malformed.py")
+NATTOOL = os.path.join(LAB_DIR, "nattool.py")
 PY = "/usr/bin/python3"          # Debian's python (has scapy)
 FTPAIRD = os.environ.get("FTPAIRD", os.path.join(REPO, "build", "control", "ftpaird"))
 FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(REPO, "build", "tools", "ftpairctl", "ftpairctl"))
@@ -43,7 +44,13 @@ SKIP = 77
 LOCK_PATH = os.environ.get("FTPAIR_LAB_LOCK", "/run/ftpair-lab.lock")
 
 CLIENT_IP = "198.18.1.10"
-SERVER_IP = "198.18.2.10"
+CLIENT2_IP = "198.18.1.11"       # second LAN host; target of the WAN VIP:8080 port-forward
+SERVER_IP = "198.18.2.10"        # on the WAN segment
+ROUTER_IP = "198.18.2.254"       # WAN-side router: the nodes' outside gateway
+ROUTER_REMOTE_IP = "198.18.5.1"  # the router's end of the 1400-byte link to remote
+REMOTE_IP = "198.18.5.10"        # behind the router (MTU 1400)
+REMOTE_MTU = 1400
+FORWARD_PORT = 8080              # TCP port-forward WAN VIP:8080 -> client2:8080
 LAN_VIP = "198.18.1.1"
 WAN_VIP = "198.18.2.1"
 NAT_PORT_MIN, NAT_PORT_MAX = 20000, 60999
@@ -52,7 +59,9 @@ METRICS_PORT = 9108
 GRPC_PORT = 50051
 ECHO_PORT = 7000                 # traffic.py echo-server in the server namespace
 
-NAMESPACES = {"client": PREFIX + "client", "server": PREFIX + "server",
+NAMESPACES = {"client": PREFIX + "client", "client2": PREFIX + "client2",
+              "server": PREFIX + "server", "router": PREFIX + "router",
+              "remote": PREFIX + "remote",
               "a": PREFIX + "ftpair-a", "b": PREFIX + "ftpair-b"}
 
 
@@ -99,10 +108,16 @@ class LabError(Exception):
     pass
 
 
-def lab(*args, timeout=60, check=True):
-    """Run tools/lab/ftpair-lab ARGS; return CompletedProcess (text)."""
+def lab(*args, timeout=60, check=True, env=None):
+    """Run tools/lab/ftpair-lab ARGS; return CompletedProcess (text).
+    env: variables added to this process's environment for the run (e.g. FTPAIR_LAB_PMD,
+    FTPAIR_LAB_MTU, FTPAIR_LAB_NAT_EXTRA: see the header of tools/lab/ftpair-lab)."""
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update({k: str(v) for k, v in env.items()})
     r = subprocess.run([FTPAIR_LAB] + [str(a) for a in args], capture_output=True,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=full_env)
     if check and r.returncode != 0:
         raise LabError("ftpair-lab %s failed (exit %d):\n%s%s"
                        % (" ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
@@ -304,6 +319,41 @@ def pid_alive(pid):
         return state not in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+def wipe_state(node):
+    """Empty a (stopped) node's state dir: its next start is a cold start without snapshot."""
+    d = os.path.join(RUN, "state-%s" % node)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d, exist_ok=True)
+
+
+def config_refusal(env, node="a", role=None):
+    """Whether ftpaird accepts the lab config that env produces: None when `ftpaird --check`
+    accepts it (or when even the plain lab config fails the check: nothing to learn then),
+    else the daemon's error text (which names the key and the reason)."""
+    import tempfile
+
+    def check(e):
+        args = ["config", node] + (["--role", role] if role else [])
+        r = lab(*args, env=e, check=False, timeout=20)
+        if r.returncode != 0:
+            return "ftpair-lab config failed: " + (r.stderr.strip() or r.stdout.strip())
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(r.stdout)
+            path = f.name
+        try:
+            c = subprocess.run([FTPAIRD, "--check", "-c", path], capture_output=True, text=True,
+                               timeout=20, stdin=subprocess.DEVNULL)
+        finally:
+            os.unlink(path)
+        if c.returncode == 0:
+            return None
+        return (c.stderr.strip() or c.stdout.strip() or "exit %d" % c.returncode)[-400:]
+
+    if check({k: v for k, v in (env or {}).items() if k == "FTPAIR_LAB_PMD"}) is not None:
+        return None
+    return check(env)
 
 
 def node_log_tail(node, n=40):
@@ -529,9 +579,11 @@ class LabSession:
         return 0 if self.checker.failed == 0 and not self.aborted else 1
 
     # -- helpers
-    def start_node(self, node, *extra, timeout=30):
-        log("lab: start %s %s" % (node, " ".join(extra)))
-        return lab("start", node, *extra, timeout=timeout)
+    def start_node(self, node, *extra, timeout=30, env=None, check=True):
+        log("lab: start %s %s%s" % (node, " ".join(extra),
+                                    (" (%s)" % " ".join("%s=%r" % kv for kv in sorted(env.items())))
+                                    if env else ""))
+        return lab("start", node, *extra, timeout=timeout, env=env, check=check)
 
     def background(self, host, argv):
         b = Background(host, argv)
