@@ -6,12 +6,13 @@ exporter's IPFIX sequence numbers; nfdump reads the files back as JSON.
 
     import ipfix_collector as C
     col = C.start()                        # nfcapd on 127.0.0.1:<free port>, files in a temp dir
+    col = C.start(host="198.18.3.254")     # or bound to another local address (the lab's mgmt)
     ... export to f"127.0.0.1:{col.port}" ...
     events = col.stop()                    # [{"nat_event": 6, "proto": 17, "in_ip": ..., ...}]
     col.stats["sequence_failures"]         # from the file's statistics record
 
 The commands it runs:
-    nfcapd -w DIR -b 127.0.0.1 -p PORT -t 3600 -I ftpair
+    nfcapd -w DIR -b HOST -p PORT -t 3600 -I ftpair            (HOST: 127.0.0.1 by default)
     TZ=UTC nfdump -r DIR/nfcapd.<stamp> -o json
     nfdump -r DIR/nfcapd.<stamp> -I
 Each event dict: nat_event, proto, in_ip, in_port, nat_ip, nat_port, ext_ip, ext_port (the
@@ -48,17 +49,18 @@ def _collector_env():
     return dict(os.environ, TZ="UTC")
 
 
-def _free_udp_port():
+def _free_udp_port(host="127.0.0.1"):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind((host, 0))
     port = s.getsockname()[1]
     s.close()
     return port
 
 
-def _udp_bound(port):
-    """True when some socket is bound to UDP 127.0.0.1:port (read from /proc/net/udp)."""
-    want = "0100007F:%04X" % port
+def _udp_bound(port, host="127.0.0.1"):
+    """True when some socket is bound to UDP host:port (read from /proc/net/udp, which
+    prints the address as the hex of its bytes in host order: 127.0.0.1 is 0100007F)."""
+    want = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(host))[0], port)
     with open("/proc/net/udp") as f:
         return any(line.split()[1] == want for line in f.readlines()[1:])
 
@@ -111,14 +113,15 @@ def _event(rec):
 class Collector:
     """One nfcapd process; start() makes it, stop() ends it and reads what it stored."""
 
-    def __init__(self, port=None, workdir=None, ident="ftpair"):
-        self.port = port or _free_udp_port()
+    def __init__(self, port=None, workdir=None, ident="ftpair", host="127.0.0.1"):
+        self.host = host
+        self.port = port or _free_udp_port(host)
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="ftpair-nfcapd-")
         self.flowdir = os.path.join(self.dir, "flows")
         os.makedirs(self.flowdir, exist_ok=True)
         self.log_path = os.path.join(self.dir, "nfcapd.log")
-        self.cmd = [NFCAPD, "-w", self.flowdir, "-b", "127.0.0.1", "-p", str(self.port), "-t", "3600", "-I", ident]
+        self.cmd = [NFCAPD, "-w", self.flowdir, "-b", host, "-p", str(self.port), "-t", "3600", "-I", ident]
         self.proc = None
         self.stats = {}
         self.log = ""
@@ -137,15 +140,16 @@ class Collector:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError("nfcapd exited with %s: %s" % (self.proc.returncode, self._read_log()))
-                if _udp_bound(self.port):
+                if _udp_bound(self.port, self.host):
                     if "Observation domain %d " % PROBE_DOMAIN in self._read_log():
                         return self
-                    sock.sendto(probe, ("127.0.0.1", self.port))
+                    sock.sendto(probe, (self.host, self.port))
                 time.sleep(0.1)
         finally:
             sock.close()
         self._kill()
-        raise RuntimeError("nfcapd on 127.0.0.1:%d not ready within %.0f s: %s" % (self.port, timeout, self._read_log()))
+        raise RuntimeError("nfcapd on %s:%d not ready within %.0f s: %s" % (self.host, self.port, timeout,
+                                                                           self._read_log()))
 
     def _read_log(self):
         try:
@@ -195,7 +199,8 @@ class Collector:
         return events
 
 
-def start(port=None, workdir=None):
-    """Starts nfcapd on 127.0.0.1 (a free port unless given), storing into workdir (a new
-    temp dir unless given). Returns the running Collector; raise RuntimeError if it fails."""
-    return Collector(port=port, workdir=workdir).start()
+def start(port=None, workdir=None, host="127.0.0.1"):
+    """Starts nfcapd on host (127.0.0.1 unless given; an IPv4 address of this namespace) and
+    a free port unless given, storing into workdir (a new temp dir unless given). Returns the
+    running Collector; raises RuntimeError if it fails."""
+    return Collector(port=port, workdir=workdir, host=host).start()

@@ -34,7 +34,11 @@ Each case is its own check with what was expected and what was seen:
      checked bytes: all survive and new connections still open
   j. nat.max_sessions_per_host: 50: of 80 new UDP flows from client about 50 pass, the
      rest counted as drops{reason="host_session_limit"}; client2 still opens flows
-  k. IPFIX session logging: placeholder (skipped)
+  k. IPFIX session logging (nat.session_log) to nfdump's nfcapd at 198.18.3.254 (root
+     namespace, mgmt bridge): 3 UDP mappings client -> remote each arrive as natEvent 6
+     with client's address and port and the external address and port remote saw; node
+     a's session-log metrics agree (records >= 3, no send errors) and nfcapd counts no
+     sequence failure. Creates only: deletes take the 300 s UDP timeout
   l. pair a (active) + b (standby, in sync); SIGKILL of a: the EIM mapping (same
      external port toward a new destination; client2 holds the same local port, so
      port preservation alone cannot pass) and a hairpinned TCP flow survive on b
@@ -53,6 +57,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
+import ipfix_collector  # noqa: E402
 
 PMD = os.environ.get("FTPAIR_LAB_PMD", "af_xdp")
 NODE = "a"
@@ -70,6 +75,10 @@ FILTER_EXPECT = {"endpoint-independent": (True, True),
                  "address-dependent": (True, False),
                  "address-and-port-dependent": (False, False)}
 
+MGMT_HOST_IP = "198.18.3.254"   # the root namespace on the mgmt bridge (the collector)
+SESSION_LOG_DOMAIN = 4711
+SESSION_LOG_FLUSH_MS = 200
+K_PORTS = (44001, 44002, 44003)  # client's local ports for the logged mappings
 REFUSED = {}         # config key -> the daemon's error text
 
 
@@ -478,9 +487,79 @@ def case_j_host_limit(chk):
               j2.get("answered") == 10, "%s" % (j2 or tail(r2)))
 
 
-def case_k_ipfix(chk):
-    chk.skip("k. IPFIX session logging (RFC 8158) to a collector",
-             "placeholder: the exporter is being built elsewhere; this case comes with it")
+def case_k_ipfix(lab, chk, env):
+    """nfcapd (nfdump) in the root namespace on the mgmt bridge's 198.18.3.254; node a
+    exports to it over mgmt0. Three UDP mappings from client; each must come back from the
+    collector as a NAT44 BIB create (natEvent 6) with the addresses and ports remote saw.
+    Only creates are checked: a mapping is deleted when its last session expires, and the
+    shortest way there from the lab is a UDP timeout (300 s) or a closed TCP session's
+    240 s; the delete records (natEvent 7) are covered by test_ipfix_collector.py and the
+    exporter's unit tests."""
+    what = "k. session log"
+    have = ipfix_collector.available()
+    if not chk.check("k. nfcapd and nfdump installed (Debian package nfdump)", have,
+                     "" if have else "not found in PATH; tools/install-deps.sh installs nfdump"):
+        return
+    try:
+        col = ipfix_collector.start(host=MGMT_HOST_IP)
+    except (RuntimeError, OSError) as e:
+        chk.check("k. nfcapd listening on %s" % MGMT_HOST_IP, False, str(e)[-600:])
+        return
+    L.log("collector: %s" % " ".join(col.cmd))
+    events, seen, m, t0, t1 = None, {}, {}, time.time(), None
+    try:
+        sl = ('{collector: "%s:%d", observation_domain: %d, flush_ms: %d, template_refresh_s: 5}'
+              % (MGMT_HOST_IP, col.port, SESSION_LOG_DOMAIN, SESSION_LOG_FLUSH_MS))
+        kenv = nat_extra(session_log=sl)
+        if not key_ok(chk, "nat.session_log", kenv):
+            return
+        if not start_phase(lab, chk, what, dict(env, **kenv)):
+            return
+        r0 = L.node_metric(NODE, "ftpair_session_log_records_total")
+        t0 = time.time()
+        for p in K_PORTS:
+            j, _ = nat_json("client", "udp-eim", "--bind-port", p, "--to", REMOTE_UDP)
+            seen[p] = (j or {}).get("seen", {}).get(REMOTE_UDP)
+        t1 = time.time()
+        if not chk.check("k. 3 UDP mappings client ports %s -> remote:%d" % (list(K_PORTS), UDP_PORT),
+                         all(ip_of(v) == L.WAN_VIP for v in seen.values()), "remote saw %s" % seen):
+            return
+        # records_total counts records in messages the kernel took: past that, only the
+        # bridge and nfcapd's read stand between them and the file
+        L.wait_until(lambda: L.node_metric(NODE, "ftpair_session_log_records_total") >= r0 + len(K_PORTS),
+                     3 + SESSION_LOG_FLUSH_MS / 1000.0, 0.05)
+        time.sleep(0.5)
+        m = L.scrape(NODE)
+    finally:
+        try:
+            events = col.stop()
+        except (RuntimeError, OSError) as e:
+            chk.check("k. nfdump reads back what nfcapd stored", False, str(e)[-600:])
+    if events is None or not m:
+        return
+    recs = L.metric(m, "ftpair_session_log_records_total")
+    errs = L.metric(m, "ftpair_session_log_send_errors_total")
+    chk.check("k. node a: ftpair_session_log_records_total >= %d and send_errors_total == 0" % len(K_PORTS),
+              recs >= len(K_PORTS) and errs == 0,
+              "records %g, messages %g, send errors %g, sequence %g"
+              % (recs, L.metric(m, "ftpair_session_log_messages_total"), errs,
+                 L.metric(m, "ftpair_session_log_sequence")))
+    # the ready() probes from client2 are mappings too: every record the node counted
+    # must be in the collector's file, no more, no fewer
+    chk.check("k. the collector decoded every record node a exported (%g), none twice" % recs,
+              len(events) == recs and len({tuple(sorted(e.items())) for e in events}) == len(events),
+              "nfdump gave %d events: %s" % (len(events), events[:8]))
+    chk.check("k. nfcapd counted no IPFIX sequence failure", col.stats.get("sequence_failures") == 0,
+              "stats %s; nfcapd log: %s" % (col.stats, " | ".join(col.log.splitlines()[-6:])[-400:]))
+    for p in K_PORTS:
+        want = dict(nat_event=6, proto=17, in_ip=L.CLIENT_IP, in_port=p, nat_ip=L.WAN_VIP,
+                    nat_port=port_of(seen[p]))
+        got = [e for e in events if e["in_ip"] == L.CLIENT_IP and e["in_port"] == p]
+        ok = (len(got) == 1 and all(got[0][k] == v for k, v in want.items())
+              and got[0]["unix_ms"] is not None and t0 - 2 <= got[0]["unix_ms"] / 1000.0 <= t1 + 2)
+        chk.check("k. natEvent 6 (NAT44 BIB create) for UDP %s:%d -> %s (the port remote saw), "
+                  "time within the test's" % (L.CLIENT_IP, p, seen[p]), ok,
+                  "want %s at %.3f..%.3f s; collector has %s" % (want, t0, t1, got or "none for this port"))
 
 
 def wait_pair(chk, active, what, timeout=25):
@@ -604,7 +683,8 @@ def main():
             chk.check("j. per-host session limit", False, "not run: ftpaird refuses "
                       "nat.max_sessions_per_host: %s" % REFUSED.get("nat.max_sessions_per_host"))
 
-        case_k_ipfix(chk)
+        # ---- session logging to a real IPFIX collector (nfcapd on the mgmt network)
+        case_k_ipfix(lab, chk, env)
 
         # ---- the pair: failover keeps the mapping and the hairpinned flow
         case_l_failover(lab, chk, main_env)
