@@ -202,7 +202,8 @@ void read_log(const YAML::Node &n, Config *c) {
 void read_nat(const YAML::Node &n, Config *c) {
   check_keys(n, "nat", {"port_min", "port_max", "port_forwards", "filtering", "tcp_liberal",
                         "max_sessions_per_host", "evict_embryonic_pct", "icmp_rate", "icmp_burst",
-                        "session_log"});
+                        "session_log", "fragment_timeout_ms"});
+  get_uint(n, "fragment_timeout_ms", "nat", 10, 60000, &c->fragment_timeout_ms);
   if (YAML::Node sl = n["session_log"]) {
     const std::string p = "nat.session_log";
     check_keys(sl, p, {"collector", "observation_domain", "flush_ms", "template_refresh_s"});

@@ -70,6 +70,7 @@ struct Config {
   uint32_t max_sessions_per_host = 4096;
   uint32_t evict_embryonic_pct = 90;
   uint32_t icmp_rate = 100, icmp_burst = 50;
+  uint32_t fragment_timeout_ms = 2000;
   IpfixConfig session_log;  // collector empty = no session logging
   uint32_t flow_capacity = 65536;
   dp::Timeouts timeouts;

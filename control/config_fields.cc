@@ -120,6 +120,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["nat.evict_embryonic_pct"] = u(c.evict_embryonic_pct);
   m["nat.icmp_rate"] = u(c.icmp_rate);
   m["nat.icmp_burst"] = u(c.icmp_burst);
+  m["nat.fragment_timeout_ms"] = u(c.fragment_timeout_ms);
   m["nat.session_log.collector"] = c.session_log.collector;
   m["nat.session_log.observation_domain"] = u(c.session_log.observation_domain);
   m["nat.session_log.flush_ms"] = u(c.session_log.flush_ms);
@@ -195,6 +196,7 @@ dp::NfConfig Config::nf_config() const {
   nf.evict_embryonic_pct = evict_embryonic_pct;
   nf.icmp_rate = icmp_rate;
   nf.icmp_burst = icmp_burst;
+  nf.fragment_timeout_ms = fragment_timeout_ms;
   return nf;
 }
 

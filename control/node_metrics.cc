@@ -74,6 +74,8 @@ void expose_dataplane(Node &node, Exposition &x) {
       .sample(c.mss_clamped.load());
   x.family("ftpair_hairpinned_packets_total", "counter", "LAN packets hairpinned back into the LAN.")
       .sample(c.hairpinned.load());
+  x.family("ftpair_fragments_forwarded_total", "counter", "Fragments after the first, translated as the first was.")
+      .sample(c.fragments_forwarded.load());
   x.family("ftpair_tcp_out_of_window_total", "counter", "TCP segments outside the tracked window.")
       .sample(c.tcp_out_of_window.load());
   x.family("ftpair_tcp_rst_ignored_total", "counter", "TCP resets outside the window: the flow was kept.")

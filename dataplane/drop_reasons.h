@@ -18,7 +18,11 @@
   X(IPV4_OPTIONS, "ip_options", "IPv4 options present")                                   \
   X(BAD_IP_LENGTH, "bad_ip_length", "IPv4 total length disagrees with the frame")       \
   X(BAD_IP_CHECKSUM, "bad_ip_checksum", "IPv4 header checksum is wrong")                \
-  X(FRAGMENT, "fragment", "IPv4 fragment")                                              \
+  X(BAD_FRAGMENT, "bad_fragment", "IPv4 fragment too short for its ports, or ending past 64 KiB") \
+  X(FRAG_TIMEOUT, "frag_timeout", "fragment whose datagram's first fragment did not come in time") \
+  X(FRAG_BUFFER_FULL, "frag_buffer_full", "early fragment beyond the per-datagram or global buffer") \
+  X(FRAG_TABLE_FULL, "frag_table_full", "fragment of a new datagram while every reassembly context is busy") \
+  X(FRAG_OF_DROPPED, "frag_of_dropped", "fragment of a datagram whose first fragment was dropped") \
   X(TTL_EXCEEDED, "ttl_exceeded", "TTL would reach zero (Time Exceeded sent, rate permitting)") \
   X(TOO_BIG, "too_big", "larger than the egress MTU with DF (Fragmentation Needed sent)") \
   X(NEEDS_FRAGMENTATION, "needs_fragmentation", "larger than the egress MTU without DF, cannot fragment") \

@@ -96,6 +96,8 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
                                                                      : cfg.mtu[kPortOutside];
   mss_max_ = static_cast<uint16_t>(mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_tcp_hdr));
   icmp_tokens_ = uint64_t(cfg.icmp_burst) * hz_;
+  frag_.assign(kFragSets * kFragWays, FragCtx{});
+  frag_timeout_tsc_ = uint64_t(cfg.fragment_timeout_ms) * hz_ / 1000;
   icmp_last_tsc_ = rte_rdtsc();
 }
 
@@ -114,6 +116,8 @@ uint32_t Nat44::pool_address_for(uint32_t in_ip) const {
 
 Nat44::~Nat44() {
   for (unsigned i = 0; i < n_pending_; i++) rte_pktmbuf_free(pending_[i].m);
+  for (auto &c : frag_)
+    for (unsigned i = 0; i < c.nbuf; i++) rte_pktmbuf_free(c.buf[i]);
 }
 
 uint32_t Nat44::timeout_s(const FlowState &st) const {
@@ -308,8 +312,6 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
     return drop(m, DropReason::BAD_IP_LENGTH), false;
   if (!ipv4_hdr_csum_ok(ip))
     return drop(m, DropReason::BAD_IP_CHECKSUM), false;
-  if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
-    return drop(m, DropReason::FRAGMENT), false;
   if (martian(ip->src_addr)) return drop(m, DropReason::BAD_SOURCE), false;
   uint32_t vip = cfg_.vip[port];
   if (multicast_or_bcast(ip->dst_addr, vip & mask_[port], mask_[port]))
@@ -324,12 +326,29 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
   p.icmp_type = 0;
   p.icmp_err = false;
   p.hairpin = false;
+  p.frag = 0;
+  p.frag_ctx = -1;
+  if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
+    const uint32_t off8 = rte_be_to_cpu_16(ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK;
+    if (off8 * 8 + p.l4_len > 65535) return drop(m, DropReason::BAD_FRAGMENT), false;
+    if (off8 != 0) {
+      // A later fragment: no transport header; the first fragment's outcome translates it.
+      p.frag = 2;
+      p.sport = p.dport = 0;
+      return true;
+    }
+    p.frag = 1;
+    // The first fragment must hold the whole transport header (RFC 1858 tiny fragments).
+    const uint32_t need = p.proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : 8;
+    if (p.l4_len < need) return drop(m, DropReason::BAD_FRAGMENT), false;
+  }
   switch (p.proto) {
     case IPPROTO_TCP: {
       if (p.l4_len < sizeof(rte_tcp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
       auto *tcp = reinterpret_cast<rte_tcp_hdr *>(p.l4);
       uint32_t off = (tcp->data_off >> 4) * 4u;
-      if (off < sizeof(rte_tcp_hdr) || off > p.l4_len) return drop(m, DropReason::BAD_TCP_OFFSET), false;
+      if (off < sizeof(rte_tcp_hdr) || off > p.l4_len)
+        return drop(m, p.frag ? DropReason::BAD_FRAGMENT : DropReason::BAD_TCP_OFFSET), false;
       uint8_t f = tcp->tcp_flags;
       if (f == 0 || ((f & kTcpSyn) && (f & (kTcpFin | kTcpRst))) ||
           ((f & kTcpFin) && !(f & kTcpAck)))
@@ -343,7 +362,9 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
       if (p.l4_len < sizeof(rte_udp_hdr)) return drop(m, DropReason::TRUNCATED_L4), false;
       auto *udp = reinterpret_cast<rte_udp_hdr *>(p.l4);
       uint16_t ulen = rte_be_to_cpu_16(udp->dgram_len);
-      if (ulen < sizeof(rte_udp_hdr) || ulen > p.l4_len) return drop(m, DropReason::TRUNCATED_L4), false;
+      // A first fragment holds only part of the datagram the length covers.
+      if (ulen < sizeof(rte_udp_hdr) || (ulen > p.l4_len && p.frag == 0))
+        return drop(m, DropReason::TRUNCATED_L4), false;
       p.sport = udp->src_port;
       p.dport = udp->dst_port;
       break;
@@ -670,14 +691,19 @@ void Nat44::inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now
   uint64_t dep;
   if (!translate_in2out(m, p, slot, now, &dep)) return;
   bump(ctr_.forwarded[kPortInside]);
+  const int32_t ctx = p.frag ? frag_resolved(p, kPortOutside, nh, dep) : -1;
   resolve_and_send(kPortOutside, m, nh, dep, now);
+  if (ctx >= 0) frag_release(ctx, now);
 }
 
 void Nat44::outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
   uint64_t dep;
   if (!translate_out2in(m, p, slot, now, &dep)) return;
   bump(ctr_.forwarded[kPortOutside]);
-  resolve_and_send(kPortInside, m, p.ip->dst_addr, dep, now);
+  const uint32_t nh = p.ip->dst_addr;
+  const int32_t ctx = p.frag ? frag_resolved(p, kPortInside, nh, dep) : -1;
+  resolve_and_send(kPortInside, m, nh, dep, now);
+  if (ctx >= 0) frag_release(ctx, now);
 }
 
 /* Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): a LAN packet to an outside address goes
@@ -699,7 +725,11 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
   if (!translate_out2in(m, q, -1, now, &dep_in)) return;
   bump(ctr_.hairpinned);
   bump(ctr_.forwarded[kPortInside]);
-  resolve_and_send(kPortInside, m, q.ip->dst_addr, dep_out > dep_in ? dep_out : dep_in, now);
+  const uint64_t dep = dep_out > dep_in ? dep_out : dep_in;
+  const uint32_t nh = q.ip->dst_addr;
+  const int32_t ctx = p.frag ? frag_resolved(p, kPortInside, nh, dep) : -1;
+  resolve_and_send(kPortInside, m, nh, dep, now);
+  if (ctx >= 0) frag_release(ctx, now);
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
@@ -787,12 +817,24 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           egress = kPortInside;
         }
       }
+      if (p.frag == 2) {
+        // No ICMP about later fragments (RFC 1812 §4.3.2.7); they follow the first.
+        if (p.ip->time_to_live <= 1)
+          drop(m, DropReason::TTL_EXCEEDED);
+        else
+          frag_follow(m, p, port, now);
+        continue;
+      }
       if (p.ip->time_to_live <= 1) {
         send_icmp_error(port, m, p, kIcmpTimeExceeded, 0, 0, now);
         drop(m, DropReason::TTL_EXCEEDED);
         continue;
       }
       if (p.icmp_err) {
+        if (p.frag) {  // its checksum covers bytes this fragment does not hold
+          drop(m, DropReason::BAD_ICMP_ERROR);
+          continue;
+        }
         icmp_error(m, p, port, now);
         continue;
       }
@@ -815,12 +857,15 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
     for (unsigned i = 0; i < nip; i++) {
       // A flow evicted for a new one may be a slot looked up earlier in this burst.
       const int32_t slot = evicted_ ? -1 : slots[i];
+      Parsed &p = parsed[i];
+      if (p.frag) frag_first(p, port, now);
       if (port == kPortOutside)
-        outside_to_inside(ip_pkts[i], parsed[i], slot, now);
-      else if (is_nat_address(parsed[i].ip->dst_addr))
-        hairpin(ip_pkts[i], parsed[i], slot, now);
+        outside_to_inside(ip_pkts[i], p, slot, now);
+      else if (is_nat_address(p.ip->dst_addr))
+        hairpin(ip_pkts[i], p, slot, now);
       else
-        inside_to_outside(ip_pkts[i], parsed[i], slot, now);
+        inside_to_outside(ip_pkts[i], p, slot, now);
+      if (p.frag) frag_first_done(p);
     }
   }
 }
@@ -861,6 +906,7 @@ uint32_t Nat44::housekeeping(uint64_t now) {
     }
   }
   if (n_pending_) expire_pending(now);
+  if (frag_active_ && now >= frag_next_expiry_tsc_) frag_expire(now);
   if (events_) log_mappings(now);
   if (!vip_owner()) return work;
   // Expiry: a bounded slice of the table per call, so a sweep never stalls packets.

@@ -83,6 +83,7 @@ struct NfConfig {
   std::vector<PortForward> forwards;
   uint32_t expiry_scan_per_loop = 64;  // slots examined for expiry per loop
   uint32_t arp_retry_ms = 1000;
+  uint32_t fragment_timeout_ms = 2000;  // a datagram's fragments wait this long for the first
   // The outside addresses mappings use: the pool, or the WAN VIP when the pool is empty.
   std::vector<uint32_t> nat_addresses() const {
     return pool.empty() ? std::vector<uint32_t>{vip[1]} : pool;
@@ -103,6 +104,7 @@ struct alignas(64) NfCounters {
   std::atomic<uint64_t> hairpinned{0};
   std::atomic<uint64_t> tcp_out_of_window{0};      // seen (forwarded when liberal)
   std::atomic<uint64_t> tcp_rst_ignored{0};        // RST out of the window: flow kept
+  std::atomic<uint64_t> fragments_forwarded{0};    // fragments after the first, translated
   NfCounters();
 };
 
@@ -112,6 +114,9 @@ class Nat44 {
         rte_mempool *pool, unsigned worker);
   // Frees the packets still waiting for ARP.
   ~Nat44();
+
+  // Reassembly contexts (datagrams whose fragments are in flight), kFragWays per set.
+  static constexpr unsigned kFragContexts = 1024, kFragWays = 8;
 
   // Handles a burst received on port. Every mbuf is either queued for tx or freed.
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
@@ -214,6 +219,40 @@ class Nat44 {
   SessionEventRing *events_ = nullptr;
   TscUnixClock clock_;
   void log_mappings(uint64_t now);
+
+  /* Virtual reassembly (nf_frag.cc), in the manner of VPP's shallow reassembly: the first
+   * fragment is translated like any packet and its outcome (the rewritten addresses, the
+   * egress and the next hop) translates every other fragment of the datagram. Fragments
+   * that come before the first wait, within per-datagram and global bounds and a timeout.
+   * Contexts live in a set-associative table of kFragSets x kFragWays. */
+  static constexpr unsigned kFragSets = kFragContexts / kFragWays, kFragBufPerDatagram = 16;
+  static constexpr unsigned kFragBufGlobal = 512;
+  struct FragCtx {
+    uint32_t src, dst;  // key: addresses, identification, protocol, ingress port
+    uint16_t id;
+    uint8_t proto;
+    uint8_t port;
+    uint8_t state;  // FragState
+    uint8_t nbuf;
+    uint16_t egress;
+    uint32_t new_src, new_dst, next_hop;
+    uint32_t bytes_seen, total;  // total 0 until the last fragment is seen
+    uint64_t dep, born_tsc;
+    rte_mbuf *buf[kFragBufPerDatagram];
+  };
+  std::vector<FragCtx> frag_;
+  unsigned frag_active_ = 0, frag_buffered_ = 0;
+  uint64_t frag_timeout_tsc_ = 0, frag_next_expiry_tsc_ = 0;
+  int32_t frag_find(const Parsed &p, uint16_t port, bool create, uint64_t now);
+  void frag_first(Parsed &p, uint16_t port, uint64_t now);
+  void frag_follow(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
+  int32_t frag_resolved(const Parsed &p, uint16_t egress, uint32_t next_hop, uint64_t dep);
+  void frag_release(int32_t ctx, uint64_t now);
+  void frag_first_done(const Parsed &p);
+  void frag_send(FragCtx &c, rte_mbuf *m, uint64_t now);
+  void frag_account(FragCtx &c, const Parsed &p);
+  void frag_free(FragCtx &c, DropReason why);
+  void frag_expire(uint64_t now);
   std::atomic<bool> vip_owner_{true};
   std::atomic<uint64_t> announce_req_{0};
   uint64_t announce_done_ = 0;

@@ -168,14 +168,14 @@ def check_malformed(lab, chk, pid):
             chk.skip('drops{reason="%s"}' % label, "the kernel did not deliver any such frame")
             continue
         delta = d1.get(label, 0.0) - d0.get(label, 0.0)
-        if label == "fragment" and delta < n:
+        if label == "bad_fragment" and delta < n:
             # DPDK's net_af_packet joins its socket to a PACKET_FANOUT group with
             # PACKET_FANOUT_FLAG_DEFRAG: the kernel of the node's namespace holds
             # (and reassembles) IPv4 fragments before the PMD can see them.
             reasm = (L.kernel_snmp(NODE).get("ReasmReqds", 0)
                      - snmp0.get("ReasmReqds", 0))
             if reasm >= n:
-                chk.skip('drops{reason="fragment"}',
+                chk.skip('drops{reason="bad_fragment"}',
                          "the kernel's af_packet fanout defrag took %d fragments before "
                          "ftpaird (delta %g); not testable through net_af_packet" % (reasm, delta))
                 continue

@@ -122,11 +122,11 @@ def k_bad_ip_checksum(c, i):
               / pkt.payload)
 
 
-def k_fragment(c, i):
-    if i % 2 == 0:   # first fragment: MF set, offset 0
-        return _b(c.eth() / c.ip(flags="MF", frag=0) / c.udp())
-    # a later fragment: offset 64 bytes, MF clear
-    return _b(c.eth() / c.ip(flags=0, frag=8, proto=17) / Raw(b"\x00" * 24))
+def k_bad_fragment(c, i):
+    if i % 2 == 0:   # a first fragment too short for the UDP header (RFC 1858 tiny fragment)
+        return _b(c.eth() / c.ip(flags="MF", frag=0, proto=17) / Raw(b"\x00" * 4))
+    # a fragment that would end past 65535 bytes
+    return _b(c.eth() / c.ip(flags=0, frag=8190, proto=17) / Raw(b"\x00" * 64))
 
 
 def k_ttl_exceeded(c, i):
@@ -175,7 +175,7 @@ KINDS = [
     ("ip_options", k_ip_options),
     ("bad_ip_length", k_bad_ip_length),
     ("bad_ip_checksum", k_bad_ip_checksum),
-    ("fragment", k_fragment),
+    ("bad_fragment", k_bad_fragment),
     ("ttl_exceeded", k_ttl_exceeded),
     ("unknown_protocol", k_unknown_protocol),
     ("truncated_l4", k_truncated_l4),

@@ -192,6 +192,7 @@ class NfTest : public ::testing::Test {
   const uint32_t R = ip4("198.18.2.10"), R2 = ip4("198.18.2.11");
   const uint32_t LAN_VIP = ip4("198.18.1.1"), WAN_VIP = ip4("198.18.2.1");
   Out o_;
+  static constexpr unsigned kFragContexts = Nat44::kFragContexts;
 
   NfConfig cfg_;
   std::unique_ptr<test::RingPort> lan_, wan_;
@@ -739,13 +740,21 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   cases.push_back({"bad header checksum", kPortInside,
                    mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->hdr_checksum ^= 0x0101; }, false),
                    DropReason::BAD_IP_CHECKSUM});
-  cases.push_back({"more fragments", kPortInside,
-                   mutate(tcp_syn(), [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG); }),
-                   DropReason::FRAGMENT});
-  cases.push_back({"fragment offset", kPortOutside,
+  {
+    Frame tiny = test::ipv4_frame(lan, H, R, IPPROTO_UDP, 4);  // a first fragment without its ports
+    test::ip_of(tiny)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG);
+    test::fix_csums(tiny);
+    cases.push_back({"tiny first fragment", kPortInside, tiny, DropReason::BAD_FRAGMENT});
+    Frame tcp_tiny = mutate(tcp_syn(), [](Frame &f) {
+      test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG);
+      test::tcp_of(f)->data_off = 6 << 4;  // says 24 bytes of header; the fragment has 20
+    });
+    cases.push_back({"first fragment cutting the TCP header", kPortInside, tcp_tiny, DropReason::BAD_FRAGMENT});
+  }
+  cases.push_back({"fragment ending past 64 KiB", kPortOutside,
                    mutate(test::udp_frame(wan, R, 53, WAN_VIP, 30000),
-                          [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(185); }),
-                   DropReason::FRAGMENT});
+                          [](Frame &f) { test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(8190); }),
+                   DropReason::BAD_FRAGMENT});
   cases.push_back({"loopback source", kPortInside,
                    test::tcp_frame(lan, ip4("127.0.0.1"), 46000, R, 80, RTE_TCP_SYN_FLAG), DropReason::BAD_SOURCE});
   cases.push_back({"multicast source", kPortOutside,
@@ -868,13 +877,16 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   //   TCP_INVALID (TcpRstClosesAndLaterSegmentsAreInvalid, TcpInvalidInSynSent), NOT_ACTIVE,
   //   FLOW_TABLE_FULL, NAT_PORTS_EXHAUSTED, ARP_MISS, NO_MBUF.
   //   TTL_EXCEEDED, TOO_BIG, NEEDS_FRAGMENTATION (OriginatedIcmp*), FILTERED
-  //   (FilteringModes), HOST_SESSION_LIMIT (HostSessionLimit), TCP_OUT_OF_WINDOW (TcpRst*).
+  //   (FilteringModes), HOST_SESSION_LIMIT (HostSessionLimit), TCP_OUT_OF_WINDOW (TcpRst*),
+  //   FRAG_* (Fragment*).
   const std::set<DropReason> elsewhere = {DropReason::TCP_INVALID, DropReason::NOT_ACTIVE,
                                           DropReason::FLOW_TABLE_FULL, DropReason::NAT_PORTS_EXHAUSTED,
                                           DropReason::ARP_MISS, DropReason::NO_MBUF,
                                           DropReason::TTL_EXCEEDED, DropReason::TOO_BIG,
                                           DropReason::NEEDS_FRAGMENTATION, DropReason::FILTERED,
-                                          DropReason::HOST_SESSION_LIMIT, DropReason::TCP_OUT_OF_WINDOW};
+                                          DropReason::HOST_SESSION_LIMIT, DropReason::TCP_OUT_OF_WINDOW,
+                                          DropReason::FRAG_TIMEOUT, DropReason::FRAG_BUFFER_FULL,
+                                          DropReason::FRAG_TABLE_FULL, DropReason::FRAG_OF_DROPPED};
   for (unsigned i = 0; i < kDropReasonCount; i++) {
     auto r = static_cast<DropReason>(i);
     EXPECT_TRUE(covered.count(r) || elsewhere.count(r)) << "no test for " << drop_reason_label(r);
@@ -1425,6 +1437,135 @@ TEST_F(NfTest, TcpRstOutsideTheWindowDoesNotClose) {
     EXPECT_EQ(st(slot).tcp_state, static_cast<uint8_t>(TcpState::CLOSED));
     EXPECT_EQ(nf_->timeout_s(st(slot)), 240u) << "RFC 7857 §2.2";
   }
+}
+
+// ------------------------------------------------------------------ fragments (RFC 4787 REQ-14)
+
+/* Splits a frame's IP payload at the given byte offsets (multiples of 8) into fragments,
+ * each with the original IP header, its offset and MF. */
+std::vector<Frame> fragments(Frame whole, std::vector<size_t> cuts) {
+  const size_t l4 = whole.size() - test::kL4Off;
+  cuts.push_back(l4);
+  std::vector<Frame> out;
+  size_t from = 0;
+  for (size_t to : cuts) {
+    Frame f(test::kL4Off + (to - from), 0);
+    std::memcpy(f.data(), whole.data(), test::kL4Off);
+    std::memcpy(f.data() + test::kL4Off, whole.data() + test::kL4Off + from, to - from);
+    auto *ip = test::ip_of(f);
+    ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(sizeof(rte_ipv4_hdr) + (to - from)));
+    ip->fragment_offset = rte_cpu_to_be_16(static_cast<uint16_t>((from / 8) | (to < l4 ? RTE_IPV4_HDR_MF_FLAG : 0)));
+    ip->hdr_checksum = test::ipv4_csum(ip);
+    out.push_back(f);
+    from = to;
+  }
+  return out;
+}
+
+TEST_F(NfTest, FragmentsFollowTheFirstInAnyOrder) {
+  Frame whole = test::udp_frame(from_lan(), H, 5000, R, 53, 4000 - 28);
+  auto fr = fragments(whole, {1480, 2960});
+  ASSERT_EQ(fr.size(), 3u);
+  // The last comes first: it waits.
+  Out o = run(kPortInside, fr[2]);
+  EXPECT_TRUE(o.wan.empty()) << "a fragment went out before the first";
+  // The first: translated, then the one that waited.
+  o = run(kPortInside, fr[0]);
+  ASSERT_EQ(o.wan.size(), 2u);
+  std::vector<Frame> out = o.wan;
+  // The middle one, after: at once.
+  o = run(kPortInside, fr[1]);
+  ASSERT_EQ(o.wan.size(), 1u);
+  out.push_back(o.wan[0]);
+  const uint16_t nat = test::udp_of(out[0])->src_port;
+  std::map<unsigned, Frame *> by_offset;
+  for (auto &f : out) {
+    EXPECT_EQ(test::ip_of(f)->src_addr, WAN_VIP);
+    EXPECT_EQ(test::ip_of(f)->dst_addr, R);
+    EXPECT_EQ(test::ip_of(f)->time_to_live, 63);
+    EXPECT_EQ(test::ip_of(f)->packet_id, test::ip_of(whole)->packet_id) << "identification kept";
+    EXPECT_TRUE(test::ip_csum_ok(f));
+    by_offset[(rte_be_to_cpu_16(test::ip_of(f)->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK) * 8u] = &f;
+  }
+  ASSERT_EQ(by_offset.size(), 3u);
+  EXPECT_EQ(by_offset.begin()->second, &out[0]) << "the first fragment left first";
+  // Reassembled, the datagram's UDP checksum verifies: the first fragment's checksum was
+  // updated for the new address and port, and it covers the whole datagram.
+  Frame joined(out[0].begin(), out[0].begin() + test::kL4Off);
+  for (auto &[off, f] : by_offset) joined.insert(joined.end(), f->begin() + test::kL4Off, f->end());
+  test::ip_of(joined)->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(joined.size() - test::kEthLen));
+  test::ip_of(joined)->fragment_offset = 0;
+  EXPECT_EQ(joined.size(), whole.size());
+  EXPECT_TRUE(test::l4_csum_ok(joined)) << "UDP checksum over the reassembled datagram";
+  EXPECT_EQ(nf_->counters().fragments_forwarded.load(), 2u);
+  // A fragmented reply comes back to the host the same way.
+  Frame reply = test::udp_frame(from_wan(), R, 53, WAN_VIP, rte_be_to_cpu_16(nat), 3000);
+  auto rf = fragments(reply, {1480, 2960});
+  o = run(kPortOutside, {rf[2], rf[1]});
+  EXPECT_TRUE(o.lan.empty());
+  o = run(kPortOutside, rf[0]);
+  ASSERT_EQ(o.lan.size(), 3u);
+  for (auto &f : o.lan) {
+    EXPECT_EQ(test::ip_of(f)->dst_addr, H);
+    EXPECT_TRUE(test::ip_csum_ok(f));
+  }
+  EXPECT_EQ(test::udp_of(o.lan[0])->dst_port, rte_cpu_to_be_16(5000));
+}
+
+TEST_F(NfTest, FragmentsOfADroppedFirstAndTimeouts) {
+  // An unsolicited fragmented datagram from the WAN: the first is refused, so are the rest.
+  Frame whole = test::udp_frame(from_wan(), R, 53, WAN_VIP, 30000, 3000);
+  auto fr = fragments(whole, {1480});
+  run(kPortOutside, fr[0]);
+  Drops before = drops();
+  Out o = run(kPortOutside, fr[1]);
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::FRAG_OF_DROPPED, "follower of a refused first fragment");
+  // A follower whose first never comes: dropped at the timeout.
+  Frame lone = test::udp_frame(from_lan(), H, 6000, R, 53, 3000);
+  test::ip_of(lone)->packet_id = rte_cpu_to_be_16(0x4444);
+  test::fix_csums(lone);
+  auto lf = fragments(lone, {1480});
+  run(kPortInside, lf[1]);
+  before = drops();
+  nf_->housekeeping(now_ + uint64_t(cfg_.fragment_timeout_ms) * hz_ / 1000 / 2);
+  EXPECT_EQ(drops(), before) << "not yet";
+  nf_->housekeeping(now_ + uint64_t(cfg_.fragment_timeout_ms) * hz_ / 1000 * 2);
+  expect_one_drop(before, DropReason::FRAG_TIMEOUT, "first fragment never came");
+  // Then the first alone goes through (a new context).
+  o = run(kPortInside, lf[0]);
+  EXPECT_EQ(o.wan.size(), 1u);
+}
+
+TEST_F(NfTest, FragmentBuffersAreBounded) {
+  // One datagram: 16 early fragments wait, the 17th is refused.
+  Frame whole = test::udp_frame(from_lan(), H, 7000, R, 53, 8 * 200);
+  std::vector<size_t> cuts;
+  for (size_t c = 80; c < 8 * 200; c += 80) cuts.push_back(c);
+  auto fr = fragments(whole, cuts);
+  ASSERT_GE(fr.size(), 18u);
+  Drops before = drops();
+  for (size_t i = 1; i <= 17; i++) run(kPortInside, fr[i]);
+  expect_one_drop(before, DropReason::FRAG_BUFFER_FULL, "17th early fragment");
+  Out o = run(kPortInside, fr[0]);
+  EXPECT_EQ(o.wan.size(), 17u) << "the first and the 16 that waited";
+  // Many datagrams whose firsts never come: the contexts and the global buffer run out.
+  before = drops();
+  for (uint16_t id = 1; id <= 1100; id++) {
+    Frame f = test::udp_frame(from_lan(), H, 8000, R, 53, 64);
+    test::ip_of(f)->packet_id = rte_cpu_to_be_16(id);
+    test::fix_csums(f);
+    run(kPortInside, fragments(f, {40})[1]);
+  }
+  const Drops after = drops();
+  const auto d = [&](DropReason r) { return after[unsigned(r)] - before[unsigned(r)]; };
+  EXPECT_GE(d(DropReason::FRAG_TABLE_FULL), 1100u - kFragContexts) << "more datagrams than contexts";
+  EXPECT_GT(d(DropReason::FRAG_BUFFER_FULL), 0u) << "the global buffer bound";
+  nf_->housekeeping(now_ + 10 * hz_);
+  const Drops expired = drops();
+  EXPECT_EQ(expired[unsigned(DropReason::FRAG_TIMEOUT)] - after[unsigned(DropReason::FRAG_TIMEOUT)],
+            1100u - d(DropReason::FRAG_TABLE_FULL) - d(DropReason::FRAG_BUFFER_FULL))
+      << "every waiting fragment is freed at the timeout";
 }
 
 TEST_F(NfTest, DefaultTimersAreTheRfcs) {
