@@ -92,6 +92,13 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   for (auto &m : fwd_mask_) m[0] |= 1;  // port (or identifier) 0 is never allocated
   nat_addrs_ = cfg.nat_addresses();
   flows_.set_nat_pool(nat_addrs_);
+  nat_lo_ = UINT32_MAX;
+  nat_hi_ = 0;
+  for (uint32_t a : nat_addrs_) {
+    const uint32_t h = rte_be_to_cpu_32(a);
+    nat_lo_ = h < nat_lo_ ? h : nat_lo_;
+    nat_hi_ = h > nat_hi_ ? h : nat_hi_;
+  }
   const uint16_t mtu = cfg.mtu[kPortInside] < cfg.mtu[kPortOutside] ? cfg.mtu[kPortInside]
                                                                      : cfg.mtu[kPortOutside];
   mss_max_ = static_cast<uint16_t>(mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_tcp_hdr));
@@ -102,7 +109,10 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
 }
 
 bool Nat44::is_nat_address(uint32_t ip) const {
-  if (nat_addrs_.size() == 1) return ip == nat_addrs_[0];
+  // Most packets are to none of them: one range check (host order) answers.
+  const uint32_t h = rte_be_to_cpu_32(ip);
+  if (h < nat_lo_ || h > nat_hi_) return false;
+  if (nat_addrs_.size() == 1) return true;
   for (uint32_t a : nat_addrs_)
     if (a == ip) return true;
   return false;
@@ -326,6 +336,7 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
   p.icmp_type = 0;
   p.icmp_err = false;
   p.hairpin = false;
+  p.to_nat = false;
   p.frag = 0;
   p.frag_ctx = -1;
   if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
@@ -803,7 +814,8 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           drop(m, DropReason::LAN_TO_LAN);
           continue;
         }
-        if (is_nat_address(dst)) {
+        p.to_nat = is_nat_address(dst);
+        if (p.to_nat) {
           // To an outside address from the LAN: an echo is answered, the rest hairpins.
           if (p.proto == IPPROTO_ICMP) {
             if (echo_request) {
@@ -861,7 +873,7 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
       if (p.frag) frag_first(p, port, now);
       if (port == kPortOutside)
         outside_to_inside(ip_pkts[i], p, slot, now);
-      else if (is_nat_address(p.ip->dst_addr))
+      else if (p.to_nat)
         hairpin(ip_pkts[i], p, slot, now);
       else
         inside_to_outside(ip_pkts[i], p, slot, now);

@@ -211,6 +211,7 @@ class Nat44 {
   uint32_t mask_[kMaxPorts];
   uint32_t expiry_cursor_ = 0;
   std::vector<uint32_t> nat_addrs_;
+  uint32_t nat_lo_ = 0, nat_hi_ = 0;  // the lowest and highest of them, host order
   uint64_t fwd_mask_[3][1024];  // per protocol: ports never allocated (forwards), as a bitmap
   uint64_t icmp_tokens_ = 0;   // scaled by kTokenScale
   uint64_t icmp_last_tsc_ = 0;

@@ -18,6 +18,7 @@ struct Nat44::Parsed {
   uint8_t icmp_type;
   bool icmp_err;   // an ICMP error (destination unreachable, time exceeded, parameter problem)
   bool hairpin;    // second pass of a hairpinned packet: its TTL is already decremented
+  bool to_nat;     // from the LAN to an outside address (hairpin)
   uint8_t frag;    // 0 not a fragment, 1 the first fragment (offset 0, MF), 2 a later one
   int32_t frag_ctx;  // the first fragment's reassembly context, or -1
   uint16_t sport;  // TCP/UDP source port; ICMP: identifier on the inside, 0 outside

@@ -121,8 +121,7 @@ rte_ether_addr mac(uint8_t a, uint8_t b) {
 }
 
 // Addresses of flow i, host byte order for the ports. Inside keys are unique through
-// (source address, source port); the destinations of the kHosts flows sharing a source port
-// differ, so every flow keeps its own source port as NAT port.
+// (source address, source port): every flow is a mapping of its own.
 struct FlowAddr {
   uint32_t sip, dip;  // network order
   uint16_t sport, dport;
@@ -196,10 +195,9 @@ void build_inside(uint8_t *buf, uint32_t i, uint8_t proto, uint8_t tcp_flags) {
 }
 
 /* Churn flow c: a new UDP flow from one of three extra inside hosts (.252-.254), 60000
- * source ports each, to one of 4 servers x 64 ports, so no destination gets more than a few
- * thousand live churn flows (each destination has its own NAT port range). The key space
- * wraps after 180000 flows, by which time the oldest have expired (the benchmark sets a
- * short UDP timeout). */
+ * source ports each, to one of 4 servers x 64 ports. Each is a new mapping on the host's
+ * pool address. The key space wraps after 180000 flows, by which time the oldest have
+ * expired (the benchmark sets a short UDP timeout). */
 constexpr uint32_t kChurnKeys = 3 * 60000;
 void build_churn(uint8_t *buf, uint32_t c) {
   c %= kChurnKeys;
@@ -306,7 +304,8 @@ void warm_up(Bench &b) {
       int slot = b.flows->lookup(dp::inside_key(probe));
       uint16_t nat_port = slot >= 0 ? rte_be_to_cpu_16(b.flows->record(uint32_t(slot)).st.nat_port)
                                     : a.sport;
-      build_frame(d, mac(0x02, a.server), kVmacOut, a.dip, vip_out, a.dport, nat_port,
+      const uint32_t nat_ip = slot >= 0 ? b.flows->record(uint32_t(slot)).st.nat_ip : vip_out;
+      build_frame(d, mac(0x02, a.server), kVmacOut, a.dip, nat_ip, a.dport, nat_port,
                   IPPROTO_TCP, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
     });
     feed_sync(b, dp::kPortInside, n, [&](uint32_t i, uint8_t *d) {
@@ -904,6 +903,10 @@ int main(int argc, char **argv) {
   nc.own_mac[1] = mac_out;
   nc.nat_port_min = 1024;
   nc.nat_port_max = 65535;
+  // Mappings are endpoint-independent and never share a port, so 100k+ inside endpoints
+  // need more than one outside address: a pool of 8 (paired: a host keeps one).
+  for (uint8_t a = 1; a <= 8; a++) nc.pool.push_back(ip4(198, 18, 2, a));
+  nc.max_sessions_per_host = 0;  // the bench's hosts hold thousands of flows each
   nc.timeouts.udp = b.opt.udp_timeout_s;
   b.nf = std::make_unique<dp::Nat44>(nc, *b.flows, *b.arp, *b.agent, b.pool, 0);
   for (unsigned s = 0; s < kDests / 64; s++)

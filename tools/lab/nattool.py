@@ -34,7 +34,7 @@ Clients
         connected UDP socket: send, then recv; prints {"refused": bool, "error",
         "elapsed_s"}. A closed port answers ICMP port unreachable, which Linux reports
         as ECONNREFUSED on the next recv of a connected socket.
-  udp-flows --to HOST:PORT --count N [--timeout T]
+  udp-flows --to HOST:PORT --count N [--timeout T] [--retries R]
         N sockets (N distinct local ports), one datagram each; prints {"flows": N,
         "answered": K, "icmp_errors": E, "send_errors": F}.
   tcp-upload --to HOST:PORT --bytes N [--timeout T]
@@ -285,16 +285,26 @@ def cmd_udp_flows(a):
             errors += 1
         time.sleep(a.gap_ms / 1000.0)
     answered, failed = set(), set()
-    deadline = time.monotonic() + a.timeout
-    while len(answered) + len(failed) < len(socks) and time.monotonic() < deadline:
-        r, _, _ = select.select([s for s in socks if s not in answered and s not in failed],
-                                [], [], 0.1)
-        for s in r:
-            try:
-                s.recvfrom(65535)
-                answered.add(s)
-            except OSError:
-                failed.add(s)    # e.g. an ICMP error for this flow
+    # Each round waits for answers, then sends again on the sockets still unanswered, so a
+    # datagram lost on the way does not pass for one the gateway refused.
+    for rnd in range(1 + a.retries):
+        if rnd:
+            for s in socks:
+                if s not in answered and s not in failed:
+                    try:
+                        s.sendto(b"flow", dst)
+                    except OSError:
+                        errors += 1
+        deadline = time.monotonic() + a.timeout
+        while len(answered) + len(failed) < len(socks) and time.monotonic() < deadline:
+            r, _, _ = select.select([s for s in socks if s not in answered and s not in failed],
+                                    [], [], 0.1)
+            for s in r:
+                try:
+                    s.recvfrom(65535)
+                    answered.add(s)
+                except OSError:
+                    failed.add(s)    # e.g. an ICMP error for this flow
     out(json.dumps({"flows": a.count, "answered": len(answered), "icmp_errors": len(failed),
                     "send_errors": errors}))
     return 0
@@ -478,6 +488,7 @@ def main(argv=None):
     x.add_argument("--count", type=int, default=10)
     x.add_argument("--timeout", type=float, default=2.0)
     x.add_argument("--gap-ms", type=float, default=2.0)
+    x.add_argument("--retries", type=int, default=0)
     x.set_defaults(func=cmd_udp_flows)
 
     x = sub.add_parser("tcp-upload")
