@@ -2,7 +2,7 @@
 """Writes the seed corpora in fuzz/corpus/<target>/ (run once; the files are committed).
 
 Seeds are valid inputs that reach deep: whole TCP/UDP/ICMP conversations through the NAT,
-ARP, expiry and captures for fuzz_packet; hello + full sync + incrementals for fuzz_records;
+ARP, expiry and captures, ICMP errors both ways, fragment trains and TTL 1 for fuzz_packet; hello + full sync + incrementals for fuzz_records;
 the lab's node config and variants for fuzz_config; real snapshot files for fuzz_snapshot.
 Regression inputs (crashes found and fixed) live beside them as regress-*."""
 import os
@@ -49,8 +49,15 @@ MAC_R = bytes([2, 0, 0, 0, 2, 10])
 BCAST = b"\xff" * 6
 
 
-def ipv4(src, dst, proto, l4, ttl=64):
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, ttl, proto, 0, ip(src), ip(dst))
+DF, MF = 0x4000, 0x2000
+
+
+def ipv4(src, dst, proto, l4, ttl=64, ident=1, frag=0, opts=b""):
+    """frag: the flags and fragment offset word (DF | MF | offset in 8-byte units)."""
+    assert len(opts) % 4 == 0
+    hl = 20 + len(opts)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | hl // 4, 0, hl + len(l4), ident, frag, ttl, proto, 0, ip(src),
+                      ip(dst)) + opts
     hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
     return hdr + l4
 
@@ -191,6 +198,296 @@ bad = b"".join([
     chunk(LAN, b"\0" * 10),
 ])
 write("fuzz_packet", "drops", bad)
+
+# ---- ICMP errors with embedded headers (RFC 5508), both ways
+# The external port of a LAN-initiated mapping is random (RFC 6056), so a seed cannot name
+# it: errors about those quote every port of the parity class (the NAT range is 20000-20063),
+# one of which is the mapping's. The port-forwards (TCP 8080 -> 198.18.1.10:80, UDP 5353 ->
+# 198.18.1.11:53) have fixed outside ports: errors about them match by construction.
+H2 = "198.18.1.11"
+MAC_H2 = bytes([2, 0, 0, 0, 1, 11])
+UNREACH, TIME_EXCEEDED, PARAM_PROBLEM = 3, 11, 12
+
+
+def icmp_err(typ, code, quoted, rest=b"\0\0\0\0"):
+    """An ICMP error: type, code, checksum, the 4 'unused' bytes, then the quoted packet."""
+    msg = struct.pack("!BBH", typ, code, 0) + rest + quoted
+    return msg[:2] + struct.pack("!H", csum(msg)) + msg[4:]
+
+
+def quote(pkt, n=None):
+    """The offending packet as an error quotes it: all of it, or its first n bytes."""
+    return pkt if n is None else pkt[:n]
+
+
+def lan_from(mac, l3):
+    return eth(VMAC_IN, mac, 0x0800, l3)
+
+
+arp_h = eth(VMAC_IN, MAC_H, 0x0806, arp(2, MAC_H, H, VMAC_IN, "198.18.1.1"))
+arp_h2 = eth(VMAC_IN, MAC_H2, 0x0806, arp(2, MAC_H2, H2, VMAC_IN, "198.18.1.1"))
+# The datagram the NAT sent for the UDP port-forward: 198.18.1.11:53's reply, translated.
+fwd_udp_out = ipv4(NAT, FAR, 17, udp(NAT, FAR, 5353, 4000, b"dns-answer"), ttl=63)
+
+# (a) Port unreachable from the WAN about a UDP datagram the NAT sent.
+wan_unreach_fwd = b"".join([
+    chunk(WAN, arp_gw),
+    chunk(LAN, arp_h2),
+    chunk(WAN | CAP, wan(ipv4(FAR, NAT, 17, udp(FAR, NAT, 4000, 5353, b"dns-query")), MAC_GW)),
+    chunk(LAN | MS, lan_from(MAC_H2, ipv4(H2, FAR, 17, udp(H2, FAR, 53, 4000, b"dns-answer")))),
+    # port unreachable from the far host, quoting the whole datagram
+    chunk(WAN | MS, wan(ipv4(FAR, NAT, 1, icmp_err(UNREACH, 3, quote(fwd_udp_out))), MAC_GW)),
+    # host unreachable from the gateway router, quoting IP + 8 bytes (RFC 792's minimum)
+    chunk(WAN | CAP, wan(ipv4(GW, NAT, 1, icmp_err(UNREACH, 1, quote(fwd_udp_out, 28))), MAC_GW)),
+    # the same error about a different remote port: no flow
+    chunk(WAN, wan(ipv4(FAR, NAT, 1, icmp_err(UNREACH, 3, ipv4(NAT, FAR, 17, udp(NAT, FAR, 5353, 4001)))),
+                   MAC_GW)),
+    chunk(LAN | CAP, lan_from(MAC_H2, ipv4(H2, FAR, 17, udp(H2, FAR, 53, 4000, b"again")))),
+])
+write("fuzz_packet", "icmp-wan-unreach-forward", wan_unreach_fwd)
+
+# A LAN-initiated UDP mapping (local port 5000, even: an even external port) and the far
+# host's port unreachable about each even port of the range.
+wan_unreach_scan = b"".join(
+    [chunk(WAN, arp_gw), chunk(LAN | CAP, lan(ipv4(H, FAR, 17, udp(H, FAR, 5000, 53, b"q"))))] +
+    [chunk(WAN, wan(ipv4(FAR, NAT, 1, icmp_err(UNREACH, 3, ipv4(NAT, FAR, 17, udp(NAT, FAR, p, 53, b"q"), ttl=63))),
+                    MAC_GW)) for p in range(20000, 20064, 2)] +
+    [chunk(LAN | CAP, lan(ipv4(H, FAR, 17, udp(H, FAR, 5000, 53, b"q"))))])
+write("fuzz_packet", "icmp-wan-unreach-udp-scan", wan_unreach_scan)
+
+# (b) Time exceeded from the WAN router about a TCP segment: the port-forward's SYN-ACK.
+fwd_synack_out = ipv4(NAT, FAR, 6, tcp(NAT, FAR, 8080, 50000, 0x12), ttl=1)
+wan_te_tcp = b"".join([
+    chunk(WAN, arp_gw),
+    chunk(LAN, arp_h),
+    chunk(WAN | CAP, wan(ipv4(FAR, NAT, 6, tcp(FAR, NAT, 50000, 8080, 0x02)), MAC_GW)),
+    chunk(LAN | MS, lan(ipv4(H, FAR, 6, tcp(H, FAR, 80, 50000, 0x12)))),
+    chunk(WAN | MS, wan(ipv4(GW, NAT, 1, icmp_err(TIME_EXCEEDED, 0, quote(fwd_synack_out))), MAC_GW)),
+    # 8 bytes of TCP: ports and sequence number, no checksum
+    chunk(WAN | CAP, wan(ipv4(GW, NAT, 1, icmp_err(TIME_EXCEEDED, 0, quote(fwd_synack_out, 28))), MAC_GW)),
+    # 18 bytes: the checksum just fits
+    chunk(WAN, wan(ipv4(GW, NAT, 1, icmp_err(TIME_EXCEEDED, 0, quote(fwd_synack_out, 38))), MAC_GW)),
+    # fragment reassembly time exceeded (code 1)
+    chunk(WAN, wan(ipv4(FAR, NAT, 1, icmp_err(TIME_EXCEEDED, 1, quote(fwd_synack_out))), MAC_GW)),
+    chunk(WAN | CAP, wan(ipv4(FAR, NAT, 6, tcp(FAR, NAT, 50000, 8080, 0x10)), MAC_GW)),
+])
+write("fuzz_packet", "icmp-wan-time-exceeded-tcp", wan_te_tcp)
+
+# A LAN-initiated TCP connection (local port 40002) and time exceeded about each even port.
+wan_te_scan = b"".join(
+    [chunk(WAN, arp_gw), chunk(LAN | CAP, lan(ipv4(H, FAR, 6, tcp(H, FAR, 40002, 443, 0x02))))] +
+    [chunk(WAN, wan(ipv4(GW, NAT, 1, icmp_err(TIME_EXCEEDED, 0, quote(ipv4(NAT, FAR, 6, tcp(NAT, FAR, p, 443, 0x02),
+                                                                           ttl=1), 28))), MAC_GW))
+     for p in range(20000, 20064, 2)])
+write("fuzz_packet", "icmp-wan-time-exceeded-tcp-scan", wan_te_scan)
+
+# (c) Errors from the LAN about packets that came from the WAN: the quoted packet went
+# remote -> host, so it names the flow by its inside key (no random port involved).
+lan_errors = b"".join([
+    chunk(WAN, arp_r),
+    chunk(LAN, arp_h2),
+    # UDP flow H:5002 -> R:7000; H says port unreachable about R's datagram
+    chunk(LAN | CAP, lan(ipv4(H, R, 17, udp(H, R, 5002, 7000)))),
+    chunk(LAN | MS, lan(ipv4(H, R, 1, icmp_err(UNREACH, 3, ipv4(R, H, 17, udp(R, H, 7000, 5002, b"reply"), ttl=63))))),
+    # TCP flow H:40004 -> R:80; H says administratively prohibited (3/13) about the SYN-ACK
+    chunk(LAN, lan(ipv4(H, R, 6, tcp(H, R, 40004, 80, 0x02)))),
+    chunk(LAN | CAP, lan(ipv4(H, R, 1, icmp_err(UNREACH, 13, quote(ipv4(R, H, 6, tcp(R, H, 80, 40004, 0x12)), 28))))),
+    # echo flow (identifier 21); an error quoting the echo reply that came back
+    chunk(LAN, lan(ipv4(H, R, 1, icmp_echo(21)))),
+    chunk(LAN, lan(ipv4(H, R, 1, icmp_err(PARAM_PROBLEM, 0, ipv4(R, H, 1, icmp_echo(21, 0)), b"\x08\0\0\0")))),
+    # the UDP port-forward: 198.18.1.11 refuses what R sent to WAN VIP:5353
+    chunk(WAN | CAP, wan(ipv4(R, NAT, 17, udp(R, NAT, 4000, 5353, b"query")))),
+    chunk(LAN | MS, lan_from(MAC_H2, ipv4(H2, R, 1, icmp_err(UNREACH, 3, ipv4(R, H2, 17, udp(R, H2, 4000, 53, b"query"),
+                                                                             ttl=63))))),
+    # an error from the LAN about something no flow sent
+    chunk(LAN, lan(ipv4(H, R, 1, icmp_err(UNREACH, 3, ipv4(R, H, 17, udp(R, H, 7000, 5999)))))),
+    # an error from the LAN to the WAN VIP (hairpin address): not forwarded
+    chunk(LAN, lan(ipv4(H, NAT, 1, icmp_err(UNREACH, 3, ipv4(NAT, H, 17, udp(NAT, H, 5353, 5002)))))),
+    # an error about an error is never answered: TTL 1 on the LAN error
+    chunk(LAN | CAP, lan(ipv4(H, R, 1, icmp_err(UNREACH, 3, ipv4(R, H, 17, udp(R, H, 7000, 5002))), ttl=1))),
+])
+write("fuzz_packet", "icmp-lan-errors", lan_errors)
+
+# (d) Errors with truncated or garbage embedded headers, about a flow that exists (the UDP
+# port-forward), so each check is what stops them.
+good_q = ipv4(NAT, R, 17, udp(NAT, R, 5353, 4000, b"x"), ttl=63)
+
+
+def wan_err(quoted, typ=UNREACH, code=3, ttl=64, frag=0, rest=b"\0\0\0\0"):
+    return wan(ipv4(R, NAT, 1, icmp_err(typ, code, quoted, rest), ttl=ttl, frag=frag))
+
+
+def patch(b, off, new):
+    return b[:off] + new + b[off + len(new):]
+
+
+emb_opts = ipv4(NAT, R, 17, udp(NAT, R, 5353, 4000, b"x"), ttl=63, opts=b"\x01\x01\x01\x00")
+bad_errors = b"".join([
+    chunk(WAN, arp_r),
+    chunk(LAN, arp_h2),
+    chunk(WAN | CAP, wan(ipv4(R, NAT, 17, udp(R, NAT, 4000, 5353, b"x")))),
+    chunk(WAN, wan_err(good_q[:20])),                       # IP header only, no ports
+    chunk(WAN, wan_err(good_q[:27])),                       # one byte short of IP + 8
+    chunk(WAN, wan_err(good_q[:28])),                       # exactly IP + 8: translated
+    chunk(WAN, wan_err(patch(good_q, 0, b"\x65"))),         # version 6
+    chunk(WAN, wan_err(patch(good_q, 0, b"\x44"))),         # IHL 4
+    chunk(WAN, wan_err(patch(good_q, 0, b"\x4f"))),         # IHL 15, quote too short for it
+    chunk(WAN, wan_err(emb_opts)),                          # IHL 6 with options: ports past them
+    chunk(WAN, wan_err(emb_opts[:31])),                     # options, ports cut short
+    chunk(WAN, wan_err(patch(good_q, 6, b"\x00\x0a"))),     # a non-first fragment: no ports
+    chunk(WAN, wan_err(patch(good_q, 6, b"\x20\x00"))),     # a first fragment (MF): has ports
+    chunk(WAN, wan_err(patch(good_q, 9, b"\x2f"))),         # GRE
+    chunk(WAN, wan_err(ipv4(NAT, R, 1, icmp_err(UNREACH, 3, good_q[:28]))[:28])),  # an error in an error
+    chunk(WAN, wan_err(ipv4(NAT, R, 1, icmp_echo(20007))[:28])),  # echo: an identifier, no flow
+    chunk(WAN, wan_err(patch(good_q, 26, b"\0\0"))),        # UDP checksum zero: stays zero
+    chunk(WAN, wan_err(patch(good_q, 10, b"\xde\xad"))),    # embedded header checksum wrong
+    chunk(WAN, wan_err(patch(good_q, 2, b"\xff\xff"))),     # embedded total length nonsense
+    chunk(WAN, wan_err(bytes(range(7, 7 + 36)))),           # garbage
+    chunk(WAN, wan_err(b"\xff" * 40)),
+    chunk(WAN, wan_err(good_q, UNREACH, 16)),               # codes beyond the defined ones
+    chunk(WAN, wan_err(good_q, TIME_EXCEEDED, 2)),
+    chunk(WAN, wan_err(good_q, PARAM_PROBLEM, 3)),
+    chunk(WAN, wan_err(good_q, PARAM_PROBLEM, 0, rest=b"\x14\0\0\0")),
+    chunk(WAN, wan_err(good_q, UNREACH, 4, rest=b"\0\0\x02\x40")),  # frag needed, MTU 576
+    chunk(WAN, wan_err(good_q, ttl=1)),                     # TTL 1: no error about an error
+    chunk(WAN, wan_err(good_q, frag=MF)),                   # an error split in fragments
+    chunk(WAN, wan_err(good_q, frag=MF | 3)),
+    chunk(WAN, wan(patch(ipv4(R, NAT, 1, icmp_err(UNREACH, 3, good_q)), 22, b"\0\0"))),  # ICMP checksum wrong
+    chunk(LAN, lan(ipv4(H, R, 1, icmp_err(UNREACH, 3, b"\x45" + b"\0" * 18)))),  # LAN: too short
+    chunk(LAN, lan(ipv4(H, R, 1, icmp_err(UNREACH, 3, patch(ipv4(R, H, 17, udp(R, H, 1, 2)), 0, b"\x46")[:28])))),
+    chunk(WAN | HK | CAP, wan_err(good_q)),
+])
+write("fuzz_packet", "icmp-errors-malformed", bad_errors)
+
+# ---- (e) Fragment trains (virtual reassembly): a 240-byte UDP datagram in three
+# fragments of 80 bytes, from both sides. The WAN side uses the UDP port-forward (a fixed
+# outside port, so the first fragment finds its flow).
+
+
+def fragments(src, dst, proto, l4, ident, pieces, ttl=64, df=False):
+    """pieces: (offset, length) in bytes, offset a multiple of 8; MF on all but the piece
+    that ends the datagram. Returns the IP packets in the order given."""
+    out = []
+    for off, n in pieces:
+        assert off % 8 == 0
+        more = off + n < len(l4)
+        out.append(ipv4(src, dst, proto, l4[off:off + n], ttl=ttl, ident=ident,
+                        frag=(MF if more else 0) | (DF if df else 0) | off // 8))
+    return out
+
+
+THREE = [(0, 80), (80, 80), (160, 80)]
+payload = bytes((i * 7) & 0xFF for i in range(232))
+lan_dgram = udp(H, R, 6000, 7000, payload)
+wan_dgram = udp(R, NAT, 4000, 5353, payload)
+
+
+def lan_frags(ident, order, pieces=THREE, src_port=6000, ttl=64):
+    d = udp(H, R, src_port, 7000, payload)
+    f = fragments(H, R, 17, d, ident, pieces, ttl=ttl)
+    return [lan(f[i]) for i in order]
+
+
+def wan_frags(ident, order, pieces=THREE, ttl=64):
+    f = fragments(R, NAT, 17, wan_dgram, ident, pieces, ttl=ttl)
+    return [wan(f[i]) for i in order]
+
+
+OVERLAP = [(0, 80), (40, 80), (80, 80), (160, 80)]  # the second overlaps the first and third
+ONE_S_HK = SEC | HK                                   # advance 1 s, then an expiry sweep
+
+frag_lan = b"".join(
+    [chunk(WAN, arp_r)] +
+    [chunk(LAN | (CAP if i == 0 else 0), f) for i, f in enumerate(lan_frags(0x100, [0, 1, 2]))] +     # in order
+    [chunk(LAN, f) for f in lan_frags(0x101, [2, 1, 0])] +                                         # last first
+    [chunk(LAN, f) for f in lan_frags(0x102, [1, 0, 2])] +                                         # middle first
+    [chunk(LAN | (CAP if i == 2 else 0), f) for i, f in enumerate(lan_frags(0x103, [0, 1, 2, 3], OVERLAP))] +
+    [chunk(LAN, f) for f in lan_frags(0x104, [0, 0, 1, 1, 2])] +                                   # duplicates
+    [chunk(LAN, f) for f in lan_frags(0x105, [1, 2])] +                                            # no first...
+    [chunk(LAN | ONE_S_HK, b""), chunk(LAN | ONE_S_HK, b""), chunk(LAN | ONE_S_HK, b"")] +          # ...times out
+    [chunk(LAN, f) for f in lan_frags(0x105, [0])] +                                               # first, too late
+    [chunk(LAN | CAP, f) for f in lan_frags(0x106, [2, 0, 1], src_port=6001)])                     # a new flow
+write("fuzz_packet", "frag-lan-trains", frag_lan)
+
+frag_wan = b"".join(
+    [chunk(WAN, arp_r), chunk(LAN, arp_h2)] +
+    [chunk(WAN | (CAP if i == 0 else 0), f) for i, f in enumerate(wan_frags(0x200, [0, 1, 2]))] +
+    [chunk(WAN, f) for f in wan_frags(0x201, [2, 1, 0])] +
+    [chunk(WAN | (CAP if i == 1 else 0), f) for i, f in enumerate(wan_frags(0x202, [0, 1, 2, 3], OVERLAP))] +
+    [chunk(WAN, f) for f in wan_frags(0x203, [1, 2])] +
+    [chunk(WAN | JUMP | HK, b"", b"\x01")] +  # 32 s: the context and its two fragments go
+    [chunk(WAN, f) for f in wan_frags(0x203, [0])] +
+    # the reply from 198.18.1.11, fragmented on the LAN: out through the port-forward
+    [chunk(LAN, lan_from(MAC_H2, f)) for f in
+     reversed(fragments(H2, R, 17, udp(H2, R, 53, 4000, payload), 0x300, THREE))] +
+    # fragments to a mapping nobody has (random port): the first is dropped, so are the rest
+    [chunk(WAN, wan(f)) for f in fragments(R, NAT, 17, udp(R, NAT, 4000, 20001, payload), 0x204, THREE)] +
+    [chunk(WAN | CAP, f) for f in wan_frags(0x205, [2, 0, 1])])
+write("fuzz_packet", "frag-wan-trains", frag_wan)
+
+# Edge cases: tiny and malformed fragments, the per-datagram buffer bound, fragments of a
+# dropped first, of an echo to the gateway, of TCP, hairpinned, with TTL 1, with DF.
+tcp_seg = tcp(FAR, NAT, 50001, 8080, 0x02, bytes(100))
+echo_big = icmp_echo(33, payload=bytes(150))
+frag_edge = b"".join(
+    [chunk(WAN, arp_r), chunk(WAN, arp_gw), chunk(LAN, arp_h), chunk(LAN, arp_h2)] +
+    [chunk(LAN, lan(ipv4(H, R, 17, udp(H, R, 6002, 7000)[:4], ident=0x400, frag=MF))),            # 4 bytes: no ports
+     chunk(WAN, wan(ipv4(FAR, NAT, 6, tcp_seg[:16], ident=0x401, frag=MF), MAC_GW)),              # TCP header cut
+     chunk(LAN, lan(ipv4(H, R, 17, bytes(64), ident=0x402, frag=8191))),                          # past 64 KiB
+     chunk(LAN, lan(ipv4(H, R, 17, udp(H, R, 6003, 7000, bytes(40)), ident=0x403, frag=DF | MF)))] +  # DF and MF
+    # 17 later fragments before the first: one more than a datagram may buffer
+    [chunk(LAN, lan(ipv4(H, R, 17, bytes(8), ident=0x404, frag=MF | (1 + i)))) for i in range(17)] +
+    [chunk(LAN, lan(ipv4(H, R, 17, udp(H, R, 6004, 7000, bytes(400))[:8], ident=0x404, frag=MF)))] +
+    # the first fragment arrives with TTL 1: Time Exceeded; its followers wait for the timeout
+    [chunk(LAN, f) for f in lan_frags(0x405, [1, 0, 2], src_port=6005)[:1]] +
+    [chunk(LAN, lan(fragments(H, R, 17, udp(H, R, 6005, 7000, payload), 0x405, THREE, ttl=1)[0]))] +
+    [chunk(LAN, f) for f in lan_frags(0x405, [2], src_port=6005)] +
+    # a later fragment with TTL 1 of a datagram that is going through
+    [chunk(LAN, f) for f in lan_frags(0x406, [0], src_port=6006)] +
+    [chunk(LAN, f) for f in lan_frags(0x406, [1], src_port=6006, ttl=1)] +
+    [chunk(LAN, f) for f in lan_frags(0x406, [2], src_port=6006)] +
+    # a fragmented echo request to the WAN VIP (the gateway answers the first fragment; the
+    # second waits for a first that never goes through) and one through the NAT (ping -s)
+    [chunk(WAN, wan(f)) for f in fragments(R, NAT, 1, echo_big, 0x407, [(0, 80), (80, 78)])] +
+    [chunk(LAN, lan(f)) for f in fragments(H, R, 1, echo_big, 0x408, [(0, 80), (80, 78)])] +
+    # TCP through the port-forward in two fragments, the second first
+    [chunk(WAN, wan(f, MAC_GW)) for f in reversed(fragments(FAR, NAT, 6, tcp_seg, 0x409, [(0, 64), (64, 56)]))] +
+    # hairpinned: client to WAN VIP:5353 (the port-forward to 198.18.1.11), in three
+    [chunk(LAN, lan(f)) for f in fragments(H, NAT, 17, udp(H, NAT, 6007, 5353, payload), 0x40a, THREE)] +
+    # two datagrams with the same identification from different sources
+    [chunk(LAN, lan_from(MAC_H2, f)) for f in fragments(H2, R, 17, udp(H2, R, 6008, 7000, payload), 0x40b, THREE)[:2]] +
+    [chunk(LAN, f) for f in lan_frags(0x40b, [2, 1, 0], src_port=6009)] +
+    [chunk(LAN | JUMP | HK | CAP, b"", b"\x01\x05")])
+write("fuzz_packet", "frag-edges", frag_edge)
+
+# ---- (f) TTL 1 (and 0): the gateway's own Time Exceeded, except about errors and later
+# fragments. DF packets larger than the egress MTU are not reachable here: a frame is at
+# most 255 bytes and the NF's MTU is 1500 on both sides.
+ttl_one = b"".join([
+    chunk(WAN, arp_gw),
+    chunk(WAN, arp_r),
+    chunk(LAN, arp_h2),
+    chunk(LAN, lan(ipv4(H, FAR, 17, udp(H, FAR, 5004, 33434), ttl=1))),          # traceroute's first probe
+    chunk(LAN, lan(ipv4(H, FAR, 17, udp(H, FAR, 5004, 33435), ttl=2))),          # goes on, TTL 1 after us
+    chunk(LAN, lan(ipv4(H, FAR, 6, tcp(H, FAR, 40006, 8080, 0x02), ttl=1))),      # traceroute -T
+    chunk(LAN, lan(ipv4(H, FAR, 1, icmp_echo(44), ttl=1))),                      # traceroute -I
+    chunk(LAN, lan(ipv4(H, "198.18.1.1", 1, icmp_echo(45), ttl=1))),              # to the VIP: answered
+    chunk(LAN, lan(ipv4(H, NAT, 17, udp(H, NAT, 5005, 5353), ttl=1))),           # hairpin, TTL 1
+    chunk(LAN, lan(ipv4(H, FAR, 17, udp(H, FAR, 5006, 53), ttl=0))),
+    chunk(LAN, lan(ipv4(H, FAR, 17, udp(H, FAR, 5007, 53), frag=DF))),          # DF, small: passes
+    chunk(WAN | CAP, wan(ipv4(R, NAT, 17, udp(R, NAT, 4000, 5353), ttl=1))),     # port-forward, TTL 1
+    chunk(WAN, wan(ipv4(R, NAT, 17, udp(R, NAT, 4000, 5353), ttl=2, frag=DF))),
+    chunk(LAN, lan_from(MAC_H2, ipv4(H2, R, 17, udp(H2, R, 53, 4000), ttl=1))),   # its reply, TTL 1
+    chunk(WAN, wan(ipv4(R, NAT, 1, icmp_echo(46), ttl=1))),                      # echo to the VIP, TTL 1
+    chunk(WAN | CAP, wan(ipv4(R, NAT, 6, tcp(R, NAT, 50002, 8080, 0x02), ttl=1))),
+])
+write("fuzz_packet", "ttl-one", ttl_one)
+
+# Enough TTL-1 packets at one instant to empty the ICMP token bucket (burst 50).
+ttl_flood = b"".join([chunk(WAN, arp_gw)] +
+                     [chunk(LAN, lan(ipv4(H, FAR, 17, udp(H, FAR, 5100 + i, 33434 + i), ttl=1))) for i in range(60)] +
+                     [chunk(LAN | SEC, lan(ipv4(H, FAR, 17, udp(H, FAR, 5200, 33434), ttl=1)))])
+write("fuzz_packet", "ttl-one-rate-limit", ttl_flood)
 
 # ------------------------------------------------------------------ fuzz_records
 
