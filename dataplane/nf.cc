@@ -338,7 +338,6 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
   p.hairpin = false;
   p.to_nat = false;
   p.frag = 0;
-  p.frag_ctx = -1;
   if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
     const uint32_t off8 = rte_be_to_cpu_16(ip->fragment_offset) & RTE_IPV4_HDR_OFFSET_MASK;
     if (off8 * 8 + p.l4_len > 65535) return drop(m, DropReason::BAD_FRAGMENT), false;
@@ -641,7 +640,7 @@ static inline bool responder_inside(const FlowState &st) {
   return st.flags & (kFlowPortForward | kFlowInbound);
 }
 
-bool Nat44::translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
+__attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
   if (slot < 0) {
     if (p.proto == IPPROTO_TCP && (p.tcp_flags & (kTcpSyn | kTcpAck)) != kTcpSyn)
       return drop(m, DropReason::TCP_NO_FLOW), false;
@@ -671,7 +670,7 @@ bool Nat44::translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now,
   return true;
 }
 
-bool Nat44::translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
+__attribute__((always_inline)) inline bool Nat44::translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
   if (slot < 0) {
     slot = flows_.lookup(p.key);
     if (slot < 0) {
@@ -829,36 +828,11 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           egress = kPortInside;
         }
       }
-      if (p.frag == 2) {
-        // No ICMP about later fragments (RFC 1812 §4.3.2.7); they follow the first.
-        if (p.ip->time_to_live <= 1)
-          drop(m, DropReason::TTL_EXCEEDED);
-        else
-          frag_follow(m, p, port, now);
-        continue;
-      }
-      if (p.ip->time_to_live <= 1) {
-        send_icmp_error(port, m, p, kIcmpTimeExceeded, 0, 0, now);
-        drop(m, DropReason::TTL_EXCEEDED);
-        continue;
-      }
-      if (p.icmp_err) {
-        if (p.frag) {  // its checksum covers bytes this fragment does not hold
-          drop(m, DropReason::BAD_ICMP_ERROR);
-          continue;
-        }
-        icmp_error(m, p, port, now);
-        continue;
-      }
-      if (rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress]) {
-        if (p.ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) {
-          send_icmp_error(port, m, p, kIcmpDestUnreach, kIcmpFragNeeded, cfg_.mtu[egress], now);
-          drop(m, DropReason::TOO_BIG);
-        } else {
-          drop(m, DropReason::NEEDS_FRAGMENTATION);
-        }
-        continue;
-      }
+      // One test for everything off the fast path: fragments, ICMP errors, TTL expiry, and
+      // packets too big for the egress.
+      const bool rare = (p.frag | p.icmp_err | (p.ip->time_to_live <= 1)) ||
+                        rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress];
+      if (__builtin_expect(rare, 0) && !slow_path(m, p, port, egress, now)) continue;
       ip_pkts[nip] = m;
       keys[nip] = &p.key;
       nip++;
@@ -870,14 +844,20 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
       // A flow evicted for a new one may be a slot looked up earlier in this burst.
       const int32_t slot = evicted_ ? -1 : slots[i];
       Parsed &p = parsed[i];
-      if (p.frag) frag_first(p, port, now);
-      if (port == kPortOutside)
+      if (__builtin_expect(p.frag | p.to_nat, 0)) {
+        if (p.frag) frag_first(p, port, now);
+        if (port == kPortOutside)
+          outside_to_inside(ip_pkts[i], p, slot, now);
+        else if (p.to_nat)
+          hairpin(ip_pkts[i], p, slot, now);
+        else
+          inside_to_outside(ip_pkts[i], p, slot, now);
+        if (p.frag) frag_first_done(p);
+      } else if (port == kPortOutside) {
         outside_to_inside(ip_pkts[i], p, slot, now);
-      else if (p.to_nat)
-        hairpin(ip_pkts[i], p, slot, now);
-      else
+      } else {
         inside_to_outside(ip_pkts[i], p, slot, now);
-      if (p.frag) frag_first_done(p);
+      }
     }
   }
 }
@@ -899,6 +879,41 @@ void Nat44::log_mappings(uint64_t now) {
     e.nat_port = ev.m.nat_port;
     events_->push(e);
   }
+}
+
+/* The packets the fast path leaves aside. Returns true when the packet goes on to the flow
+ * lookup (a first fragment that passed the checks); false when it was consumed. */
+bool Nat44::slow_path(rte_mbuf *m, Parsed &p, uint16_t port, uint16_t egress, uint64_t now) {
+  if (p.frag == 2) {
+    // No ICMP about later fragments (RFC 1812 §4.3.2.7); they follow the first.
+    if (p.ip->time_to_live <= 1)
+      drop(m, DropReason::TTL_EXCEEDED);
+    else
+      frag_follow(m, p, port, now);
+    return false;
+  }
+  if (p.ip->time_to_live <= 1) {
+    send_icmp_error(port, m, p, kIcmpTimeExceeded, 0, 0, now);
+    drop(m, DropReason::TTL_EXCEEDED);
+    return false;
+  }
+  if (p.icmp_err) {
+    if (p.frag)  // its checksum covers bytes this fragment does not hold
+      drop(m, DropReason::BAD_ICMP_ERROR);
+    else
+      icmp_error(m, p, port, now);
+    return false;
+  }
+  if (rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress]) {
+    if (p.ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) {
+      send_icmp_error(port, m, p, kIcmpDestUnreach, kIcmpFragNeeded, cfg_.mtu[egress], now);
+      drop(m, DropReason::TOO_BIG);
+    } else {
+      drop(m, DropReason::NEEDS_FRAGMENTATION);
+    }
+    return false;
+  }
+  return true;  // a first fragment within the MTU
 }
 
 uint32_t Nat44::housekeeping(uint64_t now) {

@@ -164,6 +164,7 @@ class Nat44 {
   bool translate_in2out(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep);
   bool translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep);
   void hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
+  bool slow_path(rte_mbuf *m, Parsed &p, uint16_t port, uint16_t egress, uint64_t now);
   int32_t create_snat_flow(const Parsed &p, uint64_t now);
   int32_t create_inbound_flow(const Parsed &p, uint64_t now, bool hairpin);
   int32_t insert_flow(FlowState &st, uint64_t now, bool count_host);
