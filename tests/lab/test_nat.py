@@ -469,15 +469,17 @@ def case_i_flood(lab, chk):
 
 def case_j_host_limit(chk):
     d0 = drops_now()
+    # One resend for the unanswered: a datagram lost in the lab is not a refusal, so with it
+    # exactly 50 pass and every other flow is refused at least once.
     j, r = nat_json("client", "udp-flows", "--to", REMOTE_UDP, "--count", 80, "--timeout", 2,
-                    timeout=30)
+                    "--retries", 1, timeout=30)
     j = j or {}
     ans = j.get("answered", -1)
     time.sleep(0.5)
     dd = drop_delta(d0)
     lim = dd.get("host_session_limit", 0)
-    chk.check("j. max_sessions_per_host 50: about 50 of 80 new UDP flows from client pass",
-              45 <= ans <= 50, "%s answered (%s); gateway drops: %s" % (ans, j or tail(r), dd))
+    chk.check("j. max_sessions_per_host 50: exactly 50 of 80 new UDP flows from client pass",
+              ans == 50, "%s answered (%s); gateway drops: %s" % (ans, j or tail(r), dd))
     chk.check('j. the refused flows are counted as drops{reason="host_session_limit"}',
               ans >= 0 and lim >= 80 - ans, "delta %g for %d unanswered flows; all drops: %s"
               % (lim, 80 - ans if ans >= 0 else -1, dd))
