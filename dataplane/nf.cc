@@ -656,7 +656,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
   if (p.proto == IPPROTO_TCP) {
     uint8_t state, flags;
-    DropReason why = track_tcp(r, p, true, &state, &flags);
+    DropReason why = track_tcp(static_cast<uint32_t>(slot), r, p, true, &state, &flags);
     if (why != DropReason::COUNT) return drop(m, why), false;
     update_flow(static_cast<uint32_t>(slot), state, flags);
     if (p.tcp_flags & kTcpSyn) clamp_mss(p);
@@ -681,7 +681,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_out2in(rte_mbuf *m, 
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
   if (p.proto == IPPROTO_TCP) {
     uint8_t state, flags;
-    DropReason why = track_tcp(r, p, false, &state, &flags);
+    DropReason why = track_tcp(static_cast<uint32_t>(slot), r, p, false, &state, &flags);
     if (why != DropReason::COUNT) return drop(m, why), false;
     update_flow(static_cast<uint32_t>(slot), state, flags);
     if (p.tcp_flags & kTcpSyn) clamp_mss(p);
@@ -781,7 +781,9 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
       Parsed &p = parsed[nip];
       if (!parse_ipv4(m, p, port)) continue;
       const uint32_t dst = p.ip->dst_addr;
-      const bool echo_request = p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST;
+      // A fragmented echo to the gateway is not answered: that would take real reassembly.
+      const bool echo_request =
+          p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST && p.frag == 0;
       uint16_t egress = other;
       if (port == kPortOutside) {
         // The WAN reaches the LAN only through mappings on the outside addresses.

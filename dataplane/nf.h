@@ -169,7 +169,7 @@ class Nat44 {
   int32_t create_inbound_flow(const Parsed &p, uint64_t now, bool hairpin);
   int32_t insert_flow(FlowState &st, uint64_t now, bool count_host);
   bool make_room(uint64_t now);
-  DropReason track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, uint8_t *new_state,
+  DropReason track_tcp(uint32_t slot, FlowRecord &r, const Parsed &p, bool from_inside, uint8_t *new_state,
                        uint8_t *new_flags);
   void update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags);
   void clamp_mss(Parsed &p);

@@ -85,11 +85,13 @@ void Nat44::clamp_mss(Parsed &p) {
 /* The state machine, per side (0 initiator, 1 responder). A RST is honoured only when
  * its sequence number lies in the window the other side advertised around the highest
  * sequence this side has sent (RFC 5961 §3 as a middlebox can check it), or, answering a
- * SYN, when it acknowledges the SYN. The window fields are soft state: updated in place
- * with each segment and replicated with the flow's next state change; a side not seen
- * yet (or a standby's stale copy that traffic overtook) is picked up from traffic. */
-DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, uint8_t *new_state,
-                            uint8_t *new_flags) {
+ * SYN, when it acknowledges the SYN. The window fields are replicated state, so every
+ * change goes through touch(); to keep a busy connection from being dirty in every epoch,
+ * the highest sequence is only moved on once it is a quarter of the window ahead (the
+ * checks allow for that lag). A side not seen yet (or a standby's copy that traffic
+ * overtook after a failover) is picked up from traffic. */
+DropReason Nat44::track_tcp(uint32_t slot, FlowRecord &r, const Parsed &p, bool from_inside,
+                            uint8_t *new_state, uint8_t *new_flags) {
   FlowState &st = r.st;
   const auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(p.l4);
   const uint8_t f = p.tcp_flags;
@@ -110,6 +112,7 @@ DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, ui
   // segment may lie (at least 64 KiB: the unscaled maximum).
   const uint32_t win = other_known ? (1u << st.tcp_win_log[other]) : 0;
   const uint32_t slack = win > 65535 ? win : 65535;
+  const uint32_t lag = slack / 4;  // how far the stored highest sequence may trail
 
   if (f & kTcpRst) {
     bool ok;
@@ -119,7 +122,7 @@ DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, ui
     } else if (!known) {
       ok = true;
     } else {
-      ok = !seq_after(seq, st.tcp_end[side] + slack) && !seq_after(st.tcp_end[side] - slack, seq);
+      ok = !seq_after(seq, st.tcp_end[side] + slack + lag) && !seq_after(st.tcp_end[side] - slack, seq);
     }
     if (!ok) {
       bump(ctr_.tcp_rst_ignored);
@@ -154,6 +157,7 @@ DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, ui
         if (from_init && (f & kTcpSyn) && !(f & kTcpAck)) {
           next = TcpState::SYN_SENT;  // the tuple is reused by a new connection
           flags &= static_cast<uint8_t>(~(kFlowFinFromInside | kFlowFinFromOutside | kFlowReplied));
+          flows_.touch(slot);
           std::memset(st.tcp_win_log, 0, sizeof(st.tcp_win_log));
           st.tcp_wscale = 0xff;
         } else if (state == TcpState::CLOSED) {
@@ -163,9 +167,10 @@ DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, ui
     }
     // The window check, once both sides are known.
     if (known && other_known && !(f & kTcpSyn) &&
-        (seq_after(seq, st.tcp_end[side] + slack) || seq_after(st.tcp_end[side] - slack, end))) {
+        (seq_after(seq, st.tcp_end[side] + slack + lag) || seq_after(st.tcp_end[side] - slack, end))) {
       bump(ctr_.tcp_out_of_window);
       if (!cfg_.tcp_liberal) return DropReason::TCP_OUT_OF_WINDOW;
+      flows_.touch(slot);
       st.tcp_end[side] = end;  // liberal: pick the stream up where it is
     }
     if ((f & kTcpFin) && (next == TcpState::ESTABLISHED || next == TcpState::FIN_WAIT ||
@@ -175,18 +180,28 @@ DropReason Nat44::track_tcp(FlowRecord &r, const Parsed &p, bool from_inside, ui
       next = both ? TcpState::TIME_WAIT : TcpState::FIN_WAIT;
     }
   }
-  // Window bookkeeping for this side.
+  // Window bookkeeping for this side; each write touches the record first.
   if (f & kTcpSyn) {
     const uint8_t ws = syn_wscale(tcp);
-    st.tcp_wscale = static_cast<uint8_t>(side == 0 ? (st.tcp_wscale & 0xf0) | ws
-                                                   : (st.tcp_wscale & 0x0f) | (ws << 4));
+    const uint8_t wscale = static_cast<uint8_t>(side == 0 ? (st.tcp_wscale & 0xf0) | ws
+                                                         : (st.tcp_wscale & 0x0f) | (ws << 4));
+    if (wscale != st.tcp_wscale) {
+      flows_.touch(slot);
+      st.tcp_wscale = wscale;
+    }
   }
-  if (!known || (f & kTcpSyn) || seq_after(end, st.tcp_end[side])) st.tcp_end[side] = end;
+  if (!known || (f & kTcpSyn) ? end != st.tcp_end[side] : seq_after(end, st.tcp_end[side] + lag)) {
+    flows_.touch(slot);
+    st.tcp_end[side] = end;
+  }
   const uint8_t ws_init = st.tcp_wscale & 0xf, ws_resp = st.tcp_wscale >> 4;
   const bool scaled = !(f & kTcpSyn) && ws_init != kWscaleNone && ws_resp != kWscaleNone;
   const uint64_t w = uint64_t(rte_be_to_cpu_16(tcp->rx_win)) << (scaled ? (side ? ws_resp : ws_init) : 0);
   const uint8_t lw = win_log(w);
-  if (lw > st.tcp_win_log[side]) st.tcp_win_log[side] = lw;
+  if (lw > st.tcp_win_log[side]) {
+    flows_.touch(slot);
+    st.tcp_win_log[side] = lw;
+  }
 
   if (!from_init) flags |= kFlowReplied;
   *new_state = static_cast<uint8_t>(next);
