@@ -37,7 +37,7 @@ void expose_dataplane(Node &node, Exposition &x) {
       .sample(flows.stats().insert_full);
   const auto &cfg = node.config();
   const double range = double(cfg.nat_port_max) - cfg.nat_port_min + 1;
-  x.family("ftpair_nat_ports_in_use", "gauge", "NAT ports used by at least one flow, by protocol.");
+  x.family("ftpair_nat_ports_in_use", "gauge", "NAT endpoints (outside address, port) used by at least one flow, by protocol.");
   x.sample(flows.ports_in_use(IPPROTO_TCP), {{"proto", "tcp"}});
   x.sample(flows.ports_in_use(IPPROTO_UDP), {{"proto", "udp"}});
   x.sample(flows.ports_in_use(IPPROTO_ICMP), {{"proto", "icmp"}});

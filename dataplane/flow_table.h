@@ -176,8 +176,8 @@ class FlowTable {
   // Must be called before changing the replicated state of an in-use record.
   inline void touch(uint32_t slot);
 
-  // NAT ports in use (at least one flow) for a protocol (IPPROTO_TCP/UDP/ICMP), over
-  // every outside address.
+  // NAT endpoints (outside address, port) in use by at least one flow, for a protocol
+  // (IPPROTO_TCP/UDP/ICMP), summed over every outside address.
   uint32_t ports_in_use(uint8_t proto) const;
 
   // --- indexes derived from the flows (kept on a standby too) ---

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -69,22 +70,23 @@ struct Standby {
 };
 
 /* The table agrees with itself: size() counts the in-use records, both keys of every
- * in-use record find that record, and ports_in_use counts the distinct NAT ports. */
+ * in-use record find that record, and ports_in_use counts the distinct NAT endpoints
+ * (address, port) of each protocol. */
 inline void check_table(const dp::FlowTable &t, const char *what) {
   uint32_t n = 0;
-  std::set<std::pair<uint8_t, uint16_t>> ports;
+  std::set<std::tuple<uint8_t, uint32_t, uint16_t>> ports;  // (proto, NAT address, NAT port)
   t.for_each([&](uint32_t slot, const dp::FlowRecord &r) {
     n++;
     int in = t.lookup(dp::inside_key(r.st)), out = t.lookup(dp::outside_key(r.st));
     FUZZ_CHECK(in == static_cast<int>(slot) && out == static_cast<int>(slot),
                "%s: slot %u: inside key -> %d, outside key -> %d", what, slot, in, out);
-    ports.insert({r.st.proto, r.st.nat_port});
+    ports.insert({r.st.proto, r.st.nat_ip, r.st.nat_port});
   });
   FUZZ_CHECK(n == t.size(), "%s: %u records in use, size() says %u", what, n, t.size());
   for (uint8_t proto : {uint8_t(6), uint8_t(17), uint8_t(1)}) {
     uint32_t distinct = 0;
-    for (const auto &p : ports) distinct += p.first == proto;
-    FUZZ_CHECK(distinct == t.ports_in_use(proto), "%s: proto %u: %u distinct NAT ports, ports_in_use says %u",
+    for (const auto &p : ports) distinct += std::get<0>(p) == proto;
+    FUZZ_CHECK(distinct == t.ports_in_use(proto), "%s: proto %u: %u distinct NAT endpoints, ports_in_use says %u",
                what, proto, distinct, t.ports_in_use(proto));
   }
 }

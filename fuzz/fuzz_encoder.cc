@@ -17,8 +17,9 @@
  *   slot: u8 slot, u8 kind (bit 0 in use, bits 1-2 proto, bits 3-5 TCP state, bits 6-7
  *         flag bits), u32 in_ip, u32 ext_ip, u32 nat_ip, u16 in_port, u16 ext_port,
  *         u16 nat_port, u32 last_seen_lo, u32 last_seen_hi
- * A slot that repeats a slot number, or an in-use slot whose inside or outside key is taken,
- * is left out: a capture is a cut of a consistent table. */
+ * A slot that repeats a slot number, or an in-use slot that a flow table holding the slots
+ * before it refuses (a key taken, a NAT mapping contradicted), is left out: a capture is a
+ * cut of a consistent table. */
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -26,7 +27,6 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "checkpoint/applier.h"
@@ -43,8 +43,7 @@ namespace {
 constexpr uint32_t kCapacity = 256;
 
 Standby *w = nullptr;
-
-using Key = std::tuple<uint32_t, uint32_t, uint16_t, uint16_t, uint8_t>;
+dp::FlowTable *cut = nullptr;  // the active's table at the cut, built by read_slots
 
 // Reads the slots of a consistent cut (see the file comment).
 std::vector<dp::CapturedSlot> read_slots(Reader &in) {
@@ -53,7 +52,7 @@ std::vector<dp::CapturedSlot> read_slots(Reader &in) {
                                            dp::kFlowFinFromInside | dp::kFlowFinFromOutside};
   std::vector<dp::CapturedSlot> out;
   std::set<uint32_t> slots;
-  std::set<Key> inside, outside;
+  cut->clear();
   while (in.left() > 0 && out.size() < kCapacity) {
     dp::CapturedSlot c{};
     c.slot = in.u8();
@@ -75,15 +74,13 @@ std::vector<dp::CapturedSlot> read_slots(Reader &in) {
       s = dp::FlowState{};  // a freed slot carries no state
     }
     if (!slots.insert(c.slot).second) continue;
-    if (c.in_use) {
-      const Key ik{s.in_ip, s.ext_ip, s.in_port, s.ext_port, s.proto};
-      const Key ok{s.ext_ip, s.nat_ip, s.ext_port, s.nat_port, s.proto};
-      if (inside.count(ik) || outside.count(ok)) {
-        slots.erase(c.slot);
-        continue;
-      }
-      inside.insert(ik);
-      outside.insert(ok);
+    // The active's own rules decide what a consistent cut holds: the slot must go into a
+    // table that holds the slots taken so far (keys free, and no contradiction of a NAT
+    // mapping: one outside endpoint per inside endpoint, an outside endpoint held by one
+    // mapping or one port forward).
+    if (c.in_use && cut->apply(c.slot, &s, 0) < 0) {
+      slots.erase(c.slot);
+      continue;
     }
     out.push_back(c);
   }
@@ -223,6 +220,7 @@ using namespace ftpair::fuzz;
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
   init_eal();
   w = new Standby(kCapacity, "fuzz_encoder");
+  cut = make_table(kCapacity, "fuzz_encoder_cut").release();
   return 0;
 }
 
