@@ -188,6 +188,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
     in_sync_.store(true);
   }
   applied_.store(c.epoch());
+  log_seq_.store(c.has_log_sequence() ? (uint64_t(1) << 32 | c.log_sequence()) : 0);
   *ack = true;
   a->set_epoch(c.epoch());
   a->set_records_applied(recs.size());

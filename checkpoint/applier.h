@@ -50,6 +50,13 @@ class Applier {
   uint64_t applied_epoch() const { return applied_.load(); }
   double full_sync_progress() const { return progress_.load(); }
   uint32_t record_format() const { return format_.load(); }
+  /* The active's session-log sequence at the newest applied epoch; false when that epoch
+   * carried none (the active logs nothing, or speaks an older version). */
+  bool log_sequence(uint32_t *out) const {
+    const uint64_t v = log_seq_.load();
+    *out = uint32_t(v);
+    return v >> 32;
+  }
   const ApplierStats &stats() const { return stats_; }
   // The peer's identity from its hello.
   std::string peer_node() const;
@@ -75,6 +82,7 @@ class Applier {
   std::atomic<bool> in_sync_{false};
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> applied_{0};
+  std::atomic<uint64_t> log_seq_{0};  // bit 32: present; low 32 bits: the sequence
   std::atomic<double> progress_{0};
   ApplierStats stats_;
   mutable std::mutex peer_mu_;

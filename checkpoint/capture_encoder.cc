@@ -22,6 +22,7 @@ v1::Checkpoint *new_checkpoint(const CaptureHeader &h, std::vector<v1::SyncMessa
   cp->set_epoch(h.epoch);
   cp->set_generation(h.generation);
   cp->set_captured_unix_ns(h.captured_unix_ns);
+  if (h.has_log_sequence) cp->set_log_sequence(h.log_sequence);
   return cp;
 }
 }  // namespace

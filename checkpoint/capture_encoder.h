@@ -23,6 +23,8 @@ struct CaptureHeader {
   uint64_t now_tsc = 0;       // the cut, for format 2's idle_ms (now_tsc - last_seen_tsc)
   uint64_t tsc_hz = 0;
   int64_t captured_unix_ns = 0;
+  bool has_log_sequence = false;  // the session log's sequence at the cut (Engine config)
+  uint32_t log_sequence = 0;
 };
 
 /* Encodes n captured slots as the Sync messages of one stream, replacing *out.

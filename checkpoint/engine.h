@@ -55,6 +55,10 @@ struct EngineConfig {
   std::chrono::milliseconds connect_backoff{200};
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = insecure
   std::function<uint64_t()> generation = [] { return 0; };
+  /* The session log's sequence number at the cut (IpfixExporter::cut_sequence), called with
+   * the workers parked right after each epoch flip and carried in that epoch's checkpoint.
+   * Empty when the node logs nothing. */
+  std::function<uint32_t()> log_sequence;
 };
 
 inline constexpr double kPauseBucketsUs[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
@@ -95,6 +99,15 @@ class Engine {
   bool connected() const { return connected_.load(); }
   bool in_sync() const { return in_sync_.load(); }
   uint64_t acked_epoch() const { return acked_.load(); }
+  /* The newest epoch whose session-log events may leave:
+   *   - active with a standby in sync: the epoch it acknowledged;
+   *   - active with none in sync (none configured, lost, or still syncing): every epoch, since
+   *     holding the log would back it up until it is lost;
+   *   - not active: the last acknowledged one, so what an old active still holds never leaves
+   *     (the new active numbers from its cut; start_sequence() discards the rest). */
+  uint64_t log_release_epoch() const {
+    return replicating_.load() && !in_sync_.load() ? UINT64_MAX : acked_.load();
+  }
   uint64_t sent_epoch() const { return sent_.load(); }
   uint64_t current_epoch() const { return flows_.epoch(); }
   // Bytes sent to the standby and not yet acknowledged.
@@ -166,6 +179,7 @@ class Engine {
   // ends with it; promote_joiner starts a fresh one for the next joiner (link_mu_).
   std::vector<std::thread> joiner_threads_;
   std::mutex barrier_mu_;  // one quiesce at a time
+  uint32_t cut_log_sequence_ = 0;  // the newest cut's session-log sequence (checkpoint thread)
 
   mutable std::mutex link_mu_;
   LinkPtr link_;                  // the standby's stream

@@ -75,6 +75,8 @@ bool Engine::run_checkpoint(bool explicit_request) {
                                  : (link && !primary_full) || (joiner && !joiner_full) ? dp::CaptureKind::FULL_AND_DELETIONS
                                                                                         : dp::CaptureKind::FULL;
     epoch = flows_.flip_epoch(capture, kind);
+    // With the workers parked, the log's count of events is exactly the cut's.
+    if (cfg_.log_sequence) cut_log_sequence_ = cfg_.log_sequence();
     agent_.resume();
   }
   record_pause(agent_.last_pause_ns());
@@ -124,6 +126,8 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   h.now_tsc = rte_rdtsc();
   h.tsc_hz = rte_get_tsc_hz();
   h.captured_unix_ns = unix_ns();
+  h.has_log_sequence = bool(cfg_.log_sequence);
+  h.log_sequence = cut_log_sequence_;
   // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
   // does, the link is broken off (and reconnects) rather than sent a partial epoch.
   auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {

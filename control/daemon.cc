@@ -60,6 +60,7 @@ Status Daemon::make_engine() {
   ec.dirty_threshold = cfg_.checkpoint_dirty_threshold;
   ec.quiesce_timeout = std::chrono::microseconds(cfg_.quiesce_timeout_us);
   ec.generation = [this] { return generation(); };
+  if (IpfixExporter *x = node_->session_log()) ec.log_sequence = [x] { return x->cut_sequence(); };
   if (cfg_.peer_grpc.set()) {
     // mTLS towards the peer when configured (peer.tls, else management.tls), plaintext otherwise.
     Status st = rpc::client_credentials(tls_files(cfg_.peer_tls), "peer.tls", &peer_creds_);
@@ -67,6 +68,8 @@ Status Daemon::make_engine() {
     if (cfg_.peer_tls.enabled()) ec.credentials = peer_creds_;
   }
   engine_ = std::make_unique<ckpt::Engine>(ec, node_->flows(), node_->agent());
+  // The session log waits for the standby's acknowledgement of each event's epoch.
+  if (IpfixExporter *x = node_->session_log()) x->set_release_source([e = engine_.get()] { return e->log_release_epoch(); });
 
   ckpt::SyncHooks hooks;
   hooks.admit = [this]() -> Status {

@@ -143,7 +143,38 @@ void IpfixExporter::add_source(dp::SessionEventRing *ring) {
     L.error("add_source after start() ignored: the exporter thread reads its sources unlocked");
     return;
   }
-  if (ring) sources_.push_back(ring);
+  if (!ring) return;
+  sources_.push_back(ring);
+  popped_.push_back(0);
+  skip_until_.push_back(0);
+  std::lock_guard<std::mutex> g(anchor_mu_);
+  anchor_pos_.push_back(ring->pushed());
+}
+
+void IpfixExporter::start_sequence(uint32_t s) {
+  std::lock_guard<std::mutex> g(anchor_mu_);
+  anchor_seq_ = s;
+  for (size_t i = 0; i < sources_.size(); i++) anchor_pos_[i] = sources_[i]->pushed();
+  anchor_gen_++;
+  if (!started_) {
+    // No thread yet: take the anchor here, so sequence() says it at once.
+    seq_.store(s, std::memory_order_release);
+    skip_until_ = anchor_pos_;
+    anchor_gen_seen_ = anchor_gen_;
+  }
+}
+
+uint32_t IpfixExporter::cut_sequence() const {
+  std::lock_guard<std::mutex> g(anchor_mu_);
+  uint32_t s = anchor_seq_;
+  for (size_t i = 0; i < sources_.size(); i++) s += uint32_t(sources_[i]->pushed() - anchor_pos_[i]);
+  return s;
+}
+
+uint64_t IpfixExporter::waiting() const {
+  uint64_t n = 0;
+  for (const auto *r : sources_) n += r->size();
+  return n;
 }
 
 Status IpfixExporter::start() {
@@ -257,6 +288,8 @@ void IpfixExporter::add_record(const dp::SessionEvent &e, int64_t now_ns) {
     put16(buf_.data() + len_, tid);
     len_ += kSetHeaderBytes;  // the length is written by close_set()
   }
+  if (msg_records_ == 0) msg_seq_ = seq_.load(std::memory_order_relaxed);
+  seq_.fetch_add(1, std::memory_order_release);
   uint8_t *p = buf_.data() + len_;
   p = put64(p, e.unix_ms);
   *p++ = e.kind;
@@ -276,11 +309,8 @@ void IpfixExporter::add_record(const dp::SessionEvent &e, int64_t now_ns) {
 void IpfixExporter::send_message() {
   if (!len_) return;
   close_set();
-  // The sequence number counts the records before this message; take ours atomically so a
-  // concurrent set_sequence() lands wholly before or after it.
-  uint32_t seq = seq_.load(std::memory_order_acquire);
-  while (!seq_.compare_exchange_weak(seq, seq + msg_records_, std::memory_order_acq_rel)) {
-  }
+  // The records before this message: before its first record, or all so far (templates only).
+  const uint32_t seq = msg_records_ ? msg_seq_ : seq_.load(std::memory_order_relaxed);
   uint8_t *p = buf_.data();
   p = put16(p, kVersion);
   p = put16(p, uint16_t(len_));
@@ -315,17 +345,34 @@ void IpfixExporter::send_message() {
   msg_records_ = 0;
 }
 
+void IpfixExporter::take_anchor() {
+  std::lock_guard<std::mutex> g(anchor_mu_);
+  if (anchor_gen_seen_ == anchor_gen_) return;
+  send_message();  // what is open belongs to the old numbering
+  seq_.store(anchor_seq_, std::memory_order_release);
+  skip_until_ = anchor_pos_;
+  anchor_gen_seen_ = anchor_gen_;
+}
+
 void IpfixExporter::drain_once(bool exporting, bool *busy) {
+  take_anchor();
   dp::SessionEvent batch[kDrainBatch];
   const int64_t now = mono_ns();
-  for (auto *r : sources_) {
-    const size_t n = r->pop_bulk(batch, kDrainBatch);
+  const uint64_t release = release_ ? release_() : UINT64_MAX;
+  for (size_t s = 0; s < sources_.size(); s++) {
+    dp::SessionEventRing *r = sources_[s];
+    const size_t n = release == UINT64_MAX ? r->pop_bulk(batch, kDrainBatch)
+                                           : r->pop_bulk_through(batch, kDrainBatch, uint32_t(release));
     if (n == kDrainBatch) *busy = true;
     for (size_t i = 0; i < n; i++) {
-      if (exporting && dp::is_known_kind(batch[i].kind))
+      const bool before_anchor = popped_[s]++ < skip_until_[s];
+      if (exporting && !before_anchor && dp::is_known_kind(batch[i].kind)) {
         add_record(batch[i], now);
-      else
+      } else {
+        // An unknown kind while exporting still takes its number: cut_sequence() counted it.
+        if (exporting && !before_anchor) seq_.fetch_add(1, std::memory_order_release);
         events_discarded_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
   }
 }

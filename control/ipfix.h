@@ -15,9 +15,17 @@
  * natEvent carries RFC 8158's codes: 1/2 NAT44 session create/delete, 6/7 NAT44 BIB
  * create/delete.
  *
- * The header's sequence number is the count of data records sent before the message, mod
- * 2^32, as RFC 7011 defines it. The daemon replicates sequence() to the standby and calls
- * set_sequence() on promotion, so the collector sees one unbroken stream from the pair.
+ * Output commit for the log: an event leaves only once the standby has acknowledged the
+ * epoch it happened in (set_release_source; without one, at once). So the old active never
+ * exports an event the new one does not know the number of.
+ *
+ * The header's sequence number is the count of data records before the message, mod 2^32
+ * (RFC 7011 §3.1). Every event released while exporting counts, including those of a lost
+ * message, so the collector sees a loss as a gap. At each checkpoint the daemon takes
+ * cut_sequence() with the workers parked (the number the sequence reaches once the cut's
+ * events are out) and replicates it; a promoted standby calls start_sequence() with it. The
+ * collector then sees one stream from the pair: a gap where the old active died holding
+ * events, never a number twice.
  *
  * Failures (collector unresolvable, send refused) are counted, logged at most every 10 s,
  * and never block a worker: the worst case is a full ring, which the worker counts. */
@@ -28,6 +36,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -85,17 +94,29 @@ class IpfixExporter {
   void set_exporting(bool on) { exporting_.store(on, std::memory_order_release); }
   bool exporting() const { return exporting_.load(std::memory_order_acquire); }
 
-  /* Data records sent so far, mod 2^32: the next message's sequence number. Records of a
+  /* Only before start(): f() is the newest epoch whose events may leave (the standby has
+   * acknowledged it; UINT64_MAX for all). Called from the exporter thread at each drain. */
+  void set_release_source(std::function<uint64_t()> f) { release_ = std::move(f); }
+
+  /* Records released so far, mod 2^32: the next message's sequence number. Records of a
    * message that was lost count too, so the collector sees the gap. Any thread. */
   uint32_t sequence() const { return seq_.load(std::memory_order_acquire); }
-  // Continues the stream at s (a promoted standby takes over the old active's count).
-  void set_sequence(uint32_t s) { seq_.store(s, std::memory_order_release); }
+  /* The stream continues at s from the events pushed after this call; those already in the
+   * rings are discarded (counted). A promoted standby calls it with the old active's
+   * replicated cut, while no worker pushes. Any thread. */
+  void start_sequence(uint32_t s);
+  /* What sequence() will be once every event pushed so far is released: exact when no worker
+   * is pushing (the daemon calls it with them parked, at the cut). Any thread. */
+  uint32_t cut_sequence() const;
+  // Events pushed but not yet released (waiting for the standby's acknowledgement, or read).
+  uint64_t waiting() const;
 
   IpfixCounters counters() const;
 
  private:
   void run();
   void drain_once(bool exporting, bool *busy);
+  void take_anchor();
   void add_record(const dp::SessionEvent &e, int64_t now_ns);
   void open_message(int64_t now_ns);
   void close_set();
@@ -106,6 +127,13 @@ class IpfixExporter {
   std::string host_;
   uint16_t port_ = 0;
   std::vector<dp::SessionEventRing *> sources_;
+  std::function<uint64_t()> release_;
+
+  // The sequence's anchor: start_sequence()'s value and each ring's pushed() at that call.
+  mutable std::mutex anchor_mu_;
+  uint32_t anchor_seq_ = 0;
+  std::vector<uint64_t> anchor_pos_;  // per source
+  uint64_t anchor_gen_ = 0;           // bumped by each start_sequence()
 
   // Exporter thread only.
   std::vector<uint8_t> buf_;        // the message being built, max_message_bytes long
@@ -122,6 +150,10 @@ class IpfixExporter {
   socklen_t dest_len_ = 0;
   int64_t last_warn_ns_ = 0;
   uint64_t errors_since_warn_ = 0;
+  std::vector<uint64_t> popped_;      // per source: events taken off the ring
+  std::vector<uint64_t> skip_until_;  // per source: events before this index are discarded
+  uint64_t anchor_gen_seen_ = 0;
+  uint32_t msg_seq_ = 0;              // the sequence at the open message's first record
 
   std::atomic<bool> exporting_{false};
   std::atomic<uint32_t> seq_{0};

@@ -37,6 +37,7 @@ class Node {
   rte_mempool *pool() { return pool_; }
   // The session-log exporter, or nullptr when nat.session_log is not configured.
   const IpfixExporter *session_log() const { return exporter_.get(); }
+  IpfixExporter *session_log() { return exporter_.get(); }
   uint16_t port_id(int side) const { return port_ids_[side]; }
   const rte_ether_addr &own_mac(int side) const { return macs_[side]; }
 

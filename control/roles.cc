@@ -57,6 +57,7 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
   // The standby's copies carry the old active's clock: refresh them before they can expire.
   Status st = p_.engine->with_workers_parked([this] {
     p_.node->flows().refresh_all(rte_rdtsc());
+    continue_session_log();
     p_.node->nf().set_vip_owner(true);
   });
   if (!st.ok()) {
@@ -70,6 +71,21 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
   L.info("node {} is ACTIVE (generation {}): {} [was {}; locks+generation {:.2f} ms, dataplane {:.2f} ms]", node_id_,
          generation(), why, fo::role_name(was), double(t1 - t0) / 1e6, ms_since(t1));
   return Status::Ok();
+}
+
+/* The session log goes on from the old active's count at the newest cut this node applied,
+ * or from its own if that is further on (mod 2^32): the collector never sees a number twice.
+ * Called with the workers parked, before the NF logs as owner. */
+void RoleManager::continue_session_log() {
+  IpfixExporter *x = p_.node->session_log();
+  if (!x) return;
+  const uint32_t own = x->sequence();
+  uint32_t peer = 0;
+  const bool have = p_.applier->log_sequence(&peer);
+  const uint32_t from = have && static_cast<int32_t>(peer - own) > 0 ? peer : own;
+  x->start_sequence(from);
+  L.info("session log continues at sequence {} ({})", from,
+         !have ? "no replicated sequence: this node's own count" : from == peer ? "the old active's, replicated" : "this node's own count, which is further on");
 }
 
 Status RoleManager::become_standby(const std::string &why) {

@@ -107,6 +107,7 @@ class RoleManager {
  private:
   Status refuse_promotion(Status st);
   Status set_vip_owner(bool own);
+  void continue_session_log();
 
   const std::string node_id_;
   Parts p_;

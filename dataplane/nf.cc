@@ -879,6 +879,7 @@ void Nat44::log_mappings(uint64_t now) {
     e.in_port = ev.m.in_port;
     e.nat_ip = ev.m.nat_ip;
     e.nat_port = ev.m.nat_port;
+    e.epoch = static_cast<uint32_t>(flows_.epoch());
     events_->push(e);
   }
 }

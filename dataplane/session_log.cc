@@ -31,4 +31,18 @@ size_t SessionEventRing::pop_bulk(SessionEvent *out, size_t max) {
   return n;
 }
 
+size_t SessionEventRing::pop_bulk_through(SessionEvent *out, size_t max, uint32_t through) {
+  const uint64_t tail = tail_.load(std::memory_order_relaxed);
+  if (head_seen_ - tail < max) head_seen_ = head_.load(std::memory_order_acquire);
+  const size_t avail = size_t(std::min<uint64_t>(head_seen_ - tail, max));
+  size_t n = 0;
+  while (n < avail) {
+    const SessionEvent &e = slots_[(tail + n) & mask_];
+    if (static_cast<int32_t>(e.epoch - through) > 0) break;
+    out[n++] = e;
+  }
+  if (n) tail_.store(tail + n, std::memory_order_release);
+  return n;
+}
+
 }  // namespace ftpair::dp

@@ -3,7 +3,11 @@
  *
  * The worker pushes: no lock, no allocation, no syscall, never a wait. A full ring refuses
  * the event and counts it, so a slow or absent exporter costs the worker one compare. The
- * exporter thread (control/ipfix.h) drains each ring in bulk. One ring per worker. */
+ * exporter thread (control/ipfix.h) drains each ring in bulk. One ring per worker.
+ *
+ * Each event carries the epoch it happened in, so the exporter can hold it until the standby
+ * has acknowledged that epoch (the log's output commit), and the count of events pushed at a
+ * cut is the IPFIX sequence number the standby continues from. */
 #pragma once
 
 #include <atomic>
@@ -40,6 +44,7 @@ struct SessionEvent {
   uint16_t ext_port;
   uint8_t kind;       // SessionEventKind
   uint8_t proto;      // IPPROTO_TCP, _UDP, _ICMP (ports are the ICMP query id then)
+  uint32_t epoch;     // low 32 bits of the flow-table epoch the event belongs to
 };
 static_assert(std::is_trivially_copyable_v<SessionEvent> && std::is_standard_layout_v<SessionEvent>);
 static_assert(sizeof(SessionEvent) == 32, "two events per cache line");
@@ -83,6 +88,9 @@ class SessionEventRing {
 
   // Consumer only. Moves up to max events, oldest first, into out; returns how many.
   size_t pop_bulk(SessionEvent *out, size_t max);
+  /* Consumer only. The same, but stops before the first event of an epoch after `through`
+   * (compared mod 2^32): events leave in epoch order, as the producer pushed them. */
+  size_t pop_bulk_through(SessionEvent *out, size_t max, uint32_t through);
 
   // Events waiting (a snapshot; exact only when neither side is moving).
   size_t size() const {

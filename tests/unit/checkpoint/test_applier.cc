@@ -416,6 +416,44 @@ TEST_F(ApplierTest, FullSyncInSeveralChunksThenIncrementals) {
   }
 }
 
+// The session log's sequence at the cut: taken when the epoch is acknowledged, not before.
+TEST_F(ApplierTest, LogSequenceOfTheNewestAppliedEpoch) {
+  uint32_t seq = 1;
+  EXPECT_FALSE(ap_->log_sequence(&seq));
+  hello();
+  fill(100);
+  Produced p = produce(true, 40);
+  ASSERT_EQ(p.msgs.size(), 3u);
+  for (auto &m : p.msgs) m.set_log_sequence(77);
+  for (size_t i = 0; i + 1 < p.msgs.size(); i++) {
+    bool ack = true;
+    v1::Ack a;
+    ASSERT_TRUE(ap_->on_checkpoint(p.msgs[i], &ack, &a).ok());
+    EXPECT_FALSE(ap_->log_sequence(&seq)) << "chunk " << i << " of an unfinished full sync";
+  }
+  bool ack = false;
+  v1::Ack a;
+  ASSERT_TRUE(ap_->on_checkpoint(p.msgs.back(), &ack, &a).ok());
+  ASSERT_TRUE(ack);
+  ASSERT_TRUE(ap_->log_sequence(&seq));
+  EXPECT_EQ(seq, 77u);
+  for (int i = 0; i < 10; i++) src_->random_op(100);
+  Produced q = produce(false);
+  q.msgs[0].set_log_sequence(0xFFFFFFFFu);
+  deliver_ok(q);
+  ASSERT_TRUE(ap_->log_sequence(&seq));
+  EXPECT_EQ(seq, 0xFFFFFFFFu);
+  Produced r = produce(false);  // an active that stopped logging (or an older one)
+  deliver_ok(r);
+  EXPECT_FALSE(ap_->log_sequence(&seq));
+  // A refused checkpoint changes nothing.
+  Produced dup = r;
+  dup.msgs[0].set_log_sequence(5);
+  ack = false;
+  EXPECT_FALSE(ap_->on_checkpoint(dup.msgs[0], &ack, &a).ok());
+  EXPECT_FALSE(ap_->log_sequence(&seq));
+}
+
 TEST_F(ApplierTest, FullSyncReplacesWhatTheStandbyHad) {
   synced(100);
   // The standby had stale state: a new stream's full sync must leave exactly the cut.

@@ -553,6 +553,8 @@ TEST(CaptureEncoder, FullSyncInChunks) {
   h.now_tsc = now;
   h.tsc_hz = kHz;
   h.captured_unix_ns = 123;
+  h.has_log_sequence = true;
+  h.log_sequence = 0xFFFFFFFEu;
   std::vector<v1::SyncMessage> msgs;
   ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
   ASSERT_EQ(msgs.size(), 3u);
@@ -565,6 +567,8 @@ TEST(CaptureEncoder, FullSyncInChunks) {
     EXPECT_EQ(c.last_chunk(), i == 2);
     EXPECT_EQ(c.flows_at_cut(), live);
     EXPECT_EQ(c.captured_unix_ns(), 123);
+    EXPECT_TRUE(c.has_log_sequence());  // every chunk says the cut's session-log sequence
+    EXPECT_EQ(c.log_sequence(), 0xFFFFFFFEu);
     ASSERT_EQ(c.batches_size(), 1);
     EXPECT_EQ(c.batches(0).count(), i == 2 ? 5u : 10u);
   }
@@ -594,7 +598,12 @@ TEST(CaptureEncoder, IncrementalIsOneMessageOfBatches) {
   EXPECT_FALSE(msgs[0].checkpoint().full());
   EXPECT_EQ(msgs[0].checkpoint().flows_at_cut(), 0u);
   EXPECT_EQ(msgs[0].checkpoint().batches_size(), 25);
+  EXPECT_FALSE(msgs[0].checkpoint().has_log_sequence()) << "a node that logs nothing sends no sequence";
   EXPECT_EQ(decode_all(msgs).size(), slots.size());
+  h.has_log_sequence = true;
+  h.log_sequence = 0;  // zero is a sequence, not its absence
+  ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
+  EXPECT_TRUE(msgs[0].checkpoint().has_log_sequence());
 }
 
 TEST(CaptureEncoder, EmptyFullSyncIsOneEmptyChunk) {

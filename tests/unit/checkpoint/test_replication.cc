@@ -240,6 +240,8 @@ class ReplicationPair : public ::testing::Test {
     ec.interval = 1ms;
     ec.connect_backoff = 100ms;
     ec.chunk_records = 1000;  // the first full sync travels in several chunks
+    // A session-log count that says which cut it was taken at: the epoch open after the flip.
+    ec.log_sequence = [t = a.get()] { return uint32_t(t->epoch()); };
     engine = std::make_unique<Engine>(ec, *a, agent);
     engine->start();
   }
@@ -298,6 +300,18 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_TRUE(same_flows(fa, fb));
   EXPECT_GT(fa.size(), 1000u);
+  // The session-log sequence taken at each cut (with the workers parked, after the flip)
+  // travels in that epoch's checkpoint; the log may release what the standby acknowledged.
+  // (Empty epochs go on meanwhile: the applied epoch is read before and after.)
+  uint32_t log_seq = 0;
+  const uint64_t applied0 = sb->ap->applied_epoch();
+  ASSERT_TRUE(sb->ap->log_sequence(&log_seq));
+  const uint64_t applied1 = sb->ap->applied_epoch();
+  EXPECT_GE(log_seq, uint32_t(applied0 + 1));
+  EXPECT_LE(log_seq, uint32_t(applied1 + 1));
+  const uint64_t acked0 = engine.acked_epoch(), release = engine.log_release_epoch(), acked1 = engine.acked_epoch();
+  EXPECT_GE(release, acked0);
+  EXPECT_LE(release, acked1);
   EXPECT_TRUE(sb->svc->errors().empty()) << sb->svc->errors().front();
   EXPECT_EQ(engine.stats().standby_lost.load(), 0u);
   EXPECT_GT(engine.stats().checkpoints.load(), 20u) << diag();
@@ -311,6 +325,7 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
   ASSERT_TRUE(wait_for([&] { return !engine.connected(); }, 3000ms)) << "the active did not notice";
   EXPECT_FALSE(engine.in_sync());
   EXPECT_EQ(engine.stats().standby_lost.load(), lost0 + 1);
+  EXPECT_EQ(engine.log_release_epoch(), UINT64_MAX) << "no standby can acknowledge: the log is not held";
   // The worker keeps looping while the standby is gone (a stall would last until a standby
   // answered; the generous deadlines only absorb scheduling noise on a busy machine).
   for (int i = 0; i < 5; i++) {

@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
   ftpair::dp::SessionEventRing ring(events.size() + 1);
   ftpair::IpfixExporter exporter(cfg);
   exporter.add_source(&ring);
-  exporter.set_sequence(sequence);
+  exporter.start_sequence(sequence);
   exporter.set_exporting(true);
   if (ftpair::Status s = exporter.start(); !s.ok()) {
     std::fprintf(stderr, "ipfix-send: %s\n", s.str().c_str());

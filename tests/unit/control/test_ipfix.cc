@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -360,9 +361,9 @@ TEST_F(IpfixTest, SequenceCountsRecordsAcrossMessagesAndFollowsSetSequence) {
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->seq, 0u);
   check_run(0, 40);
-  x.set_sequence(1'000'000);  // as a promoted standby continues the old active's stream
+  x.start_sequence(1'000'000);  // as a promoted standby continues the old active's stream
   check_run(1'000'000, 30);
-  x.set_sequence(0xFFFFFFF0u);  // and mod 2^32
+  x.start_sequence(0xFFFFFFF0u);  // and mod 2^32
   check_run(0xFFFFFFF0u, 40);
   EXPECT_EQ(x.sequence(), 0x18u);
 }
@@ -407,7 +408,7 @@ TEST_F(IpfixTest, StandbyDrainsAndDiscardsThenExportsWhenPromoted) {
   EXPECT_FALSE(recv(300).has_value()) << "a node that is not exporting sends nothing, not even templates";
   EXPECT_EQ(x.sequence(), 0u);
 
-  x.set_sequence(500);
+  x.start_sequence(500);
   x.set_exporting(true);
   auto first = recv();
   ASSERT_TRUE(first.has_value());
@@ -431,6 +432,135 @@ TEST_F(IpfixTest, StandbyDrainsAndDiscardsThenExportsWhenPromoted) {
   EXPECT_EQ(c.records_exported, 1u);
   EXPECT_EQ(c.events_discarded, 11u);
   EXPECT_EQ(x.sequence(), 501u);
+}
+
+SessionEvent event_in(uint8_t kind, uint32_t n, uint32_t epoch) {
+  SessionEvent e = event(kind, n);
+  e.epoch = epoch;
+  return e;
+}
+
+// The log's output commit: an event leaves once the standby acknowledged its epoch.
+TEST_F(IpfixTest, EventsWaitUntilTheirEpochIsAcknowledged) {
+  SessionEventRing ring(64);
+  std::atomic<uint64_t> acked{0};
+  IpfixExporter x(config());
+  x.add_source(&ring);
+  x.set_release_source([&] { return acked.load(); });
+  x.set_exporting(true);
+  ASSERT_TRUE(x.start().ok());
+  auto first = recv();  // templates
+  ASSERT_TRUE(first && first->records.empty());
+  const std::vector<SessionEvent> sent = {event_in(dp::kMappingCreate, 1, 7), event_in(dp::kSessionCreate, 2, 7),
+                                          event_in(dp::kMappingCreate, 3, 8), event_in(dp::kMappingDelete, 4, 10)};
+  for (auto &e : sent) ASSERT_TRUE(ring.push(e));
+  EXPECT_FALSE(recv(300).has_value()) << "nothing of an epoch the standby has not acknowledged";
+  EXPECT_EQ(x.waiting(), 4u);
+  EXPECT_EQ(x.cut_sequence(), 4u) << "the cut counts what is pushed, released or not";
+  acked = 7;
+  auto m7 = recv_records(2);
+  ASSERT_EQ(m7.size(), 1u);
+  ASSERT_EQ(m7[0].records.size(), 2u);
+  EXPECT_EQ(m7[0].seq, 0u);
+  expect_record(m7[0].records[1], sent[1]);
+  EXPECT_FALSE(recv(200).has_value()) << "epoch 8 is not acknowledged yet";
+  acked = 9;  // epoch 8 is out, epoch 10 still waits: events leave in order and no further
+  auto m8 = recv_records(1);
+  ASSERT_EQ(m8.size(), 1u);
+  EXPECT_EQ(m8[0].seq, 2u);
+  expect_record(m8[0].records[0], sent[2]);
+  EXPECT_EQ(x.waiting(), 1u);
+  x.stop();
+  EXPECT_FALSE(recv(200).has_value()) << "stop() does not release what the standby has not acknowledged";
+  EXPECT_EQ(x.sequence(), 3u);
+}
+
+TEST_F(IpfixTest, EpochsCompareModulo2To32) {
+  SessionEventRing ring(16);
+  std::atomic<uint64_t> acked{(uint64_t(5) << 32) | 0xFFFFFFF0u};
+  IpfixExporter x(config());
+  x.add_source(&ring);
+  x.set_release_source([&] { return acked.load(); });
+  x.set_exporting(true);
+  ASSERT_TRUE(x.start().ok());
+  ASSERT_TRUE(recv().has_value());
+  ASSERT_TRUE(ring.push(event_in(dp::kMappingCreate, 1, 0xFFFFFFF0u)));
+  ASSERT_TRUE(ring.push(event_in(dp::kMappingCreate, 2, 3)));  // 0x5_0000_0003, after the wrap
+  auto a = recv_records(1);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].records.size(), 1u);
+  EXPECT_FALSE(recv(200).has_value());
+  acked = (uint64_t(6) << 32) | 3u;
+  auto b = recv_records(1);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].seq, 1u);
+}
+
+/* A failover as the daemon does it: the active's exporter gives cut_sequence() at a cut (the
+ * checkpoint carries it); the active dies holding events of an unacknowledged epoch; the new
+ * active's exporter starts at the cut. The collector sees the new stream continue at the cut,
+ * with a gap of exactly the events the old active never sent, and no number twice. */
+TEST_F(IpfixTest, APromotedStandbyContinuesTheSequenceFromTheCut) {
+  SessionEventRing ring_a(64), ring_b(64);
+  std::atomic<uint64_t> acked_a{0};
+  IpfixExporter a(config());
+  a.add_source(&ring_a);
+  a.set_release_source([&] { return acked_a.load(); });
+  a.set_exporting(true);
+  ASSERT_TRUE(a.start().ok());
+  ASSERT_TRUE(recv().has_value());
+  for (uint32_t i = 0; i < 5; i++) ASSERT_TRUE(ring_a.push(event_in(dp::kMappingCreate, i, 1)));
+  const uint32_t cut1 = a.cut_sequence();  // epoch 1 closes
+  for (uint32_t i = 5; i < 8; i++) ASSERT_TRUE(ring_a.push(event_in(dp::kMappingCreate, i, 2)));
+  const uint32_t cut2 = a.cut_sequence();  // epoch 2 closes: the standby applies it, the ack is lost
+  EXPECT_EQ(cut1, 5u);
+  EXPECT_EQ(cut2, 8u);
+  acked_a = 1;
+  auto sent_a = recv_records(5);
+  size_t n_a = 0;
+  for (auto &m : sent_a) n_a += m.records.size();
+  EXPECT_EQ(n_a, 5u);
+  a.stop();  // SIGKILL, as far as the log goes: epoch 2's events never leave
+  EXPECT_FALSE(recv(200).has_value());
+
+  IpfixExporter b(config());
+  b.add_source(&ring_b);
+  b.set_exporting(true);
+  b.start_sequence(cut2);  // the newest cut the standby applied
+  ASSERT_TRUE(b.start().ok());
+  auto tmpl = recv();
+  ASSERT_TRUE(tmpl.has_value());
+  EXPECT_EQ(tmpl->seq, cut2);
+  ASSERT_TRUE(ring_b.push(event_in(dp::kMappingDelete, 9, 1)));
+  auto sent_b = recv_records(1);
+  ASSERT_EQ(sent_b.size(), 1u);
+  EXPECT_EQ(sent_b[0].seq, 8u) << "continues after the old active's cut: 5..7 are a gap, never reused";
+  b.stop();
+}
+
+TEST_F(IpfixTest, StartSequenceDiscardsWhatTheRingsHeldBeforeIt) {
+  SessionEventRing ring(64);
+  std::atomic<uint64_t> acked{0};
+  IpfixExporter x(config());
+  x.add_source(&ring);
+  x.set_release_source([&] { return acked.load(); });
+  x.set_exporting(true);
+  ASSERT_TRUE(x.start().ok());
+  ASSERT_TRUE(recv().has_value());
+  for (uint32_t i = 0; i < 3; i++) ASSERT_TRUE(ring.push(event_in(dp::kMappingCreate, i, 4)));  // held
+  x.start_sequence(100);  // demoted and promoted again: those three belong to the old numbering
+  EXPECT_EQ(x.cut_sequence(), 100u);
+  ASSERT_TRUE(ring.push(event_in(dp::kMappingCreate, 3, 5)));
+  EXPECT_EQ(x.cut_sequence(), 101u);
+  acked = 5;
+  auto m = recv_records(1);
+  ASSERT_EQ(m.size(), 1u);
+  ASSERT_EQ(m[0].records.size(), 1u);
+  EXPECT_EQ(m[0].seq, 100u);
+  expect_record(m[0].records[0], event_in(dp::kMappingCreate, 3, 5));
+  x.stop();
+  EXPECT_EQ(x.counters().events_discarded, 3u);
+  EXPECT_EQ(x.sequence(), 101u);
 }
 
 TEST_F(IpfixTest, StopSendsWhatWasPushedBeforeIt) {
