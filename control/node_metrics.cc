@@ -90,8 +90,12 @@ void expose_dataplane(Node &node, Exposition &x) {
         .sample(k.send_errors);
     x.family("ftpair_session_log_overflows_total", "counter", "Mapping events lost: the worker's ring was full.")
         .sample(k.ring_overflows);
-    x.family("ftpair_session_log_sequence", "gauge", "IPFIX sequence number (records exported so far, mod 2^32).")
+    x.family("ftpair_session_log_sequence", "gauge",
+             "IPFIX sequence number: records released so far, mod 2^32, continued from the old active's after a failover.")
         .sample(e->sequence());
+    x.family("ftpair_session_log_waiting", "gauge",
+             "Mapping events not yet released: their epoch awaits the standby's acknowledgement.")
+        .sample(double(e->waiting()));
   }
 }
 

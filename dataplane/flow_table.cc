@@ -185,11 +185,18 @@ void FlowTable::set_nat_pool(const std::vector<uint32_t> &addrs) {
   bitmaps_.assign(pool_.size() * 3 * 1024, 0);
   for (uint32_t i = 0; i < capacity_; i++) {
     const FlowState &st = records_[i].st;
-    const int a = pool_index(st.nat_ip), pi = proto_index(st.proto);
-    if (!(st.flags & kFlowInUse) || a < 0 || pi < 0) continue;
-    const uint16_t port = ntohs(st.nat_port);
-    bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] |= 1ull << (port % 64);
+    if (st.flags & kFlowInUse) mark_port(st, true);
   }
+}
+
+// The port bitmap bit of st's outside endpoint (nothing when its address is not pooled).
+void FlowTable::mark_port(const FlowState &st, bool used) {
+  const int a = pool_index(st.nat_ip), pi = proto_index(st.proto);
+  if (a < 0 || pi < 0) return;
+  const uint16_t port = ntohs(st.nat_port);
+  uint64_t &word = bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64];
+  const uint64_t bit = 1ull << (port % 64);
+  word = used ? word | bit : word & ~bit;
 }
 
 const uint64_t *FlowTable::port_bitmap(uint32_t nat_ip, uint8_t proto) const {
@@ -278,11 +285,7 @@ int FlowTable::index_add(const FlowState &st) {
   }
   if (count == 0) {
     ports_used_[pi]++;
-    int a = pool_index(st.nat_ip);
-    if (a >= 0) {
-      const uint16_t port = ntohs(st.nat_port);
-      bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] |= 1ull << (port % 64);
-    }
+    mark_port(st, true);
   }
   aux_set(ek, uint64_t(count + 1) << 32 | idx1);
   return 0;
@@ -314,11 +317,7 @@ void FlowTable::index_del(const FlowState &st) {
   if (count <= 1) {
     aux_set(ek, 0);
     if (count == 1) ports_used_[pi]--;
-    int a = pool_index(st.nat_ip);
-    if (a >= 0) {
-      const uint16_t port = ntohs(st.nat_port);
-      bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64] &= ~(1ull << (port % 64));
-    }
+    mark_port(st, false);
   } else {
     aux_set(ek, uint64_t(count - 1) << 32 | idx1);
   }

@@ -282,6 +282,7 @@ class FlowTable {
   uint32_t n_mappings_ = 0;
   std::vector<uint32_t> pool_;
   std::vector<uint64_t> bitmaps_;  // pool_.size() x 3 x 1024 words
+  void mark_port(const FlowState &st, bool used);
   uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX, n_embryonic_ = 0;
   std::vector<uint8_t> emb_member_;  // per slot: on the embryonic list
   std::atomic<bool> map_events_on_{false};

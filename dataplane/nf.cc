@@ -417,10 +417,13 @@ bool Nat44::parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port) {
   return true;
 }
 
-static void echo_reply_in_place(rte_ether_hdr *eth, rte_ipv4_hdr *ip,
-                                rte_icmp_hdr *icmp, const rte_ether_addr &from_mac) {
+// An echo request to one of the gateway's addresses: turned into the reply, sent back out.
+void Nat44::answer_echo(rte_mbuf *m, Parsed &p, uint16_t port) {
+  rte_ether_hdr *eth = p.eth;
+  rte_ipv4_hdr *ip = p.ip;
+  rte_icmp_hdr *icmp = reinterpret_cast<rte_icmp_hdr *>(p.l4);
   eth->dst_addr = eth->src_addr;
-  eth->src_addr = from_mac;
+  eth->src_addr = cfg_.vmac[port];
   const uint32_t src = ip->src_addr;
   ip->src_addr = ip->dst_addr;
   ip->dst_addr = src;
@@ -432,6 +435,15 @@ static void echo_reply_in_place(rte_ether_hdr *eth, rte_ipv4_hdr *ip,
   icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
   std::memcpy(&new_word, &icmp->icmp_type, 2);
   icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, old_word, new_word);
+  agent_.tx(worker_, port, m, 0);
+}
+
+// Anything else to the gateway's own address is not for the NAT.
+void Nat44::answer_echo_or_drop(rte_mbuf *m, Parsed &p, uint16_t port, bool echo_request) {
+  if (echo_request)
+    answer_echo(m, p, port);
+  else
+    drop(m, DropReason::TO_VIP);
 }
 
 static inline void decrement_ttl(rte_ipv4_hdr *ip) {
@@ -792,18 +804,12 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
           continue;
         }
         if (echo_request) {
-          echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
-          agent_.tx(worker_, port, m, 0);
+          answer_echo(m, p, port);
           continue;
         }
       } else {
         if (dst == vip) {
-          if (echo_request) {
-            echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
-            agent_.tx(worker_, port, m, 0);
-          } else {
-            drop(m, DropReason::TO_VIP);
-          }
+          answer_echo_or_drop(m, p, port, echo_request);
           continue;
         }
         // Anti-spoofing: the LAN speaks only from its own subnet.
@@ -819,12 +825,7 @@ void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
         if (p.to_nat) {
           // To an outside address from the LAN: an echo is answered, the rest hairpins.
           if (p.proto == IPPROTO_ICMP) {
-            if (echo_request) {
-              echo_reply_in_place(p.eth, p.ip, reinterpret_cast<rte_icmp_hdr *>(p.l4), cfg_.vmac[port]);
-              agent_.tx(worker_, port, m, 0);
-            } else {
-              drop(m, DropReason::TO_VIP);
-            }
+            answer_echo_or_drop(m, p, port, echo_request);
             continue;
           }
           egress = kPortInside;

@@ -158,6 +158,8 @@ class Nat44 {
   void send_arp(uint16_t port, uint16_t op, uint32_t sip, const rte_ether_addr &sha,
                 uint32_t tip, const rte_ether_addr &tha, const rte_ether_addr &dst);
   bool parse_ipv4(rte_mbuf *m, Parsed &p, uint16_t port);
+  void answer_echo(rte_mbuf *m, Parsed &p, uint16_t port);
+  void answer_echo_or_drop(rte_mbuf *m, Parsed &p, uint16_t port, bool echo_request);
   void inside_to_outside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
   void outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now);
   // The stages both directions share; false when the packet was dropped (and freed).

@@ -41,7 +41,10 @@ Each case is its own check with what was expected and what was seen:
      sequence failure. Creates only: deletes take the 300 s UDP timeout
   l. pair a (active) + b (standby, in sync); SIGKILL of a: the EIM mapping (same
      external port toward a new destination; client2 holds the same local port, so
-     port preservation alone cannot pass) and a hairpinned TCP flow survive on b
+     port preservation alone cannot pass) and a hairpinned TCP flow survive on b.
+     Both log to nfcapd: b does not re-announce the mappings it inherited, logs the
+     new one it makes, and its IPFIX sequence continues from a's (replicated with the
+     checkpoints), so b's count after n records is a's at the kill plus n
 
 Config keys that today's daemon may not know (ports.<side>.mtu, nat.filtering,
 nat.max_sessions_per_host) are first checked with `ftpaird --check`; a refused key is a
@@ -592,6 +595,52 @@ def wait_pair(chk, active, what, timeout=25):
 
 
 def case_l_failover(lab, chk, env):
+    """The pair; with the session log on both nodes when nfcapd is there (see case k)."""
+    col = None
+    if ipfix_collector.available():
+        try:
+            col = ipfix_collector.start(host=MGMT_HOST_IP)
+        except (RuntimeError, OSError) as e:
+            chk.check("l. nfcapd listening on %s" % MGMT_HOST_IP, False, str(e)[-600:])
+    if col:
+        sl = ('{collector: "%s:%d", observation_domain: %d, flush_ms: %d, template_refresh_s: 5}'
+              % (MGMT_HOST_IP, col.port, SESSION_LOG_DOMAIN, SESSION_LOG_FLUSH_MS))
+        env = dict(env, **nat_extra(session_log=sl))
+    log = {}
+    try:
+        case_l_pair(lab, chk, env, log if col else None)
+    finally:
+        events = None
+        if col:
+            try:
+                events = col.stop()
+            except (RuntimeError, OSError) as e:
+                chk.check("l. nfdump reads back what nfcapd stored", False, str(e)[-600:])
+    if events is not None and log.get("b_seq") is not None:
+        check_log_across_failover(chk, col, events, log)
+
+
+def check_log_across_failover(chk, col, events, log):
+    """What the collector holds after a's kill and b's promotion (case l)."""
+    def creates(port):
+        return [e for e in events if e["nat_event"] == 6 and e["in_ip"] == L.CLIENT_IP and e["in_port"] == port]
+    inherited, new = creates(log["port"]), creates(log["new_port"])
+    chk.check("l. session log: client port %d's mapping was announced once (by a; b inherited it "
+              "without announcing it again)" % log["port"], len(inherited) == 1,
+              "collector has %s" % inherited)
+    chk.check("l. session log: b announced the mapping it made after the failover (client port %d "
+              "-> %s)" % (log["new_port"], log["new_seen"]),
+              len(new) == 1 and new[0]["nat_port"] == port_of(log["new_seen"]), "collector has %s" % new)
+    chk.check("l. session log: b's IPFIX sequence continues a's: %d at the kill + %d record(s) "
+              "b exported = %d" % (log["a_seq"], log["b_recs"], log["a_seq"] + log["b_recs"]),
+              log["b_seq"] == log["a_seq"] + log["b_recs"],
+              "b's ftpair_session_log_sequence %s; a's records %s, b's %s"
+              % (log["b_seq"], log["a_recs"], log["b_recs"]))
+    chk.check("l. nfcapd counted no IPFIX sequence failure", col.stats.get("sequence_failures") == 0,
+              "stats %s; nfcapd log: %s" % (col.stats, " | ".join(col.log.splitlines()[-6:])[-400:]))
+
+
+def case_l_pair(lab, chk, env, log):
     what = "l. pair"
     if not start_phase(lab, chk, what, env, role="active"):
         return
@@ -628,6 +677,10 @@ def case_l_failover(lab, chk, env):
         rc, doc, err = L.ctl("a", "checkpoint", timeout=10, rpc_timeout=None)
         L.log("checkpoint before the kill: rc %d %s" % (rc, err or ""))
     time.sleep(1.0)
+    if log is not None:
+        # quiet for a second: every event of a is acknowledged by b and exported
+        log["a_seq"] = L.node_metric("a", "ftpair_session_log_sequence")
+        log["a_recs"] = L.node_metric("a", "ftpair_session_log_records_total")
     t0 = time.monotonic()
     L.lab("signal", "a", "KILL", check=False)
     took = L.wait_until(lambda: L.node_metric("b", "ftpair_vip_owner") == 1, 10, 0.05)
@@ -637,6 +690,16 @@ def case_l_failover(lab, chk, env):
     chk.check("l. EIM mapping survived: client port %d -> server (new destination) via b uses "
               "the same external port" % port, after and after == before,
               "before the kill remote saw %s, after it server saw %s" % (before, after))
+    if log is not None and took:
+        log["port"], log["new_port"] = port, port + 1
+        j, _ = nat_json("client", "udp-eim", "--bind-port", port + 1, "--to", REMOTE_UDP)
+        log["new_seen"] = (j or {}).get("seen", {}).get(REMOTE_UDP)
+        # b has no standby now: nothing holds its log back
+        L.wait_until(lambda: L.node_metric("b", "ftpair_session_log_records_total") >= 1,
+                     3 + SESSION_LOG_FLUSH_MS / 1000.0, 0.05)
+        time.sleep(0.5)
+        log["b_recs"] = L.node_metric("b", "ftpair_session_log_records_total")
+        log["b_seq"] = L.node_metric("b", "ftpair_session_log_sequence")
     res = L.client_result(echo, secs + 20)
     if streaming and connected:
         chk.check("l. hairpinned TCP flows (%d) survived the failover, every byte checked" % conns,
