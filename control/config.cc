@@ -274,7 +274,7 @@ void read_flows(const YAML::Node &n, Config *c) {
 void read_failover(const YAML::Node &n, Config *c) {
   const std::string p = "failover";
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
-                    "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
+                    "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
                     "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events"});
   get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
   get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
@@ -284,6 +284,9 @@ void read_failover(const YAML::Node &n, Config *c) {
     fail("failover.fence", "'" + fence + "' is not none, process or libvirt");
   get_bool(n, "allow_fence_none", p, &c->allow_fence_none);
   get_str(n, "fence_pidfile", p, &c->fence_pidfile);
+  if (get_bool(n, "fence_missing_pidfile_ok", p, &c->fence_missing_pidfile_ok) && c->fence_missing_pidfile_ok &&
+      c->fence != fo::FenceKind::PROCESS)
+    fail("failover.fence_missing_pidfile_ok", "applies only to fence: process");
   get_str(n, "libvirt_uri", p, &c->libvirt_uri);
   get_str(n, "libvirt_domain", p, &c->libvirt_domain);
   if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&

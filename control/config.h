@@ -105,6 +105,9 @@ struct Config {
   fo::FenceKind fence = fo::FenceKind::NONE;
   bool allow_fence_none = false;
   std::string fence_pidfile;
+  // fence: process. A missing pidfile is "peer state unknown" (fencing fails) unless this is
+  // set, where whatever stops the peer removes its pidfile only once it is gone (the lab).
+  bool fence_missing_pidfile_ok = false;
   std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
   // The peer domain's lifecycle events (crash, destroy, shutdown, paused by an error) promote at
   // once, still fencing first (failover/peer_events.h). Only with fence: libvirt, where it is on

@@ -160,6 +160,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.fence"] = fo::fence_kind_name(c.fence);
   m["failover.allow_fence_none"] = b(c.allow_fence_none);
   m["failover.fence_pidfile"] = c.fence_pidfile;
+  m["failover.fence_missing_pidfile_ok"] = b(c.fence_missing_pidfile_ok);
   m["failover.libvirt_uri"] = c.libvirt_uri;
   m["failover.libvirt_domain"] = c.libvirt_domain;
   m["failover.libvirt_action"] = c.libvirt_action;

@@ -92,6 +92,7 @@ void Daemon::make_monitor() {
   fc.kind = cfg_.fence;
   fc.allow_none = cfg_.allow_fence_none;
   fc.pidfile = cfg_.fence_pidfile;
+  fc.missing_pidfile_ok = cfg_.fence_missing_pidfile_ok;
   fc.libvirt_uri = cfg_.libvirt_uri;
   fc.domain = cfg_.libvirt_domain;
   fc.libvirt_action = cfg_.libvirt_action;

@@ -49,6 +49,7 @@ struct FenceConfig {
   FenceKind kind = FenceKind::NONE;
   bool allow_none = false;     // "none" must be chosen explicitly: it cannot stop a live peer
   std::string pidfile;         // process: the peer's pidfile (lab only)
+  bool missing_pidfile_ok = false;  // process: a missing pidfile means stopped (else: unknown)
   std::string libvirt_uri;     // libvirt: e.g. qemu:///system or qemu+ssh://host/system
   std::string domain;          // libvirt: the peer's domain name
   std::string libvirt_action = "destroy";  // destroy | suspend

@@ -54,18 +54,22 @@ bool alive(pid_t pid) {
 
 class ProcessFencer final : public fo::Fencer {
  public:
-  explicit ProcessFencer(std::string pidfile) : pidfile_(std::move(pidfile)) {}
+  ProcessFencer(std::string pidfile, bool missing_ok) : pidfile_(std::move(pidfile)), missing_ok_(missing_ok) {}
   const char *kind() const override { return "process"; }
   std::string target() const override { return "pidfile " + pidfile_; }
 
  protected:
   Status stop_peer(std::chrono::milliseconds deadline) override {
     std::ifstream f(pidfile_);
-    long pid = 0;
-    if (!(f >> pid) || pid <= 1) {
-      // No pidfile: nothing runs under it (the lab removes it when a node stops).
-      return Status::Ok();
+    if (!f) {
+      const int err = errno;
+      if (err == ENOENT && missing_ok_) return Status::Ok();  // stopped: its pidfile went with it
+      return Unavailable("fence: peer state unknown: cannot read " + pidfile_ + ": " + std::strerror(err) +
+                         (err == ENOENT ? " (failover.fence_missing_pidfile_ok is not set)" : ""));
     }
+    long pid = 0;
+    if (!(f >> pid) || pid <= 1)
+      return Unavailable("fence: peer state unknown: " + pidfile_ + " holds no process id");
     if (::kill(static_cast<pid_t>(pid), SIGKILL) != 0 && errno != ESRCH)
       return Unavailable("fence: kill(" + std::to_string(pid) + "): " + std::strerror(errno));
     auto end = Clock::now() + deadline;
@@ -78,16 +82,17 @@ class ProcessFencer final : public fo::Fencer {
 
  private:
   std::string pidfile_;
+  bool missing_ok_;
 };
 
 }  // namespace
 
-std::unique_ptr<fo::Fencer> make_process_fencer(const std::string &pidfile, Status *st) {
+std::unique_ptr<fo::Fencer> make_process_fencer(const std::string &pidfile, bool missing_ok, Status *st) {
   if (pidfile.empty()) {
     *st = InvalidArgument("failover.fence_pidfile: required with fence 'process'");
     return nullptr;
   }
-  return std::make_unique<ProcessFencer>(pidfile);
+  return std::make_unique<ProcessFencer>(pidfile, missing_ok);
 }
 
 }  // namespace ftpair::virt

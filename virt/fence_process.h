@@ -9,9 +9,11 @@
 
 namespace ftpair::virt {
 
-/* A fencer for the process named by `pidfile`. A missing or unreadable pidfile counts as
- * "nothing runs" (the lab removes it when a node stops). INVALID_ARGUMENT (naming
+/* A fencer for the process named by `pidfile`. It fails closed: a pidfile that cannot be
+ * read or holds no pid leaves the peer's state unknown (UNAVAILABLE), and so does a missing
+ * one unless missing_ok (failover.fence_missing_pidfile_ok: whatever stops the peer removes
+ * its pidfile only once it is gone, as the lab does). INVALID_ARGUMENT (naming
  * failover.fence_pidfile) and nullptr when the path is empty. */
-std::unique_ptr<fo::Fencer> make_process_fencer(const std::string &pidfile, Status *st);
+std::unique_ptr<fo::Fencer> make_process_fencer(const std::string &pidfile, bool missing_ok, Status *st);
 
 }  // namespace ftpair::virt

@@ -2,6 +2,7 @@
 // that ignores SIGTERM; each must be confirmed unable to run before fence() returns OK. And the
 // platform's factory (virt::make_fencer): each kind refuses an incomplete config by its key.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,10 +37,11 @@ using fo::FenceKind;
 using fo::Fencer;
 
 // Through the daemon's factory, as ftpaird builds it from failover.fence: process.
-std::unique_ptr<Fencer> process_fencer(const std::string &pidfile) {
+std::unique_ptr<Fencer> process_fencer(const std::string &pidfile, bool missing_ok = false) {
   FenceConfig fc;
   fc.kind = FenceKind::PROCESS;
   fc.pidfile = pidfile;
+  fc.missing_pidfile_ok = missing_ok;
   Status st;
   auto f = make_fencer(fc, &st);
   EXPECT_TRUE(f) << st.message();
@@ -82,8 +84,33 @@ TEST_F(ProcessFencerTest, AnUnreapedZombieIsFenced) {
   waitpid(child, nullptr, 0);
 }
 
-TEST_F(ProcessFencerTest, NoPidfileMeansNothingRuns) {
+// Fail closed: what the fencer cannot read leaves the peer's state unknown.
+TEST_F(ProcessFencerTest, AMissingPidfileIsNotFenced) {
   Status st = process_fencer(pidfile_)->fence(100ms);
+  EXPECT_EQ(st.code(), Code::UNAVAILABLE) << st.str();
+  EXPECT_NE(st.message().find("failover.fence_missing_pidfile_ok"), std::string::npos) << st.message();
+}
+
+TEST_F(ProcessFencerTest, AnEmptyOrGarbledPidfileIsNotFenced) {
+  for (const char *text : {"", "\n", "abc\n", "1\n", "-5\n"}) {
+    SCOPED_TRACE(text);
+    std::ofstream(pidfile_) << text;
+    Status st = process_fencer(pidfile_, true)->fence(100ms);  // even where a missing one would do
+    EXPECT_EQ(st.code(), Code::UNAVAILABLE) << st.str();
+  }
+}
+
+TEST_F(ProcessFencerTest, AnUnreadablePidfileIsNotFenced) {
+  const std::string dir = pidfile_ + ".d";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  Status st = process_fencer(dir, true)->fence(100ms);  // a directory: opening it reads nothing
+  EXPECT_EQ(st.code(), Code::UNAVAILABLE) << st.str();
+  ::rmdir(dir.c_str());
+}
+
+// Only the explicit setting makes a missing pidfile mean "stopped".
+TEST_F(ProcessFencerTest, AMissingPidfileIsFencedOnlyWhenConfiguredSo) {
+  Status st = process_fencer(pidfile_, true)->fence(100ms);
   EXPECT_TRUE(st.ok()) << st.message();
 }
 

@@ -111,5 +111,7 @@ worker:
 failover:
   fence: process
   fence_pidfile: ${run}/${peer}.pid
+  # ftpair-lab removes a node's pidfile only once the process is gone
+  fence_missing_pidfile_ok: true
 EOF
 }

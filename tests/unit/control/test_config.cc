@@ -530,6 +530,21 @@ TEST(PeerEventsConfig, BadValuesNameTheKey) {
   EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("true or false"), std::string::npos) << st.message();
 }
+
+// The process fencer fails closed unless the operator says a missing pidfile means stopped.
+TEST(FenceConfig, MissingPidfileOkIsExplicitAndOnlyForProcess) {
+  Config c;
+  ASSERT_TRUE(parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n"), {}, &c).ok());
+  EXPECT_FALSE(c.fence_missing_pidfile_ok);
+  ASSERT_TRUE(
+      parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  fence_missing_pidfile_ok: true\n"), {}, &c)
+          .ok());
+  EXPECT_TRUE(c.fence_missing_pidfile_ok);
+  EXPECT_EQ(config_fields(c).at("failover.fence_missing_pidfile_ok"), "true");
+  Status st = parse_config(node_yaml(kLibvirt + "  fence_missing_pidfile_ok: true\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failover.fence_missing_pidfile_ok"), std::string::npos) << st.message();
+}
 }  // namespace ftpair
 
 namespace ftpair {
