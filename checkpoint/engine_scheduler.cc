@@ -10,6 +10,14 @@
 
 namespace ftpair::ckpt {
 
+namespace {
+// Parked workers resume when the scope that parked them ends, however it ends.
+struct ResumeAtExit {
+  dp::InterfaceAgent &agent;
+  ~ResumeAtExit() { agent.resume(); }
+};
+}  // namespace
+
 void Engine::loop() {
   auto next = Clock::now() + cfg_.interval;
   auto last = Clock::now();
@@ -69,6 +77,7 @@ bool Engine::run_checkpoint(bool explicit_request) {
       stats_.aborted++;
       return false;
     }
+    const ResumeAtExit resume{agent_};
     // A full sync for one stream while the other is in sync: that one takes the capture as
     // the epoch's changes, so it must carry the epoch's deletions too.
     const dp::CaptureKind kind = !full ? dp::CaptureKind::DIRTY
@@ -77,7 +86,6 @@ bool Engine::run_checkpoint(bool explicit_request) {
     epoch = flows_.flip_epoch(capture, kind);
     // With the workers parked, the log's count of events is exactly the cut's.
     if (cfg_.log_sequence) cut_log_sequence_ = cfg_.log_sequence();
-    agent_.resume();
   }
   record_pause(agent_.last_pause_ns());
   if (epoch < 0) {
@@ -234,8 +242,8 @@ Status Engine::with_workers_parked(const std::function<void()> &fn) {
   std::lock_guard<std::mutex> g(barrier_mu_);
   if (agent_.quiesce(std::chrono::milliseconds(100)) != 0)
     return DeadlineExceeded("the workers did not park within 100 ms");
+  const ResumeAtExit resume{agent_};  // an exception out of fn must not leave them parked
   fn();
-  agent_.resume();
   return Status::Ok();
 }
 

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -535,6 +536,43 @@ TEST(Replication, QuiesceCountsAWorkerThatMissedTheResume) {
   w.join();
   sigaction(SIGUSR1, &old, nullptr);
   EXPECT_EQ(rc, 0) << "a parked worker was not counted for the next quiesce request";
+}
+
+/* The barrier is scope-guarded: whatever runs under it (a Flows dump builds protobufs there)
+ * may throw, and the workers must resume all the same. */
+TEST(Replication, AnExceptionUnderTheBarrierStillResumesTheWorkers) {
+  WideAffinity wide;
+  auto t = make_table(1024, "t_barrier");
+  ASSERT_TRUE(t);
+  dp::InterfaceAgent agent(one_worker());
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> loops{0};
+  std::thread w([&] {
+    while (!stop.load()) {
+      agent.barrier_point(0);
+      loops++;
+      std::this_thread::sleep_for(50us);
+    }
+  });
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  Engine engine(ec, *t, agent);
+  bool ran = false;
+  EXPECT_THROW((void)engine.with_workers_parked([&] {
+    ran = true;
+    EXPECT_TRUE(agent.quiesced());
+    throw std::runtime_error("formatting failed");
+  }),
+               std::runtime_error);
+  EXPECT_TRUE(ran);
+  EXPECT_FALSE(agent.quiesced()) << "the workers stay parked after the exception";
+  const uint64_t l = loops.load();
+  EXPECT_TRUE(wait_for([&] { return loops.load() > l + 5; }, 2000ms)) << "the worker did not go on";
+  // And the barrier can be taken again.
+  Status st = engine.with_workers_parked([] {});
+  EXPECT_TRUE(st.ok()) << st.str();
+  stop.store(true);
+  w.join();
 }
 
 }  // namespace
