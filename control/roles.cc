@@ -231,7 +231,8 @@ void RoleManager::keep_generation(uint64_t peer_generation) {
     }
   }
   if (generation_.unflushed()) {
-    Status st = generation_.store(generation_.value());
+    // The beat thread never waits on another thread's fsync: a busy writer is left to finish.
+    Status st = generation_.flush();
     if (!st.ok()) L.error("cannot persist generation {}: {}", generation_.value(), st.str());
   }
 }

@@ -86,6 +86,30 @@ Status Generation::store(uint64_t v) {
     std::lock_guard<std::mutex> g(mu_);
     if (v < value_) return InvalidArgument("generation may not go back from " + std::to_string(value_));
   }
+  std::lock_guard<std::mutex> w(write_mu_);
+  return write_locked(v);
+}
+
+Status Generation::flush() {
+  std::unique_lock<std::mutex> w(write_mu_, std::try_to_lock);
+  if (!w.owns_lock()) return Status::Ok();  // a write is under way; the next call sees it
+  uint64_t v;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (flushed_ >= value_) return Status::Ok();
+    v = value_;
+  }
+  return write_locked(v);
+}
+
+Status Generation::write_locked(uint64_t v) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (flushed_ >= v) {  // a newer value is on disk already: writing v would take it back
+      value_ = std::max(value_, v);
+      return Status::Ok();
+    }
+  }
   Status st = write_file("generation", v);
   if (!st.ok()) return st;
   std::lock_guard<std::mutex> g(mu_);

@@ -27,8 +27,13 @@ class Generation {
   explicit Generation(std::string state_dir) : dir_(std::move(state_dir)) {}
   Status load();
   uint64_t value() const;
-  // Persists v (fsync + rename) before returning; v must not go backwards.
+  /* Persists v (fsync + rename) before returning; v must not go backwards. Writers take
+   * turns, and one whose value a newer write already covers writes nothing, so the file
+   * never ends older than the newest store. */
   Status store(uint64_t v);
+  /* Writes value() if it is unflushed, unless another write is under way (which it then
+   * leaves to a later call: for a thread that must not wait on another one's fsync). */
+  Status flush();
   // Persists v as the reserved next generation (no effect on value()).
   Status reserve(uint64_t v);
   uint64_t reserved() const;
@@ -42,7 +47,9 @@ class Generation {
   Status write_file(const std::string &name, uint64_t v);
   std::string dir_;
   mutable std::mutex mu_;
+  std::mutex write_mu_;  // one write of the generation file at a time (taken before mu_)
   uint64_t value_ = 0, reserved_ = 0, flushed_ = 0;
+  Status write_locked(uint64_t v);  // under write_mu_
 };
 
 }  // namespace ftpair::fo
