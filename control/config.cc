@@ -275,7 +275,20 @@ void read_failover(const YAML::Node &n, Config *c) {
   const std::string p = "failover";
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                     "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
-                    "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events"});
+                    "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys"});
+  if (YAML::Node k = n["beat_keys"]) {
+    if (!k.IsSequence()) fail("failover.beat_keys", "must be a list of {id, file}");
+    for (size_t i = 0; i < k.size(); i++) {
+      const std::string path = "failover.beat_keys[" + std::to_string(i) + "]";
+      check_keys(k[i], path, {"id", "file"});
+      BeatKeyRef ref;
+      if (!get_uint(k[i], "id", path, 1, 255, &ref.id)) fail(join(path, "id"), "missing (1..255)");
+      if (!get_str(k[i], "file", path, &ref.file) || ref.file.empty()) fail(join(path, "file"), "missing");
+      for (const auto &o : c->beat_keys)
+        if (o.id == ref.id) fail(join(path, "id"), std::to_string(ref.id) + " is listed twice");
+      c->beat_keys.push_back(ref);
+    }
+  }
   get_uint(n, "heartbeat_interval_ms", p, 1, 10000, &c->heartbeat_interval_ms);
   get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
   get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);

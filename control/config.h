@@ -40,6 +40,11 @@ const char *config_role_name(ConfigRole r);
 
 // PEM files for mutual TLS. All empty = plaintext; otherwise ca, cert and key are all set.
 // The peer's certificate must name its address (subjectAltName IP).
+struct BeatKeyRef {
+  uint32_t id = 0;   // 1..255, carried in each datagram
+  std::string file;  // hex text
+};
+
 struct TlsConfig {
   std::string ca, cert, key;
   bool enabled() const { return !ca.empty(); }
@@ -108,6 +113,9 @@ struct Config {
   // fence: process. A missing pidfile is "peer state unknown" (fencing fails) unless this is
   // set, where whatever stops the peer removes its pidfile only once it is gone (the lab).
   bool fence_missing_pidfile_ok = false;
+  /* Fast-beat keys (hex files, failover/beat_auth.h): the first signs, all verify. Empty:
+   * beats are not authenticated, which the daemon reports at start, in status and metrics. */
+  std::vector<BeatKeyRef> beat_keys;
   std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
   // The peer domain's lifecycle events (crash, destroy, shutdown, paused by an error) promote at
   // once, still fencing first (failover/peer_events.h). Only with fence: libvirt, where it is on

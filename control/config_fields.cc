@@ -161,6 +161,11 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.allow_fence_none"] = b(c.allow_fence_none);
   m["failover.fence_pidfile"] = c.fence_pidfile;
   m["failover.fence_missing_pidfile_ok"] = b(c.fence_missing_pidfile_ok);
+  {
+    std::string keys;  // ids and files, never the secrets
+    for (const auto &k : c.beat_keys) keys += (keys.empty() ? "" : ", ") + std::to_string(k.id) + ":" + k.file;
+    m["failover.beat_keys"] = keys;
+  }
   m["failover.libvirt_uri"] = c.libvirt_uri;
   m["failover.libvirt_domain"] = c.libvirt_domain;
   m["failover.libvirt_action"] = c.libvirt_action;

@@ -86,8 +86,8 @@ Status Daemon::make_engine() {
   return Status::Ok();
 }
 
-void Daemon::make_monitor() {
-  if (!cfg_.peer_grpc.set()) return;
+Status Daemon::make_monitor() {
+  if (!cfg_.peer_grpc.set()) return Status::Ok();
   fo::FenceConfig fc;
   fc.kind = cfg_.fence;
   fc.allow_none = cfg_.allow_fence_none;
@@ -110,11 +110,22 @@ void Daemon::make_monitor() {
     mc.realtime = cfg_.beat_realtime;
   }
   if (cfg_.peer_tls.enabled()) mc.credentials = peer_creds_;
+  for (const auto &ref : cfg_.beat_keys) {
+    fo::BeatKey k;
+    k.id = static_cast<uint8_t>(ref.id);
+    Status ks = fo::load_beat_key(ref.file, &k.secret);
+    if (!ks.ok()) return Status(ks.code(), "failover.beat_keys: " + ks.message());
+    mc.beat_keys.push_back(std::move(k));
+  }
+  if (mc.udp_port && mc.beat_keys.empty())
+    L.warn("fast beats are NOT authenticated (no failover.beat_keys): anyone who can send UDP from the peer's "
+           "address speaks for the peer");
   fo::MonitorHooks hooks;
   hooks.fill_local = [this](v1::Beat *b) { fill_beat(b); };
   hooks.on_peer_beat = [this](const v1::Beat &b) { on_peer_beat(b); };
   hooks.on_peer_silent = [this](const std::string &r) { on_peer_silent(r); };
   monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
+  return Status::Ok();
 }
 
 // The gRPC server (a new instance beside the old one on a free port) and /metrics.
@@ -154,7 +165,8 @@ Status Daemon::start() {
   if (!st.ok()) return st;
   ctl_svc_ = std::make_unique<ControlService>(*this);
   peer_svc_ = std::make_unique<PeerService>(*this);
-  make_monitor();
+  st = make_monitor();
+  if (!st.ok()) return st;
   RoleManager::Parts parts;
   parts.node = node_.get();
   parts.engine = engine_.get();
@@ -306,6 +318,17 @@ std::string Daemon::config_text() const {
 std::vector<std::string> Daemon::restart_pending() const {
   std::lock_guard<std::mutex> g(reload_mu_);
   return restart_pending_;
+}
+
+std::vector<std::string> Daemon::security_warnings() const {
+  std::vector<std::string> w;
+  if (monitor_ && monitor_->config().udp_port && !monitor_->authenticated())
+    w.push_back("beats_unauthenticated: no failover.beat_keys, so anyone who can send UDP from the peer's address "
+                "speaks for the peer");
+  if (cfg_.grpc.set() && !cfg_.management_tls.enabled())
+    w.push_back("control_without_mtls: no management.tls, so anyone on the management network can force a "
+                "switchover");
+  return w;
 }
 
 Status Daemon::checkpoint(bool snapshot, v1::CheckpointReply *out) {

@@ -30,6 +30,7 @@
 #include "control/upgrade.h"
 #include "common/status.h"
 #include "control.pb.h"
+#include "failover/beat_policy.h"
 #include "failover/fencer.h"
 #include "failover/monitor.h"
 #include "failover/role.h"
@@ -119,6 +120,9 @@ class Daemon {
   // For the status view: keys changed by reloads that need a restart, reloads applied, and
   // the sha256 of the running binary.
   std::vector<std::string> restart_pending() const;
+  /* What leaves the pair open to anyone on the management network: unauthenticated fast
+   * beats, a control API without mutual TLS. As "key: explanation"; empty when none. */
+  std::vector<std::string> security_warnings() const;
   uint64_t reloads_applied() const { return reloads_ok_.load(); }
   const std::string &binary_sha256() const { return self_sha_; }
 
@@ -126,7 +130,7 @@ class Daemon {
   // start(), in order: the checkpoint engine and the Sync service, the fencer and the
   // heartbeat monitor, the gRPC server.
   Status make_engine();
-  void make_monitor();
+  Status make_monitor();
   Status open_management(bool beside);
   Status choose_initial_role();
   void watch_peer_domain();
@@ -175,6 +179,10 @@ class Daemon {
   // Set by the coordinator: a new instance not yet in its role (beside), one giving its role
   // away (retiring); neither promotes or takes over. exit: the main loop ends the process.
   std::atomic<bool> beside_{false}, retiring_{false}, exit_requested_{false};
+  // Beats inform, they do not command (on_peer_beat, on the monitor's hook thread only).
+  fo::BeatPolicy beat_policy_;
+  std::atomic<uint64_t> beats_refused_generation_jump_{0};
+  int64_t generation_jump_log_ns_ = 0;
   std::string self_sha_;
   std::unique_ptr<UpgradeCoordinator> upgrade_;
   HttpServer http_;

@@ -2,6 +2,7 @@
  * active that reports its dataplane unhealthy, the peer domain's lifecycle event), who yields
  * when two are active, and the switchover's calls to the peer. Every transition itself is the
  * role manager's (control/roles.h). */
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -51,26 +52,39 @@ void Daemon::set_worker_stall(bool on) {
   L.warn("test hook: worker {}", on ? "stalled" : "released");
 }
 
-// Two actives never stay: the one with the lower generation (then the higher node id) yields.
+// Two actives never stay, and a beat moves this node only as fo::BeatPolicy allows.
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
   const fo::Role peer = wire::role_of(b);
-  // A DRAINING peer is handing over: it yields, it does not compete.
-  if (is_active(r) && peer == fo::Role::ACTIVE) {
-    bool yield = b.generation() > generation() || (b.generation() == generation() && b.node_id() < cfg_.node_id);
-    if (yield) {
-      L.warn("peer {} is active with generation {} (ours {}): stepping down", b.node_id(), b.generation(), generation());
+  const fo::BeatVerdict v = beat_policy_.on_beat(r, generation(), cfg_.node_id, peer, b);
+  switch (v) {
+    case fo::BeatVerdict::REFUSED_JUMP: {
+      beats_refused_generation_jump_++;
+      const int64_t now = mono_ns();
+      if (now - generation_jump_log_ns_ > 1'000'000'000) {
+        generation_jump_log_ns_ = now;
+        L.warn("beat from {} refused: generation {} is more than {} past the newest seen (ours {})", b.node_id(),
+               b.generation(), fo::kMaxGenerationJump, generation());
+      }
+      return;
+    }
+    case fo::BeatVerdict::STEP_DOWN:
+      L.warn("peer {} is active with generation {} (ours {}; {} beats in a row): stepping down", b.node_id(),
+             b.generation(), generation(), beat_policy_.streak());
       (void)roles_.adopt_generation(b.generation(), "the peer " + b.node_id() + " is active with it");
       (void)become_standby("a peer with a newer generation is active");
-    }
-    return;
+      return;
+    case fo::BeatVerdict::PROMOTE_UNHEALTHY:
+    case fo::BeatVerdict::NOTHING:
+      break;
   }
-  if (!is_active(r)) {
-    (void)roles_.adopt_generation(b.generation(), "the peer " + b.node_id() + " beats with it");
-    if (r == fo::Role::STANDBY_READY && is_active(peer) && !b.dataplane_healthy() && !retiring_.load()) {
-      Status st = promote("the active reports its dataplane cannot service packets", false);
-      if (st.ok()) roles_.count_failover("peer_unhealthy");
-    }
+  if (is_active(r)) return;
+  (void)roles_.adopt_generation(b.generation(), "the peer " + b.node_id() + " beats with it");
+  if (v == fo::BeatVerdict::PROMOTE_UNHEALTHY && !retiring_.load()) {
+    Status st = promote("the active reports its dataplane cannot service packets (" +
+                            std::to_string(beat_policy_.streak()) + " beats in a row)",
+                        false);
+    if (st.ok()) roles_.count_failover("peer_unhealthy");
   }
 }
 
@@ -129,12 +143,17 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
     return finish(FailedPrecondition("switchover refused: " + why), "refused: " + why);
   }
   // DRAINING: stop forwarding, ship the last changes, wait for the acknowledgement.
-  roles_.drain(std::string(force ? "forced" : "graceful") + " switchover to " + cfg_.peer_grpc.str());
+  if (Status ds = roles_.drain(std::string(force ? "forced" : "graceful") + " switchover to " + cfg_.peer_grpc.str());
+      !ds.ok())
+    return finish(ds, "refused, still active: " + ds.message());
   uint64_t final_epoch = 0, records = 0;
   Status cs = engine_->checkpoint_now(std::chrono::milliseconds(2000), &final_epoch, &records);
   if (!cs.ok() && !force) {
-    roles_.resume_active("the final checkpoint failed: " + cs.message());
-    return finish(cs, "refused: final checkpoint failed, still active: " + cs.message());
+    Status rs = roles_.resume_active("the final checkpoint failed: " + cs.message());
+    return finish(cs, "refused: final checkpoint failed, " +
+                          std::string(rs.ok() ? "still active: " : "and the virtual addresses could not be taken back (" +
+                                                                       rs.message() + "): ") +
+                          cs.message());
   }
   auto stub = v1::Peer::NewStub(channel);
   grpc::ClientContext ctx;
@@ -149,9 +168,10 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   if (!gs.ok() || !rep.ok()) {
     std::string why = gs.ok() ? rep.message() : gs.error_message();
     // The standby did not take over: carry on as active.
-    roles_.resume_active("the standby did not take over: " + why);
-    return finish(Unavailable("switchover aborted, still active: the standby said: " + why),
-                  "aborted, still active: " + why);
+    Status rs = roles_.resume_active("the standby did not take over: " + why);
+    const std::string state =
+        rs.ok() ? "still active" : "DRAINING without the virtual addresses (" + rs.message() + ")";
+    return finish(Unavailable("switchover aborted, " + state + ": the standby said: " + why), "aborted, " + state + ": " + why);
   }
   (void)roles_.adopt_generation(rep.generation(), "the peer took over with it");
   (void)become_standby("switched over to the peer");

@@ -34,6 +34,17 @@ std::string Daemon::render_metrics() {
              "Config keys changed by a reload that take effect only after a restart (1 per key).");
     for (const auto &k : restart_pending_) x.sample(1, {{"key", k}});
   }
+  x.family("ftpair_beats_refused_total", "counter",
+           "Genuine beats whose content was refused as implausible, by reason (the transport's own refusals are "
+           "ftpair_fast_beats_rejected_total).")
+      .sample(double(beats_refused_generation_jump_.load()), {{"reason", "generation_jump"}});
+  x.family("ftpair_security_warning", "gauge",
+           "1 for each way anyone on the management network can steer the pair (see ftpairctl status).");
+  for (const char *what : {"beats_unauthenticated", "control_without_mtls"}) {
+    bool on = false;
+    for (const auto &w : security_warnings()) on = on || w.rfind(what, 0) == 0;
+    x.sample(on ? 1 : 0, {{"what", what}});
+  }
   x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
   for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
     x.sample(double(roles_.failovers(reason)), {{"reason", reason}});

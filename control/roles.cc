@@ -201,25 +201,33 @@ Status RoleManager::takeover(const std::string &from, uint64_t peer_generation, 
   return Status::Ok();
 }
 
-void RoleManager::drain(const std::string &why) {
-  {
-    std::lock_guard<std::mutex> g(role_mu_);
-    role_.store(fo::Role::DRAINING);
-  }
+Status RoleManager::drain(const std::string &why) {
+  std::lock_guard<std::mutex> g(role_mu_);
+  // Release first: DRAINING is only said once this node no longer forwards.
   Status st = set_vip_owner(false);
-  if (!st.ok()) L.error("node {} DRAINING: releasing the virtual addresses failed: {}", node_id_, st.str());
+  if (!st.ok()) {
+    L.error("node {} stays ACTIVE: the workers did not park to release the virtual addresses ({}): {}", node_id_,
+            why, st.str());
+    return Status(st.code(), "the workers did not park to release the virtual addresses: " + st.message());
+  }
+  role_.store(fo::Role::DRAINING);
   L.info("node {} is DRAINING (generation {}): {}", node_id_, generation(), why);
+  return Status::Ok();
 }
 
-void RoleManager::resume_active(const std::string &why) {
+Status RoleManager::resume_active(const std::string &why) {
+  std::lock_guard<std::mutex> g(role_mu_);
   Status st = set_vip_owner(true);
-  if (!st.ok()) L.error("node {}: taking the virtual addresses back failed: {}", node_id_, st.str());
-  {
-    std::lock_guard<std::mutex> g(role_mu_);
-    role_.store(fo::Role::ACTIVE);
+  if (!st.ok()) {
+    L.error("node {} stays DRAINING without the virtual addresses: the workers did not park to take them back "
+            "({}): {}",
+            node_id_, why, st.str());
+    return st;
   }
+  role_.store(fo::Role::ACTIVE);
   p_.node->nf().request_announce(p_.garp_count->load());
   L.warn("node {} keeps the active role (generation {}): {}", node_id_, generation(), why);
+  return Status::Ok();
 }
 
 void RoleManager::keep_generation(uint64_t peer_generation) {

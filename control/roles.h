@@ -86,10 +86,13 @@ class RoleManager {
   Status takeover(const std::string &from, uint64_t peer_generation, uint64_t final_epoch, bool forced,
                   std::string *message);
 
-  // Graceful switchover, the active's side: ACTIVE -> DRAINING, the VIPs released.
-  void drain(const std::string &why);
-  // The switchover did not happen: DRAINING -> ACTIVE, the VIPs taken back and announced.
-  void resume_active(const std::string &why);
+  /* Graceful switchover, the active's side: ACTIVE -> DRAINING, the VIPs released. If the
+   * workers do not park to release them, nothing changes (still ACTIVE, still the owner) and
+   * the error says so: the switchover must not go on with this node forwarding. */
+  [[nodiscard]] Status drain(const std::string &why);
+  /* The switchover did not happen: DRAINING -> ACTIVE, the VIPs taken back and announced. An
+   * error (the workers did not park) leaves the node DRAINING without the VIPs, and says so. */
+  [[nodiscard]] Status resume_active(const std::string &why);
 
   /* Upkeep (off the promotion path): a standby in sync keeps the generation it would take
    * reserved on disk, and a generation taken from the reservation reaches the main file. */

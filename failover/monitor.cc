@@ -29,6 +29,11 @@ const char *beat_reject_label(BeatReject r) {
     case BeatReject::BAD_MAGIC: return "bad_magic";
     case BeatReject::BAD_VERSION: return "bad_version";
     case BeatReject::BAD_PAYLOAD: return "bad_payload";
+    case BeatReject::UNAUTHENTICATED: return "unauthenticated";
+    case BeatReject::UNKNOWN_KEY: return "unknown_key";
+    case BeatReject::BAD_MAC: return "bad_mac";
+    case BeatReject::REPLAY: return "replay";
+    case BeatReject::STALE_BOOT: return "stale_boot";
     case BeatReject::COUNT: break;
   }
   return "unknown";
@@ -88,7 +93,9 @@ BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out) {
   return BeatReject::COUNT;
 }
 
-Monitor::Monitor(MonitorConfig cfg, MonitorHooks hooks) : cfg_(std::move(cfg)), hooks_(std::move(hooks)) {}
+Monitor::Monitor(MonitorConfig cfg, MonitorHooks hooks) : cfg_(std::move(cfg)), hooks_(std::move(hooks)) {
+  if (!cfg_.beat_keys.empty()) auth_ = std::make_unique<BeatAuth>(cfg_.beat_keys);
+}
 
 Monitor::~Monitor() { stop(); }
 
@@ -217,7 +224,7 @@ void Monitor::udp_tx_loop() {
     if (hooks_.fill_local) hooks_.fill_local(&mine);
     mine.set_sequence(seq_.fetch_add(1) + 1);
     mine.set_sent_unix_ns(unix_ns());
-    const std::string d = encode_beat_datagram(mine);
+    const std::string d = auth_ ? auth_->seal(mine) : encode_beat_datagram(mine);
     if (sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer),
                sizeof(peer)) == static_cast<ssize_t>(d.size()))
       udp_sent_++;
@@ -240,6 +247,8 @@ void Monitor::udp_rx_loop() {
     v1::Beat b;
     if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
       r = BeatReject::WRONG_SOURCE;
+    else if (auth_)
+      r = auth_->open(buf, static_cast<size_t>(n), &b);
     else
       r = decode_beat_datagram(buf, static_cast<size_t>(n), &b);
     if (r != BeatReject::COUNT) {

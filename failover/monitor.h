@@ -11,9 +11,10 @@
  * normal thread, an RPC and its HTTP/2 machinery by tens of milliseconds; these threads
  * run within microseconds of their timer, so the silence threshold can be tight without
  * false alarms. The silence check then runs on the sending thread, every interval.
- * Datagrams are accepted only from the configured peer address; anything else, and any
- * malformed datagram, is counted by reason and ignored. A forged datagram could only
- * make a dead peer look alive (delay a failover), never cause one.
+ * Datagrams are accepted only from the configured peer address and, with beat_keys, only
+ * with a valid HMAC tag and a sequence number not seen before (failover/beat_auth.h);
+ * anything else is counted by reason and ignored. Without keys anyone who can send from the
+ * peer's address speaks for the peer.
  *
  * Peer domain events (attach_peer_events, optional): the hypervisor's word that the peer's
  * domain stopped running (failover/peer_events.h), a faster signal than K silent intervals.
@@ -28,9 +29,11 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
+#include "failover/beat_auth.h"
 #include "failover/peer_events.h"
 #include "peer.grpc.pb.h"
 
@@ -46,11 +49,11 @@ struct MonitorConfig {
   std::string udp_bind;  // local IPv4 address
   std::string udp_peer;  // the peer's IPv4 address
   bool realtime = true;  // SCHED_FIFO for the two beat threads, when permitted
+  /* Fast-beat keys (failover/beat_auth.h): the first signs, all verify. Empty: datagrams
+   * carry no tag and any well-formed one from the peer's address counts (the daemon warns). */
+  std::vector<BeatKey> beat_keys;
 };
 
-// Why a fast-beat datagram was ignored.
-enum class BeatReject : uint8_t { WRONG_SOURCE, SHORT, BAD_MAGIC, BAD_VERSION, BAD_PAYLOAD, COUNT };
-const char *beat_reject_label(BeatReject r);
 
 // The datagram: "FTPB", version 1, three zero bytes, then the Beat in protobuf encoding.
 inline constexpr size_t kBeatHeader = 8;
@@ -92,6 +95,8 @@ class Monitor {
   uint64_t udp_sent() const { return udp_sent_.load(); }
   uint64_t udp_heard() const { return udp_heard_.load(); }
   uint64_t udp_rejected(BeatReject r) const { return udp_rejected_[static_cast<size_t>(r)].load(); }
+  // True when fast beats are signed and verified (beat_keys configured).
+  bool authenticated() const { return auth_ != nullptr; }
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
   // Empty when fast beats run (or are off); else why they could not start.
@@ -118,6 +123,7 @@ class Monitor {
   v1::Beat last_beat_;
   // fast beats
   int udp_fd_ = -1;
+  std::unique_ptr<BeatAuth> auth_;  // null: plain datagrams
   uint32_t udp_peer_addr_ = 0;  // network order
   std::thread udp_tx_, udp_rx_;
   std::atomic<uint64_t> udp_sent_{0}, udp_heard_{0};

@@ -105,9 +105,10 @@ def main():
         # 6. the old active rejoins as standby and resyncs
         restart(lab, "a")
         wait_pair(chk, "b", "rejoin after kill")
-        chk.check("rejoin: a's generation caught up with b's",
-                  m("a", "ftpair_generation") == m("b", "ftpair_generation"),
-                  "a=%g b=%g" % (m("a", "ftpair_generation"), m("b", "ftpair_generation")))
+        ga, gb = m("a", "ftpair_generation"), m("b", "ftpair_generation")
+        chk.check("rejoin: a's generation caught up with b's", ga == gb,
+                  "a=%g b=%g" % (ga, gb) if ga == gb else
+                  "a=%g b=%g; a's log:\n%s" % (ga, gb, L.node_log_tail("a", 20)))
 
         # 5. graceful switchover under load, then back
         for frm, to in (("b", "a"), ("a", "b")):

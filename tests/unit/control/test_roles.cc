@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -123,14 +125,41 @@ TEST_F(Roles, TheSyncStreamMovesOnlyBetweenStandbyStates) {
   ASSERT_TRUE(roles_->become_active("test", false).ok());
   roles_->set_standby_state(true, "a late stream");
   EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
-  roles_->drain("test");
+  ASSERT_TRUE(roles_->drain("test").ok());
   EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
   EXPECT_FALSE(node_->nf().vip_owner());
   roles_->set_standby_state(false, "a late stream");
   EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
-  roles_->resume_active("test");
+  ASSERT_TRUE(roles_->resume_active("test").ok());
   EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
   EXPECT_TRUE(node_->nf().vip_owner());
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+}
+
+/* A switchover's drain whose workers cannot park (here: stalled) changes nothing: the node is
+ * still ACTIVE and owns the VIPs, and says why, so the switchover stops before the standby
+ * takes over beside a node that still forwards (two actives). */
+TEST_F(Roles, ADrainTheWorkersCannotParkForChangesNothing) {
+  ASSERT_TRUE(roles_->become_active("test", false).ok());
+  // The worker leaves the park of the last transition and stalls on its next round.
+  node_->agent().set_stall(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Status st = roles_->drain("test");
+  node_->agent().set_stall(false);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("did not park"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_TRUE(node_->nf().vip_owner());
+  // And the other way: a resume that cannot park leaves it DRAINING, without the VIPs.
+  ASSERT_TRUE(roles_->drain("test").ok());
+  node_->agent().set_stall(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  st = roles_->resume_active("test");
+  node_->agent().set_stall(false);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
+  EXPECT_FALSE(node_->nf().vip_owner());
+  ASSERT_TRUE(roles_->resume_active("test").ok());
   ASSERT_TRUE(roles_->become_standby("test").ok());
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -75,8 +76,10 @@ struct Node {
   std::atomic<uint64_t> beats{0};
   std::unique_ptr<Monitor> mon;
 
-  Node(const std::string &self, const std::string &peer, uint16_t port, const std::string &id) {
+  Node(const std::string &self, const std::string &peer, uint16_t port, const std::string &id,
+       std::vector<BeatKey> keys = {}) {
     MonitorConfig c;
+    c.beat_keys = std::move(keys);
     c.peer = "127.0.0.1:1";  // nothing listens: the gRPC beats all fail
     c.interval = 5ms;
     c.miss_threshold = 8;
@@ -167,6 +170,57 @@ TEST(FastBeats, IgnoresDatagramsFromAnyoneButThePeer) {
               << a.mon->udp_rejected(BeatReject::BAD_PAYLOAD);
   EXPECT_FALSE(a.mon->ever_heard());
   EXPECT_EQ(a.mon->udp_heard(), 0u);
+  a.mon->stop();
+}
+
+/* With keys, the monitor signs what it sends and hears only signed, new beats: a plain
+ * datagram from the peer's own address (the issue's forged "ACTIVE, generation 2^40") and
+ * replays of genuine datagrams are counted and change nothing. */
+TEST(FastBeats, WithKeysOnlySignedNewBeatsAreHeard) {
+  const uint16_t port = free_udp_port();
+  const std::vector<BeatKey> keys = {{1, std::string(32, '\x5a')}};
+  Node a("127.0.0.1", "127.0.0.2", port, "a", keys), b("127.0.0.2", "127.0.0.1", port, "b", keys);
+  EXPECT_TRUE(a.mon->authenticated());
+  a.mon->start();
+  b.mon->start();
+  ASSERT_TRUE(wait_for([&] { return a.mon->ever_heard() && b.mon->ever_heard(); }, 2000ms));
+  b.mon->stop();  // only forgeries from here on
+  std::this_thread::sleep_for(100ms);
+  const uint64_t heard = a.mon->udp_heard();
+  // Forgeries from the peer's address and port: a plain beat, and a captured genuine one.
+  BeatAuth b_again({{1, std::string(32, '\x5a')}}, 77);
+  v1::Beat genuine;
+  genuine.set_node_id("b");
+  genuine.set_sequence(1);
+  genuine.set_sent_unix_ns(1);  // older than what a has heard: a replay from an earlier boot
+  v1::Beat forged = genuine;
+  forged.set_role("active");
+  forged.set_generation(1ull << 40);
+  const std::string plain = encode_beat_datagram(forged), replay = b_again.seal(genuine);
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in me{};
+  me.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
+  me.sin_port = htons(port);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&me), sizeof(me)), 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  for (int i = 0; i < 20; i++) {
+    sendto(fd, plain.data(), plain.size(), 0, reinterpret_cast<sockaddr *>(&to), sizeof(to));
+    sendto(fd, replay.data(), replay.size(), 0, reinterpret_cast<sockaddr *>(&to), sizeof(to));
+  }
+  close(fd);
+  ASSERT_TRUE(wait_for([&] {
+    return a.mon->udp_rejected(BeatReject::UNAUTHENTICATED) >= 20 && a.mon->udp_rejected(BeatReject::STALE_BOOT) >= 20;
+  }, 2000ms)) << "unauthenticated " << a.mon->udp_rejected(BeatReject::UNAUTHENTICATED) << " stale_boot "
+              << a.mon->udp_rejected(BeatReject::STALE_BOOT);
+  EXPECT_EQ(a.mon->udp_heard(), heard) << "a forgery was heard";
+  EXPECT_NE(a.mon->last_peer_beat().role(), "active");
+  ASSERT_TRUE(wait_for([&] { return a.silent_calls.load() > 0; }, 2000ms)) << "forgeries kept a dead peer alive";
   a.mon->stop();
 }
 

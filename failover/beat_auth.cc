@@ -1,0 +1,137 @@
+#include "failover/beat_auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace ftpair::fo {
+
+namespace {
+constexpr uint8_t kMagic[4] = {'F', 'T', 'P', 'B'};
+constexpr uint8_t kVersionPlain = 1, kVersionAuth = 2;
+constexpr size_t kMaxDatagram = 1024;
+constexpr uint64_t kWindow = 64;
+
+void put64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = uint8_t(v);
+}
+uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+// The first kBeatTagBytes of HMAC-SHA256(secret, data).
+void tag(const std::string &secret, const uint8_t *data, size_t n, uint8_t out[kBeatTagBytes]) {
+  uint8_t full[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), data, n, full, &len);
+  std::memcpy(out, full, kBeatTagBytes);
+  OPENSSL_cleanse(full, sizeof(full));
+}
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+}  // namespace
+
+Status load_beat_key(const std::string &path, std::string *secret) {
+  std::ifstream f(path);
+  if (!f) return InvalidArgument("beat key " + path + ": cannot read: " + std::strerror(errno));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  std::string digits;
+  for (char c : text) {
+    if (std::isspace(static_cast<unsigned char>(c))) continue;
+    if (hexval(c) < 0) return InvalidArgument("beat key " + path + ": not hexadecimal text");
+    digits.push_back(c);
+  }
+  if (digits.size() % 2) return InvalidArgument("beat key " + path + ": an odd number of hex digits");
+  if (digits.size() / 2 < kBeatKeyMinBytes)
+    return InvalidArgument("beat key " + path + ": " + std::to_string(digits.size() / 2) + " bytes, at least " +
+                           std::to_string(kBeatKeyMinBytes) + " needed (e.g. openssl rand -hex 32)");
+  secret->clear();
+  for (size_t i = 0; i < digits.size(); i += 2) secret->push_back(char(hexval(digits[i]) << 4 | hexval(digits[i + 1])));
+  return Status::Ok();
+}
+
+BeatAuth::BeatAuth(std::vector<BeatKey> keys, uint64_t nonce) : keys_(std::move(keys)), nonce_(nonce) {
+  while (nonce_ == 0) {
+    if (RAND_bytes(reinterpret_cast<unsigned char *>(&nonce_), sizeof(nonce_)) != 1) {
+      std::random_device rd;
+      nonce_ = uint64_t(rd()) << 32 | rd();
+    }
+  }
+}
+
+const BeatKey *BeatAuth::key(uint8_t id) const {
+  for (const auto &k : keys_)
+    if (k.id == id) return &k;
+  return nullptr;
+}
+
+std::string BeatAuth::seal(const v1::Beat &b) const {
+  const BeatKey &k = keys_.front();
+  std::string d(kBeatAuthHeader, '\0');
+  uint8_t *h = reinterpret_cast<uint8_t *>(d.data());
+  std::memcpy(h, kMagic, 4);
+  h[4] = kVersionAuth;
+  h[5] = k.id;
+  put64(h + 8, nonce_);
+  b.AppendToString(&d);
+  uint8_t t[kBeatTagBytes];
+  tag(k.secret, reinterpret_cast<const uint8_t *>(d.data()), d.size(), t);
+  d.append(reinterpret_cast<const char *>(t), kBeatTagBytes);
+  return d;
+}
+
+BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
+  if (n < 8) return BeatReject::SHORT;
+  if (std::memcmp(p, kMagic, 4) != 0) return BeatReject::BAD_MAGIC;
+  if (p[4] == kVersionPlain) return BeatReject::UNAUTHENTICATED;
+  if (p[4] != kVersionAuth) return BeatReject::BAD_VERSION;
+  if (n < kBeatAuthHeader + kBeatTagBytes) return BeatReject::SHORT;
+  if (n > kMaxDatagram) return BeatReject::BAD_PAYLOAD;
+  const BeatKey *k = key(p[5]);
+  if (!k) return BeatReject::UNKNOWN_KEY;
+  uint8_t t[kBeatTagBytes];
+  tag(k->secret, p, n - kBeatTagBytes, t);
+  if (CRYPTO_memcmp(t, p + n - kBeatTagBytes, kBeatTagBytes) != 0) return BeatReject::BAD_MAC;
+  // Genuine from here on: what remains is whether it is new.
+  v1::Beat b;
+  if (p[6] != 0 || p[7] != 0 ||
+      !b.ParseFromArray(p + kBeatAuthHeader, static_cast<int>(n - kBeatAuthHeader - kBeatTagBytes)))
+    return BeatReject::BAD_PAYLOAD;
+  const uint64_t nonce = get64(p + 8), seq = b.sequence();
+  if (!have_peer_ || nonce != peer_nonce_) {
+    if (have_peer_ && b.sent_unix_ns() <= newest_sent_ns_) return BeatReject::STALE_BOOT;
+    have_peer_ = true;
+    peer_nonce_ = nonce;
+    max_seq_ = seq;
+    window_ = 1;
+  } else if (seq > max_seq_) {
+    const uint64_t shift = seq - max_seq_;
+    window_ = shift >= kWindow ? 1 : (window_ << shift) | 1;
+    max_seq_ = seq;
+  } else {
+    const uint64_t back = max_seq_ - seq;
+    if (back >= kWindow || (window_ >> back) & 1) return BeatReject::REPLAY;
+    window_ |= uint64_t(1) << back;
+  }
+  if (b.sent_unix_ns() > newest_sent_ns_) newest_sent_ns_ = b.sent_unix_ns();
+  *out = std::move(b);
+  return BeatReject::COUNT;
+}
+
+}  // namespace ftpair::fo
