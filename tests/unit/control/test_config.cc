@@ -531,6 +531,28 @@ TEST(PeerEventsConfig, BadValuesNameTheKey) {
   EXPECT_NE(st.message().find("true or false"), std::string::npos) << st.message();
 }
 
+// failover.beat_keys: a list of {id, file}; ids 1..255, each once. The files are read at start.
+TEST(BeatKeysConfig, ListOfIdAndFile) {
+  Config c;
+  ASSERT_TRUE(parse_config(node_yaml("  beat_keys:\n    - {id: 2, file: /etc/ftpair/new.key}\n"
+                                     "    - {id: 1, file: /etc/ftpair/old.key}\n"),
+                           {}, &c)
+                  .ok());
+  ASSERT_EQ(c.beat_keys.size(), 2u);
+  EXPECT_EQ(c.beat_keys[0].id, 2u) << "the first listed signs";
+  EXPECT_EQ(c.beat_keys[1].file, "/etc/ftpair/old.key");
+  EXPECT_EQ(config_fields(c).at("failover.beat_keys"), "2:/etc/ftpair/new.key, 1:/etc/ftpair/old.key");
+  for (const char *bad : {"  beat_keys: /etc/k\n", "  beat_keys:\n    - {id: 0, file: /k}\n",
+                          "  beat_keys:\n    - {id: 256, file: /k}\n", "  beat_keys:\n    - {id: 1}\n",
+                          "  beat_keys:\n    - {id: 1, file: /a}\n    - {id: 1, file: /b}\n",
+                          "  beat_keys:\n    - {id: 1, file: /a, secret: x}\n"}) {
+    SCOPED_TRACE(bad);
+    Status st = parse_config(node_yaml(bad), {}, &c);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("failover.beat_keys"), std::string::npos) << st.message();
+  }
+}
+
 // The process fencer fails closed unless the operator says a missing pidfile means stopped.
 TEST(FenceConfig, MissingPidfileOkIsExplicitAndOnlyForProcess) {
   Config c;
