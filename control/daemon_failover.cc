@@ -56,7 +56,13 @@ void Daemon::set_worker_stall(bool on) {
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
   const fo::Role peer = wire::role_of(b);
-  const fo::BeatVerdict v = beat_policy_.on_beat(r, generation(), cfg_.node_id, peer, b);
+  fo::SelfView self;
+  self.role = r;
+  self.generation = generation();
+  self.id = cfg_.node_id;
+  self.in_sync = applier_->in_sync();
+  self.now_ns = mono_ns();
+  const fo::BeatVerdict v = beat_policy_.on_beat(self, peer, b);
   switch (v) {
     case fo::BeatVerdict::REFUSED_JUMP: {
       beats_refused_generation_jump_++;
@@ -73,6 +79,17 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
              b.generation(), generation(), beat_policy_.streak());
       (void)roles_.adopt_generation(b.generation(), "the peer " + b.node_id() + " is active with it");
       (void)become_standby("a peer with a newer generation is active");
+      return;
+    case fo::BeatVerdict::ELECTED:
+      if (retiring_.load() || beside_.load()) return;
+      {
+        // The peer is alive and says it is standby: nothing to fence.
+        const std::string why = "elected: both nodes standby for " + std::to_string(fo::kElectAfterNs / 1'000'000) +
+                                " ms (peer " + b.node_id() + ": generation " + std::to_string(b.generation()) +
+                                (b.in_sync() ? ", in sync" : ", not in sync") + ")";
+        L.warn("{}", why);
+        if (roles_.become_active(why, true).ok()) roles_.count_failover("election");
+      }
       return;
     case fo::BeatVerdict::PROMOTE_UNHEALTHY:
     case fo::BeatVerdict::NOTHING:

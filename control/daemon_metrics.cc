@@ -46,7 +46,7 @@ std::string Daemon::render_metrics() {
     x.sample(on ? 1 : 0, {{"what", what}});
   }
   x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
-  for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced"})
+  for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced", "election"})
     x.sample(double(roles_.failovers(reason)), {{"reason", reason}});
   upgrade_->expose(x);
   x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(roles_.fence_failures());

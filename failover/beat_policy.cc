@@ -8,11 +8,20 @@ namespace {
 bool active(Role r) { return r == Role::ACTIVE || r == Role::DRAINING; }
 }  // namespace
 
-BeatVerdict BeatPolicy::on_beat(Role ours, uint64_t our_generation, const std::string &our_id, Role peer_role,
-                                const v1::Beat &b) {
+bool BeatPolicy::wins_election(const SelfView &self, const v1::Beat &b) {
+  if (self.in_sync != b.in_sync()) return self.in_sync;
+  if (self.generation != b.generation()) return self.generation > b.generation();
+  return self.id < b.node_id();
+}
+
+BeatVerdict BeatPolicy::on_beat(const SelfView &self, Role peer_role, const v1::Beat &b) {
+  const Role ours = self.role;
+  const uint64_t our_generation = self.generation;
+  const std::string &our_id = self.id;
   const uint64_t reference = std::max(our_generation, peer_generation_seen_);
   if (reference != 0 && b.generation() > reference + kMaxGenerationJump) {
     step_down_ = unhealthy_ = 0;
+    both_standby_since_ns_ = 0;
     return BeatVerdict::REFUSED_JUMP;
   }
   peer_generation_seen_ = std::max(peer_generation_seen_, b.generation());
@@ -34,6 +43,19 @@ BeatVerdict BeatPolicy::on_beat(Role ours, uint64_t our_generation, const std::s
     streak_shown_ = unhealthy_;
     unhealthy_ = 0;
     return BeatVerdict::PROMOTE_UNHEALTHY;
+  }
+  const auto standby = [](Role r) { return r == Role::STANDBY_READY || r == Role::STANDBY_SYNCING; };
+  if (!standby(ours) || !standby(peer_role)) {
+    both_standby_since_ns_ = 0;
+    return BeatVerdict::NOTHING;
+  }
+  // "All along": a gap in the beats starts the wait again.
+  if (both_standby_since_ns_ == 0 || self.now_ns - last_beat_ns_ > kElectAfterNs / 4)
+    both_standby_since_ns_ = self.now_ns;
+  last_beat_ns_ = self.now_ns;
+  if (self.now_ns - both_standby_since_ns_ >= kElectAfterNs && wins_election(self, b)) {
+    both_standby_since_ns_ = 0;
+    return BeatVerdict::ELECTED;
   }
   return BeatVerdict::NOTHING;
 }
