@@ -268,7 +268,15 @@ bool Daemon::dataplane_healthy() const {
 // ------------------------------------------------------------------ snapshots
 
 Status Daemon::write_snapshot(bool clean, std::string *path) {
-  std::vector<dp::CapturedSlot> recs;
+  Snapshot s = collect_snapshot(clean);
+  *path = snapshot_path();
+  return ckpt::write_snapshot(*path, s.meta, s.recs, s.now_tsc, rte_get_tsc_hz());
+}
+
+// The table's records and the snapshot's header: the part that must see a still table.
+Daemon::Snapshot Daemon::collect_snapshot(bool clean) {
+  Snapshot s;
+  std::vector<dp::CapturedSlot> &recs = s.recs;
   recs.reserve(node_->flows().size());
   node_->flows().for_each([&](uint32_t slot, const dp::FlowRecord &r) {
     dp::CapturedSlot c{};
@@ -278,7 +286,7 @@ Status Daemon::write_snapshot(bool clean, std::string *path) {
     c.last_seen_tsc = r.last_seen_tsc;
     recs.push_back(c);
   });
-  ckpt::SnapshotMeta meta;
+  ckpt::SnapshotMeta &meta = s.meta;
   meta.generation = generation();
   meta.epoch = node_->flows().epoch();
   meta.software_version = ckpt::software_version();
@@ -286,8 +294,8 @@ Status Daemon::write_snapshot(bool clean, std::string *path) {
   meta.clean_shutdown = clean;
   meta.created_unix_ns = unix_ns();
   meta.count = recs.size();
-  *path = snapshot_path();
-  return ckpt::write_snapshot(*path, meta, recs, rte_rdtsc(), rte_get_tsc_hz());
+  s.now_tsc = rte_rdtsc();
+  return s;
 }
 
 Status Daemon::restore_from_snapshot() {
@@ -339,12 +347,19 @@ Status Daemon::checkpoint(bool snapshot, v1::CheckpointReply *out) {
   out->set_acked_epoch(engine_->acked_epoch());
   out->set_pause_us(double(node_->agent().last_pause_ns()) / 1000.0);
   if (snapshot && role() == fo::Role::ACTIVE) {
-    std::string path;
-    Status written;
-    Status parked = engine_->with_workers_parked([&] { written = write_snapshot(false, &path); });
-    if (!parked.ok()) L.error("snapshot on request: the workers did not park: {}", parked.str());
-    else if (!written.ok()) L.error("snapshot on request: {}", written.str());
-    else out->set_snapshot_path(path);
+    // Only the copy happens with the workers parked; the file and its fsync come after.
+    Snapshot snap;
+    Status parked = engine_->with_workers_parked([&] { snap = collect_snapshot(false); });
+    if (!parked.ok()) {
+      L.error("snapshot on request: the workers did not park: {}", parked.str());
+    } else {
+      const std::string path = snapshot_path();
+      Status written = ckpt::write_snapshot(path, snap.meta, snap.recs, snap.now_tsc, rte_get_tsc_hz());
+      if (!written.ok())
+        L.error("snapshot on request: {}", written.str());
+      else
+        out->set_snapshot_path(path);
+    }
   }
   return st;
 }

@@ -22,6 +22,7 @@
 
 #include "checkpoint/applier.h"
 #include "checkpoint/engine.h"
+#include "checkpoint/snapshot.h"
 #include "checkpoint/sync_server.h"
 #include "control/config.h"
 #include "control/http_server.h"
@@ -138,6 +139,13 @@ class Daemon {
   void on_peer_silent(const std::string &reason);
   Status restore_from_snapshot();
   Status write_snapshot(bool clean, std::string *path);
+  // What a snapshot holds, copied from the table (call with the workers parked or stopped).
+  struct Snapshot {
+    ckpt::SnapshotMeta meta;
+    std::vector<dp::CapturedSlot> recs;
+    uint64_t now_tsc = 0;
+  };
+  Snapshot collect_snapshot(bool clean);
   std::string snapshot_path() const { return cfg_.state_dir + "/flows.snap"; }
   std::shared_ptr<grpc::Channel> peer_channel();
   // A channel to addr with the peer's credentials (a new instance beside this one).

@@ -3,7 +3,10 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include <rte_telemetry.h>
 
@@ -121,21 +124,35 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
 
 Status fill_flows(Daemon &d, uint32_t limit, v1::FlowsReply *out) {
   dp::FlowTable &flows = d.node().flows();
+  /* Under the barrier (or the standby's table lock, which a promotion needs) only raw records
+   * are copied, at most `limit` of them, and the walk stops there; the protobuf is built after
+   * the workers resume (or the lock is released). */
+  std::vector<std::pair<uint32_t, dp::FlowState>> raw;
+  uint64_t total = 0, epoch = 0;
   auto copy = [&] {
-    uint32_t n = 0;
-    out->set_total(flows.size());
-    out->set_epoch(flows.epoch());
-    flows.for_each([&](uint32_t slot, const dp::FlowRecord &r) {
-      if (limit && n >= limit) return;
-      fill_flow(slot, r.st, out->add_flows());
-      n++;
+    total = flows.size();
+    epoch = flows.epoch();
+    raw.reserve(limit ? std::min<uint64_t>(limit, total) : total);
+    flows.for_each_while([&](uint32_t slot, const dp::FlowRecord &r) {
+      if (limit && raw.size() >= limit) return false;
+      raw.emplace_back(slot, r.st);
+      return true;
     });
   };
-  // The worker owns the active's table: read it at a barrier.
-  if (is_active(d.role())) return d.engine().with_workers_parked(copy);
-  std::lock_guard<std::mutex> t(d.table_mutex());
-  copy();
-  out->set_epoch(d.applier().applied_epoch());
+  if (is_active(d.role())) {
+    // The worker owns the active's table: read it at a barrier.
+    Status st = d.engine().with_workers_parked(copy);
+    if (!st.ok()) return st;
+  } else {
+    {
+      std::lock_guard<std::mutex> t(d.table_mutex());
+      copy();
+    }
+    epoch = d.applier().applied_epoch();
+  }
+  out->set_total(total);
+  out->set_epoch(epoch);
+  for (const auto &[slot, st] : raw) fill_flow(slot, st, out->add_flows());
   return Status::Ok();
 }
 

@@ -248,6 +248,15 @@ class FlowTable {
     for (uint32_t i = 0; i < capacity_; i++)
       if (records_[i].st.flags & kFlowInUse) f(i, records_[i]);
   }
+  // The same, stopping once f returns false (a bounded dump need not walk the whole table).
+  template <typename F> void for_each_while(F &&f) const {
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < capacity_ && seen < size_; i++)
+      if (records_[i].st.flags & kFlowInUse) {
+        seen++;
+        if (!f(i, records_[i])) return;
+      }
+  }
 
  private:
   FlowTable() = default;

@@ -412,18 +412,23 @@ class OwnerWatch:
     all three 1, and x alternates between the nodes. A pair seen in turn but not confirmed
     is counted apart (`unconfirmed`), for the record.
 
-    confirm=False: every round scrapes a, then b, and both owning counts (no third scrape):
-    stricter, but a hand-over from a to b between the two scrapes counts as well."""
+    confirm=False: every round scrapes `first`, then the other node, and both owning counts
+    (no third scrape): stricter. Give `first` the node expected to take the role: then a
+    positive means the new owner owned the VIPs before the old one last said it did, a real
+    overlap, while a clean hand-over between the two scrapes (old owner scraped just before
+    it is fenced, new one just after it takes over) cannot count as one."""
 
-    def __init__(self, confirm=True):
+    def __init__(self, confirm=True, first="a"):
         self.confirm = confirm
+        self.first = first
         self.both, self.samples, self.unconfirmed = [], 0, 0
         self.stop_ev = threading.Event()
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
     def run(self):
-        x, y = "a", "b"
+        x = self.first
+        y = "b" if x == "a" else "a"
         while not self.stop_ev.is_set():
             if vip_owner(x) == 1 and vip_owner(y) == 1:
                 if not self.confirm or vip_owner(x) == 1:

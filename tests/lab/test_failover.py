@@ -67,7 +67,7 @@ def fault_case(lab, chk, name, active, inject, conns=12, seconds=9):
     standby = other(active)
     c = L.start_client(lab, conns, seconds, rate=RATE)
     time.sleep(2.5)
-    watch = L.OwnerWatch(confirm=False)
+    watch = L.OwnerWatch(confirm=False, first=standby)
     t0 = time.monotonic()
     inject(active)
     took = first_forward_after(standby, t0)
@@ -114,7 +114,7 @@ def main():
         for frm, to in (("b", "a"), ("a", "b")):
             c = L.start_client(lab, 12, 8, rate=RATE)
             time.sleep(2.5)
-            watch = L.OwnerWatch(confirm=False)
+            watch = L.OwnerWatch(confirm=False, first=to)
             drops0 = L.drops(L.scrape(frm)).get("not_active", 0)
             rc, doc, err = L.ctl(frm, "switchover", timeout=15, rpc_timeout=10)
             time.sleep(0.5)
