@@ -152,7 +152,7 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
 int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
   uint64_t gen = quiesce_gen_.load(std::memory_order_relaxed) + 1;
   uint64_t start = mono_ns();
-  pause_start_ns_ = start;
+  pause_start_ns_.store(start, std::memory_order_relaxed);
   // Request first, generation second: a worker that publishes this generation has read it
   // after the request was up, so it is parked for this request and not a withdrawn one.
   quiesce_req_.store(true, std::memory_order_seq_cst);
@@ -172,7 +172,7 @@ int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
 
 void InterfaceAgent::resume() {
   quiesce_req_.store(false, std::memory_order_release);
-  last_pause_ns_ = mono_ns() - pause_start_ns_;
+  last_pause_ns_.store(mono_ns() - pause_start_ns_.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
 }  // namespace ftpair::dp

@@ -97,8 +97,8 @@ class InterfaceAgent {
   int quiesce(std::chrono::nanoseconds timeout);
   void resume();
   bool quiesced() const { return quiesce_req_.load(std::memory_order_relaxed); }
-  // Nanoseconds the workers were parked during the last quiesce/resume.
-  uint64_t last_pause_ns() const { return last_pause_ns_; }
+  // Nanoseconds the workers were parked during the last quiesce/resume (any thread).
+  uint64_t last_pause_ns() const { return last_pause_ns_.load(std::memory_order_relaxed); }
 
   // Output commit. acked: newest epoch the standby has acknowledged.
   void set_acked_epoch(uint64_t acked) { acked_.store(acked, std::memory_order_release); }
@@ -152,8 +152,9 @@ class InterfaceAgent {
   PortCounters port_ctr_[kMaxPorts];
   AgentWorkerCounters wctr_[kMaxWorkers];
   WorkerState ws_[kMaxWorkers];
-  uint64_t pause_start_ns_ = 0;
-  uint64_t last_pause_ns_ = 0;
+  // Control side; status and the engine read the last pause on other threads.
+  std::atomic<uint64_t> pause_start_ns_{0};
+  std::atomic<uint64_t> last_pause_ns_{0};
 };
 
 }  // namespace ftpair::dp

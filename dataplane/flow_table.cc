@@ -143,7 +143,7 @@ void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slo
 
 uint32_t FlowTable::ports_in_use(uint8_t proto) const {
   int pi = proto_index(proto);
-  return pi < 0 ? 0 : ports_used_[pi];
+  return pi < 0 ? 0 : ports_used_[pi].get();
 }
 
 // ---------------------------------------------------------------- derived indexes

@@ -4,7 +4,11 @@
  * Threading: one writer, the worker that owns the table. The control plane may call
  * flip_epoch() only while that worker is parked (interface agent quiesced), and reads a
  * capture only after capture_done() says it is complete. A standby's applier writes
- * through apply() while the worker leaves the table alone (it does not own the VIPs). */
+ * through apply() while the worker leaves the table alone (it does not own the VIPs).
+ * The counts and gauges (size, capacity, stats, ports in use, mappings, embryonic flows,
+ * epoch, dirty count) may be read from any thread at any time: single-writer relaxed
+ * atomics (common/single_writer.h), plain movs on the writer's side. The records, the
+ * indexes and the capture are read by other threads only as described above. */
 #pragma once
 
 #include <cstdint>
@@ -13,6 +17,8 @@
 #include <vector>
 #include <atomic>
 #include <netinet/in.h>
+
+#include "common/single_writer.h"
 
 struct rte_hash;
 
@@ -141,6 +147,7 @@ struct MappingEvent {
   bool created;  // false: deleted
 };
 
+// A copy of the table's statistics (stats()).
 struct FlowTableStats {
   uint64_t inserts = 0;
   uint64_t removes = 0;
@@ -157,7 +164,7 @@ class FlowTable {
   FlowTable &operator=(const FlowTable &) = delete;
 
   uint32_t capacity() const { return capacity_; }
-  uint32_t size() const { return size_; }
+  uint32_t size() const { return size_.get(); }  // any thread
 
   // Slot of the flow with this key, or -ENOENT. *dir receives the key's direction.
   int lookup(const FlowKey &key) const;
@@ -177,7 +184,7 @@ class FlowTable {
   inline void touch(uint32_t slot);
 
   // NAT endpoints (outside address, port) in use by at least one flow, for a protocol
-  // (IPPROTO_TCP/UDP/ICMP), summed over every outside address.
+  // (IPPROTO_TCP/UDP/ICMP), summed over every outside address. Any thread.
   uint32_t ports_in_use(uint8_t proto) const;
 
   // --- indexes derived from the flows (kept on a standby too) ---
@@ -191,7 +198,7 @@ class FlowTable {
   uint32_t flows_toward(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
   // Flows a LAN host holds through mappings (port-forwarded flows do not count).
   uint32_t host_flows(uint32_t in_ip) const;
-  uint32_t mappings() const { return n_mappings_; }
+  uint32_t mappings() const { return n_mappings_.get(); }  // any thread
   /* The outside addresses NAT ports are allocated on (network order; the NF sets them):
    * the table keeps a bitmap of used ports per address and protocol for them. */
   void set_nat_pool(const std::vector<uint32_t> &addrs);
@@ -201,17 +208,20 @@ class FlowTable {
   /* Slot of the oldest embryonic flow, or -1. (A flow whose state was written directly
    * rather than through set_state is dropped from the list here when it no longer is.) */
   int32_t oldest_embryonic();
-  uint32_t embryonic() const { return n_embryonic_; }
+  uint32_t embryonic() const { return n_embryonic_.get(); }  // any thread
   /* Mapping creations and deletions since the last call, oldest first (at most the
    * buffer's size; the rest are counted in mapping_events_lost()). Owner thread only. */
   bool take_mapping_event(MappingEvent *out);
   void set_mapping_events(bool on) { map_events_on_.store(on, std::memory_order_relaxed); }
-  uint64_t mapping_events_lost() const { return map_events_lost_; }
+  uint64_t mapping_events_lost() const { return map_events_lost_.get(); }  // any thread
 
   /* Changes the TCP state and flags of an in-use flow (touching it first, so a pending
    * capture keeps the old state) and keeps the embryonic list in step. */
   void set_state(uint32_t slot, uint8_t tcp_state, uint8_t flags);
-  const FlowTableStats &stats() const { return stats_; }
+  // Any thread: each count is exact, the set is not one instant's.
+  FlowTableStats stats() const {
+    return FlowTableStats{stats_.inserts.get(), stats_.removes.get(), stats_.insert_full.get(), stats_.capture_cow.get()};
+  }
 
   // --- epochs and capture ---
   // Readable from any thread (status, metrics): atomics, written by the table's one writer.
@@ -251,7 +261,8 @@ class FlowTable {
   // The same, stopping once f returns false (a bounded dump need not walk the whole table).
   template <typename F> void for_each_while(F &&f) const {
     uint32_t seen = 0;
-    for (uint32_t i = 0; i < capacity_ && seen < size_; i++)
+    const uint32_t n = size_.get();
+    for (uint32_t i = 0; i < capacity_ && seen < n; i++)
       if (records_[i].st.flags & kFlowInUse) {
         seen++;
         if (!f(i, records_[i])) return;
@@ -277,27 +288,28 @@ class FlowTable {
   rte_hash *hash_ = nullptr;
   FlowRecord *records_ = nullptr;
   uint32_t capacity_ = 0;
-  uint32_t size_ = 0;
+  SingleWriter<uint32_t> size_{0};
   uint32_t free_head_ = 0;
   std::atomic<uint64_t> epoch_{1};
   std::atomic<uint32_t> dirty_open_{0};  // dirty_[epoch_ & 1].size(), for other threads
   std::vector<uint32_t> dirty_[2];
-  uint32_t ports_used_[3] = {0, 0, 0};
+  SingleWriter<uint32_t> ports_used_[3];
   /* The derived indexes: one rte_hash of FlowKeys with dir >= 2 (see flow_table.cc), the
    * mapping array and its free stack, a port bitmap per pool address and protocol. */
   rte_hash *aux_ = nullptr;
   std::vector<Mapping> maps_;
   std::vector<uint32_t> maps_free_;
-  uint32_t n_mappings_ = 0;
+  SingleWriter<uint32_t> n_mappings_{0};
   std::vector<uint32_t> pool_;
   std::vector<uint64_t> bitmaps_;  // pool_.size() x 3 x 1024 words
   void mark_port(const FlowState &st, bool used);
-  uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX, n_embryonic_ = 0;
+  uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX;
+  SingleWriter<uint32_t> n_embryonic_{0};
   std::vector<uint8_t> emb_member_;  // per slot: on the embryonic list
   std::atomic<bool> map_events_on_{false};
   std::vector<MappingEvent> map_events_;
   uint32_t map_events_head_ = 0, map_events_n_ = 0;
-  uint64_t map_events_lost_ = 0;
+  SingleWriter<uint64_t> map_events_lost_{0};
 
   // capture of epoch capture_epoch_
   bool capture_active_ = false;
@@ -307,7 +319,9 @@ class FlowTable {
   uint32_t capture_cursor_ = 0;
   std::vector<CapturedSlot> capture_buf_;
   std::atomic<uint64_t> capture_done_{0};
-  FlowTableStats stats_;
+  struct {
+    SingleWriter<uint64_t> inserts, removes, insert_full, capture_cow;
+  } stats_;
 };
 
 inline void FlowTable::touch(uint32_t slot) {

@@ -243,14 +243,14 @@ void Nat44::park_for_arp(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t
 
 void Nat44::release_pending(uint32_t ip, uint64_t now) {
   if (n_pending_ == 0) return;
-  const rte_ether_addr *mac = arp_.lookup(ip, now);
-  if (mac == nullptr) return;
+  rte_ether_addr mac;
+  if (!arp_.lookup(ip, now, &mac)) return;
   unsigned keep = 0;
   for (unsigned i = 0; i < n_pending_; i++) {
     PendingArp &p = pending_[i];
     if (p.next_hop == ip) {
       auto *eth = rte_pktmbuf_mtod(p.m, rte_ether_hdr *);
-      eth->dst_addr = *mac;
+      eth->dst_addr = mac;
       agent_.tx(worker_, p.port, p.m, p.dep);
     } else {
       pending_[keep++] = p;
@@ -289,12 +289,10 @@ bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint
                              uint64_t now) {
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
   eth->src_addr = cfg_.vmac[port];
-  const rte_ether_addr *mac = arp_.lookup(next_hop, now);
-  if (mac == nullptr) {
+  if (!arp_.lookup(next_hop, now, &eth->dst_addr)) {
     park_for_arp(port, m, next_hop, dep, now);
     return false;
   }
-  eth->dst_addr = *mac;
   agent_.tx(worker_, port, m, dep);
   return true;
 }

@@ -1,7 +1,10 @@
 // The bounded ARP table (dataplane/arp_table.h).
 #include "dataplane/arp_table.h"
 
+#include <atomic>
+#include <chrono>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -27,18 +30,17 @@ TEST(ArpTable, CapacityRoundsUpToPowerOfTwoAtLeastFour) {
 TEST(ArpTable, LearnLookupUpdate) {
   ArpTable t(64, kTimeout);
   const uint32_t a = ip4("198.18.1.10"), b = ip4("198.18.1.11");
-  EXPECT_EQ(t.lookup(a, kT0), nullptr);
+  EXPECT_FALSE(t.lookup(a, kT0));
   t.learn(a, mac(2, 0, 0, 0, 0, 0xa), 0, kT0);
-  const rte_ether_addr *m = t.lookup(a, kT0);
-  ASSERT_NE(m, nullptr);
-  EXPECT_TRUE(test::mac_eq(*m, mac(2, 0, 0, 0, 0, 0xa)));
-  EXPECT_EQ(t.lookup(b, kT0), nullptr);
+  rte_ether_addr m;
+  ASSERT_TRUE(t.lookup(a, kT0, &m));
+  EXPECT_TRUE(test::mac_eq(m, mac(2, 0, 0, 0, 0, 0xa)));
+  EXPECT_FALSE(t.lookup(b, kT0));
   EXPECT_EQ(t.valid_count(kT0), 1u);
   // Re-learning replaces the MAC and does not add an entry.
   t.learn(a, mac(2, 0, 0, 0, 0, 0xb), 1, kT0 + 10);
-  m = t.lookup(a, kT0 + 10);
-  ASSERT_NE(m, nullptr);
-  EXPECT_TRUE(test::mac_eq(*m, mac(2, 0, 0, 0, 0, 0xb)));
+  ASSERT_TRUE(t.lookup(a, kT0 + 10, &m));
+  EXPECT_TRUE(test::mac_eq(m, mac(2, 0, 0, 0, 0, 0xb)));
   EXPECT_EQ(t.valid_count(kT0 + 10), 1u);
   unsigned seen = 0;
   t.for_each([&](const ArpEntry &e) {
@@ -56,12 +58,12 @@ TEST(ArpTable, EntriesTimeOut) {
   ArpTable t(64, kTimeout);
   const uint32_t a = ip4("198.18.2.10");
   t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
-  EXPECT_NE(t.lookup(a, kT0 + kTimeout), nullptr) << "fresh up to the timeout";
-  EXPECT_EQ(t.lookup(a, kT0 + kTimeout + 1), nullptr) << "stale after it";
+  EXPECT_TRUE(t.lookup(a, kT0 + kTimeout)) << "fresh up to the timeout";
+  EXPECT_FALSE(t.lookup(a, kT0 + kTimeout + 1)) << "stale after it";
   EXPECT_EQ(t.valid_count(kT0 + kTimeout + 1), 0u);
   // Confirmation refreshes it.
   t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0 + kTimeout + 2);
-  EXPECT_NE(t.lookup(a, kT0 + kTimeout + 2), nullptr);
+  EXPECT_TRUE(t.lookup(a, kT0 + kTimeout + 2));
 }
 
 TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {
@@ -74,8 +76,8 @@ TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {
   EXPECT_EQ(t.evictions(), 0u);
   t.learn(ips[4], mac(2, 0, 0, 0, 0, 4), 0, kT0 + 200);
   EXPECT_EQ(t.evictions(), 1u);
-  EXPECT_EQ(t.lookup(ips[3], kT0 + 200), nullptr);
-  for (int i : {0, 1, 2, 4}) EXPECT_NE(t.lookup(ips[i], kT0 + 200), nullptr) << i;
+  EXPECT_FALSE(t.lookup(ips[3], kT0 + 200));
+  for (int i : {0, 1, 2, 4}) EXPECT_TRUE(t.lookup(ips[i], kT0 + 200)) << i;
   EXPECT_EQ(t.valid_count(kT0 + 200), 4u);
 
   // A large table under many addresses never grows and keeps at most capacity entries.
@@ -85,7 +87,7 @@ TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {
   EXPECT_LE(big.valid_count(kT0 + 1000), 64u);
   EXPECT_GE(big.evictions(), 1000u - 64u);
   // The most recent address is always present.
-  EXPECT_NE(big.lookup(rte_cpu_to_be_32(0x0a000000 + 1000), kT0 + 1000), nullptr);
+  EXPECT_TRUE(big.lookup(rte_cpu_to_be_32(0x0a000000 + 1000), kT0 + 1000));
 }
 
 TEST(ArpTable, ShouldRequestIsRateLimited) {
@@ -99,11 +101,11 @@ TEST(ArpTable, ShouldRequestIsRateLimited) {
   EXPECT_TRUE(t.should_request(a, 1, kT0 + retry, retry)) << "asks again after the interval";
   EXPECT_FALSE(t.should_request(a, 1, kT0 + retry + 1, retry));
   // A pending entry is not a valid mapping.
-  EXPECT_EQ(t.lookup(a, kT0 + retry), nullptr);
+  EXPECT_FALSE(t.lookup(a, kT0 + retry));
   EXPECT_EQ(t.valid_count(kT0 + retry), 0u);
   // The answer makes it valid.
   t.learn(a, mac(2, 0, 0, 0, 0, 9), 1, kT0 + retry + 2);
-  EXPECT_NE(t.lookup(a, kT0 + retry + 2), nullptr);
+  EXPECT_TRUE(t.lookup(a, kT0 + retry + 2));
 }
 
 TEST(ArpTable, PendingEntryIsNotTheNextVictim) {
@@ -113,8 +115,63 @@ TEST(ArpTable, PendingEntryIsNotTheNextVictim) {
   EXPECT_TRUE(t.should_request(pending, 0, kT0 + 50, 1000));
   // The set is full; the next learn evicts the oldest confirmed entry, not the pending one.
   t.learn(rte_cpu_to_be_32(0x0a000004), mac(2, 0, 0, 0, 0, 1), 0, kT0 + 60);
-  EXPECT_EQ(t.lookup(rte_cpu_to_be_32(0x0a000001), kT0 + 60), nullptr);
+  EXPECT_FALSE(t.lookup(rte_cpu_to_be_32(0x0a000001), kT0 + 60));
   EXPECT_FALSE(t.should_request(pending, 0, kT0 + 61, 1000)) << "pending entry survived";
+}
+
+TEST(ArpTable, FindCopiesAnyEntryPendingOrResolved) {
+  ArpTable t(64, kTimeout);
+  const uint32_t a = ip4("198.18.2.30"), b = ip4("198.18.2.31");
+  ArpEntry e;
+  EXPECT_FALSE(t.find(a, &e));
+  EXPECT_FALSE(t.find(0, &e)) << "0 is the empty address, never an entry";
+  ASSERT_TRUE(t.should_request(a, 1, kT0, 1000));
+  ASSERT_TRUE(t.find(a, &e));
+  EXPECT_EQ(e.ip, a);
+  EXPECT_EQ(e.valid, 0);
+  EXPECT_EQ(e.port, 1);
+  EXPECT_EQ(e.requested_tsc, kT0);
+  t.learn(b, mac(2, 0, 0, 0, 0, 0x31), 0, kT0 + 5);
+  ASSERT_TRUE(t.find(b, &e));
+  EXPECT_EQ(e.valid, 1);
+  EXPECT_EQ(e.port, 0);
+  EXPECT_EQ(e.confirmed_tsc, kT0 + 5);
+  EXPECT_TRUE(test::mac_eq(e.mac, mac(2, 0, 0, 0, 0, 0x31)));
+}
+
+/* The worker writes while another thread reads (metrics, status): every copy a reader gets
+ * is one the writer wrote whole. The writer learns each address with a MAC and a port that
+ * encode the address and the time, so a torn copy shows. */
+TEST(ArpTable, ReadersOnAnotherThreadSeeWholeEntries) {
+  ArpTable t(16, ~uint64_t(0) / 2);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> checked{0};
+  auto mac_for = [](uint32_t ip, uint64_t now) {
+    return mac(2, uint8_t(ip), uint8_t(ip >> 8), uint8_t(now), uint8_t(now >> 8), uint8_t(now >> 16));
+  };
+  std::thread reader([&] {
+    uint64_t n = 0;
+    while (!stop.load(std::memory_order_acquire)) {
+      t.for_each([&](const ArpEntry &e) {
+        EXPECT_TRUE(test::mac_eq(e.mac, mac_for(e.ip, e.confirmed_tsc))) << "torn entry for " << e.ip;
+        EXPECT_EQ(e.port, uint8_t(e.confirmed_tsc & 1));
+        n++;
+      });
+      EXPECT_LE(t.valid_count(~uint64_t(0) / 4), t.capacity());
+    }
+    checked.store(n);
+  });
+  uint64_t now = 1;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < until)
+    for (uint32_t i = 1; i <= 64; i++, now++) {
+      const uint32_t ip = rte_cpu_to_be_32(0x0a000000 + i);
+      t.learn(ip, mac_for(ip, now), uint8_t(now & 1), now);
+    }
+  stop.store(true, std::memory_order_release);
+  reader.join();
+  EXPECT_GT(checked.load(), 0u);
+  EXPECT_GT(t.evictions(), 0u);
 }
 
 }  // namespace

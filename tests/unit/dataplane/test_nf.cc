@@ -594,9 +594,9 @@ TEST_F(NfTest, ArpRequestForVipAnsweredOnlyWhileOwner) {
   EXPECT_EQ(drops(), before) << "consumed, not a drop";
   EXPECT_EQ(nf_->counters().arp_replies.load(), 2u);
   // The sender was learnt all the same.
-  const rte_ether_addr *m = arp_->lookup(H, now_);
-  ASSERT_NE(m, nullptr);
-  EXPECT_TRUE(test::mac_eq(*m, kMacH));
+  rte_ether_addr m;
+  ASSERT_TRUE(arp_->lookup(H, now_, &m));
+  EXPECT_TRUE(test::mac_eq(m, kMacH));
 }
 
 TEST_F(NfTest, NonOwnerDropsIpAsNotActive) {
@@ -651,9 +651,9 @@ TEST_F(NfTest, ArpMissSendsRequestHoldsAndReleasesOnReply) {
     EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.wan[i])->packet_id), i + 1);
   }
   EXPECT_EQ(drops(), before) << "the ARP reply is consumed, not dropped";
-  const rte_ether_addr *m = arp_->lookup(R3, now_);
-  ASSERT_NE(m, nullptr);
-  EXPECT_TRUE(test::mac_eq(*m, mac3));
+  rte_ether_addr m;
+  ASSERT_TRUE(arp_->lookup(R3, now_, &m));
+  EXPECT_TRUE(test::mac_eq(m, mac3));
 }
 
 TEST_F(NfTest, ArpMissExpiresAsArpMiss) {
