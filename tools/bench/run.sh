@@ -317,6 +317,26 @@ group_upgrade() {
   log "upgrade: done in $((SECONDS - t0)) s"
 }
 
+# ------------------------------------------------------------------ faults (issue 16)
+
+FAULTS_SECONDS=${FAULTS_SECONDS:-60}
+FAULTS_KILLS=${FAULTS_KILLS:-3}
+
+# The management-network fault matrix: each fault of tools/lab/faults.py on the link between
+# the nodes for FAULTS_SECONDS with echo connections (spurious failovers, two actives, no
+# active, connections kept), then FAULTS_KILLS SIGKILLs of the active under it
+# (tools/bench/faults_bench.py). FAULTS=spec,... picks faults.
+group_faults() {
+  local t0=$SECONDS rc=0
+  log "faults: ${FAULTS:-every fault}, ${FAULTS_SECONDS}s each, $FAULTS_KILLS kills each"
+  FTPAIRD=$build/control/ftpaird FTPAIRCTL=$build/tools/ftpairctl/ftpairctl \
+    FAULTS_SECONDS=$FAULTS_SECONDS FAULTS_KILLS=$FAULTS_KILLS \
+    "$PY" "$root/tools/bench/faults_bench.py" --out "$results" >"$out/faults.log" 2>&1 || rc=$?
+  grep -E 'fault |window |kill |FAIL' "$out/faults.log" | tail -80 | sed 's/^/  /' >&2
+  if [ "$rc" != 0 ]; then log "faults benchmark failed (see $out/faults.log)"; return 1; fi
+  log "faults: done in $((SECONDS - t0)) s"
+}
+
 # ------------------------------------------------------------------ virt (issue 6)
 
 group_virt() {
@@ -331,7 +351,7 @@ group_virt() {
 
 # ------------------------------------------------------------------ main
 
-groups=(dataplane checkpoint failover upgrade virt)
+groups=(dataplane checkpoint failover upgrade virt faults)
 ran=0
 for g in "${groups[@]}"; do
   if [ -z "$only" ] || [ "$only" = "$g" ]; then
