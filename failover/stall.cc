@@ -76,8 +76,9 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
     base_ns_ = now_ns;
   }
   const int64_t idle = now_ns - change_ns_;
-  if (idle <= stall_ns_) return Verdict::PROGRESS;
-  if (tid > 0 && at_change_.ok && idle <= stall_ns_ * int64_t(starve_factor_)) {
+  const int64_t stall_ns = stall_ns_.load(std::memory_order_relaxed);
+  if (idle <= stall_ns) return Verdict::PROGRESS;
+  if (tid > 0 && at_change_.ok && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
     SchedStat now = read_schedstat(tid);
     const int64_t window = now_ns - base_ns_;
     // Starved: runnable, never slept or blocked, and (almost) no CPU time since progress

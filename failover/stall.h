@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include "common/single_writer.h"
+
 namespace ftpair::fo {
 
 struct SchedStat {
@@ -37,28 +39,29 @@ class StallDetector {
  public:
   enum class Verdict { PROGRESS, STARVED, STALLED };
 
-  void set_stall_ms(uint32_t ms) { stall_ns_ = int64_t(ms) * 1000000; }
-  void set_starve_factor(uint32_t f) { starve_factor_ = f; }
+  // Any thread (a reload changes the threshold while beats and /metrics check).
+  void set_stall_ms(uint32_t ms) { stall_ns_.store(int64_t(ms) * 1000000, std::memory_order_relaxed); }
+  void set_starve_factor(uint32_t f) { starve_factor_.store(f, std::memory_order_relaxed); }
   /* loops: the worker's progress counter; tid: its thread (0 = unknown: no starvation check).
    * Thread-safe; cheap enough to call on every heartbeat. Never waits: while another thread
    * checks (and may have lost its CPU on a busy machine), it returns that check's verdict,
    * so a real-time beat thread is never held up by a normal-priority caller. */
   Verdict check(uint64_t loops, int tid, int64_t now_ns);
   bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
-  uint64_t starved_windows() const { return starved_; }
+  uint64_t starved_windows() const { return starved_.get(); }  // any thread
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
   std::mutex mu_;
   std::atomic<Verdict> last_{Verdict::PROGRESS};
-  int64_t stall_ns_ = 150000000;
-  uint32_t starve_factor_ = 10;
+  std::atomic<int64_t> stall_ns_{150000000};
+  std::atomic<uint32_t> starve_factor_{10};
   uint64_t loops_ = 0;
   int64_t change_ns_ = 0;
   int64_t base_ns_ = 0;  // when at_change_ was read
   SchedStat at_change_;
   bool in_starve_ = false;
-  uint64_t starved_ = 0;
+  SingleWriter<uint64_t> starved_{0};  // written under mu_, read by any thread
 };
 
 }  // namespace ftpair::fo
