@@ -50,6 +50,7 @@ In Python:
 import argparse
 import contextlib
 import heapq
+import json
 import os
 import random
 import re
@@ -67,6 +68,7 @@ SELF = os.path.abspath(__file__)
 PY = "/usr/bin/python3"
 TABLE = re.sub(r"[^A-Za-z0-9_]", "_", PREFIX) + "ftpair_fault"
 PIDS = os.path.join(RUN, "faults.pids")
+RELAY_STATS = os.path.join(RUN, "faults-relay.json")
 MGMT_IP = {"a": "198.18.3.1", "b": "198.18.3.2"}
 BEAT_PORT = 50052
 REORDER_HOLD_MS = 12.0
@@ -276,6 +278,10 @@ def clear():
         except (OSError, subprocess.SubprocessError) as e:
             errors.append(str(e))
     _stop_helpers()
+    try:
+        os.unlink(RELAY_STATS)
+    except OSError:
+        pass
     return errors
 
 
@@ -292,6 +298,27 @@ def status():
     except OSError:
         out.append("helpers: none")
     return "\n".join(out)
+
+
+def counters():
+    """What the fault in place has done so far: {"dropped": frames dropped by the table's
+    rules, "tbf_dropped", and the relay's figures (relayed, sent, dup, held, delay_ms_mean,
+    late_ms_max)} when it runs."""
+    out = {"dropped": 0, "tbf_dropped": 0}
+    r = _run(["nft", "list", "table", "bridge", TABLE], check=False)
+    if r.returncode == 0:
+        out["dropped"] = sum(int(n) for n in re.findall(r"counter packets (\d+)", r.stdout))
+    for n in ("a", "b"):
+        r = _run(["tc", "-s", "qdisc", "show", "dev", port(n), "root"], check=False)
+        mm = re.search(r"tbf .*?dropped (\d+)", r.stdout, re.S)
+        if mm:
+            out["tbf_dropped"] += int(mm.group(1))
+    try:
+        with open(RELAY_STATS) as f:
+            out.update(json.load(f))
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 @contextlib.contextmanager
@@ -349,10 +376,13 @@ def run_relay(delay_ms, jitter_ms, reorder_pct, dup_pct, udp_only):
         s.setblocking(False)
         socks[n] = s
     by_fd = {s.fileno(): n for n, s in socks.items()}
-    heap = []  # (due, seq, node to write to, frame)
+    heap = []  # (due, seq, node to write to, frame, time received)
     seq = 0
     rnd = random.Random()
-    stats = {"relayed": 0, "sent": 0, "dup": 0, "held": 0}
+    # relayed: frames taken; sent: frames written (copies included); delay_ms_mean: written -
+    # received, as done; late_ms_max: how much later than due a frame was written
+    stats = {"relayed": 0, "sent": 0, "dup": 0, "held": 0, "delay_ms_sum": 0.0, "late_ms_max": 0.0}
+    t_stats = 0.0
     print("READY", flush=True)
     poller = select.poll()
     for s in socks.values():
@@ -360,12 +390,18 @@ def run_relay(delay_ms, jitter_ms, reorder_pct, dup_pct, udp_only):
     while not stop:
         now = time.monotonic()
         while heap and heap[0][0] <= now:
-            _, _, dst, frame = heapq.heappop(heap)
+            due, _, dst, frame, t_in = heapq.heappop(heap)
             try:
                 socks[dst].send(frame)
+                t = time.monotonic()
                 stats["sent"] += 1
+                stats["delay_ms_sum"] += (t - t_in) * 1000
+                stats["late_ms_max"] = max(stats["late_ms_max"], (t - due) * 1000)
             except OSError:
                 pass
+        if now - t_stats > 0.5:
+            t_stats = now
+            _write_relay_stats(stats)
         timeout = 50 if not heap else max(0.0, (heap[0][0] - time.monotonic()) * 1000)
         try:
             events = poller.poll(timeout)
@@ -400,14 +436,25 @@ def run_relay(delay_ms, jitter_ms, reorder_pct, dup_pct, udp_only):
                         stats["held"] += 1
                     if rnd.random() * 100 < dup_pct:
                         seq += 1
-                        heapq.heappush(heap, (t + (d + DUP_AFTER_MS) / 1000.0, seq, dst, frame))
+                        heapq.heappush(heap, (t + (d + DUP_AFTER_MS) / 1000.0, seq, dst, frame, t))
                         stats["dup"] += 1
                 else:
                     d = max(0.0, rnd.uniform(delay_ms - jitter_ms, delay_ms + jitter_ms))
                 seq += 1
-                heapq.heappush(heap, (t + d / 1000.0, seq, dst, frame))
+                heapq.heappush(heap, (t + d / 1000.0, seq, dst, frame, t))
+    _write_relay_stats(stats)
     sys.stderr.write("relay: %s\n" % stats)
     return 0
+
+
+def _write_relay_stats(stats):
+    out = {k: v for k, v in stats.items() if k != "delay_ms_sum"}
+    out["delay_ms_mean"] = round(stats["delay_ms_sum"] / stats["sent"], 3) if stats["sent"] else None
+    out["late_ms_max"] = round(stats["late_ms_max"], 3)
+    tmp = RELAY_STATS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f)
+    os.replace(tmp, RELAY_STATS)
 
 
 # -------------------------------------------------------------------- main --
