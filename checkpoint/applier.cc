@@ -44,14 +44,17 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   std::string why;
   if (!negotiate(local, peer, &n, &why)) {
     stats_.rejected_version++;
+    in_sync_.store(false);  // a live active whose stream this node refuses is not protected by it
     return FailedPrecondition("incompatible versions: " + why + " (peer software " + in.software_version() +
                               ", this node " + software_version() + ")");
   }
   if (in.generation() < local_generation) {
+    in_sync_.store(false);  // the same: its changes no longer reach this copy
     return FailedPrecondition("stale active: its generation " + std::to_string(in.generation()) +
                               " is older than this node's " + std::to_string(local_generation));
   }
   if (in.flow_capacity() != 0 && in.flow_capacity() > flows_.capacity()) {
+    in_sync_.store(false);
     return FailedPrecondition("flow table too small: the active has capacity " + std::to_string(in.flow_capacity()) +
                               ", this node " + std::to_string(flows_.capacity()));
   }

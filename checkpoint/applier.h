@@ -46,6 +46,7 @@ class Applier {
 
   // A node that turned active stops taking checkpoints (set under the table mutex).
   void set_accepting(bool on) { accepting_.store(on); }
+  bool accepting() const { return accepting_.load(); }
   bool in_sync() const { return in_sync_.load(); }
   uint64_t applied_epoch() const { return applied_.load(); }
   double full_sync_progress() const { return progress_.load(); }

@@ -94,6 +94,9 @@ class Engine {
   Status checkpoint_now(std::chrono::milliseconds timeout, uint64_t *epoch, uint64_t *records);
   // Runs fn while every worker is parked (serialised with checkpoints).
   Status with_workers_parked(const std::function<void()> &fn);
+  /* A transaction's parked phase: DEADLINE_EXCEEDED if the workers do not park (fn is not
+   * run), else fn's own Status. The workers resume on return, an exception included. */
+  Status run_parked(const std::function<Status()> &fn);
 
   // The standby's stream: up, and holding a full copy (acknowledged full sync).
   bool connected() const { return connected_.load(); }

@@ -239,12 +239,18 @@ Status Engine::checkpoint_now(std::chrono::milliseconds timeout, uint64_t *epoch
 }
 
 Status Engine::with_workers_parked(const std::function<void()> &fn) {
+  return run_parked([&fn] {
+    fn();
+    return Status::Ok();
+  });
+}
+
+Status Engine::run_parked(const std::function<Status()> &fn) {
   std::lock_guard<std::mutex> g(barrier_mu_);
   if (agent_.quiesce(std::chrono::milliseconds(100)) != 0)
     return DeadlineExceeded("the workers did not park within 100 ms");
   const ResumeAtExit resume{agent_};  // an exception out of fn must not leave them parked
-  fn();
-  return Status::Ok();
+  return fn();
 }
 
 }  // namespace ftpair::ckpt

@@ -60,6 +60,11 @@ void SyncService::cancel_current() {
   if (cur_ctx_) cur_ctx_->TryCancel();
 }
 
+std::string SyncService::last_refusal() const {
+  std::lock_guard<std::mutex> g(cur_mu_);
+  return last_refusal_;
+}
+
 std::vector<std::string> SyncService::errors() {
   std::lock_guard<std::mutex> g(cur_mu_);
   return errors_;
@@ -72,7 +77,10 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
   if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
   v1::SyncReply reply;
   Status st = ap_.on_hello(m.hello(), hooks_.generation ? hooks_.generation() : 0, reply.mutable_hello());
-  if (!st.ok()) return rpc::to_grpc(st);
+  if (!st.ok()) {
+    sync_state(false);  // a refused hello leaves this copy behind its active
+    return rpc::to_grpc(st);
+  }
   if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
   {
     std::lock_guard<std::mutex> g(cur_mu_);

@@ -45,6 +45,8 @@ class SyncService final : public v1::Replication::Service {
   void cancel_current();
   // The error of every stream that ended with one.
   std::vector<std::string> errors();
+  // Why the newest refused stream was refused; empty once a stream got through its hello.
+  std::string last_refusal() const;
   unsigned streams() const { return streams_.load(); }
 
  private:
@@ -58,7 +60,7 @@ class SyncService final : public v1::Replication::Service {
   Applier &ap_;
   const SyncHooks hooks_;
   std::mutex stream_mu_;
-  std::mutex cur_mu_;
+  mutable std::mutex cur_mu_;
   grpc::ServerContext *cur_ctx_ = nullptr;
   std::vector<std::string> errors_;   // cur_mu_
   std::string last_refusal_;          // cur_mu_

@@ -339,6 +339,24 @@ std::vector<std::string> Daemon::security_warnings() const {
   return w;
 }
 
+std::vector<std::string> Daemon::alarms() const {
+  std::vector<std::string> a;
+  if (!cfg_.peer_grpc.set() || !node_) return a;
+  const fo::Role r = role();
+  if (r == fo::Role::ACTIVE && !engine_->in_sync()) {
+    std::string why = engine_->connected() ? "the standby is still syncing" : "no standby is connected";
+    const std::string err = engine_->last_error();
+    if (!err.empty()) why += " (" + err + ")";
+    a.push_back("unprotected: a failover now would lose the flows; " + why);
+  } else if ((r == fo::Role::STANDBY_READY || r == fo::Role::STANDBY_SYNCING) && !applier_->in_sync()) {
+    std::string why = "this standby holds no complete copy of the active's table";
+    const std::string refused = repl_svc_ ? repl_svc_->last_refusal() : "";
+    if (!refused.empty()) why += "; it refused the active's stream: " + refused;
+    a.push_back("standby_not_in_sync: " + why);
+  }
+  return a;
+}
+
 Status Daemon::checkpoint(bool snapshot, v1::CheckpointReply *out) {
   uint64_t epoch = 0, records = 0;
   Status st = engine_->checkpoint_now(std::chrono::milliseconds(3000), &epoch, &records);

@@ -124,10 +124,18 @@ class Daemon {
   /* What leaves the pair open to anyone on the management network: unauthenticated fast
    * beats, a control API without mutual TLS. As "key: explanation"; empty when none. */
   std::vector<std::string> security_warnings() const;
+  /* What leaves the pair without a usable copy, as "key: explanation" (empty: protected):
+   * "unprotected" (an active whose standby is not in sync), "standby_not_in_sync" (a standby
+   * holding no complete copy, with the reason its active's stream was refused, if it was).
+   * Only with a peer configured. Also in grpc.health.v1 as service "ftpair.pair.protected". */
+  std::vector<std::string> alarms() const;
   uint64_t reloads_applied() const { return reloads_ok_.load(); }
+  uint64_t transitions_rolled_back() const { return roles_.transitions_rolled_back(); }
   const std::string &binary_sha256() const { return self_sha_; }
 
  private:
+  void push_health();     // tick(): grpc.health.v1 SERVING state
+  void push_protected();  // tick(): ftpair.pair.protected and the alarm log line
   // start(), in order: the checkpoint engine and the Sync service, the fencer and the
   // heartbeat monitor, the gRPC server.
   Status make_engine();
@@ -178,6 +186,7 @@ class Daemon {
   std::atomic<uint64_t> reloads_ok_{0}, reloads_refused_{0}, watchdog_pings_{0};
   std::shared_ptr<grpc::ChannelCredentials> peer_creds_;
   std::atomic<int> serving_state_{-1};  // last pushed to the health service (tick thread only)
+  std::atomic<int> protected_state_{-1};  // the same for ftpair.pair.protected
   std::unique_ptr<grpc::Server> grpc_;
   uint16_t grpc_port_ = 0;
   std::shared_ptr<grpc::ServerCredentials> server_creds_;

@@ -45,6 +45,20 @@ std::string Daemon::render_metrics() {
     for (const auto &w : security_warnings()) on = on || w.rfind(what, 0) == 0;
     x.sample(on ? 1 : 0, {{"what", what}});
   }
+  x.family("ftpair_alarm", "gauge",
+           "1 while the pair is without a usable copy: unprotected (an active whose standby is not in sync), "
+           "standby_not_in_sync (see ftpairctl status).");
+  {
+    const std::vector<std::string> alarm = alarms();
+    for (const char *what : {"unprotected", "standby_not_in_sync"}) {
+      bool on = false;
+      for (const auto &a : alarm) on = on || a.rfind(what, 0) == 0;
+      x.sample(on ? 1 : 0, {{"what", what}});
+    }
+  }
+  x.family("ftpair_role_transitions_rolled_back_total", "counter",
+           "Role transitions whose prepare failed (workers not parked, generation not stored) and changed nothing.")
+      .sample(roles_.transitions_rolled_back());
   x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
   for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced", "election"})
     x.sample(double(roles_.failovers(reason)), {{"reason", reason}});

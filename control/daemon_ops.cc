@@ -31,6 +31,11 @@ void Daemon::tick() {
   if (beside_.load()) return;
   // Off the promotion path: the generation a standby in sync would take stays reserved on disk.
   roles_.keep_generation(monitor_ ? monitor_->last_peer_beat().generation() : 0);
+  push_health();
+  push_protected();
+}
+
+void Daemon::push_health() {
   const int now = serving() ? 1 : 0;
   if (now == serving_state_) return;
   serving_state_ = now;
@@ -43,6 +48,24 @@ void Daemon::tick() {
       h->SetServingStatus(svc, now == 1);
   }
   L.info("health: {} ({})", now ? "SERVING" : "NOT_SERVING", fo::role_name(role()));
+}
+
+/* The pair's protection as its own health service, and one log line when it changes: an
+ * active left without a standby in sync says so instead of looking healthy. */
+void Daemon::push_protected() {
+  const std::vector<std::string> a = alarms();
+  const int now = a.empty() ? 1 : 0;
+  if (now == protected_state_) return;
+  const bool first = protected_state_ < 0;
+  protected_state_ = now;
+  for (grpc::Server *s : {grpc_.get(), grpc_final_.get()}) {
+    auto *h = s ? s->GetHealthCheckService() : nullptr;
+    if (h) h->SetServingStatus("ftpair.pair.protected", now == 1);
+  }
+  if (now == 0)
+    L.warn("ALARM {} ({})", a.front(), fo::role_name(role()));
+  else if (!first)
+    L.info("alarm cleared: the pair is protected ({})", fo::role_name(role()));
 }
 
 namespace {

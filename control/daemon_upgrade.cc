@@ -40,6 +40,7 @@ class Daemon::UpgradeLink final : public UpgradeHost {
     if (!st.ok()) return st;
     d_.grpc_port_ = port;
     d_.serving_state_ = -1;  // tick() pushes the health state to the new server too
+    d_.protected_state_ = -1;
     return Status::Ok();
   }
   Status serve_configured_metrics() override {

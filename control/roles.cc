@@ -32,44 +32,50 @@ Status RoleManager::set_vip_owner(bool own) {
   return p_.engine->with_workers_parked([this, own] { p_.node->nf().set_vip_owner(own); });
 }
 
+/* One transaction. Prepare: with the table lock (no checkpoint is being applied) and the workers
+ * parked, check what can fail (the generation must be stored). Commit, still parked and
+ * infallible: stop taking checkpoints, cancel the standby's stream, refresh the copies, own the
+ * VIPs. A failed prepare changes nothing: the node stays the standby it was, still accepting
+ * its active's stream, at its old generation (so that stream is not refused as stale). */
 Status RoleManager::become_active(const std::string &why, bool bump_generation) {
   const int64_t t0 = mono_ns();
   std::lock_guard<std::mutex> g(role_mu_);
   const fo::Role was = role();
-  p_.sync->cancel_current();
   std::lock_guard<std::mutex> t(*p_.table_mu);
-  p_.applier->set_accepting(false);  // a late checkpoint must not touch the table we now own
-  if (bump_generation) {
-    const uint64_t peer_gen = p_.monitor ? p_.monitor->last_peer_beat().generation() : 0;
-    // The standby reserved (and flushed) this generation ahead of time: no disk I/O here.
-    const uint64_t want = std::max(generation(), peer_gen) + 1;
-    if (!generation_.take_reserved(want)) {
-      Status gs = generation_.store(want);
-      if (!gs.ok()) {
-        L.error("node {} stays {}: cannot store generation {} to take the active role ({}): {}", node_id_,
-                fo::role_name(was), want, why, gs.str());
-        return gs;
+  int64_t t_gen = 0;
+  Status st = p_.engine->run_parked([&] {
+    const int64_t tp = mono_ns();
+    if (bump_generation) {
+      const uint64_t peer_gen = p_.monitor ? p_.monitor->last_peer_beat().generation() : 0;
+      // The standby reserved (and flushed) this generation ahead of time: no disk I/O here.
+      const uint64_t want = std::max(generation(), peer_gen) + 1;
+      if (!generation_.take_reserved(want)) {
+        Status gs = generation_.store(want);
+        if (!gs.ok()) return Status(gs.code(), "cannot store generation " + std::to_string(want) + ": " + gs.message());
       }
+      generation_value_.store(generation_.value());
     }
-    generation_value_.store(generation_.value());
-  }
-  const int64_t t1 = mono_ns();
-  // The standby's copies carry the old active's clock: refresh them before they can expire.
-  Status st = p_.engine->with_workers_parked([this] {
+    t_gen = mono_ns() - tp;
+    // Commit: nothing below can fail.
+    p_.applier->set_accepting(false);  // a late checkpoint must not touch the table we now own
+    p_.sync->cancel_current();
+    // The standby's copies carry the old active's clock: refresh them before they can expire.
     p_.node->flows().refresh_all(rte_rdtsc());
     continue_session_log();
     p_.node->nf().set_vip_owner(true);
+    return Status::Ok();
   });
   if (!st.ok()) {
-    L.error("node {} stays {}: the workers did not park to take the virtual addresses ({}): {}", node_id_,
-            fo::role_name(was), why, st.str());
+    transitions_rolled_back_++;
+    L.error("node {} stays {} at generation {}, nothing changed: cannot take the active role ({}): {}", node_id_,
+            fo::role_name(was), generation(), why, st.str());
     return st;
   }
   role_.store(fo::Role::ACTIVE);
   p_.engine->set_replicating(true);
   p_.node->nf().request_announce(p_.garp_count->load());
-  L.info("node {} is ACTIVE (generation {}): {} [was {}; locks+generation {:.2f} ms, dataplane {:.2f} ms]", node_id_,
-         generation(), why, fo::role_name(was), double(t1 - t0) / 1e6, ms_since(t1));
+  L.info("node {} is ACTIVE (generation {}): {} [was {}; parked {:.2f} ms, of which generation {:.2f} ms]", node_id_,
+         generation(), why, fo::role_name(was), ms_since(t0), double(t_gen) / 1e6);
   return Status::Ok();
 }
 
@@ -88,17 +94,21 @@ void RoleManager::continue_session_log() {
          !have ? "no replicated sequence: this node's own count" : from == peer ? "the old active's, replicated" : "this node's own count, which is further on");
 }
 
+/* Prepare: park the workers and release the VIPs (the only step that can fail: then nothing
+ * changed, and the node is still the active it was). Commit: stop replicating, take
+ * checkpoints. */
 Status RoleManager::become_standby(const std::string &why) {
   const int64_t t0 = mono_ns();
   std::lock_guard<std::mutex> g(role_mu_);
   const fo::Role was = role();
-  p_.engine->set_replicating(false);
   Status st = set_vip_owner(false);
   if (!st.ok()) {
-    L.error("node {} stays {}: the workers did not park to release the virtual addresses ({}): {}", node_id_,
-            fo::role_name(was), why, st.str());
+    transitions_rolled_back_++;
+    L.error("node {} stays {}, nothing changed: the workers did not park to release the virtual addresses ({}): {}",
+            node_id_, fo::role_name(was), why, st.str());
     return st;
   }
+  p_.engine->set_replicating(false);
   p_.applier->set_accepting(true);
   role_.store(p_.applier->in_sync() ? fo::Role::STANDBY_READY : fo::Role::STANDBY_SYNCING);
   L.info("node {} is STANDBY ({}, generation {}): {} [was {}; dataplane {:.2f} ms]", node_id_, fo::role_name(role()),

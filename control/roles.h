@@ -59,13 +59,15 @@ class RoleManager {
   fo::Role role() const { return role_.load(); }
   uint64_t generation() const { return generation_value_.load(); }
 
-  /* Takes the active role: cancels the standby's Sync stream, stops applying checkpoints,
-   * bumps the generation (past the peer's, from the reservation when there is one, else with
-   * a disk write) when asked, then owns the VIPs with the workers parked and starts
-   * replicating. Errors: the generation could not be stored, the workers did not park. */
-  Status become_active(const std::string &why, bool bump_generation);
-  // Steps down: stops replicating, releases the VIPs (workers parked), applies checkpoints.
-  Status become_standby(const std::string &why);
+  /* Takes the active role in one transaction, with the workers parked: bumps the generation
+   * (past the peer's, from the reservation when there is one, else with a disk write) when
+   * asked, then stops applying checkpoints, cancels the standby's Sync stream, owns the VIPs;
+   * then starts replicating. Errors (the workers did not park, the generation could not be
+   * stored) change nothing: counted in transitions_rolled_back(). */
+  [[nodiscard]] Status become_active(const std::string &why, bool bump_generation);
+  /* Steps down: releases the VIPs (workers parked), stops replicating, applies checkpoints.
+   * An error (the workers did not park) changes nothing. */
+  [[nodiscard]] Status become_standby(const std::string &why);
   /* The Sync stream moved the standby in or out of sync. Only between the standby states: a
    * node that took the active role meanwhile (on another thread) keeps it. */
   void set_standby_state(bool in_sync, const std::string &why);
@@ -103,6 +105,8 @@ class RoleManager {
   uint64_t failovers(const std::string &reason) const;
   uint64_t fence_failures() const { return fence_failures_.load(); }
   uint64_t promotions_refused() const { return promotions_refused_.load(); }
+  // Transitions whose prepare failed and that changed nothing (metrics).
+  uint64_t transitions_rolled_back() const { return transitions_rolled_back_.load(); }
   /* At most one line a second about why nothing happens (a silent peer seen by a standby
    * that cannot promote, a fencing that keeps failing): true when one may be logged now. */
   bool quiet_log_due();
@@ -121,7 +125,7 @@ class RoleManager {
   std::mutex promote_mu_;  // one promotion at a time (others give up, not wait)
   mutable std::mutex failovers_mu_;
   std::map<std::string, uint64_t> failovers_;
-  std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0};
+  std::atomic<uint64_t> fence_failures_{0}, promotions_refused_{0}, transitions_rolled_back_{0};
   std::atomic<int64_t> quiet_log_ns_{0};
 };
 

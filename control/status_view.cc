@@ -113,6 +113,8 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
   out->set_serving(d.serving());
   for (const auto &k : d.restart_pending()) out->add_restart_pending(k);
   for (const auto &w : d.security_warnings()) out->add_security_warnings(w);
+  for (const auto &a : d.alarms()) out->add_alarms(a);
+  out->set_transitions_rolled_back(d.transitions_rolled_back());
   out->set_config_reloads(d.reloads_applied());
   out->set_pid(uint32_t(::getpid()));
   out->set_binary_sha256(d.binary_sha256());

@@ -177,6 +177,7 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
     b.add("restart needed", keys);
   }
   for (const auto &w : s.security_warnings()) b.add("SECURITY", w);
+  for (const auto &a : s.alarms()) b.add("ALARM", a);
   std::string flows = std::to_string(s.flows()) + " of " + std::to_string(s.flow_capacity());
   if (s.flow_capacity()) flows += fmt(" (%.1f%%)", 100.0 * double(s.flows()) / double(s.flow_capacity()));
   b.add("flows", flows);

@@ -346,6 +346,22 @@ TEST_F(ApplierTest, HelloFromOlderGenerationRefused) {
   EXPECT_TRUE(ap_->on_hello(make_hello(9), 4, &reply).ok());
 }
 
+/* A standby in sync that refuses a live active's stream (a stale generation, here) no longer
+ * follows that active: it says it is out of sync, so it is neither promoted on a copy that
+ * has stopped moving nor counted as protection. */
+TEST_F(ApplierTest, ARefusedHelloLeavesTheStandbyOutOfSync) {
+  hello(5, 5);
+  fill(3);
+  deliver_ok(produce(true));
+  ASSERT_TRUE(ap_->in_sync());
+  ap_->end_stream();
+  EXPECT_TRUE(ap_->in_sync());  // a stream that ends (the active died) keeps the copy it had
+  ap_->begin_stream();
+  v1::Hello reply;
+  EXPECT_EQ(ap_->on_hello(make_hello(5), 6, &reply).code(), Code::FAILED_PRECONDITION);
+  EXPECT_FALSE(ap_->in_sync());
+}
+
 TEST_F(ApplierTest, HelloFromLargerTableRefused) {
   v1::Hello reply;
   Status st = ap_->on_hello(make_hello(1, local_versions(), 4096), 1, &reply);

@@ -163,6 +163,72 @@ TEST_F(Roles, ADrainTheWorkersCannotParkForChangesNothing) {
   ASSERT_TRUE(roles_->become_standby("test").ok());
 }
 
+/* Taking the active role is one transaction: when the workers do not park, or the new
+ * generation cannot be stored, nothing changes. The node is still the standby it was, still
+ * taking its active's checkpoints, at its old generation (so the active's stream is not
+ * refused as stale afterwards), without the VIPs; and the rollback is counted. */
+TEST_F(Roles, ATakeoverThatCannotPrepareChangesNothing) {
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  roles_->set_standby_state(true, "test");
+  ASSERT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  ASSERT_TRUE(roles_->adopt_generation(4, "test").ok());
+
+  node_->agent().set_stall(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Status st = roles_->become_active("test: workers stalled", true);
+  node_->agent().set_stall(false);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("did not park"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  EXPECT_EQ(roles_->generation(), 4u);
+  EXPECT_EQ(generation_on_disk(), 4u);
+  EXPECT_TRUE(applier_->accepting());
+  EXPECT_FALSE(node_->nf().vip_owner());
+  EXPECT_FALSE(engine_->replicating());
+  EXPECT_EQ(roles_->transitions_rolled_back(), 1u);
+
+  // The generation cannot be written (a file stands where its directory was): the same.
+  std::filesystem::remove_all(dir_);
+  std::ofstream(dir_) << "not a directory\n";
+  st = roles_->become_active("test: no state directory", true);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("cannot store generation 5"), std::string::npos) << st.message();
+  EXPECT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  EXPECT_EQ(roles_->generation(), 4u);
+  EXPECT_TRUE(applier_->accepting());
+  EXPECT_FALSE(node_->nf().vip_owner());
+  EXPECT_EQ(roles_->transitions_rolled_back(), 2u);
+
+  // Once it can, it does, and only then stops taking checkpoints.
+  std::filesystem::remove(dir_);
+  std::filesystem::create_directories(dir_);
+  ASSERT_TRUE(roles_->become_active("test", true).ok());
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_EQ(roles_->generation(), 5u);
+  EXPECT_EQ(generation_on_disk(), 5u);
+  EXPECT_FALSE(applier_->accepting());
+  EXPECT_TRUE(node_->nf().vip_owner());
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  EXPECT_TRUE(applier_->accepting());
+}
+
+/* Stepping down the same way: a release the workers cannot park for leaves the node ACTIVE,
+ * replicating and owning the VIPs. */
+TEST_F(Roles, AStepDownThatCannotPrepareChangesNothing) {
+  ASSERT_TRUE(roles_->become_active("test", false).ok());
+  node_->agent().set_stall(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Status st = roles_->become_standby("test: workers stalled");
+  node_->agent().set_stall(false);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
+  EXPECT_TRUE(node_->nf().vip_owner());
+  EXPECT_TRUE(engine_->replicating());
+  EXPECT_FALSE(applier_->accepting());
+  EXPECT_EQ(roles_->transitions_rolled_back(), 1u);
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+}
+
 TEST_F(Roles, AGenerationIsAdoptedOnlyForwardAndPersisted) {
   ASSERT_TRUE(roles_->adopt_generation(7, "test").ok());
   EXPECT_EQ(roles_->generation(), 7u);
