@@ -3,10 +3,11 @@
  *
  * Threading: one writer, the worker that owns the table (learn, should_request, and its own
  * lookups). Any other thread (metrics, status, a dump) may read it while the worker runs:
- * find, for_each, valid_count and evictions. Each entry is a seqlock over relaxed atomics:
- * the writer bumps the entry's sequence to odd, writes, and bumps it to even; a reader
- * copies the entry and retries when the sequence moved. The worker never waits for a
- * reader, and on x86 its extra cost per entry written is two plain stores. */
+ * find, for_each, valid_count and evictions. Each entry is a seqlock over atomics: the
+ * writer bumps the entry's sequence to odd, writes (release stores), and bumps it to even; a
+ * reader copies the entry (acquire loads) and retries when the sequence moved. The worker
+ * never waits for a reader; on x86 every one of these is a plain mov, so its extra cost per
+ * entry written is two stores of the sequence. */
 #pragma once
 
 #include <atomic>
