@@ -7,6 +7,8 @@
 #include <rte_ethdev.h>
 #include <rte_pause.h>
 
+#include "dataplane/mbuf.h"
+
 namespace ftpair::dp {
 
 namespace {
@@ -30,11 +32,11 @@ InterfaceAgent::InterfaceAgent(const AgentConfig &cfg) : cfg_(cfg) {
 
 InterfaceAgent::~InterfaceAgent() {
   for (unsigned w = 0; w < cfg_.nb_workers && w < kMaxWorkers; w++) {
-    for (auto &h : ws_[w].hold) rte_pktmbuf_free(h.m);
+    for (auto &h : ws_[w].hold) mbuf_free(h.m);
     ws_[w].hold.clear();
     for (unsigned p = 0; p < cfg_.nb_ports; p++) {
       TxQueue &q = ws_[w].txq[p];
-      rte_pktmbuf_free_bulk(q.pkts, q.n);
+      mbuf_free_bulk(q.pkts, q.n);
       q.n = 0;
     }
   }
@@ -46,7 +48,10 @@ uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uin
   uint16_t got = rte_eth_rx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], pkts, n);
   if (got) {
     uint64_t bytes = 0;
-    for (uint16_t i = 0; i < got; i++) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+    for (uint16_t i = 0; i < got; i++) {
+      tsan_acquire(pkts[i]);  // handed over through the port's ring (dataplane/mbuf.h)
+      bytes += rte_pktmbuf_pkt_len(pkts[i]);
+    }
     bump(port_ctr_[port].rx_packets, got);
     bump(port_ctr_[port].rx_bytes, bytes);
   }
@@ -56,14 +61,23 @@ uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uin
 void InterfaceAgent::drain_port(unsigned worker, uint16_t port) {
   TxQueue &q = ws_[worker].txq[port];
   if (q.n == 0) return;
+  // Lengths are read before the burst: a sent mbuf belongs to the port (and, over a ring, to
+  // whoever reads it, who may already have freed it); the ones not sent are still ours.
   uint64_t bytes = 0;
+  for (uint16_t i = 0; i < q.n; i++) {
+    bytes += rte_pktmbuf_pkt_len(q.pkts[i]);
+    tsan_release(q.pkts[i]);  // to the port's ring (dataplane/mbuf.h)
+  }
   uint16_t sent = rte_eth_tx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], q.pkts, q.n);
-  for (uint16_t i = 0; i < sent; i++) bytes += rte_pktmbuf_pkt_len(q.pkts[i]);
+  for (uint16_t i = sent; i < q.n; i++) {
+    tsan_acquire(q.pkts[i]);
+    bytes -= rte_pktmbuf_pkt_len(q.pkts[i]);
+  }
   bump(port_ctr_[port].tx_packets, sent);
   bump(port_ctr_[port].tx_bytes, bytes);
   if (sent < q.n) {
     bump(port_ctr_[port].tx_dropped, q.n - sent);
-    rte_pktmbuf_free_bulk(&q.pkts[sent], q.n - sent);
+    mbuf_free_bulk(&q.pkts[sent], q.n - sent);
   }
   q.n = 0;
 }
@@ -111,7 +125,7 @@ void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t de
     }
     bump(wctr_[worker].hold_full);
     if (cfg_.fallback == HoldFallback::DROP) {
-      rte_pktmbuf_free(m);
+      mbuf_free(m);
       return;
     }
   }

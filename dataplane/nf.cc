@@ -15,6 +15,7 @@
 #include <rte_udp.h>
 
 #include "dataplane/csum.h"
+#include "dataplane/mbuf.h"
 #include "dataplane/nf_parsed.h"
 
 namespace ftpair::dp {
@@ -125,9 +126,9 @@ uint32_t Nat44::pool_address_for(uint32_t in_ip) const {
 }
 
 Nat44::~Nat44() {
-  for (unsigned i = 0; i < n_pending_; i++) rte_pktmbuf_free(pending_[i].m);
+  for (unsigned i = 0; i < n_pending_; i++) mbuf_free(pending_[i].m);
   for (auto &c : frag_)
-    for (unsigned i = 0; i < c.nbuf; i++) rte_pktmbuf_free(c.buf[i]);
+    for (unsigned i = 0; i < c.nbuf; i++) mbuf_free(c.buf[i]);
 }
 
 uint32_t Nat44::timeout_s(const FlowState &st) const {
@@ -151,14 +152,14 @@ bool Nat44::forwarded_port(uint8_t proto, uint16_t port_host) const {
 
 void Nat44::drop(rte_mbuf *m, DropReason r) {
   bump(ctr_.drops[static_cast<unsigned>(r)]);
-  rte_pktmbuf_free(m);
+  mbuf_free(m);
 }
 
 // ---------------------------------------------------------------- ARP
 
 void Nat44::send_arp(uint16_t port, uint16_t op, uint32_t sip, const rte_ether_addr &sha,
                      uint32_t tip, const rte_ether_addr &tha, const rte_ether_addr &dst) {
-  rte_mbuf *m = rte_pktmbuf_alloc(pool_);
+  rte_mbuf *m = mbuf_alloc(pool_);
   if (m == nullptr) {
     bump(ctr_.drops[static_cast<unsigned>(DropReason::NO_MBUF)]);
     return;
@@ -217,7 +218,7 @@ void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
     return;
   }
   if (on_link && (ours || op == RTE_ARP_OP_REPLY)) {
-    rte_pktmbuf_free(m);  // consumed: an answer to us, or a request seen while not owner
+    mbuf_free(m);  // consumed: an answer to us, or a request seen while not owner
     return;
   }
   drop(m, DropReason::ARP_NOT_FOR_US);
@@ -659,7 +660,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
     slot = flows_.lookup(p.key);  // an earlier packet of this burst may have created it
     if (slot < 0) {
       slot = create_snat_flow(p, now);
-      if (slot < 0) return rte_pktmbuf_free(m), false;
+      if (slot < 0) return mbuf_free(m), false;
       arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
     }
   }
@@ -685,7 +686,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_out2in(rte_mbuf *m, 
     slot = flows_.lookup(p.key);
     if (slot < 0) {
       slot = create_inbound_flow(p, now, p.hairpin);
-      if (slot < 0) return rte_pktmbuf_free(m), false;
+      if (slot < 0) return mbuf_free(m), false;
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));

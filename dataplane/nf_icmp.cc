@@ -10,6 +10,7 @@
 #include <rte_udp.h>
 
 #include "dataplane/csum.h"
+#include "dataplane/mbuf.h"
 #include "dataplane/nf.h"
 #include "dataplane/nf_parsed.h"
 
@@ -43,7 +44,7 @@ void Nat44::send_icmp_error(uint16_t port, rte_mbuf *orig, const Parsed &p, uint
     bump(ctr_.icmp_rate_limited);
     return;
   }
-  rte_mbuf *m = rte_pktmbuf_alloc(pool_);
+  rte_mbuf *m = mbuf_alloc(pool_);
   if (m == nullptr) {
     count(DropReason::NO_MBUF);
     return;
@@ -53,7 +54,7 @@ void Nat44::send_icmp_error(uint16_t port, rte_mbuf *orig, const Parsed &p, uint
   const uint32_t ip_len = sizeof(rte_ipv4_hdr) + 8 + quote;
   auto *eth = reinterpret_cast<rte_ether_hdr *>(rte_pktmbuf_append(m, sizeof(rte_ether_hdr) + ip_len));
   if (eth == nullptr) {
-    rte_pktmbuf_free(m);
+    mbuf_free(m);
     count(DropReason::NO_MBUF);
     return;
   }

@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,7 @@
 
 #include "control/config.h"
 #include "control/daemon.h"
+#include "dataplane/mbuf.h"
 #include "tests/unit/dataplane/pktgen.h"
 
 namespace ftpair {
@@ -102,12 +104,15 @@ Frame tcp_seg(const rte_ether_addr &src_mac, const rte_ether_addr &dst_mac, uint
   return f;
 }
 
+/* mbufs cross threads through DPDK's rings (not instrumented): the test marks its hand-offs
+ * for TSan as the dataplane does (dataplane/mbuf.h), so a packet the generator wrote is known
+ * to come before the worker's reads of it. */
 struct Pool {
   rte_mempool *mp = nullptr;
   std::atomic<uint64_t> alloc_failures{0};
   // nullptr when the pool is empty (the caller backs off): never a test failure.
   rte_mbuf *mbuf(const Frame &f) {
-    rte_mbuf *m = rte_pktmbuf_alloc(mp);
+    rte_mbuf *m = dp::mbuf_alloc(mp);
     if (m == nullptr) {
       alloc_failures.fetch_add(1, std::memory_order_relaxed);
       return nullptr;
@@ -118,21 +123,44 @@ struct Pool {
   }
 };
 
-bool inject(rte_ring *r, rte_mbuf *m) {
-  if (m == nullptr) return false;
-  if (rte_ring_enqueue(r, m) == 0) return true;
-  rte_pktmbuf_free(m);
-  return false;
-}
-
 // ------------------------------------------------------------------ ports
 
 /* An ethdev over two rings, left unconfigured: the daemon opens it by its ethdev name
- * (ports.*.device) and configures it like any port. The test feeds rx and reads tx. */
+ * (ports.*.device) and configures it like any port. The test feeds rx and reads tx, always
+ * under mu: the ring's own synchronisation is inline assembly (its compare-and-set), which
+ * TSan cannot see, and two test threads feed the same ring. */
 struct LabPort {
   std::string name;  // the ethdev's: net_ring names it "net_ring_<name given>"
   rte_ring *rx = nullptr, *tx = nullptr;
   bool ok = false;
+  std::mutex mu;
+  // Hands m to the port's receive side; frees it when the ring is full.
+  bool inject(rte_mbuf *m) {
+    if (m == nullptr) return false;
+    tsan_release(m);
+    std::lock_guard<std::mutex> g(mu);
+    if (rte_ring_enqueue(rx, m) == 0) return true;
+    rte_pktmbuf_free(m);
+    return false;
+  }
+  // What the port sent, up to n.
+  unsigned take(rte_mbuf **out, unsigned n) {
+    unsigned got;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      got = rte_ring_dequeue_burst(tx, reinterpret_cast<void **>(out), n, nullptr);
+    }
+    for (unsigned i = 0; i < got; i++) tsan_acquire(out[i]);
+    return got;
+  }
+  unsigned rx_pending() {
+    std::lock_guard<std::mutex> g(mu);
+    return rte_ring_count(rx);
+  }
+  unsigned tx_pending() {
+    std::lock_guard<std::mutex> g(mu);
+    return rte_ring_count(tx);
+  }
   explicit LabPort(const char *base) {
     const std::string n = test::unique_name(base);
     name = "net_ring_" + n;
@@ -168,12 +196,12 @@ class Responder {
  public:
   Responder(LabPort &in, LabPort &out, Pool &pool) : in_(in), out_(out), pool_(pool) {}
   void run(const std::atomic<bool> &stop) {
-    void *burst[64];
+    rte_mbuf *burst[64];
     while (!stop.load(std::memory_order_acquire)) {
-      unsigned n_in = rte_ring_dequeue_burst(in_.tx, burst, 64, nullptr);
-      for (unsigned i = 0; i < n_in; i++) from_nat(static_cast<rte_mbuf *>(burst[i]), true);
-      unsigned n_out = rte_ring_dequeue_burst(out_.tx, burst, 64, nullptr);
-      for (unsigned i = 0; i < n_out; i++) from_nat(static_cast<rte_mbuf *>(burst[i]), false);
+      unsigned n_in = in_.take(burst, 64);
+      for (unsigned i = 0; i < n_in; i++) from_nat(burst[i], true);
+      unsigned n_out = out_.take(burst, 64);
+      for (unsigned i = 0; i < n_out; i++) from_nat(burst[i], false);
       if (n_in + n_out == 0) std::this_thread::sleep_for(50us);
     }
   }
@@ -186,16 +214,16 @@ class Responder {
   void from_nat(rte_mbuf *m, bool lan) {
     (lan ? lan_rx_ : wan_rx_).fetch_add(1, std::memory_order_relaxed);
     Frame f = test::from_mbuf(m);
-    rte_pktmbuf_free(m);
+    dp::mbuf_free(m);
     if (f.size() < test::kEthLen) return bad();
-    rte_ring *back = lan ? in_.rx : out_.rx;
+    LabPort &back = lan ? in_ : out_;
     const rte_ether_hdr *eth = test::eth_of(f);
     if (eth->ether_type == htons(RTE_ETHER_TYPE_ARP)) {
       const auto *a = test::hdr<rte_arp_hdr>(f, test::kEthLen);
       if (a->arp_opcode != htons(RTE_ARP_OP_REQUEST)) return;
       const uint32_t who = a->arp_data.arp_tip;
       if (a->arp_data.arp_sip == who) return;  // a gratuitous ARP of the gateway's own
-      if (inject(back, pool_.mbuf(test::arp_frame(RTE_ARP_OP_REPLY, mac_for(who), who, a->arp_data.arp_sha,
+      if (back.inject(pool_.mbuf(test::arp_frame(RTE_ARP_OP_REPLY, mac_for(who), who, a->arp_data.arp_sha,
                                                   a->arp_data.arp_sip, &a->arp_data.arp_sha))))
         arp_.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -215,12 +243,12 @@ class Responder {
         const rte_tcp_hdr *t = test::tcp_of(f);
         const uint16_t sport = ntohs(t->src_port), dport = ntohs(t->dst_port);
         if (!lan && t->tcp_flags == RTE_TCP_SYN_FLAG) {
-          inject(back, pool_.mbuf(tcp_seg(me, nat, dst, dport, src, sport, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
+          back.inject(pool_.mbuf(tcp_seg(me, nat, dst, dport, src, sport, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
                                           kSynAckSeq, ntohl(t->sent_seq) + 1)));
         } else if (lan && t->tcp_flags == (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) {
           // Half the handshakes end at once in a reset, the other half complete and go idle.
           const bool reset = (sport + dport) & 1;
-          inject(back, pool_.mbuf(tcp_seg(me, nat, dst, dport, src, sport,
+          back.inject(pool_.mbuf(tcp_seg(me, nat, dst, dport, src, sport,
                                           reset ? RTE_TCP_RST_FLAG : RTE_TCP_ACK_FLAG, ntohl(t->recv_ack),
                                           reset ? 0 : ntohl(t->sent_seq) + 1)));
         }
@@ -229,14 +257,14 @@ class Responder {
       case IPPROTO_UDP: {
         if (lan) return;
         const rte_udp_hdr *u = test::udp_of(f);
-        inject(back, pool_.mbuf(test::udp_frame(test::L2{me, nat}, dst, ntohs(u->dst_port), src, ntohs(u->src_port))));
+        back.inject(pool_.mbuf(test::udp_frame(test::L2{me, nat}, dst, ntohs(u->dst_port), src, ntohs(u->src_port))));
         return;
       }
       case IPPROTO_ICMP: {
         if (lan) return;
         const rte_icmp_hdr *c = test::icmp_of(f);
         if (c->icmp_type != RTE_IP_ICMP_ECHO_REQUEST) return;
-        inject(back, pool_.mbuf(test::icmp_frame(test::L2{me, nat}, dst, src, RTE_IP_ICMP_ECHO_REPLY,
+        back.inject(pool_.mbuf(test::icmp_frame(test::L2{me, nat}, dst, src, RTE_IP_ICMP_ECHO_REPLY,
                                                  ntohs(c->icmp_ident), ntohs(c->icmp_seq_nb))));
         return;
       }
@@ -257,7 +285,7 @@ void generate(LabPort &in, Pool &pool, const std::atomic<bool> &stop, std::atomi
   const rte_ether_addr vmac_in = test::mac(0x00, 0x00, 0x5e, 0x00, 0x01, 0x01);
   uint64_t k = 0;
   while (!stop.load(std::memory_order_acquire)) {
-    if (rte_ring_count(in.rx) > kRing / 2) {
+    if (in.rx_pending() > kRing / 2) {
       std::this_thread::sleep_for(100us);
       continue;
     }
@@ -287,7 +315,7 @@ void generate(LabPort &in, Pool &pool, const std::atomic<bool> &stop, std::atomi
         std::this_thread::sleep_for(200us);
         break;
       }
-      if (inject(in.rx, m)) sent->fetch_add(1, std::memory_order_relaxed);
+      if (in.inject(m)) sent->fetch_add(1, std::memory_order_relaxed);
     }
   }
 }
@@ -539,8 +567,7 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
   generator.join();
   // Let the worker finish what is queued and the responder's last answers come back.
   for (auto until = Clock::now() + 3s; Clock::now() < until;) {
-    if (rte_ring_count(in->rx) == 0 && rte_ring_count(out->rx) == 0 && rte_ring_count(in->tx) == 0 &&
-        rte_ring_count(out->tx) == 0)
+    if (in->rx_pending() == 0 && out->rx_pending() == 0 && in->tx_pending() == 0 && out->tx_pending() == 0)
       break;
     std::this_thread::sleep_for(5ms);
   }
