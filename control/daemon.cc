@@ -110,13 +110,8 @@ Status Daemon::make_monitor() {
     mc.realtime = cfg_.beat_realtime;
   }
   if (cfg_.peer_tls.enabled()) mc.credentials = peer_creds_;
-  for (const auto &ref : cfg_.beat_keys) {
-    fo::BeatKey k;
-    k.id = static_cast<uint8_t>(ref.id);
-    Status ks = fo::load_beat_key(ref.file, &k.secret);
-    if (!ks.ok()) return Status(ks.code(), "failover.beat_keys: " + ks.message());
-    mc.beat_keys.push_back(std::move(k));
-  }
+  if (Status ks = load_beat_keys(cfg_, &mc.beat_keys); !ks.ok()) return ks;
+  running_keys_ = mc.beat_keys;
   if (mc.udp_port && mc.beat_keys.empty())
     L.warn("fast beats are NOT authenticated (no failover.beat_keys): anyone who can send UDP from the peer's "
            "address speaks for the peer");
@@ -337,6 +332,18 @@ std::vector<std::string> Daemon::security_warnings() const {
     w.push_back("control_without_mtls: no management.tls, so anyone on the management network can force a "
                 "switchover");
   return w;
+}
+
+Status load_beat_keys(const Config &cfg, std::vector<fo::BeatKey> *out) {
+  out->clear();
+  for (const auto &ref : cfg.beat_keys) {
+    fo::BeatKey k;
+    k.id = static_cast<uint8_t>(ref.id);
+    Status ks = fo::load_beat_key(ref.file, &k.secret);
+    if (!ks.ok()) return Status(ks.code(), "failover.beat_keys: " + ks.message());
+    out->push_back(std::move(k));
+  }
+  return Status::Ok();
 }
 
 std::vector<std::string> Daemon::alarms() const {

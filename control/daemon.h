@@ -46,6 +46,9 @@ class PeerService;
 // sha256 of the running binary (/proc/self/exe).
 Status ckpt_self_digest(std::string *hex);
 
+// The beat keys a config names, read from their files (failover.beat_keys).
+Status load_beat_keys(const Config &cfg, std::vector<fo::BeatKey> *out);
+
 class Daemon {
  public:
   explicit Daemon(const Config &cfg);
@@ -99,7 +102,7 @@ class Daemon {
   /* SIGHUP: applies the keys of `next` that can change while running and lists the changed
    * keys that need a restart (also exported as ftpair_config_restart_pending{key}).
    * The caller has validated `next`; the running config is never replaced wholesale. */
-  void reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart);
+  [[nodiscard]] Status reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart);
   void count_reload_refused() { reloads_refused_++; }
   // Periodic upkeep (main loop): pushes the node's health to grpc.health.v1.Health.
   void tick();
@@ -165,6 +168,7 @@ class Daemon {
   std::unique_ptr<UpgradeCoordinator> make_upgrade();
 
   Config cfg_;
+  std::vector<fo::BeatKey> running_keys_;  // the beat keys in use (reload_mu_ after start)
   RoleManager roles_;
   std::mutex table_mu_;
   std::unique_ptr<Node> node_;

@@ -71,7 +71,7 @@ void Daemon::push_protected() {
 namespace {
 // Keys whose new value takes effect without a restart. Everything else is reported.
 const char *const kReloadable[] = {"worker.stall_ms", "worker.test_hooks", "failover.fence_timeout_ms",
-                                   "failover.garp_count", "failover.snapshot_max_age_s"};
+                                   "failover.garp_count", "failover.snapshot_max_age_s", "failover.beat_keys"};
 bool reloadable(const std::string &k) {
   for (const char *r : kReloadable)
     if (k == r) return true;
@@ -79,12 +79,30 @@ bool reloadable(const std::string &k) {
 }
 }  // namespace
 
-void Daemon::reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart) {
+Status Daemon::reload(const Config &next, std::vector<std::string> *applied, std::vector<std::string> *restart) {
   // Compare against the config the process started with: a key changed, reloaded and
   // changed back is no longer pending.
   const auto before = config_fields(cfg_);
   const auto after = config_fields(next);
   std::lock_guard<std::mutex> g(reload_mu_);
+  /* Beat keys (a rotation step): read first, so a key file that cannot be read refuses the
+   * whole reload. Applied when the ids or the secrets differ from the running ones. */
+  std::vector<fo::BeatKey> keys;
+  if (Status ks = load_beat_keys(next, &keys); !ks.ok()) return ks;
+  auto same = [](const std::vector<fo::BeatKey> &x, const std::vector<fo::BeatKey> &y) {
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); i++)
+      if (x[i].id != y[i].id || x[i].secret != y[i].secret) return false;
+    return true;
+  };
+  if (!same(keys, running_keys_)) {
+    if (!monitor_) return FailedPrecondition("failover.beat_keys: no peer, no beats to key");
+    if (Status ks = monitor_->set_beat_keys(keys); !ks.ok()) return Status(ks.code(), "failover.beat_keys: " + ks.message());
+    running_keys_ = keys;
+    std::string ids;
+    for (const auto &k : keys) ids += (ids.empty() ? "" : ",") + std::to_string(k.id);
+    applied->push_back("failover.beat_keys=" + ids + " (key " + std::to_string(keys.front().id) + " signs)");
+  }
   for (const auto &[k, v] : after) {
     auto it = before.find(k);
     const bool changed = it == before.end() || it->second != v;
@@ -113,6 +131,7 @@ void Daemon::reload(const Config &next, std::vector<std::string> *applied, std::
   restart_pending_ = *restart;
   source_text_ = next.source_text;
   reloads_ok_++;
+  return Status::Ok();
 }
 
 }  // namespace ftpair

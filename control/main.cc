@@ -54,7 +54,12 @@ void reload(ftpair::Daemon &daemon, ftpair::SdNotifier &sd, const std::string &p
     return;
   }
   std::vector<std::string> applied, restart;
-  daemon.reload(next, &applied, &restart);
+  if (ftpair::Status rs = daemon.reload(next, &applied, &restart); !rs.ok()) {
+    daemon.count_reload_refused();
+    C.error("reload refused, the running config stays: {}", rs.message());
+    sd.send("READY=1\nSTATUS=reload refused: " + rs.message());
+    return;
+  }
   C.info("reloaded {}: applied: {}; changed but need a restart: {}", path, join(applied), join(restart));
   sd.send("READY=1\nSTATUS=reloaded" + std::string(restart.empty() ? "" : "; restart needed for " + join(restart)));
 }

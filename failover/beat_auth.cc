@@ -75,14 +75,22 @@ BeatAuth::BeatAuth(std::vector<BeatKey> keys, uint64_t nonce) : keys_(std::move(
   }
 }
 
-const BeatKey *BeatAuth::key(uint8_t id) const {
-  for (const auto &k : keys_)
-    if (k.id == id) return &k;
-  return nullptr;
+uint8_t BeatAuth::signing_key() const {
+  std::lock_guard<std::mutex> g(keys_mu_);
+  return keys_.front().id;
+}
+
+void BeatAuth::set_keys(std::vector<BeatKey> keys) {
+  std::lock_guard<std::mutex> g(keys_mu_);
+  keys_ = std::move(keys);
 }
 
 std::string BeatAuth::seal(const v1::Beat &b) const {
-  const BeatKey &k = keys_.front();
+  BeatKey k;
+  {
+    std::lock_guard<std::mutex> g(keys_mu_);
+    k = keys_.front();
+  }
   std::string d(kBeatAuthHeader, '\0');
   uint8_t *h = reinterpret_cast<uint8_t *>(d.data());
   std::memcpy(h, kMagic, 4);
@@ -103,10 +111,15 @@ BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
   if (p[4] != kVersionAuth) return BeatReject::BAD_VERSION;
   if (n < kBeatAuthHeader + kBeatTagBytes) return BeatReject::SHORT;
   if (n > kMaxDatagram) return BeatReject::BAD_PAYLOAD;
-  const BeatKey *k = key(p[5]);
-  if (!k) return BeatReject::UNKNOWN_KEY;
+  std::string secret;
+  {
+    std::lock_guard<std::mutex> g(keys_mu_);
+    for (const auto &k : keys_)
+      if (k.id == p[5]) secret = k.secret;
+  }
+  if (secret.empty()) return BeatReject::UNKNOWN_KEY;
   uint8_t t[kBeatTagBytes];
-  tag(k->secret, p, n - kBeatTagBytes, t);
+  tag(secret, p, n - kBeatTagBytes, t);
   if (CRYPTO_memcmp(t, p + n - kBeatTagBytes, kBeatTagBytes) != 0) return BeatReject::BAD_MAC;
   // Genuine from here on: what remains is whether it is new.
   v1::Beat b;

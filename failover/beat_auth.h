@@ -16,11 +16,12 @@
  * with its clock stepped back is refused until its clock passes the last beat seen: its gRPC
  * beats, authenticated by mTLS, still count it as alive.)
  *
- * Open is not thread-safe (one receiving thread); seal is. */
+ * Open is not thread-safe (one receiving thread); seal and set_keys are. */
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,7 +65,11 @@ class BeatAuth {
   explicit BeatAuth(std::vector<BeatKey> keys, uint64_t nonce = 0);
 
   uint64_t nonce() const { return nonce_; }
-  uint8_t signing_key() const { return keys_.front().id; }
+  uint8_t signing_key() const;
+  /* A rotation step (SIGHUP): the new key list (keys[0] signs from now on). The replay state
+   * (the peer's nonce, window and newest send time) is kept, so nothing captured before can be
+   * replayed across the change. */
+  void set_keys(std::vector<BeatKey> keys);
 
   // The datagram for b under the signing key.
   std::string seal(const v1::Beat &b) const;
@@ -74,8 +79,8 @@ class BeatAuth {
   BeatReject open(const uint8_t *p, size_t n, v1::Beat *out);
 
  private:
-  const BeatKey *key(uint8_t id) const;
-  std::vector<BeatKey> keys_;
+  mutable std::mutex keys_mu_;
+  std::vector<BeatKey> keys_;  // keys_mu_
   uint64_t nonce_;
   // Replay state (the receiving thread).
   bool have_peer_ = false;

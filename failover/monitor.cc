@@ -183,6 +183,13 @@ void Monitor::hook_loop() {
   }
 }
 
+Status Monitor::set_beat_keys(std::vector<BeatKey> keys) {
+  if (!auth_) return FailedPrecondition("the fast beats run unauthenticated: failover.beat_keys takes effect at a restart");
+  if (keys.empty()) return FailedPrecondition("failover.beat_keys may not become empty while running: restart to turn authentication off");
+  auth_->set_keys(std::move(keys));
+  return Status::Ok();
+}
+
 std::string Monitor::udp_error() const {
   std::lock_guard<std::mutex> g(err_mu_);
   return udp_error_;

@@ -97,6 +97,10 @@ class Monitor {
   uint64_t udp_rejected(BeatReject r) const { return udp_rejected_[static_cast<size_t>(r)].load(); }
   // True when fast beats are signed and verified (beat_keys configured).
   bool authenticated() const { return auth_ != nullptr; }
+  /* Key rotation (SIGHUP): the fast beats sign with keys[0] and verify with every key from now
+   * on. FAILED_PRECONDITION when the beats run unauthenticated (turning authentication on or
+   * off needs a restart: the peer would refuse or be refused). */
+  Status set_beat_keys(std::vector<BeatKey> keys);
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
   // Empty when fast beats run (or are off); else why they could not start.

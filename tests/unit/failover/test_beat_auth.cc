@@ -137,6 +137,23 @@ TEST(BeatAuth, RotationKeepsThePairTalking) {
   }
 }
 
+/* The same rotation done on running nodes (Monitor::set_beat_keys on SIGHUP): the keys
+ * change, the replay state does not, so a datagram captured before the change cannot be
+ * replayed after it, and the new signing key is used at once. */
+TEST(BeatAuth, SetKeysKeepsTheReplayState) {
+  BeatAuth tx({{1, kSecretA}}, 11), rx({{1, kSecretA}}, 12);
+  const std::string old = tx.seal(beat(1, 100));
+  ASSERT_EQ(open(rx, old), BeatReject::COUNT);
+  rx.set_keys({{1, kSecretA}, {2, kSecretB}});
+  EXPECT_EQ(open(rx, old), BeatReject::REPLAY);
+  tx.set_keys({{2, kSecretB}, {1, kSecretA}});
+  EXPECT_EQ(tx.signing_key(), 2);
+  EXPECT_EQ(open(rx, tx.seal(beat(2, 101))), BeatReject::COUNT);
+  rx.set_keys({{2, kSecretB}});
+  EXPECT_EQ(open(rx, old), BeatReject::UNKNOWN_KEY);
+  EXPECT_EQ(open(rx, tx.seal(beat(3, 102))), BeatReject::COUNT);
+}
+
 class BeatKeyFile : public ::testing::Test {
  protected:
   void SetUp() override { path_ = "/tmp/ftpair-beat-key-" + std::to_string(getpid()); }
