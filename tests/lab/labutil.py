@@ -260,10 +260,16 @@ def scrape(node, timeout=2.0):
         return None
 
 
+class NodeDown(LabError):
+    """A metric was read from a node that did not answer /metrics: the test fails, loudly,
+    instead of reading 0 (a dead standby must not pass as one with no misses)."""
+
+
 def metric(m, name, **labels):
-    """Value of one sample (0.0 when absent)."""
-    if not m:
-        return 0.0
+    """Value of one sample of a scrape (0.0 when the sample is absent). m is None (the node did
+    not answer): NodeDown. Where a node may be down on purpose, check scrape() for None first."""
+    if m is None:
+        raise NodeDown("%s read from a node that did not answer /metrics" % name)
     return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -279,12 +285,21 @@ def drops(m):
 
 
 def wait_until(fn, timeout, interval=0.1):
-    """Poll fn() until truthy; return its last value."""
+    """Poll fn() until truthy; return its last value. A node that does not answer (NodeDown)
+    counts as not yet while time is left; if it still does not at the deadline, NodeDown."""
     deadline = time.monotonic() + timeout
-    v = fn()
+
+    def attempt():
+        try:
+            return fn(), None
+        except NodeDown as e:
+            return None, e
+    v, down = attempt()
     while not v and time.monotonic() < deadline:
         time.sleep(interval)
-        v = fn()
+        v, down = attempt()
+    if not v and down is not None:
+        raise down
     return v
 
 
@@ -365,8 +380,12 @@ def node_log_tail(node, n=40):
 
 
 def node_metric(node, name, scrape_timeout=1.0, **labels):
-    """One sample of a node's /metrics, scraped now (0.0 when absent or unreachable)."""
-    return metric(scrape(node, timeout=scrape_timeout), name, **labels)
+    """One sample of a node's /metrics, scraped now (0.0 when the sample is absent). A node that
+    does not answer: NodeDown, which fails the test (run_main)."""
+    s = scrape(node, timeout=scrape_timeout)
+    if s is None:
+        raise NodeDown("node %s does not answer /metrics (reading %s)" % (node, name))
+    return metric(s, name, **labels)
 
 
 def vip_owner(node):
