@@ -59,6 +59,7 @@ def main():
     with L.LabSession(deadline_s=150 + 5 * SECONDS) as lab:
         chk = lab.checker
         lab.setup()
+        B.pin_daemon()   # one build throughout, even if the tree is rebuilt meanwhile
         echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", B.ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
         pair = B.Pair(lab)

@@ -8,13 +8,14 @@ nodes (tools/lab/faults.py).
 Per fault:
   1. window: a in sync pair, 8 byte-checked echo connections through the active, the fault
      applied for --seconds (env FAULTS_SECONDS). Both nodes' /metrics are polled in turn all
-     along (a, b, a then b, a, b: ~30 rounds a second): two owners of the VIPs seen with the
-     first node owning them before and after the second one did count as two actives; no
-     owner in all three scrapes of a round counts as no active (a stretch runs from halfway
-     between its first such round and the round before, to halfway to the first round with an
-     owner again; so its resolution is a round, ~35 ms). Every failover counted by a node
-     (ftpair_failovers_total, over each incarnation) is spurious: nothing failed but the link.
-     A node that the fault got fenced is restarted at once, as a standby, fault still on.
+     along (rounds a, b, a then b, a, b; ~20-40 ms a round). Two actives: a round in which the
+     first node owned the VIPs before and after the second was seen owning them. No active:
+     each node's ownership is a step function through its scrapes (a change placed halfway
+     between the two scrapes that show it, a node that does not answer owns nothing), and no
+     active is where neither is 1; its resolution is the spacing of one node's scrapes, ~10-20
+     ms. Every failover counted by a node (ftpair_failovers_total, summed over its
+     incarnations) is spurious: nothing failed but the link. A node that the fault got fenced
+     is restarted at once, as a standby (--role standby), the fault still on.
   2. kills: --kills times, the fault is cleared, the pair brought back in sync, the fault
      applied again (relative to the roles then), 2 s of settling with echo connections, then
      SIGKILL of the active. The failover time runs from the kill to the first packet the new
@@ -31,10 +32,12 @@ Writes JSON lines {"name","value","unit","params"} to --out (appends). Needs roo
 """
 
 import argparse
+import atexit
 import json
 import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import threading
@@ -211,6 +214,28 @@ class PairWatch:
 
 # --------------------------------------------------------------- the pair --
 
+def pin_daemon():
+    """Runs the whole matrix on one build: a copy of ftpaird in RUN (ftpair-lab takes FTPAIRD
+    from the environment). A rebuild in the tree meanwhile (the binary missing for the seconds
+    of a link) then fails no restart. Returns (source, copy, source mtime)."""
+    src = os.environ.get("FTPAIRD", L.FTPAIRD)
+    dst = os.path.join(L.RUN, "faults-ftpaird")
+    shutil.copy2(src, dst)
+    atexit.register(lambda: os.path.exists(dst) and os.unlink(dst))
+    os.environ["FTPAIRD"] = dst
+    return src, dst, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(os.stat(src).st_mtime))
+
+def keep_log(node):
+    """A restart truncates the node's log: append it to RUN/faults-NODE.log first."""
+    try:
+        with open(os.path.join(L.RUN, "%s.log" % node), errors="replace") as f:
+            text = f.read()
+        with open(os.path.join(L.RUN, "faults-%s.log" % node), "a") as f:
+            f.write("==== %s.log before a restart at %s ====\n%s" % (node, time.strftime("%H:%M:%S"), text))
+    except OSError:
+        pass
+
+
 class Pair:
     def __init__(self, lab, log=L.log):
         self.lab = lab
@@ -221,6 +246,7 @@ class Pair:
         F.clear()
         for n in ("a", "b"):
             L.lab("stop", n, check=False)
+            keep_log(n)
         self.lab.start_node("a", "--role", "active")
         self.lab.start_node("b", "--role", "standby")
         if not L.wait_until(lambda: self.ready("a"), 30, 0.2):
@@ -238,6 +264,7 @@ class Pair:
 
     def restart_standby(self, node):
         L.lab("stop", node, check=False)
+        keep_log(node)
         self.restarts += 1
         self.lab.start_node(node, "--role", "standby", timeout=40)
 
@@ -346,7 +373,7 @@ def window(lab, pair, spec, seconds, conns):
                     try:
                         pair.restart_standby(n)
                     except L.LabError as e:
-                        L.log("  restart of %s failed: %s" % (n, str(e).splitlines()[0]))
+                        L.log("  restart of %s failed: %s" % (n, " | ".join(str(e).splitlines()[-4:])))
             time.sleep(0.2)
         evidence = F.counters()
     w = watch.stop()
@@ -469,6 +496,13 @@ def main():
     per_fault = a.seconds + a.kills * 30 + 30
     with L.LabSession(deadline_s=120 + per_fault * len(specs)) as lab:
         lab.setup()
+        for n in ("a", "b"):
+            try:
+                os.unlink(os.path.join(L.RUN, "faults-%s.log" % n))
+            except OSError:
+                pass
+        src, dst, mtime = pin_daemon()
+        L.log("ftpaird: %s (built %s UTC), run from a copy at %s" % (src, mtime, dst))
         echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
         pair = Pair(lab)

@@ -302,17 +302,18 @@ def status():
 
 def counters():
     """What the fault in place has done so far: {"dropped": frames dropped by the table's
-    rules, "tbf_dropped", and the relay's figures (relayed, sent, dup, held, delay_ms_mean,
+    rules, "tbf_dropped", "tbf_overlimits" (packets that had to wait), and the relay's figures (relayed, sent, dup, held, delay_ms_mean,
     late_ms_max)} when it runs."""
-    out = {"dropped": 0, "tbf_dropped": 0}
+    out = {"dropped": 0, "tbf_dropped": 0, "tbf_overlimits": 0}
     r = _run(["nft", "list", "table", "bridge", TABLE], check=False)
     if r.returncode == 0:
         out["dropped"] = sum(int(n) for n in re.findall(r"counter packets (\d+)", r.stdout))
     for n in ("a", "b"):
         r = _run(["tc", "-s", "qdisc", "show", "dev", port(n), "root"], check=False)
-        mm = re.search(r"tbf .*?dropped (\d+)", r.stdout, re.S)
+        mm = re.search(r"tbf .*?dropped (\d+), overlimits (\d+)", r.stdout, re.S)
         if mm:
             out["tbf_dropped"] += int(mm.group(1))
+            out["tbf_overlimits"] += int(mm.group(2))
     try:
         with open(RELAY_STATS) as f:
             out.update(json.load(f))
