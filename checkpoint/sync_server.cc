@@ -18,6 +18,13 @@ spdlog::logger &logger() {
 
 grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
                                grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+  if (hooks_.authorize) {
+    Status st = hooks_.authorize(*ctx);
+    if (!st.ok()) {
+      refused(st.message());
+      return rpc::to_grpc(st);
+    }
+  }
   if (hooks_.admit) {
     Status st = hooks_.admit();
     if (!st.ok()) {

@@ -26,6 +26,8 @@ namespace ftpair::ckpt {
 struct SyncHooks {
   // Refuses a stream before it starts (a daemon that is active takes no checkpoints).
   std::function<Status()> admit;
+  // Refuses a client that is not the peer (its certificate's identity), before anything else.
+  std::function<Status(const grpc::ServerContext &)> authorize;
   // The generation the hello is judged against (0 when unset).
   std::function<uint64_t()> generation;
   // The stream moved the standby to in sync (true) or out of it (false).

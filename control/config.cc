@@ -382,10 +382,22 @@ void read_config(const YAML::Node &root, Config *c) {
     read_tls(n, "management", &c->management_tls);
   }
   if (YAML::Node n = root["peer"]) {
-    check_keys(n, "peer", {"grpc", "tls"});
+    check_keys(n, "peer", {"grpc", "tls", "identities"});
     get_endpoint(n, "grpc", "peer", &c->peer_grpc);
     read_tls(n, "peer", &c->peer_tls);
+    if (YAML::Node l = n["identities"]) {
+      if (!l.IsSequence() || l.size() == 0 || l.size() > 16)
+        fail("peer.identities", "must be a list of 1 to 16 names (subjectAltName DNS or IP, or common name)");
+      for (const auto &x : l) {
+        const std::string id = x.as<std::string>();
+        if (id.empty()) fail("peer.identities", "an empty name");
+        c->peer_identities.push_back(id);
+      }
+    }
   }
+  // With mTLS, only the peer may call the peer RPCs: by default the certificate must name the
+  // peer's address (as its subjectAltName IP does for the peer's own server side).
+  if (c->peer_identities.empty() && c->peer_grpc.set()) c->peer_identities.push_back(c->peer_grpc.host);
   if (!c->peer_tls.enabled()) {
     c->peer_tls.ca = c->management_tls.ca;
     c->peer_tls.cert = c->management_tls.cert;

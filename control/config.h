@@ -94,6 +94,10 @@ struct Config {
   Endpoint peer_grpc;
   TlsConfig management_tls;  // gRPC server: requires and verifies client certificates
   TlsConfig peer_tls;        // client of the peer (defaults to management_tls)
+  /* With management.tls: the names (subjectAltName DNS/IP, or common name) a client
+   * certificate must carry to call the peer RPCs (Peer.*, Replication.Sync). Default: the
+   * address of peer.grpc. */
+  std::vector<std::string> peer_identities;
   // checkpoint
   ReplicationMode mode = ReplicationMode::RELAXED;
   uint32_t checkpoint_interval_us = 1000;

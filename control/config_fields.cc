@@ -144,6 +144,11 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["management.tls.cert"] = c.management_tls.cert;
   m["management.tls.key"] = c.management_tls.key;
   m["peer.grpc"] = c.peer_grpc.set() ? c.peer_grpc.str() : "";
+  {
+    std::string ids;
+    for (const auto &i : c.peer_identities) ids += (ids.empty() ? "" : ",") + i;
+    m["peer.identities"] = ids;
+  }
   m["peer.tls.ca"] = c.peer_tls.ca;
   m["peer.tls.cert"] = c.peer_tls.cert;
   m["peer.tls.key"] = c.peer_tls.key;

@@ -72,6 +72,7 @@ Status Daemon::make_engine() {
   if (IpfixExporter *x = node_->session_log()) x->set_release_source([e = engine_.get()] { return e->log_release_epoch(); });
 
   ckpt::SyncHooks hooks;
+  hooks.authorize = [this](const grpc::ServerContext &ctx) { return authorize_peer(ctx, "Replication.Sync"); };
   hooks.admit = [this]() -> Status {
     if (is_active(role()))
       return FailedPrecondition("node " + cfg_.node_id + " is active: it sends checkpoints, it does not take them");
@@ -332,6 +333,18 @@ std::vector<std::string> Daemon::security_warnings() const {
     w.push_back("control_without_mtls: no management.tls, so anyone on the management network can force a "
                 "switchover");
   return w;
+}
+
+Status Daemon::authorize_peer(const grpc::ServerContext &ctx, const char *what) {
+  Status st = rpc::authorize_identity(ctx, cfg_.management_tls.enabled(), cfg_.peer_identities, what);
+  if (!st.ok()) {
+    peer_calls_refused_++;
+    const int64_t now = mono_ns();
+    int64_t last = peer_refusal_log_ns_.load();
+    if (now - last > 1'000'000'000 && peer_refusal_log_ns_.compare_exchange_strong(last, now))
+      L.warn("{} (from {})", st.message(), ctx.peer());
+  }
+  return st;
 }
 
 Status load_beat_keys(const Config &cfg, std::vector<fo::BeatKey> *out) {

@@ -132,6 +132,10 @@ class Daemon {
    * holding no complete copy, with the reason its active's stream was refused, if it was).
    * Only with a peer configured. Also in grpc.health.v1 as service "ftpair.pair.protected". */
   std::vector<std::string> alarms() const;
+  /* With mTLS: only a client whose certificate names one of peer.identities may call `what`
+   * (a Peer RPC or the Sync stream); refusals are counted and logged once a second. */
+  Status authorize_peer(const grpc::ServerContext &ctx, const char *what);
+  uint64_t peer_calls_refused() const { return peer_calls_refused_.load(); }
   uint64_t reloads_applied() const { return reloads_ok_.load(); }
   uint64_t transitions_rolled_back() const { return roles_.transitions_rolled_back(); }
   const std::string &binary_sha256() const { return self_sha_; }
@@ -168,7 +172,9 @@ class Daemon {
   std::unique_ptr<UpgradeCoordinator> make_upgrade();
 
   Config cfg_;
-  std::vector<fo::BeatKey> running_keys_;  // the beat keys in use (reload_mu_ after start)
+  std::vector<fo::BeatKey> running_keys_;
+  std::atomic<uint64_t> peer_calls_refused_{0};
+  std::atomic<int64_t> peer_refusal_log_ns_{0};  // the beat keys in use (reload_mu_ after start)
   RoleManager roles_;
   std::mutex table_mu_;
   std::unique_ptr<Node> node_;

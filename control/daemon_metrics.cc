@@ -56,6 +56,10 @@ std::string Daemon::render_metrics() {
       x.sample(on ? 1 : 0, {{"what", what}});
     }
   }
+  x.family("ftpair_peer_calls_refused_total", "counter",
+           "Peer RPCs and Sync streams refused because the client certificate does not name the peer "
+           "(peer.identities).")
+      .sample(double(peer_calls_refused()), {{"reason", "identity"}});
   x.family("ftpair_role_transitions_rolled_back_total", "counter",
            "Role transitions whose prepare failed (workers not parked, generation not stored) and changed nothing.")
       .sample(roles_.transitions_rolled_back());

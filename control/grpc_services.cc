@@ -83,16 +83,20 @@ grpc::Status ControlService::Upgrade(grpc::ServerContext *, const v1::UpgradeReq
   return rpc::to_grpc(d_.upgrade(*req, out));
 }
 
-grpc::Status PeerService::Heartbeat(grpc::ServerContext *, const v1::Beat *req, v1::Beat *reply) {
+// Every Peer RPC is the peer's alone: with mTLS its certificate must name it (peer.identities).
+grpc::Status PeerService::Heartbeat(grpc::ServerContext *ctx, const v1::Beat *req, v1::Beat *reply) {
+  if (Status st = d_.authorize_peer(*ctx, "Peer.Heartbeat"); !st.ok()) return rpc::to_grpc(st);
   d_.heartbeat(*req, reply);
   return grpc::Status::OK;
 }
 
-grpc::Status PeerService::Takeover(grpc::ServerContext *, const v1::TakeoverRequest *req, v1::TakeoverReply *out) {
+grpc::Status PeerService::Takeover(grpc::ServerContext *ctx, const v1::TakeoverRequest *req, v1::TakeoverReply *out) {
+  if (Status st = d_.authorize_peer(*ctx, "Peer.Takeover"); !st.ok()) return rpc::to_grpc(st);
   return rpc::to_grpc(d_.takeover(*req, out));
 }
 
-grpc::Status PeerService::Join(grpc::ServerContext *, const v1::JoinRequest *req, v1::JoinReply *out) {
+grpc::Status PeerService::Join(grpc::ServerContext *ctx, const v1::JoinRequest *req, v1::JoinReply *out) {
+  if (Status st = d_.authorize_peer(*ctx, "Peer.Join"); !st.ok()) return rpc::to_grpc(st);
   return rpc::to_grpc(d_.join(*req, out));
 }
 

@@ -118,4 +118,29 @@ void apply_server_policy(grpc::ServerBuilder *b) {
   b->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
 }
 
+std::vector<std::string> client_identities(const grpc::ServerContext &ctx) {
+  std::vector<std::string> out;
+  std::shared_ptr<const grpc::AuthContext> a = ctx.auth_context();
+  if (!a || !a->IsPeerAuthenticated()) return out;
+  for (const char *prop : {"x509_subject_alternative_name", "x509_common_name"})
+    for (const grpc::string_ref &v : a->FindPropertyValues(prop)) out.emplace_back(v.data(), v.size());
+  return out;
+}
+
+Status authorize_identity(const grpc::ServerContext &ctx, bool tls_on, const std::vector<std::string> &allowed,
+                          const std::string &what) {
+  if (!tls_on) return Status::Ok();
+  const std::vector<std::string> have = client_identities(ctx);
+  for (const auto &h : have)
+    for (const auto &w : allowed)
+      if (h == w) return Status::Ok();
+  auto list = [](const std::vector<std::string> &v) {
+    std::string s;
+    for (const auto &x : v) s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string("nothing") : s;
+  };
+  return PermissionDenied(what + " refused: the client certificate names " + list(have) + "; only the peer (" +
+                          list(allowed) + ") may call it");
+}
+
 }  // namespace ftpair::rpc

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -30,6 +31,17 @@ Status client_credentials(const TlsFiles &t, const std::string &key_prefix,
 // Server credentials: plaintext when off, else mutual TLS (a client certificate signed by ca).
 Status server_credentials(const TlsFiles &t, const std::string &key_prefix,
                           std::shared_ptr<grpc::ServerCredentials> *out);
+
+/* The names a TLS client's certificate gives for itself: its subjectAltName entries (DNS names
+ * and IP addresses, as gRPC reports them) and its subject common name. Empty without TLS or
+ * without a client certificate. */
+std::vector<std::string> client_identities(const grpc::ServerContext &ctx);
+/* Authorises a peer-only call (beats, takeover, join, the Sync stream) by the client
+ * certificate's identity: OK when `tls_on` is false (plaintext: nothing to check; the daemon
+ * warns about that), or when one of client_identities() is in `allowed`. PERMISSION_DENIED
+ * naming what the certificate says and what is required otherwise. */
+Status authorize_identity(const grpc::ServerContext &ctx, bool tls_on, const std::vector<std::string> &allowed,
+                          const std::string &what);
 
 /* What a channel carries decides how it reconnects and keeps alive.
  *   CALLS  unary calls to the peer (switchover, takeover, join, initial role): defaults.

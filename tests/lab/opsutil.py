@@ -97,6 +97,25 @@ def health_check(addr, service="", timeout=3.0, **tls):
         ch.close()
 
 
+def call_code(addr, method, stream=False, timeout=3.0, **tls):
+    """Calls METHOD ("/pkg.Service/Name") with an empty request (a unary call, or a bidi stream
+    that sends nothing): the gRPC status code name ("OK", "PERMISSION_DENIED", ...) and details."""
+    ch = channel(addr, **tls)
+    try:
+        if stream:
+            call = ch.stream_stream(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            for _ in call(iter([]), timeout=timeout):
+                pass
+        else:
+            call = ch.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            call(b"", timeout=timeout)
+        return "OK", ""
+    except grpc.RpcError as e:
+        return e.code().name, e.details() or ""
+    finally:
+        ch.close()
+
+
 def list_services(addr, timeout=3.0, **tls):
     """(sorted service names, None) via server reflection, or (None, error)."""
     ch = channel(addr, **tls)

@@ -283,6 +283,21 @@ def phase_mtls(lab, chk, O, tmp):
               "got %s %s" % (st, err))
     st, err = O.health_check(GRPC["a"], ca=certs["ca"], cert=certs["rogue"], key=certs["rogue_key"])
     chk.check("mTLS: a certificate from another CA is refused", st is None, "got %s %s" % (st, err))
+    # The peer RPCs are the peer's alone: a certificate from the right CA is not enough, it must
+    # name the peer (peer.identities, by default the peer's address).
+    node = {"ca": certs["ca"], "cert": certs["node"], "key": certs["node_key"]}
+    refused0 = L.node_metric("a", "ftpair_peer_calls_refused_total", reason="identity")
+    for method, stream in (("/ftpair.v1.Peer/Heartbeat", False), ("/ftpair.v1.Peer/Join", False),
+                           ("/ftpair.v1.Peer/Takeover", False), ("/ftpair.v1.Replication/Sync", True)):
+        code, why = O.call_code(GRPC["a"], method, stream=stream, **good)
+        chk.check("mTLS: %s with the operator's certificate (same CA, not the peer): PERMISSION_DENIED" % method,
+                  code == "PERMISSION_DENIED" and "operator" in why, "%s %s" % (code, why))
+    code, why = O.call_code(GRPC["a"], "/ftpair.v1.Peer/Heartbeat", **node)
+    chk.check("mTLS: Peer.Heartbeat with the node certificate (names the peer's address): OK", code == "OK",
+              "%s %s" % (code, why))
+    refused = L.node_metric("a", "ftpair_peer_calls_refused_total", reason="identity") - refused0
+    chk.check("mTLS: the 4 refusals are counted", refused == 4, "%g" % refused)
+    chk.check("mTLS: the pair still in sync after the refused calls", L.wait_until(lambda: in_sync("a", tls=certs), 5))
     rc, out, err = ctl("a", "--cacert", certs["ca"], "status", timeout=15)
     chk.check("mTLS: ftpairctl without a client certificate exits 3", rc == 3 and out == "", "rc=%d %s" % (rc, err))
     rc, out, err = ctl("a", "--timeout", "10", "switchover", tls=certs)

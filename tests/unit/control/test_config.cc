@@ -383,6 +383,23 @@ TEST(Config, BadFailoverSettings) {
   expect_error(parse(full_with("miss_threshold: 4", "miss_treshold: 4")), "failover.miss_treshold", "typo");
 }
 
+// peer.identities: who may call the peer RPCs under mTLS; by default the peer's own address.
+TEST(Config, PeerIdentities) {
+  Config c;
+  ASSERT_TRUE(parse_config(kFull, {}, &c).ok());
+  EXPECT_EQ(c.peer_identities, std::vector<std::string>{"198.18.3.2"});
+  ASSERT_TRUE(parse_config(full_with("  grpc: 198.18.3.2:50051", "  grpc: 198.18.3.2:50051\n  identities: [pair1-b.example, 198.18.3.9]"),
+                           {}, &c)
+                  .ok());
+  EXPECT_EQ(c.peer_identities, (std::vector<std::string>{"pair1-b.example", "198.18.3.9"}));
+  expect_error(parse(full_with("  grpc: 198.18.3.2:50051", "  grpc: 198.18.3.2:50051\n  identities: []")),
+               "peer.identities", "an empty list");
+  expect_error(parse(full_with("  grpc: 198.18.3.2:50051", "  grpc: 198.18.3.2:50051\n  identities: ['']")),
+               "peer.identities", "an empty name");
+  ASSERT_TRUE(parse_config(kMinimal, {}, &c).ok());
+  EXPECT_TRUE(c.peer_identities.empty()) << "no peer, nobody";
+}
+
 TEST(Config, YamlSyntaxErrorGivesTheLine) {
   const std::string text = "node:\n  id: a\n  role: active: x\nports: {}\n";
   Status s = parse(text);
