@@ -107,13 +107,15 @@ class PairWatch:
     after y was seen owning them: a real overlap, never a clean hand-over between two
     scrapes). No active: each node's ownership is a step function through its scrapes (a
     change placed halfway between the two scrapes that show it; a node that does not answer
-    owns nothing); no active is where neither function is 1."""
+    and whose process is gone, or that was just killed, owns nothing; a live node that does
+    not answer tells nothing); no active is where neither function is 1."""
 
     def __init__(self, period=0.015):
         self.period = period
         self.rounds = 0
         self.double, self.double_unconfirmed = [], 0
         self.samples = {"a": [], "b": []}     # (t, 0 or 1)
+        self.killed = set()                   # nodes this bench has just SIGKILLed
         self._fo = {"a": [0.0, None], "b": [0.0, None]}   # counted, last value seen
         self._stop = threading.Event()
         self._t0 = time.monotonic()
@@ -137,9 +139,10 @@ class PairWatch:
         r = quick(node)
         t = (t0 + time.monotonic()) / 2
         if r is None:
-            # No answer: counted as not owning the VIPs (a node that was just killed, or one
-            # too busy to answer within 0.5 s); so no active is, if anything, overstated.
-            own = False
+            # No answer: a node whose process is gone (or that this bench killed) owns nothing;
+            # a live one that does not answer within 0.5 s (its scrape queued behind a
+            # throttled link) tells nothing.
+            own = False if (node in self.killed or not node_alive(node)) else None
         else:
             own = r[0] == 1
             self._count_failovers(node, r)
@@ -386,7 +389,7 @@ def window(lab, pair, spec, seconds, conns):
               spec, w["failovers"], w["double_samples"], w["double_unconfirmed"],
               w["no_active_s"], w["no_active_max_ms"], w["no_active_stretches"], w["rounds"], w["round_ms"],
               w["ok"], w["conns"], w["restarts"]))
-    L.log("  the fault did: %s" % json.dumps(evidence))
+    L.log("  the fault did: %s; load average %s" % (json.dumps(evidence), open("/proc/loadavg").read().strip()))
     return w
 
 
@@ -412,6 +415,7 @@ def kill_once(lab, pair, spec, conns=8):
                 promo0 = len(promotions(new))
                 pid = L.node_pid(act)
                 t0 = time.monotonic()
+                watch.killed.add(act)
                 os.kill(pid, 9)
                 res["taken"] = True
                 res["failover_s"] = first_forward_after(new, t0, base or 0.0, TAKEOVER_WAIT_S)
