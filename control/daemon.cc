@@ -335,6 +335,13 @@ std::vector<std::string> Daemon::security_warnings() const {
   return w;
 }
 
+bool Daemon::peer_view(bool *reachable, v1::Beat *last) const {
+  if (!monitor_ || !monitor_->ever_heard()) return false;
+  *reachable = !monitor_->peer_silent();
+  *last = monitor_->last_peer_beat();
+  return true;
+}
+
 Status Daemon::authorize_peer(const grpc::ServerContext &ctx, const char *what) {
   Status st = rpc::authorize_identity(ctx, cfg_.management_tls.enabled(), cfg_.peer_identities, what);
   if (!st.ok()) {

@@ -136,6 +136,9 @@ class Daemon {
    * (a Peer RPC or the Sync stream); refusals are counted and logged once a second. */
   Status authorize_peer(const grpc::ServerContext &ctx, const char *what);
   uint64_t peer_calls_refused() const { return peer_calls_refused_.load(); }
+  /* The peer as the beats last showed it: false without a peer or before its first beat;
+   * else *reachable (heard within the miss threshold) and its last beat. */
+  bool peer_view(bool *reachable, v1::Beat *last) const;
   uint64_t reloads_applied() const { return reloads_ok_.load(); }
   uint64_t transitions_rolled_back() const { return roles_.transitions_rolled_back(); }
   const std::string &binary_sha256() const { return self_sha_; }

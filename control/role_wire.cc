@@ -61,4 +61,9 @@ void fill(fo::Role r, v1::StatusReply *s) {
   if (!g_previous_release.load()) s->set_role_state(to_proto(r));
 }
 
+void fill_peer(fo::Role r, v1::StatusReply *s) {
+  s->set_peer_role(fo::role_name(r));
+  if (!g_previous_release.load()) s->set_peer_role_state(to_proto(r));
+}
+
 }  // namespace ftpair::wire

@@ -25,6 +25,8 @@ fo::Role role_of(const v1::Beat &b);
 // Fills role, state and role_state.
 void fill(fo::Role r, v1::Beat *b);
 void fill(fo::Role r, v1::StatusReply *s);
+// The peer's role as this node last heard it: peer_role (the state name) and peer_role_state.
+void fill_peer(fo::Role r, v1::StatusReply *s);
 
 /* ftpaird-prev (the previous release played by this source, FTPAIR_PREV_RELEASE): send only
  * the strings and ignore RoleState, as that release did. Set once at start. */

@@ -119,6 +119,14 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
   out->set_pid(uint32_t(::getpid()));
   out->set_binary_sha256(d.binary_sha256());
   if (cfg.peer_grpc.set()) out->set_peer_address(cfg.peer_grpc.str());
+  {
+    bool reachable = false;
+    v1::Beat peer;
+    if (d.peer_view(&reachable, &peer)) {
+      out->set_peer_reachable(reachable);
+      wire::fill_peer(wire::role_of(peer), out);
+    }
+  }
   d.fill_upgrade(out->mutable_upgrade());
   out->set_upgrade_stage(out->upgrade().stage());
   fill_sync(d, r, out->mutable_sync());

@@ -9,7 +9,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libmicrohttpd-dev libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libssl-dev
   prometheus python3-grpcio python3-scapy python3-yaml nfdump
-  iperf3 tcpreplay gnuplot-nox iproute2 ethtool bridge-utils procps psmisc curl openssl
+  iperf3 tcpreplay gnuplot-nox iproute2 nftables ethtool bridge-utils procps psmisc curl openssl
   traceroute iputils-tracepath iputils-ping hping3 util-linux
   libxml2-dev linux-image-cloud-amd64
 )

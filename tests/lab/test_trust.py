@@ -243,6 +243,13 @@ def main():
                   "winner %s; a's elections %g" % (winner, m("a", "ftpair_failovers_total", reason="election")))
         if not wait_pair(chk, "a", "after the election"):
             return lab.exit_code()
+        st_a, st_b = L.status("a") or {}, L.status("b") or {}
+        chk.check("status shows each node's peer as the beats show it, and no alarm once in sync",
+                  st_a.get("peer_role") == "STANDBY_READY" and st_a.get("peer_reachable")
+                  and st_b.get("peer_role") == "ACTIVE" and st_b.get("peer_reachable")
+                  and not st_a.get("alarms") and not st_b.get("alarms"),
+                  "a: %s %s %s; b: %s %s %s" % (st_a.get("peer_role"), st_a.get("peer_reachable"), st_a.get("alarms"),
+                                               st_b.get("peer_role"), st_b.get("peer_reachable"), st_b.get("alarms")))
         chk.check("lab pair signs its beats (no security warning for beats)",
                   m("a", "ftpair_security_warning", what="beats_unauthenticated") == 0
                   and m("a", "ftpair_fast_beats_heard_total") > 0, "")
