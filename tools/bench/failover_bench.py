@@ -104,19 +104,6 @@ class Bench:
         if not L.wait_until(lambda: pair_ready(self.active), 30, 0.2):
             raise L.LabError("%s did not rejoin as standby in sync" % old)
 
-    def echo_clients(self, conns, seconds):
-        return self.lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP, "--port",
-                                              ECHO_PORT, "--conns", conns, "--seconds", seconds,
-                                              "--rate-bytes-per-s", 32768, "--op-timeout", 8, "--json"])
-
-    @staticmethod
-    def client_result(bg, timeout):
-        deadline = time.monotonic() + timeout
-        while bg.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        bg.stop()
-        return L.last_json("\n".join(bg.snapshot())) or {}
-
     def settle(self):
         """After a run that may have failed over on its own: find the active, bring the other
         node back as standby in sync."""
@@ -133,9 +120,9 @@ class Bench:
         f0 = failovers("a") + failovers("b")
         iperf = self.lab.background("client", ["iperf3", "-c", L.SERVER_IP, "-p", IPERF_PORT, "-t", seconds,
                                                "-P", "2", "--connect-timeout", "3000"])
-        c = self.echo_clients(8, seconds)
+        c = L.start_client(self.lab, 8, seconds)
         time.sleep(seconds + 1)
-        j = self.client_result(c, 30)
+        j = (L.client_result(c, 30) or {})
         iperf.stop(timeout=10)
         spurious = failovers("a") + failovers("b") - f0
         self.emit("spurious_failovers", spurious, "failovers", seconds=seconds, timers=timers, load="iperf3+echo+udp")
@@ -146,7 +133,7 @@ class Bench:
     def fault(self, timers, cause):
         old = self.active
         new = other(old)
-        c = self.echo_clients(8, 5)
+        c = L.start_client(self.lab, 8, 5)
         time.sleep(1.5)
         pid = L.node_pid(old)
         t0 = time.monotonic_ns()
@@ -158,7 +145,7 @@ class Bench:
             os.kill(pid, 10)
         took_over = L.wait_until(lambda: m(new, "ftpair_vip_owner") == 1, 10, 0.01)
         t_owner = time.monotonic_ns()
-        j = self.client_result(c, 40)
+        j = (L.client_result(c, 40) or {})
         promo = {}
         try:
             with open(os.path.join(L.RUN, "%s.log" % new), errors="replace") as f:

@@ -299,20 +299,6 @@ def resolve(spec, active):
     return spec
 
 
-def echo_clients(lab, conns, seconds):
-    return lab.background("client", [L.PY, L.TRAFFIC, "echo-client", "--host", L.SERVER_IP, "--port", ECHO_PORT,
-                                     "--conns", conns, "--seconds", seconds, "--rate-bytes-per-s", 32768,
-                                     "--op-timeout", 8, "--json"])
-
-
-def client_result(bg, timeout):
-    deadline = time.monotonic() + timeout
-    while bg.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    bg.stop()
-    return L.last_json("\n".join(bg.snapshot())) or {}
-
-
 _FORWARDED = re.compile(rb'^ftpair_forwarded_packets_total\{[^}]*port="(?:inside|outside)"[^}]*\} (\S+)\s*$', re.M)
 
 
@@ -362,7 +348,7 @@ def window(lab, pair, spec, seconds, conns):
     """Phase 1. Returns a dict of figures."""
     act = pair.ensure()
     applied = resolve(spec, act)
-    c = echo_clients(lab, conns, seconds)
+    c = L.start_client(lab, conns, seconds)
     time.sleep(1.0)
     restarts0 = pair.restarts
     watch = PairWatch()
@@ -380,7 +366,7 @@ def window(lab, pair, spec, seconds, conns):
             time.sleep(0.2)
         evidence = F.counters()
     w = watch.stop()
-    j = client_result(c, 30)
+    j = (L.client_result(c, 30) or {})
     w.update({"fault": spec, "applied": applied, "seconds": seconds, "restarts": pair.restarts - restarts0,
               "evidence": evidence,
               "conns": j.get("conns", conns), "ok": j.get("ok", 0), "client": j})
@@ -400,7 +386,7 @@ def kill_once(lab, pair, spec, conns=8):
     act = pair.ensure()
     applied = resolve(spec, act)
     new = other(act)
-    c = echo_clients(lab, conns, 6)
+    c = L.start_client(lab, conns, 6)
     time.sleep(1.0)
     watch = PairWatch()
     res = {"fault": spec, "applied": applied, "old": act, "taken": False, "failover_s": None}
@@ -429,7 +415,7 @@ def kill_once(lab, pair, spec, conns=8):
             else:
                 res["why_not"] = "pair not intact at the kill: %s owner %s alive %s, %s ready %s alive %s" % (
                     act, is_owner(act), node_alive(act), new, standby_ready(new), node_alive(new))
-            j = client_result(c, 30)
+            j = (L.client_result(c, 30) or {})
     finally:
         w = watch.stop()
     res.update({"conns": j.get("conns", conns), "ok": j.get("ok", 0), "watch": w})

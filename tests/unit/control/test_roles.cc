@@ -74,6 +74,16 @@ class Roles : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
+  /* Runs a transition while the worker is stalled (it leaves the park of the last transition
+   * and stalls on its next round), so the transition's park fails. */
+  template <typename F> Status with_worker_stalled(F transition) {
+    node_->agent().set_stall(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    Status st = transition();
+    node_->agent().set_stall(false);
+    return st;
+  }
+
   uint64_t generation_on_disk() {
     std::ifstream f(dir_ + "/generation");
     uint64_t g = 0;
@@ -141,21 +151,14 @@ TEST_F(Roles, TheSyncStreamMovesOnlyBetweenStandbyStates) {
  * takes over beside a node that still forwards (two actives). */
 TEST_F(Roles, ADrainTheWorkersCannotParkForChangesNothing) {
   ASSERT_TRUE(roles_->become_active("test", false).ok());
-  // The worker leaves the park of the last transition and stalls on its next round.
-  node_->agent().set_stall(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  Status st = roles_->drain("test");
-  node_->agent().set_stall(false);
+  Status st = with_worker_stalled([&] { return roles_->drain("test"); });
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("did not park"), std::string::npos) << st.message();
   EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
   EXPECT_TRUE(node_->nf().vip_owner());
   // And the other way: a resume that cannot park leaves it DRAINING, without the VIPs.
   ASSERT_TRUE(roles_->drain("test").ok());
-  node_->agent().set_stall(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  st = roles_->resume_active("test");
-  node_->agent().set_stall(false);
+  st = with_worker_stalled([&] { return roles_->resume_active("test"); });
   EXPECT_FALSE(st.ok());
   EXPECT_EQ(roles_->role(), fo::Role::DRAINING);
   EXPECT_FALSE(node_->nf().vip_owner());
@@ -173,10 +176,7 @@ TEST_F(Roles, ATakeoverThatCannotPrepareChangesNothing) {
   ASSERT_EQ(roles_->role(), fo::Role::STANDBY_READY);
   ASSERT_TRUE(roles_->adopt_generation(4, "test").ok());
 
-  node_->agent().set_stall(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  Status st = roles_->become_active("test: workers stalled", true);
-  node_->agent().set_stall(false);
+  Status st = with_worker_stalled([&] { return roles_->become_active("test: workers stalled", true); });
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("did not park"), std::string::npos) << st.message();
   EXPECT_EQ(roles_->role(), fo::Role::STANDBY_READY);
@@ -216,10 +216,7 @@ TEST_F(Roles, ATakeoverThatCannotPrepareChangesNothing) {
  * replicating and owning the VIPs. */
 TEST_F(Roles, AStepDownThatCannotPrepareChangesNothing) {
   ASSERT_TRUE(roles_->become_active("test", false).ok());
-  node_->agent().set_stall(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  Status st = roles_->become_standby("test: workers stalled");
-  node_->agent().set_stall(false);
+  Status st = with_worker_stalled([&] { return roles_->become_standby("test: workers stalled"); });
   EXPECT_FALSE(st.ok());
   EXPECT_EQ(roles_->role(), fo::Role::ACTIVE);
   EXPECT_TRUE(node_->nf().vip_owner());
