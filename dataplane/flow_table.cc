@@ -8,6 +8,8 @@
 #include <rte_hash.h>
 #include <rte_hash_crc.h>
 #include <rte_malloc.h>
+#include <rte_prefetch.h>
+#include <rte_random.h>
 
 namespace ftpair::dp {
 
@@ -23,9 +25,6 @@ int proto_index(uint8_t proto) {
   }
 }
 
-inline void *slot_data(uint32_t slot, uint8_t dir) {
-  return reinterpret_cast<void *>((static_cast<uintptr_t>(slot) << 1) | dir);
-}
 }  // namespace
 
 const char *tcp_state_name(TcpState s) {
@@ -50,14 +49,6 @@ bool operator==(const FlowState &a, const FlowState &b) {
          a.tcp_end[1] == b.tcp_end[1];
 }
 
-FlowKey inside_key(const FlowState &s) {
-  return FlowKey{s.in_ip, s.ext_ip, s.in_port, s.ext_port, s.proto, 0, 0};
-}
-
-FlowKey outside_key(const FlowState &s) {
-  return FlowKey{s.ext_ip, s.nat_ip, s.ext_port, s.nat_port, s.proto, 1, 0};
-}
-
 std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::string *err) {
   if (cfg.capacity < 16 || cfg.capacity > (1u << 26)) {
     *err = "flows.capacity must be between 16 and 67108864";
@@ -65,19 +56,8 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
   }
   std::unique_ptr<FlowTable> t(new FlowTable());
   t->capacity_ = cfg.capacity;
-  rte_hash_parameters hp{};
-  hp.name = cfg.name.c_str();
-  // Two keys per flow; the extendable bucket table guarantees every key fits.
-  hp.entries = cfg.capacity * 2;
-  hp.key_len = sizeof(FlowKey);
-  hp.hash_func = rte_hash_crc;
-  hp.hash_func_init_val = 0x9e3779b9;
-  hp.socket_id = cfg.socket_id;
-  hp.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-  t->hash_ = rte_hash_create(&hp);
-  if (t->hash_ == nullptr) {
-    *err = std::string("rte_hash_create failed: ") + rte_strerror(rte_errno) +
-           " (raise dpdk.memory_mb or lower flows.capacity)";
+  if (!t->index_.init(cfg.capacity * 2, static_cast<uint32_t>(rte_rand()))) {
+    *err = "cannot allocate the flow key index for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }
   /* The derived indexes (dir of the FlowKey):
@@ -87,7 +67,12 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
    *   5 LAN host {in_ip} -> mapped flows
    * At most four keys a flow, and the extendable buckets guarantee they fit. */
   const std::string aux_name = cfg.name + "_x";
-  rte_hash_parameters ap = hp;
+  rte_hash_parameters ap{};
+  ap.key_len = sizeof(FlowKey);
+  ap.hash_func = rte_hash_crc;
+  ap.hash_func_init_val = 0x9e3779b9;
+  ap.socket_id = cfg.socket_id;
+  ap.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
   ap.name = aux_name.c_str();
   ap.entries = cfg.capacity * 4;
   t->aux_ = rte_hash_create(&ap);
@@ -120,25 +105,41 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
 }
 
 FlowTable::~FlowTable() {
-  if (hash_) rte_hash_free(hash_);
   if (aux_) rte_hash_free(aux_);
   if (records_) rte_free(records_);
 }
 
 int FlowTable::lookup(const FlowKey &key) const {
-  void *data = nullptr;
-  int rc = rte_hash_lookup_data(hash_, &key, &data);
-  if (rc < 0) return -ENOENT;
-  return static_cast<int>(reinterpret_cast<uintptr_t>(data) >> 1);
+  const uint32_t v = index_.find(index_.hash(&key), [&](uint32_t v) { return key_is(v, key); });
+  return v == FlowIndex::kEmpty ? -ENOENT : static_cast<int>(v >> 1);
 }
 
+/* Three passes over the burst, each touching one line per key that the pass before
+ * prefetched: hash and prefetch the bucket; match the signatures and prefetch the record
+ * of the first candidate; verify the key against the record (a miss in a full bucket, or a
+ * false match, walks the chain). */
 void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const {
-  void *data[RTE_HASH_LOOKUP_BULK_MAX];
-  uint64_t hits = 0;
-  rte_hash_lookup_bulk_data(hash_, reinterpret_cast<const void **>(const_cast<const FlowKey **>(keys)),
-                            n, &hits, data);
-  for (unsigned i = 0; i < n; i++)
-    slots[i] = (hits >> i) & 1 ? static_cast<int32_t>(reinterpret_cast<uintptr_t>(data[i]) >> 1) : -1;
+  uint32_t h[kLookupBulkMax], cand[kLookupBulkMax];
+  for (unsigned i = 0; i < n; i++) {
+    h[i] = index_.hash(keys[i]);
+    rte_prefetch0(index_.bucket_of(h[i]));
+  }
+  for (unsigned i = 0; i < n; i++) {
+    const FlowIndex::Bucket &b = *index_.bucket_of(h[i]);
+    const unsigned m = FlowIndex::match(b, h[i]);
+    cand[i] = m ? b.val[__builtin_ctz(m)] : FlowIndex::kEmpty;
+    if (cand[i] != FlowIndex::kEmpty) rte_prefetch0(&records_[cand[i] >> 1]);
+  }
+  for (unsigned i = 0; i < n; i++) {
+    if (__builtin_expect(cand[i] != FlowIndex::kEmpty && key_is(cand[i], *keys[i]), 1)) {
+      slots[i] = static_cast<int32_t>(cand[i] >> 1);
+    } else if (cand[i] == FlowIndex::kEmpty && !FlowIndex::full(*index_.bucket_of(h[i]))) {
+      slots[i] = -1;
+    } else {
+      const uint32_t v = index_.find(h[i], [&](uint32_t v) { return key_is(v, *keys[i]); });
+      slots[i] = v == FlowIndex::kEmpty ? -1 : static_cast<int32_t>(v >> 1);
+    }
+  }
 }
 
 uint32_t FlowTable::ports_in_use(uint8_t proto) const {
@@ -373,13 +374,16 @@ void FlowTable::set_state(uint32_t slot, uint8_t tcp_state, uint8_t flags) {
 
 int FlowTable::add_keys(uint32_t slot) {
   const FlowState &st = records_[slot].st;
-  FlowKey in = inside_key(st), out = outside_key(st);
-  if (rte_hash_lookup(hash_, &in) >= 0 || rte_hash_lookup(hash_, &out) >= 0) return -EEXIST;
-  int rc = rte_hash_add_key_data(hash_, &in, slot_data(slot, 0));
+  const FlowKey in = inside_key(st), out = outside_key(st);
+  const uint32_t hin = index_.hash(&in), hout = index_.hash(&out);
+  if (index_.find(hin, [&](uint32_t v) { return key_is(v, in); }) != FlowIndex::kEmpty ||
+      index_.find(hout, [&](uint32_t v) { return key_is(v, out); }) != FlowIndex::kEmpty)
+    return -EEXIST;
+  int rc = index_.add(hin, slot << 1);
   if (rc < 0) return rc;
-  rc = rte_hash_add_key_data(hash_, &out, slot_data(slot, 1));
+  rc = index_.add(hout, slot << 1 | 1);
   if (rc < 0) {
-    rte_hash_del_key(hash_, &in);
+    index_.remove(hin, slot << 1);
     return rc;
   }
   return 0;
@@ -387,9 +391,9 @@ int FlowTable::add_keys(uint32_t slot) {
 
 void FlowTable::del_keys(uint32_t slot) {
   const FlowState &st = records_[slot].st;
-  FlowKey in = inside_key(st), out = outside_key(st);
-  rte_hash_del_key(hash_, &in);
-  rte_hash_del_key(hash_, &out);
+  const FlowKey in = inside_key(st), out = outside_key(st);
+  index_.remove(index_.hash(&in), slot << 1);
+  index_.remove(index_.hash(&out), slot << 1 | 1);
 }
 
 int FlowTable::insert(const FlowState &st, uint64_t now_tsc) {

@@ -16,9 +16,11 @@
 #include <string>
 #include <vector>
 #include <atomic>
+#include <cstring>
 #include <netinet/in.h>
 
 #include "common/single_writer.h"
+#include "dataplane/flow_index.h"
 
 struct rte_hash;
 
@@ -121,8 +123,12 @@ inline bool operator==(const FlowKey &a, const FlowKey &b) {
          a.dst_port == b.dst_port && a.proto == b.proto && a.dir == b.dir;
 }
 
-FlowKey inside_key(const FlowState &s);
-FlowKey outside_key(const FlowState &s);
+inline FlowKey inside_key(const FlowState &s) {
+  return FlowKey{s.in_ip, s.ext_ip, s.in_port, s.ext_port, s.proto, 0, 0};
+}
+inline FlowKey outside_key(const FlowState &s) {
+  return FlowKey{s.ext_ip, s.nat_ip, s.ext_port, s.nat_port, s.proto, 1, 0};
+}
 
 // One captured slot: its state at the epoch cut, or "free" (a deletion).
 struct CapturedSlot {
@@ -168,7 +174,8 @@ class FlowTable {
 
   // Slot of the flow with this key, or -ENOENT. *dir receives the key's direction.
   int lookup(const FlowKey &key) const;
-  // Bulk lookup of up to 64 keys; slots[i] = slot or -1.
+  static constexpr unsigned kLookupBulkMax = 64;
+  // Bulk lookup of up to kLookupBulkMax keys; slots[i] = slot or -1.
   void lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const;
 
   // Adds a flow (both keys). Returns the slot, -ENOSPC when full, -EEXIST when a key is
@@ -285,7 +292,17 @@ class FlowTable {
   uint64_t aux_get(const FlowKey &k) const;
   void aux_set(const FlowKey &k, uint64_t v);
 
-  rte_hash *hash_ = nullptr;
+  // True when the key of value v (slot << 1 | direction) is key.
+  bool key_is(uint32_t v, const FlowKey &key) const {
+    const FlowState &s = records_[v >> 1].st;
+    const FlowKey k = (v & 1) ? outside_key(s) : inside_key(s);
+    uint64_t a[2], b[2];
+    std::memcpy(a, &k, 16);
+    std::memcpy(b, &key, 16);
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
+  }
+
+  FlowIndex index_;
   FlowRecord *records_ = nullptr;
   uint32_t capacity_ = 0;
   SingleWriter<uint32_t> size_{0};
