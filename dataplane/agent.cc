@@ -112,22 +112,19 @@ void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {
   wctr_[worker].held_now.store(keep, std::memory_order_relaxed);
 }
 
-void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch) {
+// tx() when the packet may have to wait for its state's acknowledgement (strict mode).
+void InterfaceAgent::tx_hold(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch) {
   WorkerState &ws = ws_[worker];
-  // acked_seen is read once per flush, so a packet never overtakes an older held packet
-  // of its own flow: that packet's dependency is no newer, so it was released already.
-  if (dep_epoch > ws.acked_seen && strict_.load(std::memory_order_relaxed)) {
-    if (ws.hold.size() < cfg_.hold_capacity) {
-      ws.hold.push_back(Held{m, dep_epoch, tsc_ns(), port});
-      bump(wctr_[worker].held);
-      wctr_[worker].held_now.store(ws.hold.size(), std::memory_order_relaxed);
-      return;
-    }
-    bump(wctr_[worker].hold_full);
-    if (cfg_.fallback == HoldFallback::DROP) {
-      mbuf_free(m);
-      return;
-    }
+  if (ws.hold.size() < cfg_.hold_capacity) {
+    ws.hold.push_back(Held{m, dep_epoch, tsc_ns(), port});
+    bump(wctr_[worker].held);
+    wctr_[worker].held_now.store(ws.hold.size(), std::memory_order_relaxed);
+    return;
+  }
+  bump(wctr_[worker].hold_full);
+  if (cfg_.fallback == HoldFallback::DROP) {
+    mbuf_free(m);
+    return;
   }
   send_now(worker, port, m);
 }

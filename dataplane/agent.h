@@ -83,7 +83,9 @@ class InterfaceAgent {
   // Receives up to n packets; returns 0 while a quiesce is requested.
   uint16_t rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uint16_t n);
   // Queues one packet for port. dep_epoch: the newest flow-state epoch it depends on.
-  void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
+  // Inline: a packet that need not wait (relaxed mode, or state already acknowledged) is
+  // queued here; holding for output commit is out of line.
+  inline void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
   // Sends what tx() queued and releases held packets the standby has acknowledged.
   void flush(unsigned worker);
   // Parks here while a quiesce is requested. Returns true if the worker parked.
@@ -138,6 +140,7 @@ class InterfaceAgent {
   };
 
   void send_now(unsigned worker, uint16_t port, rte_mbuf *m);
+  void tx_hold(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
   void drain_port(unsigned worker, uint16_t port);
   void release_held(unsigned worker, uint64_t acked);
 
@@ -156,5 +159,16 @@ class InterfaceAgent {
   std::atomic<uint64_t> pause_start_ns_{0};
   std::atomic<uint64_t> last_pause_ns_{0};
 };
+
+inline void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch) {
+  WorkerState &ws = ws_[worker];
+  // acked_seen is read once per flush, so a packet never overtakes an older held packet
+  // of its own flow: that packet's dependency is no newer, so it was released already.
+  if (__builtin_expect(dep_epoch > ws.acked_seen, 0) && strict_.load(std::memory_order_relaxed))
+    return tx_hold(worker, port, m, dep_epoch);
+  TxQueue &q = ws.txq[port];
+  if (__builtin_expect(q.n == sizeof(q.pkts) / sizeof(q.pkts[0]), 0)) drain_port(worker, port);
+  q.pkts[q.n++] = m;
+}
 
 }  // namespace ftpair::dp

@@ -107,6 +107,17 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   frag_.assign(kFragSets * kFragWays, FragCtx{});
   frag_timeout_tsc_ = uint64_t(cfg.fragment_timeout_ms) * hz_ / 1000;
   icmp_last_tsc_ = rte_rdtsc();
+  for (unsigned p = 0; p < kMaxPorts; p++) net_[p] = cfg.vip[p] & mask_[p];
+  // 0/8, 127/8 and 224/3 (multicast, class E and the limited broadcast): a superset of
+  // what parse_ipv4() calls martian and multicast, so the fast test refuses them all.
+  std::memset(bad_octet_, 0, sizeof(bad_octet_));
+  for (unsigned o = 0; o < 256; o++)
+    if (o == 0 || o == 127 || o >= 224) bad_octet_[o >> 6] |= 1ull << (o & 63);
+  for (uint32_t a : nat_addrs_)
+    if (multicast_or_bcast(a, net_[kPortOutside], mask_[kPortOutside])) fast_out_ok_ = false;
+  const uint32_t cap = flows_.capacity(), slice = cfg.expiry_scan_per_loop ? cfg.expiry_scan_per_loop : 1;
+  expiry_interval_tsc_ = uint64_t(cfg.expiry_sweep_ms) * hz_ / 1000 * slice / (cap ? cap : 1);
+  expiry_next_tsc_ = rte_rdtsc();
 }
 
 bool Nat44::is_nat_address(uint32_t ip) const {
@@ -196,6 +207,7 @@ void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
     return drop(m, DropReason::BAD_ARP);
 
   uint32_t sip = arp->arp_data.arp_sip, tip = arp->arp_data.arp_tip;
+  nh_ip_[0] = nh_ip_[1] = 0;  // what the burst remembered of ARP may change now
   uint32_t vip = cfg_.vip[port];
   bool on_link = (sip & mask_[port]) == (vip & mask_[port]) && sip != vip && sip != 0;
   if (on_link) {
@@ -290,10 +302,16 @@ bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint
                              uint64_t now) {
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
   eth->src_addr = cfg_.vmac[port];
-  if (!arp_.lookup(next_hop, now, &eth->dst_addr)) {
-    park_for_arp(port, m, next_hop, dep, now);
-    return false;
+  if (next_hop != nh_ip_[port]) {
+    // Not the burst's last next hop on this port: ask the ARP table (and remember).
+    if (!arp_.lookup(next_hop, now, &nh_mac_[port])) {
+      nh_ip_[port] = 0;
+      park_for_arp(port, m, next_hop, dep, now);
+      return false;
+    }
+    nh_ip_[port] = next_hop;
   }
+  eth->dst_addr = nh_mac_[port];
   agent_.tx(worker_, port, m, dep);
   return true;
 }
@@ -572,6 +590,7 @@ int32_t Nat44::insert_flow(FlowState &st, uint64_t now, bool count_host) {
     return -1;
   }
   bump(ctr_.flows_created);
+  created_ = true;
   return slot;
 }
 
@@ -657,7 +676,9 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
       return drop(m, DropReason::TCP_NO_FLOW), false;
     if (p.proto == IPPROTO_ICMP && p.icmp_type != RTE_IP_ICMP_ECHO_REQUEST)
       return drop(m, DropReason::ICMP_UNSUPPORTED), false;
-    slot = flows_.lookup(p.key);  // an earlier packet of this burst may have created it
+    // An earlier packet of this burst may have created it (or evicted a flow and so made
+    // the bulk lookup's answer stale): only then is it looked up again.
+    if (created_ | evicted_) slot = flows_.lookup(p.key);
     if (slot < 0) {
       slot = create_snat_flow(p, now);
       if (slot < 0) return mbuf_free(m), false;
@@ -683,7 +704,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
 
 __attribute__((always_inline)) inline bool Nat44::translate_out2in(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now, uint64_t *dep) {
   if (slot < 0) {
-    slot = flows_.lookup(p.key);
+    if (created_ | evicted_) slot = flows_.lookup(p.key);
     if (slot < 0) {
       slot = create_inbound_flow(p, now, p.hairpin);
       if (slot < 0) return mbuf_free(m), false;
@@ -743,7 +764,7 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
   q.sport = q.proto == IPPROTO_TCP ? reinterpret_cast<rte_tcp_hdr *>(q.l4)->src_port
                                    : reinterpret_cast<rte_udp_hdr *>(q.l4)->src_port;
   q.key = FlowKey{q.ip->src_addr, q.ip->dst_addr, q.sport, q.dport, q.proto, 1, 0};
-  if (!translate_out2in(m, q, -1, now, &dep_in)) return;
+  if (!translate_out2in(m, q, flows_.lookup(q.key), now, &dep_in)) return;
   bump(ctr_.hairpinned);
   bump(ctr_.forwarded[kPortInside]);
   const uint64_t dep = dep_out > dep_in ? dep_out : dep_in;
@@ -753,115 +774,216 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
   if (ctx >= 0) frag_release(ctx, now);
 }
 
-void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+/* The fast path's test: an IPv4 TCP or UDP packet without options or fragmentation, with
+ * a TTL to spare, that fits the egress MTU and that every filter of classify() would pass
+ * (a packet from the LAN's own subnet to an address outside it and outside the NAT's; on
+ * the WAN, to an outside address). It fills p as parse_ipv4() would. Anything it does not
+ * take goes through parse_ipv4() and classify(), which give every drop its reason, so this
+ * test may refuse more than it must but never takes a packet classify() would not. */
+__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed &p,
+                                                            uint16_t port) const {
+  const uint32_t len = rte_pktmbuf_data_len(m);
+  if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
+    return false;
+  auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return false;
+  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
+  uint64_t w0;
+  std::memcpy(&w0, ip, 8);
+  // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
+  if ((w0 & 0xff3f0000000000ffull) != 0x45) return false;
+  const uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+  const uint16_t egress = port ^ 1;
+  if (tot < sizeof(rte_ipv4_hdr) + 8 || tot + sizeof(rte_ether_hdr) > len || tot > cfg_.mtu[egress] ||
+      ip->time_to_live <= 1)
+    return false;
+  const uint32_t src = ip->src_addr, dst = ip->dst_addr;
+  const uint32_t so = rte_be_to_cpu_32(src) >> 24, d = rte_be_to_cpu_32(dst), dO = d >> 24;
+  if (((bad_octet_[so >> 6] >> (so & 63)) | (bad_octet_[dO >> 6] >> (dO & 63))) & 1) return false;
+  if (port == kPortInside) {
+    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
+        (d >= nat_lo_ && d <= nat_hi_))
+      return false;
+  } else if (!fast_out_ok_ || !is_nat_address(dst)) {
+    return false;
+  }
+  if (!ipv4_hdr_csum_ok(ip)) return false;
+  uint8_t *l4 = reinterpret_cast<uint8_t *>(ip + 1);
+  const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);
+  const uint8_t proto = ip->next_proto_id;
+  uint8_t flags = 0;
+  if (proto == IPPROTO_UDP) {
+    const uint32_t ulen = rte_be_to_cpu_16(reinterpret_cast<rte_udp_hdr *>(l4)->dgram_len);
+    if (ulen < sizeof(rte_udp_hdr) || ulen > l4_len) return false;
+  } else if (proto == IPPROTO_TCP) {
+    if (l4_len < sizeof(rte_tcp_hdr)) return false;
+    auto *tcp = reinterpret_cast<rte_tcp_hdr *>(l4);
+    const uint32_t off = (tcp->data_off >> 4) * 4u;
+    flags = tcp->tcp_flags;
+    if (off < sizeof(rte_tcp_hdr) || off > l4_len || flags == 0 ||
+        ((flags & kTcpSyn) && (flags & (kTcpFin | kTcpRst))) || ((flags & kTcpFin) && !(flags & kTcpAck)))
+      return false;
+  } else {
+    return false;
+  }
+  if (len > sizeof(rte_ether_hdr) + tot) rte_pktmbuf_trim(m, static_cast<uint16_t>(len - sizeof(rte_ether_hdr) - tot));
+  p.eth = eth;
+  p.ip = ip;
+  p.l4 = l4;
+  p.l4_len = static_cast<uint16_t>(l4_len);
+  p.proto = proto;
+  p.tcp_flags = flags;
+  p.icmp_type = 0;
+  p.icmp_err = false;
+  p.hairpin = false;
+  p.to_nat = false;
+  p.frag = 0;
+  uint32_t ports;  // TCP and UDP both start with the source and destination ports
+  std::memcpy(&ports, l4, 4);
+  p.sport = static_cast<uint16_t>(ports);
+  p.dport = static_cast<uint16_t>(ports >> 16);
+  p.key = FlowKey{src, dst, p.sport, p.dport, proto, static_cast<uint8_t>(port), 0};
+  return true;
+}
+
+/* Everything the fast path does not take: parses and filters the packet, answers what is
+ * for the gateway, and takes the rare cases aside. Returns true when the packet goes on to
+ * the flow lookup; false when it was consumed (sent, dropped, parked or buffered). */
+bool Nat44::classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now) {
+  if (rte_pktmbuf_data_len(m) < sizeof(rte_ether_hdr)) {
+    drop(m, DropReason::TRUNCATED_L2);
+    return false;
+  }
+  auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+    if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+      handle_arp(port, m, now);
+    else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
+      drop(m, DropReason::IPV6);
+    else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+             eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
+      drop(m, DropReason::VLAN);
+    else
+      drop(m, DropReason::UNKNOWN_ETHERTYPE);
+    return false;
+  }
+  if (!vip_owner()) {
+    drop(m, DropReason::NOT_ACTIVE);
+    return false;
+  }
+  if (!parse_ipv4(m, p, port)) return false;
+  const uint32_t dst = p.ip->dst_addr, vip = cfg_.vip[port];
+  // A fragmented echo to the gateway is not answered: that would take real reassembly.
+  const bool echo_request =
+      p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST && p.frag == 0;
+  uint16_t egress = port ^ 1;
+  if (port == kPortOutside) {
+    // The WAN reaches the LAN only through mappings on the outside addresses.
+    if (!is_nat_address(dst)) return drop(m, DropReason::NOT_FOR_VIP), false;
+    if (echo_request) return answer_echo(m, p, port), false;
+  } else {
+    if (dst == vip) return answer_echo_or_drop(m, p, port, echo_request), false;
+    // Anti-spoofing: the LAN speaks only from its own subnet.
+    if ((p.ip->src_addr & mask_[port]) != net_[port]) return drop(m, DropReason::BAD_SOURCE), false;
+    if ((dst & mask_[port]) == net_[port]) return drop(m, DropReason::LAN_TO_LAN), false;
+    p.to_nat = is_nat_address(dst);
+    if (p.to_nat) {
+      // To an outside address from the LAN: an echo is answered, the rest hairpins.
+      if (p.proto == IPPROTO_ICMP) return answer_echo_or_drop(m, p, port, echo_request), false;
+      egress = kPortInside;
+    }
+  }
+  // One test for everything off the fast path: fragments, ICMP errors, TTL expiry, and
+  // packets too big for the egress.
+  const bool rare = (p.frag | p.icmp_err | (p.ip->time_to_live <= 1)) ||
+                    rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress];
+  return !rare || slow_path(m, p, port, egress, now);
+}
+
+// A looked-up packet through the NAT: slot is its flow, or -1.
+void Nat44::dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now) {
+  if (__builtin_expect(p.frag | p.to_nat, 0)) {
+    if (p.frag) frag_first(p, port, now);
+    if (port == kPortOutside)
+      outside_to_inside(m, p, slot, now);
+    else if (p.to_nat)
+      hairpin(m, p, slot, now);
+    else
+      inside_to_outside(m, p, slot, now);
+    if (p.frag) frag_first_done(p);
+  } else if (port == kPortOutside) {
+    outside_to_inside(m, p, slot, now);
+  } else {
+    inside_to_outside(m, p, slot, now);
+  }
+}
+
+// A UDP packet of a known flow, either way: the whole NAT in one place.
+// False when it cannot (no route): dispatch() then drops it with its reason.
+__attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, Parsed &p, uint16_t port,
+                                                          FlowRecord &r, uint64_t now) {
+  const bool from_inside = port == kPortInside;
+  const uint32_t nh = from_inside ? next_hop_out(p.ip->dst_addr) : r.st.in_ip;
+  if (__builtin_expect(nh == 0, 0)) return false;
+  const uint32_t slot = static_cast<uint32_t>(&r - &flows_.record(0));
+  if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
+    update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
+  r.last_seen_tsc = now;
+  decrement_ttl(p.ip);
+  if (from_inside)
+    rewrite(IPPROTO_UDP, p.ip, p.l4, true, r.st.nat_ip, r.st.nat_port);
+  else
+    rewrite(IPPROTO_UDP, p.ip, p.l4, false, r.st.in_ip, r.st.in_port);
+  fwd_burst_++;
+  resolve_and_send(port ^ 1, m, nh, r.dirty_epoch, now);
+  return true;
+}
+
+/* One burst (at most kBurst packets) in stages, in the manner of VPP's graph nodes, each a
+ * pass over the burst: prefetch; classify (the fast test, else the full parse and filters);
+ * one bulk flow lookup, which hashes each key once; then conntrack, NAT, rewrite and output
+ * per packet, with the next hop's MAC cached for the burst. A UDP packet of a known flow
+ * takes the short way (fast_udp); every other packet goes through dispatch(). */
+void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Parsed parsed[kBurst];
   rte_mbuf *ip_pkts[kBurst];
   const FlowKey *keys[kBurst];
   int32_t slots[kBurst];
+  for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   const bool owner = vip_owner();
-  const uint32_t vip = cfg_.vip[port];
-  const uint16_t other = port == kPortInside ? kPortOutside : kPortInside;
-
-  for (uint16_t base = 0; base < n; base += kBurst) {
-    uint16_t chunk = n - base < kBurst ? n - base : kBurst;
-    unsigned nip = 0;
-    for (uint16_t i = 0; i < chunk; i++) {
-      rte_mbuf *m = pkts[base + i];
-      if (i + 1 < chunk) rte_prefetch0(rte_pktmbuf_mtod(pkts[base + i + 1], void *));
-      if (rte_pktmbuf_data_len(m) < sizeof(rte_ether_hdr)) {
-        drop(m, DropReason::TRUNCATED_L2);
-        continue;
-      }
-      auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
-      if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
-        if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
-          handle_arp(port, m, now);
-        else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
-          drop(m, DropReason::IPV6);
-        else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
-                 eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
-          drop(m, DropReason::VLAN);
-        else
-          drop(m, DropReason::UNKNOWN_ETHERTYPE);
-        continue;
-      }
-      if (!owner) {
-        drop(m, DropReason::NOT_ACTIVE);
-        continue;
-      }
-      Parsed &p = parsed[nip];
-      if (!parse_ipv4(m, p, port)) continue;
-      const uint32_t dst = p.ip->dst_addr;
-      // A fragmented echo to the gateway is not answered: that would take real reassembly.
-      const bool echo_request =
-          p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST && p.frag == 0;
-      uint16_t egress = other;
-      if (port == kPortOutside) {
-        // The WAN reaches the LAN only through mappings on the outside addresses.
-        if (!is_nat_address(dst)) {
-          drop(m, DropReason::NOT_FOR_VIP);
-          continue;
-        }
-        if (echo_request) {
-          answer_echo(m, p, port);
-          continue;
-        }
-      } else {
-        if (dst == vip) {
-          answer_echo_or_drop(m, p, port, echo_request);
-          continue;
-        }
-        // Anti-spoofing: the LAN speaks only from its own subnet.
-        if ((p.ip->src_addr & mask_[port]) != (vip & mask_[port])) {
-          drop(m, DropReason::BAD_SOURCE);
-          continue;
-        }
-        if ((dst & mask_[port]) == (vip & mask_[port])) {
-          drop(m, DropReason::LAN_TO_LAN);
-          continue;
-        }
-        p.to_nat = is_nat_address(dst);
-        if (p.to_nat) {
-          // To an outside address from the LAN: an echo is answered, the rest hairpins.
-          if (p.proto == IPPROTO_ICMP) {
-            answer_echo_or_drop(m, p, port, echo_request);
-            continue;
-          }
-          egress = kPortInside;
-        }
-      }
-      // One test for everything off the fast path: fragments, ICMP errors, TTL expiry, and
-      // packets too big for the egress.
-      const bool rare = (p.frag | p.icmp_err | (p.ip->time_to_live <= 1)) ||
-                        rte_be_to_cpu_16(p.ip->total_length) > cfg_.mtu[egress];
-      if (__builtin_expect(rare, 0) && !slow_path(m, p, port, egress, now)) continue;
-      ip_pkts[nip] = m;
-      keys[nip] = &p.key;
-      nip++;
-    }
-    if (nip == 0) continue;
-    flows_.lookup_bulk(keys, nip, slots);
-    evicted_ = false;
-    for (unsigned i = 0; i < nip; i++) {
-      // A flow evicted for a new one may be a slot looked up earlier in this burst.
-      const int32_t slot = evicted_ ? -1 : slots[i];
-      Parsed &p = parsed[i];
-      if (__builtin_expect(p.frag | p.to_nat, 0)) {
-        if (p.frag) frag_first(p, port, now);
-        if (port == kPortOutside)
-          outside_to_inside(ip_pkts[i], p, slot, now);
-        else if (p.to_nat)
-          hairpin(ip_pkts[i], p, slot, now);
-        else
-          inside_to_outside(ip_pkts[i], p, slot, now);
-        if (p.frag) frag_first_done(p);
-      } else if (port == kPortOutside) {
-        outside_to_inside(ip_pkts[i], p, slot, now);
-      } else {
-        inside_to_outside(ip_pkts[i], p, slot, now);
-      }
-    }
+  uint64_t fast = 0;  // bit i: packet i took the fast test
+  unsigned nip = 0;
+  for (uint16_t i = 0; i < n; i++) {
+    rte_mbuf *m = pkts[i];
+    Parsed &p = parsed[nip];
+    if (__builtin_expect(owner && fast_parse(m, p, port), 1))
+      fast |= 1ull << nip;
+    else if (!classify(m, p, port, now))
+      continue;
+    ip_pkts[nip] = m;
+    keys[nip] = &p.key;
+    nip++;
   }
+  if (nip == 0) return;
+  flows_.lookup_bulk(keys, nip, slots);
+  evicted_ = created_ = false;
+  nh_ip_[0] = nh_ip_[1] = 0;
+  fwd_burst_ = 0;
+  for (unsigned i = 0; i < nip; i++) {
+    // A flow evicted for a new one may be a slot looked up earlier in this burst.
+    const int32_t slot = evicted_ ? -1 : slots[i];
+    Parsed &p = parsed[i];
+    if (((fast >> i) & 1) && slot >= 0 && p.proto == IPPROTO_UDP &&
+        fast_udp(ip_pkts[i], p, port, flows_.record(static_cast<uint32_t>(slot)), now))
+      continue;
+    dispatch(ip_pkts[i], p, port, slot, now);
+  }
+  if (fwd_burst_) bump(ctr_.forwarded[port], fwd_burst_);
+}
+
+void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+  for (uint16_t base = 0; base < n; base += kBurst)
+    process_chunk(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
 }
 
 /* Mapping events go out only from the owner of the addresses: a standby applying the
@@ -939,9 +1061,17 @@ uint32_t Nat44::housekeeping(uint64_t now) {
   if (frag_active_ && now >= frag_next_expiry_tsc_) frag_expire(now);
   if (events_) log_mappings(now);
   if (!vip_owner()) return work;
-  // Expiry: a bounded slice of the table per call, so a sweep never stalls packets.
+  // Expiry: one slice of the table when one is due, so a sweep never stalls packets and a
+  // busy worker does not examine the table more often than the sweep period asks.
+  if (now < expiry_next_tsc_) return work;
+  expiry_next_tsc_ += expiry_interval_tsc_;
+  return work + expire_slice(cfg_.expiry_scan_per_loop, now);
+}
+
+uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
+  uint32_t removed = 0;
   const uint32_t cap = flows_.capacity();
-  for (uint32_t k = 0; k < cfg_.expiry_scan_per_loop; k++) {
+  for (uint32_t k = 0; k < slots; k++) {
     uint32_t slot = expiry_cursor_;
     expiry_cursor_ = expiry_cursor_ + 1 == cap ? 0 : expiry_cursor_ + 1;
     FlowRecord &r = flows_.record(slot);
@@ -956,10 +1086,17 @@ uint32_t Nat44::housekeeping(uint64_t now) {
                ? ctr_.flows_closed
                : ctr_.flows_expired);
       flows_.remove(slot);
-      work++;
+      removed++;
     }
   }
-  return work;
+  return removed;
+}
+
+uint32_t Nat44::expire_all(uint64_t now) {
+  if (events_) log_mappings(now);
+  const uint32_t removed = vip_owner() ? expire_slice(flows_.capacity(), now) : 0;
+  if (events_) log_mappings(now);
+  return removed;
 }
 
 }  // namespace ftpair::dp

@@ -81,7 +81,11 @@ struct NfConfig {
   uint32_t icmp_burst = 50;
   Timeouts timeouts;
   std::vector<PortForward> forwards;
-  uint32_t expiry_scan_per_loop = 64;  // slots examined for expiry per loop
+  /* Expiry is driven by time: the whole table is examined once every expiry_sweep_ms, in
+   * slices of expiry_scan_per_loop slots spread evenly over the period (at most one slice
+   * per loop, so a busy worker pays for a slice only when one is due). */
+  uint32_t expiry_scan_per_loop = 64;
+  uint32_t expiry_sweep_ms = 1000;
   uint32_t arp_retry_ms = 1000;
   uint32_t fragment_timeout_ms = 2000;  // a datagram's fragments wait this long for the first
   // The outside addresses mappings use: the pool, or the WAN VIP when the pool is empty.
@@ -122,6 +126,8 @@ class Nat44 {
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
   // Periodic work between bursts: expiry scan, announcements. Returns work done.
   uint32_t housekeeping(uint64_t now_tsc);
+  // Examines every slot for expiry at now_tsc at once (tests, fuzzing). Returns flows removed.
+  uint32_t expire_all(uint64_t now_tsc);
 
   // Owner of the virtual addresses: forwards, answers ARP for VIPs, sends from vMACs.
   void set_vip_owner(bool on) { vip_owner_.store(on, std::memory_order_release); }
@@ -153,6 +159,13 @@ class Nat44 {
   struct Parsed;
   enum class Dir : uint8_t { IN2OUT, OUT2IN };
   void drop(rte_mbuf *m, DropReason r);
+  // The stages of process() (see nf.cc).
+  void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
+  bool fast_parse(rte_mbuf *m, Parsed &p, uint16_t port) const;
+  bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
+  void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
+  bool fast_udp(rte_mbuf *m, Parsed &p, uint16_t port, FlowRecord &r, uint64_t now);
+  uint32_t expire_slice(uint32_t slots, uint64_t now);
   void count(DropReason r) { bump(ctr_.drops[static_cast<unsigned>(r)]); }
   void handle_arp(uint16_t port, rte_mbuf *m, uint64_t now);
   void send_arp(uint16_t port, uint16_t op, uint32_t sip, const rte_ether_addr &sha,
@@ -213,13 +226,23 @@ class Nat44 {
   uint64_t arp_retry_tsc_;
   uint32_t mask_[kMaxPorts];
   uint32_t expiry_cursor_ = 0;
+  uint64_t expiry_next_tsc_ = 0, expiry_interval_tsc_ = 0;
+  uint32_t net_[kMaxPorts];     // vip & mask per side
+  uint64_t bad_octet_[4];       // first octets never a fast-path source or destination
+  bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
+  /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
+   * input clears it. */
+  uint32_t nh_ip_[kMaxPorts] = {0, 0};
+  rte_ether_addr nh_mac_[kMaxPorts]{};
+  uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
   uint32_t nat_lo_ = 0, nat_hi_ = 0;  // the lowest and highest of them, host order
   uint64_t fwd_mask_[3][1024];  // per protocol: ports never allocated (forwards), as a bitmap
   uint64_t icmp_tokens_ = 0;   // scaled by kTokenScale
   uint64_t icmp_last_tsc_ = 0;
   uint16_t mss_max_ = 1460;
-  bool evicted_ = false;  // a flow was evicted in this burst: earlier lookups may be stale
+  bool evicted_ = false;  // a flow was evicted in this burst: earlier hits may be stale
+  bool created_ = false;  // a flow was created in this burst: earlier misses may be stale
   SessionEventRing *events_ = nullptr;
   TscUnixClock clock_;
   void log_mappings(uint64_t now);
