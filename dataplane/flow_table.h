@@ -11,6 +11,7 @@
  * indexes and the capture are read by other threads only as described above. */
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -73,6 +74,10 @@ struct FlowState {
   uint32_t tcp_end[2];
 };
 static_assert(sizeof(FlowState) == 32);
+// FlowTable::key_is reads the keys out of the record by these offsets.
+static_assert(offsetof(FlowState, ext_ip) == 4 && offsetof(FlowState, nat_ip) == 8 &&
+              offsetof(FlowState, in_port) == 12 && offsetof(FlowState, ext_port) == 14 &&
+              offsetof(FlowState, nat_port) == 16);
 bool operator==(const FlowState &a, const FlowState &b);
 
 /* A flow that has not shown both sides yet: a TCP handshake not completed, or UDP and ICMP
@@ -292,16 +297,21 @@ class FlowTable {
   uint64_t aux_get(const FlowKey &k) const;
   void aux_set(const FlowKey &k, uint64_t v);
 
-  // True when the key of value v (slot << 1 | direction) is key.
+  /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
+   * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
+   * key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify either. */
   bool key_is(uint32_t v, const FlowKey &key) const {
     const FlowState &s = records_[v >> 1].st;
-    const FlowKey k = (v & 1) ? outside_key(s) : inside_key(s);
-    uint64_t a[2], b[2];
-    std::memcpy(a, &k, 16);
-    std::memcpy(b, &key, 16);
-    return ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
+    const auto *b = reinterpret_cast<const uint8_t *>(&s);
+    const unsigned d = v & 1;
+    uint64_t ips, k[2];
+    uint32_t ports;
+    std::memcpy(&ips, b + 4 * d, 8);
+    std::memcpy(&ports, b + 12 + 2 * d, 4);
+    std::memcpy(k, &key, 16);
+    const uint64_t rest = ports | uint64_t(s.proto | d << 8) << 32;
+    return ((ips ^ k[0]) | (rest ^ k[1])) == 0;
   }
-
   FlowIndex index_;
   FlowRecord *records_ = nullptr;
   uint32_t capacity_ = 0;

@@ -25,6 +25,10 @@ constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
                   kTcpRst = RTE_TCP_RST_FLAG, kTcpAck = RTE_TCP_ACK_FLAG;
 constexpr unsigned kIdxUdp = 7, kIdxIcmp = 8;
 
+// Byte swaps the compiler can see through (DPDK's rte_be_to_cpu_* are volatile asm here).
+inline uint16_t bswap16(uint16_t x) { return __builtin_bswap16(x); }
+inline uint32_t bswap32(uint32_t x) { return __builtin_bswap32(x); }
+
 inline bool martian(uint32_t ip_be) {
   uint32_t ip = rte_be_to_cpu_32(ip_be);
   return ip == 0 || ip == 0xffffffff || (ip >> 28) == 0xe || (ip >> 24) == 127 || (ip >> 24) == 0;
@@ -301,25 +305,24 @@ void Nat44::announce() {
 bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
                              uint64_t now) {
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
-  eth->src_addr = cfg_.vmac[port];
   if (next_hop != nh_ip_[port]) {
     // Not the burst's last next hop on this port: ask the ARP table (and remember).
-    if (!arp_.lookup(next_hop, now, &nh_mac_[port])) {
+    rte_ether_addr mac;
+    if (!arp_.lookup(next_hop, now, &mac)) {
       nh_ip_[port] = 0;
+      eth->src_addr = cfg_.vmac[port];
       park_for_arp(port, m, next_hop, dep, now);
       return false;
     }
     nh_ip_[port] = next_hop;
+    std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
+    std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
   }
-  eth->dst_addr = nh_mac_[port];
+  std::memcpy(eth, nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);  // destination and source
   agent_.tx(worker_, port, m, dep);
   return true;
 }
 
-uint32_t Nat44::next_hop_out(uint32_t dst) const {
-  if ((dst & mask_[kPortOutside]) == (cfg_.vip[kPortOutside] & mask_[kPortOutside])) return dst;
-  return cfg_.gateway_out;
-}
 
 // ---------------------------------------------------------------- IPv4
 
@@ -792,13 +795,13 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed
   std::memcpy(&w0, ip, 8);
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
   if ((w0 & 0xff3f0000000000ffull) != 0x45) return false;
-  const uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+  const uint32_t tot = bswap16(ip->total_length);
   const uint16_t egress = port ^ 1;
   if (tot < sizeof(rte_ipv4_hdr) + 8 || tot + sizeof(rte_ether_hdr) > len || tot > cfg_.mtu[egress] ||
       ip->time_to_live <= 1)
     return false;
   const uint32_t src = ip->src_addr, dst = ip->dst_addr;
-  const uint32_t so = rte_be_to_cpu_32(src) >> 24, d = rte_be_to_cpu_32(dst), dO = d >> 24;
+  const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
   if (((bad_octet_[so >> 6] >> (so & 63)) | (bad_octet_[dO >> 6] >> (dO & 63))) & 1) return false;
   if (port == kPortInside) {
     if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
@@ -813,7 +816,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed
   const uint8_t proto = ip->next_proto_id;
   uint8_t flags = 0;
   if (proto == IPPROTO_UDP) {
-    const uint32_t ulen = rte_be_to_cpu_16(reinterpret_cast<rte_udp_hdr *>(l4)->dgram_len);
+    const uint32_t ulen = bswap16(reinterpret_cast<rte_udp_hdr *>(l4)->dgram_len);
     if (ulen < sizeof(rte_udp_hdr) || ulen > l4_len) return false;
   } else if (proto == IPPROTO_TCP) {
     if (l4_len < sizeof(rte_tcp_hdr)) return false;
@@ -918,6 +921,31 @@ void Nat44::dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64
   }
 }
 
+/* The fast path's rewrite of a UDP packet: TTL decrement and one address and port, with
+ * one incremental update of each checksum (RFC 1624), all in memory order as csum.h. The
+ * TTL is the first byte of its 16-bit word (TTL, protocol), so decrementing it takes the
+ * word m to m - 1, and ~m + (m - 1) = 0xfffe whatever m is. */
+static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint32_t new_ip,
+                           uint16_t new_port) {
+  uint8_t *addr = reinterpret_cast<uint8_t *>(ip) + (source ? 12 : 16);  // source or destination
+  uint8_t *port = reinterpret_cast<uint8_t *>(udp) + (source ? 0 : 2);
+  uint32_t old_ip;
+  uint16_t old_port;
+  std::memcpy(&old_ip, addr, 4);
+  std::memcpy(&old_port, port, 2);
+  const uint32_t d_ip = (~old_ip & 0xffff) + (~old_ip >> 16) + (new_ip & 0xffff) + (new_ip >> 16);
+  ip->hdr_checksum = static_cast<uint16_t>(
+      ~csum_fold(static_cast<uint16_t>(~ip->hdr_checksum) + d_ip + 0xfffe));
+  ip->time_to_live--;
+  std::memcpy(addr, &new_ip, 4);
+  if (udp->dgram_cksum != 0) {  // zero: the sender did not checksum; leave it so
+    const uint16_t c = static_cast<uint16_t>(~csum_fold(
+        static_cast<uint16_t>(~udp->dgram_cksum) + d_ip + static_cast<uint16_t>(~old_port) + new_port));
+    udp->dgram_cksum = c == 0 ? 0xffff : c;
+  }
+  std::memcpy(port, &new_port, 2);
+}
+
 // A UDP packet of a known flow, either way: the whole NAT in one place.
 // False when it cannot (no route): dispatch() then drops it with its reason.
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, Parsed &p, uint16_t port,
@@ -929,11 +957,11 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, Parsed &
   if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
     update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
   r.last_seen_tsc = now;
-  decrement_ttl(p.ip);
+  auto *udp = reinterpret_cast<rte_udp_hdr *>(p.l4);
   if (from_inside)
-    rewrite(IPPROTO_UDP, p.ip, p.l4, true, r.st.nat_ip, r.st.nat_port);
+    nat_udp(p.ip, udp, true, r.st.nat_ip, r.st.nat_port);
   else
-    rewrite(IPPROTO_UDP, p.ip, p.l4, false, r.st.in_ip, r.st.in_port);
+    nat_udp(p.ip, udp, false, r.st.in_ip, r.st.in_port);
   fwd_burst_++;
   resolve_and_send(port ^ 1, m, nh, r.dirty_epoch, now);
   return true;
@@ -950,13 +978,13 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   const FlowKey *keys[kBurst];
   int32_t slots[kBurst];
   for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
-  const bool owner = vip_owner();
+  const bool try_fast = cfg_.fast_path && vip_owner();
   uint64_t fast = 0;  // bit i: packet i took the fast test
   unsigned nip = 0;
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     Parsed &p = parsed[nip];
-    if (__builtin_expect(owner && fast_parse(m, p, port), 1))
+    if (__builtin_expect(try_fast && fast_parse(m, p, port), 1))
       fast |= 1ull << nip;
     else if (!classify(m, p, port, now))
       continue;

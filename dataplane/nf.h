@@ -86,6 +86,9 @@ struct NfConfig {
    * per loop, so a busy worker pays for a slice only when one is due). */
   uint32_t expiry_scan_per_loop = 64;
   uint32_t expiry_sweep_ms = 1000;
+  /* The fast path (nf.cc: fast_parse, fast_udp). Off, every packet takes the general path;
+   * the outcome is the same (the unit test FastPathAgreesWithTheGeneralPath compares them). */
+  bool fast_path = true;
   uint32_t arp_retry_ms = 1000;
   uint32_t fragment_timeout_ms = 2000;  // a datagram's fragments wait this long for the first
   // The outside addresses mappings use: the pool, or the WAN VIP when the pool is empty.
@@ -196,7 +199,10 @@ class Nat44 {
   bool is_nat_address(uint32_t ip) const;
   uint32_t pool_address_for(uint32_t in_ip) const;
   bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
-  uint32_t next_hop_out(uint32_t dst) const;
+  // The WAN next hop for dst: itself on the WAN's subnet, else the gateway (0: none).
+  uint32_t next_hop_out(uint32_t dst) const {
+    return (dst & mask_[kPortOutside]) == net_[kPortOutside] ? dst : cfg_.gateway_out;
+  }
   void announce();
   void park_for_arp(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   void release_pending(uint32_t ip, uint64_t now);
@@ -233,7 +239,7 @@ class Nat44 {
   /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
    * input clears it. */
   uint32_t nh_ip_[kMaxPorts] = {0, 0};
-  rte_ether_addr nh_mac_[kMaxPorts]{};
+  uint8_t nh_l2_[kMaxPorts][16] = {};  // its MAC, then the virtual MAC: the frame's first 12 bytes
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
   uint32_t nat_lo_ = 0, nat_hi_ = 0;  // the lowest and highest of them, host order
