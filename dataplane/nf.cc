@@ -302,25 +302,18 @@ void Nat44::announce() {
   }
 }
 
-bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
-                             uint64_t now) {
-  auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
-  if (next_hop != nh_ip_[port]) {
-    // Not the burst's last next hop on this port: ask the ARP table (and remember).
-    rte_ether_addr mac;
-    if (!arp_.lookup(next_hop, now, &mac)) {
-      nh_ip_[port] = 0;
-      eth->src_addr = cfg_.vmac[port];
-      park_for_arp(port, m, next_hop, dep, now);
-      return false;
-    }
-    nh_ip_[port] = next_hop;
-    std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
-    std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
+// resolve_and_send() for a next hop not cached: asks the ARP table, and remembers.
+bool Nat44::resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
+  rte_ether_addr mac;
+  if (!arp_.lookup(next_hop, now, &mac)) {
+    rte_pktmbuf_mtod(m, rte_ether_hdr *)->src_addr = cfg_.vmac[port];
+    park_for_arp(port, m, next_hop, dep, now);
+    return false;
   }
-  std::memcpy(eth, nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);  // destination and source
-  agent_.tx(worker_, port, m, dep);
-  return true;
+  nh_ip_[port] = next_hop;
+  std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
+  std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
+  return resolve_and_send(port, m, next_hop, dep, now);
 }
 
 
@@ -782,8 +775,9 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
  * (a packet from the LAN's own subnet to an address outside it and outside the NAT's; on
  * the WAN, to an outside address). It fills p as parse_ipv4() would. Anything it does not
  * take goes through parse_ipv4() and classify(), which give every drop its reason, so this
- * test may refuse more than it must but never takes a packet classify() would not. */
-__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed &p,
+ * test may refuse more than it must but never takes a packet classify() would not. It
+ * fills only the key: fill_parsed() does the rest for a packet that needs it. */
+__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key,
                                                             uint16_t port) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
   if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
@@ -814,7 +808,6 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed
   uint8_t *l4 = reinterpret_cast<uint8_t *>(ip + 1);
   const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);
   const uint8_t proto = ip->next_proto_id;
-  uint8_t flags = 0;
   if (proto == IPPROTO_UDP) {
     const uint32_t ulen = bswap16(reinterpret_cast<rte_udp_hdr *>(l4)->dgram_len);
     if (ulen < sizeof(rte_udp_hdr) || ulen > l4_len) return false;
@@ -822,7 +815,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed
     if (l4_len < sizeof(rte_tcp_hdr)) return false;
     auto *tcp = reinterpret_cast<rte_tcp_hdr *>(l4);
     const uint32_t off = (tcp->data_off >> 4) * 4u;
-    flags = tcp->tcp_flags;
+    const uint8_t flags = tcp->tcp_flags;
     if (off < sizeof(rte_tcp_hdr) || off > l4_len || flags == 0 ||
         ((flags & kTcpSyn) && (flags & (kTcpFin | kTcpRst))) || ((flags & kTcpFin) && !(flags & kTcpAck)))
       return false;
@@ -830,23 +823,29 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, Parsed
     return false;
   }
   if (len > sizeof(rte_ether_hdr) + tot) rte_pktmbuf_trim(m, static_cast<uint16_t>(len - sizeof(rte_ether_hdr) - tot));
-  p.eth = eth;
-  p.ip = ip;
-  p.l4 = l4;
-  p.l4_len = static_cast<uint16_t>(l4_len);
-  p.proto = proto;
-  p.tcp_flags = flags;
+  uint32_t ports;  // TCP and UDP both start with the source and destination ports
+  std::memcpy(&ports, l4, 4);
+  key = FlowKey{src, dst, static_cast<uint16_t>(ports), static_cast<uint16_t>(ports >> 16), proto,
+                static_cast<uint8_t>(port), 0};
+  return true;
+}
+
+// The rest of what parse_ipv4() fills, for a packet fast_parse() took that goes on to the
+// general path (its key is already in p.key).
+void Nat44::fill_parsed(rte_mbuf *m, Parsed &p) const {
+  p.eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
+  p.ip = reinterpret_cast<rte_ipv4_hdr *>(p.eth + 1);
+  p.l4 = reinterpret_cast<uint8_t *>(p.ip + 1);
+  p.l4_len = static_cast<uint16_t>(bswap16(p.ip->total_length) - sizeof(rte_ipv4_hdr));
+  p.proto = p.key.proto;
+  p.tcp_flags = p.proto == IPPROTO_TCP ? reinterpret_cast<rte_tcp_hdr *>(p.l4)->tcp_flags : 0;
   p.icmp_type = 0;
   p.icmp_err = false;
   p.hairpin = false;
   p.to_nat = false;
   p.frag = 0;
-  uint32_t ports;  // TCP and UDP both start with the source and destination ports
-  std::memcpy(&ports, l4, 4);
-  p.sport = static_cast<uint16_t>(ports);
-  p.dport = static_cast<uint16_t>(ports >> 16);
-  p.key = FlowKey{src, dst, p.sport, p.dport, proto, static_cast<uint8_t>(port), 0};
-  return true;
+  p.sport = p.key.src_port;
+  p.dport = p.key.dst_port;
 }
 
 /* Everything the fast path does not take: parses and filters the packet, answers what is
@@ -948,20 +947,21 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
 
 // A UDP packet of a known flow, either way: the whole NAT in one place.
 // False when it cannot (no route): dispatch() then drops it with its reason.
-__attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, Parsed &p, uint16_t port,
+__attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
                                                           FlowRecord &r, uint64_t now) {
   const bool from_inside = port == kPortInside;
-  const uint32_t nh = from_inside ? next_hop_out(p.ip->dst_addr) : r.st.in_ip;
+  const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
   if (__builtin_expect(nh == 0, 0)) return false;
   const uint32_t slot = static_cast<uint32_t>(&r - &flows_.record(0));
   if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
     update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
   r.last_seen_tsc = now;
-  auto *udp = reinterpret_cast<rte_udp_hdr *>(p.l4);
+  auto *ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, sizeof(rte_ether_hdr));
+  auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
   if (from_inside)
-    nat_udp(p.ip, udp, true, r.st.nat_ip, r.st.nat_port);
+    nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
   else
-    nat_udp(p.ip, udp, false, r.st.in_ip, r.st.in_port);
+    nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
   fwd_burst_++;
   resolve_and_send(port ^ 1, m, nh, r.dirty_epoch, now);
   return true;
@@ -984,7 +984,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     Parsed &p = parsed[nip];
-    if (__builtin_expect(try_fast && fast_parse(m, p, port), 1))
+    if (__builtin_expect(try_fast && fast_parse(m, p.key, port), 1))
       fast |= 1ull << nip;
     else if (!classify(m, p, port, now))
       continue;
@@ -1001,9 +1001,11 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // A flow evicted for a new one may be a slot looked up earlier in this burst.
     const int32_t slot = evicted_ ? -1 : slots[i];
     Parsed &p = parsed[i];
-    if (((fast >> i) & 1) && slot >= 0 && p.proto == IPPROTO_UDP &&
-        fast_udp(ip_pkts[i], p, port, flows_.record(static_cast<uint32_t>(slot)), now))
+    const bool took_fast = (fast >> i) & 1;
+    if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
+        fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now))
       continue;
+    if (took_fast) fill_parsed(ip_pkts[i], p);
     dispatch(ip_pkts[i], p, port, slot, now);
   }
   if (fwd_burst_) bump(ctr_.forwarded[port], fwd_burst_);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -164,10 +165,11 @@ class Nat44 {
   void drop(rte_mbuf *m, DropReason r);
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
-  bool fast_parse(rte_mbuf *m, Parsed &p, uint16_t port) const;
+  bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port) const;
+  void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
-  bool fast_udp(rte_mbuf *m, Parsed &p, uint16_t port, FlowRecord &r, uint64_t now);
+  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now);
   uint32_t expire_slice(uint32_t slots, uint64_t now);
   void count(DropReason r) { bump(ctr_.drops[static_cast<unsigned>(r)]); }
   void handle_arp(uint16_t port, rte_mbuf *m, uint64_t now);
@@ -198,7 +200,9 @@ class Nat44 {
                        uint16_t mtu, uint64_t now);
   bool is_nat_address(uint32_t ip) const;
   uint32_t pool_address_for(uint32_t in_ip) const;
-  bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
+  // Sends m to next_hop on port (its L2 header written), or parks it for ARP (false).
+  inline bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
+  bool resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   // The WAN next hop for dst: itself on the WAN's subnet, else the gateway (0: none).
   uint32_t next_hop_out(uint32_t dst) const {
     return (dst & mask_[kPortOutside]) == net_[kPortOutside] ? dst : cfg_.gateway_out;
@@ -294,5 +298,14 @@ class Nat44 {
   uint64_t announce_next_tsc_ = 0;
   NfCounters ctr_;
 };
+
+// Inline: the next hop the burst last sent to on this port needs no ARP lookup.
+inline bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
+                                    uint64_t now) {
+  if (__builtin_expect(next_hop != nh_ip_[port], 0)) return resolve_slow(port, m, next_hop, dep, now);
+  std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);
+  agent_.tx(worker_, port, m, dep);
+  return true;
+}
 
 }  // namespace ftpair::dp
