@@ -114,9 +114,7 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   for (unsigned p = 0; p < kMaxPorts; p++) net_[p] = cfg.vip[p] & mask_[p];
   // 0/8, 127/8 and 224/3 (multicast, class E and the limited broadcast): a superset of
   // what parse_ipv4() calls martian and multicast, so the fast test refuses them all.
-  std::memset(bad_octet_, 0, sizeof(bad_octet_));
-  for (unsigned o = 0; o < 256; o++)
-    if (o == 0 || o == 127 || o >= 224) bad_octet_[o >> 6] |= 1ull << (o & 63);
+  for (unsigned o = 0; o < 256; o++) bad_octet_[o] = o == 0 || o == 127 || o >= 224;
   for (uint32_t a : nat_addrs_)
     if (multicast_or_bcast(a, net_[kPortOutside], mask_[kPortOutside])) fast_out_ok_ = false;
   const uint32_t cap = flows_.capacity(), slice = cfg.expiry_scan_per_loop ? cfg.expiry_scan_per_loop : 1;
@@ -796,7 +794,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
     return false;
   const uint32_t src = ip->src_addr, dst = ip->dst_addr;
   const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
-  if (((bad_octet_[so >> 6] >> (so & 63)) | (bad_octet_[dO >> 6] >> (dO & 63))) & 1) return false;
+  if (bad_octet_[so] | bad_octet_[dO]) return false;
   if (port == kPortInside) {
     if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
         (d >= nat_lo_ && d <= nat_hi_))

@@ -238,7 +238,7 @@ class Nat44 {
   uint32_t expiry_cursor_ = 0;
   uint64_t expiry_next_tsc_ = 0, expiry_interval_tsc_ = 0;
   uint32_t net_[kMaxPorts];     // vip & mask per side
-  uint64_t bad_octet_[4];       // first octets never a fast-path source or destination
+  uint8_t bad_octet_[256];      // 1: a first octet never a fast-path source or destination
   bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
   /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
    * input clears it. */

@@ -275,8 +275,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       std::fprintf(stderr, "\n");
     }
     w->agent->flush(0);
-    if (ctl & 4)
-      for (uint32_t s = 0; s < kCapacity / 64; s++) w->nf->housekeeping(w->now);
+    if (ctl & 4) {
+      w->nf->housekeeping(w->now);
+      w->nf->expire_all(w->now);
+    }
     if (ctl & 0x20) capture_step(in.u8());
     drain_ports();
   }
