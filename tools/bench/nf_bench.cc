@@ -904,8 +904,12 @@ int main(int argc, char **argv) {
   nc.nat_port_min = 1024;
   nc.nat_port_max = 65535;
   // Mappings are endpoint-independent and never share a port, so 100k+ inside endpoints
-  // need more than one outside address: a pool of 8 (paired: a host keeps one).
-  for (uint8_t a = 1; a <= 8; a++) nc.pool.push_back(ip4(198, 18, 2, a));
+  // need more than one outside address: a pool of at least 8, one address per 40,000
+  // flows (64,512 ports each, and paired pooling spreads the hosts unevenly over them).
+  const unsigned naddr = std::max<unsigned>(8, (n + 39999) / 40000);
+  // .1-.9, then from .20 on: the servers are .10-.13.
+  for (unsigned a = 1; nc.pool.size() < naddr; a = a == 9 ? 20 : a + 1)
+    nc.pool.push_back(ip4(198, 18, 2, static_cast<uint8_t>(a)));
   nc.max_sessions_per_host = 0;  // the bench's hosts hold thousands of flows each
   nc.timeouts.udp = b.opt.udp_timeout_s;
   b.nf = std::make_unique<dp::Nat44>(nc, *b.flows, *b.arp, *b.agent, b.pool, 0);
