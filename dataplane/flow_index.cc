@@ -12,7 +12,7 @@ void bucket_reset(FlowIndex::Bucket &b) {
 }
 }  // namespace
 
-bool FlowIndex::init(uint32_t max_keys, uint32_t seed) {
+bool FlowIndex::init(uint32_t max_keys, uint64_t secret0, uint64_t secret1) {
   // Main buckets: a power of two with at most 4 keys per bucket on average when full
   // (7 ways: chains are rare). The pool covers the worst case: every key in one chain.
   uint32_t nb = 1;
@@ -23,7 +23,9 @@ bool FlowIndex::init(uint32_t max_keys, uint32_t seed) {
   if (!b_ || !pool_free_) return false;
   nb_ = nb;
   mask_ = nb - 1;
-  seed_ = seed;
+  seed_ = static_cast<uint32_t>(secret0 ^ (secret1 >> 32));
+  secret_[0] = secret0;
+  secret_[1] = secret1;
   pool_n_ = pool;
   clear();
   return true;

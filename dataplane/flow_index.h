@@ -12,8 +12,10 @@
  * that size means an insert never fails, whatever the distribution of the keys (rte_hash's
  * extendable table gives the same guarantee).
  *
- * The hash is CRC32-C over the 16-byte key (two crc32q) from a seed drawn at creation,
- * so which keys collide cannot be chosen from outside (hash flooding).
+ * The hash is CRC32-C over the 16-byte key (two crc32q) after adding a 64-bit secret, drawn
+ * at creation, to each half. CRC alone is linear: with only a seed, which keys collide could
+ * be worked out offline. The carries of the additions make that depend on the secret. This
+ * is a hardening, not a cryptographic guarantee (a keyed PRF such as SipHash would be).
  *
  * Threading: one thread at a time (the flow table's writer); no concurrent readers. */
 #pragma once
@@ -41,17 +43,16 @@ class FlowIndex {
   static_assert(sizeof(Bucket) == 64);
 
   // Room for max_keys keys. Returns false when memory cannot be had.
-  bool init(uint32_t max_keys, uint32_t seed);
+  bool init(uint32_t max_keys, uint64_t secret0, uint64_t secret1);
   size_t memory_bytes() const { return size_t(nb_ + pool_n_) * sizeof(Bucket) + size_t(pool_n_) * 4; }
 
   // 16-byte keys only (FlowKey).
-  static inline uint32_t hash16(const void *key, uint32_t seed) {
+  uint32_t hash(const void *key) const {
     uint64_t a, b;
     std::memcpy(&a, key, 8);
     std::memcpy(&b, static_cast<const char *>(key) + 8, 8);
-    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(seed, a), b));
+    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(seed_, a + secret_[0]), b + secret_[1]));
   }
-  uint32_t hash(const void *key) const { return hash16(key, seed_); }
   const Bucket *bucket_of(uint32_t h) const { return &b_[h & mask_]; }
 
   /* Candidate entries of a bucket for hash h, as a bit mask over kWays (may include
@@ -92,6 +93,7 @@ class FlowIndex {
   uint32_t alloc_overflow();
   std::unique_ptr<Bucket[]> b_;  // nb_ main buckets, then pool_n_ overflow buckets
   uint32_t nb_ = 0, mask_ = 0, seed_ = 0;
+  uint64_t secret_[2] = {0, 0};
   uint32_t pool_n_ = 0;
   std::unique_ptr<uint32_t[]> pool_free_;
   uint32_t pool_free_n_ = 0;

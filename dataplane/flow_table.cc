@@ -56,7 +56,7 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
   }
   std::unique_ptr<FlowTable> t(new FlowTable());
   t->capacity_ = cfg.capacity;
-  if (!t->index_.init(cfg.capacity * 2, static_cast<uint32_t>(rte_rand()))) {
+  if (!t->index_.init(cfg.capacity * 2, rte_rand(), rte_rand())) {
     *err = "cannot allocate the flow key index for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }

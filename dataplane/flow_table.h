@@ -1,4 +1,5 @@
-/* The flow table: rte_hash over a preallocated record array, with per-epoch dirty
+/* The flow table: a preallocated record array with its own key index (flow_index.h) and
+ * the NAT's derived indexes in rte_hash, with per-epoch dirty
  * tracking and an incremental, copy-before-write capture for checkpoints.
  *
  * Threading: one writer, the worker that owns the table. The control plane may call
@@ -177,7 +178,7 @@ class FlowTable {
   uint32_t capacity() const { return capacity_; }
   uint32_t size() const { return size_.get(); }  // any thread
 
-  // Slot of the flow with this key, or -ENOENT. *dir receives the key's direction.
+  // Slot of the flow with this key, or -ENOENT.
   int lookup(const FlowKey &key) const;
   static constexpr unsigned kLookupBulkMax = 64;
   // Bulk lookup of up to kLookupBulkMax keys; slots[i] = slot or -1.

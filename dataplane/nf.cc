@@ -677,6 +677,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
       slot = create_snat_flow(p, now);
       if (slot < 0) return mbuf_free(m), false;
       arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
+      nh_ip_[kPortInside] = 0;  // the burst's cached next hop may be this host
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
@@ -976,6 +977,8 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   const FlowKey *keys[kBurst];
   int32_t slots[kBurst];
   for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+  // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
+  nh_ip_[0] = nh_ip_[1] = 0;
   const bool try_fast = cfg_.fast_path && vip_owner();
   uint64_t fast = 0;  // bit i: packet i took the fast test
   unsigned nip = 0;
@@ -993,12 +996,13 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   if (nip == 0) return;
   flows_.lookup_bulk(keys, nip, slots);
   evicted_ = created_ = false;
-  nh_ip_[0] = nh_ip_[1] = 0;
   fwd_burst_ = 0;
   for (unsigned i = 0; i < nip; i++) {
-    // A flow evicted for a new one may be a slot looked up earlier in this burst.
-    const int32_t slot = evicted_ ? -1 : slots[i];
+    // A flow evicted for a new one may be a slot looked up earlier in this burst: after an
+    // eviction the key is looked up again (a packet of an established flow must still
+    // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
+    const int32_t slot = evicted_ ? flows_.lookup(p.key) : slots[i];
     const bool took_fast = (fast >> i) & 1;
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
         fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now))
@@ -1006,7 +1010,11 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     if (took_fast) fill_parsed(ip_pkts[i], p);
     dispatch(ip_pkts[i], p, port, slot, now);
   }
-  if (fwd_burst_) bump(ctr_.forwarded[port], fwd_burst_);
+  if (fwd_burst_) {
+    bump(ctr_.forwarded[port], fwd_burst_);
+    bump(ctr_.fast_forwarded, fwd_burst_);
+  }
+  nh_ip_[0] = nh_ip_[1] = 0;
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {

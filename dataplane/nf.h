@@ -113,6 +113,7 @@ struct alignas(64) NfCounters {
   std::atomic<uint64_t> tcp_out_of_window{0};      // seen (forwarded when liberal)
   std::atomic<uint64_t> tcp_rst_ignored{0};        // RST out of the window: flow kept
   std::atomic<uint64_t> fragments_forwarded{0};    // fragments after the first, translated
+  std::atomic<uint64_t> fast_forwarded{0};         // of forwarded: by the fast path (fast_udp)
   NfCounters();
 };
 

@@ -907,6 +907,7 @@ int main(int argc, char **argv) {
   // need more than one outside address: a pool of at least 8, one address per 40,000
   // flows (64,512 ports each, and paired pooling spreads the hosts unevenly over them).
   const unsigned naddr = std::max<unsigned>(8, (n + 39999) / 40000);
+  if (naddr > 230) die("--flows: at most 9,200,000 (one /24 of outside addresses)");
   // .1-.9, then from .20 on: the servers are .10-.13.
   for (unsigned a = 1; nc.pool.size() < naddr; a = a == 9 ? 20 : a + 1)
     nc.pool.push_back(ip4(198, 18, 2, static_cast<uint8_t>(a)));

@@ -25,7 +25,7 @@ std::set<uint32_t> found(const FlowIndex &ix, uint32_t h, const std::set<uint32_
 TEST(FlowIndex, EveryKeyInOneChainFitsAndIsFound) {
   constexpr uint32_t kMax = 700;  // keys; 100 overflow buckets + 1
   FlowIndex ix;
-  ASSERT_TRUE(ix.init(kMax, 1));
+  ASSERT_TRUE(ix.init(kMax, 1, 2));
   const uint32_t h = 0xdeadbeef;
   std::set<uint32_t> in;
   for (uint32_t v = 0; v < kMax; v++) {
@@ -56,7 +56,7 @@ TEST(FlowIndex, EveryKeyInOneChainFitsAndIsFound) {
 TEST(FlowIndex, RandomChurnAgainstAReference) {
   constexpr uint32_t kMax = 4096;
   FlowIndex ix;
-  ASSERT_TRUE(ix.init(kMax, 7));
+  ASSERT_TRUE(ix.init(kMax, 7, 8));
   std::mt19937 rng(11);
   std::map<uint32_t, uint32_t> ref;  // value -> hash
   uint32_t next = 0;

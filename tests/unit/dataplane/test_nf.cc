@@ -1674,6 +1674,7 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
       for (auto &f : o.lan) res.sent.push_back(f);
     }
     res.drops = drops();
+    res.fast_forwarded = nf_->counters().fast_forwarded.load();
     flows_->for_each([&](uint32_t slot, const FlowRecord &r) { res.flows.push_back({slot, r.st}); });
     return res;
   };
@@ -1690,6 +1691,8 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
   }
   // The comparison means something: traffic went through, and many kinds of drop happened.
   EXPECT_GT(fast.sent.size(), 500u);
+  EXPECT_EQ(general.fast_forwarded, 0u);
+  EXPECT_GT(fast.fast_forwarded, 300u) << "the fast path hardly ran";
   EXPECT_GT(fast.flows.size(), 20u);
   unsigned kinds = 0;
   for (unsigned i = 0; i < kDropReasonCount; i++) kinds += fast.drops[i] != 0;
