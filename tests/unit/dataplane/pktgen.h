@@ -87,12 +87,15 @@ inline rte_tcp_hdr *tcp_of(Frame &f) { return hdr<rte_tcp_hdr>(f, kL4Off); }
 inline rte_udp_hdr *udp_of(Frame &f) { return hdr<rte_udp_hdr>(f, kL4Off); }
 inline rte_icmp_hdr *icmp_of(Frame &f) { return hdr<rte_icmp_hdr>(f, kL4Off); }
 
-// IPv4 header checksum from scratch (ignores the current field).
+/* IPv4 header checksum from scratch (ignores the current field), over the IHL's length: a
+ * header with options (IHL 6..15) is summed whole, so the caller's buffer must hold it.
+ * (rte_ipv4_cksum reads IHL*4 bytes, which overran a 20-byte copy.) */
 inline uint16_t ipv4_csum(const rte_ipv4_hdr *ip) {
-  rte_ipv4_hdr c;
-  std::memcpy(&c, ip, sizeof(c));
-  c.hdr_checksum = 0;
-  return rte_ipv4_cksum(&c);
+  uint8_t c[60] = {};
+  const size_t len = rte_ipv4_hdr_len(ip);
+  std::memcpy(c, ip, len);
+  reinterpret_cast<rte_ipv4_hdr *>(c)->hdr_checksum = 0;
+  return static_cast<uint16_t>(~rte_raw_cksum(c, len));
 }
 
 /* L4 checksum from scratch (ignores the current field). l4 must follow ip contiguously for
