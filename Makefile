@@ -49,7 +49,7 @@ SAN_SUPP := $(CURDIR)/tools/sanitizers
 # a script that drives tests/lab/ipfix-send).
 UNIT_TEST_BINS = $$(meson test -C $(1) --no-rebuild --list --suite unit 2>/dev/null | \
   sed -n 's|.*unit / ipfix_collector$$|tests/lab/ipfix-send|p; s|.*unit / |tests/test_|p')
-TSAN_TESTS := tests/test_checkpoint tests/test_control tests/test_failover
+TSAN_TESTS := tests/test_checkpoint tests/test_control tests/test_failover tests/test_shards
 test-sanitize: test-asan test-tsan
 
 test-asan: deps
@@ -65,7 +65,7 @@ test-tsan: deps
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug -Dbenchmarks=false
 	ninja -C $(TSAN_BUILD) -j2 $(TSAN_TESTS)
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$(SAN_SUPP)/tsan.supp \
-	  tools/run-tests.sh $(TSAN_BUILD) --no-rebuild --suite unit checkpoint control failover
+	  tools/run-tests.sh $(TSAN_BUILD) --no-rebuild --suite unit checkpoint control failover shards
 
 # libFuzzer targets (clang, ASan+UBSan) on copies of fuzz/corpus: `make fuzz` runs each
 # for FUZZ_SECONDS (default 300), `make fuzz-smoke` for 30 s (CI). FUZZ_TARGETS picks some.

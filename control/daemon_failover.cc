@@ -32,7 +32,7 @@ void Daemon::fill_beat(v1::Beat *b) {
   b->set_generation(generation());
   if (node_) {
     b->set_dataplane_loops(node_->agent().loops(0));
-    b->set_packets(node_->agent().port_counters(0).rx_packets.load() + node_->agent().port_counters(1).rx_packets.load());
+    b->set_packets(node_->agent().port_counters(0).rx_packets + node_->agent().port_counters(1).rx_packets);
   }
   b->set_dataplane_healthy(dataplane_healthy());
   b->set_epoch(is_active(r) ? engine_->acked_epoch() : applier_->applied_epoch());

@@ -10,15 +10,15 @@ void expose_dataplane(Node &node, Exposition &x) {
   auto &agent = node.agent();
   const char *side[2] = {"inside", "outside"};
   x.family("ftpair_port_rx_packets_total", "counter", "Packets received by the interface agent.");
-  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_packets.load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_packets, {{"port", side[p]}});
   x.family("ftpair_port_rx_bytes_total", "counter", "Bytes received by the interface agent.");
-  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_bytes.load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).rx_bytes, {{"port", side[p]}});
   x.family("ftpair_port_tx_packets_total", "counter", "Packets transmitted.");
-  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_packets.load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_packets, {{"port", side[p]}});
   x.family("ftpair_port_tx_bytes_total", "counter", "Bytes transmitted.");
-  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_bytes.load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_bytes, {{"port", side[p]}});
   x.family("ftpair_port_tx_dropped_total", "counter", "Packets the port's transmit queue refused.");
-  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_dropped.load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_dropped, {{"port", side[p]}});
 
   const auto &nf = node.nf();
   x.family("ftpair_drops_total", "counter", "Packets dropped by the network function, by reason.");

@@ -52,8 +52,8 @@ uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uin
       tsan_acquire(pkts[i]);  // handed over through the port's ring (dataplane/mbuf.h)
       bytes += rte_pktmbuf_pkt_len(pkts[i]);
     }
-    bump(port_ctr_[port].rx_packets, got);
-    bump(port_ctr_[port].rx_bytes, bytes);
+    bump(port_ctr_[worker][port].rx_packets, got);
+    bump(port_ctr_[worker][port].rx_bytes, bytes);
   }
   return got;
 }
@@ -73,10 +73,10 @@ void InterfaceAgent::drain_port(unsigned worker, uint16_t port) {
     tsan_acquire(q.pkts[i]);
     bytes -= rte_pktmbuf_pkt_len(q.pkts[i]);
   }
-  bump(port_ctr_[port].tx_packets, sent);
-  bump(port_ctr_[port].tx_bytes, bytes);
+  bump(port_ctr_[worker][port].tx_packets, sent);
+  bump(port_ctr_[worker][port].tx_bytes, bytes);
   if (sent < q.n) {
-    bump(port_ctr_[port].tx_dropped, q.n - sent);
+    bump(port_ctr_[worker][port].tx_dropped, q.n - sent);
     mbuf_free_bulk(&q.pkts[sent], q.n - sent);
   }
   q.n = 0;

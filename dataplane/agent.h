@@ -38,8 +38,13 @@ struct AgentConfig {
   HoldFallback fallback = HoldFallback::DROP;
 };
 
+// One worker's counts for one port (each worker has its own: no shared cache line).
 struct alignas(64) PortCounters {
   std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, tx_packets{0}, tx_bytes{0}, tx_dropped{0};
+};
+// A port's counts summed over the workers.
+struct PortTotals {
+  uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0, tx_dropped = 0;
 };
 
 /* How long held packets waited, as a log-linear histogram: bucket 4*e + s holds waits in
@@ -109,7 +114,20 @@ class InterfaceAgent {
   bool strict() const { return strict_.load(std::memory_order_relaxed); }
 
   uint64_t loops(unsigned worker) const { return loops_[worker].v.load(std::memory_order_relaxed); }
-  const PortCounters &port_counters(uint16_t port) const { return port_ctr_[port]; }
+  // Any thread: a port's counts over every worker (each count exact, the set not one instant's).
+  PortTotals port_counters(uint16_t port) const {
+    PortTotals t;
+    for (unsigned w = 0; w < cfg_.nb_workers; w++) {
+      const PortCounters &c = port_ctr_[w][port];
+      t.rx_packets += c.rx_packets.load(std::memory_order_relaxed);
+      t.rx_bytes += c.rx_bytes.load(std::memory_order_relaxed);
+      t.tx_packets += c.tx_packets.load(std::memory_order_relaxed);
+      t.tx_bytes += c.tx_bytes.load(std::memory_order_relaxed);
+      t.tx_dropped += c.tx_dropped.load(std::memory_order_relaxed);
+    }
+    return t;
+  }
+  const PortCounters &worker_port_counters(unsigned w, uint16_t port) const { return port_ctr_[w][port]; }
   const AgentWorkerCounters &worker_counters(unsigned w) const { return wctr_[w]; }
   uint16_t nb_workers() const { return cfg_.nb_workers; }
   uint16_t nb_ports() const { return cfg_.nb_ports; }
@@ -152,7 +170,7 @@ class InterfaceAgent {
   std::atomic<bool> stall_{false};
   Parked parked_[kMaxWorkers];
   Loops loops_[kMaxWorkers];
-  PortCounters port_ctr_[kMaxPorts];
+  PortCounters port_ctr_[kMaxWorkers][kMaxPorts];
   AgentWorkerCounters wctr_[kMaxWorkers];
   WorkerState ws_[kMaxWorkers];
   // Control side; status and the engine read the last pause on other threads.

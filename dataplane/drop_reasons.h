@@ -51,7 +51,8 @@
   X(NO_ROUTE, "no_route", "destination is off-link and no gateway is configured")       \
   X(ARP_MISS, "arp_miss", "next hop MAC unknown; ARP request sent")                     \
   X(LAN_TO_LAN, "lan_to_lan", "LAN packet addressed to another LAN host (not routed back)") \
-  X(NO_MBUF, "no_mbuf", "mbuf pool empty while building a reply")
+  X(NO_MBUF, "no_mbuf", "mbuf pool empty while building a reply")                      \
+  X(FRAG_CROSS_WORKER, "frag_cross_worker", "fragment hairpinned to a host of another worker (not handed over)")
 
 namespace ftpair::dp {
 

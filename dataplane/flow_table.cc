@@ -175,35 +175,31 @@ void FlowTable::aux_set(const FlowKey &k, uint64_t v) {
     rte_hash_add_key_data(aux_, &k, reinterpret_cast<void *>(static_cast<uintptr_t>(v)));
 }
 
-int FlowTable::pool_index(uint32_t nat_ip) const {
-  for (size_t i = 0; i < pool_.size(); i++)
-    if (pool_[i] == nat_ip) return static_cast<int>(i);
-  return -1;
-}
+void FlowTable::share_port_pool(std::shared_ptr<PortPool> pool) { ports_ = std::move(pool); }
 
 void FlowTable::set_nat_pool(const std::vector<uint32_t> &addrs) {
-  pool_ = addrs;
-  bitmaps_.assign(pool_.size() * 3 * 1024, 0);
+  // A pool shared by the workers' tables is kept when it has the same addresses: the
+  // first table's call made it.
+  if (!ports_ || ports_->addresses() != addrs) ports_ = std::make_shared<PortPool>(addrs);
   for (uint32_t i = 0; i < capacity_; i++) {
     const FlowState &st = records_[i].st;
     if (st.flags & kFlowInUse) mark_port(st, true);
   }
 }
 
-// The port bitmap bit of st's outside endpoint (nothing when its address is not pooled).
+/* The pool's bit of st's outside endpoint (nothing when its address is not pooled), and
+ * the bucket that holds its flows. */
 void FlowTable::mark_port(const FlowState &st, bool used) {
-  const int a = pool_index(st.nat_ip), pi = proto_index(st.proto);
+  if (!ports_) return;
+  const int a = ports_->index(st.nat_ip), pi = proto_index(st.proto);
   if (a < 0 || pi < 0) return;
   const uint16_t port = ntohs(st.nat_port);
-  uint64_t &word = bitmaps_[(size_t(a) * 3 + pi) * 1024 + port / 64];
-  const uint64_t bit = 1ull << (port % 64);
-  word = used ? word | bit : word & ~bit;
-}
-
-const uint64_t *FlowTable::port_bitmap(uint32_t nat_ip, uint8_t proto) const {
-  int a = pool_index(nat_ip), pi = proto_index(proto);
-  if (a < 0 || pi < 0) return nullptr;
-  return &bitmaps_[(size_t(a) * 3 + pi) * 1024];
+  if (used) {
+    ports_->claim(a, pi, port);
+    ports_->set_owner(a, pi, port, host_bucket(st.in_ip));
+  } else {
+    ports_->release(a, pi, port);
+  }
 }
 
 const Mapping *FlowTable::mapping_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const {

@@ -23,6 +23,7 @@
 
 #include "common/single_writer.h"
 #include "dataplane/flow_index.h"
+#include "dataplane/port_pool.h"
 
 struct rte_hash;
 
@@ -215,9 +216,11 @@ class FlowTable {
   /* The outside addresses NAT ports are allocated on (network order; the NF sets them):
    * the table keeps a bitmap of used ports per address and protocol for them. */
   void set_nat_pool(const std::vector<uint32_t> &addrs);
-  /* Bitmap (65536 bits) of the ports used on a pool address for a protocol, or nullptr
-   * when the address is not in the pool. */
-  const uint64_t *port_bitmap(uint32_t nat_ip, uint8_t proto) const;
+  /* Several workers' tables share one pool (port_pool.h): call before set_nat_pool, which
+   * keeps a shared pool whose addresses match. */
+  void share_port_pool(std::shared_ptr<PortPool> pool);
+  // The used ports per pool address and protocol (nullptr before set_nat_pool).
+  PortPool *port_pool() const { return ports_.get(); }
   /* Slot of the oldest embryonic flow, or -1. (A flow whose state was written directly
    * rather than through set_state is dropped from the list here when it no longer is.) */
   int32_t oldest_embryonic();
@@ -294,7 +297,6 @@ class FlowTable {
   void unlink_free(uint32_t slot);
   void emb_push(uint32_t slot);
   void emb_unlink(uint32_t slot);
-  int pool_index(uint32_t nat_ip) const;
   uint64_t aux_get(const FlowKey &k) const;
   void aux_set(const FlowKey &k, uint64_t v);
 
@@ -328,8 +330,7 @@ class FlowTable {
   std::vector<Mapping> maps_;
   std::vector<uint32_t> maps_free_;
   SingleWriter<uint32_t> n_mappings_{0};
-  std::vector<uint32_t> pool_;
-  std::vector<uint64_t> bitmaps_;  // pool_.size() x 3 x 1024 words
+  std::shared_ptr<PortPool> ports_;
   void mark_port(const FlowState &st, bool used);
   uint32_t emb_head_ = UINT32_MAX, emb_tail_ = UINT32_MAX;
   SingleWriter<uint32_t> n_embryonic_{0};

@@ -17,6 +17,7 @@
 #include "dataplane/csum.h"
 #include "dataplane/mbuf.h"
 #include "dataplane/nf_parsed.h"
+#include "dataplane/shards.h"
 
 namespace ftpair::dp {
 
@@ -512,9 +513,9 @@ inline void Nat44::update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags) 
  * covers the whole range, so a free port is found whenever one exists (the other parity,
  * then the other class, only when the preferred ones are full). 0 = none free. */
 uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host) {
-  const uint64_t *used = flows_.port_bitmap(nat_ip, proto);
-  if (used == nullptr) return 0;
-  const unsigned pi = proto == IPPROTO_TCP ? 0 : proto == IPPROTO_UDP ? 1 : 2;
+  PortPool *pool = flows_.port_pool();
+  const int a = pool ? pool->index(nat_ip) : -1, pi = proto_slot(proto);
+  if (a < 0 || pi < 0) return 0;
   const uint32_t lo = cfg_.nat_port_min, hi = cfg_.nat_port_max;
   uint32_t clo = lo, chi = hi;
   if (proto != IPPROTO_ICMP) {
@@ -541,14 +542,18 @@ uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_h
     const unsigned rot = static_cast<unsigned>(rte_rand() % 64);
     for (uint32_t i = 0; i < words; i++) {
       const uint32_t w = w_lo + (start + i) % words;
-      uint64_t free = ~(used[w] | fwd_mask_[pi][w]) & ps.parity;
+      uint64_t free = ~(pool->word(a, pi, w) | fwd_mask_[pi][w]) & ps.parity;
       if (w == w_lo) free &= ~0ull << (ps.lo % 64);
       if (w == w_hi && ps.hi % 64 != 63) free &= (2ull << (ps.hi % 64)) - 1;
-      if (free == 0) continue;
-      // A random free bit of the word: rotate, take the lowest, rotate back.
-      const uint64_t r = rot ? (free >> rot) | (free << (64 - rot)) : free;
-      const unsigned bit = (static_cast<unsigned>(__builtin_ctzll(r)) + rot) % 64;
-      return static_cast<uint16_t>(w * 64 + bit);
+      while (free != 0) {
+        // A random free bit of the word: rotate, take the lowest, rotate back.
+        const uint64_t r = rot ? (free >> rot) | (free << (64 - rot)) : free;
+        const unsigned bit = (static_cast<unsigned>(__builtin_ctzll(r)) + rot) % 64;
+        const uint16_t port = static_cast<uint16_t>(w * 64 + bit);
+        // Claimed here, so another worker sharing the pool cannot take it meanwhile.
+        if (pool->claim(a, pi, port)) return port;
+        free &= ~(1ull << bit);
+      }
     }
   }
   return 0;
@@ -613,6 +618,10 @@ int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
       return -1;
     }
     st.nat_port = rte_cpu_to_be_16(port);
+    const int32_t slot = insert_flow(st, now, true);
+    // The port was claimed for this flow: give it back when the flow was not made.
+    if (slot < 0) flows_.port_pool()->release(flows_.port_pool()->index(st.nat_ip), proto_slot(st.proto), port);
+    return slot;
   }
   return insert_flow(st, now, true);
 }
@@ -747,13 +756,27 @@ void Nat44::outside_to_inside(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now
  * out through the sender's mapping and comes back in through the target's, so the target
  * sees the sender's outside endpoint, and both halves are ordinary, replicated flows. */
 void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
+  // With several workers the target's half may be another worker's: it gets the packet
+  // once the sender's half is done here.
+  const int target = shards_ && shards_->workers() > 1
+                         ? shards_->endpoint_worker(p.ip->dst_addr, p.proto, p.dport)
+                         : int(worker_);
   // Nothing behind the address and port: refused before the sender's half is made.
   if (slot < 0 && !(p.ip->dst_addr == cfg_.vip[kPortOutside] &&
                     forwarded_port(p.proto, rte_be_to_cpu_16(p.dport))) &&
-      flows_.mapping_outside(p.ip->dst_addr, p.dport, p.proto) == nullptr)
+      (target < 0 || (target == int(worker_) &&
+                      flows_.mapping_outside(p.ip->dst_addr, p.dport, p.proto) == nullptr)))
     return drop(m, DropReason::NO_MAPPING);
+  if (target >= 0 && target != int(worker_) && p.frag) return drop(m, DropReason::FRAG_CROSS_WORKER);
   uint64_t dep_out, dep_in;
   if (!translate_in2out(m, p, slot, now, &dep_out)) return;
+  if (target >= 0 && target != int(worker_)) {
+    if (!shards_->hand(worker_, unsigned(target), m, handoff_meta(Handed::HAIRPIN, kPortOutside, dep_out))) {
+      mbuf_free(m);
+      shards_->count_full(worker_);
+    }
+    return;
+  }
   Parsed q = p;
   q.hairpin = true;
   q.sport = q.proto == IPPROTO_TCP ? reinterpret_cast<rte_tcp_hdr *>(q.l4)->src_port
@@ -767,6 +790,38 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
   const int32_t ctx = p.frag ? frag_resolved(p, kPortInside, nh, dep) : -1;
   resolve_and_send(kPortInside, m, nh, dep, now);
   if (ctx >= 0) frag_release(ctx, now);
+}
+
+/* The second half of a hairpin the sender's worker translated on the way out: from the
+ * sender's outside endpoint to the target's, which this worker's shard holds. */
+void Nat44::hairpin_in(rte_mbuf *m, uint64_t dep_out, uint64_t now) {
+  Parsed q;
+  if (!parse_ipv4(m, q, kPortOutside)) return;
+  q.hairpin = true;
+  uint64_t dep_in;
+  if (!translate_out2in(m, q, flows_.lookup(q.key), now, &dep_in)) return;
+  bump(ctr_.hairpinned);
+  bump(ctr_.forwarded[kPortInside]);
+  resolve_and_send(kPortInside, m, q.ip->dst_addr, dep_out > dep_in ? dep_out : dep_in, now);
+}
+
+// A copy of an ARP packet another worker received (and answered): learnt from, then freed.
+void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
+  if (rte_pktmbuf_data_len(m) >= sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)) {
+    const auto *arp = reinterpret_cast<const rte_arp_hdr *>(rte_pktmbuf_mtod(m, rte_ether_hdr *) + 1);
+    const uint16_t op = rte_be_to_cpu_16(arp->arp_opcode);
+    const uint32_t sip = arp->arp_data.arp_sip, vip = cfg_.vip[port];
+    if (arp->arp_hardware == rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) &&
+        arp->arp_protocol == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) && arp->arp_hlen == RTE_ETHER_ADDR_LEN &&
+        arp->arp_plen == 4 && (op == RTE_ARP_OP_REQUEST || op == RTE_ARP_OP_REPLY) &&
+        rte_is_unicast_ether_addr(&arp->arp_data.arp_sha) &&
+        (sip & mask_[port]) == (vip & mask_[port]) && sip != vip && sip != 0) {
+      nh_ip_[0] = nh_ip_[1] = 0;
+      arp_.learn(sip, arp->arp_data.arp_sha, static_cast<uint8_t>(port), now);
+      release_pending(sip, now);
+    }
+  }
+  mbuf_free(m);
 }
 
 /* The fast path's test: an IPv4 TCP or UDP packet without options or fragmentation, with
@@ -1088,7 +1143,8 @@ uint32_t Nat44::housekeeping(uint64_t now) {
   if (announce_left_ && now >= announce_next_tsc_) {
     announce_left_--;
     announce_next_tsc_ = now + hz_ / 50;
-    if (vip_owner()) {
+    // With several workers only worker 0 announces: the addresses are the node's, once.
+    if (vip_owner() && worker_ == 0) {
       announce();
       work++;
     }

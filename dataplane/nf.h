@@ -21,6 +21,8 @@
 
 namespace ftpair::dp {
 
+class Shards;
+
 // ICMP types and codes the NAT translates or originates (RFC 792, RFC 1191).
 inline constexpr uint8_t kIcmpDestUnreach = 3, kIcmpTimeExceeded = 11, kIcmpParamProblem = 12;
 inline constexpr uint8_t kIcmpPortUnreach = 3, kIcmpFragNeeded = 4;
@@ -133,6 +135,13 @@ class Nat44 {
   uint32_t housekeeping(uint64_t now_tsc);
   // Examines every slot for expiry at now_tsc at once (tests, fuzzing). Returns flows removed.
   uint32_t expire_all(uint64_t now_tsc);
+
+  /* Several workers (shards.h): a hairpin whose target another worker holds is handed to
+   * it. Set before the worker starts. */
+  void set_shards(Shards *s) { shards_ = s; }
+  // Handed from another worker: a hairpin's second half, and a copy of an ARP packet.
+  void hairpin_in(rte_mbuf *m, uint64_t dep_out, uint64_t now_tsc);
+  void learn_arp(uint16_t port, rte_mbuf *m, uint64_t now_tsc);
 
   // Owner of the virtual addresses: forwards, answers ARP for VIPs, sends from vMACs.
   void set_vip_owner(bool on) { vip_owner_.store(on, std::memory_order_release); }
@@ -256,6 +265,7 @@ class Nat44 {
   bool created_ = false;  // a flow was created in this burst: earlier misses may be stale
   SessionEventRing *events_ = nullptr;
   TscUnixClock clock_;
+  Shards *shards_ = nullptr;
   void log_mappings(uint64_t now);
 
   /* Virtual reassembly (nf_frag.cc), in the manner of VPP's shallow reassembly: the first

@@ -9,19 +9,51 @@
 
 namespace ftpair::dp {
 
+/* Packets other workers handed to this one, in the order they were handed: runs of
+ * received packets go through the NF a port's run at a time. */
+static uint32_t take_handed(WorkerContext &c, uint64_t now) {
+  HandoffItem items[kBurst];
+  rte_mbuf *run[kBurst];
+  const unsigned k = c.shards->take(c.id, items, kBurst);
+  unsigned n = 0;
+  uint16_t run_port = 0;
+  for (unsigned i = 0; i < k; i++) {
+    const uint16_t port = items[i].meta & 1;
+    const auto kind = Handed((items[i].meta >> 1) & 0x7f);
+    if (n && (kind != Handed::RX || port != run_port)) {
+      c.nf->process(run_port, run, static_cast<uint16_t>(n), now);
+      n = 0;
+    }
+    switch (kind) {
+      case Handed::RX:
+        run_port = port;
+        run[n++] = items[i].m;
+        break;
+      case Handed::HAIRPIN: c.nf->hairpin_in(items[i].m, items[i].meta >> 8, now); break;
+      case Handed::ARP_COPY: c.nf->learn_arp(port, items[i].m, now); break;
+    }
+  }
+  if (n) c.nf->process(run_port, run, static_cast<uint16_t>(n), now);
+  return k;
+}
+
 uint32_t worker_iteration(WorkerContext &c) {
   rte_mbuf *pkts[kBurst];
   c.agent->heartbeat(c.id);
   c.agent->barrier_point(c.id);
   const uint64_t now = rte_rdtsc();
   uint32_t handled = 0;
+  const bool steer = c.shards != nullptr && c.shards->workers() > 1;
   for (uint16_t port = 0; port < c.agent->nb_ports(); port++) {
     uint16_t n = c.agent->rx(c.id, port, pkts, kBurst);
     if (n) {
-      c.nf->process(port, pkts, n, now);
       handled += n;
+      // Several workers: packets another worker owns go to it; the rest stay.
+      if (steer) n = c.shards->steer(c.id, port, pkts, n);
+      if (n) c.nf->process(port, pkts, n, now);
     }
   }
+  if (steer && !c.agent->quiesced()) handled += take_handed(c, now);
   c.agent->flush(c.id);
   uint32_t work = c.nf->housekeeping(now);
   if (c.flows->capture_pending())

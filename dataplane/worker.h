@@ -7,6 +7,7 @@
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/nf.h"
+#include "dataplane/shards.h"
 
 namespace ftpair::dp {
 
@@ -15,6 +16,7 @@ struct alignas(64) WorkerContext {
   InterfaceAgent *agent = nullptr;
   Nat44 *nf = nullptr;
   FlowTable *flows = nullptr;
+  Shards *shards = nullptr;  // several workers: steering and hand-off (nullptr: one worker)
   const std::atomic<bool> *quit = nullptr;
   uint32_t idle_sleep_max_us = 100;  // adaptive back-off ceiling when no packets arrive
   uint32_t capture_budget = 256;     // records copied per loop while a capture is pending

@@ -486,7 +486,7 @@ void run_nf(Bench &b, double gen_only) {
   const uint64_t created0 = b.nf->counters().flows_created.load();
   if (rte_eal_remote_launch(dp::worker_main, &ctx, b.worker_lcore) != 0) die("cannot launch worker");
   Gen g(b);
-  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const dp::PortCounters &out = b.agent->worker_port_counters(0, dp::kPortOutside);
   auto s = generate_and_sample(b, g, b.opt.seconds,
                                [&] { return out.tx_packets.load(std::memory_order_relaxed); });
   quit.store(true);
@@ -528,7 +528,7 @@ void run_inline(Bench &b) {
   dp::WorkerContext ctx;
   init_ctx(b, ctx, quit);
   Gen g(b);
-  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const dp::PortCounters &out = b.agent->worker_port_counters(0, dp::kPortOutside);
   std::vector<Sample> s;
   uint64_t next_sample = rte_rdtsc() + uint64_t(b.opt.warm_s * double(b.hz));
   unsigned iter = 0;
@@ -563,7 +563,7 @@ void run_sync(Bench &b, uint64_t packets) {
   dp::WorkerContext ctx;
   init_ctx(b, ctx, quit);
   Gen g(b);
-  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const dp::PortCounters &out = b.agent->worker_port_counters(0, dp::kPortOutside);
   const uint64_t tx0 = out.tx_packets.load();
   const uint64_t drops0 = drops_total(*b.nf);
   uint64_t nf_tsc = 0, done = 0;
@@ -699,7 +699,7 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   const std::vector<uint64_t> h0 = hold_hist(b);
   const uint64_t created0 = b.nf->counters().flows_created.load();
   const uint64_t drops0 = drops_total(*b.nf);
-  const dp::PortCounters &out = b.agent->port_counters(dp::kPortOutside);
+  const dp::PortCounters &out = b.agent->worker_port_counters(0, dp::kPortOutside);
   const uint64_t tx0 = out.tx_packets.load();
   const auto t_start = std::chrono::steady_clock::now();
 

@@ -45,6 +45,8 @@ DP_PROTOS=${DP_PROTOS:-"udp tcp"}
 DP_SECONDS=${DP_SECONDS:-5}          # measured 1-second windows per NF run
 TESTPMD_SECONDS=${TESTPMD_SECONDS:-8}
 CALLGRIND_FLOWS=${CALLGRIND_FLOWS:-100000}
+DP_SCALE_FLOWS=${DP_SCALE_FLOWS:-100000}
+DP_SCALE_ROUNDS=${DP_SCALE_ROUNDS:-5}
 CALLGRIND_PACKETS=${CALLGRIND_PACKETS:-200000}
 CALLGRIND_TESTPMD_SECONDS=${CALLGRIND_TESTPMD_SECONDS:-20}
 
@@ -208,6 +210,16 @@ with open(path, "a") as fh:
     for o in out:
         fh.write(json.dumps(o) + "\n")
 PY
+
+  # Many workers (issue 17): 1 and 2 workers in each round, on two lcores.
+  local NF_SCALE=$build/tools/bench/nf_scale rc=0
+  log "dataplane: nf_scale, 1 and 2 workers, $DP_SCALE_FLOWS udp flows, $DP_SCALE_ROUNDS rounds"
+  "$NF_SCALE" "${EAL_BASE[@]}" -m 1024 --file-prefix "ftpb_sc_$$" -l 0,1 -- \
+    --workers 2 --flows "$DP_SCALE_FLOWS" --rounds "$DP_SCALE_ROUNDS" \
+    >>"$results" 2>"$out/nf_scale.log" || rc=$?
+  rundir_cleanup "ftpb_sc_$$"
+  if [ "$rc" != 0 ]; then log "nf_scale failed:"; cat "$out/nf_scale.log" >&2; return 1; fi
+  sed 's/^/  /' "$out/nf_scale.log" | grep -v '^  EAL' >&2
 
   # Instructions per packet under callgrind: independent of the load on this shared machine.
   if command -v valgrind >/dev/null && [ "${DP_CALLGRIND:-1}" = 1 ]; then

@@ -296,33 +296,39 @@ inline decltype(&rte_eth_from_rings) eth_from_rings_fn() {
   return fn;
 }
 
-/* An ethdev port backed by two rings: a test enqueues into rx (the port "receives") and
- * dequeues from tx (what the port "sent"). */
+/* An ethdev port backed by rings, one rx and one tx ring per queue: a test enqueues into an
+ * rx ring (the port "receives" on that queue) and dequeues from the tx rings (what the port
+ * "sent", on any queue). */
 class RingPort {
  public:
-  explicit RingPort(unsigned ring_size = 1024) {
+  explicit RingPort(unsigned ring_size = 1024, unsigned queues = 1) : rx_(queues), tx_(queues) {
     std::string base = unique_name("tp");
-    rx_ = rte_ring_create((base + "_rx").c_str(), ring_size, SOCKET_ID_ANY, 0);
-    tx_ = rte_ring_create((base + "_tx").c_str(), ring_size, SOCKET_ID_ANY, 0);
-    if (!rx_ || !tx_) {
-      ADD_FAILURE() << "rte_ring_create: " << rte_strerror(rte_errno);
-      return;
+    for (unsigned q = 0; q < queues; q++) {
+      rx_[q] = rte_ring_create((base + "_rx" + std::to_string(q)).c_str(), ring_size, SOCKET_ID_ANY, 0);
+      tx_[q] = rte_ring_create((base + "_tx" + std::to_string(q)).c_str(), ring_size, SOCKET_ID_ANY, 0);
+      if (!rx_[q] || !tx_[q]) {
+        ADD_FAILURE() << "rte_ring_create: " << rte_strerror(rte_errno);
+        return;
+      }
     }
     auto fn = eth_from_rings_fn();
     if (fn == nullptr) {
       ADD_FAILURE() << "rte_eth_from_rings not found (net_ring driver not loaded)";
       return;
     }
-    int id = fn(("net_" + base).c_str(), &rx_, 1, &tx_, 1, static_cast<unsigned>(rte_socket_id()));
+    int id = fn(("net_" + base).c_str(), rx_.data(), queues, tx_.data(), queues,
+                static_cast<unsigned>(rte_socket_id()));
     if (id < 0) {
       ADD_FAILURE() << "rte_eth_from_rings failed: " << rte_strerror(rte_errno);
       return;
     }
     port_ = static_cast<uint16_t>(id);
     rte_eth_conf conf{};
-    int rc = rte_eth_dev_configure(port_, 1, 1, &conf);
-    if (rc == 0) rc = rte_eth_rx_queue_setup(port_, 0, ring_size, SOCKET_ID_ANY, nullptr, test_pool());
-    if (rc == 0) rc = rte_eth_tx_queue_setup(port_, 0, ring_size, SOCKET_ID_ANY, nullptr);
+    int rc = rte_eth_dev_configure(port_, static_cast<uint16_t>(queues), static_cast<uint16_t>(queues), &conf);
+    for (unsigned q = 0; q < queues && rc == 0; q++) {
+      rc = rte_eth_rx_queue_setup(port_, static_cast<uint16_t>(q), ring_size, SOCKET_ID_ANY, nullptr, test_pool());
+      if (rc == 0) rc = rte_eth_tx_queue_setup(port_, static_cast<uint16_t>(q), ring_size, SOCKET_ID_ANY, nullptr);
+    }
     if (rc == 0) rc = rte_eth_dev_start(port_);
     if (rc != 0) {
       ADD_FAILURE() << "ring port setup failed: " << rc;
@@ -336,31 +342,42 @@ class RingPort {
       rte_eth_dev_stop(port_);
       rte_eth_dev_close(port_);
     }
-    if (rx_) {
+    for (rte_ring *r : rx_) {
+      if (!r) continue;
       void *m;
-      while (rte_ring_dequeue(rx_, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
-      rte_ring_free(rx_);
+      while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
+      rte_ring_free(r);
     }
-    if (tx_) rte_ring_free(tx_);
+    for (rte_ring *r : tx_)
+      if (r) rte_ring_free(r);
   }
   RingPort(const RingPort &) = delete;
   RingPort &operator=(const RingPort &) = delete;
 
   bool ok() const { return ok_; }
   uint16_t id() const { return port_; }
-  rte_ring *rx_ring() { return rx_; }
-  rte_ring *tx_ring() { return tx_; }
+  rte_ring *rx_ring(unsigned q = 0) { return rx_[q]; }
+  rte_ring *tx_ring(unsigned q = 0) { return tx_[q]; }
 
-  // Puts a packet where the port's rx will find it. Returns false when the ring is full.
-  bool inject(rte_mbuf *m) { return rte_ring_enqueue(rx_, m) == 0; }
-  unsigned rx_pending() const { return rte_ring_count(rx_); }
-  unsigned tx_count() const { return rte_ring_count(tx_); }
+  // Puts a packet where the port's rx on queue q will find it. False when the ring is full.
+  bool inject(rte_mbuf *m, unsigned q = 0) { return rte_ring_enqueue(rx_[q], m) == 0; }
+  unsigned rx_pending() const {
+    unsigned n = 0;
+    for (rte_ring *r : rx_) n += rte_ring_count(r);
+    return n;
+  }
+  unsigned tx_count() const {
+    unsigned n = 0;
+    for (rte_ring *r : tx_) n += rte_ring_count(r);
+    return n;
+  }
 
-  // Everything the port sent, oldest first (the caller frees).
+  // Everything the port sent, oldest first per queue, queue 0 first (the caller frees).
   std::vector<rte_mbuf *> take() {
     std::vector<rte_mbuf *> out;
     void *m;
-    while (rte_ring_dequeue(tx_, &m) == 0) out.push_back(static_cast<rte_mbuf *>(m));
+    for (rte_ring *r : tx_)
+      while (r && rte_ring_dequeue(r, &m) == 0) out.push_back(static_cast<rte_mbuf *>(m));
     return out;
   }
   // Everything the port sent, as frames; mbufs freed.
@@ -373,13 +390,12 @@ class RingPort {
     return out;
   }
   void drain_free() {
-    if (!tx_) return;
     for (rte_mbuf *m : take()) rte_pktmbuf_free(m);
   }
 
  private:
-  rte_ring *rx_ = nullptr;
-  rte_ring *tx_ = nullptr;
+  std::vector<rte_ring *> rx_;
+  std::vector<rte_ring *> tx_;
   uint16_t port_ = 0;
   bool ok_ = false;
 };

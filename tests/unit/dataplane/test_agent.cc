@@ -91,7 +91,7 @@ TEST(Agent, RxReturnsNothingWhileQuiescedAndPacketsStayInTheRing) {
       EXPECT_TRUE(agent.quiesced());
       for (int k = 0; k < 3; k++) EXPECT_EQ(agent.rx(0, 0, pkts, kBurst), 0) << "rx while quiesced";
       EXPECT_EQ(p0.rx_pending(), 5u) << "the packets wait in the ring";
-      EXPECT_EQ(agent.port_counters(0).rx_packets.load(), 0u);
+      EXPECT_EQ(agent.port_counters(0).rx_packets, 0u);
       agent.resume();
       EXPECT_FALSE(agent.quiesced());
       EXPECT_GE(agent.worker_counters(0).parks.load(), 1u);
@@ -102,8 +102,8 @@ TEST(Agent, RxReturnsNothingWhileQuiescedAndPacketsStayInTheRing) {
       EXPECT_EQ(pkts[i], sent[i]) << "same packets, same order";
       rte_pktmbuf_free(pkts[i]);
     }
-    EXPECT_EQ(agent.port_counters(0).rx_packets.load(), 5u);
-    EXPECT_EQ(agent.port_counters(0).rx_bytes.load(), 5u * 64);
+    EXPECT_EQ(agent.port_counters(0).rx_packets, 5u);
+    EXPECT_EQ(agent.port_counters(0).rx_bytes, 5u * 64);
   }
   EXPECT_EQ(rte_mempool_avail_count(test::test_pool()), avail);
 }
@@ -158,10 +158,10 @@ TEST(Agent, TxCountsAndTxRingFullDrops) {
     EXPECT_EQ(p1.tx_count(), 0u) << "queued until flush";
     agent.flush(0);
     EXPECT_EQ(p1.tx_count(), 7u);
-    EXPECT_EQ(agent.port_counters(1).tx_packets.load(), 7u);
-    EXPECT_EQ(agent.port_counters(1).tx_bytes.load(), 7u * 64);
-    EXPECT_EQ(agent.port_counters(1).tx_dropped.load(), 3u);
-    EXPECT_EQ(agent.port_counters(0).tx_packets.load(), 0u);
+    EXPECT_EQ(agent.port_counters(1).tx_packets, 7u);
+    EXPECT_EQ(agent.port_counters(1).tx_bytes, 7u * 64);
+    EXPECT_EQ(agent.port_counters(1).tx_dropped, 3u);
+    EXPECT_EQ(agent.port_counters(0).tx_packets, 0u);
     auto out = p1.take();
     ASSERT_EQ(out.size(), 7u);
     for (size_t i = 0; i < out.size(); i++) {
@@ -383,9 +383,9 @@ TEST(Agent, NoPacketLostOrDuplicatedAcrossQuiesceCycles) {
   EXPECT_TRUE(order_ok && !dup_or_gap) << "out of order, duplicated or missing sequence numbers";
   EXPECT_EQ(rx_while_parked, 0u);
   EXPECT_EQ(moved_while_parked, 0u) << "packets moved while the worker was parked";
-  EXPECT_EQ(agent.port_counters(0).rx_packets.load(), N);
-  EXPECT_EQ(agent.port_counters(1).tx_packets.load(), N);
-  EXPECT_EQ(agent.port_counters(1).tx_dropped.load(), 0u);
+  EXPECT_EQ(agent.port_counters(0).rx_packets, N);
+  EXPECT_EQ(agent.port_counters(1).tx_packets, N);
+  EXPECT_EQ(agent.port_counters(1).tx_dropped, 0u);
   EXPECT_GT(agent.loops(0), 0u);
   EXPECT_EQ(p0.rx_pending(), 0u);
   EXPECT_EQ(ok_cycles, kCycles);

@@ -880,7 +880,7 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
   //   FLOW_TABLE_FULL, NAT_PORTS_EXHAUSTED, ARP_MISS, NO_MBUF.
   //   TTL_EXCEEDED, TOO_BIG, NEEDS_FRAGMENTATION (OriginatedIcmp*), FILTERED
   //   (FilteringModes), HOST_SESSION_LIMIT (HostSessionLimit), TCP_OUT_OF_WINDOW (TcpRst*),
-  //   FRAG_* (Fragment*).
+  //   FRAG_* (Fragment*), FRAG_CROSS_WORKER (test_shards: AFragmentHairpinnedToAnotherWorker...).
   const std::set<DropReason> elsewhere = {DropReason::TCP_INVALID, DropReason::NOT_ACTIVE,
                                           DropReason::FLOW_TABLE_FULL, DropReason::NAT_PORTS_EXHAUSTED,
                                           DropReason::ARP_MISS, DropReason::NO_MBUF,
@@ -888,7 +888,8 @@ TEST_F(NfTest, EveryStatelessDropReasonCountsExactlyOnce) {
                                           DropReason::NEEDS_FRAGMENTATION, DropReason::FILTERED,
                                           DropReason::HOST_SESSION_LIMIT, DropReason::TCP_OUT_OF_WINDOW,
                                           DropReason::FRAG_TIMEOUT, DropReason::FRAG_BUFFER_FULL,
-                                          DropReason::FRAG_TABLE_FULL, DropReason::FRAG_OF_DROPPED};
+                                          DropReason::FRAG_TABLE_FULL, DropReason::FRAG_OF_DROPPED,
+                                          DropReason::FRAG_CROSS_WORKER};
   for (unsigned i = 0; i < kDropReasonCount; i++) {
     auto r = static_cast<DropReason>(i);
     EXPECT_TRUE(covered.count(r) || elsewhere.count(r)) << "no test for " << drop_reason_label(r);

@@ -1,0 +1,412 @@
+// Many workers (dataplane/shards.h, dataplane/port_pool.h): each worker has its own flow
+// table, NAT and ARP table, and they share the port pool. Packets enter on ring ports with
+// one queue per worker, on whichever queue the test picks (the lab's PMDs cannot steer by
+// RSS), and go through the real worker loop: the steering, the hand-off rings and the NF.
+#include "dataplane/shards.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <rte_cycles.h>
+
+#include "dataplane/worker.h"
+#include "tests/unit/dataplane/pktgen.h"
+
+namespace ftpair::dp {
+namespace {
+
+using test::Frame;
+using test::ip4;
+using test::mac;
+
+const rte_ether_addr kVmacIn = mac(0x00, 0x00, 0x5e, 0x00, 0x01, 0x01);
+const rte_ether_addr kVmacOut = mac(0x00, 0x00, 0x5e, 0x00, 0x01, 0x02);
+const rte_ether_addr kMacGw = mac(0x02, 0, 0, 0, 0x02, 0x0a);  // WAN gateway 198.18.2.10
+
+TEST(PortPool, EachPortIsClaimedOnceAcrossThreads) {
+  PortPool pool({ip4("198.18.2.1")});
+  std::vector<uint16_t> got[2];
+  std::vector<std::thread> t;
+  for (int k = 0; k < 2; k++)
+    t.emplace_back([&, k] {
+      for (uint32_t p = 1024; p < 65536; p++)
+        if (pool.claim(0, 1, static_cast<uint16_t>(p))) got[k].push_back(static_cast<uint16_t>(p));
+    });
+  for (auto &th : t) th.join();
+  EXPECT_EQ(got[0].size() + got[1].size(), 65536u - 1024u);
+  std::set<uint16_t> all(got[0].begin(), got[0].end());
+  for (uint16_t p : got[1]) EXPECT_TRUE(all.insert(p).second) << "port " << p << " claimed twice";
+  EXPECT_FALSE(pool.claim(0, 1, 5000));
+  pool.release(0, 1, 5000);
+  EXPECT_TRUE(pool.claim(0, 1, 5000));
+  EXPECT_TRUE(pool.claim(0, 0, 5000)) << "protocols have their own ports";
+}
+
+TEST(Shards, RefusesAWorkerCountOutOfRange) {
+  std::string err;
+  auto pool = std::make_shared<PortPool>(std::vector<uint32_t>{ip4("198.18.2.1")});
+  EXPECT_EQ(Shards::create(0, pool, 0, {}, 1024, &err), nullptr);
+  EXPECT_NE(err.find("worker count 0"), std::string::npos) << err;
+  EXPECT_EQ(Shards::create(kMaxWorkers + 1, pool, 0, {}, 1024, &err), nullptr);
+  EXPECT_EQ(Shards::create(2, pool, 0, {}, 1000, &err), nullptr);
+  EXPECT_NE(err.find("power of two"), std::string::npos) << err;
+}
+
+// N workers over two ring ports with N queues each, driven by hand (one thread) or by threads.
+class ShardedNat {
+ public:
+  explicit ShardedNat(unsigned n, Filtering filtering = Filtering::ADDRESS) : n_(n) {
+    cfg_.filtering = filtering;
+    cfg_.vip[kPortInside] = ip4("198.18.1.1");
+    cfg_.vip[kPortOutside] = ip4("198.18.2.1");
+    cfg_.prefix_len[kPortInside] = 24;
+    cfg_.prefix_len[kPortOutside] = 24;
+    cfg_.vmac[kPortInside] = kVmacIn;
+    cfg_.vmac[kPortOutside] = kVmacOut;
+    cfg_.own_mac[kPortInside] = mac(0x02, 0xaa, 0, 0, 0, 0x01);
+    cfg_.own_mac[kPortOutside] = mac(0x02, 0xaa, 0, 0, 0, 0x02);
+    cfg_.gateway_out = ip4("198.18.2.10");
+    cfg_.nat_port_min = 20000;
+    cfg_.nat_port_max = 60999;
+    cfg_.forwards.push_back(PortForward{IPPROTO_TCP, 8080, ip4("198.18.1.10"), 8080});
+    lan_ = std::make_unique<test::RingPort>(4096, n);
+    wan_ = std::make_unique<test::RingPort>(4096, n);
+    AgentConfig ac;
+    ac.nb_ports = 2;
+    ac.port_ids[kPortInside] = lan_->id();
+    ac.port_ids[kPortOutside] = wan_->id();
+    ac.nb_workers = static_cast<uint16_t>(n);
+    agent_ = std::make_unique<InterfaceAgent>(ac);
+    auto pool = std::make_shared<PortPool>(cfg_.nat_addresses());
+    std::string err;
+    shards_ = Shards::create(n, pool, cfg_.vip[kPortOutside], cfg_.forwards, 1024, &err);
+    EXPECT_TRUE(shards_) << err;
+    hz_ = rte_get_tsc_hz();
+    now_ = rte_rdtsc();
+    for (unsigned w = 0; w < n; w++) {
+      FlowTableConfig fc;
+      fc.capacity = 4096;
+      fc.name = test::unique_name("sh_flows");
+      flows_.push_back(FlowTable::create(fc, &err));
+      EXPECT_TRUE(flows_.back()) << err;
+      flows_.back()->share_port_pool(pool);
+      arp_.push_back(std::make_unique<ArpTable>(4096, 300 * hz_));
+      arp_.back()->learn(cfg_.gateway_out, kMacGw, kPortOutside, now_);
+      nf_.push_back(std::make_unique<Nat44>(cfg_, *flows_.back(), *arp_.back(), *agent_, test::test_pool(), w));
+      nf_.back()->set_shards(shards_.get());
+    }
+    for (unsigned w = 0; w < n; w++) {
+      auto c = std::make_unique<WorkerContext>();
+      c->id = w;
+      c->agent = agent_.get();
+      c->nf = nf_[w].get();
+      c->flows = flows_[w].get();
+      c->shards = shards_.get();
+      c->quit = &quit_;
+      c->idle_sleep_max_us = 50;
+      ctx_.push_back(std::move(c));
+    }
+  }
+  ~ShardedNat() {
+    stop();
+    for (auto &nf : nf_) nf->housekeeping(now_ + 1000 * hz_);
+    for (unsigned w = 0; w < n_; w++) agent_->flush(w);
+    nf_.clear();
+    shards_.reset();  // frees what waits in the rings
+    agent_.reset();
+    lan_.reset();
+    wan_.reset();
+  }
+
+  // Every worker's loop, by hand, until no worker has anything left to do.
+  void settle() {
+    for (int round = 0; round < 64; round++) {
+      uint32_t work = 0;
+      for (auto &c : ctx_) work += worker_iteration(*c);
+      if (work == 0) return;
+    }
+    ADD_FAILURE() << "the workers did not settle";
+  }
+  void start() {
+    quit_.store(false);
+    for (auto &c : ctx_) threads_.emplace_back([p = c.get()] { worker_main(p); });
+  }
+  void stop() {
+    quit_.store(true);
+    for (auto &t : threads_) t.join();
+    threads_.clear();
+  }
+
+  uint64_t handoffs() const {
+    uint64_t s = 0;
+    for (unsigned w = 0; w < n_; w++) s += shards_->counters(w).handoffs.load();
+    return s;
+  }
+  uint64_t flows_on(unsigned w) const { return flows_[w]->size(); }
+
+  test::L2 from_lan(uint32_t host) const {
+    return test::L2{mac(0x02, 0, 0, 0, 0x01, static_cast<uint8_t>(rte_be_to_cpu_32(host) & 0xff)), kVmacIn};
+  }
+  test::L2 from_wan() const { return test::L2{kMacGw, kVmacOut}; }
+
+  unsigned n_;
+  NfConfig cfg_;
+  std::unique_ptr<test::RingPort> lan_, wan_;
+  std::unique_ptr<InterfaceAgent> agent_;
+  std::unique_ptr<Shards> shards_;
+  std::vector<std::unique_ptr<FlowTable>> flows_;
+  std::vector<std::unique_ptr<ArpTable>> arp_;
+  std::vector<std::unique_ptr<Nat44>> nf_;
+  std::vector<std::unique_ptr<WorkerContext>> ctx_;
+  std::atomic<bool> quit_{false};
+  std::vector<std::thread> threads_;
+  uint64_t hz_ = 0, now_ = 0;
+};
+
+uint32_t lan_host(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (18u << 16) | (1u << 8) | (2 + i % 250)); }
+uint32_t remote(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (19u << 16) | ((i / 250) << 8) | (1 + i % 250)); }
+
+/* The property: whichever queue a packet arrives on, a flow's packets both ways (and the ICMP
+ * errors about it) are handled by the worker that owns the LAN host, and a packet that arrived
+ * elsewhere is counted as a hand-off, exactly once. */
+class ShardsProperty : public ::testing::TestWithParam<unsigned> {};
+
+TEST_P(ShardsProperty, EveryFlowIsHandledByItsOwnerBothWays) {
+  const unsigned n = GetParam();
+  ShardedNat s(n);
+  std::mt19937 rng(0x5eed + n);
+  uint64_t expect_handoffs = 0;
+  std::vector<uint64_t> expect_flows(n, 0);
+  for (unsigned i = 0; i < 300; i++) {
+    const uint32_t host = lan_host(rng() % 1000), rem = remote(rng() % 2000);
+    const uint16_t sport = static_cast<uint16_t>(1024 + rng() % 60000);
+    const unsigned kind = rng() % 3;  // TCP SYN, UDP, ICMP echo
+    Frame out = kind == 0   ? test::tcp_frame(s.from_lan(host), host, sport, rem, 443, RTE_TCP_SYN_FLAG)
+                : kind == 1 ? test::udp_frame(s.from_lan(host), host, sport, rem, 53)
+                            : test::icmp_frame(s.from_lan(host), host, rem, RTE_IP_ICMP_ECHO_REQUEST, sport);
+    const unsigned owner = s.shards_->worker_of_host(host);
+    // A flow already made by an earlier iteration (same host, port and remote) adds none.
+    const size_t before = s.flows_on(owner);
+    const unsigned q1 = rng() % n;
+    expect_handoffs += q1 != owner;
+    ASSERT_TRUE(s.lan_->inject(test::to_mbuf(out), q1));
+    s.settle();
+    auto wan = s.wan_->take_frames();
+    ASSERT_EQ(wan.size(), 1u) << "flow " << i;
+    EXPECT_EQ(test::ip_of(wan[0])->src_addr, s.cfg_.vip[kPortOutside]);
+    expect_flows[owner] += s.flows_on(owner) - before;
+    for (unsigned w = 0; w < n; w++) EXPECT_EQ(s.flows_on(w), expect_flows[w]) << "flow " << i << " worker " << w;
+
+    // The reply, on a random queue.
+    Frame back;
+    uint16_t nat_port;
+    if (kind == 0) {
+      nat_port = rte_be_to_cpu_16(test::tcp_of(wan[0])->src_port);
+      back = test::tcp_frame(s.from_wan(), rem, 443, s.cfg_.vip[kPortOutside], nat_port,
+                             RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG);
+    } else if (kind == 1) {
+      nat_port = rte_be_to_cpu_16(test::udp_of(wan[0])->src_port);
+      back = test::udp_frame(s.from_wan(), rem, 53, s.cfg_.vip[kPortOutside], nat_port);
+    } else {
+      nat_port = rte_be_to_cpu_16(test::icmp_of(wan[0])->icmp_ident);
+      back = test::icmp_frame(s.from_wan(), rem, s.cfg_.vip[kPortOutside], RTE_IP_ICMP_ECHO_REPLY, nat_port);
+    }
+    rte_mbuf *bm = test::to_mbuf(back);
+    EXPECT_EQ(s.shards_->owner(kPortOutside, bm, 0), owner) << "reply of flow " << i;
+    const unsigned q2 = rng() % n;
+    expect_handoffs += q2 != owner;
+    ASSERT_TRUE(s.wan_->inject(bm, q2));
+    // An ICMP error about the outbound packet, from a router on the way (traceroute's).
+    Frame err = test::ipv4_frame(s.from_wan(), ip4("198.18.2.10"), s.cfg_.vip[kPortOutside], IPPROTO_ICMP,
+                                 8 + 28);
+    test::icmp_of(err)->icmp_type = kIcmpTimeExceeded;
+    std::memcpy(err.data() + test::kL4Off + 8, wan[0].data() + test::kIpOff, 28);
+    test::fix_csums(err);
+    rte_mbuf *em = test::to_mbuf(err);
+    EXPECT_EQ(s.shards_->owner(kPortOutside, em, 0), owner) << "ICMP error about flow " << i;
+    const unsigned q3 = rng() % n;
+    expect_handoffs += q3 != owner;
+    ASSERT_TRUE(s.wan_->inject(em, q3));
+    s.settle();
+    auto lan = s.lan_->take_frames();
+    ASSERT_EQ(lan.size(), 2u) << "flow " << i << ": the reply and the ICMP error reach the host";
+    for (auto &f : lan) EXPECT_EQ(test::ip_of(f)->dst_addr, host) << "flow " << i;
+    EXPECT_EQ(s.handoffs(), expect_handoffs) << "flow " << i;
+  }
+  uint64_t busy = 0;
+  for (unsigned w = 0; w < n; w++) busy += s.flows_on(w) > 0;
+  EXPECT_EQ(busy, n) << "every worker holds flows";
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, ShardsProperty, ::testing::Values(2u, 3u, 4u));
+
+// Two LAN hosts of different workers reach each other through their outside endpoints.
+TEST(Shards, HairpinBetweenTwoWorkersHosts) {
+  ShardedNat s(2, Filtering::ENDPOINT);
+  uint32_t a = 0, b = 0;
+  for (unsigned i = 0; i < 250 && (!a || !b); i++) {
+    const uint32_t h = lan_host(i);
+    if (s.shards_->worker_of_host(h) == 0 && !a) a = h;
+    if (s.shards_->worker_of_host(h) == 1 && !b) b = h;
+  }
+  ASSERT_TRUE(a && b);
+  // b's mapping: a datagram to a remote.
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(b), b, 5000, remote(1), 53)), 0));
+  s.settle();
+  auto wan = s.wan_->take_frames();
+  ASSERT_EQ(wan.size(), 1u);
+  const uint16_t b_port = rte_be_to_cpu_16(test::udp_of(wan[0])->src_port);
+  // a sends to b's outside endpoint, arriving on worker 0's queue (a's own).
+  ASSERT_TRUE(s.lan_->inject(
+      test::to_mbuf(test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside], b_port)), 0));
+  s.settle();
+  auto lan = s.lan_->take_frames();
+  ASSERT_EQ(lan.size(), 1u) << "the hairpinned datagram reaches b";
+  EXPECT_EQ(test::ip_of(lan[0])->dst_addr, b);
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(lan[0])->dst_port), 5000);
+  EXPECT_EQ(test::ip_of(lan[0])->src_addr, s.cfg_.vip[kPortOutside]) << "b sees a's outside address";
+  EXPECT_NE(rte_be_to_cpu_16(test::udp_of(lan[0])->src_port), 6000) << "b sees a's outside port";
+  EXPECT_TRUE(test::ip_csum_ok(lan[0]));
+  EXPECT_TRUE(test::l4_csum_ok(lan[0]));
+  EXPECT_EQ(s.nf_[1]->counters().hairpinned.load(), 1u) << "the target's worker made the second half";
+  // b's datagram came in on worker 0's queue, then the hairpin's second half went over.
+  EXPECT_EQ(s.shards_->counters(0).handoffs.load(), 2u);
+  EXPECT_EQ(s.flows_on(0), 1u) << "a's half";
+  EXPECT_EQ(s.flows_on(1), 2u) << "b's flow to the remote and the hairpin's inbound half";
+  EXPECT_TRUE(s.wan_->take_frames().empty());
+}
+
+// The known gap, counted: a fragment hairpinned to another worker's host is dropped with
+// its reason (the datagram's later fragments would not find the context).
+TEST(Shards, AFragmentHairpinnedToAnotherWorkerIsDroppedWithItsReason) {
+  ShardedNat s(2, Filtering::ENDPOINT);
+  uint32_t a = 0, b = 0;
+  for (unsigned i = 0; i < 250 && (!a || !b); i++) {
+    const uint32_t h = lan_host(i);
+    if (s.shards_->worker_of_host(h) == 0 && !a) a = h;
+    if (s.shards_->worker_of_host(h) == 1 && !b) b = h;
+  }
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(b), b, 5000, remote(1), 53)), 1));
+  s.settle();
+  auto wan = s.wan_->take_frames();
+  ASSERT_EQ(wan.size(), 1u);
+  Frame f = test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside],
+                            rte_be_to_cpu_16(test::udp_of(wan[0])->src_port), 64);
+  test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG);
+  test::fix_csums(f);
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(f), 0));
+  s.settle();
+  EXPECT_TRUE(s.lan_->take_frames().empty());
+  EXPECT_TRUE(s.wan_->take_frames().empty());
+  EXPECT_EQ(s.nf_[0]->drops(DropReason::FRAG_CROSS_WORKER), 1u);
+  EXPECT_EQ(s.flows_on(0), 0u) << "refused before the sender's half was made";
+}
+
+// A static port-forward's target and its client on different workers: the first SYN, for
+// which no flow holds the port yet, finds the target's worker through the rule.
+TEST(Shards, HairpinAndWanThroughAPortForwardOfAnotherWorker) {
+  ShardedNat s(2);
+  const uint32_t target = ip4("198.18.1.10");
+  const unsigned tw = s.shards_->worker_of_host(target);
+  uint32_t client = 0;
+  for (unsigned i = 0; i < 250 && !client; i++)
+    if (s.shards_->worker_of_host(lan_host(i)) != tw) client = lan_host(i);
+  ASSERT_TRUE(client);
+  for (auto &arp : s.arp_) arp->learn(target, mac(0x02, 0, 0, 0, 0x01, 10), kPortInside, s.now_);
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::tcp_frame(s.from_lan(client), client, 45000,
+                                                           s.cfg_.vip[kPortOutside], 8080, RTE_TCP_SYN_FLAG)),
+                             0));
+  s.settle();
+  auto lan = s.lan_->take_frames();
+  ASSERT_EQ(lan.size(), 1u) << "the hairpinned SYN reaches the forward's target";
+  EXPECT_EQ(test::ip_of(lan[0])->dst_addr, target);
+  // From the WAN, on the queue of the worker that does not own the target.
+  rte_mbuf *m = test::to_mbuf(test::tcp_frame(s.from_wan(), remote(5), 40000, s.cfg_.vip[kPortOutside], 8080,
+                                              RTE_TCP_SYN_FLAG));
+  EXPECT_EQ(s.shards_->owner(kPortOutside, m, 1 - tw), tw);
+  ASSERT_TRUE(s.wan_->inject(m, 1 - tw));
+  s.settle();
+  lan = s.lan_->take_frames();
+  ASSERT_EQ(lan.size(), 1u) << "the WAN SYN reaches the forward's target";
+  EXPECT_EQ(test::ip_of(lan[0])->dst_addr, target);
+  EXPECT_EQ(s.flows_on(1 - tw), 1u) << "the client's half only";
+  EXPECT_EQ(s.flows_on(tw), 2u) << "both inbound flows of the target";
+}
+
+// An ARP packet is answered once and learnt by every worker; the VIPs are announced once.
+TEST(Shards, ArpIsLearntByEveryWorkerAndAnnouncedOnce) {
+  ShardedNat s(3);
+  const uint32_t host = lan_host(77);
+  const rte_ether_addr hmac = mac(0x02, 0, 0, 0, 0x01, 77);
+  Frame req = test::arp_frame(RTE_ARP_OP_REQUEST, hmac, host, mac(0, 0, 0, 0, 0, 0), s.cfg_.vip[kPortInside]);
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(req), 2));
+  s.settle();
+  auto lan = s.lan_->take_frames();
+  ASSERT_EQ(lan.size(), 1u) << "one reply, from the worker that received the request";
+  for (unsigned w = 0; w < 3; w++) {
+    ArpEntry e;
+    EXPECT_TRUE(s.arp_[w]->find(host, &e) && e.valid) << "worker " << w << " learnt the host";
+  }
+  EXPECT_EQ(s.shards_->counters(2).arp_copies.load(), 2u);
+  EXPECT_EQ(s.handoffs(), 0u) << "copies are not hand-offs";
+  for (auto &nf : s.nf_) nf->request_announce(1);
+  s.settle();
+  uint64_t garps = 0;
+  for (auto &nf : s.nf_) garps += nf->counters().garps.load();
+  EXPECT_EQ(garps, s.nf_[0]->counters().garps.load()) << "only worker 0 announces";
+  EXPECT_GT(garps, 0u);
+  EXPECT_EQ(s.wan_->take_frames().size() + s.lan_->take_frames().size(), garps);
+}
+
+/* Two worker threads at once (TSan's case): UDP flows from many hosts, every datagram and its
+ * reply injected on a random queue while both workers run. */
+TEST(Shards, TwoWorkerThreadsCarryTrafficBothWays) {
+  ShardedNat s(2);
+  s.start();
+  std::mt19937 rng(7);
+  constexpr unsigned kFlows = 400;
+  for (unsigned i = 0; i < kFlows; i++) {
+    const uint32_t host = lan_host(i);
+    while (!s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(host), host, static_cast<uint16_t>(2000 + i),
+                                                         remote(i), 53)),
+                           rng() % 2))
+      std::this_thread::yield();
+  }
+  std::vector<Frame> wan;
+  const uint64_t deadline = rte_rdtsc() + 10 * s.hz_;
+  while (wan.size() < kFlows && rte_rdtsc() < deadline) {
+    for (auto &f : s.wan_->take_frames()) wan.push_back(f);
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(wan.size(), kFlows);
+  for (auto &f : wan) {
+    Frame back = test::udp_frame(s.from_wan(), test::ip_of(f)->dst_addr, 53, s.cfg_.vip[kPortOutside],
+                                 rte_be_to_cpu_16(test::udp_of(f)->src_port));
+    while (!s.wan_->inject(test::to_mbuf(back), rng() % 2)) std::this_thread::yield();
+  }
+  std::vector<Frame> lan;
+  while (lan.size() < kFlows && rte_rdtsc() < deadline) {
+    for (auto &f : s.lan_->take_frames()) lan.push_back(f);
+    std::this_thread::yield();
+  }
+  s.stop();
+  ASSERT_EQ(lan.size(), kFlows);
+  std::set<std::pair<uint32_t, uint16_t>> seen;
+  for (auto &f : lan) seen.insert({uint32_t(test::ip_of(f)->dst_addr), rte_be_to_cpu_16(test::udp_of(f)->dst_port)});
+  EXPECT_EQ(seen.size(), kFlows) << "every flow's reply reached its host";
+  EXPECT_EQ(s.flows_on(0) + s.flows_on(1), kFlows);
+  EXPECT_GT(s.handoffs(), 0u);
+  uint64_t full = 0;
+  for (unsigned w = 0; w < 2; w++) full += s.shards_->counters(w).handoff_full.load();
+  EXPECT_EQ(full, 0u);
+}
+
+}  // namespace
+}  // namespace ftpair::dp

@@ -1,0 +1,451 @@
+/* nf_scale: the NAT on 1 and N workers (dataplane/shards.h), 64-byte UDP frames.
+ *
+ *   nf_scale [EAL args, -l with N lcores] -- [--workers N] [--flows F] [--packets P] [--rounds R]
+ *
+ * Each round builds the dataplane twice, with 1 worker and with N, and in each mode runs every
+ * worker on its own lcore the way nf_bench's synchronous mode runs one: the worker writes a
+ * batch of frames into its own receive queue (untimed), runs the daemon's worker loop until
+ * nothing is left to do (timed), and frees what its transmit queues hold (untimed). The rate
+ * of a run is all packets over the longest worker's timed cycles: the workers run at once, so
+ * the slowest one decides. Ports: net_ring with one queue pair per worker on both sides.
+ *
+ * Two workloads per worker count:
+ *  - owned: each worker's queue gets only the packets of flows it owns, as a NIC whose RSS
+ *    the NAT can steer would deliver them (the scaling case): nf_scale_mpps{mode="owned"},
+ *    nf_scaling_ratio{workers=N} = rate(N) / rate(1) of the same round, median over rounds;
+ *  - spread: NAT traffic both ways (a LAN datagram, then its reply from the WAN, per flow),
+ *    each packet on the queue its flow's hash picks, as the lab's af_packet fanout does: the
+ *    packets that arrive on the wrong worker are handed over. nf_handoff_ratio{workers=N} =
+ *    hand-offs / packets, and nf_scale_mpps{mode="spread"}.
+ *
+ * Output: JSON lines on stdout; progress on stderr. */
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_hash_crc.h>
+#include <rte_ip.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_udp.h>
+
+#include "dataplane/agent.h"
+#include "dataplane/arp_table.h"
+#include "dataplane/flow_table.h"
+#include "dataplane/nf.h"
+#include "dataplane/port.h"
+#include "dataplane/shards.h"
+#include "dataplane/worker.h"
+
+namespace dp = ftpair::dp;
+
+namespace {
+
+constexpr uint32_t kFrameLen = 60;
+constexpr uint32_t kHosts = 250;
+constexpr uint32_t kBatch = 512;
+constexpr uint32_t kHandoffRing = 4096;
+
+struct Options {
+  unsigned workers = 2;
+  uint32_t flows = 100000;
+  uint64_t packets = 2000000;  // per worker and run
+  unsigned rounds = 5;
+};
+
+[[noreturn]] void die(const std::string &msg) {
+  std::fprintf(stderr, "nf_scale: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+uint32_t ip4(unsigned a, unsigned b, unsigned c, unsigned d) {
+  return rte_cpu_to_be_32((a << 24) | (b << 16) | (c << 8) | d);
+}
+
+const rte_ether_addr kVmacIn{{0x00, 0x00, 0x5e, 0x00, 0x01, 0x01}};
+const rte_ether_addr kVmacOut{{0x00, 0x00, 0x5e, 0x00, 0x01, 0x02}};
+const rte_ether_addr kHostMac{{0x02, 0, 0, 0, 0x01, 0x01}};
+const rte_ether_addr kServerMac{{0x02, 0, 0, 0, 0x02, 0x01}};
+
+void build_udp(uint8_t *buf, const rte_ether_addr &smac, const rte_ether_addr &dmac, uint32_t sip,
+               uint32_t dip, uint16_t sport, uint16_t dport) {
+  std::memset(buf, 0, 64);
+  auto *eth = reinterpret_cast<rte_ether_hdr *>(buf);
+  eth->dst_addr = dmac;
+  eth->src_addr = smac;
+  eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
+  ip->version_ihl = 0x45;
+  ip->total_length = rte_cpu_to_be_16(kFrameLen - sizeof(rte_ether_hdr));
+  ip->packet_id = rte_cpu_to_be_16(1);
+  ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+  ip->time_to_live = 64;
+  ip->next_proto_id = IPPROTO_UDP;
+  ip->src_addr = sip;
+  ip->dst_addr = dip;
+  auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
+  udp->src_port = rte_cpu_to_be_16(sport);
+  udp->dst_port = rte_cpu_to_be_16(dport);
+  udp->dgram_len = rte_cpu_to_be_16(kFrameLen - sizeof(rte_ether_hdr) - sizeof(rte_ipv4_hdr));
+  for (uint8_t *p = reinterpret_cast<uint8_t *>(udp + 1); p < buf + kFrameLen; p++) *p = 'x';
+  ip->hdr_checksum = rte_ipv4_cksum(ip);
+  udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+}
+
+struct Flow {
+  uint32_t sip, dip;
+  uint16_t sport, dport;
+};
+Flow flow(uint32_t i) {
+  return Flow{ip4(198, 18, 1, 2 + i % kHosts), ip4(198, 18, 2, 10 + i % 4), static_cast<uint16_t>(1024 + i / kHosts),
+              static_cast<uint16_t>(8000 + i % 64)};
+}
+
+// One worker count's dataplane: ports, shards, one table/ARP/NF per worker.
+struct Plane {
+  unsigned n = 1;
+  rte_mempool *pool = nullptr;
+  std::vector<rte_ring *> in_rx, in_tx, out_rx, out_tx;
+  uint16_t pid_in = 0, pid_out = 0;
+  std::unique_ptr<dp::InterfaceAgent> agent;
+  std::unique_ptr<dp::Shards> shards;
+  std::vector<std::unique_ptr<dp::FlowTable>> flows;
+  std::vector<std::unique_ptr<dp::ArpTable>> arp;
+  std::vector<std::unique_ptr<dp::Nat44>> nf;
+  std::unique_ptr<dp::WorkerContext[]> ctx;
+  std::atomic<bool> quit{false};
+  std::vector<uint8_t> out_tmpl, back_tmpl;  // 64 bytes per flow
+  std::vector<unsigned> owner;               // per flow
+};
+
+uint16_t ring_port(const std::string &name, std::vector<rte_ring *> &rx, std::vector<rte_ring *> &tx, unsigned n,
+                   rte_mempool *pool) {
+  static unsigned seq = 0;
+  for (unsigned q = 0; q < n; q++) {
+    const std::string base = "nfs" + std::to_string(seq) + name + std::to_string(q);
+    rx.push_back(rte_ring_create((base + "r").c_str(), 2048, 0, RING_F_SP_ENQ | RING_F_SC_DEQ));
+    tx.push_back(rte_ring_create((base + "t").c_str(), 4096, 0, RING_F_SP_ENQ | RING_F_SC_DEQ));
+    if (!rx.back() || !tx.back()) die(std::string("rte_ring_create: ") + rte_strerror(rte_errno));
+  }
+  const int id = rte_eth_from_rings(("nfs" + std::to_string(seq++) + name).c_str(), rx.data(), n, tx.data(), n, 0);
+  if (id < 0) die(std::string("rte_eth_from_rings: ") + rte_strerror(rte_errno));
+  char dev[RTE_ETH_NAME_MAX_LEN];
+  rte_eth_dev_get_name_by_port(uint16_t(id), dev);
+  dp::PortSpec spec;
+  spec.device = dev;
+  spec.queues = static_cast<uint16_t>(n);
+  uint16_t pid;
+  rte_ether_addr mac;
+  std::string err;
+  if (dp::port_open(spec, pool, &pid, &mac, &err) != 0) die(name + " port: " + err);
+  return pid;
+}
+
+std::unique_ptr<Plane> build(unsigned n, uint32_t nflows, rte_mempool *pool) {
+  auto p = std::make_unique<Plane>();
+  p->n = n;
+  p->pool = pool;
+  p->pid_in = ring_port("in", p->in_rx, p->in_tx, n, pool);
+  p->pid_out = ring_port("out", p->out_rx, p->out_tx, n, pool);
+  dp::AgentConfig ac;
+  ac.nb_ports = 2;
+  ac.port_ids[0] = p->pid_in;
+  ac.port_ids[1] = p->pid_out;
+  ac.nb_workers = static_cast<uint16_t>(n);
+  p->agent = std::make_unique<dp::InterfaceAgent>(ac);
+  dp::NfConfig nc;
+  nc.vip[0] = ip4(198, 18, 1, 1);
+  nc.vip[1] = ip4(198, 18, 2, 1);
+  nc.vmac[0] = kVmacIn;
+  nc.vmac[1] = kVmacOut;
+  nc.nat_port_min = 1024;
+  nc.nat_port_max = 65535;
+  nc.filtering = dp::Filtering::ENDPOINT;
+  for (unsigned a = 1; nc.pool.size() < std::max<unsigned>(8, (nflows + 39999) / 40000); a = a == 9 ? 20 : a + 1)
+    nc.pool.push_back(ip4(198, 18, 2, a));
+  nc.max_sessions_per_host = 0;
+  auto ports = std::make_shared<dp::PortPool>(nc.nat_addresses());
+  std::string err;
+  p->shards = dp::Shards::create(n, ports, nc.vip[1], nc.forwards, kHandoffRing, &err);
+  if (!p->shards) die(err);
+  const uint64_t hz = rte_get_tsc_hz();
+  for (unsigned w = 0; w < n; w++) {
+    dp::FlowTableConfig fc;
+    fc.capacity = nflows + nflows / 4;
+    fc.name = "nfs_flows_" + std::to_string(n) + "_" + std::to_string(w);
+    p->flows.push_back(dp::FlowTable::create(fc, &err));
+    if (!p->flows.back()) die(err);
+    p->flows.back()->share_port_pool(ports);
+    p->arp.push_back(std::make_unique<dp::ArpTable>(4096, 86400 * hz));
+    for (unsigned s = 0; s < 4; s++) p->arp.back()->learn(ip4(198, 18, 2, 10 + s), kServerMac, dp::kPortOutside, rte_rdtsc());
+    p->nf.push_back(std::make_unique<dp::Nat44>(nc, *p->flows.back(), *p->arp.back(), *p->agent, pool, w));
+    p->nf.back()->set_shards(p->shards.get());
+  }
+  p->ctx.reset(new dp::WorkerContext[n]);
+  for (unsigned w = 0; w < n; w++) {
+    p->ctx[w].id = w;
+    p->ctx[w].agent = p->agent.get();
+    p->ctx[w].nf = p->nf[w].get();
+    p->ctx[w].flows = p->flows[w].get();
+    p->ctx[w].shards = p->shards.get();
+    p->ctx[w].quit = &p->quit;
+  }
+  // Every flow made by one datagram, on its owner, before the measurement.
+  p->out_tmpl.assign(size_t(nflows) * 64, 0);
+  p->back_tmpl.assign(size_t(nflows) * 64, 0);
+  p->owner.resize(nflows);
+  rte_mbuf *m[1];
+  for (uint32_t i = 0; i < nflows; i++) {
+    const Flow f = flow(i);
+    build_udp(&p->out_tmpl[size_t(i) * 64], kHostMac, kVmacIn, f.sip, f.dip, f.sport, f.dport);
+    const unsigned w = p->shards->worker_of_host(f.sip);
+    p->owner[i] = w;
+    if (rte_pktmbuf_alloc_bulk(pool, m, 1) != 0) die("mbuf pool empty");
+    std::memcpy(rte_pktmbuf_mtod(m[0], uint8_t *), &p->out_tmpl[size_t(i) * 64], 64);
+    m[0]->data_len = m[0]->pkt_len = kFrameLen;
+    p->nf[w]->process(dp::kPortInside, m, 1, rte_rdtsc());
+    p->agent->flush(w);
+    void *objs[64];
+    unsigned k;
+    while ((k = rte_ring_dequeue_burst(p->out_tx[w], objs, 64, nullptr)) > 0)
+      rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), k);
+    dp::FlowState probe{};
+    probe.in_ip = f.sip;
+    probe.ext_ip = f.dip;
+    probe.in_port = rte_cpu_to_be_16(f.sport);
+    probe.ext_port = rte_cpu_to_be_16(f.dport);
+    probe.proto = IPPROTO_UDP;
+    const int slot = p->flows[w]->lookup(dp::inside_key(probe));
+    if (slot < 0) die("warm-up did not make flow " + std::to_string(i));
+    const dp::FlowState &st = p->flows[w]->record(uint32_t(slot)).st;
+    build_udp(&p->back_tmpl[size_t(i) * 64], kServerMac, kVmacOut, f.dip, st.nat_ip, f.dport,
+              rte_be_to_cpu_16(st.nat_port));
+  }
+  return p;
+}
+
+void destroy(std::unique_ptr<Plane> p) {
+  p->nf.clear();
+  p->shards.reset();
+  p->agent.reset();
+  dp::port_close(p->pid_in);
+  dp::port_close(p->pid_out);
+  for (auto *v : {&p->in_rx, &p->in_tx, &p->out_rx, &p->out_tx})
+    for (rte_ring *r : *v) {
+      void *m;
+      while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
+      rte_ring_free(r);
+    }
+}
+
+struct Run {
+  Plane *p;
+  unsigned w;
+  bool spread;
+  uint64_t packets;
+  uint64_t timed_tsc = 0;
+};
+
+void free_tx(Plane &p, unsigned w) {
+  void *objs[64];
+  unsigned k;
+  for (rte_ring *r : {p.in_tx[w], p.out_tx[w]})
+    while ((k = rte_ring_dequeue_burst(r, objs, 64, nullptr)) > 0) rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), k);
+}
+
+int run_worker(void *arg) {
+  Run &r = *static_cast<Run *>(arg);
+  Plane &p = *r.p;
+  const uint32_t nflows = static_cast<uint32_t>(p.owner.size());
+  // This worker's flows (owned mode), visited with a prime stride.
+  std::vector<uint32_t> mine;
+  for (uint32_t i = 0; i < nflows; i++)
+    if (r.spread ? (rte_hash_crc_4byte(i, 0x1234) % p.n) == r.w : p.owner[i] == r.w) mine.push_back(i);
+  if (mine.empty()) die("a worker owns no flow");
+  uint64_t made = 0, cursor = r.w * 7919;
+  rte_mbuf *b[kBatch];
+  while (made < r.packets) {
+    // Flow control, which a NIC does not give but a benchmark needs: a new batch only when
+    // every other worker's ring has room for it, so the run measures work, not ring drops.
+    for (bool room = false; !room;) {
+      room = true;
+      for (unsigned o = 0; o < p.n; o++)
+        if (o != r.w && p.shards->backlog(o) > kHandoffRing - 2 * kBatch) room = false;
+      if (!room) {
+        const uint64_t t0 = rte_rdtsc();
+        dp::worker_iteration(p.ctx[r.w]);
+        r.timed_tsc += rte_rdtsc() - t0;
+        free_tx(p, r.w);
+      }
+    }
+    const unsigned k = static_cast<unsigned>(std::min<uint64_t>(kBatch, r.packets - made));
+    if (rte_pktmbuf_alloc_bulk(p.pool, b, k) != 0) die("mbuf pool empty");
+    unsigned nin = 0, nout = 0;
+    rte_mbuf *in[kBatch], *out[kBatch];
+    for (unsigned j = 0; j < k; j++) {
+      const uint32_t i = mine[(cursor += 1000003) % mine.size()];
+      // Spread: every other packet is the reply of its flow, from the WAN.
+      const bool back = r.spread && (j & 1);
+      std::memcpy(rte_pktmbuf_mtod(b[j], uint8_t *), back ? &p.back_tmpl[size_t(i) * 64] : &p.out_tmpl[size_t(i) * 64],
+                  64);
+      b[j]->data_len = b[j]->pkt_len = kFrameLen;
+      (back ? out[nout++] : in[nin++]) = b[j];
+    }
+    if (rte_ring_sp_enqueue_burst(p.in_rx[r.w], reinterpret_cast<void **>(in), nin, nullptr) != nin ||
+        rte_ring_sp_enqueue_burst(p.out_rx[r.w], reinterpret_cast<void **>(out), nout, nullptr) != nout)
+      die("receive ring full");
+    made += k;
+    const uint64_t t0 = rte_rdtsc();
+    while (rte_ring_count(p.in_rx[r.w]) || rte_ring_count(p.out_rx[r.w])) dp::worker_iteration(p.ctx[r.w]);
+    r.timed_tsc += rte_rdtsc() - t0;
+    free_tx(p, r.w);
+  }
+  // Packets handed to this worker by the others after its own ran out.
+  const uint64_t t0 = rte_rdtsc();
+  uint64_t idle = 0;
+  while (idle < 1000) {
+    idle = dp::worker_iteration(p.ctx[r.w]) ? 0 : idle + 1;
+    free_tx(p, r.w);
+  }
+  r.timed_tsc += rte_rdtsc() - t0;
+  return 0;
+}
+
+struct Result {
+  double mpps;
+  uint64_t sent, handoffs, drops;
+};
+
+Result measure(Plane &p, bool spread, uint64_t packets) {
+  std::vector<Run> runs(p.n);
+  uint64_t sent0 = 0, ho0 = 0, drops0 = 0;
+  for (unsigned w = 0; w < p.n; w++) {
+    sent0 += p.agent->worker_port_counters(w, 0).tx_packets.load() + p.agent->worker_port_counters(w, 1).tx_packets.load();
+    ho0 += p.shards->counters(w).handoffs.load();
+    for (unsigned d = 0; d < dp::kDropReasonCount; d++) drops0 += p.nf[w]->counters().drops[d].load();
+  }
+  unsigned lcore = rte_get_next_lcore(-1, 1, 0);
+  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, 0};
+  std::vector<unsigned> lcores;
+  for (unsigned w = 1; w < p.n; w++) {
+    if (lcore >= RTE_MAX_LCORE) die("needs one lcore per worker (-l)");
+    lcores.push_back(lcore);
+    rte_eal_remote_launch(run_worker, &runs[w], lcore);
+    lcore = rte_get_next_lcore(lcore, 1, 0);
+  }
+  run_worker(&runs[0]);
+  for (unsigned l : lcores) rte_eal_wait_lcore(l);
+  // A last pass for what one worker handed to another after that one had stopped.
+  for (unsigned w = 0; w < p.n; w++) {
+    while (dp::worker_iteration(p.ctx[w])) {
+    }
+    free_tx(p, w);
+  }
+  uint64_t sent = 0, ho = 0, drops = 0, slowest = 0;
+  for (unsigned w = 0; w < p.n; w++) {
+    sent += p.agent->worker_port_counters(w, 0).tx_packets.load() + p.agent->worker_port_counters(w, 1).tx_packets.load();
+    ho += p.shards->counters(w).handoffs.load();
+    for (unsigned d = 0; d < dp::kDropReasonCount; d++) drops += p.nf[w]->counters().drops[d].load();
+    slowest = std::max(slowest, runs[w].timed_tsc);
+  }
+  const uint64_t total = packets * p.n;
+  return Result{double(total) * double(rte_get_tsc_hz()) / double(slowest) / 1e6, sent - sent0, ho - ho0,
+                drops - drops0};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void emit(const std::string &name, double value, const char *unit, const std::string &params) {
+  std::printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"%s\", \"params\": %s}\n", name.c_str(), value, unit,
+              params.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  int dash = 1;
+  while (dash < argc && std::strcmp(argv[dash], "--") != 0) dash++;
+  std::string err;
+  if (dp::eal_init(std::vector<std::string>(argv + 1, argv + dash), &err) != 0) die(err);
+  Options o;
+  for (int i = dash + 1; i < argc; i++) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--workers") o.workers = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--flows") o.flows = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--packets") o.packets = std::stoull(val());
+    else if (a == "--rounds") o.rounds = static_cast<unsigned>(std::stoul(val()));
+    else die("unknown option " + a);
+  }
+  if (o.workers < 2 || o.workers > dp::kMaxWorkers) die("--workers: 2.." + std::to_string(dp::kMaxWorkers));
+  if (rte_lcore_count() < o.workers) die("needs " + std::to_string(o.workers) + " lcores (-l)");
+  rte_mempool *pool = dp::pool_create("nfs_pkts", 65535, &err);
+  if (!pool) die(err);
+  std::vector<double> rate1, rateN, ratio, spreadN, handoff;
+  for (unsigned round = 0; round < o.rounds; round++) {
+    double r1 = 0;
+    for (unsigned n : {1u, o.workers}) {
+      auto p = build(n, o.flows, pool);
+      const Result owned = measure(*p, false, o.packets);
+      if (owned.sent != o.packets * n || owned.drops)
+        die("owned: " + std::to_string(owned.sent) + " of " + std::to_string(o.packets * n) + " packets forwarded");
+      std::fprintf(stderr, "round %u, %u worker(s), owned: %.2f Mpps, %" PRIu64 " hand-offs\n", round, n, owned.mpps,
+                   owned.handoffs);
+      if (n == 1) {
+        r1 = owned.mpps;
+        rate1.push_back(owned.mpps);
+      } else {
+        rateN.push_back(owned.mpps);
+        ratio.push_back(owned.mpps / r1);
+        const Result spread = measure(*p, true, o.packets);
+        if (spread.sent != o.packets * n || spread.drops) {
+          uint64_t full = 0;
+          for (unsigned w = 0; w < n; w++) full += p->shards->counters(w).handoff_full.load();
+          for (unsigned w = 0; w < n; w++)
+            for (unsigned d = 0; d < dp::kDropReasonCount; d++)
+              if (p->nf[w]->counters().drops[d].load())
+                std::fprintf(stderr, "worker %u drop %s: %" PRIu64 "\n", w,
+                             dp::drop_reason_label(static_cast<dp::DropReason>(d)), p->nf[w]->counters().drops[d].load());
+          die("spread: " + std::to_string(spread.sent) + " of " + std::to_string(o.packets * n) +
+              " packets forwarded, " + std::to_string(full) + " lost on a full hand-off ring");
+        }
+        spreadN.push_back(spread.mpps);
+        handoff.push_back(double(spread.handoffs) / double(o.packets * n));
+        std::fprintf(stderr, "round %u, %u workers, spread: %.2f Mpps, %.3f of the packets handed off\n", round, n,
+                     spread.mpps, handoff.back());
+      }
+      destroy(std::move(p));
+    }
+  }
+  const std::string fl = "\"flows\": " + std::to_string(o.flows) + ", \"proto\": \"udp\"";
+  emit("nf_scale_mpps", median(rate1), "Mpps", "{" + fl + ", \"workers\": 1, \"mode\": \"owned\"}");
+  emit("nf_scale_mpps", median(rateN), "Mpps",
+       "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"mode\": \"owned\"}");
+  emit("nf_scale_mpps", median(spreadN), "Mpps",
+       "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"mode\": \"spread\"}");
+  emit("nf_scaling_ratio", median(ratio), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
+  emit("nf_handoff_ratio", median(handoff), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
+  rte_mempool_free(pool);
+  dp::eal_cleanup();
+  return 0;
+}
