@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include "common/tsan.h"
 #include <rte_arp.h>
 #include <rte_ethdev.h>
 #include <rte_eth_ring.h>
@@ -360,7 +361,10 @@ class RingPort {
   rte_ring *tx_ring(unsigned q = 0) { return tx_[q]; }
 
   // Puts a packet where the port's rx on queue q will find it. False when the ring is full.
-  bool inject(rte_mbuf *m, unsigned q = 0) { return rte_ring_enqueue(rx_[q], m) == 0; }
+  bool inject(rte_mbuf *m, unsigned q = 0) {
+    tsan_release(m);  // to the worker that receives it (dataplane/mbuf.h)
+    return rte_ring_enqueue(rx_[q], m) == 0;
+  }
   unsigned rx_pending() const {
     unsigned n = 0;
     for (rte_ring *r : rx_) n += rte_ring_count(r);
@@ -377,7 +381,10 @@ class RingPort {
     std::vector<rte_mbuf *> out;
     void *m;
     for (rte_ring *r : tx_)
-      while (r && rte_ring_dequeue(r, &m) == 0) out.push_back(static_cast<rte_mbuf *>(m));
+      while (r && rte_ring_dequeue(r, &m) == 0) {
+        tsan_acquire(m);  // from the worker that sent it
+        out.push_back(static_cast<rte_mbuf *>(m));
+      }
     return out;
   }
   // Everything the port sent, as frames; mbufs freed.
