@@ -6,7 +6,7 @@ namespace ftpair::dp {
 
 uint8_t host_bucket(uint32_t in_ip) {
   // Not secret: both nodes and every worker count must agree on it.
-  return static_cast<uint8_t>(rte_hash_crc_4byte(in_ip, 0x6a09e667) % kBuckets);
+  return static_cast<uint8_t>(rte_hash_crc_4byte(in_ip, 0x6a09e667) & (kBuckets - 1));
 }
 
 PortPool::PortPool(const std::vector<uint32_t> &addrs)

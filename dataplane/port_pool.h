@@ -22,6 +22,7 @@ namespace ftpair::dp {
 
 // The flows of a LAN host live in one of kBuckets buckets; a bucket belongs to one worker.
 inline constexpr unsigned kBuckets = 64;
+static_assert((kBuckets & (kBuckets - 1)) == 0);
 // The bucket of a LAN host (in_ip, network order): a fixed hash, the same on both nodes.
 uint8_t host_bucket(uint32_t in_ip);
 

@@ -8,6 +8,7 @@
 #include <rte_ether.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
+#include <rte_prefetch.h>
 
 #include "dataplane/mbuf.h"
 #include "dataplane/nf.h"
@@ -27,6 +28,7 @@ std::unique_ptr<Shards> Shards::create(unsigned workers, std::shared_ptr<PortPoo
   }
   std::unique_ptr<Shards> s(new Shards());
   s->n_ = workers;
+  for (unsigned b = 0; b < kBuckets; b++) s->bucket_worker_[b] = static_cast<uint8_t>(b % workers);
   s->pool_ = std::move(pool);
   s->fwd_vip_ = nat_vip;
   s->fwd_bucket_.assign(2 * 65536, 0);
@@ -133,6 +135,8 @@ bool Shards::hand(unsigned from, unsigned to, rte_mbuf *m, uint64_t meta) {
 
 uint16_t Shards::steer(unsigned self, uint16_t port, rte_mbuf **pkts, uint16_t n) {
   uint16_t kept = 0;
+  // The headers are read here first: fetch them all before the first is needed.
+  for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     const unsigned o = owner(port, m, self);

@@ -80,8 +80,8 @@ class Shards {
   unsigned workers() const { return n_; }
   PortPool &pool() const { return *pool_; }
   const std::shared_ptr<PortPool> &pool_ptr() const { return pool_; }
-  unsigned worker_of_bucket(unsigned bucket) const { return bucket % n_; }
-  unsigned worker_of_host(uint32_t in_ip) const { return host_bucket(in_ip) % n_; }
+  unsigned worker_of_bucket(unsigned bucket) const { return bucket_worker_[bucket]; }
+  unsigned worker_of_host(uint32_t in_ip) const { return bucket_worker_[host_bucket(in_ip)]; }
   // The worker whose shard holds an outside endpoint (port network order), or -1.
   int endpoint_worker(uint32_t nat_ip, uint8_t proto, uint16_t port_be) const;
 
@@ -108,6 +108,7 @@ class Shards {
  private:
   Shards() = default;
   unsigned n_ = 1;
+  uint8_t bucket_worker_[kBuckets] = {};  // bucket % workers, without a division per packet
   std::shared_ptr<PortPool> pool_;
   uint32_t fwd_vip_ = 0;
   // Per protocol slot (TCP, UDP) and outside port: 1 + the bucket of a static forward's

@@ -5,9 +5,11 @@
  * Each round builds the dataplane twice, with 1 worker and with N, and in each mode runs every
  * worker on its own lcore the way nf_bench's synchronous mode runs one: the worker writes a
  * batch of frames into its own receive queue (untimed), runs the daemon's worker loop until
- * nothing is left to do (timed), and frees what its transmit queues hold (untimed). The rate
- * of a run is all packets over the longest worker's timed cycles: the workers run at once, so
- * the slowest one decides. Ports: net_ring with one queue pair per worker on both sides.
+ * nothing is left to do (timed), and frees what its transmit queues hold (untimed); packets
+ * other workers hand it are processed in the same loop, and after its own run out, in timed
+ * iterations (an iteration that found nothing is not timed). The rate of a run is all
+ * packets over the longest worker's timed cycles: the workers run at once, so the slowest
+ * one decides. Ports: net_ring with one queue pair per worker on both sides.
  *
  * Two workloads per worker count:
  *  - owned: each worker's queue gets only the packets of flows it owns, as a NIC whose RSS
@@ -255,6 +257,7 @@ struct Run {
   unsigned w;
   bool spread;
   uint64_t packets;
+  std::atomic<unsigned> *generating;  // workers still writing their batches
   uint64_t timed_tsc = 0;
 };
 
@@ -285,13 +288,14 @@ int run_worker(void *arg) {
         if (o != r.w && p.shards->backlog(o) > kHandoffRing - 2 * kBatch) room = false;
       if (!room) {
         const uint64_t t0 = rte_rdtsc();
-        dp::worker_iteration(p.ctx[r.w]);
-        r.timed_tsc += rte_rdtsc() - t0;
+        if (dp::worker_iteration(p.ctx[r.w])) r.timed_tsc += rte_rdtsc() - t0;
         free_tx(p, r.w);
       }
     }
     const unsigned k = static_cast<unsigned>(std::min<uint64_t>(kBatch, r.packets - made));
-    if (rte_pktmbuf_alloc_bulk(p.pool, b, k) != 0) die("mbuf pool empty");
+    // In bursts of 32, as a PMD refills its ring: within the lcore's mempool cache.
+    for (unsigned j = 0; j < k; j += 32)
+      if (rte_pktmbuf_alloc_bulk(p.pool, b + j, std::min(32u, k - j)) != 0) die("mbuf pool empty");
     unsigned nin = 0, nout = 0;
     rte_mbuf *in[kBatch], *out[kBatch];
     for (unsigned j = 0; j < k; j++) {
@@ -312,14 +316,21 @@ int run_worker(void *arg) {
     r.timed_tsc += rte_rdtsc() - t0;
     free_tx(p, r.w);
   }
-  // Packets handed to this worker by the others after its own ran out.
-  const uint64_t t0 = rte_rdtsc();
+  // Packets handed to this worker by the others after its own ran out: it stays until every
+  // worker has written all its batches (another may be waiting for room in this one's ring).
+  r.generating->fetch_sub(1);
+  // Only the iterations that did work are timed: waiting for the others is not.
   uint64_t idle = 0;
-  while (idle < 1000) {
-    idle = dp::worker_iteration(p.ctx[r.w]) ? 0 : idle + 1;
+  while (r.generating->load() > 0 || idle < 1000) {
+    const uint64_t t0 = rte_rdtsc();
+    if (dp::worker_iteration(p.ctx[r.w])) {
+      r.timed_tsc += rte_rdtsc() - t0;
+      idle = 0;
+    } else {
+      idle++;
+    }
     free_tx(p, r.w);
   }
-  r.timed_tsc += rte_rdtsc() - t0;
   return 0;
 }
 
@@ -330,6 +341,7 @@ struct Result {
 
 Result measure(Plane &p, bool spread, uint64_t packets) {
   std::vector<Run> runs(p.n);
+  std::atomic<unsigned> generating{p.n};
   uint64_t sent0 = 0, ho0 = 0, drops0 = 0;
   for (unsigned w = 0; w < p.n; w++) {
     sent0 += p.agent->worker_port_counters(w, 0).tx_packets.load() + p.agent->worker_port_counters(w, 1).tx_packets.load();
@@ -337,7 +349,7 @@ Result measure(Plane &p, bool spread, uint64_t packets) {
     for (unsigned d = 0; d < dp::kDropReasonCount; d++) drops0 += p.nf[w]->counters().drops[d].load();
   }
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
-  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, 0};
+  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, &generating, 0};
   std::vector<unsigned> lcores;
   for (unsigned w = 1; w < p.n; w++) {
     if (lcore >= RTE_MAX_LCORE) die("needs one lcore per worker (-l)");
