@@ -795,6 +795,9 @@ void Nat44::hairpin(rte_mbuf *m, Parsed &p, int32_t slot, uint64_t now) {
 /* The second half of a hairpin the sender's worker translated on the way out: from the
  * sender's outside endpoint to the target's, which this worker's shard holds. */
 void Nat44::hairpin_in(rte_mbuf *m, uint64_t dep_out, uint64_t now) {
+  // Handed over before the node stepped down (the rings outlive the workers' park): a
+  // standby's table is the applier's, so nothing is made in it.
+  if (!vip_owner()) return drop(m, DropReason::NOT_ACTIVE);
   Parsed q;
   if (!parse_ipv4(m, q, kPortOutside)) return;
   q.hairpin = true;
@@ -853,7 +856,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   if (bad_octet_[so] | bad_octet_[dO]) return false;
   if (port == kPortInside) {
     if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
-        (d >= nat_lo_ && d <= nat_hi_))
+        (d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside])
       return false;
   } else if (!fast_out_ok_ || !is_nat_address(dst)) {
     return false;
@@ -934,15 +937,16 @@ bool Nat44::classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now) {
       p.proto == IPPROTO_ICMP && p.icmp_type == RTE_IP_ICMP_ECHO_REQUEST && p.frag == 0;
   uint16_t egress = port ^ 1;
   if (port == kPortOutside) {
-    // The WAN reaches the LAN only through mappings on the outside addresses.
-    if (!is_nat_address(dst)) return drop(m, DropReason::NOT_FOR_VIP), false;
+    // The WAN reaches the LAN only through mappings on the outside addresses, and the static
+    // forwards on the VIP (which need not be one of the pool's addresses).
+    if (dst != vip && !is_nat_address(dst)) return drop(m, DropReason::NOT_FOR_VIP), false;
     if (echo_request) return answer_echo(m, p, port), false;
   } else {
     if (dst == vip) return answer_echo_or_drop(m, p, port, echo_request), false;
     // Anti-spoofing: the LAN speaks only from its own subnet.
     if ((p.ip->src_addr & mask_[port]) != net_[port]) return drop(m, DropReason::BAD_SOURCE), false;
     if ((dst & mask_[port]) == net_[port]) return drop(m, DropReason::LAN_TO_LAN), false;
-    p.to_nat = is_nat_address(dst);
+    p.to_nat = dst == cfg_.vip[kPortOutside] || is_nat_address(dst);
     if (p.to_nat) {
       // To an outside address from the LAN: an echo is answered, the rest hairpins.
       if (p.proto == IPPROTO_ICMP) return answer_echo_or_drop(m, p, port, echo_request), false;

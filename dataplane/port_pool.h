@@ -46,13 +46,15 @@ class PortPool {
     return bits_[(size_t(a) * 3 + pi) * 1024 + w].load(std::memory_order_relaxed);
   }
   // Marks port (host order) used; true when it was free (the caller now holds it).
+  // Acquire, release: a claim that finds the bit cleared comes after the release's owner
+  // store, so the releaser cannot wipe the owner byte the new holder is about to write.
   bool claim(int a, int pi, uint16_t port) {
     const uint64_t bit = 1ull << (port % 64);
-    return !(bits_[(size_t(a) * 3 + pi) * 1024 + port / 64].fetch_or(bit, std::memory_order_relaxed) & bit);
+    return !(bits_[(size_t(a) * 3 + pi) * 1024 + port / 64].fetch_or(bit, std::memory_order_acquire) & bit);
   }
   void release(int a, int pi, uint16_t port) {
-    bits_[(size_t(a) * 3 + pi) * 1024 + port / 64].fetch_and(~(1ull << (port % 64)), std::memory_order_relaxed);
     owner_[(size_t(a) * 3 + pi) * 65536 + port].store(0, std::memory_order_relaxed);
+    bits_[(size_t(a) * 3 + pi) * 1024 + port / 64].fetch_and(~(1ull << (port % 64)), std::memory_order_release);
   }
   // Records which bucket holds the flows of (address, protocol, port).
   void set_owner(int a, int pi, uint16_t port, uint8_t bucket) {

@@ -62,10 +62,13 @@ Shards::~Shards() {
 }
 
 int Shards::endpoint_worker(uint32_t nat_ip, uint8_t proto, uint16_t port_be) const {
-  const int a = pool_->index(nat_ip), pi = proto_slot(proto);
-  if (a < 0 || pi < 0) return -1;
+  const int pi = proto_slot(proto);
+  if (pi < 0) return -1;
   const uint16_t port = rte_be_to_cpu_16(port_be);
-  int b = pool_->owner(a, pi, port);
+  const int a = pool_->index(nat_ip);
+  int b = a >= 0 ? pool_->owner(a, pi, port) : -1;
+  // A static forward is on the WAN VIP, which need not be a pool address (then no owner byte
+  // is ever written for it): its rule names the inside host.
   if (b < 0 && pi < 2 && nat_ip == fwd_vip_) b = int(fwd_bucket_[size_t(pi) * 65536 + port]) - 1;
   return b < 0 ? -1 : int(worker_of_bucket(unsigned(b)));
 }

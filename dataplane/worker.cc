@@ -11,7 +11,7 @@ namespace ftpair::dp {
 
 /* Packets other workers handed to this one, in the order they were handed: runs of
  * received packets go through the NF a port's run at a time. */
-static uint32_t take_handed(WorkerContext &c, uint64_t now) {
+static uint32_t take_handed_burst(WorkerContext &c, uint64_t now) {
   HandoffItem items[kBurst];
   rte_mbuf *run[kBurst];
   const unsigned k = c.shards->take(c.id, items, kBurst);
@@ -35,6 +35,17 @@ static uint32_t take_handed(WorkerContext &c, uint64_t now) {
   }
   if (n) c.nf->process(run_port, run, static_cast<uint16_t>(n), now);
   return k;
+}
+
+// Up to four bursts: the other workers together can hand over more than one per loop.
+static uint32_t take_handed(WorkerContext &c, uint64_t now) {
+  uint32_t got = 0;
+  for (int i = 0; i < 4; i++) {
+    const uint32_t k = take_handed_burst(c, now);
+    got += k;
+    if (k < kBurst) break;
+  }
+  return got;
 }
 
 uint32_t worker_iteration(WorkerContext &c) {

@@ -1345,6 +1345,27 @@ TEST_F(NfTest, HairpinThroughAPortForward) {
   EXPECT_EQ(nf_->counters().hairpinned.load(), 2u);
 }
 
+// A pool that leaves the WAN VIP out: the forwards on the VIP still work, from the WAN and
+// hairpinned from the LAN (they were refused as not_for_vip before).
+TEST_F(NfTest, ForwardsOnAVipOutsideThePool) {
+  cfg_.pool = {ip4("198.18.2.20"), ip4("198.18.2.21")};
+  build(cfg_);
+  Out o = run(kPortOutside, test::tcp_frame(from_wan(), R, 40000, WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.lan.size(), 1u) << "the WAN SYN reaches the forward's target";
+  EXPECT_EQ(test::ip_of(o.lan[0])->dst_addr, H);
+  const Drops d0 = drops();
+  o = run(kPortInside, test::tcp_frame(from_lan(kMacH2), H2, 45000, WAN_VIP, 8080, RTE_TCP_SYN_FLAG));
+  for (unsigned i = 0; i < kDropReasonCount; i++)
+    if (drops()[i] != d0[i]) ADD_FAILURE() << "dropped " << drop_reason_label(static_cast<DropReason>(i));
+  ASSERT_EQ(o.lan.size(), 1u) << "hairpinned to the forward";
+  EXPECT_EQ(test::ip_of(o.lan[0])->dst_addr, H);
+  EXPECT_NE(test::ip_of(o.lan[0])->src_addr, WAN_VIP) << "H2's mapping is on a pool address";
+  const Drops before = drops();
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, 30000));
+  EXPECT_TRUE(o.lan.empty());
+  expect_one_drop(before, DropReason::NO_MAPPING, "WAN UDP to the VIP, no forward");
+}
+
 TEST_F(NfTest, HairpinThroughAMapping) {
   cfg_.filtering = Filtering::ENDPOINT;
   build(cfg_);
@@ -1391,6 +1412,33 @@ TEST_F(NfTest, FloodOfEmbryonicFlowsEvictsOnlyEmbryonicOnes) {
   // New LAN connections still open.
   Out o = run(kPortInside, test::tcp_frame(from_lan(kMacH2), H2, 46000, R, 443, RTE_TCP_SYN_FLAG));
   EXPECT_EQ(o.wan.size(), 1u);
+}
+
+// A burst in which a new flow evicts an embryonic one: the packets after it in the same burst
+// look their flows up again (the bulk lookup's slots may be stale), and an established
+// user's segment is forwarded, not dropped as tcp_no_flow.
+TEST_F(NfTest, AnEvictionInABurstKeepsTheBurstsEstablishedFlows) {
+  cfg_.evict_embryonic_pct = 50;
+  cfg_.max_sessions_per_host = 0;
+  build(cfg_, 64);
+  std::vector<uint16_t> sports;
+  for (uint16_t i = 0; i < 4; i++) {
+    sports.push_back(static_cast<uint16_t>(44000 + i));
+    handshake(sports.back());
+  }
+  // Embryonic UDP flows (no reply) up to the eviction threshold.
+  for (uint16_t i = 0; flows_->size() < 32; i++)
+    ASSERT_EQ(run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, static_cast<uint16_t>(30000 + i), R, 53)).wan.size(),
+              1u);
+  const uint64_t evicted = nf_->counters().flows_evicted.load();
+  std::vector<Frame> burst;
+  burst.push_back(test::udp_frame(from_lan(kMacH2), H2, 39999, R, 53));  // new: evicts one
+  for (uint16_t sp : sports) burst.push_back(test::tcp_frame(from_lan(), H, sp, R, 80, RTE_TCP_ACK_FLAG, 10));
+  const Drops before = drops();
+  Out o = run(kPortInside, burst);
+  EXPECT_EQ(nf_->counters().flows_evicted.load(), evicted + 1) << "the burst's first packet evicted a flow";
+  EXPECT_EQ(o.wan.size(), burst.size()) << "every established user's segment was forwarded";
+  EXPECT_EQ(drops(), before) << "nothing dropped";
 }
 
 // ------------------------------------------------------------------ TCP
