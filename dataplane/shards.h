@@ -20,8 +20,9 @@
  * and counted (ftpair_worker_handoffs_total).
  *
  * Known gaps: a WAN fragment after the first carries no port and is processed where it
- * arrives; a hairpin between two workers' hosts is handed over whole, but not when it is a
- * fragment (dropped as frag_cross_worker). */
+ * arrives, so when that is not its flow's worker it waits there for a first fragment that
+ * never comes (frag_timeout); a hairpin between two workers' hosts is handed over whole,
+ * but not when it is a fragment (dropped as frag_cross_worker). */
 #pragma once
 
 #include <atomic>
