@@ -58,6 +58,9 @@ TEST(Shards, RefusesAWorkerCountOutOfRange) {
   EXPECT_NE(err.find("power of two"), std::string::npos) << err;
 }
 
+uint32_t lan_host(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (18u << 16) | (1u << 8) | (2 + i % 250)); }
+uint32_t remote(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (19u << 16) | ((i / 250) << 8) | (1 + i % 250)); }
+
 // N workers over two ring ports with N queues each, driven by hand (one thread) or by threads.
 class ShardedNat {
  public:
@@ -151,6 +154,20 @@ class ShardedNat {
     return s;
   }
   uint64_t flows_on(unsigned w) const { return flows_[w]->size(); }
+  // The first LAN host (in lan_host order) that worker w owns, or 0.
+  uint32_t host_of(unsigned w) const {
+    for (unsigned i = 0; i < 250; i++)
+      if (shards_->worker_of_host(lan_host(i)) == w) return lan_host(i);
+    return 0;
+  }
+  // host opens a UDP mapping with a datagram to a remote, received on queue q: its outside
+  // port (host order), or 0 when the datagram did not leave on the WAN.
+  uint16_t udp_mapping(uint32_t host, uint16_t sport, unsigned q) {
+    if (!lan_->inject(test::to_mbuf(test::udp_frame(from_lan(host), host, sport, remote(1), 53)), q)) return 0;
+    settle();
+    auto wan = wan_->take_frames();
+    return wan.size() == 1 ? rte_be_to_cpu_16(test::udp_of(wan[0])->src_port) : 0;
+  }
 
   test::L2 from_lan(uint32_t host) const {
     return test::L2{mac(0x02, 0, 0, 0, 0x01, static_cast<uint8_t>(rte_be_to_cpu_32(host) & 0xff)), kVmacIn};
@@ -171,8 +188,6 @@ class ShardedNat {
   uint64_t hz_ = 0, now_ = 0;
 };
 
-uint32_t lan_host(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (18u << 16) | (1u << 8) | (2 + i % 250)); }
-uint32_t remote(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (19u << 16) | ((i / 250) << 8) | (1 + i % 250)); }
 
 /* The property: whichever queue a packet arrives on, a flow's packets both ways (and the ICMP
  * errors about it) are handled by the worker that owns the LAN host, and a packet that arrived
@@ -254,19 +269,11 @@ INSTANTIATE_TEST_SUITE_P(Workers, ShardsProperty, ::testing::Values(2u, 3u, 4u))
 // Two LAN hosts of different workers reach each other through their outside endpoints.
 TEST(Shards, HairpinBetweenTwoWorkersHosts) {
   ShardedNat s(2, Filtering::ENDPOINT);
-  uint32_t a = 0, b = 0;
-  for (unsigned i = 0; i < 250 && (!a || !b); i++) {
-    const uint32_t h = lan_host(i);
-    if (s.shards_->worker_of_host(h) == 0 && !a) a = h;
-    if (s.shards_->worker_of_host(h) == 1 && !b) b = h;
-  }
+  const uint32_t a = s.host_of(0), b = s.host_of(1);
   ASSERT_TRUE(a && b);
-  // b's mapping: a datagram to a remote.
-  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(b), b, 5000, remote(1), 53)), 0));
-  s.settle();
-  auto wan = s.wan_->take_frames();
-  ASSERT_EQ(wan.size(), 1u);
-  const uint16_t b_port = rte_be_to_cpu_16(test::udp_of(wan[0])->src_port);
+  // b's mapping: a datagram to a remote, received on worker 0's queue.
+  const uint16_t b_port = s.udp_mapping(b, 5000, 0);
+  ASSERT_NE(b_port, 0);
   // a sends to b's outside endpoint, arriving on worker 0's queue (a's own).
   ASSERT_TRUE(s.lan_->inject(
       test::to_mbuf(test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside], b_port)), 0));
@@ -291,19 +298,11 @@ TEST(Shards, HairpinBetweenTwoWorkersHosts) {
 // its reason (the datagram's later fragments would not find the context).
 TEST(Shards, AFragmentHairpinnedToAnotherWorkerIsDroppedWithItsReason) {
   ShardedNat s(2, Filtering::ENDPOINT);
-  uint32_t a = 0, b = 0;
-  for (unsigned i = 0; i < 250 && (!a || !b); i++) {
-    const uint32_t h = lan_host(i);
-    if (s.shards_->worker_of_host(h) == 0 && !a) a = h;
-    if (s.shards_->worker_of_host(h) == 1 && !b) b = h;
-  }
+  const uint32_t a = s.host_of(0), b = s.host_of(1);
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(b), b, 5000, remote(1), 53)), 1));
-  s.settle();
-  auto wan = s.wan_->take_frames();
-  ASSERT_EQ(wan.size(), 1u);
-  Frame f = test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside],
-                            rte_be_to_cpu_16(test::udp_of(wan[0])->src_port), 64);
+  const uint16_t b_port = s.udp_mapping(b, 5000, 1);
+  ASSERT_NE(b_port, 0);
+  Frame f = test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside], b_port, 64);
   test::ip_of(f)->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG);
   test::fix_csums(f);
   ASSERT_TRUE(s.lan_->inject(test::to_mbuf(f), 0));
@@ -320,9 +319,7 @@ TEST(Shards, HairpinAndWanThroughAPortForwardOfAnotherWorker) {
   ShardedNat s(2);
   const uint32_t target = ip4("198.18.1.10");
   const unsigned tw = s.shards_->worker_of_host(target);
-  uint32_t client = 0;
-  for (unsigned i = 0; i < 250 && !client; i++)
-    if (s.shards_->worker_of_host(lan_host(i)) != tw) client = lan_host(i);
+  const uint32_t client = s.host_of(1 - tw);
   ASSERT_TRUE(client);
   for (auto &arp : s.arp_) arp->learn(target, mac(0x02, 0, 0, 0, 0x01, 10), kPortInside, s.now_);
   ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::tcp_frame(s.from_lan(client), client, 45000,
@@ -379,19 +376,12 @@ TEST(Shards, AForwardOnAVipOutsideThePoolFindsItsWorker) {
 // standby's table (the applier's): it is dropped as not_active.
 TEST(Shards, AHandedHairpinAfterSteppingDownMakesNothing) {
   ShardedNat s(2, Filtering::ENDPOINT);
-  uint32_t a = 0, b = 0;
-  for (unsigned i = 0; i < 250 && (!a || !b); i++) {
-    const uint32_t h = lan_host(i);
-    if (s.shards_->worker_of_host(h) == 0 && !a) a = h;
-    if (s.shards_->worker_of_host(h) == 1 && !b) b = h;
-  }
-  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(b), b, 5000, remote(1), 53)), 1));
-  s.settle();
-  auto wan = s.wan_->take_frames();
-  ASSERT_EQ(wan.size(), 1u);
-  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside],
-                                                           rte_be_to_cpu_16(test::udp_of(wan[0])->src_port))),
-                             0));
+  const uint32_t a = s.host_of(0), b = s.host_of(1);
+  ASSERT_TRUE(a && b);
+  const uint16_t b_port = s.udp_mapping(b, 5000, 1);
+  ASSERT_NE(b_port, 0);
+  ASSERT_TRUE(
+      s.lan_->inject(test::to_mbuf(test::udp_frame(s.from_lan(a), a, 6000, s.cfg_.vip[kPortOutside], b_port)), 0));
   // Worker 0 alone: the first half is made and the second half waits in worker 1's ring.
   worker_iteration(*s.ctx_[0]);
   ASSERT_EQ(s.shards_->backlog(1), 1u);
