@@ -379,6 +379,20 @@ def node_log_tail(node, n=40):
         return "(no log)"
 
 
+def node_log_events(node, n=30):
+    """The last n lines of a node's log that say what happened to it: warnings, errors, role
+    changes, fencing, the upgrade's steps and a crash's last words. A node's log is long, and a
+    plain tail of it shows the most recent steady state rather than the event that failed a test."""
+    keys = (" warn ", " error ", " critical ", "ACTIVE", "STANDBY", "fenc", "upgrade", "beside",
+            "retir", "Segmentation", "Aborted", "terminate", "PANIC", "EAL: ")
+    try:
+        with open(os.path.join(RUN, "%s.log" % node), errors="replace") as f:
+            lines = [line for line in f if any(k in line for k in keys)]
+    except OSError:
+        return "(no log)"
+    return "".join(lines[-n:])
+
+
 def node_metric(node, name, scrape_timeout=1.0, **labels):
     """One sample of a node's /metrics, scraped now (0.0 when the sample is absent). A node that
     does not answer: NodeDown, which fails the test (run_main)."""

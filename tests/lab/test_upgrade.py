@@ -196,7 +196,10 @@ def main():
         chk.check("logs: no node became ACTIVE twice without stepping down", not overlap, "; ".join(overlap[:3]))
         if chk.failed:
             for n in ("a", "b"):
-                print("---- tail of %s.log ----\n%s----" % (n, L.node_log_tail(n, 80)))
+                print("---- tail of %s.log ----\n%s----" % (n, L.node_log_tail(n, 20)))
+            # Last, so that a runner keeping only the end of the output keeps them.
+            for n in ("a", "b"):
+                print("---- events in %s.log ----\n%s----" % (n, L.node_log_events(n, 30)))
         out = os.environ.get("FTPAIR_UPGRADE_RESULTS")
         if out:
             with open(out, "w") as f:

@@ -91,6 +91,7 @@ class VirtSession:
         self._lock = None
         self._hook_backup = None
         self._reaper = None
+        self._answering = False  # libvirtd answered virsh at least once
         self.on_exit = []       # argv lists run at exit, after the domains are gone
 
     # ---- checks ----
@@ -185,23 +186,82 @@ class VirtSession:
         if running and pid_alive(running):
             log("libvirtd %d already running (not ours): the qemu hook cannot be installed for it" % running)
         else:
+            self._purge_stale()
             self._install_hook()
             self._start("virtlogd", ["virtlogd", "-d"], "/run/virtlogd.pid")
             # libvirtd in the foreground under a subreaper, so killed qemu processes are reaped
             # at once (see reaper.py); the reaper exits with it.
-            self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py"), "libvirtd"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self._start("libvirtd", None, "/run/libvirtd.pid")
+            # libvirtd's own messages go to a file, quoted if it does not come up.
+            self._libvirtd_log = os.path.join(self.dir, "libvirtd.stderr")
+            with open(self._libvirtd_log, "w") as err:
+                self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py"), "libvirtd"],
+                                                stdout=err, stderr=subprocess.STDOUT)
             self.hook_active = True
-        # Wait until the daemon answers.
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            if self.virsh("version").returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("libvirtd does not answer on %s" % URI)
+        try:
+            if self._reaper is not None:
+                self._start("libvirtd", None, "/run/libvirtd.pid")
+            # Wait until the daemon answers.
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                p = self.virsh("version", timeout=10)
+                if p.returncode == 0:
+                    self._answering = True
+                    break
+                time.sleep(0.2)
+            else:
+                raise RuntimeError("libvirtd does not answer on %s (virsh: %s)" % (URI, (p.stderr or "").strip()[-300:]))
+        except Exception as e:
+            # Leave nothing behind for the next test to trip over, and say what libvirtd said.
+            said = self._libvirtd_said()
+            self.__exit__(None, None, None)
+            raise RuntimeError("%s; libvirtd's output: %s" % (e, said or "(none)")) from None
         return self
+
+    def _purge_stale(self):
+        """Removes what a killed earlier run of these tests left in libvirt's state: domains
+        and networks named with the tests' prefix (ftv...), their qemu processes and bridges.
+        Only called with no libvirtd running. Without it, libvirtd 9.0 restarts with the old
+        network marked active, and with no dnsmasq installed it crashes (a NULL dnsmasq
+        capability in dnsmasqCapsGetBinaryPath) before it answers anyone."""
+        import glob
+        gone = []
+        for pidfile in glob.glob("/run/libvirt/qemu/ftv*.pid"):
+            pid = read_pid(pidfile)
+            try:
+                with open("/proc/%d/comm" % pid) as f:
+                    is_qemu = f.read().startswith("qemu")
+            except (OSError, TypeError):
+                is_qemu = False
+            if pid and is_qemu:
+                os.kill(pid, signal.SIGKILL)
+                gone.append("qemu pid %d" % pid)
+        for pattern in ("/run/libvirt/qemu/ftv*", "/run/libvirt/network/ftv*", "/etc/libvirt/qemu/ftv*.xml",
+                        "/etc/libvirt/qemu/networks/ftv*.xml", "/etc/libvirt/qemu/networks/autostart/ftv*",
+                        "/etc/libvirt/qemu/autostart/ftv*", "/var/lib/libvirt/dnsmasq/ftv*"):
+            for path in glob.glob(pattern):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+                gone.append(path)
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        for line in links.splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+            if name.startswith("ftv") and not name.startswith("ftvbr"):  # ftvbr*: made by the tests themselves
+                subprocess.run(["ip", "link", "del", name], capture_output=True)
+                gone.append("link " + name)
+        if gone:
+            log("removed what an earlier run left: %s" % ", ".join(gone))
+
+    def _libvirtd_said(self, n=15):
+        path = getattr(self, "_libvirtd_log", None)
+        if not path:
+            return ""
+        try:
+            with open(path, errors="replace") as f:
+                return " | ".join(line.strip() for line in f.readlines()[-n:])
+        except OSError:
+            return ""
 
     def _install_hook(self):
         os.makedirs(os.path.dirname(HOOK), exist_ok=True)
@@ -247,7 +307,8 @@ class VirtSession:
 
     def __exit__(self, *exc):
         try:
-            self.cleanup_domains()
+            if self._answering:  # nothing of ours exists on a daemon that never answered
+                self.cleanup_domains()
         except Exception as e:  # noqa: BLE001 - cleanup must go on
             log("cleanup: %s" % e)
         for argv in self.on_exit:
