@@ -1,5 +1,9 @@
 #include "checkpoint/applier.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+
 #include <rte_cycles.h>
 
 #include "checkpoint/record_codec.h"
@@ -7,8 +11,59 @@
 
 namespace ftpair::ckpt {
 
-Applier::Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id)
-    : flows_(flows), mu_(table_mu), node_id_(std::move(node_id)) {}
+Applier::Applier(std::vector<dp::FlowTable *> tables, HomeFn home, std::mutex &table_mu, std::string node_id)
+    : tables_(std::move(tables)), home_(std::move(home)), mu_(table_mu), node_id_(std::move(node_id)) {
+  if (tables_.empty() || tables_.size() > kMaxShards)
+    throw std::invalid_argument("ckpt::Applier: 1 to " + std::to_string(kMaxShards) + " tables");
+  if (!home_) home_ = [](const dp::FlowState &) { return 0u; };
+}
+
+uint64_t Applier::own_capacity() const {
+  uint64_t n = 0;
+  for (const dp::FlowTable *t : tables_) n += t->capacity();
+  return n;
+}
+
+uint64_t Applier::flows() const {
+  uint64_t n = 0;
+  for (const dp::FlowTable *t : tables_) n += t->size();
+  return n;
+}
+
+void Applier::clear_all() {
+  for (dp::FlowTable *t : tables_) t->clear();
+  std::fill(map_slot_.begin(), map_slot_.end(), kUnmapped);
+}
+
+void Applier::unmap_and_free(uint32_t k, uint64_t now) {
+  (void)tables_[map_table_[k]]->apply(map_slot_[k], nullptr, now);
+  map_slot_[k] = kUnmapped;
+}
+
+// The active's flow at key k, now st: in place where it lives here, else in its home table.
+int Applier::apply_one(uint32_t k, const dp::FlowState &st, uint32_t slot, uint64_t seen_tsc, std::string *why) {
+  if (map_slot_[k] != kUnmapped) {
+    const int rc = tables_[map_table_[k]]->apply(map_slot_[k], &st, seen_tsc);
+    if (rc < 0) *why = "table " + std::to_string(map_table_[k]) + " slot " + std::to_string(map_slot_[k]) +
+                       " cannot take it (error " + std::to_string(rc) + ")";
+    return rc;
+  }
+  const unsigned t = home_(st);
+  if (t >= tables_.size()) {
+    *why = "its home is table " + std::to_string(t) + " of " + std::to_string(tables_.size());
+    return -EINVAL;
+  }
+  const int rc = tables_[t]->place(st, slot, seen_tsc);
+  if (rc < 0) {
+    *why = rc == -ENOSPC ? "worker " + std::to_string(t) + "'s table is full (" +
+                               std::to_string(tables_[t]->capacity()) + " flows)"
+                         : "table " + std::to_string(t) + " cannot take it (error " + std::to_string(rc) + ")";
+    return rc;
+  }
+  map_table_[k] = static_cast<uint8_t>(t);
+  map_slot_[k] = static_cast<uint32_t>(rc);
+  return 0;
+}
 
 void Applier::begin_stream() {
   hello_ = false;
@@ -53,11 +108,32 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
     return FailedPrecondition("stale active: its generation " + std::to_string(in.generation()) +
                               " is older than this node's " + std::to_string(local_generation));
   }
-  if (in.flow_capacity() != 0 && in.flow_capacity() > flows_.capacity()) {
+  if (in.flow_capacity() != 0 && in.flow_capacity() > own_capacity()) {
     in_sync_.store(false);
     return FailedPrecondition("flow table too small: the active has capacity " + std::to_string(in.flow_capacity()) +
-                              ", this node " + std::to_string(flows_.capacity()));
+                              ", this node " + std::to_string(own_capacity()));
   }
+  // The active's layout: shards tables of shard_cap slots (an active before format 4: one
+  // table of its flow capacity).
+  const uint32_t shards = in.shards() ? in.shards() : 1;
+  const uint64_t shard_cap = in.shard_capacity()  ? in.shard_capacity()
+                             : in.flow_capacity() ? in.flow_capacity()
+                                                  : own_capacity();
+  const uint64_t total = shards * shard_cap;
+  if (shards > kMaxShards || total > UINT32_MAX || (shards > 1 && !in.shard_capacity())) {
+    in_sync_.store(false);
+    return FailedPrecondition("the active's layout is not one this node can follow: " + std::to_string(shards) +
+                              " shards of " + std::to_string(in.shard_capacity()) + " flows");
+  }
+  if (map_slot_.size() != total || peer_shards_.load() != shards) {
+    // Another layout: the map (and so this copy) starts again with the next full sync.
+    in_sync_.store(false);
+    std::lock_guard<std::mutex> g(mu_);
+    map_slot_.assign(total, kUnmapped);
+    map_table_.assign(total, 0);
+  }
+  peer_shards_.store(shards);
+  peer_shard_cap_ = static_cast<uint32_t>(shard_cap);
   hello_ = true;
   format_ = n.record_format;
   peer_generation_ = in.generation();
@@ -74,7 +150,8 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   reply->set_role("standby");
   reply->set_chosen_protocol_version(n.protocol);
   reply->set_chosen_record_format(n.record_format);
-  reply->set_flow_capacity(flows_.capacity());
+  reply->set_flow_capacity(static_cast<uint32_t>(std::min<uint64_t>(own_capacity(), UINT32_MAX)));
+  reply->set_shards(static_cast<uint32_t>(tables_.size()));
   return Status::Ok();
 }
 
@@ -129,8 +206,11 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
                              ", negotiated " + std::to_string(format_.load()));
     }
     std::string detail;
+    // Format 4 names (shard, slot); older formats a global slot, decoded as shard 0.
+    const bool sharded = batch.format() >= kRecordFormatV4;
     DecodeError e = decode_records(batch.records(), batch.format(), batch.count(), batch.crc32c(),
-                                   flows_.capacity(), &recs, &detail);
+                                   sharded ? peer_shard_cap_ : uint32_t(map_slot_.size()), &recs, &detail,
+                                   sharded ? peer_shards_.load() : 1);
     if (e != DecodeError::OK) {
       stats_.rejected_corrupt++;
       return Status(Code::DATA_LOSS, "epoch " + std::to_string(c.epoch()) + " batch " + std::to_string(b) + ": " +
@@ -146,28 +226,29 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
     }
     if (c.full() && c.chunk() == 0) {
       in_sync_.store(false);  // a half-filled table is no copy to promote
-      flows_.clear();
+      clear_all();
     }
-    // Free first every slot that is deleted or changes flow, so a flow that moved to
+    // Free first every flow that is deleted or changes keys, so a flow that moved to
     // another slot in this epoch finds its keys free wherever it lands.
     for (const auto &w : recs) {
-      const dp::FlowState &cur = flows_.record(w.slot.slot).st;
-      if ((cur.flags & dp::kFlowInUse) &&
-          (!w.slot.in_use || !(dp::inside_key(cur) == dp::inside_key(w.slot.st)) ||
-           !(dp::outside_key(cur) == dp::outside_key(w.slot.st))))
-        flows_.apply(w.slot.slot, nullptr, now);
+      const uint32_t k = key(w.slot);
+      if (map_slot_[k] == kUnmapped) continue;
+      const dp::FlowState &cur = tables_[map_table_[k]]->record(map_slot_[k]).st;
+      if (!w.slot.in_use || !(dp::inside_key(cur) == dp::inside_key(w.slot.st)) ||
+          !(dp::outside_key(cur) == dp::outside_key(w.slot.st)))
+        unmap_and_free(k, now);
     }
     for (const auto &w : recs) {
       if (!w.slot.in_use) continue;
       const uint64_t idle = uint64_t(w.idle_ms) * hz / 1000;
-      int rc = flows_.apply(w.slot.slot, &w.slot.st, now > idle ? now - idle : 0);
-      if (rc < 0) {
+      std::string why;
+      if (apply_one(key(w.slot), w.slot.st, w.slot.slot, now > idle ? now - idle : 0, &why) < 0) {
         stats_.rejected_corrupt++;
         in_sync_.store(false);
         in_full_ = false;
-        return Status(Code::DATA_LOSS, "epoch " + std::to_string(c.epoch()) + ": slot " +
-                                           std::to_string(w.slot.slot) + " cannot be applied (error " +
-                                           std::to_string(rc) + "); the table needs a full sync");
+        return Status(Code::DATA_LOSS, "epoch " + std::to_string(c.epoch()) + ": shard " +
+                                           std::to_string(w.slot.shard) + " slot " + std::to_string(w.slot.slot) +
+                                           " cannot be applied: " + why + "; the table needs a full sync");
       }
     }
   }
@@ -176,14 +257,14 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   stats_.last_apply_unix_ns = unix_ns();
   if (c.full()) {
     next_chunk_++;
-    if (full_expected_) progress_.store(std::min(1.0, double(flows_.size()) / double(full_expected_)));
+    if (full_expected_) progress_.store(std::min(1.0, double(flows()) / double(full_expected_)));
     if (!c.last_chunk()) return Status::Ok();
     in_full_ = false;
-    if (flows_.size() != c.flows_at_cut()) {
+    if (flows() != c.flows_at_cut()) {
       in_sync_.store(false);
       stats_.rejected_corrupt++;
       return Status(Code::DATA_LOSS, "full sync of epoch " + std::to_string(c.epoch()) + " ended with " +
-                                         std::to_string(flows_.size()) + " flows, the active had " +
+                                         std::to_string(flows()) + " flows, the active had " +
                                          std::to_string(c.flows_at_cut()));
     }
     stats_.full_syncs++;
@@ -195,7 +276,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   *ack = true;
   a->set_epoch(c.epoch());
   a->set_records_applied(recs.size());
-  a->set_flows(flows_.size());
+  a->set_flows(flows());
   return Status::Ok();
 }
 

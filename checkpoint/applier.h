@@ -3,13 +3,22 @@
  *
  * Thread-safety: calls come from one Sync stream at a time; the flow table is guarded by
  * the mutex passed in (dumps take it too). The standby's worker never touches the table
- * while it does not own the virtual addresses. */
+ * while it does not own the virtual addresses.
+ *
+ * Shards. The active's records name their shard (its worker) and that shard's slot; this
+ * node's tables are its own workers' shards, and may be fewer or more. Each flow goes to the
+ * table of the worker that will own it here (home(), the dataplane's rule), at the active's
+ * slot when that is free there, so that equal layouts stay slot for slot; a map from the
+ * active's (shard, slot) to this node's (table, slot) finds it again for the next change or
+ * its deletion. A promotion needs nothing more: every flow already sits with its owner. */
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "checkpoint/version.h"
 #include "common/status.h"
@@ -29,7 +38,11 @@ struct ApplierStats {
 
 class Applier {
  public:
-  Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id);
+  // home(state): the index of the table (worker) that owns a flow on this node.
+  using HomeFn = std::function<unsigned(const dp::FlowState &)>;
+  Applier(std::vector<dp::FlowTable *> tables, HomeFn home, std::mutex &table_mu, std::string node_id);
+  Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id)
+      : Applier(std::vector<dp::FlowTable *>{&flows}, nullptr, table_mu, std::move(node_id)) {}
 
   // A new stream starts: forget the stream state (the table stays as it is).
   void begin_stream();
@@ -59,6 +72,10 @@ class Applier {
     return v >> 32;
   }
   const ApplierStats &stats() const { return stats_; }
+  // Flows in every table (any thread).
+  uint64_t flows() const;
+  // The active's shards, from its hello (1 until one came).
+  uint32_t peer_shards() const { return peer_shards_.load(); }
   // The peer's identity from its hello.
   std::string peer_node() const;
   // Tests: speak these versions instead of local_versions() (set before any stream).
@@ -68,8 +85,22 @@ class Applier {
   }
 
  private:
+  static constexpr uint32_t kUnmapped = UINT32_MAX;
+  uint64_t own_capacity() const;
+  void clear_all();
+  // The active's (shard, slot) as one index into the map.
+  uint32_t key(const dp::CapturedSlot &s) const { return s.shard * peer_shard_cap_ + s.slot; }
+  void unmap_and_free(uint32_t k, uint64_t now);
+  int apply_one(uint32_t k, const dp::FlowState &st, uint32_t slot, uint64_t seen_tsc, std::string *why);
+
   VersionRange versions_override_;
-  dp::FlowTable &flows_;
+  std::vector<dp::FlowTable *> tables_;
+  HomeFn home_;
+  // The active's layout (hello) and where each of its slots lives here (table, slot).
+  std::atomic<uint32_t> peer_shards_{1};
+  uint32_t peer_shard_cap_ = 0;
+  std::vector<uint32_t> map_slot_;
+  std::vector<uint8_t> map_table_;
   std::mutex &mu_;
   std::string node_id_;
   bool hello_ = false;

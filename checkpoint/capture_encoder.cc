@@ -13,7 +13,7 @@ void add_batch(const dp::CapturedSlot *cap, size_t lo, size_t count, const Captu
   b->set_format(h.format);
   b->set_count(static_cast<uint32_t>(count));
   // The format was checked by the caller: encode_records cannot refuse it here.
-  (void)encode_records(cap + lo, count, h.format, h.now_tsc, h.tsc_hz, b->mutable_records());
+  (void)encode_records(cap + lo, count, h.format, h.now_tsc, h.tsc_hz, b->mutable_records(), h.shard_capacity);
   b->set_crc32c(crc32c(b->records().data(), b->records().size()));
 }
 
@@ -31,6 +31,14 @@ Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader
                       std::vector<v1::SyncMessage> *out) {
   out->clear();
   if (!format_supported(h.format)) return InvalidArgument("encode: unknown record format " + std::to_string(h.format));
+  if (h.format < kRecordFormatV4) {
+    // Global slots: every record must have one that fits the field.
+    for (size_t i = 0; i < n; i++)
+      if (cap[i].shard && (!h.shard_capacity || uint64_t(cap[i].shard) * h.shard_capacity + cap[i].slot > UINT32_MAX))
+        return InvalidArgument("encode: a record of shard " + std::to_string(cap[i].shard) + " in format " +
+                               std::to_string(h.format) + " needs a shard capacity (have " +
+                               std::to_string(h.shard_capacity) + ")");
+  }
   const size_t per = std::max<size_t>(1, h.chunk_records);
   if (!h.full) {
     // flows_at_cut is a full-sync cross-check only.

@@ -22,6 +22,7 @@ struct CaptureHeader {
   size_t chunk_records = 1;   // records per batch, and per message in a full sync (0 counts as 1)
   uint64_t now_tsc = 0;       // the cut, for format 2's idle_ms (now_tsc - last_seen_tsc)
   uint64_t tsc_hz = 0;
+  uint32_t shard_capacity = 0;  // each shard's table capacity: global slots below format 4
   int64_t captured_unix_ns = 0;
   bool has_log_sequence = false;  // the session log's sequence at the cut (Engine config)
   uint32_t log_sequence = 0;

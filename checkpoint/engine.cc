@@ -1,14 +1,39 @@
 #include "checkpoint/engine.h"
 
+#include <stdexcept>
+
+#include "checkpoint/record_codec.h"
+
 namespace ftpair::ckpt {
 
 namespace {
 constexpr size_t kMaxSamples = 1 << 16;
 }  // namespace
 
-Engine::Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent)
-    : cfg_(std::move(cfg)), flows_(flows), agent_(agent) {
+Engine::Engine(EngineConfig cfg, std::vector<dp::FlowTable *> tables, dp::InterfaceAgent &agent)
+    : cfg_(std::move(cfg)), tables_(std::move(tables)), agent_(agent) {
+  if (tables_.empty() || tables_.size() > kMaxShards)
+    throw std::invalid_argument("ckpt::Engine: 1 to " + std::to_string(kMaxShards) + " tables, not " +
+                                std::to_string(tables_.size()));
+  for (size_t i = 0; i < tables_.size(); i++) {
+    // One cut numbers every shard's epoch alike, and global slots need one capacity.
+    if (tables_[i]->capacity() != tables_[0]->capacity() || tables_[i]->epoch() != tables_[0]->epoch())
+      throw std::invalid_argument("ckpt::Engine: the shards' tables differ in capacity or epoch");
+    tables_[i]->set_shard(static_cast<uint8_t>(i));
+  }
   samples_.reserve(kMaxSamples);
+}
+
+uint32_t Engine::dirty_count() const {
+  uint32_t n = 0;
+  for (const dp::FlowTable *t : tables_) n += t->dirty_count();
+  return n;
+}
+
+uint64_t Engine::held_now() const {
+  uint64_t n = 0;
+  for (unsigned w = 0; w < agent_.nb_workers(); w++) n += agent_.worker_counters(w).held_now.load();
+  return n;
 }
 
 Engine::~Engine() { stop(); }

@@ -51,6 +51,8 @@ struct EngineConfig {
   std::chrono::microseconds quiesce_timeout{2000};
   std::chrono::microseconds strict_min_gap{50};  // strict: earliest re-checkpoint when output is held
   uint32_t chunk_records = 32768;
+  // The configured flow capacity that the hello announces (0: the tables' slots together).
+  uint32_t flow_capacity = 0;
   std::chrono::milliseconds ack_timeout{1500};  // sent but unacknowledged this long: standby lost
   std::chrono::milliseconds connect_backoff{200};
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = insecure
@@ -77,7 +79,12 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent);
+  /* The tables are the workers' shards, table i of worker i, all of one capacity; one epoch
+   * flip with every worker parked cuts them all at once. The engine stamps each with its
+   * shard number (FlowTable::set_shard). */
+  Engine(EngineConfig cfg, std::vector<dp::FlowTable *> tables, dp::InterfaceAgent &agent);
+  Engine(EngineConfig cfg, dp::FlowTable &flows, dp::InterfaceAgent &agent)
+      : Engine(std::move(cfg), std::vector<dp::FlowTable *>{&flows}, agent) {}
   ~Engine();  // stop()
 
   // Starts the checkpoint and stream threads (idempotent); nothing replicates until set_replicating(true).
@@ -112,7 +119,8 @@ class Engine {
     return replicating_.load() && !in_sync_.load() ? UINT64_MAX : acked_.load();
   }
   uint64_t sent_epoch() const { return sent_.load(); }
-  uint64_t current_epoch() const { return flows_.epoch(); }
+  uint64_t current_epoch() const { return tables_[0]->epoch(); }
+  unsigned shards() const { return unsigned(tables_.size()); }
   // Bytes sent to the standby and not yet acknowledged.
   uint64_t lag_bytes() const;
   double full_sync_progress() const { return progress_.load(); }
@@ -160,6 +168,12 @@ class Engine {
   void update_release();
   // engine.cc
   void record_pause(uint64_t ns);
+  uint32_t dirty_count() const;
+  uint64_t held_now() const;  // strict mode: packets held on every worker
+  // engine_scheduler.cc: the newest cut over every shard, once each worker copied its part
+  bool captures_done(uint64_t epoch) const;
+  const std::vector<dp::CapturedSlot> &gather_captures();
+  void release_captures();
   // engine_link.cc
   void link_loop(bool joiner);
   v1::SyncMessage hello_message() const;
@@ -173,8 +187,9 @@ class Engine {
   void watch_joiner(Clock::time_point now);  // link_mu_ held
 
   EngineConfig cfg_;
-  dp::FlowTable &flows_;
+  std::vector<dp::FlowTable *> tables_;  // shard i = worker i
   dp::InterfaceAgent &agent_;
+  std::vector<dp::CapturedSlot> gathered_;  // checkpoint thread: the shards' captures, in one
   std::atomic<bool> running_{false};
   std::atomic<bool> replicating_{false};
   std::thread loop_thread_, link_thread_;

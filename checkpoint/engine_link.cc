@@ -21,7 +21,11 @@ v1::SyncMessage Engine::hello_message() const {
   h->add_capabilities("full-sync");
   h->add_capabilities(cfg_.strict ? "strict" : "relaxed");
   h->set_role("active");
-  h->set_flow_capacity(flows_.capacity());
+  uint64_t slots = 0;
+  for (const dp::FlowTable *t : tables_) slots += t->capacity();
+  h->set_flow_capacity(cfg_.flow_capacity ? cfg_.flow_capacity : static_cast<uint32_t>(slots));
+  h->set_shards(static_cast<uint32_t>(tables_.size()));
+  h->set_shard_capacity(tables_[0]->capacity());
   return m;
 }
 

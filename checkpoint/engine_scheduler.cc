@@ -37,8 +37,8 @@ void Engine::loop() {
       std::lock_guard<std::mutex> g(req_mu_);
       explicit_request = req_seq_ > req_done_;
     }
-    const uint32_t dirty = flows_.dirty_count();
-    const bool held = cfg_.strict && agent_.worker_counters(0).held_now.load() > 0;
+    const uint32_t dirty = dirty_count();
+    const bool held = cfg_.strict && held_now() > 0;
     bool joiner_wants_full = false;
     {
       std::lock_guard<std::mutex> g(link_mu_);
@@ -57,6 +57,28 @@ void Engine::loop() {
     last = Clock::now();
     next = last + cfg_.interval;
   }
+}
+
+bool Engine::captures_done(uint64_t epoch) const {
+  for (const dp::FlowTable *t : tables_)
+    if (t->capture_done() != epoch) return false;
+  return true;
+}
+
+// One shard: its own buffer. Several: their records one after the other, each stamped with
+// its shard by the table that captured it.
+const std::vector<dp::CapturedSlot> &Engine::gather_captures() {
+  if (tables_.size() == 1) return tables_[0]->captured();
+  size_t n = 0;
+  for (const dp::FlowTable *t : tables_) n += t->captured().size();
+  gathered_.clear();
+  gathered_.reserve(n);
+  for (const dp::FlowTable *t : tables_) gathered_.insert(gathered_.end(), t->captured().begin(), t->captured().end());
+  return gathered_;
+}
+
+void Engine::release_captures() {
+  for (dp::FlowTable *t : tables_) t->capture_release();
 }
 
 bool Engine::run_checkpoint(bool explicit_request) {
@@ -83,7 +105,17 @@ bool Engine::run_checkpoint(bool explicit_request) {
     const dp::CaptureKind kind = !full ? dp::CaptureKind::DIRTY
                                  : (link && !primary_full) || (joiner && !joiner_full) ? dp::CaptureKind::FULL_AND_DELETIONS
                                                                                         : dp::CaptureKind::FULL;
-    epoch = flows_.flip_epoch(capture, kind);
+    // Every shard at once, under one quiesce: one cut. The captures are released together,
+    // so either every table takes the flip or (a capture still held) none does.
+    epoch = -EBUSY;
+    bool held_capture = false;
+    for (const dp::FlowTable *t : tables_) held_capture |= t->capture_held();
+    if (!held_capture) {
+      for (dp::FlowTable *t : tables_) {
+        const int64_t e = t->flip_epoch(capture, kind);
+        if (t == tables_[0]) epoch = e;
+      }
+    }
     // With the workers parked, the log's count of events is exactly the cut's.
     if (cfg_.log_sequence) cut_log_sequence_ = cfg_.log_sequence();
   }
@@ -105,11 +137,12 @@ bool Engine::run_checkpoint(bool explicit_request) {
       joiner->full_start_ns.store(mono_ns());
     }
     // The worker copies the capture between bursts; wait for it (never holds the worker).
-    while (flows_.capture_done() != uint64_t(epoch)) {
+    while (!captures_done(uint64_t(epoch))) {
       if (!running_.load()) return false;
       std::this_thread::sleep_for(std::chrono::microseconds(5));
     }
-    records = flows_.captured().size();
+    records = 0;
+    for (const dp::FlowTable *t : tables_) records += t->captured().size();
     send_captures(uint64_t(epoch), link, primary_full, joiner, joiner_full);
   }
   if (explicit_request) {
@@ -125,7 +158,7 @@ bool Engine::run_checkpoint(bool explicit_request) {
 void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool primary_full,
                            const LinkPtr &joiner_link, bool joiner_full) {
   static auto &L = log::component("engine");
-  const auto &cap = flows_.captured();
+  const auto &cap = gather_captures();
   const size_t n = cap.size();
   CaptureHeader h;
   h.epoch = epoch;
@@ -133,6 +166,7 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   h.chunk_records = cfg_.chunk_records;
   h.now_tsc = rte_rdtsc();
   h.tsc_hz = rte_get_tsc_hz();
+  h.shard_capacity = tables_[0]->capacity();
   h.captured_unix_ns = unix_ns();
   h.has_log_sequence = bool(cfg_.log_sequence);
   h.log_sequence = cut_log_sequence_;
@@ -159,7 +193,7 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
     }
   }
   // The worker may capture again as soon as the buffer is back; the send can be slow.
-  flows_.capture_release();
+  release_captures();
   if (primary) {
     const uint64_t bytes = encoded_bytes(pm);
     {

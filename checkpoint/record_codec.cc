@@ -31,6 +31,7 @@ uint32_t record_size(uint32_t format) {
     case kRecordFormatV1: return 32;
     case kRecordFormatV2: return 40;
     case kRecordFormatV3: return 48;
+    case kRecordFormatV4: return 48;
     default: return 0;
   }
 }
@@ -42,16 +43,26 @@ uint32_t crc32c(const void *data, size_t len, uint32_t seed) {
 }
 
 int encode_records(const dp::CapturedSlot *recs, size_t n, uint32_t format, uint64_t now_tsc,
-                   uint64_t tsc_hz, std::string *out) {
+                   uint64_t tsc_hz, std::string *out, uint32_t shard_capacity) {
   const uint32_t size = record_size(format);
   if (size == 0) return -EINVAL;
+  if (format < kRecordFormatV4) {
+    for (size_t i = 0; i < n; i++)
+      if (recs[i].shard && (!shard_capacity || uint64_t(recs[i].shard) * shard_capacity + recs[i].slot > UINT32_MAX))
+        return -EINVAL;
+  }
   size_t base = out->size();
   out->resize(base + n * size);
   char *p = out->data() + base;
   for (size_t i = 0; i < n; i++, p += size) {
     const dp::CapturedSlot &c = recs[i];
     std::memset(p, 0, size);
-    put32(p, c.slot);
+    if (format >= kRecordFormatV4) {
+      put32(p, c.slot);
+      p[29] = static_cast<char>(c.shard);
+    } else {
+      put32(p, c.shard * shard_capacity + c.slot);
+    }
     if (c.in_use) {
       p[4] = 1;
       p[5] = static_cast<char>(c.st.proto);
@@ -93,12 +104,14 @@ const char *decode_error_text(DecodeError e) {
     case DecodeError::BAD_CRC: return "batch CRC32C mismatch (corrupt)";
     case DecodeError::BAD_FIELD: return "record field out of range";
     case DecodeError::SLOT_RANGE: return "slot beyond the flow table capacity";
+    case DecodeError::SHARD_RANGE: return "shard beyond the active's workers";
   }
   return "unknown";
 }
 
 DecodeError decode_records(const std::string &bytes, uint32_t format, uint32_t count, uint32_t crc,
-                           uint32_t capacity, std::vector<WireRecord> *out, std::string *detail) {
+                           uint32_t capacity, std::vector<WireRecord> *out, std::string *detail,
+                           uint32_t shards) {
   const uint32_t size = record_size(format);
   if (size == 0) {
     *detail = "format " + std::to_string(format);
@@ -123,6 +136,18 @@ DecodeError decode_records(const std::string &bytes, uint32_t format, uint32_t c
       *detail = "record " + std::to_string(i) + ": slot " + std::to_string(w.slot.slot) + " >= capacity " +
                 std::to_string(capacity);
       return DecodeError::SLOT_RANGE;
+    }
+    if (format >= kRecordFormatV4) {
+      w.slot.shard = p[29];
+      if (w.slot.shard >= shards) {
+        *detail = "record " + std::to_string(i) + ": shard " + std::to_string(w.slot.shard) + ", the active has " +
+                  std::to_string(shards);
+        return DecodeError::SHARD_RANGE;
+      }
+      if (p[30] || p[31]) {
+        *detail = "record " + std::to_string(i) + ": reserved bytes 30..31 not zero";
+        return DecodeError::BAD_FIELD;
+      }
     }
     const uint8_t in_use = p[4];
     if (in_use > 1) {

@@ -85,8 +85,10 @@ Status read_snapshot(const std::string &path, uint32_t capacity, SnapshotMeta *m
                                        " flows exceed this node's capacity " + std::to_string(capacity));
   std::string body = all.substr(kHeaderSize);
   std::string detail;
+  // A record names the worker whose table held it (format 4); a restore homes every flow by
+  // the restarted node's own rule, whatever its worker count now.
   DecodeError e = decode_records(body, meta->record_format, static_cast<uint32_t>(meta->count), body_crc, capacity,
-                                 records, &detail);
+                                 records, &detail, kMaxShards);
   if (e != DecodeError::OK)
     return Status(Code::DATA_LOSS, "snapshot " + path + ": " + decode_error_text(e) + " (" + detail + ")");
   return Status::Ok();
@@ -113,11 +115,24 @@ Status snapshot_usable(const SnapshotMeta &meta, uint64_t persisted_generation, 
 
 Status restore_snapshot(const std::vector<WireRecord> &records, dp::FlowTable &flows, uint64_t now_tsc,
                         uint64_t tsc_hz) {
+  return restore_snapshot(records, std::vector<dp::FlowTable *>{&flows}, nullptr, now_tsc, tsc_hz);
+}
+
+Status restore_snapshot(const std::vector<WireRecord> &records, const std::vector<dp::FlowTable *> &tables,
+                        const std::function<unsigned(const dp::FlowState &)> &home, uint64_t now_tsc,
+                        uint64_t tsc_hz) {
   for (const auto &w : records) {
     if (!w.slot.in_use) continue;
     const uint64_t idle = uint64_t(w.idle_ms) * tsc_hz / 1000;
-    int rc = flows.apply(w.slot.slot, &w.slot.st, now_tsc > idle ? now_tsc - idle : 0);
-    if (rc < 0) return Internal("snapshot restore: slot " + std::to_string(w.slot.slot) + " refused (" + std::to_string(rc) + ")");
+    const unsigned t = home ? home(w.slot.st) : 0;
+    if (t >= tables.size()) return Internal("snapshot restore: a flow homed on worker " + std::to_string(t) + " of " +
+                                            std::to_string(tables.size()));
+    // Same layout as written: the same slot; another worker count: any free one.
+    int rc = tables[t]->place(w.slot.st, w.slot.slot, now_tsc > idle ? now_tsc - idle : 0);
+    if (rc < 0)
+      return Internal("snapshot restore: shard " + std::to_string(w.slot.shard) + " slot " +
+                      std::to_string(w.slot.slot) + " refused by worker " + std::to_string(t) + " (" +
+                      std::to_string(rc) + ")");
   }
   return Status::Ok();
 }

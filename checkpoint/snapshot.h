@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ Status snapshot_usable(const SnapshotMeta &meta, uint64_t persisted_generation, 
 
 // Loads records into an empty table. INTERNAL if a record cannot be applied.
 Status restore_snapshot(const std::vector<WireRecord> &records, dp::FlowTable &flows, uint64_t now_tsc,
+                        uint64_t tsc_hz);
+/* Several workers' empty tables: each flow goes to tables[home(state)], at its recorded slot
+ * when free there (the same layout restores slot for slot), else at any free one. */
+Status restore_snapshot(const std::vector<WireRecord> &records, const std::vector<dp::FlowTable *> &tables,
+                        const std::function<unsigned(const dp::FlowState &)> &home, uint64_t now_tsc,
                         uint64_t tsc_hz);
 
 }  // namespace ftpair::ckpt

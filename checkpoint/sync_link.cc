@@ -1,5 +1,7 @@
 #include "checkpoint/sync_link.h"
 
+#include <algorithm>
+
 #include "checkpoint/record_codec.h"
 #include "proto/rpc/rpc.h"
 
@@ -21,6 +23,15 @@ Status SyncLink::hello(const v1::SyncMessage &msg) {
   if (!format_supported(format_.load()))
     return FailedPrecondition("the instance at " + addr_ + " chose record format " + std::to_string(format_.load()) +
                               ", which this build does not speak");
+  // Below format 4 the records of several shards travel at global slots: the far end's one
+  // table must have that many.
+  const v1::Hello &mine = msg.hello();
+  const uint64_t global = uint64_t(std::max(1u, mine.shards())) * mine.shard_capacity();
+  if (format_.load() < kRecordFormatV4 && mine.shards() > 1 && reply.hello().flow_capacity() < global)
+    return FailedPrecondition("the instance at " + addr_ + " reads record format " + std::to_string(format_.load()) +
+                              " (no shards) into " + std::to_string(reply.hello().flow_capacity()) +
+                              " slots, and this node's " + std::to_string(mine.shards()) + " workers need " +
+                              std::to_string(global) + ": upgrade it, or give it that flows.capacity");
   std::lock_guard<std::mutex> g(peer_mu_);
   peer_node_ = reply.hello().node_id();
   peer_version_ = reply.hello().software_version();

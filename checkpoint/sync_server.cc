@@ -1,5 +1,9 @@
 #include "checkpoint/sync_server.h"
 
+#include <algorithm>
+
+#include "dataplane/port_pool.h"
+
 #include <chrono>
 #include <thread>
 
@@ -129,14 +133,20 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
 }
 
 std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t capacity, int want_port,
-                                              std::string *err) {
+                                              std::string *err, unsigned workers) {
   std::unique_ptr<SyncServer> s(new SyncServer());
-  dp::FlowTableConfig c;
-  c.capacity = capacity;
-  c.name = name;
-  s->table_ = dp::FlowTable::create(c, err);
-  if (!s->table_) return nullptr;
-  s->ap_ = std::make_unique<Applier>(*s->table_, s->mu_, name);
+  std::vector<dp::FlowTable *> tables;
+  for (unsigned w = 0; w < std::max(1u, workers); w++) {
+    dp::FlowTableConfig c;
+    c.capacity = capacity;
+    c.name = w ? name + "_" + std::to_string(w) : name;
+    s->tables_.push_back(dp::FlowTable::create(c, err));
+    if (!s->tables_.back()) return nullptr;
+    tables.push_back(s->tables_.back().get());
+  }
+  const unsigned n = unsigned(tables.size());
+  s->ap_ = std::make_unique<Applier>(
+      tables, [n](const dp::FlowState &st) { return unsigned(dp::host_bucket(st.in_ip)) % n; }, s->mu_, name);
   s->svc_ = std::make_unique<SyncService>(*s->ap_, SyncHooks{});
   // The port may be briefly unavailable right after a previous server closed it.
   for (int attempt = 0; attempt < 50 && !s->server_; attempt++) {

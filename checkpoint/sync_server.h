@@ -73,20 +73,24 @@ class SyncService final : public v1::Replication::Service {
 class SyncServer {
  public:
   // want_port 0 = any free port. Returns null and sets *err on failure.
+  /* workers: this standby's shards, each table of capacity flows, a flow homed by its LAN
+   * host as the dataplane does (dp::host_bucket(in_ip) % workers). */
   static std::unique_ptr<SyncServer> start(const std::string &name, uint32_t capacity, int want_port,
-                                           std::string *err);
+                                           std::string *err, unsigned workers = 1);
   ~SyncServer();
   void shutdown();
 
   int port() const { return port_; }
-  dp::FlowTable &table() { return *table_; }
+  dp::FlowTable &table() { return *tables_[0]; }
+  dp::FlowTable &table(unsigned w) { return *tables_[w]; }
+  unsigned workers() const { return unsigned(tables_.size()); }
   std::mutex &table_mutex() { return mu_; }
   Applier &applier() { return *ap_; }
   SyncService &service() { return *svc_; }
 
  private:
   SyncServer() = default;
-  std::unique_ptr<dp::FlowTable> table_;
+  std::vector<std::unique_ptr<dp::FlowTable>> tables_;
   std::mutex mu_;
   std::unique_ptr<Applier> ap_;
   std::unique_ptr<SyncService> svc_;

@@ -159,7 +159,7 @@ void read_dpdk(const YAML::Node &d, Config *c) {
   get_uint(d, "mbufs", "dpdk", 1023, 1 << 24, &c->mbufs);
   get_bool(d, "no_huge", "dpdk", &c->no_huge);
   get_str(d, "file_prefix", "dpdk", &c->file_prefix);
-  get_str(d, "lcores", "dpdk", &c->lcores);
+  c->lcores_set = get_str(d, "lcores", "dpdk", &c->lcores);
   get_uint(d, "rx_desc", "dpdk", 64, 16384, &c->rx_desc);
   get_uint(d, "tx_desc", "dpdk", 64, 16384, &c->tx_desc);
   if (YAML::Node a = d["eal_args"]) {
@@ -370,7 +370,8 @@ void read_config(const YAML::Node &root, Config *c) {
     get_uint(n, "timeout_s", "arp", 1, 86400, &c->arp_timeout_s);
   }
   if (YAML::Node n = root["worker"]) {
-    check_keys(n, "worker", {"idle_sleep_max_us", "stall_ms", "test_hooks"});
+    check_keys(n, "worker", {"count", "idle_sleep_max_us", "stall_ms", "test_hooks"});
+    get_uint(n, "count", "worker", 1, dp::kMaxWorkers, &c->worker_count);
     get_uint(n, "idle_sleep_max_us", "worker", 0, 100000, &c->idle_sleep_max_us);
     get_uint(n, "stall_ms", "worker", 1, 60000, &c->stall_ms);
     get_bool(n, "test_hooks", "worker", &c->test_hooks);
@@ -453,6 +454,11 @@ Status parse_config(const std::string &yaml_text, const std::vector<std::string>
     if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
     for (const auto &ov : overrides) apply_override(root, ov);
     read_config(root, &c);
+    if (!c.lcores_set) {
+      // lcore 0 for the control threads, then one per worker.
+      c.lcores = "0@(0-1)";
+      for (uint32_t w = 1; w <= c.worker_count; w++) c.lcores += "," + std::to_string(w) + "@(0-1)";
+    }
   } catch (const ConfigError &e) {
     return InvalidArgument("config: " + e.key + ": " + e.reason);
   } catch (const YAML::Exception &e) {

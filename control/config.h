@@ -61,7 +61,10 @@ struct Config {
   uint32_t mbufs = 8191;
   bool no_huge = true;
   std::string file_prefix;  // default: "ftpair-" + node_id
+  /* The main lcore and one per worker; unless set, made from worker.count (Config::load):
+   * lcore 0 and the workers 1..count, each free to run on CPUs 0-1. */
   std::string lcores = "0@(0-1),1@(0-1)";
+  bool lcores_set = false;
   std::vector<std::string> eal_args;
   bool telemetry = false;  // DPDK telemetry socket (dpdk-telemetry.py, /ftpair/state)
   uint16_t rx_desc = 1024, tx_desc = 1024;
@@ -82,6 +85,7 @@ struct Config {
   uint32_t arp_capacity = 1024;
   uint32_t arp_timeout_s = 300;
   // worker
+  uint32_t worker_count = 1;  // workers, each with its own RX/TX queue on both ports and its own flows
   uint32_t idle_sleep_max_us = 100;
   // Loop counter frozen this long while the worker had the CPU (or slept) = dataplane
   // unhealthy; a worker only kept off its CPU by the scheduler is starved, not stalled

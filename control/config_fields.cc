@@ -135,6 +135,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["flows.timeouts.icmp"] = u(c.timeouts.icmp);
   m["arp.capacity"] = u(c.arp_capacity);
   m["arp.timeout_s"] = u(c.arp_timeout_s);
+  m["worker.count"] = u(c.worker_count);
   m["worker.idle_sleep_max_us"] = u(c.idle_sleep_max_us);
   m["worker.stall_ms"] = u(c.stall_ms);
   m["worker.test_hooks"] = b(c.test_hooks);

@@ -67,7 +67,8 @@ Status Daemon::make_engine() {
     if (!st.ok()) return st;
     if (cfg_.peer_tls.enabled()) ec.credentials = peer_creds_;
   }
-  engine_ = std::make_unique<ckpt::Engine>(ec, node_->flows(), node_->agent());
+  ec.flow_capacity = cfg_.flow_capacity;
+  engine_ = std::make_unique<ckpt::Engine>(ec, node_->tables(), node_->agent());
   // The session log waits for the standby's acknowledgement of each event's epoch.
   if (IpfixExporter *x = node_->session_log()) x->set_release_source([e = engine_.get()] { return e->log_release_epoch(); });
 
@@ -149,14 +150,16 @@ Status Daemon::open_management(bool beside) {
 }
 
 Status Daemon::start() {
-  stall_detector_.set_stall_ms(stall_ms_.load());
+  for (auto &d : stall_detector_) d.set_stall_ms(stall_ms_.load());
   if (::mkdir(cfg_.state_dir.c_str(), 0700) != 0 && errno != EEXIST)
     L.error("cannot create the state directory {}: {}", cfg_.state_dir, std::strerror(errno));
   Status st = roles_.load_generation();
   if (!st.ok()) return st;
   node_ = Node::create(cfg_, &st);
   if (!node_) return st;
-  applier_ = std::make_unique<ckpt::Applier>(node_->flows(), table_mu_, cfg_.node_id);
+  // Replicated flows go straight to the worker that owns them here, whatever the active's count.
+  applier_ = std::make_unique<ckpt::Applier>(
+      node_->tables(), [n = node_.get()](const dp::FlowState &st) { return n->home(st); }, table_mu_, cfg_.node_id);
   st = make_engine();
   if (!st.ok()) return st;
   ctl_svc_ = std::make_unique<ControlService>(*this);
@@ -180,7 +183,7 @@ Status Daemon::start() {
   // and Control.Status answer from here on, while the role is decided only after the binary's
   // digest and the peer's answer (tens of ms). A restarting node must never be seen owning the
   // virtual addresses beside the active (the soak's "never two actives" saw exactly that).
-  node_->nf().set_vip_owner(false);
+  for (unsigned w = 0; w < node_->workers(); w++) node_->nf(w).set_vip_owner(false);
   upgrade_ = make_upgrade();
   // A new version started beside the old one listens on free ports until it takes over.
   const bool beside = launch_.beside_fd >= 0;
@@ -247,18 +250,22 @@ void Daemon::stop() {
     std::string path;
     Status st = write_snapshot(true, &path);
     if (st.ok())
-      L.info("snapshot written to {} (generation {}, {} flows)", path, generation(), node_->flows().size());
+      L.info("snapshot written to {} (generation {}, {} flows)", path, generation(), node_->flow_count());
     else
       L.error("clean shutdown without a snapshot: {}", st.str());
   }
 }
 
-/* Healthy unless the worker is stalled (fo::StallDetector): its loop counter froze for
+/* Healthy unless a worker is stalled (fo::StallDetector): its loop counter froze for
  * worker.stall_ms while it had the CPU or slept. A worker only starved of the CPU by other
- * processes is tolerated up to 10 x stall_ms. */
+ * processes is tolerated up to 10 x stall_ms. Every worker is checked every time. */
 bool Daemon::dataplane_healthy() const {
   if (!node_) return false;
-  return stall_detector_.healthy(node_->agent().loops(0), node_->worker().tid.load(), mono_ns());
+  bool ok = true;
+  const int64_t now = mono_ns();
+  for (unsigned w = 0; w < node_->workers(); w++)
+    ok &= stall_detector_[w].healthy(node_->agent().loops(w), node_->worker(w).tid.load(), now);
+  return ok;
 }
 
 // ------------------------------------------------------------------ snapshots
@@ -273,18 +280,21 @@ Status Daemon::write_snapshot(bool clean, std::string *path) {
 Daemon::Snapshot Daemon::collect_snapshot(bool clean) {
   Snapshot s;
   std::vector<dp::CapturedSlot> &recs = s.recs;
-  recs.reserve(node_->flows().size());
-  node_->flows().for_each([&](uint32_t slot, const dp::FlowRecord &r) {
-    dp::CapturedSlot c{};
-    c.slot = slot;
-    c.in_use = 1;
-    c.st = r.st;
-    c.last_seen_tsc = r.last_seen_tsc;
-    recs.push_back(c);
-  });
+  recs.reserve(node_->flow_count());
+  for (unsigned w = 0; w < node_->workers(); w++) {
+    node_->flows(w).for_each([&](uint32_t slot, const dp::FlowRecord &r) {
+      dp::CapturedSlot c{};
+      c.slot = slot;
+      c.shard = static_cast<uint8_t>(w);
+      c.in_use = 1;
+      c.st = r.st;
+      c.last_seen_tsc = r.last_seen_tsc;
+      recs.push_back(c);
+    });
+  }
   ckpt::SnapshotMeta &meta = s.meta;
   meta.generation = generation();
-  meta.epoch = node_->flows().epoch();
+  meta.epoch = node_->flows(0).epoch();
   meta.software_version = ckpt::software_version();
   meta.node_id = cfg_.node_id;
   meta.clean_shutdown = clean;
@@ -297,7 +307,7 @@ Daemon::Snapshot Daemon::collect_snapshot(bool clean) {
 Status Daemon::restore_from_snapshot() {
   ckpt::SnapshotMeta meta;
   std::vector<ckpt::WireRecord> recs;
-  Status st = ckpt::read_snapshot(snapshot_path(), node_->flows().capacity(), &meta, &recs);
+  Status st = ckpt::read_snapshot(snapshot_path(), static_cast<uint32_t>(node_->flow_slots()), &meta, &recs);
   if (!st.ok()) return Status(st.code(), "not resuming from a snapshot: " + st.message());
   // A snapshot serves once: a later crash must not resurrect it.
   if (::rename(snapshot_path().c_str(), (snapshot_path() + ".used").c_str()) != 0)
@@ -305,7 +315,9 @@ Status Daemon::restore_from_snapshot() {
   st = ckpt::snapshot_usable(meta, generation(), snapshot_max_age_s_.load(), unix_ns());
   if (!st.ok()) return Status(st.code(), "refusing the snapshot: " + st.message());
   std::lock_guard<std::mutex> t(table_mu_);
-  return ckpt::restore_snapshot(recs, node_->flows(), rte_rdtsc(), rte_get_tsc_hz());
+  Node *n = node_.get();
+  return ckpt::restore_snapshot(recs, n->tables(), [n](const dp::FlowState &fs) { return n->home(fs); }, rte_rdtsc(),
+                                rte_get_tsc_hz());
 }
 
 // ------------------------------------------------------------------ operations

@@ -189,7 +189,7 @@ class Daemon {
   std::unique_ptr<fo::Monitor> monitor_;
   std::unique_ptr<fo::Fencer> fencer_;
   Status fencer_status_;
-  mutable fo::StallDetector stall_detector_;  // worker.stall_ms, reloadable
+  mutable fo::StallDetector stall_detector_[dp::kMaxWorkers];  // one per worker; worker.stall_ms, reloadable
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<bool> test_hooks_{false};

@@ -31,7 +31,7 @@ void Daemon::fill_beat(v1::Beat *b) {
   wire::fill(r, b);
   b->set_generation(generation());
   if (node_) {
-    b->set_dataplane_loops(node_->agent().loops(0));
+    b->set_dataplane_loops(node_->agent().loops_total());
     b->set_packets(node_->agent().port_counters(0).rx_packets + node_->agent().port_counters(1).rx_packets);
   }
   b->set_dataplane_healthy(dataplane_healthy());
@@ -192,7 +192,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   }
   (void)roles_.adopt_generation(rep.generation(), "the peer took over with it");
   (void)become_standby("switched over to the peer");
-  out->set_packets_held(node_->agent().worker_counters(0).held_now.load());
+  out->set_packets_held(node_->agent().worker_total(&dp::AgentWorkerCounters::held_now));
   return finish(Status::Ok(), "switched over: " + rep.message() + " (final epoch " + std::to_string(final_epoch) + ")");
 }
 
@@ -259,7 +259,7 @@ Status Daemon::choose_initial_role() {
   }
   Status restored = restore_from_snapshot();
   if (restored.ok())
-    L.info("resumed {} flows from the snapshot", node_->flows().size());
+    L.info("resumed {} flows from the snapshot", node_->flow_count());
   else
     L.info("{}", restored.message());
   return become_active(cfg_.role == ConfigRole::ACTIVE ? "configured role" : "no active peer", true);

@@ -74,7 +74,11 @@ std::string Daemon::render_metrics() {
     x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
     x.family("ftpair_dataplane_starved_total", "counter",
              "Windows past worker.stall_ms in which the worker was runnable but got no CPU (not a stall).")
-        .sample(stall_detector_.starved_windows());
+        .sample([this] {
+          uint64_t n = 0;
+          for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].starved_windows();
+          return n;
+        }());
     x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
     if (monitor_->config().udp_port) {
       x.family("ftpair_fast_beats_sent_total", "counter", "Fast beats (UDP) sent to the peer.").sample(monitor_->udp_sent());
@@ -138,11 +142,12 @@ std::string Daemon::render_metrics() {
   x.family("ftpair_full_sync_last_duration_seconds", "gauge", "Duration of the last completed full sync.").sample(es.last_full_sync_seconds.load());
   x.family("ftpair_full_sync_progress_ratio", "gauge", "Progress of the running full sync (0..1).")
       .sample(r == fo::Role::ACTIVE ? engine_->full_sync_progress() : applier_->full_sync_progress());
-  const auto &wc = node_->agent().worker_counters(0);
-  x.family("ftpair_output_held_packets_total", "counter", "Packets held for output commit (strict mode).").sample(wc.held.load());
-  x.family("ftpair_output_released_packets_total", "counter", "Held packets released after acknowledgement.").sample(wc.released.load());
-  x.family("ftpair_output_hold_full_total", "counter", "Packets the hold buffer could not take (fallback applied).").sample(wc.hold_full.load());
-  x.family("ftpair_output_hold_queue_packets", "gauge", "Packets in the hold buffer right now (strict mode).").sample(wc.held_now.load());
+  using C = dp::AgentWorkerCounters;
+  const dp::InterfaceAgent &ag = node_->agent();
+  x.family("ftpair_output_held_packets_total", "counter", "Packets held for output commit (strict mode).").sample(ag.worker_total(&C::held));
+  x.family("ftpair_output_released_packets_total", "counter", "Held packets released after acknowledgement.").sample(ag.worker_total(&C::released));
+  x.family("ftpair_output_hold_full_total", "counter", "Packets the hold buffer could not take (fallback applied).").sample(ag.worker_total(&C::hold_full));
+  x.family("ftpair_output_hold_queue_packets", "gauge", "Packets in the hold buffer right now (strict mode).").sample(ag.worker_total(&C::held_now));
   const auto &as = applier_->stats();
   x.family("ftpair_applied_checkpoints_total", "counter", "Checkpoints applied (standby).").sample(as.checkpoints.load());
   x.family("ftpair_applied_records_total", "counter", "Records applied (standby).").sample(as.records.load());

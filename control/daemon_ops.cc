@@ -120,7 +120,7 @@ Status Daemon::reload(const Config &next, std::vector<std::string> *applied, std
   apply_u("worker.stall_ms", stall_ms_, next.stall_ms);
   // Not under the detector's lock (its setter is plain); a reload is rare and the value is
   // one aligned word.
-  stall_detector_.set_stall_ms(stall_ms_.load());
+  for (auto &d : stall_detector_) d.set_stall_ms(stall_ms_.load());
   apply_u("failover.fence_timeout_ms", fence_timeout_ms_, next.fence_timeout_ms);
   apply_u("failover.garp_count", garp_count_, next.garp_count);
   apply_u("failover.snapshot_max_age_s", snapshot_max_age_s_, next.snapshot_max_age_s);

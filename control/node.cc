@@ -2,6 +2,8 @@
 
 #include "common/clock.h"
 
+#include <algorithm>
+
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_launch.h>
@@ -11,9 +13,15 @@
 
 namespace ftpair {
 
+namespace {
+// Entries in each worker's hand-off ring (a power of two): a few bursts of every port.
+constexpr uint32_t kHandoffRing = 4096;
+}  // namespace
+
 std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   std::unique_ptr<Node> n(new Node(cfg));
   std::string err;
+  const unsigned nw = std::max(1u, cfg.worker_count);
   n->pool_ = dp::pool_create("ftpair_pkts", cfg.mbufs, &err);
   if (n->pool_ == nullptr) {
     *st = Unavailable(err);
@@ -23,25 +31,21 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   for (int s = 0; s < 2; s++) {
     dp::PortSpec ps;
     ps.device = sides[s]->device;
+    ps.queues = static_cast<uint16_t>(nw);
     ps.rx_desc = cfg.rx_desc;
     ps.tx_desc = cfg.tx_desc;
     if (dp::port_open(ps, n->pool_, &n->port_ids_[s], &n->macs_[s], &err) != 0) {
+      if (nw > 1 && ps.device.rfind("net_af_packet", 0) == 0 && ps.device.find("qpairs=") == std::string::npos)
+        err += " (worker.count " + std::to_string(nw) + " needs qpairs=" + std::to_string(nw) + " on the device)";
       *st = Unavailable(std::string(s == 0 ? "ports.inside" : "ports.outside") + ": " + err);
       return nullptr;
     }
   }
   n->ports_open_ = true;
-  dp::FlowTableConfig fc;
-  fc.capacity = cfg.flow_capacity;
-  n->flows_ = dp::FlowTable::create(fc, &err);
-  if (!n->flows_) {
-    *st = Unavailable("flows: " + err);
-    return nullptr;
-  }
-  n->arp_ = std::make_unique<dp::ArpTable>(cfg.arp_capacity, uint64_t(cfg.arp_timeout_s) * rte_get_tsc_hz());
   dp::AgentConfig ac;
   ac.port_ids[0] = n->port_ids_[0];
   ac.port_ids[1] = n->port_ids_[1];
+  ac.nb_workers = static_cast<uint16_t>(nw);
   ac.strict = cfg.mode == ReplicationMode::STRICT;
   ac.hold_capacity = cfg.hold_capacity;
   ac.fallback = cfg.hold_fallback;
@@ -49,25 +53,76 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   dp::NfConfig nfc = cfg.nf_config();
   nfc.own_mac[0] = n->macs_[0];
   nfc.own_mac[1] = n->macs_[1];
-  n->nf_ = std::make_unique<dp::Nat44>(nfc, *n->flows_, *n->arp_, *n->agent_, n->pool_, 0);
-  if (!cfg.session_log.collector.empty()) {
-    // Mapping events leave the worker through a ring; the exporter's thread batches them
-    // into IPFIX. The NF only logs while it owns the addresses, so the exporter always sends.
-    n->events_ = std::make_unique<dp::SessionEventRing>(1u << 16);
-    n->nf_->set_session_log(n->events_.get(),
-                            dp::TscUnixClock{rte_rdtsc(), static_cast<uint64_t>(unix_ns()) / 1000000, rte_get_tsc_hz()});
-    n->exporter_ = std::make_unique<IpfixExporter>(cfg.session_log);
-    n->exporter_->add_source(n->events_.get());
-    n->exporter_->set_exporting(true);
+  // Several workers share the outside ports, and hand packets to a flow's owner.
+  std::shared_ptr<dp::PortPool> ports;
+  if (nw > 1) {
+    ports = std::make_shared<dp::PortPool>(nfc.nat_addresses());
+    n->shards_ = dp::Shards::create(nw, ports, nfc.vip[dp::kPortOutside], nfc.forwards, kHandoffRing, &err);
+    if (!n->shards_) {
+      *st = Unavailable("workers: " + err);
+      return nullptr;
+    }
   }
-  n->wctx_ = std::make_unique<dp::WorkerContext>();
-  n->wctx_->id = 0;
-  n->wctx_->agent = n->agent_.get();
-  n->wctx_->nf = n->nf_.get();
-  n->wctx_->flows = n->flows_.get();
-  n->wctx_->quit = &n->quit_;
-  n->wctx_->idle_sleep_max_us = cfg.idle_sleep_max_us;
+  if (!cfg.session_log.collector.empty()) n->exporter_ = std::make_unique<IpfixExporter>(cfg.session_log);
+  const dp::TscUnixClock clock{rte_rdtsc(), static_cast<uint64_t>(unix_ns()) / 1000000, rte_get_tsc_hz()};
+  n->w_.resize(nw);
+  for (unsigned w = 0; w < nw; w++) {
+    Worker &wk = n->w_[w];
+    dp::FlowTableConfig fc;
+    // The configured capacity, shared out: a LAN host's flows live on one worker.
+    fc.capacity = (cfg.flow_capacity + nw - 1) / nw;
+    fc.name = w ? "ftpair_flows_" + std::to_string(w) : "ftpair_flows";
+    wk.flows = dp::FlowTable::create(fc, &err);
+    if (!wk.flows) {
+      *st = Unavailable("flows: " + err);
+      return nullptr;
+    }
+    if (ports) wk.flows->share_port_pool(ports);
+    wk.arp = std::make_unique<dp::ArpTable>(cfg.arp_capacity, uint64_t(cfg.arp_timeout_s) * rte_get_tsc_hz());
+    wk.nf = std::make_unique<dp::Nat44>(nfc, *wk.flows, *wk.arp, *n->agent_, n->pool_, w);
+    if (n->shards_) wk.nf->set_shards(n->shards_.get());
+    if (n->exporter_) {
+      // Mapping events leave each worker through its own ring; the exporter's thread batches
+      // them into IPFIX. The NF only logs while it owns the addresses.
+      wk.events = std::make_unique<dp::SessionEventRing>(1u << 16);
+      wk.nf->set_session_log(wk.events.get(), clock);
+      n->exporter_->add_source(wk.events.get());
+    }
+    wk.ctx = std::make_unique<dp::WorkerContext>();
+    wk.ctx->id = w;
+    wk.ctx->agent = n->agent_.get();
+    wk.ctx->nf = wk.nf.get();
+    wk.ctx->flows = wk.flows.get();
+    wk.ctx->shards = n->shards_.get();
+    wk.ctx->quit = &n->quit_;
+    wk.ctx->idle_sleep_max_us = cfg.idle_sleep_max_us;
+  }
+  if (n->exporter_) n->exporter_->set_exporting(true);
   return n;
+}
+
+std::vector<dp::FlowTable *> Node::tables() {
+  std::vector<dp::FlowTable *> v;
+  for (auto &wk : w_) v.push_back(wk.flows.get());
+  return v;
+}
+
+unsigned Node::home(const dp::FlowState &st) const { return shards_ ? shards_->worker_of_host(st.in_ip) : 0; }
+
+uint64_t Node::flow_count() const {
+  uint64_t n = 0;
+  for (const auto &wk : w_) n += wk.flows->size();
+  return n;
+}
+
+uint64_t Node::flow_slots() const {
+  uint64_t n = 0;
+  for (const auto &wk : w_) n += wk.flows->capacity();
+  return n;
+}
+
+void Node::nf_counters(dp::NfCounters *out) const {
+  for (const auto &wk : w_) wk.nf->counters().add_to(out);
 }
 
 Status Node::start() {
@@ -78,15 +133,22 @@ Status Node::start() {
   }
   quit_.store(false);
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
-  if (lcore < RTE_MAX_LCORE) {
-    int rc = rte_eal_remote_launch(dp::worker_main, wctx_.get(), lcore);
-    if (rc != 0) return Unavailable("cannot launch the worker on lcore " + std::to_string(lcore));
-    worker_lcore_ = lcore;
-  } else {
-    worker_lcore_ = RTE_MAX_LCORE;
-    worker_thread_ = std::thread([this] { dp::worker_main(wctx_.get()); });
+  for (auto &wk : w_) {
+    if (lcore < RTE_MAX_LCORE) {
+      int rc = rte_eal_remote_launch(dp::worker_main, wk.ctx.get(), lcore);
+      if (rc != 0) {
+        stop();
+        return Unavailable("cannot launch worker " + std::to_string(wk.ctx->id) + " on lcore " + std::to_string(lcore));
+      }
+      wk.lcore = lcore;
+      lcore = rte_get_next_lcore(lcore, 1, 0);
+    } else {
+      wk.lcore = RTE_MAX_LCORE;
+      dp::WorkerContext *ctx = wk.ctx.get();
+      wk.thread = std::thread([ctx] { dp::worker_main(ctx); });
+    }
+    running_ = true;
   }
-  running_ = true;
   return Status::Ok();
 }
 
@@ -95,10 +157,13 @@ void Node::stop() {
     quit_.store(true);
     if (agent_->quiesced()) agent_->resume();
     agent_->set_stall(false);
-    if (worker_lcore_ < RTE_MAX_LCORE)
-      rte_eal_wait_lcore(worker_lcore_);
-    else if (worker_thread_.joinable())
-      worker_thread_.join();
+    for (auto &wk : w_) {
+      if (wk.lcore < RTE_MAX_LCORE)
+        rte_eal_wait_lcore(wk.lcore);
+      else if (wk.thread.joinable())
+        wk.thread.join();
+      wk.lcore = RTE_MAX_LCORE;
+    }
     running_ = false;
   }
   if (exporter_) exporter_->stop();
@@ -106,13 +171,14 @@ void Node::stop() {
 
 Node::~Node() {
   stop();
-  nf_.reset();
+  for (auto &wk : w_) wk.nf.reset();
   agent_.reset();  // frees held and queued mbufs
   if (ports_open_) {
     dp::port_close(port_ids_[0]);
     dp::port_close(port_ids_[1]);
   }
-  flows_.reset();
+  w_.clear();
+  shards_.reset();
   if (pool_) rte_mempool_free(pool_);
 }
 

@@ -2,6 +2,9 @@
 
 #include <netinet/in.h>
 
+#include <string>
+#include <utility>
+
 #include <rte_cycles.h>
 
 namespace ftpair {
@@ -20,47 +23,70 @@ void expose_dataplane(Node &node, Exposition &x) {
   x.family("ftpair_port_tx_dropped_total", "counter", "Packets the port's transmit queue refused.");
   for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_dropped, {{"port", side[p]}});
 
-  const auto &nf = node.nf();
+  // Every worker's NF and table, summed; the per-worker figures an operator balances by
+  // carry a worker label.
+  dp::NfCounters c;
+  node.nf_counters(&c);
   x.family("ftpair_drops_total", "counter", "Packets dropped by the network function, by reason.");
   for (unsigned r = 0; r < dp::kDropReasonCount; r++)
-    x.sample(nf.counters().drops[r].load(), {{"reason", dp::drop_reason_label(static_cast<dp::DropReason>(r))}});
+    x.sample(c.drops[r].load(), {{"reason", dp::drop_reason_label(static_cast<dp::DropReason>(r))}});
   x.family("ftpair_forwarded_packets_total", "counter", "Packets translated and forwarded, by ingress port.");
-  for (int p = 0; p < 2; p++) x.sample(nf.counters().forwarded[p].load(), {{"port", side[p]}});
+  for (int p = 0; p < 2; p++) x.sample(c.forwarded[p].load(), {{"port", side[p]}});
 
-  auto &flows = node.flows();
-  x.family("ftpair_flows", "gauge", "Flows in the table.").sample(flows.size());
-  x.family("ftpair_flows_capacity", "gauge", "Flow table capacity.").sample(flows.capacity());
-  x.family("ftpair_flows_created_total", "counter", "Flows created.").sample(nf.counters().flows_created.load());
-  x.family("ftpair_flows_expired_total", "counter", "Flows removed by idle timeout.").sample(nf.counters().flows_expired.load());
-  x.family("ftpair_flows_closed_total", "counter", "TCP flows removed after close or reset.").sample(nf.counters().flows_closed.load());
+  const unsigned nw = node.workers();
+  auto sum = [&](auto f) {
+    uint64_t n = 0;
+    for (unsigned w = 0; w < nw; w++) n += f(w);
+    return n;
+  };
+  x.family("ftpair_flows", "gauge", "Flows in the table.").sample(node.flow_count());
+  x.family("ftpair_flows_capacity", "gauge", "Flow table capacity.").sample(node.config().flow_capacity);
+  x.family("ftpair_worker_flows", "gauge", "Flows in each worker's table (its LAN hosts' flows).");
+  for (unsigned w = 0; w < nw; w++) x.sample(node.flows(w).size(), {{"worker", std::to_string(w)}});
+  x.family("ftpair_flows_created_total", "counter", "Flows created.").sample(c.flows_created.load());
+  x.family("ftpair_flows_expired_total", "counter", "Flows removed by idle timeout.").sample(c.flows_expired.load());
+  x.family("ftpair_flows_closed_total", "counter", "TCP flows removed after close or reset.").sample(c.flows_closed.load());
   x.family("ftpair_flow_table_full_total", "counter", "New flows refused because the table was full.")
-      .sample(flows.stats().insert_full);
+      .sample(sum([&](unsigned w) { return node.flows(w).stats().insert_full; }));
   const auto &cfg = node.config();
   const double range = double(cfg.nat_port_max) - cfg.nat_port_min + 1;
   x.family("ftpair_nat_ports_in_use", "gauge", "NAT endpoints (outside address, port) used by at least one flow, by protocol.");
-  x.sample(flows.ports_in_use(IPPROTO_TCP), {{"proto", "tcp"}});
-  x.sample(flows.ports_in_use(IPPROTO_UDP), {{"proto", "udp"}});
-  x.sample(flows.ports_in_use(IPPROTO_ICMP), {{"proto", "icmp"}});
+  const std::pair<uint8_t, const char *> protos[] = {{IPPROTO_TCP, "tcp"}, {IPPROTO_UDP, "udp"}, {IPPROTO_ICMP, "icmp"}};
+  for (const auto &[proto, name] : protos)
+    x.sample(sum([&, proto = proto](unsigned w) { return uint64_t(node.flows(w).ports_in_use(proto)); }), {{"proto", name}});
   x.family("ftpair_nat_ports_capacity", "gauge", "NAT ports in the pool, per protocol.").sample(range);
 
-  x.family("ftpair_arp_requests_total", "counter", "ARP requests sent.").sample(nf.counters().arp_requests.load());
-  x.family("ftpair_arp_replies_total", "counter", "ARP replies sent for virtual addresses.").sample(nf.counters().arp_replies.load());
-  x.family("ftpair_gratuitous_arp_total", "counter", "Gratuitous ARPs sent.").sample(nf.counters().garps.load());
-  x.family("ftpair_arp_entries", "gauge", "Resolved ARP entries.").sample(node.arp().valid_count(rte_rdtsc()));
+  x.family("ftpair_arp_requests_total", "counter", "ARP requests sent.").sample(c.arp_requests.load());
+  x.family("ftpair_arp_replies_total", "counter", "ARP replies sent for virtual addresses.").sample(c.arp_replies.load());
+  x.family("ftpair_gratuitous_arp_total", "counter", "Gratuitous ARPs sent.").sample(c.garps.load());
+  // Each worker learns every ARP answer (copies): worker 0's table stands for all.
+  x.family("ftpair_arp_entries", "gauge", "Resolved ARP entries.").sample(node.arp(0).valid_count(rte_rdtsc()));
 
-  x.family("ftpair_worker_loops_total", "counter", "Worker loop iterations (progress).").sample(agent.loops(0));
-  x.family("ftpair_worker_idle_sleeps_total", "counter", "Adaptive idle sleeps of the worker.")
-      .sample(node.worker().idle_sleeps.load());
-  x.family("ftpair_worker_parks_total", "counter", "Times the worker parked for a quiesce.")
-      .sample(agent.worker_counters(0).parks.load());
-  x.family("ftpair_vip_owner", "gauge", "1 when this node owns the virtual addresses.").sample(nf.vip_owner() ? 1 : 0);
+  x.family("ftpair_workers", "gauge", "Dataplane workers (worker.count).").sample(nw);
+  x.family("ftpair_worker_loops_total", "counter", "Worker loop iterations (progress).");
+  for (unsigned w = 0; w < nw; w++) x.sample(agent.loops(w), {{"worker", std::to_string(w)}});
+  x.family("ftpair_worker_idle_sleeps_total", "counter", "Adaptive idle sleeps of the worker.");
+  for (unsigned w = 0; w < nw; w++) x.sample(node.worker(w).idle_sleeps.load(), {{"worker", std::to_string(w)}});
+  x.family("ftpair_worker_parks_total", "counter", "Times the worker parked for a quiesce.");
+  for (unsigned w = 0; w < nw; w++) x.sample(agent.worker_counters(w).parks.load(), {{"worker", std::to_string(w)}});
+  if (const dp::Shards *sh = node.shards()) {
+    x.family("ftpair_worker_handoffs_total", "counter",
+             "Packets a worker received for a flow another worker owns and handed to it (no RSS by port choice here).");
+    for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).handoffs.load(), {{"worker", std::to_string(w)}});
+    x.family("ftpair_worker_handed_in_total", "counter", "Packets other workers handed to this one.");
+    for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).handed_in.load(), {{"worker", std::to_string(w)}});
+    x.family("ftpair_worker_handoff_full_total", "counter", "Packets dropped: the owning worker's hand-off ring was full.");
+    for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).handoff_full.load(), {{"worker", std::to_string(w)}});
+    x.family("ftpair_worker_arp_copies_total", "counter", "ARP packets copied to the other workers to learn from.");
+    for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).arp_copies.load(), {{"worker", std::to_string(w)}});
+  }
+  x.family("ftpair_vip_owner", "gauge", "1 when this node owns the virtual addresses.").sample(node.nf(0).vip_owner() ? 1 : 0);
 
   // The NAT's own behaviour.
-  const auto &c = nf.counters();
   x.family("ftpair_nat_mappings", "gauge", "NAT mappings (one outside endpoint per inside endpoint).")
-      .sample(flows.mappings());
+      .sample(sum([&](unsigned w) { return uint64_t(node.flows(w).mappings()); }));
   x.family("ftpair_flows_embryonic", "gauge", "Flows without a reply or a completed TCP handshake.")
-      .sample(flows.embryonic());
+      .sample(sum([&](unsigned w) { return uint64_t(node.flows(w).embryonic()); }));
   x.family("ftpair_flows_evicted_total", "counter", "Embryonic flows evicted to make room for new ones.")
       .sample(c.flows_evicted.load());
   x.family("ftpair_icmp_originated_total", "counter", "ICMP errors the gateway sent itself, by type.");

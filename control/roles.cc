@@ -29,7 +29,9 @@ Status RoleManager::load_generation() {
 }
 
 Status RoleManager::set_vip_owner(bool own) {
-  return p_.engine->with_workers_parked([this, own] { p_.node->nf().set_vip_owner(own); });
+  return p_.engine->with_workers_parked([this, own] {
+    for (unsigned w = 0; w < p_.node->workers(); w++) p_.node->nf(w).set_vip_owner(own);
+  });
 }
 
 /* One transaction. Prepare: with the table lock (no checkpoint is being applied) and the workers
@@ -60,9 +62,9 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
     p_.applier->set_accepting(false);  // a late checkpoint must not touch the table we now own
     p_.sync->cancel_current();
     // The standby's copies carry the old active's clock: refresh them before they can expire.
-    p_.node->flows().refresh_all(rte_rdtsc());
+    for (unsigned w = 0; w < p_.node->workers(); w++) p_.node->flows(w).refresh_all(rte_rdtsc());
     continue_session_log();
-    p_.node->nf().set_vip_owner(true);
+    for (unsigned w = 0; w < p_.node->workers(); w++) p_.node->nf(w).set_vip_owner(true);
     return Status::Ok();
   });
   if (!st.ok()) {
@@ -73,7 +75,7 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
   }
   role_.store(fo::Role::ACTIVE);
   p_.engine->set_replicating(true);
-  p_.node->nf().request_announce(p_.garp_count->load());
+  p_.node->nf(0).request_announce(p_.garp_count->load());  // worker 0 sends the GARPs
   L.info("node {} is ACTIVE (generation {}): {} [was {}; parked {:.2f} ms, of which generation {:.2f} ms]", node_id_,
          generation(), why, fo::role_name(was), ms_since(t0), double(t_gen) / 1e6);
   return Status::Ok();
@@ -235,7 +237,7 @@ Status RoleManager::resume_active(const std::string &why) {
     return st;
   }
   role_.store(fo::Role::ACTIVE);
-  p_.node->nf().request_announce(p_.garp_count->load());
+  p_.node->nf(0).request_announce(p_.garp_count->load());  // worker 0 sends the GARPs
   L.warn("node {} keeps the active role (generation {}): {}", node_id_, generation(), why);
   return Status::Ok();
 }

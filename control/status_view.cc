@@ -103,8 +103,9 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
   out->set_generation(d.generation());
   out->set_software_version(ckpt::software_version());
   out->set_dataplane_healthy(d.dataplane_healthy());
-  out->set_flows(node.flows().size());
-  out->set_flow_capacity(node.flows().capacity());
+  out->set_flows(node.flow_count());
+  out->set_flow_capacity(cfg.flow_capacity);
+  out->set_workers(node.workers());
   const auto &es = d.engine().stats();
   out->set_checkpoints(es.checkpoints.load());
   out->set_checkpoints_aborted(es.aborted.load());
@@ -133,21 +134,27 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
 }
 
 Status fill_flows(Daemon &d, uint32_t limit, v1::FlowsReply *out) {
-  dp::FlowTable &flows = d.node().flows();
+  Node &node = d.node();
   /* Under the barrier (or the standby's table lock, which a promotion needs) only raw records
    * are copied, at most `limit` of them, and the walk stops there; the protobuf is built after
-   * the workers resume (or the lock is released). */
-  std::vector<std::pair<uint32_t, dp::FlowState>> raw;
+   * the workers resume (or the lock is released). Worker by worker. */
+  struct Raw {
+    uint32_t worker, slot;
+    dp::FlowState st;
+  };
+  std::vector<Raw> raw;
   uint64_t total = 0, epoch = 0;
   auto copy = [&] {
-    total = flows.size();
-    epoch = flows.epoch();
+    total = node.flow_count();
+    epoch = node.flows(0).epoch();
     raw.reserve(limit ? std::min<uint64_t>(limit, total) : total);
-    flows.for_each_while([&](uint32_t slot, const dp::FlowRecord &r) {
-      if (limit && raw.size() >= limit) return false;
-      raw.emplace_back(slot, r.st);
-      return true;
-    });
+    for (unsigned w = 0; w < node.workers(); w++) {
+      node.flows(w).for_each_while([&](uint32_t slot, const dp::FlowRecord &r) {
+        if (limit && raw.size() >= limit) return false;
+        raw.push_back(Raw{w, slot, r.st});
+        return true;
+      });
+    }
   };
   if (is_active(d.role())) {
     // The worker owns the active's table: read it at a barrier.
@@ -162,7 +169,11 @@ Status fill_flows(Daemon &d, uint32_t limit, v1::FlowsReply *out) {
   }
   out->set_total(total);
   out->set_epoch(epoch);
-  for (const auto &[slot, st] : raw) fill_flow(slot, st, out->add_flows());
+  for (const Raw &r : raw) {
+    v1::Flow *f = out->add_flows();
+    fill_flow(r.slot, r.st, f);
+    f->set_worker(r.worker);
+  }
   return Status::Ok();
 }
 

@@ -129,6 +129,17 @@ class InterfaceAgent {
   }
   const PortCounters &worker_port_counters(unsigned w, uint16_t port) const { return port_ctr_[w][port]; }
   const AgentWorkerCounters &worker_counters(unsigned w) const { return wctr_[w]; }
+  // One of the workers' counts summed, e.g. worker_total(&AgentWorkerCounters::held_now).
+  uint64_t worker_total(std::atomic<uint64_t> AgentWorkerCounters::*c) const {
+    uint64_t n = 0;
+    for (unsigned w = 0; w < cfg_.nb_workers; w++) n += (wctr_[w].*c).load(std::memory_order_relaxed);
+    return n;
+  }
+  uint64_t loops_total() const {
+    uint64_t n = 0;
+    for (unsigned w = 0; w < cfg_.nb_workers; w++) n += loops(w);
+    return n;
+  }
   uint16_t nb_workers() const { return cfg_.nb_workers; }
   uint16_t nb_ports() const { return cfg_.nb_ports; }
   // Test hook: while set, the worker's loop stalls inside barrier_point (health tests).

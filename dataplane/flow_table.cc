@@ -461,6 +461,7 @@ void FlowTable::copy_to_capture(uint32_t slot) {
   CapturedSlot c{};
   c.slot = slot;
   c.in_use = in_use;
+  c.shard = shard_;
   c.st = r.st;
   c.last_seen_tsc = r.last_seen_tsc;
   capture_buf_.push_back(c);
@@ -554,6 +555,16 @@ int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
   size_++;
   stats_.inserts++;
   return 0;
+}
+
+int FlowTable::place(const FlowState &st, uint32_t prefer, uint64_t now_tsc) {
+  uint32_t slot = prefer;
+  if (slot >= capacity_ || (records_[slot].st.flags & kFlowInUse)) {
+    if (free_head_ == kNoSlot) return -ENOSPC;
+    slot = free_head_;
+  }
+  const int rc = apply(slot, &st, now_tsc);
+  return rc < 0 ? rc : static_cast<int>(slot);
 }
 
 void FlowTable::clear() {

@@ -141,7 +141,8 @@ inline FlowKey outside_key(const FlowState &s) {
 struct CapturedSlot {
   uint32_t slot;
   uint8_t in_use;
-  uint8_t reserved[3];
+  uint8_t shard;  // the capturing table's shard (FlowTable::set_shard): its worker
+  uint8_t reserved[2];
   FlowState st;
   uint64_t last_seen_tsc;
 };
@@ -259,6 +260,12 @@ class FlowTable {
   CaptureKind capture_kind() const { return capture_kind_; }
   // Control side: hands the capture buffer back; required before the next flip.
   void capture_release();
+  // A capture is taken and not yet released (flip_epoch would refuse): control side.
+  bool capture_held() const { return capture_held_; }
+  /* The shard this table is: its worker's index, stamped on every captured slot so that the
+   * records of several workers' tables can travel in one stream. 0 by default. */
+  void set_shard(uint8_t shard) { shard_ = shard; }
+  uint8_t shard() const { return shard_; }
 
   // --- standby side ---
   // Sets slot to st (in use, last seen at now_tsc) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
@@ -266,6 +273,10 @@ class FlowTable {
   int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc);
   // Frees every slot (before a full sync is applied).
   void clear();
+  /* A standby's insert of a replicated flow that need not keep its slot: at prefer when that
+   * slot is free (the active's slot, so equal layouts stay slot-stable), else at the head of
+   * the free list. Returns the slot, -ENOSPC when the table is full, or apply()'s error. */
+  int place(const FlowState &st, uint32_t prefer, uint64_t now_tsc);
   // Sets every in-use record's last-seen time (a standby taking over).
   void refresh_all(uint64_t now_tsc);
 
@@ -343,6 +354,7 @@ class FlowTable {
   // capture of epoch capture_epoch_
   bool capture_active_ = false;
   bool capture_held_ = false;  // buffer not yet released by the control side
+  uint8_t shard_ = 0;
   CaptureKind capture_kind_ = CaptureKind::DIRTY;
   uint64_t capture_epoch_ = 0;
   uint32_t capture_cursor_ = 0;

@@ -60,6 +60,34 @@ NfCounters::NfCounters() {
   for (auto &f : forwarded) f.store(0);
 }
 
+// add_to() names every counter: a new one must be added there too.
+static_assert(sizeof(NfCounters) == ((kDropReasonCount + kMaxPorts + 17) * 8 + 63) / 64 * 64);
+
+void NfCounters::add_to(NfCounters *out) const {
+  auto add = [](const std::atomic<uint64_t> &from, std::atomic<uint64_t> &to) {
+    to.store(to.load(std::memory_order_relaxed) + from.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  };
+  for (unsigned r = 0; r < kDropReasonCount; r++) add(drops[r], out->drops[r]);
+  for (unsigned p = 0; p < kMaxPorts; p++) add(forwarded[p], out->forwarded[p]);
+  add(flows_created, out->flows_created);
+  add(flows_expired, out->flows_expired);
+  add(flows_closed, out->flows_closed);
+  add(flows_evicted, out->flows_evicted);
+  add(arp_replies, out->arp_replies);
+  add(arp_requests, out->arp_requests);
+  add(garps, out->garps);
+  add(icmp_time_exceeded, out->icmp_time_exceeded);
+  add(icmp_frag_needed, out->icmp_frag_needed);
+  add(icmp_rate_limited, out->icmp_rate_limited);
+  add(icmp_errors_translated, out->icmp_errors_translated);
+  add(mss_clamped, out->mss_clamped);
+  add(hairpinned, out->hairpinned);
+  add(tcp_out_of_window, out->tcp_out_of_window);
+  add(tcp_rst_ignored, out->tcp_rst_ignored);
+  add(fragments_forwarded, out->fragments_forwarded);
+  add(fast_forwarded, out->fast_forwarded);
+}
+
 
 const char *filtering_name(Filtering f) {
   switch (f) {

@@ -117,6 +117,8 @@ struct alignas(64) NfCounters {
   std::atomic<uint64_t> fragments_forwarded{0};    // fragments after the first, translated
   std::atomic<uint64_t> fast_forwarded{0};         // of forwarded: by the fast path (fast_udp)
   NfCounters();
+  // Adds every count to *out (several workers' NFs summed for the metrics).
+  void add_to(NfCounters *out) const;
 };
 
 class Nat44 {

@@ -480,15 +480,16 @@ class OwnerWatch:
 
 # ---------------------------------------------------------- echo clients --
 
-def start_client(lab, conns, seconds, rate=32768, op_timeout=8):
-    """Byte-checking kernel TCP echo connections from the client namespace to the echo
-    server (traffic.py echo-client --json) in the background; read with client_result().
-    rate: bytes/s per connection; op_timeout: traffic.py --op-timeout (None: its default)."""
+def start_client(lab, conns, seconds, rate=32768, op_timeout=8, host="client"):
+    """Byte-checking kernel TCP echo connections from a LAN host's namespace (client, or
+    client2) to the echo server (traffic.py echo-client --json) in the background; read with
+    client_result(). rate: bytes/s per connection; op_timeout: traffic.py --op-timeout (None:
+    its default)."""
     argv = [PY, TRAFFIC, "echo-client", "--host", SERVER_IP, "--port", ECHO_PORT,
             "--conns", conns, "--seconds", seconds, "--rate-bytes-per-s", rate]
     if op_timeout is not None:
         argv += ["--op-timeout", op_timeout]
-    return lab.background("client", argv + ["--json"])
+    return lab.background(host, argv + ["--json"])
 
 
 def client_result(bg, timeout):

@@ -13,7 +13,7 @@ Checked:
     upgrade while the standby is out of sync (a standby whose table is too small for the
     active's, so its sync is refused);
   - the upgrade: ftpairctl exit 0, both nodes run the new version in new processes, the active's
-    stream to the standby uses record format 3 (the newest) (format 1 while a -prev node was on either end),
+    stream to the standby uses record format 4 (the newest) (format 1 while a -prev node was on either end),
     every connection survived with every byte checked, and the two nodes were never active at
     once (VIP ownership of both sampled every 20 ms; ACTIVE log lines in order);
   - the rollback: ftpairctl reports rolled_back (exit 1), both nodes run the good version,
@@ -179,8 +179,8 @@ def main():
                   "%s -> %s" % (before, after))
         act = active_node()
         sact = L.status(act) if act else None
-        chk.check("upgrade: the new pair replicates in record format 3 (the newest)",
-                  sact is not None and sact["upgrade"].get("record_format") == 3, str(sact and sact.get("upgrade")))
+        chk.check("upgrade: the new pair replicates in record format 4 (the newest)",
+                  sact is not None and sact["upgrade"].get("record_format") == 4, str(sact and sact.get("upgrade")))
         chk.check("upgrade: roles swapped once (the old standby is active)", act == "b", "active: %s" % act)
         wait_pair(chk, "after the upgrade")
 

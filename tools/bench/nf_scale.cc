@@ -20,6 +20,13 @@
  *    packets that arrive on the wrong worker are handed over. nf_handoff_ratio{workers=N} =
  *    hand-offs / packets, and nf_scale_mpps{mode="spread"}.
  *
+ * And the cut across workers: in each round, with 1 and with N workers forwarding (owned),
+ * a checkpoint engine (no standby: the cut alone) takes a checkpoint every millisecond, and
+ * the pause of each (quiesce until every worker parked, one epoch flip of every table, resume)
+ * is sampled: checkpoint_pause_us_p50 and _p99{workers}, medians over rounds, and
+ * checkpoint_pause_workers_ratio = p50(N) / p50(1) of the same round (goal: about 1, the pause
+ * does not grow with the workers).
+ *
  * Output: JSON lines on stdout; progress on stderr. */
 #include <algorithm>
 #include <atomic>
@@ -28,6 +35,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <rte_cycles.h>
@@ -43,6 +51,7 @@
 #include <rte_ring.h>
 #include <rte_udp.h>
 
+#include "checkpoint/engine.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
 #include "dataplane/flow_table.h"
@@ -391,6 +400,37 @@ Result measure(Plane &p, bool spread, uint64_t packets) {
                 drops - drops0};
 }
 
+/* Forwards P packets per worker (owned) while an engine over every worker's table takes a
+ * checkpoint each millisecond; the pauses' p50 and p99 in microseconds. */
+std::pair<double, double> measure_pause(Plane &p, uint64_t packets) {
+  ftpair::ckpt::EngineConfig ec;
+  ec.node_id = "nf_scale";
+  ec.interval = std::chrono::milliseconds(1000);  // the requests below set the pace
+  ec.quiesce_timeout = std::chrono::milliseconds(20);
+  std::vector<dp::FlowTable *> tables;
+  for (auto &t : p.flows) tables.push_back(t.get());
+  ftpair::ckpt::Engine engine(ec, tables, *p.agent);
+  engine.start();
+  engine.set_replicating(true);
+  engine.clear_pause_samples();
+  std::atomic<bool> done{false};
+  std::thread ticker([&] {
+    while (!done.load()) {
+      uint64_t epoch = 0, records = 0;
+      (void)engine.checkpoint_now(std::chrono::milliseconds(50), &epoch, &records);  // UNAVAILABLE: no standby
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  measure(p, false, packets);
+  done.store(true);
+  ticker.join();
+  std::vector<uint64_t> ns = engine.pause_samples();
+  engine.stop();
+  if (ns.size() < 20) die("only " + std::to_string(ns.size()) + " checkpoints during the pause run");
+  std::sort(ns.begin(), ns.end());
+  return {double(ns[ns.size() / 2]) / 1e3, double(ns[ns.size() * 99 / 100]) / 1e3};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -428,6 +468,7 @@ int main(int argc, char **argv) {
   rte_mempool *pool = dp::pool_create("nfs_pkts", 65535, &err);
   if (!pool) die(err);
   std::vector<double> rate1, rateN, ratio, spreadN, handoff;
+  std::vector<double> pause50[2], pause99[2], pause_ratio;
   for (unsigned round = 0; round < o.rounds; round++) {
     double r1 = 0;
     for (unsigned n : {1u, o.workers}) {
@@ -437,6 +478,11 @@ int main(int argc, char **argv) {
         die("owned: " + std::to_string(owned.sent) + " of " + std::to_string(o.packets * n) + " packets forwarded");
       std::fprintf(stderr, "round %u, %u worker(s), owned: %.2f Mpps, %" PRIu64 " hand-offs\n", round, n, owned.mpps,
                    owned.handoffs);
+      const auto [p50, p99] = measure_pause(*p, o.packets * 4);
+      pause50[n > 1].push_back(p50);
+      pause99[n > 1].push_back(p99);
+      if (n > 1) pause_ratio.push_back(p50 / pause50[0].back());
+      std::fprintf(stderr, "round %u, %u worker(s), checkpoint pause: p50 %.1f us, p99 %.1f us\n", round, n, p50, p99);
       if (n == 1) {
         r1 = owned.mpps;
         rate1.push_back(owned.mpps);
@@ -471,6 +517,13 @@ int main(int argc, char **argv) {
        "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"mode\": \"spread\"}");
   emit("nf_scaling_ratio", median(ratio), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
   emit("nf_handoff_ratio", median(handoff), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
+  for (unsigned k = 0; k < 2; k++) {
+    const std::string pp = "{" + fl + ", \"workers\": " + std::to_string(k ? o.workers : 1) + ", \"standby\": \"none\"}";
+    emit("checkpoint_pause_us_p50", median(pause50[k]), "us", pp);
+    emit("checkpoint_pause_us_p99", median(pause99[k]), "us", pp);
+  }
+  emit("checkpoint_pause_workers_ratio", median(pause_ratio), "ratio",
+       "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
   rte_mempool_free(pool);
   dp::eal_cleanup();
   return 0;

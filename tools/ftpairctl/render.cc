@@ -180,6 +180,7 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   for (const auto &a : s.alarms()) b.add("ALARM", a);
   std::string flows = std::to_string(s.flows()) + " of " + std::to_string(s.flow_capacity());
   if (s.flow_capacity()) flows += fmt(" (%.1f%%)", 100.0 * double(s.flows()) / double(s.flow_capacity()));
+  if (s.workers() > 1) flows += ", on " + std::to_string(s.workers()) + " workers";
   b.add("flows", flows);
   b.add("peer node", (s.peer_role().empty() ? std::string("role unknown") : s.peer_role()) + ", " +
                          (s.peer_reachable() ? "reachable" : "not reachable"));
@@ -260,8 +261,12 @@ std::string render_checkpoint(const ftpair::v1::CheckpointReply &r, bool snapsho
 std::string render_flows(const ftpair::v1::FlowsReply &r) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"SLOT", "PROTO", "INSIDE", "OUTSIDE", "NAT", "STATE"});
+  // A slot is its worker's table's: WORKER/SLOT once a flow of a worker past 0 shows.
+  bool sharded = false;
+  for (const auto &f : r.flows()) sharded |= f.worker() > 0;
   for (const auto &f : r.flows())
-    rows.push_back({std::to_string(f.slot()), f.proto(), f.inside(), f.outside(), f.nat(), f.state()});
+    rows.push_back({sharded ? std::to_string(f.worker()) + "/" + std::to_string(f.slot()) : std::to_string(f.slot()),
+                    f.proto(), f.inside(), f.outside(), f.nat(), f.state()});
   std::string out;
   if (r.flows_size() > 0) {
     std::vector<size_t> w(rows[0].size(), 0);

@@ -16,6 +16,7 @@
 #   FTPAIR_LAB_NAT_EXTRA  YAML lines (newline-separated, unindented) added under nat:
 #   FTPAIR_LAB_FORWARD_TO  target of the TCP port-forward on WAN VIP port 8080
 #                      (default 198.18.1.11:8080: client2)
+#   FTPAIR_LAB_WORKERS  worker.count (1..8, default 1); af_packet ports get as many queue pairs
 
 # ftpair_lab_pmd: the validated FTPAIR_LAB_PMD (af_packet when unset)
 ftpair_lab_pmd() {
@@ -31,7 +32,8 @@ ftpair_lab_device() {
     local pmd
     pmd=$(ftpair_lab_pmd) || return 2
     case "$pmd" in
-        af_packet) echo "net_af_packet$1,iface=$2,qdisc_bypass=0" ;;
+        # One queue pair per worker; the kernel's fanout spreads the flows over them.
+        af_packet) echo "net_af_packet$1,iface=$2,qdisc_bypass=0,qpairs=${FTPAIR_LAB_WORKERS:-1}" ;;
         af_xdp) echo "net_af_xdp$1,iface=$2,start_queue=0,queue_count=1" ;;
     esac
 }
@@ -73,6 +75,9 @@ ftpair_lab_node_config() {
         done <<<"$FTPAIR_LAB_NAT_EXTRA"
     fi
     local fwd_to="${FTPAIR_LAB_FORWARD_TO:-198.18.1.11:8080}"
+    local workers="${FTPAIR_LAB_WORKERS:-1}"
+    [[ "$workers" =~ ^[1-8]$ ]] || {
+        echo "node-config: FTPAIR_LAB_WORKERS must be 1 to 8 (got '${workers}')" >&2; return 2; }
     # The pair's fast-beat key, made once per run directory and shared by both nodes: the lab
     # runs the authenticated configuration.
     local beat_key="${run}/beat.key"
@@ -114,6 +119,7 @@ management:
 peer:
   grpc: ${peer_ip}:50051
 worker:
+  count: ${workers}
   test_hooks: true
 failover:
   fence: process

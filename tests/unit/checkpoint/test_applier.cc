@@ -319,9 +319,9 @@ TEST_F(ApplierTest, HelloIncompatibleVersionsRefused) {
   EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
   EXPECT_NE(st.message().find("protocol 2..3"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("protocol 1..1"), std::string::npos) << st.message();
-  st = ap_->on_hello(make_hello(1, range(1, 1, {4})), 1, &reply);
+  st = ap_->on_hello(make_hello(1, range(1, 1, {5})), 1, &reply);
   EXPECT_EQ(st.code(), Code::FAILED_PRECONDITION);
-  EXPECT_NE(st.message().find("record formats [4]"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("record formats [5]"), std::string::npos) << st.message();
   EXPECT_EQ(ap_->stats().rejected_version.load(), 2u);
   // No hello was accepted: checkpoints are still refused.
   fill(3);
@@ -716,7 +716,8 @@ void run_property(Source &src, dp::FlowTable &a, Applier &ap, std::mutex &mu,
                   dp::FlowTable &b, uint64_t seed, bool reuse_keys) {
   std::mt19937_64 rng(seed * 7919 + 1);
   src.rng().seed(seed);
-  const uint32_t format = seed % 3 == 1 ? kRecordFormatV1 : seed % 3 == 2 ? kRecordFormatV2 : kRecordFormatV3;
+  const uint32_t format = seed % 4 == 1 ? kRecordFormatV1 : seed % 4 == 2 ? kRecordFormatV2
+                          : seed % 4 == 3 ? kRecordFormatV3 : kRecordFormatV4;
   const uint64_t generation = 3;
   auto hello = [&] {
     ap.begin_stream();
@@ -724,6 +725,7 @@ void run_property(Source &src, dp::FlowTable &a, Applier &ap, std::mutex &mu,
     VersionRange v = local_versions();
     if (format == kRecordFormatV1) v.record_formats = {1};
     if (format == kRecordFormatV2) v.record_formats = {2, 1};
+    if (format == kRecordFormatV3) v.record_formats = {3, 2, 1};
     Status st = ap.on_hello(make_hello(generation, v), generation, &reply);
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(reply.chosen_record_format(), format);

@@ -126,19 +126,78 @@ TEST_P(CodecRoundTrip, RandomRecordsSurvive) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, CodecRoundTrip, ::testing::Values(kRecordFormatV1, kRecordFormatV2, kRecordFormatV3));
+INSTANTIATE_TEST_SUITE_P(Formats, CodecRoundTrip,
+                         ::testing::Values(kRecordFormatV1, kRecordFormatV2, kRecordFormatV3, kRecordFormatV4));
+
+/* Several workers' records in one stream. Format 4 carries (shard, slot), a deletion
+ * included; an older format carries the global slot shard x shard_capacity + slot, which
+ * decodes as shard 0. Refused: a shard past the active's count (its own error), nonzero
+ * reserved bytes, and a record of shard > 0 for an older format without a shard capacity. */
+TEST(Codec, ShardsTravelInFormat4AndAsGlobalSlotsBefore) {
+  const uint64_t now = 1'000'000 * kHz;
+  std::mt19937_64 rng(7);
+  auto slots = random_slots(rng, 400, now);
+  constexpr uint32_t kShards = 4, kShardCap = kCapacity / kShards;
+  for (size_t i = 0; i < slots.size(); i++) {
+    slots[i].shard = static_cast<uint8_t>(i % kShards);
+    slots[i].slot %= kShardCap;
+  }
+  std::string bytes;
+  ASSERT_EQ(encode_records(slots.data(), slots.size(), kRecordFormatV4, now, kHz, &bytes), 0);
+  std::vector<WireRecord> out;
+  std::string detail;
+  const uint32_t crc = crc32c(bytes.data(), bytes.size());
+  ASSERT_EQ(decode_records(bytes, kRecordFormatV4, uint32_t(slots.size()), crc, kShardCap, &out, &detail, kShards),
+            DecodeError::OK)
+      << detail;
+  for (size_t i = 0; i < slots.size(); i++) {
+    EXPECT_EQ(out[i].slot.shard, slots[i].shard) << i;
+    EXPECT_EQ(out[i].slot.slot, slots[i].slot) << i;
+    EXPECT_EQ(out[i].slot.in_use, slots[i].in_use) << i;
+  }
+  // A reader that knows fewer shards than the records name refuses with the shard's error.
+  out.clear();
+  EXPECT_EQ(decode_records(bytes, kRecordFormatV4, uint32_t(slots.size()), crc, kShardCap, &out, &detail, kShards - 1),
+            DecodeError::SHARD_RANGE);
+  EXPECT_NE(detail.find("shard 3"), std::string::npos) << detail;
+  // The reserved bytes after the shard must be zero.
+  std::string bad = bytes;
+  bad[30] = 1;
+  out.clear();
+  EXPECT_EQ(decode_records(bad, kRecordFormatV4, uint32_t(slots.size()), crc32c(bad.data(), bad.size()), kShardCap,
+                           &out, &detail, kShards),
+            DecodeError::BAD_FIELD);
+  // Format 3: global slots, within the whole capacity.
+  bytes.clear();
+  ASSERT_EQ(encode_records(slots.data(), slots.size(), kRecordFormatV3, now, kHz, &bytes, kShardCap), 0);
+  out.clear();
+  ASSERT_EQ(decode_records(bytes, kRecordFormatV3, uint32_t(slots.size()), crc32c(bytes.data(), bytes.size()),
+                           kCapacity, &out, &detail),
+            DecodeError::OK)
+      << detail;
+  for (size_t i = 0; i < slots.size(); i++) {
+    EXPECT_EQ(out[i].slot.shard, 0u) << i;
+    EXPECT_EQ(out[i].slot.slot, slots[i].shard * kShardCap + slots[i].slot) << i;
+  }
+  // Without a shard capacity an older format cannot say where shard 1's records go.
+  bytes.clear();
+  EXPECT_EQ(encode_records(slots.data(), slots.size(), kRecordFormatV3, now, kHz, &bytes), -EINVAL);
+  EXPECT_TRUE(bytes.empty());
+}
 
 TEST(Codec, SizesAndSupport) {
   EXPECT_EQ(record_size(1), 32u);
   EXPECT_EQ(record_size(2), 40u);
   EXPECT_EQ(record_size(0), 0u);
   EXPECT_EQ(record_size(3), 48u);
-  EXPECT_EQ(record_size(4), 0u);
+  EXPECT_EQ(record_size(4), 48u);
+  EXPECT_EQ(record_size(5), 0u);
   EXPECT_TRUE(format_supported(1));
   EXPECT_TRUE(format_supported(2));
   EXPECT_TRUE(format_supported(3));
+  EXPECT_TRUE(format_supported(4));
   EXPECT_FALSE(format_supported(0));
-  EXPECT_FALSE(format_supported(4));
+  EXPECT_FALSE(format_supported(5));
 }
 
 // The wire layout is a cross-version contract: check it byte by byte.
@@ -184,6 +243,15 @@ TEST(Codec, ByteLayoutIsStable) {
   EXPECT_EQ(std::memcmp(b3.data() + 32, idle, 8), 0);
   const unsigned char ends[8] = {0x44, 0x33, 0x22, 0x11, 0x88, 0x77, 0x66, 0x55};
   EXPECT_EQ(std::memcmp(b3.data() + 40, ends, 8), 0);
+  // Format 4: format 3 with the shard at byte 29.
+  c.shard = 5;
+  std::string b4;
+  ASSERT_EQ(encode_records(&c, 1, 4, now, kHz, &b4), 0);
+  ASSERT_EQ(b4.size(), 48u);
+  std::string b3s = b3;
+  b3s[29] = 5;
+  EXPECT_EQ(b4, b3s);
+  c.shard = 0;
   // encode appends.
   ASSERT_EQ(encode_records(&c, 1, 1, now, kHz, &b1), 0);
   EXPECT_EQ(b1.size(), 64u);
@@ -232,11 +300,11 @@ TEST(CodecReject, UnknownFormat) {
   std::mt19937_64 rng(3);
   auto slots = random_slots(rng, 4, kHz);
   std::string bytes;
-  EXPECT_EQ(encode_records(slots.data(), slots.size(), 4, kHz, kHz, &bytes), -EINVAL);
+  EXPECT_EQ(encode_records(slots.data(), slots.size(), 5, kHz, kHz, &bytes), -EINVAL);
   EXPECT_EQ(encode_records(slots.data(), slots.size(), 0, kHz, kHz, &bytes), -EINVAL);
   EXPECT_TRUE(bytes.empty());
   Encoded e = encode(slots, 1, kHz);
-  for (uint32_t f : {0u, 4u, 99u}) {
+  for (uint32_t f : {0u, 5u, 99u}) {
     std::vector<WireRecord> out;
     std::string detail;
     EXPECT_EQ(decode(e, f, 4, &out, &detail), DecodeError::UNKNOWN_FORMAT);
@@ -402,14 +470,14 @@ TEST(Version, LocalVersions) {
   VersionRange v = local_versions();
   EXPECT_EQ(v.protocol_min, kProtocolVersionMin);
   EXPECT_EQ(v.protocol_max, kProtocolVersionMax);
-  EXPECT_EQ(v.record_formats, (std::vector<uint32_t>{3, 2, 1}));
+  EXPECT_EQ(v.record_formats, (std::vector<uint32_t>{4, 3, 2, 1}));
   {
     EnvGuard prev("1");
     EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{1}));
   }
   {
     EnvGuard junk("7");  // unsupported: ignored
-    EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{3, 2, 1}));
+    EXPECT_EQ(local_versions().record_formats, (std::vector<uint32_t>{4, 3, 2, 1}));
   }
 }
 
@@ -470,7 +538,7 @@ TEST(Version, PreviousReleaseNegotiatesFormat1BothWays) {
     cur = local_versions();
   }
   ASSERT_EQ(prev.record_formats, (std::vector<uint32_t>{1}));
-  ASSERT_EQ(cur.record_formats, (std::vector<uint32_t>{3, 2, 1}));
+  ASSERT_EQ(cur.record_formats, (std::vector<uint32_t>{4, 3, 2, 1}));
   Negotiated a, b;
   std::string why;
   ASSERT_TRUE(negotiate(cur, prev, &a, &why)) << why;   // this build is the standby
@@ -622,7 +690,7 @@ TEST(CaptureEncoder, UnknownFormatRefused) {
   dp::CapturedSlot c{};
   CaptureHeader h;
   std::vector<v1::SyncMessage> msgs(2);
-  for (uint32_t f : {0u, 4u}) {
+  for (uint32_t f : {0u, 5u}) {
     h.format = f;
     Status st = encode_capture(&c, 1, h, &msgs);
     EXPECT_EQ(st.code(), Code::INVALID_ARGUMENT);

@@ -29,6 +29,7 @@
 #include "checkpoint/sync_server.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
+#include "dataplane/port_pool.h"
 #include "replication.grpc.pb.h"
 
 #include "table_util.h"
@@ -104,6 +105,10 @@ struct Standby {
 class FakeWorker {
  public:
   FakeWorker(dp::FlowTable &t, dp::InterfaceAgent &agent, uint64_t seed) : t_(t), agent_(agent), rng_(seed) {}
+  /* Worker w of n: it makes flows only for the LAN hosts it owns, as the dataplane's shards
+   * do (dp::host_bucket(in_ip) % n), so that the workers' flows never share a key. */
+  FakeWorker(dp::FlowTable &t, dp::InterfaceAgent &agent, uint64_t seed, unsigned w, unsigned n)
+      : t_(t), agent_(agent), rng_(seed), w_(w), n_(n) {}
   ~FakeWorker() { stop(); }
 
   void fill(unsigned n) {
@@ -130,7 +135,8 @@ class FakeWorker {
  private:
   void insert() {
     static const uint8_t protos[] = {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP};
-    const uint32_t id = next_id_++;
+    uint32_t id = next_id_++;
+    while (dp::host_bucket(htonl(0x0a000000u + id)) % n_ != w_) id = next_id_++;
     dp::FlowState s{};
     s.in_ip = htonl(0x0a000000u + id);
     s.ext_ip = htonl(0xc6336400u + id % 251);
@@ -163,13 +169,13 @@ class FakeWorker {
   void run() {
     auto last = Clock::now();
     while (!stop_.load(std::memory_order_relaxed)) {
-      agent_.barrier_point(0);
+      agent_.barrier_point(w_);
       t_.capture_step(1024);
       if (changes_.load()) {
         for (int k = 0; k < 4; k++) op();
         ops_ += 4;
       }
-      agent_.heartbeat(0);
+      agent_.heartbeat(w_);
       loops_++;
       auto now = Clock::now();
       uint64_t gap = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - last).count());
@@ -182,6 +188,7 @@ class FakeWorker {
   dp::FlowTable &t_;
   dp::InterfaceAgent &agent_;
   std::mt19937_64 rng_;
+  unsigned w_ = 0, n_ = 1;
   uint32_t next_id_ = 1;
   std::vector<uint32_t> live_;
   std::thread th_;
@@ -486,6 +493,180 @@ namespace {
 
 // Holds the worker thread inside a signal handler, so a test can make it miss a change.
 std::atomic<bool> g_hold{false}, g_in_handler{false};
+/* Many workers: N shards on the active (N FakeWorkers, each the single writer of its own
+ * table, one agent parking them all), M on the standby, over real gRPC. At each acknowledged
+ * epoch the standby's tables together hold exactly the union of the active's tables at the
+ * cut, each flow in the table of the worker that owns its LAN host there; with N == M the
+ * layout is the active's slot for slot. Covers growing and shrinking the worker count (the
+ * upgrade to more cores) as well as equal counts. */
+class ShardedReplication : public ::testing::TestWithParam<std::pair<unsigned, unsigned>> {};
+
+using FlowsByKey = std::map<std::string, dp::FlowState>;
+std::string flow_key(const dp::FlowState &s) {
+  const dp::FlowKey k = dp::inside_key(s);
+  return std::string(reinterpret_cast<const char *>(&k), sizeof(k));
+}
+
+TEST_P(ShardedReplication, TheStandbyHoldsTheUnionOfTheShardsAtEveryAckedCut) {
+  const auto [n, m] = GetParam();
+  WideAffinity wide;
+  const std::string tag = "t_sh" + std::to_string(n) + std::to_string(m);
+  std::vector<std::unique_ptr<dp::FlowTable>> tables;
+  std::vector<dp::FlowTable *> ptrs;
+  for (unsigned w = 0; w < n; w++) {
+    tables.push_back(make_table(8192, tag + "_a"));
+    ASSERT_TRUE(tables.back());
+    ptrs.push_back(tables.back().get());
+  }
+  dp::AgentConfig ac;
+  ac.nb_ports = 2;
+  ac.nb_workers = static_cast<uint16_t>(n);
+  dp::InterfaceAgent agent(ac);
+  std::string err;
+  // The standby's tables are as large as the active's in all: flows bunch on some workers.
+  auto sb = SyncServer::start(tag + "_b", 8192 * n, 0, &err, m);
+  ASSERT_TRUE(sb) << err;
+  std::vector<std::unique_ptr<FakeWorker>> workers;
+  for (unsigned w = 0; w < n; w++) {
+    workers.push_back(std::make_unique<FakeWorker>(*ptrs[w], agent, 77 + w, w, n));
+    workers.back()->fill(1500 / n);
+    workers.back()->start();
+  }
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  ec.peer = "127.0.0.1:" + std::to_string(sb->port());
+  ec.interval = 1ms;
+  ec.connect_backoff = 100ms;
+  ec.chunk_records = 500;
+  Engine engine(ec, ptrs, agent);
+  engine.start();
+  engine.set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << "never in sync: " << engine.last_error();
+  EXPECT_EQ(sb->applier().peer_shards(), n);
+  EXPECT_EQ(engine.record_format(), kRecordFormatNewest);
+
+  auto compare = [&](const char *when) {
+    uint64_t epoch = 0, records = 0;
+    Status st = engine.checkpoint_now(2000ms, &epoch, &records);
+    ASSERT_TRUE(st.ok()) << when << ": " << st.message();
+    FlowsByKey fa, fb;
+    std::vector<FlowMap> slots_a(n), slots_b(m);
+    size_t misplaced = 0;
+    st = engine.with_workers_parked([&] {
+      std::lock_guard<std::mutex> g(sb->table_mutex());
+      ASSERT_GE(sb->applier().applied_epoch(), epoch);
+      for (unsigned w = 0; w < n; w++) {
+        slots_a[w] = dump(*ptrs[w]);
+        for (const auto &[slot, f] : slots_a[w]) fa.emplace(flow_key(f), f);
+      }
+      for (unsigned w = 0; w < m; w++) {
+        slots_b[w] = dump(sb->table(w));
+        for (const auto &[slot, f] : slots_b[w]) {
+          fb.emplace(flow_key(f), f);
+          misplaced += dp::host_bucket(f.in_ip) % m != w;
+        }
+      }
+    });
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_GT(fa.size(), 500u) << when;
+    EXPECT_EQ(fa.size(), fb.size()) << when;
+    size_t differ = 0;
+    for (const auto &[k, f] : fa) {
+      auto it = fb.find(k);
+      differ += it == fb.end() || !(it->second == f);
+    }
+    EXPECT_EQ(differ, 0u) << when << ": flows missing or different on the standby";
+    EXPECT_EQ(misplaced, 0u) << when << ": flows on a worker that does not own their host";
+    if (n == m) {
+      for (unsigned w = 0; w < n; w++) EXPECT_TRUE(same_flows(slots_a[w], slots_b[w])) << when << ", shard " << w;
+    }
+  };
+  compare("after the full sync");
+  for (auto &w : workers) w->set_changes(true);
+  for (int round = 0; round < 3; round++) {
+    std::this_thread::sleep_for(300ms);
+    for (auto &w : workers) w->set_changes(false);
+    compare(("after churn round " + std::to_string(round)).c_str());
+    for (auto &w : workers) w->set_changes(true);
+  }
+  for (auto &w : workers) w->set_changes(false);
+  EXPECT_TRUE(engine.in_sync()) << engine.last_error();
+  EXPECT_TRUE(sb->service().errors().empty()) << sb->service().errors().front();
+  uint64_t ops = 0;
+  for (auto &w : workers) ops += w->ops();
+  EXPECT_GT(ops, 1000u);
+  engine.stop();
+  for (auto &w : workers) w->stop();
+  sb->shutdown();
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, ShardedReplication,
+                         ::testing::Values(std::make_pair(2u, 2u), std::make_pair(3u, 1u), std::make_pair(1u, 3u),
+                                           std::make_pair(4u, 2u)),
+                         [](const auto &info) {
+                           return "active" + std::to_string(info.param.first) + "_standby" +
+                                  std::to_string(info.param.second);
+                         });
+
+/* An older standby (record format 3, one table of the active's whole capacity) follows an
+ * active of several shards: the records travel at global slots. */
+TEST(Replication, AFormat3StandbyFollowsAShardedActiveByGlobalSlot) {
+  WideAffinity wide;
+  constexpr unsigned n = 2;
+  std::vector<std::unique_ptr<dp::FlowTable>> tables;
+  std::vector<dp::FlowTable *> ptrs;
+  for (unsigned w = 0; w < n; w++) {
+    tables.push_back(make_table(4096, "t_g3_a"));
+    ASSERT_TRUE(tables.back());
+    ptrs.push_back(tables.back().get());
+  }
+  dp::AgentConfig ac;
+  ac.nb_ports = 2;
+  ac.nb_workers = n;
+  dp::InterfaceAgent agent(ac);
+  std::string err;
+  auto sb = SyncServer::start("t_g3_b", 4096 * n, 0, &err);
+  ASSERT_TRUE(sb) << err;
+  VersionRange old;
+  old.record_formats = {kRecordFormatV3, kRecordFormatV2, kRecordFormatV1};
+  sb->applier().set_versions(old);
+  std::vector<std::unique_ptr<FakeWorker>> workers;
+  for (unsigned w = 0; w < n; w++) {
+    workers.push_back(std::make_unique<FakeWorker>(*ptrs[w], agent, 5 + w, w, n));
+    workers.back()->fill(800);
+    workers.back()->start();
+    workers.back()->set_changes(true);
+  }
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  ec.peer = "127.0.0.1:" + std::to_string(sb->port());
+  ec.interval = 1ms;
+  ec.connect_backoff = 100ms;
+  Engine engine(ec, ptrs, agent);
+  engine.start();
+  engine.set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << "never in sync: " << engine.last_error();
+  EXPECT_EQ(engine.record_format(), kRecordFormatV3);
+  std::this_thread::sleep_for(300ms);
+  for (auto &w : workers) w->set_changes(false);
+  uint64_t epoch = 0, records = 0;
+  Status st = engine.checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message();
+  FlowMap global, got;
+  st = engine.with_workers_parked([&] {
+    std::lock_guard<std::mutex> g(sb->table_mutex());
+    for (unsigned w = 0; w < n; w++)
+      for (const auto &[slot, f] : dump(*ptrs[w])) global.emplace(w * 4096 + slot, f);
+    got = dump(sb->table());
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(same_flows(global, got));
+  EXPECT_GT(global.size(), 1000u);
+  engine.stop();
+  for (auto &w : workers) w->stop();
+  sb->shutdown();
+}
+
 void hold_here(int) {
   g_in_handler.store(true);
   while (g_hold.load()) {

@@ -384,7 +384,7 @@ const char *const kCounters[] = {
     "ftpair_flows_closed_total",
     "ftpair_flows_evicted_total",
     "ftpair_arp_requests_total",
-    "ftpair_worker_loops_total",
+    "ftpair_worker_loops_total{worker=\"0\"}",
     "ftpair_checkpoints_total",
 };
 
@@ -612,7 +612,7 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
               (unsigned long long)scrapes.load(), (unsigned long long)http_scrapes.load(),
               (unsigned long long)statuses.load(), (unsigned long long)dumps.load(),
               (unsigned long long)dumped_flows.load(), (unsigned long long)checkpoints.load(),
-              (unsigned long long)snapshots.load(), need(m, "ftpair_worker_parks_total"),
+              (unsigned long long)snapshots.load(), need(m, "ftpair_worker_parks_total{worker=\"0\"}"),
               (unsigned long long)pool.alloc_failures.load());
 
   // Traffic moved both ways, and flows came and went.
@@ -637,7 +637,7 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
   EXPECT_GT(snapshots.load(), 0u);
   EXPECT_GT(arp_reads.load(), 10u);
   EXPECT_GT(arp_entries_seen.load(), 0u);
-  EXPECT_GT(need(m, "ftpair_worker_parks_total"), 10) << "checkpoints and dumps parked the worker";
+  EXPECT_GT(need(m, "ftpair_worker_parks_total{worker=\"0\"}"), 10) << "checkpoints and dumps parked the worker";
 
   d->stop();
   d.reset();  // closes the ports, frees what the agent still holds
