@@ -164,7 +164,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   if (c.generation() < peer_generation_) {
     stats_.rejected_protocol++;
     return FailedPrecondition("checkpoint from generation " + std::to_string(c.generation()) +
-                              " after hello of generation " + std::to_string(peer_generation_));
+                              " after hello of generation " + std::to_string(peer_generation_.load()));
   }
   const uint64_t applied = applied_.load();
   if (c.full()) {

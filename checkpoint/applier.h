@@ -74,6 +74,8 @@ class Applier {
   const ApplierStats &stats() const { return stats_; }
   // Flows in every table (any thread).
   uint64_t flows() const;
+  // The generation of the active whose stream was last accepted (its hello).
+  uint64_t peer_generation() const { return peer_generation_.load(); }
   // The active's shards, from its hello (1 until one came).
   uint32_t peer_shards() const { return peer_shards_.load(); }
   // The peer's identity from its hello.
@@ -105,7 +107,7 @@ class Applier {
   std::string node_id_;
   bool hello_ = false;
   std::atomic<uint32_t> format_{0};  // stream thread writes; status readers
-  uint64_t peer_generation_ = 0;
+  std::atomic<uint64_t> peer_generation_{0};
   std::string peer_node_;
   bool in_full_ = false;
   uint64_t full_epoch_ = 0;

@@ -59,7 +59,8 @@ void Engine::link_loop(bool joiner) {
       }
     }
     link->open();
-    if (link->hello(hello_message()).ok()) {
+    const Status hs = link->hello(hello_message());
+    if (hs.ok()) {
       if (!joiner) {
         need_full_.store(true);
         in_sync_.store(false);
@@ -75,7 +76,10 @@ void Engine::link_loop(bool joiner) {
       link->read_acks([this] { return running_.load(); },
                       [this, &link](uint64_t epoch) { handle_ack(link, epoch); });
     }
-    link_ended(link, link->finish());
+    // A hello this side refuses (the far end's choice or size) ends the stream with that reason.
+    if (!hs.ok() && hs.code() == Code::FAILED_PRECONDITION) link->cancel();
+    const std::string ended = link->finish();
+    link_ended(link, hs.ok() || hs.code() != Code::FAILED_PRECONDITION ? ended : hs.message());
     if (link->promoted.load()) return;  // this thread read a promoted joiner's stream: done
     std::unique_lock<std::mutex> lk(link_mu_);
     link_cv_.wait_for(lk, cfg_.connect_backoff);

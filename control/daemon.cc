@@ -81,6 +81,9 @@ Status Daemon::make_engine() {
   };
   hooks.generation = [this] { return generation(); };
   hooks.on_sync_state = [this](bool in_sync) {
+    // A copy in sync is the active's of this generation: take it now rather than from the
+    // next beat, so that an in-sync standby never reports an older one.
+    if (in_sync) (void)roles_.adopt_generation(applier_->peer_generation(), "the active's Sync stream carries it");
     roles_.set_standby_state(in_sync, in_sync ? "the active's Sync stream is in sync"
                                               : "the active's Sync stream is not in sync (full sync, or a refusal)");
   };

@@ -9,11 +9,13 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 
+#include "common/log.h"
 #include "dataplane/port.h"
 
 namespace ftpair {
 
 namespace {
+auto &L = log::component("node");
 // Entries in each worker's hand-off ring (a power of two): a few bursts of every port.
 constexpr uint32_t kHandoffRing = 4096;
 }  // namespace
@@ -22,6 +24,13 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   std::unique_ptr<Node> n(new Node(cfg));
   std::string err;
   const unsigned nw = std::max(1u, cfg.worker_count);
+  // Each worker polls without end: more workers than CPUs would only take turns.
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  if (nw > cpus) {
+    *st = InvalidArgument("worker.count " + std::to_string(nw) + ": this machine has " + std::to_string(cpus) +
+                          " CPUs, and each worker needs one");
+    return nullptr;
+  }
   n->pool_ = dp::pool_create("ftpair_pkts", cfg.mbufs, &err);
   if (n->pool_ == nullptr) {
     *st = Unavailable(err);
@@ -42,6 +51,17 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
     }
   }
   n->ports_open_ = true;
+  if (nw > 1) {
+    // No packaged PMD here lets the NAT program RSS (key, RETA) so that a flow's replies come
+    // back on its owner's queue: the workers hand packets to the owner instead.
+    for (int s = 0; s < 2; s++) {
+      rte_eth_dev_info info{};
+      if (rte_eth_dev_info_get(n->port_ids_[s], &info) == 0 && info.reta_size == 0)
+        L.info("{}: {} has no RSS redirection table the NAT could program; {} workers hand each packet to the "
+               "worker that owns its flow (ftpair_worker_handoffs_total)",
+               s == 0 ? "ports.inside" : "ports.outside", info.driver_name ? info.driver_name : "the PMD", nw);
+    }
+  }
   dp::AgentConfig ac;
   ac.port_ids[0] = n->port_ids_[0];
   ac.port_ids[1] = n->port_ids_[1];

@@ -1,5 +1,7 @@
 #include "dataplane/agent.h"
 
+#include <sched.h>
+
 #include <cerrno>
 #include <thread>
 
@@ -139,6 +141,11 @@ void InterfaceAgent::flush(unsigned worker) {
   for (uint16_t p = 0; p < cfg_.nb_ports; p++) drain_port(worker, p);
 }
 
+namespace {
+// Spins (rte_pause, tens of ns each) before a parked worker starts yielding its CPU.
+constexpr unsigned kSpinsBeforeYield = 2048;
+}  // namespace
+
 bool InterfaceAgent::barrier_point(unsigned worker) {
   while (stall_.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (!quiesce_req_.load(std::memory_order_acquire)) return false;
@@ -148,14 +155,21 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
   // Publish the generation we are parked for on every spin: a resume() followed at once by
   // a new quiesce() may never show us the request dropping, and the new request must still
   // see this worker as parked (it is: it has not left this loop).
-  while (quiesce_req_.load(std::memory_order_acquire)) {
+  for (unsigned spins = 0; quiesce_req_.load(std::memory_order_acquire); spins++) {
     const uint64_t gen = quiesce_gen_.load(std::memory_order_acquire);
     if (parked_[worker].gen.load(std::memory_order_relaxed) != gen)
       parked_[worker].gen.store(gen, std::memory_order_release);
     // Parked on request is not a stall: the control plane holding the barrier (a Flows dump
     // of a large table, a snapshot) must not make the health check fail the node over.
     heartbeat(worker);
-    rte_pause();
+    // A pause is microseconds; past that, give the CPU away while waiting: where workers share
+    // CPUs with each other and the control plane (a small VM), a worker yet to park or the
+    // thread that ends the barrier may be waiting for this one's CPU. On a core of its own the
+    // yield returns at once.
+    if (spins < kSpinsBeforeYield)
+      rte_pause();
+    else
+      sched_yield();
   }
   return true;
 }
@@ -169,13 +183,17 @@ int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
   quiesce_req_.store(true, std::memory_order_seq_cst);
   quiesce_gen_.store(gen, std::memory_order_seq_cst);
   uint64_t deadline = start + static_cast<uint64_t>(timeout.count());
+  unsigned spins = 0;
   for (unsigned w = 0; w < cfg_.nb_workers; w++) {
     while (parked_[w].gen.load(std::memory_order_acquire) != gen) {
       if (mono_ns() > deadline && parked_[w].gen.load(std::memory_order_acquire) != gen) {
         quiesce_req_.store(false, std::memory_order_release);
         return -ETIMEDOUT;
       }
-      rte_pause();
+      if (spins++ < kSpinsBeforeYield)
+        rte_pause();
+      else
+        sched_yield();  // a worker yet to park may be waiting for this CPU
     }
   }
   return 0;

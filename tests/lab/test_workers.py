@@ -3,7 +3,8 @@
 
     client  (198.18.1.10) --LAN-- ftpaird a: worker.count 2 (2 queue pairs per port)
     client2 (198.18.1.11) --LAN-- ftpaird b: worker.count 1
-                                  (each replicates to the other in record format 4)
+                                  (each replicates to the other in record format 4,
+                                   strict mode: output waits for the standby's copy)
 
 Each LAN host's flows live on one worker, host_bucket(address) % workers (computed here as
 the dataplane does: CRC32-C of the address, 64 buckets), so the two clients land on different
@@ -14,8 +15,8 @@ workers of a. Checked:
      metrics (flows, loops, hand-offs) are exposed with a worker label.
   3. After a final checkpoint, b (one worker) holds exactly a's flows (the union of a's two
      tables), each on b's only worker.
-  4. SIGKILL of a (two workers) under load: b (one worker) takes over, every connection
-     survives, never two actives.
+  4. SIGKILL of a (two workers, strict mode) under load, 16 connections: b (one worker) takes
+     over, every connection survives with every byte checked, never two actives.
   5. a restarts on two workers and joins b as standby: its copy of b's table is split over
      its two workers by host; a switchover back to a (one worker -> two, the in-service move
      to more cores) keeps every connection.
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
 TWO = {"FTPAIR_LAB_WORKERS": "2"}
+STRICT = ("--set", "checkpoint.mode=strict")  # output commit: nothing leaves before the standby has it
 RATE = 65536
 m = L.node_metric
 
@@ -91,8 +93,8 @@ def main():
     with L.LabSession(deadline_s=170) as lab:
         chk = lab.checker
         lab.setup()
-        lab.start_node("a", "--role", "active", env=TWO)
-        lab.start_node("b", "--role", "standby")
+        lab.start_node("a", "--role", "active", *STRICT, env=TWO)
+        lab.start_node("b", "--role", "standby", *STRICT)
         echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", L.ECHO_PORT])
         echo.wait_line(lambda s: s.startswith("LISTENING"), 10)
 
@@ -100,6 +102,7 @@ def main():
         sa, sb = L.status("a") or {}, L.status("b") or {}
         chk.check("a runs 2 workers, b 1", sa.get("workers") == 2 and sb.get("workers", 1) in (0, 1),
                   "a=%s b=%s" % (sa.get("workers"), sb.get("workers")))
+        chk.check("strict mode on a", (sa.get("sync") or {}).get("mode") == "strict", str(sa.get("sync")))
         if not wait_pair(chk, "a", "start"):
             return lab.exit_code()
 
@@ -144,7 +147,7 @@ def main():
 
         # 5. a back on two workers as standby, then the switchover to it (1 -> 2 workers)
         L.lab("stop", "a", check=False)
-        lab.start_node("a", env=TWO)
+        lab.start_node("a", *STRICT, env=TWO)
         wait_pair(chk, "b", "a rejoined on 2 workers")
         clients = both_clients(lab, 8, 8)
         time.sleep(2.5)

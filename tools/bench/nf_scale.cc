@@ -27,6 +27,12 @@
  * checkpoint_pause_workers_ratio = p50(N) / p50(1) of the same round (goal: about 1, the pause
  * does not grow with the workers).
  *
+ * With --memory F instead: the memory a flow costs. The dataplane of one worker is built with
+ * 1,000 flows and with F, each made by a datagram through the NF; what the process holds then
+ * (the DPDK heap in use plus malloc's, the benchmark's own frame templates freed first) is
+ * measured over a baseline taken before each build, and nf_bytes_per_flow{flows=F} = (held(F) -
+ * held(1000)) / (F - 1000). The table's capacity is F x 1.25 in both, as everywhere here.
+ *
  * Output: JSON lines on stdout; progress on stderr. */
 #include <algorithm>
 #include <atomic>
@@ -45,7 +51,10 @@
 #include <rte_ethdev.h>
 #include <rte_hash_crc.h>
 #include <rte_ip.h>
+#include <malloc.h>
+
 #include <rte_launch.h>
+#include <rte_malloc.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
@@ -74,6 +83,7 @@ struct Options {
   uint32_t flows = 100000;
   uint64_t packets = 2000000;  // per worker and run
   unsigned rounds = 5;
+  uint32_t memory_flows = 0;  // --memory F: only the bytes-per-flow measurement
 };
 
 [[noreturn]] void die(const std::string &msg) {
@@ -431,6 +441,32 @@ std::pair<double, double> measure_pause(Plane &p, uint64_t packets) {
   return {double(ns[ns.size() / 2]) / 1e3, double(ns[ns.size() * 99 / 100]) / 1e3};
 }
 
+// What the process holds: the DPDK heap in use (tables, indexes, rings) and malloc's.
+uint64_t held_bytes() {
+  rte_malloc_socket_stats st{};
+  uint64_t dpdk = 0;
+  for (unsigned sock = 0; sock < rte_socket_count(); sock++)
+    if (rte_malloc_get_socket_stats(int(rte_socket_id_by_idx(sock)), &st) == 0) dpdk += st.heap_allocsz_bytes;
+  const struct mallinfo2 mi = mallinfo2();
+  return dpdk + mi.uordblks + mi.hblkhd;
+}
+
+// The memory one worker's dataplane holds with nflows flows made, over the baseline before it.
+uint64_t dataplane_bytes(uint32_t nflows, rte_mempool *pool) {
+  const uint64_t base = held_bytes();
+  auto p = build(1, nflows, pool);
+  for (auto *v : {&p->out_tmpl, &p->back_tmpl}) {
+    v->clear();
+    v->shrink_to_fit();
+  }
+  p->owner.clear();
+  p->owner.shrink_to_fit();
+  malloc_trim(0);
+  const uint64_t held = held_bytes() - base;
+  destroy(std::move(p));
+  return held;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -461,7 +497,25 @@ int main(int argc, char **argv) {
     else if (a == "--flows") o.flows = static_cast<uint32_t>(std::stoul(val()));
     else if (a == "--packets") o.packets = std::stoull(val());
     else if (a == "--rounds") o.rounds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--memory") o.memory_flows = static_cast<uint32_t>(std::stoul(val()));
     else die("unknown option " + a);
+  }
+  if (o.memory_flows) {
+    constexpr uint32_t kBase = 1000;
+    if (o.memory_flows <= kBase) die("--memory: more than 1000 flows");
+    rte_mempool *mp = dp::pool_create("nfs_mem_pkts", 8191, &err);
+    if (!mp) die(err);
+    const uint64_t small = dataplane_bytes(kBase, mp);
+    const uint64_t big = dataplane_bytes(o.memory_flows, mp);
+    const double per = double(big - small) / double(o.memory_flows - kBase);
+    std::fprintf(stderr, "memory: %" PRIu64 " bytes held with %u flows, %" PRIu64 " with %u: %.1f bytes per flow\n",
+                 small, kBase, big, o.memory_flows, per);
+    emit("nf_bytes_per_flow", per, "bytes",
+         "{\"flows\": " + std::to_string(o.memory_flows) + ", \"capacity\": " +
+             std::to_string(o.memory_flows + o.memory_flows / 4) + ", \"proto\": \"udp\"}");
+    rte_mempool_free(mp);
+    dp::eal_cleanup();
+    return 0;
   }
   if (o.workers < 2 || o.workers > dp::kMaxWorkers) die("--workers: 2.." + std::to_string(dp::kMaxWorkers));
   if (rte_lcore_count() < o.workers) die("needs " + std::to_string(o.workers) + " lcores (-l)");

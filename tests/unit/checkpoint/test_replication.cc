@@ -663,8 +663,26 @@ TEST(Replication, AFormat3StandbyFollowsAShardedActiveByGlobalSlot) {
   EXPECT_TRUE(same_flows(global, got));
   EXPECT_GT(global.size(), 1000u);
   engine.stop();
-  for (auto &w : workers) w->stop();
   sb->shutdown();
+
+  // A format-3 standby that holds the active's configured capacity but not its global slots
+  // (two tables of 4096 slots for 8000 configured flows) is refused by name: a slot past its
+  // table would otherwise be refused in the middle of a sync.
+  auto small = SyncServer::start("t_g3_c", 8100, 0, &err);
+  ASSERT_TRUE(small) << err;
+  small->applier().set_versions(old);
+  ec.peer = "127.0.0.1:" + std::to_string(small->port());
+  ec.flow_capacity = 8000;
+  Engine engine2(ec, ptrs, agent);
+  engine2.start();
+  engine2.set_replicating(true);
+  EXPECT_TRUE(wait_for([&] { return engine2.last_error().find("need 8192") != std::string::npos; }, 3000ms))
+      << engine2.last_error();
+  EXPECT_NE(engine2.last_error().find("record format 3"), std::string::npos) << engine2.last_error();
+  EXPECT_FALSE(engine2.in_sync());
+  engine2.stop();
+  for (auto &w : workers) w->stop();
+  small->shutdown();
 }
 
 void hold_here(int) {

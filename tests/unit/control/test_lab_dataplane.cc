@@ -131,59 +131,72 @@ struct Pool {
  * TSan cannot see, and two test threads feed the same ring. */
 struct LabPort {
   std::string name;  // the ethdev's: net_ring names it "net_ring_<name given>"
-  rte_ring *rx = nullptr, *tx = nullptr;
+  // One receive and one transmit ring per queue (per worker of the daemon).
+  std::vector<rte_ring *> rx, tx;
   bool ok = false;
   std::mutex mu;
-  // Hands m to the port's receive side; frees it when the ring is full.
+  uint64_t next_ = 0;
+  // Hands m to the port's receive side, on the queues in turn as a hash spreading the flows
+  // would (a flow's packets land on either worker: hand-off); frees it when the ring is full.
   bool inject(rte_mbuf *m) {
     if (m == nullptr) return false;
     tsan_release(m);
     std::lock_guard<std::mutex> g(mu);
-    if (rte_ring_enqueue(rx, m) == 0) return true;
+    if (rte_ring_enqueue(rx[next_++ % rx.size()], m) == 0) return true;
     rte_pktmbuf_free(m);
     return false;
   }
-  // What the port sent, up to n.
+  // What the port sent on any queue, up to n.
   unsigned take(rte_mbuf **out, unsigned n) {
-    unsigned got;
+    unsigned got = 0;
     {
       std::lock_guard<std::mutex> g(mu);
-      got = rte_ring_dequeue_burst(tx, reinterpret_cast<void **>(out), n, nullptr);
+      for (rte_ring *r : tx) got += rte_ring_dequeue_burst(r, reinterpret_cast<void **>(out + got), n - got, nullptr);
     }
     for (unsigned i = 0; i < got; i++) tsan_acquire(out[i]);
     return got;
   }
   unsigned rx_pending() {
     std::lock_guard<std::mutex> g(mu);
-    return rte_ring_count(rx);
+    unsigned k = 0;
+    for (rte_ring *r : rx) k += rte_ring_count(r);
+    return k;
   }
   unsigned tx_pending() {
     std::lock_guard<std::mutex> g(mu);
-    return rte_ring_count(tx);
+    unsigned k = 0;
+    for (rte_ring *r : tx) k += rte_ring_count(r);
+    return k;
   }
-  explicit LabPort(const char *base) {
+  LabPort(const char *base, unsigned queues) {
     const std::string n = test::unique_name(base);
     name = "net_ring_" + n;
-    rx = rte_ring_create((n + "_rx").c_str(), kRing, SOCKET_ID_ANY, 0);
-    tx = rte_ring_create((n + "_tx").c_str(), kRing, SOCKET_ID_ANY, 0);
+    bool made = true;
+    for (unsigned q = 0; q < queues; q++) {
+      rx.push_back(rte_ring_create((n + "_rx" + std::to_string(q)).c_str(), kRing, SOCKET_ID_ANY, 0));
+      tx.push_back(rte_ring_create((n + "_tx" + std::to_string(q)).c_str(), kRing, SOCKET_ID_ANY, 0));
+      made &= rx.back() && tx.back();
+    }
     auto fn = test::eth_from_rings_fn();
-    int id = rx && tx && fn ? fn(n.c_str(), &rx, 1, &tx, 1, static_cast<unsigned>(rte_socket_id())) : -1;
+    int id = made && fn ? fn(n.c_str(), rx.data(), queues, tx.data(), queues, static_cast<unsigned>(rte_socket_id())) : -1;
     char got[RTE_ETH_NAME_MAX_LEN] = "";
     ok = id >= 0 && rte_eth_dev_get_name_by_port(uint16_t(id), got) == 0 && name == got;
   }
   void drain() {
     void *m;
-    for (rte_ring *r : {rx, tx})
-      if (r)
-        while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
+    for (auto *v : {&rx, &tx})
+      for (rte_ring *r : *v)
+        if (r)
+          while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
   }
   // After the daemon closed the port.
   ~LabPort() {
     drain();
     uint16_t id;
     if (rte_eth_dev_get_port_by_name(name.c_str(), &id) == 0) rte_eth_dev_close(id);
-    if (rx) rte_ring_free(rx);
-    if (tx) rte_ring_free(tx);
+    for (auto *v : {&rx, &tx})
+      for (rte_ring *r : *v)
+        if (r) rte_ring_free(r);
   }
 };
 
@@ -417,7 +430,8 @@ struct ScrapeCheck {
   }
 };
 
-std::string lab_config(const std::string &dir, const std::string &inside, const std::string &outside) {
+std::string lab_config(const std::string &dir, const std::string &inside, const std::string &outside,
+                       unsigned workers) {
   return R"YAML(
 node: {id: lab, role: active, state_dir: ")YAML" + dir + R"YAML("}
 ports:
@@ -428,28 +442,36 @@ flows:
   capacity: 8192
   timeouts: {tcp_syn: 1, tcp_established: 2, tcp_fin: 1, tcp_time_wait: 1, tcp_closed: 1, icmp: 1}
 arp: {capacity: 128, timeout_s: 300}
-worker: {idle_sleep_max_us: 50, stall_ms: 1000}
+worker: {count: )YAML" + std::to_string(workers) + R"YAML(, idle_sleep_max_us: 50, stall_ms: 1000}
 management: {metrics: "127.0.0.1:0"}
 failover: {beat_udp_port: 0}
 )YAML";
 }
 
-TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
+/* With one worker, and with two: then each LAN host's flows live on one worker, packets that
+ * reach the other are handed over, and the control plane reads every worker's table. */
+class LabDataplane : public ::testing::TestWithParam<unsigned> {};
+
+TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
+  const unsigned workers = GetParam();
   const int seconds = run_seconds();
   char tmpl[] = "/tmp/ftpair-lab-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
 
   Pool pool;
-  pool.mp = rte_pktmbuf_pool_create(test::unique_name("lab_gen").c_str(), 16383, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                    SOCKET_ID_ANY);
+  // The traffic threads are not EAL lcores (no mempool cache) and share the pool with the
+  // daemon's workers: relaxed tail sync (RTS), as the daemon's own pool (dp::pool_create), so
+  // that a thread preempted inside a ring operation does not hold up the others.
+  pool.mp = rte_pktmbuf_pool_create_by_ops(test::unique_name("lab_gen").c_str(), 16383, 256, 0,
+                                           RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY, "ring_mt_rts");
   ASSERT_NE(pool.mp, nullptr) << rte_strerror(rte_errno);
-  auto in = std::make_unique<LabPort>("lab_in");
-  auto out = std::make_unique<LabPort>("lab_out");
+  auto in = std::make_unique<LabPort>("lab_in", workers);
+  auto out = std::make_unique<LabPort>("lab_out", workers);
   ASSERT_TRUE(in->ok && out->ok) << "ring ports (net_ring driver loaded?)";
 
   Config cfg;
-  Status st = parse_config(lab_config(dir, in->name, out->name), {}, &cfg);
+  Status st = parse_config(lab_config(dir, in->name, out->name, workers), {}, &cfg);
   ASSERT_TRUE(st.ok()) << st.message();
   auto d = std::make_unique<Daemon>(cfg);
   st = d->start();
@@ -582,11 +604,14 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
   uint64_t size = 0, mappings = 0, ports = 0, created = 0, gone = 0;
   Status parked = d->engine().with_workers_parked([&] {
     m = parse_metrics(d->render_metrics());
-    const auto &fl = d->node().flows();
-    const auto &c = d->node().nf().counters();
-    size = fl.size();
-    mappings = fl.mappings();
-    ports = fl.ports_in_use(IPPROTO_TCP) + fl.ports_in_use(IPPROTO_UDP) + fl.ports_in_use(IPPROTO_ICMP);
+    for (unsigned w = 0; w < d->node().workers(); w++) {
+      const auto &fl = d->node().flows(w);
+      size += fl.size();
+      mappings += fl.mappings();
+      ports += fl.ports_in_use(IPPROTO_TCP) + fl.ports_in_use(IPPROTO_UDP) + fl.ports_in_use(IPPROTO_ICMP);
+    }
+    dp::NfCounters c;
+    d->node().nf_counters(&c);
     created = c.flows_created.load();
     gone = c.flows_expired.load() + c.flows_closed.load() + c.flows_evicted.load();
   });
@@ -637,7 +662,20 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
   EXPECT_GT(snapshots.load(), 0u);
   EXPECT_GT(arp_reads.load(), 10u);
   EXPECT_GT(arp_entries_seen.load(), 0u);
-  EXPECT_GT(need(m, "ftpair_worker_parks_total{worker=\"0\"}"), 10) << "checkpoints and dumps parked the worker";
+  for (unsigned w = 0; w < workers; w++)
+    EXPECT_GT(need(m, "ftpair_worker_parks_total{worker=\"" + std::to_string(w) + "\"}"), 10)
+        << "checkpoints and dumps parked worker " << w;
+  if (workers > 1) {
+    // Both workers hold flows, and the packets that reached the wrong one were handed over.
+    for (unsigned w = 0; w < workers; w++)
+      EXPECT_GT(need(m, "ftpair_worker_flows{worker=\"" + std::to_string(w) + "\"}") +
+                    need(m, "ftpair_worker_handed_in_total{worker=\"" + std::to_string(w) + "\"}"),
+                0)
+          << "worker " << w << " did nothing";
+    EXPECT_GT(need(m, "ftpair_worker_handoffs_total{worker=\"0\"}") +
+                  need(m, "ftpair_worker_handoffs_total{worker=\"1\"}"),
+              100);
+  }
 
   d->stop();
   d.reset();  // closes the ports, frees what the agent still holds
@@ -646,6 +684,9 @@ TEST(LabDataplane, ControlPlaneRunsBesideTheForwardingWorker) {
   rte_mempool_free(pool.mp);
   std::filesystem::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Workers, LabDataplane, ::testing::Values(1u, 2u),
+                         [](const auto &info) { return std::to_string(info.param) + "_worker" + (info.param > 1 ? "s" : ""); });
 
 }  // namespace
 }  // namespace ftpair
