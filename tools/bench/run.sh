@@ -47,6 +47,7 @@ TESTPMD_SECONDS=${TESTPMD_SECONDS:-8}
 CALLGRIND_FLOWS=${CALLGRIND_FLOWS:-100000}
 DP_SCALE_FLOWS=${DP_SCALE_FLOWS:-100000}
 DP_SCALE_ROUNDS=${DP_SCALE_ROUNDS:-5}
+DP_MEM_FLOWS=${DP_MEM_FLOWS:-1000000}
 CALLGRIND_PACKETS=${CALLGRIND_PACKETS:-200000}
 CALLGRIND_TESTPMD_SECONDS=${CALLGRIND_TESTPMD_SECONDS:-20}
 
@@ -220,6 +221,13 @@ PY
   rundir_cleanup "ftpb_sc_$$"
   if [ "$rc" != 0 ]; then log "nf_scale failed:"; cat "$out/nf_scale.log" >&2; return 1; fi
   sed 's/^/  /' "$out/nf_scale.log" | grep -v '^  EAL' >&2
+  # Bytes per flow: one worker's dataplane at DP_MEM_FLOWS flows over the same at 1k.
+  log "dataplane: nf_scale --memory $DP_MEM_FLOWS"
+  "$NF_SCALE" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_sm_$$" -l 0,1 -- --memory "$DP_MEM_FLOWS" \
+    >>"$results" 2>"$out/nf_memory.log" || rc=$?
+  rundir_cleanup "ftpb_sm_$$"
+  if [ "$rc" != 0 ]; then log "nf_scale --memory failed:"; cat "$out/nf_memory.log" >&2; return 1; fi
+  grep -v '^EAL' "$out/nf_memory.log" | sed 's/^/  /' >&2
 
   # Instructions per packet under callgrind: independent of the load on this shared machine.
   if command -v valgrind >/dev/null && [ "${DP_CALLGRIND:-1}" = 1 ]; then
