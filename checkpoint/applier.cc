@@ -24,6 +24,12 @@ uint64_t Applier::own_capacity() const {
   return n;
 }
 
+uint64_t Applier::min_table_capacity() const {
+  uint64_t n = UINT64_MAX;
+  for (const dp::FlowTable *t : tables_) n = std::min<uint64_t>(n, t->capacity());
+  return n;
+}
+
 uint64_t Applier::flows() const {
   uint64_t n = 0;
   for (const dp::FlowTable *t : tables_) n += t->size();
@@ -108,19 +114,25 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
     return FailedPrecondition("stale active: its generation " + std::to_string(in.generation()) +
                               " is older than this node's " + std::to_string(local_generation));
   }
-  if (in.flow_capacity() != 0 && in.flow_capacity() > own_capacity()) {
+  // Each of this node's tables must hold every flow the active may have: a flow goes to the
+  // table of its host's worker here, and the active's load may sit on one worker's hosts.
+  const uint64_t room = min_table_capacity();
+  if (in.flow_capacity() != 0 && in.flow_capacity() > room) {
     in_sync_.store(false);
     return FailedPrecondition("flow table too small: the active has capacity " + std::to_string(in.flow_capacity()) +
-                              ", this node " + std::to_string(own_capacity()));
+                              ", this node " + std::to_string(room) +
+                              (tables_.size() > 1 ? " in each worker's table" : ""));
   }
   // The active's layout: shards tables of shard_cap slots (an active before format 4: one
   // table of its flow capacity).
   const uint32_t shards = in.shards() ? in.shards() : 1;
   const uint64_t shard_cap = in.shard_capacity()  ? in.shard_capacity()
                              : in.flow_capacity() ? in.flow_capacity()
-                                                  : own_capacity();
+                                                  : room;
   const uint64_t total = shards * shard_cap;
-  if (shards > kMaxShards || total > UINT32_MAX || (shards > 1 && !in.shard_capacity())) {
+  // The map takes 5 bytes per slot of the active's: its layout must be one this node could hold.
+  if (shards > kMaxPeerShards || total > UINT32_MAX || (shards > 1 && !in.shard_capacity()) ||
+      shard_cap > std::max<uint64_t>(in.flow_capacity(), room)) {
     in_sync_.store(false);
     return FailedPrecondition("the active's layout is not one this node can follow: " + std::to_string(shards) +
                               " shards of " + std::to_string(in.shard_capacity()) + " flows");
@@ -150,7 +162,7 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   reply->set_role("standby");
   reply->set_chosen_protocol_version(n.protocol);
   reply->set_chosen_record_format(n.record_format);
-  reply->set_flow_capacity(static_cast<uint32_t>(std::min<uint64_t>(own_capacity(), UINT32_MAX)));
+  reply->set_flow_capacity(static_cast<uint32_t>(std::min<uint64_t>(min_table_capacity(), UINT32_MAX)));
   reply->set_shards(static_cast<uint32_t>(tables_.size()));
   return Status::Ok();
 }

@@ -89,6 +89,9 @@ class Applier {
  private:
   static constexpr uint32_t kUnmapped = UINT32_MAX;
   uint64_t own_capacity() const;
+  uint64_t min_table_capacity() const;
+  // The most shards an active may announce (its workers; the map is sized by them).
+  static constexpr uint32_t kMaxPeerShards = 16;
   void clear_all();
   // The active's (shard, slot) as one index into the map.
   uint32_t key(const dp::CapturedSlot &s) const { return s.shard * peer_shard_cap_ + s.slot; }

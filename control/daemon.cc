@@ -310,7 +310,7 @@ Daemon::Snapshot Daemon::collect_snapshot(bool clean) {
 Status Daemon::restore_from_snapshot() {
   ckpt::SnapshotMeta meta;
   std::vector<ckpt::WireRecord> recs;
-  Status st = ckpt::read_snapshot(snapshot_path(), static_cast<uint32_t>(node_->flow_slots()), &meta, &recs);
+  Status st = ckpt::read_snapshot(snapshot_path(), cfg_.flow_capacity, &meta, &recs);
   if (!st.ok()) return Status(st.code(), "not resuming from a snapshot: " + st.message());
   // A snapshot serves once: a later crash must not resurrect it.
   if (::rename(snapshot_path().c_str(), (snapshot_path() + ".used").c_str()) != 0)
@@ -319,8 +319,11 @@ Status Daemon::restore_from_snapshot() {
   if (!st.ok()) return Status(st.code(), "refusing the snapshot: " + st.message());
   std::lock_guard<std::mutex> t(table_mu_);
   Node *n = node_.get();
-  return ckpt::restore_snapshot(recs, n->tables(), [n](const dp::FlowState &fs) { return n->home(fs); }, rte_rdtsc(),
-                                rte_get_tsc_hz());
+  st = ckpt::restore_snapshot(recs, n->tables(), [n](const dp::FlowState &fs) { return n->home(fs); }, rte_rdtsc(),
+                              rte_get_tsc_hz());
+  if (!st.ok())
+    for (dp::FlowTable *t : n->tables()) t->clear();  // all of the snapshot or none of it
+  return st;
 }
 
 // ------------------------------------------------------------------ operations

@@ -85,12 +85,17 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   }
   if (!cfg.session_log.collector.empty()) n->exporter_ = std::make_unique<IpfixExporter>(cfg.session_log);
   const dp::TscUnixClock clock{rte_rdtsc(), static_cast<uint64_t>(unix_ns()) / 1000000, rte_get_tsc_hz()};
+  // Several workers: flows.capacity is the node's limit (one budget), and every worker's table
+  // can hold all of it. A LAN host's flows live on one worker, so the load may sit on any one;
+  // and a standby files the active's flows by its own workers, whatever the active's count.
+  // The price is memory: N tables of the whole capacity (BENCHMARKS, bytes per flow).
+  std::shared_ptr<dp::FlowBudget> budget;
+  if (nw > 1) budget = std::make_shared<dp::FlowBudget>(cfg.flow_capacity);
   n->w_.resize(nw);
   for (unsigned w = 0; w < nw; w++) {
     Worker &wk = n->w_[w];
     dp::FlowTableConfig fc;
-    // The configured capacity, shared out: a LAN host's flows live on one worker.
-    fc.capacity = (cfg.flow_capacity + nw - 1) / nw;
+    fc.capacity = cfg.flow_capacity;
     fc.name = w ? "ftpair_flows_" + std::to_string(w) : "ftpair_flows";
     wk.flows = dp::FlowTable::create(fc, &err);
     if (!wk.flows) {
@@ -98,6 +103,7 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
       return nullptr;
     }
     if (ports) wk.flows->share_port_pool(ports);
+    if (budget) wk.flows->share_budget(budget);
     wk.arp = std::make_unique<dp::ArpTable>(cfg.arp_capacity, uint64_t(cfg.arp_timeout_s) * rte_get_tsc_hz());
     wk.nf = std::make_unique<dp::Nat44>(nfc, *wk.flows, *wk.arp, *n->agent_, n->pool_, w);
     if (n->shards_) wk.nf->set_shards(n->shards_.get());

@@ -397,6 +397,13 @@ int FlowTable::insert(const FlowState &st, uint64_t now_tsc) {
     stats_.insert_full++;
     return -ENOSPC;
   }
+  // The node's limit, shared with the other workers: taken before the slot, given back on a
+  // refusal below or when the flow goes (free_slot).
+  if (budget_ && budget_->used.fetch_add(1, std::memory_order_relaxed) >= int64_t(budget_->limit)) {
+    budget_->used.fetch_sub(1, std::memory_order_relaxed);
+    stats_.insert_full++;
+    return -ENOSPC;
+  }
   uint32_t slot = free_head_;
   FlowRecord &r = records_[slot];
   touch(slot);  // the capture may still need this slot's previous (free) state
@@ -410,6 +417,7 @@ int FlowTable::insert(const FlowState &st, uint64_t now_tsc) {
   if (rc < 0) {
     r.st = FlowState{};
     if (rc == -ENOSPC) stats_.insert_full++;
+    if (budget_) budget_->used.fetch_sub(1, std::memory_order_relaxed);
     return rc;
   }
   unlink_free(slot);
@@ -431,6 +439,7 @@ void FlowTable::free_slot(uint32_t slot) {
   if (free_head_ != kNoSlot) records_[free_head_].prev = slot;
   free_head_ = slot;
   size_--;
+  if (budget_) budget_->used.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void FlowTable::unlink_free(uint32_t slot) {
@@ -553,6 +562,8 @@ int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
   r.last_seen_tsc = now_tsc;
   if (flow_embryonic(r.st)) emb_push(slot);
   size_++;
+  // A replicated flow is counted, never refused: the active held it within its own limit.
+  if (budget_) budget_->used.fetch_add(1, std::memory_order_relaxed);
   stats_.inserts++;
   return 0;
 }

@@ -169,6 +169,17 @@ struct FlowTableStats {
   uint64_t capture_cow = 0;      // records copied by copy-before-write
 };
 
+/* Several workers' tables under one limit: flows.capacity is the node's, while each
+ * worker's table has room for all of it (a LAN host's flows live on one worker, and a
+ * standby files the active's flows by its own hosts' workers, so any one table may have to
+ * take most of them). Each table counts its flows in; an insert past the limit is refused as
+ * the table being full. */
+struct alignas(64) FlowBudget {
+  explicit FlowBudget(uint64_t limit) : limit(limit) {}
+  const uint64_t limit;
+  std::atomic<int64_t> used{0};
+};
+
 class FlowTable {
  public:
   // Returns nullptr and sets *err when the hash or record array cannot be allocated.
@@ -179,6 +190,11 @@ class FlowTable {
 
   uint32_t capacity() const { return capacity_; }
   uint32_t size() const { return size_.get(); }  // any thread
+  /* Shares a node-wide limit with the other workers' tables (before any insert). Then
+   * occupancy() and limit() are the node's; without one, the table's own size and capacity. */
+  void share_budget(std::shared_ptr<FlowBudget> b) { budget_ = std::move(b); }
+  uint64_t occupancy() const { return budget_ ? uint64_t(budget_->used.load(std::memory_order_relaxed)) : size(); }
+  uint64_t limit() const { return budget_ ? budget_->limit : capacity_; }
 
   // Slot of the flow with this key, or -ENOENT.
   int lookup(const FlowKey &key) const;
@@ -355,6 +371,7 @@ class FlowTable {
   bool capture_active_ = false;
   bool capture_held_ = false;  // buffer not yet released by the control side
   uint8_t shard_ = 0;
+  std::shared_ptr<FlowBudget> budget_;
   CaptureKind capture_kind_ = CaptureKind::DIRTY;
   uint64_t capture_epoch_ = 0;
   uint32_t capture_cursor_ = 0;

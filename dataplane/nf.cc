@@ -591,7 +591,7 @@ uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_h
  * (RFC 6888 REQ-5 style: a flood of half-open flows cannot push out established users).
  * Returns true when a flow was evicted (slots looked up earlier in the burst are stale). */
 bool Nat44::make_room(uint64_t) {
-  const uint64_t size = flows_.size(), cap = flows_.capacity();
+  const uint64_t size = flows_.occupancy(), cap = flows_.limit();
   if (cfg_.evict_embryonic_pct == 0 || size * 100 < cap * cfg_.evict_embryonic_pct) return false;
   const int32_t victim = flows_.oldest_embryonic();
   if (victim < 0) return false;
@@ -607,7 +607,7 @@ int32_t Nat44::insert_flow(FlowState &st, uint64_t now, bool count_host) {
     return -1;
   }
   if (make_room(now)) evicted_ = true;
-  if (flows_.size() >= flows_.capacity()) {
+  if (flows_.occupancy() >= flows_.limit()) {
     count(DropReason::FLOW_TABLE_FULL);
     return -1;
   }

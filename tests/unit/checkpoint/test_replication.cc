@@ -608,6 +608,48 @@ INSTANTIATE_TEST_SUITE_P(Workers, ShardedReplication,
                                   std::to_string(info.param.second);
                          });
 
+/* The upgrade to more cores with the load on one host's side: a one-worker active holds 900
+ * flows of 1,000, all of LAN hosts that a two-worker standby files under its worker 0. Each
+ * of the standby's tables has room for the node's whole capacity, so they all fit there. */
+TEST(Replication, AStandbyWithMoreWorkersTakesALoadSkewedOntoOne) {
+  WideAffinity wide;
+  auto a = make_table(1000, "t_skew_a");
+  ASSERT_TRUE(a);
+  dp::InterfaceAgent agent(one_worker());
+  std::string err;
+  auto sb = SyncServer::start("t_skew_b", 1000, 0, &err, 2);
+  ASSERT_TRUE(sb) << err;
+  // Worker 0 of 2: only the hosts whose bucket is even, which the standby homes on worker 0.
+  FakeWorker worker(*a, agent, 11, 0, 2);
+  worker.fill(900);
+  worker.start();
+  EngineConfig ec;
+  ec.node_id = "node-a";
+  ec.peer = "127.0.0.1:" + std::to_string(sb->port());
+  ec.interval = 1ms;
+  ec.connect_backoff = 100ms;
+  Engine engine(ec, *a, agent);
+  engine.start();
+  engine.set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << "never in sync: " << engine.last_error();
+  uint64_t epoch = 0, records = 0;
+  Status st = engine.checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message();
+  size_t on0 = 0, on1 = 0;
+  {
+    std::lock_guard<std::mutex> g(sb->table_mutex());
+    on0 = sb->table(0).size();
+    on1 = sb->table(1).size();
+  }
+  EXPECT_EQ(a->size(), 900u);
+  EXPECT_EQ(on0, 900u) << "every flow on the standby's worker 0";
+  EXPECT_EQ(on1, 0u);
+  EXPECT_TRUE(sb->service().errors().empty()) << sb->service().errors().front();
+  engine.stop();
+  worker.stop();
+  sb->shutdown();
+}
+
 /* An older standby (record format 3, one table of the active's whole capacity) follows an
  * active of several shards: the records travel at global slots. */
 TEST(Replication, AFormat3StandbyFollowsAShardedActiveByGlobalSlot) {

@@ -477,6 +477,12 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
   st = d->start();
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(d->role(), fo::Role::ACTIVE);
+  // Every worker's table has room for the node's whole capacity, under one node-wide limit.
+  ASSERT_EQ(d->node().workers(), workers);
+  for (unsigned w = 0; w < workers; w++) {
+    EXPECT_EQ(d->node().flows(w).capacity(), kFlowCapacity);
+    EXPECT_EQ(d->node().flows(w).limit(), kFlowCapacity);
+  }
   ASSERT_NE(d->metrics_port(), 0);
 
   std::atomic<bool> stop_traffic{false}, stop_control{false}, stop_responder{false};
@@ -682,6 +688,41 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
   in.reset();
   out.reset();
   rte_mempool_free(pool.mp);
+  std::filesystem::remove_all(dir);
+}
+
+/* Bad input: more workers than the machine has CPUs is refused at start, naming the key, and
+ * so is a worker count the ports' queues cannot serve (a ring port made with one queue). */
+TEST(NodeWorkers, ACountTheCpusOrQueuesCannotServeIsRefused) {
+  char tmpl[] = "/tmp/ftpair-lab-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  {
+    auto in = std::make_unique<LabPort>("lab_in", 1);
+    auto out = std::make_unique<LabPort>("lab_out", 1);
+    ASSERT_TRUE(in->ok && out->ok);
+    Config cfg;
+    Status st = parse_config(lab_config(dir, in->name, out->name, 2), {}, &cfg);
+    ASSERT_TRUE(st.ok()) << st.message();
+    auto d = std::make_unique<Daemon>(cfg);
+    st = d->start();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find(cpus < 2 ? "worker.count" : "ports.inside"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find(cpus < 2 ? "CPUs" : "queues"), std::string::npos) << st.message();
+  }
+  if (cpus < dp::kMaxWorkers) {
+    auto in = std::make_unique<LabPort>("lab_in", cpus + 1);
+    auto out = std::make_unique<LabPort>("lab_out", cpus + 1);
+    ASSERT_TRUE(in->ok && out->ok);
+    Config cfg;
+    Status st = parse_config(lab_config(dir, in->name, out->name, cpus + 1), {}, &cfg);
+    ASSERT_TRUE(st.ok()) << st.message();
+    auto d = std::make_unique<Daemon>(cfg);
+    st = d->start();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("worker.count " + std::to_string(cpus + 1)), std::string::npos) << st.message();
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -63,6 +63,35 @@ TEST(FlowTable, CreateRejectsBadCapacity) {
   EXPECT_NE(err.find("capacity"), std::string::npos) << err;
 }
 
+/* Two workers' tables under one node-wide limit of 10: each could hold 64, but inserts stop
+ * at 10 across both, a removal gives one back, and a replicated flow (apply) is counted
+ * without being refused. */
+TEST(FlowTable, ASharedBudgetLimitsTheTablesTogether) {
+  auto a = make_table(64), b = make_table(64);
+  auto budget = std::make_shared<FlowBudget>(10);
+  a->share_budget(budget);
+  b->share_budget(budget);
+  std::vector<int> in_a;
+  for (uint32_t i = 0; i < 6; i++) in_a.push_back(a->insert(flow(i), 1));
+  for (uint32_t i = 6; i < 10; i++) ASSERT_GE(b->insert(flow(i), 1), 0) << i;
+  for (int slot : in_a) ASSERT_GE(slot, 0);
+  EXPECT_EQ(a->occupancy(), 10u);
+  EXPECT_EQ(b->limit(), 10u);
+  EXPECT_EQ(b->insert(flow(10), 1), -ENOSPC) << "the node is full, though this table is not";
+  EXPECT_EQ(a->insert(flow(11), 1), -ENOSPC);
+  EXPECT_EQ(a->stats().insert_full + b->stats().insert_full, 2u);
+  a->remove(uint32_t(in_a[0]));
+  EXPECT_EQ(b->occupancy(), 9u);
+  EXPECT_GE(b->insert(flow(10), 1), 0);
+  // A standby's apply takes what the active held: counted, never refused.
+  const FlowState extra = in_use(flow(20));
+  EXPECT_EQ(b->apply(30, &extra, 1), 0);
+  EXPECT_EQ(a->occupancy(), 11u);
+  b->clear();
+  a->clear();
+  EXPECT_EQ(a->occupancy(), 0u) << "every flow gone gives its share back";
+}
+
 TEST(FlowTable, InsertLookupBothKeysRemove) {
   auto t = make_table(64);
   ASSERT_TRUE(t);
