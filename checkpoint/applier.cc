@@ -18,12 +18,6 @@ Applier::Applier(std::vector<dp::FlowTable *> tables, HomeFn home, std::mutex &t
   if (!home_) home_ = [](const dp::FlowState &) { return 0u; };
 }
 
-uint64_t Applier::own_capacity() const {
-  uint64_t n = 0;
-  for (const dp::FlowTable *t : tables_) n += t->capacity();
-  return n;
-}
-
 uint64_t Applier::min_table_capacity() const {
   uint64_t n = UINT64_MAX;
   for (const dp::FlowTable *t : tables_) n = std::min<uint64_t>(n, t->capacity());

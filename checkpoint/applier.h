@@ -88,7 +88,6 @@ class Applier {
 
  private:
   static constexpr uint32_t kUnmapped = UINT32_MAX;
-  uint64_t own_capacity() const;
   uint64_t min_table_capacity() const;
   // The most shards an active may announce (its workers; the map is sized by them).
   static constexpr uint32_t kMaxPeerShards = 16;

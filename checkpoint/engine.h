@@ -120,7 +120,6 @@ class Engine {
   }
   uint64_t sent_epoch() const { return sent_.load(); }
   uint64_t current_epoch() const { return tables_[0]->epoch(); }
-  unsigned shards() const { return unsigned(tables_.size()); }
   // Bytes sent to the standby and not yet acknowledged.
   uint64_t lag_bytes() const;
   double full_sync_progress() const { return progress_.load(); }

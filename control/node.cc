@@ -141,12 +141,6 @@ uint64_t Node::flow_count() const {
   return n;
 }
 
-uint64_t Node::flow_slots() const {
-  uint64_t n = 0;
-  for (const auto &wk : w_) n += wk.flows->capacity();
-  return n;
-}
-
 void Node::nf_counters(dp::NfCounters *out) const {
   for (const auto &wk : w_) wk.nf->counters().add_to(out);
 }

@@ -47,9 +47,8 @@ class Node {
   std::vector<dp::FlowTable *> tables();
   // The worker that owns a flow here (the standby homes replicated flows by it).
   unsigned home(const dp::FlowState &st) const;
-  // Over every worker: flows, configured capacity, and the NF's counters summed into *out.
+  // Over every worker: the flows, and the NF's counters summed into *out.
   uint64_t flow_count() const;
-  uint64_t flow_slots() const;
   void nf_counters(dp::NfCounters *out) const;
   // Several workers: the hand-off between them (nullptr with one).
   const dp::Shards *shards() const { return shards_.get(); }

@@ -281,7 +281,6 @@ class FlowTable {
   /* The shard this table is: its worker's index, stamped on every captured slot so that the
    * records of several workers' tables can travel in one stream. 0 by default. */
   void set_shard(uint8_t shard) { shard_ = shard; }
-  uint8_t shard() const { return shard_; }
 
   // --- standby side ---
   // Sets slot to st (in use, last seen at now_tsc) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out

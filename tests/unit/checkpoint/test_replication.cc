@@ -33,6 +33,7 @@
 #include "replication.grpc.pb.h"
 
 #include "table_util.h"
+#include "tests/unit/wide_affinity.h"
 
 namespace ftpair::ckpt {
 namespace {
@@ -196,26 +197,7 @@ class FakeWorker {
   std::atomic<uint64_t> loops_{0}, ops_{0}, max_gap_us_{0};
 };
 
-// EAL pins the main thread to CPU 0 (-l 0); let this test's threads (and the engine's and
-// gRPC's, which inherit it) use every CPU, as the daemon's control threads do.
-class WideAffinity {
- public:
-  WideAffinity() {
-    have_ = pthread_getaffinity_np(pthread_self(), sizeof(old_), &old_) == 0;
-    cpu_set_t all;
-    CPU_ZERO(&all);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET(static_cast<int>(i), &all);
-    pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
-  }
-  ~WideAffinity() {
-    if (have_) pthread_setaffinity_np(pthread_self(), sizeof(old_), &old_);
-  }
-
- private:
-  cpu_set_t old_;
-  bool have_ = false;
-};
+using test::WideAffinity;
 
 dp::AgentConfig one_worker() {
   dp::AgentConfig c;

@@ -17,8 +17,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <pthread.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -29,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +42,7 @@
 #include "control/daemon.h"
 #include "dataplane/mbuf.h"
 #include "tests/unit/dataplane/pktgen.h"
+#include "tests/unit/wide_affinity.h"
 
 namespace ftpair {
 namespace {
@@ -479,14 +479,11 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
   Config cfg;
   Status st = parse_config(lab_config(dir, in->name, out->name, workers), {}, &cfg);
   ASSERT_TRUE(st.ok()) << st.message();
-  // EAL (-l 0) pinned this thread to CPU 0, and the daemon's workers run as threads here (the
-  // test has no worker lcores) and inherit that. In ftpaird each worker has its own lcore:
-  // with two, they and the test's threads get every CPU here (until the end of the test).
-  cpu_set_t pinned, all;
-  ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(pinned), &pinned), 0);
-  CPU_ZERO(&all);
-  for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++) CPU_SET(int(c), &all);
-  if (workers > 1) pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+  // The daemon's workers run as threads here (the test has no worker lcores) and inherit
+  // this thread's CPU. In ftpaird each worker has its own lcore: with two, they and the
+  // test's threads get every CPU here (until the end of the test).
+  std::optional<test::WideAffinity> wide;
+  if (workers > 1) wide.emplace();
   auto d = std::make_unique<Daemon>(cfg);
   st = d->start();
   ASSERT_TRUE(st.ok()) << st.message();
@@ -703,7 +700,6 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
   out.reset();
   rte_mempool_free(pool.mp);
   std::filesystem::remove_all(dir);
-  pthread_setaffinity_np(pthread_self(), sizeof(pinned), &pinned);
 }
 
 /* Bad input: more workers than the machine has CPUs is refused at start, naming the key, and
