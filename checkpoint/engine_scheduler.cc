@@ -79,6 +79,8 @@ const std::vector<dp::CapturedSlot> &Engine::gather_captures() {
 
 void Engine::release_captures() {
   for (dp::FlowTable *t : tables_) t->capture_release();
+  // As the tables' buffers: a full sync's gathered copy is not kept.
+  if (gathered_.capacity() > 65536) std::vector<dp::CapturedSlot>().swap(gathered_);
 }
 
 bool Engine::run_checkpoint(bool explicit_request) {

@@ -13,10 +13,12 @@ void bucket_reset(FlowIndex::Bucket &b) {
 }  // namespace
 
 bool FlowIndex::init(uint32_t max_keys, uint64_t secret0, uint64_t secret1) {
-  // Main buckets: a power of two with at most 4 keys per bucket on average when full
-  // (7 ways: chains are rare). The pool covers the worst case: every key in one chain.
+  /* Main buckets: a power of two with at most 6 keys per bucket on average when every key
+   * is in (7 ways; a table runs below its capacity, and at 80% of it a bucket holds 2.4 to
+   * 4.8 keys on average, so chains are rare). The pool covers the worst case: every key in
+   * one chain. */
   uint32_t nb = 1;
-  while (uint64_t(nb) * 4 < max_keys) nb <<= 1;
+  while (uint64_t(nb) * 6 < max_keys) nb <<= 1;
   const uint32_t pool = max_keys / kWays + 1;
   b_.reset(new (std::nothrow) Bucket[size_t(nb) + pool]);
   pool_free_.reset(new (std::nothrow) uint32_t[pool]);

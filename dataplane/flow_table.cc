@@ -1,12 +1,11 @@
 #include "dataplane/flow_table.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <netinet/in.h>
 
 #include <rte_errno.h>
-#include <rte_hash.h>
-#include <rte_hash_crc.h>
 #include <rte_malloc.h>
 #include <rte_prefetch.h>
 #include <rte_random.h>
@@ -60,25 +59,12 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
     *err = "cannot allocate the flow key index for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }
-  /* The derived indexes (dir of the FlowKey):
-   *   2 mapping by inside endpoint {in_ip, in_port, proto} -> mapping index
-   *   3 outside endpoint {nat_ip, nat_port, proto} -> flows << 32 | (mapping index + 1)
-   *   4 remote address of a mapping {ext_ip, nat_ip, nat_port, proto} -> flows
-   *   5 LAN host {in_ip} -> mapped flows
-   * At most four keys a flow, and the extendable buckets guarantee they fit. */
-  const std::string aux_name = cfg.name + "_x";
-  rte_hash_parameters ap{};
-  ap.key_len = sizeof(FlowKey);
-  ap.hash_func = rte_hash_crc;
-  ap.hash_func_init_val = 0x9e3779b9;
-  ap.socket_id = cfg.socket_id;
-  ap.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-  ap.name = aux_name.c_str();
-  ap.entries = cfg.capacity * 4;
-  t->aux_ = rte_hash_create(&ap);
-  if (t->aux_ == nullptr) {
-    *err = std::string("rte_hash_create (indexes) failed: ") + rte_strerror(rte_errno) +
-           " (raise dpdk.memory_mb or lower flows.capacity)";
+  /* The derived indexes, each sized for the most entries it can need: an outside endpoint
+   * per flow at most (maps_), so an inside and an outside key per flow slot (by_map_); one
+   * remote address of a mapping per mapped flow (toward_); one LAN host per mapped flow
+   * (host_). */
+  if (!t->by_map_.init(cfg.capacity * 2) || !t->toward_.init(cfg.capacity) || !t->host_.init(cfg.capacity)) {
+    *err = "cannot allocate the NAT's indexes for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }
   t->maps_.resize(cfg.capacity);
@@ -100,12 +86,10 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
   t->free_head_ = 0;
   t->dirty_[0].reserve(cfg.capacity);
   t->dirty_[1].reserve(cfg.capacity);
-  t->capture_buf_.reserve(cfg.capacity);
   return t;
 }
 
 FlowTable::~FlowTable() {
-  if (aux_) rte_hash_free(aux_);
   if (records_) rte_free(records_);
 }
 
@@ -150,29 +134,69 @@ uint32_t FlowTable::ports_in_use(uint8_t proto) const {
 // ---------------------------------------------------------------- derived indexes
 
 namespace {
+// The derived indexes' keys, hashed as FlowKeys with dir >= 2 (never a flow's key).
 inline FlowKey map_in_key(uint32_t in_ip, uint16_t in_port, uint8_t proto) {
   return FlowKey{in_ip, 0, in_port, 0, proto, 2, 0};
 }
 inline FlowKey endpoint_key(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
   return FlowKey{0, nat_ip, 0, nat_port, proto, 3, 0};
 }
-inline FlowKey toward_key(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
-  return FlowKey{ext_ip, nat_ip, 0, nat_port, proto, 4, 0};
-}
+inline FlowKey toward_key(uint32_t ext_ip, uint32_t map) { return FlowKey{ext_ip, map, 0, 0, 0, 4, 0}; }
 inline FlowKey host_key(uint32_t in_ip) { return FlowKey{in_ip, 0, 0, 0, 0, 5, 0}; }
 }  // namespace
 
-uint64_t FlowTable::aux_get(const FlowKey &k) const {
-  void *data = nullptr;
-  if (rte_hash_lookup_data(aux_, &k, &data) < 0) return 0;
-  return reinterpret_cast<uintptr_t>(data);
+uint32_t FlowTable::TowardEntry::hash(const FlowIndex &ix) const {
+  const FlowKey k = toward_key(ext_ip, map);
+  return ix.hash(&k);
 }
 
-void FlowTable::aux_set(const FlowKey &k, uint64_t v) {
-  if (v == 0)
-    rte_hash_del_key(aux_, &k);
-  else
-    rte_hash_add_key_data(aux_, &k, reinterpret_cast<void *>(static_cast<uintptr_t>(v)));
+uint32_t FlowTable::HostEntry::hash(const FlowIndex &ix) const {
+  const FlowKey k = host_key(in_ip);
+  return ix.hash(&k);
+}
+
+int32_t FlowTable::map_by_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const {
+  const FlowKey k = map_in_key(in_ip, in_port, proto);
+  const MapEntry *e = by_map_.find(index_.hash(&k), [&](const MapEntry &e) {
+    if ((e.val - 1) & 1) return false;
+    const Mapping &m = maps_[(e.val - 1) >> 1];
+    return m.in_ip == in_ip && m.in_port == in_port && m.proto == proto && !m.forward;
+  });
+  return e ? static_cast<int32_t>((e->val - 1) >> 1) : -1;
+}
+
+int32_t FlowTable::map_by_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
+  const FlowKey k = endpoint_key(nat_ip, nat_port, proto);
+  const MapEntry *e = by_map_.find(index_.hash(&k), [&](const MapEntry &e) {
+    if (!((e.val - 1) & 1)) return false;
+    const Mapping &m = maps_[(e.val - 1) >> 1];
+    return m.nat_ip == nat_ip && m.nat_port == nat_port && m.proto == proto;
+  });
+  return e ? static_cast<int32_t>((e->val - 1) >> 1) : -1;
+}
+
+void FlowTable::count_toward(uint32_t ext_ip, uint32_t map, int delta) {
+  const FlowKey k = toward_key(ext_ip, map);
+  const uint32_t h = index_.hash(&k);
+  TowardEntry *e = toward_.find(h, [&](const TowardEntry &e) { return e.ext_ip == ext_ip && e.map == map; });
+  if (delta > 0) {
+    if (e == nullptr) *(e = toward_.claim(h)) = TowardEntry{ext_ip, map, 0};
+    e->flows++;
+  } else if (e != nullptr && --e->flows == 0) {
+    toward_.erase(e, index_);
+  }
+}
+
+void FlowTable::count_host(uint32_t in_ip, int delta) {
+  const FlowKey k = host_key(in_ip);
+  const uint32_t h = index_.hash(&k);
+  HostEntry *e = host_.find(h, [&](const HostEntry &e) { return e.in_ip == in_ip; });
+  if (delta > 0) {
+    if (e == nullptr) *(e = host_.claim(h)) = HostEntry{in_ip, 0};
+    e->flows++;
+  } else if (e != nullptr && --e->flows == 0) {
+    host_.erase(e, index_);
+  }
 }
 
 void FlowTable::share_port_pool(std::shared_ptr<PortPool> pool) { ports_ = std::move(pool); }
@@ -203,27 +227,34 @@ void FlowTable::mark_port(const FlowState &st, bool used) {
 }
 
 const Mapping *FlowTable::mapping_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const {
-  FlowKey k = map_in_key(in_ip, in_port, proto);
-  void *data = nullptr;
-  if (rte_hash_lookup_data(aux_, &k, &data) < 0) return nullptr;
-  return &maps_[reinterpret_cast<uintptr_t>(data)];
+  const int32_t i = map_by_inside(in_ip, in_port, proto);
+  return i < 0 ? nullptr : &maps_[i];
 }
 
 const Mapping *FlowTable::mapping_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
-  uint32_t idx1 = static_cast<uint32_t>(aux_get(endpoint_key(nat_ip, nat_port, proto)));
-  return idx1 ? &maps_[idx1 - 1] : nullptr;
+  const int32_t i = map_by_outside(nat_ip, nat_port, proto);
+  return i < 0 || maps_[i].forward ? nullptr : &maps_[i];
 }
 
 uint32_t FlowTable::endpoint_flows(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
-  return static_cast<uint32_t>(aux_get(endpoint_key(nat_ip, nat_port, proto)) >> 32);
+  const int32_t i = map_by_outside(nat_ip, nat_port, proto);
+  return i < 0 ? 0 : maps_[i].flows;
 }
 
 uint32_t FlowTable::flows_toward(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
-  return static_cast<uint32_t>(aux_get(toward_key(ext_ip, nat_ip, nat_port, proto)));
+  const int32_t i = map_by_outside(nat_ip, nat_port, proto);
+  if (i < 0 || maps_[i].forward) return 0;
+  const FlowKey k = toward_key(ext_ip, static_cast<uint32_t>(i));
+  const TowardEntry *e = toward_.find(index_.hash(&k), [&](const TowardEntry &e) {
+    return e.ext_ip == ext_ip && e.map == static_cast<uint32_t>(i);
+  });
+  return e ? e->flows : 0;
 }
 
 uint32_t FlowTable::host_flows(uint32_t in_ip) const {
-  return static_cast<uint32_t>(aux_get(host_key(in_ip)));
+  const FlowKey k = host_key(in_ip);
+  const HostEntry *e = host_.find(index_.hash(&k), [&](const HostEntry &e) { return e.in_ip == in_ip; });
+  return e ? e->flows : 0;
 }
 
 void FlowTable::map_event(const Mapping &m, bool created) {
@@ -245,79 +276,84 @@ bool FlowTable::take_mapping_event(MappingEvent *out) {
   return true;
 }
 
-/* Adds a flow to the indexes. Port-forwarded flows only hold their outside endpoint; every
- * other flow belongs to the mapping of its inside endpoint, which it creates when it is the
- * first. -EEXIST when the flow contradicts a mapping (another outside endpoint for the same
- * inside one, or an outside endpoint that belongs to someone else): nothing is changed. */
+/* Adds a flow to the indexes. A port-forwarded flow holds its outside endpoint only (an
+ * entry of maps_ marked forward, shared by the flows of that endpoint); every other flow
+ * belongs to the mapping of its inside endpoint, which it creates when it is the first.
+ * -EEXIST when the flow contradicts a mapping (another outside endpoint for the same inside
+ * one, or an outside endpoint that belongs to someone else): nothing is changed. */
 int FlowTable::index_add(const FlowState &st) {
   const int pi = proto_index(st.proto);
   if (pi < 0) return -EINVAL;
-  const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
-  const uint64_t ev = aux_get(ek);
-  uint32_t idx1 = static_cast<uint32_t>(ev), count = static_cast<uint32_t>(ev >> 32);
+  const int32_t out = map_by_outside(st.nat_ip, st.nat_port, st.proto);
+  int32_t idx;
   if (!(st.flags & kFlowPortForward)) {
-    const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto);
-    void *data = nullptr;
-    if (rte_hash_lookup_data(aux_, &ik, &data) >= 0) {
-      const uint32_t idx = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data));
+    idx = map_by_inside(st.in_ip, st.in_port, st.proto);
+    if (idx >= 0) {
       if (maps_[idx].nat_ip != st.nat_ip || maps_[idx].nat_port != st.nat_port) return -EEXIST;
-      maps_[idx].flows++;
-    } else {
-      if (count != 0 || maps_free_.empty()) return -EEXIST;  // the endpoint is someone else's
-      const uint32_t idx = maps_free_.back();
-      maps_free_.pop_back();
-      Mapping &m = maps_[idx];
-      m = Mapping{st.in_ip, st.nat_ip, st.in_port, st.nat_port, st.proto, {0, 0, 0}, 1};
-      rte_hash_add_key_data(aux_, &ik, reinterpret_cast<void *>(static_cast<uintptr_t>(idx)));
-      idx1 = idx + 1;
-      n_mappings_++;
-      map_event(m, true);
+    } else if (out >= 0) {
+      return -EEXIST;  // the endpoint is someone else's
     }
-    const FlowKey tk = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
-    aux_set(tk, aux_get(tk) + 1);
-    const FlowKey hk = host_key(st.in_ip);
-    aux_set(hk, aux_get(hk) + 1);
-  } else if (idx1 != 0) {
-    return -EEXIST;  // a forwarded endpoint that a mapping holds
+  } else {
+    if (out >= 0 && !maps_[out].forward) return -EEXIST;  // a forwarded endpoint that a mapping holds
+    idx = out;
   }
-  if (count == 0) {
+  if (idx < 0) {
+    // A new outside endpoint: a mapping, or a forwarded endpoint's entry. (There are never
+    // more endpoints than flows, so the entries do not run out while a slot is free.)
+    if (maps_free_.empty()) return -ENOSPC;
+    idx = static_cast<int32_t>(maps_free_.back());
+    maps_free_.pop_back();
+    const bool fwd = st.flags & kFlowPortForward;
+    Mapping &m = maps_[idx];
+    m = Mapping{fwd ? 0 : st.in_ip, st.nat_ip, fwd ? uint16_t(0) : st.in_port, st.nat_port, st.proto, fwd, {0, 0}, 0};
+    const FlowKey ok = endpoint_key(st.nat_ip, st.nat_port, st.proto);
+    const uint32_t ho = index_.hash(&ok);
+    by_map_.claim(ho)[0] = MapEntry{ho, (uint32_t(idx) << 1 | 1) + 1};
+    if (!fwd) {
+      const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto);
+      const uint32_t hi = index_.hash(&ik);
+      by_map_.claim(hi)[0] = MapEntry{hi, (uint32_t(idx) << 1) + 1};
+      n_mappings_++;
+    }
     ports_used_[pi]++;
     mark_port(st, true);
   }
-  aux_set(ek, uint64_t(count + 1) << 32 | idx1);
+  Mapping &m = maps_[idx];
+  m.flows++;
+  if (!m.forward) {
+    if (m.flows == 1) map_event(m, true);
+    count_toward(st.ext_ip, static_cast<uint32_t>(idx), +1);
+    count_host(st.in_ip, +1);
+  }
   return 0;
 }
 
 void FlowTable::index_del(const FlowState &st) {
   const int pi = proto_index(st.proto);
   if (pi < 0) return;
-  const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
-  const uint64_t ev = aux_get(ek);
-  uint32_t idx1 = static_cast<uint32_t>(ev), count = static_cast<uint32_t>(ev >> 32);
-  if (!(st.flags & kFlowPortForward) && idx1 != 0) {
-    Mapping &m = maps_[idx1 - 1];
-    if (--m.flows == 0) {
-      const FlowKey ik = map_in_key(m.in_ip, m.in_port, m.proto);
-      rte_hash_del_key(aux_, &ik);
-      map_event(m, false);
-      maps_free_.push_back(idx1 - 1);
-      n_mappings_--;
-      idx1 = 0;
-    }
-    const FlowKey tk = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
-    const uint64_t t = aux_get(tk);
-    aux_set(tk, t ? t - 1 : 0);
-    const FlowKey hk = host_key(st.in_ip);
-    const uint64_t h = aux_get(hk);
-    aux_set(hk, h ? h - 1 : 0);
+  const int32_t idx = map_by_outside(st.nat_ip, st.nat_port, st.proto);
+  if (idx < 0) return;
+  Mapping &m = maps_[idx];
+  if (!m.forward) {
+    count_toward(st.ext_ip, static_cast<uint32_t>(idx), -1);
+    count_host(st.in_ip, -1);
   }
-  if (count <= 1) {
-    aux_set(ek, 0);
-    if (count == 1) ports_used_[pi]--;
-    mark_port(st, false);
-  } else {
-    aux_set(ek, uint64_t(count - 1) << 32 | idx1);
+  if (--m.flows > 0) return;
+  // The endpoint's last flow: the mapping (or forwarded endpoint) goes.
+  const auto drop = [&](const FlowKey &k, uint32_t val) {
+    const uint32_t h = index_.hash(&k);
+    MapEntry *e = by_map_.find(h, [&](const MapEntry &e) { return e.val == val; });
+    if (e) by_map_.erase(e, index_);
+  };
+  drop(endpoint_key(m.nat_ip, m.nat_port, m.proto), (uint32_t(idx) << 1 | 1) + 1);
+  if (!m.forward) {
+    drop(map_in_key(m.in_ip, m.in_port, m.proto), (uint32_t(idx) << 1) + 1);
+    map_event(m, false);
+    n_mappings_--;
   }
+  maps_free_.push_back(static_cast<uint32_t>(idx));
+  ports_used_[pi]--;
+  mark_port(st, false);
 }
 
 // ---------------------------------------------------------------- embryonic flows
@@ -484,6 +520,15 @@ int64_t FlowTable::flip_epoch(bool capture, CaptureKind kind) {
   dirty_open_.store(0, std::memory_order_relaxed);
   if (capture) {
     capture_buf_.clear();
+    /* Room for every slot the capture can copy, taken here while the worker is parked so
+     * that it never reallocates under the worker: the closed epoch's dirty slots, or the
+     * flows in use (and, FULL_AND_DELETIONS, the slots freed in the epoch). The buffer is
+     * held on demand, not for the whole capacity (capture_release). */
+    const size_t dirty = dirty_[closed & 1].size();
+    const size_t need = kind == CaptureKind::DIRTY ? dirty
+                        : kind == CaptureKind::FULL ? size_.get()
+                                                    : size_.get() + dirty;
+    capture_buf_.reserve(need);
     capture_kind_ = kind;
     capture_epoch_ = closed;
     capture_cursor_ = 0;
@@ -519,6 +564,10 @@ uint32_t FlowTable::capture_step(uint32_t budget) {
 
 void FlowTable::capture_release() {
   capture_held_ = false;
+  /* A large capture (a full sync) does not keep its buffer: beyond 1/16 of the capacity
+   * (3 bytes a slot) or 64k slots, whichever is more, the memory goes back. */
+  const size_t keep = std::max<size_t>(65536, capacity_ / 16);
+  if (capture_buf_.capacity() > keep) std::vector<CapturedSlot>().swap(capture_buf_);
 }
 
 int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {

@@ -1,5 +1,5 @@
 /* The flow table: a preallocated record array with its own key index (flow_index.h) and
- * the NAT's derived indexes in rte_hash, with per-epoch dirty
+ * the NAT's derived indexes (probe_table.h), with per-epoch dirty
  * tracking and an incremental, copy-before-write capture for checkpoints.
  *
  * Threading: one writer, the worker that owns the table. The control plane may call
@@ -24,8 +24,7 @@
 #include "common/single_writer.h"
 #include "dataplane/flow_index.h"
 #include "dataplane/port_pool.h"
-
-struct rte_hash;
+#include "dataplane/probe_table.h"
 
 namespace ftpair::dp {
 
@@ -110,9 +109,13 @@ struct Mapping {
   uint16_t in_port;
   uint16_t nat_port;
   uint8_t proto;
-  uint8_t reserved[3];
+  /* Inside the table only: 1 for the entry of a port-forwarded outside endpoint (no inside
+   * endpoint; never a mapping to the outside world). */
+  uint8_t forward;
+  uint8_t reserved[2];
   uint32_t flows;  // flows that use it; the mapping goes with the last one
 };
+static_assert(sizeof(Mapping) == 20);
 
 // Hash key. dir 0: inside view (src=in, dst=ext); dir 1: outside view (src=ext, dst=nat).
 struct FlowKey {
@@ -323,8 +326,11 @@ class FlowTable {
   void unlink_free(uint32_t slot);
   void emb_push(uint32_t slot);
   void emb_unlink(uint32_t slot);
-  uint64_t aux_get(const FlowKey &k) const;
-  void aux_set(const FlowKey &k, uint64_t v);
+  // The entry of a mapping by its inside endpoint, of an outside endpoint, or -1.
+  int32_t map_by_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const;
+  int32_t map_by_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
+  void count_toward(uint32_t ext_ip, uint32_t map, int delta);
+  void count_host(uint32_t in_ip, int delta);
 
   /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
    * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
@@ -350,9 +356,35 @@ class FlowTable {
   std::atomic<uint32_t> dirty_open_{0};  // dirty_[epoch_ & 1].size(), for other threads
   std::vector<uint32_t> dirty_[2];
   SingleWriter<uint32_t> ports_used_[3];
-  /* The derived indexes: one rte_hash of FlowKeys with dir >= 2 (see flow_table.cc), the
-   * mapping array and its free stack, a port bitmap per pool address and protocol. */
-  rte_hash *aux_ = nullptr;
+  /* The derived indexes (see index_add in flow_table.cc). maps_ holds an entry per outside
+   * endpoint in use: a mapping, or a port-forwarded endpoint (Mapping::forward). by_map_
+   * finds an entry by its inside endpoint (mappings only) and by its outside endpoint: the
+   * key's hash and (entry << 1 | outside) + 1, verified against maps_. toward_ counts the
+   * flows of a mapping toward a remote address (address-dependent filtering), host_ the
+   * mapped flows of a LAN host. Each is sized for the most entries it can need (one per flow
+   * slot; by_map_ two), so none ever refuses an insert. Keys hash with index_'s secret. */
+  struct MapEntry {
+    uint32_t sig;
+    uint32_t val;
+    bool empty() const { return val == 0; }
+    uint32_t hash(const FlowIndex &) const { return sig; }
+  };
+  struct TowardEntry {
+    uint32_t ext_ip;
+    uint32_t map;
+    uint32_t flows;
+    bool empty() const { return flows == 0; }
+    uint32_t hash(const FlowIndex &ix) const;
+  };
+  struct HostEntry {
+    uint32_t in_ip;
+    uint32_t flows;
+    bool empty() const { return flows == 0; }
+    uint32_t hash(const FlowIndex &ix) const;
+  };
+  ProbeTable<MapEntry, FlowIndex> by_map_;
+  ProbeTable<TowardEntry, FlowIndex> toward_;
+  ProbeTable<HostEntry, FlowIndex> host_;
   std::vector<Mapping> maps_;
   std::vector<uint32_t> maps_free_;
   SingleWriter<uint32_t> n_mappings_{0};

@@ -249,6 +249,78 @@ TEST(FlowTable, PortsInUseRefcounts) {
   EXPECT_EQ(t->ports_in_use(IPPROTO_ICMP), 0u);
 }
 
+/* The NAT's indexes (probe_table.h) are sized for their worst case: every flow from its own
+ * LAN host, on its own mapping, toward its own remote, or port-forwarded on its own outside
+ * endpoint. A full table of such flows is never refused, every query answers, and after
+ * every flow goes the indexes are empty and take a full table again. */
+TEST(FlowTable, TheNatIndexesHoldTheirWorstCaseAndEmptyAgain) {
+  constexpr uint32_t kCap = 512;
+  auto t = make_table(kCap);
+  ASSERT_TRUE(t);
+  auto worst = [](uint32_t i, uint32_t round) {
+    FlowState s = flow(i, IPPROTO_UDP);
+    s.in_ip = rte_cpu_to_be_32(0x0a100000 + round * 0x10000 + i);
+    s.ext_ip = rte_cpu_to_be_32(0xc0000000 + round * 0x10000 + i);
+    s.nat_port = rte_cpu_to_be_16(static_cast<uint16_t>(20000 + round * 1000 + i));
+    if (i % 2 && round == 0) s.flags = kFlowPortForward;
+    return s;
+  };
+  for (uint32_t round = 0; round < 2; round++) {
+    std::vector<uint32_t> slots;
+    for (uint32_t i = 0; i < kCap; i++) {
+      const int rc = t->insert(worst(i, round), 1);
+      ASSERT_GE(rc, 0) << "round " << round << " flow " << i;
+      slots.push_back(static_cast<uint32_t>(rc));
+    }
+    EXPECT_EQ(t->insert(worst(kCap, round), 1), -ENOSPC);
+    EXPECT_EQ(t->mappings(), round == 0 ? kCap / 2 : kCap);
+    EXPECT_EQ(t->ports_in_use(IPPROTO_UDP), kCap);
+    for (uint32_t i = 0; i < kCap; i++) {
+      const FlowState s = worst(i, round);
+      const bool fwd = s.flags & kFlowPortForward;
+      const Mapping *in = t->mapping_inside(s.in_ip, s.in_port, s.proto);
+      const Mapping *out = t->mapping_outside(s.nat_ip, s.nat_port, s.proto);
+      ASSERT_EQ(in != nullptr, !fwd) << i;
+      ASSERT_EQ(out, in) << i;
+      if (in) {
+        EXPECT_EQ(in->nat_port, s.nat_port);
+        EXPECT_EQ(in->flows, 1u);
+      }
+      EXPECT_EQ(t->endpoint_flows(s.nat_ip, s.nat_port, s.proto), 1u) << i;
+      EXPECT_EQ(t->flows_toward(s.ext_ip, s.nat_ip, s.nat_port, s.proto), fwd ? 0u : 1u) << i;
+      EXPECT_EQ(t->host_flows(s.in_ip), fwd ? 0u : 1u) << i;
+    }
+    // A mapped flow on a forwarded endpoint, and a forwarded flow on a mapping's, are refused.
+    if (round == 0) {
+      ASSERT_EQ(t->size(), kCap);
+      t->remove(slots[2]);
+      FlowState onto_fwd = worst(2, 0);
+      onto_fwd.nat_port = worst(1, 0).nat_port;
+      EXPECT_EQ(t->insert(onto_fwd, 1), -EEXIST);
+      FlowState onto_map = worst(3, 0);
+      onto_map.in_ip = rte_cpu_to_be_32(0x0a7f0001);
+      onto_map.nat_port = worst(4, 0).nat_port;
+      EXPECT_EQ(t->insert(onto_map, 1), -EEXIST);
+      const int rc = t->insert(worst(2, 0), 1);
+      ASSERT_GE(rc, 0);
+      slots[2] = static_cast<uint32_t>(rc);
+    }
+    std::mt19937 rng(round + 5);
+    std::shuffle(slots.begin(), slots.end(), rng);
+    for (uint32_t slot : slots) t->remove(slot);
+    EXPECT_EQ(t->size(), 0u);
+    EXPECT_EQ(t->mappings(), 0u);
+    EXPECT_EQ(t->ports_in_use(IPPROTO_UDP), 0u);
+    for (uint32_t i = 0; i < kCap; i++) {
+      const FlowState s = worst(i, round);
+      EXPECT_EQ(t->mapping_outside(s.nat_ip, s.nat_port, s.proto), nullptr) << i;
+      EXPECT_EQ(t->endpoint_flows(s.nat_ip, s.nat_port, s.proto), 0u) << i;
+      EXPECT_EQ(t->flows_toward(s.ext_ip, s.nat_ip, s.nat_port, s.proto), 0u) << i;
+      EXPECT_EQ(t->host_flows(s.in_ip), 0u) << i;
+    }
+  }
+}
+
 TEST(FlowTable, TouchMarksDirtyOncePerEpoch) {
   auto t = make_table(64);
   ASSERT_TRUE(t);
@@ -659,7 +731,10 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
         src->touch(slot);
         FlowRecord &rec = src->record(slot);
         rec.st.tcp_state = static_cast<uint8_t>(rng() % 7);
-        rec.st.flags = static_cast<uint8_t>(kFlowInUse | ((rng() % 16) << 1));
+        // Any flags but kFlowPortForward: that one says which indexes hold the flow, and
+        // the NF never changes it on a flow in use (an update that did would leave the
+        // indexes describing another flow than the record).
+        rec.st.flags = static_cast<uint8_t>(kFlowInUse | (rec.st.flags & kFlowPortForward) | ((rng() % 16) << 2));
       }
     } else if (r < 78) {  // remove
       refresh_live();
