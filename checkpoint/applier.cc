@@ -1,5 +1,7 @@
 #include "checkpoint/applier.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cerrno>
 #include <stdexcept>
@@ -161,6 +163,12 @@ Status Applier::on_hello(const v1::Hello &in, uint64_t local_generation, v1::Hel
   return Status::Ok();
 }
 
+uint64_t Applier::applied_fingerprint() const {
+  uint64_t f = 0;
+  for (const dp::FlowTable *t : tables_) f += t->applied_fingerprint();
+  return f;
+}
+
 Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   *ack = false;
   if (!hello_) {
@@ -258,6 +266,29 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
       }
     }
   }
+  // The epoch is complete here (an incremental one, or a full sync's last chunk): compare
+  // the fingerprints. A table that differs is no copy to promote; the stream is refused so
+  // that the active starts over with a full sync.
+  if (c.has_fingerprint() && (!c.full() || c.last_chunk())) {
+    uint64_t mine;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      mine = applied_fingerprint();
+    }
+    fp_checked_++;
+    if (mine != c.fingerprint()) {
+      stats_.divergences++;
+      diverged_epoch_.store(c.epoch());
+      in_sync_.store(false);
+      in_full_ = false;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "fingerprint %016llx, the active's %016llx",
+                    static_cast<unsigned long long>(mine), static_cast<unsigned long long>(c.fingerprint()));
+      return Status(Code::DATA_LOSS, "epoch " + std::to_string(c.epoch()) +
+                                         ": this table diverged from the active's at the cut (" + buf +
+                                         "); a full sync must follow");
+    }
+  }
   stats_.records += recs.size();
   stats_.checkpoints++;
   stats_.last_apply_unix_ns = unix_ns();
@@ -276,6 +307,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
     stats_.full_syncs++;
     progress_.store(1.0);
     in_sync_.store(true);
+    diverged_epoch_.store(0);  // the table was replaced whole
   }
   applied_.store(c.epoch());
   log_seq_.store(c.has_log_sequence() ? (uint64_t(1) << 32 | c.log_sequence()) : 0);

@@ -33,6 +33,8 @@ struct ApplierStats {
   std::atomic<uint64_t> full_syncs{0};
   std::atomic<uint64_t> rejected_gap{0}, rejected_duplicate{0}, rejected_corrupt{0},
       rejected_version{0}, rejected_protocol{0};
+  // Epochs after which this table's fingerprint differed from the active's at the cut.
+  std::atomic<uint64_t> divergences{0};
   std::atomic<int64_t> last_apply_unix_ns{0};
 };
 
@@ -61,6 +63,12 @@ class Applier {
   void set_accepting(bool on) { accepting_.store(on); }
   bool accepting() const { return accepting_.load(); }
   bool in_sync() const { return in_sync_.load(); }
+  /* The table diverged silently from the active's: after an applied epoch its fingerprint
+   * differed from the one the active sent. Set until a full sync ends with them equal; the
+   * stream is refused meanwhile (the active resyncs). The epoch it was found at, or 0. */
+  uint64_t diverged_epoch() const { return diverged_epoch_.load(); }
+  // Epochs whose fingerprint was compared (and matched or not).
+  uint64_t fingerprints_checked() const { return fp_checked_.load(); }
   uint64_t applied_epoch() const { return applied_.load(); }
   double full_sync_progress() const { return progress_.load(); }
   uint32_t record_format() const { return format_.load(); }
@@ -118,6 +126,9 @@ class Applier {
   std::atomic<bool> in_sync_{false};
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> applied_{0};
+  std::atomic<uint64_t> diverged_epoch_{0}, fp_checked_{0};
+  // The fingerprint of what this node applied: every table's (under mu_).
+  uint64_t applied_fingerprint() const;
   std::atomic<uint64_t> log_seq_{0};  // bit 32: present; low 32 bits: the sequence
   std::atomic<double> progress_{0};
   ApplierStats stats_;

@@ -44,6 +44,7 @@ Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader
     // flows_at_cut is a full-sync cross-check only.
     v1::Checkpoint *cp = new_checkpoint(h, out);
     for (size_t lo = 0; lo < n; lo += per) add_batch(cap, lo, std::min(per, n - lo), h, cp);
+    if (h.has_fingerprint) cp->set_fingerprint(h.fingerprint);
     return Status::Ok();
   }
   uint64_t live = 0;
@@ -56,6 +57,7 @@ Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader
     cp->set_chunk(static_cast<uint32_t>(c));
     cp->set_last_chunk(c + 1 == chunks);
     cp->set_flows_at_cut(live);
+    if (h.has_fingerprint && c + 1 == chunks) cp->set_fingerprint(h.fingerprint);
     const size_t lo = c * per;
     add_batch(cap, lo, std::min(per, n - std::min(n, lo)), h, cp);
   }

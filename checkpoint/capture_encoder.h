@@ -26,6 +26,9 @@ struct CaptureHeader {
   int64_t captured_unix_ns = 0;
   bool has_log_sequence = false;  // the session log's sequence at the cut (Engine config)
   uint32_t log_sequence = 0;
+  // The table's fingerprint at the cut, on the message that completes the epoch.
+  bool has_fingerprint = false;
+  uint64_t fingerprint = 0;
 };
 
 /* Encodes n captured slots as the Sync messages of one stream, replacing *out.

@@ -172,6 +172,13 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   h.captured_unix_ns = unix_ns();
   h.has_log_sequence = bool(cfg_.log_sequence);
   h.log_sequence = cut_log_sequence_;
+  // The node's fingerprint at the cut: every worker's table's, summed.
+  h.has_fingerprint = true;
+  for (const dp::FlowTable *t : tables_) {
+    bool valid = false;
+    h.fingerprint += t->cut_fingerprint(&valid);
+    h.has_fingerprint &= valid;
+  }
   // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
   // does, the link is broken off (and reconnects) rather than sent a partial epoch.
   auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {

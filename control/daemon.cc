@@ -399,6 +399,10 @@ std::vector<std::string> Daemon::alarms() const {
     if (!refused.empty()) why += "; it refused the active's stream: " + refused;
     a.push_back("standby_not_in_sync: " + why);
   }
+  if (r != fo::Role::ACTIVE && applier_->diverged_epoch())
+    a.push_back("diverged: at epoch " + std::to_string(applier_->diverged_epoch()) +
+                " this standby's table differed from the active's (table fingerprints); it refused the "
+                "stream and waits for a full sync");
   return a;
 }
 

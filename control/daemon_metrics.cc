@@ -47,10 +47,10 @@ std::string Daemon::render_metrics() {
   }
   x.family("ftpair_alarm", "gauge",
            "1 while the pair is without a usable copy: unprotected (an active whose standby is not in sync), "
-           "standby_not_in_sync (see ftpairctl status).");
+           "standby_not_in_sync, diverged (a standby's table differed from the active's; see ftpairctl status).");
   {
     const std::vector<std::string> alarm = alarms();
-    for (const char *what : {"unprotected", "standby_not_in_sync"}) {
+    for (const char *what : {"unprotected", "standby_not_in_sync", "diverged"}) {
       bool on = false;
       for (const auto &a : alarm) on = on || a.rfind(what, 0) == 0;
       x.sample(on ? 1 : 0, {{"what", what}});
@@ -151,6 +151,12 @@ std::string Daemon::render_metrics() {
   const auto &as = applier_->stats();
   x.family("ftpair_applied_checkpoints_total", "counter", "Checkpoints applied (standby).").sample(as.checkpoints.load());
   x.family("ftpair_applied_records_total", "counter", "Records applied (standby).").sample(as.records.load());
+  x.family("ftpair_sync_divergence_total", "counter",
+           "Epochs after which this standby's table fingerprint differed from the active's at the cut "
+           "(silent divergence; the stream is refused and a full sync follows).")
+      .sample(as.divergences.load());
+  x.family("ftpair_sync_fingerprints_checked_total", "counter", "Epochs whose table fingerprint this standby compared.")
+      .sample(applier_->fingerprints_checked());
   x.family("ftpair_sync_rejected_total", "counter", "Checkpoints refused by this standby, by reason.");
   x.sample(as.rejected_gap.load(), {{"reason", "gap"}});
   x.sample(as.rejected_duplicate.load(), {{"reason", "duplicate"}});

@@ -46,6 +46,9 @@ void fill_sync(Daemon &d, fo::Role r, v1::SyncStatus *s) {
     s->set_full_syncs(a.stats().full_syncs.load());
     s->set_full_sync_progress(a.full_sync_progress());
     s->set_last_ack_age_seconds(age_seconds(a.stats().last_apply_unix_ns.load()));
+    s->set_divergences(a.stats().divergences.load());
+    s->set_diverged_epoch(a.diverged_epoch());
+    s->set_fingerprints_checked(a.fingerprints_checked());
   }
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <netinet/in.h>
 
 #include <rte_errno.h>
@@ -48,6 +49,23 @@ bool operator==(const FlowState &a, const FlowState &b) {
          a.tcp_end[1] == b.tcp_end[1];
 }
 
+uint32_t flow_fingerprint(const FlowState &s) {
+  static_assert(sizeof(FlowState) == 32);
+  uint64_t w[4];
+  std::memcpy(w, &s, sizeof w);
+  uint64_t h = 0x243f6a8885a308d3ull;
+  for (uint64_t x : w) {
+    h ^= x;
+    h *= 0x9e3779b97f4a7c15ull;
+    h ^= h >> 31;
+  }
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 29;
+  // Never 0, so that a flow in use always counts.
+  const uint32_t v = static_cast<uint32_t>(h >> 32);
+  return v ? v : 1;
+}
+
 std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::string *err) {
   if (cfg.capacity < 16 || cfg.capacity > (1u << 26)) {
     *err = "flows.capacity must be between 16 and 67108864";
@@ -65,6 +83,11 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
    * (host_). */
   if (!t->by_map_.init(cfg.capacity * 2) || !t->toward_.init(cfg.capacity) || !t->host_.init(cfg.capacity)) {
     *err = "cannot allocate the NAT's indexes for " + std::to_string(cfg.capacity) + " flows";
+    return nullptr;
+  }
+  t->cut_share_.reset(new (std::nothrow) uint32_t[cfg.capacity]());
+  if (!t->cut_share_) {
+    *err = "cannot allocate the fingerprint shares for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }
   t->maps_.resize(cfg.capacity);
@@ -499,6 +522,10 @@ void FlowTable::copy_to_capture(uint32_t slot) {
   FlowRecord &r = records_[slot];
   r.snap_epoch = capture_epoch_;
   bool in_use = r.st.flags & kFlowInUse;
+  // The slot's state at the cut replaces its share of the fingerprint (free: none).
+  const uint32_t sh = share(slot);
+  cut_fp_ += uint64_t(sh) - cut_share_[slot];
+  cut_share_[slot] = sh;
   if (capture_kind_ == CaptureKind::FULL && !in_use) return;
   // FULL_AND_DELETIONS: also the slots freed in the captured epoch, so a stream already in
   // sync can take the capture as that epoch's changes while another one is fully synced.
@@ -518,6 +545,12 @@ int64_t FlowTable::flip_epoch(bool capture, CaptureKind kind) {
   epoch_.store(closed + 1, std::memory_order_relaxed);
   dirty_[(closed + 1) & 1].clear();  // the list of closed-1: captured and released, or unused
   dirty_open_.store(0, std::memory_order_relaxed);
+  // A flip without capture loses the closed epoch's changes from the fingerprint too; a
+  // full capture walks every slot and makes it whole again.
+  if (!capture)
+    cut_fp_valid_ = false;
+  else if (kind != CaptureKind::DIRTY)
+    cut_fp_valid_ = true;
   if (capture) {
     capture_buf_.clear();
     /* Room for every slot the capture can copy, taken here while the worker is parked so
@@ -570,7 +603,7 @@ void FlowTable::capture_release() {
   if (capture_buf_.capacity() > keep) std::vector<CapturedSlot>().swap(capture_buf_);
 }
 
-int FlowTable::apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
+int FlowTable::apply_state(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
   if (slot >= capacity_) return -EINVAL;
   if (st && !(st->flags & kFlowInUse)) return -EINVAL;
   FlowRecord &r = records_[slot];
@@ -630,6 +663,7 @@ int FlowTable::place(const FlowState &st, uint32_t prefer, uint64_t now_tsc) {
 void FlowTable::clear() {
   for (uint32_t i = 0; i < capacity_; i++)
     if (records_[i].st.flags & kFlowInUse) remove(i);
+  applied_fp_ = 0;
 }
 
 void FlowTable::refresh_all(uint64_t now_tsc) {

@@ -81,6 +81,12 @@ static_assert(offsetof(FlowState, ext_ip) == 4 && offsetof(FlowState, nat_ip) ==
               offsetof(FlowState, nat_port) == 16);
 bool operator==(const FlowState &a, const FlowState &b);
 
+/* A flow's share of the table's fingerprint: a 32-bit hash of its replicated state, the same
+ * on every node and release (fixed constants, never the flow index's secret). The
+ * fingerprint of a set of flows is the 64-bit sum of their shares, so it does not depend on
+ * slots, shards or order: an active and a standby with other layouts compare it directly. */
+uint32_t flow_fingerprint(const FlowState &s);
+
 /* A flow that has not shown both sides yet: a TCP handshake not completed, or UDP and ICMP
  * without a reply. Under pressure these go first (RFC 6888 REQ-5 style). */
 inline bool flow_embryonic(const FlowState &s) {
@@ -277,6 +283,18 @@ class FlowTable {
   uint64_t capture_done() const { return capture_done_.load(std::memory_order_acquire); }
   const std::vector<CapturedSlot> &captured() const { return capture_buf_; }
   CaptureKind capture_kind() const { return capture_kind_; }
+  /* Control side, once capture_done(): the fingerprint of the table at the captured cut (the
+   * sum of its in-use flows' flow_fingerprint). Kept in O(1) per captured slot: each slot's
+   * share at the last cut is remembered. *valid is false after a flip without capture lost
+   * an epoch's changes, until a full capture has walked every slot again. */
+  uint64_t cut_fingerprint(bool *valid) const {
+    *valid = cut_fp_valid_;
+    return cut_fp_;
+  }
+  /* The fingerprint of what apply(), place() and clear() made of the table: a standby's
+   * copy, kept in O(1) per applied record (the table mutex's holder). Meaningless on an
+   * active, whose worker writes records directly. */
+  uint64_t applied_fingerprint() const { return applied_fp_; }
   // Control side: hands the capture buffer back; required before the next flip.
   void capture_release();
   // A capture is taken and not yet released (flip_epoch would refuse): control side.
@@ -288,7 +306,12 @@ class FlowTable {
   // --- standby side ---
   // Sets slot to st (in use, last seen at now_tsc) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
   // of range or a state without kFlowInUse, -EEXIST when a key belongs to another slot.
-  int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc);
+  int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
+    const uint32_t before = slot < capacity_ ? share(slot) : 0;
+    const int rc = apply_state(slot, st, now_tsc);
+    if (slot < capacity_) applied_fp_ += uint64_t(share(slot)) - before;
+    return rc;
+  }
   // Frees every slot (before a full sync is applied).
   void clear();
   /* A standby's insert of a replicated flow that need not keep its slot: at prefer when that
@@ -317,6 +340,11 @@ class FlowTable {
  private:
   FlowTable() = default;
   void copy_to_capture(uint32_t slot);
+  int apply_state(uint32_t slot, const FlowState *st, uint64_t now_tsc);
+  // A slot's share of the fingerprint as it is now: 0 when free.
+  uint32_t share(uint32_t slot) const {
+    return (records_[slot].st.flags & kFlowInUse) ? flow_fingerprint(records_[slot].st) : 0;
+  }
   int add_keys(uint32_t slot);
   void del_keys(uint32_t slot);
   int index_add(const FlowState &st);
@@ -407,6 +435,11 @@ class FlowTable {
   uint64_t capture_epoch_ = 0;
   uint32_t capture_cursor_ = 0;
   std::vector<CapturedSlot> capture_buf_;
+  // The fingerprint at the last cut, and each slot's share in it (copy_to_capture).
+  std::unique_ptr<uint32_t[]> cut_share_;
+  uint64_t cut_fp_ = 0;
+  bool cut_fp_valid_ = true;
+  uint64_t applied_fp_ = 0;
   std::atomic<uint64_t> capture_done_{0};
   struct {
     SingleWriter<uint64_t> inserts, removes, insert_full, capture_cow;

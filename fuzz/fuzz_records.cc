@@ -7,8 +7,8 @@
  *   even: structured. A sequence of ops (op byte, then its fields):
  *     0 hello   generation u8, formats u8 (bit0 v1, bit1 v2, bit2 v3), proto max u8, capacity u16
  *     1 checkpoint  epoch delta i8 (from the applied epoch), flags u8 (full, last, crc ok,
- *               generation-1), chunk u8, flows_at_cut u16, batches u8 (<=4), each batch:
- *               format u8, count u8, length u16, bytes
+ *               generation-1, fingerprint), chunk u8, flows_at_cut u16, [fingerprint u32 x2],
+ *               batches u8 (<=4), each batch: format u8, count u8, length u16, bytes
  *     2 begin_stream   3 end_stream   4 set_accepting(bit) u8
  *   odd: serialized SyncMessages (protobuf) as the Sync stream carries them, each preceded
  *     by its length (u16), dispatched as the Sync service does: a Hello or a Checkpoint. */
@@ -66,6 +66,17 @@ void checkpoint(const v1::Checkpoint &c) {
                  (unsigned long)c.epoch(), c.full(), c.chunk(), s.ok() ? "ok" : s.message().c_str(), ack,
                  w->sb->table->size(), w->sb->applier->in_sync());
   check_table(*w->sb->table, "after a checkpoint");
+  // The fingerprint kept in O(1) per applied record is the one a recount gives.
+  uint64_t recount = 0;
+  w->sb->table->for_each([&](uint32_t, const dp::FlowRecord &r) { recount += dp::flow_fingerprint(r.st); });
+  FUZZ_CHECK(recount == w->sb->table->applied_fingerprint(), "applied fingerprint %016lx, a recount %016lx",
+             (unsigned long)w->sb->table->applied_fingerprint(), (unsigned long)recount);
+  if (s.ok() && ack && c.has_fingerprint())
+    FUZZ_CHECK(c.fingerprint() == recount, "epoch %lu acknowledged with fingerprint %016lx, the table's %016lx",
+               (unsigned long)c.epoch(), (unsigned long)c.fingerprint(), (unsigned long)recount);
+  if (!s.ok() && w->sb->applier->diverged_epoch())
+    FUZZ_CHECK(!w->sb->applier->in_sync(), "diverged at epoch %lu yet in sync",
+               (unsigned long)w->sb->applier->diverged_epoch());
   if (s.ok()) {
     if (ack) {
       FUZZ_CHECK(a.epoch() == c.epoch() && w->sb->applier->applied_epoch() == c.epoch(),
@@ -122,6 +133,7 @@ void structured(Reader &in) {
         c.set_generation(flags & 8 ? 0 : 255);
         c.set_chunk(in.u8() % 4);
         c.set_flows_at_cut(in.u16());
+        if (flags & 16) c.set_fingerprint(uint64_t(in.u32()) << 32 | in.u32());
         const unsigned nb = in.u8() % 5;
         for (unsigned i = 0; i < nb; i++) {
           v1::RecordBatch *b = c.add_batches();

@@ -201,6 +201,12 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   const double p = y.full_sync_progress();
   b.add("  full sync progress", p > 0 && p < 1 ? fmt("%.1f%%", 100 * p) : "none running");
   b.add("  exposure", std::to_string(y.exposure_epochs()) + " epochs");
+  if (y.fingerprints_checked() || y.divergences())
+    b.add("  divergences", std::to_string(y.divergences()) + " (of " + std::to_string(y.fingerprints_checked()) +
+                               " epochs' fingerprints compared)" +
+                               (y.diverged_epoch() ? "; diverged at epoch " + std::to_string(y.diverged_epoch()) +
+                                                         ", waiting for a full sync"
+                                                   : ""));
   return b.str();
 }
 
@@ -231,6 +237,7 @@ std::string render_status_line(const ftpair::v1::StatusReply &s) {
   kv("ack_age_s", age_value(y.last_ack_age_seconds()));
   kv("full_syncs", std::to_string(y.full_syncs()));
   kv("exposure", std::to_string(y.exposure_epochs()));
+  kv("divergences", std::to_string(y.divergences()));
   kv("checkpoint_age_s", age_value(s.last_checkpoint_age_seconds()));
   kv("pause_us", fmt("%.1f", s.last_pause_us()));
   kv("checkpoints", std::to_string(s.checkpoints()));

@@ -368,6 +368,82 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
   sb2->kill();
 }
 
+/* Silent divergence: the standby's table stops matching the active's without any message
+ * being refused (here a flow appears in it, and then one changes, behind the applier's back,
+ * as a bug or a lost deletion would leave it). The next epoch's fingerprint says so: the
+ * standby counts it, names the epoch, refuses the stream, and the active's full sync makes the
+ * tables equal again. */
+TEST_F(ReplicationPair, ASilentlyDivergedStandbyIsFoundAtTheNextEpochAndResynced) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_div"));
+  ASSERT_NO_FATAL_FAILURE(start_active(77));
+  Engine &engine = *this->engine;
+  engine.set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine.in_sync(); }, 5000ms)) << engine.last_error();
+  worker->set_changes(true);
+  ASSERT_TRUE(wait_for([&] { return sb->ap->fingerprints_checked() > 20; }, 5000ms))
+      << "the active sends no fingerprints";
+  EXPECT_EQ(sb->ap->stats().divergences.load(), 0u) << "in step, yet a divergence was counted";
+
+  for (int round = 0; round < 2; round++) {
+    SCOPED_TRACE(round == 0 ? "a flow the active does not have" : "a flow whose state changed");
+    const uint64_t full0 = sb->ap->stats().full_syncs.load(), div0 = sb->ap->stats().divergences.load();
+    uint64_t applied_at_tamper = 0;
+    {
+      std::lock_guard<std::mutex> g(sb->srv->table_mutex());
+      applied_at_tamper = sb->ap->applied_epoch();
+      if (round == 0) {
+        dp::FlowState extra{};
+        extra.in_ip = htonl(0x0a7f0001);
+        extra.ext_ip = htonl(0xc6336401);
+        extra.nat_ip = htonl(0xcb0071ff);
+        extra.in_port = htons(999);
+        extra.ext_port = htons(443);
+        extra.nat_port = htons(999);
+        extra.proto = IPPROTO_UDP;
+        extra.flags = dp::kFlowInUse;
+        ASSERT_GE(sb->table->place(extra, 0, rte_rdtsc()), 0);
+      } else {
+        int32_t slot = -1;
+        sb->table->for_each_while([&](uint32_t i, const dp::FlowRecord &) {
+          slot = int32_t(i);
+          return false;
+        });
+        ASSERT_GE(slot, 0);
+        dp::FlowState st = sb->table->record(uint32_t(slot)).st;
+        st.flags ^= dp::kFlowFinFromOutside;
+        ASSERT_EQ(sb->table->apply(uint32_t(slot), &st, rte_rdtsc()), 0);
+      }
+    }
+    ASSERT_TRUE(wait_for([&] { return sb->ap->stats().divergences.load() > div0; }, 3000ms))
+        << "the divergence was not found";
+    EXPECT_EQ(sb->ap->diverged_epoch(), applied_at_tamper + 1) << "found later than the next epoch";
+    // The alarm holds until the full sync has replaced the table, then clears.
+    ASSERT_TRUE(wait_for([&] { return sb->ap->stats().full_syncs.load() > full0 && sb->ap->in_sync(); }, 5000ms))
+        << "no full sync followed; " << engine.last_error();
+    EXPECT_EQ(sb->ap->diverged_epoch(), 0u);
+    EXPECT_EQ(sb->ap->stats().divergences.load(), div0 + 1);
+    ASSERT_FALSE(sb->svc->errors().empty());
+    EXPECT_NE(sb->svc->errors().back().find("diverged from the active's"), std::string::npos)
+        << sb->svc->errors().back();
+  }
+  worker->set_changes(false);
+  uint64_t epoch = 0, records = 0;
+  Status st = engine.checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message();
+  FlowMap fa, fb;
+  st = engine.with_workers_parked([&] {
+    std::lock_guard<std::mutex> g(sb->srv->table_mutex());
+    fa = dump(*a);
+    fb = dump(*sb->table);
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(same_flows(fa, fb));
+  EXPECT_EQ(sb->ap->stats().divergences.load(), 2u);
+  engine.stop();
+  worker->stop();
+  sb->kill();
+}
+
 /* In-service upgrade: a new instance of the standby node joins as a second stream, in
  * the record format it negotiates (here the previous format 1 while the standby speaks 2:
  * one capture, two encodings), gets a full sync while the worker churns, then takes over

@@ -712,7 +712,8 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
   std::map<uint32_t, FlowState> cut;
   uint32_t dirty_at_cut = 0;
   bool capturing = false, need_full = true;
-  unsigned captures = 0, full_captures = 0, eexist = 0;
+  unsigned captures = 0, full_captures = 0, eexist = 0, fp_checks = 0;
+  bool fp_should_be_valid = true;
   uint64_t now = 1;
   for (int op = 0; op < 100000; op++) {
     now++;
@@ -750,12 +751,14 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
         // A flip without capture loses that epoch's dirty set: a full sync must follow.
         ASSERT_GE(src->flip_epoch(false), 0);
         need_full = true;
+        fp_should_be_valid = false;
         continue;
       }
       const bool full = need_full || rng() % 10 == 0;
       cut = snapshot(*src);
       dirty_at_cut = src->dirty_count();
       ASSERT_GE(src->flip_epoch(true, full ? CaptureKind::FULL : CaptureKind::DIRTY), 0);
+      if (full) fp_should_be_valid = true;
       capturing = true;
       need_full = false;
     }
@@ -781,6 +784,19 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
       }
       ASSERT_TRUE(apply_capture(*replica, *src)) << "op " << op;
       expect_replica_equals(*replica, cut, "replica after capture");
+      // The fingerprint: the active's at the cut (kept per captured slot) and the replica's
+      // (kept per applied record) are the sum over the cut's flows; the active's is valid
+      // unless a flip without capture came after the last full capture.
+      uint64_t want_fp = 0;
+      for (const auto &[slot, st] : cut) want_fp += flow_fingerprint(st);
+      bool fp_valid = false;
+      const uint64_t cut_fp = src->cut_fingerprint(&fp_valid);
+      EXPECT_EQ(fp_valid, fp_should_be_valid) << "op " << op;
+      if (fp_valid) {
+        EXPECT_EQ(cut_fp, want_fp) << "op " << op << ": the active's fingerprint at the cut";
+      }
+      EXPECT_EQ(replica->applied_fingerprint(), want_fp) << "op " << op << ": the replica's fingerprint";
+      fp_checks += fp_valid;
       ASSERT_FALSE(HasFailure()) << "op " << op << ", capture " << captures;
       src->capture_release();
       capturing = false;
@@ -789,6 +805,7 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
   }
   EXPECT_GT(captures, 500u);
   EXPECT_GT(full_captures, 20u);
+  EXPECT_GT(fp_checks, 500u);
   EXPECT_GT(eexist, 0u);
   EXPECT_GT(src->stats().capture_cow, 0u);
 }
