@@ -127,6 +127,13 @@ def main():
         final_checkpoint_and_compare(chk, "after the standby's restart")
         chk.check("b rejected nothing", sum(v for (n, _), v in (L.scrape("b") or {}).items()
                                              if n == "ftpair_sync_rejected_total") == 0)
+        # Every epoch since the restart carried the active's table fingerprint, and b's copy
+        # matched it each time (a silent divergence would count, raise the alarm and resync).
+        chk.check("b compared the table fingerprint of every epoch and never diverged",
+                  (m("b", "ftpair_sync_fingerprints_checked_total") or 0) > 10
+                  and m("b", "ftpair_sync_divergence_total") == 0,
+                  "checked %s, diverged %s" % (m("b", "ftpair_sync_fingerprints_checked_total"),
+                                               m("b", "ftpair_sync_divergence_total")))
 
         # 4. A standby that stops answering without closing its connection.
         # The clients are done: nothing to checkpoint. gRPC's default stops keepalive pings after 2
