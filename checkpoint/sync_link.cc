@@ -43,8 +43,12 @@ void SyncLink::mark_ready() { ready_.store(true); }
 void SyncLink::read_acks(const std::function<bool()> &keep_reading,
                          const std::function<void(uint64_t epoch)> &on_ack) {
   v1::SyncReply reply;
-  while (keep_reading() && stream_->Read(&reply))
+  for (;;) {
+    if (!keep_reading()) return;
+    if (!stream_->Read(&reply)) break;
     if (reply.has_ack()) on_ack(reply.ack().epoch());
+  }
+  if (!broken_.load()) peer_ended_.store(true);
 }
 
 bool SyncLink::write(const std::vector<v1::SyncMessage> &msgs, const std::function<void(double progress)> &on_chunk) {
@@ -61,7 +65,12 @@ bool SyncLink::write(const std::vector<v1::SyncMessage> &msgs, const std::functi
 }
 
 std::string SyncLink::finish() {
-  break_off();
+  /* A stream the standby ended has its status (a refused epoch says why: a gap, a corrupt
+   * batch, a diverged table); a cancel from here would replace it with CANCELLED. */
+  if (peer_ended_.load())
+    broken_.store(true);
+  else
+    break_off();
   grpc::Status st;
   {
     std::lock_guard<std::mutex> w(write_mu_);

@@ -86,6 +86,9 @@ class SyncLink {
   std::unique_ptr<grpc::ClientReaderWriter<v1::SyncMessage, v1::SyncReply>> stream_;
   std::mutex write_mu_;
   std::atomic<bool> ready_{false}, broken_{false};
+  // The standby ended the stream (a Read came back false without a cancel from this side):
+  // finish() then takes the standby's own status rather than cancelling first.
+  std::atomic<bool> peer_ended_{false};
   const Clock::time_point started_ = Clock::now();
   std::atomic<uint32_t> format_;  // kRecordFormatV1 until the hello reply chooses
   mutable std::mutex peer_mu_;

@@ -417,6 +417,10 @@ TEST_F(ReplicationPair, ASilentlyDivergedStandbyIsFoundAtTheNextEpochAndResynced
     ASSERT_TRUE(wait_for([&] { return sb->ap->stats().divergences.load() > div0; }, 3000ms))
         << "the divergence was not found";
     EXPECT_EQ(sb->ap->diverged_epoch(), applied_at_tamper + 1) << "found later than the next epoch";
+    // The active hears the standby's reason, not a cancelled stream.
+    EXPECT_TRUE(wait_for([&] { return engine.last_error().find("diverged from the active's") != std::string::npos; },
+                         3000ms))
+        << engine.last_error();
     // The alarm holds until the full sync has replaced the table, then clears.
     ASSERT_TRUE(wait_for([&] { return sb->ap->stats().full_syncs.load() > full0 && sb->ap->in_sync(); }, 5000ms))
         << "no full sync followed; " << engine.last_error();
