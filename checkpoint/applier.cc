@@ -169,6 +169,33 @@ uint64_t Applier::applied_fingerprint() const {
   return f;
 }
 
+Status Applier::scrub_step(uint32_t slots) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!in_sync_.load() || !accepting_.load() || tables_.empty()) return Status::Ok();
+  while (slots > 0) {
+    dp::FlowTable &t = *tables_[scrub_table_];
+    const uint32_t n = std::min(slots, t.capacity() - scrub_pos_);
+    const int64_t bad = t.scrub(scrub_pos_, n);
+    scrubbed_ += n;
+    if (bad >= 0) {
+      stats_.divergences++;
+      diverged_epoch_.store(std::max<uint64_t>(1, applied_.load()));
+      in_sync_.store(false);
+      return Status(Code::DATA_LOSS, "table " + std::to_string(scrub_table_) + " slot " + std::to_string(bad) +
+                                         " changed in memory since it was applied (scrub after epoch " +
+                                         std::to_string(applied_.load()) + "): this table diverged from the "
+                                         "active's; a full sync must follow");
+    }
+    slots -= n;
+    scrub_pos_ += n;
+    if (scrub_pos_ >= t.capacity()) {
+      scrub_pos_ = 0;
+      scrub_table_ = (scrub_table_ + 1) % tables_.size();
+    }
+  }
+  return Status::Ok();
+}
+
 Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   *ack = false;
   if (!hello_) {

@@ -46,6 +46,15 @@ class Applier {
   Applier(dp::FlowTable &flows, std::mutex &table_mu, std::string node_id)
       : Applier(std::vector<dp::FlowTable *>{&flows}, nullptr, table_mu, std::move(node_id)) {}
 
+  /* After an acknowledged epoch: rereads the next `slots` slots of the tables (round robin)
+   * and compares each record with what was applied there. A record changed in memory since
+   * (a bit flip, a write behind the applier) is a divergence like a fingerprint mismatch:
+   * counted, the epoch named, the node out of sync, and DATA_LOSS for the stream. Only while
+   * in sync. */
+  Status scrub_step(uint32_t slots);
+  // Slots the scrub has reread (any thread).
+  uint64_t scrubbed() const { return scrubbed_.load(); }
+
   // A new stream starts: forget the stream state (the table stays as it is).
   void begin_stream();
   /* The active's hello. Fills the reply (chosen versions) or returns FAILED_PRECONDITION
@@ -126,7 +135,9 @@ class Applier {
   std::atomic<bool> in_sync_{false};
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> applied_{0};
-  std::atomic<uint64_t> diverged_epoch_{0}, fp_checked_{0};
+  std::atomic<uint64_t> diverged_epoch_{0}, fp_checked_{0}, scrubbed_{0};
+  size_t scrub_table_ = 0;
+  uint32_t scrub_pos_ = 0;
   // The fingerprint of what this node applied: every table's (under mu_).
   uint64_t applied_fingerprint() const;
   std::atomic<uint64_t> log_seq_{0};  // bit 32: present; low 32 bits: the sequence

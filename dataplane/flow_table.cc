@@ -86,7 +86,8 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
     return nullptr;
   }
   t->cut_share_.reset(new (std::nothrow) uint32_t[cfg.capacity]());
-  if (!t->cut_share_) {
+  t->applied_share_.reset(new (std::nothrow) uint32_t[cfg.capacity]());
+  if (!t->cut_share_ || !t->applied_share_) {
     *err = "cannot allocate the fingerprint shares for " + std::to_string(cfg.capacity) + " flows";
     return nullptr;
   }
@@ -664,6 +665,7 @@ void FlowTable::clear() {
   for (uint32_t i = 0; i < capacity_; i++)
     if (records_[i].st.flags & kFlowInUse) remove(i);
   applied_fp_ = 0;
+  std::fill(applied_share_.get(), applied_share_.get() + capacity_, 0u);
 }
 
 void FlowTable::refresh_all(uint64_t now_tsc) {

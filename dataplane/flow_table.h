@@ -292,8 +292,8 @@ class FlowTable {
     return cut_fp_;
   }
   /* The fingerprint of what apply(), place() and clear() made of the table: a standby's
-   * copy, kept in O(1) per applied record (the table mutex's holder). Meaningless on an
-   * active, whose worker writes records directly. */
+   * copy, kept in O(1) per applied record with each slot's share (the table mutex's
+   * holder). Meaningless on an active, whose worker writes records directly. */
   uint64_t applied_fingerprint() const { return applied_fp_; }
   // Control side: hands the capture buffer back; required before the next flip.
   void capture_release();
@@ -307,10 +307,22 @@ class FlowTable {
   // Sets slot to st (in use, last seen at now_tsc) or frees it (st == nullptr). Returns 0, -EINVAL for a slot out
   // of range or a state without kFlowInUse, -EEXIST when a key belongs to another slot.
   int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
-    const uint32_t before = slot < capacity_ ? share(slot) : 0;
+    if (slot >= capacity_) return apply_state(slot, st, now_tsc);
     const int rc = apply_state(slot, st, now_tsc);
-    if (slot < capacity_) applied_fp_ += uint64_t(share(slot)) - before;
+    const uint32_t after = share(slot);
+    applied_fp_ += uint64_t(after) - applied_share_[slot];
+    applied_share_[slot] = after;
     return rc;
+  }
+  /* A standby's scrub: rereads n slots from slot `from` (wrapping) and compares each with
+   * its share as applied. Returns the first slot whose record changed in memory since it
+   * was applied (a bit flip, a write behind the applier), or -1. The table mutex's holder. */
+  int64_t scrub(uint32_t from, uint32_t n) const {
+    for (uint32_t k = 0; k < n && k < capacity_; k++) {
+      const uint32_t slot = (from + k) % capacity_;
+      if (share(slot) != applied_share_[slot]) return slot;
+    }
+    return -1;
   }
   // Frees every slot (before a full sync is applied).
   void clear();
@@ -440,6 +452,7 @@ class FlowTable {
   uint64_t cut_fp_ = 0;
   bool cut_fp_valid_ = true;
   uint64_t applied_fp_ = 0;
+  std::unique_ptr<uint32_t[]> applied_share_;  // each slot's share as last applied
   std::atomic<uint64_t> capture_done_{0};
   struct {
     SingleWriter<uint64_t> inserts, removes, insert_full, capture_cow;
