@@ -623,6 +623,8 @@ TEST(CaptureEncoder, FullSyncInChunks) {
   h.captured_unix_ns = 123;
   h.has_log_sequence = true;
   h.log_sequence = 0xFFFFFFFEu;
+  h.has_fingerprint = true;
+  h.fingerprint = 0x8000000000000001ull;
   std::vector<v1::SyncMessage> msgs;
   ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
   ASSERT_EQ(msgs.size(), 3u);
@@ -637,6 +639,11 @@ TEST(CaptureEncoder, FullSyncInChunks) {
     EXPECT_EQ(c.captured_unix_ns(), 123);
     EXPECT_TRUE(c.has_log_sequence());  // every chunk says the cut's session-log sequence
     EXPECT_EQ(c.log_sequence(), 0xFFFFFFFEu);
+    // The table fingerprint is the whole cut's: on the last chunk, where the epoch completes.
+    EXPECT_EQ(c.has_fingerprint(), i == 2);
+    if (i == 2) {
+      EXPECT_EQ(c.fingerprint(), 0x8000000000000001ull);
+    }
     ASSERT_EQ(c.batches_size(), 1);
     EXPECT_EQ(c.batches(0).count(), i == 2 ? 5u : 10u);
   }
@@ -667,6 +674,13 @@ TEST(CaptureEncoder, IncrementalIsOneMessageOfBatches) {
   EXPECT_EQ(msgs[0].checkpoint().flows_at_cut(), 0u);
   EXPECT_EQ(msgs[0].checkpoint().batches_size(), 25);
   EXPECT_FALSE(msgs[0].checkpoint().has_log_sequence()) << "a node that logs nothing sends no sequence";
+  EXPECT_FALSE(msgs[0].checkpoint().has_fingerprint()) << "none given, none sent";
+  h.has_fingerprint = true;
+  h.fingerprint = 42;
+  ASSERT_TRUE(encode_capture(slots.data(), slots.size(), h, &msgs).ok());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_TRUE(msgs[0].checkpoint().has_fingerprint());
+  EXPECT_EQ(msgs[0].checkpoint().fingerprint(), 42u);
   EXPECT_EQ(decode_all(msgs).size(), slots.size());
   h.has_log_sequence = true;
   h.log_sequence = 0;  // zero is a sequence, not its absence
