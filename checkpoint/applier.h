@@ -68,8 +68,13 @@ class Applier {
   // The stream ended: a half-done full sync leaves the node out of sync.
   void end_stream();
 
-  // A node that turned active stops taking checkpoints (set under the table mutex).
-  void set_accepting(bool on) { accepting_.store(on); }
+  /* A node that turned active stops taking checkpoints (set under the table mutex). When it
+   * turns standby again its table is its own, not a copy of the new active's: out of sync
+   * until a full sync. */
+  void set_accepting(bool on) {
+    if (on && !accepting_.exchange(true)) in_sync_.store(false);
+    if (!on) accepting_.store(false);
+  }
   bool accepting() const { return accepting_.load(); }
   bool in_sync() const { return in_sync_.load(); }
   /* The table diverged silently from the active's: after an applied epoch its fingerprint

@@ -362,6 +362,22 @@ TEST_F(ApplierTest, ARefusedHelloLeavesTheStandbyOutOfSync) {
   EXPECT_FALSE(ap_->in_sync());
 }
 
+/* A node that took the active role and turns standby again holds its own table, not a copy
+ * of the new active's: it is out of sync until a full sync (and its scrub has nothing to
+ * compare meanwhile). A standby that only refused checkpoints for a while keeps its copy. */
+TEST_F(ApplierTest, ANodeThatWasActiveIsOutOfSyncWhenItTurnsStandby) {
+  hello(5, 5);
+  fill(3);
+  deliver_ok(produce(true));
+  ASSERT_TRUE(ap_->in_sync());
+  ap_->set_accepting(true);
+  EXPECT_TRUE(ap_->in_sync()) << "accepting again while accepting changes nothing";
+  ap_->set_accepting(false);  // promoted: the worker now writes the table
+  ap_->set_accepting(true);   // demoted
+  EXPECT_FALSE(ap_->in_sync());
+  EXPECT_TRUE(ap_->scrub_step(1000).ok()) << "out of sync: nothing to scrub";
+}
+
 TEST_F(ApplierTest, HelloFromLargerTableRefused) {
   v1::Hello reply;
   Status st = ap_->on_hello(make_hello(1, local_versions(), 4096), 1, &reply);
