@@ -259,6 +259,7 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
     }
   }
   const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
+  uint64_t mine_fp = 0;
   {
     std::lock_guard<std::mutex> g(mu_);
     if (!accepting_.load()) {
@@ -292,16 +293,17 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
                                            " cannot be applied: " + why + "; the table needs a full sync");
       }
     }
+    // Taken with the records, under the same hold of the mutex: exactly this epoch's table.
+    if (!c.full() || c.last_chunk()) {
+      mine_fp = applied_fingerprint();
+      table_epoch_.store(c.epoch());
+    }
   }
   // The epoch is complete here (an incremental one, or a full sync's last chunk): compare
   // the fingerprints. A table that differs is no copy to promote; the stream is refused so
   // that the active starts over with a full sync.
   if (c.has_fingerprint() && (!c.full() || c.last_chunk())) {
-    uint64_t mine;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      mine = applied_fingerprint();
-    }
+    const uint64_t mine = mine_fp;
     fp_checked_++;
     if (mine != c.fingerprint()) {
       stats_.divergences++;

@@ -81,6 +81,9 @@ class Applier {
    * differed from the one the active sent. Set until a full sync ends with them equal; the
    * stream is refused meanwhile (the active resyncs). The epoch it was found at, or 0. */
   uint64_t diverged_epoch() const { return diverged_epoch_.load(); }
+  /* The newest epoch whose records are all in the table (set with them, under the table
+   * mutex): a change made to the table under the mutex comes after exactly this epoch. */
+  uint64_t table_epoch() const { return table_epoch_.load(); }
   // Epochs whose fingerprint was compared (and matched or not).
   uint64_t fingerprints_checked() const { return fp_checked_.load(); }
   uint64_t applied_epoch() const { return applied_.load(); }
@@ -140,7 +143,7 @@ class Applier {
   std::atomic<bool> in_sync_{false};
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> applied_{0};
-  std::atomic<uint64_t> diverged_epoch_{0}, fp_checked_{0}, scrubbed_{0};
+  std::atomic<uint64_t> diverged_epoch_{0}, fp_checked_{0}, scrubbed_{0}, table_epoch_{0};
   size_t scrub_table_ = 0;
   uint32_t scrub_pos_ = 0;
   // The fingerprint of what this node applied: every table's (under mu_).

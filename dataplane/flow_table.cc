@@ -665,6 +665,7 @@ void FlowTable::clear() {
   for (uint32_t i = 0; i < capacity_; i++)
     if (records_[i].st.flags & kFlowInUse) remove(i);
   applied_fp_ = 0;
+  cut_fp_valid_ = false;
   std::fill(applied_share_.get(), applied_share_.get() + capacity_, 0u);
 }
 

@@ -309,6 +309,9 @@ class FlowTable {
   int apply(uint32_t slot, const FlowState *st, uint64_t now_tsc) {
     if (slot >= capacity_) return apply_state(slot, st, now_tsc);
     const int rc = apply_state(slot, st, now_tsc);
+    // Records written here are not in the shares at the cut: an active built on them (a
+    // promoted standby, a restored snapshot) sends no fingerprint before a full capture.
+    cut_fp_valid_ = false;
     const uint32_t after = share(slot);
     applied_fp_ += uint64_t(after) - applied_share_[slot];
     applied_share_[slot] = after;
