@@ -99,6 +99,9 @@ class Daemon {
   bool beside() const { return beside_.load(); }
   // Test hook (worker.test_hooks): freeze or release the worker loop.
   void set_worker_stall(bool on);
+  /* Test hook (worker.test_hooks, SIGRTMIN): a standby's copy gets one flow's state wrong, as a
+   * faulty apply would leave it, so that the divergence check can be seen to find it. */
+  void corrupt_standby_record();
   /* SIGHUP: applies the keys of `next` that can change while running and lists the changed
    * keys that need a restart (also exported as ftpair_config_restart_pending{key}).
    * The caller has validated `next`; the running config is never replaced wholesale. */

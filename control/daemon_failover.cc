@@ -52,6 +52,33 @@ void Daemon::set_worker_stall(bool on) {
   L.warn("test hook: worker {}", on ? "stalled" : "released");
 }
 
+void Daemon::corrupt_standby_record() {
+  if (!test_hooks_.load()) return;
+  if (is_active(role())) {
+    L.warn("test hook: no standby record to corrupt on an active node");
+    return;
+  }
+  std::lock_guard<std::mutex> g(table_mu_);
+  // The flow idle the longest: one the active's next epoch is least likely to rewrite (which
+  // would put the copy right again before anything could be found).
+  for (unsigned w = 0; w < node_->workers(); w++) {
+    dp::FlowTable &t = node_->flows(w);
+    int64_t slot = -1;
+    uint64_t oldest = UINT64_MAX;
+    t.for_each([&](uint32_t i, const dp::FlowRecord &r) {
+      if (r.last_seen_tsc < oldest) oldest = r.last_seen_tsc, slot = i;
+    });
+    if (slot < 0) continue;
+    dp::FlowState st = t.record(uint32_t(slot)).st;
+    st.flags ^= dp::kFlowFinFromOutside;
+    t.apply(uint32_t(slot), &st, t.record(uint32_t(slot)).last_seen_tsc);
+    L.warn("test hook: corrupted the flow in slot {} of worker {}'s table (the table holds epoch {})", slot, w,
+           applier_->table_epoch());
+    return;
+  }
+  L.warn("test hook: no standby record to corrupt (the copy is empty)");
+}
+
 // Two actives never stay, and a beat moves this node only as fo::BeatPolicy allows.
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();

@@ -30,6 +30,8 @@ std::atomic<int> g_stall{-1};  // test hook: 1 = stall the worker, 0 = release i
 void on_signal(int) { g_quit.store(true); }
 void on_hup(int) { g_reload.store(true); }
 void on_usr(int sig) { g_stall.store(sig == SIGUSR1 ? 1 : 0); }
+std::atomic<bool> g_corrupt{false};  // test hook: damage one record of a standby's copy
+void on_rtmin(int) { g_corrupt.store(true); }
 
 std::string join(const std::vector<std::string> &v) {
   std::string s;
@@ -156,6 +158,9 @@ int main(int argc, char **argv) {
   su.sa_handler = on_usr;
   sigaction(SIGUSR1, &su, nullptr);  // test hooks (worker.test_hooks): stall / release the worker
   sigaction(SIGUSR2, &su, nullptr);
+  struct sigaction sr {};
+  sr.sa_handler = on_rtmin;
+  sigaction(SIGRTMIN, &sr, nullptr);  // test hook (worker.test_hooks): corrupt one standby record
   // Service manager (systemd Type=notify, or anything speaking sd_notify).
   ftpair::SdNotifier sd;
   if (!sd.setup_error().empty()) L.warn("sd_notify: {}", sd.setup_error());
@@ -192,6 +197,7 @@ int main(int argc, char **argv) {
       while (!g_quit.load() && !daemon.exit_requested()) {
         int stall = g_stall.exchange(-1);
         if (stall >= 0) daemon.set_worker_stall(stall == 1);
+        if (g_corrupt.exchange(false)) daemon.corrupt_standby_record();
         if (g_reload.exchange(false)) reload(daemon, sd, config_path, overrides);
         daemon.tick();
         if (sd.watchdog_usec() && Clock::now() >= next_ping && !daemon.beside()) {

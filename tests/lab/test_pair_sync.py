@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import re
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -134,6 +135,34 @@ def main():
                   and m("b", "ftpair_sync_divergence_total") == 0,
                   "checked %s, diverged %s" % (m("b", "ftpair_sync_fingerprints_checked_total"),
                                                m("b", "ftpair_sync_divergence_total")))
+
+        # 3b. A corrupted standby caught and resynced while traffic flows: SIGRTMIN is ftpaird's
+        # test hook (worker.test_hooks) that gets one flow's state wrong in b's copy, as a faulty
+        # apply would. The next epoch's fingerprint finds it, b refuses the stream, a's full sync
+        # replaces b's table, and no connection notices.
+        c3 = L.start_client(lab, 16, 8, op_timeout=None)
+        time.sleep(2)
+        full_before = m("a", "ftpair_replication_full_syncs_total")
+        L.lab("signal", "b", "RTMIN")
+        chk.check("the corrupted record was found: b counts one divergence",
+                  L.wait_until(lambda: m("b", "ftpair_sync_divergence_total") == 1, 5),
+                  "divergences %s; b's log:\n%s" % (m("b", "ftpair_sync_divergence_total"), L.node_log_events("b")))
+        log_b = L.node_log_tail("b", 400)
+        hooked = re.search(r"corrupted the flow in slot \d+ of worker \d+'s table \(the table holds epoch (\d+)\)", log_b)
+        found = re.search(r"epoch (\d+): this table diverged from the active's at the cut", log_b)
+        chk.check("found at the next epoch after the damage (divergence_detect_epochs 1)",
+                  hooked and found and int(found.group(1)) == int(hooked.group(1)) + 1,
+                  "hook %s, found %s" % (hooked and hooked.group(0), found and found.group(0)))
+        chk.check("a resynced b with a full sync, and b is in sync again",
+                  L.wait_until(lambda: m("a", "ftpair_replication_full_syncs_total") > full_before and
+                               m("a", "ftpair_replication_in_sync") == 1 and
+                               (L.status("b") or {}).get("sync", {}).get("diverged_epoch", 1) == 0, 10),
+                  "full syncs %g -> %g, b: %s" % (full_before, m("a", "ftpair_replication_full_syncs_total"),
+                                                   (L.status("b") or {}).get("sync")))
+        j = L.client_result(c3, 30)
+        chk.check("16 TCP connections through the divergence and the resync: every byte echoed",
+                  j and j.get("ok") == 16 and j.get("reset", 0) == 0 and j.get("corrupt", 0) == 0, str(j))
+        final_checkpoint_and_compare(chk, "after the resync of the corrupted copy")
 
         # 4. A standby that stops answering without closing its connection.
         # The clients are done: nothing to checkpoint. gRPC's default stops keepalive pings after 2
