@@ -48,15 +48,18 @@ void SyncLink::read_acks(const std::function<bool()> &keep_reading,
     if (!stream_->Read(&reply)) break;
     if (reply.has_ack()) on_ack(reply.ack().epoch());
   }
-  if (!broken_.load()) peer_ended_.store(true);
+  if (!cancelled_.load()) peer_ended_.store(true);
 }
 
 bool SyncLink::write(const std::vector<v1::SyncMessage> &msgs, const std::function<void(double progress)> &on_chunk) {
   const bool chunked = msgs.size() > 1 && msgs[0].checkpoint().full();
   std::lock_guard<std::mutex> w(write_mu_);
   for (size_t i = 0; i < msgs.size(); i++) {
-    if (broken_.load() || !stream_->Write(msgs[i])) {
-      break_off();
+    if (broken_.load()) return false;
+    if (!stream_->Write(msgs[i])) {
+      // The call is over (gRPC: a failed Write means the stream is closed): no cancel, so
+      // that finish() can still read the standby's status, if it ended the stream.
+      broken_.store(true);
       return false;
     }
     if (chunked) on_chunk(0.99 * double(i + 1) / double(msgs.size()));
@@ -79,10 +82,14 @@ std::string SyncLink::finish() {
   return st.ok() ? "stream closed" : st.error_message();
 }
 
-void SyncLink::cancel() { ctx_.TryCancel(); }
+void SyncLink::cancel() {
+  cancelled_.store(true);
+  ctx_.TryCancel();
+}
 
 void SyncLink::break_off() {
   broken_.store(true);
+  cancelled_.store(true);
   ctx_.TryCancel();
 }
 

@@ -89,6 +89,7 @@ class SyncLink {
   // The standby ended the stream (a Read came back false without a cancel from this side):
   // finish() then takes the standby's own status rather than cancelling first.
   std::atomic<bool> peer_ended_{false};
+  std::atomic<bool> cancelled_{false};  // this side cancelled the call (cancel, break_off)
   const Clock::time_point started_ = Clock::now();
   std::atomic<uint32_t> format_;  // kRecordFormatV1 until the hello reply chooses
   mutable std::mutex peer_mu_;
