@@ -302,7 +302,8 @@ Status Applier::on_checkpoint(const v1::Checkpoint &c, bool *ack, v1::Ack *a) {
   // The epoch is complete here (an incremental one, or a full sync's last chunk): compare
   // the fingerprints. A table that differs is no copy to promote; the stream is refused so
   // that the active starts over with a full sync.
-  if (c.has_fingerprint() && (!c.full() || c.last_chunk())) {
+  // (Only where the records carry the whole state the fingerprint covers: format 3 on.)
+  if (c.has_fingerprint() && format_.load() >= kRecordFormatV3 && (!c.full() || c.last_chunk())) {
     const uint64_t mine = mine_fp;
     fp_checked_++;
     if (mine != c.fingerprint()) {

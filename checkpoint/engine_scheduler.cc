@@ -5,6 +5,7 @@
 #include <rte_cycles.h>
 
 #include "checkpoint/capture_encoder.h"
+#include "checkpoint/record_codec.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -172,18 +173,21 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   h.captured_unix_ns = unix_ns();
   h.has_log_sequence = bool(cfg_.log_sequence);
   h.log_sequence = cut_log_sequence_;
-  // The node's fingerprint at the cut: every worker's table's, summed.
-  h.has_fingerprint = true;
+  // The node's fingerprint at the cut: every worker's table's, summed. It covers the whole
+  // replicated state, so only a stream whose record format carries all of it gets it
+  // (formats 1 and 2 leave out the TCP window fields).
+  bool fp_valid = true;
   for (const dp::FlowTable *t : tables_) {
     bool valid = false;
     h.fingerprint += t->cut_fingerprint(&valid);
-    h.has_fingerprint &= valid;
+    fp_valid &= valid;
   }
   // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
   // does, the link is broken off (and reconnects) rather than sent a partial epoch.
   auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {
     h.full = full;
     h.format = link->format();
+    h.has_fingerprint = fp_valid && h.format >= kRecordFormatV3;
     Status st = encode_capture(cap.data(), n, h, out);
     if (st.ok()) return link;
     L.error("epoch {} for {}: {}", epoch, link->addr(), st.str());

@@ -567,6 +567,10 @@ TEST_F(ReplicationPair, JoinerSyncsInItsFormatThenTakesTheStandbysStream) {
   }).ok());
   EXPECT_TRUE(same_flows(fa, fb));
   EXPECT_TRUE(same_flows(fa, fn));
+  // The table fingerprint covers the TCP window fields, which format 1 does not carry: the
+  // format-4 standby compares it every epoch, the format-1 joiner is never sent one.
+  EXPECT_GT(sb->ap->fingerprints_checked(), 0u);
+  EXPECT_EQ(nb->ap->fingerprints_checked(), 0u);
 
   // Take over the standby's stream under churn; no loss is counted, the old stream ends.
   worker.set_changes(true);
