@@ -3,12 +3,10 @@
 #include <stdexcept>
 
 #include "checkpoint/record_codec.h"
+#include "common/log.h"
+#include "common/realtime.h"
 
 namespace ftpair::ckpt {
-
-namespace {
-constexpr size_t kMaxSamples = 1 << 16;
-}  // namespace
 
 Engine::Engine(EngineConfig cfg, std::vector<dp::FlowTable *> tables, dp::InterfaceAgent &agent)
     : cfg_(std::move(cfg)), tables_(std::move(tables)), agent_(agent) {
@@ -21,7 +19,6 @@ Engine::Engine(EngineConfig cfg, std::vector<dp::FlowTable *> tables, dp::Interf
       throw std::invalid_argument("ckpt::Engine: the shards' tables differ in capacity or epoch");
     tables_[i]->set_shard(static_cast<uint8_t>(i));
   }
-  samples_.reserve(kMaxSamples);
 }
 
 uint32_t Engine::dirty_count() const {
@@ -96,18 +93,15 @@ uint64_t Engine::lag_bytes() const {
   return b;
 }
 
-std::vector<uint64_t> Engine::pause_samples() const {
-  std::lock_guard<std::mutex> g(samples_mu_);
-  if (samples_.size() < kMaxSamples) return samples_;
-  std::vector<uint64_t> out(samples_.begin() + long(samples_next_), samples_.end());
-  out.insert(out.end(), samples_.begin(), samples_.begin() + long(samples_next_));
-  return out;
-}
-
-void Engine::clear_pause_samples() {
-  std::lock_guard<std::mutex> g(samples_mu_);
-  samples_.clear();
-  samples_next_ = 0;
+void Engine::commit_path_realtime(const char *thread) {
+  static auto &L = log::component("engine");
+  if (!cfg_.realtime) return;
+  if (make_thread_realtime(kRealtimePriorityCommit)) {
+    realtime_ok_.store(true);
+    keep_thread_off_cpus(cfg_.worker_cpus);
+  }
+  else
+    L.warn("the {} thread runs at normal priority: real-time scheduling is not permitted", thread);
 }
 
 void Engine::record_pause(uint64_t ns) {
@@ -117,13 +111,7 @@ void Engine::record_pause(uint64_t ns) {
   stats_.pause_count++;
   stats_.pause_ns_sum += ns;
   if (ns > stats_.pause_ns_max.load()) stats_.pause_ns_max.store(ns);
-  std::lock_guard<std::mutex> g(samples_mu_);
-  if (samples_.size() < kMaxSamples) {
-    samples_.push_back(ns);
-  } else {
-    samples_[samples_next_] = ns;
-    samples_next_ = (samples_next_ + 1) % kMaxSamples;
-  }
+  timing_.record(CommitStage::PAUSE, ns);
 }
 
 }  // namespace ftpair::ckpt

@@ -20,6 +20,7 @@
  *   capture_encoder.{h,cc}  a capture as Sync messages (pure; fuzzed alone) */
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -33,6 +34,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "checkpoint/commit_timing.h"
 #include "checkpoint/sync_link.h"
 #include "common/status.h"
 #include "dataplane/agent.h"
@@ -61,6 +63,12 @@ struct EngineConfig {
    * the workers parked right after each epoch flip and carried in that epoch's checkpoint.
    * Empty when the node logs nothing. */
   std::function<uint32_t()> log_sequence;
+  /* The commit path's threads (the checkpoint loop and the streams' readers) at real-time
+   * priority (common/realtime.h), when permitted; a full sync drops back to normal priority
+   * for its duration. */
+  bool realtime = true;
+  // The workers' CPUs: the real-time threads keep off them where others are allowed.
+  std::vector<int> worker_cpus;
 };
 
 inline constexpr double kPauseBucketsUs[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
@@ -127,8 +135,12 @@ class Engine {
   const EngineStats &stats() const { return stats_; }
   bool strict() const { return cfg_.strict; }
   // Exact pause samples (ns) of the last checkpoints, oldest first (benchmarks).
-  std::vector<uint64_t> pause_samples() const;
-  void clear_pause_samples();
+  std::vector<uint64_t> pause_samples() const { return timing_.samples(CommitStage::PAUSE); }
+  void clear_pause_samples() { timing_.clear_samples(); }
+  // Where each epoch's commit time went, stage by stage (commit_timing.h).
+  const CommitTiming &commit_timing() const { return timing_; }
+  // Whether the commit path's threads got real-time priority (false until they started).
+  bool realtime() const { return realtime_ok_.load(); }
   // Last error reported by the standby or the transport, for status output.
   std::string last_error() const;
   // Record format negotiated on the standby's stream (0 when none).
@@ -177,8 +189,9 @@ class Engine {
   void link_loop(bool joiner);
   v1::SyncMessage hello_message() const;
   void watch_standby(Clock::time_point now);  // link_mu_ held
-  void handle_ack(const LinkPtr &link, uint64_t epoch);
-  void on_ack(uint64_t epoch);
+  void handle_ack(const LinkPtr &link, const v1::Ack &ack);
+  void on_ack(uint64_t epoch, uint64_t apply_ns);
+  void commit_path_realtime(const char *thread);
   void link_ended(const LinkPtr &link, const std::string &why);
   void mark_lost(const std::string &why);
   // engine_joiners.cc
@@ -221,9 +234,15 @@ class Engine {
   Clock::time_point oldest_unacked_{};                       // lag_mu_
   std::string last_error_;                                   // lag_mu_
 
-  mutable std::mutex samples_mu_;
-  std::vector<uint64_t> samples_;
-  size_t samples_next_ = 0;
+  /* Epochs written and not yet acknowledged, for the ack stage's timing: ring by epoch,
+   * (epoch, mono_ns when its write ended); lag_mu_. Full syncs are not entered. */
+  static constexpr size_t kInFlight = 64;
+  std::array<std::pair<uint64_t, int64_t>, kInFlight> in_flight_{};
+  /* The agent's clock at the last cut, taken with the workers parked (checkpoint thread): a
+   * packet held after it waits for an epoch not closed yet. */
+  uint64_t cut_clock_ns_ = 0;
+  std::atomic<bool> realtime_ok_{false};
+  CommitTiming timing_;
   EngineStats stats_;
 };
 

@@ -2,9 +2,12 @@
 // acknowledgements, watch them, and notice when the standby is lost.
 #include "checkpoint/engine.h"
 
+#include <algorithm>
+
 #include "checkpoint/version.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/realtime.h"
 
 namespace ftpair::ckpt {
 
@@ -34,6 +37,8 @@ v1::SyncMessage Engine::hello_message() const {
  * the link it opened, which is then the standby's; the other thread waits until it ends. */
 void Engine::link_loop(bool joiner) {
   static auto &L = log::component("engine");
+  // Reads the acknowledgements: the commit path.
+  commit_path_realtime(joiner ? "joiner stream" : "standby stream");
   while (running_.load()) {
     std::string addr;
     bool busy;
@@ -74,7 +79,7 @@ void Engine::link_loop(bool joiner) {
       L.info("connected to {} {} ({}) at {} (record format {})", joiner ? "the joining instance of" : "standby",
              link->peer_node(), link->peer_version(), addr, link->format());
       link->read_acks([this] { return running_.load(); },
-                      [this, &link](uint64_t epoch) { handle_ack(link, epoch); });
+                      [this, &link](const v1::Ack &ack) { handle_ack(link, ack); });
     }
     // A hello this side refuses (the far end's choice or size) ends the stream with that reason.
     if (!hs.ok() && hs.code() == Code::FAILED_PRECONDITION) link->cancel();
@@ -122,7 +127,8 @@ void Engine::watch_standby(Clock::time_point now) {
   if (link_->hello_overdue(now, cfg_.ack_timeout) || stuck_ack) link_->break_off();
 }
 
-void Engine::handle_ack(const LinkPtr &link, uint64_t epoch) {
+void Engine::handle_ack(const LinkPtr &link, const v1::Ack &ack) {
+  const uint64_t epoch = ack.epoch();
   bool primary;
   {
     std::lock_guard<std::mutex> g(link_mu_);
@@ -130,15 +136,15 @@ void Engine::handle_ack(const LinkPtr &link, uint64_t epoch) {
   }
   if (epoch > link->acked.load()) link->acked.store(epoch);
   if (primary)
-    on_ack(epoch);
+    on_ack(epoch, ack.apply_ns());
   else
     on_joiner_ack(link, epoch);
 }
 
-void Engine::on_ack(uint64_t epoch) {
+void Engine::on_ack(uint64_t epoch, uint64_t apply_ns) {
   static auto &L = log::component("engine");
+  const int64_t now = mono_ns();
   if (epoch > acked_.load()) acked_.store(epoch);
-  stats_.last_ack_unix_ns = unix_ns();
   LinkPtr link;
   {
     std::lock_guard<std::mutex> g(link_mu_);
@@ -151,12 +157,25 @@ void Engine::on_ack(uint64_t epoch) {
     L.info("standby in sync at epoch {}: full sync of {} records in {:.3f} s", epoch, link->full_records.load(),
            stats_.last_full_sync_seconds.load());
   }
+  // Held output first: the bookkeeping below is not on the commit path.
+  update_release();
+  stats_.last_ack_unix_ns = unix_ns();
   {
     std::lock_guard<std::mutex> g(lag_mu_);
     while (!unacked_bytes_.empty() && unacked_bytes_.front().first <= epoch) unacked_bytes_.pop_front();
     oldest_unacked_ = Clock::now();
+    // One acknowledgement may cover several epochs: each written one is timed to it.
+    bool applied_timed = false;
+    for (auto &f : in_flight_) {
+      if (f.first == 0 || f.first > epoch) continue;
+      timing_.record(CommitStage::ACK, uint64_t(std::max<int64_t>(0, now - f.second)));
+      if (f.first == epoch && apply_ns && !applied_timed) {
+        timing_.record(CommitStage::APPLY, apply_ns);
+        applied_timed = true;
+      }
+      f = {0, 0};
+    }
   }
-  update_release();
   req_cv_.notify_all();
 }
 
@@ -168,6 +187,7 @@ void Engine::mark_lost(const std::string &why) {
   {
     std::lock_guard<std::mutex> g(lag_mu_);
     unacked_bytes_.clear();
+    in_flight_.fill({0, 0});
     last_error_ = why;
   }
   if (was) {

@@ -2,12 +2,17 @@
 // explicit requests that wait for an acknowledgement; and strict mode's output release.
 #include "checkpoint/engine.h"
 
+#include <algorithm>
+#include <optional>
+
 #include <rte_cycles.h>
+#include <rte_pause.h>
 
 #include "checkpoint/capture_encoder.h"
 #include "checkpoint/record_codec.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/realtime.h"
 
 namespace ftpair::ckpt {
 
@@ -20,6 +25,7 @@ struct ResumeAtExit {
 }  // namespace
 
 void Engine::loop() {
+  commit_path_realtime("checkpoint");
   auto next = Clock::now() + cfg_.interval;
   auto last = Clock::now();
   while (running_.load()) {
@@ -33,13 +39,18 @@ void Engine::loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
+    // Read before the conditions: a packet held after this read changes the signal, and the
+    // wait below returns at once.
+    const uint32_t hold_signal = agent_.hold_signal();
     bool explicit_request;
     {
       std::lock_guard<std::mutex> g(req_mu_);
       explicit_request = req_seq_ > req_done_;
     }
     const uint32_t dirty = dirty_count();
-    const bool held = cfg_.strict && held_now() > 0;
+    // Strict mode: output held since the last cut waits for the open epoch; output held
+    // before it waits for an acknowledgement, and a new epoch would not bring that sooner.
+    const bool held = cfg_.strict && held_now() > 0 && agent_.newest_held_ns() >= cut_clock_ns_;
     bool joiner_wants_full = false;
     {
       std::lock_guard<std::mutex> g(link_mu_);
@@ -50,8 +61,20 @@ void Engine::loop() {
                      (now >= next && (dirty > 0 || want_full)) ||
                      (held && in_sync_.load() && now - last >= cfg_.strict_min_gap);
     if (!due) {
-      std::this_thread::sleep_for(dirty > 0 || held ? std::chrono::microseconds(20)
-                                                    : std::chrono::microseconds(200));
+      // Until the next reason to checkpoint: the strict gap's end for held output, the
+      // interval's for dirty state (at most 100 us, to see the dirty threshold crossed),
+      // else 200 us (explicit requests, full syncs, the link's watchdog).
+      std::chrono::nanoseconds wait = std::chrono::microseconds(200);
+      if (held && in_sync_.load())
+        wait = std::max<std::chrono::nanoseconds>(std::chrono::microseconds(1), last + cfg_.strict_min_gap - now);
+      else if (dirty > 0)
+        wait = std::clamp<std::chrono::nanoseconds>(next - now, std::chrono::microseconds(1), std::chrono::microseconds(100));
+      // Strict mode: the first packet held after the cut ends the wait (InterfaceAgent's
+      // hold signal), so held output closes its epoch at once.
+      if (cfg_.strict)
+        agent_.wait_hold_signal(hold_signal, wait);
+      else
+        std::this_thread::sleep_for(wait);
       continue;
     }
     run_checkpoint(explicit_request);
@@ -95,6 +118,18 @@ bool Engine::run_checkpoint(bool explicit_request) {
   const bool primary_full = link && need_full_.load();
   const bool joiner_full = joiner && joiner->need_full.load();
   const bool full = primary_full || joiner_full;
+  // A full sync's encode and send are long: at normal priority, so that they never keep a
+  // CPU from a worker (stall detection) or the beats.
+  std::optional<NormalPriority> normal;
+  if (full) normal.emplace();
+  // Strict mode: how long the oldest packet held for this epoch waited for the flip.
+  if (cfg_.strict && !full) {
+    const uint64_t oldest = agent_.oldest_held_ns();
+    if (oldest && oldest >= cut_clock_ns_) {
+      const uint64_t now = dp::InterfaceAgent::clock_ns();
+      if (now > oldest) timing_.record(CommitStage::CLOSE, now - oldest);
+    }
+  }
   int64_t epoch;
   {
     std::lock_guard<std::mutex> g(barrier_mu_);
@@ -121,8 +156,13 @@ bool Engine::run_checkpoint(bool explicit_request) {
     }
     // With the workers parked, the log's count of events is exactly the cut's.
     if (cfg_.log_sequence) cut_log_sequence_ = cfg_.log_sequence();
+    if (epoch >= 0) {
+      cut_clock_ns_ = dp::InterfaceAgent::clock_ns();
+      agent_.mark_cut();
+    }
   }
   record_pause(agent_.last_pause_ns());
+  const int64_t flip_end_ns = mono_ns();
   if (epoch < 0) {
     stats_.aborted++;
     return false;
@@ -139,11 +179,18 @@ bool Engine::run_checkpoint(bool explicit_request) {
       joiner->need_full.store(false);
       joiner->full_start_ns.store(mono_ns());
     }
-    // The worker copies the capture between bursts; wait for it (never holds the worker).
+    /* The worker copies the capture between bursts; wait for it (never holds the worker).
+     * An epoch's few records are copied within microseconds of the resume: spin that long
+     * (this thread keeps off the workers' cores when it can), then sleep between checks. */
+    const int64_t spin_until = mono_ns() + (full ? 0 : 10000);
     while (!captures_done(uint64_t(epoch))) {
       if (!running_.load()) return false;
-      std::this_thread::sleep_for(std::chrono::microseconds(5));
+      if (mono_ns() < spin_until)
+        rte_pause();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(5));
     }
+    if (!full) timing_.record(CommitStage::CAPTURE, uint64_t(mono_ns() - flip_end_ns));
     records = 0;
     for (const dp::FlowTable *t : tables_) records += t->captured().size();
     send_captures(uint64_t(epoch), link, primary_full, joiner, joiner_full);
@@ -195,6 +242,7 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
     return nullptr;
   };
   std::vector<v1::SyncMessage> pm, jm;
+  const int64_t encode_start_ns = mono_ns();
   const LinkPtr primary = primary_link ? encode(primary_link, primary_full, &pm) : nullptr;
   LinkPtr joiner;
   if (joiner_link) {
@@ -207,6 +255,9 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   }
   // The worker may capture again as soon as the buffer is back; the send can be slow.
   release_captures();
+  const bool timed = primary && !primary_full;
+  const int64_t send_start_ns = mono_ns();
+  if (timed) timing_.record(CommitStage::ENCODE, uint64_t(send_start_ns - encode_start_ns));
   if (primary) {
     const uint64_t bytes = encoded_bytes(pm);
     {
@@ -232,6 +283,12 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
       oldest_unacked_ = Clock::now();
     });
     if (written) {
+      if (timed) {
+        const int64_t now = mono_ns();
+        timing_.record(CommitStage::SEND, uint64_t(now - send_start_ns));
+        std::lock_guard<std::mutex> g(lag_mu_);
+        in_flight_[epoch % kInFlight] = {epoch, now};
+      }
       sent_.store(epoch);
       primary->sent.store(epoch);
       stats_.records_sent += n;

@@ -41,12 +41,12 @@ Status SyncLink::hello(const v1::SyncMessage &msg) {
 void SyncLink::mark_ready() { ready_.store(true); }
 
 void SyncLink::read_acks(const std::function<bool()> &keep_reading,
-                         const std::function<void(uint64_t epoch)> &on_ack) {
+                         const std::function<void(const v1::Ack &ack)> &on_ack) {
   v1::SyncReply reply;
   for (;;) {
     if (!keep_reading()) return;
     if (!stream_->Read(&reply)) break;
-    if (reply.has_ack()) on_ack(reply.ack().epoch());
+    if (reply.has_ack()) on_ack(reply.ack());
   }
   if (!cancelled_.load()) peer_ended_.store(true);
 }

@@ -43,7 +43,7 @@ class SyncLink {
   // The engine has set up its state for the stream: checkpoints may go on it now.
   void mark_ready();
   // Reads replies until the stream ends or keep_reading() turns false; on_ack per ack.
-  void read_acks(const std::function<bool()> &keep_reading, const std::function<void(uint64_t epoch)> &on_ack);
+  void read_acks(const std::function<bool()> &keep_reading, const std::function<void(const v1::Ack &ack)> &on_ack);
   /* Writes msgs in order. False when one cannot be written (the link is then broken and
    * cancelled). For a full sync in several chunks, on_chunk(progress) after each one, with
    * progress in (0, 0.99]: the far end took it, so it is alive. */

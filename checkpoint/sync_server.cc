@@ -5,18 +5,17 @@
 #include "dataplane/port_pool.h"
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/realtime.h"
 #include "proto/rpc/rpc.h"
 
 namespace ftpair::ckpt {
 
 namespace {
-/* Slots the standby rereads after each acknowledged epoch (Applier::scrub_step), one hash of
- * 32 bytes each: at 1 ms epochs a table of 1M slots is reread about every half second. */
-constexpr uint32_t kScrubSlotsPerEpoch = 2048;
 
 spdlog::logger &logger() {
   static auto &L = log::component("sync");
@@ -87,6 +86,8 @@ std::vector<std::string> SyncService::errors() {
 
 grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
   ap_.begin_stream();
+  std::optional<RealtimeScope> rt;
+  if (hooks_.realtime) rt.emplace(kRealtimePriorityCommit, hooks_.worker_cpus);
   v1::SyncMessage m;
   if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
   if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
@@ -104,6 +105,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
   sync_state(ap_.in_sync());
   int64_t full_start_ns = 0;
   uint64_t full_records = 0;
+  int64_t last_scrub_ns = mono_ns();
   while (stream->Read(&m)) {
     if (!m.has_checkpoint())
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
@@ -111,7 +113,13 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     bool ack = false;
     v1::SyncReply r;
     const int64_t received_ns = mono_ns();
-    st = ap_.on_checkpoint(c, &ack, r.mutable_ack());
+    {
+      // A full sync's chunks are long: at normal priority (common/realtime.h).
+      std::optional<NormalPriority> normal;
+      if (c.full()) normal.emplace();
+      st = ap_.on_checkpoint(c, &ack, r.mutable_ack());
+    }
+    if (ack) r.mutable_ack()->set_apply_ns(uint64_t(mono_ns() - received_ns));
     if (!st.ok()) {
       sync_state(false);
       return rpc::to_grpc(st);
@@ -131,8 +139,12 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     if (ack) {
       if (ap_.in_sync()) sync_state(true);
       if (!stream->Write(r)) break;
-      // After the acknowledgement, so that it adds nothing to the commit path.
-      st = ap_.scrub_step(kScrubSlotsPerEpoch);
+      /* After the acknowledgement, so that it adds nothing to the commit path. One hash of
+       * 32 bytes a slot, 2,048 slots a millisecond: a table of 1M slots is reread about
+       * every half second. */
+      const int64_t now = mono_ns();
+      st = ap_.scrub_step(scrub_budget(now - last_scrub_ns, hooks_.scrub_floor_slots));
+      last_scrub_ns = now;
       if (!st.ok()) {
         sync_state(false);
         return rpc::to_grpc(st);
@@ -143,7 +155,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
 }
 
 std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t capacity, int want_port,
-                                              std::string *err, unsigned workers) {
+                                              std::string *err, unsigned workers, SyncHooks hooks) {
   std::unique_ptr<SyncServer> s(new SyncServer());
   std::vector<dp::FlowTable *> tables;
   for (unsigned w = 0; w < std::max(1u, workers); w++) {
@@ -157,7 +169,7 @@ std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t 
   const unsigned n = unsigned(tables.size());
   s->ap_ = std::make_unique<Applier>(
       tables, [n](const dp::FlowState &st) { return unsigned(dp::host_bucket(st.in_ip)) % n; }, s->mu_, name);
-  s->svc_ = std::make_unique<SyncService>(*s->ap_, SyncHooks{});
+  s->svc_ = std::make_unique<SyncService>(*s->ap_, std::move(hooks));
   // The port may be briefly unavailable right after a previous server closed it.
   for (int attempt = 0; attempt < 50 && !s->server_; attempt++) {
     grpc::ServerBuilder b;

@@ -32,7 +32,25 @@ struct SyncHooks {
   std::function<uint64_t()> generation;
   // The stream moved the standby to in sync (true) or out of it (false).
   std::function<void(bool in_sync)> on_sync_state;
+  /* The stream's thread (gRPC's, for the stream's life) at real-time priority while it
+   * applies epochs, as the active's commit path (common/realtime.h); a full sync's chunks at
+   * normal priority. */
+  bool realtime = true;
+  /* The scrub after each acknowledged epoch rereads scrub_budget() slots: 2,048 a
+   * millisecond since the previous one, at least this many and at most 2,048. So its cost
+   * follows time, not the epoch rate (strict mode can close 10,000 epochs a second). */
+  uint32_t scrub_floor_slots = 256;
+  // This node's workers' CPUs: the real-time stream thread keeps off them (common/realtime.h).
+  std::vector<int> worker_cpus;
 };
+
+// Slots to scrub after an epoch that came elapsed_ns after the previous scrub.
+inline uint32_t scrub_budget(int64_t elapsed_ns, uint32_t floor_slots) {
+  constexpr uint32_t kPerMs = 2048;
+  const int64_t by_time = elapsed_ns <= 0 ? 0 : elapsed_ns / 1000000 * kPerMs + elapsed_ns % 1000000 * kPerMs / 1000000;
+  const uint32_t t = by_time >= kPerMs ? kPerMs : uint32_t(by_time);
+  return t < floor_slots ? (floor_slots < kPerMs ? floor_slots : kPerMs) : t;
+}
 
 class SyncService final : public v1::Replication::Service {
  public:
@@ -76,7 +94,7 @@ class SyncServer {
   /* workers: this standby's shards, each table of capacity flows, a flow homed by its LAN
    * host as the dataplane does (dp::host_bucket(in_ip) % workers). */
   static std::unique_ptr<SyncServer> start(const std::string &name, uint32_t capacity, int want_port,
-                                           std::string *err, unsigned workers = 1);
+                                           std::string *err, unsigned workers = 1, SyncHooks hooks = {});
   ~SyncServer();
   void shutdown();
 

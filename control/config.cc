@@ -337,7 +337,8 @@ void read_upgrade(const YAML::Node &n, Config *c) {
 
 void read_checkpoint(const YAML::Node &n, Config *c) {
   const std::string p = "checkpoint";
-  check_keys(n, p, {"mode", "interval_us", "dirty_threshold", "quiesce_timeout_us", "hold_capacity", "hold_fallback"});
+  check_keys(n, p, {"mode", "interval_us", "dirty_threshold", "quiesce_timeout_us", "hold_capacity", "hold_fallback",
+                    "realtime"});
   std::string mode;
   if (get_str(n, "mode", p, &mode)) {
     if (mode == "strict") c->mode = ReplicationMode::STRICT;
@@ -348,6 +349,7 @@ void read_checkpoint(const YAML::Node &n, Config *c) {
   get_uint(n, "dirty_threshold", p, 1, 1u << 26, &c->checkpoint_dirty_threshold);
   get_uint(n, "quiesce_timeout_us", p, 10, 1000000, &c->quiesce_timeout_us);
   get_uint(n, "hold_capacity", p, 64, 1u << 20, &c->hold_capacity);
+  get_bool(n, "realtime", p, &c->checkpoint_realtime);
   if (std::string fb; get_str(n, "hold_fallback", p, &fb)) {
     if (fb == "drop") c->hold_fallback = dp::HoldFallback::DROP;
     else if (fb == "relaxed") c->hold_fallback = dp::HoldFallback::RELAXED;

@@ -159,6 +159,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["checkpoint.quiesce_timeout_us"] = u(c.quiesce_timeout_us);
   m["checkpoint.hold_capacity"] = u(c.hold_capacity);
   m["checkpoint.hold_fallback"] = c.hold_fallback == dp::HoldFallback::DROP ? "drop" : "relaxed";
+  m["checkpoint.realtime"] = b(c.checkpoint_realtime);
   m["failover.heartbeat_interval_ms"] = u(c.heartbeat_interval_ms);
   m["failover.miss_threshold"] = u(c.miss_threshold);
   m["failover.beat_udp_port"] = u(c.beat_udp_port);

@@ -59,6 +59,8 @@ Status Daemon::make_engine() {
   ec.interval = std::chrono::microseconds(cfg_.checkpoint_interval_us);
   ec.dirty_threshold = cfg_.checkpoint_dirty_threshold;
   ec.quiesce_timeout = std::chrono::microseconds(cfg_.quiesce_timeout_us);
+  ec.realtime = cfg_.checkpoint_realtime;
+  ec.worker_cpus = node_->worker_cpus();
   ec.generation = [this] { return generation(); };
   if (IpfixExporter *x = node_->session_log()) ec.log_sequence = [x] { return x->cut_sequence(); };
   if (cfg_.peer_grpc.set()) {
@@ -73,6 +75,8 @@ Status Daemon::make_engine() {
   if (IpfixExporter *x = node_->session_log()) x->set_release_source([e = engine_.get()] { return e->log_release_epoch(); });
 
   ckpt::SyncHooks hooks;
+  hooks.realtime = cfg_.checkpoint_realtime;
+  hooks.worker_cpus = node_->worker_cpus();
   hooks.authorize = [this](const grpc::ServerContext &ctx) { return authorize_peer(ctx, "Replication.Sync"); };
   hooks.admit = [this]() -> Status {
     if (is_active(role()))

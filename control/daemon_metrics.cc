@@ -117,6 +117,30 @@ std::string Daemon::render_metrics() {
   }
   x.family("ftpair_checkpoint_pause_seconds", "histogram", "Worker pause per checkpoint (quiesce to resume).")
       .histogram(bounds, cum, double(es.pause_ns_sum.load()) / 1e9, es.pause_count.load());
+  {
+    // The commit path, stage by stage (checkpoint/commit_timing.h): a summary without
+    // quantiles; rate(_sum) / rate(_count) is a stage's mean over any window.
+    const ckpt::CommitTiming &ct = engine_->commit_timing();
+    x.family("ftpair_commit_stage_seconds", "summary",
+             "Per-epoch commit time by stage (close, pause, capture, encode, send, ack, apply), incremental epochs.");
+    for (size_t i = 0; i < ckpt::kCommitStages; i++) {
+      const auto st = ckpt::CommitStage(i);
+      const Exposition::Labels l{{"stage", ckpt::commit_stage_name(st)}};
+      x.sample_suffix("_sum", double(ct.sum_ns(st)) / 1e9, l);
+      x.sample_suffix("_count", double(ct.count(st)), l);
+    }
+    uint64_t lag_sum = 0, releases = 0;
+    for (unsigned w = 0; w < node_->agent().nb_workers(); w++) {
+      lag_sum += node_->agent().worker_counters(w).release_lag_ns_sum.load();
+      releases += node_->agent().worker_counters(w).releases.load();
+    }
+    x.family("ftpair_commit_release_seconds", "summary",
+             "Strict mode: an acknowledgement published to the workers, until a worker sent what it released.");
+    x.sample_suffix("_sum", double(lag_sum) / 1e9);
+    x.sample_suffix("_count", double(releases));
+    x.family("ftpair_commit_realtime", "gauge", "1 when the commit path's threads run at real-time priority.")
+        .sample(engine_->realtime() ? 1 : 0);
+  }
   x.family("ftpair_replication_records_sent_total", "counter", "Flow records sent to the standby.").sample(es.records_sent.load());
   x.family("ftpair_replication_sent_bytes_total", "counter", "Bytes of checkpoints sent to the standby.").sample(es.bytes_sent.load());
   x.family("ftpair_replication_full_syncs_total", "counter", "Full syncs started for a joining standby.").sample(es.full_syncs.load());

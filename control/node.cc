@@ -202,4 +202,11 @@ Node::~Node() {
   if (pool_) rte_mempool_free(pool_);
 }
 
+std::vector<int> Node::worker_cpus() const {
+  std::vector<int> cpus;
+  for (const Worker &wk : w_)
+    if (wk.lcore < RTE_MAX_LCORE) cpus.push_back(int(rte_lcore_to_cpu_id(int(wk.lcore))));
+  return cpus;
+}
+
 }  // namespace ftpair

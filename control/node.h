@@ -53,6 +53,8 @@ class Node {
   // Several workers: the hand-off between them (nullptr with one).
   const dp::Shards *shards() const { return shards_.get(); }
   dp::InterfaceAgent &agent() { return *agent_; }
+  // The CPUs the workers' lcores run on (none for workers on plain threads).
+  std::vector<int> worker_cpus() const;
   rte_mempool *pool() { return pool_; }
   // The session-log exporter, or nullptr when nat.session_log is not configured.
   const IpfixExporter *session_log() const { return exporter_.get(); }

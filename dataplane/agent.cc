@@ -1,7 +1,12 @@
 #include "dataplane/agent.h"
 
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <thread>
 
@@ -9,6 +14,7 @@
 #include <rte_ethdev.h>
 #include <rte_pause.h>
 
+#include "common/realtime.h"
 #include "dataplane/mbuf.h"
 
 namespace ftpair::dp {
@@ -20,11 +26,37 @@ uint64_t mono_ns() {
           std::chrono::steady_clock::now().time_since_epoch())
           .count());
 }
-uint64_t tsc_ns() {
+}  // namespace
+
+uint64_t InterfaceAgent::clock_ns() {
   static const double ns_per_tick = 1e9 / static_cast<double>(rte_get_tsc_hz());
   return static_cast<uint64_t>(static_cast<double>(rte_rdtsc()) * ns_per_tick);
 }
-}  // namespace
+
+void InterfaceAgent::wait_hold_signal(uint32_t seen, std::chrono::nanoseconds timeout) const {
+  if (timeout.count() <= 0) return;
+  timespec ts{};
+  ts.tv_sec = time_t(timeout.count() / 1000000000);
+  ts.tv_nsec = long(timeout.count() % 1000000000);
+  // Returns at once if the word is no longer `seen`; EINTR and ETIMEDOUT alike end the wait.
+  syscall(SYS_futex, &hold_signal_, FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
+}
+
+uint64_t InterfaceAgent::newest_held_ns() const {
+  uint64_t newest = 0;
+  for (unsigned w = 0; w < cfg_.nb_workers; w++)
+    newest = std::max(newest, wctr_[w].newest_held_ns.load(std::memory_order_relaxed));
+  return newest;
+}
+
+uint64_t InterfaceAgent::oldest_held_ns() const {
+  uint64_t oldest = 0;
+  for (unsigned w = 0; w < cfg_.nb_workers; w++) {
+    const uint64_t t = wctr_[w].oldest_held_ns.load(std::memory_order_relaxed);
+    if (t && (!oldest || t < oldest)) oldest = t;
+  }
+  return oldest;
+}
 
 InterfaceAgent::InterfaceAgent(const AgentConfig &cfg) : cfg_(cfg) {
   strict_.store(cfg.strict);
@@ -93,7 +125,7 @@ void InterfaceAgent::send_now(unsigned worker, uint16_t port, rte_mbuf *m) {
 void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {
   WorkerState &ws = ws_[worker];
   if (ws.hold.empty()) return;
-  uint64_t now = tsc_ns();
+  uint64_t now = clock_ns();
   size_t keep = 0;
   uint64_t released = 0, waited = 0;
   for (size_t i = 0; i < ws.hold.size(); i++) {
@@ -112,13 +144,28 @@ void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {
   bump(wctr_[worker].released, released);
   bump(wctr_[worker].hold_wait_ns_sum, waited);
   wctr_[worker].held_now.store(keep, std::memory_order_relaxed);
+  wctr_[worker].oldest_held_ns.store(keep ? ws.hold[0].since_ns : 0, std::memory_order_relaxed);
+  if (released) {
+    const uint64_t at = acked_at_ns_.load(std::memory_order_relaxed);
+    bump(wctr_[worker].release_lag_ns_sum, now > at ? now - at : 0);
+    bump(wctr_[worker].releases);
+  }
 }
 
 // tx() when the packet may have to wait for its state's acknowledgement (strict mode).
 void InterfaceAgent::tx_hold(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch) {
   WorkerState &ws = ws_[worker];
   if (ws.hold.size() < cfg_.hold_capacity) {
-    ws.hold.push_back(Held{m, dep_epoch, tsc_ns(), port});
+    const uint64_t now = clock_ns();
+    if (ws.hold.empty()) wctr_[worker].oldest_held_ns.store(now, std::memory_order_relaxed);
+    ws.hold.push_back(Held{m, dep_epoch, now, port});
+    wctr_[worker].newest_held_ns.store(now, std::memory_order_relaxed);
+    const uint32_t cut = cut_seq_.load(std::memory_order_relaxed);
+    if (ws.signalled_cut != cut) {
+      ws.signalled_cut = cut;
+      hold_signal_.fetch_add(1, std::memory_order_release);
+      syscall(SYS_futex, &hold_signal_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+    }
     bump(wctr_[worker].held);
     wctr_[worker].held_now.store(ws.hold.size(), std::memory_order_relaxed);
     return;
@@ -184,16 +231,21 @@ int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
   quiesce_gen_.store(gen, std::memory_order_seq_cst);
   uint64_t deadline = start + static_cast<uint64_t>(timeout.count());
   unsigned spins = 0;
+  // A real-time caller that must wait longer than the spins waits at normal priority: a
+  // worker yet to park may need this CPU, and sched_yield() gives it only to real-time threads.
+  std::optional<NormalPriority> normal;
   for (unsigned w = 0; w < cfg_.nb_workers; w++) {
     while (parked_[w].gen.load(std::memory_order_acquire) != gen) {
       if (mono_ns() > deadline && parked_[w].gen.load(std::memory_order_acquire) != gen) {
         quiesce_req_.store(false, std::memory_order_release);
         return -ETIMEDOUT;
       }
-      if (spins++ < kSpinsBeforeYield)
+      if (spins++ < kSpinsBeforeYield) {
         rte_pause();
-      else
-        sched_yield();  // a worker yet to park may be waiting for this CPU
+        continue;
+      }
+      if (!normal) normal.emplace();
+      sched_yield();
     }
   }
   return 0;

@@ -72,6 +72,13 @@ struct alignas(64) AgentWorkerCounters {
   std::atomic<uint64_t> held_now{0};
   std::atomic<uint64_t> hold_wait_ns_sum{0};  // total time held packets waited
   std::atomic<uint64_t> hold_wait_hist[kHoldWaitBuckets] = {};
+  // When the oldest packet still held was held (InterfaceAgent::clock_ns); 0 = none held.
+  std::atomic<uint64_t> oldest_held_ns{0};
+  std::atomic<uint64_t> newest_held_ns{0};  // when the newest packet was held (clock_ns)
+  // Releases: the acknowledgement published (set_acked_epoch) until this worker sent what it
+  // released, summed over releases.
+  std::atomic<uint64_t> release_lag_ns_sum{0};
+  std::atomic<uint64_t> releases{0};
 };
 
 // Relaxed single-writer increment (compiles to a plain add).
@@ -108,7 +115,25 @@ class InterfaceAgent {
   uint64_t last_pause_ns() const { return last_pause_ns_.load(std::memory_order_relaxed); }
 
   // Output commit. acked: newest epoch the standby has acknowledged.
-  void set_acked_epoch(uint64_t acked) { acked_.store(acked, std::memory_order_release); }
+  void set_acked_epoch(uint64_t acked) {
+    if (acked_.load(std::memory_order_relaxed) == acked) return;
+    acked_at_ns_.store(clock_ns(), std::memory_order_relaxed);
+    acked_.store(acked, std::memory_order_release);
+  }
+  // The workers' clock (TSC, in ns): held packets are stamped with it.
+  static uint64_t clock_ns();
+  // The oldest packet held on any worker (clock_ns), 0 when none is.
+  uint64_t oldest_held_ns() const;
+  // The newest packet held on any worker (clock_ns), 0 when none ever was.
+  uint64_t newest_held_ns() const;
+  /* Strict mode's wake-up for the checkpoint thread: the first packet a worker holds after
+   * a cut (mark_cut) bumps the hold signal and wakes a waiter (a futex wake: one system call
+   * per worker and epoch, never a wait). The checkpoint thread reads hold_signal(), then
+   * waits until it changes or timeout passes; so output that waits closes its epoch at
+   * once, without the thread polling for it. */
+  void mark_cut() { cut_seq_.fetch_add(1, std::memory_order_relaxed); }
+  uint32_t hold_signal() const { return hold_signal_.load(std::memory_order_acquire); }
+  void wait_hold_signal(uint32_t seen, std::chrono::nanoseconds timeout) const;
   uint64_t acked_epoch() const { return acked_.load(std::memory_order_acquire); }
   void set_strict(bool on) { strict_.store(on, std::memory_order_release); }
   bool strict() const { return strict_.load(std::memory_order_relaxed); }
@@ -160,6 +185,7 @@ class InterfaceAgent {
     TxQueue txq[kMaxPorts];
     std::vector<Held> hold;  // reserved at start; FIFO, compacted on release
     uint64_t acked_seen = 0;
+    uint32_t signalled_cut = UINT32_MAX;  // the cut whose first hold woke the checkpoint thread
   };
   struct alignas(64) Loops {
     std::atomic<uint64_t> v{0};
@@ -176,6 +202,9 @@ class InterfaceAgent {
   AgentConfig cfg_;
   std::atomic<bool> strict_{false};
   std::atomic<uint64_t> acked_{0};
+  std::atomic<uint64_t> acked_at_ns_{0};  // clock_ns() when acked_ last changed
+  alignas(64) std::atomic<uint32_t> cut_seq_{0};  // control side, with the workers parked
+  alignas(64) mutable std::atomic<uint32_t> hold_signal_{0};  // futex word
   alignas(64) std::atomic<bool> quiesce_req_{false};
   std::atomic<uint64_t> quiesce_gen_{0};
   std::atomic<bool> stall_{false};

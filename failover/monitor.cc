@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/realtime.h"
 
 namespace ftpair::fo {
 
@@ -42,38 +43,6 @@ const char *beat_reject_label(BeatReject r) {
 namespace {
 constexpr uint8_t kBeatMagic[4] = {'F', 'T', 'P', 'B'};
 constexpr uint8_t kBeatVersion = 1;
-
-// Real-time priority for a beat thread; false when not permitted (then it runs as before).
-bool make_realtime() {
-  sched_param sp{};
-  sp.sched_priority = 10;
-  return pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
-}
-
-/* The host's hooks run at normal priority: a promotion parks the workers and waits for
- * them, and a real-time thread waiting on a normal one would keep a CPU from it. Only the
- * beats themselves (send, receive, the silence check) run at real-time priority. */
-class NormalPriority {
- public:
-  NormalPriority() {
-    int pol = 0;
-    sched_param sp{};
-    if (pthread_getschedparam(pthread_self(), &pol, &sp) == 0 && pol == SCHED_FIFO) {
-      sched_param normal{};
-      was_rt_ = pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal) == 0;
-      saved_ = sp;
-    }
-  }
-  ~NormalPriority() {
-    if (was_rt_) pthread_setschedparam(pthread_self(), SCHED_FIFO, &saved_);
-  }
-  NormalPriority(const NormalPriority &) = delete;
-  NormalPriority &operator=(const NormalPriority &) = delete;
-
- private:
-  bool was_rt_ = false;
-  sched_param saved_{};
-};
 }  // namespace
 
 std::string encode_beat_datagram(const v1::Beat &b) {
@@ -216,7 +185,7 @@ void Monitor::check_silence() {
 
 void Monitor::udp_tx_loop() {
   if (cfg_.realtime) {
-    bool ok = make_realtime();
+    bool ok = make_thread_realtime(kRealtimePriorityBeats);
     realtime_ok_.store(ok);
     if (!ok) L.warn("fast beats: no real-time priority here ({}); normal priority", std::strerror(errno));
   }
@@ -243,7 +212,7 @@ void Monitor::udp_tx_loop() {
 }
 
 void Monitor::udp_rx_loop() {
-  if (cfg_.realtime) make_realtime();
+  if (cfg_.realtime) make_thread_realtime(kRealtimePriorityBeats);
   uint8_t buf[kBeatMaxDatagram + 1];
   while (running_.load()) {
     sockaddr_in from{};

@@ -105,6 +105,11 @@ struct Options {
   uint32_t churn_every = 0;        // 1 in N generated packets opens a new flow (0 = none)
   uint32_t ckpt_interval_us = 1000;
   uint32_t udp_timeout_s = 120;
+  /* The generator at this many packets/s, sleeping between bursts (0: as fast as it can).
+   * Paced, the NF leaves the second CPU to the commit path: the replication-only figures
+   * (params "load": "nf_idle"). */
+  uint64_t gen_pps = 0;
+  bool realtime = true;  // the commit path's threads at real-time priority (engine and standby)
 };
 
 [[noreturn]] void die(const std::string &msg) {
@@ -410,6 +415,19 @@ template <typename C> std::vector<Sample> generate_and_sample(Bench &b, Gen &g, 
   uint64_t next_sample = start + uint64_t(b.opt.warm_s * double(b.hz));
   unsigned iter = 0;
   while (samples.size() < seconds + 1) {
+    if (b.opt.gen_pps) {
+      // Paced: a burst when the schedule allows, else sleep (the CPU is the commit path's).
+      const double due = double(rte_rdtsc() - start) / double(b.hz) * double(b.opt.gen_pps);
+      // Ahead of schedule, or no room (mbufs held for output commit): sleep.
+      if (double(g.produced) >= due || g.step() == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+      ++iter;
+      const uint64_t now = rte_rdtsc();
+      if (now >= next_sample) {
+        samples.push_back(Sample{now, counter(), g.produced});
+        next_sample += b.hz;
+      }
+      continue;
+    }
     if (g.step() == 0) rte_pause();
     if ((++iter & 31) == 0) {
       uint64_t now = rte_rdtsc();
@@ -637,6 +655,58 @@ std::vector<uint64_t> hold_hist(const Bench &b) {
   return h;
 }
 
+/* issue 18's divergence_detect_epochs: with the engine replicating under traffic, damage the
+ * standby's copy of its idlest flow and count the epochs until the standby reports it
+ * (then wait for the full sync that heals it). `corrupted_record` goes through apply() (the
+ * kept fingerprint sees it at the next epoch); `bit_flip` changes the record in memory behind
+ * the applier (only the scrub can see it: 2,048 slots a millisecond). */
+void measure_divergence(Bench &b, ck::Engine &engine, const std::string &damage) {
+  ck::Applier &ap = b.standby->applier();
+  dp::FlowTable &t = b.standby->table();
+  const uint64_t div0 = ap.stats().divergences.load();
+  uint64_t at = 0;
+  {
+    std::lock_guard<std::mutex> g(b.standby->table_mutex());
+    int64_t slot = -1;
+    uint64_t oldest = UINT64_MAX;
+    t.for_each([&](uint32_t i, const dp::FlowRecord &r) {
+      if (r.last_seen_tsc < oldest) oldest = r.last_seen_tsc, slot = i;
+    });
+    if (slot < 0) die("divergence: the standby's table is empty");
+    at = ap.table_epoch();
+    if (damage == "corrupted_record") {
+      dp::FlowState st = t.record(uint32_t(slot)).st;
+      st.flags ^= dp::kFlowFinFromOutside;
+      if (t.apply(uint32_t(slot), &st, t.record(uint32_t(slot)).last_seen_tsc) != 0) die("divergence: apply failed");
+    } else {
+      t.record(uint32_t(slot)).st.tcp_win_log[1] ^= 0x10;
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  uint64_t found = 0;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    if (ap.stats().divergences.load() > div0) {
+      found = ap.diverged_epoch();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  if (!found) die("divergence: the standby did not find the " + damage + " within 10 s");
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const std::string p = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"damage\": \"" + damage +
+                        "\", \"capacity\": " + std::to_string(t.capacity()) + "}";
+  emit("divergence_detect_epochs", double(found - at), "epochs", p);
+  emit("divergence_detect_ms", ms, "ms", p);
+  std::fprintf(stderr, "divergence (%s): the standby's table held epoch %" PRIu64 ", found at epoch %" PRIu64
+                       " (%" PRIu64 " epochs, %.1f ms)\n",
+               damage.c_str(), at, found, found - at, ms);
+  // The active's full sync heals it.
+  while (!engine.in_sync() || !ap.in_sync()) {
+    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) die("divergence: no resync within 60 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 struct PhaseResult {
   double mpps = 0;
 };
@@ -654,8 +724,10 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   if (rte_eal_remote_launch(dp::worker_main, &ctx, b.worker_lcore) != 0) die("cannot launch worker");
 
   std::unique_ptr<ck::Engine> engine;
+  // Paced runs say so: the replication-only figures, with the NF idle.
+  const std::string load = b.opt.gen_pps ? ", \"load\": \"nf_idle\"" : "";
   const std::string params = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode +
-                             "\", \"round\": " + std::to_string(round) + "}";
+                             "\", \"round\": " + std::to_string(round) + load + "}";
   if (rep) {
     ck::EngineConfig ec;
     ec.node_id = "bench-active";
@@ -664,6 +736,8 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
     ec.fallback_relaxed = false;  // strict to the end: output waits for the standby
     ec.interval = std::chrono::microseconds(b.opt.ckpt_interval_us);
     ec.connect_backoff = std::chrono::milliseconds(50);
+    ec.realtime = b.opt.realtime;
+    ec.worker_cpus = {int(rte_lcore_to_cpu_id(int(b.worker_lcore)))};
     engine = std::make_unique<ck::Engine>(ec, *b.flows, *b.agent);
     engine->start();
     engine->set_replicating(true);
@@ -681,12 +755,12 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
                  mode.c_str(), round, recs, fs, fs > 0 ? double(recs) / fs / 1e6 : 0.0, attempts);
     if (!*full_sync_done) {
       // The first full sync goes to an empty standby: the joining-standby case.
-      const std::string fp = "{\"flows\": " + std::to_string(b.opt.flows) + "}";
+      const std::string fp = "{\"flows\": " + std::to_string(b.opt.flows) + load + "}";
       emit("full_sync_s", fs, "s", fp);
       emit("full_sync_records", double(recs), "records", fp);
       emit("full_sync_attempts", double(attempts), "attempts", fp);
       emit("replication_records_per_s", fs > 0 ? double(recs) / fs : 0, "records/s",
-           "{\"flows\": " + std::to_string(b.opt.flows) + ", \"via\": \"full_sync\"}");
+           "{\"flows\": " + std::to_string(b.opt.flows) + ", \"via\": \"full_sync\"" + load + "}");
       *full_sync_done = true;
     }
     engine->clear_pause_samples();
@@ -696,6 +770,7 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   const uint64_t rec0 = es ? es->records_sent.load() : 0, bytes0 = es ? es->bytes_sent.load() : 0;
   const dp::AgentWorkerCounters &wc = b.agent->worker_counters(0);
   const uint64_t held0 = wc.held.load(), full0 = wc.hold_full.load();
+  const uint64_t lag0 = wc.release_lag_ns_sum.load(), rel0 = wc.releases.load();
   const std::vector<uint64_t> h0 = hold_hist(b);
   const uint64_t created0 = b.nf->counters().flows_created.load();
   const uint64_t drops0 = drops_total(*b.nf);
@@ -709,6 +784,11 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   std::vector<uint64_t> pauses;
   if (engine) pauses = engine->pause_samples();
+  std::vector<std::vector<uint64_t>> stage_samples(ck::kCommitStages);
+  const bool engine_rt = engine && engine->realtime();
+  if (engine)
+    for (size_t i = 0; i < ck::kCommitStages; i++)
+      stage_samples[i] = engine->commit_timing().samples(ck::CommitStage(i));
   const uint64_t cks = es ? es->checkpoints.load() - ck0 : 0, aborted = es ? es->aborted.load() - ab0 : 0;
   const uint64_t recs = es ? es->records_sent.load() - rec0 : 0, bytes = es ? es->bytes_sent.load() - bytes0 : 0;
   const uint64_t sent = out.tx_packets.load() - tx0;
@@ -716,6 +796,22 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
   std::vector<uint64_t> hd = hold_hist(b);
   for (unsigned i = 0; i < hd.size(); i++) hd[i] -= h0[i];
 
+  // The first relaxed round, after its windows (traffic still flowing): divergence found how soon.
+  if (engine && mode == "relaxed" && round == 1 && !b.opt.gen_pps) {
+    Gen dg(b);
+    std::atomic<bool> stop_gen{false};
+    // Traffic goes on meanwhile, so the epochs keep coming.
+    std::thread feeder([&] {
+      while (!stop_gen.load()) {
+        if (dg.step() == 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+      dg.release();
+    });
+    measure_divergence(b, *engine, "corrupted_record");
+    measure_divergence(b, *engine, "bit_flip");
+    stop_gen.store(true);
+    feeder.join();
+  }
   // Stop the engine first (the worker must be running for a last checkpoint to finish), then
   // release anything still held, then stop the worker.
   if (engine) {
@@ -768,13 +864,46 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
     std::fprintf(stderr, "strict round %u: %" PRIu64 " of %" PRIu64 " packets held (%.3f%%), %" PRIu64
                          " could not be held; held packets waited p50 %.1f us, p99 %.1f us\n",
                  round, held, sent, sent ? 100.0 * double(held) / double(sent) : 0.0, hold_full, p50, p99);
+    // Where the commit time went (checkpoint/commit_timing.h), per epoch; release is the
+    // workers' mean.
+    std::string line;
+    for (size_t i = 0; i < ck::kCommitStages; i++) {
+      const auto st = ck::CommitStage(i);
+      std::vector<double> v;
+      for (uint64_t ns : stage_samples[i]) v.push_back(double(ns) / 1000.0);
+      if (v.empty()) continue;
+      const std::string sp = "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode +
+                             "\", \"round\": " + std::to_string(round) + load + ", \"stage\": \"" +
+                             ck::commit_stage_name(st) + "\"}";
+      emit("ckpt_phase_stage_us_p50", percentile(v, 0.5), "us", sp);
+      emit("ckpt_phase_stage_us_p99", percentile(v, 0.99), "us", sp);
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), " %s %.1f/%.1f", ck::commit_stage_name(st), percentile(v, 0.5),
+                    percentile(v, 0.99));
+      line += buf;
+    }
+    const uint64_t lag = wc.release_lag_ns_sum.load() - lag0, rels = wc.releases.load() - rel0;
+    if (rels) {
+      const double mean = double(lag) / double(rels) / 1000.0;
+      emit("ckpt_phase_stage_us_mean", mean, "us",
+           "{\"flows\": " + std::to_string(b.opt.flows) + ", \"mode\": \"" + mode +
+               "\", \"round\": " + std::to_string(round) + load + ", \"stage\": \"release\"}");
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), " release mean %.1f", mean);
+      line += buf;
+    }
+    std::fprintf(stderr, "strict round %u: commit stages p50/p99 us:%s; commit path real-time: %s\n", round,
+                 line.c_str(), engine_rt ? "yes" : "no");
   }
   return r;
 }
 
 void run_replication(Bench &b) {
   std::string err;
-  b.standby = ck::SyncServer::start("nfb_standby", b.flows->capacity(), 0, &err);
+  ck::SyncHooks hooks;
+  hooks.realtime = b.opt.realtime;
+  hooks.worker_cpus = {int(rte_lcore_to_cpu_id(int(b.worker_lcore)))};
+  b.standby = ck::SyncServer::start("nfb_standby", b.flows->capacity(), 0, &err, 1, std::move(hooks));
   if (!b.standby) die("standby: " + err);
   std::fprintf(stderr, "standby Sync server on 127.0.0.1:%d\n", b.standby->port());
   bool full_sync_done = false;
@@ -839,6 +968,12 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--churn-every") o.churn_every = static_cast<uint32_t>(std::stoul(val()));
     else if (a == "--ckpt-interval-us") o.ckpt_interval_us = static_cast<uint32_t>(std::stoul(val()));
     else if (a == "--udp-timeout") o.udp_timeout_s = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--gen-pps") o.gen_pps = std::stoull(val());
+    else if (a == "--realtime") {
+      const std::string v = val();
+      if (v != "on" && v != "off") die("--realtime: '" + v + "' is not on or off");
+      o.realtime = v == "on";
+    }
     else die("unknown option " + a);
   }
   if (o.proto != "udp" && o.proto != "tcp") die("--proto must be udp or tcp");

@@ -247,6 +247,16 @@ CK_INTERVAL_US=${CK_INTERVAL_US:-1000} # 1,000 checkpoints per second
 # Churn flows expire after this; shorter than the time the 180k churn keys take to wrap
 # (10k new flows/s at 5 Mpps), so every interval keeps opening new flows.
 CK_UDP_TIMEOUT=${CK_UDP_TIMEOUT:-6}
+# The saturated runs: the generator takes one CPU flat out and the worker the other, so the
+# commit path's threads share the generator's. Real-time there starves the packet source (the
+# NF's rate falls with it, not because of it): these runs keep the commit path at normal
+# priority. The nf_idle run below measures the commit path with its real-time threads.
+CK_REALTIME=${CK_REALTIME:-off}
+# The replication-only run (params load=nf_idle): 10k flows, strict, the generator paced at
+# CK_IDLE_PPS with 1 in CK_IDLE_CHURN packets opening a flow (2,000 held packets a second),
+# sleeping between bursts, so the commit path has a CPU of its own.
+CK_IDLE_PPS=${CK_IDLE_PPS:-100000}
+CK_IDLE_CHURN=${CK_IDLE_CHURN:-50}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
 # (ratios within a round), a real engine replicating to a loopback Sync server.
@@ -258,7 +268,7 @@ group_checkpoint() {
     "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_$f" -l 0,1 -- \
       --flows "$f" --replication off,relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
       --churn-every "$CK_CHURN_EVERY" --ckpt-interval-us "$CK_INTERVAL_US" --udp-timeout "$CK_UDP_TIMEOUT" \
-      --gen-seconds 0 --inline-seconds 0 --sync-packets 0 \
+      --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime "$CK_REALTIME" \
       >"$out/ckpt-$f.jsonl" 2>"$out/ckpt-$f.log" || rc=$?
     rundir_cleanup "ftpb_ck_$$_$f"
     if [ "$rc" != 0 ]; then
@@ -267,15 +277,29 @@ group_checkpoint() {
     cat "$out/ckpt-$f.jsonl" >>"$results"
     grep -E 'round|overhead|full sync' "$out/ckpt-$f.log" | sed 's/^/  /' >&2
   done
+  log "checkpoint: nf_bench --replication strict, 10000 flows, NF idle (generator paced at $CK_IDLE_PPS pps), real-time commit path"
+  rc=0
+  "$NF_BENCH" "${EAL_BASE[@]}" -m 1024 --file-prefix "ftpb_ck_$$_idle" -l 0,1 -- \
+    --flows 10000 --replication strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
+    --gen-pps "$CK_IDLE_PPS" --churn-every "$CK_IDLE_CHURN" --ckpt-interval-us "$CK_INTERVAL_US" \
+    --udp-timeout "$CK_UDP_TIMEOUT" --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime on \
+    >"$out/ckpt-idle.jsonl" 2>"$out/ckpt-idle.log" || rc=$?
+  rundir_cleanup "ftpb_ck_$$_idle"
+  if [ "$rc" != 0 ]; then
+    log "nf_bench --replication (NF idle) failed:"; cat "$out/ckpt-idle.log" >&2; return 1
+  fi
+  cat "$out/ckpt-idle.jsonl" >>"$results"
+  grep -E 'round' "$out/ckpt-idle.log" | sed 's/^/  /' >&2
   # Headline names: pause percentiles over every replicated phase of a flow count (median of
   # the phases' p50/p99, max of maxima), strict latency likewise.
-  "$PY" - "$results" "$CK_INTERVAL_US" <<'PY'
+  "$PY" - "$results" "$CK_INTERVAL_US" "$CK_REALTIME" <<'PY'
 import json, statistics, sys
-path, interval = sys.argv[1], int(sys.argv[2])
+path, interval, realtime = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 by = {}
 for r in rows:
-    if r["name"].startswith("ckpt_phase_") and r["params"].get("mode") in ("relaxed", "strict"):
+    if r["name"].startswith("ckpt_phase_") and r["params"].get("mode") in ("relaxed", "strict") \
+            and "load" not in r["params"]:
         by.setdefault((r["name"], r["params"]["flows"]), []).append(r["value"])
 out = []
 rate_hz = round(1e6 / interval)
@@ -289,13 +313,35 @@ for (name, flows), v in sorted(by.items()):
         out.append({"name": "checkpoint_pause_us_max", "value": round(max(v), 2), "unit": "us", "params": p})
     elif name == "ckpt_phase_rate_hz":
         out.append({"name": "checkpoint_rate_hz", "value": round(statistics.median(v), 1), "unit": "Hz", "params": p})
+# Strict latency: the saturated runs (every flow count) and the NF-idle run apart.
 strict = {}
 for r in rows:
     if r["name"] in ("ckpt_phase_strict_latency_us_p50", "ckpt_phase_strict_latency_us_p99"):
-        strict.setdefault(r["name"], []).append(r["value"])
-for n, v in strict.items():
+        load = r["params"].get("load", "nf_saturated")
+        strict.setdefault((r["name"], load), []).append(r["value"])
+for (n, load), v in sorted(strict.items()):
     out.append({"name": n.replace("ckpt_phase_strict_latency", "strict_added_latency"),
-                "value": round(statistics.median(v), 2), "unit": "us", "params": {"packets": "held"}})
+                "value": round(statistics.median(v), 2), "unit": "us",
+                "params": {"packets": "held", "load": load,
+                           "realtime": "on" if load == "nf_idle" else realtime}})
+# The commit path stage by stage (strict epochs): median over rounds and flow counts.
+stages = {}
+for r in rows:
+    if r["name"] in ("ckpt_phase_stage_us_p50", "ckpt_phase_stage_us_p99", "ckpt_phase_stage_us_mean"):
+        load = r["params"].get("load", "nf_saturated")
+        stages.setdefault((r["name"], load, r["params"]["stage"]), []).append(r["value"])
+for (n, load, stage), v in sorted(stages.items()):
+    out.append({"name": n.replace("ckpt_phase_stage", "commit_stage"), "value": round(statistics.median(v), 2),
+                "unit": "us", "params": {"stage": stage, "mode": "strict", "load": load,
+                                          "realtime": "on" if load == "nf_idle" else realtime}})
+# Divergence: the most epochs (and ms) any flow count took, per kind of damage.
+div = {}
+for r in rows:
+    if r["name"] in ("divergence_detect_epochs", "divergence_detect_ms") and "capacity" in r["params"]:
+        div.setdefault((r["name"], r["params"]["damage"]), []).append(r["value"])
+for (n, damage), v in sorted(div.items()):
+    out.append({"name": n, "value": max(v), "unit": "epochs" if n.endswith("epochs") else "ms",
+                "params": {"damage": damage, "of": "max over flow counts"}})
 with open(path, "a") as fh:
     for o in out:
         fh.write(json.dumps(o) + "\n")

@@ -18,6 +18,7 @@
 #include "checkpoint/applier.h"
 #include "checkpoint/capture_encoder.h"
 #include "checkpoint/record_codec.h"
+#include "checkpoint/sync_server.h"
 #include "checkpoint/version.h"
 #include "dataplane/flow_table.h"
 
@@ -814,3 +815,16 @@ INSTANTIATE_TEST_SUITE_P(Seeds, ApplierPropertyReuse, ::testing::Values(1, 2, 3)
 
 }  // namespace
 }  // namespace ftpair::ckpt
+
+// The standby's scrub follows time, not the epoch rate: 2,048 slots a millisecond since the
+// previous scrub, never fewer than the floor, never more than 2,048 at once.
+TEST(ScrubBudget, FollowsTimeBetweenTheFloorAndTheCap) {
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(0, 256), 256u);
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(-5, 256), 256u);                // a clock that went back: the floor
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(100000, 256), 256u);            // 0.1 ms: 204 by time, the floor wins
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(500000, 256), 1024u);           // 0.5 ms
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(1000000, 256), 2048u);          // 1 ms
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(int64_t(60) * 1000000000, 256), 2048u);  // an idle minute: still one slice
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(100000, 4096), 2048u);          // a floor above the cap is the cap
+  EXPECT_EQ(ftpair::ckpt::scrub_budget(100000, 2048), 2048u);
+}
