@@ -667,10 +667,14 @@ void measure_divergence(Bench &b, ck::Engine &engine, const std::string &damage)
   uint64_t at = 0;
   {
     std::lock_guard<std::mutex> g(b.standby->table_mutex());
+    /* corrupted_record: the idlest flow, the one the next epoch is least likely to rewrite.
+     * bit_flip: the freshest, the one least likely to expire (and be deleted, healing the
+     * copy) before the scrub comes round to it; traffic alone does not rewrite a flow. */
+    const bool freshest = damage == "bit_flip";
     int64_t slot = -1;
-    uint64_t oldest = UINT64_MAX;
+    uint64_t best = freshest ? 0 : UINT64_MAX;
     t.for_each([&](uint32_t i, const dp::FlowRecord &r) {
-      if (r.last_seen_tsc < oldest) oldest = r.last_seen_tsc, slot = i;
+      if (freshest ? r.last_seen_tsc > best : r.last_seen_tsc < best) best = r.last_seen_tsc, slot = i;
     });
     if (slot < 0) die("divergence: the standby's table is empty");
     at = ap.table_epoch();
