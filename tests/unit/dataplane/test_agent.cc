@@ -232,6 +232,59 @@ TEST(Agent, StrictHoldsUntilAckedInOrder) {
   EXPECT_EQ(agent.worker_counters(0).held_now.load(), 0u);
 }
 
+// Strict mode's wake-up: the first packet held after a cut bumps the hold signal and wakes a
+// waiting checkpoint thread; more held packets in the same cut do not; the next cut re-arms
+// it. The oldest and newest held stamps and the release lag follow the hold.
+TEST(Agent, TheFirstHeldPacketAfterACutWakesTheCheckpointThread) {
+  test::RingPort p0, p1;
+  ASSERT_TRUE(p0.ok() && p1.ok());
+  AgentConfig c = two_ports(p0, p1);
+  c.strict = true;
+  InterfaceAgent agent(c);
+  EXPECT_EQ(agent.oldest_held_ns(), 0u);
+  const uint32_t s0 = agent.hold_signal();
+  // A waiter that nothing wakes waits out its timeout.
+  auto t0 = std::chrono::steady_clock::now();
+  agent.wait_hold_signal(s0, 20ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 15ms);
+  // A waiter woken by the first held packet.
+  std::atomic<bool> woke{false};
+  std::thread waiter([&] {
+    agent.wait_hold_signal(s0, 10s);
+    woke.store(true);
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(woke.load());
+  const uint64_t before = InterfaceAgent::clock_ns();
+  agent.tx(0, 1, seq_pkt(1), 1);
+  waiter.join();
+  EXPECT_TRUE(woke.load());
+  EXPECT_EQ(agent.hold_signal(), s0 + 1);
+  const uint64_t first = agent.oldest_held_ns();
+  EXPECT_GE(first, before);
+  agent.tx(0, 1, seq_pkt(2), 1);
+  EXPECT_EQ(agent.hold_signal(), s0 + 1) << "a second held packet in the same cut signalled again";
+  EXPECT_EQ(agent.oldest_held_ns(), first);
+  EXPECT_GE(agent.newest_held_ns(), first);
+  // With the signal already moved on, a wait returns at once.
+  t0 = std::chrono::steady_clock::now();
+  agent.wait_hold_signal(s0, 10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  agent.mark_cut();
+  agent.tx(0, 1, seq_pkt(3), 2);
+  EXPECT_EQ(agent.hold_signal(), s0 + 2) << "the next cut's first held packet did not signal";
+  // Released: the oldest stamp moves to what is still held, then clears; the lag is counted.
+  agent.set_acked_epoch(1);
+  agent.flush(0);
+  EXPECT_GT(agent.oldest_held_ns(), first);
+  EXPECT_EQ(agent.worker_counters(0).releases.load(), 1u);
+  agent.set_acked_epoch(2);
+  agent.flush(0);
+  EXPECT_EQ(agent.oldest_held_ns(), 0u);
+  EXPECT_EQ(agent.worker_counters(0).releases.load(), 2u);
+  for (auto *m : p1.take()) rte_pktmbuf_free(m);
+}
+
 TEST(Agent, HoldFullDropsOrSendsPerFallback) {
   test::RingPort p0, p1;
   ASSERT_TRUE(p0.ok() && p1.ok());
