@@ -65,8 +65,9 @@ struct EngineConfig {
   std::function<uint32_t()> log_sequence;
   /* The commit path's threads (the checkpoint loop and the streams' readers) at real-time
    * priority (common/realtime.h), when permitted; a full sync drops back to normal priority
-   * for its duration. */
-  bool realtime = true;
+   * for its duration. Off by default: where the commit path shares a core with the packet
+   * path (a 2-vCPU VM) each epoch's wake-ups preempt it (docs/BENCHMARKS.md). */
+  bool realtime = false;
   // The workers' CPUs: the real-time threads keep off them where others are allowed.
   std::vector<int> worker_cpus;
 };

@@ -180,9 +180,10 @@ bool Engine::run_checkpoint(bool explicit_request) {
       joiner->full_start_ns.store(mono_ns());
     }
     /* The worker copies the capture between bursts; wait for it (never holds the worker).
-     * An epoch's few records are copied within microseconds of the resume: spin that long
-     * (this thread keeps off the workers' cores when it can), then sleep between checks. */
-    const int64_t spin_until = mono_ns() + (full ? 0 : 10000);
+     * An epoch's few records are copied within microseconds of the resume: at real-time
+     * priority (off the workers' cores when it can be) spin that long, then sleep between
+     * checks; at normal priority the spin would only take the CPU from others. */
+    const int64_t spin_until = mono_ns() + (full || !realtime_ok_.load() ? 0 : 10000);
     while (!captures_done(uint64_t(epoch))) {
       if (!running_.load()) return false;
       if (mono_ns() < spin_until)

@@ -86,8 +86,7 @@ std::vector<std::string> SyncService::errors() {
 
 grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
   ap_.begin_stream();
-  std::optional<RealtimeScope> rt;
-  if (hooks_.realtime) rt.emplace(kRealtimePriorityCommit, hooks_.worker_cpus);
+  const RealtimeScope rt(hooks_.realtime, kRealtimePriorityCommit, hooks_.worker_cpus);
   v1::SyncMessage m;
   if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
   if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");

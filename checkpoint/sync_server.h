@@ -35,7 +35,7 @@ struct SyncHooks {
   /* The stream's thread (gRPC's, for the stream's life) at real-time priority while it
    * applies epochs, as the active's commit path (common/realtime.h); a full sync's chunks at
    * normal priority. */
-  bool realtime = true;
+  bool realtime = false;
   /* The scrub after each acknowledged epoch rereads scrub_budget() slots: 2,048 a
    * millisecond since the previous one, at least this many and at most 2,048. So its cost
    * follows time, not the epoch rate (strict mode can close 10,000 epochs a second). */

@@ -76,14 +76,15 @@ class NormalPriority {
   sched_param saved_{};
 };
 
-/* A thread real-time for a scope (a gRPC handler's pooled thread, for one stream), then back
- * to normal. */
+/* For a scope (a gRPC handler's pooled thread, for one stream): the thread off avoid_cpus
+ * (the workers' cores; whatever its priority: a thread woken by a worker is otherwise placed
+ * on the worker's core), and real-time when `realtime`; then back as it was. */
 class RealtimeScope {
  public:
-  explicit RealtimeScope(int priority, const std::vector<int> &avoid_cpus = {})
-      : on_(!thread_is_realtime() && make_thread_realtime(priority)) {
+  RealtimeScope(bool realtime, int priority, const std::vector<int> &avoid_cpus = {})
+      : on_(realtime && !thread_is_realtime() && make_thread_realtime(priority)) {
     CPU_ZERO(&saved_);
-    if (on_) moved_ = pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0 && keep_thread_off_cpus(avoid_cpus);
+    moved_ = pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0 && keep_thread_off_cpus(avoid_cpus);
   }
   ~RealtimeScope() {
     if (on_) {

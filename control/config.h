@@ -109,7 +109,9 @@ struct Config {
   uint32_t quiesce_timeout_us = 2000;
   uint32_t hold_capacity = 16384;
   dp::HoldFallback hold_fallback = dp::HoldFallback::RELAXED;
-  bool checkpoint_realtime = true;  // the commit path's threads at real-time priority
+  // The commit path's threads at real-time priority: for nodes whose control plane has cores
+  // of its own (off by default; see docs/BENCHMARKS.md, issue 18's commit path).
+  bool checkpoint_realtime = false;
 
   // failover
   uint32_t heartbeat_interval_ms = 5;  // with fast beats: silence after 40 ms fails over

@@ -27,6 +27,7 @@
 #include "checkpoint/engine.h"
 #include "checkpoint/record_codec.h"
 #include "checkpoint/sync_server.h"
+#include "common/realtime.h"
 #include "dataplane/agent.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/port_pool.h"
@@ -78,12 +79,13 @@ struct Standby {
   Applier *ap = nullptr;
   int port = 0;
 
-  bool start(const std::string &name, int want_port) {
+  bool start(const std::string &name, int want_port, bool realtime = false) {
     std::string err;
     // The scrub at its most, 2,048 slots after every epoch however close: the divergence
     // test counts the epochs it takes (scrub_budget's pacing has its own test).
     SyncHooks hooks;
     hooks.scrub_floor_slots = 2048;
+    hooks.realtime = realtime;
     srv = SyncServer::start(name, 16384, want_port, &err, 1, std::move(hooks));
     EXPECT_NE(srv, nullptr) << err;
     if (!srv) return false;
@@ -217,14 +219,14 @@ dp::AgentConfig one_worker() {
 class ReplicationPair : public ::testing::Test {
  protected:
   // prefix names the DPDK objects: prefix_a (the table), prefix_b (the standby's).
-  void start_standby(const std::string &prefix) {
+  void start_standby(const std::string &prefix, bool realtime = false) {
     a = make_table(16384, prefix + "_a");
     ASSERT_TRUE(a);
     sb = std::make_unique<Standby>();
-    ASSERT_TRUE(sb->start(prefix + "_b", 0));
+    ASSERT_TRUE(sb->start(prefix + "_b", 0, realtime));
     ASSERT_GT(sb->port, 0);
   }
-  void start_active(uint64_t seed) {
+  void start_active(uint64_t seed, bool realtime = false) {
     worker = std::make_unique<FakeWorker>(*a, agent, seed);
     worker->fill(3000);
     worker->start();
@@ -236,6 +238,7 @@ class ReplicationPair : public ::testing::Test {
     ec.chunk_records = 1000;  // the first full sync travels in several chunks
     // A session-log count that says which cut it was taken at: the epoch open after the flip.
     ec.log_sequence = [t = a.get()] { return uint32_t(t->epoch()); };
+    ec.realtime = realtime;
     engine = std::make_unique<Engine>(ec, *a, agent);
     engine->start();
   }
@@ -378,6 +381,54 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
  * standby counts it, names the epoch, refuses the stream, and the active's full sync makes the
  * tables equal again. A bit flipped in a record, which the kept fingerprint cannot see, is
  * found by the scrub that rereads the table a slice after every epoch. */
+/* checkpoint.realtime: both ends' commit-path threads at real-time priority (where this
+ * process may have it) replicate as at normal priority, and every stage of the commit path is
+ * timed, the standby's apply time from its acknowledgements. */
+TEST_F(ReplicationPair, TheCommitPathAtRealtimePriorityIsTimedStageByStage) {
+#if defined(__SANITIZE_THREAD__)
+  // Under TSan (every access many times slower) the real-time threads would starve the
+  // others on 2 CPUs: the timing and its races are checked at normal priority.
+  const bool rt = false;
+#else
+  const bool rt = true;
+#endif
+  bool permitted = false;
+  if (rt) std::thread([&] { permitted = make_thread_realtime(1); }).join();
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_rt", rt));
+  ASSERT_NO_FATAL_FAILURE(start_active(77, rt));
+  engine->set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine->in_sync(); }, 5000ms)) << engine->last_error();
+  EXPECT_EQ(engine->realtime(), permitted) << "real-time priority " << (permitted ? "permitted" : "not permitted")
+                                           << " here, and the engine's threads say otherwise";
+  worker->set_changes(true);
+  std::this_thread::sleep_for(300ms);
+  worker->set_changes(false);
+  uint64_t epoch = 0, records = 0;
+  Status st = engine->checkpoint_now(2000ms, &epoch, &records);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const CommitTiming &ct = engine->commit_timing();
+  for (CommitStage s : {CommitStage::PAUSE, CommitStage::CAPTURE, CommitStage::ENCODE, CommitStage::SEND,
+                        CommitStage::ACK, CommitStage::APPLY}) {
+    EXPECT_GT(ct.count(s), 20u) << commit_stage_name(s);
+    EXPECT_FALSE(engine->commit_timing().samples(s).empty()) << commit_stage_name(s);
+  }
+  // Each acknowledged epoch's round trip contains the standby's apply of it.
+  EXPECT_LE(ct.sum_ns(CommitStage::APPLY), ct.sum_ns(CommitStage::ACK));
+  // No held output in this test (the fake worker sends nothing): nothing to close for.
+  EXPECT_EQ(ct.count(CommitStage::CLOSE), 0u);
+  FlowMap fa, fb;
+  st = engine->with_workers_parked([&] {
+    std::lock_guard<std::mutex> g(sb->srv->table_mutex());
+    fa = dump(*a);
+    fb = dump(*sb->table);
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(same_flows(fa, fb));
+  EXPECT_TRUE(sb->svc->errors().empty()) << sb->svc->errors().front();
+  engine->stop();
+  worker->stop();
+}
+
 TEST_F(ReplicationPair, ASilentlyDivergedStandbyIsFoundAtTheNextEpochAndResynced) {
   ASSERT_NO_FATAL_FAILURE(start_standby("t_div"));
   ASSERT_NO_FATAL_FAILURE(start_active(77));

@@ -348,6 +348,14 @@ TEST(Config, BadPortForward) {
 
 TEST(Config, BadCheckpointSettings) {
   expect_error(parse(full_with("mode: strict", "mode: paranoid")), "checkpoint.mode", "mode");
+  expect_error(parse(full_with("hold_fallback: drop", "hold_fallback: drop\n  realtime: sometimes")),
+               "checkpoint.realtime", "not a boolean");
+  {
+    Config rc;
+    ASSERT_TRUE(parse_config(full_with("hold_fallback: drop", "hold_fallback: drop\n  realtime: true"), {}, &rc).ok());
+    EXPECT_TRUE(rc.checkpoint_realtime);
+    EXPECT_FALSE(Config{}.checkpoint_realtime) << "the commit path at real-time priority is opt-in";
+  }
   expect_error(parse(full_with("hold_fallback: drop", "hold_fallback: maybe")), "checkpoint.hold_fallback",
                "fallback");
   expect_error(parse(full_with("interval_us: 2000", "interval_us: 5")), "checkpoint.interval_us", "too small");
