@@ -27,9 +27,8 @@ v1::Checkpoint *new_checkpoint(const CaptureHeader &h, std::vector<v1::SyncMessa
 }
 }  // namespace
 
-Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h,
-                      std::vector<v1::SyncMessage> *out) {
-  out->clear();
+namespace {
+Status check_format(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h) {
   if (!format_supported(h.format)) return InvalidArgument("encode: unknown record format " + std::to_string(h.format));
   if (h.format < kRecordFormatV4) {
     // Global slots: every record must have one that fits the field.
@@ -39,6 +38,55 @@ Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader
                                std::to_string(h.format) + " needs a shard capacity (have " +
                                std::to_string(h.shard_capacity) + ")");
   }
+  return Status::Ok();
+}
+
+// The c-th message of a full sync of `chunks`, appended to *out (format already checked).
+void add_full_chunk(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h, uint64_t live, size_t chunks,
+                    size_t c, std::vector<v1::SyncMessage> *out) {
+  const size_t per = std::max<size_t>(1, h.chunk_records);
+  v1::Checkpoint *cp = new_checkpoint(h, out);
+  cp->set_full(true);
+  cp->set_chunk(static_cast<uint32_t>(c));
+  cp->set_last_chunk(c + 1 == chunks);
+  cp->set_flows_at_cut(live);
+  if (h.has_fingerprint && c + 1 == chunks) cp->set_fingerprint(h.fingerprint);
+  const size_t lo = c * per;
+  add_batch(cap, lo, std::min(per, n - std::min(n, lo)), h, cp);
+}
+}  // namespace
+
+size_t full_sync_chunks(size_t n, const CaptureHeader &h) {
+  const size_t per = std::max<size_t>(1, h.chunk_records);
+  return n == 0 ? 1 : (n + per - 1) / per;
+}
+
+uint64_t count_live(const dp::CapturedSlot *cap, size_t n) {
+  uint64_t live = 0;
+  for (size_t i = 0; i < n; i++) live += cap[i].in_use ? 1 : 0;
+  return live;
+}
+
+Status encode_full_chunk(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h, uint64_t live, size_t chunk,
+                         v1::SyncMessage *out) {
+  // The format check scans the capture below format 4: once, at chunk 0.
+  if (chunk == 0 || !format_supported(h.format)) {
+    Status st = check_format(cap, n, h);
+    if (!st.ok()) return st;
+  }
+  const size_t chunks = full_sync_chunks(n, h);
+  if (chunk >= chunks) return InvalidArgument("encode: chunk " + std::to_string(chunk) + " of " + std::to_string(chunks));
+  std::vector<v1::SyncMessage> one;
+  add_full_chunk(cap, n, h, live, chunks, chunk, &one);
+  *out = std::move(one[0]);
+  return Status::Ok();
+}
+
+Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h,
+                      std::vector<v1::SyncMessage> *out) {
+  out->clear();
+  Status st = check_format(cap, n, h);
+  if (!st.ok()) return st;
   const size_t per = std::max<size_t>(1, h.chunk_records);
   if (!h.full) {
     // flows_at_cut is a full-sync cross-check only.
@@ -47,20 +95,10 @@ Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader
     if (h.has_fingerprint) cp->set_fingerprint(h.fingerprint);
     return Status::Ok();
   }
-  uint64_t live = 0;
-  for (size_t i = 0; i < n; i++) live += cap[i].in_use ? 1 : 0;
-  const size_t chunks = n == 0 ? 1 : (n + per - 1) / per;
+  const uint64_t live = count_live(cap, n);
+  const size_t chunks = full_sync_chunks(n, h);
   out->reserve(chunks);
-  for (size_t c = 0; c < chunks; c++) {
-    v1::Checkpoint *cp = new_checkpoint(h, out);
-    cp->set_full(true);
-    cp->set_chunk(static_cast<uint32_t>(c));
-    cp->set_last_chunk(c + 1 == chunks);
-    cp->set_flows_at_cut(live);
-    if (h.has_fingerprint && c + 1 == chunks) cp->set_fingerprint(h.fingerprint);
-    const size_t lo = c * per;
-    add_batch(cap, lo, std::min(per, n - std::min(n, lo)), h, cp);
-  }
+  for (size_t c = 0; c < chunks; c++) add_full_chunk(cap, n, h, live, chunks, c, out);
   return Status::Ok();
 }
 

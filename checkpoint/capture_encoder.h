@@ -42,6 +42,15 @@ struct CaptureHeader {
 Status encode_capture(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h,
                       std::vector<v1::SyncMessage> *out);
 
+/* A full sync one message at a time, so that encoding chunk c+1 overlaps the standby's
+ * apply of chunk c (the engine's pipelined full sync): full_sync_chunks(n, h) messages,
+ * encode_full_chunk(..., c, out) the c-th, exactly as encode_capture's c-th. live: the in-use
+ * slots of the capture (count_live). Same errors as encode_capture. */
+size_t full_sync_chunks(size_t n, const CaptureHeader &h);
+uint64_t count_live(const dp::CapturedSlot *cap, size_t n);
+Status encode_full_chunk(const dp::CapturedSlot *cap, size_t n, const CaptureHeader &h, uint64_t live, size_t chunk,
+                         v1::SyncMessage *out);
+
 // The bytes that the messages take on the stream (the sync-lag figure counts them).
 uint64_t encoded_bytes(const std::vector<v1::SyncMessage> &msgs);
 

@@ -95,13 +95,12 @@ uint64_t Engine::lag_bytes() const {
 
 void Engine::commit_path_realtime(const char *thread) {
   static auto &L = log::component("engine");
-  // Off the workers' cores whatever the priority: a thread the worker wakes (the hold
-  // signal) is otherwise placed on the worker's core, behind it.
-  keep_thread_off_cpus(cfg_.worker_cpus);
   if (!cfg_.realtime) return;
-  if (make_thread_realtime(kRealtimePriorityCommit))
+  if (make_thread_realtime(kRealtimePriorityCommit)) {
     realtime_ok_.store(true);
-  else
+    // A real-time thread woken on a worker's core preempts the worker at every wake-up.
+    keep_thread_off_cpus(cfg_.worker_cpus);
+  } else
     L.warn("the {} thread runs at normal priority: real-time scheduling is not permitted", thread);
 }
 

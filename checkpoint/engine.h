@@ -34,6 +34,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "checkpoint/capture_encoder.h"
 #include "checkpoint/commit_timing.h"
 #include "checkpoint/sync_link.h"
 #include "common/status.h"
@@ -177,6 +178,10 @@ class Engine {
   bool run_checkpoint(bool explicit_request);
   void send_captures(uint64_t epoch, const LinkPtr &primary_link, bool primary_full, const LinkPtr &joiner_link,
                      bool joiner_full);
+  /* A full sync to the standby alone (no joiner): each chunk encoded just before it is
+   * written, so that encoding overlaps the standby's apply; the captures are released after
+   * the last chunk. */
+  void send_full_pipelined(uint64_t epoch, const LinkPtr &link, CaptureHeader h);
   void update_release();
   // engine.cc
   void record_pause(uint64_t ns);

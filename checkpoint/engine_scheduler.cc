@@ -230,6 +230,8 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
     h.fingerprint += t->cut_fingerprint(&valid);
     fp_valid &= valid;
   }
+  h.has_fingerprint = fp_valid;  // for each link, only from format 3 (below)
+  if (primary_link && primary_full && !joiner_link) return send_full_pipelined(epoch, primary_link, h);
   // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
   // does, the link is broken off (and reconnects) rather than sent a partial epoch.
   auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {
@@ -309,6 +311,58 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
       joiner->unacked_since_ns.store(mono_ns());
     });
     if (written) joiner->sent.store(epoch);
+  }
+}
+
+void Engine::send_full_pipelined(uint64_t epoch, const LinkPtr &link, CaptureHeader h) {
+  static auto &L = log::component("engine");
+  const auto &cap = gather_captures();
+  const size_t n = cap.size();
+  h.full = true;
+  h.format = link->format();
+  h.has_fingerprint = h.has_fingerprint && h.format >= kRecordFormatV3;
+  const uint64_t live = count_live(cap.data(), n);
+  const size_t chunks = full_sync_chunks(n, h);
+  {
+    std::lock_guard<std::mutex> g(lag_mu_);
+    if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
+    unacked_bytes_.emplace_back(epoch, 0);
+  }
+  link->full_epoch.store(epoch);
+  link->full_records.store(n);
+  stats_.full_syncs++;
+  stats_.full_sync_records += n;
+  stats_.last_full_sync_records = n;
+  L.info("full sync to the standby at {} started: epoch {}, {} records in {} messages", link->addr(), epoch, n, chunks);
+  uint64_t bytes = 0;  // written so far (write_made counts each chunk before on_chunk)
+  const bool written = link->write_made(
+      chunks,
+      [&](size_t c, v1::SyncMessage *m) {
+        const Status st = encode_full_chunk(cap.data(), n, h, live, c, m);
+        if (!st.ok()) L.error("epoch {} for {}: {}", epoch, link->addr(), st.str());
+        return st.ok();
+      },
+      [&](double p) {
+        progress_.store(p);
+        // A standby that keeps taking chunks is alive (see send_captures); the lag counts
+        // what was written so far.
+        std::lock_guard<std::mutex> g(lag_mu_);
+        oldest_unacked_ = Clock::now();
+        for (auto &e : unacked_bytes_)
+          if (e.first == epoch) e.second = bytes;
+      },
+      &bytes);
+  release_captures();
+  {
+    std::lock_guard<std::mutex> g(lag_mu_);
+    for (auto &e : unacked_bytes_)
+      if (e.first == epoch) e.second = bytes;
+  }
+  if (written) {
+    sent_.store(epoch);
+    link->sent.store(epoch);
+    stats_.records_sent += n;
+    stats_.bytes_sent += bytes;
   }
 }
 

@@ -67,6 +67,27 @@ bool SyncLink::write(const std::vector<v1::SyncMessage> &msgs, const std::functi
   return true;
 }
 
+bool SyncLink::write_made(size_t count, const std::function<bool(size_t i, v1::SyncMessage *msg)> &make,
+                          const std::function<void(double progress)> &on_chunk, uint64_t *bytes) {
+  std::lock_guard<std::mutex> w(write_mu_);
+  v1::SyncMessage m;
+  *bytes = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (broken_.load()) return false;
+    if (!make(i, &m)) {
+      break_off();
+      return false;
+    }
+    if (!stream_->Write(m)) {
+      broken_.store(true);  // as in write(): the call is over, its status still to read
+      return false;
+    }
+    *bytes += m.ByteSizeLong();
+    on_chunk(0.99 * double(i + 1) / double(count));
+  }
+  return true;
+}
+
 std::string SyncLink::finish() {
   /* A stream the standby ended has its status (a refused epoch says why: a gap, a corrupt
    * batch, a diverged table); a cancel from here would replace it with CANCELLED. */

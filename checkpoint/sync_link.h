@@ -48,6 +48,11 @@ class SyncLink {
    * cancelled). For a full sync in several chunks, on_chunk(progress) after each one, with
    * progress in (0, 0.99]: the far end took it, so it is alive. */
   bool write(const std::vector<v1::SyncMessage> &msgs, const std::function<void(double progress)> &on_chunk);
+  /* As write, for count messages made one at a time by make(i, &msg) just before each is
+   * written (false from make: stop, the link is broken off), so that making the next one
+   * overlaps the far end's reading of the last. *bytes: what was written. */
+  bool write_made(size_t count, const std::function<bool(size_t i, v1::SyncMessage *msg)> &make,
+                  const std::function<void(double progress)> &on_chunk, uint64_t *bytes);
   // Breaks and cancels the stream, then collects how it ended: "stream closed" or gRPC's reason.
   std::string finish();
   // Cancels the stream; its reader sees it end (any thread).

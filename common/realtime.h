@@ -76,15 +76,14 @@ class NormalPriority {
   sched_param saved_{};
 };
 
-/* For a scope (a gRPC handler's pooled thread, for one stream): the thread off avoid_cpus
- * (the workers' cores; whatever its priority: a thread woken by a worker is otherwise placed
- * on the worker's core), and real-time when `realtime`; then back as it was. */
+/* For a scope (a gRPC handler's pooled thread, for one stream): real-time when `realtime`
+ * (and permitted), and then off avoid_cpus (the workers' cores); then back as it was. */
 class RealtimeScope {
  public:
   RealtimeScope(bool realtime, int priority, const std::vector<int> &avoid_cpus = {})
       : on_(realtime && !thread_is_realtime() && make_thread_realtime(priority)) {
     CPU_ZERO(&saved_);
-    moved_ = pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0 && keep_thread_off_cpus(avoid_cpus);
+    if (on_) moved_ = pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0 && keep_thread_off_cpus(avoid_cpus);
   }
   ~RealtimeScope() {
     if (on_) {

@@ -45,6 +45,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -667,23 +668,27 @@ void measure_divergence(Bench &b, ck::Engine &engine, const std::string &damage)
   uint64_t at = 0;
   {
     std::lock_guard<std::mutex> g(b.standby->table_mutex());
-    /* corrupted_record: the idlest flow, the one the next epoch is least likely to rewrite.
-     * bit_flip: the freshest, the one least likely to expire (and be deleted, healing the
-     * copy) before the scrub comes round to it; traffic alone does not rewrite a flow. */
-    const bool freshest = damage == "bit_flip";
-    int64_t slot = -1;
-    uint64_t best = freshest ? 0 : UINT64_MAX;
+    /* corrupted_record: the idlest flow, the one the next epoch is least likely to rewrite,
+     * through apply(). bit_flip: a bit in 8 flows picked at random, in memory: a flow the
+     * active rewrites or deletes before the scrub comes round to it heals (expiring churn
+     * flows do), and the first found counts. */
+    std::vector<uint32_t> used;
+    int64_t idlest = -1;
+    uint64_t oldest = UINT64_MAX;
     t.for_each([&](uint32_t i, const dp::FlowRecord &r) {
-      if (freshest ? r.last_seen_tsc > best : r.last_seen_tsc < best) best = r.last_seen_tsc, slot = i;
+      used.push_back(i);
+      if (r.last_seen_tsc < oldest) oldest = r.last_seen_tsc, idlest = i;
     });
-    if (slot < 0) die("divergence: the standby's table is empty");
+    if (used.empty()) die("divergence: the standby's table is empty");
     at = ap.table_epoch();
     if (damage == "corrupted_record") {
-      dp::FlowState st = t.record(uint32_t(slot)).st;
+      const uint32_t slot = uint32_t(idlest);
+      dp::FlowState st = t.record(slot).st;
       st.flags ^= dp::kFlowFinFromOutside;
-      if (t.apply(uint32_t(slot), &st, t.record(uint32_t(slot)).last_seen_tsc) != 0) die("divergence: apply failed");
+      if (t.apply(slot, &st, t.record(slot).last_seen_tsc) != 0) die("divergence: apply failed");
     } else {
-      t.record(uint32_t(slot)).st.tcp_win_log[1] ^= 0x10;
+      std::mt19937 rng{static_cast<uint32_t>(at)};
+      for (int k = 0; k < 8; k++) t.record(used[rng() % used.size()]).st.tcp_win_log[1] ^= 0x10;
     }
   }
   const auto t0 = std::chrono::steady_clock::now();

@@ -660,6 +660,43 @@ TEST(CaptureEncoder, FullSyncInChunks) {
   EXPECT_EQ(encoded_bytes(msgs), msgs[0].ByteSizeLong() + msgs[1].ByteSizeLong() + msgs[2].ByteSizeLong());
 }
 
+// The pipelined full sync makes the same messages one at a time: chunk c byte for byte as
+// encode_capture's c-th, for every chunk count, and refuses what encode_capture refuses.
+TEST(CaptureEncoder, OneChunkAtATimeIsTheSameFullSync) {
+  std::mt19937_64 rng(12);
+  const uint64_t now = 1'000 * kHz;
+  for (size_t n : {size_t(0), size_t(1), size_t(9), size_t(10), size_t(11), size_t(57)}) {
+    SCOPED_TRACE(n);
+    const auto slots = random_slots(rng, n, now);
+    CaptureHeader h;
+    h.epoch = 9;
+    h.full = true;
+    h.format = kRecordFormatV4;
+    h.chunk_records = 10;
+    h.now_tsc = now;
+    h.tsc_hz = kHz;
+    h.has_fingerprint = true;
+    h.fingerprint = 42;
+    std::vector<v1::SyncMessage> all;
+    ASSERT_TRUE(encode_capture(slots.data(), n, h, &all).ok());
+    ASSERT_EQ(full_sync_chunks(n, h), all.size());
+    const uint64_t live = count_live(slots.data(), n);
+    for (size_t c = 0; c < all.size(); c++) {
+      v1::SyncMessage one;
+      ASSERT_TRUE(encode_full_chunk(slots.data(), n, h, live, c, &one).ok());
+      EXPECT_EQ(one.SerializeAsString(), all[c].SerializeAsString()) << "chunk " << c;
+    }
+    v1::SyncMessage past;
+    EXPECT_EQ(encode_full_chunk(slots.data(), n, h, live, all.size(), &past).code(), Code::INVALID_ARGUMENT);
+  }
+  dp::CapturedSlot c{};
+  CaptureHeader bad;
+  bad.full = true;
+  bad.format = 5;
+  v1::SyncMessage m;
+  EXPECT_EQ(encode_full_chunk(&c, 1, bad, 0, 0, &m).code(), Code::INVALID_ARGUMENT);
+}
+
 TEST(CaptureEncoder, IncrementalIsOneMessageOfBatches) {
   std::mt19937_64 rng(12);
   const auto slots = random_slots(rng, 25, kHz);
