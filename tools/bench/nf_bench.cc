@@ -668,26 +668,22 @@ void measure_divergence(Bench &b, ck::Engine &engine, const std::string &damage)
   uint64_t at = 0;
   {
     std::lock_guard<std::mutex> g(b.standby->table_mutex());
-    /* corrupted_record: the idlest flow, the one the next epoch is least likely to rewrite,
-     * through apply(). bit_flip: a bit in 8 flows picked at random, in memory: a flow the
-     * active rewrites or deletes before the scrub comes round to it heals (expiring churn
-     * flows do), and the first found counts. */
+    /* Flows picked at random: the next epoch is unlikely to rewrite one (which heals its copy
+     * before anything can find it; the idlest flow is the worst pick, an expiring churn flow
+     * whose deletion is next). corrupted_record: one flow's state through apply(), which the
+     * kept fingerprint sees at the next epoch. bit_flip: a bit in 8 flows in memory, which
+     * only the scrub sees; the first found counts. */
     std::vector<uint32_t> used;
-    int64_t idlest = -1;
-    uint64_t oldest = UINT64_MAX;
-    t.for_each([&](uint32_t i, const dp::FlowRecord &r) {
-      used.push_back(i);
-      if (r.last_seen_tsc < oldest) oldest = r.last_seen_tsc, idlest = i;
-    });
+    t.for_each([&](uint32_t i, const dp::FlowRecord &) { used.push_back(i); });
     if (used.empty()) die("divergence: the standby's table is empty");
     at = ap.table_epoch();
+    std::mt19937 rng{static_cast<uint32_t>(at)};
     if (damage == "corrupted_record") {
-      const uint32_t slot = uint32_t(idlest);
+      const uint32_t slot = used[rng() % used.size()];
       dp::FlowState st = t.record(slot).st;
       st.flags ^= dp::kFlowFinFromOutside;
       if (t.apply(slot, &st, t.record(slot).last_seen_tsc) != 0) die("divergence: apply failed");
     } else {
-      std::mt19937 rng{static_cast<uint32_t>(at)};
       for (int k = 0; k < 8; k++) t.record(used[rng() % used.size()]).st.tcp_win_log[1] ^= 0x10;
     }
   }
