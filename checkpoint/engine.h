@@ -181,7 +181,8 @@ class Engine {
   /* A full sync to the standby alone (no joiner): each chunk encoded just before it is
    * written, so that encoding overlaps the standby's apply; the captures are released after
    * the last chunk. */
-  void send_full_pipelined(uint64_t epoch, const LinkPtr &link, CaptureHeader h);
+  void send_full_pipelined(uint64_t epoch, const LinkPtr &link, const std::vector<dp::CapturedSlot> &cap,
+                           CaptureHeader h);
   void update_release();
   // engine.cc
   void record_pause(uint64_t ns);

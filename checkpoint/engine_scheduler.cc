@@ -231,7 +231,7 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
     fp_valid &= valid;
   }
   h.has_fingerprint = fp_valid;  // for each link, only from format 3 (below)
-  if (primary_link && primary_full && !joiner_link) return send_full_pipelined(epoch, primary_link, h);
+  if (primary_link && primary_full && !joiner_link) return send_full_pipelined(epoch, primary_link, cap, h);
   // Each link's format passed format_supported() at hello, so this cannot fail; if it ever
   // does, the link is broken off (and reconnects) rather than sent a partial epoch.
   auto encode = [&](const LinkPtr &link, bool full, std::vector<v1::SyncMessage> *out) -> LinkPtr {
@@ -314,9 +314,9 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   }
 }
 
-void Engine::send_full_pipelined(uint64_t epoch, const LinkPtr &link, CaptureHeader h) {
+void Engine::send_full_pipelined(uint64_t epoch, const LinkPtr &link, const std::vector<dp::CapturedSlot> &cap,
+                                 CaptureHeader h) {
   static auto &L = log::component("engine");
-  const auto &cap = gather_captures();
   const size_t n = cap.size();
   h.full = true;
   h.format = link->format();
