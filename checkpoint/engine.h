@@ -183,6 +183,12 @@ class Engine {
    * the last chunk. */
   void send_full_pipelined(uint64_t epoch, const LinkPtr &link, const std::vector<dp::CapturedSlot> &cap,
                            CaptureHeader h);
+  /* The standby's stream, for both: epoch goes on it now (its lag counts from here; a full
+   * sync is counted and said); a full sync's chunk was taken, with bytes written so far (a
+   * standby that keeps taking chunks is alive); all of it was written. */
+  void primary_sending(uint64_t epoch, SyncLink &link, bool full, size_t records, size_t messages, uint64_t bytes);
+  void primary_chunk_taken(uint64_t epoch, double progress, uint64_t bytes);
+  void primary_sent(uint64_t epoch, SyncLink &link, size_t records, uint64_t bytes);
   void update_release();
   // engine.cc
   void record_pause(uint64_t ns);

@@ -263,28 +263,11 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
   if (timed) timing_.record(CommitStage::ENCODE, uint64_t(send_start_ns - encode_start_ns));
   if (primary) {
     const uint64_t bytes = encoded_bytes(pm);
-    {
-      std::lock_guard<std::mutex> g(lag_mu_);
-      if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
-      unacked_bytes_.emplace_back(epoch, bytes);
-    }
-    if (primary_full) {
-      primary->full_epoch.store(epoch);
-      primary->full_records.store(n);
-      stats_.full_syncs++;
-      stats_.full_sync_records += n;
-      stats_.last_full_sync_records = n;
-      L.info("full sync to the standby at {} started: epoch {}, {} records in {} messages", primary->addr(), epoch,
-             n, pm.size());
-    }
-    // A standby that keeps taking chunks (gRPC flow control lets a write finish only as it
-    // reads) is alive: the acknowledgement deadline runs from its last chunk, not from the
-    // start of a full sync that can outlast ack_timeout on a large table.
-    const bool written = primary->write(pm, [this](double p) {
-      progress_.store(p);
-      std::lock_guard<std::mutex> g(lag_mu_);
-      oldest_unacked_ = Clock::now();
-    });
+    primary_sending(epoch, *primary, primary_full, n, pm.size(), bytes);
+    // gRPC flow control lets a write finish only as the standby reads: the acknowledgement
+    // deadline runs from its last chunk, not from the start of a full sync that can outlast
+    // ack_timeout on a large table.
+    const bool written = primary->write(pm, [&](double p) { primary_chunk_taken(epoch, p, bytes); });
     if (written) {
       if (timed) {
         const int64_t now = mono_ns();
@@ -292,10 +275,7 @@ void Engine::send_captures(uint64_t epoch, const LinkPtr &primary_link, bool pri
         std::lock_guard<std::mutex> g(lag_mu_);
         in_flight_[epoch % kInFlight] = {epoch, now};
       }
-      sent_.store(epoch);
-      primary->sent.store(epoch);
-      stats_.records_sent += n;
-      stats_.bytes_sent += bytes;
+      primary_sent(epoch, *primary, n, bytes);
     }
   }
   if (joiner) {
@@ -323,17 +303,7 @@ void Engine::send_full_pipelined(uint64_t epoch, const LinkPtr &link, const std:
   h.has_fingerprint = h.has_fingerprint && h.format >= kRecordFormatV3;
   const uint64_t live = count_live(cap.data(), n);
   const size_t chunks = full_sync_chunks(n, h);
-  {
-    std::lock_guard<std::mutex> g(lag_mu_);
-    if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
-    unacked_bytes_.emplace_back(epoch, 0);
-  }
-  link->full_epoch.store(epoch);
-  link->full_records.store(n);
-  stats_.full_syncs++;
-  stats_.full_sync_records += n;
-  stats_.last_full_sync_records = n;
-  L.info("full sync to the standby at {} started: epoch {}, {} records in {} messages", link->addr(), epoch, n, chunks);
+  primary_sending(epoch, *link, true, n, chunks, 0);
   uint64_t bytes = 0;  // written so far (write_made counts each chunk before on_chunk)
   const bool written = link->write_made(
       chunks,
@@ -342,28 +312,43 @@ void Engine::send_full_pipelined(uint64_t epoch, const LinkPtr &link, const std:
         if (!st.ok()) L.error("epoch {} for {}: {}", epoch, link->addr(), st.str());
         return st.ok();
       },
-      [&](double p) {
-        progress_.store(p);
-        // A standby that keeps taking chunks is alive (see send_captures); the lag counts
-        // what was written so far.
-        std::lock_guard<std::mutex> g(lag_mu_);
-        oldest_unacked_ = Clock::now();
-        for (auto &e : unacked_bytes_)
-          if (e.first == epoch) e.second = bytes;
-      },
-      &bytes);
+      [&](double p) { primary_chunk_taken(epoch, p, bytes); }, &bytes);
   release_captures();
+  primary_chunk_taken(epoch, progress_.load(), bytes);
+  if (written) primary_sent(epoch, *link, n, bytes);
+}
+
+void Engine::primary_sending(uint64_t epoch, SyncLink &link, bool full, size_t records, size_t messages,
+                             uint64_t bytes) {
+  static auto &L = log::component("engine");
   {
     std::lock_guard<std::mutex> g(lag_mu_);
-    for (auto &e : unacked_bytes_)
-      if (e.first == epoch) e.second = bytes;
+    if (unacked_bytes_.empty()) oldest_unacked_ = Clock::now();
+    unacked_bytes_.emplace_back(epoch, bytes);
   }
-  if (written) {
-    sent_.store(epoch);
-    link->sent.store(epoch);
-    stats_.records_sent += n;
-    stats_.bytes_sent += bytes;
-  }
+  if (!full) return;
+  link.full_epoch.store(epoch);
+  link.full_records.store(records);
+  stats_.full_syncs++;
+  stats_.full_sync_records += records;
+  stats_.last_full_sync_records = records;
+  L.info("full sync to the standby at {} started: epoch {}, {} records in {} messages", link.addr(), epoch, records,
+         messages);
+}
+
+void Engine::primary_chunk_taken(uint64_t epoch, double progress, uint64_t bytes) {
+  progress_.store(progress);
+  std::lock_guard<std::mutex> g(lag_mu_);
+  oldest_unacked_ = Clock::now();
+  for (auto &e : unacked_bytes_)
+    if (e.first == epoch) e.second = bytes;
+}
+
+void Engine::primary_sent(uint64_t epoch, SyncLink &link, size_t records, uint64_t bytes) {
+  sent_.store(epoch);
+  link.sent.store(epoch);
+  stats_.records_sent += records;
+  stats_.bytes_sent += bytes;
 }
 
 // Strict mode: output waits for acknowledged state, unless nobody can acknowledge it and the

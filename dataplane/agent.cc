@@ -38,8 +38,15 @@ void InterfaceAgent::wait_hold_signal(uint32_t seen, std::chrono::nanoseconds ti
   timespec ts{};
   ts.tv_sec = time_t(timeout.count() / 1000000000);
   ts.tv_nsec = long(timeout.count() % 1000000000);
-  // Returns at once if the word is no longer `seen`; EINTR and ETIMEDOUT alike end the wait.
-  syscall(SYS_futex, &hold_signal_, FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
+  /* Say so before looking (both sides sequentially consistent, as in Dekker's): either the
+   * worker's bump comes first and the look below sees it, or the worker sees the waiter and
+   * wakes it. The futex checks the word again itself, so a bump between the look and the wait
+   * ends the wait at once. */
+  hold_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  if (hold_signal_.load(std::memory_order_seq_cst) == seen)
+    // EINTR, EAGAIN and ETIMEDOUT alike end the wait.
+    syscall(SYS_futex, &hold_signal_, FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
+  hold_waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 uint64_t InterfaceAgent::newest_held_ns() const {
@@ -163,8 +170,12 @@ void InterfaceAgent::tx_hold(unsigned worker, uint16_t port, rte_mbuf *m, uint64
     const uint32_t cut = cut_seq_.load(std::memory_order_relaxed);
     if (ws.signalled_cut != cut) {
       ws.signalled_cut = cut;
-      hold_signal_.fetch_add(1, std::memory_order_release);
-      syscall(SYS_futex, &hold_signal_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+      hold_signal_.fetch_add(1, std::memory_order_seq_cst);
+      // The system call only when the checkpoint thread sleeps on the word (wait_hold_signal).
+      if (hold_waiters_.load(std::memory_order_seq_cst) != 0) {
+        syscall(SYS_futex, &hold_signal_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+        hold_wakes_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     bump(wctr_[worker].held);
     wctr_[worker].held_now.store(ws.hold.size(), std::memory_order_relaxed);

@@ -127,13 +127,15 @@ class InterfaceAgent {
   // The newest packet held on any worker (clock_ns), 0 when none ever was.
   uint64_t newest_held_ns() const;
   /* Strict mode's wake-up for the checkpoint thread: the first packet a worker holds after
-   * a cut (mark_cut) bumps the hold signal and wakes a waiter (a futex wake: one system call
-   * per worker and epoch, never a wait). The checkpoint thread reads hold_signal(), then
+   * a cut (mark_cut) bumps the hold signal and, when the checkpoint thread is waiting on it,
+   * wakes it (a futex wake: at most one system call per worker and epoch, never a wait). The checkpoint thread reads hold_signal(), then
    * waits until it changes or timeout passes; so output that waits closes its epoch at
    * once, without the thread polling for it. */
   void mark_cut() { cut_seq_.fetch_add(1, std::memory_order_relaxed); }
   uint32_t hold_signal() const { return hold_signal_.load(std::memory_order_acquire); }
   void wait_hold_signal(uint32_t seen, std::chrono::nanoseconds timeout) const;
+  // Futex wakes the workers made (tests: none while nothing waits).
+  uint64_t hold_wakes() const { return hold_wakes_.load(std::memory_order_relaxed); }
   uint64_t acked_epoch() const { return acked_.load(std::memory_order_acquire); }
   void set_strict(bool on) { strict_.store(on, std::memory_order_release); }
   bool strict() const { return strict_.load(std::memory_order_relaxed); }
@@ -205,6 +207,8 @@ class InterfaceAgent {
   std::atomic<uint64_t> acked_at_ns_{0};  // clock_ns() when acked_ last changed
   alignas(64) std::atomic<uint32_t> cut_seq_{0};  // control side, with the workers parked
   alignas(64) mutable std::atomic<uint32_t> hold_signal_{0};  // futex word
+  mutable std::atomic<uint32_t> hold_waiters_{0};  // threads in wait_hold_signal
+  std::atomic<uint64_t> hold_wakes_{0};
   alignas(64) std::atomic<bool> quiesce_req_{false};
   std::atomic<uint64_t> quiesce_gen_{0};
   std::atomic<bool> stall_{false};

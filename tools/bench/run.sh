@@ -296,50 +296,49 @@ group_checkpoint() {
 import json, statistics, sys
 path, interval, realtime = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-by = {}
-for r in rows:
-    if r["name"].startswith("ckpt_phase_") and r["params"].get("mode") in ("relaxed", "strict") \
-            and "load" not in r["params"]:
-        by.setdefault((r["name"], r["params"]["flows"]), []).append(r["value"])
+
+def grouped(keep, key):
+    """The values of the rows keep() takes, by key(row), in key order."""
+    g = {}
+    for r in rows:
+        if keep(r):
+            g.setdefault(key(r), []).append(r["value"])
+    return sorted(g.items())
+
+def load_of(r):
+    return r["params"].get("load", "nf_saturated")
+
 out = []
 rate_hz = round(1e6 / interval)
-for (name, flows), v in sorted(by.items()):
-    p = {"flows": flows, "rate_hz": rate_hz}
-    if name == "ckpt_phase_pause_us_p50":
-        out.append({"name": "checkpoint_pause_us_p50", "value": round(statistics.median(v), 2), "unit": "us", "params": p})
-    elif name == "ckpt_phase_pause_us_p99":
-        out.append({"name": "checkpoint_pause_us_p99", "value": round(statistics.median(v), 2), "unit": "us", "params": p})
-    elif name == "ckpt_phase_pause_us_max":
-        out.append({"name": "checkpoint_pause_us_max", "value": round(max(v), 2), "unit": "us", "params": p})
-    elif name == "ckpt_phase_rate_hz":
-        out.append({"name": "checkpoint_rate_hz", "value": round(statistics.median(v), 1), "unit": "Hz", "params": p})
+headline = {"ckpt_phase_pause_us_p50": ("checkpoint_pause_us_p50", statistics.median, "us", 2),
+            "ckpt_phase_pause_us_p99": ("checkpoint_pause_us_p99", statistics.median, "us", 2),
+            "ckpt_phase_pause_us_max": ("checkpoint_pause_us_max", max, "us", 2),
+            "ckpt_phase_rate_hz": ("checkpoint_rate_hz", statistics.median, "Hz", 1)}
+for (name, flows), v in grouped(lambda r: r["name"] in headline and r["params"].get("mode") in ("relaxed", "strict")
+                                and "load" not in r["params"],
+                                lambda r: (r["name"], r["params"]["flows"])):
+    new_name, agg, unit, digits = headline[name]
+    out.append({"name": new_name, "value": round(agg(v), digits), "unit": unit,
+                "params": {"flows": flows, "rate_hz": rate_hz}})
 # Strict latency: the saturated runs (every flow count) and the NF-idle run apart.
-strict = {}
-for r in rows:
-    if r["name"] in ("ckpt_phase_strict_latency_us_p50", "ckpt_phase_strict_latency_us_p99"):
-        load = r["params"].get("load", "nf_saturated")
-        strict.setdefault((r["name"], load), []).append(r["value"])
-for (n, load), v in sorted(strict.items()):
+for (n, load), v in grouped(lambda r: r["name"] in ("ckpt_phase_strict_latency_us_p50",
+                                                     "ckpt_phase_strict_latency_us_p99"),
+                            lambda r: (r["name"], load_of(r))):
     out.append({"name": n.replace("ckpt_phase_strict_latency", "strict_added_latency"),
                 "value": round(statistics.median(v), 2), "unit": "us",
                 "params": {"packets": "held", "load": load,
                            "realtime": "on" if load == "nf_idle" else realtime}})
 # The commit path stage by stage (strict epochs): median over rounds and flow counts.
-stages = {}
-for r in rows:
-    if r["name"] in ("ckpt_phase_stage_us_p50", "ckpt_phase_stage_us_p99", "ckpt_phase_stage_us_mean"):
-        load = r["params"].get("load", "nf_saturated")
-        stages.setdefault((r["name"], load, r["params"]["stage"]), []).append(r["value"])
-for (n, load, stage), v in sorted(stages.items()):
+for (n, load, stage), v in grouped(lambda r: r["name"] in ("ckpt_phase_stage_us_p50", "ckpt_phase_stage_us_p99",
+                                                            "ckpt_phase_stage_us_mean"),
+                                   lambda r: (r["name"], load_of(r), r["params"]["stage"])):
     out.append({"name": n.replace("ckpt_phase_stage", "commit_stage"), "value": round(statistics.median(v), 2),
                 "unit": "us", "params": {"stage": stage, "mode": "strict", "load": load,
                                           "realtime": "on" if load == "nf_idle" else realtime}})
 # Divergence: the most epochs (and ms) any flow count took, per kind of damage.
-div = {}
-for r in rows:
-    if r["name"] in ("divergence_detect_epochs", "divergence_detect_ms") and "capacity" in r["params"]:
-        div.setdefault((r["name"], r["params"]["damage"]), []).append(r["value"])
-for (n, damage), v in sorted(div.items()):
+for (n, damage), v in grouped(lambda r: r["name"] in ("divergence_detect_epochs", "divergence_detect_ms")
+                              and "capacity" in r["params"],
+                              lambda r: (r["name"], r["params"]["damage"])):
     out.append({"name": n, "value": max(v), "unit": "epochs" if n.endswith("epochs") else "ms",
                 "params": {"damage": damage, "of": "max over flow counts"}})
 with open(path, "a") as fh:

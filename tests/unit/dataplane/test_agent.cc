@@ -234,7 +234,7 @@ TEST(Agent, StrictHoldsUntilAckedInOrder) {
 
 // Strict mode's wake-up: the first packet held after a cut bumps the hold signal and wakes a
 // waiting checkpoint thread; more held packets in the same cut do not; the next cut re-arms
-// it. The oldest and newest held stamps and the release lag follow the hold.
+// it; with nothing waiting, no wake-up is made (no system call on the worker). The oldest and newest held stamps and the release lag follow the hold.
 TEST(Agent, TheFirstHeldPacketAfterACutWakesTheCheckpointThread) {
   test::RingPort p0, p1;
   ASSERT_TRUE(p0.ok() && p1.ok());
@@ -260,6 +260,7 @@ TEST(Agent, TheFirstHeldPacketAfterACutWakesTheCheckpointThread) {
   waiter.join();
   EXPECT_TRUE(woke.load());
   EXPECT_EQ(agent.hold_signal(), s0 + 1);
+  EXPECT_EQ(agent.hold_wakes(), 1u);
   const uint64_t first = agent.oldest_held_ns();
   EXPECT_GE(first, before);
   agent.tx(0, 1, seq_pkt(2), 1);
@@ -273,6 +274,7 @@ TEST(Agent, TheFirstHeldPacketAfterACutWakesTheCheckpointThread) {
   agent.mark_cut();
   agent.tx(0, 1, seq_pkt(3), 2);
   EXPECT_EQ(agent.hold_signal(), s0 + 2) << "the next cut's first held packet did not signal";
+  EXPECT_EQ(agent.hold_wakes(), 1u) << "a wake-up was made with nothing waiting";
   // Released: the oldest stamp moves to what is still held, then clears; the lag is counted.
   agent.set_acked_epoch(1);
   agent.flush(0);
