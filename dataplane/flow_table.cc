@@ -661,6 +661,22 @@ int FlowTable::place(const FlowState &st, uint32_t prefer, uint64_t now_tsc) {
   return rc < 0 ? rc : static_cast<int>(slot);
 }
 
+void FlowTable::prefetch_apply(const FlowState &st, uint32_t slot) const {
+  if (slot < capacity_) {
+    rte_prefetch0(&records_[slot]);
+    rte_prefetch0(&applied_share_[slot]);
+  }
+  const FlowKey in = inside_key(st), out = outside_key(st);
+  rte_prefetch0(index_.bucket_of(index_.hash(&in)));
+  rte_prefetch0(index_.bucket_of(index_.hash(&out)));
+  const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
+  rte_prefetch0(by_map_.home_entry(index_.hash(&ek)));
+  if (st.flags & kFlowPortForward) return;
+  const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto), hk = host_key(st.in_ip);
+  rte_prefetch0(by_map_.home_entry(index_.hash(&ik)));
+  rte_prefetch0(host_.home_entry(index_.hash(&hk)));
+}
+
 void FlowTable::clear() {
   for (uint32_t i = 0; i < capacity_; i++)
     if (records_[i].st.flags & kFlowInUse) remove(i);

@@ -82,6 +82,9 @@ template <typename E, typename Hasher> class ProbeTable {
     used_--;
   }
 
+  // Where h's probe run starts: for a prefetch ahead of a find or claim.
+  const E *home_entry(uint32_t h) const { return &e_[home(h)]; }
+
   void clear() {
     for (uint32_t i = 0; i < n_; i++) e_[i] = E{};
     used_ = 0;
