@@ -165,12 +165,14 @@ inline FlowKey map_in_key(uint32_t in_ip, uint16_t in_port, uint8_t proto) {
 inline FlowKey endpoint_key(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
   return FlowKey{0, nat_ip, 0, nat_port, proto, 3, 0};
 }
-inline FlowKey toward_key(uint32_t ext_ip, uint32_t map) { return FlowKey{ext_ip, map, 0, 0, 0, 4, 0}; }
+inline FlowKey toward_key(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) {
+  return FlowKey{ext_ip, nat_ip, 0, nat_port, proto, 4, 0};
+}
 inline FlowKey host_key(uint32_t in_ip) { return FlowKey{in_ip, 0, 0, 0, 0, 5, 0}; }
 }  // namespace
 
 uint32_t FlowTable::TowardEntry::hash(const FlowIndex &ix) const {
-  const FlowKey k = toward_key(ext_ip, map);
+  const FlowKey k = toward_key(ext_ip, nat_ip, nat_port, proto);
   return ix.hash(&k);
 }
 
@@ -199,12 +201,12 @@ int32_t FlowTable::map_by_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t pr
   return e ? static_cast<int32_t>((e->val - 1) >> 1) : -1;
 }
 
-void FlowTable::count_toward(uint32_t ext_ip, uint32_t map, int delta) {
-  const FlowKey k = toward_key(ext_ip, map);
+void FlowTable::count_toward(const FlowState &st, int delta) {
+  const FlowKey k = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
   const uint32_t h = index_.hash(&k);
-  TowardEntry *e = toward_.find(h, [&](const TowardEntry &e) { return e.ext_ip == ext_ip && e.map == map; });
+  TowardEntry *e = toward_.find(h, [&](const TowardEntry &e) { return e.is(st.ext_ip, st.nat_ip, st.nat_port, st.proto); });
   if (delta > 0) {
-    if (e == nullptr) *(e = toward_.claim(h)) = TowardEntry{ext_ip, map, 0};
+    if (e == nullptr) *(e = toward_.claim(h)) = TowardEntry{st.ext_ip, st.nat_ip, st.nat_port, st.proto, 0, 0};
     e->flows++;
   } else if (e != nullptr && --e->flows == 0) {
     toward_.erase(e, index_);
@@ -266,11 +268,10 @@ uint32_t FlowTable::endpoint_flows(uint32_t nat_ip, uint16_t nat_port, uint8_t p
 }
 
 uint32_t FlowTable::flows_toward(uint32_t ext_ip, uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const {
-  const int32_t i = map_by_outside(nat_ip, nat_port, proto);
-  if (i < 0 || maps_[i].forward) return 0;
-  const FlowKey k = toward_key(ext_ip, static_cast<uint32_t>(i));
+  // Keyed by the mapping's outside endpoint: one probe. (A forwarded endpoint has none.)
+  const FlowKey k = toward_key(ext_ip, nat_ip, nat_port, proto);
   const TowardEntry *e = toward_.find(index_.hash(&k), [&](const TowardEntry &e) {
-    return e.ext_ip == ext_ip && e.map == static_cast<uint32_t>(i);
+    return e.is(ext_ip, nat_ip, nat_port, proto);
   });
   return e ? e->flows : 0;
 }
@@ -346,7 +347,7 @@ int FlowTable::index_add(const FlowState &st) {
   m.flows++;
   if (!m.forward) {
     if (m.flows == 1) map_event(m, true);
-    count_toward(st.ext_ip, static_cast<uint32_t>(idx), +1);
+    count_toward(st, +1);
     count_host(st.in_ip, +1);
   }
   return 0;
@@ -359,7 +360,7 @@ void FlowTable::index_del(const FlowState &st) {
   if (idx < 0) return;
   Mapping &m = maps_[idx];
   if (!m.forward) {
-    count_toward(st.ext_ip, static_cast<uint32_t>(idx), -1);
+    count_toward(st, -1);
     count_host(st.in_ip, -1);
   }
   if (--m.flows > 0) return;
@@ -672,9 +673,11 @@ void FlowTable::prefetch_apply(const FlowState &st, uint32_t slot) const {
   const FlowKey ek = endpoint_key(st.nat_ip, st.nat_port, st.proto);
   rte_prefetch0(by_map_.home_entry(index_.hash(&ek)));
   if (st.flags & kFlowPortForward) return;
-  const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto), hk = host_key(st.in_ip);
+  const FlowKey ik = map_in_key(st.in_ip, st.in_port, st.proto), hk = host_key(st.in_ip),
+                tk = toward_key(st.ext_ip, st.nat_ip, st.nat_port, st.proto);
   rte_prefetch0(by_map_.home_entry(index_.hash(&ik)));
   rte_prefetch0(host_.home_entry(index_.hash(&hk)));
+  rte_prefetch0(toward_.home_entry(index_.hash(&tk)));
 }
 
 void FlowTable::clear() {

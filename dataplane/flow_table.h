@@ -377,7 +377,7 @@ class FlowTable {
   // The entry of a mapping by its inside endpoint, of an outside endpoint, or -1.
   int32_t map_by_inside(uint32_t in_ip, uint16_t in_port, uint8_t proto) const;
   int32_t map_by_outside(uint32_t nat_ip, uint16_t nat_port, uint8_t proto) const;
-  void count_toward(uint32_t ext_ip, uint32_t map, int delta);
+  void count_toward(const FlowState &st, int delta);
   void count_host(uint32_t in_ip, int delta);
 
   /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
@@ -408,7 +408,7 @@ class FlowTable {
    * endpoint in use: a mapping, or a port-forwarded endpoint (Mapping::forward). by_map_
    * finds an entry by its inside endpoint (mappings only) and by its outside endpoint: the
    * key's hash and (entry << 1 | outside) + 1, verified against maps_. toward_ counts the
-   * flows of a mapping toward a remote address (address-dependent filtering), host_ the
+   * flows of a mapping (by its outside endpoint) toward a remote address (address-dependent filtering), host_ the
    * mapped flows of a LAN host. Each is sized for the most entries it can need (one per flow
    * slot; by_map_ two), so none ever refuses an insert. Keys hash with index_'s secret. */
   struct MapEntry {
@@ -417,11 +417,19 @@ class FlowTable {
     bool empty() const { return val == 0; }
     uint32_t hash(const FlowIndex &) const { return sig; }
   };
+  // Keyed by the remote address and the mapping's outside endpoint (which names the
+  // mapping), so that its place is known from a flow's state alone (prefetch_apply).
   struct TowardEntry {
     uint32_t ext_ip;
-    uint32_t map;
+    uint32_t nat_ip;
+    uint16_t nat_port;
+    uint8_t proto;
+    uint8_t reserved;
     uint32_t flows;
     bool empty() const { return flows == 0; }
+    bool is(uint32_t e, uint32_t n, uint16_t p, uint8_t pr) const {
+      return ext_ip == e && nat_ip == n && nat_port == p && proto == pr;
+    }
     uint32_t hash(const FlowIndex &ix) const;
   };
   struct HostEntry {
