@@ -597,6 +597,13 @@ uint32_t FlowTable::capture_step(uint32_t budget) {
   return end - stop;
 }
 
+void FlowTable::prepare_capture(size_t n) {
+  if (capture_held_ || capture_buf_.capacity() >= n) return;
+  capture_buf_.clear();
+  capture_buf_.resize(n);  // writes every page now (value-initialised slots)
+  capture_buf_.clear();    // the room stays
+}
+
 void FlowTable::capture_release() {
   capture_held_ = false;
   /* A large capture (a full sync) does not keep its buffer: beyond 1/16 of the capacity

@@ -295,6 +295,10 @@ class FlowTable {
    * copy, kept in O(1) per applied record with each slot's share (the table mutex's
    * holder). Meaningless on an active, whose worker writes records directly. */
   uint64_t applied_fingerprint() const { return applied_fp_; }
+  /* Control side, between captures (none held): makes the capture buffer's room for n slots
+   * ready, its memory touched, so that a large capture (a full sync) does not take its page
+   * faults on the worker while it copies. flip_epoch reserves what it needs anyway. */
+  void prepare_capture(size_t n);
   // Control side: hands the capture buffer back; required before the next flip.
   void capture_release();
   // A capture is taken and not yet released (flip_epoch would refuse): control side.
