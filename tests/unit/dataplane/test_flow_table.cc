@@ -457,6 +457,25 @@ TEST(FlowTable, FullCaptureHoldsEveryInUseSlotAtTheCut) {
   t->capture_release();
 }
 
+// The room prepare_capture makes is the room the full capture copies into: the worker never
+// reallocates (nor faults in) the buffer; while a capture is held it changes nothing.
+TEST(FlowTable, APreparedCaptureBufferIsTheOneTheFullCaptureFills) {
+  auto t = make_table(256);
+  ASSERT_TRUE(t);
+  for (uint32_t i = 0; i < 100; i++) ASSERT_GE(t->insert(flow(i), 1), 0);
+  t->prepare_capture(150);
+  EXPECT_GE(t->captured().capacity(), 150u);
+  EXPECT_TRUE(t->captured().empty());
+  const CapturedSlot *room = t->captured().data();
+  ASSERT_GE(t->flip_epoch(true, CaptureKind::FULL), 0);
+  t->prepare_capture(4096);  // held: no effect
+  EXPECT_LT(t->captured().capacity(), 4096u);
+  finish_capture(*t, 16);
+  EXPECT_EQ(t->captured().size(), 100u);
+  EXPECT_EQ(t->captured().data(), room) << "the capture reallocated its buffer";
+  t->capture_release();
+}
+
 /* Upgrade join: one capture serves a joiner's full sync and the in-sync standby's epoch.
  * FULL_AND_DELETIONS holds every in-use slot at the cut plus the slots freed in the captured
  * epoch (as deletions), and nothing freed earlier. */
