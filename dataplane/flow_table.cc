@@ -688,8 +688,24 @@ void FlowTable::prefetch_apply(const FlowState &st, uint32_t slot) const {
 }
 
 void FlowTable::clear() {
-  for (uint32_t i = 0; i < capacity_; i++)
-    if (records_[i].st.flags & kFlowInUse) remove(i);
+  // Flow by flow (the shared port pool, the budget and the mapping events see each go), with
+  // each one's lines prefetched kAhead flows before its removal, as the standby's apply does.
+  constexpr unsigned kAhead = 8;
+  uint32_t ring[kAhead], scan = 0;
+  unsigned head = 0, n = 0;
+  const auto refill = [&] {
+    for (; n < kAhead && scan < capacity_; scan++) {
+      if (!(records_[scan].st.flags & kFlowInUse)) continue;
+      prefetch_apply(records_[scan].st, scan);
+      ring[(head + n++) % kAhead] = scan;
+    }
+  };
+  for (refill(); n > 0; refill()) {
+    const uint32_t slot = ring[head];
+    head = (head + 1) % kAhead;
+    n--;
+    remove(slot);
+  }
   applied_fp_ = 0;
   cut_fp_valid_ = false;
   std::fill(applied_share_.get(), applied_share_.get() + capacity_, 0u);
