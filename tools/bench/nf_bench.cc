@@ -851,6 +851,11 @@ PhaseResult run_phase(Bench &b, const std::string &mode, unsigned round, bool *f
                        " drops\n",
                mode.c_str(), round, fmt_list(rates).c_str(), r.mpps, b.nf->counters().flows_created.load() - created0,
                drops_total(*b.nf) - drops0);
+  // With churn and no flow created, nothing changed: the phase measured no replication at all
+  // (the churn keys wrapped before their flows expired: a --udp-timeout too long for the rate).
+  if (b.opt.churn_every && b.nf->counters().flows_created.load() == created0)
+    die(mode + " round " + std::to_string(round) + ": the churn created no flows at " + std::to_string(r.mpps) +
+        " Mpps (its " + std::to_string(kChurnKeys) + " keys wrapped within --udp-timeout); shorten --udp-timeout");
   if (engine) {
     std::vector<double> us;
     for (uint64_t ns : pauses) us.push_back(double(ns) / 1000.0);

@@ -39,6 +39,7 @@ emit() {
 # ------------------------------------------------------------------ dataplane (issue 2)
 
 NF_BENCH=$build/tools/bench/nf_bench
+GRPC_RTT=$build/tools/bench/grpc_rtt
 TESTPMD=${TESTPMD:-/usr/bin/dpdk-testpmd}
 DP_FLOWS=${DP_FLOWS:-"1000 100000 1000000"}
 DP_PROTOS=${DP_PROTOS:-"udp tcp"}
@@ -245,8 +246,9 @@ CK_SECONDS=${CK_SECONDS:-4}            # measured 1-second windows per phase
 CK_CHURN_EVERY=${CK_CHURN_EVERY:-500}  # 1 in N packets opens a new flow
 CK_INTERVAL_US=${CK_INTERVAL_US:-1000} # 1,000 checkpoints per second
 # Churn flows expire after this; shorter than the time the 180k churn keys take to wrap
-# (10k new flows/s at 5 Mpps), so every interval keeps opening new flows.
-CK_UDP_TIMEOUT=${CK_UDP_TIMEOUT:-6}
+# (4.5 s at 20 Mpps, 40k new flows a second), so every interval keeps opening new flows. (At
+# 6 s a 100k run at 19 Mpps wrapped them: no new flows, no checkpoints; nf_bench now stops.)
+CK_UDP_TIMEOUT=${CK_UDP_TIMEOUT:-4}
 # The saturated runs: the generator takes one CPU flat out and the worker the other, so the
 # commit path's threads share the generator's. Real-time there starves the packet source (the
 # NF's rate falls with it, not because of it): these runs keep the commit path at normal
@@ -258,6 +260,7 @@ CK_REALTIME=${CK_REALTIME:-off}
 CK_IDLE_PPS=${CK_IDLE_PPS:-100000}
 CK_IDLE_CHURN=${CK_IDLE_CHURN:-50}
 CK_IDLE_FLOWS=${CK_IDLE_FLOWS:-"10000 1000000"}
+CK_RTT_TRIPS=${CK_RTT_TRIPS:-20000}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
 # (ratios within a round), a real engine replicating to a loopback Sync server.
@@ -296,6 +299,13 @@ group_checkpoint() {
     cat "$out/ckpt-idle-$f.jsonl" >>"$results"
     grep -E 'round|full sync' "$out/ckpt-idle-$f.log" | sed 's/^/  /' >&2
   done
+  # The floor under strict mode's ack: gRPC's own round trip on a loopback Sync stream, by
+  # how the stream is driven (synchronous API, asynchronous with blocking or polling queues).
+  log "checkpoint: grpc_rtt, $CK_RTT_TRIPS round trips per way of driving the stream"
+  "$GRPC_RTT" "$CK_RTT_TRIPS" >"$out/grpc-rtt.jsonl" 2>"$out/grpc-rtt.log" || {
+    log "grpc_rtt failed:"; cat "$out/grpc-rtt.log" >&2; return 1; }
+  cat "$out/grpc-rtt.jsonl" >>"$results"
+  sed 's/^/  /' "$out/grpc-rtt.log" >&2
   # Headline names: pause percentiles over every replicated phase of a flow count (median of
   # the phases' p50/p99, max of maxima), strict latency likewise.
   "$PY" - "$results" "$CK_INTERVAL_US" "$CK_REALTIME" <<'PY'
