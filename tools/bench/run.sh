@@ -260,6 +260,10 @@ CK_REALTIME=${CK_REALTIME:-off}
 CK_IDLE_PPS=${CK_IDLE_PPS:-100000}
 CK_IDLE_CHURN=${CK_IDLE_CHURN:-50}
 CK_IDLE_FLOWS=${CK_IDLE_FLOWS:-"10000 1000000"}
+# Their UDP timeout: longer than the paced generator takes to come back to a flow (10 s for
+# 1M flows at 100,000 pps), or the base flows themselves expire and the run measures a table
+# emptying (at 4 s, 1M fell to 450k: 180,000 records a second and 13 us pauses).
+CK_IDLE_UDP_TIMEOUT=${CK_IDLE_UDP_TIMEOUT:-60}
 CK_RTT_TRIPS=${CK_RTT_TRIPS:-20000}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
@@ -290,7 +294,7 @@ group_checkpoint() {
     "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_idle_$f" -l 0,1 -- \
       --flows "$f" --replication relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
       --gen-pps "$CK_IDLE_PPS" --churn-every "$CK_IDLE_CHURN" --ckpt-interval-us "$CK_INTERVAL_US" \
-      --udp-timeout "$CK_UDP_TIMEOUT" --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime on \
+      --udp-timeout "$CK_IDLE_UDP_TIMEOUT" --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime on \
       >"$out/ckpt-idle-$f.jsonl" 2>"$out/ckpt-idle-$f.log" || rc=$?
     rundir_cleanup "ftpb_ck_$$_idle_$f"
     if [ "$rc" != 0 ]; then
