@@ -255,15 +255,17 @@ CK_UDP_TIMEOUT=${CK_UDP_TIMEOUT:-4}
 # priority. The nf_idle run below measures the commit path with its real-time threads.
 CK_REALTIME=${CK_REALTIME:-off}
 # The replication-only runs (params load=nf_idle): CK_IDLE_FLOWS flows, relaxed and strict,
-# the generator paced at CK_IDLE_PPS with 1 in CK_IDLE_CHURN packets opening a flow (2,000
+# the generator paced at CK_IDLE_PPS with 1 in CK_IDLE_CHURN packets opening a flow (1,000
 # held packets a second), sleeping between bursts, so the commit path has a CPU of its own.
 CK_IDLE_PPS=${CK_IDLE_PPS:-100000}
-CK_IDLE_CHURN=${CK_IDLE_CHURN:-50}
+CK_IDLE_CHURN=${CK_IDLE_CHURN:-100}
 CK_IDLE_FLOWS=${CK_IDLE_FLOWS:-"10000 1000000"}
 # Their UDP timeout: longer than the paced generator takes to come back to a flow (10 s for
 # 1M flows at 100,000 pps), or the base flows themselves expire and the run measures a table
-# emptying (at 4 s, 1M fell to 450k: 180,000 records a second and 13 us pauses).
-CK_IDLE_UDP_TIMEOUT=${CK_IDLE_UDP_TIMEOUT:-60}
+# emptying (at 4 s, 1M fell to 450k: 180,000 records a second and 13 us pauses); short enough
+# that the churn's live flows (1,000 a second) fit the NAT ports 1M flows leave free (at 60 s
+# and 2,000 a second they ran out after 20,000).
+CK_IDLE_UDP_TIMEOUT=${CK_IDLE_UDP_TIMEOUT:-15}
 CK_RTT_TRIPS=${CK_RTT_TRIPS:-20000}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
