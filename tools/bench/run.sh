@@ -270,40 +270,37 @@ CK_RTT_TRIPS=${CK_RTT_TRIPS:-20000}
 
 # nf_bench --replication: per flow count, rounds of off/relaxed/strict phases in one process
 # (ratios within a round), a real engine replicating to a loopback Sync server.
+# One nf_bench --replication run named NAME (its prefix and log), the rest of the arguments
+# after `--`: its lines appended to the results, its log's lines matching PATTERN shown.
+ck_nf_bench() {
+  local name=$1 pattern=$2 rc=0
+  shift 2
+  "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_$name" -l 0,1 -- "$@" \
+    --ckpt-interval-us "$CK_INTERVAL_US" --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
+    --gen-seconds 0 --inline-seconds 0 --sync-packets 0 \
+    >"$out/ckpt-$name.jsonl" 2>"$out/ckpt-$name.log" || rc=$?
+  rundir_cleanup "ftpb_ck_$$_$name"
+  if [ "$rc" != 0 ]; then
+    log "nf_bench --replication ($name) failed:"; cat "$out/ckpt-$name.log" >&2; return 1
+  fi
+  cat "$out/ckpt-$name.jsonl" >>"$results"
+  grep -E "$pattern" "$out/ckpt-$name.log" | sed 's/^/  /' >&2
+}
+
 group_checkpoint() {
-  local t0=$SECONDS f rc
+  local t0=$SECONDS f
   for f in $CK_FLOWS; do
     log "checkpoint: nf_bench --replication off,relaxed,strict, $f flows"
-    rc=0
-    "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_$f" -l 0,1 -- \
-      --flows "$f" --replication off,relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
-      --churn-every "$CK_CHURN_EVERY" --ckpt-interval-us "$CK_INTERVAL_US" --udp-timeout "$CK_UDP_TIMEOUT" \
-      --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime "$CK_REALTIME" \
-      >"$out/ckpt-$f.jsonl" 2>"$out/ckpt-$f.log" || rc=$?
-    rundir_cleanup "ftpb_ck_$$_$f"
-    if [ "$rc" != 0 ]; then
-      log "nf_bench --replication failed:"; cat "$out/ckpt-$f.log" >&2; return 1
-    fi
-    cat "$out/ckpt-$f.jsonl" >>"$results"
-    grep -E 'round|overhead|full sync' "$out/ckpt-$f.log" | sed 's/^/  /' >&2
+    ck_nf_bench "$f" 'round|overhead|full sync' --flows "$f" --replication off,relaxed,strict \
+      --churn-every "$CK_CHURN_EVERY" --udp-timeout "$CK_UDP_TIMEOUT" --realtime "$CK_REALTIME" || return 1
   done
   # The replication-only figures: the NF idle (the generator paced), the commit path at
   # real-time priority, so that the pause and the commit are measured apart from the
   # worker's and the generator's competition for this machine's two CPUs.
   for f in $CK_IDLE_FLOWS; do
     log "checkpoint: nf_bench --replication relaxed,strict, $f flows, NF idle (generator paced at $CK_IDLE_PPS pps), real-time commit path"
-    rc=0
-    "$NF_BENCH" "${EAL_BASE[@]}" -m 3072 --file-prefix "ftpb_ck_$$_idle_$f" -l 0,1 -- \
-      --flows "$f" --replication relaxed,strict --rounds "$CK_ROUNDS" --seconds "$CK_SECONDS" \
-      --gen-pps "$CK_IDLE_PPS" --churn-every "$CK_IDLE_CHURN" --ckpt-interval-us "$CK_INTERVAL_US" \
-      --udp-timeout "$CK_IDLE_UDP_TIMEOUT" --gen-seconds 0 --inline-seconds 0 --sync-packets 0 --realtime on \
-      >"$out/ckpt-idle-$f.jsonl" 2>"$out/ckpt-idle-$f.log" || rc=$?
-    rundir_cleanup "ftpb_ck_$$_idle_$f"
-    if [ "$rc" != 0 ]; then
-      log "nf_bench --replication (NF idle) failed:"; cat "$out/ckpt-idle-$f.log" >&2; return 1
-    fi
-    cat "$out/ckpt-idle-$f.jsonl" >>"$results"
-    grep -E 'round|full sync' "$out/ckpt-idle-$f.log" | sed 's/^/  /' >&2
+    ck_nf_bench "idle-$f" 'round|full sync' --flows "$f" --replication relaxed,strict --gen-pps "$CK_IDLE_PPS" \
+      --churn-every "$CK_IDLE_CHURN" --udp-timeout "$CK_IDLE_UDP_TIMEOUT" --realtime on || return 1
   done
   # The floor under strict mode's ack: gRPC's own round trip on a loopback Sync stream, by
   # how the stream is driven (synchronous API, asynchronous with blocking or polling queues).
