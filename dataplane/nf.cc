@@ -15,6 +15,7 @@
 #include <rte_udp.h>
 
 #include "dataplane/csum.h"
+#include "dataplane/dp_beat.h"
 #include "dataplane/mbuf.h"
 #include "dataplane/nf_parsed.h"
 #include "dataplane/shards.h"
@@ -945,7 +946,11 @@ bool Nat44::classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now) {
   if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
     if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
       handle_arp(port, m, now);
-    else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
+    else if (eth->ether_type == rte_cpu_to_be_16(kDpBeatEtherType) && dp_beats_ != nullptr) {
+      // The peer's liveness, counted by the board (heard, or ignored by reason).
+      dp_beats_->receive(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), now);
+      mbuf_free(m);
+    } else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
       drop(m, DropReason::IPV6);
     else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
              eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))

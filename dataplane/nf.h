@@ -22,6 +22,7 @@
 namespace ftpair::dp {
 
 class Shards;
+class DpBeatBoard;
 
 // ICMP types and codes the NAT translates or originates (RFC 792, RFC 1191).
 inline constexpr uint8_t kIcmpDestUnreach = 3, kIcmpTimeExceeded = 11, kIcmpParamProblem = 12;
@@ -141,6 +142,8 @@ class Nat44 {
   /* Several workers (shards.h): a hairpin whose target another worker holds is handed to
    * it. Set before the worker starts. */
   void set_shards(Shards *s) { shards_ = s; }
+  // Dataplane beats: frames of EtherType 0x88B5 go to the board instead of being dropped.
+  void set_dp_beats(DpBeatBoard *b) { dp_beats_ = b; }
   // Handed from another worker: a hairpin's second half, and a copy of an ARP packet.
   void hairpin_in(rte_mbuf *m, uint64_t dep_out, uint64_t now_tsc);
   void learn_arp(uint16_t port, rte_mbuf *m, uint64_t now_tsc);
@@ -268,6 +271,7 @@ class Nat44 {
   SessionEventRing *events_ = nullptr;
   TscUnixClock clock_;
   Shards *shards_ = nullptr;
+  DpBeatBoard *dp_beats_ = nullptr;
   void log_mappings(uint64_t now);
 
   /* Virtual reassembly (nf_frag.cc), in the manner of VPP's shallow reassembly: the first

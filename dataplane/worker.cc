@@ -48,11 +48,18 @@ static uint32_t take_handed(WorkerContext &c, uint64_t now) {
   return got;
 }
 
+// The worker's dataplane beat, sent like any output but never held (it depends on no epoch).
+static void send_beat(WorkerContext &c, uint64_t now) {
+  c.beat_next_tsc = now + c.beats->interval_tsc();
+  if (rte_mbuf *m = c.beats->make(c.id, c.pool, now)) c.agent->tx(c.id, c.beat_port, m, 0);
+}
+
 uint32_t worker_iteration(WorkerContext &c) {
   rte_mbuf *pkts[kBurst];
   c.agent->heartbeat(c.id);
   c.agent->barrier_point(c.id);
   const uint64_t now = rte_rdtsc();
+  if (__builtin_expect(now >= c.beat_next_tsc, 0)) send_beat(c, now);
   uint32_t handled = 0;
   const bool steer = c.shards != nullptr && c.shards->workers() > 1;
   for (uint16_t port = 0; port < c.agent->nb_ports(); port++) {

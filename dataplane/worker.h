@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "dataplane/agent.h"
+#include "dataplane/dp_beat.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/nf.h"
 #include "dataplane/shards.h"
@@ -20,6 +21,12 @@ struct alignas(64) WorkerContext {
   const std::atomic<bool> *quit = nullptr;
   uint32_t idle_sleep_max_us = 100;  // adaptive back-off ceiling when no packets arrive
   uint32_t capture_budget = 256;     // records copied per loop while a capture is pending
+  /* Dataplane beats (dataplane/dp_beat.h): this worker sends one on beat_port every interval.
+   * beat_next_tsc is UINT64_MAX without beats, so the loop's check is one compare. */
+  DpBeatBoard *beats = nullptr;
+  rte_mempool *pool = nullptr;
+  uint16_t beat_port = 0;
+  uint64_t beat_next_tsc = UINT64_MAX;
   std::atomic<uint64_t> idle_sleeps{0};
   std::atomic<int> tid{0};  // the worker thread's kernel id, once it runs (stall diagnosis)
 };

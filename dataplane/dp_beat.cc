@@ -1,0 +1,246 @@
+#include "dataplane/dp_beat.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cstring>
+
+#include <rte_byteorder.h>
+#include <rte_mbuf.h>
+
+#include "common/clock.h"
+#include "dataplane/mbuf.h"
+
+namespace ftpair::dp {
+
+namespace {
+constexpr uint8_t kMagic[4] = {'F', 'T', 'D', 'B'};
+constexpr uint8_t kVersion = 1;
+// Offsets in the payload.
+constexpr size_t kOffKey = 5, kOffRole = 6, kOffWorker = 7, kOffWorkers = 8, kOffFlags = 9, kOffNode = 12,
+                 kOffGen = 28, kOffNonce = 36, kOffSeq = 44, kOffSent = 52;
+static_assert(kOffSent + 8 == kDpBeatSigned);
+
+void put64(uint8_t *p, uint64_t v) {
+  v = rte_cpu_to_be_64(v);
+  std::memcpy(p, &v, 8);
+}
+uint64_t get64(const uint8_t *p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return rte_be_to_cpu_64(v);
+}
+
+void tag(const DpBeatKey &k, const uint8_t *p, uint8_t out[kDpBeatTag]) {
+  uint8_t full[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  HMAC(EVP_sha256(), k.secret.data(), static_cast<int>(k.secret.size()), p, kDpBeatSigned, full, &len);
+  std::memcpy(out, full, kDpBeatTag);
+}
+
+uint64_t pack_mac(const rte_ether_addr &a) {
+  uint64_t v = 0;
+  for (int i = 0; i < 6; i++) v = v << 8 | a.addr_bytes[i];
+  return v;
+}
+rte_ether_addr unpack_mac(uint64_t v) {
+  rte_ether_addr a;
+  for (int i = 5; i >= 0; i--, v >>= 8) a.addr_bytes[i] = static_cast<uint8_t>(v);
+  return a;
+}
+}  // namespace
+
+const char *dp_beat_reject_label(DpBeatReject r) {
+  switch (r) {
+    case DpBeatReject::SHORT: return "short";
+    case DpBeatReject::BAD_MAGIC: return "bad_magic";
+    case DpBeatReject::BAD_VERSION: return "bad_version";
+    case DpBeatReject::BAD_FIELD: return "bad_field";
+    case DpBeatReject::OWN: return "own";
+    case DpBeatReject::UNAUTHENTICATED: return "unauthenticated";
+    case DpBeatReject::UNKNOWN_KEY: return "unknown_key";
+    case DpBeatReject::BAD_MAC: return "bad_mac";
+    case DpBeatReject::REPLAY: return "replay";
+    case DpBeatReject::STALE_BOOT: return "stale_boot";
+    case DpBeatReject::COUNT: break;
+  }
+  return "unknown";
+}
+
+std::string DpBeat::node_id() const { return std::string(node, strnlen(node, sizeof(node))); }
+
+void dp_beat_encode(const DpBeat &b, const DpBeatKey *key, uint8_t *out) {
+  std::memset(out, 0, kDpBeatPayload);
+  std::memcpy(out, kMagic, 4);
+  out[4] = kVersion;
+  out[kOffKey] = key ? key->id : 0;
+  out[kOffRole] = b.role;
+  out[kOffWorker] = b.worker;
+  out[kOffWorkers] = b.workers;
+  out[kOffFlags] = b.flags;
+  std::memcpy(out + kOffNode, b.node, kDpBeatNodeIdBytes);
+  put64(out + kOffGen, b.generation);
+  put64(out + kOffNonce, b.nonce);
+  put64(out + kOffSeq, b.sequence);
+  put64(out + kOffSent, static_cast<uint64_t>(b.sent_unix_ns));
+  if (key) tag(*key, out, out + kDpBeatSigned);
+}
+
+DpBeatReject dp_beat_decode(const uint8_t *p, size_t n, const std::vector<DpBeatKey> &keys, DpBeat *out) {
+  if (n < kDpBeatPayload) return DpBeatReject::SHORT;
+  if (std::memcmp(p, kMagic, 4) != 0) return DpBeatReject::BAD_MAGIC;
+  if (p[4] != kVersion) return DpBeatReject::BAD_VERSION;
+  DpBeat b;
+  b.key_id = p[kOffKey];
+  b.role = p[kOffRole];
+  b.worker = p[kOffWorker];
+  b.workers = p[kOffWorkers];
+  b.flags = p[kOffFlags];
+  std::memcpy(b.node, p + kOffNode, kDpBeatNodeIdBytes);
+  const size_t len = strnlen(b.node, kDpBeatNodeIdBytes);
+  for (size_t i = len; i < kDpBeatNodeIdBytes; i++)
+    if (b.node[i] != 0) return DpBeatReject::BAD_FIELD;
+  if (b.workers == 0 || b.workers > kMaxWorkers || b.worker >= b.workers || len == 0 || p[10] || p[11])
+    return DpBeatReject::BAD_FIELD;
+  b.generation = get64(p + kOffGen);
+  b.nonce = get64(p + kOffNonce);
+  b.sequence = get64(p + kOffSeq);
+  b.sent_unix_ns = static_cast<int64_t>(get64(p + kOffSent));
+  if (!keys.empty()) {
+    if (b.key_id == 0) return DpBeatReject::UNAUTHENTICATED;
+    const DpBeatKey *k = nullptr;
+    for (const auto &c : keys)
+      if (c.id == b.key_id) k = &c;
+    if (k == nullptr) return DpBeatReject::UNKNOWN_KEY;
+    uint8_t want[kDpBeatTag];
+    tag(*k, p, want);
+    if (CRYPTO_memcmp(want, p + kDpBeatSigned, kDpBeatTag) != 0) return DpBeatReject::BAD_MAC;
+  }
+  *out = b;
+  return DpBeatReject::COUNT;
+}
+
+DpBeatBoard::DpBeatBoard(DpBeatConfig cfg)
+    : cfg_(std::move(cfg)),
+      interval_tsc_(cfg_.tsc_hz * cfg_.interval_us / 1000000),
+      nonce_(cfg_.nonce),
+      keys_(cfg_.keys) {
+  while (nonce_ == 0 && RAND_bytes(reinterpret_cast<unsigned char *>(&nonce_), sizeof(nonce_)) == 1) {
+  }
+  if (nonce_ == 0) nonce_ = static_cast<uint64_t>(unix_ns());  // RAND_bytes failed: still distinct per boot
+  if (interval_tsc_ == 0) interval_tsc_ = 1;
+}
+
+void DpBeatBoard::set_keys(std::vector<DpBeatKey> keys) {
+  std::lock_guard<std::mutex> g(mu_);
+  keys_ = std::move(keys);
+}
+
+uint64_t DpBeatBoard::sent_total() const {
+  uint64_t n = 0;
+  for (unsigned w = 0; w < cfg_.workers && w < kMaxWorkers; w++) n += sent(w);
+  return n;
+}
+
+rte_mbuf *DpBeatBoard::make(unsigned worker, rte_mempool *pool, uint64_t now_tsc) {
+  rte_mbuf *m = mbuf_alloc(pool);
+  if (m == nullptr) {
+    no_mbuf_.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  auto *eth = reinterpret_cast<rte_ether_hdr *>(rte_pktmbuf_append(m, kDpBeatFrame));
+  // Unicast to the peer while it is heard; broadcast before and after (a new peer, a new MAC).
+  const uint64_t mac = peer_mac_.load(std::memory_order_relaxed);
+  bool unicast = false;
+  if (mac) {
+    for (unsigned w = 0; w < kMaxWorkers && !unicast; w++) {
+      const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_relaxed);
+      unicast = h && now_tsc - h <= silence_limit_tsc();
+    }
+  }
+  if (unicast)
+    eth->dst_addr = unpack_mac(mac);
+  else
+    std::memset(&eth->dst_addr, 0xff, sizeof(eth->dst_addr));
+  eth->src_addr = cfg_.src_mac;
+  eth->ether_type = rte_cpu_to_be_16(kDpBeatEtherType);
+  TxSlot &t = tx_[worker];
+  DpBeat b;
+  b.role = role_.load(std::memory_order_relaxed);
+  b.worker = static_cast<uint8_t>(worker);
+  b.workers = static_cast<uint8_t>(cfg_.workers);
+  std::memcpy(b.node, cfg_.node_id.data(), std::min(cfg_.node_id.size(), kDpBeatNodeIdBytes));
+  b.generation = generation_.load(std::memory_order_relaxed);
+  b.nonce = nonce_;
+  b.sequence = t.seq.load(std::memory_order_relaxed) + 1;
+  b.sent_unix_ns = unix_ns();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    dp_beat_encode(b, keys_.empty() ? nullptr : &keys_[0], reinterpret_cast<uint8_t *>(eth + 1));
+  }
+  t.seq.store(b.sequence, std::memory_order_relaxed);
+  t.sent.fetch_add(1, std::memory_order_relaxed);
+  t.last_tsc.store(now_tsc, std::memory_order_relaxed);
+  return m;
+}
+
+void DpBeatBoard::receive(const uint8_t *frame, size_t n, uint64_t now_tsc) {
+  if (n < sizeof(rte_ether_hdr)) return reject(DpBeatReject::SHORT);
+  const auto *eth = reinterpret_cast<const rte_ether_hdr *>(frame);
+  DpBeat b;
+  std::lock_guard<std::mutex> g(mu_);
+  DpBeatReject r = dp_beat_decode(frame + sizeof(rte_ether_hdr), n - sizeof(rte_ether_hdr), keys_, &b);
+  if (r != DpBeatReject::COUNT) return reject(r);
+  if (b.node_id() == cfg_.node_id || b.nonce == nonce_) return reject(DpBeatReject::OWN);
+  if (!have_peer_ || b.nonce != peer_nonce_) {
+    // A new boot of the peer: only with a send time newer than anything accepted before, so
+    // beats captured in an earlier boot cannot be replayed.
+    if (have_peer_ && b.sent_unix_ns <= newest_sent_ns_) return reject(DpBeatReject::STALE_BOOT);
+    have_peer_ = true;
+    peer_nonce_ = b.nonce;
+    // Every worker of the new boot starts its silence now: one that never beats is missed.
+    for (unsigned w = 0; w < kMaxWorkers; w++) {
+      peer_[w].seq.store(0, std::memory_order_relaxed);
+      peer_[w].heard_tsc.store(w < b.workers ? now_tsc : 0, std::memory_order_relaxed);
+    }
+  }
+  PeerSlot &s = peer_[b.worker];
+  if (b.sequence <= s.seq.load(std::memory_order_relaxed)) return reject(DpBeatReject::REPLAY);
+  s.seq.store(b.sequence, std::memory_order_relaxed);
+  s.heard_tsc.store(now_tsc, std::memory_order_release);
+  if (b.sent_unix_ns > newest_sent_ns_) newest_sent_ns_ = b.sent_unix_ns;
+  if (b.workers != peer_workers_) {
+    // The peer's worker count changed (an upgrade to more cores): new workers start now.
+    for (unsigned w = peer_workers_; w < b.workers; w++)
+      if (peer_[w].heard_tsc.load(std::memory_order_relaxed) == 0) peer_[w].heard_tsc.store(now_tsc);
+    for (unsigned w = b.workers; w < kMaxWorkers; w++) peer_[w].heard_tsc.store(0, std::memory_order_relaxed);
+    peer_workers_ = b.workers;
+  }
+  peer_role_ = b.role;
+  peer_generation_ = b.generation;
+  if (peer_node_ != b.node_id()) peer_node_ = b.node_id();
+  peer_mac_.store(pack_mac(eth->src_addr), std::memory_order_relaxed);
+  heard_.fetch_add(1, std::memory_order_relaxed);
+}
+
+DpPeerView DpBeatBoard::peer(uint64_t now_tsc) const {
+  DpPeerView v;
+  std::lock_guard<std::mutex> g(mu_);
+  v.heard = have_peer_;
+  v.role = peer_role_;
+  v.workers = peer_workers_;
+  v.generation = peer_generation_;
+  v.node_id = peer_node_;
+  uint64_t worst = 0;
+  for (unsigned w = 0; w < peer_workers_ && w < kMaxWorkers; w++) {
+    const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_acquire);
+    v.silence_tsc[w] = now_tsc > h ? now_tsc - h : 0;
+    v.sequence[w] = peer_[w].seq.load(std::memory_order_relaxed);
+    if (v.silence_tsc[w] >= worst) worst = v.silence_tsc[w], v.worst = w;
+  }
+  return v;
+}
+
+}  // namespace ftpair::dp
