@@ -189,26 +189,51 @@ void Monitor::udp_tx_loop() {
     realtime_ok_.store(ok);
     if (!ok) L.warn("fast beats: no real-time priority here ({}); normal priority", std::strerror(errno));
   }
-  sockaddr_in peer{};
-  peer.sin_family = AF_INET;
-  peer.sin_port = htons(cfg_.udp_port);
-  peer.sin_addr.s_addr = udp_peer_addr_;
   auto next = Clock::now();
   while (running_.load()) {
     next += cfg_.interval;
     v1::Beat mine;
     if (hooks_.fill_local) hooks_.fill_local(&mine);
-    mine.set_sequence(seq_.fetch_add(1) + 1);
-    mine.set_sent_unix_ns(unix_ns());
-    const std::string d = auth_ ? auth_->seal(mine) : encode_beat_datagram(mine);
-    if (sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer),
-               sizeof(peer)) == static_cast<ssize_t>(d.size()))
-      udp_sent_++;
+    send_beat(mine);
     check_silence();
     auto now = Clock::now();
     if (next < now) next = now;
     std::this_thread::sleep_until(next);
   }
+}
+
+// Stamps b with the next sequence number and the time, and sends it to the peer's fast-beat port.
+bool Monitor::send_beat(v1::Beat &b) {
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  peer.sin_port = htons(cfg_.udp_port);
+  peer.sin_addr.s_addr = udp_peer_addr_;
+  b.set_sequence(seq_.fetch_add(1) + 1);
+  b.set_sent_unix_ns(unix_ns());
+  const std::string d = auth_ ? auth_->seal(b) : encode_beat_datagram(b);
+  if (sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer)) !=
+      static_cast<ssize_t>(d.size()))
+    return false;
+  udp_sent_++;
+  return true;
+}
+
+bool Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
+  if (udp_fd_ < 0 || !running_.load()) return false;
+  std::unique_lock<std::mutex> lk(probe_mu_);
+  probe_id_ = ++probe_seq_;
+  probe_answered_ = false;
+  v1::Beat ask;
+  if (hooks_.fill_local) hooks_.fill_local(&ask);
+  ask.set_probe(probe_id_);
+  if (!send_beat(ask)) {
+    probe_id_ = 0;
+    return false;
+  }
+  const bool got = probe_cv_.wait_for(lk, timeout, [this] { return probe_answered_; });
+  probe_id_ = 0;
+  if (got) *reply = std::move(probe_answer_);
+  return got;
 }
 
 void Monitor::udp_rx_loop() {
@@ -232,6 +257,23 @@ void Monitor::udp_rx_loop() {
       continue;
     }
     udp_heard_++;
+    if (b.probe() != 0) {
+      // Answer at once, from this (real-time) thread: the prober is deciding a failover.
+      v1::Beat ans;
+      if (hooks_.fill_local) hooks_.fill_local(&ans);
+      if (hooks_.fill_probe_reply) hooks_.fill_probe_reply(&ans);
+      ans.set_probe_reply(b.probe());
+      send_beat(ans);
+    }
+    if (b.probe_reply() != 0) {
+      std::lock_guard<std::mutex> g(probe_mu_);
+      if (b.probe_reply() == probe_id_) {
+        probe_answer_ = b;
+        probe_answered_ = true;
+        probes_answered_++;
+        probe_cv_.notify_all();
+      }
+    }
     record(b);
   }
 }

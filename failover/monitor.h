@@ -67,6 +67,8 @@ struct MonitorHooks {
   std::function<void(const v1::Beat &)> on_peer_beat;
   // Called every interval while the peer has been silent past the threshold.
   std::function<void(const std::string &reason)> on_peer_silent;
+  // Probe replies (fast beats): adds what the prober asks about (the dataplane workers).
+  std::function<void(v1::Beat *)> fill_probe_reply;
 };
 
 class Monitor {
@@ -101,6 +103,11 @@ class Monitor {
    * on. FAILED_PRECONDITION when the beats run unauthenticated (turning authentication on or
    * off needs a restart: the peer would refuse or be refused). */
   Status set_beat_keys(std::vector<BeatKey> keys);
+  /* Asks the peer over the fast beats and waits up to timeout for its answer (a beat whose
+   * probe_reply matches, sent by the peer's receiving thread the moment the probe arrives).
+   * False without fast beats or without an answer in time. One caller at a time. */
+  bool probe(std::chrono::microseconds timeout, v1::Beat *reply);
+  uint64_t probes_answered() const { return probes_answered_.load(); }
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
   // Empty when fast beats run (or are off); else why they could not start.
@@ -136,6 +143,14 @@ class Monitor {
   mutable std::mutex err_mu_;
   std::string udp_error_;
   std::unique_ptr<PeerEvents> events_;
+  // Probes: the one outstanding (0: none) and its answer.
+  bool send_beat(v1::Beat &b);
+  std::mutex probe_mu_;
+  std::condition_variable probe_cv_;
+  uint64_t probe_id_ = 0, probe_seq_ = 0;
+  bool probe_answered_ = false;
+  v1::Beat probe_answer_;
+  std::atomic<uint64_t> probes_answered_{0};
   /* on_peer_beat runs on a thread of its own at normal priority, with the newest beat: the
    * real-time receiver never waits for the host's hook (a hook preempted on a busy machine
    * would otherwise stop the reception of beats and look like a silent peer). */

@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "failover/monitor.h"
 
 namespace ftpair::fo {
@@ -92,6 +94,12 @@ struct Node {
       b->set_role("standby");
     };
     h.on_peer_beat = [this](const v1::Beat &) { beats++; };
+    h.fill_probe_reply = [](v1::Beat *b) {
+      auto *w = b->add_dataplane_workers();
+      w->set_worker(0);
+      w->set_beats_sent(77);
+      w->set_last_beat_age_us(123);
+    };
     h.on_peer_silent = [this](const std::string &) {
       if (silent_calls++ == 0)
         first_silent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
@@ -221,6 +229,45 @@ TEST(FastBeats, WithKeysOnlySignedNewBeatsAreHeard) {
   EXPECT_EQ(a.mon->udp_heard(), heard) << "a forgery was heard";
   EXPECT_NE(a.mon->last_peer_beat().role(), "active");
   ASSERT_TRUE(wait_for([&] { return a.silent_calls.load() > 0; }, 2000ms)) << "forgeries kept a dead peer alive";
+  a.mon->stop();
+}
+
+}  // namespace
+}  // namespace ftpair::fo
+
+namespace ftpair::fo {
+namespace {
+
+// A probe is answered at once by the peer's receiving thread, with what fill_probe_reply adds;
+// a dead peer's probe times out within its deadline.
+TEST(FastBeats, AProbeIsAnsweredAtOnceAndADeadPeersTimesOut) {
+  const uint16_t port = free_udp_port();
+  std::vector<BeatKey> keys{{1, std::string(32, 'p')}};
+  Node a("127.0.0.1", "127.0.0.2", port, "a", keys), b("127.0.0.2", "127.0.0.1", port, "b", keys);
+  a.mon->start();
+  b.mon->start();
+  ASSERT_TRUE(wait_for([&] { return a.mon->ever_heard() && b.mon->ever_heard(); }, 2000ms));
+  std::vector<double> us;
+  for (int i = 0; i < 20; i++) {
+    v1::Beat r;
+    const auto t0 = Clock::now();
+    ASSERT_TRUE(a.mon->probe(200ms, &r)) << "probe " << i << " unanswered";
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    EXPECT_EQ(r.node_id(), "b");
+    ASSERT_EQ(r.dataplane_workers_size(), 1);
+    EXPECT_EQ(r.dataplane_workers(0).beats_sent(), 77u);
+    EXPECT_EQ(r.dataplane_workers(0).last_beat_age_us(), 123u);
+  }
+  std::sort(us.begin(), us.end());
+  std::printf("probe answered in %.0f us (median of 20, loopback)\n", us[us.size() / 2]);
+  EXPECT_EQ(a.mon->probes_answered(), 20u);
+  b.mon->stop();
+  v1::Beat r;
+  const auto t0 = Clock::now();
+  EXPECT_FALSE(a.mon->probe(5ms, &r));
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  EXPECT_GE(ms, 4.9);
+  EXPECT_LT(ms, 500.0) << "the probe's deadline holds";
   a.mon->stop();
 }
 
