@@ -275,7 +275,8 @@ void read_failover(const YAML::Node &n, Config *c) {
   const std::string p = "failover";
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                     "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
-                    "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys"});
+                    "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys",
+                    "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us"});
   if (YAML::Node k = n["beat_keys"]) {
     if (!k.IsSequence()) fail("failover.beat_keys", "must be a list of {id, file}");
     for (size_t i = 0; i < k.size(); i++) {
@@ -293,6 +294,13 @@ void read_failover(const YAML::Node &n, Config *c) {
   get_uint(n, "miss_threshold", p, 1, 1000, &c->miss_threshold);
   get_uint(n, "beat_udp_port", p, 0, 65535, &c->beat_udp_port);
   get_bool(n, "beat_realtime", p, &c->beat_realtime);
+  if (get_uint(n, "dataplane_beat_us", p, 0, 1000000, &c->dataplane_beat_us) && c->dataplane_beat_us &&
+      c->dataplane_beat_us < 100)
+    fail("failover.dataplane_beat_us", "must be 0 (off) or 100 to 1000000 us");
+  get_uint(n, "dataplane_miss", p, 2, 1000, &c->dataplane_miss);
+  get_uint(n, "dataplane_probe_us", p, 100, 1000000, &c->dataplane_probe_us);
+  if (c->dataplane_beat_us && c->beat_udp_port == 0)
+    fail("failover.dataplane_beat_us", "needs the fast beats (failover.beat_udp_port): a silence is confirmed by a probe over them");
   if (std::string fence; get_str(n, "fence", p, &fence) && !fo::parse_fence_kind(fence, &c->fence))
     fail("failover.fence", "'" + fence + "' is not none, process or libvirt");
   get_bool(n, "allow_fence_none", p, &c->allow_fence_none);

@@ -118,6 +118,13 @@ struct Config {
   uint32_t miss_threshold = 8;
   uint32_t beat_udp_port = 50052;  // fast beats (UDP, real-time threads); 0 = gRPC beats only
   bool beat_realtime = true;
+  /* Dataplane beats (issue 19, dataplane/dp_beat.h): every worker sends one frame per interval
+   * on the LAN port, and a peer worker silent dataplane_miss intervals is probed over the fast
+   * beats (answer within dataplane_probe_us) and failed over when dead or stalled
+   * (failover/dp_verdict.h). 0 = off. Needs the fast beats (beat_udp_port). */
+  uint32_t dataplane_beat_us = 0;
+  uint32_t dataplane_miss = 3;
+  uint32_t dataplane_probe_us = 1000;
   fo::FenceKind fence = fo::FenceKind::NONE;
   bool allow_fence_none = false;
   std::string fence_pidfile;

@@ -128,8 +128,53 @@ Status Daemon::make_monitor() {
   hooks.fill_local = [this](v1::Beat *b) { fill_beat(b); };
   hooks.on_peer_beat = [this](const v1::Beat &b) { on_peer_beat(b); };
   hooks.on_peer_silent = [this](const std::string &r) { on_peer_silent(r); };
+  if (cfg_.dataplane_beat_us) hooks.fill_probe_reply = [this](v1::Beat *b) { fill_probe_reply(b); };
   monitor_ = std::make_unique<fo::Monitor>(mc, hooks);
+  return make_dp_beats();
+}
+
+/* Dataplane beats: the board the workers write and read, keyed like the fast beats, and the
+ * real-time watch that acts on a silence (control/dp_watch.h). */
+Status Daemon::make_dp_beats() {
+  if (!cfg_.dataplane_beat_us || !monitor_) return Status::Ok();
+  dp::DpBeatConfig bc;
+  bc.node_id = cfg_.node_id.substr(0, dp::kDpBeatNodeIdBytes);
+  bc.interval_us = cfg_.dataplane_beat_us;
+  bc.miss = cfg_.dataplane_miss;
+  bc.workers = node_->workers();
+  bc.src_mac = node_->own_mac(dp::kPortInside);
+  bc.tsc_hz = rte_get_tsc_hz();
+  for (const auto &k : running_keys_) bc.keys.push_back(dp::DpBeatKey{k.id, k.secret});
+  if (bc.keys.empty())
+    L.warn("dataplane beats are NOT authenticated (no failover.beat_keys): anyone on the LAN can speak for the peer");
+  dp_board_ = std::make_unique<dp::DpBeatBoard>(std::move(bc));
+  node_->attach_dp_beats(dp_board_.get());
+  DpWatch::Hooks h;
+  h.publish_local = [this](dp::DpBeatBoard &b) { b.set_local(static_cast<uint8_t>(role()), generation()); };
+  h.may_promote = [this] { return role() == fo::Role::STANDBY_READY && !retiring_.load() && !beside_.load(); };
+  h.probe = [this](std::chrono::microseconds t, v1::Beat *r) { return monitor_->probe(t, r); };
+  h.promote = [this](const std::string &why, fo::DpVerdict v) {
+    if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::PEER_DEAD ? "dp_silent" : "dp_worker_stall");
+  };
+  dp_watch_ = std::make_unique<DpWatch>(*dp_board_, cfg_.dataplane_probe_us, cfg_.beat_realtime, std::move(h));
+  L.info("dataplane beats every {} us on ports.inside, missed after {} intervals, probe {} us", cfg_.dataplane_beat_us,
+         cfg_.dataplane_miss, cfg_.dataplane_probe_us);
   return Status::Ok();
+}
+
+// A probe's answer: each worker's dataplane beats, and whether its thread could run.
+void Daemon::fill_probe_reply(v1::Beat *b) {
+  if (!dp_board_) return;
+  const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
+  for (unsigned w = 0; w < node_->workers(); w++) {
+    auto *d = b->add_dataplane_workers();
+    d->set_worker(w);
+    d->set_beats_sent(dp_board_->sent(w));
+    const uint64_t last = dp_board_->last_sent_tsc(w);
+    d->set_last_beat_age_us(last && now > last ? (now - last) * 1'000'000 / hz : (last ? 0 : UINT64_MAX));
+    const int tid = node_->worker(w).tid.load(std::memory_order_acquire);
+    d->set_runnable(tid > 0 && fo::read_schedstat(tid).state == 'R');
+  }
 }
 
 // The gRPC server (a new instance beside the old one on a free port) and /metrics.
@@ -212,6 +257,7 @@ Status Daemon::start() {
     if (!st.ok()) return st;
     write_pidfile();
     if (monitor_) monitor_->start();
+    if (dp_watch_) dp_watch_->start();
   }
   if (cfg_.telemetry) status_view::register_telemetry(*this);
   tick();
@@ -247,6 +293,7 @@ void Daemon::stop() {
   status_view::unregister_telemetry(*this);
   const bool was_active = role() == fo::Role::ACTIVE;
   upgrade_->stop();
+  if (dp_watch_) dp_watch_->stop();
   if (monitor_) monitor_->stop();
   engine_->stop();
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));

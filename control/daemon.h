@@ -25,6 +25,7 @@
 #include "checkpoint/snapshot.h"
 #include "checkpoint/sync_server.h"
 #include "control/config.h"
+#include "control/dp_watch.h"
 #include "control/http_server.h"
 #include "control/node.h"
 #include "control/roles.h"
@@ -190,6 +191,11 @@ class Daemon {
   std::unique_ptr<ControlService> ctl_svc_;
   std::unique_ptr<PeerService> peer_svc_;
   std::unique_ptr<fo::Monitor> monitor_;
+  // Dataplane beats (failover.dataplane_beat_us): the workers' board and its watch.
+  std::unique_ptr<dp::DpBeatBoard> dp_board_;
+  std::unique_ptr<DpWatch> dp_watch_;
+  Status make_dp_beats();
+  void fill_probe_reply(v1::Beat *b);
   std::unique_ptr<fo::Fencer> fencer_;
   Status fencer_status_;
   mutable fo::StallDetector stall_detector_[dp::kMaxWorkers];  // one per worker; worker.stall_ms, reloadable

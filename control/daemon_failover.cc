@@ -135,6 +135,15 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
 void Daemon::on_peer_silent(const std::string &reason) {
   const fo::Role r = role();
   if (is_active(r) || retiring_.load() || beside_.load()) return;
+  if (dp_watch_ && dp_watch_->peer_fresh()) {
+    // The peer's workers beat in the dataplane: it forwards. Only the management network is
+    // silent (failover/dp_verdict.h's table): no promotion.
+    if (roles_.quiet_log_due())
+      L.warn("peer silent on the control plane ({}) but its dataplane beats are fresh: the management network is "
+             "down, not the peer; not promoting",
+             reason);
+    return;
+  }
   if (r != fo::Role::STANDBY_READY) {
     if (roles_.quiet_log_due()) L.warn("peer silent ({}) but this node is {}: not promoting", reason, fo::role_name(r));
     return;

@@ -98,6 +98,11 @@ Status Daemon::reload(const Config &next, std::vector<std::string> *applied, std
   if (!same(keys, running_keys_)) {
     if (!monitor_) return FailedPrecondition("failover.beat_keys: no peer, no beats to key");
     if (Status ks = monitor_->set_beat_keys(keys); !ks.ok()) return Status(ks.code(), "failover.beat_keys: " + ks.message());
+    if (dp_board_) {
+      std::vector<dp::DpBeatKey> dk;
+      for (const auto &k : keys) dk.push_back(dp::DpBeatKey{k.id, k.secret});
+      dp_board_->set_keys(std::move(dk));
+    }
     running_keys_ = keys;
     std::string ids;
     for (const auto &k : keys) ids += (ids.empty() ? "" : ",") + std::to_string(k.id);

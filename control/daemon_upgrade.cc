@@ -26,12 +26,14 @@ class Daemon::UpgradeLink final : public UpgradeHost {
   void set_retiring(bool on) override { d_.retiring_.store(on); }
 
   void stop_monitor() override {
+    if (d_.dp_watch_) d_.dp_watch_->stop();
     if (d_.monitor_) d_.monitor_->stop();
   }
   void start_monitor() override {
     if (!d_.monitor_) return;
     d_.monitor_->assume_heard();
     d_.monitor_->start();
+    if (d_.dp_watch_) d_.dp_watch_->start();
   }
 
   Status listen_configured_grpc() override {

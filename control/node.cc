@@ -127,6 +127,18 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   return n;
 }
 
+void Node::attach_dp_beats(dp::DpBeatBoard *board) {
+  const uint32_t cap = std::max<uint32_t>(1, board->config().interval_us / 4);
+  for (auto &wk : w_) {
+    wk.nf->set_dp_beats(board);
+    wk.ctx->beats = board;
+    wk.ctx->pool = pool_;
+    wk.ctx->beat_port = dp::kPortInside;
+    wk.ctx->beat_next_tsc = 0;  // the first at once
+    if (wk.ctx->idle_sleep_max_us > cap) wk.ctx->idle_sleep_max_us = cap;  // 0 (never sleep) stays
+  }
+}
+
 std::vector<dp::FlowTable *> Node::tables() {
   std::vector<dp::FlowTable *> v;
   for (auto &wk : w_) v.push_back(wk.flows.get());

@@ -43,6 +43,10 @@ class Node {
   dp::Nat44 &nf(unsigned w = 0) { return *w_[w].nf; }
   const dp::Nat44 &nf(unsigned w = 0) const { return *w_[w].nf; }
   const dp::WorkerContext &worker(unsigned w = 0) const { return *w_[w].ctx; }
+  /* Before start(): every worker sends dataplane beats on the LAN port and takes the peer's
+   * off onto the board. An idle worker's back-off sleeps at most a quarter interval, so
+   * neither its beats nor its reception of the peer's stretch the detection. */
+  void attach_dp_beats(dp::DpBeatBoard *board);
   // Every worker's table, worker 0 first (the checkpoint's shards).
   std::vector<dp::FlowTable *> tables();
   // The worker that owns a flow here (the standby homes replicated flows by it).

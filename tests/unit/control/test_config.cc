@@ -387,6 +387,20 @@ TEST(Config, BadFailoverSettings) {
                            &c).ok());
   EXPECT_EQ(c.beat_udp_port, 0u) << "0 turns fast beats off";
   EXPECT_FALSE(c.beat_realtime);
+  // Dataplane beats (issue 19): off by default, 100 us at the least, and only with the fast beats
+  // that carry the probe confirming a silence.
+  EXPECT_EQ(c.dataplane_beat_us, 0u) << "dataplane beats are off unless asked for";
+  ASSERT_TRUE(parse_config(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 1000\n  dataplane_miss: 4\n"
+                                     "  dataplane_probe_us: 500"), {}, &c).ok());
+  EXPECT_EQ(c.dataplane_beat_us, 1000u);
+  EXPECT_EQ(c.dataplane_miss, 4u);
+  EXPECT_EQ(c.dataplane_probe_us, 500u);
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 50")), "failover.dataplane_beat_us",
+               "beats faster than 100 us");
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 1000\n  beat_udp_port: 0")),
+               "failover.dataplane_beat_us", "dataplane beats without the fast beats' probe");
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_miss: 1")), "failover.dataplane_miss",
+               "one missed beat is noise");
   expect_error(parse(full_with("miss_threshold: 4", "miss_threshold: 0")), "failover.miss_threshold", "zero");
   expect_error(parse(full_with("miss_threshold: 4", "miss_treshold: 4")), "failover.miss_treshold", "typo");
 }

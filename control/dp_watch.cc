@@ -1,0 +1,117 @@
+#include "control/dp_watch.h"
+
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <rte_cycles.h>
+
+#include "common/log.h"
+#include "common/realtime.h"
+#include "failover/role.h"
+
+namespace ftpair {
+
+namespace {
+auto &L = log::component("dpbeat");
+constexpr int64_t kRecheckNs = 100'000'000;  // after a verdict that promoted nothing: ask again in 100 ms
+}  // namespace
+
+DpWatch::DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, bool realtime, Hooks hooks)
+    : board_(board), probe_timeout_(probe_us), want_realtime_(realtime), hooks_(std::move(hooks)) {}
+
+DpWatch::~DpWatch() { stop(); }
+
+void DpWatch::start() {
+  if (running_.exchange(true)) return;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void DpWatch::stop() {
+  if (!running_.exchange(false)) return;
+  if (thread_.joinable()) thread_.join();
+}
+
+bool DpWatch::peer_fresh() const {
+  const dp::DpPeerView v = board_.peer(rte_rdtsc());
+  return v.heard && v.workers > 0 && v.silence_tsc[v.worst] <= board_.silence_limit_tsc();
+}
+
+double DpWatch::worst_silence_s() const {
+  const dp::DpPeerView v = board_.peer(rte_rdtsc());
+  if (!v.heard || v.workers == 0) return -1;
+  return double(v.silence_tsc[v.worst]) / double(rte_get_tsc_hz());
+}
+
+void DpWatch::loop() {
+  if (want_realtime_) {
+    const bool ok = make_thread_realtime(kRealtimePriorityBeats);
+    realtime_ok_.store(ok);
+    if (!ok) L.warn("dataplane beat watch: no real-time priority here ({}); normal priority", std::strerror(errno));
+  }
+  const int64_t tick_ns = std::max<int64_t>(50'000, int64_t(board_.config().interval_us) * 1000 / 2);
+  const uint64_t hz = rte_get_tsc_hz();
+  const uint64_t limit_us = uint64_t(board_.config().interval_us) * board_.config().miss;
+  timespec next{};
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  int64_t quiet_until = 0;  // monotonic ns: no probe before
+  uint64_t last_lost_log = 0;
+  while (running_.load(std::memory_order_relaxed)) {
+    next.tv_nsec += tick_ns;
+    while (next.tv_nsec >= 1'000'000'000) next.tv_nsec -= 1'000'000'000, next.tv_sec++;
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);
+    timespec now_ts{};
+    clock_gettime(CLOCK_MONOTONIC, &now_ts);
+    const int64_t now_ns = int64_t(now_ts.tv_sec) * 1'000'000'000 + now_ts.tv_nsec;
+    if (now_ns - (int64_t(next.tv_sec) * 1'000'000'000 + next.tv_nsec) > 10 * tick_ns) next = now_ts;  // no catch-up burst
+    if (hooks_.publish_local) hooks_.publish_local(board_);
+    const dp::DpPeerView v = board_.peer(rte_rdtsc());
+    if (!v.heard || v.workers == 0) continue;
+    const uint64_t silent_us = v.silence_tsc[v.worst] * 1'000'000 / hz;
+    if (silent_us <= limit_us) {
+      if (link_down_.exchange(false)) L.warn("dataplane beats from peer {} heard again: the dataplane link is up", v.node_id);
+      quiet_until = 0;
+      continue;
+    }
+    if (v.role != static_cast<uint8_t>(fo::Role::ACTIVE) || now_ns < quiet_until) continue;
+    if (!hooks_.may_promote || !hooks_.may_promote()) continue;
+    v1::Beat reply;
+    const bool answered = hooks_.probe && hooks_.probe(probe_timeout_, &reply);
+    const fo::DpVerdict verdict = fo::dp_verdict(answered, reply, v.worst, limit_us);
+    verdicts_[static_cast<size_t>(verdict)].fetch_add(1, std::memory_order_relaxed);
+    const std::string what = "dataplane beats of peer " + v.node_id + " worker " + std::to_string(v.worst) +
+                             " silent for " + std::to_string(silent_us / 1000) + "." +
+                             std::to_string(silent_us / 100 % 10) + " ms";
+    switch (verdict) {
+      case fo::DpVerdict::PEER_DEAD:
+      case fo::DpVerdict::WORKER_STALLED: {
+        NormalPriority normal;  // promotion waits on other threads (fencing, the engine)
+        hooks_.promote(what + (verdict == fo::DpVerdict::PEER_DEAD
+                                   ? ", and no answer to a probe in " + std::to_string(probe_timeout_.count()) + " us"
+                                   : ", and its thread is not runnable (stalled)"),
+                       verdict);
+        quiet_until = now_ns + kRecheckNs;
+        break;
+      }
+      case fo::DpVerdict::BEATS_LOST:
+        if (!link_down_.exchange(true) || verdicts(verdict) - last_lost_log >= 100) {
+          last_lost_log = verdicts(verdict);
+          L.error("{}, but the peer says the worker still sends: the dataplane link between the nodes is down "
+                  "(no promotion: the control-plane beats still hear the peer)",
+                  what);
+        }
+        quiet_until = now_ns + kRecheckNs;
+        break;
+      case fo::DpVerdict::WORKER_STARVED:
+        quiet_until = now_ns + tick_ns * 2;
+        break;
+      case fo::DpVerdict::PEER_NOT_ACTIVE:
+      case fo::DpVerdict::COUNT:
+        quiet_until = now_ns + kRecheckNs;
+        break;
+    }
+  }
+}
+
+}  // namespace ftpair

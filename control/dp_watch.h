@@ -1,0 +1,60 @@
+/* The dataplane beats' watch (issue 19): a real-time thread that reads the peer's workers'
+ * newest dataplane beats from the board (dataplane/dp_beat.h) twice per beat interval, and,
+ * when one has been silent dataplane_miss intervals while the peer says it is active, probes
+ * the peer over the fast beats and acts on the verdict (failover/dp_verdict.h): promote
+ * (fencing first) when the peer is dead or its worker stalled; raise the "dataplane link down"
+ * alarm when its workers still send; wait when a worker is only starved of a CPU.
+ *
+ * It also publishes this node's role and generation to the board for the workers' beats. */
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "dataplane/dp_beat.h"
+#include "failover/dp_verdict.h"
+#include "peer.pb.h"
+
+namespace ftpair {
+
+class DpWatch {
+ public:
+  struct Hooks {
+    std::function<void(dp::DpBeatBoard &)> publish_local;  // set_local(role, generation)
+    std::function<bool()> may_promote;                     // a standby in sync, not handing over
+    std::function<bool(std::chrono::microseconds, v1::Beat *)> probe;
+    // Fence and promote; the reason names the silence and the verdict.
+    std::function<void(const std::string &reason, fo::DpVerdict v)> promote;
+  };
+  DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, bool realtime, Hooks hooks);
+  ~DpWatch();
+  void start();
+  void stop();
+
+  dp::DpBeatBoard &board() { return board_; }
+  // Every worker of the peer heard within the silence limit (false before the first beat).
+  bool peer_fresh() const;
+  // The peer's workers still send but their beats do not arrive (set by a probe, cleared by a beat).
+  bool link_down() const { return link_down_.load(std::memory_order_relaxed); }
+  uint64_t verdicts(fo::DpVerdict v) const { return verdicts_[static_cast<size_t>(v)].load(std::memory_order_relaxed); }
+  // The longest silence of any peer worker now, in seconds (-1 before the first beat).
+  double worst_silence_s() const;
+  bool realtime() const { return realtime_ok_.load(); }
+
+ private:
+  void loop();
+  dp::DpBeatBoard &board_;
+  const std::chrono::microseconds probe_timeout_;
+  const bool want_realtime_;
+  Hooks hooks_;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+  std::atomic<bool> link_down_{false}, realtime_ok_{false};
+  std::atomic<uint64_t> verdicts_[static_cast<size_t>(fo::DpVerdict::COUNT)] = {};
+};
+
+}  // namespace ftpair
