@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -152,14 +153,32 @@ Status Daemon::make_dp_beats() {
   DpWatch::Hooks h;
   h.publish_local = [this](dp::DpBeatBoard &b) { b.set_local(static_cast<uint8_t>(role()), generation()); };
   h.may_promote = [this] { return role() == fo::Role::STANDBY_READY && !retiring_.load() && !beside_.load(); };
-  h.probe = [this](std::chrono::microseconds t, v1::Beat *r) { return monitor_->probe(t, r); };
+  h.probe = [this](std::chrono::microseconds t, v1::Beat *r) {
+    switch (monitor_->probe(t, r)) {
+      case fo::Monitor::ProbeResult::ANSWERED: return fo::ProbeOutcome::ANSWERED;
+      case fo::Monitor::ProbeResult::REFUSED: return fo::ProbeOutcome::REFUSED;
+      case fo::Monitor::ProbeResult::HEARD: return fo::ProbeOutcome::ALIVE;
+      default: return fo::ProbeOutcome::NOTHING;
+    }
+  };
   h.promote = [this](const std::string &why, fo::DpVerdict v) {
-    if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::PEER_DEAD ? "dp_silent" : "dp_worker_stall");
+    if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::WORKER_STALLED ? "dp_worker_stall" : "dp_silent");
   };
   dp_watch_ = std::make_unique<DpWatch>(*dp_board_, cfg_.dataplane_probe_us, cfg_.beat_realtime, std::move(h));
   L.info("dataplane beats every {} us on ports.inside, missed after {} intervals, probe {} us", cfg_.dataplane_beat_us,
          cfg_.dataplane_miss, cfg_.dataplane_probe_us);
   return Status::Ok();
+}
+
+std::string Daemon::dp_beats_summary() const {
+  if (!dp_board_ || !dp_watch_) return {};
+  std::string out = "every " + std::to_string(cfg_.dataplane_beat_us) + " us, " + std::to_string(dp_board_->sent_total()) +
+                    " sent, " + std::to_string(dp_board_->heard()) + " heard; ";
+  const double s = dp_watch_->worst_silence_s();
+  if (s < 0) return out + "peer not heard yet";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "peer's most silent worker %.1f ms ago", s * 1000.0);
+  return out + buf + (dp_watch_->link_down() ? "; LINK DOWN (the peer's workers send, nothing arrives)" : "; link up");
 }
 
 // A probe's answer: each worker's dataplane beats, and whether its thread could run.

@@ -143,6 +143,8 @@ class Daemon {
   /* The peer as the beats last showed it: false without a peer or before its first beat;
    * else *reachable (heard within the miss threshold) and its last beat. */
   bool peer_view(bool *reachable, v1::Beat *last) const;
+  // One line on the dataplane beats for the status (empty when they are off).
+  std::string dp_beats_summary() const;
   uint64_t reloads_applied() const { return reloads_ok_.load(); }
   uint64_t transitions_rolled_back() const { return roles_.transitions_rolled_back(); }
   const std::string &binary_sha256() const { return self_sha_; }

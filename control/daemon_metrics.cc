@@ -64,7 +64,8 @@ std::string Daemon::render_metrics() {
            "Role transitions whose prepare failed (workers not parked, generation not stored) and changed nothing.")
       .sample(roles_.transitions_rolled_back());
   x.family("ftpair_failovers_total", "counter", "Times this node took the active role, by reason.");
-  for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced", "election"})
+  for (const char *reason : {"peer_silent", "peer_unhealthy", "peer_domain_event", "switchover", "forced", "election",
+                             "dp_silent", "dp_worker_stall"})
     x.sample(double(roles_.failovers(reason)), {{"reason", reason}});
   upgrade_->expose(x);
   x.family("ftpair_fence_failures_total", "counter", "Fencing attempts that failed (promotion refused).").sample(roles_.fence_failures());
@@ -90,6 +91,29 @@ std::string Daemon::render_metrics() {
       x.family("ftpair_fast_beats_realtime", "gauge", "1 when the fast-beat threads run at real-time priority.")
           .sample(monitor_->realtime() ? 1 : 0);
     }
+  }
+  if (dp_board_) {
+    const dp::DpBeatBoard &b = *dp_board_;
+    x.family("ftpair_dp_beats_sent_total", "counter", "Dataplane beats (EtherType 0x88B5 on ports.inside) sent, by worker.");
+    for (unsigned w = 0; w < node_->workers(); w++) x.sample(double(b.sent(w)), {{"worker", std::to_string(w)}});
+    x.family("ftpair_dp_beats_heard_total", "counter", "Dataplane beats accepted from the peer.").sample(double(b.heard()));
+    x.family("ftpair_dp_beats_rejected_total", "counter", "Dataplane beat frames ignored, by reason.");
+    for (size_t r = 0; r < static_cast<size_t>(dp::DpBeatReject::COUNT); r++)
+      x.sample(double(b.rejected(static_cast<dp::DpBeatReject>(r))),
+               {{"reason", dp::dp_beat_reject_label(static_cast<dp::DpBeatReject>(r))}});
+    x.family("ftpair_dp_beats_no_mbuf_total", "counter", "Dataplane beats not sent for want of an mbuf.").sample(double(b.no_mbuf()));
+    x.family("ftpair_dp_beat_peer_silence_seconds", "gauge",
+             "Seconds since the peer's most silent worker's last dataplane beat (-1: never heard).")
+        .sample(dp_watch_->worst_silence_s());
+    x.family("ftpair_dp_link_up", "gauge",
+             "0 after a probe found the peer's workers sending but their dataplane beats not arriving (link down).")
+        .sample(dp_watch_->link_down() ? 0 : 1);
+    x.family("ftpair_dp_probes_total", "counter", "Probes after a dataplane beat silence, by verdict.");
+    for (size_t v = 0; v < static_cast<size_t>(fo::DpVerdict::COUNT); v++)
+      x.sample(double(dp_watch_->verdicts(static_cast<fo::DpVerdict>(v))),
+               {{"verdict", fo::dp_verdict_label(static_cast<fo::DpVerdict>(v))}});
+    x.family("ftpair_dp_watch_realtime", "gauge", "1 when the dataplane beats' watch runs at real-time priority.")
+        .sample(dp_watch_->realtime() ? 1 : 0);
   }
   if (const fo::PeerEvents *pe = monitor_ ? monitor_->peer_events() : nullptr) {
     x.family("ftpair_peer_events_total", "counter",

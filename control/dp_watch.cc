@@ -16,6 +16,7 @@ namespace ftpair {
 namespace {
 auto &L = log::component("dpbeat");
 constexpr int64_t kRecheckNs = 100'000'000;  // after a verdict that promoted nothing: ask again in 100 ms
+constexpr int64_t kLinkDownNs = 50'000'000;  // beats lost this long while the peer's workers send: link down
 }  // namespace
 
 DpWatch::DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, bool realtime, Hooks hooks)
@@ -77,17 +78,35 @@ void DpWatch::loop() {
     if (v.role != static_cast<uint8_t>(fo::Role::ACTIVE) || now_ns < quiet_until) continue;
     if (!hooks_.may_promote || !hooks_.may_promote()) continue;
     v1::Beat reply;
-    const bool answered = hooks_.probe && hooks_.probe(probe_timeout_, &reply);
-    const fo::DpVerdict verdict = fo::dp_verdict(answered, reply, v.worst, limit_us);
+    const uint64_t p0 = rte_rdtsc();
+    fo::ProbeOutcome outcome = hooks_.probe ? hooks_.probe(probe_timeout_, &reply) : fo::ProbeOutcome::NOTHING;
+    const uint64_t probe_us = (rte_rdtsc() - p0) * 1'000'000 / hz;
+    // No answer, but the silent worker's dataplane beats came back while we waited: alive.
+    if (outcome == fo::ProbeOutcome::NOTHING && board_.peer(rte_rdtsc()).sequence[v.worst] != v.sequence[v.worst])
+      outcome = fo::ProbeOutcome::ALIVE;
+    const bool answered = outcome == fo::ProbeOutcome::ANSWERED;
+    const fo::DpVerdict verdict = fo::dp_verdict(outcome, reply, v.worst, limit_us);
+    {
+      uint64_t age = UINT64_MAX;
+      bool runnable = false;
+      for (const auto &w : reply.dataplane_workers())
+        if (w.worker() == v.worst) age = w.last_beat_age_us(), runnable = w.runnable();
+      L.debug("probe after {} us of dataplane silence from peer {} worker {}: {} in {} us (its last beat {} us ago{}): {}",
+             silent_us, v.node_id, v.worst, answered ? "answered" : "not answered", probe_us,
+             age == UINT64_MAX ? std::string("?") : std::to_string(age), runnable ? ", runnable" : "",
+             fo::dp_verdict_label(verdict));
+    }
     verdicts_[static_cast<size_t>(verdict)].fetch_add(1, std::memory_order_relaxed);
     const std::string what = "dataplane beats of peer " + v.node_id + " worker " + std::to_string(v.worst) +
                              " silent for " + std::to_string(silent_us / 1000) + "." +
                              std::to_string(silent_us / 100 % 10) + " ms";
     switch (verdict) {
+      case fo::DpVerdict::PEER_GONE:
       case fo::DpVerdict::PEER_DEAD:
       case fo::DpVerdict::WORKER_STALLED: {
         NormalPriority normal;  // promotion waits on other threads (fencing, the engine)
-        hooks_.promote(what + (verdict == fo::DpVerdict::PEER_DEAD
+        hooks_.promote(what + (verdict == fo::DpVerdict::PEER_GONE ? ", and its host refused a probe (port unreachable)"
+                               : verdict == fo::DpVerdict::PEER_DEAD
                                    ? ", and no answer to a probe in " + std::to_string(probe_timeout_.count()) + " us"
                                    : ", and its thread is not runnable (stalled)"),
                        verdict);
@@ -95,6 +114,13 @@ void DpWatch::loop() {
         break;
       }
       case fo::DpVerdict::BEATS_LOST:
+        /* A gap of a few intervals while the peer's worker sends is a frame late or a worker of
+         * ours starved of the CPU: counted (the probes' verdict), no alarm. Still silent at the
+         * next look, kLinkDownNs on, the link itself is down. */
+        if (silent_us * 1000 < uint64_t(kLinkDownNs)) {
+          quiet_until = now_ns + kLinkDownNs;
+          break;
+        }
         if (!link_down_.exchange(true) || verdicts(verdict) - last_lost_log >= 100) {
           last_lost_log = verdicts(verdict);
           L.error("{}, but the peer says the worker still sends: the dataplane link between the nodes is down "
@@ -104,6 +130,7 @@ void DpWatch::loop() {
         quiet_until = now_ns + kRecheckNs;
         break;
       case fo::DpVerdict::WORKER_STARVED:
+      case fo::DpVerdict::PEER_SLOW:
         quiet_until = now_ns + tick_ns * 2;
         break;
       case fo::DpVerdict::PEER_NOT_ACTIVE:

@@ -26,7 +26,7 @@ class DpWatch {
   struct Hooks {
     std::function<void(dp::DpBeatBoard &)> publish_local;  // set_local(role, generation)
     std::function<bool()> may_promote;                     // a standby in sync, not handing over
-    std::function<bool(std::chrono::microseconds, v1::Beat *)> probe;
+    std::function<fo::ProbeOutcome(std::chrono::microseconds, v1::Beat *)> probe;
     // Fence and promote; the reason names the silence and the verdict.
     std::function<void(const std::string &reason, fo::DpVerdict v)> promote;
   };

@@ -131,6 +131,7 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
       wire::fill_peer(wire::role_of(peer), out);
     }
   }
+  out->set_dataplane_beats(d.dp_beats_summary());
   d.fill_upgrade(out->mutable_upgrade());
   out->set_upgrade_stage(out->upgrade().stage());
   fill_sync(d, r, out->mutable_sync());

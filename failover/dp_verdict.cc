@@ -4,7 +4,9 @@ namespace ftpair::fo {
 
 const char *dp_verdict_label(DpVerdict v) {
   switch (v) {
+    case DpVerdict::PEER_GONE: return "peer_gone";
     case DpVerdict::PEER_DEAD: return "peer_dead";
+    case DpVerdict::PEER_SLOW: return "peer_slow";
     case DpVerdict::WORKER_STALLED: return "worker_stalled";
     case DpVerdict::WORKER_STARVED: return "worker_starved";
     case DpVerdict::BEATS_LOST: return "beats_lost";
@@ -14,8 +16,10 @@ const char *dp_verdict_label(DpVerdict v) {
   return "unknown";
 }
 
-DpVerdict dp_verdict(bool answered, const v1::Beat &reply, unsigned worker, uint64_t limit_us) {
-  if (!answered) return DpVerdict::PEER_DEAD;
+DpVerdict dp_verdict(ProbeOutcome o, const v1::Beat &reply, unsigned worker, uint64_t limit_us) {
+  if (o == ProbeOutcome::REFUSED) return DpVerdict::PEER_GONE;
+  if (o == ProbeOutcome::NOTHING) return DpVerdict::PEER_DEAD;
+  if (o == ProbeOutcome::ALIVE) return DpVerdict::PEER_SLOW;
   if (reply.role_state() != v1::ROLE_STATE_ACTIVE) return DpVerdict::PEER_NOT_ACTIVE;
   for (const auto &w : reply.dataplane_workers()) {
     if (w.worker() != worker) continue;

@@ -5,8 +5,13 @@
  *
  *   peer's answer to the probe (fast beats, failover/monitor.h)     verdict          action
  *   ---------------------------------------------------------------------------------------------
- *   none within dataplane_probe_us: the process is dead or stopped,  PEER_DEAD        fence, promote
+ *   ICMP port unreachable from the peer's host: its daemon is gone   PEER_GONE        fence, promote
+ *     (answered by the kernel in one round trip, no timeout waited)
+ *   none within dataplane_probe_us (sent 3 times), and nothing else  PEER_DEAD        fence, promote
+ *     heard from the peer meanwhile: the process is dead or stopped,
  *     or its host is (or the management network is down too)
+ *   none in time, but a fast beat or a dataplane beat of that worker PEER_SLOW        wait: probe
+ *     arrived while we waited (a machine that paused, not a death)                    again
  *   the worker last sent more than the silence limit ago, and its     WORKER_STALLED   fence, promote
  *     thread is blocked, sleeping or stopped
  *   the worker last sent more than the limit ago, but its thread is   WORKER_STARVED   wait: the peer's
@@ -29,14 +34,29 @@
 
 namespace ftpair::fo {
 
-enum class DpVerdict : uint8_t { PEER_DEAD, WORKER_STALLED, WORKER_STARVED, BEATS_LOST, PEER_NOT_ACTIVE, COUNT };
+enum class DpVerdict : uint8_t {
+  PEER_GONE,
+  PEER_DEAD,
+  PEER_SLOW,
+  WORKER_STALLED,
+  WORKER_STARVED,
+  BEATS_LOST,
+  PEER_NOT_ACTIVE,
+  COUNT
+};
 const char *dp_verdict_label(DpVerdict v);
 // True for the verdicts that fence and promote.
-inline bool dp_verdict_promotes(DpVerdict v) { return v == DpVerdict::PEER_DEAD || v == DpVerdict::WORKER_STALLED; }
+inline bool dp_verdict_promotes(DpVerdict v) {
+  return v == DpVerdict::PEER_GONE || v == DpVerdict::PEER_DEAD || v == DpVerdict::WORKER_STALLED;
+}
 
-/* answered: the probe got a reply; reply: it; worker: the peer worker found silent; limit_us:
- * the silence that counts as missed (interval x miss). A reply that does not mention the
- * worker is taken as BEATS_LOST: without word that it stopped, nothing is promoted. */
-DpVerdict dp_verdict(bool answered, const v1::Beat &reply, unsigned worker, uint64_t limit_us);
+// How the probe ended: answered; refused (ICMP port unreachable); unanswered but the peer was
+// heard meanwhile (another fast beat, or a dataplane beat of the silent worker); nothing.
+enum class ProbeOutcome : uint8_t { ANSWERED, REFUSED, ALIVE, NOTHING };
+
+/* reply: the answer (ANSWERED only); worker: the peer worker found silent; limit_us: the
+ * silence that counts as missed (interval x miss). A reply that does not mention the worker
+ * is taken as BEATS_LOST: without word that it stopped, nothing is promoted. */
+DpVerdict dp_verdict(ProbeOutcome o, const v1::Beat &reply, unsigned worker, uint64_t limit_us);
 
 }  // namespace ftpair::fo

@@ -1,6 +1,7 @@
 #include "failover/monitor.h"
 
 #include <arpa/inet.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -88,6 +89,7 @@ void Monitor::start() {
       sa.sin_addr = bind_addr;
       if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
           setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+          setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one)) != 0 ||  // a probe to a dead daemon: refused
           bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0) {
         err = "fast beats: cannot bind UDP " + cfg_.udp_bind + ":" + std::to_string(cfg_.udp_port) + ": " +
               std::strerror(errno);
@@ -218,22 +220,65 @@ bool Monitor::send_beat(v1::Beat &b) {
   return true;
 }
 
-bool Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
-  if (udp_fd_ < 0 || !running_.load()) return false;
+Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
+  if (udp_fd_ < 0 || !running_.load()) return ProbeResult::NO_BEATS;
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
-  probe_answered_ = false;
+  probe_answered_ = probe_refused_ = false;
+  const uint64_t heard0 = udp_heard_.load();
   v1::Beat ask;
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   ask.set_probe(probe_id_);
-  if (!send_beat(ask)) {
-    probe_id_ = 0;
-    return false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool got = false;
+  for (int attempt = 0; attempt < 3 && !got; attempt++) {
+    v1::Beat again = ask;  // a fresh sequence number and send time each time
+    send_beat(again);
+    const auto until = attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3;
+    got = probe_cv_.wait_until(lk, std::min(until, deadline), [this] { return probe_answered_ || probe_refused_; });
+    if (std::chrono::steady_clock::now() >= deadline) break;
   }
-  const bool got = probe_cv_.wait_for(lk, timeout, [this] { return probe_answered_; });
   probe_id_ = 0;
-  if (got) *reply = std::move(probe_answer_);
-  return got;
+  if (probe_answered_) {
+    *reply = std::move(probe_answer_);
+    return ProbeResult::ANSWERED;
+  }
+  if (probe_refused_) {
+    probes_refused_++;
+    return ProbeResult::REFUSED;
+  }
+  // Beats counted as heard include the answer itself; none came, so anything heard is a beat.
+  return udp_heard_.load() > heard0 ? ProbeResult::HEARD : ProbeResult::TIMEOUT;
+}
+
+// ICMP errors for datagrams to the peer (IP_RECVERR): port unreachable while a probe waits.
+void Monitor::drain_icmp_errors() {
+  for (int i = 0; i < 16; i++) {
+    uint8_t data[256], ctrl[512];
+    sockaddr_in to{};
+    iovec iov{data, sizeof(data)};
+    msghdr mh{};
+    mh.msg_name = &to;
+    mh.msg_namelen = sizeof(to);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctrl;
+    mh.msg_controllen = sizeof(ctrl);
+    if (recvmsg(udp_fd_, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return;
+    for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != IPPROTO_IP || c->cmsg_type != IP_RECVERR) continue;
+      const auto *e = reinterpret_cast<const sock_extended_err *>(CMSG_DATA(c));
+      // msg_name holds the destination of the datagram that failed.
+      if (e->ee_origin != SO_EE_ORIGIN_ICMP || e->ee_errno != ECONNREFUSED || to.sin_addr.s_addr != udp_peer_addr_ ||
+          to.sin_port != htons(cfg_.udp_port))
+        continue;
+      std::lock_guard<std::mutex> g(probe_mu_);
+      if (probe_id_ != 0) {
+        probe_refused_ = true;
+        probe_cv_.notify_all();
+      }
+    }
+  }
 }
 
 void Monitor::udp_rx_loop() {
@@ -243,7 +288,10 @@ void Monitor::udp_rx_loop() {
     sockaddr_in from{};
     socklen_t fl = sizeof(from);
     ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from), &fl);
-    if (n < 0) continue;  // timeout (checks running_) or a transient error
+    if (n < 0) {
+      if (errno == ECONNREFUSED || errno == EHOSTUNREACH) drain_icmp_errors();
+      continue;  // timeout (checks running_) or a transient error
+    }
     BeatReject r;
     v1::Beat b;
     if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))

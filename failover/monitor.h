@@ -105,8 +105,14 @@ class Monitor {
   Status set_beat_keys(std::vector<BeatKey> keys);
   /* Asks the peer over the fast beats and waits up to timeout for its answer (a beat whose
    * probe_reply matches, sent by the peer's receiving thread the moment the probe arrives).
-   * False without fast beats or without an answer in time. One caller at a time. */
-  bool probe(std::chrono::microseconds timeout, v1::Beat *reply);
+   * The probe is sent again at a third and two thirds of the timeout (a datagram lost is not
+   * a peer dead). ANSWERED fills reply; REFUSED: the peer's host answered a probe with ICMP
+   * port unreachable (its daemon is gone), at once rather than at the timeout; HEARD: no
+   * answer, but another authentic fast beat of the peer arrived meanwhile (alive, slow);
+   * TIMEOUT: nothing. NO_BEATS without fast beats. One caller at a time. */
+  enum class ProbeResult { ANSWERED, REFUSED, HEARD, TIMEOUT, NO_BEATS };
+  ProbeResult probe(std::chrono::microseconds timeout, v1::Beat *reply);
+  uint64_t probes_refused() const { return probes_refused_.load(); }
   uint64_t probes_answered() const { return probes_answered_.load(); }
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
@@ -117,6 +123,7 @@ class Monitor {
   void loop();
   void udp_tx_loop();
   void udp_rx_loop();
+  void drain_icmp_errors();
   void check_silence();
   void record(const v1::Beat &b);
 
@@ -148,7 +155,9 @@ class Monitor {
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;
   uint64_t probe_id_ = 0, probe_seq_ = 0;
-  bool probe_answered_ = false;
+  bool probe_answered_ = false, probe_refused_ = false;
+  uint64_t probe_heard_at_start_ = 0;
+  std::atomic<uint64_t> probes_refused_{0};
   v1::Beat probe_answer_;
   std::atomic<uint64_t> probes_answered_{0};
   /* on_peer_beat runs on a thread of its own at normal priority, with the newest beat: the

@@ -184,6 +184,7 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("flows", flows);
   b.add("peer node", (s.peer_role().empty() ? std::string("role unknown") : s.peer_role()) + ", " +
                          (s.peer_reachable() ? "reachable" : "not reachable"));
+  if (!s.dataplane_beats().empty()) b.add("dataplane beats", s.dataplane_beats());
   b.add("checkpoints", std::to_string(s.checkpoints()) + " (" + std::to_string(s.checkpoints_aborted()) + " aborted)");
   b.add("last checkpoint", format_age(s.last_checkpoint_age_seconds()));
   b.add("last pause", fmt("%.1f µs", s.last_pause_us()));

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -94,7 +96,8 @@ struct Node {
       b->set_role("standby");
     };
     h.on_peer_beat = [this](const v1::Beat &) { beats++; };
-    h.fill_probe_reply = [](v1::Beat *b) {
+    h.fill_probe_reply = [this](v1::Beat *b) {
+      if (slow_answer_ms) std::this_thread::sleep_for(std::chrono::milliseconds(slow_answer_ms.load()));
       auto *w = b->add_dataplane_workers();
       w->set_worker(0);
       w->set_beats_sent(77);
@@ -106,6 +109,7 @@ struct Node {
     };
     mon = std::make_unique<Monitor>(c, h);
   }
+  std::atomic<int> slow_answer_ms{0};  // fill_probe_reply sleeps this long: an answer that comes late
 };
 
 uint16_t free_udp_port() {
@@ -239,8 +243,11 @@ namespace ftpair::fo {
 namespace {
 
 // A probe is answered at once by the peer's receiving thread, with what fill_probe_reply adds;
-// a dead peer's probe times out within its deadline.
-TEST(FastBeats, AProbeIsAnsweredAtOnceAndADeadPeersTimesOut) {
+// a peer whose answers come late but whose beats still flow is heard (alive); a port nobody
+// listens on is refused at once (ICMP port unreachable: the daemon is gone); a port that is
+// bound but never answers (a stopped process) times out within the deadline.
+TEST(FastBeats, AProbeIsAnsweredHeardRefusedOrTimesOut) {
+  using R = Monitor::ProbeResult;
   const uint16_t port = free_udp_port();
   std::vector<BeatKey> keys{{1, std::string(32, 'p')}};
   Node a("127.0.0.1", "127.0.0.2", port, "a", keys), b("127.0.0.2", "127.0.0.1", port, "b", keys);
@@ -251,7 +258,7 @@ TEST(FastBeats, AProbeIsAnsweredAtOnceAndADeadPeersTimesOut) {
   for (int i = 0; i < 20; i++) {
     v1::Beat r;
     const auto t0 = Clock::now();
-    ASSERT_TRUE(a.mon->probe(200ms, &r)) << "probe " << i << " unanswered";
+    ASSERT_EQ(a.mon->probe(200ms, &r), R::ANSWERED) << "probe " << i << " unanswered";
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     EXPECT_EQ(r.node_id(), "b");
     ASSERT_EQ(r.dataplane_workers_size(), 1);
@@ -261,13 +268,35 @@ TEST(FastBeats, AProbeIsAnsweredAtOnceAndADeadPeersTimesOut) {
   std::sort(us.begin(), us.end());
   std::printf("probe answered in %.0f us (median of 20, loopback)\n", us[us.size() / 2]);
   EXPECT_EQ(a.mon->probes_answered(), 20u);
-  b.mon->stop();
+
+  // b answers 30 ms late, but its fast beats (every 5 ms) arrive within the 20 ms probe.
+  b.slow_answer_ms = 30;
   v1::Beat r;
-  const auto t0 = Clock::now();
-  EXPECT_FALSE(a.mon->probe(5ms, &r));
-  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  EXPECT_EQ(a.mon->probe(20ms, &r), R::HEARD);
+  b.slow_answer_ms = 0;
+  std::this_thread::sleep_for(50ms);  // the late answer comes in and is ignored
+
+  // b's daemon gone: its host refuses the probe at once.
+  b.mon->stop();
+  auto t0 = Clock::now();
+  EXPECT_EQ(a.mon->probe(500ms, &r), R::REFUSED);
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  EXPECT_LT(ms, 100.0) << "a refusal does not wait for the deadline";
+  EXPECT_EQ(a.mon->probes_refused(), 1u);
+
+  // b's port bound but nobody reads it (a stopped process): the deadline holds.
+  const int mute = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+  ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)), 0) << std::strerror(errno);
+  t0 = Clock::now();
+  EXPECT_EQ(a.mon->probe(5ms, &r), R::TIMEOUT);
+  ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   EXPECT_GE(ms, 4.9);
   EXPECT_LT(ms, 500.0) << "the probe's deadline holds";
+  close(mute);
   a.mon->stop();
 }
 
