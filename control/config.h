@@ -124,7 +124,7 @@ struct Config {
    * (failover/dp_verdict.h). 0 = off. Needs the fast beats (beat_udp_port). */
   uint32_t dataplane_beat_us = 0;
   uint32_t dataplane_miss = 3;
-  uint32_t dataplane_probe_us = 1000;
+  uint32_t dataplane_probe_us = 2000;  // sent 3 times within it; a peer heard meanwhile is alive
   fo::FenceKind fence = fo::FenceKind::NONE;
   bool allow_fence_none = false;
   std::string fence_pidfile;

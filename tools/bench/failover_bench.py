@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Failover benchmark (issue 4): the pair lab, constant-rate UDP timed to the packet.
 
-  failover_bench.py [--timers 10x10,5x10] [--kills 10] [--stops 5] [--stalls 5]
+  failover_bench.py [--timers 5x8,3x8,dp] [--kills 10] [--stops 5] [--stalls 5]
                     [--steady-s 60] [--pps 5000] [--out RESULTS.jsonl]
 
 For each heartbeat setting INTERVALxMISSES (ms x beats) the pair runs in strict mode:
@@ -11,7 +11,9 @@ For each heartbeat setting INTERVALxMISSES (ms x beats) the pair runs in strict 
   2. repeated faults of the current active while a constant-rate UDP stream (client ->
      server through the NAT) and 8 byte-checked TCP echo connections run: SIGKILL of ftpaird
      (cause kill), SIGSTOP (stop), and a stall of only the worker lcore through the test hook
-     (worker_stall; only for the first setting). After each fault the old active restarts,
+     (worker_stall; only for the first setting and dp).
+"dp" is the dataplane beats (issue 19): failover.dataplane_beat_us=1000, 3 missed, a 1 ms
+probe over the fast beats, the lab's control beats beside them. After each fault the old active restarts,
      rejoins as standby and resyncs before the next one.
 
 Failover time = arrival of the first datagram the new active forwarded - the moment of
@@ -43,6 +45,7 @@ RECORD = struct.Struct("<QQH6x")
 ECHO_PORT = 7000
 UDP_PORT = 9999
 IPERF_PORT = 5201
+DP_DEFAULT = (1000, 3, 2000)  # timers=dp: failover.dataplane_beat_us, _miss, _probe_us
 
 
 def other(n):
@@ -63,7 +66,8 @@ def failovers(node):
     if s is None:
         return 0
     return sum(L.metric(s, "ftpair_failovers_total", reason=r) or 0
-               for r in ("peer_silent", "peer_unhealthy", "switchover", "forced"))
+               for r in ("peer_silent", "peer_unhealthy", "switchover", "forced", "dp_silent", "dp_worker_stall",
+                         "peer_domain_event", "election"))
 
 
 def pair_ready(active):
@@ -79,11 +83,16 @@ class Bench:
         self.runs = []        # one dict per fault
         self.active = "a"
         self.sets = []
+        self.unplanned = {}   # timers -> failovers between faults that no fault caused
 
     def emit(self, name, value, unit, **params):
         self.rows.append({"name": name, "value": value, "unit": unit, "params": params})
 
     def node_args(self, hi, miss):
+        """hi a tuple: the dataplane beats (beat us, miss, probe us), beside the lab's control beats."""
+        if isinstance(hi, tuple):
+            return ["--set", "failover.dataplane_beat_us=%d" % hi[0], "--set", "failover.dataplane_miss=%d" % hi[1],
+                    "--set", "failover.dataplane_probe_us=%d" % hi[2], "--set", "checkpoint.mode=strict"]
         return ["--set", "failover.heartbeat_interval_ms=%d" % hi, "--set", "failover.miss_threshold=%d" % miss,
                 "--set", "checkpoint.mode=strict"]
 
@@ -95,7 +104,7 @@ class Bench:
         self.lab.start_node("b", "--role", "standby", *self.sets)
         self.active = "a"
         if not L.wait_until(lambda: pair_ready("a"), 30, 0.2):
-            raise L.LabError("pair did not come up with timers %dx%d" % (hi, miss))
+            raise L.LabError("pair did not come up with timers %s" % (self.sets,))
 
     def recover(self, old):
         """The faulted node restarts with no role: it must join as standby and resync."""
@@ -125,12 +134,31 @@ class Bench:
         j = (L.client_result(c, 30) or {})
         iperf.stop(timeout=10)
         spurious = failovers("a") + failovers("b") - f0
+        if spurious:  # why, before a restart truncates the logs
+            for n in ("a", "b"):
+                sc = scrape(n) or {}
+                L.log("steady %s: %s failovers by reason: %s" % (timers, n, {
+                    r: L.metric(sc, "ftpair_failovers_total", reason=r) for r in (
+                        "peer_silent", "peer_unhealthy", "dp_silent", "dp_worker_stall", "switchover", "forced",
+                        "election", "peer_domain_event")} if sc else "(no scrape)"))
+                try:
+                    with open(os.path.join(L.RUN, "%s.log" % n), errors="replace") as f:
+                        for line in f:
+                            if "promoted (" in line or "fenc" in line:
+                                L.log("steady %s: %s: %s" % (timers, n, line.strip()[:400]))
+                except OSError:
+                    pass
         self.emit("spurious_failovers", spurious, "failovers", seconds=seconds, timers=timers, load="iperf3+echo+udp")
         L.log("steady %s: %d s, %d spurious failovers, echo %s" % (timers, seconds, spurious,
                                                                    {k: j.get(k) for k in ("conns", "ok", "max_gap_ms")}))
         return spurious
 
     def fault(self, timers, cause):
+        before = self.active
+        self.settle()  # a failover nobody caused since the last fault moved the role: find it
+        if self.active != before:
+            self.unplanned[timers] = self.unplanned.get(timers, 0) + 1
+            L.log("%s: the role moved %s -> %s between faults (a spurious failover)" % (timers, before, self.active))
         old = self.active
         new = other(old)
         c = L.start_client(self.lab, 8, 5)
@@ -211,12 +239,17 @@ def main():
     ap.add_argument("--stops", type=int, default=5)
     ap.add_argument("--stalls", type=int, default=5)
     ap.add_argument("--steady-s", type=int, default=60)
+    ap.add_argument("--dp-steady-s", type=int, default=None, help="the steady run of timers=dp (default --steady-s)")
     ap.add_argument("--pps", type=float, default=5000)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     L.require_lab(need=("iperf3",))
     timers = []
     for t in a.timers.split(","):
+        if t == "dp" or t.startswith("dp:"):  # dp or dp:BEAT_US:MISS:PROBE_US
+            dp = DP_DEFAULT if t == "dp" else tuple(int(x) for x in t.split(":")[1:4])
+            timers.append((t, dp, 0))
+            continue
         hi, miss = t.split("x")
         timers.append((t, int(hi), int(miss)))
     sink_file = os.path.join(L.RUN, "failover-bench-udp.bin")
@@ -233,16 +266,18 @@ def main():
             src = lab.background("client", [L.PY, STREAM, "source", "--host", L.SERVER_IP, "--port", UDP_PORT,
                                             "--pps", a.pps])
             time.sleep(1)
-            b.steady(name, a.steady_s)
+            b.steady(name, a.dp_steady_s if name.startswith("dp") and a.dp_steady_s else a.steady_s)
             b.settle()
             plan = ["kill"] * a.kills
-            if k == 0:
+            if k == 0 or name.startswith("dp"):
                 plan += ["stop"] * a.stops + ["worker_stall"] * a.stalls
             for cause in plan:
                 b.fault(name, cause)
                 L.log("%s %s: %s -> %s, echo ok %s/%s" % (name, cause, b.runs[-1]["old"], b.active,
                                                            b.runs[-1]["ok"], b.runs[-1]["conns"]))
             src.stop(timeout=5)
+            b.emit("spurious_failovers_between_faults", b.unplanned.get(name, 0), "failovers", timers=name,
+                   faults=len(plan))
         sink.stop(timeout=5)
         iperf_srv.stop()
         echo.stop()

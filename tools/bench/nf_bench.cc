@@ -2,7 +2,7 @@
  *
  *   nf_bench [EAL args] -- [--flows N] [--proto udp|tcp] [--seconds S] [--warm-s W]
  *                          [--gen-seconds G] [--inline-seconds I] [--sync-packets S]
- *                          [--no-generator --packets P]
+ *                          [--no-generator --packets P] [--dp-beats-us US]
  *
  * Ports, as the daemon's interface agent sees them:
  *   inside  (port 0): net_ring over an SP/SC rte_ring, filled by the generator on the main lcore
@@ -24,6 +24,9 @@
  * --no-generator: one thread; batches of packets are enqueued, then worker_iteration() is
  * called until the ring is empty. Run it under `valgrind --tool=callgrind
  * --toggle-collect='*worker_iteration*'` to count instructions per packet.
+ *
+ * --dp-beats-us US: the worker also sends signed dataplane beats (issue 19) every US, as the
+ * daemon's do (the one-compare-per-loop cost, and the beat itself when it is due).
  *
  * --replication off,relaxed,strict: the checkpoint benchmark instead (issue 3). A real Sync
  * server with its own flow table and applier listens on loopback; for each round and each
@@ -72,6 +75,7 @@
 #include "checkpoint/sync_server.h"
 #include "dataplane/agent.h"
 #include "dataplane/arp_table.h"
+#include "dataplane/dp_beat.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/nf.h"
 #include "dataplane/port.h"
@@ -111,6 +115,7 @@ struct Options {
    * (params "load": "nf_idle"). */
   uint64_t gen_pps = 0;
   bool realtime = true;  // the commit path's threads at real-time priority (engine and standby)
+  uint32_t dp_beats_us = 0;  // the worker sends dataplane beats (issue 19) this often; 0 = off
 };
 
 [[noreturn]] void die(const std::string &msg) {
@@ -228,6 +233,7 @@ struct Bench {
   unsigned worker_lcore = 0;
   std::string params;  // JSON params object
   std::unique_ptr<ftpair::ckpt::SyncServer> standby;
+  std::unique_ptr<dp::DpBeatBoard> beats;  // --dp-beats-us
   uint32_t churn_next = 0;  // next churn flow, across phases (a flow is new once per timeout)
 };
 
@@ -339,6 +345,21 @@ void init_ctx(Bench &b, dp::WorkerContext &ctx, std::atomic<bool> &quit) {
   ctx.nf = b.nf.get();
   ctx.flows = b.flows.get();
   ctx.quit = &quit;
+  if (b.opt.dp_beats_us) {  // as Node::attach_dp_beats: signed beats out of the inside port
+    if (!b.beats) {
+      dp::DpBeatConfig bc;
+      bc.node_id = "bench";
+      bc.interval_us = b.opt.dp_beats_us;
+      bc.keys.push_back(dp::DpBeatKey{1, std::string(32, 'k')});
+      bc.tsc_hz = rte_get_tsc_hz();
+      b.beats = std::make_unique<dp::DpBeatBoard>(std::move(bc));
+      b.nf->set_dp_beats(b.beats.get());
+    }
+    ctx.beats = b.beats.get();
+    ctx.pool = b.pool;
+    ctx.beat_port = dp::kPortInside;
+    ctx.beat_next_tsc = 0;
+  }
 }
 
 // ---------------------------------------------------------------- generator
@@ -969,6 +990,7 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--gen-seconds") o.gen_seconds = static_cast<unsigned>(std::stoul(val()));
     else if (a == "--inline-seconds") o.inline_seconds = static_cast<unsigned>(std::stoul(val()));
     else if (a == "--no-generator") o.no_generator = true;
+    else if (a == "--dp-beats-us") o.dp_beats_us = static_cast<uint32_t>(std::stoul(val()));
     else if (a == "--packets") o.packets = std::stoull(val());
     else if (a == "--sync-packets") o.sync_packets = std::stoull(val());
     else if (a == "--ring-size") o.ring_size = static_cast<uint32_t>(std::stoul(val()));
