@@ -1,9 +1,12 @@
 #include "dataplane/dp_beat.h"
 
+// SHA256_Init/Update/Final (deprecated in OpenSSL 3, not removed): the only API that lets a
+// hash state be copied without an allocation.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <cstring>
 
@@ -33,11 +36,23 @@ uint64_t get64(const uint8_t *p) {
   return rte_be_to_cpu_64(v);
 }
 
+// HMAC-SHA256 (RFC 2104) from the key's prepared states, truncated to the tag.
 void tag(const DpBeatKey &k, const uint8_t *p, uint8_t out[kDpBeatTag]) {
-  uint8_t full[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  HMAC(EVP_sha256(), k.secret.data(), static_cast<int>(k.secret.size()), p, kDpBeatSigned, full, &len);
+  SHA256_CTX st[2];
+  if (k.hmac_state.size() == sizeof(st)) {
+    std::memcpy(st, k.hmac_state.data(), sizeof(st));
+  } else {
+    DpBeatKey t{k.id, k.secret};
+    t.prepare();
+    std::memcpy(st, t.hmac_state.data(), sizeof(st));
+  }
+  uint8_t inner[SHA256_DIGEST_LENGTH], full[SHA256_DIGEST_LENGTH];
+  SHA256_Update(&st[0], p, kDpBeatSigned);
+  SHA256_Final(inner, &st[0]);
+  SHA256_Update(&st[1], inner, sizeof(inner));
+  SHA256_Final(full, &st[1]);
   std::memcpy(out, full, kDpBeatTag);
+  OPENSSL_cleanse(st, sizeof(st));
 }
 
 uint64_t pack_mac(const rte_ether_addr &a) {
@@ -122,6 +137,25 @@ DpBeatReject dp_beat_decode(const uint8_t *p, size_t n, const std::vector<DpBeat
   return DpBeatReject::COUNT;
 }
 
+void DpBeatKey::prepare() {
+  uint8_t block[SHA256_CBLOCK] = {};
+  if (secret.size() > sizeof(block))
+    SHA256(reinterpret_cast<const uint8_t *>(secret.data()), secret.size(), block);
+  else
+    std::memcpy(block, secret.data(), secret.size());
+  SHA256_CTX st[2];
+  uint8_t pad[SHA256_CBLOCK];
+  for (int i = 0; i < 2; i++) {
+    for (size_t j = 0; j < sizeof(pad); j++) pad[j] = block[j] ^ (i == 0 ? 0x36 : 0x5c);
+    SHA256_Init(&st[i]);
+    SHA256_Update(&st[i], pad, sizeof(pad));
+  }
+  hmac_state.assign(reinterpret_cast<const uint8_t *>(st), reinterpret_cast<const uint8_t *>(st) + sizeof(st));
+  OPENSSL_cleanse(st, sizeof(st));
+  OPENSSL_cleanse(block, sizeof(block));
+  OPENSSL_cleanse(pad, sizeof(pad));
+}
+
 DpBeatBoard::DpBeatBoard(DpBeatConfig cfg)
     : cfg_(std::move(cfg)),
       interval_tsc_(cfg_.tsc_hz * cfg_.interval_us / 1000000),
@@ -131,9 +165,11 @@ DpBeatBoard::DpBeatBoard(DpBeatConfig cfg)
   }
   if (nonce_ == 0) nonce_ = static_cast<uint64_t>(unix_ns());  // RAND_bytes failed: still distinct per boot
   if (interval_tsc_ == 0) interval_tsc_ = 1;
+  for (auto &k : keys_) k.prepare();
 }
 
 void DpBeatBoard::set_keys(std::vector<DpBeatKey> keys) {
+  for (auto &k : keys) k.prepare();
   std::lock_guard<std::mutex> g(mu_);
   keys_ = std::move(keys);
 }

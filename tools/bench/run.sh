@@ -390,7 +390,7 @@ PY
 
 # ------------------------------------------------------------------ failover (issue 4)
 
-FO_TIMERS=${FO_TIMERS:-"5x8,3x8,dp"}
+FO_TIMERS=${FO_TIMERS:-"5x8,3x8,dp,dp:1000:5:5000"}
 FO_KILLS=${FO_KILLS:-10}
 FO_STOPS=${FO_STOPS:-5}
 FO_STALLS=${FO_STALLS:-5}

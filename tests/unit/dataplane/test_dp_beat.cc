@@ -1,6 +1,8 @@
 // Dataplane beats (issue 19): the frame, its authentication, replays, and what the board
 // publishes. Two boards stand for the two nodes; frames pass between them as bytes.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <cstring>
 #include <vector>
@@ -193,6 +195,31 @@ TEST(DpBeat, AnEmptyPoolIsCountedNotFatal) {
   EXPECT_EQ(a.sent(0), 0u);
   for (auto *m : hoard) rte_pktmbuf_free(m);
   rte_mempool_free(tiny);
+}
+
+// The tag from the key's prepared hash states is HMAC-SHA256 (OpenSSL's one-shot HMAC()),
+// truncated, for short keys, 64-byte keys and keys longer than a block; prepared or not.
+TEST(DpBeat, ThePreparedTagIsHmacSha256) {
+  for (size_t len : {1u, 32u, 64u, 65u, 200u}) {
+    DpBeatKey k{3, std::string(len, '\0')};
+    for (size_t i = 0; i < len; i++) k.secret[i] = static_cast<char>(i * 7 + 1);
+    DpBeat b;
+    b.key_id = 3;
+    std::memcpy(b.node, "n", 1);
+    b.sequence = 42 + len;
+    uint8_t plain[kDpBeatPayload], prepared[kDpBeatPayload];
+    dp_beat_encode(b, &k, plain);
+    DpBeatKey kp = k;
+    kp.prepare();
+    dp_beat_encode(b, &kp, prepared);
+    uint8_t want[EVP_MAX_MD_SIZE];
+    unsigned wl = 0;
+    HMAC(EVP_sha256(), k.secret.data(), static_cast<int>(len), plain, kDpBeatSigned, want, &wl);
+    EXPECT_EQ(std::memcmp(plain + kDpBeatSigned, want, kDpBeatTag), 0) << "key of " << len << " bytes";
+    EXPECT_EQ(std::memcmp(prepared, plain, kDpBeatPayload), 0) << "key of " << len << " bytes";
+    DpBeat out;
+    EXPECT_EQ(dp_beat_decode(prepared, kDpBeatPayload, {kp}, &out), DpBeatReject::COUNT);
+  }
 }
 
 }  // namespace
