@@ -6,7 +6,8 @@
 
 The source sends datagrams carrying (sequence, send time) on a fixed schedule: a late
 sender catches up, so sequence n always belongs to time start + n/R. The sink appends one
-record per datagram to FILE: arrival CLOCK_MONOTONIC ns, sequence, source port (the NAT
+record per datagram to FILE: arrival CLOCK_MONOTONIC ns (the kernel's receive timestamp,
+SO_TIMESTAMPNS, moved to the monotonic clock), sequence, source port (the NAT
 port the gateway chose). Network namespaces share CLOCK_MONOTONIC, so a driver in the root
 namespace can compare arrivals with the moment it injected a fault.
 SIGTERM/SIGINT end either side cleanly.
@@ -21,6 +22,8 @@ import time
 
 PAYLOAD = struct.Struct("!QQ")       # seq, send ns
 RECORD = struct.Struct("<QQH6x")     # arrival ns, seq, source port
+TIMESPEC = struct.Struct("@qq")      # struct timespec (SCM_TIMESTAMPNS)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not always name it
 
 
 class Stop(Exception):
@@ -34,14 +37,23 @@ def _stop(signum, frame):
 def sink(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    # The kernel's arrival time of each datagram (CLOCK_REALTIME), not the moment this
+    # process got around to reading it: on a busy machine (a killed node's exit beside us)
+    # the sink may read late, and a late stamp moves the failover's edges.
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind(("0.0.0.0", a.port))
     print("LISTENING udp %d" % a.port, flush=True)
     n = 0
     with open(a.out, "wb", buffering=1 << 16) as f:
         try:
             while True:
-                data, (ip, port) = s.recvfrom(2048)
+                data, anc, _, (ip, port) = s.recvmsg(2048, socket.CMSG_SPACE(TIMESPEC.size))
                 now = time.monotonic_ns()
+                for level, kind, cdata in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= TIMESPEC.size:
+                        sec, nsec = TIMESPEC.unpack_from(cdata)
+                        # realtime -> monotonic: the two clocks' offset, read now
+                        now = sec * 1_000_000_000 + nsec + (time.monotonic_ns() - time.time_ns())
                 if len(data) < PAYLOAD.size:
                     continue
                 seq, _ = PAYLOAD.unpack_from(data)
