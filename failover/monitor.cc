@@ -213,11 +213,23 @@ bool Monitor::send_beat(v1::Beat &b) {
   b.set_sequence(seq_.fetch_add(1) + 1);
   b.set_sent_unix_ns(unix_ns());
   const std::string d = auth_ ? auth_->seal(b) : encode_beat_datagram(b);
-  if (sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer)) !=
-      static_cast<ssize_t>(d.size()))
+  for (int attempt = 0; attempt < 2; attempt++) {
+    const ssize_t n =
+        sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
+    if (n == static_cast<ssize_t>(d.size())) {
+      udp_sent_++;
+      return true;
+    }
+    /* With IP_RECVERR an ICMP error for an earlier datagram fails the next call, this one,
+     * and this datagram was not sent: note a refusal (port unreachable) and send it again. */
+    if (n < 0 && errno == ECONNREFUSED) {
+      refused_ns_.store(mono_ns(), std::memory_order_relaxed);
+      continue;
+    }
+    if (n < 0 && (errno == EHOSTUNREACH || errno == ENETUNREACH)) continue;
     return false;
-  udp_sent_++;
-  return true;
+  }
+  return false;
 }
 
 Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
@@ -226,6 +238,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   probe_id_ = ++probe_seq_;
   probe_answered_ = probe_refused_ = false;
   const uint64_t heard0 = udp_heard_.load();
+  const int64_t start_ns = mono_ns();
   v1::Beat ask;
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   ask.set_probe(probe_id_);
@@ -243,7 +256,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
     *reply = std::move(probe_answer_);
     return ProbeResult::ANSWERED;
   }
-  if (probe_refused_) {
+  if (probe_refused_ || refused_ns_.load(std::memory_order_relaxed) >= start_ns) {
     probes_refused_++;
     return ProbeResult::REFUSED;
   }

@@ -158,6 +158,7 @@ class Monitor {
   bool probe_answered_ = false, probe_refused_ = false;
   uint64_t probe_heard_at_start_ = 0;
   std::atomic<uint64_t> probes_refused_{0};
+  std::atomic<int64_t> refused_ns_{-1};  // mono ns of the last send failed by a port unreachable
   v1::Beat probe_answer_;
   std::atomic<uint64_t> probes_answered_{0};
   /* on_peer_beat runs on a thread of its own at normal priority, with the newest beat: the
