@@ -158,8 +158,12 @@ Status Daemon::make_dp_beats() {
       case fo::Monitor::ProbeResult::ANSWERED: return fo::ProbeOutcome::ANSWERED;
       case fo::Monitor::ProbeResult::REFUSED: return fo::ProbeOutcome::REFUSED;
       case fo::Monitor::ProbeResult::HEARD: return fo::ProbeOutcome::ALIVE;
-      default: return fo::ProbeOutcome::NOTHING;
+      case fo::Monitor::ProbeResult::TIMEOUT: return fo::ProbeOutcome::NOTHING;
+      // No fast-beat socket (it could not bind): no probe can tell, and a silence is not a
+      // death without one; the control-plane beats decide.
+      case fo::Monitor::ProbeResult::NO_BEATS: return fo::ProbeOutcome::ALIVE;
     }
+    return fo::ProbeOutcome::ALIVE;
   };
   h.promote = [this](const std::string &why, fo::DpVerdict v) {
     if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::WORKER_STALLED ? "dp_worker_stall" : "dp_silent");
@@ -190,7 +194,7 @@ void Daemon::fill_probe_reply(v1::Beat *b) {
     d->set_worker(w);
     d->set_beats_sent(dp_board_->sent(w));
     const uint64_t last = dp_board_->last_sent_tsc(w);
-    d->set_last_beat_age_us(last && now > last ? (now - last) * 1'000'000 / hz : (last ? 0 : UINT64_MAX));
+    d->set_last_beat_age_us(last && now > last ? dp::tsc_to_us(now - last, hz) : (last ? 0 : UINT64_MAX));
     const int tid = node_->worker(w).tid.load(std::memory_order_acquire);
     d->set_runnable(tid > 0 && fo::read_schedstat(tid).state == 'R');
   }

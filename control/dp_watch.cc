@@ -69,7 +69,7 @@ void DpWatch::loop() {
     if (hooks_.publish_local) hooks_.publish_local(board_);
     const dp::DpPeerView v = board_.peer(rte_rdtsc());
     if (!v.heard || v.workers == 0) continue;
-    const uint64_t silent_us = v.silence_tsc[v.worst] * 1'000'000 / hz;
+    const uint64_t silent_us = dp::tsc_to_us(v.silence_tsc[v.worst], hz);
     if (silent_us <= limit_us) {
       if (link_down_.exchange(false)) L.warn("dataplane beats from peer {} heard again: the dataplane link is up", v.node_id);
       quiet_until = 0;
@@ -80,9 +80,11 @@ void DpWatch::loop() {
     v1::Beat reply;
     const uint64_t p0 = rte_rdtsc();
     fo::ProbeOutcome outcome = hooks_.probe ? hooks_.probe(probe_timeout_, &reply) : fo::ProbeOutcome::NOTHING;
-    const uint64_t probe_us = (rte_rdtsc() - p0) * 1'000'000 / hz;
-    // No answer, but the silent worker's dataplane beats came back while we waited: alive.
-    if (outcome == fo::ProbeOutcome::NOTHING && board_.peer(rte_rdtsc()).sequence[v.worst] != v.sequence[v.worst])
+    const uint64_t probe_us = dp::tsc_to_us(rte_rdtsc() - p0, hz);
+    // No answer (or a refusal, which is not authenticated), but the silent worker's dataplane
+    // beats came back while we waited: alive.
+    if ((outcome == fo::ProbeOutcome::NOTHING || outcome == fo::ProbeOutcome::REFUSED) &&
+        board_.peer(rte_rdtsc()).sequence[v.worst] != v.sequence[v.worst])
       outcome = fo::ProbeOutcome::ALIVE;
     const bool answered = outcome == fo::ProbeOutcome::ANSWERED;
     const fo::DpVerdict verdict = fo::dp_verdict(outcome, reply, v.worst, limit_us);

@@ -108,6 +108,11 @@ struct DpBeatConfig {
   uint64_t tsc_hz = 0;          // the workers' clock
 };
 
+// TSC ticks to microseconds without overflow (a silence of hours stays right).
+inline uint64_t tsc_to_us(uint64_t ticks, uint64_t hz) {
+  return hz == 0 ? 0 : ticks / hz * 1'000'000 + ticks % hz * 1'000'000 / hz;
+}
+
 // What the control plane reads about the peer, at one moment.
 struct DpPeerView {
   bool heard = false;        // an authentic beat since start

@@ -946,8 +946,9 @@ bool Nat44::classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now) {
   if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
     if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
       handle_arp(port, m, now);
-    else if (eth->ether_type == rte_cpu_to_be_16(kDpBeatEtherType) && dp_beats_ != nullptr) {
-      // The peer's liveness, counted by the board (heard, or ignored by reason).
+    else if (eth->ether_type == rte_cpu_to_be_16(kDpBeatEtherType) && dp_beats_ != nullptr && port == kPortInside) {
+      // The peer's liveness, counted by the board (heard, or ignored by reason). Only on the
+      // LAN port the nodes share: from the WAN it is an unknown EtherType like any other.
       dp_beats_->receive(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), now);
       mbuf_free(m);
     } else if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))

@@ -222,11 +222,11 @@ bool Monitor::send_beat(v1::Beat &b) {
     }
     /* With IP_RECVERR an ICMP error for an earlier datagram fails the next call, this one,
      * and this datagram was not sent: note a refusal (port unreachable) and send it again. */
-    if (n < 0 && errno == ECONNREFUSED) {
-      refused_ns_.store(mono_ns(), std::memory_order_relaxed);
+    if (n < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH || errno == EMSGSIZE ||
+                  errno == EPROTO)) {
+      drain_icmp_errors(false);  // a port unreachable from the peer is noted in refused_ns_
       continue;
     }
-    if (n < 0 && (errno == EHOSTUNREACH || errno == ENETUNREACH)) continue;
     return false;
   }
   return false;
@@ -237,6 +237,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
   probe_answered_ = probe_refused_ = false;
+  drain_icmp_errors(false);  // errors of datagrams sent before this probe say nothing of now
   const uint64_t heard0 = udp_heard_.load();
   const int64_t start_ns = mono_ns();
   v1::Beat ask;
@@ -256,17 +257,21 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
     *reply = std::move(probe_answer_);
     return ProbeResult::ANSWERED;
   }
+  // An authentic beat heard meanwhile outweighs a refusal (an ICMP error is not authenticated).
+  if (udp_heard_.load() > heard0) return ProbeResult::HEARD;
   if (probe_refused_ || refused_ns_.load(std::memory_order_relaxed) >= start_ns) {
     probes_refused_++;
     return ProbeResult::REFUSED;
   }
-  // Beats counted as heard include the answer itself; none came, so anything heard is a beat.
-  return udp_heard_.load() > heard0 ? ProbeResult::HEARD : ProbeResult::TIMEOUT;
+  return ProbeResult::TIMEOUT;
 }
 
-// ICMP errors for datagrams to the peer (IP_RECVERR): port unreachable while a probe waits.
-void Monitor::drain_icmp_errors() {
-  for (int i = 0; i < 16; i++) {
+/* ICMP errors for datagrams to the peer (IP_RECVERR): a port unreachable from the peer's
+ * address is noted (refused_ns_), and while a probe waits it answers it (note: only on the
+ * receiving thread, which does not hold probe_mu_). Every queued error is read: errors left
+ * queued count against the socket's receive buffer and would starve the beats. */
+void Monitor::drain_icmp_errors(bool note) {
+  for (int i = 0; i < 256; i++) {
     uint8_t data[256], ctrl[512];
     sockaddr_in to{};
     iovec iov{data, sizeof(data)};
@@ -282,9 +287,12 @@ void Monitor::drain_icmp_errors() {
       if (c->cmsg_level != IPPROTO_IP || c->cmsg_type != IP_RECVERR) continue;
       const auto *e = reinterpret_cast<const sock_extended_err *>(CMSG_DATA(c));
       // msg_name holds the destination of the datagram that failed.
+      const auto *from = reinterpret_cast<const sockaddr_in *>(SO_EE_OFFENDER(e));
       if (e->ee_origin != SO_EE_ORIGIN_ICMP || e->ee_errno != ECONNREFUSED || to.sin_addr.s_addr != udp_peer_addr_ ||
-          to.sin_port != htons(cfg_.udp_port))
+          to.sin_port != htons(cfg_.udp_port) || from->sin_family != AF_INET || from->sin_addr.s_addr != udp_peer_addr_)
         continue;
+      refused_ns_.store(mono_ns(), std::memory_order_relaxed);
+      if (!note) continue;
       std::lock_guard<std::mutex> g(probe_mu_);
       if (probe_id_ != 0) {
         probe_refused_ = true;
@@ -302,7 +310,7 @@ void Monitor::udp_rx_loop() {
     socklen_t fl = sizeof(from);
     ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from), &fl);
     if (n < 0) {
-      if (errno == ECONNREFUSED || errno == EHOSTUNREACH) drain_icmp_errors();
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) drain_icmp_errors(true);
       continue;  // timeout (checks running_) or a transient error
     }
     BeatReject r;

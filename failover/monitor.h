@@ -123,7 +123,7 @@ class Monitor {
   void loop();
   void udp_tx_loop();
   void udp_rx_loop();
-  void drain_icmp_errors();
+  void drain_icmp_errors(bool note);
   void check_silence();
   void record(const v1::Beat &b);
 

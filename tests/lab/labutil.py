@@ -585,6 +585,7 @@ class LabSession:
             elif issubclass(et, LabError):
                 print(str(ev).rstrip())
                 self.aborted = "ftpair-lab failed"
+                self._say_what_the_nodes_said()
             else:
                 import traceback
                 traceback.print_exception(et, ev, tb)
@@ -593,6 +594,18 @@ class LabSession:
         self._teardown()
         self.checker.summary()
         return et is _Abort or (et is not None and et is not SystemExit)
+
+    def _say_what_the_nodes_said(self):
+        """A node that stopped answering: is it alive, and what did its log say last? (Before the
+        teardown, which stops the nodes and lets the next test overwrite their logs.)"""
+        for node in ("a", "b"):
+            pid = node_pid(node)
+            alive = pid_alive(pid)
+            print("---- node %s: pid %s, %s; its log's events ----" % (node, pid, "running" if alive else "not running"),
+                  file=sys.stderr)
+            print(node_log_events(node, 15).rstrip(), file=sys.stderr)
+            print("---- node %s: its log's last lines ----" % node, file=sys.stderr)
+            print(node_log_tail(node, 10).rstrip(), file=sys.stderr)
 
     def _teardown(self):
         if self._down_done:
