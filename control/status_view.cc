@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include <rte_ethdev.h>
 #include <rte_telemetry.h>
 
 #include "checkpoint/version.h"
@@ -15,6 +16,7 @@
 #include "common/log.h"
 #include "control/daemon.h"
 #include "control/role_wire.h"
+#include "dataplane/port.h"
 
 namespace ftpair::status_view {
 
@@ -132,6 +134,21 @@ void fill_status(Daemon &d, v1::StatusReply *out) {
     }
   }
   out->set_dataplane_beats(d.dp_beats_summary());
+  for (int side = 0; side < 2; side++) {
+    v1::PortInfo *p = out->add_ports();
+    p->set_name(side == 0 ? "inside" : "outside");
+    const uint16_t pid = node.port_id(side);
+    char name[RTE_ETH_NAME_MAX_LEN] = {};
+    if (rte_eth_dev_get_name_by_port(pid, name) == 0) p->set_device(name);
+    rte_eth_dev_info info{};
+    if (rte_eth_dev_info_get(pid, &info) == 0 && info.driver_name) p->set_driver(info.driver_name);
+    p->set_mac(dp::mac_to_string(node.own_mac(side)));
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(pid, &link) == 0) {
+      p->set_link_up(link.link_status == RTE_ETH_LINK_UP);
+      p->set_link_speed_mbps(link.link_speed == RTE_ETH_SPEED_NUM_UNKNOWN ? 0 : link.link_speed);
+    }
+  }
   d.fill_upgrade(out->mutable_upgrade());
   out->set_upgrade_stage(out->upgrade().stage());
   fill_sync(d, r, out->mutable_sync());

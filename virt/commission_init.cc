@@ -18,6 +18,8 @@
 #include <sstream>
 #include <string>
 
+#include <yaml-cpp/yaml.h>
+
 #include "virt/commission.h"
 #include "virt/guest.h"
 
@@ -65,6 +67,31 @@ Status bring_up_network(const v::Commission &c, v::Ipv4Prefix *self) {
   return v::send_gratuitous_arp(kIf, self->addr, 2);
 }
 
+/* The dataplane NICs for DPDK: every port whose device is a PCI address (the host names them in
+ * the OEM strings, virt/spec.h) is bound to uio_pci_generic, and when the daemon's config uses
+ * hugepages (dpdk.no_huge: false, which the virtio PMD needs: its DMA addresses are physical)
+ * they are reserved: dpdk.memory_mb and 32 MiB for the EAL's own. */
+Status prepare_dataplane(const v::Commission &c, const std::string &cfg_text) {
+  for (const char *port : {"inside", "outside"}) {
+    std::string dev = get(c, (std::string("ports.") + port + ".device").c_str());
+    if (dev.empty() || !v::is_pci_address(dev)) continue;
+    if (Status st = v::bind_pci(dev, "uio_pci_generic"); !st.ok())
+      return ftpair::Unavailable(std::string("ports.") + port + ": " + st.message());
+    say(std::string("ports.") + port + ": PCI " + dev + " bound to uio_pci_generic for DPDK");
+  }
+  unsigned mb = 0;
+  try {
+    YAML::Node d = YAML::Load(cfg_text)["dpdk"];
+    if (d && d["no_huge"] && !d["no_huge"].as<bool>()) mb = (d["memory_mb"] ? d["memory_mb"].as<unsigned>() : 64) + 32;
+  } catch (const YAML::Exception &e) {
+    return ftpair::InvalidArgument(std::string("the daemon's config: ") + e.what());
+  }
+  if (mb == 0) return Status::Ok();
+  if (Status st = v::reserve_hugepages(mb); !st.ok()) return st;
+  say("hugepages: " + std::to_string(mb) + " MiB reserved on /dev/hugepages");
+  return Status::Ok();
+}
+
 // A spare: wait for the host's assume, then take the failed member's address and identity.
 Status claim(v::Commission *c, v::Ipv4Prefix *self) {
   std::string port_text = get(*c, "pool.port");
@@ -85,13 +112,17 @@ Status run_daemon(v::Commission c) {
   v::Ipv4Prefix self;
   if (Status st = bring_up_network(c, &self); !st.ok()) return st;
   say(std::string(kIf) + " up with " + self.text);
-  if (!get(c, "peer.candidates").empty())
-    if (Status st = claim(&c, &self); !st.ok()) return st;
   std::ifstream in(kBaseConfig);
   std::stringstream base;
   base << in.rdbuf();
   std::string cfg;
+  // Before a spare's claim too: a claimed spare starts its daemon at once.
   if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
+  if (Status st = prepare_dataplane(c, cfg); !st.ok()) return st;
+  if (!get(c, "peer.candidates").empty()) {
+    if (Status st = claim(&c, &self); !st.ok()) return st;
+    if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
+  }
   ::mkdir("/run/ftpair", 0755);
   std::ofstream(kConfig) << cfg;
   say("starting ftpaird node=" + get(c, "node.id") + " role=" + get(c, "node.role"));

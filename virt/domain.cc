@@ -1,5 +1,6 @@
 #include "virt/domain.h"
 
+#include <cstdio>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
@@ -89,7 +90,14 @@ std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self)
   else
     s.push_back("ftpair:peer.candidates=" + pair.a.mgmt_ip() + port + "," + pair.b.mgmt_ip() + port);
   if (!self.pool_token.empty()) s.push_back("ftpair:pool.token=" + self.pool_token);
+  for (size_t i = 0; i < self.nics.size(); ++i)
+    if (!self.nics[i].port.empty()) s.push_back("ftpair:ports." + self.nics[i].port + ".device=" + nic_pci_address(i));
   for (const auto &[k, v] : pair.config) s.push_back("ftpair:" + k + "=" + v);
+  // A member fencing by libvirt fences its peer's domain (a spare learns its peer when claimed).
+  auto fence = pair.config.find("failover.fence");
+  if (fence != pair.config.end() && fence->second == "libvirt" && !pair.config.count("failover.libvirt_domain") &&
+      (self.id == "a" || self.id == "b"))
+    s.push_back("ftpair:failover.libvirt_domain=" + pair.domain_name(self.id == "a" ? "b" : "a"));
   return s;
 }
 
@@ -142,8 +150,14 @@ std::string domain_xml(const PairSpec &pair, const NodeSpec &n, const std::strin
     x << "    <interface type='network'>\n      <source network='" << xml_escape(n.mgmt_network) << "'/>\n";
   else
     x << "    <interface type='bridge'>\n      <source bridge='" << xml_escape(n.mgmt_bridge) << "'/>\n";
-  x << "      <model type='virtio'/>\n    </interface>\n";
-  for (const auto &nic : n.nics) {
+  auto slot = [](unsigned sl) {
+    char b[96];
+    std::snprintf(b, sizeof b, "      <address type='pci' domain='0x0000' bus='0x00' slot='0x%02x' function='0x0'/>\n", sl);
+    return std::string(b);
+  };
+  x << "      <model type='virtio'/>\n" << slot(kMgmtNicSlot) << "    </interface>\n";
+  for (size_t i = 0; i < n.nics.size(); ++i) {
+    const NicSpec &nic = n.nics[i];
     if (nic.type == "bridge")
       x << "    <interface type='bridge'>\n      <source bridge='" << xml_escape(nic.source) << "'/>\n";
     else if (nic.type == "macvtap")
@@ -152,7 +166,7 @@ std::string domain_xml(const PairSpec &pair, const NodeSpec &n, const std::strin
     else
       x << "    <interface type='vhostuser'>\n      <source type='unix' path='" << xml_escape(nic.source)
         << "' mode='" << xml_escape(nic.mode) << "'/>\n";
-    x << "      <model type='virtio'/>\n    </interface>\n";
+    x << "      <model type='virtio'/>\n" << slot(nic_slot(i)) << "    </interface>\n";
   }
   if (!n.serial_log.empty())
     x << "    <serial type='file'>\n      <source path='" << xml_escape(n.serial_log) << "'/>\n"

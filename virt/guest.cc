@@ -8,15 +8,18 @@
 #include <net/if_arp.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "virt/sockets.h"
@@ -120,6 +123,68 @@ Status send_gratuitous_arp(const std::string &ifname, uint32_t addr, int count) 
       return Unavailable(errno_text("send gratuitous ARP on " + ifname));
     if (i + 1 < count) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  return Status::Ok();
+}
+
+namespace {
+
+Status write_sysfs(const std::string &path, const std::string &value) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (fd.fd < 0) return Unavailable(errno_text("open " + path));
+  if (::write(fd.fd, value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+    return Unavailable(errno_text("write '" + value + "' to " + path));
+  return Status::Ok();
+}
+
+std::string link_name(const std::string &path) {
+  char buf[512];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  buf[n] = 0;
+  std::string t = buf;
+  return t.substr(t.rfind('/') + 1);
+}
+
+}  // namespace
+
+bool is_pci_address(const std::string &s) {
+  // dddd:bb:dd.f, hexadecimal
+  if (s.size() != 12 || s[4] != ':' || s[7] != ':' || s[10] != '.') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9, 11})
+    if (!std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  return true;
+}
+
+Status bind_pci(const std::string &pci, const std::string &driver) {
+  if (!is_pci_address(pci)) return InvalidArgument("'" + pci + "' is not a PCI address (dddd:bb:dd.f)");
+  const std::string dev = "/sys/bus/pci/devices/" + pci;
+  struct stat st{};
+  if (::stat(dev.c_str(), &st) != 0) return Status(Code::NOT_FOUND, "no PCI device " + pci + " in this guest");
+  if (link_name(dev + "/driver") == driver) return Status::Ok();
+  if (Status s = write_sysfs(dev + "/driver_override", driver); !s.ok()) return s;
+  if (!link_name(dev + "/driver").empty())
+    if (Status s = write_sysfs(dev + "/driver/unbind", pci); !s.ok()) return s;
+  // drivers_probe fails with an error when no driver takes it; the check below names the result.
+  (void)write_sysfs("/sys/bus/pci/drivers_probe", pci);
+  std::string now = link_name(dev + "/driver");
+  if (now != driver)
+    return Unavailable("PCI " + pci + " is bound to '" + (now.empty() ? "no driver" : now) + "', not " + driver +
+                       " (is its module loaded?)");
+  return Status::Ok();
+}
+
+Status reserve_hugepages(unsigned mb) {
+  ::mkdir("/dev/hugepages", 0755);
+  if (::mount("hugetlbfs", "/dev/hugepages", "hugetlbfs", 0, "pagesize=2M") != 0 && errno != EBUSY)
+    return Unavailable(errno_text("mount hugetlbfs on /dev/hugepages"));
+  const std::string nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+  const unsigned want = (mb + 1) / 2;
+  if (Status s = write_sysfs(nr, std::to_string(want)); !s.ok()) return s;
+  unsigned got = 0;
+  std::ifstream(nr) >> got;
+  if (got < want)
+    return Unavailable("hugepages: asked for " + std::to_string(want) + " pages of 2 MiB, the kernel granted " +
+                       std::to_string(got));
   return Status::Ok();
 }
 

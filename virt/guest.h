@@ -29,4 +29,14 @@ Status set_ipv4(const std::string &ifname, const Ipv4Prefix *p);   // nullptr: r
 Status link_up(const std::string &ifname);
 Status send_gratuitous_arp(const std::string &ifname, uint32_t addr, int count);
 
+// A dataplane NIC for DPDK: the PCI function (0000:00:04.0) is given to `driver` (uio_pci_generic)
+// through driver_override, taken from the kernel driver that holds it, and probed again; OK only
+// once sysfs shows it bound to that driver. The module must be loaded.
+Status bind_pci(const std::string &pci_address, const std::string &driver);
+// True for a PCI address in DPDK's form (dddd:bb:dd.f).
+bool is_pci_address(const std::string &s);
+// hugetlbfs at /dev/hugepages and at least `mb` MiB of 2 MiB pages reserved (the kernel may
+// grant fewer: then an error naming what it granted).
+Status reserve_hugepages(unsigned mb);
+
 }  // namespace ftpair::virt

@@ -1,5 +1,6 @@
 #include "virt/spec.h"
 
+#include <cstdio>
 #include <arpa/inet.h>
 
 #include <fstream>
@@ -107,8 +108,14 @@ NodeSpec parse_node(const YAML::Node &n, const std::string &id) {
     if (!nics.IsSequence()) fail(p + ".nics", "must be a list");
     for (size_t i = 0; i < nics.size(); ++i) {
       const std::string np = p + ".nics[" + std::to_string(i) + "]";
-      check_keys(nics[i], np, {"type", "source", "mode"});
-      NicSpec nic{str(nics[i], "type", np, true), str(nics[i], "source", np, true), str(nics[i], "mode", np, false)};
+      check_keys(nics[i], np, {"type", "source", "mode", "port"});
+      NicSpec nic{str(nics[i], "type", np, true), str(nics[i], "source", np, true), str(nics[i], "mode", np, false),
+                  str(nics[i], "port", np, false)};
+      if (!nic.port.empty() && nic.port != "inside" && nic.port != "outside")
+        fail(np + ".port", "'" + nic.port + "' is not inside or outside");
+      for (const auto &other : s.nics)
+        if (!nic.port.empty() && other.port == nic.port) fail(np + ".port", "two NICs are the " + nic.port + " port");
+      if (nic_slot(i) > 0x1f) fail(np, "too many NICs (PCI slots 4 to 31)");
       if (nic.type == "bridge") {
         if (!nic.mode.empty()) fail(np + ".mode", "not used with type bridge");
       } else if (nic.type == "macvtap") {
@@ -253,6 +260,12 @@ Status load_spec(const std::string &path, PairSpec *out) {
   Status st = parse_spec(ss.str(), out);
   if (!st.ok()) return Status(st.code(), path + ": " + st.message());
   return st;
+}
+
+std::string nic_pci_address(size_t i) {
+  char b[16];
+  std::snprintf(b, sizeof b, "0000:00:%02x.0", nic_slot(i));
+  return b;
 }
 
 }  // namespace ftpair::virt

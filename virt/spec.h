@@ -25,6 +25,11 @@
  *       disk: /images/node.img      # or kernel: + initrd: (+ cmdline:)
  *       nics: [{type: bridge, source: br-lan}, {type: macvtap, source: eth1, mode: bridge},
  *              {type: vhost-user, source: /run/vhu.sock, mode: client}]
+ *                                   # a NIC with port: inside|outside is that ftpaird port: it
+ *                                   # gets a fixed PCI address (slot 4 + its index; the management
+ *                                   # NIC is slot 3), and the guest learns it from the OEM string
+ *                                   # ftpair:ports.<port>.device=0000:00:<slot>.0 (the guest's init
+ *                                   # binds it to uio_pci_generic; DPDK's net_virtio drives it)
  *       management: {network: default, address: 198.18.3.1/24}   # or bridge: br-mgmt
  *       serial_log: /var/log/ftpair/a.serial   # optional: console to a file
  *     b: ...
@@ -44,7 +49,14 @@ struct NicSpec {
   std::string type;    // bridge | macvtap | vhost-user
   std::string source;  // bridge name, host device, or vhost-user socket path
   std::string mode;    // macvtap: bridge|vepa|private|passthrough; vhost-user: client|server
+  std::string port;    // "" (the guest kernel's), inside or outside: driven by ftpaird's DPDK
 };
+
+// The guest PCI address of a node's NICs: the management NIC, then nics[i] (fixed, so the
+// commissioning data can name them before the domain exists).
+constexpr unsigned kMgmtNicSlot = 3;
+inline unsigned nic_slot(size_t i) { return 4 + static_cast<unsigned>(i); }
+std::string nic_pci_address(size_t i);  // "0000:00:04.0" for nics[0]
 
 struct NodeSpec {
   std::string id;  // a | b | spare-<i>

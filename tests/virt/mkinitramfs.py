@@ -7,7 +7,8 @@ the mount points it needs.
                    [--kernel-version V]
         also the daemon: ftpaird (a build without -march=native: the TCG CPU has no AVX-512), every
         shared library it needs (ldd), the DPDK drivers it loads from the plugin directory
-        (mempool ring, null and af_packet ports, with theirs), the kernel modules of the virtio NIC
+        (mempool ring, null, af_packet and virtio ports, with the buses they need), the kernel modules
+        of the virtio NIC and uio_pci_generic
         (from modules.dep, in load order) and the base config. /init then brings the management
         interface up and runs ftpaird (virt/guest.h)."""
 
@@ -18,8 +19,12 @@ import stat
 import subprocess
 
 PLUGIN_DIR = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0"
-PLUGINS = ("librte_mempool_ring.so.23", "librte_net_null.so.23", "librte_net_af_packet.so.23")
-MODULES = ("virtio_pci", "virtio_net")
+# The buses come in as the drivers' own libraries (ldd), once: a second copy in the plugin
+# directory would register its bus twice.
+PLUGINS = ("librte_mempool_ring.so.23", "librte_net_null.so.23", "librte_net_af_packet.so.23",
+           "librte_net_virtio.so.23")
+# The management NIC's driver, and uio_pci_generic for the dataplane NICs DPDK drives.
+MODULES = ("virtio_pci", "virtio_net", "uio_pci_generic")
 
 
 class Cpio:

@@ -225,6 +225,11 @@ TEST(Spec, BadSpecsNameTheField) {
       {replace(g, "management: {network: m, address: 198.19.253.1/24}",
                "management: {network: m, bridge: br, address: 198.19.253.1/24}"),
        "nodes.a.management.network: give exactly one"},
+      {replace(g, "{type: bridge, source: br0}", "{type: bridge, source: br0, port: lan}"),
+       "nodes.b.nics[0].port: 'lan' is not inside or outside"},
+      {replace(g, "{type: bridge, source: br0}, {type: macvtap, source: eth1}",
+               "{type: bridge, source: br0, port: inside}, {type: macvtap, source: eth1, port: inside}"),
+       "nodes.b.nics[1].port: two NICs are the inside port"},
   };
   for (const auto &c : cases) {
     std::string err = spec_error(c.text);
@@ -259,6 +264,51 @@ TEST(Domain, XmlCarriesOemStringsAndNics) {
   EXPECT_NE(sx.find("<entry>ftpair:pool.token=00112233445566778899aabbccddeeff</entry>"), std::string::npos) << sx;
   ASSERT_TRUE(parse_meta_xml(meta_xml(sm, false), &back));
   EXPECT_EQ(back.token, spare.pool_token);
+}
+
+// The dataplane NICs of a VM pair: each NIC at a fixed PCI slot (management 3, nics[i] 4 + i), and
+// the ones that are ftpaird ports named to the guest by that address; fencing by libvirt names
+// the peer's domain.
+TEST(Domain, DataplaneNicsHaveFixedPciAddressesNamedInTheOemStrings) {
+  PairSpec s;
+  std::string text = replace(spec_text("  config: {failover.fence: libvirt}\n"),
+                             "{type: bridge, source: br0}, {type: macvtap, source: eth1}",
+                             "{type: bridge, source: br0, port: inside}, {type: macvtap, source: eth1, port: outside}");
+  ASSERT_TRUE(parse_spec(text, &s).ok()) << spec_error(text);
+  EXPECT_EQ(s.b.nics[0].port, "inside");
+  EXPECT_EQ(s.b.nics[2].port, "");
+  EXPECT_EQ(nic_pci_address(0), "0000:00:04.0");
+  EXPECT_EQ(nic_pci_address(12), "0000:00:10.0");
+  InstanceMeta m{s.name, "b", "standby", "member", image_key(s, s.b), 64, 1, "", s.b.mgmt_address, ""};
+  std::string x = domain_xml(s, s.b, "p-b", "", m);
+  for (const char *want : {"<entry>ftpair:ports.inside.device=0000:00:04.0</entry>",
+                           "<entry>ftpair:ports.outside.device=0000:00:05.0</entry>",
+                           "<entry>ftpair:failover.libvirt_domain=p-a</entry>",
+                           "slot='0x03' function='0x0'/>\n    </interface>\n    <interface type='bridge'>\n"
+                           "      <source bridge='br0'/>\n      <model type='virtio'/>\n"
+                           "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04'",
+                           "slot='0x06'"})
+    EXPECT_NE(x.find(want), std::string::npos) << want << "\n" << x;
+  // The vhost-user NIC is no port: no OEM string names slot 6.
+  EXPECT_EQ(x.find("device=0000:00:06.0"), std::string::npos);
+  // Node a fences b's domain; an explicit libvirt_domain in the pair's config is left alone.
+  EXPECT_NE(domain_xml(s, s.a, "p-a", "", m).find("ftpair:failover.libvirt_domain=p-b"), std::string::npos);
+  s.config["failover.libvirt_domain"] = "elsewhere";
+  x = domain_xml(s, s.b, "p-b", "", m);
+  EXPECT_EQ(x.find("libvirt_domain=p-a"), std::string::npos);
+  EXPECT_NE(x.find("libvirt_domain=elsewhere"), std::string::npos);
+}
+
+TEST(Guest, PciAddressesInDpdksForm) {
+  EXPECT_TRUE(is_pci_address("0000:00:04.0"));
+  EXPECT_TRUE(is_pci_address("0000:af:1f.7"));
+  for (const char *bad : {"", "00:04.0", "0000:00:04", "0000-00:04.0", "0000:00:04.g", "net_virtio0", "0000:00:04.00"})
+    EXPECT_FALSE(is_pci_address(bad)) << bad;
+  // Not a PCI address: refused before sysfs is touched.
+  Status st = bind_pci("eth1", "uio_pci_generic");
+  EXPECT_NE(st.message().find("'eth1' is not a PCI address"), std::string::npos) << st.message();
+  st = bind_pci("0000:7f:1f.7", "uio_pci_generic");
+  EXPECT_NE(st.message().find("no PCI device 0000:7f:1f.7"), std::string::npos) << st.message();
 }
 
 namespace {

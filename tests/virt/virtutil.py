@@ -31,6 +31,7 @@ LOCK = "/run/ftpair-virt.lock"
 URI = "qemu:///system"
 SKIP = 77
 NET = "198.19.253"  # the test pairs' management subnet
+NFT_TABLE = "ftpair_virt_libvirt_tcp"
 _T0 = time.monotonic()
 
 
@@ -81,8 +82,13 @@ def read_pid(path):
 
 
 class VirtSession:
-    def __init__(self, prefix="ftv"):
+    def __init__(self, prefix="ftv", libvirt_tcp=False):
         self.prefix = prefix
+        # libvirtd also on TCP port 16509, without authentication, for daemons in the guests
+        # (lifecycle events, fencing) at qemu+tcp://<host_address>/system. Lab only: an nftables
+        # rule keeps everyone but loopback and the test pairs' management subnet out. A real
+        # deployment uses qemu+tls with client certificates.
+        self.libvirt_tcp = libvirt_tcp
         self.passed = 0
         self.failed = 0
         self.started = []       # (name, pid) of daemons we started
@@ -92,6 +98,7 @@ class VirtSession:
         self._hook_backup = None
         self._reaper = None
         self._answering = False  # libvirtd answered virsh at least once
+        self._nft = False
         self.on_exit = []       # argv lists run at exit, after the domains are gone
 
     # ---- checks ----
@@ -185,6 +192,8 @@ class VirtSession:
         running = read_pid("/run/libvirtd.pid")
         if running and pid_alive(running):
             log("libvirtd %d already running (not ours): the qemu hook cannot be installed for it" % running)
+            if self.libvirt_tcp:
+                log("(and it may not listen on TCP for the guests)")
         else:
             self._purge_stale()
             self._install_hook()
@@ -193,8 +202,20 @@ class VirtSession:
             # at once (see reaper.py); the reaper exits with it.
             # libvirtd's own messages go to a file, quoted if it does not come up.
             self._libvirtd_log = os.path.join(self.dir, "libvirtd.stderr")
+            argv = ["libvirtd"]
+            if self.libvirt_tcp:
+                conf = os.path.join(self.dir, "libvirtd.conf")
+                with open(conf, "w") as f:
+                    f.write('listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "0.0.0.0"\nauth_tcp = "none"\n')
+                nft = ("table inet %s { chain input { type filter hook input priority 0; policy accept; "
+                       "tcp dport 16509 ip saddr != { 127.0.0.0/8, %s.0/24 } drop; "
+                       "tcp dport 16509 meta nfproto ipv6 drop; } }" % (NFT_TABLE, NET))
+                subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
+                subprocess.run(["nft", nft], check=True)
+                self._nft = True
+                argv += ["--listen", "-f", conf]
             with open(self._libvirtd_log, "w") as err:
-                self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py"), "libvirtd"],
+                self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py")] + argv,
                                                 stdout=err, stderr=subprocess.STDOUT)
             self.hook_active = True
         try:
@@ -330,6 +351,8 @@ class VirtSession:
             except subprocess.TimeoutExpired:
                 self._reaper.kill()
                 self._reaper.wait()
+        if self._nft:
+            subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
         if self.hook_active:
             if self._hook_backup is not None:
                 with open(HOOK, "w") as f:

@@ -185,6 +185,10 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("peer node", (s.peer_role().empty() ? std::string("role unknown") : s.peer_role()) + ", " +
                          (s.peer_reachable() ? "reachable" : "not reachable"));
   if (!s.dataplane_beats().empty()) b.add("dataplane beats", s.dataplane_beats());
+  for (const auto &p : s.ports())
+    b.add("port " + p.name(), p.device() + ", driver " + (p.driver().empty() ? "?" : p.driver()) + ", " + p.mac() +
+                                  ", link " + (p.link_up() ? "up" : "down") +
+                                  (p.link_speed_mbps() ? " " + std::to_string(p.link_speed_mbps()) + " Mb/s" : std::string()));
   b.add("checkpoints", std::to_string(s.checkpoints()) + " (" + std::to_string(s.checkpoints_aborted()) + " aborted)");
   b.add("last checkpoint", format_age(s.last_checkpoint_age_seconds()));
   b.add("last pause", fmt("%.1f µs", s.last_pause_us()));
