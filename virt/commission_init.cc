@@ -7,6 +7,10 @@
 // powers off. As an ordinary process it only derives and prints. Exit code 2 when it refuses.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/input.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -17,6 +21,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -108,6 +113,39 @@ Status claim(v::Commission *c, v::Ipv4Prefix *self) {
   return Status::Ok();
 }
 
+// The input devices that have a power key (the ACPI power button: button.ko, through evdev.ko).
+std::vector<pollfd> power_buttons() {
+  std::vector<pollfd> out;
+  if (DIR *d = ::opendir("/dev/input")) {
+    while (dirent *e = ::readdir(d)) {
+      if (std::string(e->d_name).rfind("event", 0) != 0) continue;
+      int fd = ::open(("/dev/input/" + std::string(e->d_name)).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) continue;
+      unsigned long keys[KEY_MAX / (8 * sizeof(unsigned long)) + 1] = {};
+      if (::ioctl(fd, EVIOCGBIT(EV_KEY, sizeof keys), keys) >= 0 &&
+          (keys[KEY_POWER / (8 * sizeof(unsigned long))] >> (KEY_POWER % (8 * sizeof(unsigned long)))) & 1)
+        out.push_back({fd, POLLIN, 0});
+      else
+        ::close(fd);
+    }
+    ::closedir(d);
+  }
+  if (out.empty()) say("no power button (ACPI button and evdev modules?): an ACPI shutdown cannot stop ftpaird");
+  return out;
+}
+
+bool power_pressed(const std::vector<pollfd> &fds) {
+  bool pressed = false;
+  for (const auto &p : fds) {
+    if (!(p.revents & POLLIN)) continue;
+    input_event ev[16];
+    ssize_t n = ::read(p.fd, ev, sizeof ev);
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(input_event)); i++)
+      pressed |= ev[i].type == EV_KEY && ev[i].code == KEY_POWER && ev[i].value == 1;
+  }
+  return pressed;
+}
+
 Status run_daemon(v::Commission c) {
   v::Ipv4Prefix self;
   if (Status st = bring_up_network(c, &self); !st.ok()) return st;
@@ -133,16 +171,26 @@ Status run_daemon(v::Commission c) {
     ::_exit(127);
   }
   if (pid < 0) return ftpair::Unavailable("fork failed");
-  // PID 1 reaps every orphan; it returns when ftpaird itself exits.
+  /* PID 1 reaps every orphan; it returns when ftpaird itself exits. The ACPI power button (the
+   * host's `virsh shutdown`, ftpair-virt shutdown) asks ftpaird to stop: SIGTERM, its clean
+   * shutdown (no new epochs, a last snapshot), then the guest powers off. */
+  std::vector<pollfd> buttons = power_buttons();
+  bool asked = false;
   for (;;) {
     int ws = 0;
-    pid_t w = ::wait(&ws);
+    pid_t w = ::waitpid(-1, &ws, WNOHANG);
     if (w == pid) {
       say("ftpaird exited: " + std::string(WIFEXITED(ws) ? "status " + std::to_string(WEXITSTATUS(ws))
                                                               : "signal " + std::to_string(WTERMSIG(ws))));
       return Status::Ok();
     }
-    if (w < 0 && errno != EINTR) return ftpair::Internal("wait failed");
+    if (w > 0) continue;
+    if (w < 0 && errno != EINTR && errno != ECHILD) return ftpair::Internal("wait failed");
+    if (::poll(buttons.data(), buttons.size(), 100) > 0 && power_pressed(buttons) && !asked) {
+      say("power button: stopping ftpaird (SIGTERM), then powering off");
+      ::kill(pid, SIGTERM);
+      asked = true;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include "virt/lifecycle.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -51,8 +52,8 @@ Status ensure_network(Conn &conn, const std::string &name, const std::string &ho
 
 // Stops one domain: ACPI shutdown with a timeout, then destroy. A paused domain (a spare)
 // cannot react to ACPI and is destroyed at once.
-Json stop_domain(Managed &m, Ms acpi) {
-  Json step{{"step", "vm"}, {"domain", m.name}, {"role", m.meta.role}, {"state_before", state_name(m.state)}};
+Json stop_domain(Managed &m, const std::string &role, Ms acpi) {
+  Json step{{"step", "vm"}, {"domain", m.name}, {"role", role}, {"state_before", state_name(m.state)}};
   auto t0 = Clock::now();
   int st = domain_state(m.dom.get());
   if (st == VIR_DOMAIN_SHUTOFF) {
@@ -133,7 +134,7 @@ Status deploy(const PairSpec &spec, const Timeouts &t, Json *report) {
   return Status::Ok();
 }
 
-Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reuse, Json *report) {
+Status shutdown(const PairSpec &spec, const Timeouts &t, const DaemonOps &ops, bool undefine, bool reuse, Json *report) {
   auto t0 = Clock::now();
   Json steps = Json::array();
   // The graph: live members and spares per URI; a member's role comes from its metadata.
@@ -148,33 +149,75 @@ Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reu
     for (auto &m : list_managed(*c, spec.name)) (m.meta.state == "spare" ? spares : members).push_back(std::move(m));
     conns.push_back(std::move(c));
   }
-  // Standby before active: the active keeps forwarding until the last moment.
+  // The drain asks the deployed standby first.
   std::stable_sort(members.begin(), members.end(),
                    [](const Managed &x, const Managed &y) { return x.meta.role == "standby" && y.meta.role != "standby"; });
-  // 1. Drain the daemons.
+  // 1. Roles: what each running member's daemon says it is now; the metadata's role otherwise.
+  std::map<std::string, std::string> role_now;  // domain -> active | standby
+  std::string active_addr, standby_addr, drain_error;
+  bool standby_in_sync = false;
   for (auto &m : members) {
     std::string ip = ip_of(m.meta.address);
     if (ip.empty() && spec.node(m.meta.node)) ip = spec.node(m.meta.node)->mgmt_ip();
-    Json step{{"step", "drain"}, {"domain", m.name}, {"role", m.meta.role}};
+    const std::string addr = ip + ":" + std::to_string(spec.grpc_port);
+    Json step{{"step", "drain"}, {"domain", m.name}, {"role_deployed", m.meta.role}};
     auto ts = Clock::now();
+    role_now[m.name] = m.meta.role;
+    DaemonView v;
     if (m.state != VIR_DOMAIN_RUNNING) {
       step["result"] = std::string("skipped: domain ") + state_name(m.state);
+    } else if (ops.status) {
+      if (Status st = ops.status(addr, t.drain, &v); !st.ok()) {
+        step["result"] = "no daemon answered at " + addr + " within " + std::to_string(t.drain.count()) + " ms: " +
+                         st.message();
+      } else {
+        step["result"] = "node " + v.node_id + " is " + v.role + " (" + v.state + "), " + std::to_string(v.flows) +
+                         " flows" + (v.role == "standby" ? std::string(v.in_sync ? ", in sync" : ", not in sync") : "");
+        step["role"] = v.role;
+        if (v.role == "active" || v.role == "standby") role_now[m.name] = v.role;
+        if (v.role == "active") active_addr = addr;
+        if (v.role == "standby") standby_addr = addr, standby_in_sync = v.in_sync;
+      }
     } else if (!reachable(ip, spec.grpc_port, t.drain)) {
-      step["result"] = "no daemon reachable at " + ip + ":" + std::to_string(spec.grpc_port) + " within " +
-                       std::to_string(t.drain.count()) + " ms";
+      step["result"] = "no daemon reachable at " + addr + " within " + std::to_string(t.drain.count()) + " ms";
     } else {
-      // ftpaird drains itself on SIGTERM/ACPI power-off (clean shutdown, snapshot); the VM step
-      // below delivers that. Here we only confirm it was up to do so.
-      step["result"] = "daemon reachable; drained by its clean shutdown on ACPI power-off";
+      step["result"] = "daemon reachable (no daemon operations: its clean shutdown on ACPI power-off drains it)";
     }
     step["seconds"] = secs_since(ts);
     steps.push_back(step);
   }
-  // 2. The VMs: members standby-first, then the spares.
+  // 2. The final checkpoint: the standby acknowledges the active's last epoch; the active writes
+  // a snapshot. Without a standby in sync, the snapshot alone.
+  if (ops.final_checkpoint && !active_addr.empty()) {
+    Json step{{"step", "final_checkpoint"}, {"active", active_addr}};
+    if (!standby_addr.empty()) step["standby"] = standby_addr;
+    auto ts = Clock::now();
+    Json detail;
+    Status st = ops.final_checkpoint(active_addr, t.checkpoint, &detail);
+    step["detail"] = detail;
+    if (st.ok()) {
+      step["result"] = standby_in_sync ? "acknowledged by the standby, snapshot written" : "snapshot written (no standby in sync)";
+    } else {
+      step["result"] = "failed: " + st.message();
+      drain_error = "final checkpoint on " + active_addr + ": " + st.message();
+    }
+    step["seconds"] = secs_since(ts);
+    steps.push_back(step);
+  } else if (ops.status) {
+    bool any_running = false;
+    for (auto &m : members) any_running |= m.state == VIR_DOMAIN_RUNNING;
+    // Nothing forwards without an active daemon, so nothing is lost by stopping: reported, not an error.
+    if (any_running) steps.push_back({{"step", "final_checkpoint"}, {"result", "skipped: no active daemon answered"}});
+  }
+  // 3. Standby before active: the active keeps forwarding until the last moment.
+  std::stable_sort(members.begin(), members.end(), [&](const Managed &x, const Managed &y) {
+    return role_now[x.name] == "standby" && role_now[y.name] != "standby";
+  });
+  // The VMs: members standby-first, then the spares.
   std::vector<std::string> networks;
   for (auto *group : {&members, &spares})
     for (auto &m : *group) {
-      steps.push_back(stop_domain(m, t.acpi));
+      steps.push_back(stop_domain(m, role_now.count(m.name) ? role_now[m.name] : m.meta.role, t.acpi));
       if (!m.meta.created_network.empty()) networks.push_back(m.meta.created_network);
       if (!undefine) continue;
       bool retain = reuse && spec.reuse == "same-image" && m.meta.state == "member";
@@ -192,7 +235,7 @@ Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reu
       }
       steps.push_back(step);
     }
-  // 3. Host resources the pair created.
+  // 4. Host resources the pair created.
   std::sort(networks.begin(), networks.end());
   networks.erase(std::unique(networks.begin(), networks.end()), networks.end());
   for (const auto &name : networks)
@@ -211,7 +254,9 @@ Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reu
   *report = {{"op", undefine ? "teardown" : "shutdown"}, {"pair", spec.name}, {"steps", steps},
              {"seconds", secs_since(t0)}};
   if (members.empty() && spares.empty()) return FailedPrecondition("shutdown: pair " + spec.name + " has no domains");
-  return all_off ? Status::Ok() : Internal("shutdown: a domain is still running (see the report)");
+  if (!all_off) return Internal("shutdown: a domain is still running (see the report)");
+  if (!drain_error.empty()) return Unavailable("shutdown: every domain is off, but the drain failed: " + drain_error);
+  return Status::Ok();
 }
 
 Status fence_node(const PairSpec &spec, const std::string &node, const std::string &named, const std::string &action,

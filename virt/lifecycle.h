@@ -15,10 +15,19 @@ namespace ftpair::virt {
 // instance) and starts both nodes. Refuses if the pair already has members.
 Status deploy(const PairSpec &spec, const Timeouts &t, Json *report);
 
-// Ordered shutdown: drain the daemons (standby first, active last), then the VMs (standby, active,
-// spares; ACPI with a timeout, then destroy), then the networks the pair created. With
-// `undefine`, the domains are undefined afterwards except those kept as retained (reuse).
-Status shutdown(const PairSpec &spec, const Timeouts &t, bool undefine, bool reuse, Json *report);
+/* Ordered shutdown, each step with a deadline and reported:
+ *   1. roles: ask each running member's daemon what it is now (a failover since the deploy
+ *      may have swapped them; the metadata's role is only the fallback);
+ *   2. final checkpoint: the active closes an epoch, the standby in sync acknowledges it, and the
+ *      active writes a snapshot;
+ *   3. the VMs, in dependency order: the standby, then the active (it forwards to the last
+ *      moment), then the spares. ACPI first: the guest's init stops ftpaird cleanly (its own
+ *      snapshot) and powers off; destroy after the ACPI timeout;
+ *   4. the networks the pair created.
+ * With `undefine`, the domains are undefined afterwards except those kept as retained (reuse).
+ * A drain that fails (no active answers, the checkpoint is not acknowledged) does not stop the
+ * shutdown; the result is then an error naming it. */
+Status shutdown(const PairSpec &spec, const Timeouts &t, const DaemonOps &ops, bool undefine, bool reuse, Json *report);
 
 // Fences the domain of node `node` with the libvirt fencer (virt/fence_libvirt.h; destroy|suspend).
 // `domain` names the domain directly (no lookup of the member by metadata) when not empty.

@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   std::string spec_path;
   Timeouts t;
-  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
+  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, checkpoint_ms = 15000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
   auto with_spec = [&](CLI::App *c) {
     c->add_option("--spec", spec_path, "pair spec (YAML)")->required();
     c->add_option("--connect-timeout-ms", connect_ms, "deadline for reaching libvirt")->check(CLI::Range(1, 600000));
@@ -63,6 +63,8 @@ int main(int argc, char **argv) {
   for (auto *c : {shutdown_c, teardown_c}) {
     c->add_option("--acpi-timeout-ms", acpi_ms, "ACPI shutdown wait before destroy")->check(CLI::Range(0, 600000));
     c->add_option("--drain-timeout-ms", drain_ms, "wait for a daemon to answer")->check(CLI::Range(1, 600000));
+    c->add_option("--checkpoint-timeout-ms", checkpoint_ms, "the active's final checkpoint (acknowledged) and snapshot")
+        ->check(CLI::Range(1, 600000));
   }
   auto *fence_c = app.add_subcommand("fence", "fence one node with the failover libvirt fencer");
   with_spec(fence_c);
@@ -125,6 +127,7 @@ int main(int argc, char **argv) {
   t.connect = Ms(connect_ms);
   t.acpi = Ms(acpi_ms);
   t.drain = Ms(drain_ms);
+  t.checkpoint = Ms(checkpoint_ms);
   t.start = Ms(start_ms);
   t.ready = Ms(ready_ms);
   t.sync = Ms(sync_ms);
@@ -188,8 +191,8 @@ int main(int argc, char **argv) {
   Json report;
   Status st;
   if (deploy_c->parsed()) st = deploy(spec, t, &report);
-  else if (shutdown_c->parsed()) st = shutdown(spec, t, false, false, &report);
-  else if (teardown_c->parsed()) st = shutdown(spec, t, true, reuse, &report);
+  else if (shutdown_c->parsed()) st = shutdown(spec, t, grpc_daemon_ops(), false, false, &report);
+  else if (teardown_c->parsed()) st = shutdown(spec, t, grpc_daemon_ops(), true, reuse, &report);
   else if (fence_c->parsed()) st = fence_node(spec, node, fence_domain, action, Ms(deadline_ms), &report);
   else if (fill_c->parsed()) st = pool_fill(spec, t, &report);
   else if (status_c->parsed()) st = pool_status(spec, t, &report);

@@ -20,7 +20,8 @@ using Clock = std::chrono::steady_clock;
 
 struct Timeouts {
   Ms connect{5000};   // opening a libvirt connection
-  Ms drain{1000};     // reaching a node's ftpaird to drain it
+  Ms drain{1000};     // reaching a node's ftpaird to drain it (its status)
+  Ms checkpoint{15000};  // the active's final checkpoint (acknowledged by the standby) and snapshot
   Ms acpi{10000};     // ACPI shutdown before falling back to destroy
   Ms start{30000};    // a domain reaching "running"
   Ms ready{180000};   // guest_daemon: a spare booting to its claim listener (TCG boots are slow)
@@ -31,6 +32,21 @@ struct Timeouts {
 // filling `detail` with what both reported. ftpair-virt implements it over the Control gRPC API;
 // virt/ itself does not link gRPC.
 using SyncWait = std::function<Status(const std::string &standby, const std::string &active, Ms deadline, Json *detail)>;
+
+// What the ordered shutdown asks of the daemons in the guests. ftpair-virt implements it over the
+// Control gRPC API (virt/sync_wait.h); without it (empty functions) the shutdown can only check
+// that a daemon listens and stop the VMs.
+struct DaemonView {
+  std::string node_id, role, state;  // role: active | standby | ...; state: ACTIVE, STANDBY_READY, ...
+  bool in_sync = false;
+  uint64_t flows = 0;
+};
+struct DaemonOps {
+  std::function<Status(const std::string &addr, Ms deadline, DaemonView *out)> status;
+  // Closes an epoch now and waits for the standby's acknowledgement, then writes a snapshot;
+  // fills what it did (epoch, acked_epoch, records, snapshot path).
+  std::function<Status(const std::string &addr, Ms deadline, Json *detail)> final_checkpoint;
+};
 
 // Seconds since t0, as the reports give them.
 inline double secs_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }

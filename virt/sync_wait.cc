@@ -10,12 +10,12 @@ namespace ftpair::virt {
 
 namespace {
 
-bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err) {
+bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline = Ms(1500)) {
   // A fresh channel each time: the replacement's address changes hands (ARP) during the wait.
   auto ch = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
   auto stub = ftpair::v1::Control::NewStub(ch);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1500));
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   grpc::Status st = stub->Status(&ctx, ftpair::v1::StatusRequest(), out);
   if (!st.ok()) *err = addr + ": " + st.error_message();
   return st.ok();
@@ -64,6 +64,33 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
   *detail = {{"standby", standby}, {"active", active}, {"last", last}};
   return Status(Code::DEADLINE_EXCEEDED, "not a standby in sync after " + std::to_string(deadline.count()) +
                                              " ms: " + last);
+}
+
+DaemonOps grpc_daemon_ops() {
+  DaemonOps ops;
+  ops.status = [](const std::string &addr, Ms deadline, DaemonView *v) {
+    ftpair::v1::StatusReply r;
+    std::string err;
+    if (!status_of(addr, &r, &err, deadline)) return Unavailable(err);
+    *v = {r.node_id(), r.role(), r.state(), r.sync().in_sync(), r.flows()};
+    return Status::Ok();
+  };
+  ops.final_checkpoint = [](const std::string &addr, Ms deadline, Json *detail) {
+    auto stub = ftpair::v1::Control::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    ftpair::v1::CheckpointRequest req;
+    req.set_snapshot(true);
+    ftpair::v1::CheckpointReply rep;
+    grpc::Status st = stub->Checkpoint(&ctx, req, &rep);
+    if (!st.ok())
+      return Status(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? Code::DEADLINE_EXCEEDED : Code::UNAVAILABLE,
+                    st.error_message());
+    *detail = {{"epoch", rep.epoch()}, {"acked_epoch", rep.acked_epoch()}, {"records", rep.records()},
+               {"snapshot", rep.snapshot_path()}};
+    return Status::Ok();
+  };
+  return ops;
 }
 
 }  // namespace ftpair::virt

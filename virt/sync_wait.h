@@ -1,4 +1,4 @@
-/* ftpair-virt's SyncWait (virt/ops.h) over the Control gRPC API: polls both daemons' Status until
+/* ftpair-virt's SyncWait and DaemonOps (virt/ops.h) over the Control gRPC API: polls both daemons' Status until
  * the replacement is a standby in sync (STANDBY_READY and in_sync, and the active sees its stream
  * to that address in sync). Only the ftpair-virt executable links it. */
 #pragma once
@@ -8,5 +8,8 @@
 namespace ftpair::virt {
 
 Status wait_standby_in_sync(const std::string &standby, const std::string &active, Ms deadline, Json *detail);
+
+// The shutdown's daemon operations (virt/ops.h) over Control.Status and Control.Checkpoint.
+DaemonOps grpc_daemon_ops();
 
 }  // namespace ftpair::virt

@@ -23,8 +23,9 @@ PLUGIN_DIR = "/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0"
 # directory would register its bus twice.
 PLUGINS = ("librte_mempool_ring.so.23", "librte_net_null.so.23", "librte_net_af_packet.so.23",
            "librte_net_virtio.so.23")
-# The management NIC's driver, and uio_pci_generic for the dataplane NICs DPDK drives.
-MODULES = ("virtio_pci", "virtio_net", "uio_pci_generic")
+# The management NIC's driver, uio_pci_generic for the dataplane NICs DPDK drives, and the ACPI
+# power button with evdev (an ACPI shutdown from the host stops ftpaird cleanly).
+MODULES = ("virtio_pci", "virtio_net", "uio_pci_generic", "button", "evdev")
 
 
 class Cpio:

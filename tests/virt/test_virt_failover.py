@@ -14,7 +14,12 @@ events and to fence it.
   3. `ftpairctl switchover` from a to b: b active, a a standby in sync again;
   4. `virsh destroy` of b's domain (the active now): a learns it (lifecycle events and beats),
      fences b with libvirt and takes over;
-  5. every connection survived both, byte for byte, and there were never two actives.
+  5. b's domain started again: it rejoins as a standby in sync;
+  6. `ftpair-virt shutdown` under traffic: both daemons asked their roles, a final checkpoint on
+     the active acknowledged by the standby, the standby's guest stopped (ACPI: its init stops
+     ftpaird cleanly), then the active's, then the network;
+  7. every connection survived all of it byte for byte, still echoed after the standby had
+     stopped, and ended only when the active went down; there were never two actives.
 
 Figures (the time from the cause to the survivor serving as active) are printed as RESULT lines
 and, with FTPAIR_BENCH_OUT set, appended there as JSON lines."""
@@ -266,12 +271,51 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
             "\n".join(l for l in a_log.splitlines() if "fence" in l or "ACTIVE" in l)[-1500:])
     time.sleep(5)  # traffic through a again
 
-    # ---- 5. every connection survived, byte for byte ----
+    # ---- 5. b again: a standby in sync with the connections' flows ----
     watch.stop = True
     watch.join()
+    p = s.virsh("start", PAIR + "-b")
+    s.check("b's domain started again", p.returncode == 0, p.stderr)
+    got, took = wait_for("a active, b a standby in sync again", lambda: in_sync(a_ip, b_ip, CONNS), 240)
+    s.check("b rejoined as a standby in sync with the flows", got is not None,
+            "after %.1f s" % took if got else diag())
+
+    # ---- 6. the ordered shutdown under traffic: a final checkpoint, the standby, then the active ----
+    off_at = {}
+
+    def watch_off():
+        while len(off_at) < 2:
+            for node in "ab":
+                if node not in off_at and s.domstate(PAIR + "-" + node) == "shut off":
+                    off_at[node] = time.time()
+            time.sleep(0.1)
+    offw = threading.Thread(target=watch_off, daemon=True)
+    offw.start()
+    rc, rep, err = s.virt("shutdown", "--spec", spec, "--acpi-timeout-ms", "60000", "--checkpoint-timeout-ms", "30000",
+                          timeout=300)
+    offw.join(timeout=10)
+    steps = rep["steps"] if rep else []
+    s.check("ftpair-virt shutdown of the pair under traffic", rc == 0, err + "\n" + json.dumps(steps))
+    order = [(x["step"], x.get("domain", x.get("network"))) for x in steps]
+    s.check("shutdown order: drain both, final checkpoint, standby b, active a, the network",
+            order == [("drain", PAIR + "-b"), ("drain", PAIR + "-a"), ("final_checkpoint", None), ("vm", PAIR + "-b"),
+                      ("vm", PAIR + "-a"), ("network", PAIR + "-mgmt")], json.dumps(order))
+    ck = [x for x in steps if x["step"] == "final_checkpoint"]
+    s.check("the final checkpoint was acknowledged by the standby and a snapshot written",
+            ck and ck[0].get("result") == "acknowledged by the standby, snapshot written", json.dumps(ck))
+    vms = [x for x in steps if x["step"] == "vm"]
+    s.check("both guests stopped on the ACPI power button (ftpaird's clean shutdown), none destroyed",
+            len(vms) == 2 and all(x.get("result") == "acpi shutdown" for x in vms), json.dumps(vms))
+    a_serial = serial_tail(s, serials[a_ip], 60)
+    s.check("the active's ftpaird stopped cleanly and wrote its snapshot",
+            "power button: stopping ftpaird" in a_serial and "ftpaird exited: status 0" in a_serial, a_serial[-1500:])
+
+    # ---- 7. every connection survived, byte for byte, until the last guest stopped ----
     client.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    client.send_signal(signal.SIGTERM)  # the second one: report now (the path is gone, nothing drains)
     try:
-        out, _ = client.communicate(timeout=120)
+        out, _ = client.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         client.kill()
         out, _ = client.communicate()
@@ -281,14 +325,28 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
             summary = json.loads(line)
         except ValueError:
             pass
-    s.check("every connection survived the switchover and the destroy, byte for byte",
-            summary is not None and summary.get("ok") == CONNS and client.returncode == 0,
+    s.check("no connection was reset or corrupted across the switchover, the destroy and the shutdown",
+            summary is not None and summary.get("reset") == 0 and summary.get("corrupt") == 0 and
+            summary.get("timeout") == 0 and summary.get("connect_failed") == 0,
             json.dumps(summary) + "\n" + open(client_err).read()[-1500:])
     s.check("never two actives", not watch.both and watch.samples > 10,
             "%d of %d samples with two actives" % (len(watch.both), watch.samples))
+    last = (summary or {}).get("last_echo_unix", [])
+    t_b, t_a = off_at.get("b"), off_at.get("a")
+    s.check("the standby stopped before the active", t_b is not None and t_a is not None and t_b < t_a,
+            "b off at %s, a off at %s" % (t_b, t_a))
+    if t_b and t_a and len(last) == CONNS:
+        s.check("every connection still echoed after the standby had stopped (the drain lost none)",
+                all(x > t_b + 0.5 for x in last),
+                "last echoes %.1f..%.1f s after b was off" % (min(last) - t_b, max(last) - t_b))
+        V.log("connections ended with the pair: last echoes %.1f..%.1f s before the active was off"
+              % (t_a - max(last), t_a - min(last)))
+        s.check("connections ended only when the pair went down: none echoed after the active was off",
+                all(x <= t_a for x in last), "latest echo %.1f s after" % (max(last) - t_a))
     if summary:
         for cause in ("switchover", "destroy"):
-            emit("vm_connections_survived_ratio", summary.get("ok", 0) / float(CONNS), "ratio",
+            emit("vm_connections_survived_ratio", (CONNS - summary.get("reset", 0) - summary.get("corrupt", 0) -
+                                                   summary.get("timeout", 0)) / float(CONNS), "ratio",
                  {"cause": cause, "conns": CONNS, "max_gap_ms": summary.get("max_gap_ms")})
     s.virt("teardown", "--spec", spec, "--acpi-timeout-ms", "0")
 

@@ -131,12 +131,14 @@ with V.VirtSession() as s:
                           timeout=180)
     s.check("shutdown ok", rc == 0, err)
     steps = [(x["step"], x.get("domain", x.get("network"))) for x in rep["steps"]] if rep else []
-    want = [("drain", "ftvp1-spare-0"), ("drain", "ftvp1-a"), ("vm", "ftvp1-spare-0"), ("vm", "ftvp1-a"), ("vm", "ftvp1-spare-1"),
+    want = [("drain", "ftvp1-spare-0"), ("drain", "ftvp1-a"), ("final_checkpoint", None), ("vm", "ftvp1-spare-0"), ("vm", "ftvp1-a"), ("vm", "ftvp1-spare-1"),
             ("network", "ftvp1-mgmt")]
-    s.check("shutdown order: drain standby, active; VMs standby, active, spare; then the network",
+    s.check("shutdown order: drain standby, active; final checkpoint; VMs standby, active, spare; then the network",
             steps == want, json.dumps(steps))
     s.check("drain reports no daemon", rep is not None and
-            all("no daemon reachable" in x["result"] for x in rep["steps"] if x["step"] == "drain"))
+            all("no daemon answered" in x["result"] for x in rep["steps"] if x["step"] == "drain") and
+            [x["result"] for x in rep["steps"] if x["step"] == "final_checkpoint"] == ["skipped: no active daemon answered"],
+            json.dumps(rep and rep["steps"]))
     s.check("VMs stopped via ACPI fallback to destroy", rep is not None and
             all(x["result"] in ("destroyed after acpi timeout", "acpi shutdown", "destroyed (paused)")
                 for x in rep["steps"] if x["step"] == "vm"), json.dumps(rep))

@@ -141,7 +141,7 @@ def cmd_echo_server(a):
 
 class _Conn:
     __slots__ = ("idx", "sock", "rng", "pending", "sent", "verified", "state", "detail",
-                 "wait_start", "max_gap", "t_connect", "eof", "gen_buf", "gen_off")
+                 "wait_start", "max_gap", "t_connect", "eof", "gen_buf", "gen_off", "last_echo_unix")
 
     def __init__(self, idx, seed):
         self.idx = idx
@@ -158,6 +158,7 @@ class _Conn:
         self.eof = False
         self.gen_buf = b""
         self.gen_off = 0
+        self.last_echo_unix = 0.0    # wall clock of the newest verified echo (0: none yet)
 
     def next_bytes(self, n):
         """Next n bytes of this connection's deterministic stream."""
@@ -233,6 +234,8 @@ class _EchoClient:
             "max_gap_ms": round(max_gap * 1000.0, 1),
             "elapsed_s": round(now - self.t0, 3),
             "interim": interim,
+            # per connection, the wall-clock time of its newest verified echo (when did it last work)
+            "last_echo_unix": [round(c.last_echo_unix, 3) for c in self.conns],
         }
         errors = [{"conn": c.idx, "state": c.state, "detail": c.detail}
                   for c in self.conns if c.state not in ("ok", "open", "draining", "closing")]
@@ -303,6 +306,7 @@ class _EchoClient:
             return
         del c.pending[:n]
         c.verified += n
+        c.last_echo_unix = time.time()
         if c.wait_start is not None:
             c.max_gap = max(c.max_gap, now - c.wait_start)
         c.wait_start = now if c.pending else None
