@@ -57,6 +57,16 @@ void DpWatch::loop() {
   timespec next{};
   clock_gettime(CLOCK_MONOTONIC, &next);
   int64_t quiet_until = 0;  // monotonic ns: no probe before
+  /* A worker the peer says is not runnable is only suspected at first: an idle worker sleeps
+   * between bursts (worker.idle_sleep_max_us), and a vCPU the hypervisor holds back or a timer
+   * that fires late leaves it asleep and silent for milliseconds without anything wrong. A stall
+   * is confirmed by a second probe one miss window later, with the worker still silent (its
+   * sequence unchanged) and still not runnable. */
+  struct {
+    bool on = false;
+    unsigned worker = 0;
+    uint64_t sequence = 0;
+  } suspect;
   uint64_t last_lost_log = 0;
   while (running_.load(std::memory_order_relaxed)) {
     next.tv_nsec += tick_ns;
@@ -71,6 +81,7 @@ void DpWatch::loop() {
     if (!v.heard || v.workers == 0) continue;
     const uint64_t silent_us = dp::tsc_to_us(v.silence_tsc[v.worst], hz);
     if (silent_us <= limit_us) {
+      suspect.on = false;
       if (link_down_.exchange(false)) L.warn("dataplane beats from peer {} heard again: the dataplane link is up", v.node_id);
       quiet_until = 0;
       continue;
@@ -102,6 +113,13 @@ void DpWatch::loop() {
     const std::string what = "dataplane beats of peer " + v.node_id + " worker " + std::to_string(v.worst) +
                              " silent for " + std::to_string(silent_us / 1000) + "." +
                              std::to_string(silent_us / 100 % 10) + " ms";
+    if (verdict == fo::DpVerdict::WORKER_STALLED &&
+        !(suspect.on && suspect.worker == v.worst && suspect.sequence == v.sequence[v.worst])) {
+      suspect = {true, v.worst, v.sequence[v.worst]};
+      quiet_until = now_ns + int64_t(limit_us) * 1000;  // look again one miss window later
+      continue;
+    }
+    if (verdict != fo::DpVerdict::WORKER_STALLED) suspect.on = false;
     switch (verdict) {
       case fo::DpVerdict::PEER_GONE:
       case fo::DpVerdict::PEER_DEAD:
@@ -110,7 +128,8 @@ void DpWatch::loop() {
         hooks_.promote(what + (verdict == fo::DpVerdict::PEER_GONE ? ", and its host refused a probe (port unreachable)"
                                : verdict == fo::DpVerdict::PEER_DEAD
                                    ? ", and no answer to a probe in " + std::to_string(probe_timeout_.count()) + " us"
-                                   : ", and its thread is not runnable (stalled)"),
+                                   : ", and its thread is not runnable (stalled) at two probes " +
+                                         std::to_string(limit_us / 1000) + " ms apart"),
                        verdict);
         quiet_until = now_ns + kRecheckNs;
         break;

@@ -12,6 +12,7 @@
 
 #include <rte_byteorder.h>
 #include <rte_mbuf.h>
+#include <rte_pause.h>
 
 #include "common/clock.h"
 #include "dataplane/mbuf.h"
@@ -159,19 +160,30 @@ void DpBeatKey::prepare() {
 DpBeatBoard::DpBeatBoard(DpBeatConfig cfg)
     : cfg_(std::move(cfg)),
       interval_tsc_(cfg_.tsc_hz * cfg_.interval_us / 1000000),
-      nonce_(cfg_.nonce),
-      keys_(cfg_.keys) {
+      nonce_(cfg_.nonce) {
   while (nonce_ == 0 && RAND_bytes(reinterpret_cast<unsigned char *>(&nonce_), sizeof(nonce_)) == 1) {
   }
   if (nonce_ == 0) nonce_ = static_cast<uint64_t>(unix_ns());  // RAND_bytes failed: still distinct per boot
   if (interval_tsc_ == 0) interval_tsc_ = 1;
-  for (auto &k : keys_) k.prepare();
+  set_keys(cfg_.keys);
+}
+
+DpBeatBoard::~DpBeatBoard() {
+  std::lock_guard<std::mutex> g(retired_mu_);
+  for (auto &set : key_sets_)
+    for (const DpBeatKey &k : *set) {
+      auto &key = const_cast<DpBeatKey &>(k);
+      OPENSSL_cleanse(key.secret.data(), key.secret.size());
+      OPENSSL_cleanse(key.hmac_state.data(), key.hmac_state.size());
+    }
 }
 
 void DpBeatBoard::set_keys(std::vector<DpBeatKey> keys) {
   for (auto &k : keys) k.prepare();
-  std::lock_guard<std::mutex> g(mu_);
-  keys_ = std::move(keys);
+  auto set = std::make_unique<const std::vector<DpBeatKey>>(std::move(keys));
+  std::lock_guard<std::mutex> g(retired_mu_);
+  keys_.store(set.get(), std::memory_order_release);
+  key_sets_.push_back(std::move(set));
 }
 
 uint64_t DpBeatBoard::sent_total() const {
@@ -212,70 +224,118 @@ rte_mbuf *DpBeatBoard::make(unsigned worker, rte_mempool *pool, uint64_t now_tsc
   b.nonce = nonce_;
   b.sequence = t.seq.load(std::memory_order_relaxed) + 1;
   b.sent_unix_ns = unix_ns();
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    dp_beat_encode(b, keys_.empty() ? nullptr : &keys_[0], reinterpret_cast<uint8_t *>(eth + 1));
-  }
+  const std::vector<DpBeatKey> &keys = *keys_.load(std::memory_order_acquire);
+  dp_beat_encode(b, keys.empty() ? nullptr : &keys[0], reinterpret_cast<uint8_t *>(eth + 1));
   t.seq.store(b.sequence, std::memory_order_relaxed);
   t.sent.fetch_add(1, std::memory_order_relaxed);
   t.last_tsc.store(now_tsc, std::memory_order_relaxed);
   return m;
 }
 
+namespace {
+
+// The node id as the beat carries it (kDpBeatNodeIdBytes, zero-padded), in two words.
+void pack_node(const char *node, uint64_t out[2]) {
+  std::memcpy(out, node, kDpBeatNodeIdBytes);
+}
+
+}  // namespace
+
 void DpBeatBoard::receive(const uint8_t *frame, size_t n, uint64_t now_tsc) {
   if (n < sizeof(rte_ether_hdr)) return reject(DpBeatReject::SHORT);
   const auto *eth = reinterpret_cast<const rte_ether_hdr *>(frame);
   DpBeat b;
-  std::lock_guard<std::mutex> g(mu_);
-  DpBeatReject r = dp_beat_decode(frame + sizeof(rte_ether_hdr), n - sizeof(rte_ether_hdr), keys_, &b);
+  DpBeatReject r = dp_beat_decode(frame + sizeof(rte_ether_hdr), n - sizeof(rte_ether_hdr),
+                                  *keys_.load(std::memory_order_acquire), &b);
   if (r != DpBeatReject::COUNT) return reject(r);
-  if (b.node_id() == cfg_.node_id || b.nonce == nonce_) return reject(DpBeatReject::OWN);
-  if (!have_peer_ || b.nonce != peer_nonce_) {
-    // A new boot of the peer: only with a send time newer than anything accepted before, so
-    // beats captured in an earlier boot cannot be replayed.
-    if (have_peer_ && b.sent_unix_ns <= newest_sent_ns_) return reject(DpBeatReject::STALE_BOOT);
-    have_peer_ = true;
-    peer_nonce_ = b.nonce;
+  // Our own beat looped back: the same boot's nonce. The same node id from another boot is a
+  // second node configured with our id; ids longer than the beat's field are told apart by the
+  // nonce alone (two ids may share their first kDpBeatNodeIdBytes bytes).
+  if (b.nonce == nonce_ || (cfg_.node_id.size() <= kDpBeatNodeIdBytes && b.node_id() == cfg_.node_id))
+    return reject(DpBeatReject::OWN);
+  // Among workers only (the control plane reads through the sequence lock, never this lock).
+  while (rx_lock_.test_and_set(std::memory_order_acquire)) rte_pause();
+  struct Unlock {
+    std::atomic_flag &f;
+    ~Unlock() { f.clear(std::memory_order_release); }
+  } unlock{rx_lock_};
+  const bool have = have_peer_.load(std::memory_order_relaxed);
+  const bool new_boot = !have || b.nonce != peer_nonce_.load(std::memory_order_relaxed);
+  // A new boot of the peer: only with a send time newer than anything accepted before, so beats
+  // captured in an earlier boot cannot be replayed.
+  if (new_boot && have && b.sent_unix_ns <= newest_sent_ns_.load(std::memory_order_relaxed))
+    return reject(DpBeatReject::STALE_BOOT);
+  PeerSlot &s = peer_[b.worker];
+  if (!new_boot && b.sequence <= s.seq.load(std::memory_order_relaxed)) return reject(DpBeatReject::REPLAY);
+  peer_version_.fetch_add(1, std::memory_order_relaxed);  // odd: being rewritten
+  std::atomic_thread_fence(std::memory_order_release);
+  if (new_boot) {
+    have_peer_.store(true, std::memory_order_relaxed);
+    peer_nonce_.store(b.nonce, std::memory_order_relaxed);
     // Every worker of the new boot starts its silence now: one that never beats is missed.
     for (unsigned w = 0; w < kMaxWorkers; w++) {
       peer_[w].seq.store(0, std::memory_order_relaxed);
       peer_[w].heard_tsc.store(w < b.workers ? now_tsc : 0, std::memory_order_relaxed);
     }
+    peer_workers_.store(b.workers, std::memory_order_relaxed);
   }
-  PeerSlot &s = peer_[b.worker];
-  if (b.sequence <= s.seq.load(std::memory_order_relaxed)) return reject(DpBeatReject::REPLAY);
   s.seq.store(b.sequence, std::memory_order_relaxed);
-  s.heard_tsc.store(now_tsc, std::memory_order_release);
-  if (b.sent_unix_ns > newest_sent_ns_) newest_sent_ns_ = b.sent_unix_ns;
-  if (b.workers != peer_workers_) {
+  s.heard_tsc.store(now_tsc, std::memory_order_relaxed);
+  if (b.sent_unix_ns > newest_sent_ns_.load(std::memory_order_relaxed))
+    newest_sent_ns_.store(b.sent_unix_ns, std::memory_order_relaxed);
+  const unsigned had = peer_workers_.load(std::memory_order_relaxed);
+  if (b.workers != had) {
     // The peer's worker count changed (an upgrade to more cores): new workers start now.
-    for (unsigned w = peer_workers_; w < b.workers; w++)
-      if (peer_[w].heard_tsc.load(std::memory_order_relaxed) == 0) peer_[w].heard_tsc.store(now_tsc);
+    for (unsigned w = had; w < b.workers; w++)
+      if (peer_[w].heard_tsc.load(std::memory_order_relaxed) == 0) peer_[w].heard_tsc.store(now_tsc, std::memory_order_relaxed);
     for (unsigned w = b.workers; w < kMaxWorkers; w++) peer_[w].heard_tsc.store(0, std::memory_order_relaxed);
-    peer_workers_ = b.workers;
+    peer_workers_.store(b.workers, std::memory_order_relaxed);
   }
-  peer_role_ = b.role;
-  peer_generation_ = b.generation;
-  if (peer_node_ != b.node_id()) peer_node_ = b.node_id();
+  peer_role_.store(b.role, std::memory_order_relaxed);
+  peer_generation_.store(b.generation, std::memory_order_relaxed);
+  uint64_t node[2];
+  pack_node(b.node, node);
+  peer_node_[0].store(node[0], std::memory_order_relaxed);
+  peer_node_[1].store(node[1], std::memory_order_relaxed);
+  peer_version_.fetch_add(1, std::memory_order_release);  // even: consistent again
   peer_mac_.store(pack_mac(eth->src_addr), std::memory_order_relaxed);
   heard_.fetch_add(1, std::memory_order_relaxed);
 }
 
 DpPeerView DpBeatBoard::peer(uint64_t now_tsc) const {
   DpPeerView v;
-  std::lock_guard<std::mutex> g(mu_);
-  v.heard = have_peer_;
-  v.role = peer_role_;
-  v.workers = peer_workers_;
-  v.generation = peer_generation_;
-  v.node_id = peer_node_;
-  uint64_t worst = 0;
-  for (unsigned w = 0; w < peer_workers_ && w < kMaxWorkers; w++) {
-    const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_acquire);
-    v.silence_tsc[w] = now_tsc > h ? now_tsc - h : 0;
-    v.sequence[w] = peer_[w].seq.load(std::memory_order_relaxed);
-    if (v.silence_tsc[w] >= worst) worst = v.silence_tsc[w], v.worst = w;
+  uint64_t node[2];
+  // The sequence lock's reader: a copy taken while no receive() rewrote the fields.
+  for (;;) {
+    const uint64_t v0 = peer_version_.load(std::memory_order_acquire);
+    if (v0 & 1) {
+      rte_pause();
+      continue;
+    }
+    v.heard = have_peer_.load(std::memory_order_relaxed);
+    v.role = peer_role_.load(std::memory_order_relaxed);
+    v.workers = peer_workers_.load(std::memory_order_relaxed);
+    v.generation = peer_generation_.load(std::memory_order_relaxed);
+    node[0] = peer_node_[0].load(std::memory_order_relaxed);
+    node[1] = peer_node_[1].load(std::memory_order_relaxed);
+    uint64_t worst = 0;
+    v.worst = 0;
+    for (unsigned w = 0; w < kMaxWorkers; w++) {
+      if (w >= v.workers) {
+        v.silence_tsc[w] = v.sequence[w] = 0;
+        continue;
+      }
+      const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_relaxed);
+      v.silence_tsc[w] = now_tsc > h ? now_tsc - h : 0;
+      v.sequence[w] = peer_[w].seq.load(std::memory_order_relaxed);
+      if (v.silence_tsc[w] >= worst) worst = v.silence_tsc[w], v.worst = w;
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (peer_version_.load(std::memory_order_relaxed) == v0) break;
   }
+  char id[kDpBeatNodeIdBytes + 1] = {};
+  std::memcpy(id, node, kDpBeatNodeIdBytes);
+  v.node_id = id;
   return v;
 }
 

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -128,6 +129,9 @@ struct DpPeerView {
 class DpBeatBoard {
  public:
   explicit DpBeatBoard(DpBeatConfig cfg);
+  ~DpBeatBoard();
+  DpBeatBoard(const DpBeatBoard &) = delete;
+  DpBeatBoard &operator=(const DpBeatBoard &) = delete;
 
   const DpBeatConfig &config() const { return cfg_; }
   uint64_t interval_tsc() const { return interval_tsc_; }
@@ -173,16 +177,27 @@ class DpBeatBoard {
   std::atomic<uint64_t> generation_{0};
   TxSlot tx_[kMaxWorkers];
   PeerSlot peer_[kMaxWorkers];
-  // The peer's identity and replay state: receive() writes under mu_; peer() reads under it.
-  mutable std::mutex mu_;
-  std::vector<DpBeatKey> keys_;  // mu_
-  bool have_peer_ = false;
-  uint64_t peer_nonce_ = 0;
-  int64_t newest_sent_ns_ = 0;
-  uint8_t peer_role_ = 0;
-  unsigned peer_workers_ = 0;
-  uint64_t peer_generation_ = 0;
-  std::string peer_node_;
+  /* No worker ever waits for a control thread: a control thread preempted while holding a lock
+   * the worker needs would silence the worker's beats, and the peer would see a stall that is
+   * not there. So:
+   *  - the keys are an immutable set behind an atomic pointer; set_keys() publishes a new one and
+   *    keeps the old ones (a reload's worth of bytes) until the board goes, as a worker may be
+   *    using one;
+   *  - the peer's identity and replay state are written by the workers only (receive(), under a
+   *    spin lock among workers), and published to peer() by a sequence lock: peer() retries
+   *    and never blocks a writer. */
+  std::atomic<const std::vector<DpBeatKey> *> keys_{nullptr};
+  std::mutex retired_mu_;  // set_keys() and the destructor only
+  std::vector<std::unique_ptr<const std::vector<DpBeatKey>>> key_sets_;
+  std::atomic_flag rx_lock_ = ATOMIC_FLAG_INIT;  // among workers in receive()
+  std::atomic<uint64_t> peer_version_{0};        // odd while receive() rewrites the fields below
+  std::atomic<bool> have_peer_{false};
+  std::atomic<uint64_t> peer_nonce_{0};
+  std::atomic<int64_t> newest_sent_ns_{0};
+  std::atomic<uint8_t> peer_role_{0};
+  std::atomic<unsigned> peer_workers_{0};
+  std::atomic<uint64_t> peer_generation_{0};
+  std::atomic<uint64_t> peer_node_[2] = {};  // the peer's node id, kDpBeatNodeIdBytes bytes
   // The peer's MAC for unicast beats, packed in the low 48 bits; 0 until learned.
   std::atomic<uint64_t> peer_mac_{0};
   std::atomic<uint64_t> heard_{0}, no_mbuf_{0};

@@ -31,11 +31,17 @@ import labutil as L  # noqa: E402
 
 FORGE = os.path.join(L.LAB_DIR, "forge_dp_beats.py")
 BRIDGE = L.PREFIX + "ftpbr-lan"
-DP = ["--set", "failover.dataplane_beat_us=1000"]
+# Beats every 1 ms, missed after 5 (the bench's profile with no spurious failover in 60 s), and a
+# 10 ms probe: this test checks what the beats do, not how fast (make bench ONLY=failover does).
+# With 3 misses and a 2 ms probe a spurious failover came in two of today's runs with a compile
+# beside the lab: on this shared 2-vCPU machine both nodes' workers poll the two CPUs, and even a
+# real-time thread wakes up to 18 ms late (cyclictest, docs/BENCHMARKS.md).
+DP = ["--set", "failover.dataplane_beat_us=1000", "--set", "failover.dataplane_miss=5",
+      "--set", "failover.dataplane_probe_us=10000"]
 KINDS = ("short", "bad_magic", "bad_version", "bad_field", "unauthenticated", "unknown_key", "bad_mac")
 COUNT = 20
-# SIGKILL / worker stall to promotion, scraped every 20 ms: 3 ms of silence, the probe, fencing
-# and promotion take about 10 ms; the bound leaves room for a busy 2-CPU machine.
+# SIGKILL / worker stall to promotion, scraped every 20 ms: 5 ms of silence, the probe, fencing
+# and promotion take about 20 ms; the bound leaves room for a busy 2-CPU machine.
 FAILOVER_BOUND_S = 1.0
 
 m = L.node_metric

@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <rte_cycles.h>
@@ -220,6 +222,63 @@ TEST(DpBeat, ThePreparedTagIsHmacSha256) {
     DpBeat out;
     EXPECT_EQ(dp_beat_decode(prepared, kDpBeatPayload, {kp}, &out), DpBeatReject::COUNT);
   }
+}
+
+// Node ids longer than the beat's field may share its first 16 bytes: the nonce tells the nodes
+// apart, and neither takes the other's beats for its own.
+TEST(DpBeat, LongNodeIdsSharingAPrefixAreNotTakenForOwnBeats) {
+  DpBeatBoard a(cfg("appliance-east-01-first", 1, {kKey}, 1)), b(cfg("appliance-east-01-second", 1, {kKey}, 2));
+  give(b, frame_of(a, 0, 0), 10);
+  EXPECT_EQ(b.rejected(DpBeatReject::OWN), 0u);
+  EXPECT_EQ(b.heard(), 1u);
+  EXPECT_EQ(b.peer(10).node_id, "appliance-east-0") << "the id as the beat carries it";
+  give(b, frame_of(b, 0, 0), 20);
+  EXPECT_EQ(b.rejected(DpBeatReject::OWN), 1u) << "its own beat is still recognised, by the nonce";
+  // A short id that is the same: a second node configured with our id.
+  DpBeatBoard x(cfg("b", 1, {kKey}, 3)), y(cfg("b", 1, {kKey}, 4));
+  give(y, frame_of(x, 0, 0), 10);
+  EXPECT_EQ(y.rejected(DpBeatReject::OWN), 1u);
+}
+
+/* The control plane's reads never wait for a worker and a worker never waits for the control
+ * plane: workers receive beats and rotate nothing while a reader takes views and a reload swaps
+ * the keys. Every view is one receive()'s state (a node id and worker count of one of the two
+ * boots, a sequence that only grows), and every beat is heard or refused for its key. (TSan, in
+ * make test-tsan, checks the ordering itself.) */
+TEST(DpBeat, ViewsAndKeySwapsRunBesideReceivingWorkers) {
+  DpBeatBoard b(cfg("b", 2, {kKey}, 2));
+  DpBeatBoard p1(cfg("peer-one", 2, {kKey}, 1)), p2(cfg("peer-two", 1, {kKey}, 3));
+  constexpr int kFrames = 4000;
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < kFrames; i++) frames.push_back(frame_of(i % 2 ? p1 : p2, i % 2 ? (i / 2) % 2 : 0, 0));
+  std::atomic<bool> done{false};
+  std::atomic<int> bad_views{0}, views{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      DpPeerView v = b.peer(1);
+      views++;
+      if (!v.heard) continue;
+      const bool ok = (v.node_id == "peer-one" && v.workers == 2) || (v.node_id == "peer-two" && v.workers == 1);
+      if (!ok) bad_views++;
+    }
+  });
+  std::thread rekey([&] {
+    for (int i = 0; i < 200 && !done.load(); i++) b.set_keys({kKey, kOther});
+  });
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; w++)
+    workers.emplace_back([&, w] {
+      for (int i = w; i < kFrames; i += 2) b.receive(frames[i].data(), frames[i].size(), 1);
+    });
+  for (auto &t : workers) t.join();
+  rekey.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad_views.load(), 0) << "of " << views.load() << " views";
+  uint64_t refused = 0;
+  for (size_t r = 0; r < static_cast<size_t>(DpBeatReject::COUNT); r++) refused += b.rejected(static_cast<DpBeatReject>(r));
+  EXPECT_EQ(b.heard() + refused, static_cast<uint64_t>(kFrames));
+  EXPECT_EQ(b.rejected(DpBeatReject::UNKNOWN_KEY) + b.rejected(DpBeatReject::BAD_MAC), 0u) << "the signing key stayed in every set";
 }
 
 }  // namespace
