@@ -207,11 +207,16 @@ class VirtSession:
                 conf = os.path.join(self.dir, "libvirtd.conf")
                 with open(conf, "w") as f:
                     f.write('listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "0.0.0.0"\nauth_tcp = "none"\n')
-                nft = ("table inet %s { chain input { type filter hook input priority 0; policy accept; "
-                       "tcp dport 16509 ip saddr != { 127.0.0.0/8, %s.0/24 } drop; "
-                       "tcp dport 16509 meta nfproto ipv6 drop; } }" % (NFT_TABLE, NET))
+                rules = os.path.join(self.dir, "libvirt-tcp.nft")
+                with open(rules, "w") as f:
+                    f.write("table inet %s {\n  chain input {\n    type filter hook input priority 0; policy accept;\n"
+                            "    meta nfproto ipv4 tcp dport 16509 ip saddr != { 127.0.0.0/8, %s.0/24 } drop\n"
+                            "    meta nfproto ipv6 tcp dport 16509 drop\n  }\n}\n" % (NFT_TABLE, NET))
                 subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
-                subprocess.run(["nft", nft], check=True)
+                p = subprocess.run(["nft", "-f", rules], capture_output=True, text=True)
+                if p.returncode != 0:
+                    subprocess.run(["kill", str(read_pid("/run/virtlogd.pid"))], capture_output=True)
+                    raise RuntimeError("nft: cannot fence libvirtd's TCP port to the test subnet: " + p.stderr.strip())
                 self._nft = True
                 argv += ["--listen", "-f", conf]
             with open(self._libvirtd_log, "w") as err:
