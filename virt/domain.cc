@@ -93,6 +93,11 @@ std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self)
   for (size_t i = 0; i < self.nics.size(); ++i)
     if (!self.nics[i].port.empty()) s.push_back("ftpair:ports." + self.nics[i].port + ".device=" + nic_pci_address(i));
   for (const auto &[k, v] : pair.config) s.push_back("ftpair:" + k + "=" + v);
+  // The VM profile's timers where the pair's config says nothing.
+  for (const auto &[k, v] : {std::pair<const char *, unsigned>{"failover.heartbeat_interval_ms", kVmHeartbeatMs},
+                             {"failover.miss_threshold", kVmMissThreshold},
+                             {"worker.stall_ms", kVmStallMs}})
+    if (!pair.config.count(k)) s.push_back(std::string("ftpair:") + k + "=" + std::to_string(v));
   // A member fencing by libvirt fences its peer's domain (a spare learns its peer when claimed).
   auto fence = pair.config.find("failover.fence");
   if (fence != pair.config.end() && fence->second == "libvirt" && !pair.config.count("failover.libvirt_domain") &&

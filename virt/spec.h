@@ -52,6 +52,14 @@ struct NicSpec {
   std::string port;    // "" (the guest kernel's), inside or outside: driven by ftpaird's DPDK
 };
 
+/* The VM profile: the failover timers ftpaird in a guest gets (OEM strings) unless the pair's
+ * config sets them. Guests lose their vCPU to the hypervisor for long stretches (TCG here: hundreds
+ * of ms), so the beats are coarser than on bare metal; docs/BENCHMARKS.md ("The VM pair") has the
+ * measurement behind them. */
+inline constexpr unsigned kVmHeartbeatMs = 100;
+inline constexpr unsigned kVmMissThreshold = 30;
+inline constexpr unsigned kVmStallMs = 3000;
+
 // The guest PCI address of a node's NICs: the management NIC, then nics[i] (fixed, so the
 // commissioning data can name them before the domain exists).
 constexpr unsigned kMgmtNicSlot = 3;

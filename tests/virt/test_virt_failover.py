@@ -24,137 +24,23 @@ events and to fence it.
 Figures (the time from the cause to the survivor serving as active) are printed as RESULT lines
 and, with FTPAIR_BENCH_OUT set, appended there as JSON lines."""
 
-import glob
 import json
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 import virtutil as V
+import vmpair as P
 
-V.require()
-kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-if not kernels:
-    print("SKIP: no /boot/vmlinuz-* (tools/install-deps.sh: linux-image-cloud-amd64)")
-    sys.exit(V.SKIP)
-GUEST_FTPAIRD = os.environ.get("FTPAIRD_GUEST", os.path.join(V.REPO, "build-guest", "control", "ftpaird"))
-FTPAIRCTL = os.environ.get("FTPAIRCTL", os.path.join(os.path.dirname(os.path.dirname(V.FTPAIR_VIRT)), "tools",
-                                                     "ftpairctl", "ftpairctl"))
-TRAFFIC = os.path.join(V.REPO, "tools", "lab", "traffic.py")
-for path, what in ((V.FTPAIR_COMMISSION, "ftpair-commission"), (GUEST_FTPAIRD, "the guest ftpaird (make guest-build)"),
-                   (FTPAIRCTL, "ftpairctl")):
-    if not os.path.exists(path):
-        print("FAIL: %s not built (%s)" % (what, path))
-        sys.exit(1)
-
-CONNS = int(os.environ.get("FTPAIR_VIRT_CONNS", "8"))
-PORT = 50051
-PAIR = "ftvf"
-LAN, WAN, CLIENT_NS, SERVER_NS = "ftvf-lan", "ftvf-wan", "ftvf-client", "ftvf-server"
-INSIDE_VIP, CLIENT_IP = "198.19.250.1", "198.19.250.10"
-OUTSIDE_VIP, SERVER_IP = "198.19.251.1", "198.19.251.10"
-ECHO_PORT = 7000
-
-
-def sh(*args):
-    return subprocess.run(list(args), capture_output=True, text=True)
-
-
-def nets_down():
-    for ns in (CLIENT_NS, SERVER_NS):
-        sh("ip", "netns", "del", ns)
-    for br in (LAN, WAN):
-        sh("ip", "link", "del", br)
-
-
-def nets_up(s):
-    """The guests' LAN and WAN: host bridges, a client namespace on the LAN (default route via the
-    inside VIP) and a server namespace on the WAN (the NAT's outside address is on its subnet)."""
-    cmds = []
-    for br, ns, veth, ip, gw in ((LAN, CLIENT_NS, "ftvf-c", CLIENT_IP, INSIDE_VIP),
-                                 (WAN, SERVER_NS, "ftvf-s", SERVER_IP, None)):
-        cmds += [["ip", "link", "add", br, "type", "bridge"], ["ip", "link", "set", br, "up"],
-                 ["ip", "netns", "add", ns],
-                 ["ip", "link", "add", veth + "0", "type", "veth", "peer", "name", veth + "1"],
-                 ["ip", "link", "set", veth + "0", "master", br, "up"],
-                 ["ip", "link", "set", veth + "1", "netns", ns],
-                 ["ip", "-n", ns, "addr", "add", ip + "/24", "dev", veth + "1"],
-                 ["ip", "-n", ns, "link", "set", veth + "1", "up"],
-                 ["ip", "-n", ns, "link", "set", "lo", "up"]]
-        if gw:
-            cmds.append(["ip", "-n", ns, "route", "add", "default", "via", gw])
-    for argv in cmds:
-        p = sh(*argv)
-        if p.returncode != 0:
-            raise RuntimeError("%s: %s" % (" ".join(argv), p.stderr.strip()))
-    s.on_exit.append(["ip", "netns", "del", CLIENT_NS])
-    s.on_exit.append(["ip", "netns", "del", SERVER_NS])
-    s.on_exit.append(["ip", "link", "del", LAN])
-    s.on_exit.append(["ip", "link", "del", WAN])
-
-
-def status(ip, timeout=2):
-    try:
-        p = subprocess.run([FTPAIRCTL, "--addr", "%s:%d" % (ip, PORT), "--timeout", str(timeout), "--json", "status"],
-                           capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return None
-    if p.returncode != 0:
-        return None
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        return None
-
-
-def wait_for(what, pred, timeout, step=0.5):
-    t0 = time.monotonic()
-    last = None
-    while time.monotonic() - t0 < timeout:
-        last = pred()
-        if last:
-            return last, time.monotonic() - t0
-        time.sleep(step)
-    V.log("timed out after %.0f s waiting for %s" % (timeout, what))
-    return None, time.monotonic() - t0
-
-
-class Watch(threading.Thread):
-    """Both guests' roles every 0.2 s: a sample where both say active is two owners."""
-
-    def __init__(self, ips):
-        super().__init__(daemon=True)
-        self.ips, self.stop, self.both, self.samples = ips, False, [], 0
-        self.active_since = {}
-
-    def run(self):
-        while not self.stop:
-            roles = {}
-            for ip in self.ips:
-                st = status(ip, timeout=1)
-                roles[ip] = st.get("role") if st else None
-                if roles[ip] == "active" and ip not in self.active_since:
-                    self.active_since[ip] = time.monotonic()
-                elif roles[ip] != "active":
-                    self.active_since.pop(ip, None)
-            self.samples += 1
-            if all(r == "active" for r in roles.values()):
-                self.both.append(time.monotonic())
-            time.sleep(0.2)
-
-
-def serial_tail(s, name, n=25):
-    path = os.path.join(s.dir, name)
-    if not os.path.exists(path):
-        return "(no serial log %s)" % path
-    return "".join(open(path, errors="replace").readlines()[-n:])
-
-
+P.require()
+CONNS = P.CONNS
+PAIR, PORT = P.PAIR, P.PORT
+FTPAIRCTL = P.FTPAIRCTL
+status, wait_for, in_sync, serial_tail = P.status, P.wait_for, P.in_sync, P.serial_tail
+a_ip, b_ip = P.A_IP, P.B_IP
+serials = {a_ip: PAIR + "-a.serial", b_ip: PAIR + "-b.serial"}
 results = []
 
 
@@ -165,39 +51,13 @@ def emit(name, value, unit, params):
 
 
 with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
-    s.cleanup_domains()  # a run killed midway leaves its persistent domains defined
-    kernel = os.path.join(s.dir, "vmlinuz")
-    shutil.copy(kernels[-1], kernel)
-    kver = re.sub(r"^vmlinuz-", "", os.path.basename(kernels[-1]))
-    nets_down()  # a run killed midway leaves them
-    nets_up(s)
-    initrd = os.path.join(s.dir, "initrd.cpio")
-    subprocess.run(["/usr/bin/python3", os.path.join(V.HERE, "mkinitramfs.py"), V.FTPAIR_COMMISSION, initrd,
-                    "--daemon", GUEST_FTPAIRD, "--base-config", os.path.join(V.HERE, "guest-ftpaird-virtio.yaml"),
-                    "--kernel-version", kver], check=True)
-    V.log("initramfs with ftpaird: %.1f MiB" % (os.path.getsize(initrd) / 2**20))
-    host = V.NET + ".254"
-    config = "{failover.fence: libvirt, failover.libvirt_uri: 'qemu+tcp://%s/system', failover.libvirt_events: true}" % host
-    spec = s.write_spec(PAIR, kernel=(kernel, initrd), config=config, memory_mib=768, guest_daemon=True,
-                        nics=["{type: bridge, source: %s, port: inside}" % LAN,
-                              "{type: bridge, source: %s, port: outside}" % WAN])
-    a_ip, b_ip = V.NET + ".1", V.NET + ".2"
-    serials = {a_ip: PAIR + "-a.serial", b_ip: PAIR + "-b.serial"}
+    spec, rc, err = P.deploy(s)
 
     def diag():
-        return "a: %s\nb: %s\n--- a serial ---\n%s\n--- b serial ---\n%s" % (
-            status(a_ip), status(b_ip), serial_tail(s, serials[a_ip]), serial_tail(s, serials[b_ip]))
+        return P.diag(s)
 
     # ---- 1. the pair comes up, its ports on net_virtio ----
-    rc, rep, err = s.virt("deploy", "--spec", spec)
     s.check("deploy of two guests that run ftpaird on virtio NICs", rc == 0, err)
-
-    def in_sync(active_ip, standby_ip, flows=0):
-        a, b = status(active_ip), status(standby_ip)
-        if a and b and a.get("role") == "active" and b.get("state") == "STANDBY_READY" and \
-                b.get("sync", {}).get("in_sync") and int(b.get("flows", 0)) >= flows:
-            return a, b
-        return None
 
     got, took = wait_for("a active, b a standby in sync", lambda: in_sync(a_ip, b_ip), 300)
     if not s.check("guest a is active, guest b a standby in sync", got is not None,
@@ -215,32 +75,16 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
             "port inside" in text and "0000:00:04.0, driver net_virtio" in text, text)
 
     # ---- 2. byte-checked TCP connections through the active guest ----
-    server = subprocess.Popen(["ip", "netns", "exec", SERVER_NS, "/usr/bin/python3", TRAFFIC, "echo-server",
-                               "--port", str(ECHO_PORT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    s.on_exit.insert(0, ["kill", str(server.pid)])
-    line = server.stdout.readline()
-    s.check("echo server listens in the server namespace", "LISTENING" in line, line)
-    client_err = os.path.join(s.dir, "client.stderr")
-    # A TCG guest forwards slowly and a failover takes seconds: a low rate and a long op timeout
-    # (a connection that stalls longer than that fails the test).
-    client = subprocess.Popen(["ip", "netns", "exec", CLIENT_NS, "/usr/bin/python3", TRAFFIC, "echo-client",
-                               "--host", SERVER_IP, "--port", str(ECHO_PORT), "--conns", str(CONNS),
-                               "--seconds", "600", "--rate-bytes-per-s", "2048", "--op-timeout", "60",
-                               "--connect-timeout", "30", "--json"],
-                              stdout=subprocess.PIPE, stderr=open(client_err, "w"), text=True)
-    s.on_exit.insert(0, ["kill", "-9", str(client.pid)])
-
-    def streaming():
-        with open(client_err) as f:
-            return "STREAMING" in f.read()
-    ok, took = wait_for("%d connections streaming" % CONNS, streaming, 90)
+    traffic = P.Traffic(s, CONNS)
+    s.check("echo server listens in the server namespace", "LISTENING" in traffic.listening, traffic.listening)
+    ok, took = wait_for("%d connections streaming" % CONNS, traffic.streaming, 90)
     s.check("%d TCP connections stream through guest a" % CONNS, ok,
-            open(client_err).read()[-2000:] + "\n" + diag() if not ok else "after %.1f s" % took)
+            traffic.stderr(2000) + "\n" + diag() if not ok else "after %.1f s" % took)
     got, _ = wait_for("b holds the connections' flows", lambda: in_sync(a_ip, b_ip, CONNS), 60)
     s.check("standby b holds the %d flows" % CONNS, got is not None, diag() if not got else
             "a %s flows, b %s" % (got[0].get("flows"), got[1].get("flows")))
 
-    watch = Watch([a_ip, b_ip])
+    watch = P.Watch([a_ip, b_ip])
     watch.start()
 
     # ---- 3. graceful switchover a -> b ----
@@ -314,26 +158,13 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
             "power button: stopping ftpaird" in a_serial and "ftpaird exited: status 0" in a_serial, a_serial[-1500:])
 
     # ---- 7. every connection survived, byte for byte, until the last guest stopped ----
-    client.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    client.send_signal(signal.SIGTERM)  # the second one: report now (the path is gone, nothing drains)
-    try:
-        out, _ = client.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        client.kill()
-        out, _ = client.communicate()
-    summary = None
-    for line in out.splitlines():
-        try:
-            summary = json.loads(line)
-        except ValueError:
-            pass
+    summary = traffic.stop_now()
     s.check("no connection was reset or corrupted across the switchover, the destroy and the shutdown",
             summary is not None and summary.get("reset") == 0 and summary.get("corrupt") == 0 and
             summary.get("timeout") == 0 and summary.get("connect_failed") == 0,
-            json.dumps(summary) + "\n" + open(client_err).read()[-1500:])
+            json.dumps(summary) + "\n" + traffic.stderr())
     s.check("never two actives", not watch.both and watch.samples > 10,
-            "%d of %d samples with two actives" % (len(watch.both), watch.samples))
+            "%d of %d samples with two actives: %s" % (len(watch.both), watch.samples, watch.both[:3]))
     last = (summary or {}).get("last_echo_unix", [])
     t_b, t_a = off_at.get("b"), off_at.get("a")
     s.check("the standby stopped before the active", t_b is not None and t_a is not None and t_b < t_a,

@@ -289,14 +289,22 @@ TEST(Domain, DataplaneNicsHaveFixedPciAddressesNamedInTheOemStrings) {
                            "      <address type='pci' domain='0x0000' bus='0x00' slot='0x04'",
                            "slot='0x06'"})
     EXPECT_NE(x.find(want), std::string::npos) << want << "\n" << x;
+  // The VM profile's timers, unless the pair's config sets them.
+  EXPECT_NE(x.find("<entry>ftpair:failover.heartbeat_interval_ms=" + std::to_string(kVmHeartbeatMs) + "</entry>"),
+            std::string::npos);
+  EXPECT_NE(x.find("<entry>ftpair:failover.miss_threshold=" + std::to_string(kVmMissThreshold) + "</entry>"),
+            std::string::npos);
   // The vhost-user NIC is no port: no OEM string names slot 6.
   EXPECT_EQ(x.find("device=0000:00:06.0"), std::string::npos);
   // Node a fences b's domain; an explicit libvirt_domain in the pair's config is left alone.
   EXPECT_NE(domain_xml(s, s.a, "p-a", "", m).find("ftpair:failover.libvirt_domain=p-b"), std::string::npos);
   s.config["failover.libvirt_domain"] = "elsewhere";
+  s.config["failover.miss_threshold"] = "7";
   x = domain_xml(s, s.b, "p-b", "", m);
   EXPECT_EQ(x.find("libvirt_domain=p-a"), std::string::npos);
   EXPECT_NE(x.find("libvirt_domain=elsewhere"), std::string::npos);
+  EXPECT_NE(x.find("ftpair:failover.miss_threshold=7<"), std::string::npos);
+  EXPECT_EQ(x.find("ftpair:failover.miss_threshold=" + std::to_string(kVmMissThreshold) + "<"), std::string::npos);
 }
 
 TEST(Guest, PciAddressesInDpdksForm) {

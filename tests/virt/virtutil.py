@@ -146,7 +146,8 @@ class VirtSession:
         return path
 
     def write_spec(self, pair, nodes_extra="", image=None, pool=0, reuse="none", name="spec.yaml", kernel=None,
-                   nics=None, config="{failover.fence: libvirt}", memory_mib=None, guest_daemon=False):
+                   nics=None, config="{failover.fence: libvirt}", memory_mib=None, guest_daemon=False,
+                   cmdline_extra=""):
         """A spec for a pair on this host: diskless-BIOS domains booting a blank image (or a kernel)."""
         lines = ["pair:", "  name: %s" % pair, "  allowlist:"]
         files = [image] if image else [kernel[0], kernel[1]]
@@ -170,7 +171,7 @@ class VirtSession:
                 lines.append("    disk: %s" % image)
             else:
                 lines += ["    kernel: %s" % kernel[0], "    initrd: %s" % kernel[1],
-                          "    cmdline: console=ttyS0 panic=-1 quiet",
+                          "    cmdline: console=ttyS0 panic=-1 quiet%s" % ((" " + cmdline_extra) if cmdline_extra else ""),
                           "    serial_log: %s" % os.path.join(self.dir, "%s-%s.serial" % (pair, node))]
             lines.append("    management: {network: %s-mgmt, address: %s}" % (pair, ip))
             if nics:
