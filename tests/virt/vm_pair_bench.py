@@ -25,6 +25,8 @@ JSON lines on stdout; progress on stderr. Root; starts and stops its own libvirt
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +46,18 @@ V.log = lambda msg: sys.stderr.write(msg + "\n")
 P.require()
 timers = [tuple(int(x) for x in t.split("x")) for t in a.timers.split(",") if t]
 HOST = "2 shared vCPUs, TCG guests 768 MiB 1 vCPU"
+
+
+KEEP = os.environ.get("VM_BENCH_KEEP", "/tmp/vm_pair_bench")
+
+
+def fail(s, why):
+    """Stops the bench with the reason, keeping both guests' consoles for a look afterwards."""
+    os.makedirs(KEEP, exist_ok=True)
+    for f in os.listdir(s.dir):
+        if f.endswith(".serial") or ".serial." in f:
+            shutil.copy(os.path.join(s.dir, f), KEEP)
+    raise SystemExit("vm_pair_bench: %s\n%s\n(the guests' consoles: %s)" % (why, P.diag(s), KEEP))
 
 
 def emit(name, value, unit, params):
@@ -96,7 +110,7 @@ with V.VirtSession(prefix=P.PAIR, libvirt_tcp=True) as s:
                 got, _ = P.wait_for("%s active, %s in sync" % (active, standby),
                                     lambda: P.in_sync(P.IP[active], P.IP[standby], P.CONNS), 240)
                 if not got:
-                    raise SystemExit("vm_pair_bench: no pair in sync before %s\n%s" % (cause, P.diag(s)))
+                    fail(s, "no pair in sync before %s" % cause)
                 dom = P.PAIR + "-" + active
                 t0, w0 = time.monotonic(), time.time()
                 if cause == "destroy":
@@ -114,7 +128,7 @@ with V.VirtSession(prefix=P.PAIR, libvirt_tcp=True) as s:
                                     lambda: (P.status(P.IP[standby], timeout=1) or {}).get("role") == "active", 120,
                                     step=0.05)
                 if not got:
-                    raise SystemExit("vm_pair_bench: %s: no takeover\n%s" % (cause, P.diag(s)))
+                    fail(s, "%s: no takeover (ftpairctl: %s)" % (cause, (p.stdout + p.stderr).strip()))
                 ms = (time.monotonic() - t0) * 1000
                 served = time.time()
                 # Every connection echoes again through the survivor (or is lost).

@@ -453,6 +453,17 @@ group_virt() {
     log "virt benchmark failed (see $out/virt.log)"
     return 1
   }
+  # The VM pair with traffic (issue 20): four causes of failover, VM_RUNS each, then
+  # VM_SPURIOUS_S seconds with no fault per timers setting (VM_TIMERS, heartbeat_ms x miss).
+  log "virt: vm_pair_bench.py ${VM_RUNS:-5} runs per cause, ${VM_SPURIOUS_S:-300} s per timers (${VM_TIMERS:-50x10,100x30})"
+  FTPAIR_VIRT="$build/virt/ftpair-virt" FTPAIR_COMMISSION="$build/virt/ftpair-commission" \
+    FTPAIRCTL="$build/tools/ftpairctl/ftpairctl" FTPAIRD_GUEST="${FTPAIRD_GUEST:-$root/build-guest/control/ftpaird}" \
+    "$PY" "$root/tests/virt/vm_pair_bench.py" --runs "${VM_RUNS:-5}" --spurious-s "${VM_SPURIOUS_S:-300}" \
+    --timers "${VM_TIMERS:-50x10,100x30}" >>"$results" 2>"$out/vm_pair.log" || {
+    log "vm pair benchmark failed (see $out/vm_pair.log)"
+    return 1
+  }
+  grep -E '^run |spurious' "$out/vm_pair.log" | sed 's/^/  /' >&2
   log "virt: done in $((SECONDS - t0)) s"
 }
 
