@@ -89,6 +89,10 @@ Status Daemon::make_engine() {
     // A copy in sync is the active's of this generation: take it now rather than from the
     // next beat, so that an in-sync standby never reports an older one.
     if (in_sync) (void)roles_.adopt_generation(applier_->peer_generation(), "the active's Sync stream carries it");
+    // A copy in sync is also news of the active, alive now: a standby that has not heard a beat
+    // yet (it just started, and the active died before its first beat arrived) must still count
+    // the silence from here, or it would never promote.
+    if (in_sync && monitor_) monitor_->assume_heard();
     roles_.set_standby_state(in_sync, in_sync ? "the active's Sync stream is in sync"
                                               : "the active's Sync stream is not in sync (full sync, or a refusal)");
   };

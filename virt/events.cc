@@ -178,6 +178,31 @@ Status LifecycleWatcher::start(const std::string &uri, const std::string &domain
     impl->close_registered = true;
   else
     delete close_opaque;
+  // The domain as it is now: one that went down just before the subscription sends no event,
+  // and a watcher that waits for one would wait for ever. Reported as the event it missed.
+  int state = 0, reason = 0;
+  if (impl->dom && virDomainGetState(impl->dom.get(), &state, &reason, 0) == 0 &&
+      (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED)) {
+    LifecycleEvent ev{domain, "", ""};
+    if (state == VIR_DOMAIN_CRASHED) {
+      ev.event = event_name(VIR_DOMAIN_EVENT_CRASHED);
+      ev.detail = "crashed";
+    } else {
+      ev.event = event_name(VIR_DOMAIN_EVENT_STOPPED);
+      switch (reason) {
+        case VIR_DOMAIN_SHUTOFF_SHUTDOWN: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN); break;
+        case VIR_DOMAIN_SHUTOFF_DESTROYED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_DESTROYED); break;
+        case VIR_DOMAIN_SHUTOFF_CRASHED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_CRASHED); break;
+        case VIR_DOMAIN_SHUTOFF_MIGRATED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_MIGRATED); break;
+        case VIR_DOMAIN_SHUTOFF_SAVED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED); break;
+        case VIR_DOMAIN_SHUTOFF_FAILED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_FAILED); break;
+        default: ev.detail = "shut-off"; break;
+      }
+    }
+    if (ev.detail != "migrated") ev.detail += ", found at subscription";
+    std::lock_guard<std::mutex> l(impl->cb->mu);
+    if (!impl->cb->stopped) impl->cb->on_event(ev);
+  }
   impl_ = impl.release();
   return Status::Ok();
 }

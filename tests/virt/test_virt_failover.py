@@ -14,10 +14,13 @@ events and to fence it.
   3. `ftpairctl switchover` from a to b: b active, a a standby in sync again;
   4. `virsh destroy` of b's domain (the active now): a learns it (lifecycle events and beats),
      fences b with libvirt and takes over;
-  5. b's domain started again: it rejoins as a standby in sync;
-  6. `ftpair-virt shutdown` under traffic: both daemons asked their roles, a final checkpoint on
-     the active acknowledged by the standby, the standby's guest stopped (ACPI: its init stops
-     ftpaird cleanly), then the active's, then the network;
+  5. b's domain started again: the moment it is a standby in sync, a's domain is destroyed too,
+     and b (which may not have heard a beat of a's nor subscribed to its events yet) takes over;
+     a starts again and rejoins as the standby;
+  6. `ftpair-virt shutdown` under traffic: both daemons asked their roles (b is the active now,
+     against the deploy's metadata), a final checkpoint on the active acknowledged by the
+     standby, the standby's guest stopped (ACPI: its init stops ftpaird cleanly), then the
+     active's, then the network;
   7. every connection survived all of it byte for byte, still echoed after the standby had
      stopped, and ended only when the active went down; there were never two actives.
 
@@ -118,16 +121,32 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
     V.log("a: %s" % (promoted[-1] if promoted else "(no promotion line)"))
     time.sleep(5)  # traffic through a again
 
-    # ---- 5. b again: a standby in sync with the connections' flows ----
-    watch.stop = True
-    watch.join()
+    # ---- 5. b again, and at once a's death: a standby that has only just joined takes over ----
     p = s.virsh("start", PAIR + "-b")
     s.check("b's domain started again", p.returncode == 0, p.stderr)
-    got, took = wait_for("a active, b a standby in sync again", lambda: in_sync(a_ip, b_ip, CONNS), 240)
+    got, took = wait_for("a active, b a standby in sync again", lambda: in_sync(a_ip, b_ip, CONNS), 240, step=0.1)
     s.check("b rejoined as a standby in sync with the flows", got is not None,
             "after %.1f s" % took if got else diag())
+    # No pause: b may not have heard a beat of a's yet nor subscribed to a's domain's events. Its
+    # in-sync copy is news of a alive (the silence counts from it), and a domain found shut off at
+    # the subscription is the event it missed.
+    p = s.virsh("destroy", PAIR + "-a")
+    s.check("virsh destroy of the active's domain (a) the moment b is in sync", p.returncode == 0, p.stderr)
+    got, took = wait_for("b active", lambda: (status(b_ip) or {}).get("role") == "active", 60, step=0.2)
+    s.check("b, a standby for a moment only, takes over", got is not None, "after %.1f s" % took if got else diag())
+    for line in serial_tail(s, serials[b_ip], 200).splitlines():
+        if "is ACTIVE (generation" in line or "peer domain" in line or "libvirt events" in line or "node b up" in line:
+            V.log("b: " + line)
+    p = s.virsh("start", PAIR + "-a")
+    got, took = wait_for("b active, a a standby in sync", lambda: in_sync(b_ip, a_ip, CONNS), 240)
+    s.check("a rejoined as a standby in sync with the flows", got is not None, "after %.1f s" % took if got else diag())
+    time.sleep(2)  # traffic through b with a protecting it
+    watch.stop = True
+    watch.join()
 
     # ---- 6. the ordered shutdown under traffic: a final checkpoint, the standby, then the active ----
+    # b is active now and a the standby, the other way round from the deploy: the shutdown asks
+    # the daemons rather than the domains' metadata.
     off_at = {}
 
     def watch_off():
@@ -144,44 +163,45 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
     steps = rep["steps"] if rep else []
     s.check("ftpair-virt shutdown of the pair under traffic", rc == 0, err + "\n" + json.dumps(steps))
     order = [(x["step"], x.get("domain", x.get("network"))) for x in steps]
-    s.check("shutdown order: drain both, final checkpoint, standby b, active a, the network",
-            order == [("drain", PAIR + "-b"), ("drain", PAIR + "-a"), ("final_checkpoint", None), ("vm", PAIR + "-b"),
-                      ("vm", PAIR + "-a"), ("network", PAIR + "-mgmt")], json.dumps(order))
+    s.check("shutdown order: drain both, final checkpoint, the standby (a), the active (b), the network",
+            order == [("drain", PAIR + "-b"), ("drain", PAIR + "-a"), ("final_checkpoint", None), ("vm", PAIR + "-a"),
+                      ("vm", PAIR + "-b"), ("network", PAIR + "-mgmt")], json.dumps(order))
     ck = [x for x in steps if x["step"] == "final_checkpoint"]
     s.check("the final checkpoint was acknowledged by the standby and a snapshot written",
             ck and ck[0].get("result") == "acknowledged by the standby, snapshot written", json.dumps(ck))
     vms = [x for x in steps if x["step"] == "vm"]
     s.check("both guests stopped on the ACPI power button (ftpaird's clean shutdown), none destroyed",
             len(vms) == 2 and all(x.get("result") == "acpi shutdown" for x in vms), json.dumps(vms))
-    a_serial = serial_tail(s, serials[a_ip], 60)
+    b_serial = serial_tail(s, serials[b_ip], 60)
     s.check("the active's ftpaird stopped cleanly and wrote its snapshot",
-            "power button: stopping ftpaird" in a_serial and "ftpaird exited: status 0" in a_serial, a_serial[-1500:])
+            "power button: stopping ftpaird" in b_serial and "ftpaird exited: status 0" in b_serial, b_serial[-1500:])
 
     # ---- 7. every connection survived, byte for byte, until the last guest stopped ----
     summary = traffic.stop_now()
-    s.check("no connection was reset or corrupted across the switchover, the destroy and the shutdown",
+    s.check("no connection was reset or corrupted across the switchover, both destroys and the shutdown",
             summary is not None and summary.get("reset") == 0 and summary.get("corrupt") == 0 and
             summary.get("timeout") == 0 and summary.get("connect_failed") == 0,
             json.dumps(summary) + "\n" + traffic.stderr())
     s.check("never two actives", not watch.both and watch.samples > 10,
             "%d of %d samples with two actives: %s" % (len(watch.both), watch.samples, watch.both[:3]))
     last = (summary or {}).get("last_echo_unix", [])
-    t_b, t_a = off_at.get("b"), off_at.get("a")
-    s.check("the standby stopped before the active", t_b is not None and t_a is not None and t_b < t_a,
-            "b off at %s, a off at %s" % (t_b, t_a))
-    vm_a = [x for x in vms if x.get("domain") == PAIR + "-a"]
-    if t_b and t_a and len(last) == CONNS and vm_a:
+    t_standby, t_active = off_at.get("a"), off_at.get("b")
+    s.check("the standby (a) stopped before the active (b)", t_standby is not None and t_active is not None and
+            t_standby < t_active, "a off at %s, b off at %s" % (t_standby, t_active))
+    vm_active = [x for x in vms if x.get("domain") == PAIR + "-b"]
+    if t_standby and t_active and len(last) == CONNS and vm_active:
         # The active's ACPI stop began when its step began: off_at minus the step's length.
-        t_a_asked = t_a - vm_a[0]["seconds"]
+        t_asked = t_active - vm_active[0]["seconds"]
         s.check("every connection still echoed after the standby had stopped (its stop lost nothing)",
-                all(x > t_b for x in last), "last echoes %.2f..%.2f s after b was off" % (min(last) - t_b, max(last) - t_b))
+                all(x > t_standby for x in last),
+                "last echoes %.2f..%.2f s after a was off" % (min(last) - t_standby, max(last) - t_standby))
         s.check("every connection echoed until the active was asked to stop (within 0.5 s)",
-                all(x >= t_a_asked - 0.5 for x in last),
-                "last echoes %.2f..%.2f s after the active's stop began" % (min(last) - t_a_asked, max(last) - t_a_asked))
+                all(x >= t_asked - 0.5 for x in last),
+                "last echoes %.2f..%.2f s after the active's stop began" % (min(last) - t_asked, max(last) - t_asked))
         V.log("connections ended with the pair: last echoes %.2f..%.2f s before the active was off"
-              % (t_a - max(last), t_a - min(last)))
+              % (t_active - max(last), t_active - min(last)))
         s.check("connections ended only when the pair went down: none echoed after the active was off",
-                all(x <= t_a for x in last), "latest echo %.2f s after" % (max(last) - t_a))
+                all(x <= t_active for x in last), "latest echo %.2f s after" % (max(last) - t_active))
     if summary:
         for cause in ("switchover", "destroy"):
             emit("vm_connections_survived_ratio", (CONNS - summary.get("reset", 0) - summary.get("corrupt", 0) -

@@ -70,6 +70,15 @@ with V.VirtSession() as s:
     s.check("crash event reached the subscriber", w.returncode == 0 and died and died[0]["detail"] == "failed",
             "%s rc=%d %.2fs %s" % (out.strip(), w.returncode, time.monotonic() - t0, werr.strip()))
 
+    # ---- a subscriber that comes after the death: the domain's state stands for the missed event ----
+    p = subprocess.run([V.FTPAIR_VIRT, "watch", "--uri", V.URI, "--domain", "ftvp1-b", "--until-died", "--timeout-s", "10"],
+                       capture_output=True, text=True, timeout=30)
+    ev = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    late = [e for e in ev if e.get("peer_died")]
+    s.check("a watch started on the dead domain reports it at once (found at subscription)",
+            p.returncode == 0 and late and late[0]["event"] == "stopped" and
+            late[0]["detail"].endswith(", found at subscription"), p.stdout.strip() + " " + p.stderr.strip())
+
     # ---- boot verification: tampered image refused, by deploy's own start and by virsh start ----
     with open(img, "r+b") as f:
         f.write(b"tampered")
