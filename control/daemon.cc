@@ -143,7 +143,7 @@ Status Daemon::make_monitor() {
 Status Daemon::make_dp_beats() {
   if (!cfg_.dataplane_beat_us || !monitor_) return Status::Ok();
   dp::DpBeatConfig bc;
-  bc.node_id = cfg_.node_id.substr(0, dp::kDpBeatNodeIdBytes);
+  bc.node_id = cfg_.node_id;  // the beat carries its first kDpBeatNodeIdBytes; the board compares with care
   bc.interval_us = cfg_.dataplane_beat_us;
   bc.miss = cfg_.dataplane_miss;
   bc.workers = node_->workers();

@@ -261,7 +261,7 @@ void Daemon::watch_peer_domain() {
       L.warn("{}: not promoted: {}", what, st.message());
   };
   monitor_->attach_peer_events(std::make_unique<fo::PeerEvents>(
-      pc, std::make_unique<virt::LifecycleSource>(cfg_.libvirt_uri, std::chrono::milliseconds(5000)), on_down,
+      pc, std::make_unique<virt::LifecycleSource>(cfg_.libvirt_uri, std::chrono::milliseconds(5000), cfg_.libvirt_domain), on_down,
       [](const std::string &m) { L.info("{}", m); }));
 }
 

@@ -119,7 +119,8 @@ void DpWatch::loop() {
       quiet_until = now_ns + int64_t(limit_us) * 1000;  // look again one miss window later
       continue;
     }
-    if (verdict != fo::DpVerdict::WORKER_STALLED) suspect.on = false;
+    // Another verdict in between (starved, slow, beats lost) leaves the suspicion standing: only
+    // the worker's beats moving (above, and the sequence compared) clear it.
     switch (verdict) {
       case fo::DpVerdict::PEER_GONE:
       case fo::DpVerdict::PEER_DEAD:

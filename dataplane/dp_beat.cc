@@ -9,6 +9,7 @@
 #include <openssl/sha.h>
 
 #include <cstring>
+#include <ctime>
 
 #include <rte_byteorder.h>
 #include <rte_mbuf.h>
@@ -249,9 +250,9 @@ void DpBeatBoard::receive(const uint8_t *frame, size_t n, uint64_t now_tsc) {
                                   *keys_.load(std::memory_order_acquire), &b);
   if (r != DpBeatReject::COUNT) return reject(r);
   // Our own beat looped back: the same boot's nonce. The same node id from another boot is a
-  // second node configured with our id; ids longer than the beat's field are told apart by the
+  // second node configured with our id; ids that fill the beat's field are told apart by the
   // nonce alone (two ids may share their first kDpBeatNodeIdBytes bytes).
-  if (b.nonce == nonce_ || (cfg_.node_id.size() <= kDpBeatNodeIdBytes && b.node_id() == cfg_.node_id))
+  if (b.nonce == nonce_ || (cfg_.node_id.size() < kDpBeatNodeIdBytes && b.node_id() == cfg_.node_id))
     return reject(DpBeatReject::OWN);
   // Among workers only (the control plane reads through the sequence lock, never this lock).
   while (rx_lock_.test_and_set(std::memory_order_acquire)) rte_pause();
@@ -306,10 +307,18 @@ DpPeerView DpBeatBoard::peer(uint64_t now_tsc) const {
   DpPeerView v;
   uint64_t node[2];
   // The sequence lock's reader: a copy taken while no receive() rewrote the fields.
+  unsigned spins = 0;
   for (;;) {
     const uint64_t v0 = peer_version_.load(std::memory_order_acquire);
     if (v0 & 1) {
-      rte_pause();
+      // A writer is inside: it may be a worker preempted on this reader's CPU (the reader is a
+      // real-time thread), so after a short spin, sleep and let it finish.
+      if (++spins < 64) {
+        rte_pause();
+      } else {
+        const timespec ts{0, 2000};
+        nanosleep(&ts, nullptr);
+      }
       continue;
     }
     v.heard = have_peer_.load(std::memory_order_relaxed);

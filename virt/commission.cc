@@ -333,7 +333,12 @@ bool is_daemon_key(const std::string &k) {
 
 std::string to_config_yaml(const Commission &c) {
   Tree root;
-  for (const auto &[k, v] : c.values) {
+  for (const auto &[key, v] : c.values) {
+    std::string k = key;
+    if (k.rfind(kDefaultPrefix, 0) == 0) {
+      k = k.substr(sizeof(kDefaultPrefix) - 1);
+      if (c.values.count(k)) continue;
+    }
     if (!is_daemon_key(k)) continue;
     Tree *t = &root;
     std::stringstream ks(k);
@@ -355,7 +360,22 @@ Status merge_into_config(const std::string &base_yaml, const Commission &c, std:
   if (!root) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) return InvalidArgument("commission: base config must be a YAML map");
   Tree derived;
-  for (const auto &[k, v] : c.values) {
+  // In the base config already? (A "default.<key>" from the host gives way to it.)
+  auto in_base = [&](const std::string &k) {
+    YAML::Node n = YAML::Clone(root);
+    std::stringstream ks(k);
+    for (std::string part; std::getline(ks, part, '.');) {
+      if (!n.IsMap() || !n[part]) return false;
+      n = n[part];
+    }
+    return true;
+  };
+  for (const auto &[key, v] : c.values) {
+    std::string k = key;
+    if (k.rfind(kDefaultPrefix, 0) == 0) {
+      k = k.substr(sizeof(kDefaultPrefix) - 1);
+      if (c.values.count(k) || in_base(k)) continue;
+    }
     if (!is_daemon_key(k)) continue;
     Tree *t = &derived;
     std::stringstream ks(k);

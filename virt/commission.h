@@ -64,6 +64,9 @@ std::string to_config_yaml(const Commission &c);
 // Merges the derived values into a base ftpaird config. A key the base leaves unset (or, for
 // node.role, sets to "auto") takes the derived value; a base key that is set to something else
 // contradicts the environment and is refused, naming the key and both values.
+// A key "default.<key>" (the host's VM profile, virt/spec.h) sets <key> only where neither the
+// base config nor another commissioned key does.
+inline constexpr char kDefaultPrefix[] = "default.";
 Status merge_into_config(const std::string &base_yaml, const Commission &c, std::string *out);
 
 }  // namespace ftpair::virt

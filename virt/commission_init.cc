@@ -87,7 +87,8 @@ Status prepare_dataplane(const v::Commission &c, const std::string &cfg_text) {
   unsigned mb = 0;
   try {
     YAML::Node d = YAML::Load(cfg_text)["dpdk"];
-    if (d && d["no_huge"] && !d["no_huge"].as<bool>()) mb = (d["memory_mb"] ? d["memory_mb"].as<unsigned>() : 64) + 32;
+    // dpdk.memory_mb's default is ftpaird's (control/config.h: 256).
+    if (d && d["no_huge"] && !d["no_huge"].as<bool>()) mb = (d["memory_mb"] ? d["memory_mb"].as<unsigned>() : 256) + 32;
   } catch (const YAML::Exception &e) {
     return ftpair::InvalidArgument(std::string("the daemon's config: ") + e.what());
   }
@@ -134,9 +135,15 @@ std::vector<pollfd> power_buttons() {
   return out;
 }
 
-bool power_pressed(const std::vector<pollfd> &fds) {
+bool power_pressed(std::vector<pollfd> &fds) {
   bool pressed = false;
-  for (const auto &p : fds) {
+  for (auto &p : fds) {
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      // A device that went away: poll would report it at once for ever. Forget it.
+      ::close(p.fd);
+      p.fd = -1;
+      continue;
+    }
     if (!(p.revents & POLLIN)) continue;
     input_event ev[16];
     ssize_t n = ::read(p.fd, ev, sizeof ev);
@@ -186,9 +193,10 @@ Status run_daemon(v::Commission c) {
     }
     if (w > 0) continue;
     if (w < 0 && errno != EINTR && errno != ECHILD) return ftpair::Internal("wait failed");
-    if (::poll(buttons.data(), buttons.size(), 100) > 0 && power_pressed(buttons) && !asked) {
-      say("power button: stopping ftpaird (SIGTERM), then powering off");
-      ::kill(pid, SIGTERM);
+    if (::poll(buttons.data(), buttons.size(), 100) > 0 && power_pressed(buttons)) {
+      // A second press, if ftpaird has not gone: SIGKILL.
+      say(asked ? "power button again: killing ftpaird (SIGKILL)" : "power button: stopping ftpaird (SIGTERM), then powering off");
+      ::kill(pid, asked ? SIGKILL : SIGTERM);
       asked = true;
     }
   }

@@ -1,5 +1,7 @@
 #include "virt/domain.h"
 
+#include "virt/commission.h"
+
 #include <cstdio>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -93,15 +95,18 @@ std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self)
   for (size_t i = 0; i < self.nics.size(); ++i)
     if (!self.nics[i].port.empty()) s.push_back("ftpair:ports." + self.nics[i].port + ".device=" + nic_pci_address(i));
   for (const auto &[k, v] : pair.config) s.push_back("ftpair:" + k + "=" + v);
-  // The VM profile's timers where the pair's config says nothing.
+  // The VM profile's timers where the pair's config says nothing, as defaults: the guest's own
+  // base config still decides where it sets them (commission.h, kDefaultPrefix).
   for (const auto &[k, v] : {std::pair<const char *, unsigned>{"failover.heartbeat_interval_ms", kVmHeartbeatMs},
                              {"failover.miss_threshold", kVmMissThreshold},
                              {"worker.stall_ms", kVmStallMs}})
-    if (!pair.config.count(k)) s.push_back(std::string("ftpair:") + k + "=" + std::to_string(v));
-  // A member fencing by libvirt fences its peer's domain (a spare learns its peer when claimed).
+    if (!pair.config.count(k)) s.push_back(std::string("ftpair:") + kDefaultPrefix + k + "=" + std::to_string(v));
+  // A member fencing by libvirt fences its peer's domain.
   auto fence = pair.config.find("failover.fence");
+  // Not with a warm pool: a spare that replaces a member keeps its own domain name, and fencing by
+  // the old name would find no domain (there the pair's config names the domains itself).
   if (fence != pair.config.end() && fence->second == "libvirt" && !pair.config.count("failover.libvirt_domain") &&
-      (self.id == "a" || self.id == "b"))
+      pair.pool_size == 0 && (self.id == "a" || self.id == "b"))
     s.push_back("ftpair:failover.libvirt_domain=" + pair.domain_name(self.id == "a" ? "b" : "a"));
   return s;
 }

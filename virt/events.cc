@@ -178,33 +178,37 @@ Status LifecycleWatcher::start(const std::string &uri, const std::string &domain
     impl->close_registered = true;
   else
     delete close_opaque;
-  // The domain as it is now: one that went down just before the subscription sends no event,
-  // and a watcher that waits for one would wait for ever. Reported as the event it missed.
-  int state = 0, reason = 0;
-  if (impl->dom && virDomainGetState(impl->dom.get(), &state, &reason, 0) == 0 &&
-      (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED)) {
-    LifecycleEvent ev{domain, "", ""};
-    if (state == VIR_DOMAIN_CRASHED) {
-      ev.event = event_name(VIR_DOMAIN_EVENT_CRASHED);
-      ev.detail = "crashed";
-    } else {
-      ev.event = event_name(VIR_DOMAIN_EVENT_STOPPED);
-      switch (reason) {
-        case VIR_DOMAIN_SHUTOFF_SHUTDOWN: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN); break;
-        case VIR_DOMAIN_SHUTOFF_DESTROYED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_DESTROYED); break;
-        case VIR_DOMAIN_SHUTOFF_CRASHED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_CRASHED); break;
-        case VIR_DOMAIN_SHUTOFF_MIGRATED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_MIGRATED); break;
-        case VIR_DOMAIN_SHUTOFF_SAVED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED); break;
-        case VIR_DOMAIN_SHUTOFF_FAILED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_FAILED); break;
-        default: ev.detail = "shut-off"; break;
-      }
-    }
-    if (ev.detail != "migrated") ev.detail += ", found at subscription";
-    std::lock_guard<std::mutex> l(impl->cb->mu);
-    if (!impl->cb->stopped) impl->cb->on_event(ev);
-  }
   impl_ = impl.release();
+  if (!domain.empty()) report_if_down(domain);
   return Status::Ok();
+}
+
+void LifecycleWatcher::report_if_down(const std::string &domain) {
+  if (impl_ == nullptr || domain.empty()) return;
+  Dom d(virDomainLookupByName(impl_->conn.get(), domain.c_str()));
+  if (!d) return;  // not defined (yet): nothing to report
+  int state = 0, reason = 0;
+  if (virDomainGetState(d.get(), &state, &reason, 0) != 0 || (state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED))
+    return;
+  LifecycleEvent ev{domain, "", ""};
+  if (state == VIR_DOMAIN_CRASHED) {
+    ev.event = event_name(VIR_DOMAIN_EVENT_CRASHED);
+    ev.detail = "crashed";
+  } else {
+    ev.event = event_name(VIR_DOMAIN_EVENT_STOPPED);
+    switch (reason) {
+      case VIR_DOMAIN_SHUTOFF_SHUTDOWN: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN); break;
+      case VIR_DOMAIN_SHUTOFF_DESTROYED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_DESTROYED); break;
+      case VIR_DOMAIN_SHUTOFF_CRASHED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_CRASHED); break;
+      case VIR_DOMAIN_SHUTOFF_MIGRATED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_MIGRATED); break;
+      case VIR_DOMAIN_SHUTOFF_SAVED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED); break;
+      case VIR_DOMAIN_SHUTOFF_FAILED: ev.detail = detail_name(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_FAILED); break;
+      default: ev.detail = "shut-off"; break;
+    }
+  }
+  if (ev.detail != "migrated") ev.detail += ", found at subscription";
+  std::lock_guard<std::mutex> l(impl_->cb->mu);
+  if (!impl_->cb->stopped) impl_->cb->on_event(ev);
 }
 
 void LifecycleWatcher::stop() {
@@ -245,17 +249,19 @@ Status watch_lifecycle(const std::string &uri, const std::string &domain, std::c
   return Status::Ok();
 }
 
-LifecycleSource::LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline)
-    : uri_(std::move(uri)), deadline_(connect_deadline) {}
+LifecycleSource::LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline, std::string domain)
+    : uri_(std::move(uri)), deadline_(connect_deadline), domain_(std::move(domain)) {}
 
 LifecycleSource::~LifecycleSource() { unsubscribe(); }
 
 Status LifecycleSource::subscribe(std::function<void(const fo::DomainEvent &)> on_event,
                                   std::function<void(const std::string &why)> on_lost) {
-  return watcher_.start(
+  Status st = watcher_.start(
       uri_, "", deadline_,
       [on_event = std::move(on_event)](const LifecycleEvent &e) { on_event(fo::DomainEvent{e.domain, e.event, e.detail}); },
       std::move(on_lost));
+  if (st.ok()) watcher_.report_if_down(domain_);
+  return st;
 }
 
 void LifecycleSource::unsubscribe() { watcher_.stop(); }

@@ -40,6 +40,10 @@ class LifecycleWatcher {
                std::function<void(const std::string &why)> on_lost = nullptr);
   // Unsubscribes; no callback runs after it returns.
   void stop();
+  /* The domain as it is now, on the watch's connection: one that went down just before the
+   * subscription sends no event, so a shut-off or crashed domain is reported as the event it
+   * missed ("stopped/destroyed, found at subscription"). start() does it for its domain. */
+  void report_if_down(const std::string &domain);
 
  private:
   struct Impl;
@@ -50,7 +54,8 @@ class LifecycleWatcher {
 // the peer's). The connection is opened within connect_deadline and kept alive (keepalive 2 s x 3).
 class LifecycleSource final : public fo::EventSource {
  public:
-  LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline);
+  // `domain` (the peer's, optional): its state is reported at each subscription (report_if_down).
+  LifecycleSource(std::string uri, std::chrono::milliseconds connect_deadline, std::string domain = "");
   ~LifecycleSource() override;
   std::string describe() const override { return uri_; }
   Status subscribe(std::function<void(const fo::DomainEvent &)> on_event,
@@ -60,6 +65,7 @@ class LifecycleSource final : public fo::EventSource {
  private:
   std::string uri_;
   std::chrono::milliseconds deadline_;
+  std::string domain_;
   LifecycleWatcher watcher_;
 };
 

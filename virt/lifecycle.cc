@@ -188,15 +188,23 @@ Status shutdown(const PairSpec &spec, const Timeouts &t, const DaemonOps &ops, b
   }
   // 2. The final checkpoint: the standby acknowledges the active's last epoch; the active writes
   // a snapshot. Without a standby in sync, the snapshot alone.
-  if (ops.final_checkpoint && !active_addr.empty()) {
+  if (ops.final_checkpoint && !active_addr.empty() && !standby_in_sync) {
+    // Nothing to acknowledge a checkpoint: the active's own clean shutdown (ACPI, below) writes
+    // its snapshot.
+    steps.push_back({{"step", "final_checkpoint"}, {"active", active_addr},
+                     {"result", "skipped: no standby in sync (the active's clean shutdown writes its snapshot)"}});
+  } else if (ops.final_checkpoint && !active_addr.empty()) {
     Json step{{"step", "final_checkpoint"}, {"active", active_addr}};
     if (!standby_addr.empty()) step["standby"] = standby_addr;
     auto ts = Clock::now();
     Json detail;
     Status st = ops.final_checkpoint(active_addr, t.checkpoint, &detail);
     step["detail"] = detail;
-    if (st.ok()) {
-      step["result"] = standby_in_sync ? "acknowledged by the standby, snapshot written" : "snapshot written (no standby in sync)";
+    if (st.ok() && detail.value("snapshot", std::string()).empty()) {
+      step["result"] = "acknowledged by the standby, but no snapshot written";
+      drain_error = "final checkpoint on " + active_addr + ": the active wrote no snapshot";
+    } else if (st.ok()) {
+      step["result"] = "acknowledged by the standby, snapshot written";
     } else {
       step["result"] = "failed: " + st.message();
       drain_error = "final checkpoint on " + active_addr + ": " + st.message();

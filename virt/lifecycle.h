@@ -25,8 +25,10 @@ Status deploy(const PairSpec &spec, const Timeouts &t, Json *report);
  *      snapshot) and powers off; destroy after the ACPI timeout;
  *   4. the networks the pair created.
  * With `undefine`, the domains are undefined afterwards except those kept as retained (reuse).
- * A drain that fails (no active answers, the checkpoint is not acknowledged) does not stop the
- * shutdown; the result is then an error naming it. */
+ * A drain that fails (the checkpoint is not acknowledged, no snapshot) does not stop the
+ * shutdown; the result is then an error naming it. No active daemon answering, or no standby in
+ * sync, skips the final checkpoint (reported, not an error: the active's clean shutdown writes
+ * its own snapshot). */
 Status shutdown(const PairSpec &spec, const Timeouts &t, const DaemonOps &ops, bool undefine, bool reuse, Json *report);
 
 // Fences the domain of node `node` with the libvirt fencer (virt/fence_libvirt.h; destroy|suspend).

@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   std::string spec_path;
   Timeouts t;
-  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 1000, checkpoint_ms = 15000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
+  long connect_ms = 5000, acpi_ms = 10000, drain_ms = 5000, checkpoint_ms = 15000, start_ms = 30000, ready_ms = 180000, sync_ms = 120000;
   auto with_spec = [&](CLI::App *c) {
     c->add_option("--spec", spec_path, "pair spec (YAML)")->required();
     c->add_option("--connect-timeout-ms", connect_ms, "deadline for reaching libvirt")->check(CLI::Range(1, 600000));

@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Timeouts {
   Ms connect{5000};   // opening a libvirt connection
-  Ms drain{1000};     // reaching a node's ftpaird to drain it (its status)
+  Ms drain{5000};     // reaching a node's ftpaird to drain it (its status; a loaded guest is slow)
   Ms checkpoint{15000};  // the active's final checkpoint (acknowledged by the standby) and snapshot
   Ms acpi{10000};     // ACPI shutdown before falling back to destroy
   Ms start{30000};    // a domain reaching "running"

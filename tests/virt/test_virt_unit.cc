@@ -1,6 +1,7 @@
 // Unit tests for the pure parts of virt/: the SMBIOS type 11 parser, commissioning rules, the
 // pair spec checks (each bad spec names its field) and the generated domain XML.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -290,9 +291,9 @@ TEST(Domain, DataplaneNicsHaveFixedPciAddressesNamedInTheOemStrings) {
                            "slot='0x06'"})
     EXPECT_NE(x.find(want), std::string::npos) << want << "\n" << x;
   // The VM profile's timers, unless the pair's config sets them.
-  EXPECT_NE(x.find("<entry>ftpair:failover.heartbeat_interval_ms=" + std::to_string(kVmHeartbeatMs) + "</entry>"),
+  EXPECT_NE(x.find("<entry>ftpair:default.failover.heartbeat_interval_ms=" + std::to_string(kVmHeartbeatMs) + "</entry>"),
             std::string::npos);
-  EXPECT_NE(x.find("<entry>ftpair:failover.miss_threshold=" + std::to_string(kVmMissThreshold) + "</entry>"),
+  EXPECT_NE(x.find("<entry>ftpair:default.failover.miss_threshold=" + std::to_string(kVmMissThreshold) + "</entry>"),
             std::string::npos);
   // The vhost-user NIC is no port: no OEM string names slot 6.
   EXPECT_EQ(x.find("device=0000:00:06.0"), std::string::npos);
@@ -304,7 +305,25 @@ TEST(Domain, DataplaneNicsHaveFixedPciAddressesNamedInTheOemStrings) {
   EXPECT_EQ(x.find("libvirt_domain=p-a"), std::string::npos);
   EXPECT_NE(x.find("libvirt_domain=elsewhere"), std::string::npos);
   EXPECT_NE(x.find("ftpair:failover.miss_threshold=7<"), std::string::npos);
-  EXPECT_EQ(x.find("ftpair:failover.miss_threshold=" + std::to_string(kVmMissThreshold) + "<"), std::string::npos);
+  EXPECT_EQ(x.find("miss_threshold=" + std::to_string(kVmMissThreshold) + "<"), std::string::npos);
+}
+
+// The host's profile defaults give way to the guest's base config and to explicit keys.
+TEST(Commission, DefaultKeysGiveWayToTheBaseConfigAndExplicitKeys) {
+  Commission c;
+  ASSERT_TRUE(add_oem_strings({"ftpair:node.id=a", "ftpair:node.role=active", "ftpair:management.address=198.19.253.1/24",
+                               "ftpair:management.grpc=198.19.253.1:50051", "ftpair:peer.grpc=198.19.253.2:50051",
+                               "ftpair:default.failover.heartbeat_interval_ms=50", "ftpair:default.failover.miss_threshold=10",
+                               "ftpair:default.worker.stall_ms=3000", "ftpair:worker.stall_ms=2000"},
+                              "test", &c)
+                  .ok());
+  std::string out;
+  ASSERT_TRUE(merge_into_config("failover:\n  heartbeat_interval_ms: 100\n", c, &out).ok());
+  YAML::Node y = YAML::Load(out);
+  EXPECT_EQ(y["failover"]["heartbeat_interval_ms"].as<int>(), 100) << "the base config's own value stays\n" << out;
+  EXPECT_EQ(y["failover"]["miss_threshold"].as<int>(), 10) << "the default where the base says nothing\n" << out;
+  EXPECT_EQ(y["worker"]["stall_ms"].as<int>(), 2000) << "an explicit key beats the default\n" << out;
+  EXPECT_FALSE(y["default"]) << out;
 }
 
 TEST(Guest, PciAddressesInDpdksForm) {

@@ -194,8 +194,13 @@ class VirtSession:
         if running and pid_alive(running):
             log("libvirtd %d already running (not ours): the qemu hook cannot be installed for it" % running)
             if self.libvirt_tcp:
-                log("(and it may not listen on TCP for the guests)")
+                self._lock.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+                print("SKIP: a libvirtd not started by this test runs: it does not listen on TCP for the guests' daemons")
+                sys.exit(SKIP)
         else:
+            if self.libvirt_tcp:
+                self._fence_libvirt_tcp()  # before anything is changed: a failure leaves nothing behind
             self._purge_stale()
             self._install_hook()
             self._start("virtlogd", ["virtlogd", "-d"], "/run/virtlogd.pid")
@@ -205,21 +210,7 @@ class VirtSession:
             self._libvirtd_log = os.path.join(self.dir, "libvirtd.stderr")
             argv = ["libvirtd"]
             if self.libvirt_tcp:
-                conf = os.path.join(self.dir, "libvirtd.conf")
-                with open(conf, "w") as f:
-                    f.write('listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "0.0.0.0"\nauth_tcp = "none"\n')
-                rules = os.path.join(self.dir, "libvirt-tcp.nft")
-                with open(rules, "w") as f:
-                    f.write("table inet %s {\n  chain input {\n    type filter hook input priority 0; policy accept;\n"
-                            "    meta nfproto ipv4 tcp dport 16509 ip saddr != { 127.0.0.0/8, %s.0/24 } drop\n"
-                            "    meta nfproto ipv6 tcp dport 16509 drop\n  }\n}\n" % (NFT_TABLE, NET))
-                subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
-                p = subprocess.run(["nft", "-f", rules], capture_output=True, text=True)
-                if p.returncode != 0:
-                    subprocess.run(["kill", str(read_pid("/run/virtlogd.pid"))], capture_output=True)
-                    raise RuntimeError("nft: cannot fence libvirtd's TCP port to the test subnet: " + p.stderr.strip())
-                self._nft = True
-                argv += ["--listen", "-f", conf]
+                argv += ["--listen", "-f", self._libvirt_tcp_conf]
             with open(self._libvirtd_log, "w") as err:
                 self._reaper = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "reaper.py")] + argv,
                                                 stdout=err, stderr=subprocess.STDOUT)
@@ -243,6 +234,30 @@ class VirtSession:
             self.__exit__(None, None, None)
             raise RuntimeError("%s; libvirtd's output: %s" % (e, said or "(none)")) from None
         return self
+
+    def _fence_libvirt_tcp(self):
+        """libvirtd's TCP listener, unauthenticated (lab only), admitted from loopback and the
+        test pairs' management subnet only (an nftables table, removed at exit)."""
+        if shutil.which("nft") is None and not os.path.exists("/usr/sbin/nft"):
+            self._lock.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            print("SKIP: nft is not installed (tools/install-deps.sh: nftables): libvirtd's TCP port cannot be fenced")
+            sys.exit(SKIP)
+        self._libvirt_tcp_conf = os.path.join(self.dir, "libvirtd.conf")
+        with open(self._libvirt_tcp_conf, "w") as f:
+            f.write('listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "0.0.0.0"\nauth_tcp = "none"\n')
+        rules = os.path.join(self.dir, "libvirt-tcp.nft")
+        with open(rules, "w") as f:
+            f.write("table inet %s {\n  chain input {\n    type filter hook input priority 0; policy accept;\n"
+                    "    meta nfproto ipv4 tcp dport 16509 ip saddr != { 127.0.0.0/8, %s.0/24 } drop\n"
+                    "    meta nfproto ipv6 tcp dport 16509 drop\n  }\n}\n" % (NFT_TABLE, NET))
+        subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
+        p = subprocess.run(["nft", "-f", rules], capture_output=True, text=True)
+        if p.returncode != 0:
+            self._lock.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError("nft: cannot fence libvirtd's TCP port to the test subnet: " + p.stderr.strip())
+        self._nft = True
 
     def _purge_stale(self):
         """Removes what a killed earlier run of these tests left in libvirt's state: domains

@@ -84,6 +84,8 @@ def up(s, t):
 
 def down(s, spec, traffic):
     traffic.stop_now()
+    traffic.server.kill()
+    traffic.server.wait()
     s.virt("teardown", "--spec", spec, "--acpi-timeout-ms", "0")
     P.nets_down()
 
@@ -146,7 +148,9 @@ with V.VirtSession(prefix=P.PAIR, libvirt_tcp=True) as s:
                                                                                      P.CONNS))
                 # The failed guest back as a standby.
                 if cause != "switchover":
-                    P.wait_for("%s off" % dom, lambda: s.domstate(dom) == "shut off", 60, step=0.2)
+                    off, _ = P.wait_for("%s off" % dom, lambda: s.domstate(dom) == "shut off", 60, step=0.2)
+                    if not off:
+                        fail(s, "%s: %s is still %s" % (cause, dom, s.domstate(dom)))
                     p = s.virsh("start", dom)
                     if p.returncode != 0:
                         raise SystemExit("vm_pair_bench: restart %s: %s" % (dom, p.stderr))
