@@ -42,10 +42,17 @@ def sh(*args):
 
 
 def nets_down():
+    """Removes the bridges, the namespaces and the veths (a namespace's removal frees its end of
+    a veth only later, in the kernel's own time: the host end is deleted explicitly)."""
     for ns in (CLIENT_NS, SERVER_NS):
         sh("ip", "netns", "del", ns)
-    for br in (LAN, WAN):
-        sh("ip", "link", "del", br)
+    for link in ("ftvf-c0", "ftvf-s0", LAN, WAN):
+        sh("ip", "link", "del", link)
+    for _ in range(50):
+        links = sh("ip", "-o", "link", "show").stdout
+        if "ftvf-c0" not in links and "ftvf-s0" not in links:
+            break
+        time.sleep(0.1)
 
 
 def nets_up(s):
