@@ -268,36 +268,37 @@ void DpBeatBoard::receive(const uint8_t *frame, size_t n, uint64_t now_tsc) {
     return reject(DpBeatReject::STALE_BOOT);
   PeerSlot &s = peer_[b.worker];
   if (!new_boot && b.sequence <= s.seq.load(std::memory_order_relaxed)) return reject(DpBeatReject::REPLAY);
+  // The sequence lock without stand-alone fences (TSan does not model them): the fields are
+  // stored with release, so a reader that sees a new value (acquire) also sees the odd version.
   peer_version_.fetch_add(1, std::memory_order_relaxed);  // odd: being rewritten
-  std::atomic_thread_fence(std::memory_order_release);
   if (new_boot) {
-    have_peer_.store(true, std::memory_order_relaxed);
-    peer_nonce_.store(b.nonce, std::memory_order_relaxed);
+    have_peer_.store(true, std::memory_order_release);
+    peer_nonce_.store(b.nonce, std::memory_order_release);
     // Every worker of the new boot starts its silence now: one that never beats is missed.
     for (unsigned w = 0; w < kMaxWorkers; w++) {
-      peer_[w].seq.store(0, std::memory_order_relaxed);
-      peer_[w].heard_tsc.store(w < b.workers ? now_tsc : 0, std::memory_order_relaxed);
+      peer_[w].seq.store(0, std::memory_order_release);
+      peer_[w].heard_tsc.store(w < b.workers ? now_tsc : 0, std::memory_order_release);
     }
-    peer_workers_.store(b.workers, std::memory_order_relaxed);
+    peer_workers_.store(b.workers, std::memory_order_release);
   }
-  s.seq.store(b.sequence, std::memory_order_relaxed);
-  s.heard_tsc.store(now_tsc, std::memory_order_relaxed);
+  s.seq.store(b.sequence, std::memory_order_release);
+  s.heard_tsc.store(now_tsc, std::memory_order_release);
   if (b.sent_unix_ns > newest_sent_ns_.load(std::memory_order_relaxed))
-    newest_sent_ns_.store(b.sent_unix_ns, std::memory_order_relaxed);
+    newest_sent_ns_.store(b.sent_unix_ns, std::memory_order_release);
   const unsigned had = peer_workers_.load(std::memory_order_relaxed);
   if (b.workers != had) {
     // The peer's worker count changed (an upgrade to more cores): new workers start now.
     for (unsigned w = had; w < b.workers; w++)
-      if (peer_[w].heard_tsc.load(std::memory_order_relaxed) == 0) peer_[w].heard_tsc.store(now_tsc, std::memory_order_relaxed);
-    for (unsigned w = b.workers; w < kMaxWorkers; w++) peer_[w].heard_tsc.store(0, std::memory_order_relaxed);
-    peer_workers_.store(b.workers, std::memory_order_relaxed);
+      if (peer_[w].heard_tsc.load(std::memory_order_relaxed) == 0) peer_[w].heard_tsc.store(now_tsc, std::memory_order_release);
+    for (unsigned w = b.workers; w < kMaxWorkers; w++) peer_[w].heard_tsc.store(0, std::memory_order_release);
+    peer_workers_.store(b.workers, std::memory_order_release);
   }
-  peer_role_.store(b.role, std::memory_order_relaxed);
-  peer_generation_.store(b.generation, std::memory_order_relaxed);
+  peer_role_.store(b.role, std::memory_order_release);
+  peer_generation_.store(b.generation, std::memory_order_release);
   uint64_t node[2];
   pack_node(b.node, node);
-  peer_node_[0].store(node[0], std::memory_order_relaxed);
-  peer_node_[1].store(node[1], std::memory_order_relaxed);
+  peer_node_[0].store(node[0], std::memory_order_release);
+  peer_node_[1].store(node[1], std::memory_order_release);
   peer_version_.fetch_add(1, std::memory_order_release);  // even: consistent again
   peer_mac_.store(pack_mac(eth->src_addr), std::memory_order_relaxed);
   heard_.fetch_add(1, std::memory_order_relaxed);
@@ -321,12 +322,12 @@ DpPeerView DpBeatBoard::peer(uint64_t now_tsc) const {
       }
       continue;
     }
-    v.heard = have_peer_.load(std::memory_order_relaxed);
-    v.role = peer_role_.load(std::memory_order_relaxed);
-    v.workers = peer_workers_.load(std::memory_order_relaxed);
-    v.generation = peer_generation_.load(std::memory_order_relaxed);
-    node[0] = peer_node_[0].load(std::memory_order_relaxed);
-    node[1] = peer_node_[1].load(std::memory_order_relaxed);
+    v.heard = have_peer_.load(std::memory_order_acquire);
+    v.role = peer_role_.load(std::memory_order_acquire);
+    v.workers = peer_workers_.load(std::memory_order_acquire);
+    v.generation = peer_generation_.load(std::memory_order_acquire);
+    node[0] = peer_node_[0].load(std::memory_order_acquire);
+    node[1] = peer_node_[1].load(std::memory_order_acquire);
     uint64_t worst = 0;
     v.worst = 0;
     for (unsigned w = 0; w < kMaxWorkers; w++) {
@@ -334,12 +335,12 @@ DpPeerView DpBeatBoard::peer(uint64_t now_tsc) const {
         v.silence_tsc[w] = v.sequence[w] = 0;
         continue;
       }
-      const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_relaxed);
+      const uint64_t h = peer_[w].heard_tsc.load(std::memory_order_acquire);
       v.silence_tsc[w] = now_tsc > h ? now_tsc - h : 0;
-      v.sequence[w] = peer_[w].seq.load(std::memory_order_relaxed);
+      v.sequence[w] = peer_[w].seq.load(std::memory_order_acquire);
       if (v.silence_tsc[w] >= worst) worst = v.silence_tsc[w], v.worst = w;
     }
-    std::atomic_thread_fence(std::memory_order_acquire);
+    // The field loads are acquire: the version's second load cannot move before them.
     if (peer_version_.load(std::memory_order_relaxed) == v0) break;
   }
   char id[kDpBeatNodeIdBytes + 1] = {};
