@@ -28,7 +28,6 @@ Figures (the time from the cause to the survivor serving as active) are printed 
 and, with FTPAIR_BENCH_OUT set, appended there as JSON lines."""
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -44,13 +43,8 @@ FTPAIRCTL = P.FTPAIRCTL
 status, wait_for, in_sync, serial_tail = P.status, P.wait_for, P.in_sync, P.serial_tail
 a_ip, b_ip = P.A_IP, P.B_IP
 serials = {a_ip: PAIR + "-a.serial", b_ip: PAIR + "-b.serial"}
-results = []
-
-
-def emit(name, value, unit, params):
-    line = {"name": name, "value": round(value, 4), "unit": unit, "params": params}
-    results.append(line)
-    print("RESULT " + json.dumps(line))
+results = V.Results()
+emit = results.emit
 
 
 with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
@@ -210,8 +204,5 @@ with V.VirtSession(prefix=PAIR, libvirt_tcp=True) as s:
                  {"cause": cause, "conns": CONNS, "max_gap_ms": summary.get("max_gap_ms")})
     s.virt("teardown", "--spec", spec, "--acpi-timeout-ms", "0")
 
-if os.environ.get("FTPAIR_BENCH_OUT") and results:
-    with open(os.environ["FTPAIR_BENCH_OUT"], "a") as f:
-        for r in results:
-            f.write(json.dumps(r) + "\n")
+results.write()
 sys.exit(s.exit_code())

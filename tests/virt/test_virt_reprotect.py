@@ -22,8 +22,6 @@ FTPAIR_BENCH_OUT set, appended there as JSON lines. Slow: four TCG boots."""
 import glob
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -125,27 +123,15 @@ def serial_tail(s, name, n=25):
     return "".join(open(path, errors="replace").readlines()[-n:])
 
 
-results = []
-
-
-def emit(name, value, unit, params):
-    line = {"name": name, "value": round(value, 4), "unit": unit, "params": params}
-    results.append(line)
-    print("RESULT " + json.dumps(line))
+results = V.Results()
+emit = results.emit
 
 
 with V.VirtSession(prefix="ftvr") as s:
     s.cleanup_domains()  # a run killed midway leaves its persistent domains defined
-    kernel = os.path.join(s.dir, "vmlinuz")
-    shutil.copy(kernels[-1], kernel)
-    kver = re.sub(r"^vmlinuz-", "", os.path.basename(kernels[-1]))
     lan_down()  # a run killed midway leaves them
     lan_up(s)
-    initrd = os.path.join(s.dir, "initrd.cpio")
-    subprocess.run(["/usr/bin/python3", os.path.join(V.HERE, "mkinitramfs.py"), V.FTPAIR_COMMISSION, initrd,
-                    "--daemon", GUEST_FTPAIRD, "--base-config", os.path.join(V.HERE, "guest-ftpaird.yaml"),
-                    "--kernel-version", kver], check=True)
-    V.log("initramfs with ftpaird: %.1f MiB" % (os.path.getsize(initrd) / 2**20))
+    kernel, initrd = V.guest_boot_files(s, "guest-ftpaird.yaml", GUEST_FTPAIRD)
     pair = "ftvr"
     spec = s.write_spec(pair, kernel=(kernel, initrd), pool=1, config="", memory_mib=768, guest_daemon=True,
                         nics=["{type: bridge, source: %s}" % LAN])
@@ -258,8 +244,5 @@ with V.VirtSession(prefix="ftvr") as s:
                                                      "domain": "tcg-kernel-initramfs-768MiB", "host": "2 shared vCPUs"})
     s.virt("teardown", "--spec", spec, "--acpi-timeout-ms", "0")
 
-if os.environ.get("FTPAIR_BENCH_OUT") and results:
-    with open(os.environ["FTPAIR_BENCH_OUT"], "a") as f:
-        for r in results:
-            f.write(json.dumps(r) + "\n")
+results.write()
 sys.exit(s.exit_code())

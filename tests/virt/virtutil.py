@@ -384,3 +384,40 @@ class VirtSession:
         log("%d passed, %d failed" % (self.passed, self.failed))
         self._lock.close()
         return False
+
+
+def guest_boot_files(s, base_config, ftpaird):
+    """The guests' kernel (the newest /boot/vmlinuz-*, copied where qemu may read it) and an
+    initramfs with ftpair-commission as /init, ftpaird and `base_config` (mkinitramfs.py).
+    Returns (kernel, initrd)."""
+    import glob
+    import re
+    newest = sorted(glob.glob("/boot/vmlinuz-*"))[-1]
+    kernel = os.path.join(s.dir, "vmlinuz")
+    shutil.copy(newest, kernel)
+    initrd = os.path.join(s.dir, "initrd.cpio")
+    subprocess.run(["/usr/bin/python3", os.path.join(HERE, "mkinitramfs.py"), FTPAIR_COMMISSION, initrd,
+                    "--daemon", ftpaird, "--base-config", os.path.join(HERE, base_config),
+                    "--kernel-version", re.sub(r"^vmlinuz-", "", os.path.basename(newest))], check=True)
+    log("initramfs with ftpaird: %.1f MiB" % (os.path.getsize(initrd) / 2**20))
+    return kernel, initrd
+
+
+class Results:
+    """Figures a test measures: printed as RESULT lines and, with FTPAIR_BENCH_OUT set, appended
+    there as JSON lines at the end (write())."""
+
+    def __init__(self):
+        self.lines = []
+
+    def emit(self, name, value, unit, params):
+        line = {"name": name, "value": round(value, 4), "unit": unit, "params": params}
+        self.lines.append(line)
+        print("RESULT " + json.dumps(line))
+
+    def write(self):
+        if os.environ.get("FTPAIR_BENCH_OUT") and self.lines:
+            with open(os.environ["FTPAIR_BENCH_OUT"], "a") as f:
+                for r in self.lines:
+                    f.write(json.dumps(r) + "\n")
+

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,9 @@ ap.add_argument("--timers", default="50x10,100x30", help="heartbeat_ms x miss, c
 ap.add_argument("--spurious-s", type=float, default=300)
 a = ap.parse_args()
 V.log = lambda msg: sys.stderr.write(msg + "\n")
+# A SIGTERM (make bench stopped, a timeout) ends through the session's cleanup: domains, libvirtd,
+# namespaces and the nft table go.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit("vm_pair_bench: stopped by SIGTERM"))
 P.require()
 timers = [tuple(int(x) for x in t.split("x")) for t in a.timers.split(",") if t]
 HOST = "2 shared vCPUs, TCG guests 768 MiB 1 vCPU"

@@ -13,8 +13,6 @@ connections (tools/lab/traffic.py) through the active guest, and the daemons' st
 import glob
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -167,16 +165,9 @@ def deploy(s, config_extra="", cmdline_extra=""):
     """Networks, the initramfs with ftpaird, the spec (libvirt fencing and lifecycle events from the
     guests over qemu+tcp) and `ftpair-virt deploy`. Returns (spec path, rc, stderr)."""
     s.cleanup_domains()  # a run killed midway leaves its persistent domains defined
-    kernel = os.path.join(s.dir, "vmlinuz")
-    shutil.copy(KERNELS[-1], kernel)
-    kver = re.sub(r"^vmlinuz-", "", os.path.basename(KERNELS[-1]))
     nets_down()  # a run killed midway leaves them
     nets_up(s)
-    initrd = os.path.join(s.dir, "initrd.cpio")
-    subprocess.run(["/usr/bin/python3", os.path.join(V.HERE, "mkinitramfs.py"), V.FTPAIR_COMMISSION, initrd,
-                    "--daemon", GUEST_FTPAIRD, "--base-config", os.path.join(V.HERE, "guest-ftpaird-virtio.yaml"),
-                    "--kernel-version", kver], check=True)
-    V.log("initramfs with ftpaird: %.1f MiB" % (os.path.getsize(initrd) / 2**20))
+    kernel, initrd = V.guest_boot_files(s, "guest-ftpaird-virtio.yaml", GUEST_FTPAIRD)
     config = ("{failover.fence: libvirt, failover.libvirt_uri: 'qemu+tcp://%s.254/system', failover.libvirt_events: true%s}"
               % (V.NET, (", " + config_extra) if config_extra else ""))
     spec = s.write_spec(PAIR, kernel=(kernel, initrd), config=config, memory_mib=768, guest_daemon=True,
