@@ -23,8 +23,7 @@ spdlog::logger &logger() {
 }
 }  // namespace
 
-grpc::Status SyncService::Sync(grpc::ServerContext *ctx,
-                               grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+grpc::Status SyncService::sync(grpc::ServerContext *ctx, SyncStreamIO &stream) {
   if (hooks_.authorize) {
     Status st = hooks_.authorize(*ctx);
     if (!st.ok()) {
@@ -84,11 +83,11 @@ std::vector<std::string> SyncService::errors() {
   return errors_;
 }
 
-grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) {
+grpc::Status SyncService::serve(SyncStreamIO &stream) {
   ap_.begin_stream();
   const RealtimeScope rt(hooks_.realtime, kRealtimePriorityCommit, hooks_.worker_cpus);
   v1::SyncMessage m;
-  if (!stream->Read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
+  if (!stream.read(&m)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before hello");
   if (!m.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
   v1::SyncReply reply;
   Status st = ap_.on_hello(m.hello(), hooks_.generation ? hooks_.generation() : 0, reply.mutable_hello());
@@ -96,7 +95,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     sync_state(false);  // a refused hello leaves this copy behind its active
     return rpc::to_grpc(st);
   }
-  if (!stream->Write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
+  if (!stream.write(reply)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed after hello");
   {
     std::lock_guard<std::mutex> g(cur_mu_);
     last_refusal_.clear();
@@ -105,7 +104,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
   int64_t full_start_ns = 0;
   uint64_t full_records = 0;
   int64_t last_scrub_ns = mono_ns();
-  while (stream->Read(&m)) {
+  while (stream.read(&m)) {
     if (!m.has_checkpoint())
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a checkpoint after hello");
     const v1::Checkpoint &c = m.checkpoint();
@@ -137,7 +136,7 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     }
     if (ack) {
       if (ap_.in_sync()) sync_state(true);
-      if (!stream->Write(r)) break;
+      if (!stream.write(r)) break;
       /* After the acknowledgement, so that it adds nothing to the commit path. One hash of
        * 32 bytes a slot, 2,048 slots a millisecond: a table of 1M slots is reread about
        * every half second. */
@@ -151,6 +150,131 @@ grpc::Status SyncService::serve(grpc::ServerReaderWriter<v1::SyncReply, v1::Sync
     }
   }
   return grpc::Status::OK;
+}
+
+namespace {
+void *tag(intptr_t n) { return reinterpret_cast<void *>(n); }
+constexpr intptr_t kTagNewCall = 1, kTagOp = 2;
+}  // namespace
+
+// One stream: its context, its reader-writer and the completion queue its thread drives.
+struct SyncEndpoint::Call {
+  grpc::ServerContext ctx;
+  grpc::ServerAsyncReaderWriter<v1::SyncReply, v1::SyncMessage> rw{&ctx};
+  grpc::CompletionQueue cq;
+};
+
+namespace {
+// Reads and writes of one Call, each started and then waited for on the call's own queue by
+// the thread that serves it.
+class AsyncStreamIO final : public SyncStreamIO {
+ public:
+  AsyncStreamIO(grpc::ServerAsyncReaderWriter<v1::SyncReply, v1::SyncMessage> &rw, grpc::CompletionQueue &cq)
+      : rw_(rw), cq_(cq) {}
+  bool read(v1::SyncMessage *m) override {
+    rw_.Read(m, tag(kTagOp));
+    return wait();
+  }
+  bool write(const v1::SyncReply &r) override {
+    rw_.Write(r, tag(kTagOp));
+    return wait();
+  }
+  // Completes the stream with st (the active reads it as the stream's end).
+  void finish(const grpc::Status &st) {
+    rw_.Finish(st, tag(kTagOp));
+    wait();
+  }
+
+ private:
+  bool wait() {
+    void *t = nullptr;
+    bool ok = false;
+    return cq_.Next(&t, &ok) && ok;
+  }
+  grpc::ServerAsyncReaderWriter<v1::SyncReply, v1::SyncMessage> &rw_;
+  grpc::CompletionQueue &cq_;
+};
+
+void drain(grpc::CompletionQueue &cq) {
+  void *t;
+  bool ok;
+  while (cq.Next(&t, &ok)) {
+  }
+}
+}  // namespace
+
+SyncEndpoint::SyncEndpoint(SyncService &svc) : svc_(svc) {}
+
+SyncEndpoint::~SyncEndpoint() { stop(); }
+
+void SyncEndpoint::attach(grpc::ServerBuilder *b) {
+  b->RegisterService(&async_);
+  cq_ = b->AddCompletionQueue();
+}
+
+void SyncEndpoint::start() {
+  if (!cq_ || started_) return;
+  started_ = true;
+  request_next();
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+void SyncEndpoint::request_next() {
+  pending_ = std::make_unique<Call>();
+  async_.RequestSync(&pending_->ctx, &pending_->rw, &pending_->cq, cq_.get(), tag(kTagNewCall));
+}
+
+void SyncEndpoint::accept_loop() {
+  void *t;
+  bool ok;
+  while (cq_->Next(&t, &ok)) {
+    if (!ok) continue;  // the server shuts down: the request ends unfilled, the queue follows
+    // A stream arrived: a thread of its own serves it, and the next one is requested.
+    Call *call = pending_.release();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread th([this, call, done] {
+      serve(call);
+      done->store(true);
+    });
+    std::lock_guard<std::mutex> g(serving_mu_);
+    serving_.push_back({std::move(th), done});
+    request_next();
+    reap(false);
+  }
+  pending_.reset();
+}
+
+void SyncEndpoint::serve(Call *c) {
+  std::unique_ptr<Call> call(c);
+  AsyncStreamIO io(call->rw, call->cq);
+  const grpc::Status st = svc_.sync(&call->ctx, io);
+  io.finish(st);
+  call->cq.Shutdown();
+  drain(call->cq);
+}
+
+// Joins the streams' threads that have ended (serving_mu_ held), or all of them.
+void SyncEndpoint::reap(bool all) {
+  for (auto it = serving_.begin(); it != serving_.end();) {
+    if (all || it->done->load()) {
+      it->thread.join();
+      it = serving_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void SyncEndpoint::stop() {
+  if (!cq_ || stopped_) return;
+  stopped_ = true;
+  cq_->Shutdown();
+  if (acceptor_.joinable())
+    acceptor_.join();
+  else
+    drain(*cq_);
+  std::lock_guard<std::mutex> g(serving_mu_);
+  reap(true);
 }
 
 std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t capacity, int want_port,
@@ -175,12 +299,17 @@ std::unique_ptr<SyncServer> SyncServer::start(const std::string &name, uint32_t 
     int got = 0;
     b.AddListeningPort("127.0.0.1:" + std::to_string(want_port), grpc::InsecureServerCredentials(), &got);
     rpc::apply_server_policy(&b);
-    b.RegisterService(s->svc_.get());
+    auto ep = std::make_unique<SyncEndpoint>(*s->svc_);
+    ep->attach(&b);
     auto srv = b.BuildAndStart();
     if (srv && got > 0) {
       s->server_ = std::move(srv);
       s->port_ = got;
+      s->endpoint_ = std::move(ep);
+      s->endpoint_->start();
     } else {
+      if (srv) srv->Shutdown();
+      ep->stop();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
@@ -195,7 +324,9 @@ void SyncServer::shutdown() {
   if (!server_) return;
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   server_->Wait();
+  if (endpoint_) endpoint_->stop();
   server_.reset();
+  endpoint_.reset();
 }
 
 SyncServer::~SyncServer() { shutdown(); }

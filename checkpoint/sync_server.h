@@ -3,7 +3,14 @@
  * SyncServer puts it on a gRPC server of its own for the unit tests and the benchmarks, which
  * need a real standby over real sockets without a daemon. The service logs (component "sync")
  * one line when a full sync starts, one when it is applied (records, seconds), and one per
- * refused stream with the reason. */
+ * refused stream with the reason.
+ *
+ * The stream is served on gRPC's asynchronous API (SyncEndpoint): each stream gets a thread
+ * of ours and a completion queue of its own, and that thread reads a checkpoint, applies it
+ * and writes the acknowledgement, blocking in the queue's Next between them. So the thread
+ * that waits for the next message is the one that polls the socket for it, and nothing is
+ * handed between threads on the commit path (on the synchronous API a thread of gRPC's
+ * pool polled and woke the handler's thread: tools/bench/grpc_rtt measures the two). */
 #pragma once
 
 #include <atomic>
@@ -11,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -52,14 +60,21 @@ inline uint32_t scrub_budget(int64_t elapsed_ns, uint32_t floor_slots) {
   return t < floor_slots ? (floor_slots < kPerMs ? floor_slots : kPerMs) : t;
 }
 
-class SyncService final : public v1::Replication::Service {
+// One Sync stream's reads and writes, one at a time, each blocking until it completes.
+class SyncStreamIO {
+ public:
+  virtual ~SyncStreamIO() = default;
+  virtual bool read(v1::SyncMessage *m) = 0;
+  virtual bool write(const v1::SyncReply &r) = 0;
+};
+
+class SyncService {
  public:
   SyncService(Applier &ap, SyncHooks hooks) : ap_(ap), hooks_(std::move(hooks)) {}
 
   // One stream at a time: a new stream cancels the previous one, as a reconnecting active
-  // replaces its old stream.
-  grpc::Status Sync(grpc::ServerContext *ctx,
-                    grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream) override;
+  // replaces its old stream. Runs on the stream's thread until the stream ends.
+  grpc::Status sync(grpc::ServerContext *ctx, SyncStreamIO &stream);
 
   // Cancels the stream being served, if any (a node that becomes active).
   void cancel_current();
@@ -70,7 +85,7 @@ class SyncService final : public v1::Replication::Service {
   unsigned streams() const { return streams_.load(); }
 
  private:
-  grpc::Status serve(grpc::ServerReaderWriter<v1::SyncReply, v1::SyncMessage> *stream);
+  grpc::Status serve(SyncStreamIO &stream);
 
   void refused(const std::string &why);
   void sync_state(bool in_sync) {
@@ -85,6 +100,42 @@ class SyncService final : public v1::Replication::Service {
   std::vector<std::string> errors_;   // cur_mu_
   std::string last_refusal_;          // cur_mu_
   std::atomic<unsigned> streams_{0};
+};
+
+/* Replication.Sync on one grpc::Server, through the asynchronous API, for a SyncService (which
+ * may be served on several servers: a new instance serves on its temporary and its final
+ * port). attach() before the server is built, start() once it is, stop() after the server's
+ * Shutdown (it drains the queues and joins the threads; the destructor does it too). */
+class SyncEndpoint {
+ public:
+  explicit SyncEndpoint(SyncService &svc);
+  ~SyncEndpoint();
+  SyncEndpoint(const SyncEndpoint &) = delete;
+  SyncEndpoint &operator=(const SyncEndpoint &) = delete;
+
+  void attach(grpc::ServerBuilder *b);
+  void start();
+  void stop();
+
+ private:
+  struct Call;
+  void accept_loop();
+  void request_next();
+  void serve(Call *call);
+  void reap(bool all);
+
+  SyncService &svc_;
+  v1::Replication::AsyncService async_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::thread acceptor_;
+  std::unique_ptr<Call> pending_;  // the call requested from gRPC, not yet arrived (acceptor)
+  struct Serving {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::mutex serving_mu_;
+  std::vector<Serving> serving_;
+  bool started_ = false, stopped_ = false;
 };
 
 // A flow table, its applier and a Sync server on 127.0.0.1.
@@ -113,6 +164,7 @@ class SyncServer {
   std::unique_ptr<Applier> ap_;
   std::unique_ptr<SyncService> svc_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<SyncEndpoint> endpoint_;
   int port_ = 0;
 };
 

@@ -215,7 +215,7 @@ Status Daemon::open_management(bool beside) {
     // Standard gRPC tooling: grpc.health.v1.Health (driven by tick()) and server reflection.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-    st = open_grpc(grpc_ep, &grpc_, &grpc_port_);
+    st = open_grpc(grpc_ep, &grpc_, &sync_ep_, &grpc_port_);
     if (!st.ok()) return st;
   }
   http_.route("/metrics", [this] {
@@ -291,21 +291,37 @@ Status Daemon::start() {
   return Status::Ok();
 }
 
-Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port_out) {
+Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server,
+                         std::unique_ptr<ckpt::SyncEndpoint> *sync_ep, uint16_t *port_out) {
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort(ep.str(), server_creds_, &port);
   rpc::apply_server_policy(&b);
   // Sync services may be registered with several servers: a new instance serves the same
-  // ones on its temporary and its final port.
-  b.RegisterService(repl_svc_.get());
+  // ones on its temporary and its final port. Replication goes through an endpoint per server.
+  auto rep = std::make_unique<ckpt::SyncEndpoint>(*repl_svc_);
+  rep->attach(&b);
   b.RegisterService(ctl_svc_.get());
   b.RegisterService(peer_svc_.get());
   *server = b.BuildAndStart();
-  if (!*server || port == 0) return Unavailable("management.grpc: cannot listen on " + ep.str());
+  if (!*server || port == 0) {
+    if (*server) (*server)->Shutdown(), server->reset();
+    rep->stop();
+    return Unavailable("management.grpc: cannot listen on " + ep.str());
+  }
+  rep->start();
+  *sync_ep = std::move(rep);
   *port_out = static_cast<uint16_t>(port);
   if (auto *h = (*server)->GetHealthCheckService()) h->SetServingStatus(false);  // until tick() knows the role
   return Status::Ok();
+}
+
+void Daemon::shutdown_grpc(std::chrono::milliseconds grace) {
+  const auto deadline = std::chrono::system_clock::now() + grace;
+  if (grpc_) grpc_->Shutdown(deadline);
+  if (grpc_final_) grpc_final_->Shutdown(deadline);
+  if (sync_ep_) sync_ep_->stop();
+  if (sync_ep_final_) sync_ep_final_->stop();
 }
 
 void Daemon::write_pidfile() {
@@ -323,8 +339,7 @@ void Daemon::stop() {
   if (dp_watch_) dp_watch_->stop();
   if (monitor_) monitor_->stop();
   engine_->stop();
-  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  if (grpc_final_) grpc_final_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  shutdown_grpc(std::chrono::milliseconds(500));
   http_.stop();
   node_->stop();
   if (was_active) {

@@ -174,7 +174,11 @@ class Daemon {
   std::shared_ptr<grpc::Channel> peer_channel();
   // A channel to addr with the peer's credentials (a new instance beside this one).
   std::shared_ptr<grpc::Channel> peer_channel(const std::string &addr);
-  Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server, uint16_t *port);
+  Status open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server,
+                   std::unique_ptr<ckpt::SyncEndpoint> *sync_ep, uint16_t *port);
+  // Shuts the gRPC servers down (calls still running are cancelled at the deadline) and
+  // drains their Sync endpoints.
+  void shutdown_grpc(std::chrono::milliseconds grace);
   void write_pidfile();
   // upgrade: the coordinator's view of this daemon (control/daemon_upgrade.cc)
   class UpgradeLink;
@@ -211,6 +215,9 @@ class Daemon {
   std::shared_ptr<grpc::ChannelCredentials> peer_creds_;
   std::atomic<int> serving_state_{-1};  // last pushed to the health service (tick thread only)
   std::atomic<int> protected_state_{-1};  // the same for ftpair.pair.protected
+  // Replication.Sync on each server (asynchronous API); declared before the servers, so that
+  // each outlives its server's shutdown and then drains.
+  std::unique_ptr<ckpt::SyncEndpoint> sync_ep_, sync_ep_final_;
   std::unique_ptr<grpc::Server> grpc_;
   uint16_t grpc_port_ = 0;
   std::shared_ptr<grpc::ServerCredentials> server_creds_;

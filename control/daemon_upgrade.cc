@@ -38,7 +38,7 @@ class Daemon::UpgradeLink final : public UpgradeHost {
 
   Status listen_configured_grpc() override {
     uint16_t port = 0;
-    Status st = d_.open_grpc(d_.cfg_.grpc, &d_.grpc_final_, &port);
+    Status st = d_.open_grpc(d_.cfg_.grpc, &d_.grpc_final_, &d_.sync_ep_final_, &port);
     if (!st.ok()) return st;
     d_.grpc_port_ = port;
     d_.serving_state_ = -1;  // tick() pushes the health state to the new server too
@@ -51,9 +51,7 @@ class Daemon::UpgradeLink final : public UpgradeHost {
     return d_.http_.start(d_.cfg_.metrics);
   }
   void release_ports() override {
-    const auto soon = std::chrono::system_clock::now() + std::chrono::milliseconds(100);
-    if (d_.grpc_) d_.grpc_->Shutdown(soon);
-    if (d_.grpc_final_) d_.grpc_final_->Shutdown(soon);
+    d_.shutdown_grpc(std::chrono::milliseconds(100));
     d_.http_.stop();
   }
   uint16_t grpc_port() const override { return d_.grpc_port_; }

@@ -10,7 +10,16 @@
  *                thread of ours drives, blocking in Next();
  *   async_spin   the same, the two threads polling their queues instead of blocking (each
  *                takes a CPU whole: on two vCPUs, the whole machine);
- *   async_spin_active, async_spin_standby   only one end polls, the other blocks.
+ *   async_spin_active, async_spin_standby   only one end polls, the other blocks;
+ *   engine_sync  the engine's shape before the asynchronous link: one thread writes (the
+ *                checkpoint thread), another reads and takes the time itself (the link
+ *                thread, which publishes the acked epoch to the workers with no hand-back);
+ *                the standby on the synchronous API (checkpoint/sync_server.cc);
+ *   engine_async the asynchronous link's shape (checkpoint/sync_link.cc): the writing thread
+ *                starts each Write, one thread of ours drives the client's completion queue
+ *                and takes the time when the acknowledgement's Read completes; the standby
+ *                synchronous, as in the daemon;
+ *   engine_async_spin  the same, the driving thread polling while an epoch is unacknowledged.
  *
  * Emits grpc_rtt_us_p50 / _p99 {api} as JSON lines. Usage: grpc_rtt [round_trips] [api...]
  */
@@ -162,6 +171,103 @@ std::vector<double> run_sync(v1::Replication::Stub &stub, int n, bool reader_thr
   return us;
 }
 
+/* The engine's shapes: a writer (the checkpoint thread) and a second thread that sees the
+ * acknowledgement and takes the time, as the engine's link thread publishes the acked epoch
+ * to the workers itself. The writer waits for the acknowledgement before the next write
+ * (strict mode at low load: one epoch in flight), outside the timed interval. */
+std::vector<double> run_engine(v1::Replication::Stub &stub, int n, bool async, bool spin) {
+  std::vector<double> us(size_t(n), 0.0);
+  std::vector<Clock::time_point> t0(static_cast<size_t>(n));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<int> acked{0};  // epochs acknowledged (an epoch i is acked when acked > i)
+  std::atomic<bool> ended{false};
+  const auto took = [&](uint64_t epoch) {
+    const size_t i = size_t(epoch);
+    if (i < us.size()) us[i] = std::chrono::duration<double, std::micro>(Clock::now() - t0[i]).count();
+    std::lock_guard<std::mutex> g(mu);
+    acked.store(int(epoch) + 1);
+    cv.notify_one();
+  };
+  const auto wait_ack = [&](int i) {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return acked.load() > i || ended.load(); });
+    if (ended.load()) die("engine: the stream ended");
+  };
+  grpc::ClientContext ctx;
+  if (!async) {
+    auto s = stub.Sync(&ctx);
+    std::thread reader([&] {
+      v1::SyncReply r;
+      while (s->Read(&r)) took(r.ack().epoch());
+      std::lock_guard<std::mutex> g(mu);
+      ended.store(true);
+      cv.notify_one();
+    });
+    for (int i = 0; i < n; i++) {
+      t0[size_t(i)] = Clock::now();
+      if (!s->Write(checkpoint(uint64_t(i)))) die("engine_sync: the stream ended");
+      wait_ack(i);
+    }
+    s->WritesDone();
+    reader.join();
+    s->Finish();
+    return us;
+  }
+  grpc::CompletionQueue cq;
+  auto rw = stub.PrepareAsyncSync(&ctx, &cq);
+  rw->StartCall(tag(1));
+  // Writes completed, counting StartCall's (gRPC sends the initial metadata with the write
+  // operations: the first Write waits for it).
+  std::atomic<int> written{0};
+  std::thread driver([&] {
+    v1::SyncReply r;
+    void *t;
+    bool ok;
+    bool reading = false;
+    for (;;) {
+      // Polls only while an epoch is out (written, not acknowledged), as the link would.
+      const bool poll = spin && acked.load() < n && acked.load() <= written.load();
+      if (!next(cq, poll, &t, &ok)) break;
+      const intptr_t what = reinterpret_cast<intptr_t>(t);
+      if (!ok && what != 5 && what != 6) {
+        std::lock_guard<std::mutex> g(mu);
+        ended.store(true);
+        cv.notify_one();
+        break;
+      }
+      if (what == 1 && !reading) {
+        reading = true;
+        written.fetch_add(1);
+        rw->Read(&r, tag(3));
+      } else if (what == 2) {
+        written.fetch_add(1);
+      } else if (what == 3) {
+        took(r.ack().epoch());
+        rw->Read(&r, tag(3));
+      } else if (what == 5 || what == 6) {
+        break;
+      }
+    }
+  });
+  for (int i = 0; i < n; i++) {
+    while (written.load() <= i && !ended.load()) std::this_thread::yield();  // one Write at a time
+    t0[size_t(i)] = Clock::now();
+    rw->Write(checkpoint(uint64_t(i)), tag(2));
+    wait_ack(i);
+  }
+  ctx.TryCancel();
+  driver.join();
+  grpc::Status st;
+  rw->Finish(&st, tag(6));
+  cq.Shutdown();
+  void *t;
+  bool ok;
+  while (cq.Next(&t, &ok)) {
+  }
+  return us;
+}
+
 std::vector<double> run_async(v1::Replication::Stub &stub, int n, bool spin) {
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
@@ -201,13 +307,22 @@ int main(int argc, char **argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
   std::vector<std::string> apis;
   for (int i = 2; i < argc; i++) apis.emplace_back(argv[i]);
-  if (apis.empty()) apis = {"sync", "sync_reader", "async", "async_spin", "async_spin_active", "async_spin_standby"};
+  const std::vector<std::string> known = {"sync",          "sync_reader",  "async",       "async_spin",
+                                          "async_spin_active", "async_spin_standby", "engine_sync",
+                                          "engine_async",  "engine_async_spin", "engine_sync_server_async",
+                                          "engine_async_server_async"};
+  if (apis.empty()) apis = known;
   if (n < 100) die("round_trips: at least 100");
   for (const std::string &api : apis) {
-    if (api != "sync" && api != "sync_reader" && api != "async" && api != "async_spin" &&
-        api != "async_spin_active" && api != "async_spin_standby")
-      die("unknown api '" + api + "' (sync, sync_reader, async, async_spin, async_spin_active, async_spin_standby)");
-    const bool async = api.rfind("async", 0) == 0;
+    if (std::find(known.begin(), known.end(), api) == known.end()) {
+      std::string all;
+      for (const std::string &k : known) all += (all.empty() ? "" : ", ") + k;
+      die("unknown api '" + api + "' (" + all + ")");
+    }
+    const bool engine = api.rfind("engine", 0) == 0;
+    // The server: asynchronous for the async* shapes and the engine's *_server_async ones.
+    const bool server_async = api.size() > 13 && api.compare(api.size() - 13, 13, "_server_async") == 0;
+    const bool async = api.rfind("async", 0) == 0 || server_async;
     const bool spin_active = api == "async_spin" || api == "async_spin_active";
     const bool spin_standby = api == "async_spin" || api == "async_spin_standby";
     SyncEcho sync_svc;
@@ -228,7 +343,9 @@ int main(int argc, char **argv) {
     if (async) echo = std::thread([&] { async_echo(async_svc, *scq, spin_standby); });
     auto stub = v1::Replication::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
-    std::vector<double> us = async ? run_async(*stub, n, spin_active) : run_sync(*stub, n, api == "sync_reader");
+    std::vector<double> us = engine  ? run_engine(*stub, n, api.rfind("engine_async", 0) == 0, api == "engine_async_spin")
+                             : async ? run_async(*stub, n, spin_active)
+                                     : run_sync(*stub, n, api == "sync_reader");
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     if (scq) scq->Shutdown();
     if (echo.joinable()) echo.join();
