@@ -34,6 +34,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labutil as L  # noqa: E402
 
+# The new version starts beside the old one on the same ports, so both processes must be able
+# to open them at once: net_af_packet's sockets can (each gets every frame), an AF_XDP socket on
+# a veth's one queue cannot (the second bind fails: "queue set-up on net_af_xdp0"), and the
+# upgrade is then refused with the pair untouched. The lab's one-worker default is af_xdp.
+os.environ["FTPAIR_LAB_PMD"] = "af_packet"
+
 NEW = L.FTPAIRD
 PREV = os.environ.get("FTPAIRD_PREV", os.path.join(os.path.dirname(NEW), "ftpaird-prev"))
 RESULTS = {}

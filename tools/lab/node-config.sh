@@ -10,19 +10,31 @@
 # Inputs (environment, all optional):
 #   FTPAIR_LAB_PREFIX  prefix of lab namespaces (also used for the DPDK file prefix)
 #   FTPAIR_LAB_RUN     run directory (default /run/ftpair-lab); state dirs live here
-#   FTPAIR_LAB_PMD     af_packet (default) | af_xdp: the DPDK driver on lan0/wan0
-#                      (see the header of ftpair-lab for what each one delivers)
+#   FTPAIR_LAB_PMD     af_xdp | af_packet: the DPDK driver on lan0/wan0 (default af_xdp
+#                      with one worker, af_packet with more; see the header of
+#                      ftpair-lab for what each one delivers)
 #   FTPAIR_LAB_MTU     ports.inside.mtu and ports.outside.mtu (default 1500)
 #   FTPAIR_LAB_NAT_EXTRA  YAML lines (newline-separated, unindented) added under nat:
 #   FTPAIR_LAB_FORWARD_TO  target of the TCP port-forward on WAN VIP port 8080
 #                      (default 198.18.1.11:8080: client2)
 #   FTPAIR_LAB_WORKERS  worker.count (1..8, default 1); af_packet ports get as many queue pairs
 
-# ftpair_lab_pmd: the validated FTPAIR_LAB_PMD (af_packet when unset)
+# ftpair_lab_pmd: the validated FTPAIR_LAB_PMD. Unset: af_xdp for one worker (raw frames,
+# fragments included, and faster), af_packet for more: net_af_xdp with queue_count > 1 does
+# not initialise on a veth (it counts only "combined" channels, which a veth does not have),
+# and ftpaird drives one device per port.
 ftpair_lab_pmd() {
-    local pmd="${FTPAIR_LAB_PMD:-af_packet}"
+    local workers="${FTPAIR_LAB_WORKERS:-1}" dflt=af_xdp
+    [[ "$workers" == 1 ]] || dflt=af_packet
+    local pmd="${FTPAIR_LAB_PMD:-$dflt}"
     case "$pmd" in
-        af_packet|af_xdp) echo "$pmd" ;;
+        af_packet) echo "$pmd" ;;
+        af_xdp)
+            if [[ "$workers" != 1 ]]; then
+                echo "node-config: FTPAIR_LAB_PMD=af_xdp serves one worker (one queue per veth), and FTPAIR_LAB_WORKERS is ${workers}: use af_packet" >&2
+                return 2
+            fi
+            echo "$pmd" ;;
         *) echo "node-config: FTPAIR_LAB_PMD must be af_packet or af_xdp (got '${pmd}')" >&2; return 2 ;;
     esac
 }
