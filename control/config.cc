@@ -274,7 +274,7 @@ void read_flows(const YAML::Node &n, Config *c) {
 void read_failover(const YAML::Node &n, Config *c) {
   const std::string p = "failover";
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
-                    "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_action", "fence_timeout_ms", "garp_count",
+                    "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_peer", "libvirt_action", "fence_timeout_ms", "garp_count",
                     "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys",
                     "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us"});
   if (YAML::Node k = n["beat_keys"]) {
@@ -310,6 +310,13 @@ void read_failover(const YAML::Node &n, Config *c) {
     fail("failover.fence_missing_pidfile_ok", "applies only to fence: process");
   get_str(n, "libvirt_uri", p, &c->libvirt_uri);
   get_str(n, "libvirt_domain", p, &c->libvirt_domain);
+  if (get_str(n, "libvirt_peer", p, &c->libvirt_peer)) {
+    fo::PeerRef ref;
+    if (!fo::parse_peer_ref(c->libvirt_peer, &ref))
+      fail("failover.libvirt_peer", "'" + c->libvirt_peer + "' is not PAIR/NODE (the pair's and the peer node's names in the domains' ftpair metadata)");
+    else if (!c->libvirt_domain.empty())
+      fail("failover.libvirt_peer", "set libvirt_domain or libvirt_peer, not both");
+  }
   if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&
       c->libvirt_action != "suspend")
     fail("failover.libvirt_action", "'" + c->libvirt_action + "' is not destroy or suspend");
@@ -318,10 +325,14 @@ void read_failover(const YAML::Node &n, Config *c) {
   get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
   if (c->fence == fo::FenceKind::PROCESS && c->fence_pidfile.empty())
     fail("failover.fence_pidfile", "required with fence: process");
-  if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || c->libvirt_domain.empty()))
-    fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain", "required with fence: libvirt");
-  if (get_bool(n, "libvirt_events", p, &c->libvirt_events) && c->libvirt_events && c->fence != fo::FenceKind::LIBVIRT)
+  if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || (c->libvirt_domain.empty() && c->libvirt_peer.empty())))
+    fail(c->libvirt_uri.empty() ? "failover.libvirt_uri" : "failover.libvirt_domain",
+         c->libvirt_uri.empty() ? "required with fence: libvirt" : "required with fence: libvirt (or failover.libvirt_peer)");
+  const bool events_set = get_bool(n, "libvirt_events", p, &c->libvirt_events);
+  if (events_set && c->libvirt_events && c->fence != fo::FenceKind::LIBVIRT)
     fail("failover.libvirt_events", "needs fence: libvirt (the events come from the peer's libvirt_uri and libvirt_domain)");
+  else if (events_set && c->libvirt_events && c->libvirt_domain.empty() && !c->libvirt_peer.empty())
+    fail("failover.libvirt_events", "needs failover.libvirt_domain: the events are the named domain's, and libvirt_peer names none");
 }
 
 void read_upgrade(const YAML::Node &n, Config *c) {

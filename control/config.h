@@ -135,11 +135,13 @@ struct Config {
    * beats are not authenticated, which the daemon reports at start, in status and metrics. */
   std::vector<BeatKeyRef> beat_keys;
   std::string libvirt_uri, libvirt_domain, libvirt_action = "destroy";
+  std::string libvirt_peer;  // PAIR/NODE: the peer found by the domains' ftpair metadata (warm pools)
   // The peer domain's lifecycle events (crash, destroy, shutdown, paused by an error) promote at
   // once, still fencing first (failover/peer_events.h). Only with fence: libvirt, where it is on
   // unless set to false.
   bool libvirt_events = true;
-  bool peer_events_on() const { return fence == fo::FenceKind::LIBVIRT && libvirt_events; }
+  // The peer domain's lifecycle events: by name only (not with libvirt_peer alone).
+  bool peer_events_on() const { return fence == fo::FenceKind::LIBVIRT && libvirt_events && !libvirt_domain.empty(); }
   uint32_t fence_timeout_ms = 1000;
   uint32_t garp_count = 3;
   uint32_t snapshot_max_age_s = 600;

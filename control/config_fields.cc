@@ -178,6 +178,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   }
   m["failover.libvirt_uri"] = c.libvirt_uri;
   m["failover.libvirt_domain"] = c.libvirt_domain;
+  m["failover.libvirt_peer"] = c.libvirt_peer;
   m["failover.libvirt_action"] = c.libvirt_action;
   m["failover.libvirt_events"] = b(c.peer_events_on());
   m["failover.fence_timeout_ms"] = u(c.fence_timeout_ms);

@@ -109,6 +109,7 @@ Status Daemon::make_monitor() {
   fc.missing_pidfile_ok = cfg_.fence_missing_pidfile_ok;
   fc.libvirt_uri = cfg_.libvirt_uri;
   fc.domain = cfg_.libvirt_domain;
+  fc.libvirt_peer = cfg_.libvirt_peer;
   fc.libvirt_action = cfg_.libvirt_action;
   fencer_ = virt::make_fencer(fc, &fencer_status_);
   if (!fencer_) L.warn("{}: promotions will be refused", fencer_status_.message());

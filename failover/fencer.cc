@@ -55,6 +55,15 @@ const char *fence_kind_name(FenceKind k) {
   return "?";
 }
 
+bool parse_peer_ref(const std::string &s, PeerRef *out) {
+  const size_t slash = s.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == s.size() || s.find('/', slash + 1) != std::string::npos)
+    return false;
+  out->pair = s.substr(0, slash);
+  out->node = s.substr(slash + 1);
+  return true;
+}
+
 bool parse_fence_kind(const std::string &s, FenceKind *out) {
   for (FenceKind k : {FenceKind::NONE, FenceKind::PROCESS, FenceKind::LIBVIRT})
     if (s == fence_kind_name(k)) {

@@ -45,6 +45,13 @@ const char *fence_kind_name(FenceKind k);
 // Parses a fence kind; false for anything else.
 bool parse_fence_kind(const std::string &s, FenceKind *out);
 
+// A node of a pair, as the domains' ftpair metadata names it: "PAIR/NODE" (failover.libvirt_peer).
+struct PeerRef {
+  std::string pair, node;
+};
+// Parses "PAIR/NODE" (both non-empty, one slash); false otherwise.
+bool parse_peer_ref(const std::string &s, PeerRef *out);
+
 struct FenceConfig {
   FenceKind kind = FenceKind::NONE;
   bool allow_none = false;     // "none" must be chosen explicitly: it cannot stop a live peer
@@ -52,6 +59,7 @@ struct FenceConfig {
   bool missing_pidfile_ok = false;  // process: a missing pidfile means stopped (else: unknown)
   std::string libvirt_uri;     // libvirt: e.g. qemu:///system or qemu+ssh://host/system
   std::string domain;          // libvirt: the peer's domain name
+  std::string libvirt_peer;    // libvirt: or "PAIR/NODE", found by the domains' ftpair metadata
   std::string libvirt_action = "destroy";  // destroy | suspend
 };
 

@@ -3,78 +3,11 @@
 #include "virt/commission.h"
 
 #include <cstdio>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include <sstream>
 
 #include "common/sha256.h"
 
 namespace ftpair::virt {
-
-std::string xml_escape(const std::string &s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&apos;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
-
-std::string meta_xml(const InstanceMeta &m, bool with_namespace) {
-  std::ostringstream x;
-  if (with_namespace)
-    x << "<" << kMetaPrefix << ":instance xmlns:" << kMetaPrefix << "=\"" << kMetaNs << "\" pair=\"";
-  else
-    x << "<instance pair=\"";
-  x << xml_escape(m.pair) << "\" node=\"" << xml_escape(m.node) << "\" role=\""
-    << xml_escape(m.role) << "\" state=\"" << xml_escape(m.state) << "\" image=\"" << xml_escape(m.image)
-    << "\" memory_mib=\"" << m.memory_mib << "\" vcpus=\"" << m.vcpus << "\"";
-  if (!m.created_network.empty()) x << " created_network=\"" << xml_escape(m.created_network) << "\"";
-  if (!m.address.empty()) x << " address=\"" << xml_escape(m.address) << "\"";
-  if (!m.token.empty()) x << " token=\"" << xml_escape(m.token) << "\"";
-  x << "/>";
-  return x.str();
-}
-
-bool parse_meta_xml(const std::string &xml, InstanceMeta *m) {
-  xmlDocPtr doc = xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "meta.xml", nullptr,
-                                XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-  if (doc == nullptr) return false;
-  xmlNodePtr root = xmlDocGetRootElement(doc);
-  bool ok = root != nullptr && xmlStrcmp(root->name, BAD_CAST "instance") == 0;
-  if (ok) {
-    auto attr = [&](const char *name) {
-      xmlChar *v = xmlGetProp(root, BAD_CAST name);
-      std::string s = v ? reinterpret_cast<const char *>(v) : "";
-      xmlFree(v);
-      return s;
-    };
-    m->pair = attr("pair");
-    m->node = attr("node");
-    m->role = attr("role");
-    m->state = attr("state");
-    m->image = attr("image");
-    m->created_network = attr("created_network");
-    m->address = attr("address");
-    m->token = attr("token");
-    try {
-      m->memory_mib = static_cast<uint32_t>(std::stoul(attr("memory_mib")));
-      m->vcpus = static_cast<uint32_t>(std::stoul(attr("vcpus")));
-    } catch (...) {
-      ok = false;
-    }
-    ok = ok && !m->pair.empty();
-  }
-  xmlFreeDoc(doc);
-  return ok;
-}
 
 std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self) {
   const std::string port = ":" + std::to_string(pair.grpc_port);
@@ -101,13 +34,18 @@ std::vector<std::string> oem_strings(const PairSpec &pair, const NodeSpec &self)
                              {"failover.miss_threshold", kVmMissThreshold},
                              {"worker.stall_ms", kVmStallMs}})
     if (!pair.config.count(k)) s.push_back(std::string("ftpair:") + kDefaultPrefix + k + "=" + std::to_string(v));
-  // A member fencing by libvirt fences its peer's domain.
+  // A member fencing by libvirt fences its peer: by the peer's domain name, or with a warm pool
+  // by the pair and node in the domains' metadata (a spare that replaces a member keeps its own
+  // domain name, and the metadata follows the replacement). Not where the pair's config names it.
   auto fence = pair.config.find("failover.fence");
-  // Not with a warm pool: a spare that replaces a member keeps its own domain name, and fencing by
-  // the old name would find no domain (there the pair's config names the domains itself).
   if (fence != pair.config.end() && fence->second == "libvirt" && !pair.config.count("failover.libvirt_domain") &&
-      pair.pool_size == 0 && (self.id == "a" || self.id == "b"))
-    s.push_back("ftpair:failover.libvirt_domain=" + pair.domain_name(self.id == "a" ? "b" : "a"));
+      !pair.config.count("failover.libvirt_peer") && (self.id == "a" || self.id == "b")) {
+    const std::string peer = self.id == "a" ? "b" : "a";
+    if (pair.pool_size == 0)
+      s.push_back("ftpair:failover.libvirt_domain=" + pair.domain_name(peer));
+    else
+      s.push_back("ftpair:failover.libvirt_peer=" + pair.name + "/" + peer);
+  }
   return s;
 }
 

@@ -43,6 +43,14 @@ Status apply_assume(const Assume &a, Commission *c) {
   set("management.address", a.address.text);
   set("management.grpc", ip + ":" + port);
   set("peer.grpc", a.peer);
+  // A pair that fences by libvirt: the spare fences the node it does not replace, found by
+  // the domains' metadata (its domain name is not known here, and may itself be a spare's).
+  auto has = [&](const char *k) { return c->values.count(k) != 0; };
+  auto fence = c->values.find("failover.fence");
+  auto pair = c->values.find("pair");
+  if (fence != c->values.end() && fence->second == "libvirt" && pair != c->values.end() &&
+      !has("failover.libvirt_domain") && !has("failover.libvirt_peer"))
+    set("failover.libvirt_peer", pair->second + "/" + (a.node == "a" ? "b" : "a"));
   return validate(*c);
 }
 

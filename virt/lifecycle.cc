@@ -280,7 +280,7 @@ Status fence_node(const PairSpec &spec, const std::string &node, const std::stri
       if (m.meta.state == "member" && m.meta.node == node) domain = m.name;
   }
   Status st;
-  auto fencer = make_libvirt_fencer(n->uri, domain, action, &st);
+  auto fencer = make_libvirt_fencer(n->uri, domain, "", action, &st);
   if (!fencer) return st;
   auto t0 = Clock::now();
   st = fencer->fence(deadline);

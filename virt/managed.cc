@@ -5,14 +5,6 @@
 
 namespace ftpair::virt {
 
-bool get_meta(virDomainPtr d, InstanceMeta *m) {
-  char *x = virDomainGetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, kMetaNs, VIR_DOMAIN_AFFECT_CURRENT);
-  if (x == nullptr) return false;
-  bool ok = parse_meta_xml(x, m);
-  free(x);
-  return ok;
-}
-
 Status set_meta(virDomainPtr d, const InstanceMeta &m) {
   unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
   if (virDomainIsActive(d) == 1) flags |= VIR_DOMAIN_AFFECT_LIVE;

@@ -21,8 +21,6 @@ struct Managed {
 // Every domain on `conn` carrying ftpair metadata, optionally only of one pair, sorted by name.
 std::vector<Managed> list_managed(Conn &conn, const std::string &pair);
 
-// Reads the ftpair metadata of a domain; false if it has none or it is not ours.
-bool get_meta(virDomainPtr d, InstanceMeta *m);
 // Writes it (persistent, and live when the domain runs); INTERNAL with libvirt's error.
 Status set_meta(virDomainPtr d, const InstanceMeta &m);
 

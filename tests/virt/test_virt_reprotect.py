@@ -14,7 +14,10 @@ bridge with a client network namespace; the outside port is net_null. The test:
      ftpaird starts, the active's stream reaches it, full sync; `ftpair-virt pool replace` returns
      once the replacement is a standby in sync; the test checks its flows and node id itself;
   4. a bad claim (wrong token, bad line) to the refilled spare is refused and it stays claimable;
-  5. the baseline: b fenced again and replaced by a freshly defined domain, also to in sync.
+  5. the baseline: b fenced again and replaced by a freshly defined domain, also to in sync;
+  6. the active is suspended: b's libvirt fencer finds a's domain by the pair's metadata
+     (failover.libvirt_peer, as every member of a pair with a pool has), destroys it, and b
+     takes over.
 
 Figures (reprotect_s for pool and fresh, pool refill) are printed as RESULT lines and, with
 FTPAIR_BENCH_OUT set, appended there as JSON lines. Slow: four TCG boots."""
@@ -103,6 +106,13 @@ def status(ip):
         return None
 
 
+def ctl_config(ip):
+    """The configuration the daemon at ip runs with (ftpairctl config), or the error."""
+    p = subprocess.run([FTPAIRCTL, "--addr", "%s:%d" % (ip, PORT), "--timeout", "2", "config"],
+                       capture_output=True, text=True, timeout=15)
+    return p.stdout if p.returncode == 0 else "ftpairctl config: rc %d %s" % (p.returncode, p.stderr.strip())
+
+
 def wait_for(what, pred, timeout):
     t0 = time.monotonic()
     end = t0 + timeout
@@ -127,13 +137,16 @@ results = V.Results()
 emit = results.emit
 
 
-with V.VirtSession(prefix="ftvr") as s:
+# The guests fence by libvirt over qemu+tcp to the host's libvirtd (fenced to the management
+# subnet, virtutil): with a pool, by the pair and node in the domains' metadata.
+with V.VirtSession(prefix="ftvr", libvirt_tcp=True) as s:
     s.cleanup_domains()  # a run killed midway leaves its persistent domains defined
     lan_down()  # a run killed midway leaves them
     lan_up(s)
     kernel, initrd = V.guest_boot_files(s, "guest-ftpaird.yaml", GUEST_FTPAIRD)
     pair = "ftvr"
-    spec = s.write_spec(pair, kernel=(kernel, initrd), pool=1, config="", memory_mib=768, guest_daemon=True,
+    config = "{failover.fence: libvirt, failover.libvirt_uri: 'qemu+tcp://%s.254/system'}" % V.NET
+    spec = s.write_spec(pair, kernel=(kernel, initrd), pool=1, config=config, memory_mib=768, guest_daemon=True,
                         nics=["{type: bridge, source: %s}" % LAN])
     a_ip, b_ip = V.NET + ".1", V.NET + ".2"
 
@@ -194,6 +207,9 @@ with V.VirtSession(prefix="ftvr") as s:
                 a1 and a1.get("role") == "active" and a1.get("generation") == a0.get("generation"), str(a1))
         s.check("the pool was refilled", isinstance(rep.get("refill"), dict) and len(rep["refill"].get("added", [])) == 1,
                 json.dumps(rep.get("refill")))
+        cfg = ctl_config(b_ip)
+        s.check("the claimed spare fences node a by the pair's metadata (failover.libvirt_peer: %s/a)" % pair,
+                "libvirt_peer: %s/a" % pair in cfg and "libvirt_domain: ftvr" not in cfg, cfg[-800:])
         V.log("pool replace: running %.2f s, claimed %.2f s, in sync %.2f s; refill %.1f s" % (
             rep["replace_s"], rep["claimed_s"], rep["in_sync_s"], rep["refill_s"]))
         emit("reprotect_s", rep["in_sync_s"], "s", {"source": "pool", "reached": "standby in sync", "flows": FLOWS,
@@ -242,6 +258,20 @@ with V.VirtSession(prefix="ftvr") as s:
         s.check("the fresh b holds every flow", b2 and int(b2.get("flows", 0)) == FLOWS, str(b2 and b2.get("flows")))
         emit("reprotect_s", rep["in_sync_s"], "s", {"source": "fresh", "reached": "standby in sync", "flows": FLOWS,
                                                      "domain": "tcg-kernel-initramfs-768MiB", "host": "2 shared vCPUs"})
+
+        # ---- 6. the active stalls: b fences it, found by the metadata, and takes over ----
+        # A paused domain still holds its resources and could resume: b's fencer must find a's
+        # domain as node a of the pair and destroy it before b promotes.
+        s.virsh("suspend", pair + "-a")
+
+        def b_took_over():
+            b3 = status(b_ip)
+            return b3 if b3 and b3.get("role") == "active" else None
+        got, took = wait_for("b active after a's suspend", b_took_over, 60)
+        s.check("b takes over from the suspended active", got is not None,
+                "after %.1f s; b: %s\n--- b serial ---\n%s" % (took, status(b_ip), serial_tail(s, pair + "-b.serial")))
+        s.check("b's fencer destroyed a's domain, found by its metadata", s.domstate(pair + "-a") == "shut off",
+                s.domstate(pair + "-a"))
     s.virt("teardown", "--spec", spec, "--acpi-timeout-ms", "0")
 
 results.write()

@@ -306,6 +306,14 @@ TEST(Domain, DataplaneNicsHaveFixedPciAddressesNamedInTheOemStrings) {
   EXPECT_NE(x.find("libvirt_domain=elsewhere"), std::string::npos);
   EXPECT_NE(x.find("ftpair:failover.miss_threshold=7<"), std::string::npos);
   EXPECT_EQ(x.find("miss_threshold=" + std::to_string(kVmMissThreshold) + "<"), std::string::npos);
+  // With a warm pool the peer is found by the metadata: a replacement keeps its own name.
+  s.config.erase("failover.libvirt_domain");
+  s.pool_size = 1;
+  x = domain_xml(s, s.a, "p-a", "", m);
+  EXPECT_NE(x.find("ftpair:failover.libvirt_peer=" + s.name + "/b<"), std::string::npos) << x;
+  EXPECT_EQ(x.find("libvirt_domain="), std::string::npos) << x;
+  // A spare knows neither its node nor its peer until it is claimed (apply_assume).
+  EXPECT_EQ(domain_xml(s, s.spare(0), "p-spare-0", "", m).find("libvirt_peer"), std::string::npos);
 }
 
 // The host's profile defaults give way to the guest's base config and to explicit keys.
@@ -435,6 +443,19 @@ TEST(Guest, AssumeTakesTheFailedMembersIdentity) {
   EXPECT_NE(cfg.find("id: b"), std::string::npos) << cfg;
   EXPECT_NE(cfg.find("grpc: 198.19.253.1:50051"), std::string::npos) << cfg;
   for (const char *absent : {"token", "candidates", "address", "pair"}) EXPECT_EQ(cfg.find(absent), std::string::npos) << absent << "\n" << cfg;
+  EXPECT_EQ(c.values.count("failover.libvirt_peer"), 0u) << "no libvirt fencing, no peer to fence";
+  // With libvirt fencing the spare fences the other node, by the pair's metadata.
+  Commission lv = spare_commission();
+  ASSERT_TRUE(add_oem_strings({"ftpair:failover.fence=libvirt", "ftpair:failover.libvirt_uri=qemu+tcp://198.19.253.254/system"},
+                              "SMBIOS", &lv)
+                  .ok());
+  ASSERT_TRUE(apply_assume(a, &lv).ok());
+  EXPECT_EQ(lv.values["failover.libvirt_peer"], "p/a");
+  // A pair whose config names the peer keeps it.
+  Commission named = spare_commission();
+  ASSERT_TRUE(add_oem_strings({"ftpair:failover.fence=libvirt", "ftpair:failover.libvirt_domain=p-a"}, "SMBIOS", &named).ok());
+  ASSERT_TRUE(apply_assume(a, &named).ok());
+  EXPECT_EQ(named.values.count("failover.libvirt_peer"), 0u);
   // A spare told to be its own peer is refused.
   Commission c2 = spare_commission();
   ASSERT_TRUE(parse_assume("assume token=secret0123 node=b address=198.19.253.1/24 peer=198.19.253.1:50051",

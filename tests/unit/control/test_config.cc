@@ -558,6 +558,30 @@ TEST(PeerEventsConfig, OnByDefaultWithLibvirtFencing) {
   EXPECT_EQ(config_fields(c).at("failover.libvirt_events"), "false");
 }
 
+// failover.libvirt_peer: the peer by the domains' metadata (PAIR/NODE), for pairs with a pool.
+TEST(PeerEventsConfig, LibvirtPeerInsteadOfADomain) {
+  Config c;
+  const std::string by_peer = "  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: pair/a\n";
+  Status st = parse_config(node_yaml(by_peer), {}, &c);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(c.libvirt_peer, "pair/a");
+  EXPECT_EQ(config_fields(c).at("failover.libvirt_peer"), "pair/a");
+  EXPECT_FALSE(c.peer_events_on()) << "the events are a named domain's";
+  st = parse_config(node_yaml(by_peer + "  libvirt_events: true\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("needs failover.libvirt_domain"), std::string::npos) << st.message();
+  st = parse_config(node_yaml(kLibvirt + "  libvirt_peer: pair/a\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failover.libvirt_peer"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("not both"), std::string::npos) << st.message();
+  for (const char *bad : {"pair", "pair/", "/a", "p/a/b"}) {
+    st = parse_config(node_yaml("  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: " + std::string(bad) + "\n"), {}, &c);
+    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.message().find("is not PAIR/NODE"), std::string::npos) << bad << ": " << st.message();
+  }
+}
+
 TEST(PeerEventsConfig, BadValuesNameTheKey) {
   Config c;
   Status st = parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_events: true\n"), {}, &c);
