@@ -220,6 +220,9 @@ void SyncEndpoint::start() {
 }
 
 void SyncEndpoint::request_next() {
+  // stop() shuts the queue down under the same lock: no request may follow that.
+  std::lock_guard<std::mutex> g(stop_mu_);
+  if (stopping_) return;
   pending_ = std::make_unique<Call>();
   async_.RequestSync(&pending_->ctx, &pending_->rw, &pending_->cq, cq_.get(), tag(kTagNewCall));
 }
@@ -268,7 +271,13 @@ void SyncEndpoint::reap(bool all) {
 void SyncEndpoint::stop() {
   if (!cq_ || stopped_) return;
   stopped_ = true;
-  cq_->Shutdown();
+  {
+    // A stream accepted just before the server's shutdown may still be handed to the acceptor,
+    // which then requests the next one: not on a queue that is shut down (gRPC asserts).
+    std::lock_guard<std::mutex> g(stop_mu_);
+    stopping_ = true;
+    cq_->Shutdown();
+  }
   if (acceptor_.joinable())
     acceptor_.join();
   else

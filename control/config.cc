@@ -316,6 +316,8 @@ void read_failover(const YAML::Node &n, Config *c) {
       fail("failover.libvirt_peer", "'" + c->libvirt_peer + "' is not PAIR/NODE (the pair's and the peer node's names in the domains' ftpair metadata)");
     else if (!c->libvirt_domain.empty())
       fail("failover.libvirt_peer", "set libvirt_domain or libvirt_peer, not both");
+    else if (ref.node == c->node_id)
+      fail("failover.libvirt_peer", "names node " + ref.node + ", which is this node: it must name the peer");
   }
   if (get_str(n, "libvirt_action", p, &c->libvirt_action) && c->libvirt_action != "destroy" &&
       c->libvirt_action != "suspend")
@@ -323,6 +325,8 @@ void read_failover(const YAML::Node &n, Config *c) {
   get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
   get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
   get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
+  if (!c->libvirt_peer.empty() && c->fence != fo::FenceKind::LIBVIRT)
+    fail("failover.libvirt_peer", "applies only to fence: libvirt");
   if (c->fence == fo::FenceKind::PROCESS && c->fence_pidfile.empty())
     fail("failover.fence_pidfile", "required with fence: process");
   if (c->fence == fo::FenceKind::LIBVIRT && (c->libvirt_uri.empty() || (c->libvirt_domain.empty() && c->libvirt_peer.empty())))

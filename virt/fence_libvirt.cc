@@ -65,13 +65,21 @@ Status find_peer(virConnectPtr conn, const PeerRef &ref, const std::string &uri,
     if (x == nullptr) {
       virErrorPtr e = virGetLastError();
       if (e != nullptr && (e->code == VIR_ERR_NO_DOMAIN_METADATA || e->code == VIR_ERR_NO_DOMAIN)) continue;
-      return Unavailable(std::string("fence: reading the metadata of domain ") + virDomainGetName(d.get()) + " at " +
-                         uri + " failed: " + virt_error());
+      const std::string why = virt_error();  // before another call resets libvirt's last error
+      const char *name = virDomainGetName(d.get());
+      return Unavailable(std::string("fence: reading the metadata of domain ") + (name ? name : "?") + " at " + uri +
+                         " failed: " + why);
     }
     InstanceMeta m;
     const bool ours = parse_meta_xml(x, &m);
     free(x);
-    if (!ours || m.pair != ref.pair || m.node != ref.node || m.state == "spare") continue;
+    // Our namespace but not an element we can read: which node it is is unknown, so the peer is.
+    if (!ours) {
+      const char *name = virDomainGetName(d.get());
+      return Unavailable(std::string("fence: domain ") + (name ? name : "?") + " at " + uri +
+                         " carries ftpair metadata that does not parse: its node is unknown");
+    }
+    if (m.pair != ref.pair || m.node != ref.node || m.state == "spare") continue;
     names->push_back(virDomainGetName(d.get()));
     out->push_back(std::move(d));
   }

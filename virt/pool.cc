@@ -166,9 +166,18 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
     const NodeSpec *peer = spec.node(failed == "a" ? "b" : "a");
     std::string port = std::to_string(spec.grpc_port);
     std::string line = assume_line(m.token, failed, n->mgmt_address, peer->mgmt_ip() + ":" + port);
-    if (Status st = claim_spare(ip_of(m.address), claim_port(spec), line, Ms(5000)); !st.ok())
+    /* The metadata names the spare as node `failed` before it can run as that node: the
+     * survivor's fencer finds its peer by it (failover.libvirt_peer), and a spare claimed but
+     * not yet marked would be invisible to it, so a fence would find nothing to stop. */
+    if (Status st = set_meta(spare->dom.get(), m); !st.ok()) return with_name("replace: " + spare->name, st);
+    if (Status st = claim_spare(ip_of(m.address), claim_port(spec), line, Ms(5000)); !st.ok()) {
+      // A refusal: still a spare, back to the pool (destroyed if even that fails). No answer:
+      // whether it assumed the node is unknown, so it is destroyed (it stays marked as the node).
+      const bool refused = st.message().rfind(kClaimRefused, 0) == 0;
+      if (!refused || !set_meta(spare->dom.get(), spare->meta).ok()) virDomainDestroy(spare->dom.get());
       return FailedPrecondition("replace: " + spare->name + " at " + m.address + " refused to assume node " + failed +
                                 ": " + st.message());
+    }
     (*report)["claimed_s"] = secs_since(t0);
     m.address = n->mgmt_address;
     m.token.clear();

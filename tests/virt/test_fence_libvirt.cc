@@ -131,6 +131,22 @@ TEST_F(FenceLibvirt, ByPeerWithNoSuchNodeIsFencedAndSuspendCounts) {
   virDomainFree(d);
 }
 
+// Metadata in our namespace that does not parse: which node that domain is, is unknown.
+TEST_F(FenceLibvirt, UnreadableMetadataLeavesThePeerUnknown) {
+  const std::string xml = std::string("<domain type='test'><name>plain</name><memory>65536</memory><os><type>hvm</type></os>") +
+                          "<metadata><ftpair:instance xmlns:ftpair='" + kMetaNs + "' pair='p' node='b'/></metadata></domain>";
+  virDomainPtr d = virDomainCreateXML(conn_, xml.c_str(), 0);
+  ASSERT_NE(d, nullptr);
+  virDomainFree(d);
+  Status st;
+  auto f = by_peer("p/b", &st);
+  ASSERT_TRUE(f) << st.message();
+  Status r = f->fence(5000ms);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.message().find("does not parse"), std::string::npos) << r.message();
+  EXPECT_TRUE(running(conn_, "plain"));
+}
+
 TEST_F(FenceLibvirt, AnUnreachableLibvirtIsNotFenced) {
   fo::FenceConfig fc;
   fc.kind = fo::FenceKind::LIBVIRT;

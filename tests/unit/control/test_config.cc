@@ -575,6 +575,12 @@ TEST(PeerEventsConfig, LibvirtPeerInsteadOfADomain) {
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("failover.libvirt_peer"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("not both"), std::string::npos) << st.message();
+  st = parse_config(node_yaml("  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: pair/b\n"), {}, &c);
+  EXPECT_FALSE(st.ok()) << "node b fencing node b";
+  EXPECT_NE(st.message().find("which is this node"), std::string::npos) << st.message();
+  st = parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_peer: pair/a\n"), {}, &c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("applies only to fence: libvirt"), std::string::npos) << st.message();
   for (const char *bad : {"pair", "pair/", "/a", "p/a/b"}) {
     st = parse_config(node_yaml("  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: " + std::string(bad) + "\n"), {}, &c);
     EXPECT_FALSE(st.ok()) << bad;
