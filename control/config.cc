@@ -276,7 +276,7 @@ void read_failover(const YAML::Node &n, Config *c) {
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                     "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_peer", "libvirt_action", "fence_timeout_ms", "garp_count",
                     "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys",
-                    "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us"});
+                    "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us", "dataplane_arm_ms"});
   if (YAML::Node k = n["beat_keys"]) {
     if (!k.IsSequence()) fail("failover.beat_keys", "must be a list of {id, file}");
     for (size_t i = 0; i < k.size(); i++) {
@@ -299,6 +299,7 @@ void read_failover(const YAML::Node &n, Config *c) {
     fail("failover.dataplane_beat_us", "must be 0 (off) or 100 to 1000000 us");
   get_uint(n, "dataplane_miss", p, 2, 1000, &c->dataplane_miss);
   get_uint(n, "dataplane_probe_us", p, 100, 1000000, &c->dataplane_probe_us);
+  get_uint(n, "dataplane_arm_ms", p, 0, 600000, &c->dataplane_arm_ms);
   if (c->dataplane_beat_us && c->beat_udp_port == 0)
     fail("failover.dataplane_beat_us", "needs the fast beats (failover.beat_udp_port): a silence is confirmed by a probe over them");
   if (std::string fence; get_str(n, "fence", p, &fence) && !fo::parse_fence_kind(fence, &c->fence))

@@ -167,6 +167,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.dataplane_beat_us"] = u(c.dataplane_beat_us);
   m["failover.dataplane_miss"] = u(c.dataplane_miss);
   m["failover.dataplane_probe_us"] = u(c.dataplane_probe_us);
+  m["failover.dataplane_arm_ms"] = u(c.dataplane_arm_ms);
   m["failover.fence"] = fo::fence_kind_name(c.fence);
   m["failover.allow_fence_none"] = b(c.allow_fence_none);
   m["failover.fence_pidfile"] = c.fence_pidfile;

@@ -173,9 +173,10 @@ Status Daemon::make_dp_beats() {
   h.promote = [this](const std::string &why, fo::DpVerdict v) {
     if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::WORKER_STALLED ? "dp_worker_stall" : "dp_silent");
   };
-  dp_watch_ = std::make_unique<DpWatch>(*dp_board_, cfg_.dataplane_probe_us, cfg_.beat_realtime, std::move(h));
-  L.info("dataplane beats every {} us on ports.inside, missed after {} intervals, probe {} us", cfg_.dataplane_beat_us,
-         cfg_.dataplane_miss, cfg_.dataplane_probe_us);
+  dp_watch_ = std::make_unique<DpWatch>(*dp_board_, cfg_.dataplane_probe_us, cfg_.dataplane_arm_ms,
+                                        cfg_.beat_realtime, std::move(h));
+  L.info("dataplane beats every {} us on ports.inside, missed after {} intervals, probe {} us, armed after {} ms heard",
+         cfg_.dataplane_beat_us, cfg_.dataplane_miss, cfg_.dataplane_probe_us, cfg_.dataplane_arm_ms);
   return Status::Ok();
 }
 
@@ -187,7 +188,12 @@ std::string Daemon::dp_beats_summary() const {
   if (s < 0) return out + "peer not heard yet";
   char buf[64];
   std::snprintf(buf, sizeof buf, "peer's most silent worker %.1f ms ago", s * 1000.0);
-  return out + buf + (dp_watch_->link_down() ? "; LINK DOWN (the peer's workers send, nothing arrives)" : "; link up");
+  out += buf;
+  out += dp_watch_->link_down() ? "; LINK DOWN (the peer's workers send, nothing arrives)" : "; link up";
+  if (is_active(role())) return out;
+  return out + (dp_watch_->armed() ? "; armed (a silence fails over)"
+                                   : "; not armed (the control-plane beats decide until the peer is heard " +
+                                         std::to_string(cfg_.dataplane_arm_ms) + " ms in a row as a standby in sync)");
 }
 
 // A probe's answer: each worker's dataplane beats, and whether its thread could run.

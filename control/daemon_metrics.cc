@@ -112,6 +112,13 @@ std::string Daemon::render_metrics() {
     for (size_t v = 0; v < static_cast<size_t>(fo::DpVerdict::COUNT); v++)
       x.sample(double(dp_watch_->verdicts(static_cast<fo::DpVerdict>(v))),
                {{"verdict", fo::dp_verdict_label(static_cast<fo::DpVerdict>(v))}});
+    x.family("ftpair_dp_watch_armed", "gauge",
+             "1 when a dataplane beat silence can fail over: a standby in sync that has heard every peer worker for "
+             "failover.dataplane_arm_ms in a row.")
+        .sample(dp_watch_->armed() ? 1 : 0);
+    x.family("ftpair_dp_silences_unarmed_total", "counter",
+             "Dataplane beat silences seen before the watch was armed (left to the control-plane beats).")
+        .sample(double(dp_watch_->silences_unarmed()));
     x.family("ftpair_dp_watch_realtime", "gauge", "1 when the dataplane beats' watch runs at real-time priority.")
         .sample(dp_watch_->realtime() ? 1 : 0);
   }

@@ -19,8 +19,12 @@ constexpr int64_t kRecheckNs = 100'000'000;  // after a verdict that promoted no
 constexpr int64_t kLinkDownNs = 50'000'000;  // beats lost this long while the peer's workers send: link down
 }  // namespace
 
-DpWatch::DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, bool realtime, Hooks hooks)
-    : board_(board), probe_timeout_(probe_us), want_realtime_(realtime), hooks_(std::move(hooks)) {}
+DpWatch::DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, uint32_t arm_ms, bool realtime, Hooks hooks)
+    : board_(board),
+      probe_timeout_(probe_us),
+      arm_ns_(int64_t(arm_ms) * 1'000'000),
+      want_realtime_(realtime),
+      hooks_(std::move(hooks)) {}
 
 DpWatch::~DpWatch() { stop(); }
 
@@ -68,6 +72,8 @@ void DpWatch::loop() {
     uint64_t sequence = 0;
   } suspect;
   uint64_t last_lost_log = 0;
+  int64_t arm_from = 0;          // monotonic ns: may promote and every peer worker fresh since (0: not)
+  bool unarmed_silence = false;  // this silence was counted in silences_unarmed_
   while (running_.load(std::memory_order_relaxed)) {
     next.tv_nsec += tick_ns;
     while (next.tv_nsec >= 1'000'000'000) next.tv_nsec -= 1'000'000'000, next.tv_sec++;
@@ -77,17 +83,50 @@ void DpWatch::loop() {
     const int64_t now_ns = int64_t(now_ts.tv_sec) * 1'000'000'000 + now_ts.tv_nsec;
     if (now_ns - (int64_t(next.tv_sec) * 1'000'000'000 + next.tv_nsec) > 10 * tick_ns) next = now_ts;  // no catch-up burst
     if (hooks_.publish_local) hooks_.publish_local(board_);
+    const bool may = hooks_.may_promote && hooks_.may_promote();
     const dp::DpPeerView v = board_.peer(rte_rdtsc());
-    if (!v.heard || v.workers == 0) continue;
-    const uint64_t silent_us = dp::tsc_to_us(v.silence_tsc[v.worst], hz);
-    if (silent_us <= limit_us) {
+    const bool heard = v.heard && v.workers > 0;
+    const uint64_t silent_us = heard ? dp::tsc_to_us(v.silence_tsc[v.worst], hz) : UINT64_MAX;
+    const bool fresh = silent_us <= limit_us;
+    // Arming: a standby in sync that has heard every peer worker for arm_ms in a row.
+    if (!may) {
+      arm_from = 0;
+      if (armed_.exchange(false)) L.info("dataplane beats' watch disarmed: this node is no longer a standby in sync");
+    } else if (!armed_.load(std::memory_order_relaxed)) {
+      if (arm_ns_ > 0 && !fresh)
+        arm_from = 0;
+      else if (arm_from == 0)
+        arm_from = now_ns;
+      if ((arm_ns_ == 0 || fresh) && now_ns - arm_from >= arm_ns_) {
+        armed_.store(true);
+        if (arm_ns_ == 0)
+          L.info("dataplane beats' watch armed (no arm delay): a silence of {} us is probed and can fail over", limit_us);
+        else
+          L.info("dataplane beats' watch armed: every worker of peer {} heard for {} ms in a row; a silence of {} us "
+                 "is now probed and can fail over",
+                 v.node_id, arm_ns_ / 1'000'000, limit_us);
+      }
+    }
+    if (!heard) continue;
+    if (fresh) {
       suspect.on = false;
       if (link_down_.exchange(false)) L.warn("dataplane beats from peer {} heard again: the dataplane link is up", v.node_id);
       quiet_until = 0;
+      unarmed_silence = false;
       continue;
     }
     if (v.role != static_cast<uint8_t>(fo::Role::ACTIVE) || now_ns < quiet_until) continue;
-    if (!hooks_.may_promote || !hooks_.may_promote()) continue;
+    if (!may) continue;
+    if (!armed_.load(std::memory_order_relaxed)) {
+      if (!unarmed_silence) {
+        unarmed_silence = true;
+        silences_unarmed_.fetch_add(1, std::memory_order_relaxed);
+        L.warn("dataplane beats of peer {} worker {} silent for {} us before the watch is armed: no probe; the "
+               "control-plane beats decide",
+               v.node_id, v.worst, silent_us);
+      }
+      continue;
+    }
     v1::Beat reply;
     const uint64_t p0 = rte_rdtsc();
     fo::ProbeOutcome outcome = hooks_.probe ? hooks_.probe(probe_timeout_, &reply) : fo::ProbeOutcome::NOTHING;

@@ -5,6 +5,13 @@
  * (fencing first) when the peer is dead or its worker stalled; raise the "dataplane link down"
  * alarm when its workers still send; wait when a worker is only starved of a CPU.
  *
+ * It acts only once armed: this node a standby in sync and every peer worker heard without a
+ * gap for dataplane_arm_ms in a row. A node that has just started (EAL, the mbuf pool, the
+ * flow tables' pages, the full sync), or whose peer has, keeps the machine's CPUs busy for a
+ * moment, and a silence of a few milliseconds then is that, not a death. Until armed, the
+ * control-plane beats alone decide, as BFD keeps its slow timers until a session is Up
+ * (RFC 5880 section 6.8.3). A silence before that is counted (silences_unarmed()).
+ *
  * It also publishes this node's role and generation to the board for the workers' beats. */
 #pragma once
 
@@ -30,7 +37,7 @@ class DpWatch {
     // Fence and promote; the reason names the silence and the verdict.
     std::function<void(const std::string &reason, fo::DpVerdict v)> promote;
   };
-  DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, bool realtime, Hooks hooks);
+  DpWatch(dp::DpBeatBoard &board, uint32_t probe_us, uint32_t arm_ms, bool realtime, Hooks hooks);
   ~DpWatch();
   void start();
   void stop();
@@ -44,16 +51,22 @@ class DpWatch {
   // The longest silence of any peer worker now, in seconds (-1 before the first beat).
   double worst_silence_s() const;
   bool realtime() const { return realtime_ok_.load(); }
+  // Acting on a silence: a standby in sync has heard every peer worker for arm_ms in a row.
+  bool armed() const { return armed_.load(std::memory_order_relaxed); }
+  // Silences (a peer worker past the miss limit) seen while not armed, each counted once.
+  uint64_t silences_unarmed() const { return silences_unarmed_.load(std::memory_order_relaxed); }
 
  private:
   void loop();
   dp::DpBeatBoard &board_;
   const std::chrono::microseconds probe_timeout_;
+  const int64_t arm_ns_;
   const bool want_realtime_;
   Hooks hooks_;
   std::atomic<bool> running_{false};
   std::thread thread_;
-  std::atomic<bool> link_down_{false}, realtime_ok_{false};
+  std::atomic<bool> link_down_{false}, realtime_ok_{false}, armed_{false};
+  std::atomic<uint64_t> silences_unarmed_{0};
   std::atomic<uint64_t> verdicts_[static_cast<size_t>(fo::DpVerdict::COUNT)] = {};
 };
 

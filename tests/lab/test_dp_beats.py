@@ -5,7 +5,8 @@ The pair runs with failover.dataplane_beat_us=1000: each node's worker sends an 
 0x88B5 frame on its LAN port every millisecond, and the peer's worker takes it off in the
 classify stage. An attacker on the LAN (the root namespace, on the LAN bridge) sends frames:
 
-  1. both nodes hear each other's dataplane beats; the link is up; status shows them
+  1. both nodes hear each other's dataplane beats; the link is up; status shows them; the
+     standby's watch is armed (failover.dataplane_arm_ms of steady beats), the active's not
   2. malformed (short, bad magic, bad version, bad field), unauthenticated, unknown-key and
      bad-MAC beats ("node a is STANDBY at generation 2^40") to the standby: each counted under
      its reason, roles unchanged, nobody promoted, genuine beats still heard
@@ -78,8 +79,10 @@ def wait_pair(chk, active, what, timeout=20):
     ok = L.wait_until(lambda: m(active, "ftpair_vip_owner") == 1 and m(active, "ftpair_replication_in_sync") == 1
                       and m(standby, "ftpair_role", state="STANDBY_READY") == 1
                       and m(standby, "ftpair_dp_beat_peer_silence_seconds") is not None
-                      and 0 <= m(standby, "ftpair_dp_beat_peer_silence_seconds") < 0.5, timeout, 0.1)
-    return chk.check("%s: %s active, %s standby in sync and hearing its dataplane beats" % (what, active, standby), ok)
+                      and 0 <= m(standby, "ftpair_dp_beat_peer_silence_seconds") < 0.5
+                      and m(standby, "ftpair_dp_watch_armed") == 1, timeout, 0.1)
+    return chk.check("%s: %s active, %s standby in sync, hearing its dataplane beats, armed" % (what, active, standby),
+                     ok)
 
 
 def link(host_veth, up):
@@ -106,8 +109,11 @@ def main():
         chk.check("1. the dataplane link is up on both, the watch runs",
                   m("a", "ftpair_dp_link_up") == 1 and m("b", "ftpair_dp_link_up") == 1, "")
         st = L.status("b") or {}
-        chk.check("1. status shows the dataplane beats", "link up" in st.get("dataplane_beats", ""),
+        chk.check("1. status shows the dataplane beats, the standby's watch armed",
+                  "link up" in st.get("dataplane_beats", "") and "; armed" in st.get("dataplane_beats", ""),
                   st.get("dataplane_beats", "(none)"))
+        chk.check("1. the active's watch is not armed (only a standby in sync acts on a silence)",
+                  m("a", "ftpair_dp_watch_armed") == 0 and m("b", "ftpair_dp_watch_armed") == 1, "")
 
         # 2. forged and malformed beats to the standby
         b_mac = lan_mac("b")

@@ -72,8 +72,10 @@ def failovers(node):
 
 def pair_ready(active):
     sb = other(active)
+    # With dataplane beats, the standby's watch must be armed (failover.dataplane_arm_ms of
+    # steady beats as a standby in sync) before a fault is the dataplane beats' to detect.
     return (m(active, "ftpair_vip_owner") == 1 and m(active, "ftpair_replication_in_sync") == 1
-            and m(sb, "ftpair_role", state="STANDBY_READY") == 1)
+            and m(sb, "ftpair_role", state="STANDBY_READY") == 1 and m(sb, "ftpair_dp_watch_armed") != 0)
 
 
 class Bench:

@@ -395,6 +395,12 @@ TEST(Config, BadFailoverSettings) {
   EXPECT_EQ(c.dataplane_beat_us, 1000u);
   EXPECT_EQ(c.dataplane_miss, 4u);
   EXPECT_EQ(c.dataplane_probe_us, 500u);
+  EXPECT_EQ(c.dataplane_arm_ms, 3000u) << "a silence counts only after 3 s of steady beats as a standby in sync";
+  ASSERT_TRUE(parse_config(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 1000\n  dataplane_arm_ms: 0"),
+                           {}, &c).ok());
+  EXPECT_EQ(c.dataplane_arm_ms, 0u) << "0: armed as soon as a standby in sync";
+  expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_arm_ms: 600001")), "failover.dataplane_arm_ms",
+               "an arm delay over ten minutes");
   expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 50")), "failover.dataplane_beat_us",
                "beats faster than 100 us");
   expect_error(parse(full_with("garp_count: 5", "garp_count: 5\n  dataplane_beat_us: 1000\n  beat_udp_port: 0")),
