@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import struct
 import subprocess
@@ -148,6 +149,12 @@ class Bench:
                         for line in f:
                             if "promoted (" in line or "fenc" in line:
                                 L.log("steady %s: %s: %s" % (timers, n, line.strip()[:400]))
+                except OSError:
+                    pass
+                keep = os.path.join(L.RUN, "%s.steady-%s.log" % (n, timers.replace(":", "_")))
+                try:
+                    shutil.copyfile(os.path.join(L.RUN, "%s.log" % n), keep)
+                    L.log("steady %s: %s's log kept as %s" % (timers, n, keep))
                 except OSError:
                     pass
         self.emit("spurious_failovers", spurious, "failovers", seconds=seconds, timers=timers, load="iperf3+echo+udp")
