@@ -269,12 +269,12 @@ void SyncEndpoint::reap(bool all) {
 }
 
 void SyncEndpoint::stop() {
-  if (!cq_ || stopped_) return;
-  stopped_ = true;
+  if (!cq_) return;
   {
     // A stream accepted just before the server's shutdown may still be handed to the acceptor,
     // which then requests the next one: not on a queue that is shut down (gRPC asserts).
     std::lock_guard<std::mutex> g(stop_mu_);
+    if (stopping_) return;  // stopped already
     stopping_ = true;
     cq_->Shutdown();
   }

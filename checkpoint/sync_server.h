@@ -135,9 +135,9 @@ class SyncEndpoint {
   };
   std::mutex serving_mu_;
   std::vector<Serving> serving_;
-  bool started_ = false, stopped_ = false;
+  bool started_ = false;
   std::mutex stop_mu_;
-  bool stopping_ = false;  // stop_mu_: the queue is shut down, request nothing more
+  bool stopping_ = false;  // stop_mu_: stop() has begun, the queue is shut down, request nothing more
 };
 
 // A flow table, its applier and a Sync server on 127.0.0.1.

@@ -113,8 +113,8 @@ std::string Daemon::render_metrics() {
       x.sample(double(dp_watch_->verdicts(static_cast<fo::DpVerdict>(v))),
                {{"verdict", fo::dp_verdict_label(static_cast<fo::DpVerdict>(v))}});
     x.family("ftpair_dp_watch_armed", "gauge",
-             "1 when a dataplane beat silence can fail over: a standby in sync that has heard every peer worker for "
-             "failover.dataplane_arm_ms in a row.")
+             "1 when a dataplane beat silence can fail over: failover.dataplane_arm_ms after this node, a standby in "
+             "sync, first heard the peer's workers.")
         .sample(dp_watch_->armed() ? 1 : 0);
     x.family("ftpair_dp_silences_unarmed_total", "counter",
              "Dataplane beat silences seen before the watch was armed (left to the control-plane beats).")

@@ -72,7 +72,7 @@ void DpWatch::loop() {
     uint64_t sequence = 0;
   } suspect;
   uint64_t last_lost_log = 0;
-  int64_t arm_from = 0;          // monotonic ns: may promote and every peer worker fresh since (0: not)
+  int64_t arm_from = 0;          // monotonic ns: the first fresh beats as a standby in sync (0: not yet)
   bool unarmed_silence = false;  // this silence was counted in silences_unarmed_
   while (running_.load(std::memory_order_relaxed)) {
     next.tv_nsec += tick_ns;
@@ -88,21 +88,22 @@ void DpWatch::loop() {
     const bool heard = v.heard && v.workers > 0;
     const uint64_t silent_us = heard ? dp::tsc_to_us(v.silence_tsc[v.worst], hz) : UINT64_MAX;
     const bool fresh = silent_us <= limit_us;
-    // Arming: a standby in sync that has heard every peer worker for arm_ms in a row.
+    // Arming: arm_ms after this node, a standby in sync, first heard the peer's workers.
     if (!may) {
       arm_from = 0;
       if (armed_.exchange(false)) L.info("dataplane beats' watch disarmed: this node is no longer a standby in sync");
     } else if (!armed_.load(std::memory_order_relaxed)) {
-      if (arm_ns_ > 0 && !fresh)
-        arm_from = 0;
-      else if (arm_from == 0)
-        arm_from = now_ns;
-      if ((arm_ns_ == 0 || fresh) && now_ns - arm_from >= arm_ns_) {
+      /* The delay runs from the first beat heard as a standby in sync. A gap meanwhile does not
+       * restart it: beats that cross a busy host's bridges miss a 3 ms deadline now and then,
+       * and a standby that waited for a gap-free stretch might never arm. It arms between
+       * silences, so the first silence it probes starts after the delay. */
+      if (arm_from == 0 && (arm_ns_ == 0 || fresh)) arm_from = now_ns;
+      if (arm_from != 0 && (arm_ns_ == 0 || fresh) && now_ns - arm_from >= arm_ns_) {
         armed_.store(true);
         if (arm_ns_ == 0)
           L.info("dataplane beats' watch armed (no arm delay): a silence of {} us is probed and can fail over", limit_us);
         else
-          L.info("dataplane beats' watch armed: every worker of peer {} heard for {} ms in a row; a silence of {} us "
+          L.info("dataplane beats' watch armed: peer {} heard for {} ms as a standby in sync; a silence of {} us "
                  "is now probed and can fail over",
                  v.node_id, arm_ns_ / 1'000'000, limit_us);
       }

@@ -5,8 +5,8 @@
  * (fencing first) when the peer is dead or its worker stalled; raise the "dataplane link down"
  * alarm when its workers still send; wait when a worker is only starved of a CPU.
  *
- * It acts only once armed: this node a standby in sync and every peer worker heard without a
- * gap for dataplane_arm_ms in a row. A node that has just started (EAL, the mbuf pool, the
+ * It acts only once armed: dataplane_arm_ms after this node, a standby in sync, first heard
+ * every peer worker, and then between silences. A node that has just started (EAL, the mbuf pool, the
  * flow tables' pages, the full sync), or whose peer has, keeps the machine's CPUs busy for a
  * moment, and a silence of a few milliseconds then is that, not a death. Until armed, the
  * control-plane beats alone decide, as BFD keeps its slow timers until a session is Up
@@ -51,7 +51,7 @@ class DpWatch {
   // The longest silence of any peer worker now, in seconds (-1 before the first beat).
   double worst_silence_s() const;
   bool realtime() const { return realtime_ok_.load(); }
-  // Acting on a silence: a standby in sync has heard every peer worker for arm_ms in a row.
+  // Acting on a silence: arm_ms since this node, a standby in sync, first heard the peer's workers.
   bool armed() const { return armed_.load(std::memory_order_relaxed); }
   // Silences (a peer worker past the miss limit) seen while not armed, each counted once.
   uint64_t silences_unarmed() const { return silences_unarmed_.load(std::memory_order_relaxed); }

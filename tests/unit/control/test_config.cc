@@ -546,6 +546,13 @@ std::string node_yaml(const std::string &failover) {
          failover;
 }
 const std::string kLibvirt = "  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_domain: pair-a\n";
+// The failover section refused, the message naming the key and saying why.
+void expect_refused(const std::string &failover, const std::string &key, const std::string &why) {
+  Config c;
+  const Status st = parse_config(node_yaml(failover), {}, &c);
+  expect_error(st, key, why);
+  EXPECT_NE(st.message().find(why), std::string::npos) << failover << ": " << st.message();
+}
 }  // namespace
 
 TEST(PeerEventsConfig, OnByDefaultWithLibvirtFencing) {
@@ -567,43 +574,26 @@ TEST(PeerEventsConfig, OnByDefaultWithLibvirtFencing) {
 // failover.libvirt_peer: the peer by the domains' metadata (PAIR/NODE), for pairs with a pool.
 TEST(PeerEventsConfig, LibvirtPeerInsteadOfADomain) {
   Config c;
-  const std::string by_peer = "  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: pair/a\n";
-  Status st = parse_config(node_yaml(by_peer), {}, &c);
+  const std::string uri = "  fence: libvirt\n  libvirt_uri: qemu:///system\n";
+  Status st = parse_config(node_yaml(uri + "  libvirt_peer: pair/a\n"), {}, &c);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(c.libvirt_peer, "pair/a");
   EXPECT_EQ(config_fields(c).at("failover.libvirt_peer"), "pair/a");
   EXPECT_FALSE(c.peer_events_on()) << "the events are a named domain's";
-  st = parse_config(node_yaml(by_peer + "  libvirt_events: true\n"), {}, &c);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("needs failover.libvirt_domain"), std::string::npos) << st.message();
-  st = parse_config(node_yaml(kLibvirt + "  libvirt_peer: pair/a\n"), {}, &c);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("failover.libvirt_peer"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("not both"), std::string::npos) << st.message();
-  st = parse_config(node_yaml("  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: pair/b\n"), {}, &c);
-  EXPECT_FALSE(st.ok()) << "node b fencing node b";
-  EXPECT_NE(st.message().find("which is this node"), std::string::npos) << st.message();
-  st = parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_peer: pair/a\n"), {}, &c);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("applies only to fence: libvirt"), std::string::npos) << st.message();
-  for (const char *bad : {"pair", "pair/", "/a", "p/a/b"}) {
-    st = parse_config(node_yaml("  fence: libvirt\n  libvirt_uri: qemu:///system\n  libvirt_peer: " + std::string(bad) + "\n"), {}, &c);
-    EXPECT_FALSE(st.ok()) << bad;
-    EXPECT_NE(st.message().find("is not PAIR/NODE"), std::string::npos) << bad << ": " << st.message();
-  }
+  expect_refused(uri + "  libvirt_peer: pair/a\n  libvirt_events: true\n", "failover.libvirt_events",
+                 "needs failover.libvirt_domain");
+  expect_refused(kLibvirt + "  libvirt_peer: pair/a\n", "failover.libvirt_peer", "not both");
+  expect_refused(uri + "  libvirt_peer: pair/b\n", "failover.libvirt_peer", "which is this node");
+  expect_refused("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_peer: pair/a\n", "failover.libvirt_peer",
+                 "applies only to fence: libvirt");
+  for (const char *bad : {"pair", "pair/", "/a", "p/a/b"})
+    expect_refused(uri + "  libvirt_peer: " + bad + "\n", "failover.libvirt_peer", "is not PAIR/NODE");
 }
 
 TEST(PeerEventsConfig, BadValuesNameTheKey) {
-  Config c;
-  Status st = parse_config(node_yaml("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_events: true\n"), {}, &c);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("needs fence: libvirt"), std::string::npos) << st.message();
-  st = parse_config(node_yaml(kLibvirt + "  libvirt_events: sometimes\n"), {}, &c);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("failover.libvirt_events"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("true or false"), std::string::npos) << st.message();
+  expect_refused("  fence: process\n  fence_pidfile: /run/x.pid\n  libvirt_events: true\n", "failover.libvirt_events",
+                 "needs fence: libvirt");
+  expect_refused(kLibvirt + "  libvirt_events: sometimes\n", "failover.libvirt_events", "true or false");
 }
 
 // failover.beat_keys: a list of {id, file}; ids 1..255, each once. The files are read at start.
