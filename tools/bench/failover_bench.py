@@ -71,12 +71,12 @@ def failovers(node):
                          "peer_domain_event", "election"))
 
 
-def pair_ready(active):
+def pair_ready(active, dp=False):
     sb = other(active)
-    # With dataplane beats, the standby's watch must be armed (failover.dataplane_arm_ms of
-    # steady beats as a standby in sync) before a fault is the dataplane beats' to detect.
+    # With dataplane beats, the standby's watch must be armed (failover.dataplane_arm_ms after
+    # it first heard the peer as a standby in sync) before a fault is the dataplane beats' to detect.
     return (m(active, "ftpair_vip_owner") == 1 and m(active, "ftpair_replication_in_sync") == 1
-            and m(sb, "ftpair_role", state="STANDBY_READY") == 1 and m(sb, "ftpair_dp_watch_armed") != 0)
+            and m(sb, "ftpair_role", state="STANDBY_READY") == 1 and (not dp or m(sb, "ftpair_dp_watch_armed") == 1))
 
 
 class Bench:
@@ -86,6 +86,7 @@ class Bench:
         self.runs = []        # one dict per fault
         self.active = "a"
         self.sets = []
+        self.dp = False       # the pair runs dataplane beats
         self.unplanned = {}   # timers -> failovers between faults that no fault caused
 
     def emit(self, name, value, unit, **params):
@@ -103,17 +104,18 @@ class Bench:
         for n in ("a", "b"):
             L.lab("stop", n, check=False)
         self.sets = self.node_args(hi, miss)
+        self.dp = isinstance(hi, tuple)
         self.lab.start_node("a", "--role", "active", *self.sets)
         self.lab.start_node("b", "--role", "standby", *self.sets)
         self.active = "a"
-        if not L.wait_until(lambda: pair_ready("a"), 30, 0.2):
+        if not L.wait_until(lambda: pair_ready("a", self.dp), 30, 0.2):
             raise L.LabError("pair did not come up with timers %s" % (self.sets,))
 
     def recover(self, old):
         """The faulted node restarts with no role: it must join as standby and resync."""
         L.lab("stop", old, check=False)
         self.lab.start_node(old, *self.sets)
-        if not L.wait_until(lambda: pair_ready(self.active), 30, 0.2):
+        if not L.wait_until(lambda: pair_ready(self.active, self.dp), 30, 0.2):
             raise L.LabError("%s did not rejoin as standby in sync" % old)
 
     def settle(self):
@@ -125,7 +127,7 @@ class Bench:
         self.active = owners[0]
         sb = other(self.active)
         pid = L.node_pid(sb)
-        if not pid or not L.pid_alive(pid) or not pair_ready(self.active):
+        if not pid or not L.pid_alive(pid) or not pair_ready(self.active, self.dp):
             self.recover(sb)
 
     def steady(self, timers, seconds):
