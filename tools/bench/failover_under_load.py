@@ -12,6 +12,7 @@ came before the kill (spurious), the echo client's result and both nodes' drops 
   FTPAIRD=build/control/ftpaird tools/bench/failover_under_load.py i:20:dp i:20:cp i:20:cpnokill
 """
 import os
+import subprocess
 import sys
 import time
 
@@ -20,6 +21,23 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "lab"))
 import labutil as L  # noqa: E402
 import failover_bench as FB  # noqa: E402
+
+
+def state(tag):
+    """The bridges' forwarding entries for the VIPs' virtual MACs, and the new active's counters."""
+    fdb = []
+    for br in ("ftpbr-lan", "ftpbr-wan"):
+        out = subprocess.run(["bridge", "fdb", "show", "br", L.PREFIX + br], capture_output=True, text=True).stdout
+        fdb += [br + ": " + ln.strip() for ln in out.splitlines() if "00:00:5e" in ln]
+    sc = L.scrape("b") or {}
+    cnt = {}
+    if sc:
+        for k in ("rx_packets", "tx_packets", "tx_dropped"):
+            cnt[k] = {p: L.metric(sc, "ftpair_port_%s_total" % k, port=p) for p in ("inside", "outside")}
+        cnt["flows"] = L.metric(sc, "ftpair_flows")
+        cnt["garps"] = L.metric(sc, "ftpair_gratuitous_arp_total")
+        cnt["drops"] = {k: v for k, v in L.drops(sc).items() if v}
+    L.log("%s: fdb %s; b %s" % (tag, " | ".join(fdb), cnt))
 
 
 def run(lab, bench, iperf_on, before_s, dp, kill):
@@ -42,10 +60,9 @@ def run(lab, bench, iperf_on, before_s, dp, kill):
         for host in ("client", "server"):
             L.log("%s neighbours 0.5 s after the failover: %s" % (host, " | ".join(
                 ln for ln in L.run_in(host, ["ip", "neigh"]).stdout.splitlines() if "198.18" in ln)))
-        sc = L.scrape("b") or {}
-        L.log("b: gratuitous ARPs %s, tx refused %s" % (
-            sc and L.metric(sc, "ftpair_gratuitous_arp_total"),
-            sc and {p: L.metric(sc, "ftpair_port_tx_dropped_total", port=p) for p in ("inside", "outside")}))
+        state("0.5 s after the failover")
+        time.sleep(3)
+        state("3.5 s after the failover")
     j = L.client_result(c, total + 30) or {}
     if ip:
         ip.stop(timeout=10)
