@@ -81,9 +81,13 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
   if (tid > 0 && at_change_.ok && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
     SchedStat now = read_schedstat(tid);
     const int64_t window = now_ns - base_ns_;
-    // Starved: runnable, never slept or blocked, and (almost) no CPU time since progress
-    // paused.
-    if (now.ok && now.state == 'R' && now.voluntary == at_change_.voluntary && now.run_ns >= at_change_.run_ns &&
+    /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.
+     * One voluntary switch is allowed: an idle worker's loop beats, polls, then naps
+     * (dataplane/worker.cc), so a worker preempted between its beat and its nap that gets the
+     * CPU back only for that nap, and then waits again on the run queue, has slept once
+     * after the baseline without being stalled. A second sleep would need a new iteration,
+     * which beats. */
+    if (now.ok && now.state == 'R' && now.voluntary <= at_change_.voluntary + 1 && now.run_ns >= at_change_.run_ns &&
         4 * (now.run_ns - at_change_.run_ns) < uint64_t(window)) {
       if (!in_starve_) {
         in_starve_ = true;

@@ -9,9 +9,9 @@
  *   - a stall when the thread ran (a loop that spins without progress: CPU time grew by a
  *     quarter of the window or more) or slept, blocked or stopped (a lock, a parked lcore):
  *     it had its chance and made nothing of it;
- *   - starvation when it is runnable, never gave up the CPU by itself (no voluntary
- *     context switch: it did not sleep or block) and got (almost) no CPU time: it waits on
- *     the run queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
+ *   - starvation when it is runnable, gave up the CPU by itself at most once (the idle
+ *     loop's one nap between two beats; more means it slept or blocked) and got (almost) no
+ *     CPU time: it waits on the run queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
  *     back, so a starved thread's own wait figure does not move; its CPU time does not
  *     either.)
  * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node

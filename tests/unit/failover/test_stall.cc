@@ -162,5 +162,85 @@ TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
   EXPECT_EQ(d.starved_windows(), 1u);
 }
 
+// The idle worker's loop beats, polls, then naps. Preempted between its beat and its nap, it
+// may get the CPU back only for the nap and then wait on the run queue again: one voluntary
+// switch after the baseline, and still starved, not stalled (a false stall here failed a
+// healthy active over in the lab).
+TEST(StallDetector, AWorkerThatNapsOnceAndIsThenKeptOffItsCpuIsStarved) {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
+  std::atomic<uint64_t> loops{0};
+  std::atomic<int> tid{0};
+  std::atomic<bool> quit{false}, pinned{true}, at_nap{false}, nap{false};
+  std::thread w([&] {
+    pinned = pinned && pin(1);
+    tid = gettid_();
+    while (!quit.load(std::memory_order_relaxed)) {
+      loops.fetch_add(1, std::memory_order_relaxed);  // the beat
+      at_nap = true;
+      while (!nap.load(std::memory_order_relaxed) && !quit.load(std::memory_order_relaxed)) {
+      }  // the poll, held here until the test has its baseline
+      nap = false;
+      at_nap = false;
+      timespec ts{0, 2000000};
+      nanosleep(&ts, nullptr);  // the nap
+    }
+  });
+  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  pin(0);
+  if (!pinned) {
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "cannot pin threads here";
+  }
+  while (!at_nap.load()) std::this_thread::sleep_for(1ms);
+  StallDetector d;
+  d.set_stall_ms(50);
+  const uint64_t frozen = loops.load();
+  EXPECT_EQ(d.check(frozen, tid.load(), now_ns()), StallDetector::Verdict::PROGRESS);
+  std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(d.check(frozen, tid.load(), now_ns()), StallDetector::Verdict::PROGRESS) << "the baseline";
+  // A real-time spinner takes the worker's CPU while it naps; it wakes runnable and stays off.
+  std::atomic<bool> rt_ok{false}, rt_failed{false}, rt_running{false};
+  std::thread hog([&] {
+    pin(1);
+    sched_param sp{};
+    sp.sched_priority = 50;
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) {
+      rt_failed = true;
+      return;
+    }
+    rt_ok = true;
+    rt_running = true;
+    const int64_t end = now_ns() + 300000000;
+    while (now_ns() < end) {
+    }
+    rt_running = false;
+  });
+  nap = true;  // the worker naps (one voluntary switch) ...
+  while (!rt_ok.load() && !rt_failed.load()) std::this_thread::sleep_for(100us);
+  if (rt_failed.load()) {
+    hog.join();
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "no SCHED_FIFO here";
+  }
+  // ... and the hog, started meanwhile on its CPU, keeps it off it after the nap.
+  StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
+  const int64_t until = now_ns() + 150000000;
+  while (now_ns() < until) {
+    v = d.check(loops.load(), tid.load(), now_ns());
+    std::this_thread::sleep_for(5ms);
+  }
+  const bool still_hogged = rt_running.load();
+  const uint64_t seen = loops.load();
+  v = d.check(seen, tid.load(), now_ns());
+  hog.join();
+  quit = true;
+  w.join();
+  ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
+  ASSERT_EQ(seen, frozen) << "the worker ran an iteration: the hog did not keep it off its CPU";
+  EXPECT_EQ(v, StallDetector::Verdict::STARVED);
+}
+
 }  // namespace
 }  // namespace ftpair::fo
