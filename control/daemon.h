@@ -150,6 +150,7 @@ class Daemon {
   const std::string &binary_sha256() const { return self_sha_; }
 
  private:
+  void log_stalls();      // tick(): one warning per worker stall the health check saw
   void push_health();     // tick(): grpc.health.v1 SERVING state
   void push_protected();  // tick(): ftpair.pair.protected and the alarm log line
   // start(), in order: the checkpoint engine and the Sync service, the fencer and the
@@ -205,6 +206,7 @@ class Daemon {
   std::unique_ptr<fo::Fencer> fencer_;
   Status fencer_status_;
   mutable fo::StallDetector stall_detector_[dp::kMaxWorkers];  // one per worker; worker.stall_ms, reloadable
+  uint64_t stalls_logged_[dp::kMaxWorkers] = {};                // tick(): stalls already logged, per worker
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<bool> test_hooks_{false};

@@ -80,6 +80,14 @@ std::string Daemon::render_metrics() {
           for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].starved_windows();
           return n;
         }());
+    x.family("ftpair_dataplane_stalled_total", "counter",
+             "Windows past worker.stall_ms in which a worker made no progress though it ran, slept or blocked (a stall: "
+             "the node reports its dataplane unhealthy).")
+        .sample([this] {
+          uint64_t n = 0;
+          for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].stalled_windows();
+          return n;
+        }());
     x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
     if (monitor_->config().udp_port) {
       x.family("ftpair_fast_beats_sent_total", "counter", "Fast beats (UDP) sent to the peer.").sample(monitor_->udp_sent());

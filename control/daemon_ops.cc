@@ -31,8 +31,26 @@ void Daemon::tick() {
   if (beside_.load()) return;
   // Off the promotion path: the generation a standby in sync would take stays reserved on disk.
   roles_.keep_generation(monitor_ ? monitor_->last_peer_beat().generation() : 0);
+  log_stalls();
   push_health();
   push_protected();
+}
+
+// One line per stall the health check saw (on the beats' thread, which must not log), with
+// what the kernel said about the worker's thread: ran without progress, slept, or blocked.
+void Daemon::log_stalls() {
+  if (!node_) return;
+  for (unsigned w = 0; w < node_->workers(); w++) {
+    const uint64_t n = stall_detector_[w].stalled_windows();
+    if (n == stalls_logged_[w]) continue;
+    stalls_logged_[w] = n;
+    const fo::StallDetector::StallFacts f = stall_detector_[w].last_stall();
+    L.warn("worker {} stalled: no progress for {} ms (worker.stall_ms {}); its thread {}, ran {} ms and slept or "
+           "blocked {} times since; the node reports its dataplane unhealthy until it moves again",
+           w, f.idle_ms, stall_ms_.load(), f.state == '?' ? std::string("state unknown") : std::string("in state ") + f.state,
+           f.ran_ms < 0 ? std::string("?") : std::to_string(f.ran_ms),
+           f.slept < 0 ? std::string("?") : std::to_string(f.slept));
+  }
 }
 
 void Daemon::push_health() {

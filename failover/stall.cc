@@ -69,6 +69,7 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
     change_ns_ = now_ns;
     base_ns_ = 0;  // the scheduler baseline is taken only once progress pauses
     in_starve_ = false;
+    in_stall_ = false;
     return Verdict::PROGRESS;
   }
   if (tid > 0 && base_ns_ == 0) {
@@ -78,8 +79,15 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
   const int64_t idle = now_ns - change_ns_;
   const int64_t stall_ns = stall_ns_.load(std::memory_order_relaxed);
   if (idle <= stall_ns) return Verdict::PROGRESS;
+  /* The checks come from threads that share the machine with the worker (every fast beat, 5 ms
+   * apart, when they get a CPU). When the first check to see no progress came late, past
+   * stall_ms, the baseline was only taken now: a window of nothing tells a starved thread from
+   * a stalled one. Judge once the kernel has watched the thread for half of stall_ms. A real
+   * stall is then reported that much later, and only when the checks themselves were late. */
+  if (tid > 0 && at_change_.ok && now_ns - base_ns_ < stall_ns / 2) return Verdict::PROGRESS;
+  SchedStat now;
+  if (tid > 0) now = read_schedstat(tid);
   if (tid > 0 && at_change_.ok && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
-    SchedStat now = read_schedstat(tid);
     const int64_t window = now_ns - base_ns_;
     /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.
      * One voluntary switch is allowed: an idle worker's loop beats, polls, then naps
@@ -96,6 +104,22 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
       return Verdict::STARVED;
     }
   }
+  return stalled(idle, tid > 0 ? &now : nullptr);
+}
+
+StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now) {
+  if (in_stall_) return Verdict::STALLED;
+  in_stall_ = true;
+  facts_ = StallFacts{};
+  facts_.idle_ms = idle / 1000000;
+  if (now && now->ok) {
+    facts_.state = now->state;
+    if (at_change_.ok && now->run_ns >= at_change_.run_ns) {
+      facts_.ran_ms = int64_t((now->run_ns - at_change_.run_ns) / 1000000);
+      facts_.slept = int64_t(now->voluntary - at_change_.voluntary);
+    }
+  }
+  stalled_++;
   return Verdict::STALLED;
 }
 

@@ -49,10 +49,24 @@ class StallDetector {
   Verdict check(uint64_t loops, int tid, int64_t now_ns);
   bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
   uint64_t starved_windows() const { return starved_.get(); }  // any thread
+  // Windows judged stalled (each counted once, when the verdict turns to STALLED), and what
+  // the kernel said about the thread then: for the log line an operator needs.
+  struct StallFacts {
+    int64_t idle_ms = 0;        // no progress for this long
+    char state = '?';           // the thread's state then (R, S, D, T, or ? unknown)
+    int64_t ran_ms = -1;        // CPU time since the baseline (-1 unknown)
+    int64_t slept = -1;         // voluntary context switches since the baseline (-1 unknown)
+  };
+  uint64_t stalled_windows() const { return stalled_.get(); }  // any thread
+  StallFacts last_stall() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return facts_;
+  }
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
-  std::mutex mu_;
+  Verdict stalled(int64_t idle, const SchedStat *now);
+  mutable std::mutex mu_;
   std::atomic<Verdict> last_{Verdict::PROGRESS};
   std::atomic<int64_t> stall_ns_{150000000};
   std::atomic<uint32_t> starve_factor_{10};
@@ -62,6 +76,9 @@ class StallDetector {
   SchedStat at_change_;
   bool in_starve_ = false;
   SingleWriter<uint64_t> starved_{0};  // written under mu_, read by any thread
+  SingleWriter<uint64_t> stalled_{0};  // likewise
+  bool in_stall_ = false;
+  StallFacts facts_;
 };
 
 }  // namespace ftpair::fo

@@ -72,6 +72,12 @@ TEST(StallDetector, ProgressThenSleepingWorkerIsStalled) {
   EXPECT_EQ(d.check(loops.load(), tid.load(), now_ns()), StallDetector::Verdict::STALLED);
   quit = true;
   w.join();
+  EXPECT_EQ(d.stalled_windows(), 1u) << "one window, counted once however often it is checked";
+  const StallDetector::StallFacts f = d.last_stall();
+  EXPECT_GT(f.idle_ms, 50);
+  EXPECT_GT(f.slept, 1) << "it slept again and again";
+  EXPECT_GE(f.ran_ms, 0);
+  EXPECT_EQ(d.starved_windows(), 0u);
 }
 
 TEST(StallDetector, SpinningWithoutProgressIsStalled) {
@@ -95,6 +101,10 @@ TEST(StallDetector, SpinningWithoutProgressIsStalled) {
   quit = true;
   w.join();
   EXPECT_EQ(v, StallDetector::Verdict::STALLED);
+  EXPECT_EQ(d.stalled_windows(), 1u);
+  const StallDetector::StallFacts f = d.last_stall();
+  EXPECT_EQ(f.state, 'R') << "it spins";
+  EXPECT_GT(f.ran_ms, 10) << "and had the CPU";
 }
 
 TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
@@ -160,6 +170,7 @@ TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
   ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
   EXPECT_EQ(v, StallDetector::Verdict::STARVED);
   EXPECT_EQ(d.starved_windows(), 1u);
+  EXPECT_EQ(d.stalled_windows(), 0u);
 }
 
 // The idle worker's loop beats, polls, then naps. Preempted between its beat and its nap, it
@@ -240,6 +251,77 @@ TEST(StallDetector, AWorkerThatNapsOnceAndIsThenKeptOffItsCpuIsStarved) {
   ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
   ASSERT_EQ(seen, frozen) << "the worker ran an iteration: the hog did not keep it off its CPU";
   EXPECT_EQ(v, StallDetector::Verdict::STARVED);
+  EXPECT_EQ(d.stalled_windows(), 0u);
+}
+
+// The checks run on threads that share the machine with the worker, and come late when they
+// are kept off a CPU too. A first check that finds no progress only after stall_ms has no
+// window of the thread to judge from: not a stall until the kernel has watched it (this
+// reported starved workers stalled, with "ran 0 ms, slept 0 times", and failed a healthy
+// active over in the lab).
+TEST(StallDetector, AFirstLateCheckJudgesNothingUntilItHasWatched) {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
+  std::atomic<uint64_t> loops{0};
+  std::atomic<int> tid{0};
+  std::atomic<bool> quit{false}, pinned{true};
+  std::thread w([&] {
+    pinned = pinned && pin(1);
+    tid = gettid_();
+    while (!quit.load(std::memory_order_relaxed)) loops.fetch_add(1, std::memory_order_relaxed);
+  });
+  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  pin(0);
+  if (!pinned) {
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "cannot pin threads here";
+  }
+  std::atomic<bool> rt_ok{false}, rt_failed{false}, rt_running{false};
+  std::thread hog([&] {
+    pin(1);
+    sched_param sp{};
+    sp.sched_priority = 50;
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) {
+      rt_failed = true;
+      return;
+    }
+    rt_ok = true;
+    rt_running = true;
+    const int64_t end = now_ns() + 300000000;
+    while (now_ns() < end) {
+    }
+    rt_running = false;
+  });
+  while (!rt_ok.load() && !rt_failed.load()) std::this_thread::sleep_for(100us);
+  if (rt_failed.load()) {
+    hog.join();
+    quit = true;
+    w.join();
+    GTEST_SKIP() << "no SCHED_FIFO here";
+  }
+  std::this_thread::sleep_for(5ms);  // the hog has the worker's CPU: the counter froze
+  StallDetector d;
+  d.set_stall_ms(50);
+  const uint64_t frozen = loops.load();
+  EXPECT_EQ(d.check(frozen, tid.load(), now_ns()), StallDetector::Verdict::PROGRESS);  // the last change seen
+  std::this_thread::sleep_for(80ms);  // the checker kept away past stall_ms
+  const StallDetector::Verdict late = d.check(loops.load(), tid.load(), now_ns());
+  StallDetector::Verdict v = late;
+  const int64_t until = now_ns() + 60000000;
+  while (now_ns() < until) {
+    std::this_thread::sleep_for(5ms);
+    v = d.check(loops.load(), tid.load(), now_ns());
+  }
+  const bool still_hogged = rt_running.load();
+  const uint64_t seen = loops.load();
+  hog.join();
+  quit = true;
+  w.join();
+  ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
+  ASSERT_EQ(seen, frozen) << "the hog did not keep the worker off its CPU";
+  EXPECT_EQ(late, StallDetector::Verdict::PROGRESS) << "judged from a window of nothing";
+  EXPECT_EQ(v, StallDetector::Verdict::STARVED) << "once watched, it is starved";
+  EXPECT_EQ(d.stalled_windows(), 0u);
 }
 
 }  // namespace
