@@ -125,8 +125,8 @@ struct Config {
   uint32_t dataplane_beat_us = 0;
   uint32_t dataplane_miss = 3;
   uint32_t dataplane_probe_us = 2000;  // sent 3 times within it; a peer heard meanwhile is alive
-  /* A silence is acted on only this long after this node, a standby in sync, first heard every
-   * peer worker (control/dp_watch.h: a node starting takes the CPUs for a moment). */
+  /* A silence is acted on only this long after this node, a standby in sync, first heard the
+   * peer's dataplane beats (control/dp_watch.h: a node starting takes the CPUs for a moment). */
   uint32_t dataplane_arm_ms = 3000;
   fo::FenceKind fence = fo::FenceKind::NONE;
   bool allow_fence_none = false;

@@ -191,10 +191,11 @@ std::string Daemon::dp_beats_summary() const {
   out += buf;
   out += dp_watch_->link_down() ? "; LINK DOWN (the peer's workers send, nothing arrives)" : "; link up";
   if (is_active(role())) return out;
-  return out + (dp_watch_->armed() ? "; armed (a silence fails over)"
-                                   : "; not armed (the control-plane beats decide until " +
-                                         std::to_string(cfg_.dataplane_arm_ms) +
-                                         " ms after the peer is first heard as a standby in sync)");
+  if (dp_watch_->armed()) return out + "; armed (a silence fails over)";
+  return out + "; not armed (the control-plane beats decide" +
+         (cfg_.dataplane_arm_ms ? " until " + std::to_string(cfg_.dataplane_arm_ms) +
+                                      " ms after the peer is first heard as a standby in sync)"
+                                : " until this node is a standby in sync)");
 }
 
 // A probe's answer: each worker's dataplane beats, and whether its thread could run.

@@ -74,15 +74,16 @@ std::string Daemon::render_metrics() {
     x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
     x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
     x.family("ftpair_dataplane_starved_total", "counter",
-             "Windows past worker.stall_ms in which the worker was runnable but got no CPU (not a stall).")
+             "Windows past worker.stall_ms in which the worker was runnable but got no CPU, or asleep in a nap whose "
+             "wake-up came late (not a stall).")
         .sample([this] {
           uint64_t n = 0;
           for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].starved_windows();
           return n;
         }());
     x.family("ftpair_dataplane_stalled_total", "counter",
-             "Windows past worker.stall_ms in which a worker made no progress though it ran, slept or blocked (a stall: "
-             "the node reports its dataplane unhealthy).")
+             "Times a worker was judged stalled: no progress for worker.stall_ms though it ran, slept or blocked, or "
+             "starved past 10 x worker.stall_ms (the node reports its dataplane unhealthy).")
         .sample([this] {
           uint64_t n = 0;
           for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].stalled_windows();

@@ -41,13 +41,19 @@ void Daemon::tick() {
 void Daemon::log_stalls() {
   if (!node_) return;
   for (unsigned w = 0; w < node_->workers(); w++) {
-    const uint64_t n = stall_detector_[w].stalled_windows();
-    if (n == stalls_logged_[w]) continue;
-    stalls_logged_[w] = n;
     const fo::StallDetector::StallFacts f = stall_detector_[w].last_stall();
-    L.warn("worker {} stalled: no progress for {} ms (worker.stall_ms {}); its thread {}, ran {} ms and slept or "
+    if (f.count == stalls_logged_[w]) continue;
+    stalls_logged_[w] = f.count;
+    if (f.starve_limit) {
+      L.warn("worker {} made no progress for {} ms, starved of a CPU when last looked at: past 10 x "
+             "worker.stall_ms ({} ms); the node reports its dataplane unhealthy until it moves again",
+             w, f.idle_ms, stall_ms_.load());
+      continue;
+    }
+    L.warn("worker {} stalled: no progress for {} ms (worker.stall_ms {}); its thread {}{}, ran {} ms and slept or "
            "blocked {} times since; the node reports its dataplane unhealthy until it moves again",
            w, f.idle_ms, stall_ms_.load(), f.state == '?' ? std::string("state unknown") : std::string("in state ") + f.state,
+           f.syscall >= 0 ? " in system call " + std::to_string(f.syscall) : std::string(),
            f.ran_ms < 0 ? std::string("?") : std::to_string(f.ran_ms),
            f.slept < 0 ? std::string("?") : std::to_string(f.slept));
   }

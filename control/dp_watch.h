@@ -6,9 +6,10 @@
  * alarm when its workers still send; wait when a worker is only starved of a CPU.
  *
  * It acts only once armed: dataplane_arm_ms after this node, a standby in sync, first heard
- * every peer worker, and then between silences. A node that has just started (EAL, the mbuf pool, the
- * flow tables' pages, the full sync), or whose peer has, keeps the machine's CPUs busy for a
- * moment, and a silence of a few milliseconds then is that, not a death. Until armed, the
+ * the peer's dataplane beats, and then between silences (every peer worker fresh). A node
+ * that has just started (EAL, the mbuf pool, the flow tables' pages, the full sync), or whose
+ * peer has, keeps the machine's CPUs busy for a moment, and a silence of a few milliseconds
+ * then is that, not a death. Until armed, the
  * control-plane beats alone decide, as BFD keeps its slow timers until a session is Up
  * (RFC 5880 section 6.8.3). A silence before that is counted (silences_unarmed()).
  *

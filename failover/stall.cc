@@ -1,7 +1,10 @@
 #include "failover/stall.h"
 
+#include <sys/syscall.h>
+
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace ftpair::fo {
@@ -52,6 +55,13 @@ SchedStat read_schedstat(int tid) {
   }
   std::fclose(f);
   s.ok = s.ok && got;
+  // "running", or "-1 sp pc" (blocked outside a system call), or "NR args... sp pc".
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+  if ((f = std::fopen(path, "re"))) {
+    char word[32] = {};
+    if (std::fscanf(f, "%31s", word) == 1) s.syscall = std::strcmp(word, "running") == 0 ? -1 : std::strtol(word, nullptr, 10);
+    std::fclose(f);
+  }
   return s;
 }
 
@@ -95,31 +105,40 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
      * CPU back only for that nap, and then waits again on the run queue, has slept once
      * after the baseline without being stalled. A second sleep would need a new iteration,
      * which beats. */
-    if (now.ok && now.state == 'R' && now.voluntary <= at_change_.voluntary + 1 && now.run_ns >= at_change_.run_ns &&
-        4 * (now.run_ns - at_change_.run_ns) < uint64_t(window)) {
+    /* Or asleep in its one nap (nanosleep) for much longer than a nap: the idle loop's naps are
+     * a fraction of a millisecond, so its wake-up is late. The timer fires on a CPU the
+     * hypervisor holds back, or not at all while the vCPU is away: the machine did not run
+     * it. A thread blocked in anything else (a lock, I/O) is stalled. */
+    const bool napping = now.state == 'S' && (now.syscall == SYS_nanosleep || now.syscall == SYS_clock_nanosleep);
+    if (now.ok && (now.state == 'R' || napping) && now.voluntary <= at_change_.voluntary + 1 &&
+        now.run_ns >= at_change_.run_ns && 4 * (now.run_ns - at_change_.run_ns) < uint64_t(window)) {
       if (!in_starve_) {
         in_starve_ = true;
         starved_++;
       }
+      in_stall_ = false;  // a check that saw it stalled (in its one nap, say) was wrong: count the next one
       return Verdict::STARVED;
     }
   }
-  return stalled(idle, tid > 0 ? &now : nullptr);
+  return stalled(idle, tid > 0 ? &now : nullptr, in_starve_);
 }
 
-StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now) {
+StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now, bool starve_limit) {
   if (in_stall_) return Verdict::STALLED;
   in_stall_ = true;
   facts_ = StallFacts{};
+  facts_.starve_limit = starve_limit;
   facts_.idle_ms = idle / 1000000;
   if (now && now->ok) {
     facts_.state = now->state;
+    facts_.syscall = now->syscall;
     if (at_change_.ok && now->run_ns >= at_change_.run_ns) {
       facts_.ran_ms = int64_t((now->run_ns - at_change_.run_ns) / 1000000);
       facts_.slept = int64_t(now->voluntary - at_change_.voluntary);
     }
   }
   stalled_++;
+  facts_.count = stalled_.get();
   return Verdict::STALLED;
 }
 

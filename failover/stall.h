@@ -11,7 +11,9 @@
  *     it had its chance and made nothing of it;
  *   - starvation when it is runnable, gave up the CPU by itself at most once (the idle
  *     loop's one nap between two beats; more means it slept or blocked) and got (almost) no
- *     CPU time: it waits on the run queue. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
+ *     CPU time: it waits on the run queue. Likewise when it has been asleep in one nap
+ *     (nanosleep) all along: a nap is a fraction of a millisecond, so its wake-up is late
+ *     (a CPU the hypervisor holds back), and blocked in anything else is a stall. (The kernel adds run-queue delay to schedstat only when a thread gets the CPU
  *     back, so a starved thread's own wait figure does not move; its CPU time does not
  *     either.)
  * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node
@@ -30,6 +32,7 @@ struct SchedStat {
   uint64_t run_ns = 0, wait_ns = 0;
   uint64_t voluntary = 0;  // context switches the thread asked for (sleeps, blocks)
   char state = '?';  // from /proc/self/task/TID/stat: R running or runnable, S, D, T, ...
+  long syscall = -2;  // the system call it is in (/proc/self/task/TID/syscall): -1 none, -2 unknown
   bool ok = false;
 };
 // The thread's schedstat and state (not ok when the thread or the files are gone).
@@ -49,13 +52,16 @@ class StallDetector {
   Verdict check(uint64_t loops, int tid, int64_t now_ns);
   bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
   uint64_t starved_windows() const { return starved_.get(); }  // any thread
-  // Windows judged stalled (each counted once, when the verdict turns to STALLED), and what
-  // the kernel said about the thread then: for the log line an operator needs.
+  // Times the verdict turned to STALLED (counted once per turn), and what the kernel said
+  // about the thread then: for the log line an operator needs. last_stall() reads both at once.
   struct StallFacts {
+    uint64_t count = 0;         // stalled_windows() when these facts were taken
+    bool starve_limit = false;  // starved (runnable, no CPU) past starve_factor x stall_ms
     int64_t idle_ms = 0;        // no progress for this long
     char state = '?';           // the thread's state then (R, S, D, T, or ? unknown)
     int64_t ran_ms = -1;        // CPU time since the baseline (-1 unknown)
     int64_t slept = -1;         // voluntary context switches since the baseline (-1 unknown)
+    long syscall = -2;          // the system call it was in then (-1 none, -2 unknown)
   };
   uint64_t stalled_windows() const { return stalled_.get(); }  // any thread
   StallFacts last_stall() const {
@@ -65,7 +71,7 @@ class StallDetector {
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
-  Verdict stalled(int64_t idle, const SchedStat *now);
+  Verdict stalled(int64_t idle, const SchedStat *now, bool starve_limit);
   mutable std::mutex mu_;
   std::atomic<Verdict> last_{Verdict::PROGRESS};
   std::atomic<int64_t> stall_ns_{150000000};
