@@ -55,14 +55,22 @@ SchedStat read_schedstat(int tid) {
   }
   std::fclose(f);
   s.ok = s.ok && got;
-  // "running", or "-1 sp pc" (blocked outside a system call), or "NR args... sp pc".
-  std::snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
-  if ((f = std::fopen(path, "re"))) {
-    char word[32] = {};
-    if (std::fscanf(f, "%31s", word) == 1) s.syscall = std::strcmp(word, "running") == 0 ? -1 : std::strtol(word, nullptr, 10);
-    std::fclose(f);
-  }
   return s;
+}
+
+/* "running", or "-1 sp pc" (blocked outside a system call), or "NR args... sp pc". Read only
+ * for a sleeping thread, on the way to a verdict: the kernel may wait for the thread to be
+ * off its CPU before it answers. */
+long read_syscall(int tid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+  std::FILE *f = std::fopen(path, "re");
+  if (!f) return -2;
+  char word[32] = {};
+  long nr = -2;
+  if (std::fscanf(f, "%31s", word) == 1) nr = std::strcmp(word, "running") == 0 ? -1 : std::strtol(word, nullptr, 10);
+  std::fclose(f);
+  return nr;
 }
 
 StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
@@ -97,6 +105,7 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
   if (tid > 0 && at_change_.ok && now_ns - base_ns_ < stall_ns / 2) return Verdict::PROGRESS;
   SchedStat now;
   if (tid > 0) now = read_schedstat(tid);
+  if (now.ok && now.state == 'S') now.syscall = read_syscall(tid);
   if (tid > 0 && at_change_.ok && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
     const int64_t window = now_ns - base_ns_;
     /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.

@@ -35,8 +35,11 @@ struct SchedStat {
   long syscall = -2;  // the system call it is in (/proc/self/task/TID/syscall): -1 none, -2 unknown
   bool ok = false;
 };
-// The thread's schedstat and state (not ok when the thread or the files are gone).
+// The thread's schedstat and state (not ok when the thread or the files are gone); syscall
+// is left unknown (-2).
 SchedStat read_schedstat(int tid);
+// The system call the thread is in: its number, -1 none (running), -2 unknown.
+long read_syscall(int tid);
 
 class StallDetector {
  public:
