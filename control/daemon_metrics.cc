@@ -73,22 +73,20 @@ std::string Daemon::render_metrics() {
   if (monitor_) {
     x.family("ftpair_heartbeat_misses_total", "counter", "Heartbeats to the peer that failed or timed out.").sample(monitor_->misses());
     x.family("ftpair_heartbeats_sent_total", "counter", "Heartbeats sent to the peer.").sample(monitor_->beats_sent());
+    // A stall detector's count, summed over the workers.
+    auto all_workers = [this](uint64_t (fo::StallDetector::*count)() const) {
+      uint64_t n = 0;
+      for (unsigned w = 0; w < node_->workers(); w++) n += (stall_detector_[w].*count)();
+      return double(n);
+    };
     x.family("ftpair_dataplane_starved_total", "counter",
              "Windows past worker.stall_ms in which the worker was runnable but got no CPU, or asleep in a nap whose "
              "wake-up came late (not a stall).")
-        .sample([this] {
-          uint64_t n = 0;
-          for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].starved_windows();
-          return n;
-        }());
+        .sample(all_workers(&fo::StallDetector::starved_windows));
     x.family("ftpair_dataplane_stalled_total", "counter",
              "Times a worker was judged stalled: no progress for worker.stall_ms though it ran, slept or blocked, or "
              "starved past 10 x worker.stall_ms (the node reports its dataplane unhealthy).")
-        .sample([this] {
-          uint64_t n = 0;
-          for (unsigned w = 0; w < node_->workers(); w++) n += stall_detector_[w].stalled_windows();
-          return n;
-        }());
+        .sample(all_workers(&fo::StallDetector::stalled_windows));
     x.family("ftpair_peer_silence_seconds", "gauge", "Seconds since the peer was last heard (-1: never).").sample(monitor_->silence_seconds());
     if (monitor_->config().udp_port) {
       x.family("ftpair_fast_beats_sent_total", "counter", "Fast beats (UDP) sent to the peer.").sample(monitor_->udp_sent());

@@ -93,6 +93,32 @@ class Hog {
   std::thread t_;
 };
 
+// A worker on CPU 1 whose loop only counts: it progresses whenever it has its CPU.
+class Spinner {
+ public:
+  Spinner()
+      : t_([this] {
+          pinned_ = pin(1);
+          tid_ = gettid_();
+          while (!quit_.load(std::memory_order_relaxed)) loops_.fetch_add(1, std::memory_order_relaxed);
+        }) {
+    while (!tid_.load()) std::this_thread::sleep_for(1ms);
+  }
+  ~Spinner() {
+    quit_ = true;
+    t_.join();
+  }
+  bool pinned() const { return pinned_.load(); }
+  int tid() const { return tid_.load(); }
+  uint64_t loops() const { return loops_.load(); }
+
+ private:
+  std::atomic<uint64_t> loops_{0};
+  std::atomic<int> tid_{0};
+  std::atomic<bool> quit_{false}, pinned_{false};
+  std::thread t_;
+};
+
 TEST(StallDetector, ReadsItsOwnSchedstat) {
   SchedStat s = read_schedstat(gettid_());
   ASSERT_TRUE(s.ok) << "no /proc/self/task/TID/schedstat (CONFIG_SCHED_INFO)";
@@ -172,49 +198,12 @@ TEST(StallDetector, SpinningWithoutProgressIsStalled) {
 
 TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
-  std::atomic<uint64_t> loops{0};
-  std::atomic<int> tid{0};
-  std::atomic<bool> quit{false}, pinned{true};
-  std::thread w([&] {
-    pinned = pinned && pin(1);
-    tid = gettid_();
-    while (!quit.load(std::memory_order_relaxed)) loops.fetch_add(1, std::memory_order_relaxed);
-  });
-  while (!tid.load()) std::this_thread::sleep_for(1ms);
-  if (!pinned) {
-    quit = true;
-    w.join();
-    GTEST_SKIP() << "cannot pin threads here";
-  }
-  // A real-time spinner on the worker's CPU for 300 ms: the worker stays runnable, gets no CPU.
-  std::atomic<bool> rt_ok{false}, rt_running{false};
-  std::thread hog([&] {
-    pin(1);
-    sched_param sp{};
-    sp.sched_priority = 50;
-    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) return;
-    rt_ok = true;
-    rt_running = true;
-    const int64_t end = now_ns() + 300000000;
-    while (now_ns() < end) {
-    }
-    rt_running = false;
-  });
   OnCpu0 here;  // the test's own thread: off the worker's CPU
-  while (!rt_ok.load() && hog.joinable()) {
-    std::this_thread::sleep_for(1ms);
-    if (!rt_ok.load() && loops.load() > 0) {
-      // the hog may have failed to get SCHED_FIFO
-      std::this_thread::sleep_for(20ms);
-      if (!rt_ok.load()) break;
-    }
-  }
-  if (!rt_ok.load()) {
-    hog.join();
-    quit = true;
-    w.join();
-    GTEST_SKIP() << "no SCHED_FIFO here";
-  }
+  if (!here.ok()) GTEST_SKIP() << "cannot pin threads here";
+  Spinner w;
+  Hog hog;  // a real-time spinner on the worker's CPU: the worker stays runnable, gets no CPU
+  if (!w.pinned() || !hog.ok()) GTEST_SKIP() << "cannot pin threads or no SCHED_FIFO here";
+  hog.go();
   StallDetector d;
   d.set_stall_ms(50);
   std::this_thread::sleep_for(20ms);  // the hog has the CPU: the counter froze
@@ -222,15 +211,11 @@ TEST(StallDetector, WorkerKeptOffItsCpuIsStarvedNotStalled) {
   StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
   const int64_t until = now_ns() + 150000000;
   while (now_ns() < until) {
-    v = d.check(loops.load(), tid.load(), now_ns());
+    v = d.check(w.loops(), w.tid(), now_ns());
     std::this_thread::sleep_for(5ms);
   }
-  const bool still_hogged = rt_running.load();
-  v = d.check(loops.load(), tid.load(), now_ns());
-  hog.join();
-  quit = true;
-  w.join();
-  ASSERT_TRUE(still_hogged) << "the machine was too slow to keep the hog running for the window";
+  v = d.check(w.loops(), w.tid(), now_ns());
+  ASSERT_TRUE(hog.stop()) << "the hog gave the CPU up before the window ended";
   EXPECT_EQ(v, StallDetector::Verdict::STARVED);
   EXPECT_EQ(d.starved_windows(), 1u);
   EXPECT_EQ(d.stalled_windows(), 0u);
@@ -312,43 +297,25 @@ TEST(StallDetector, AFirstLateCheckJudgesNothingUntilItHasWatched) {
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
   OnCpu0 here;
   if (!here.ok()) GTEST_SKIP() << "cannot pin threads here";
-  std::atomic<uint64_t> loops{0};
-  std::atomic<int> tid{0};
-  std::atomic<bool> quit{false}, pinned{true};
-  std::thread w([&] {
-    pinned = pinned && pin(1);
-    tid = gettid_();
-    while (!quit.load(std::memory_order_relaxed)) loops.fetch_add(1, std::memory_order_relaxed);
-  });
-  while (!tid.load()) std::this_thread::sleep_for(1ms);
+  Spinner w;
   Hog hog;
-  auto end = [&] {
-    hog.stop();
-    quit = true;
-    w.join();
-  };
-  if (!pinned || !hog.ok()) {
-    end();
-    GTEST_SKIP() << "cannot pin threads or no SCHED_FIFO here";
-  }
+  if (!w.pinned() || !hog.ok()) GTEST_SKIP() << "cannot pin threads or no SCHED_FIFO here";
   hog.go();
   std::this_thread::sleep_for(5ms);  // the hog has the worker's CPU: the counter froze
   StallDetector d;
   d.set_stall_ms(50);
-  const uint64_t frozen = loops.load();
-  EXPECT_EQ(d.check(frozen, tid.load(), now_ns()), StallDetector::Verdict::PROGRESS);  // the last change seen
+  const uint64_t frozen = w.loops();
+  EXPECT_EQ(d.check(frozen, w.tid(), now_ns()), StallDetector::Verdict::PROGRESS);  // the last change seen
   std::this_thread::sleep_for(80ms);  // the checker kept away past stall_ms
-  const StallDetector::Verdict late = d.check(loops.load(), tid.load(), now_ns());
+  const StallDetector::Verdict late = d.check(w.loops(), w.tid(), now_ns());
   StallDetector::Verdict v = late;
   const int64_t until = now_ns() + 60000000;
   while (now_ns() < until) {
     std::this_thread::sleep_for(5ms);
-    v = d.check(loops.load(), tid.load(), now_ns());
+    v = d.check(w.loops(), w.tid(), now_ns());
   }
-  const uint64_t seen = loops.load();
-  const bool held = hog.stop();
-  end();
-  ASSERT_TRUE(held) << "the hog gave the CPU up before the window ended";
+  const uint64_t seen = w.loops();
+  ASSERT_TRUE(hog.stop()) << "the hog gave the CPU up before the window ended";
   ASSERT_EQ(seen, frozen) << "the hog did not keep the worker off its CPU";
   EXPECT_EQ(late, StallDetector::Verdict::PROGRESS) << "judged from a window of nothing";
   EXPECT_EQ(v, StallDetector::Verdict::STARVED) << "once watched, it is starved";
