@@ -44,6 +44,32 @@ inline bool keep_thread_off_cpus(const std::vector<int> &cpus) {
   return pthread_setaffinity_np(pthread_self(), sizeof(rest), &rest) == 0;
 }
 
+/* The CPUs the calling thread may run on, ascending, without `avoid` (the workers' cores)
+ * when at least `need` others remain; else all of them. Empty when unknown. */
+inline std::vector<int> allowed_cpus(const std::vector<int> &avoid, size_t need) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> all, rest;
+  if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) != 0) return all;
+  for (int c = 0; c < CPU_SETSIZE; c++) {
+    if (!CPU_ISSET(c, &set)) continue;
+    all.push_back(c);
+    bool avoided = false;
+    for (int a : avoid) avoided |= a == c;
+    if (!avoided) rest.push_back(c);
+  }
+  return rest.size() >= need ? rest : all;
+}
+
+// The calling thread on one CPU; false when not permitted.
+inline bool pin_thread_to_cpu(int cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return false;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+}
+
 inline bool thread_is_realtime() {
   int pol = 0;
   sched_param sp{};

@@ -123,6 +123,7 @@ Status Daemon::make_monitor() {
     mc.udp_bind = cfg_.grpc.host;
     mc.udp_peer = cfg_.peer_grpc.host;
     mc.realtime = cfg_.beat_realtime;
+    if (node_) mc.avoid_cpus = node_->worker_cpus();
   }
   if (cfg_.peer_tls.enabled()) mc.credentials = peer_creds_;
   if (Status ks = load_beat_keys(cfg_, &mc.beat_keys); !ks.ok()) return ks;
@@ -198,7 +199,10 @@ std::string Daemon::dp_beats_summary() const {
                                 : " until this node is a standby in sync)");
 }
 
-// A probe's answer: each worker's dataplane beats, and whether its thread could run.
+/* A probe's answer: each worker's dataplane beats, and whether its thread could run: runnable,
+ * or asleep in its idle nap, whose wake-up is late when a silent worker is found there (the
+ * machine did not run it; the stall detector tells that apart from a stall over stall_ms).
+ * Blocked in anything else, the worker is stuck. */
 void Daemon::fill_probe_reply(v1::Beat *b) {
   if (!dp_board_) return;
   const uint64_t now = rte_rdtsc(), hz = rte_get_tsc_hz();
@@ -209,7 +213,7 @@ void Daemon::fill_probe_reply(v1::Beat *b) {
     const uint64_t last = dp_board_->last_sent_tsc(w);
     d->set_last_beat_age_us(last && now > last ? dp::tsc_to_us(now - last, hz) : (last ? 0 : UINT64_MAX));
     const int tid = node_->worker(w).tid.load(std::memory_order_acquire);
-    d->set_runnable(tid > 0 && fo::read_schedstat(tid).state == 'R');
+    d->set_runnable(fo::waits_for_cpu(tid));  // running, runnable, or in a nap that wakes late
   }
 }
 

@@ -95,6 +95,12 @@ std::string Daemon::render_metrics() {
       for (size_t r = 0; r < static_cast<size_t>(fo::BeatReject::COUNT); r++)
         x.sample(monitor_->udp_rejected(static_cast<fo::BeatReject>(r)),
                  {{"reason", fo::beat_reject_label(static_cast<fo::BeatReject>(r))}});
+      x.family("ftpair_fast_beats_backup_sent_total", "counter",
+               "Fast beats sent by the receiving thread because the sending one was late (its CPU held back).")
+          .sample(monitor_->backup_beats());
+      x.family("ftpair_fast_beats_read_by_check_total", "counter",
+               "Peer fast beats the silence check found unread in the socket (the receiving thread held back).")
+          .sample(monitor_->beats_read_by_check());
       x.family("ftpair_fast_beats_realtime", "gauge", "1 when the fast-beat threads run at real-time priority.")
           .sample(monitor_->realtime() ? 1 : 0);
     }

@@ -45,9 +45,10 @@ void Daemon::log_stalls() {
     if (f.count == stalls_logged_[w]) continue;
     stalls_logged_[w] = f.count;
     if (f.starve_limit) {
-      L.warn("worker {} made no progress for {} ms, starved of a CPU when last looked at: past 10 x "
-             "worker.stall_ms ({} ms); the node reports its dataplane unhealthy until it moves again",
-             w, f.idle_ms, stall_ms_.load());
+      L.warn("worker {} made no progress for {} ms, {}: past 10 x worker.stall_ms ({} ms); the node reports its "
+             "dataplane unhealthy until it moves again",
+             w, f.idle_ms, f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at",
+             stall_ms_.load());
       continue;
     }
     L.warn("worker {} stalled: no progress for {} ms (worker.stall_ms {}); its thread {}{}, ran {} ms and slept or "

@@ -205,7 +205,9 @@ constexpr unsigned kSpinsBeforeYield = 2048;
 }  // namespace
 
 bool InterfaceAgent::barrier_point(unsigned worker) {
-  while (stall_.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Blocked, as a deadlocked worker would be (a futex wait, not a nap: the stall detector and
+  // the probe's answer tell a nap that wakes late from a stuck thread).
+  while (stall_.load(std::memory_order_acquire)) stall_.wait(true, std::memory_order_acquire);
   if (!quiesce_req_.load(std::memory_order_acquire)) return false;
   // Finish the burst's output first, so held state stays per epoch.
   for (uint16_t p = 0; p < cfg_.nb_ports; p++) drain_port(worker, p);

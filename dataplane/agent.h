@@ -170,7 +170,10 @@ class InterfaceAgent {
   uint16_t nb_workers() const { return cfg_.nb_workers; }
   uint16_t nb_ports() const { return cfg_.nb_ports; }
   // Test hook: while set, the worker's loop stalls inside barrier_point (health tests).
-  void set_stall(bool on) { stall_.store(on, std::memory_order_release); }
+  void set_stall(bool on) {
+    stall_.store(on, std::memory_order_release);
+    if (!on) stall_.notify_all();
+  }
 
  private:
   struct Held {

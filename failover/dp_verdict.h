@@ -13,10 +13,11 @@
  *   none in time, but a fast beat or a dataplane beat of that worker PEER_SLOW        wait: probe
  *     arrived while we waited (a machine that paused, not a death)                    again
  *   the worker last sent more than the silence limit ago, and its     WORKER_STALLED   fence, promote
- *     thread is blocked, sleeping or stopped
+ *     thread is blocked (a lock, I/O) or stopped, at two probes          (at the second
+ *     one silence limit apart                                             probe)
  *   the worker last sent more than the limit ago, but its thread is   WORKER_STARVED   wait: the peer's
- *     runnable (waiting for a CPU: a busy machine, not a stall)                          stall detector
- *                                                                                        decides at stall_ms
+ *     runnable (waiting for a CPU: a busy machine, not a stall), or                      stall detector
+ *     still in its idle nap (a wake-up that came late: the same)                         decides at stall_ms
  *   the worker sent within the limit: its beats are lost on the way  BEATS_LOST       alarm (dataplane
  *     (the dataplane link between the nodes is cut or dropping)                          link down), no
  *                                                                                        promotion

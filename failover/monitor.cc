@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <linux/errqueue.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -82,13 +83,11 @@ void Monitor::start() {
     if (err.empty()) {
       fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
       int one = 1;
-      timeval tv{0, 50000};  // stop() is noticed within 50 ms
       sockaddr_in sa{};
       sa.sin_family = AF_INET;
       sa.sin_port = htons(cfg_.udp_port);
       sa.sin_addr = bind_addr;
       if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-          setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
           setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one)) != 0 ||  // a probe to a dead daemon: refused
           bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0) {
         err = "fast beats: cannot bind UDP " + cfg_.udp_bind + ":" + std::to_string(cfg_.udp_port) + ": " +
@@ -100,8 +99,17 @@ void Monitor::start() {
     if (fd >= 0) {
       udp_fd_ = fd;
       udp_peer_addr_ = peer_addr.s_addr;
+      if (cfg_.beat_cpus.size() == 2) {
+        tx_cpu_ = cfg_.beat_cpus[0], rx_cpu_ = cfg_.beat_cpus[1];
+      } else if (cfg_.spread) {
+        const std::vector<int> cpus = allowed_cpus(cfg_.avoid_cpus, 2);
+        if (cpus.size() >= 2) tx_cpu_ = cpus[cpus.size() - 1], rx_cpu_ = cpus[cpus.size() - 2];
+      }
       udp_rx_ = std::thread([this] { udp_rx_loop(); });
       udp_tx_ = std::thread([this] { udp_tx_loop(); });
+      if (tx_cpu_ >= 0)
+        L.info("fast beats: sending thread on CPU {}, receiving thread on CPU {} (each covers for the other)", tx_cpu_,
+               rx_cpu_);
     } else {
       // Heartbeats still run over gRPC; the silence check stays on that loop.
       L.warn("{}; heartbeats over gRPC only", err);
@@ -177,6 +185,18 @@ void Monitor::check_silence() {
     silent_checks_ = 0;
     return;
   }
+  /* Silent since the last check. Beats may wait unread in our socket, the receiving thread
+   * held back with its CPU: read them here. (rx_mu_ taken by the receiver means it is reading.) */
+  if (udp_fd_ >= 0 && rx_mu_.try_lock()) {
+    const unsigned n = read_pending();
+    rx_mu_.unlock();
+    if (n) {
+      read_by_check_ += n;
+      heard_at_check_ = last_heard_ns_.load();
+      silent_checks_ = 0;
+      return;
+    }
+  }
   if (++silent_checks_ < cfg_.miss_threshold) return;
   if (peer_silent() && hooks_.on_peer_silent) {
     NormalPriority normal;
@@ -185,7 +205,14 @@ void Monitor::check_silence() {
   }
 }
 
+void Monitor::pin(int cpu, const char *what) {
+  if (cpu >= 0 && !pin_thread_to_cpu(cpu))
+    L.warn("fast beats: cannot pin the {} thread to CPU {} ({}); it runs where the scheduler puts it", what, cpu,
+           std::strerror(errno));
+}
+
 void Monitor::udp_tx_loop() {
+  pin(tx_cpu_, "sending");
   if (cfg_.realtime) {
     bool ok = make_thread_realtime(kRealtimePriorityBeats);
     realtime_ok_.store(ok);
@@ -218,6 +245,7 @@ bool Monitor::send_beat(v1::Beat &b) {
         sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
     if (n == static_cast<ssize_t>(d.size())) {
       udp_sent_++;
+      last_tx_ns_.store(mono_ns(), std::memory_order_relaxed);
       return true;
     }
     /* With IP_RECVERR an ICMP error for an earlier datagram fails the next call, this one,
@@ -303,48 +331,80 @@ void Monitor::drain_icmp_errors(bool note) {
 }
 
 void Monitor::udp_rx_loop() {
+  pin(rx_cpu_, "receiving");
   if (cfg_.realtime) make_thread_realtime(kRealtimePriorityBeats);
-  uint8_t buf[kBeatMaxDatagram + 1];
+  const int64_t interval_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.interval).count();
+  const int wait_ms = std::max<int>(1, int(interval_ns / 1'000'000));
   while (running_.load()) {
+    pollfd p{udp_fd_, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) > 0) {
+      // ICMP errors queued (IP_RECVERR) keep the socket readable for poll until read.
+      if (p.revents & POLLERR) drain_icmp_errors(true);
+      std::lock_guard<std::mutex> g(rx_mu_);
+      read_pending();
+    }
+    /* The sender half an interval late: its CPU is held back (or it is). Send this node's beat
+     * from here, so that one CPU stopped does not silence the node. */
+    const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
+    if (last != 0 && mono_ns() - last > interval_ns + interval_ns / 2) {
+      v1::Beat mine;
+      if (hooks_.fill_local) hooks_.fill_local(&mine);
+      if (send_beat(mine)) backup_beats_++;
+    }
+  }
+}
+
+unsigned Monitor::read_pending() {
+  unsigned accepted = 0;
+  uint8_t buf[kBeatMaxDatagram + 1];
+  for (int i = 0; i < 1024; i++) {
     sockaddr_in from{};
     socklen_t fl = sizeof(from);
-    ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from), &fl);
+    const ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr *>(&from), &fl);
     if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) drain_icmp_errors(true);
-      continue;  // timeout (checks running_) or a transient error
-    }
-    BeatReject r;
-    v1::Beat b;
-    if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
-      r = BeatReject::WRONG_SOURCE;
-    else if (auth_)
-      r = auth_->open(buf, static_cast<size_t>(n), &b);
-    else
-      r = decode_beat_datagram(buf, static_cast<size_t>(n), &b);
-    if (r != BeatReject::COUNT) {
-      udp_rejected_[static_cast<size_t>(r)]++;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno != EINTR) drain_icmp_errors(true);  // IP_RECVERR: an error queued fails the call
       continue;
     }
-    udp_heard_++;
-    if (b.probe() != 0) {
-      // Answer at once, from this (real-time) thread: the prober is deciding a failover.
-      v1::Beat ans;
-      if (hooks_.fill_local) hooks_.fill_local(&ans);
-      if (hooks_.fill_probe_reply) hooks_.fill_probe_reply(&ans);
-      ans.set_probe_reply(b.probe());
-      send_beat(ans);
-    }
-    if (b.probe_reply() != 0) {
-      std::lock_guard<std::mutex> g(probe_mu_);
-      if (b.probe_reply() == probe_id_) {
-        probe_answer_ = b;
-        probe_answered_ = true;
-        probes_answered_++;
-        probe_cv_.notify_all();
-      }
-    }
-    record(b);
+    const uint64_t before = udp_heard_.load(std::memory_order_relaxed);
+    take_datagram(buf, static_cast<size_t>(n), from);
+    accepted += udp_heard_.load(std::memory_order_relaxed) != before;
   }
+  return accepted;
+}
+
+void Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
+  BeatReject r;
+  v1::Beat b;
+  if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
+    r = BeatReject::WRONG_SOURCE;
+  else if (auth_)
+    r = auth_->open(buf, n, &b);
+  else
+    r = decode_beat_datagram(buf, n, &b);
+  if (r != BeatReject::COUNT) {
+    udp_rejected_[static_cast<size_t>(r)]++;
+    return;
+  }
+  udp_heard_++;
+  if (b.probe() != 0) {
+    // Answer at once, from this (real-time) thread: the prober is deciding a failover.
+    v1::Beat ans;
+    if (hooks_.fill_local) hooks_.fill_local(&ans);
+    if (hooks_.fill_probe_reply) hooks_.fill_probe_reply(&ans);
+    ans.set_probe_reply(b.probe());
+    send_beat(ans);
+  }
+  if (b.probe_reply() != 0) {
+    std::lock_guard<std::mutex> g(probe_mu_);
+    if (b.probe_reply() == probe_id_) {
+      probe_answer_ = b;
+      probe_answered_ = true;
+      probes_answered_++;
+      probe_cv_.notify_all();
+    }
+  }
+  record(b);
 }
 
 void Monitor::record(const v1::Beat &b) {

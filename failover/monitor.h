@@ -11,6 +11,17 @@
  * normal thread, an RPC and its HTTP/2 machinery by tens of milliseconds; these threads
  * run within microseconds of their timer, so the silence threshold can be tight without
  * false alarms. The silence check then runs on the sending thread, every interval.
+ *
+ * Real-time priority does not help when the hypervisor holds a vCPU back: everything on it
+ * stops, its timers too, for tens of milliseconds on a shared host (measured: up to 100 ms,
+ * most often one vCPU at a time). So with two CPUs or more the two threads run on two
+ * different CPUs (off the workers' cores where possible), and each covers for the other:
+ *   - the receiving thread sends a beat itself when the sender is half an interval late, so
+ *     one CPU held back does not silence this node;
+ *   - before the sending thread counts an interval as silent, it reads the socket itself:
+ *     beats that wait there unread mean our receiver was held back, not that the peer fell
+ *     silent. (Both read under one lock, as the authentication's replay window needs.)
+ * Both are counted (backup_beats(), beats_read_by_check()).
  * Datagrams are accepted only from the configured peer address and, with beat_keys, only
  * with a valid HMAC tag and a sequence number not seen before (failover/beat_auth.h);
  * anything else is counted by reason and ignored. Without keys anyone who can send from the
@@ -31,6 +42,8 @@
 #include <thread>
 #include <vector>
 
+#include <netinet/in.h>
+
 #include <grpcpp/grpcpp.h>
 
 #include "failover/beat_auth.h"
@@ -49,6 +62,11 @@ struct MonitorConfig {
   std::string udp_bind;  // local IPv4 address
   std::string udp_peer;  // the peer's IPv4 address
   bool realtime = true;  // SCHED_FIFO for the two beat threads, when permitted
+  /* The two beat threads on two different CPUs (the last two allowed, off avoid_cpus when two
+   * others remain), when the process may use two or more. */
+  bool spread = true;
+  std::vector<int> avoid_cpus;  // the dataplane workers' cores
+  std::vector<int> beat_cpus;   // {sending, receiving} to pin them there instead (tests); empty: chosen
   /* Fast-beat keys (failover/beat_auth.h): the first signs, all verify. Empty: datagrams
    * carry no tag and any well-formed one from the peer's address counts (the daemon warns). */
   std::vector<BeatKey> beat_keys;
@@ -114,6 +132,13 @@ class Monitor {
   ProbeResult probe(std::chrono::microseconds timeout, v1::Beat *reply);
   uint64_t probes_refused() const { return probes_refused_.load(); }
   uint64_t probes_answered() const { return probes_answered_.load(); }
+  // Beats sent by the receiving thread because the sending one was late (its CPU held back).
+  uint64_t backup_beats() const { return backup_beats_.load(); }
+  // Peer beats the silence check found waiting unread (the receiving thread held back).
+  uint64_t beats_read_by_check() const { return read_by_check_.load(); }
+  // The CPUs the sending and receiving threads run on (-1: not pinned).
+  int tx_cpu() const { return tx_cpu_; }
+  int rx_cpu() const { return rx_cpu_; }
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
   // Empty when fast beats run (or are off); else why they could not start.
@@ -124,6 +149,11 @@ class Monitor {
   void udp_tx_loop();
   void udp_rx_loop();
   void drain_icmp_errors(bool note);
+  // Reads every datagram waiting in the socket, without blocking (rx_mu_ held); returns the
+  // peer's beats accepted.
+  unsigned read_pending();
+  void take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from);
+  void pin(int cpu, const char *what);
   void check_silence();
   void record(const v1::Beat &b);
 
@@ -144,6 +174,10 @@ class Monitor {
   std::unique_ptr<BeatAuth> auth_;  // null: plain datagrams
   uint32_t udp_peer_addr_ = 0;  // network order
   std::thread udp_tx_, udp_rx_;
+  std::mutex rx_mu_;  // whoever reads the socket (the receiving thread, or the silence check)
+  std::atomic<int64_t> last_tx_ns_{0};  // mono ns of the last beat sent (either thread)
+  std::atomic<uint64_t> backup_beats_{0}, read_by_check_{0};
+  int tx_cpu_ = -1, rx_cpu_ = -1;
   std::atomic<uint64_t> udp_sent_{0}, udp_heard_{0};
   std::atomic<uint64_t> udp_rejected_[static_cast<size_t>(BeatReject::COUNT)] = {};
   std::atomic<bool> realtime_ok_{false};

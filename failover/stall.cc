@@ -73,6 +73,20 @@ long read_syscall(int tid) {
   return nr;
 }
 
+bool waits_for_cpu(int tid) {
+  if (tid <= 0) return false;
+  SchedStat s = read_schedstat(tid);
+  if (!s.ok) return false;
+  if (s.state == 'R') return true;
+  if (s.state != 'S') return false;
+  const long nr = read_syscall(tid);
+  if (nr == SYS_nanosleep || nr == SYS_clock_nanosleep) return true;
+  if (nr != -2) return false;
+  // The kernel could not say: the thread moved while it looked (woke, say). Look once more.
+  s = read_schedstat(tid);
+  return s.ok && s.state == 'R';
+}
+
 StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
   std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
   if (!g.owns_lock()) return last_.load();
@@ -97,6 +111,17 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
   const int64_t idle = now_ns - change_ns_;
   const int64_t stall_ns = stall_ns_.load(std::memory_order_relaxed);
   if (idle <= stall_ns) return Verdict::PROGRESS;
+  /* No thread yet: the worker has not started (a node just launched it, on a busy machine).
+   * Not progress, and nothing the kernel can say about it: starved until the starvation
+   * limit, as a thread that waits for its CPU would be; past it, stalled ("state unknown"). */
+  if (tid <= 0 && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
+    if (!in_starve_) {
+      in_starve_ = true;
+      starved_++;
+    }
+    in_stall_ = false;
+    return Verdict::STARVED;
+  }
   /* The checks come from threads that share the machine with the worker (every fast beat, 5 ms
    * apart, when they get a CPU). When the first check to see no progress came late, past
    * stall_ms, the baseline was only taken now: a window of nothing tells a starved thread from

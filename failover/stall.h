@@ -40,6 +40,12 @@ struct SchedStat {
 SchedStat read_schedstat(int tid);
 // The system call the thread is in: its number, -1 none (running), -2 unknown.
 long read_syscall(int tid);
+/* Whether the thread waits only for a CPU, at one look: runnable (R), or asleep in a nap
+ * (nanosleep, clock_nanosleep), which for a worker silent for milliseconds is a wake-up
+ * that came late because the machine did not run it. Blocked in anything else (a lock, I/O),
+ * stopped, or gone: false. (A probe's answer, failover/dp_verdict.h; the detector below looks
+ * at a whole window instead.) */
+bool waits_for_cpu(int tid);
 
 class StallDetector {
  public:
@@ -48,7 +54,8 @@ class StallDetector {
   // Any thread (a reload changes the threshold while beats and /metrics check).
   void set_stall_ms(uint32_t ms) { stall_ns_.store(int64_t(ms) * 1000000, std::memory_order_relaxed); }
   void set_starve_factor(uint32_t f) { starve_factor_.store(f, std::memory_order_relaxed); }
-  /* loops: the worker's progress counter; tid: its thread (0 = unknown: no starvation check).
+  /* loops: the worker's progress counter; tid: its thread (0 = not started yet: no
+   * starvation check; it is given the starvation limit to start, then called stalled).
    * Thread-safe; cheap enough to call on every heartbeat. Never waits: while another thread
    * checks (and may have lost its CPU on a busy machine), it returns that check's verdict,
    * so a real-time beat thread is never held up by a normal-priority caller. */

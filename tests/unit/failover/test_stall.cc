@@ -381,5 +381,53 @@ TEST(StallDetector, AWorkerBlockedOnALockIsStalled) {
   EXPECT_EQ(d.last_stall().syscall, SYS_futex);
 }
 
+// A worker whose thread has not started (no tid yet) is given the starvation limit to start:
+// not stalled at stall_ms, as the old detector called it ("state unknown") while a node
+// launched its workers on a busy machine; stalled once the limit passes.
+TEST(StallDetector, AWorkerNotStartedIsStalledOnlyPastTheStarvationLimit) {
+  StallDetector d;
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000;
+  EXPECT_EQ(d.check(0, 0, t0), StallDetector::Verdict::PROGRESS);
+  EXPECT_EQ(d.check(0, 0, t0 + 41'000'000), StallDetector::Verdict::STARVED) << "past stall_ms, not started yet";
+  EXPECT_EQ(d.check(0, 0, t0 + 399'000'000), StallDetector::Verdict::STARVED);
+  EXPECT_EQ(d.stalled_windows(), 0u);
+  EXPECT_EQ(d.check(0, 0, t0 + 401'000'000), StallDetector::Verdict::STALLED) << "past 10 x stall_ms";
+  EXPECT_EQ(d.stalled_windows(), 1u);
+  EXPECT_TRUE(d.last_stall().starve_limit);
+  EXPECT_EQ(d.last_stall().state, '?');
+  EXPECT_EQ(d.check(1, 0, t0 + 402'000'000), StallDetector::Verdict::PROGRESS) << "it moved";
+}
+
+// The probe's one look (waits_for_cpu): asleep in a nap waits for the CPU; blocked on a lock
+// (the worker.test_hooks stall blocks the same way) does not; a spinning thread does.
+TEST(WaitsForCpu, ANapYesALockNoASpinYes) {
+  std::atomic<int> napper{0}, locked{0};
+  std::mutex m;
+  m.lock();
+  std::thread a([&] {
+    napper = gettid_();
+    timespec ts{0, 300000000};
+    nanosleep(&ts, nullptr);
+  });
+  std::thread b([&] {
+    locked = gettid_();
+    m.lock();
+    m.unlock();
+  });
+  Spinner spin;
+  while (!napper.load() || !locked.load()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(waits_for_cpu(napper.load())) << "asleep in nanosleep";
+  EXPECT_FALSE(waits_for_cpu(locked.load())) << "blocked on a futex";
+  EXPECT_TRUE(waits_for_cpu(spin.tid())) << "running or runnable";
+  EXPECT_FALSE(waits_for_cpu(0)) << "no thread";
+  m.unlock();
+  a.join();
+  b.join();
+  EXPECT_FALSE(waits_for_cpu(napper.load())) << "gone";
+}
+
 }  // namespace
 }  // namespace ftpair::fo
