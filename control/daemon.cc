@@ -212,8 +212,14 @@ void Daemon::fill_probe_reply(v1::Beat *b) {
     d->set_beats_sent(dp_board_->sent(w));
     const uint64_t last = dp_board_->last_sent_tsc(w);
     d->set_last_beat_age_us(last && now > last ? dp::tsc_to_us(now - last, hz) : (last ? 0 : UINT64_MAX));
-    const int tid = node_->worker(w).tid.load(std::memory_order_acquire);
-    d->set_runnable(fo::waits_for_cpu(tid));  // running, runnable, or in a nap that wakes late
+    const dp::WorkerContext &wc = node_->worker(w);
+    const int tid = wc.tid.load(std::memory_order_acquire);
+    // Running, runnable, or in its nap (a wake-up that comes late). The flag is read on both
+    // sides of the state: a worker that wakes or naps in between is not taken for blocked.
+    const bool nap0 = wc.napping.load(std::memory_order_relaxed);
+    const fo::SchedStat st = tid > 0 ? fo::read_schedstat(tid) : fo::SchedStat{};
+    const bool nap1 = wc.napping.load(std::memory_order_relaxed);
+    d->set_runnable(fo::waits_for_cpu(st, nap0 || nap1));
   }
 }
 

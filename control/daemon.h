@@ -151,6 +151,8 @@ class Daemon {
 
  private:
   void log_stalls();      // tick(): one warning per worker stall the health check saw
+  std::string stall_text(unsigned w, const fo::StallDetector::StallFacts &f) const;
+  std::string stalled_text() const;  // the first worker stalled now, described; any thread
   void push_health();     // tick(): grpc.health.v1 SERVING state
   void push_protected();  // tick(): ftpair.pair.protected and the alarm log line
   // start(), in order: the checkpoint engine and the Sync service, the fencer and the

@@ -34,7 +34,9 @@ void Daemon::fill_beat(v1::Beat *b) {
     b->set_dataplane_loops(node_->agent().loops_total());
     b->set_packets(node_->agent().port_counters(0).rx_packets + node_->agent().port_counters(1).rx_packets);
   }
-  b->set_dataplane_healthy(dataplane_healthy());
+  const bool healthy = dataplane_healthy();
+  b->set_dataplane_healthy(healthy);
+  if (!healthy) b->set_dataplane_unhealthy(stalled_text());
   b->set_epoch(is_active(r) ? engine_->acked_epoch() : applier_->applied_epoch());
   b->set_in_sync(is_active(r) ? engine_->in_sync() : applier_->in_sync());
 }
@@ -125,8 +127,13 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
   if (is_active(r)) return;
   (void)roles_.adopt_generation(b.generation(), "the peer " + b.node_id() + " beats with it");
   if (v == fo::BeatVerdict::PROMOTE_UNHEALTHY && !retiring_.load()) {
+    // The active's own account (it may be fenced before its log says it), bounded.
+    std::string facts = b.dataplane_unhealthy().substr(0, 240);
+    for (char &c : facts)
+      if (c < 0x20 || c > 0x7e) c = '?';
     Status st = promote("the active reports its dataplane cannot service packets (" +
-                            std::to_string(beat_policy_.streak()) + " beats in a row)",
+                            std::to_string(beat_policy_.streak()) + " beats in a row" +
+                            (facts.empty() ? std::string() : ": " + facts) + ")",
                         false);
     if (st.ok()) roles_.count_failover("peer_unhealthy");
   }

@@ -36,6 +36,28 @@ void Daemon::tick() {
   push_protected();
 }
 
+// What the stall detector saw of worker w's thread, in one phrase (a log line, a beat).
+std::string Daemon::stall_text(unsigned w, const fo::StallDetector::StallFacts &f) const {
+  if (f.starve_limit)
+    return "worker " + std::to_string(w) + " made no progress for " + std::to_string(f.idle_ms) + " ms, " +
+           (f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at") +
+           ": past 10 x worker.stall_ms (" + std::to_string(stall_ms_.load()) + " ms)";
+  return "worker " + std::to_string(w) + " stalled: no progress for " + std::to_string(f.idle_ms) +
+         " ms (worker.stall_ms " + std::to_string(stall_ms_.load()) + "); its thread " +
+         (f.state == '?' ? std::string("state unknown") : std::string("in state ") + f.state) +
+         (f.syscall >= 0 ? " in system call " + std::to_string(f.syscall) : std::string()) + ", ran " +
+         (f.ran_ms < 0 ? std::string("?") : std::to_string(f.ran_ms)) + " ms and slept or blocked " +
+         (f.slept < 0 ? std::string("?") : std::to_string(f.slept)) + " times since";
+}
+
+// The first worker stalled now, described (empty: none): the beat carries it to the peer.
+std::string Daemon::stalled_text() const {
+  if (!node_) return "no dataplane";
+  for (unsigned w = 0; w < node_->workers(); w++)
+    if (stall_detector_[w].stalled_now()) return stall_text(w, stall_detector_[w].last_stall());
+  return std::string();
+}
+
 // One line per stall the health check saw (on the beats' thread, which must not log), with
 // what the kernel said about the worker's thread: ran without progress, slept, or blocked.
 void Daemon::log_stalls() {
@@ -44,19 +66,7 @@ void Daemon::log_stalls() {
     const fo::StallDetector::StallFacts f = stall_detector_[w].last_stall();
     if (f.count == stalls_logged_[w]) continue;
     stalls_logged_[w] = f.count;
-    if (f.starve_limit) {
-      L.warn("worker {} made no progress for {} ms, {}: past 10 x worker.stall_ms ({} ms); the node reports its "
-             "dataplane unhealthy until it moves again",
-             w, f.idle_ms, f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at",
-             stall_ms_.load());
-      continue;
-    }
-    L.warn("worker {} stalled: no progress for {} ms (worker.stall_ms {}); its thread {}{}, ran {} ms and slept or "
-           "blocked {} times since; the node reports its dataplane unhealthy until it moves again",
-           w, f.idle_ms, stall_ms_.load(), f.state == '?' ? std::string("state unknown") : std::string("in state ") + f.state,
-           f.syscall >= 0 ? " in system call " + std::to_string(f.syscall) : std::string(),
-           f.ran_ms < 0 ? std::string("?") : std::to_string(f.ran_ms),
-           f.slept < 0 ? std::string("?") : std::to_string(f.slept));
+    L.warn("{}; the node reports its dataplane unhealthy until it moves again", stall_text(w, f));
   }
 }
 

@@ -214,10 +214,18 @@ Node::~Node() {
   if (pool_) rte_mempool_free(pool_);
 }
 
+/* The CPUs the workers' lcores may run on, known before start(): start() launches worker i on
+ * the i-th worker lcore (a worker beyond them runs on a plain thread, anywhere). Every CPU of
+ * each lcore's set, as `--lcores 1@(2-3)` allows more than one. */
 std::vector<int> Node::worker_cpus() const {
   std::vector<int> cpus;
-  for (const Worker &wk : w_)
-    if (wk.lcore < RTE_MAX_LCORE) cpus.push_back(int(rte_lcore_to_cpu_id(int(wk.lcore))));
+  unsigned lcore = rte_get_next_lcore(-1, 1, 0);
+  for (size_t i = 0; i < w_.size() && lcore < RTE_MAX_LCORE; i++, lcore = rte_get_next_lcore(lcore, 1, 0)) {
+    const rte_cpuset_t set = rte_lcore_cpuset(lcore);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+      if (CPU_ISSET(c, &set) && std::find(cpus.begin(), cpus.end(), c) == cpus.end()) cpus.push_back(c);
+  }
+  std::sort(cpus.begin(), cpus.end());
   return cpus;
 }
 

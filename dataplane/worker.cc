@@ -94,7 +94,9 @@ int worker_main(void *arg) {
     uint32_t us = 1u << ((idle - 64) / 16 < 10 ? (idle - 64) / 16 : 10);
     if (us > c.idle_sleep_max_us) us = c.idle_sleep_max_us;
     timespec ts{0, static_cast<long>(us) * 1000};
+    c.napping.store(true, std::memory_order_relaxed);
     nanosleep(&ts, nullptr);
+    c.napping.store(false, std::memory_order_relaxed);
     bump(c.idle_sleeps);
   }
   c.agent->flush(c.id);

@@ -29,6 +29,9 @@ struct alignas(64) WorkerContext {
   uint64_t beat_next_tsc = UINT64_MAX;
   std::atomic<uint64_t> idle_sleeps{0};
   std::atomic<int> tid{0};  // the worker thread's kernel id, once it runs (stall diagnosis)
+  // True while the idle loop naps (nanosleep): a probe's answer tells a nap from a block
+  // without asking the kernel, which may wait for the thread to leave its CPU.
+  std::atomic<bool> napping{false};
 };
 
 // Runs until *ctx->quit. Usable with rte_eal_remote_launch (arg = WorkerContext*).

@@ -16,7 +16,7 @@
  * with its clock stepped back is refused until its clock passes the last beat seen: its gRPC
  * beats, authenticated by mTLS, still count it as alive.)
  *
- * Open is not thread-safe (one receiving thread); seal and set_keys are. */
+ * Open is not thread-safe (its caller serializes it: failover/monitor.cc); seal and set_keys are. */
 #pragma once
 
 #include <cstddef>

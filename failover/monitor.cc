@@ -23,6 +23,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 auto &L = log::component("monitor");
+// A probe waiting for its answer reads the socket itself this often.
+constexpr std::chrono::microseconds kProbeSlice{500};
 }  // namespace
 
 const char *beat_reject_label(BeatReject r) {
@@ -99,17 +101,22 @@ void Monitor::start() {
     if (fd >= 0) {
       udp_fd_ = fd;
       udp_peer_addr_ = peer_addr.s_addr;
+      last_tx_ns_.store(0);
+      tx_cpu_.store(-1);
+      rx_cpu_.store(-1);
       if (cfg_.beat_cpus.size() == 2) {
-        tx_cpu_ = cfg_.beat_cpus[0], rx_cpu_ = cfg_.beat_cpus[1];
+        tx_cpu_.store(cfg_.beat_cpus[0]), rx_cpu_.store(cfg_.beat_cpus[1]);
       } else if (cfg_.spread) {
         const std::vector<int> cpus = allowed_cpus(cfg_.avoid_cpus, 2);
-        if (cpus.size() >= 2) tx_cpu_ = cpus[cpus.size() - 1], rx_cpu_ = cpus[cpus.size() - 2];
+        if (cpus.size() >= 2) tx_cpu_.store(cpus[cpus.size() - 1]), rx_cpu_.store(cpus[cpus.size() - 2]);
       }
       udp_rx_ = std::thread([this] { udp_rx_loop(); });
       udp_tx_ = std::thread([this] { udp_tx_loop(); });
-      if (tx_cpu_ >= 0)
-        L.info("fast beats: sending thread on CPU {}, receiving thread on CPU {} (each covers for the other)", tx_cpu_,
-               rx_cpu_);
+      if (tx_cpu_.load() >= 0)
+        L.info("fast beats: sending thread on CPU {}, receiving thread on CPU {} (each covers for the other)",
+               tx_cpu_.load(), rx_cpu_.load());
+      else if (cfg_.spread)
+        L.info("fast beats: one CPU allowed, the beat threads share it (a held vCPU stops both)");
     } else {
       // Heartbeats still run over gRPC; the silence check stays on that loop.
       L.warn("{}; heartbeats over gRPC only", err);
@@ -186,10 +193,9 @@ void Monitor::check_silence() {
     return;
   }
   /* Silent since the last check. Beats may wait unread in our socket, the receiving thread
-   * held back with its CPU: read them here. (rx_mu_ taken by the receiver means it is reading.) */
-  if (udp_fd_ >= 0 && rx_mu_.try_lock()) {
+   * held back with its CPU: read them here. */
+  if (udp_fd_ >= 0) {
     const unsigned n = read_pending();
-    rx_mu_.unlock();
     if (n) {
       read_by_check_ += n;
       heard_at_check_ = last_heard_ns_.load();
@@ -205,19 +211,29 @@ void Monitor::check_silence() {
   }
 }
 
-void Monitor::pin(int cpu, const char *what) {
-  if (cpu >= 0 && !pin_thread_to_cpu(cpu))
-    L.warn("fast beats: cannot pin the {} thread to CPU {} ({}); it runs where the scheduler puts it", what, cpu,
+/* Pinned only at real-time priority: a normal thread is better off where the scheduler's
+ * wake-up placement and load balancing put it. */
+void Monitor::pin(std::atomic<int> &cpu, const char *what) {
+  const int c = cpu.load();
+  if (c < 0) return;
+  if (!thread_is_realtime()) {
+    cpu.store(-1);
+    return;
+  }
+  if (!pin_thread_to_cpu(c)) {
+    L.warn("fast beats: cannot pin the {} thread to CPU {} ({}); it runs where the scheduler puts it", what, c,
            std::strerror(errno));
+    cpu.store(-1);
+  }
 }
 
 void Monitor::udp_tx_loop() {
-  pin(tx_cpu_, "sending");
   if (cfg_.realtime) {
     bool ok = make_thread_realtime(kRealtimePriorityBeats);
     realtime_ok_.store(ok);
     if (!ok) L.warn("fast beats: no real-time priority here ({}); normal priority", std::strerror(errno));
   }
+  pin(tx_cpu_, "sending");
   auto next = Clock::now();
   while (running_.load()) {
     next += cfg_.interval;
@@ -272,12 +288,22 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   ask.set_probe(probe_id_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto done = [this] { return probe_answered_ || probe_refused_; };
   bool got = false;
   for (int attempt = 0; attempt < 3 && !got; attempt++) {
     v1::Beat again = ask;  // a fresh sequence number and send time each time
     send_beat(again);
-    const auto until = attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3;
-    got = probe_cv_.wait_until(lk, std::min(until, deadline), [this] { return probe_answered_ || probe_refused_; });
+    const auto until = std::min(attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3, deadline);
+    for (;;) {
+      got = probe_cv_.wait_until(lk, std::min(until, std::chrono::steady_clock::now() + kProbeSlice), done);
+      if (got || std::chrono::steady_clock::now() >= until) break;
+      /* No answer yet. It may wait unread in the socket, our receiving thread held back with
+       * its CPU: read it here (probe_mu_ released: an answer read is posted under it). */
+      lk.unlock();
+      read_pending();
+      lk.lock();
+      if ((got = done())) break;
+    }
     if (std::chrono::steady_clock::now() >= deadline) break;
   }
   probe_id_ = 0;
@@ -295,8 +321,8 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
 }
 
 /* ICMP errors for datagrams to the peer (IP_RECVERR): a port unreachable from the peer's
- * address is noted (refused_ns_), and while a probe waits it answers it (note: only on the
- * receiving thread, which does not hold probe_mu_). Every queued error is read: errors left
+ * address is noted (refused_ns_), and while a probe waits it answers it (note: only by a
+ * thread that reads the socket without probe_mu_ held). Every queued error is read: errors left
  * queued count against the socket's receive buffer and would starve the beats. */
 void Monitor::drain_icmp_errors(bool note) {
   for (int i = 0; i < 256; i++) {
@@ -331,22 +357,25 @@ void Monitor::drain_icmp_errors(bool note) {
 }
 
 void Monitor::udp_rx_loop() {
-  pin(rx_cpu_, "receiving");
   if (cfg_.realtime) make_thread_realtime(kRealtimePriorityBeats);
+  pin(rx_cpu_, "receiving");
   const int64_t interval_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.interval).count();
-  const int wait_ms = std::max<int>(1, int(interval_ns / 1'000'000));
+  const int64_t late_ns = interval_ns + interval_ns / 4;  // the sender's beat overdue by a quarter interval
   while (running_.load()) {
+    // Wake for a datagram, or when the sender's next beat is overdue (at most one interval on).
+    const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
+    const int64_t wait_ns = std::clamp<int64_t>(last ? last + late_ns - mono_ns() : interval_ns, 200'000, interval_ns);
+    const timespec ts{time_t(wait_ns / 1'000'000'000), long(wait_ns % 1'000'000'000)};
     pollfd p{udp_fd_, POLLIN, 0};
-    if (poll(&p, 1, wait_ms) > 0) {
+    if (ppoll(&p, 1, &ts, nullptr) > 0) {
       // ICMP errors queued (IP_RECVERR) keep the socket readable for poll until read.
       if (p.revents & POLLERR) drain_icmp_errors(true);
-      std::lock_guard<std::mutex> g(rx_mu_);
       read_pending();
     }
-    /* The sender half an interval late: its CPU is held back (or it is). Send this node's beat
-     * from here, so that one CPU stopped does not silence the node. */
-    const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
-    if (last != 0 && mono_ns() - last > interval_ns + interval_ns / 2) {
+    /* The sender's beat overdue: its CPU is held back (or it is). Send this node's beat from
+     * here, every interval while that lasts, so that one CPU stopped does not silence the node. */
+    const int64_t last_sent = last_tx_ns_.load(std::memory_order_relaxed);
+    if (last_sent != 0 && mono_ns() - last_sent > late_ns) {
       v1::Beat mine;
       if (hooks_.fill_local) hooks_.fill_local(&mine);
       if (send_beat(mine)) backup_beats_++;
@@ -378,10 +407,12 @@ void Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
   v1::Beat b;
   if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
     r = BeatReject::WRONG_SOURCE;
-  else if (auth_)
+  else if (auth_) {
+    std::lock_guard<std::mutex> g(auth_mu_);  // the replay window: one reader at a time
     r = auth_->open(buf, n, &b);
-  else
+  } else {
     r = decode_beat_datagram(buf, n, &b);
+  }
   if (r != BeatReject::COUNT) {
     udp_rejected_[static_cast<size_t>(r)]++;
     return;

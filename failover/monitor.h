@@ -20,8 +20,10 @@
  *     one CPU held back does not silence this node;
  *   - before the sending thread counts an interval as silent, it reads the socket itself:
  *     beats that wait there unread mean our receiver was held back, not that the peer fell
- *     silent. (Both read under one lock, as the authentication's replay window needs.)
- * Both are counted (backup_beats(), beats_read_by_check()).
+ *     silent; and a probe waiting for its answer reads it too. (The authentication's replay
+ *     window is opened under a lock of its own.)
+ * Both are counted (backup_beats(), beats_read_by_check()). The threads are pinned only when
+ * they run at real-time priority.
  * Datagrams are accepted only from the configured peer address and, with beat_keys, only
  * with a valid HMAC tag and a sequence number not seen before (failover/beat_auth.h);
  * anything else is counted by reason and ignored. Without keys anyone who can send from the
@@ -63,7 +65,7 @@ struct MonitorConfig {
   std::string udp_peer;  // the peer's IPv4 address
   bool realtime = true;  // SCHED_FIFO for the two beat threads, when permitted
   /* The two beat threads on two different CPUs (the last two allowed, off avoid_cpus when two
-   * others remain), when the process may use two or more. */
+   * others remain), when the process may use two or more and they run at real-time priority. */
   bool spread = true;
   std::vector<int> avoid_cpus;  // the dataplane workers' cores
   std::vector<int> beat_cpus;   // {sending, receiving} to pin them there instead (tests); empty: chosen
@@ -136,9 +138,10 @@ class Monitor {
   uint64_t backup_beats() const { return backup_beats_.load(); }
   // Peer beats the silence check found waiting unread (the receiving thread held back).
   uint64_t beats_read_by_check() const { return read_by_check_.load(); }
-  // The CPUs the sending and receiving threads run on (-1: not pinned).
-  int tx_cpu() const { return tx_cpu_; }
-  int rx_cpu() const { return rx_cpu_; }
+  // The CPUs the sending and receiving threads run on (-1: not pinned; pinned only at
+  // real-time priority).
+  int tx_cpu() const { return tx_cpu_.load(); }
+  int rx_cpu() const { return rx_cpu_.load(); }
   // True when the fast-beat threads got real-time priority.
   bool realtime() const { return realtime_ok_.load(); }
   // Empty when fast beats run (or are off); else why they could not start.
@@ -149,11 +152,11 @@ class Monitor {
   void udp_tx_loop();
   void udp_rx_loop();
   void drain_icmp_errors(bool note);
-  // Reads every datagram waiting in the socket, without blocking (rx_mu_ held); returns the
-  // peer's beats accepted.
+  // Reads every datagram waiting in the socket, without blocking; returns the peer's beats
+  // accepted. Any thread (the receiver, the silence check, a waiting probe) without probe_mu_.
   unsigned read_pending();
   void take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from);
-  void pin(int cpu, const char *what);
+  void pin(std::atomic<int> &cpu, const char *what);
   void check_silence();
   void record(const v1::Beat &b);
 
@@ -174,10 +177,10 @@ class Monitor {
   std::unique_ptr<BeatAuth> auth_;  // null: plain datagrams
   uint32_t udp_peer_addr_ = 0;  // network order
   std::thread udp_tx_, udp_rx_;
-  std::mutex rx_mu_;  // whoever reads the socket (the receiving thread, or the silence check)
+  std::mutex auth_mu_;  // BeatAuth::open (its replay window) for whichever thread reads
   std::atomic<int64_t> last_tx_ns_{0};  // mono ns of the last beat sent (either thread)
   std::atomic<uint64_t> backup_beats_{0}, read_by_check_{0};
-  int tx_cpu_ = -1, rx_cpu_ = -1;
+  std::atomic<int> tx_cpu_{-1}, rx_cpu_{-1};
   std::atomic<uint64_t> udp_sent_{0}, udp_heard_{0};
   std::atomic<uint64_t> udp_rejected_[static_cast<size_t>(BeatReject::COUNT)] = {};
   std::atomic<bool> realtime_ok_{false};

@@ -73,20 +73,6 @@ long read_syscall(int tid) {
   return nr;
 }
 
-bool waits_for_cpu(int tid) {
-  if (tid <= 0) return false;
-  SchedStat s = read_schedstat(tid);
-  if (!s.ok) return false;
-  if (s.state == 'R') return true;
-  if (s.state != 'S') return false;
-  const long nr = read_syscall(tid);
-  if (nr == SYS_nanosleep || nr == SYS_clock_nanosleep) return true;
-  if (nr != -2) return false;
-  // The kernel could not say: the thread moved while it looked (woke, say). Look once more.
-  s = read_schedstat(tid);
-  return s.ok && s.state == 'R';
-}
-
 StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
   std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
   if (!g.owns_lock()) return last_.load();

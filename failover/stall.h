@@ -40,12 +40,15 @@ struct SchedStat {
 SchedStat read_schedstat(int tid);
 // The system call the thread is in: its number, -1 none (running), -2 unknown.
 long read_syscall(int tid);
-/* Whether the thread waits only for a CPU, at one look: runnable (R), or asleep in a nap
- * (nanosleep, clock_nanosleep), which for a worker silent for milliseconds is a wake-up
- * that came late because the machine did not run it. Blocked in anything else (a lock, I/O),
- * stopped, or gone: false. (A probe's answer, failover/dp_verdict.h; the detector below looks
- * at a whole window instead.) */
-bool waits_for_cpu(int tid);
+/* Whether a worker waits only for a CPU, at one look (s: read_schedstat; napping: the worker's
+ * own flag around its idle nap): runnable (R), or asleep in its nap, which for a worker silent
+ * for milliseconds is a wake-up that came late because the machine did not run it. Asleep
+ * anywhere else (a lock, I/O), stopped, or gone: false. For a probe's answer
+ * (failover/dp_verdict.h), on a real-time thread: the flag, not /proc/TID/syscall, whose
+ * read may wait for the thread to leave its CPU. The detector below looks at a whole window. */
+inline bool waits_for_cpu(const SchedStat &s, bool napping) {
+  return s.ok && (s.state == 'R' || (s.state == 'S' && napping));
+}
 
 class StallDetector {
  public:
@@ -74,6 +77,7 @@ class StallDetector {
     long syscall = -2;          // the system call it was in then (-1 none, -2 unknown)
   };
   uint64_t stalled_windows() const { return stalled_.get(); }  // any thread
+  bool stalled_now() const { return last_.load() == Verdict::STALLED; }  // the last verdict, any thread
   StallFacts last_stall() const {
     std::lock_guard<std::mutex> g(mu_);
     return facts_;

@@ -138,6 +138,13 @@ def main():
         fault_case(lab, chk, "worker-stall", "a", lambda n: L.lab("signal", n, "USR1", check=False))
         chk.check("worker-stall: counted as peer_unhealthy on b",
                   m("b", "ftpair_failovers_total", reason="peer_unhealthy") >= 1)
+        # The active's account travels in its beats: b's promotion line names the worker and the
+        # system call its thread is blocked in (the test hook blocks on a futex: 202 on x86-64).
+        promo = [ln for ln in L.node_log_tail("b", 400).splitlines()
+                 if "promoted (the active reports its dataplane cannot service packets" in ln]
+        chk.check("worker-stall: b's promotion gives a's facts (worker 0 stalled, blocked in a futex)",
+                  bool(promo) and "worker 0 stalled: no progress for" in promo[-1] and
+                  "in state S in system call 202" in promo[-1], promo[-1] if promo else "no promotion line")
         restart(lab, "a")
         wait_pair(chk, "b", "rejoin after worker stall")
 

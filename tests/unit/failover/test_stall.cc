@@ -400,16 +400,19 @@ TEST(StallDetector, AWorkerNotStartedIsStalledOnlyPastTheStarvationLimit) {
   EXPECT_EQ(d.check(1, 0, t0 + 402'000'000), StallDetector::Verdict::PROGRESS) << "it moved";
 }
 
-// The probe's one look (waits_for_cpu): asleep in a nap waits for the CPU; blocked on a lock
-// (the worker.test_hooks stall blocks the same way) does not; a spinning thread does.
+// The probe's one look (waits_for_cpu): a thread asleep in a nap that says so waits for the
+// CPU; asleep on a lock (as the worker.test_hooks stall is) it does not; spinning it does.
 TEST(WaitsForCpu, ANapYesALockNoASpinYes) {
   std::atomic<int> napper{0}, locked{0};
+  std::atomic<bool> napping{false};
   std::mutex m;
   m.lock();
   std::thread a([&] {
     napper = gettid_();
+    napping = true;
     timespec ts{0, 300000000};
     nanosleep(&ts, nullptr);
+    napping = false;
   });
   std::thread b([&] {
     locked = gettid_();
@@ -419,14 +422,18 @@ TEST(WaitsForCpu, ANapYesALockNoASpinYes) {
   Spinner spin;
   while (!napper.load() || !locked.load()) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(20ms);
-  EXPECT_TRUE(waits_for_cpu(napper.load())) << "asleep in nanosleep";
-  EXPECT_FALSE(waits_for_cpu(locked.load())) << "blocked on a futex";
-  EXPECT_TRUE(waits_for_cpu(spin.tid())) << "running or runnable";
-  EXPECT_FALSE(waits_for_cpu(0)) << "no thread";
+  const SchedStat sa = read_schedstat(napper.load()), sb = read_schedstat(locked.load());
+  EXPECT_EQ(sa.state, 'S');
+  EXPECT_EQ(sb.state, 'S');
+  EXPECT_TRUE(waits_for_cpu(sa, napping.load())) << "asleep in its nap";
+  EXPECT_FALSE(waits_for_cpu(sb, false)) << "blocked on a futex";
+  EXPECT_FALSE(waits_for_cpu(sa, false)) << "asleep, and not in its nap";
+  EXPECT_TRUE(waits_for_cpu(read_schedstat(spin.tid()), false)) << "running or runnable";
+  EXPECT_FALSE(waits_for_cpu(SchedStat{}, true)) << "no thread";
   m.unlock();
   a.join();
   b.join();
-  EXPECT_FALSE(waits_for_cpu(napper.load())) << "gone";
+  EXPECT_FALSE(waits_for_cpu(read_schedstat(napper.load()), true)) << "gone";
 }
 
 }  // namespace
