@@ -325,6 +325,17 @@ TEST(StallDetector, AFirstLateCheckJudgesNothingUntilItHasWatched) {
 // One sleep much longer than a nap, in nanosleep: the idle loop's nap whose wake-up came late
 // (a vCPU the hypervisor held back). The machine did not run the worker: starved, not stalled.
 // Both nodes of a CI run failed over on this ("in state S, ran 0 ms and slept 0 times").
+// Checks a worker whose loop counter stays at loops, as the beats do: now and every 5 ms for
+// 150 ms (3 x stall_ms 50). Returns the last verdict.
+StallDetector::Verdict watch_150ms(StallDetector &d, uint64_t loops, int tid) {
+  StallDetector::Verdict v = d.check(loops, tid, now_ns());
+  for (int i = 0; i < 30; i++) {
+    std::this_thread::sleep_for(5ms);
+    v = d.check(loops, tid, now_ns());
+  }
+  return v;
+}
+
 TEST(StallDetector, AWorkerAsleepInOneLongNapIsStarvedNotStalled) {
   std::atomic<uint64_t> loops{0};
   std::atomic<int> tid{0};
@@ -338,11 +349,7 @@ TEST(StallDetector, AWorkerAsleepInOneLongNapIsStarvedNotStalled) {
   std::this_thread::sleep_for(2ms);
   StallDetector d;
   d.set_stall_ms(50);
-  StallDetector::Verdict v = d.check(loops.load(), tid.load(), now_ns());
-  for (int i = 0; i < 30; i++) {
-    std::this_thread::sleep_for(5ms);
-    v = d.check(loops.load(), tid.load(), now_ns());
-  }
+  const StallDetector::Verdict v = watch_150ms(d, loops.load(), tid.load());
   const SchedStat s = read_schedstat(tid.load());
   const long call = read_syscall(tid.load());
   w.join();
@@ -368,11 +375,7 @@ TEST(StallDetector, AWorkerBlockedOnALockIsStalled) {
   std::this_thread::sleep_for(2ms);
   StallDetector d;
   d.set_stall_ms(50);
-  StallDetector::Verdict v = d.check(loops.load(), tid.load(), now_ns());
-  for (int i = 0; i < 30; i++) {
-    std::this_thread::sleep_for(5ms);
-    v = d.check(loops.load(), tid.load(), now_ns());
-  }
+  const StallDetector::Verdict v = watch_150ms(d, loops.load(), tid.load());
   m.unlock();
   w.join();
   EXPECT_EQ(v, StallDetector::Verdict::STALLED);
