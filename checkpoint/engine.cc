@@ -76,6 +76,35 @@ void Engine::set_replicating(bool on) {
   update_release();
 }
 
+void Engine::standby_is_up(bool booting) {
+  static auto &L = log::component("engine");
+  if (!replicating_.load()) return;
+  const auto now = std::chrono::steady_clock::now();
+  LinkPtr stale;
+  if (booting) {
+    std::lock_guard<std::mutex> g(link_mu_);
+    // Younger than this, the link may be the one the booting standby is answering right now.
+    if (link_ && link_->age(now) > std::chrono::milliseconds(500)) stale = link_;
+  }
+  if (stale) {
+    L.info("the standby at {} says it has just started: the stream this node holds to it is an old one, "
+           "cancelled, and a new one made",
+           stale->addr());
+  } else {
+    if (connected_.load()) return;
+    const int64_t t = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+    int64_t last = last_standby_kick_ns_.load();
+    const int64_t every = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.connect_backoff).count();
+    if (t - last < every || !last_standby_kick_ns_.compare_exchange_strong(last, t)) return;
+  }
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    retry_now_.store(true);
+  }
+  if (stale) stale->cancel();
+  link_cv_.notify_all();
+}
+
 std::string Engine::last_error() const {
   std::lock_guard<std::mutex> g(lag_mu_);
   return last_error_;

@@ -103,6 +103,13 @@ class Engine {
   void stop();
   // Checkpoints and replication run only while this node is active.
   void set_replicating(bool on);
+  /* The standby's heartbeat RPC reached this active. A link that is down is retried now rather
+   * than after the rest of connect_backoff (at most once per connect_backoff, so a standby that
+   * beats often and refuses the stream is not retried faster than without this). `booting`: the
+   * standby says it has just started, so no stream of ours reaches it; a link that has stood for
+   * a while is an old one (its machine gone, the address taken over, say by a warm spare) that
+   * keepalive has not yet found dead: it is cancelled and a new one made at once. */
+  void standby_is_up(bool booting);
   bool replicating() const { return replicating_.load(); }
 
   /* Takes a checkpoint now and waits until the standby acknowledges it. Returns the epoch
@@ -232,6 +239,8 @@ class Engine {
   std::condition_variable link_cv_;
   // The standby's sync state (a joiner's is on its link).
   std::atomic<bool> connected_{false}, in_sync_{false}, need_full_{true};
+  std::atomic<int64_t> last_standby_kick_ns_{0};
+  std::atomic<bool> retry_now_{false};  // the standby link's next attempt without the backoff
   std::atomic<uint64_t> acked_{0}, sent_{0};
   std::atomic<double> progress_{0};
   std::atomic<int64_t> full_start_ns_{0};  // mono_ns() when the standby's full sync began

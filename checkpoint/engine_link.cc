@@ -86,8 +86,13 @@ void Engine::link_loop(bool joiner) {
     const std::string ended = link->finish();
     link_ended(link, hs.ok() || hs.code() != Code::FAILED_PRECONDITION ? ended : hs.message());
     if (link->promoted.load()) return;  // this thread read a promoted joiner's stream: done
+    // A stream that stood for a while and ended: the first attempt at once (the standby's
+    // address may already have a new owner, a restarted daemon or a claimed spare), then the
+    // backoff. Never for a stream that ends as soon as it is made.
+    if (hs.ok() && link->age(std::chrono::steady_clock::now()) > std::chrono::seconds(1)) continue;
     std::unique_lock<std::mutex> lk(link_mu_);
-    link_cv_.wait_for(lk, cfg_.connect_backoff);
+    // standby_is_up() cuts the wait short.
+    link_cv_.wait_for(lk, cfg_.connect_backoff, [this] { return retry_now_.exchange(false) || !running_.load(); });
   }
 }
 

@@ -67,6 +67,8 @@ class SyncLink {
   bool hello_overdue(Clock::time_point now, std::chrono::milliseconds timeout) const {
     return !ready_.load() && now - started_ > timeout;
   }
+  // Since the link was made (before its hello).
+  Clock::duration age(Clock::time_point now) const { return now - started_; }
   uint32_t format() const { return format_.load(); }
   // The far end's identity from its hello reply.
   std::string peer_node() const;

@@ -253,7 +253,7 @@ Status Daemon::start() {
     L.error("cannot create the state directory {}: {}", cfg_.state_dir, std::strerror(errno));
   Status st = roles_.load_generation();
   if (!st.ok()) return st;
-  node_ = Node::create(cfg_, &st);
+  node_ = adopted_node_ ? std::move(adopted_node_) : Node::create(cfg_, &st);
   if (!node_) return st;
   // Replicated flows go straight to the worker that owns them here, whatever the active's count.
   applier_ = std::make_unique<ckpt::Applier>(
@@ -288,7 +288,8 @@ Status Daemon::start() {
   beside_.store(beside);
   st = open_management(beside);
   if (!st.ok()) return st;
-  if (Status ds = ckpt_self_digest(&self_sha_); !ds.ok()) L.error("the running binary's digest: {}", ds.str());
+  if (self_sha_.empty())
+    if (Status ds = ckpt_self_digest(&self_sha_); !ds.ok()) L.error("the running binary's digest: {}", ds.str());
   // The role is taken before the worker runs (set_vip_owner(false) above), so a standby never
   // forwards a packet.
   st = node_->start();

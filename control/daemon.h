@@ -58,6 +58,12 @@ class Daemon {
   // How this process was started, for an in-service upgrade (control/upgrade.h).
   using Launch = UpgradeLaunch;
   void set_launch(Launch l) { launch_ = std::move(l); }
+  /* A warm spare's node, built before the spare was claimed (control/spare.h), and the binary's
+   * digest taken then: start() adopts them instead of building its own. */
+  void adopt_node(std::unique_ptr<Node> node, std::string self_sha) {
+    adopted_node_ = std::move(node);
+    self_sha_ = std::move(self_sha);
+  }
 
   // Builds the node (EAL must be up), starts gRPC, /metrics and the worker, takes a role.
   Status start();
@@ -236,6 +242,7 @@ class Daemon {
   std::atomic<uint64_t> beats_refused_generation_jump_{0};
   int64_t generation_jump_log_ns_ = 0;
   std::string self_sha_;
+  std::unique_ptr<Node> adopted_node_;
   std::unique_ptr<UpgradeCoordinator> upgrade_;
   HttpServer http_;
   bool started_ = false;

@@ -42,6 +42,9 @@ void Daemon::fill_beat(v1::Beat *b) {
 }
 
 void Daemon::heartbeat(const v1::Beat &peer, v1::Beat *reply) {
+  // A standby (re)starting asks first: an active whose stream to it is down (or old) connects now.
+  if (engine_ && is_active(role()))
+    engine_->standby_is_up(peer.role_state() == v1::ROLE_STATE_BOOT || peer.state() == "BOOT");
   if (monitor_)
     monitor_->heard(peer, reply);
   else
@@ -273,7 +276,6 @@ void Daemon::watch_peer_domain() {
 }
 
 Status Daemon::choose_initial_role() {
-  if (monitor_ && cfg_.peer_events_on()) watch_peer_domain();
   v1::Beat peer;
   bool heard = false;
   if (cfg_.peer_grpc.set()) {
@@ -288,6 +290,9 @@ Status Daemon::choose_initial_role() {
       if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
+  // After the first heartbeat, which also tells an active that this node has started (it
+  // connects its stream at once): the libvirt connection for the events takes a while.
+  if (monitor_ && cfg_.peer_events_on()) watch_peer_domain();
   if (heard) (void)roles_.adopt_generation(peer.generation(), "the peer " + peer.node_id() + " answered with it");
   if (heard && is_active(wire::role_of(peer))) return become_standby("the peer " + peer.node_id() + " is active");
   if (cfg_.role == ConfigRole::STANDBY) return become_standby("configured role");

@@ -18,6 +18,7 @@
 #include "control/daemon.h"
 #include "control/role_wire.h"
 #include "control/sd_notify.h"
+#include "control/spare.h"
 #include "dataplane/port.h"
 
 namespace {
@@ -93,7 +94,7 @@ int main(int argc, char **argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool check_only = false;
-  int beside_fd = -1, parent_pid = 0;
+  int beside_fd = -1, parent_pid = 0, identity_fd = -1;
   app.add_option("-c,--config", config_path, "configuration file (YAML)")->required();
   app.add_option("--set", overrides, "override a config key: dotted.key=value (repeatable)");
   app.add_flag("--check", check_only, "validate the configuration and exit");
@@ -102,6 +103,10 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(3, 1023));
   app.add_option("--upgrade-parent", parent_pid, "(internal) pid of the instance this one replaces")
       ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--await-identity", identity_fd,
+                 "a warm spare: build the dataplane with this config, then wait on this fd for the claimed "
+                 "node's config and run as that node (virt/spare_link.h)")
+      ->check(CLI::Range(3, 1023));
   std::string log_level, log_format;
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (default: log.level, info)");
   app.add_option("--log-format", log_format,
@@ -138,6 +143,10 @@ int main(int argc, char **argv) {
     L.error("--upgrade-beside and --upgrade-parent go together");
     return 2;
   }
+  if (identity_fd >= 0 && beside_fd >= 0) {
+    L.error("--await-identity and --upgrade-beside exclude each other: a spare is claimed, not upgraded");
+    return 2;
+  }
   // A second instance on the node: its own DPDK runtime files, no telemetry socket clash.
   if (beside_fd >= 0) cfg.file_prefix = cfg.eal_file_prefix() + "-u" + std::to_string(::getpid());
 
@@ -161,6 +170,30 @@ int main(int argc, char **argv) {
   struct sigaction sr {};
   sr.sa_handler = on_rtmin;
   sigaction(SIGRTMIN, &sr, nullptr);  // test hook (worker.test_hooks): corrupt one standby record
+  /* A warm spare: the dataplane now, with the spare's config; the identity (and the control
+   * plane) once the host claims the spare. */
+  ftpair::PreparedSpare spare;
+  if (identity_fd >= 0) {
+    st = ftpair::prepare_spare(cfg, identity_fd, &spare);
+    ftpair::Config claimed;
+    std::string claimed_path;
+    if (st.ok())
+      st = ftpair::await_identity(identity_fd, cfg, overrides, [] { return !g_quit.load(); }, &claimed, &claimed_path);
+    ::close(identity_fd);
+    if (!st.ok()) {
+      const bool stopped = st.code() == ftpair::Code::ABORTED;
+      if (stopped)
+        L.info("warm spare stopped before it was claimed");
+      else
+        L.critical("warm spare: {}", st.message());
+      spare.node.reset();
+      ftpair::dp::eal_cleanup();
+      return stopped ? 0 : 1;
+    }
+    cfg = std::move(claimed);
+    config_path = claimed_path;
+    log::configure(level_flag.value_or(cfg.log_level), format_flag.value_or(cfg.log_format));
+  }
   // Service manager (systemd Type=notify, or anything speaking sd_notify).
   ftpair::SdNotifier sd;
   if (!sd.setup_error().empty()) L.warn("sd_notify: {}", sd.setup_error());
@@ -180,6 +213,7 @@ int main(int argc, char **argv) {
     launch.parent_pid = parent_pid;
     launch.notify = [&sd](const std::string &m) { sd.send(m); };
     daemon.set_launch(launch);
+    if (spare.node) daemon.adopt_node(std::move(spare.node), spare.self_sha);
     st = daemon.start();
     if (!st.ok()) {
       L.critical("{}", st.message());

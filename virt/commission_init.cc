@@ -13,11 +13,14 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -27,6 +30,7 @@
 
 #include "virt/commission.h"
 #include "virt/guest.h"
+#include "virt/spare_link.h"
 
 namespace {
 
@@ -36,11 +40,19 @@ namespace v = ftpair::virt;
 const char *kDaemon = "/usr/sbin/ftpaird";
 const char *kBaseConfig = "/etc/ftpair/ftpaird.yaml";
 const char *kConfig = "/run/ftpair/ftpaird.yaml";
+const char *kSpareConfigPath = "/run/ftpair/spare.yaml";  // a spare's, before its claim
 const char *kModules = "/lib/ftpair/modules.list";  // kernel modules to load, in order
 const char *kIf = "eth0";
 
+// A console line, stamped as ftpaird stamps its log (UTC, microseconds).
 void say(const std::string &s) {
-  std::printf("ftpair-guest: %s\n", s.c_str());
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  tm t{};
+  ::gmtime_r(&ts.tv_sec, &t);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &t);
+  std::printf("ftpair-guest: %s.%06ldZ %s\n", when, ts.tv_nsec / 1000, s.c_str());
   std::fflush(stdout);
 }
 
@@ -108,8 +120,9 @@ Status claim(v::Commission *c, v::Ipv4Prefix *self) {
   if (Status st = v::apply_assume(a, c); !st.ok()) return st;
   if (Status st = v::set_ipv4(kIf, &a.address); !st.ok()) return st;
   *self = a.address;
-  // Three announcements: the surviving active (and the host) replace the failed member's MAC.
-  if (Status st = v::send_gratuitous_arp(kIf, self->addr, 3); !st.ok()) return st;
+  // The first of three announcements: the surviving active (and the host) replace the failed
+  // member's MAC. The other two follow once the daemon runs as the node.
+  if (Status st = v::send_gratuitous_arp(kIf, self->addr, 1); !st.ok()) return st;
   say("assumed node=" + a.node + " address=" + a.address.text + " peer=" + a.peer);
   return Status::Ok();
 }
@@ -153,6 +166,90 @@ bool power_pressed(std::vector<pollfd> &fds) {
   return pressed;
 }
 
+// Starts ftpaird on `config`; with identity_fd >= 0, as a warm spare that awaits its identity on
+// that descriptor (fd 3 in the daemon).
+pid_t spawn_daemon(const char *config, int identity_fd) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<const char *> argv = {kDaemon, "-c", config};
+    if (identity_fd >= 0) {
+      if (::dup2(identity_fd, 3) < 0) ::_exit(127);  // dup2 clears close-on-exec
+      argv.push_back("--await-identity");
+      argv.push_back("3");
+    }
+    argv.push_back(nullptr);
+    ::execv(kDaemon, const_cast<char *const *>(argv.data()));
+    std::perror("exec ftpaird");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Stops a daemon that is not to run: SIGTERM (a spare's clean exit), SIGKILL after 5 s.
+void stop_daemon(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 500; i++) {
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+    ::usleep(10000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+/* A warm spare's daemon, started before the claim (virt/spare_link.h): once it says ready, its
+ * dataplane is built and the claim only hands it the node's config. Anything else: it is stopped,
+ * and the daemon starts after the claim as before. */
+struct Prestarted {
+  pid_t pid = -1;
+  int fd = -1;
+};
+
+Prestarted prestart_daemon(const std::string &cfg) {
+  ::mkdir("/run/ftpair", 0755);
+  std::ofstream(kSpareConfigPath) << cfg;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    say("no socket pair for a pre-started daemon: it starts after the claim");
+    return {};
+  }
+  pid_t pid = spawn_daemon(kSpareConfigPath, sv[1]);
+  ::close(sv[1]);
+  if (pid < 0) {
+    ::close(sv[0]);
+    say("fork failed: the daemon starts after the claim");
+    return {};
+  }
+  std::string line;
+  Status st = v::spare_read_line(sv[0], std::chrono::milliseconds(120000), &line);
+  if (st.ok() && line == v::kSpareReady) {
+    say("daemon pre-started (pid " + std::to_string(pid) + "): its dataplane is built, it takes the claimed node's identity");
+    return {pid, sv[0]};
+  }
+  say("the pre-started daemon is not ready (" + (st.ok() ? "it said '" + line + "'" : st.message()) +
+      "): it is stopped and the daemon starts after the claim");
+  stop_daemon(pid);
+  ::close(sv[0]);
+  return {};
+}
+
+/* Hands the claimed node's config (already at kConfig) to the pre-started daemon. Its pid when
+ * it took it; -1 (it is stopped) when it refused it or is gone. */
+pid_t hand_identity(Prestarted &p) {
+  std::string answer;
+  Status st = v::spare_write_line(p.fd, v::kSpareConfig + std::string(kConfig));
+  if (st.ok()) st = v::spare_read_line(p.fd, std::chrono::milliseconds(30000), &answer);
+  ::close(p.fd);
+  p.fd = -1;
+  if (st.ok() && answer == v::kSpareOk) {
+    say("the pre-started daemon took the node's config");
+    return p.pid;
+  }
+  say("the pre-started daemon did not take the node's config (" + (st.ok() ? answer : st.message()) +
+      "): it is stopped and a new one starts");
+  stop_daemon(p.pid);
+  return -1;
+}
+
 Status run_daemon(v::Commission c) {
   v::Ipv4Prefix self;
   if (Status st = bring_up_network(c, &self); !st.ok()) return st;
@@ -164,20 +261,28 @@ Status run_daemon(v::Commission c) {
   // Before a spare's claim too: a claimed spare starts its daemon at once.
   if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
   if (Status st = prepare_dataplane(c, cfg); !st.ok()) return st;
-  if (!get(c, "peer.candidates").empty()) {
+  const bool spare = !get(c, "peer.candidates").empty();
+  Prestarted pre;
+  if (spare) {
+    std::string provisional;
+    if (Status st = v::merge_into_config(base.str(), v::spare_provisional(c), &provisional); st.ok())
+      pre = prestart_daemon(provisional);
+    else
+      say("no config for a pre-started daemon (" + st.message() + "): it starts after the claim");
     if (Status st = claim(&c, &self); !st.ok()) return st;
     if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
   }
   ::mkdir("/run/ftpair", 0755);
   std::ofstream(kConfig) << cfg;
-  say("starting ftpaird node=" + get(c, "node.id") + " role=" + get(c, "node.role"));
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl(kDaemon, kDaemon, "-c", kConfig, static_cast<char *>(nullptr));
-    std::perror("exec ftpaird");
-    ::_exit(127);
+  pid_t pid = pre.pid > 0 ? hand_identity(pre) : -1;
+  if (pid < 0) {
+    say("starting ftpaird node=" + get(c, "node.id") + " role=" + get(c, "node.role"));
+    pid = spawn_daemon(kConfig, -1);
   }
   if (pid < 0) return ftpair::Unavailable("fork failed");
+  // The claim's other two announcements, now that the daemon runs as the node.
+  if (spare)
+    if (Status st = v::send_gratuitous_arp(kIf, self.addr, 2); !st.ok()) say("gratuitous ARP: " + st.message());
   /* PID 1 reaps every orphan; it returns when ftpaird itself exits. The ACPI power button (the
    * host's `virsh shutdown`, ftpair-virt shutdown) asks ftpaird to stop: SIGTERM, its clean
    * shutdown (no new epochs, a last snapshot), then the guest powers off. */

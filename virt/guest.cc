@@ -54,6 +54,16 @@ Status apply_assume(const Assume &a, Commission *c) {
   return validate(*c);
 }
 
+Commission spare_provisional(const Commission &c) {
+  Commission p = c;
+  const std::string src = "warm spare before its claim";
+  for (const char *k : {"failover.libvirt_domain", "failover.libvirt_peer", "peer.grpc"}) p.values.erase(k);
+  p.values["failover.fence"] = "none";
+  p.values["failover.allow_fence_none"] = "true";
+  p.source_of["failover.fence"] = p.source_of["failover.allow_fence_none"] = src;
+  return p;
+}
+
 Status load_module(const std::string &path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.fd < 0) return Unavailable(errno_text("load module " + path));

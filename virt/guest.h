@@ -22,6 +22,11 @@ namespace ftpair::virt {
 // peer.candidates and pool.*. The result passes validate().
 Status apply_assume(const Assume &a, Commission *c);
 
+/* What a warm spare's daemon runs with before its claim (control/spare.h): the spare's own
+ * commissioning with no peer, so nothing to fence (failover.fence: none). It builds the same
+ * dataplane as the claimed node's config, which apply_assume gives it later. */
+Commission spare_provisional(const Commission &c);
+
 // ---- system calls (guest only; each returns a Status naming what failed) ----
 Status load_module(const std::string &path);                      // finit_module; EEXIST is ok
 Status wait_interface(const std::string &ifname, int timeout_ms);  // /sys/class/net/<if> appears

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "control.grpc.pb.h"
@@ -28,10 +29,18 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
   auto end = t0 + deadline;
   std::string last = "no answer yet";
   double first_answer_s = -1;
+  /* A short first deadline, doubled after each attempt that timed out (to 1.5 s). A claimed
+   * spare takes over an address whose old owner is gone: the first SYN can leave before its
+   * gratuitous ARP and go to the old MAC, and TCP would resend it only after 1 s. A fresh
+   * connection after 250 ms finds the new MAC. */
+  Ms probe(250);
   while (std::chrono::steady_clock::now() < end) {
     ftpair::v1::StatusReply s, a;
     std::string err;
-    if (status_of(standby, &s, &err)) {
+    const auto tp = std::chrono::steady_clock::now();
+    const bool answered = status_of(standby, &s, &err, probe);
+    if (!answered && std::chrono::steady_clock::now() - tp >= probe) probe = std::min(probe * 2, Ms(1500));
+    if (answered) {
       if (first_answer_s < 0)
         first_answer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (status_of(active, &a, &err)) {
@@ -59,7 +68,7 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
     } else {
       last = err;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(answered ? 50 : 20));
   }
   *detail = {{"standby", standby}, {"active", active}, {"last", last}};
   return Status(Code::DEADLINE_EXCEEDED, "not a standby in sync after " + std::to_string(deadline.count()) +

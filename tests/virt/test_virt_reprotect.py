@@ -8,11 +8,13 @@ bridge with a client network namespace; the outside port is net_null. The test:
   1. sends 200 UDP flows from real kernel sockets in the client namespace through the active guest
      (it answers ARP for its inside VIP), and waits until a is active with the 200 flows and b a
      standby in sync with them (Control.Status);
-  2. fills the warm pool: a spare boots, commissions itself as a spare and waits to be claimed;
-     only then is it paused;
+  2. fills the warm pool: a spare boots, commissions itself as a spare, starts its daemon (which
+     builds its dataplane and waits for an identity) and waits to be claimed; only then is it
+     paused;
   3. fences b (destroy) and replaces it from the pool: resume, assume b's identity (token-checked),
-     ftpaird starts, the active's stream reaches it, full sync; `ftpair-virt pool replace` returns
-     once the replacement is a standby in sync; the test checks its flows and node id itself;
+     the spare's daemon, started before the claim with its dataplane built, takes b's config, the
+     active's stream reaches it, full sync; `ftpair-virt pool replace` returns once the replacement
+     is a standby in sync; the test checks its flows, node id and that the same process answers;
   4. a bad claim (wrong token, bad line) to the refilled spare is refused and it stays claimable;
   5. the baseline: b fenced again and replaced by a freshly defined domain, also to in sync;
   6. the active is suspended: b's libvirt fencer finds a's domain by the pair's metadata
@@ -25,6 +27,7 @@ FTPAIR_BENCH_OUT set, appended there as JSON lines. Slow: four TCG boots."""
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,14 +99,7 @@ def send_flows(n):
 
 
 def status(ip):
-    p = subprocess.run([FTPAIRCTL, "--addr", "%s:%d" % (ip, PORT), "--timeout", "2", "--json", "status"],
-                       capture_output=True, text=True, timeout=15)
-    if p.returncode != 0:
-        return None
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        return None
+    return V.ctl_status(FTPAIRCTL, "%s:%d" % (ip, PORT))
 
 
 def ctl_config(ip):
@@ -207,6 +203,14 @@ with V.VirtSession(prefix="ftvr", libvirt_tcp=True) as s:
                 a1 and a1.get("role") == "active" and a1.get("generation") == a0.get("generation"), str(a1))
         s.check("the pool was refilled", isinstance(rep.get("refill"), dict) and len(rep["refill"].get("added", [])) == 1,
                 json.dumps(rep.get("refill")))
+        # The spare's daemon ran before the claim (its dataplane built) and took b's identity: the
+        # process that answers as b is the one the spare started (virt/spare_link.h).
+        spare_serial = serial_tail(s, pair + "-b.serial.spare-0", 200)
+        pre = re.search(r"daemon pre-started \(pid (\d+)\)", spare_serial)
+        s.check("the spare's daemon was started before the claim and took node b's config (the same process answers)",
+                pre is not None and "the pre-started daemon took the node's config" in spare_serial and b1 and
+                int(b1.get("pid", 0)) == int(pre.group(1)),
+                "pid %s; --- spare serial ---\n%s" % (b1 and b1.get("pid"), spare_serial[-3000:]))
         cfg = ctl_config(b_ip)
         s.check("the claimed spare fences node a by the pair's metadata (failover.libvirt_peer: %s/a)" % pair,
                 "libvirt_peer: %s/a" % pair in cfg and "libvirt_domain: ftvr" not in cfg, cfg[-800:])

@@ -35,6 +35,22 @@ NFT_TABLE = "ftpair_virt_libvirt_tcp"
 _T0 = time.monotonic()
 
 
+def ctl_status(ftpairctl, addr, timeout=2):
+    """Control.Status of the daemon at addr (ip:port) through ftpairctl, as a dict; None when it
+    does not answer."""
+    try:
+        p = subprocess.run([ftpairctl, "--addr", addr, "--timeout", str(timeout), "--json", "status"],
+                           capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return None
+    if p.returncode != 0:
+        return None
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        return None
+
+
 def log(msg):
     sys.stdout.write("[%7.2f] %s\n" % (time.monotonic() - _T0, msg))
     sys.stdout.flush()

@@ -80,17 +80,7 @@ def nets_up(s):
 
 
 def status(ip, timeout=2):
-    try:
-        p = subprocess.run([FTPAIRCTL, "--addr", "%s:%d" % (ip, PORT), "--timeout", str(timeout), "--json", "status"],
-                           capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return None
-    if p.returncode != 0:
-        return None
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        return None
+    return V.ctl_status(FTPAIRCTL, "%s:%d" % (ip, PORT), timeout)
 
 
 def wait_for(what, pred, timeout, step=0.5):

@@ -384,6 +384,31 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
 /* checkpoint.realtime: both ends' commit-path threads at real-time priority (where this
  * process may have it) replicate as at normal priority, and every stage of the commit path is
  * timed, the standby's apply time from its acknowledgements. */
+/* A standby that says it has just started (its first heartbeat RPC, while booting) cannot be
+ * reading a stream this active made before: that one reaches an old process or machine (a warm
+ * spare took the address over) and is replaced at once. Said by a standby that is not booting,
+ * it leaves a connected stream alone. Here the standby is the same one throughout, so only the
+ * call can have replaced the stream. */
+TEST_F(ReplicationPair, AStandbyThatSaysItHasJustStartedGetsANewStream) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_boot"));
+  ASSERT_NO_FATAL_FAILURE(start_active(77));
+  engine->set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine->in_sync(); }, 5000ms)) << engine->last_error();
+  std::this_thread::sleep_for(600ms);  // older than the 500 ms a young stream is spared
+  const uint64_t connects = engine->stats().connects.load(), fulls = engine->stats().full_syncs.load();
+  engine->standby_is_up(false);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(engine->stats().connects.load(), connects) << "a standby that is not booting changed nothing";
+  EXPECT_TRUE(engine->in_sync());
+  engine->standby_is_up(true);
+  EXPECT_TRUE(wait_for([&] { return engine->stats().connects.load() == connects + 1 && engine->in_sync(); }, 3000ms))
+      << "connects " << engine->stats().connects.load() << " (was " << connects << "), in sync " << engine->in_sync()
+      << "; " << engine->last_error();
+  EXPECT_EQ(engine->stats().full_syncs.load(), fulls + 1) << "the new stream starts with a full sync";
+  engine->stop();
+  worker->stop();
+}
+
 TEST_F(ReplicationPair, TheCommitPathAtRealtimePriorityIsTimedStageByStage) {
 #if defined(__SANITIZE_THREAD__)
   // Under TSan (every access many times slower) the real-time threads would starve the
