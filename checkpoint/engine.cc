@@ -80,11 +80,18 @@ void Engine::standby_is_up(bool booting) {
   static auto &L = log::component("engine");
   if (!replicating_.load()) return;
   const auto now = std::chrono::steady_clock::now();
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
   LinkPtr stale;
   if (booting) {
     std::lock_guard<std::mutex> g(link_mu_);
-    // Younger than this, the link may be the one the booting standby is answering right now.
-    if (link_ && link_->age(now) > std::chrono::milliseconds(500)) stale = link_;
+    // Younger than 500 ms, the link may be the one the booting standby is answering right now.
+    // One cancel per 5 s: a standby's start sends a few beats, and forged ones cannot keep the
+    // standby in full syncs.
+    const int64_t last = last_stale_cancel_ns_.load();
+    if (link_ && link_->age(now) > std::chrono::milliseconds(500) && (last == 0 || now_ns - last > 5'000'000'000)) {
+      stale = link_;
+      last_stale_cancel_ns_.store(now_ns);
+    }
   }
   if (stale) {
     L.info("the standby at {} says it has just started: the stream this node holds to it is an old one, "
@@ -92,10 +99,9 @@ void Engine::standby_is_up(bool booting) {
            stale->addr());
   } else {
     if (connected_.load()) return;
-    const int64_t t = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
     int64_t last = last_standby_kick_ns_.load();
     const int64_t every = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.connect_backoff).count();
-    if (t - last < every || !last_standby_kick_ns_.compare_exchange_strong(last, t)) return;
+    if (now_ns - last < every || !last_standby_kick_ns_.compare_exchange_strong(last, now_ns)) return;
   }
   {
     std::lock_guard<std::mutex> g(link_mu_);

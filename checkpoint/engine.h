@@ -108,7 +108,8 @@ class Engine {
    * beats often and refuses the stream is not retried faster than without this). `booting`: the
    * standby says it has just started, so no stream of ours reaches it; a link that has stood for
    * a while is an old one (its machine gone, the address taken over, say by a warm spare) that
-   * keepalive has not yet found dead: it is cancelled and a new one made at once. */
+   * keepalive has not yet found dead: it is cancelled and a new one made at once (at most once
+   * per 5 s). */
   void standby_is_up(bool booting);
   bool replicating() const { return replicating_.load(); }
 
@@ -241,6 +242,7 @@ class Engine {
   std::atomic<bool> connected_{false}, in_sync_{false}, need_full_{true};
   std::atomic<int64_t> last_standby_kick_ns_{0};
   std::atomic<bool> retry_now_{false};  // the standby link's next attempt without the backoff
+  std::atomic<int64_t> last_stale_cancel_ns_{0};
   std::atomic<uint64_t> acked_{0}, sent_{0};
   std::atomic<double> progress_{0};
   std::atomic<int64_t> full_start_ns_{0};  // mono_ns() when the standby's full sync began

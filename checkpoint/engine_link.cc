@@ -61,6 +61,7 @@ void Engine::link_loop(bool joiner) {
         joiner_ = link;
       } else {
         link_ = link;
+        retry_now_.store(false);  // a kick is for the attempt now under way
       }
     }
     link->open();
@@ -91,8 +92,11 @@ void Engine::link_loop(bool joiner) {
     // backoff. Never for a stream that ends as soon as it is made.
     if (hs.ok() && link->age(std::chrono::steady_clock::now()) > std::chrono::seconds(1)) continue;
     std::unique_lock<std::mutex> lk(link_mu_);
-    // standby_is_up() cuts the wait short.
-    link_cv_.wait_for(lk, cfg_.connect_backoff, [this] { return retry_now_.exchange(false) || !running_.load(); });
+    // Every notify ends the wait (set_replicating, the joiners' changes, standby_is_up). A kick
+    // from standby_is_up that came before the wait began is not lost: it skips it.
+    if (!joiner && retry_now_.exchange(false)) continue;
+    link_cv_.wait_for(lk, cfg_.connect_backoff);
+    if (!joiner) retry_now_.store(false);
   }
 }
 

@@ -173,7 +173,8 @@ pid_t spawn_daemon(const char *config, int identity_fd) {
   if (pid == 0) {
     std::vector<const char *> argv = {kDaemon, "-c", config};
     if (identity_fd >= 0) {
-      if (::dup2(identity_fd, 3) < 0) ::_exit(127);  // dup2 clears close-on-exec
+      // dup2 clears close-on-exec, except onto the same number.
+      if (identity_fd == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(identity_fd, 3) < 0) ::_exit(127);
       argv.push_back("--await-identity");
       argv.push_back("3");
     }
@@ -269,8 +270,15 @@ Status run_daemon(v::Commission c) {
       pre = prestart_daemon(provisional);
     else
       say("no config for a pre-started daemon (" + st.message() + "): it starts after the claim");
-    if (Status st = claim(&c, &self); !st.ok()) return st;
-    if (Status st = v::merge_into_config(base.str(), c, &cfg); !st.ok()) return st;
+    Status st = claim(&c, &self);
+    if (st.ok()) st = v::merge_into_config(base.str(), c, &cfg);
+    if (!st.ok()) {
+      if (pre.pid > 0) {
+        ::close(pre.fd);
+        stop_daemon(pre.pid);
+      }
+      return st;
+    }
   }
   ::mkdir("/run/ftpair", 0755);
   std::ofstream(kConfig) << cfg;

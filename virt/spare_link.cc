@@ -14,6 +14,7 @@ Status spare_read_line(int fd, std::chrono::milliseconds deadline, std::string *
   using Clock = std::chrono::steady_clock;
   const auto end = Clock::now() + deadline;
   line->clear();
+  bool too_long = false;  // the rest of an over-long line is read and dropped, up to its newline
   for (;;) {
     int wait_ms = 100;
     if (deadline.count() >= 0) {
@@ -32,9 +33,12 @@ Status spare_read_line(int fd, std::chrono::milliseconds deadline, std::string *
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n < 0) return Unavailable(errno_text("read"));
     if (n == 0) return Unavailable("the other end closed the link");
-    if (c == '\n') return Status::Ok();
-    if (line->size() >= kMaxSpareLine) return InvalidArgument("line longer than " + std::to_string(kMaxSpareLine) + " bytes");
-    line->push_back(c);
+    if (c == '\n') {
+      if (too_long) return InvalidArgument("line longer than " + std::to_string(kMaxSpareLine) + " bytes");
+      return Status::Ok();
+    }
+    if (line->size() >= kMaxSpareLine) too_long = true;
+    if (!too_long) line->push_back(c);
   }
 }
 

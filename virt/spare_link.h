@@ -30,7 +30,7 @@ inline constexpr size_t kMaxSpareLine = 4096;
 /* Reads one line (without its newline) from fd within the deadline (a negative deadline: no
  * limit, but `keep_waiting` is asked every 100 ms and a false ends the wait as ABORTED).
  * UNAVAILABLE on end of file or an error, DEADLINE_EXCEEDED on time, INVALID_ARGUMENT for a line
- * longer than kMaxSpareLine. */
+ * longer than kMaxSpareLine (read to its newline and dropped). */
 Status spare_read_line(int fd, std::chrono::milliseconds deadline, std::string *line,
                        bool (*keep_waiting)() = nullptr);
 

@@ -4,8 +4,9 @@ null ports started as a spare (`--await-identity`), as ftpair-commission starts 
 before the host claims it. No libvirt: the guest side of this runs in virt_reprotect.
 
   1. it builds its dataplane and says "ready"; its control plane (gRPC) is not up before the claim;
-  2. bad lines are refused and it keeps waiting: an unknown request, a relative path, a config
-     that does not load, one whose dataplane differs from what it built (named in the refusal);
+  2. bad lines are refused and it keeps waiting: an over-long line (dropped to its newline), an
+     unknown request, a relative path, a config that does not load, a missing one, one whose
+     dataplane differs from what it built (named in the refusal);
   3. a good config is taken: the same process then answers as the claimed node (node id, pid,
      gRPC address from that config), standby;
   4. SIGTERM before a claim stops it cleanly (exit 0); the init closing its end stops it (exit 1,
@@ -152,14 +153,15 @@ try:
           not listening(spare_port) and not listening(node_port))
 
     # ---- 2. bad lines are refused, the wait goes on ----
-    for line, want in (("hello", "refused: unknown request 'hello'"),
+    for line, want in (("x" * 5000, "refused: line longer than 4096 bytes"),
+                       ("hello", "refused: unknown request 'hello'"),  # nothing of the long line is left
                        ("config relative.yaml", "refused: config path 'relative.yaml' is not absolute"),
                        ("config " + broken, "refused: "),
                        ("config " + os.path.join(work, "missing.yaml"), "refused: "),
                        ("config " + paths["bigger"], "refused: the claimed node's config changes what this spare's "
                                                      "dataplane was built with: flows.capacity")):
         got = sp.ask(line)
-        check("refused: %s" % line.replace(work, "<work>"), got is not None and got.startswith(want) and
+        check("refused: %s" % line.replace(work, "<work>")[:60], got is not None and got.startswith(want) and
               (want != "refused: " or len(got) > len(want)), repr(got))
     check("still waiting after the refusals", sp.proc.poll() is None and not listening(node_port))
 

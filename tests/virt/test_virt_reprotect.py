@@ -205,7 +205,7 @@ with V.VirtSession(prefix="ftvr", libvirt_tcp=True) as s:
                 json.dumps(rep.get("refill")))
         # The spare's daemon ran before the claim (its dataplane built) and took b's identity: the
         # process that answers as b is the one the spare started (virt/spare_link.h).
-        spare_serial = serial_tail(s, pair + "-b.serial.spare-0", 200)
+        spare_serial = serial_tail(s, pair + "-b.serial.spare-0", 100000)  # the whole log: the line comes early
         pre = re.search(r"daemon pre-started \(pid (\d+)\)", spare_serial)
         s.check("the spare's daemon was started before the claim and took node b's config (the same process answers)",
                 pre is not None and "the pre-started daemon took the node's config" in spare_serial and b1 and

@@ -381,14 +381,11 @@ TEST_F(ReplicationPair, EngineToStandbyOverLoopbackGrpc) {
  * standby counts it, names the epoch, refuses the stream, and the active's full sync makes the
  * tables equal again. A bit flipped in a record, which the kept fingerprint cannot see, is
  * found by the scrub that rereads the table a slice after every epoch. */
-/* checkpoint.realtime: both ends' commit-path threads at real-time priority (where this
- * process may have it) replicate as at normal priority, and every stage of the commit path is
- * timed, the standby's apply time from its acknowledgements. */
 /* A standby that says it has just started (its first heartbeat RPC, while booting) cannot be
  * reading a stream this active made before: that one reaches an old process or machine (a warm
  * spare took the address over) and is replaced at once. Said by a standby that is not booting,
- * it leaves a connected stream alone. Here the standby is the same one throughout, so only the
- * call can have replaced the stream. */
+ * it leaves a connected stream alone, and so does a second "just started" within 5 s. Here the
+ * standby is the same one throughout, so only the call can have replaced the stream. */
 TEST_F(ReplicationPair, AStandbyThatSaysItHasJustStartedGetsANewStream) {
   ASSERT_NO_FATAL_FAILURE(start_standby("t_boot"));
   ASSERT_NO_FATAL_FAILURE(start_active(77));
@@ -405,10 +402,18 @@ TEST_F(ReplicationPair, AStandbyThatSaysItHasJustStartedGetsANewStream) {
       << "connects " << engine->stats().connects.load() << " (was " << connects << "), in sync " << engine->in_sync()
       << "; " << engine->last_error();
   EXPECT_EQ(engine->stats().full_syncs.load(), fulls + 1) << "the new stream starts with a full sync";
+  // Once per 5 s: more beats of the same start (or forged ones) do not cancel the new stream.
+  std::this_thread::sleep_for(600ms);
+  engine->standby_is_up(true);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(engine->stats().connects.load(), connects + 1) << "a second 'just started' within 5 s changed the stream";
   engine->stop();
   worker->stop();
 }
 
+/* checkpoint.realtime: both ends' commit-path threads at real-time priority (where this
+ * process may have it) replicate as at normal priority, and every stage of the commit path is
+ * timed, the standby's apply time from its acknowledgements. */
 TEST_F(ReplicationPair, TheCommitPathAtRealtimePriorityIsTimedStageByStage) {
 #if defined(__SANITIZE_THREAD__)
   // Under TSan (every access many times slower) the real-time threads would starve the
