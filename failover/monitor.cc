@@ -395,14 +395,12 @@ unsigned Monitor::read_pending() {
       if (errno != EINTR) drain_icmp_errors(true);  // IP_RECVERR: an error queued fails the call
       continue;
     }
-    const uint64_t before = udp_heard_.load(std::memory_order_relaxed);
-    take_datagram(buf, static_cast<size_t>(n), from);
-    accepted += udp_heard_.load(std::memory_order_relaxed) != before;
+    accepted += take_datagram(buf, static_cast<size_t>(n), from);
   }
   return accepted;
 }
 
-void Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
+bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
   BeatReject r;
   v1::Beat b;
   if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
@@ -415,7 +413,7 @@ void Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
   }
   if (r != BeatReject::COUNT) {
     udp_rejected_[static_cast<size_t>(r)]++;
-    return;
+    return false;
   }
   udp_heard_++;
   if (b.probe() != 0) {
@@ -436,6 +434,7 @@ void Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
     }
   }
   record(b);
+  return true;
 }
 
 void Monitor::record(const v1::Beat &b) {

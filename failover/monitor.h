@@ -155,7 +155,8 @@ class Monitor {
   // Reads every datagram waiting in the socket, without blocking; returns the peer's beats
   // accepted. Any thread (the receiver, the silence check, a waiting probe) without probe_mu_.
   unsigned read_pending();
-  void take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from);
+  // One datagram: true when it was the peer's beat, accepted (else counted as rejected).
+  bool take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from);
   void pin(std::atomic<int> &cpu, const char *what);
   void check_silence();
   void record(const v1::Beat &b);
