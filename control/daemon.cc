@@ -172,7 +172,7 @@ Status Daemon::make_dp_beats() {
     return fo::ProbeOutcome::ALIVE;
   };
   h.promote = [this](const std::string &why, fo::DpVerdict v) {
-    if (promote(why, false).ok()) roles_.count_failover(v == fo::DpVerdict::WORKER_STALLED ? "dp_worker_stall" : "dp_silent");
+    (void)promote(why, false, v == fo::DpVerdict::WORKER_STALLED ? "dp_worker_stall" : "dp_silent");
   };
   dp_watch_ = std::make_unique<DpWatch>(*dp_board_, cfg_.dataplane_probe_us, cfg_.dataplane_arm_ms,
                                         cfg_.beat_realtime, std::move(h));

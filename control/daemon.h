@@ -84,7 +84,9 @@ class Daemon {
   Status become_active(const std::string &why, bool bump_generation) { return roles_.become_active(why, bump_generation); }
   Status become_standby(const std::string &why) { return roles_.become_standby(why); }
   // Failover: promotion after fencing, graceful/forced switchover, the peer's takeover.
-  Status promote(const std::string &reason, bool forced) { return roles_.promote(reason, forced); }
+  Status promote(const std::string &reason, bool forced, const char *count_as = nullptr) {
+    return roles_.promote(reason, forced, count_as);
+  }
   /* Graceful (or forced) switchover asked by the operator on either node: the active drains,
    * ships a final checkpoint and asks the standby to take over; a standby asks the active, or
    * with `force` fences it and takes over. The reply says what happened either way. */

@@ -134,11 +134,9 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
     std::string facts = b.dataplane_unhealthy().substr(0, 240);
     for (char &c : facts)
       if (c < 0x20 || c > 0x7e) c = '?';
-    Status st = promote("the active reports its dataplane cannot service packets (" +
-                            std::to_string(beat_policy_.streak()) + " beats in a row" +
-                            (facts.empty() ? std::string() : ": " + facts) + ")",
-                        false);
-    if (st.ok()) roles_.count_failover("peer_unhealthy");
+    (void)promote("the active reports its dataplane cannot service packets (" + std::to_string(beat_policy_.streak()) +
+                      " beats in a row" + (facts.empty() ? std::string() : ": " + facts) + ")",
+                  false, "peer_unhealthy");
   }
 }
 
@@ -158,8 +156,7 @@ void Daemon::on_peer_silent(const std::string &reason) {
     if (roles_.quiet_log_due()) L.warn("peer silent ({}) but this node is {}: not promoting", reason, fo::role_name(r));
     return;
   }
-  Status st = promote(reason, false);
-  if (st.ok()) roles_.count_failover("peer_silent");
+  (void)promote(reason, false, "peer_silent");
 }
 
 Status Daemon::takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out) {
@@ -185,8 +182,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   if (!is_active(role())) {
     if (force) {
       // The operator says the active is gone or must go: fence it and take over now.
-      Status st = promote("forced switchover by the operator", true);
-      if (st.ok()) roles_.count_failover("forced");
+      Status st = promote("forced switchover by the operator", true, "forced");
       return finish(st, st.ok() ? "node " + cfg_.node_id + " took over (forced)" : st.message());
     }
     // Ask the active to hand over gracefully.
@@ -264,11 +260,8 @@ void Daemon::watch_peer_domain() {
       return;
     }
     L.info("{}: promoting (event {:.1f} ms old)", what, age_ms);
-    Status st = promote("peer_domain_event: " + what, false);
-    if (st.ok())
-      roles_.count_failover("peer_domain_event");
-    else
-      L.warn("{}: not promoted: {}", what, st.message());
+    Status st = promote("peer_domain_event: " + what, false, "peer_domain_event");
+    if (!st.ok()) L.warn("{}: not promoted: {}", what, st.message());
   };
   monitor_->attach_peer_events(std::make_unique<fo::PeerEvents>(
       pc, std::make_unique<virt::LifecycleSource>(cfg_.libvirt_uri, std::chrono::milliseconds(5000), cfg_.libvirt_domain), on_down,

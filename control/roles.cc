@@ -152,7 +152,7 @@ Status RoleManager::refuse_promotion(Status st) {
   return st;
 }
 
-Status RoleManager::promote(const std::string &reason, bool forced) {
+Status RoleManager::promote(const std::string &reason, bool forced, const char *count_as) {
   std::unique_lock<std::mutex> lk(promote_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return Aborted("a promotion is already under way");
   const fo::Role r = role();
@@ -183,6 +183,7 @@ Status RoleManager::promote(const std::string &reason, bool forced) {
   if (!st.ok()) return st;
   L.info("promoted ({}): fenced in {:.1f} ms, active {:.1f} ms after the decision", reason, double(t1 - t0) / 1e6,
          ms_since(t0));
+  if (count_as) count_failover(count_as);
   return Status::Ok();
 }
 

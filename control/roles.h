@@ -76,8 +76,10 @@ class RoleManager {
 
   /* Promotion of a standby: refuses (FAILED_PRECONDITION, counted, logged) while handing over,
    * when not in sync unless forced, without a fencer, or when fencing fails; ABORTED when a
-   * promotion is already under way. Already active: OK, nothing done. */
-  Status promote(const std::string &reason, bool forced);
+   * promotion is already under way. Already active: OK, nothing done. `count_as`: the failover
+   * cause to count (ftpair_failovers_total) when this call made the node active, and only
+   * then: two detectors that fire together (the dataplane watch and the beats) count once. */
+  Status promote(const std::string &reason, bool forced, const char *count_as = nullptr);
   // A fencer is usable: promotions can happen.
   bool can_fence() const { return p_.fencer != nullptr; }
   /* Fences the peer within failover.fence_timeout_ms. FAILED_PRECONDITION without a fencer,

@@ -17,6 +17,7 @@
 
 #include "control/config.h"
 #include "control/node.h"
+#include "virt/fence_process.h"
 
 namespace ftpair {
 namespace {
@@ -257,6 +258,41 @@ TEST_F(Roles, PromotionIsRefusedAndCountedWithoutSyncOrFencer) {
   EXPECT_EQ(roles_->promotions_refused(), 3u);  // an upgrade's refusal is not counted
   EXPECT_EQ(roles_->fence_failures(), 0u);
   EXPECT_FALSE(roles_->can_fence());
+}
+
+/* Two detectors that fire together (the dataplane watch and the control-plane beats, lab_dp_beats
+ * step 5) both call promote: the one that made the node active counts its cause, the other,
+ * finding it active, counts nothing. The fencer is the real process fencer with the peer's
+ * pidfile already gone (the lab's way of saying the peer is stopped). */
+TEST_F(Roles, APromotionIsCountedOnceWhenTwoDetectorsFire) {
+  Status fst;
+  std::unique_ptr<fo::Fencer> fencer =
+      virt::make_process_fencer(dir_ + "/peer.pid", /*missing_ok=*/true, &fst);
+  ASSERT_NE(fencer, nullptr) << fst.message();
+  roles_ = std::make_unique<RoleManager>("b", dir_);
+  RoleManager::Parts p;
+  p.node = node_;
+  p.engine = engine_;
+  p.applier = applier_;
+  p.sync = sync_;
+  p.table_mu = &table_mu_;
+  p.fencer = fencer.get();
+  p.fence_timeout_ms = &fence_timeout_ms_;
+  p.garp_count = &garp_count_;
+  p.handing_over = [this] { return handing_over_; };
+  roles_->attach(std::move(p));
+  ASSERT_TRUE(roles_->load_generation().ok());
+  ASSERT_TRUE(roles_->become_standby("test").ok());
+  roles_->set_standby_state(true, "test");
+  ASSERT_EQ(roles_->role(), fo::Role::STANDBY_READY);
+  Status st = roles_->promote("the dataplane watch", false, "dp_silent");
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(is_active(roles_->role()));
+  st = roles_->promote("missed heartbeats", false, "peer_silent");
+  EXPECT_TRUE(st.ok()) << "already active: nothing to do, not an error";
+  EXPECT_EQ(roles_->failovers("dp_silent"), 1u);
+  EXPECT_EQ(roles_->failovers("peer_silent"), 0u) << "the second detector found the node active: not a failover";
+  ASSERT_TRUE(roles_->become_standby("test").ok());  // as the fixture's other tests leave it
 }
 
 TEST_F(Roles, TakeoverNeedsSyncUnlessForcedAndCountsItsReason) {
