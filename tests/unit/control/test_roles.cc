@@ -59,6 +59,10 @@ class Roles : public ::testing::Test {
     char tmpl[] = "/tmp/ftpair-roles-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
+    ASSERT_NO_FATAL_FAILURE(make_roles(nullptr));
+  }
+  // A role manager over the shared node; without a fencer, as failover.fence: none leaves it.
+  void make_roles(fo::Fencer *fencer) {
     roles_ = std::make_unique<RoleManager>("b", dir_);
     RoleManager::Parts p;
     p.node = node_;
@@ -66,7 +70,8 @@ class Roles : public ::testing::Test {
     p.applier = applier_;
     p.sync = sync_;
     p.table_mu = &table_mu_;
-    p.fencer_status = FailedPrecondition("failover.fence: none");
+    p.fencer = fencer;
+    if (!fencer) p.fencer_status = FailedPrecondition("failover.fence: none");
     p.fence_timeout_ms = &fence_timeout_ms_;
     p.garp_count = &garp_count_;
     p.handing_over = [this] { return handing_over_; };
@@ -269,19 +274,7 @@ TEST_F(Roles, APromotionIsCountedOnceWhenTwoDetectorsFire) {
   std::unique_ptr<fo::Fencer> fencer =
       virt::make_process_fencer(dir_ + "/peer.pid", /*missing_ok=*/true, &fst);
   ASSERT_NE(fencer, nullptr) << fst.message();
-  roles_ = std::make_unique<RoleManager>("b", dir_);
-  RoleManager::Parts p;
-  p.node = node_;
-  p.engine = engine_;
-  p.applier = applier_;
-  p.sync = sync_;
-  p.table_mu = &table_mu_;
-  p.fencer = fencer.get();
-  p.fence_timeout_ms = &fence_timeout_ms_;
-  p.garp_count = &garp_count_;
-  p.handing_over = [this] { return handing_over_; };
-  roles_->attach(std::move(p));
-  ASSERT_TRUE(roles_->load_generation().ok());
+  ASSERT_NO_FATAL_FAILURE(make_roles(fencer.get()));
   ASSERT_TRUE(roles_->become_standby("test").ok());
   roles_->set_standby_state(true, "test");
   ASSERT_EQ(roles_->role(), fo::Role::STANDBY_READY);
