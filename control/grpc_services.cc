@@ -1,7 +1,5 @@
 #include "control/grpc_services.h"
 
-#include <sched.h>
-
 #include <chrono>
 #include <thread>
 
@@ -9,29 +7,6 @@
 #include "proto/rpc/rpc.h"
 
 namespace ftpair {
-
-namespace {
-// The calling thread runs as SCHED_IDLE while this lives (then back to what it was).
-class IdlePriority {
- public:
-  IdlePriority() {
-    policy_ = sched_getscheduler(0);
-    sched_getparam(0, &param_);
-    sched_param p{};
-    ok_ = sched_setscheduler(0, SCHED_IDLE, &p) == 0;
-  }
-  ~IdlePriority() {
-    if (ok_) sched_setscheduler(0, policy_, &param_);
-  }
-  IdlePriority(const IdlePriority &) = delete;
-  IdlePriority &operator=(const IdlePriority &) = delete;
-
- private:
-  int policy_ = SCHED_OTHER;
-  sched_param param_{};
-  bool ok_ = false;
-};
-}  // namespace
 
 grpc::Status ControlService::Status(grpc::ServerContext *, const v1::StatusRequest *, v1::StatusReply *out) {
   d_.status(out);
@@ -60,16 +35,28 @@ grpc::Status ControlService::Switchover(grpc::ServerContext *, const v1::Switcho
 grpc::Status ControlService::StageUpgrade(grpc::ServerContext *, grpc::ServerReader<v1::UpgradeChunk> *reader,
                                           v1::UpgradeReply *out) {
   constexpr size_t kMaxBinary = 512u << 20;
-  // Staging is background work: it must not delay the heartbeats that share the CPUs and
-  // the management link. This thread runs as SCHED_IDLE, and reads at most 32 MiB/s (gRPC
-  // flow control then paces the sender), so a bulk upload never floods the link.
+  /* Staging is background work: it must not delay the heartbeats that share the CPUs and the
+   * management link. It reads at most 32 MiB/s (gRPC flow control then paces the sender), so
+   * a bulk upload never floods the link. It runs at normal priority, not SCHED_IDLE: a thread
+   * of the idle class that is preempted while it holds the allocator's arena lock (a large
+   * allocation, or MALLOC_PERTURB_'s fill of one) keeps it for as long as the busy-polling
+   * workers hold both CPUs, and the real-time beat threads that allocate from that arena wait
+   * behind it. That stopped a lab active's beats for 20-40 ms while a 17 MB binary arrived,
+   * and its standby took over (1 upload in 15). The sender declares the size in its first
+   * chunk, so the buffer is allocated once, not grown by doubling. */
   constexpr double kBytesPerSecond = 32.0 * (1 << 20);
-  IdlePriority idle;
   const auto t0 = std::chrono::steady_clock::now();
   std::string bytes, claimed;
   v1::UpgradeChunk c;
+  bool first = true;
   while (reader->Read(&c)) {
-    if (claimed.empty()) claimed = c.sha256();
+    if (first) {
+      first = false;
+      claimed = c.sha256();
+      if (c.size() > kMaxBinary)
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
+      bytes.reserve(size_t(c.size()));
+    }
     if (bytes.size() + c.data().size() > kMaxBinary)
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
     bytes += c.data();

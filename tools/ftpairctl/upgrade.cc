@@ -120,7 +120,10 @@ Outcome Upgrader::stage(Node &n, const std::string &bytes, const std::string &sh
     constexpr size_t kChunk = 256 << 10;
     for (size_t off = 0; off < bytes.size(); off += kChunk) {
       v1::UpgradeChunk ch;
-      if (off == 0) ch.set_sha256(sha);
+      if (off == 0) {
+        ch.set_sha256(sha);
+        ch.set_size(bytes.size());
+      }
       ch.set_data(bytes.substr(off, kChunk));
       if (!w->Write(ch)) break;
     }
