@@ -30,7 +30,7 @@ void Daemon::tick() {
   // Beside: the state directory is still the old instance's.
   if (beside_.load()) return;
   // Off the promotion path: the generation a standby in sync would take stays reserved on disk.
-  roles_.keep_generation(monitor_ ? monitor_->last_peer_beat().generation() : 0);
+  roles_.keep_generation(monitor_ ? monitor_->last_peer_generation() : 0);
   log_stalls();
   push_health();
   push_protected();

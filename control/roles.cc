@@ -48,7 +48,7 @@ Status RoleManager::become_active(const std::string &why, bool bump_generation) 
   Status st = p_.engine->run_parked([&] {
     const int64_t tp = mono_ns();
     if (bump_generation) {
-      const uint64_t peer_gen = p_.monitor ? p_.monitor->last_peer_beat().generation() : 0;
+      const uint64_t peer_gen = p_.monitor ? p_.monitor->last_peer_generation() : 0;
       // The standby reserved (and flushed) this generation ahead of time: no disk I/O here.
       const uint64_t want = std::max(generation(), peer_gen) + 1;
       if (!generation_.take_reserved(want)) {

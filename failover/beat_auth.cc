@@ -2,7 +2,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <cctype>
@@ -26,15 +25,6 @@ uint64_t get64(const uint8_t *p) {
   uint64_t v = 0;
   for (int i = 0; i < 8; i++) v = v << 8 | p[i];
   return v;
-}
-
-// The first kBeatTagBytes of HMAC-SHA256(secret, data).
-void tag(const std::string &secret, const uint8_t *data, size_t n, uint8_t out[kBeatTagBytes]) {
-  uint8_t full[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), data, n, full, &len);
-  std::memcpy(out, full, kBeatTagBytes);
-  OPENSSL_cleanse(full, sizeof(full));
 }
 
 int hexval(char c) {
@@ -66,7 +56,48 @@ Status load_beat_key(const std::string &path, std::string *secret) {
   return Status::Ok();
 }
 
-BeatAuth::BeatAuth(std::vector<BeatKey> keys, uint64_t nonce) : keys_(std::move(keys)), nonce_(nonce) {
+std::vector<BeatAuth::KeyState> BeatAuth::key_states(const std::vector<BeatKey> &keys) {
+  constexpr size_t kBlock = 64;  // SHA-256's block: a longer key is hashed first (RFC 2104)
+  std::vector<KeyState> out;
+  out.reserve(keys.size());
+  for (const BeatKey &k : keys) {
+    uint8_t key[kBlock] = {};
+    if (k.secret.size() > kBlock)
+      SHA256(reinterpret_cast<const uint8_t *>(k.secret.data()), k.secret.size(), key);
+    else
+      std::memcpy(key, k.secret.data(), k.secret.size());
+    uint8_t pad[kBlock];
+    KeyState st;
+    st.id = k.id;
+    for (size_t i = 0; i < kBlock; i++) pad[i] = key[i] ^ 0x36;
+    SHA256_Init(&st.inner);
+    SHA256_Update(&st.inner, pad, kBlock);
+    for (size_t i = 0; i < kBlock; i++) pad[i] = key[i] ^ 0x5c;
+    SHA256_Init(&st.outer);
+    SHA256_Update(&st.outer, pad, kBlock);
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    out.push_back(st);
+  }
+  return out;
+}
+
+// The first kBeatTagBytes of HMAC-SHA256(key, data).
+void BeatAuth::tag(const KeyState &k, const uint8_t *data, size_t n, uint8_t out[kBeatTagBytes]) {
+  SHA256_CTX c = k.inner;
+  uint8_t inner[SHA256_DIGEST_LENGTH], full[SHA256_DIGEST_LENGTH];
+  SHA256_Update(&c, data, n);
+  SHA256_Final(inner, &c);
+  c = k.outer;
+  SHA256_Update(&c, inner, sizeof(inner));
+  SHA256_Final(full, &c);
+  std::memcpy(out, full, kBeatTagBytes);
+  OPENSSL_cleanse(&c, sizeof(c));
+  OPENSSL_cleanse(full, sizeof(full));
+}
+
+BeatAuth::BeatAuth(std::vector<BeatKey> keys, uint64_t nonce)
+    : keys_(std::move(keys)), states_(key_states(keys_)), nonce_(nonce) {
   while (nonce_ == 0) {
     if (RAND_bytes(reinterpret_cast<unsigned char *>(&nonce_), sizeof(nonce_)) != 1) {
       std::random_device rd;
@@ -81,27 +112,40 @@ uint8_t BeatAuth::signing_key() const {
 }
 
 void BeatAuth::set_keys(std::vector<BeatKey> keys) {
-  std::lock_guard<std::mutex> g(keys_mu_);
-  keys_ = std::move(keys);
+  std::vector<KeyState> states = key_states(keys);  // built, and the old lists freed, outside the lock
+  {
+    std::lock_guard<std::mutex> g(keys_mu_);
+    keys_.swap(keys);
+    states_.swap(states);
+  }
+  for (BeatKey &k : keys) OPENSSL_cleanse(k.secret.data(), k.secret.size());
+  for (KeyState &k : states) OPENSSL_cleanse(&k, sizeof(k));
 }
 
 std::string BeatAuth::seal(const v1::Beat &b) const {
-  BeatKey k;
+  std::string d(kBeatAuthHeader + b.ByteSizeLong() + kBeatTagBytes, '\0');
+  d.resize(seal_into(b, reinterpret_cast<uint8_t *>(d.data()), d.size()));
+  return d;
+}
+
+size_t BeatAuth::seal_into(const v1::Beat &b, uint8_t *buf, size_t cap) const {
+  const size_t body = b.ByteSizeLong();
+  if (cap < kBeatAuthHeader + body + kBeatTagBytes) return 0;
+  KeyState k;
   {
     std::lock_guard<std::mutex> g(keys_mu_);
-    k = keys_.front();
+    k = states_.front();
   }
-  std::string d(kBeatAuthHeader, '\0');
-  uint8_t *h = reinterpret_cast<uint8_t *>(d.data());
-  std::memcpy(h, kMagic, 4);
-  h[4] = kVersionAuth;
-  h[5] = k.id;
-  put64(h + 8, nonce_);
-  b.AppendToString(&d);
-  uint8_t t[kBeatTagBytes];
-  tag(k.secret, reinterpret_cast<const uint8_t *>(d.data()), d.size(), t);
-  d.append(reinterpret_cast<const char *>(t), kBeatTagBytes);
-  return d;
+  std::memset(buf, 0, kBeatAuthHeader);
+  std::memcpy(buf, kMagic, 4);
+  buf[4] = kVersionAuth;
+  buf[5] = k.id;
+  put64(buf + 8, nonce_);
+  b.SerializeWithCachedSizesToArray(buf + kBeatAuthHeader);
+  const size_t n = kBeatAuthHeader + body;
+  tag(k, buf, n, buf + n);
+  OPENSSL_cleanse(&k, sizeof(k));
+  return n + kBeatTagBytes;
 }
 
 BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
@@ -111,18 +155,25 @@ BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
   if (p[4] != kVersionAuth) return BeatReject::BAD_VERSION;
   if (n < kBeatAuthHeader + kBeatTagBytes) return BeatReject::SHORT;
   if (n > kMaxDatagram) return BeatReject::BAD_PAYLOAD;
-  std::string secret;
+  KeyState k;
+  bool known = false;
   {
     std::lock_guard<std::mutex> g(keys_mu_);
-    for (const auto &k : keys_)
-      if (k.id == p[5]) secret = k.secret;
+    for (const auto &s : states_)
+      if (s.id == p[5]) {
+        k = s;
+        known = true;
+      }
   }
-  if (secret.empty()) return BeatReject::UNKNOWN_KEY;
+  if (!known) return BeatReject::UNKNOWN_KEY;
   uint8_t t[kBeatTagBytes];
-  tag(secret, p, n - kBeatTagBytes, t);
+  tag(k, p, n - kBeatTagBytes, t);
+  OPENSSL_cleanse(&k, sizeof(k));
   if (CRYPTO_memcmp(t, p + n - kBeatTagBytes, kBeatTagBytes) != 0) return BeatReject::BAD_MAC;
-  // Genuine from here on: what remains is whether it is new.
-  v1::Beat b;
+  /* Genuine from here on: what remains is whether it is new. Parsed into *out, whose strings
+   * a beat parsed before has already allocated (a caller that keeps one message per thread
+   * allocates nothing); on a refusal *out holds this beat, which the caller ignores. */
+  v1::Beat &b = *out;
   if (p[6] != 0 || p[7] != 0 ||
       !b.ParseFromArray(p + kBeatAuthHeader, static_cast<int>(n - kBeatAuthHeader - kBeatTagBytes)))
     return BeatReject::BAD_PAYLOAD;
@@ -143,7 +194,6 @@ BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
     window_ |= uint64_t(1) << back;
   }
   if (b.sent_unix_ns() > newest_sent_ns_) newest_sent_ns_ = b.sent_unix_ns();
-  *out = std::move(b);
   return BeatReject::COUNT;
 }
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "failover/sha256_ctx.h"
 #include "peer.pb.h"
 
 namespace ftpair::fo {
@@ -73,14 +74,30 @@ class BeatAuth {
 
   // The datagram for b under the signing key.
   std::string seal(const v1::Beat &b) const;
+  /* The same datagram written into buf[0, cap): its length, or 0 when it does not fit. It
+   * allocates nothing (nor does open() into a message that held a beat before), so the
+   * real-time beat threads never wait for the allocator's lock (which a preempted thread of
+   * normal priority may hold). */
+  size_t seal_into(const v1::Beat &b, uint8_t *buf, size_t cap) const;
   /* Verifies a datagram and, when it is genuine and new, fills *out and returns
    * BeatReject::COUNT; else the reason (UNAUTHENTICATED for a version-1 datagram, UNKNOWN_KEY,
    * BAD_MAC, REPLAY, STALE_BOOT, and the framing reasons). */
   BeatReject open(const uint8_t *p, size_t n, v1::Beat *out);
 
  private:
-  mutable std::mutex keys_mu_;
+  /* HMAC-SHA256 of one key with its inner and outer pads already hashed: a tag is two
+   * SHA-256 finals from copies of these (plain structs, no allocation, as OpenSSL 3's HMAC()
+   * would make per call). */
+  struct KeyState {
+    uint8_t id = 0;
+    SHA256_CTX inner{}, outer{};
+  };
+  static std::vector<KeyState> key_states(const std::vector<BeatKey> &keys);
+  static void tag(const KeyState &k, const uint8_t *data, size_t n, uint8_t out[kBeatTagBytes]);
+
+  mutable std::mutex keys_mu_;  // held only to read or swap the lists below, never to allocate
   std::vector<BeatKey> keys_;  // keys_mu_
+  std::vector<KeyState> states_;  // keys_mu_, one per key, in the same order
   uint64_t nonce_;
   // Replay state (the receiving thread).
   bool have_peer_ = false;

@@ -50,11 +50,19 @@ constexpr uint8_t kBeatVersion = 1;
 }  // namespace
 
 std::string encode_beat_datagram(const v1::Beat &b) {
-  std::string d(kBeatHeader, '\0');
-  std::memcpy(d.data(), kBeatMagic, 4);
-  d[4] = static_cast<char>(kBeatVersion);
-  b.AppendToString(&d);
+  std::string d(kBeatHeader + b.ByteSizeLong(), '\0');
+  d.resize(encode_beat_into(b, reinterpret_cast<uint8_t *>(d.data()), d.size()));
   return d;
+}
+
+size_t encode_beat_into(const v1::Beat &b, uint8_t *buf, size_t cap) {
+  const size_t body = b.ByteSizeLong();
+  if (cap < kBeatHeader + body) return 0;
+  std::memset(buf, 0, kBeatHeader);
+  std::memcpy(buf, kBeatMagic, 4);
+  buf[4] = kBeatVersion;
+  b.SerializeWithCachedSizesToArray(buf + kBeatHeader);
+  return kBeatHeader + body;
 }
 
 BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out) {
@@ -110,8 +118,14 @@ void Monitor::start() {
         const std::vector<int> cpus = allowed_cpus(cfg_.avoid_cpus, 2);
         if (cpus.size() >= 2) tx_cpu_.store(cpus[cpus.size() - 1]), rx_cpu_.store(cpus[cpus.size() - 2]);
       }
-      udp_rx_ = std::thread([this] { udp_rx_loop(); });
-      udp_tx_ = std::thread([this] { udp_tx_loop(); });
+      udp_rx_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "beats-rx");  // top -H, /proc/PID/task/*/comm
+        udp_rx_loop();
+      });
+      udp_tx_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "beats-tx");  // top -H, /proc/PID/task/*/comm
+        udp_tx_loop();
+      });
       if (tx_cpu_.load() >= 0)
         L.info("fast beats: sending thread on CPU {}, receiving thread on CPU {} (each covers for the other)",
                tx_cpu_.load(), rx_cpu_.load());
@@ -129,8 +143,14 @@ void Monitor::start() {
     hook_stop_ = false;
     hook_pending_ = false;
   }
-  hook_thread_ = std::thread([this] { hook_loop(); });
-  thread_ = std::thread([this] { loop(); });
+  hook_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "beats-hook");
+    hook_loop();
+  });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "beats-grpc");
+    loop();
+  });
   if (events_) events_->start();  // subscribes on its own thread: never delays the beats
 }
 
@@ -156,13 +176,15 @@ void Monitor::stop() {
 }
 
 void Monitor::hook_loop() {
+  /* Swapped, not moved: hook_beat_ keeps the strings of the beat before, so the receiver's copy
+   * into it reuses them and allocates nothing (see record()). */
+  v1::Beat b;
   for (;;) {
-    v1::Beat b;
     {
       std::unique_lock<std::mutex> lk(hook_mu_);
       hook_cv_.wait(lk, [this] { return hook_pending_ || hook_stop_; });
       if (hook_stop_) return;
-      b = std::move(hook_beat_);
+      b.Swap(&hook_beat_);
       hook_pending_ = false;
     }
     hooks_.on_peer_beat(b);
@@ -235,9 +257,10 @@ void Monitor::udp_tx_loop() {
   }
   pin(tx_cpu_, "sending");
   auto next = Clock::now();
+  v1::Beat mine;  // one message, cleared and refilled: its strings are allocated once
   while (running_.load()) {
     next += cfg_.interval;
-    v1::Beat mine;
+    mine.Clear();
     if (hooks_.fill_local) hooks_.fill_local(&mine);
     send_beat(mine);
     check_silence();
@@ -255,11 +278,12 @@ bool Monitor::send_beat(v1::Beat &b) {
   peer.sin_addr.s_addr = udp_peer_addr_;
   b.set_sequence(seq_.fetch_add(1) + 1);
   b.set_sent_unix_ns(unix_ns());
-  const std::string d = auth_ ? auth_->seal(b) : encode_beat_datagram(b);
+  uint8_t d[kBeatMaxDatagram];
+  const size_t len = auth_ ? auth_->seal_into(b, d, sizeof(d)) : encode_beat_into(b, d, sizeof(d));
+  if (len == 0) return false;  // larger than a beat may be (a fill hook's text): not sent
   for (int attempt = 0; attempt < 2; attempt++) {
-    const ssize_t n =
-        sendto(udp_fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
-    if (n == static_cast<ssize_t>(d.size())) {
+    const ssize_t n = sendto(udp_fd_, d, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
+    if (n == static_cast<ssize_t>(len)) {
       udp_sent_++;
       last_tx_ns_.store(mono_ns(), std::memory_order_relaxed);
       return true;
@@ -278,21 +302,22 @@ bool Monitor::send_beat(v1::Beat &b) {
 
 Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
   if (udp_fd_ < 0 || !running_.load()) return ProbeResult::NO_BEATS;
+  /* Filled before probe_mu_ is taken: the real-time receiver takes it to post an answer, and
+   * this (normal) thread allocates nothing while it holds it. */
+  v1::Beat ask;
+  if (hooks_.fill_local) hooks_.fill_local(&ask);
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
   probe_answered_ = probe_refused_ = false;
   drain_icmp_errors(false);  // errors of datagrams sent before this probe say nothing of now
   const uint64_t heard0 = udp_heard_.load();
   const int64_t start_ns = mono_ns();
-  v1::Beat ask;
-  if (hooks_.fill_local) hooks_.fill_local(&ask);
   ask.set_probe(probe_id_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   const auto done = [this] { return probe_answered_ || probe_refused_; };
   bool got = false;
   for (int attempt = 0; attempt < 3 && !got; attempt++) {
-    v1::Beat again = ask;  // a fresh sequence number and send time each time
-    send_beat(again);
+    send_beat(ask);  // a fresh sequence number and send time each time (send_beat sets them)
     const auto until = std::min(attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3, deadline);
     for (;;) {
       got = probe_cv_.wait_until(lk, std::min(until, std::chrono::steady_clock::now() + kProbeSlice), done);
@@ -308,7 +333,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   }
   probe_id_ = 0;
   if (probe_answered_) {
-    *reply = std::move(probe_answer_);
+    reply->CopyFrom(probe_answer_);  // a copy: probe_answer_ keeps its strings for the receiver's next answer
     return ProbeResult::ANSWERED;
   }
   // An authentic beat heard meanwhile outweighs a refusal (an ICMP error is not authenticated).
@@ -361,6 +386,7 @@ void Monitor::udp_rx_loop() {
   pin(rx_cpu_, "receiving");
   const int64_t interval_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.interval).count();
   const int64_t late_ns = interval_ns + interval_ns / 4;  // the sender's beat overdue by a quarter interval
+  v1::Beat mine;  // the backup beat: one message, refilled
   while (running_.load()) {
     // Wake for a datagram, or when the sender's next beat is overdue (at most one interval on).
     const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
@@ -376,7 +402,7 @@ void Monitor::udp_rx_loop() {
      * here, every interval while that lasts, so that one CPU stopped does not silence the node. */
     const int64_t last_sent = last_tx_ns_.load(std::memory_order_relaxed);
     if (last_sent != 0 && mono_ns() - last_sent > late_ns) {
-      v1::Beat mine;
+      mine.Clear();
       if (hooks_.fill_local) hooks_.fill_local(&mine);
       if (send_beat(mine)) backup_beats_++;
     }
@@ -401,8 +427,10 @@ unsigned Monitor::read_pending() {
 }
 
 bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
+  /* One message per reading thread, parsed into again and again: after the first beats its
+   * strings are allocated, and the real-time threads never wait for the allocator's lock. */
+  thread_local v1::Beat b, ans;
   BeatReject r;
-  v1::Beat b;
   if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
     r = BeatReject::WRONG_SOURCE;
   else if (auth_) {
@@ -418,7 +446,7 @@ bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
   udp_heard_++;
   if (b.probe() != 0) {
     // Answer at once, from this (real-time) thread: the prober is deciding a failover.
-    v1::Beat ans;
+    ans.Clear();
     if (hooks_.fill_local) hooks_.fill_local(&ans);
     if (hooks_.fill_probe_reply) hooks_.fill_probe_reply(&ans);
     ans.set_probe_reply(b.probe());
@@ -440,9 +468,13 @@ bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
 void Monitor::record(const v1::Beat &b) {
   last_heard_ns_.store(mono_ns());
   ever_heard_.store(true);
+  last_generation_.store(b.generation());
   {
-    std::lock_guard<std::mutex> g(beat_mu_);
-    last_beat_ = b;
+    /* A reader of last_peer_beat() copies under beat_mu_ (and allocates, at normal priority):
+     * a real-time thread does not wait for it. The beat kept is then the one before, 5 ms
+     * old; the generation, which decisions read, is kept apart and always current. */
+    std::unique_lock<std::mutex> g(beat_mu_, std::try_to_lock);
+    if (g.owns_lock()) last_beat_ = b;
   }
   if (hooks_.on_peer_beat) {
     {
@@ -460,6 +492,8 @@ void Monitor::heard(const v1::Beat &peer_beat, v1::Beat *reply) {
   reply->set_sequence(seq_.load());
   reply->set_sent_unix_ns(unix_ns());
 }
+
+uint64_t Monitor::last_peer_generation() const { return last_generation_.load(); }
 
 v1::Beat Monitor::last_peer_beat() const {
   std::lock_guard<std::mutex> g(beat_mu_);

@@ -79,6 +79,8 @@ struct MonitorConfig {
 inline constexpr size_t kBeatHeader = 8;
 inline constexpr size_t kBeatMaxDatagram = 1024;
 std::string encode_beat_datagram(const v1::Beat &b);
+// The same into buf[0, cap), allocating nothing: its length, or 0 when it does not fit.
+size_t encode_beat_into(const v1::Beat &b, uint8_t *buf, size_t cap);
 // Returns COUNT on success.
 BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out);
 
@@ -111,7 +113,8 @@ class Monitor {
   double silence_seconds() const;
   uint64_t misses() const { return misses_.load(); }
   uint64_t beats_sent() const { return sent_.load(); }
-  v1::Beat last_peer_beat() const;
+  v1::Beat last_peer_beat() const;  // may be one beat behind (record())
+  uint64_t last_peer_generation() const;  // the generation of the newest beat heard
   const MonitorConfig &config() const { return cfg_; }
   // Fast beats: datagrams sent / accepted, and ignored by reason.
   uint64_t udp_sent() const { return udp_sent_.load(); }
@@ -173,6 +176,7 @@ class Monitor {
   std::atomic<uint64_t> misses_{0}, sent_{0}, seq_{0};
   mutable std::mutex beat_mu_;
   v1::Beat last_beat_;
+  std::atomic<uint64_t> last_generation_{0};
   // fast beats
   int udp_fd_ = -1;
   std::unique_ptr<BeatAuth> auth_;  // null: plain datagrams

@@ -1,7 +1,10 @@
 #include "failover/stall.h"
 
+#include <fcntl.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -9,27 +12,40 @@
 
 namespace ftpair::fo {
 
+namespace {
+/* The start of a small /proc file into buf (NUL-terminated): its length, or -1. open/read, not
+ * stdio: the fast beats' real-time threads call this (through the health check in every
+ * beat), and fopen would allocate, waiting for the allocator's lock. */
+ssize_t read_proc(const char *path, char *buf, size_t cap) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t n = 0;
+  while (n + 1 < cap) {
+    const ssize_t r = ::read(fd, buf + n, cap - 1 - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += size_t(r);
+  }
+  ::close(fd);
+  buf[n] = '\0';
+  return ssize_t(n);
+}
+}  // namespace
+
 SchedStat read_schedstat(int tid) {
   SchedStat s;
-  char path[64];
+  char path[64], buf[4096];
   std::snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", tid);
-  std::FILE *f = std::fopen(path, "re");
-  if (!f) return s;
+  if (read_proc(path, buf, sizeof(buf)) <= 0) return s;
   unsigned long long run = 0, wait = 0;
-  s.ok = std::fscanf(f, "%llu %llu", &run, &wait) == 2;
-  std::fclose(f);
+  s.ok = std::sscanf(buf, "%llu %llu", &run, &wait) == 2;
   s.run_ns = run;
   s.wait_ns = wait;
   std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-  f = std::fopen(path, "re");
-  if (!f) {
+  if (read_proc(path, buf, 512) <= 0) {
     s.ok = false;
     return s;
   }
-  char buf[512];
-  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
   // "tid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'.
   const char *rp = std::strrchr(buf, ')');
   if (!rp || rp[1] != ' ' || !rp[2]) {
@@ -38,22 +54,22 @@ SchedStat read_schedstat(int tid) {
   }
   s.state = rp[2];
   std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
-  f = std::fopen(path, "re");
-  if (!f) {
+  if (read_proc(path, buf, sizeof(buf)) <= 0) {
     s.ok = false;
     return s;
   }
-  char line[256];
+  // A line of its own ("nonvoluntary_ctxt_switches:" ends the same way).
+  static constexpr char kKey[] = "\nvoluntary_ctxt_switches:";
+  const char *at = std::strstr(buf, kKey);
   bool got = false;
-  while (std::fgets(line, sizeof(line), f)) {
-    unsigned long long v = 0;
-    if (std::sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1) {
+  if (at) {
+    char *end = nullptr;
+    const unsigned long long v = std::strtoull(at + sizeof(kKey) - 1, &end, 10);
+    if (end != at + sizeof(kKey) - 1) {
       s.voluntary = v;
       got = true;
-      break;
     }
   }
-  std::fclose(f);
   s.ok = s.ok && got;
   return s;
 }
@@ -64,12 +80,11 @@ SchedStat read_schedstat(int tid) {
 long read_syscall(int tid) {
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
-  std::FILE *f = std::fopen(path, "re");
-  if (!f) return -2;
+  char buf[256];
+  if (read_proc(path, buf, sizeof(buf)) <= 0) return -2;
   char word[32] = {};
   long nr = -2;
-  if (std::fscanf(f, "%31s", word) == 1) nr = std::strcmp(word, "running") == 0 ? -1 : std::strtol(word, nullptr, 10);
-  std::fclose(f);
+  if (std::sscanf(buf, "%31s", word) == 1) nr = std::strcmp(word, "running") == 0 ? -1 : std::strtol(word, nullptr, 10);
   return nr;
 }
 

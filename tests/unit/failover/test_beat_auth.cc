@@ -10,6 +10,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "failover/monitor.h"
 
@@ -32,6 +34,31 @@ v1::Beat beat(uint64_t seq, int64_t sent_ns, const std::string &role = "standby"
 BeatReject open(BeatAuth &rx, const std::string &d, v1::Beat *out = nullptr) {
   v1::Beat tmp;
   return rx.open(reinterpret_cast<const uint8_t *>(d.data()), d.size(), out ? out : &tmp);
+}
+
+/* The tag is HMAC-SHA256 (RFC 2104) truncated to 16 bytes, as OpenSSL's HMAC() computes it: the
+ * precomputed pads must give the same bytes for every key length, including keys longer than
+ * SHA-256's 64-byte block (hashed first), or a pair across an upgrade would not verify. */
+TEST(BeatAuth, TheTagIsOpenSslHmacSha256) {
+  for (size_t len : {16, 32, 63, 64, 65, 100, 200}) {
+    std::string secret;
+    for (size_t i = 0; i < len; i++) secret.push_back(char(i * 37 + len));
+    BeatAuth tx({{3, secret}}, 99);
+    const std::string d = tx.seal(beat(len, int64_t(len) * 1000));
+    ASSERT_GT(d.size(), kBeatAuthHeader + kBeatTagBytes);
+    uint8_t want[EVP_MAX_MD_SIZE];
+    unsigned wl = 0;
+    HMAC(EVP_sha256(), secret.data(), int(secret.size()), reinterpret_cast<const uint8_t *>(d.data()),
+         d.size() - kBeatTagBytes, want, &wl);
+    ASSERT_EQ(wl, 32u);
+    EXPECT_EQ(std::string(d.end() - kBeatTagBytes, d.end()), std::string(reinterpret_cast<char *>(want), kBeatTagBytes))
+        << "key of " << len << " bytes";
+    // seal_into writes the same bytes, and refuses a buffer too small for them.
+    std::vector<uint8_t> buf(d.size());
+    EXPECT_EQ(tx.seal_into(beat(len, int64_t(len) * 1000), buf.data(), buf.size()), d.size());
+    EXPECT_EQ(std::string(buf.begin(), buf.end()), d);
+    EXPECT_EQ(tx.seal_into(beat(len, int64_t(len) * 1000), buf.data(), buf.size() - 1), 0u);
+  }
 }
 
 TEST(BeatAuth, GenuineBeatsPassAndSayWhatWasSent) {

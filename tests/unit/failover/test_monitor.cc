@@ -21,6 +21,7 @@
 #include <algorithm>
 
 #include "failover/monitor.h"
+#include "tests/unit/failover/free_udp_port.h"
 
 namespace ftpair::fo {
 namespace {
@@ -114,18 +115,6 @@ struct Node {
   }
   std::atomic<int> slow_answer_ms{0};  // fill_probe_reply sleeps this long: an answer that comes late
 };
-
-uint16_t free_udp_port() {
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa));
-  socklen_t l = sizeof(sa);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &l);
-  close(fd);
-  return ntohs(sa.sin_port);
-}
 
 TEST(FastBeats, PeersHearEachOtherAndNoticeSilence) {
   const uint16_t port = free_udp_port();
