@@ -160,7 +160,11 @@ class Daemon {
  private:
   void log_stalls();      // tick(): one warning per worker stall the health check saw
   std::string stall_text(unsigned w, const fo::StallDetector::StallFacts &f) const;
+  // The same into buf (NUL-terminated, cut to fit), allocating nothing: its length.
+  size_t stall_text_into(unsigned w, const fo::StallDetector::StallFacts &f, char *buf, size_t cap) const;
   std::string stalled_text() const;  // the first worker stalled now, described; any thread
+  // The same into buf, allocating nothing and waiting for no lock (the beat threads).
+  size_t stalled_text_into(char *buf, size_t cap) const;
   void push_health();     // tick(): grpc.health.v1 SERVING state
   void push_protected();  // tick(): ftpair.pair.protected and the alarm log line
   // start(), in order: the checkpoint engine and the Sync service, the fencer and the

@@ -36,7 +36,10 @@ void Daemon::fill_beat(v1::Beat *b) {
   }
   const bool healthy = dataplane_healthy();
   b->set_dataplane_healthy(healthy);
-  if (!healthy) b->set_dataplane_unhealthy(stalled_text());
+  if (!healthy) {
+    char text[320];  // the beat threads call this: no allocation (a warm message has the room)
+    b->mutable_dataplane_unhealthy()->assign(text, stalled_text_into(text, sizeof(text)));
+  }
   b->set_epoch(is_active(r) ? engine_->acked_epoch() : applier_->applied_epoch());
   b->set_in_sync(is_active(r) ? engine_->in_sync() : applier_->in_sync());
 }

@@ -101,6 +101,10 @@ std::string Daemon::render_metrics() {
       x.family("ftpair_fast_beats_read_by_check_total", "counter",
                "Peer fast beats the silence check found unread in the socket (the receiving thread held back).")
           .sample(monitor_->beats_read_by_check());
+      x.family("ftpair_fast_beats_oversize_total", "counter",
+               "Fast beats not sent because they would not fit a datagram (1024 bytes; a probe answer for very "
+               "many workers).")
+          .sample(monitor_->oversize_beats());
       x.family("ftpair_fast_beats_realtime", "gauge", "1 when the fast-beat threads run at real-time priority.")
           .sample(monitor_->realtime() ? 1 : 0);
     }

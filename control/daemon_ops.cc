@@ -1,6 +1,10 @@
 // The daemon's operations surface: gRPC health, SIGHUP reload.
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
 #include "common/log.h"
 #include "control/daemon.h"
 
@@ -38,24 +42,72 @@ void Daemon::tick() {
 
 // What the stall detector saw of worker w's thread, in one phrase (a log line, a beat).
 std::string Daemon::stall_text(unsigned w, const fo::StallDetector::StallFacts &f) const {
-  if (f.starve_limit)
-    return "worker " + std::to_string(w) + " made no progress for " + std::to_string(f.idle_ms) + " ms, " +
-           (f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at") +
-           ": past 10 x worker.stall_ms (" + std::to_string(stall_ms_.load()) + " ms)";
-  return "worker " + std::to_string(w) + " stalled: no progress for " + std::to_string(f.idle_ms) +
-         " ms (worker.stall_ms " + std::to_string(stall_ms_.load()) + "); its thread " +
-         (f.state == '?' ? std::string("state unknown") : std::string("in state ") + f.state) +
-         (f.syscall >= 0 ? " in system call " + std::to_string(f.syscall) : std::string()) + ", ran " +
-         (f.ran_ms < 0 ? std::string("?") : std::to_string(f.ran_ms)) + " ms and slept or blocked " +
-         (f.slept < 0 ? std::string("?") : std::to_string(f.slept)) + " times since";
+  char buf[320];
+  return std::string(buf, stall_text_into(w, f, buf, sizeof(buf)));
+}
+
+/* snprintf into the caller's buffer: no allocation, so the fast beats' real-time threads can
+ * describe a stall in the beat they send (see failover/monitor.h on why they never allocate). */
+size_t Daemon::stall_text_into(unsigned w, const fo::StallDetector::StallFacts &f, char *buf, size_t cap) const {
+  if (cap == 0) return 0;
+  const unsigned stall_ms = stall_ms_.load();
+  int n;
+  if (f.starve_limit) {
+    n = std::snprintf(buf, cap, "worker %u made no progress for %lld ms, %s: past 10 x worker.stall_ms (%u ms)", w,
+                      static_cast<long long>(f.idle_ms),
+                      f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at", stall_ms);
+  } else {
+    char state[24], sys[40], ran[24], slept[24];
+    if (f.state == '?')
+      std::snprintf(state, sizeof(state), "state unknown");
+    else
+      std::snprintf(state, sizeof(state), "in state %c", f.state);
+    if (f.syscall >= 0)
+      std::snprintf(sys, sizeof(sys), " in system call %ld", f.syscall);
+    else
+      sys[0] = '\0';
+    const auto number = [](char *out, size_t n, int64_t v) {
+      if (v < 0)
+        std::snprintf(out, n, "?");
+      else
+        std::snprintf(out, n, "%lld", static_cast<long long>(v));
+    };
+    number(ran, sizeof(ran), f.ran_ms);
+    number(slept, sizeof(slept), f.slept);
+    n = std::snprintf(buf, cap,
+                      "worker %u stalled: no progress for %lld ms (worker.stall_ms %u); its thread %s%s, ran %s ms and "
+                      "slept or blocked %s times since",
+                      w, static_cast<long long>(f.idle_ms), stall_ms, state, sys, ran, slept);
+  }
+  if (n < 0) {
+    buf[0] = '\0';
+    return 0;
+  }
+  return std::min(size_t(n), cap - 1);
 }
 
 // The first worker stalled now, described (empty: none): the beat carries it to the peer.
 std::string Daemon::stalled_text() const {
-  if (!node_) return "no dataplane";
-  for (unsigned w = 0; w < node_->workers(); w++)
-    if (stall_detector_[w].stalled_now()) return stall_text(w, stall_detector_[w].last_stall());
-  return std::string();
+  char buf[320];
+  return std::string(buf, stalled_text_into(buf, sizeof(buf)));
+}
+
+size_t Daemon::stalled_text_into(char *buf, size_t cap) const {
+  if (cap == 0) return 0;
+  if (!node_) {
+    std::snprintf(buf, cap, "no dataplane");
+    return std::strlen(buf);
+  }
+  for (unsigned w = 0; w < node_->workers(); w++) {
+    if (!stall_detector_[w].stalled_now()) continue;
+    fo::StallDetector::StallFacts f;
+    if (stall_detector_[w].try_last_stall(&f)) return stall_text_into(w, f, buf, cap);
+    // A check is taking the facts now: say what is known without waiting for it.
+    const int n = std::snprintf(buf, cap, "worker %u stalled (worker.stall_ms %u)", w, stall_ms_.load());
+    return n < 0 ? 0 : std::min(size_t(n), cap - 1);
+  }
+  buf[0] = '\0';
+  return 0;
 }
 
 // One line per stall the health check saw (on the beats' thread, which must not log), with

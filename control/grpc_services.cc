@@ -49,16 +49,21 @@ grpc::Status ControlService::StageUpgrade(grpc::ServerContext *, grpc::ServerRea
   std::string bytes, claimed;
   v1::UpgradeChunk c;
   bool first = true;
+  size_t declared = 0;  // the first chunk's size (0: the sender did not say)
   while (reader->Read(&c)) {
     if (first) {
       first = false;
       claimed = c.sha256();
       if (c.size() > kMaxBinary)
         return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
-      bytes.reserve(size_t(c.size()));
+      declared = size_t(c.size());
+      bytes.reserve(declared);
     }
     if (bytes.size() + c.data().size() > kMaxBinary)
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "upgrade: the binary is larger than 512 MiB: refused");
+    if (declared > 0 && bytes.size() + c.data().size() > declared)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "upgrade: the sender declared " + std::to_string(declared) + " bytes and sent more: refused");
     bytes += c.data();
     const auto due = t0 + std::chrono::duration<double>(double(bytes.size()) / kBytesPerSecond);
     std::this_thread::sleep_until(due);

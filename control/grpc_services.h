@@ -21,7 +21,7 @@ class ControlService final : public v1::Control::Service {
   grpc::Status Flows(grpc::ServerContext *, const v1::FlowsRequest *req, v1::FlowsReply *out) override;
   grpc::Status Config(grpc::ServerContext *, const v1::ConfigRequest *, v1::ConfigReply *out) override;
   grpc::Status Switchover(grpc::ServerContext *, const v1::SwitchoverRequest *req, v1::SwitchoverReply *out) override;
-  // Reads the binary at idle priority and at most 32 MiB/s (512 MiB at most), then stages it.
+  // Reads the binary at most 32 MiB/s (512 MiB at most), at normal priority, then stages it.
   grpc::Status StageUpgrade(grpc::ServerContext *, grpc::ServerReader<v1::UpgradeChunk> *reader,
                             v1::UpgradeReply *out) override;
   grpc::Status Upgrade(grpc::ServerContext *, const v1::UpgradeRequest *req, v1::UpgradeReply *out) override;

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <cctype>
 #include <cstring>
@@ -56,6 +57,11 @@ Status load_beat_key(const std::string &path, std::string *secret) {
   return Status::Ok();
 }
 
+/* SHA256_Init/Update/Final, which OpenSSL 3 marks deprecated in favour of EVP. The EVP calls
+ * allocate (a context, and a copy of one per HMAC); the beat threads must not. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 std::vector<BeatAuth::KeyState> BeatAuth::key_states(const std::vector<BeatKey> &keys) {
   constexpr size_t kBlock = 64;  // SHA-256's block: a longer key is hashed first (RFC 2104)
   std::vector<KeyState> out;
@@ -93,8 +99,11 @@ void BeatAuth::tag(const KeyState &k, const uint8_t *data, size_t n, uint8_t out
   SHA256_Final(full, &c);
   std::memcpy(out, full, kBeatTagBytes);
   OPENSSL_cleanse(&c, sizeof(c));
+  OPENSSL_cleanse(inner, sizeof(inner));
   OPENSSL_cleanse(full, sizeof(full));
 }
+
+#pragma GCC diagnostic pop
 
 BeatAuth::BeatAuth(std::vector<BeatKey> keys, uint64_t nonce)
     : keys_(std::move(keys)), states_(key_states(keys_)), nonce_(nonce) {

@@ -25,8 +25,9 @@
 #include <string>
 #include <vector>
 
+#include <openssl/sha.h>  // SHA256_CTX (the struct; its functions are used in beat_auth.cc only)
+
 #include "common/status.h"
-#include "failover/sha256_ctx.h"
 #include "peer.pb.h"
 
 namespace ftpair::fo {
@@ -83,6 +84,7 @@ class BeatAuth {
    * BeatReject::COUNT; else the reason (UNAUTHENTICATED for a version-1 datagram, UNKNOWN_KEY,
    * BAD_MAC, REPLAY, STALE_BOOT, and the framing reasons). */
   BeatReject open(const uint8_t *p, size_t n, v1::Beat *out);
+  // (*out is overwritten also when a genuine beat is refused: BAD_PAYLOAD, REPLAY, STALE_BOOT.)
 
  private:
   /* HMAC-SHA256 of one key with its inner and outer pads already hashed: a tag is two

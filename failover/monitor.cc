@@ -74,8 +74,25 @@ BeatReject decode_beat_datagram(const uint8_t *p, size_t n, v1::Beat *out) {
   return BeatReject::COUNT;
 }
 
+/* A message the beat threads reuse, allocated up front: every string field with room for more
+ * than a beat carries (node ids are at most 32 characters, a stall's text about 250), and
+ * kWarmWorkers cleared entries in its worker list, which Clear() keeps for reuse. After this,
+ * filling, parsing into or copying into it allocates nothing (unless a newer peer sends fields
+ * this version does not know: protobuf keeps those as unknown fields, which allocate). */
+static void warm_beat(v1::Beat *m) {
+  constexpr int kWarmWorkers = 64;
+  const std::string room(320, 'x');
+  m->set_node_id(room);
+  m->set_role(room);
+  m->set_state(room);
+  m->set_dataplane_unhealthy(room);
+  for (int i = 0; i < kWarmWorkers; i++) m->add_dataplane_workers()->set_worker(uint32_t(i));
+  m->Clear();
+}
+
 Monitor::Monitor(MonitorConfig cfg, MonitorHooks hooks) : cfg_(std::move(cfg)), hooks_(std::move(hooks)) {
   if (!cfg_.beat_keys.empty()) auth_ = std::make_unique<BeatAuth>(cfg_.beat_keys);
+  for (v1::Beat *m : {&last_beat_, &hook_beat_, &probe_answer_, &probe_out_, &probe_ask_}) warm_beat(m);
 }
 
 Monitor::~Monitor() { stop(); }
@@ -257,7 +274,9 @@ void Monitor::udp_tx_loop() {
   }
   pin(tx_cpu_, "sending");
   auto next = Clock::now();
-  v1::Beat mine;  // one message, cleared and refilled: its strings are allocated once
+  v1::Beat mine;  // one message, cleared and refilled: its strings are allocated once, here
+  warm_beat(&mine);
+  (void)datagram_scratch();  // this thread reads beats too (check_silence): warm its messages now
   while (running_.load()) {
     next += cfg_.interval;
     mine.Clear();
@@ -280,7 +299,10 @@ bool Monitor::send_beat(v1::Beat &b) {
   b.set_sent_unix_ns(unix_ns());
   uint8_t d[kBeatMaxDatagram];
   const size_t len = auth_ ? auth_->seal_into(b, d, sizeof(d)) : encode_beat_into(b, d, sizeof(d));
-  if (len == 0) return false;  // larger than a beat may be (a fill hook's text): not sent
+  if (len == 0) {  // larger than a datagram may be (a probe answer for many workers): not sent
+    udp_oversize_++;
+    return false;
+  }
   for (int attempt = 0; attempt < 2; attempt++) {
     const ssize_t n = sendto(udp_fd_, d, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
     if (n == static_cast<ssize_t>(len)) {
@@ -302,9 +324,12 @@ bool Monitor::send_beat(v1::Beat &b) {
 
 Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat *reply) {
   if (udp_fd_ < 0 || !running_.load()) return ProbeResult::NO_BEATS;
-  /* Filled before probe_mu_ is taken: the real-time receiver takes it to post an answer, and
-   * this (normal) thread allocates nothing while it holds it. */
-  v1::Beat ask;
+  /* One prober at a time (prober_mu_, which only probers take). The question is filled before
+   * probe_mu_ is taken, into a message kept warm: the real-time receiver takes probe_mu_ to post
+   * an answer, and the prober (the dataplane watch, itself real-time) allocates nothing. */
+  std::lock_guard<std::mutex> one(prober_mu_);
+  v1::Beat &ask = probe_ask_;
+  ask.Clear();
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
@@ -333,7 +358,11 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   }
   probe_id_ = 0;
   if (probe_answered_) {
-    reply->CopyFrom(probe_answer_);  // a copy: probe_answer_ keeps its strings for the receiver's next answer
+    /* Swapped out under the lock (no allocation), copied to the caller after it: both messages
+     * keep their strings, for the receiver's next answer and the next probe. */
+    probe_out_.Swap(&probe_answer_);
+    lk.unlock();
+    reply->CopyFrom(probe_out_);
     return ProbeResult::ANSWERED;
   }
   // An authentic beat heard meanwhile outweighs a refusal (an ICMP error is not authenticated).
@@ -387,6 +416,8 @@ void Monitor::udp_rx_loop() {
   const int64_t interval_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.interval).count();
   const int64_t late_ns = interval_ns + interval_ns / 4;  // the sender's beat overdue by a quarter interval
   v1::Beat mine;  // the backup beat: one message, refilled
+  warm_beat(&mine);
+  (void)datagram_scratch();
   while (running_.load()) {
     // Wake for a datagram, or when the sender's next beat is overdue (at most one interval on).
     const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
@@ -426,10 +457,20 @@ unsigned Monitor::read_pending() {
   return accepted;
 }
 
+Monitor::Scratch &Monitor::datagram_scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+Monitor::Scratch::Scratch() {
+  warm_beat(&beat);
+  warm_beat(&answer);
+}
+
 bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
   /* One message per reading thread, parsed into again and again: after the first beats its
    * strings are allocated, and the real-time threads never wait for the allocator's lock. */
-  thread_local v1::Beat b, ans;
+  v1::Beat &b = datagram_scratch().beat, &ans = datagram_scratch().answer;
   BeatReject r;
   if (from.sin_addr.s_addr != udp_peer_addr_ || from.sin_port != htons(cfg_.udp_port))
     r = BeatReject::WRONG_SOURCE;
@@ -478,7 +519,13 @@ void Monitor::record(const v1::Beat &b) {
   }
   if (hooks_.on_peer_beat) {
     {
-      std::lock_guard<std::mutex> g(hook_mu_);
+      /* Not waited for either: the gRPC beats' thread and handlers (normal priority) post here
+       * too. The hook takes only the newest beat; one not posted is one the next replaces. */
+      std::unique_lock<std::mutex> g(hook_mu_, std::try_to_lock);
+      if (!g.owns_lock()) {
+        hook_skipped_++;
+        return;
+      }
       hook_beat_ = b;
       hook_pending_ = true;
     }

@@ -139,6 +139,10 @@ class Monitor {
   uint64_t probes_answered() const { return probes_answered_.load(); }
   // Beats sent by the receiving thread because the sending one was late (its CPU held back).
   uint64_t backup_beats() const { return backup_beats_.load(); }
+  // Beats not sent because they would not fit a datagram (kBeatMaxDatagram).
+  uint64_t oversize_beats() const { return udp_oversize_.load(); }
+  // Peer beats the hook did not get because another thread was posting one (it gets the next).
+  uint64_t hook_skipped() const { return hook_skipped_.load(); }
   // Peer beats the silence check found waiting unread (the receiving thread held back).
   uint64_t beats_read_by_check() const { return read_by_check_.load(); }
   // The CPUs the sending and receiving threads run on (-1: not pinned; pinned only at
@@ -184,7 +188,7 @@ class Monitor {
   std::thread udp_tx_, udp_rx_;
   std::mutex auth_mu_;  // BeatAuth::open (its replay window) for whichever thread reads
   std::atomic<int64_t> last_tx_ns_{0};  // mono ns of the last beat sent (either thread)
-  std::atomic<uint64_t> backup_beats_{0}, read_by_check_{0};
+  std::atomic<uint64_t> backup_beats_{0}, read_by_check_{0}, udp_oversize_{0}, hook_skipped_{0};
   std::atomic<int> tx_cpu_{-1}, rx_cpu_{-1};
   std::atomic<uint64_t> udp_sent_{0}, udp_heard_{0};
   std::atomic<uint64_t> udp_rejected_[static_cast<size_t>(BeatReject::COUNT)] = {};
@@ -202,6 +206,15 @@ class Monitor {
   std::atomic<uint64_t> probes_refused_{0};
   std::atomic<int64_t> refused_ns_{-1};  // mono ns of the last send failed by a port unreachable
   v1::Beat probe_answer_;
+  std::mutex prober_mu_;  // one probe at a time; only probers take it
+  v1::Beat probe_ask_, probe_out_;  // prober_mu_
+  /* The messages a thread that reads datagrams parses into and answers from, one pair per
+   * thread, warm from the start (see warm_beat in monitor.cc). */
+  struct Scratch {
+    Scratch();
+    v1::Beat beat, answer;
+  };
+  static Scratch &datagram_scratch();
   std::atomic<uint64_t> probes_answered_{0};
   /* on_peer_beat runs on a thread of its own at normal priority, with the newest beat: the
    * real-time receiver never waits for the host's hook (a hook preempted on a busy machine

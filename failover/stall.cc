@@ -34,7 +34,7 @@ ssize_t read_proc(const char *path, char *buf, size_t cap) {
 
 SchedStat read_schedstat(int tid) {
   SchedStat s;
-  char path[64], buf[4096];
+  char path[64], buf[8192];  // status is about 1.5 KB
   std::snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", tid);
   if (read_proc(path, buf, sizeof(buf)) <= 0) return s;
   unsigned long long run = 0, wait = 0;
@@ -65,7 +65,7 @@ SchedStat read_schedstat(int tid) {
   if (at) {
     char *end = nullptr;
     const unsigned long long v = std::strtoull(at + sizeof(kKey) - 1, &end, 10);
-    if (end != at + sizeof(kKey) - 1) {
+    if (end != at + sizeof(kKey) - 1 && *end == '\n') {  // the whole number, not one cut by the buffer
       s.voluntary = v;
       got = true;
     }

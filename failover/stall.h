@@ -82,6 +82,13 @@ class StallDetector {
     std::lock_guard<std::mutex> g(mu_);
     return facts_;
   }
+  // The same without waiting (a real-time caller): false when a check holds them now.
+  bool try_last_stall(StallFacts *out) const {
+    std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
+    if (!g.owns_lock()) return false;
+    *out = facts_;
+    return true;
+  }
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);

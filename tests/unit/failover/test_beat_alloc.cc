@@ -16,6 +16,8 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <chrono>
 #include <cstdlib>
@@ -35,6 +37,7 @@ namespace {
 std::atomic<bool> g_armed{false};
 std::atomic<uint64_t> g_counted{0};
 thread_local bool t_marked = false;
+std::atomic<int> g_marked_threads{0};
 thread_local bool t_mark_all = false;  // the test's own thread, for the BeatAuth case
 
 inline void note_allocation() {
@@ -50,23 +53,23 @@ void *__libc_calloc(size_t, size_t);
 void *__libc_realloc(void *, size_t);
 void *__libc_memalign(size_t, size_t);
 
-void *malloc(size_t n) {
+void *malloc(size_t n) noexcept {
   note_allocation();
   return __libc_malloc(n);
 }
-void *calloc(size_t k, size_t n) {
+void *calloc(size_t k, size_t n) noexcept {
   note_allocation();
   return __libc_calloc(k, n);
 }
-void *realloc(void *p, size_t n) {
+void *realloc(void *p, size_t n) noexcept {
   note_allocation();
   return __libc_realloc(p, n);
 }
-void *aligned_alloc(size_t a, size_t n) {
+void *aligned_alloc(size_t a, size_t n) noexcept {
   note_allocation();
   return __libc_memalign(a, n);
 }
-int posix_memalign(void **out, size_t a, size_t n) {
+int posix_memalign(void **out, size_t a, size_t n) noexcept {
   note_allocation();
   void *p = __libc_memalign(a, n);
   if (!p) return ENOMEM;
@@ -149,7 +152,10 @@ std::unique_ptr<Monitor> beating(const std::string &self, const std::string &pee
     // beats' thread fills beats too, at normal priority, through gRPC (which allocates).
     char name[16] = {};
     pthread_getname_np(pthread_self(), name, sizeof(name));
-    if (std::strcmp(name, "beats-tx") == 0 || std::strcmp(name, "beats-rx") == 0) t_marked = true;
+    if (!t_marked && (std::strcmp(name, "beats-tx") == 0 || std::strcmp(name, "beats-rx") == 0)) {
+      t_marked = true;
+      g_marked_threads++;
+    }
     (*fills)++;
     b->set_node_id(id);
     b->set_role("standby");
@@ -186,6 +192,8 @@ TEST(BeatAlloc, TheBeatThreadsAllocateNothingOnceWarm) {
     probe_both();
     std::this_thread::sleep_for(100ms);
   }
+  // Both monitors' senders (every beat) and receivers (the answers) are counted, or nothing is.
+  ASSERT_EQ(g_marked_threads.load(), 4) << "beat threads marked for counting";
   const uint64_t heard0 = a->udp_heard() + b->udp_heard();
   g_counted = 0;
   g_armed = true;
