@@ -266,9 +266,15 @@ TEST(StallDetector, AWorkerThatNapsOnceAndIsThenKeptOffItsCpuIsStarved) {
   EXPECT_EQ(d.check(frozen, tid.load(), now_ns()), StallDetector::Verdict::PROGRESS) << "the baseline";
   const SchedStat base = read_schedstat(tid.load());
   nap = true;  // the worker naps (one voluntary switch) ...
-  while (at_nap.load()) {
+  /* ... and once it is asleep (its switch counted: a hog started before that would preempt it
+   * on its way to the nap, an involuntary switch; seen under TSan), the hog takes its CPU: it
+   * wakes runnable and stays off it. */
+  bool asleep = false;
+  for (const int64_t give_up = now_ns() + 1000000000; !asleep && now_ns() < give_up;) {
+    const SchedStat s = read_schedstat(tid.load());
+    asleep = s.ok && s.voluntary > base.voluntary;
   }
-  hog.go();  // ... and the hog takes its CPU meanwhile: it wakes runnable and stays off it
+  hog.go();
   StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
   const int64_t until = now_ns() + 150000000;
   while (now_ns() < until) {
@@ -280,6 +286,7 @@ TEST(StallDetector, AWorkerThatNapsOnceAndIsThenKeptOffItsCpuIsStarved) {
   const SchedStat after = read_schedstat(tid.load());
   const bool held = hog.stop();
   end();
+  ASSERT_TRUE(asleep) << "the worker never went into its nap";
   ASSERT_TRUE(held) << "the hog gave the CPU up before the window ended";
   ASSERT_EQ(seen, frozen) << "the worker ran an iteration: the hog did not keep it off its CPU";
   ASSERT_TRUE(base.ok && after.ok);
