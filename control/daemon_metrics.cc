@@ -83,6 +83,10 @@ std::string Daemon::render_metrics() {
              "Windows past worker.stall_ms in which the worker was runnable but got no CPU, or asleep in a nap whose "
              "wake-up came late (not a stall).")
         .sample(all_workers(&fo::StallDetector::starved_windows));
+    x.family("ftpair_dataplane_rewatched_total", "counter",
+             "Starved windows whose end looked like a stall (CPU time charged, a sleep) and were watched afresh before "
+             "any verdict: a host that held the vCPU back charges the pause to the thread that was on it.")
+        .sample(all_workers(&fo::StallDetector::rewatched_windows));
     x.family("ftpair_dataplane_stalled_total", "counter",
              "Times a worker was judged stalled: no progress for worker.stall_ms though it ran, slept or blocked, or "
              "starved past 10 x worker.stall_ms (the node reports its dataplane unhealthy).")

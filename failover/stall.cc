@@ -88,6 +88,12 @@ long read_syscall(int tid) {
   return nr;
 }
 
+SchedStat StallDetector::read_thread(int tid, bool want_syscall) {
+  SchedStat s = read_schedstat(tid);
+  if (want_syscall && s.ok && s.state == 'S') s.syscall = read_syscall(tid);
+  return s;
+}
+
 StallDetector::Verdict StallDetector::check(uint64_t loops, int tid, int64_t now_ns) {
   std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
   if (!g.owns_lock()) return last_.load();
@@ -102,60 +108,73 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
     change_ns_ = now_ns;
     base_ns_ = 0;  // the scheduler baseline is taken only once progress pauses
     in_starve_ = false;
+    rewatch_ = false;
     in_stall_ = false;
     return Verdict::PROGRESS;
   }
   if (tid > 0 && base_ns_ == 0) {
-    at_change_ = read_schedstat(tid);
+    at_change_ = reader_(tid, false);
     base_ns_ = now_ns;
   }
   const int64_t idle = now_ns - change_ns_;
   const int64_t stall_ns = stall_ns_.load(std::memory_order_relaxed);
   if (idle <= stall_ns) return Verdict::PROGRESS;
+  const int64_t limit = stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed));
   /* No thread yet: the worker has not started (a node just launched it, on a busy machine).
    * Not progress, and nothing the kernel can say about it: starved until the starvation
    * limit, as a thread that waits for its CPU would be; past it, stalled ("state unknown"). */
-  if (tid <= 0 && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
-    if (!in_starve_) {
-      in_starve_ = true;
-      starved_++;
-    }
-    in_stall_ = false;
-    return Verdict::STARVED;
+  if (tid <= 0) {
+    if (idle > limit) return stalled(idle, nullptr, true);
+    return starving();
   }
   /* The checks come from threads that share the machine with the worker (every fast beat, 5 ms
    * apart, when they get a CPU). When the first check to see no progress came late, past
    * stall_ms, the baseline was only taken now: a window of nothing tells a starved thread from
    * a stalled one. Judge once the kernel has watched the thread for half of stall_ms. A real
-   * stall is then reported that much later, and only when the checks themselves were late. */
-  if (tid > 0 && at_change_.ok && now_ns - base_ns_ < stall_ns / 2) return Verdict::PROGRESS;
-  SchedStat now;
-  if (tid > 0) now = read_schedstat(tid);
-  if (now.ok && now.state == 'S') now.syscall = read_syscall(tid);
-  if (tid > 0 && at_change_.ok && idle <= stall_ns * int64_t(starve_factor_.load(std::memory_order_relaxed))) {
-    const int64_t window = now_ns - base_ns_;
-    /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.
-     * One voluntary switch is allowed: an idle worker's loop beats, polls, then naps
-     * (dataplane/worker.cc), so a worker preempted between its beat and its nap that gets the
-     * CPU back only for that nap, and then waits again on the run queue, has slept once
-     * after the baseline without being stalled. A second sleep would need a new iteration,
-     * which beats. */
-    /* Or asleep in its one nap (nanosleep) for much longer than a nap: the idle loop's naps are
-     * a fraction of a millisecond, so its wake-up is late. The timer fires on a CPU the
-     * hypervisor holds back, or not at all while the vCPU is away: the machine did not run
-     * it. A thread blocked in anything else (a lock, I/O) is stalled. */
-    const bool napping = now.state == 'S' && (now.syscall == SYS_nanosleep || now.syscall == SYS_clock_nanosleep);
-    if (now.ok && (now.state == 'R' || napping) && now.voluntary <= at_change_.voluntary + 1 &&
-        now.run_ns >= at_change_.run_ns && 4 * (now.run_ns - at_change_.run_ns) < uint64_t(window)) {
-      if (!in_starve_) {
-        in_starve_ = true;
-        starved_++;
-      }
-      in_stall_ = false;  // a check that saw it stalled (in its one nap, say) was wrong: count the next one
-      return Verdict::STARVED;
-    }
+   * stall is then reported that much later, and only when the checks themselves were late.
+   * The same after a starved look (rewatch_): still starved meanwhile, as last seen. */
+  if (at_change_.ok && now_ns - base_ns_ < stall_ns / 2) return in_starve_ ? Verdict::STARVED : Verdict::PROGRESS;
+  const SchedStat now = reader_(tid, true);
+  const int64_t window = now_ns - base_ns_;
+  /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.
+   * One voluntary switch is allowed: an idle worker's loop beats, polls, then naps
+   * (dataplane/worker.cc), so a worker preempted between its beat and its nap that gets the
+   * CPU back only for that nap, and then waits again on the run queue, has slept once
+   * after the baseline without being stalled. A second sleep would need a new iteration,
+   * which beats. */
+  /* Or asleep in its one nap (nanosleep) for much longer than a nap: the idle loop's naps are
+   * a fraction of a millisecond, so its wake-up is late. The timer fires on a CPU the
+   * hypervisor holds back, or not at all while the vCPU is away: the machine did not run
+   * it. A thread blocked in anything else (a lock, I/O) is stalled. */
+  const bool napping = now.state == 'S' && (now.syscall == SYS_nanosleep || now.syscall == SYS_clock_nanosleep);
+  const bool starved = at_change_.ok && now.ok && (now.state == 'R' || napping) &&
+                       now.voluntary <= at_change_.voluntary + 1 && now.run_ns >= at_change_.run_ns &&
+                       4 * (now.run_ns - at_change_.run_ns) < uint64_t(window);
+  if (starved) {
+    if (idle > limit) return stalled(idle, &now, true);
+    rewatch_ = false;
+    return starving();
   }
-  return stalled(idle, tid > 0 ? &now : nullptr, in_starve_);
+  /* Not starved now, but it was at the last look: the CPU time may be a host's pause charged
+   * to it, read before its first loop after it. Watch afresh from here; it is stalled only if
+   * this window, too, shows it running (or sleeping) without progress. */
+  if (in_starve_ && !rewatch_ && at_change_.ok && now.ok && idle <= limit) {
+    at_change_ = now;
+    base_ns_ = now_ns;
+    rewatch_ = true;
+    rewatched_++;
+    return Verdict::STARVED;
+  }
+  return stalled(idle, &now, false);
+}
+
+StallDetector::Verdict StallDetector::starving() {
+  if (!in_starve_) {
+    in_starve_ = true;
+    starved_++;
+  }
+  in_stall_ = false;  // a check that saw it stalled (in its one nap, say) was wrong: count the next one
+  return Verdict::STARVED;
 }
 
 StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now, bool starve_limit) {

@@ -17,7 +17,14 @@
  *     back, so a starved thread's own wait figure does not move; its CPU time does not
  *     either.)
  * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node
- * cannot service packets whatever the reason, and is reported unhealthy. */
+ * cannot service packets whatever the reason, and is reported unhealthy.
+ *
+ * A starved window is never turned into a stall by the look that ends it. When the host holds
+ * a vCPU back, the guest charges the whole pause as CPU time to the thread that was on it (no
+ * steal time is reported here), and the look right after it can catch the worker before its
+ * first loop: no progress, 70 ms "ran". A thread seen starved is therefore watched afresh
+ * (a new baseline, half of stall_ms) before it can be called stalled: a worker that really
+ * spins or blocks is reported that much later, and only after it was starved first. */
 #pragma once
 
 #include <atomic>
@@ -64,12 +71,18 @@ class StallDetector {
    * so a real-time beat thread is never held up by a normal-priority caller. */
   Verdict check(uint64_t loops, int tid, int64_t now_ns);
   bool healthy(uint64_t loops, int tid, int64_t now_ns) { return check(loops, tid, now_ns) != Verdict::STALLED; }
+  /* Where the kernel's view of a thread comes from: /proc (read_schedstat, and read_syscall
+   * for a sleeping thread when want_syscall). A test gives its own, to play a host's pause. */
+  using Reader = SchedStat (*)(int tid, bool want_syscall);
+  void set_reader(Reader r) { reader_ = r; }  // before the first check
   uint64_t starved_windows() const { return starved_.get(); }  // any thread
+  // Starved windows whose end looked like a stall (CPU time, a sleep) and were watched afresh.
+  uint64_t rewatched_windows() const { return rewatched_.get(); }  // any thread
   // Times the verdict turned to STALLED (counted once per turn), and what the kernel said
   // about the thread then: for the log line an operator needs. last_stall() reads both at once.
   struct StallFacts {
     uint64_t count = 0;         // stalled_windows() when these facts were taken
-    bool starve_limit = false;  // starved (runnable, no CPU) past starve_factor x stall_ms
+    bool starve_limit = false;  // no progress past starve_factor x stall_ms, starved when last looked at
     int64_t idle_ms = 0;        // no progress for this long
     char state = '?';           // the thread's state then (R, S, D, T, or ? unknown)
     int64_t ran_ms = -1;        // CPU time since the baseline (-1 unknown)
@@ -93,6 +106,7 @@ class StallDetector {
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
   Verdict stalled(int64_t idle, const SchedStat *now, bool starve_limit);
+  Verdict starving();
   mutable std::mutex mu_;
   std::atomic<Verdict> last_{Verdict::PROGRESS};
   std::atomic<int64_t> stall_ns_{150000000};
@@ -102,7 +116,11 @@ class StallDetector {
   int64_t base_ns_ = 0;  // when at_change_ was read
   SchedStat at_change_;
   bool in_starve_ = false;
+  bool rewatch_ = false;  // the window since a starved look is being watched afresh
+  Reader reader_ = &read_thread;
+  static SchedStat read_thread(int tid, bool want_syscall);
   SingleWriter<uint64_t> starved_{0};  // written under mu_, read by any thread
+  SingleWriter<uint64_t> rewatched_{0};  // likewise
   SingleWriter<uint64_t> stalled_{0};  // likewise
   bool in_stall_ = false;
   StallFacts facts_;

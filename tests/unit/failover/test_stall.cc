@@ -410,6 +410,91 @@ TEST(StallDetector, AWorkerNotStartedIsStalledOnlyPastTheStarvationLimit) {
   EXPECT_EQ(d.check(1, 0, t0 + 402'000'000), StallDetector::Verdict::PROGRESS) << "it moved";
 }
 
+/* What the kernel said, as the test sets it: a host's pause played out without a host. The
+ * reader is a plain function (StallDetector::Reader), so the script lives in a static. */
+SchedStat g_seen;
+SchedStat scripted(int, bool) { return g_seen; }
+SchedStat seen(char state, uint64_t run_ms, uint64_t voluntary, long syscall = -2) {
+  SchedStat s;
+  s.ok = true;
+  s.state = state;
+  s.run_ns = run_ms * 1'000'000;
+  s.voluntary = voluntary;
+  s.syscall = syscall;
+  return s;
+}
+
+/* The CI failure of 2026-12-05: the host held the vCPUs for 70-100 ms. The worker was seen
+ * starved (runnable, no CPU time); the look right after the pause found its CPU time grown by
+ * the pause (the guest charges it to the thread that was on the vCPU) before its first loop,
+ * and called it stalled, "past 10 x worker.stall_ms" at 96 ms of 400. Now that look starts a
+ * new window; the worker moves, and nothing is reported. */
+TEST(StallDetector, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled) {
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  const int tid = 4242;
+  g_seen = seen('R', 1000, 7);
+  EXPECT_EQ(d.check(5, tid, t0), StallDetector::Verdict::PROGRESS);
+  EXPECT_EQ(d.check(5, tid, t0 + 1 * ms), StallDetector::Verdict::PROGRESS) << "the baseline";
+  EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED) << "runnable, no CPU time";
+  g_seen = seen('R', 1000 + 70, 7);  // the pause, charged
+  EXPECT_EQ(d.check(5, tid, t0 + 96 * ms), StallDetector::Verdict::STARVED) << "watched afresh, not stalled";
+  EXPECT_EQ(d.rewatched_windows(), 1u);
+  EXPECT_EQ(d.check(5, tid, t0 + 100 * ms), StallDetector::Verdict::STARVED) << "within the new window";
+  EXPECT_EQ(d.check(6, tid, t0 + 101 * ms), StallDetector::Verdict::PROGRESS) << "its first loop";
+  EXPECT_EQ(d.stalled_windows(), 0u);
+  EXPECT_EQ(d.starved_windows(), 1u);
+}
+
+// The new window does not hide a real stall: a worker that, after it was starved, spins
+// without progress (or blocks) through the new window is stalled, with the new window's facts.
+TEST(StallDetector, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
+  for (const bool blocks : {false, true}) {
+    SCOPED_TRACE(blocks ? "blocks on a lock" : "spins");
+    StallDetector d;
+    d.set_reader(&scripted);
+    d.set_stall_ms(40);
+    d.set_starve_factor(10);
+    const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+    const int tid = 4242;
+    g_seen = seen('R', 1000, 7);
+    d.check(5, tid, t0);
+    d.check(5, tid, t0 + 1 * ms);
+    EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED);
+    g_seen = seen('R', 1030, 7);
+    EXPECT_EQ(d.check(5, tid, t0 + 60 * ms), StallDetector::Verdict::STARVED) << "watched afresh";
+    g_seen = blocks ? seen('S', 1031, 8, 202 /* futex */) : seen('R', 1045, 7);
+    EXPECT_EQ(d.check(5, tid, t0 + 79 * ms), StallDetector::Verdict::STARVED) << "the new window is 20 ms";
+    EXPECT_EQ(d.check(5, tid, t0 + 81 * ms), StallDetector::Verdict::STALLED);
+    EXPECT_EQ(d.stalled_windows(), 1u);
+    const StallDetector::StallFacts f = d.last_stall();
+    EXPECT_FALSE(f.starve_limit) << "81 ms is not past 10 x 40 ms";
+    EXPECT_EQ(f.idle_ms, 81);
+    EXPECT_EQ(f.state, blocks ? 'S' : 'R');
+    EXPECT_EQ(f.ran_ms, blocks ? 1 : 15) << "since the new baseline";
+    EXPECT_EQ(f.slept, blocks ? 1 : 0);
+  }
+}
+
+// Starved to the end: past 10 x stall_ms the verdict is the starvation limit, and only then.
+TEST(StallDetector, StarvedPastTheLimitIsStalledAndSaysSo) {
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  g_seen = seen('R', 1000, 7);
+  d.check(5, 4242, t0);
+  d.check(5, 4242, t0 + 1 * ms);
+  for (int64_t t = 45; t <= 400; t += 5) ASSERT_EQ(d.check(5, 4242, t0 + t * ms), StallDetector::Verdict::STARVED) << t;
+  EXPECT_EQ(d.check(5, 4242, t0 + 402 * ms), StallDetector::Verdict::STALLED);
+  EXPECT_TRUE(d.last_stall().starve_limit);
+  EXPECT_EQ(d.rewatched_windows(), 0u);
+}
+
 // The probe's one look (waits_for_cpu): a thread asleep in a nap that says so waits for the
 // CPU; asleep on a lock (as the worker.test_hooks stall is) it does not; spinning it does.
 TEST(WaitsForCpu, ANapYesALockNoASpinYes) {
