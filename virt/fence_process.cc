@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -17,10 +18,45 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-/* Alive = can still run its own code. A process that took SIGKILL tears down its memory
- * and sockets in the kernel for tens of milliseconds before it becomes a zombie; it runs
- * no user code then, and every one of its threads carries PF_EXITING. Waiting for the
- * zombie would add that teardown to every failover. */
+/* Alive = can still run its own code. After SIGKILL a thread is past that in one of three
+ * ways, each read from the kernel:
+ *   - it is a zombie or dead (Z, X);
+ *   - it is exiting (PF_EXITING in its flags): tearing down its memory and sockets in the
+ *     kernel, tens of milliseconds before the zombie; waiting for the zombie would add that
+ *     teardown to every failover;
+ *   - SIGKILL is pending on it (SigPnd). kill() marks the group as exiting and queues SIGKILL
+ *     on every thread before it returns; a thread with it pending dies on its next way back to
+ *     user space, and kill() also kicks a thread running on another CPU into the kernel. A
+ *     stopped thread, or one waiting for a CPU behind busy workers, would otherwise have to be
+ *     scheduled before it showed PF_EXITING: on two busy vCPUs, 10 ms of a SIGSTOPped peer's
+ *     failover went to that wait.
+ * A thread between the two (it took SIGKILL off its queue and has not yet set PF_EXITING) is
+ * seen as alive: the fencer looks again a millisecond later. Wrong that way costs time only. */
+bool thread_past_user_code(const std::string &task) {
+  std::ifstream st(task + "/stat");
+  std::string line;
+  if (!std::getline(st, line)) return true;  // the thread just went away
+  auto rp = line.rfind(')');
+  if (rp == std::string::npos || rp + 2 >= line.size()) return false;  // unreadable: assume it runs
+  // After ") ": state ppid pgrp session tty_nr tpgid flags ...
+  std::istringstream in(line.substr(rp + 2));
+  char state = '?';
+  long ppid, pgrp, session, tty, tpgid;
+  unsigned long flags = 0;
+  in >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags;
+  constexpr unsigned long kPfExiting = 0x4;
+  if (state == 'Z' || state == 'X' || (in && (flags & kPfExiting))) return true;
+  std::ifstream status(task + "/status");
+  for (std::string l; std::getline(status, l);) {
+    if (l.rfind("SigPnd:", 0) != 0) continue;
+    char *end = nullptr;
+    const unsigned long long pending = std::strtoull(l.c_str() + 7, &end, 16);
+    if (end == l.c_str() + 7) return false;
+    return pending & (1ull << (SIGKILL - 1));
+  }
+  return false;  // no SigPnd line (or the thread went away meanwhile: looked at again)
+}
+
 bool alive(pid_t pid) {
   if (::kill(pid, 0) != 0) return errno != ESRCH;
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
@@ -29,22 +65,7 @@ bool alive(pid_t pid) {
   bool any_live = false;
   while (dirent *e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    std::ifstream st(dir + "/" + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(st, line)) continue;  // the thread just went away
-    auto rp = line.rfind(')');
-    if (rp == std::string::npos || rp + 2 >= line.size()) {
-      any_live = true;  // unreadable: assume it runs
-      break;
-    }
-    // After ") ": state ppid pgrp session tty_nr tpgid flags ...
-    std::istringstream in(line.substr(rp + 2));
-    char state = '?';
-    long ppid, pgrp, session, tty, tpgid;
-    unsigned long flags = 0;
-    in >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags;
-    constexpr unsigned long kPfExiting = 0x4;
-    if (state == 'Z' || state == 'X' || (in && (flags & kPfExiting))) continue;
+    if (thread_past_user_code(dir + "/" + e->d_name)) continue;
     any_live = true;
     break;
   }

@@ -1,12 +1,15 @@
 // The process fencer against real processes: a running child, a stopped child, a child
 // that ignores SIGTERM; each must be confirmed unable to run before fence() returns OK. And the
 // platform's factory (virt::make_fencer): each kind refuses an incomplete config by its key.
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -72,6 +75,77 @@ void fence_sleeper(const std::string &pidfile, bool stop) {
 TEST_F(ProcessFencerTest, KillsARunningPeer) { fence_sleeper(pidfile_, false); }
 
 TEST_F(ProcessFencerTest, KillsAStoppedPeer) { fence_sleeper(pidfile_, true); }
+
+/* A stopped peer that cannot get a CPU: SIGKILL pending on every thread is enough, without
+ * waiting for the threads to be scheduled and start exiting (10 ms of a stopped peer's
+ * failover on two busy vCPUs). The peer is pinned to CPU 1 and stopped; a SCHED_FIFO spinner
+ * holds CPU 1 while the fence runs, so no thread of the peer can run, and the fence must
+ * still confirm it. Once the spinner lets go, the peer dies of that SIGKILL. */
+TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(1, &one);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) _exit(2);
+    std::thread([] {
+      for (;;) pause();
+    }).detach();  // a second thread: every thread must be past user code
+    (void)!write(ready[1], "r", 1);
+    for (;;) pause();
+  }
+  ASSERT_GT(child, 0);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  close(ready[1]);
+  ASSERT_EQ(kill(child, SIGSTOP), 0);
+  write_pid(child);
+
+  std::atomic<bool> go{false}, spinning{false}, stop{false}, rt{true};
+  std::thread hog([&] {
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    CPU_SET(1, &s);
+    sched_param sp{};
+    sp.sched_priority = 10;
+    if (pthread_setaffinity_np(pthread_self(), sizeof(s), &s) != 0 ||
+        pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) {
+      rt = false;
+      spinning = true;
+      return;
+    }
+    while (!go.load()) std::this_thread::sleep_for(100us);
+    spinning = true;
+    const auto end = std::chrono::steady_clock::now() + 400ms;  // under the RT throttle's 950 ms
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+    }
+  });
+  go = true;
+  while (!spinning.load()) std::this_thread::sleep_for(100us);
+  if (!rt.load()) {
+    hog.join();
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    GTEST_SKIP() << "no SCHED_FIFO or no pinning here";
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = process_fencer(pidfile_)->fence(200ms);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  // Still unable to run: the peer has not exited (no zombie yet) while the spinner holds CPU 1.
+  const bool still_there = waitpid(child, nullptr, WNOHANG) == 0;
+  stop = true;
+  hog.join();
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_LT(took, 200ms);
+  EXPECT_TRUE(still_there) << "the peer exited during the fence: the test proved nothing";
+  int ws = 0;
+  ASSERT_EQ(waitpid(child, &ws, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+}
 
 TEST_F(ProcessFencerTest, AnUnreapedZombieIsFenced) {
   pid_t child = fork();

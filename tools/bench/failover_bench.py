@@ -313,12 +313,16 @@ def main():
             if promo:
                 b.emit("failover_promote_ms_p50", round(statistics.median(promo), 2), "ms", **p)
                 b.emit("failover_promote_ms_max", round(max(promo), 2), "ms", **p)
+            fence = [r["promotion"]["fence_ms"] for r in rs if r.get("promotion")]
+            if fence:
+                b.emit("failover_fence_ms_p50", round(statistics.median(fence), 2), "ms", **p)
+                b.emit("failover_fence_ms_max", round(max(fence), 2), "ms", **p)
             b.emit("failover_packets_lost", statistics.median(lost), "packets", **p)
             b.emit("failover_packets_lost_max", max(lost), "packets", **p)
             b.emit("connections_survived_ratio", round(ok / conns, 4) if conns else 0, "ratio", mode="strict", **p)
             b.emit("failover_nat_port_kept_ratio", sum(1 for r in rs if r.get("nat_port_kept")) / len(rs), "ratio", **p)
-            L.log("%s %s: %d runs, failover ms %s, promotion ms %s, lost %s, connections %d/%d" % (
-                tm, cause, len(rs), [round(x, 1) for x in fo], promo, lost, ok, conns))
+            L.log("%s %s: %d runs, failover ms %s, promotion ms %s (of which fencing %s), lost %s, connections %d/%d" % (
+                tm, cause, len(rs), [round(x, 1) for x in fo], promo, fence, lost, ok, conns))
         lab.checker.check("every fault was followed by a takeover", all(r["took_over"] for r in b.runs))
         rows = b.rows
         if a.out:
