@@ -57,7 +57,7 @@ size_t Daemon::stall_text_into(unsigned w, const fo::StallDetector::StallFacts &
                       static_cast<long long>(f.idle_ms),
                       f.state == '?' ? "its thread not started" : "starved of a CPU when last looked at", stall_ms);
   } else {
-    char state[24], sys[40], ran[24], slept[24];
+    char state[24], sys[40], window[24], ran[24], slept[24];
     if (f.state == '?')
       std::snprintf(state, sizeof(state), "state unknown");
     else
@@ -72,12 +72,13 @@ size_t Daemon::stall_text_into(unsigned w, const fo::StallDetector::StallFacts &
       else
         std::snprintf(out, n, "%lld", static_cast<long long>(v));
     };
+    number(window, sizeof(window), f.window_ms);
     number(ran, sizeof(ran), f.ran_ms);
     number(slept, sizeof(slept), f.slept);
     n = std::snprintf(buf, cap,
-                      "worker %u stalled: no progress for %lld ms (worker.stall_ms %u); its thread %s%s, ran %s ms and "
-                      "slept or blocked %s times since",
-                      w, static_cast<long long>(f.idle_ms), stall_ms, state, sys, ran, slept);
+                      "worker %u stalled: no progress for %lld ms (worker.stall_ms %u); its thread %s%s; in the %s ms "
+                      "watched it ran %s ms and slept or blocked %s times",
+                      w, static_cast<long long>(f.idle_ms), stall_ms, state, sys, window, ran, slept);
   }
   if (n < 0) {
     buf[0] = '\0';

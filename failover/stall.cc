@@ -124,7 +124,7 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
    * Not progress, and nothing the kernel can say about it: starved until the starvation
    * limit, as a thread that waits for its CPU would be; past it, stalled ("state unknown"). */
   if (tid <= 0) {
-    if (idle > limit) return stalled(idle, nullptr, true);
+    if (idle > limit) return stalled(idle, now_ns, nullptr, true);
     return starving();
   }
   /* The checks come from threads that share the machine with the worker (every fast beat, 5 ms
@@ -133,8 +133,16 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
    * a stalled one. Judge once the kernel has watched the thread for half of stall_ms. A real
    * stall is then reported that much later, and only when the checks themselves were late.
    * The same after a starved look (rewatch_): still starved meanwhile, as last seen. */
-  if (at_change_.ok && now_ns - base_ns_ < stall_ns / 2) return in_starve_ ? Verdict::STARVED : Verdict::PROGRESS;
+  if (at_change_.ok && now_ns - base_ns_ < stall_ns / 2 && idle <= limit)
+    return in_starve_ ? Verdict::STARVED : Verdict::PROGRESS;
   const SchedStat now = reader_(tid, true);
+  /* The first baseline could not be read (the thread's files for a moment): this look is the
+   * baseline, and the window starts now, rather than a verdict with nothing to compare. */
+  if (!at_change_.ok && now.ok && idle <= limit) {
+    at_change_ = now;
+    base_ns_ = now_ns;
+    return in_starve_ ? Verdict::STARVED : Verdict::PROGRESS;
+  }
   const int64_t window = now_ns - base_ns_;
   /* Starved: runnable, not slept or blocked, and (almost) no CPU time since progress paused.
    * One voluntary switch is allowed: an idle worker's loop beats, polls, then naps
@@ -147,25 +155,27 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
    * hypervisor holds back, or not at all while the vCPU is away: the machine did not run
    * it. A thread blocked in anything else (a lock, I/O) is stalled. */
   const bool napping = now.state == 'S' && (now.syscall == SYS_nanosleep || now.syscall == SYS_clock_nanosleep);
-  const bool starved = at_change_.ok && now.ok && (now.state == 'R' || napping) &&
-                       now.voluntary <= at_change_.voluntary + 1 && now.run_ns >= at_change_.run_ns &&
-                       4 * (now.run_ns - at_change_.run_ns) < uint64_t(window);
+  const bool waits = at_change_.ok && now.ok && (now.state == 'R' || napping) &&
+                     now.voluntary <= at_change_.voluntary + 1 && now.run_ns >= at_change_.run_ns;
+  const bool starved = waits && 4 * (now.run_ns - at_change_.run_ns) < uint64_t(window);
   if (starved) {
-    if (idle > limit) return stalled(idle, &now, true);
+    if (idle > limit) return stalled(idle, now_ns, &now, true);
     rewatch_ = false;
     return starving();
   }
-  /* Not starved now, but it was at the last look: the CPU time may be a host's pause charged
-   * to it, read before its first loop after it. Watch afresh from here; it is stalled only if
-   * this window, too, shows it running (or sleeping) without progress. */
-  if (in_starve_ && !rewatch_ && at_change_.ok && now.ok && idle <= limit) {
+  /* Still runnable (or in its one nap) and not slept since, but with CPU time: it was starved
+   * at the last look, so the time may be a host's pause charged to it, read before its first
+   * loop after the pause. Watch afresh from here; it is stalled only if this window, too,
+   * shows it running without progress. A thread now blocked, stopped or asleep elsewhere is
+   * stalled at once: no pause explains that. */
+  if (in_starve_ && !rewatch_ && waits && idle <= limit) {
     at_change_ = now;
     base_ns_ = now_ns;
     rewatch_ = true;
     rewatched_++;
     return Verdict::STARVED;
   }
-  return stalled(idle, &now, false);
+  return stalled(idle, now_ns, &now, false);
 }
 
 StallDetector::Verdict StallDetector::starving() {
@@ -177,7 +187,7 @@ StallDetector::Verdict StallDetector::starving() {
   return Verdict::STARVED;
 }
 
-StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now, bool starve_limit) {
+StallDetector::Verdict StallDetector::stalled(int64_t idle, int64_t now_ns, const SchedStat *now, bool starve_limit) {
   if (in_stall_) return Verdict::STALLED;
   in_stall_ = true;
   facts_ = StallFacts{};
@@ -187,6 +197,7 @@ StallDetector::Verdict StallDetector::stalled(int64_t idle, const SchedStat *now
     facts_.state = now->state;
     facts_.syscall = now->syscall;
     if (at_change_.ok && now->run_ns >= at_change_.run_ns) {
+      facts_.window_ms = (now_ns - base_ns_) / 1000000;
       facts_.ran_ms = int64_t((now->run_ns - at_change_.run_ns) / 1000000);
       facts_.slept = int64_t(now->voluntary - at_change_.voluntary);
     }

@@ -85,8 +85,9 @@ class StallDetector {
     bool starve_limit = false;  // no progress past starve_factor x stall_ms, starved when last looked at
     int64_t idle_ms = 0;        // no progress for this long
     char state = '?';           // the thread's state then (R, S, D, T, or ? unknown)
-    int64_t ran_ms = -1;        // CPU time since the baseline (-1 unknown)
-    int64_t slept = -1;         // voluntary context switches since the baseline (-1 unknown)
+    int64_t window_ms = -1;     // how long the kernel watched it: from the baseline (-1 unknown)
+    int64_t ran_ms = -1;        // CPU time in that window (-1 unknown)
+    int64_t slept = -1;         // voluntary context switches in that window (-1 unknown)
     long syscall = -2;          // the system call it was in then (-1 none, -2 unknown)
   };
   uint64_t stalled_windows() const { return stalled_.get(); }  // any thread
@@ -105,7 +106,7 @@ class StallDetector {
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
-  Verdict stalled(int64_t idle, const SchedStat *now, bool starve_limit);
+  Verdict stalled(int64_t idle, int64_t now_ns, const SchedStat *now, bool starve_limit);
   Verdict starving();
   mutable std::mutex mu_;
   std::atomic<Verdict> last_{Verdict::PROGRESS};

@@ -31,7 +31,12 @@ using Clock = std::chrono::steady_clock;
  *     scheduled before it showed PF_EXITING: on two busy vCPUs, 10 ms of a SIGSTOPped peer's
  *     failover went to that wait.
  * A thread between the two (it took SIGKILL off its queue and has not yet set PF_EXITING) is
- * seen as alive: the fencer looks again 200 us later. Wrong that way costs time only. */
+ * seen as alive: the fencer looks again 200 us later. Wrong that way costs time only.
+ * What "past user code" leaves open, and why it does not matter here: the kick is an
+ * interrupt that kill() does not wait for, so a thread running on another CPU may go on for
+ * microseconds after the fence says done; and a thread inside a system call finishes that call
+ * (a send it already made). Neither sends anything it had not already decided to send: the
+ * peer's packets, its GARPs and its beats all come from its own code. */
 bool thread_past_user_code(const std::string &task) {
   std::ifstream st(task + "/stat");
   std::string line;

@@ -78,19 +78,34 @@ TEST_F(ProcessFencerTest, KillsAStoppedPeer) { fence_sleeper(pidfile_, true); }
 
 /* A stopped peer that cannot get a CPU: SIGKILL pending on every thread is enough, without
  * waiting for the threads to be scheduled and start exiting (10 ms of a stopped peer's
- * failover on two busy vCPUs). The peer is pinned to CPU 1 and stopped; a SCHED_FIFO spinner
- * holds CPU 1 while the fence runs, so no thread of the peer can run, and the fence must
- * still confirm it. Once the spinner lets go, the peer dies of that SIGKILL. */
+ * failover on two busy vCPUs). The peer is pinned to one CPU and stopped; a SCHED_FIFO spinner
+ * holds that CPU while the fence runs (the test's own thread on another), so no thread of the
+ * peer can run, and the fence must still confirm it. Once the spinner lets go, the peer dies of
+ * that SIGKILL. The old fencer, which waited for PF_EXITING, timed out here. */
 TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
-  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) GTEST_SKIP() << "needs two CPUs";
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(1, &one);
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  int cpus[2], found = 0;
+  for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
+    if (CPU_ISSET(c, &allowed)) cpus[found++] = c;
+  if (found < 2) GTEST_SKIP() << "needs two CPUs";
+  cpu_set_t mine, theirs;
+  CPU_ZERO(&mine);
+  CPU_SET(cpus[0], &mine);
+  CPU_ZERO(&theirs);
+  CPU_SET(cpus[1], &theirs);
+  struct Restore {
+    cpu_set_t saved;
+    ~Restore() { sched_setaffinity(0, sizeof(saved), &saved); }
+  } restore{allowed};
+  ASSERT_EQ(sched_setaffinity(0, sizeof(mine), &mine), 0);  // the test (and the fencer) off the peer's CPU
+
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
   pid_t child = fork();
   if (child == 0) {
-    if (sched_setaffinity(0, sizeof(one), &one) != 0) _exit(2);
+    close(ready[0]);
+    if (sched_setaffinity(0, sizeof(theirs), &theirs) != 0) _exit(2);
     std::thread([] {
       for (;;) pause();
     }).detach();  // a second thread: every thread must be past user code
@@ -98,21 +113,25 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
     for (;;) pause();
   }
   ASSERT_GT(child, 0);
-  char c;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
-  close(ready[0]);
   close(ready[1]);
+  char c;
+  const bool up = read(ready[0], &c, 1) == 1;  // EOF: the child could not pin itself
+  close(ready[0]);
+  if (!up) {
+    waitpid(child, nullptr, 0);
+    GTEST_SKIP() << "cannot pin a process to CPU " << cpus[1];
+  }
   ASSERT_EQ(kill(child, SIGSTOP), 0);
+  int ws = 0;
+  ASSERT_EQ(waitpid(child, &ws, WUNTRACED), child);  // stopped for certain, not on its way
+  ASSERT_TRUE(WIFSTOPPED(ws));
   write_pid(child);
 
   std::atomic<bool> go{false}, spinning{false}, stop{false}, rt{true};
   std::thread hog([&] {
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(1, &s);
     sched_param sp{};
     sp.sched_priority = 10;
-    if (pthread_setaffinity_np(pthread_self(), sizeof(s), &s) != 0 ||
+    if (pthread_setaffinity_np(pthread_self(), sizeof(theirs), &theirs) != 0 ||
         pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0) {
       rt = false;
       spinning = true;
@@ -120,7 +139,8 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
     }
     while (!go.load()) std::this_thread::sleep_for(100us);
     spinning = true;
-    const auto end = std::chrono::steady_clock::now() + 400ms;  // under the RT throttle's 950 ms
+    // Short: anything else pinned to that CPU waits as long (the RT throttle would end it at 950 ms).
+    const auto end = std::chrono::steady_clock::now() + 150ms;
     while (!stop.load() && std::chrono::steady_clock::now() < end) {
     }
   });
@@ -133,16 +153,15 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
     GTEST_SKIP() << "no SCHED_FIFO or no pinning here";
   }
   const auto t0 = std::chrono::steady_clock::now();
-  Status st = process_fencer(pidfile_)->fence(200ms);
+  Status st = process_fencer(pidfile_)->fence(100ms);
   const auto took = std::chrono::steady_clock::now() - t0;
-  // Still unable to run: the peer has not exited (no zombie yet) while the spinner holds CPU 1.
+  // Still unable to run: the peer has not exited (no zombie yet) while the spinner holds its CPU.
   const bool still_there = waitpid(child, nullptr, WNOHANG) == 0;
   stop = true;
   hog.join();
   EXPECT_TRUE(st.ok()) << st.message();
-  EXPECT_LT(took, 200ms);
+  EXPECT_LT(took, 100ms);
   EXPECT_TRUE(still_there) << "the peer exited during the fence: the test proved nothing";
-  int ws = 0;
   ASSERT_EQ(waitpid(child, &ws, 0), child);
   EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
 }

@@ -25,7 +25,7 @@
 
 #include "failover/beat_auth.h"
 #include "failover/monitor.h"
-#include "tests/unit/failover/free_udp_port.h"
+#include "tests/unit/failover/loopback_beats.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define FTPAIR_COUNT_ALLOCATIONS 0
@@ -138,14 +138,7 @@ TEST(BeatAlloc, SealAndOpenAllocateNothingOnceWarm) {
 
 std::unique_ptr<Monitor> beating(const std::string &self, const std::string &peer, uint16_t port,
                                  const std::string &id, std::atomic<uint64_t> *fills) {
-  MonitorConfig c;
-  c.beat_keys = {{1, std::string(32, '\x33')}};
-  c.peer = "127.0.0.1:1";  // nothing listens: the gRPC beats (not real-time) all fail
-  c.interval = 5ms;
-  c.miss_threshold = 8;
-  c.udp_port = port;
-  c.udp_bind = self;
-  c.udp_peer = peer;
+  MonitorConfig c = loopback_beats(self, peer, port, {{1, std::string(32, '\x33')}});
   MonitorHooks h;
   h.fill_local = [id, fills](v1::Beat *b) {
     // The real-time threads: the sender, and the receiver (answers, backup beats). The gRPC

@@ -21,7 +21,7 @@
 #include <algorithm>
 
 #include "failover/monitor.h"
-#include "tests/unit/failover/free_udp_port.h"
+#include "tests/unit/failover/loopback_beats.h"
 
 namespace ftpair::fo {
 namespace {
@@ -85,15 +85,8 @@ struct Node {
 
   Node(const std::string &self, const std::string &peer, uint16_t port, const std::string &id,
        std::vector<BeatKey> keys = {}, std::vector<int> cpus = {}) {
-    MonitorConfig c;
+    MonitorConfig c = loopback_beats(self, peer, port, std::move(keys));
     c.beat_cpus = std::move(cpus);
-    c.beat_keys = std::move(keys);
-    c.peer = "127.0.0.1:1";  // nothing listens: the gRPC beats all fail
-    c.interval = 5ms;
-    c.miss_threshold = 8;
-    c.udp_port = port;
-    c.udp_bind = self;
-    c.udp_peer = peer;
     MonitorHooks h;
     h.fill_local = [id](v1::Beat *b) {
       b->set_node_id(id);

@@ -450,33 +450,95 @@ TEST(StallDetector, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled
 }
 
 // The new window does not hide a real stall: a worker that, after it was starved, spins
-// without progress (or blocks) through the new window is stalled, with the new window's facts.
+// without progress through the new window is stalled, with the new window's facts.
 TEST(StallDetector, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
-  for (const bool blocks : {false, true}) {
-    SCOPED_TRACE(blocks ? "blocks on a lock" : "spins");
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  const int tid = 4242;
+  g_seen = seen('R', 1000, 7);
+  d.check(5, tid, t0);
+  d.check(5, tid, t0 + 1 * ms);
+  EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED);
+  g_seen = seen('R', 1030, 7);
+  EXPECT_EQ(d.check(5, tid, t0 + 60 * ms), StallDetector::Verdict::STARVED) << "watched afresh";
+  g_seen = seen('R', 1045, 7);
+  EXPECT_EQ(d.check(5, tid, t0 + 79 * ms), StallDetector::Verdict::STARVED) << "the new window is 20 ms";
+  EXPECT_EQ(d.check(5, tid, t0 + 81 * ms), StallDetector::Verdict::STALLED);
+  EXPECT_EQ(d.stalled_windows(), 1u);
+  const StallDetector::StallFacts f = d.last_stall();
+  EXPECT_FALSE(f.starve_limit) << "81 ms is not past 10 x 40 ms";
+  EXPECT_EQ(f.idle_ms, 81);
+  EXPECT_EQ(f.state, 'R');
+  EXPECT_EQ(f.window_ms, 21) << "since the new baseline";
+  EXPECT_EQ(f.ran_ms, 15);
+  EXPECT_EQ(f.slept, 0);
+}
+
+// No pause explains a thread that blocks or stops: seen starved, then asleep on a lock or
+// stopped, it is stalled at that look, with no new window.
+TEST(StallDetector, AStarvedWorkerThatThenBlocksIsStalledAtOnce) {
+  for (const SchedStat then : {seen('S', 1001, 8, 202 /* futex */), seen('T', 1000, 7), seen('D', 1000, 7)}) {
+    SCOPED_TRACE(then.state);
     StallDetector d;
     d.set_reader(&scripted);
     d.set_stall_ms(40);
     d.set_starve_factor(10);
     const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-    const int tid = 4242;
     g_seen = seen('R', 1000, 7);
-    d.check(5, tid, t0);
-    d.check(5, tid, t0 + 1 * ms);
-    EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED);
-    g_seen = seen('R', 1030, 7);
-    EXPECT_EQ(d.check(5, tid, t0 + 60 * ms), StallDetector::Verdict::STARVED) << "watched afresh";
-    g_seen = blocks ? seen('S', 1031, 8, 202 /* futex */) : seen('R', 1045, 7);
-    EXPECT_EQ(d.check(5, tid, t0 + 79 * ms), StallDetector::Verdict::STARVED) << "the new window is 20 ms";
-    EXPECT_EQ(d.check(5, tid, t0 + 81 * ms), StallDetector::Verdict::STALLED);
-    EXPECT_EQ(d.stalled_windows(), 1u);
-    const StallDetector::StallFacts f = d.last_stall();
-    EXPECT_FALSE(f.starve_limit) << "81 ms is not past 10 x 40 ms";
-    EXPECT_EQ(f.idle_ms, 81);
-    EXPECT_EQ(f.state, blocks ? 'S' : 'R');
-    EXPECT_EQ(f.ran_ms, blocks ? 1 : 15) << "since the new baseline";
-    EXPECT_EQ(f.slept, blocks ? 1 : 0);
+    d.check(5, 4242, t0);
+    d.check(5, 4242, t0 + 1 * ms);
+    EXPECT_EQ(d.check(5, 4242, t0 + 45 * ms), StallDetector::Verdict::STARVED);
+    g_seen = then;
+    EXPECT_EQ(d.check(5, 4242, t0 + 50 * ms), StallDetector::Verdict::STALLED);
+    EXPECT_EQ(d.rewatched_windows(), 0u);
+    EXPECT_EQ(d.last_stall().state, then.state);
   }
+}
+
+/* Looks that go starved, charged, starved, charged... each start a new window, but none runs
+ * past the starvation limit: the worker is stalled at the first look past 10 x stall_ms. */
+TEST(StallDetector, NewWindowsEndAtTheStarvationLimit) {
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  uint64_t run = 1000;
+  g_seen = seen('R', run, 7);
+  d.check(5, 4242, t0);
+  d.check(5, 4242, t0 + 1 * ms);
+  StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
+  int64_t t = 45;
+  for (bool charge = false; t <= 400; t += 21, charge = !charge) {
+    if (charge) run += 21;  // the whole window as CPU time
+    g_seen = seen('R', run, 7);
+    v = d.check(5, 4242, t0 + t * ms);
+    ASSERT_EQ(v, StallDetector::Verdict::STARVED) << t;
+  }
+  EXPECT_GT(d.rewatched_windows(), 3u);
+  g_seen = seen('R', run + 21, 7);
+  EXPECT_EQ(d.check(5, 4242, t0 + t * ms), StallDetector::Verdict::STALLED) << "past the limit, at " << t << " ms";
+  EXPECT_FALSE(d.last_stall().starve_limit) << "it ran at this look: not starved";
+}
+
+// The first baseline could not be read (the thread's files, for a moment): the next look is
+// the baseline, not a verdict against nothing.
+TEST(StallDetector, AnUnreadableBaselineIsTakenAgain) {
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  g_seen = SchedStat{};  // not ok
+  d.check(5, 4242, t0);
+  d.check(5, 4242, t0 + 1 * ms);
+  g_seen = seen('R', 1000, 7);
+  EXPECT_EQ(d.check(5, 4242, t0 + 45 * ms), StallDetector::Verdict::PROGRESS) << "the baseline, now";
+  EXPECT_EQ(d.check(5, 4242, t0 + 70 * ms), StallDetector::Verdict::STARVED) << "watched 25 ms, no CPU time";
+  EXPECT_EQ(d.stalled_windows(), 0u);
 }
 
 // Starved to the end: past 10 x stall_ms the verdict is the starvation limit, and only then.
