@@ -2,10 +2,12 @@
 
 #include <netinet/in.h>
 
+#include <fstream>
 #include <string>
 #include <utility>
 
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 
 namespace ftpair {
 
@@ -22,6 +24,52 @@ void expose_dataplane(Node &node, Exposition &x) {
   for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_bytes, {{"port", side[p]}});
   x.family("ftpair_port_tx_dropped_total", "counter", "Packets the port's transmit queue refused.");
   for (int p = 0; p < 2; p++) x.sample(agent.port_counters(p).tx_dropped, {{"port", side[p]}});
+
+  /* The port's own losses, from the PMD (rte_eth_stats): packets that never reached a worker.
+   * imissed: the receive ring was full or had no buffers (the workers did not keep up);
+   * rx_nombuf: no mbuf to receive into; ierrors / oerrors: frames the PMD counts as bad or
+   * could not send. A port whose PMD does not answer is left out. */
+  rte_eth_stats st[2];
+  bool have[2];
+  for (int p = 0; p < 2; p++) have[p] = rte_eth_stats_get(node.port_id(p), &st[p]) == 0;
+  const auto pmd = [&](const char *name, const char *help, uint64_t rte_eth_stats::*field) {
+    x.family(name, "counter", help);
+    for (int p = 0; p < 2; p++)
+      if (have[p]) x.sample(double(st[p].*field), {{"port", side[p]}});
+  };
+  pmd("ftpair_port_rx_missed_total",
+      "Packets the port dropped before a worker took them: its receive ring was full or had no buffers (PMD imissed).",
+      &rte_eth_stats::imissed);
+  pmd("ftpair_port_rx_nombuf_total", "Receives that failed for want of an mbuf (PMD rx_nombuf).",
+      &rte_eth_stats::rx_nombuf);
+  pmd("ftpair_port_rx_errors_total", "Frames the PMD received in error (PMD ierrors).", &rte_eth_stats::ierrors);
+  pmd("ftpair_port_tx_errors_total", "Frames the PMD failed to transmit (PMD oerrors).", &rte_eth_stats::oerrors);
+
+  /* A port on a kernel interface (net_af_xdp or net_af_packet, "iface=NAME"): what the kernel
+   * dropped on its way to the port's socket is the interface's rx_dropped. With af_xdp on a veth
+   * the frames a full socket ring could not take are counted there, and the PMD's imissed stays 0
+   * (DPDK 22.11). No kernel interface, or it cannot be read: left out. */
+  const std::string *devices[2] = {&node.config().inside.device, &node.config().outside.device};
+  bool family = false;
+  for (int p = 0; p < 2; p++) {
+    const std::string &dev = *devices[p];
+    if (dev.rfind("net_af_xdp", 0) != 0 && dev.rfind("net_af_packet", 0) != 0) continue;
+    const size_t at = dev.find("iface=");
+    if (at == std::string::npos) continue;
+    const std::string iface = dev.substr(at + 6, dev.find(',', at) == std::string::npos ? std::string::npos
+                                                                                          : dev.find(',', at) - at - 6);
+    if (iface.empty() || iface.find('/') != std::string::npos) continue;
+    std::ifstream f("/sys/class/net/" + iface + "/statistics/rx_dropped");
+    unsigned long long dropped = 0;
+    if (!(f >> dropped)) continue;
+    if (!family) {
+      x.family("ftpair_port_kernel_rx_dropped_total", "counter",
+               "Frames the kernel interface under an af_xdp or af_packet port dropped before the port took them "
+               "(its rx_dropped): with af_xdp, the socket's rings were full because the workers did not keep up.");
+      family = true;
+    }
+    x.sample(double(dropped), {{"port", side[p]}, {"iface", iface}});
+  }
 
   // Every worker's NF and table, summed; the per-worker figures an operator balances by
   // carry a worker label.

@@ -392,6 +392,8 @@ const char *const kCounters[] = {
     "ftpair_port_rx_packets_total{port=\"outside\"}",
     "ftpair_port_tx_packets_total{port=\"inside\"}",
     "ftpair_port_tx_packets_total{port=\"outside\"}",
+    "ftpair_port_rx_missed_total{port=\"inside\"}",
+    "ftpair_port_rx_missed_total{port=\"outside\"}",
     "ftpair_forwarded_packets_total{port=\"inside\"}",
     "ftpair_forwarded_packets_total{port=\"outside\"}",
     "ftpair_flows_created_total",
