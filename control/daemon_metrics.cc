@@ -84,8 +84,8 @@ std::string Daemon::render_metrics() {
              "wake-up came late (not a stall).")
         .sample(all_workers(&fo::StallDetector::starved_windows));
     x.family("ftpair_dataplane_rewatched_total", "counter",
-             "Starved windows whose end looked like a stall (CPU time charged, a sleep) and were watched afresh before "
-             "any verdict: a host that held the vCPU back charges the pause to the thread that was on it.")
+             "Windows in which a runnable worker ran without progress, watched afresh before any verdict: a host that "
+             "held the vCPU back charges the pause as CPU time to the thread that was on it.")
         .sample(all_workers(&fo::StallDetector::rewatched_windows));
     x.family("ftpair_dataplane_stalled_total", "counter",
              "Times a worker was judged stalled: no progress for worker.stall_ms though it ran, slept or blocked, or "

@@ -163,17 +163,20 @@ StallDetector::Verdict StallDetector::check_locked(uint64_t loops, int tid, int6
     rewatch_ = false;
     return starving();
   }
-  /* Still runnable (or in its one nap) and not slept since, but with CPU time: it was starved
-   * at the last look, so the time may be a host's pause charged to it, read before its first
-   * loop after the pause. Watch afresh from here; it is stalled only if this window, too,
-   * shows it running without progress. A thread now blocked, stopped or asleep elsewhere is
-   * stalled at once: no pause explains that. */
-  if (in_starve_ && !rewatch_ && waits && idle <= limit) {
+  /* Still runnable (or in its one nap) and not slept since, but with CPU time: the one figure a
+   * host's pause can forge. The guest charges a held vCPU's pause as CPU time to the thread
+   * that was on it, and this look may come before the worker's first loop after the pause
+   * (whether or not an earlier look caught it starved: the CI's lab saw "ran 18 ms of 40"
+   * with none). Watch afresh from here; it is stalled only if this window, too, shows it
+   * running without progress: a worker that really spins is reported half of stall_ms later.
+   * A thread now blocked, stopped or asleep elsewhere is stalled at once: no pause explains
+   * that. */
+  if (!rewatch_ && waits && idle <= limit) {
     at_change_ = now;
     base_ns_ = now_ns;
     rewatch_ = true;
     rewatched_++;
-    return Verdict::STARVED;
+    return in_starve_ ? Verdict::STARVED : Verdict::PROGRESS;
   }
   return stalled(idle, now_ns, &now, false);
 }

@@ -19,12 +19,13 @@
  * Starvation is tolerated up to starve_limit (default 10 x stall_ms); past that the node
  * cannot service packets whatever the reason, and is reported unhealthy.
  *
- * A starved window is never turned into a stall by the look that ends it. When the host holds
- * a vCPU back, the guest charges the whole pause as CPU time to the thread that was on it (no
- * steal time is reported here), and the look right after it can catch the worker before its
- * first loop: no progress, 70 ms "ran". A thread seen starved is therefore watched afresh
- * (a new baseline, half of stall_ms) before it can be called stalled: a worker that really
- * spins or blocks is reported that much later, and only after it was starved first. */
+ * CPU time alone never makes a stall at one look. When the host holds a vCPU back, the guest
+ * charges the whole pause as CPU time to the thread that was on it (no steal time is reported
+ * here), and the look right after it can catch the worker before its first loop: no progress,
+ * 70 ms "ran". A runnable thread that has not slept but ran is therefore watched afresh (a new
+ * baseline, half of stall_ms), and called stalled only if the new window shows it running
+ * without progress too: a worker that really spins is reported that much later. One that
+ * blocks, stops or sleeps elsewhere is stalled at once. */
 #pragma once
 
 #include <atomic>
@@ -76,7 +77,7 @@ class StallDetector {
   using Reader = SchedStat (*)(int tid, bool want_syscall);
   void set_reader(Reader r) { reader_ = r; }  // before the first check
   uint64_t starved_windows() const { return starved_.get(); }  // any thread
-  // Starved windows whose end looked like a stall (CPU time, a sleep) and were watched afresh.
+  // Windows that ended with CPU time but no progress and were watched afresh (see above).
   uint64_t rewatched_windows() const { return rewatched_.get(); }  // any thread
   // Times the verdict turned to STALLED (counted once per turn), and what the kernel said
   // about the thread then: for the log line an operator needs. last_stall() reads both at once.
@@ -117,7 +118,7 @@ class StallDetector {
   int64_t base_ns_ = 0;  // when at_change_ was read
   SchedStat at_change_;
   bool in_starve_ = false;
-  bool rewatch_ = false;  // the window since a starved look is being watched afresh
+  bool rewatch_ = false;  // the window since a look that saw CPU time and no progress is watched afresh
   Reader reader_ = &read_thread;
   static SchedStat read_thread(int tid, bool want_syscall);
   SingleWriter<uint64_t> starved_{0};  // written under mu_, read by any thread

@@ -449,6 +449,41 @@ TEST(StallDetector, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled
   EXPECT_EQ(d.starved_windows(), 1u);
 }
 
+/* The fresh-clone CI failure of 2026-12-05 08:55: no look had seen the worker starved, and the
+ * first look past stall_ms found it runnable, "ran 18 ms of 40", no sleep: a pause charged
+ * to it, or a real spin. One look cannot tell them apart; a second window can. */
+TEST(StallDetector, CpuTimeAtTheFirstLookIsWatchedAfreshNotStalled) {
+  StallDetector d;
+  d.set_reader(&scripted);
+  d.set_stall_ms(40);
+  d.set_starve_factor(10);
+  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+  g_seen = seen('R', 1000, 7);
+  d.check(5, 4242, t0);
+  d.check(5, 4242, t0 + 1 * ms);  // the baseline
+  g_seen = seen('R', 1018, 7);
+  EXPECT_EQ(d.check(5, 4242, t0 + 41 * ms), StallDetector::Verdict::PROGRESS) << "watched afresh, not judged";
+  EXPECT_EQ(d.rewatched_windows(), 1u);
+  EXPECT_EQ(d.check(5, 4242, t0 + 50 * ms), StallDetector::Verdict::PROGRESS) << "within the new window";
+  EXPECT_EQ(d.check(6, 4242, t0 + 51 * ms), StallDetector::Verdict::PROGRESS) << "it moved";
+  EXPECT_EQ(d.stalled_windows(), 0u);
+  EXPECT_EQ(d.starved_windows(), 0u);
+
+  // The same start, but it runs on without progress: stalled once the new window shows it.
+  StallDetector e;
+  e.set_reader(&scripted);
+  e.set_stall_ms(40);
+  g_seen = seen('R', 1000, 7);
+  e.check(5, 4242, t0);
+  e.check(5, 4242, t0 + 1 * ms);
+  g_seen = seen('R', 1018, 7);
+  EXPECT_EQ(e.check(5, 4242, t0 + 41 * ms), StallDetector::Verdict::PROGRESS);
+  g_seen = seen('R', 1035, 7);
+  EXPECT_EQ(e.check(5, 4242, t0 + 62 * ms), StallDetector::Verdict::STALLED);
+  EXPECT_EQ(e.last_stall().window_ms, 21);
+  EXPECT_EQ(e.last_stall().ran_ms, 17);
+}
+
 // The new window does not hide a real stall: a worker that, after it was starved, spins
 // without progress through the new window is stalled, with the new window's facts.
 TEST(StallDetector, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
