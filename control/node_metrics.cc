@@ -56,8 +56,8 @@ void expose_dataplane(Node &node, Exposition &x) {
     if (dev.rfind("net_af_xdp", 0) != 0 && dev.rfind("net_af_packet", 0) != 0) continue;
     const size_t at = dev.find("iface=");
     if (at == std::string::npos) continue;
-    const std::string iface = dev.substr(at + 6, dev.find(',', at) == std::string::npos ? std::string::npos
-                                                                                          : dev.find(',', at) - at - 6);
+    const size_t end = dev.find(',', at);
+    const std::string iface = dev.substr(at + 6, end == std::string::npos ? std::string::npos : end - at - 6);
     if (iface.empty() || iface.find('/') != std::string::npos) continue;
     std::ifstream f("/sys/class/net/" + iface + "/statistics/rx_dropped");
     unsigned long long dropped = 0;

@@ -113,14 +113,21 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
     for (;;) pause();
   }
   ASSERT_GT(child, 0);
+  // Whatever ends the test early (a failed assertion), the child is killed and reaped.
+  struct Reap {
+    pid_t pid;
+    bool done = false;
+    ~Reap() {
+      if (done) return;
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } reap{child};
   close(ready[1]);
   char c;
   const bool up = read(ready[0], &c, 1) == 1;  // EOF: the child could not pin itself
   close(ready[0]);
-  if (!up) {
-    waitpid(child, nullptr, 0);
-    GTEST_SKIP() << "cannot pin a process to CPU " << cpus[1];
-  }
+  if (!up) GTEST_SKIP() << "cannot pin a process to CPU " << cpus[1];
   ASSERT_EQ(kill(child, SIGSTOP), 0);
   int ws = 0;
   ASSERT_EQ(waitpid(child, &ws, WUNTRACED), child);  // stopped for certain, not on its way
@@ -148,8 +155,6 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
   while (!spinning.load()) std::this_thread::sleep_for(100us);
   if (!rt.load()) {
     hog.join();
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
     GTEST_SKIP() << "no SCHED_FIFO or no pinning here";
   }
   const auto t0 = std::chrono::steady_clock::now();
@@ -163,6 +168,7 @@ TEST_F(ProcessFencerTest, AStoppedPeerThatCannotRunIsFencedByThePendingKill) {
   EXPECT_LT(took, 100ms);
   EXPECT_TRUE(still_there) << "the peer exited during the fence: the test proved nothing";
   ASSERT_EQ(waitpid(child, &ws, 0), child);
+  reap.done = true;
   EXPECT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
 }
 

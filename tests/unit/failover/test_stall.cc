@@ -424,27 +424,37 @@ SchedStat seen(char state, uint64_t run_ms, uint64_t voluntary, long syscall = -
   return s;
 }
 
+/* A detector on the script above at stall_ms 40 (limit 10 x): progress stops at t0 (loops 5)
+ * and the baseline is read 1 ms later from `base`. at(ms) looks at t0 + ms. */
+class Scripted : public ::testing::Test {
+ protected:
+  static constexpr int64_t kT0 = 1'000'000'000, kMs = 1'000'000;
+  void start(const SchedStat &base = seen('R', 1000, 7)) {
+    d.set_reader(&scripted);
+    d.set_stall_ms(40);
+    d.set_starve_factor(10);
+    g_seen = base;
+    EXPECT_EQ(d.check(5, kTid, kT0), StallDetector::Verdict::PROGRESS);
+    EXPECT_EQ(d.check(5, kTid, kT0 + 1 * kMs), StallDetector::Verdict::PROGRESS) << "the baseline";
+  }
+  StallDetector::Verdict at(int64_t ms, uint64_t loops = 5) { return d.check(loops, kTid, kT0 + ms * kMs); }
+  static constexpr int kTid = 4242;
+  StallDetector d;
+};
+
 /* The CI failure of 2026-12-05: the host held the vCPUs for 70-100 ms. The worker was seen
  * starved (runnable, no CPU time); the look right after the pause found its CPU time grown by
  * the pause (the guest charges it to the thread that was on the vCPU) before its first loop,
  * and called it stalled, "past 10 x worker.stall_ms" at 96 ms of 400. Now that look starts a
  * new window; the worker moves, and nothing is reported. */
-TEST(StallDetector, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-  const int tid = 4242;
-  g_seen = seen('R', 1000, 7);
-  EXPECT_EQ(d.check(5, tid, t0), StallDetector::Verdict::PROGRESS);
-  EXPECT_EQ(d.check(5, tid, t0 + 1 * ms), StallDetector::Verdict::PROGRESS) << "the baseline";
-  EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED) << "runnable, no CPU time";
+TEST_F(Scripted, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled) {
+  start();
+  EXPECT_EQ(at(45), StallDetector::Verdict::STARVED) << "runnable, no CPU time";
   g_seen = seen('R', 1000 + 70, 7);  // the pause, charged
-  EXPECT_EQ(d.check(5, tid, t0 + 96 * ms), StallDetector::Verdict::STARVED) << "watched afresh, not stalled";
+  EXPECT_EQ(at(96), StallDetector::Verdict::STARVED) << "watched afresh, not stalled";
   EXPECT_EQ(d.rewatched_windows(), 1u);
-  EXPECT_EQ(d.check(5, tid, t0 + 100 * ms), StallDetector::Verdict::STARVED) << "within the new window";
-  EXPECT_EQ(d.check(6, tid, t0 + 101 * ms), StallDetector::Verdict::PROGRESS) << "its first loop";
+  EXPECT_EQ(at(100), StallDetector::Verdict::STARVED) << "within the new window";
+  EXPECT_EQ(at(101, 6), StallDetector::Verdict::PROGRESS) << "its first loop";
   EXPECT_EQ(d.stalled_windows(), 0u);
   EXPECT_EQ(d.starved_windows(), 1u);
 }
@@ -452,56 +462,38 @@ TEST(StallDetector, AStarvedWorkerChargedWithAHostPauseIsWatchedAfreshNotStalled
 /* The fresh-clone CI failure of 2026-12-05 08:55: no look had seen the worker starved, and the
  * first look past stall_ms found it runnable, "ran 18 ms of 40", no sleep: a pause charged
  * to it, or a real spin. One look cannot tell them apart; a second window can. */
-TEST(StallDetector, CpuTimeAtTheFirstLookIsWatchedAfreshNotStalled) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-  g_seen = seen('R', 1000, 7);
-  d.check(5, 4242, t0);
-  d.check(5, 4242, t0 + 1 * ms);  // the baseline
+TEST_F(Scripted, CpuTimeAtTheFirstLookIsWatchedAfreshNotStalled) {
+  start();
   g_seen = seen('R', 1018, 7);
-  EXPECT_EQ(d.check(5, 4242, t0 + 41 * ms), StallDetector::Verdict::PROGRESS) << "watched afresh, not judged";
+  EXPECT_EQ(at(41), StallDetector::Verdict::PROGRESS) << "watched afresh, not judged";
   EXPECT_EQ(d.rewatched_windows(), 1u);
-  EXPECT_EQ(d.check(5, 4242, t0 + 50 * ms), StallDetector::Verdict::PROGRESS) << "within the new window";
-  EXPECT_EQ(d.check(6, 4242, t0 + 51 * ms), StallDetector::Verdict::PROGRESS) << "it moved";
+  EXPECT_EQ(at(50), StallDetector::Verdict::PROGRESS) << "within the new window";
+  EXPECT_EQ(at(51, 6), StallDetector::Verdict::PROGRESS) << "it moved";
   EXPECT_EQ(d.stalled_windows(), 0u);
   EXPECT_EQ(d.starved_windows(), 0u);
+}
 
-  // The same start, but it runs on without progress: stalled once the new window shows it.
-  StallDetector e;
-  e.set_reader(&scripted);
-  e.set_stall_ms(40);
-  g_seen = seen('R', 1000, 7);
-  e.check(5, 4242, t0);
-  e.check(5, 4242, t0 + 1 * ms);
+// The same start, but it runs on without progress: stalled once the new window shows it.
+TEST_F(Scripted, CpuTimeAtTheFirstLookThenAgainIsStalled) {
+  start();
   g_seen = seen('R', 1018, 7);
-  EXPECT_EQ(e.check(5, 4242, t0 + 41 * ms), StallDetector::Verdict::PROGRESS);
+  EXPECT_EQ(at(41), StallDetector::Verdict::PROGRESS);
   g_seen = seen('R', 1035, 7);
-  EXPECT_EQ(e.check(5, 4242, t0 + 62 * ms), StallDetector::Verdict::STALLED);
-  EXPECT_EQ(e.last_stall().window_ms, 21);
-  EXPECT_EQ(e.last_stall().ran_ms, 17);
+  EXPECT_EQ(at(62), StallDetector::Verdict::STALLED);
+  EXPECT_EQ(d.last_stall().window_ms, 21);
+  EXPECT_EQ(d.last_stall().ran_ms, 17);
 }
 
 // The new window does not hide a real stall: a worker that, after it was starved, spins
 // without progress through the new window is stalled, with the new window's facts.
-TEST(StallDetector, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-  const int tid = 4242;
-  g_seen = seen('R', 1000, 7);
-  d.check(5, tid, t0);
-  d.check(5, tid, t0 + 1 * ms);
-  EXPECT_EQ(d.check(5, tid, t0 + 45 * ms), StallDetector::Verdict::STARVED);
+TEST_F(Scripted, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
+  start();
+  EXPECT_EQ(at(45), StallDetector::Verdict::STARVED);
   g_seen = seen('R', 1030, 7);
-  EXPECT_EQ(d.check(5, tid, t0 + 60 * ms), StallDetector::Verdict::STARVED) << "watched afresh";
+  EXPECT_EQ(at(60), StallDetector::Verdict::STARVED) << "watched afresh";
   g_seen = seen('R', 1045, 7);
-  EXPECT_EQ(d.check(5, tid, t0 + 79 * ms), StallDetector::Verdict::STARVED) << "the new window is 20 ms";
-  EXPECT_EQ(d.check(5, tid, t0 + 81 * ms), StallDetector::Verdict::STALLED);
+  EXPECT_EQ(at(79), StallDetector::Verdict::STARVED) << "the new window is 20 ms";
+  EXPECT_EQ(at(81), StallDetector::Verdict::STALLED);
   EXPECT_EQ(d.stalled_windows(), 1u);
   const StallDetector::StallFacts f = d.last_stall();
   EXPECT_FALSE(f.starve_limit) << "81 ms is not past 10 x 40 ms";
@@ -514,80 +506,51 @@ TEST(StallDetector, AStarvedWorkerThatThenSpinsIsStalledAfterTheNewWindow) {
 
 // No pause explains a thread that blocks or stops: seen starved, then asleep on a lock or
 // stopped, it is stalled at that look, with no new window.
-TEST(StallDetector, AStarvedWorkerThatThenBlocksIsStalledAtOnce) {
-  for (const SchedStat then : {seen('S', 1001, 8, 202 /* futex */), seen('T', 1000, 7), seen('D', 1000, 7)}) {
-    SCOPED_TRACE(then.state);
-    StallDetector d;
-    d.set_reader(&scripted);
-    d.set_stall_ms(40);
-    d.set_starve_factor(10);
-    const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-    g_seen = seen('R', 1000, 7);
-    d.check(5, 4242, t0);
-    d.check(5, 4242, t0 + 1 * ms);
-    EXPECT_EQ(d.check(5, 4242, t0 + 45 * ms), StallDetector::Verdict::STARVED);
-    g_seen = then;
-    EXPECT_EQ(d.check(5, 4242, t0 + 50 * ms), StallDetector::Verdict::STALLED);
-    EXPECT_EQ(d.rewatched_windows(), 0u);
-    EXPECT_EQ(d.last_stall().state, then.state);
-  }
+class ScriptedThen : public Scripted, public ::testing::WithParamInterface<SchedStat> {};
+TEST_P(ScriptedThen, AStarvedWorkerThatThenBlocksIsStalledAtOnce) {
+  start();
+  EXPECT_EQ(at(45), StallDetector::Verdict::STARVED);
+  g_seen = GetParam();
+  EXPECT_EQ(at(50), StallDetector::Verdict::STALLED);
+  EXPECT_EQ(d.rewatched_windows(), 0u);
+  EXPECT_EQ(d.last_stall().state, GetParam().state);
 }
+INSTANTIATE_TEST_SUITE_P(StallDetector, ScriptedThen,
+                         ::testing::Values(seen('S', 1001, 8, 202 /* futex */), seen('T', 1000, 7),
+                                           seen('D', 1000, 7)));
 
 /* Looks that go starved, charged, starved, charged... each start a new window, but none runs
  * past the starvation limit: the worker is stalled at the first look past 10 x stall_ms. */
-TEST(StallDetector, NewWindowsEndAtTheStarvationLimit) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
+TEST_F(Scripted, NewWindowsEndAtTheStarvationLimit) {
   uint64_t run = 1000;
-  g_seen = seen('R', run, 7);
-  d.check(5, 4242, t0);
-  d.check(5, 4242, t0 + 1 * ms);
-  StallDetector::Verdict v = StallDetector::Verdict::PROGRESS;
+  start(seen('R', run, 7));
   int64_t t = 45;
   for (bool charge = false; t <= 400; t += 21, charge = !charge) {
     if (charge) run += 21;  // the whole window as CPU time
     g_seen = seen('R', run, 7);
-    v = d.check(5, 4242, t0 + t * ms);
-    ASSERT_EQ(v, StallDetector::Verdict::STARVED) << t;
+    ASSERT_EQ(at(t), StallDetector::Verdict::STARVED) << t;
   }
   EXPECT_GT(d.rewatched_windows(), 3u);
   g_seen = seen('R', run + 21, 7);
-  EXPECT_EQ(d.check(5, 4242, t0 + t * ms), StallDetector::Verdict::STALLED) << "past the limit, at " << t << " ms";
+  EXPECT_EQ(at(t), StallDetector::Verdict::STALLED) << "past the limit, at " << t << " ms";
   EXPECT_FALSE(d.last_stall().starve_limit) << "it ran at this look: not starved";
 }
 
 // The first baseline could not be read (the thread's files, for a moment): the next look is
 // the baseline, not a verdict against nothing.
-TEST(StallDetector, AnUnreadableBaselineIsTakenAgain) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-  g_seen = SchedStat{};  // not ok
-  d.check(5, 4242, t0);
-  d.check(5, 4242, t0 + 1 * ms);
+TEST_F(Scripted, AnUnreadableBaselineIsTakenAgain) {
+  start(SchedStat{});  // not ok
   g_seen = seen('R', 1000, 7);
-  EXPECT_EQ(d.check(5, 4242, t0 + 45 * ms), StallDetector::Verdict::PROGRESS) << "the baseline, now";
-  EXPECT_EQ(d.check(5, 4242, t0 + 70 * ms), StallDetector::Verdict::STARVED) << "watched 25 ms, no CPU time";
+  EXPECT_EQ(at(45), StallDetector::Verdict::PROGRESS) << "the baseline, now";
+  EXPECT_EQ(at(70), StallDetector::Verdict::STARVED) << "watched 25 ms, no CPU time";
   EXPECT_EQ(d.stalled_windows(), 0u);
 }
 
 // Starved to the end: past 10 x stall_ms the verdict is the starvation limit, and only then.
-TEST(StallDetector, StarvedPastTheLimitIsStalledAndSaysSo) {
-  StallDetector d;
-  d.set_reader(&scripted);
-  d.set_stall_ms(40);
-  d.set_starve_factor(10);
-  const int64_t t0 = 1'000'000'000, ms = 1'000'000;
-  g_seen = seen('R', 1000, 7);
-  d.check(5, 4242, t0);
-  d.check(5, 4242, t0 + 1 * ms);
-  for (int64_t t = 45; t <= 400; t += 5) ASSERT_EQ(d.check(5, 4242, t0 + t * ms), StallDetector::Verdict::STARVED) << t;
-  EXPECT_EQ(d.check(5, 4242, t0 + 402 * ms), StallDetector::Verdict::STALLED);
+TEST_F(Scripted, StarvedPastTheLimitIsStalledAndSaysSo) {
+  start();
+  for (int64_t t = 45; t <= 400; t += 5) ASSERT_EQ(at(t), StallDetector::Verdict::STARVED) << t;
+  EXPECT_EQ(at(402), StallDetector::Verdict::STALLED);
   EXPECT_TRUE(d.last_stall().starve_limit);
   EXPECT_EQ(d.rewatched_windows(), 0u);
 }
