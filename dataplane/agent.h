@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <rte_mbuf.h>
@@ -98,6 +99,11 @@ class InterfaceAgent {
   // Inline: a packet that need not wait (relaxed mode, or state already acknowledged) is
   // queued here; holding for output commit is out of line.
   inline void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
+  /* Queues n packets for port in order, dep[i] the epoch packet i depends on and max_dep the
+   * newest of them: one check and one copy for the burst when none has to wait, else tx()
+   * for each. The NF's fast path sends a burst's output through this. */
+  inline void tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m, const uint64_t *dep,
+                       unsigned n, uint64_t max_dep);
   // Sends what tx() queued and releases held packets the standby has acknowledged.
   void flush(unsigned worker);
   // Parks here while a quiesce is requested. Returns true if the worker parked.
@@ -234,6 +240,24 @@ inline void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint
   TxQueue &q = ws.txq[port];
   if (__builtin_expect(q.n == sizeof(q.pkts) / sizeof(q.pkts[0]), 0)) drain_port(worker, port);
   q.pkts[q.n++] = m;
+}
+
+inline void InterfaceAgent::tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m,
+                                     const uint64_t *dep, unsigned n, uint64_t max_dep) {
+  WorkerState &ws = ws_[worker];
+  if (__builtin_expect(max_dep > ws.acked_seen, 0) && strict_.load(std::memory_order_relaxed)) {
+    for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
+    return;
+  }
+  TxQueue &q = ws.txq[port];
+  constexpr unsigned kCap = sizeof(q.pkts) / sizeof(q.pkts[0]);
+  if (__builtin_expect(q.n + n > kCap, 0)) drain_port(worker, port);
+  if (__builtin_expect(n > kCap, 0)) {  // more than a queue holds: a packet at a time
+    for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
+    return;
+  }
+  std::memcpy(&q.pkts[q.n], m, n * sizeof(m[0]));
+  q.n = static_cast<uint16_t>(q.n + n);
 }
 
 }  // namespace ftpair::dp

@@ -331,7 +331,7 @@ void Nat44::announce() {
 }
 
 // resolve_and_send() for a next hop not cached: asks the ARP table, and remembers.
-bool Nat44::resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
+bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
   rte_ether_addr mac;
   if (!arp_.lookup(next_hop, now, &mac)) {
     rte_pktmbuf_mtod(m, rte_ether_hdr *)->src_addr = cfg_.vmac[port];
@@ -341,7 +341,11 @@ bool Nat44::resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t
   nh_ip_[port] = next_hop;
   std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
   std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
-  return resolve_and_send(port, m, next_hop, dep, now);
+  return true;
+}
+
+bool Nat44::resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
+  return cache_next_hop(port, m, next_hop, dep, now) && resolve_and_send(port, m, next_hop, dep, now);
 }
 
 
@@ -1040,7 +1044,7 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
 // A UDP packet of a known flow, either way: the whole NAT in one place.
 // False when it cannot (no route): dispatch() then drops it with its reason.
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
-                                                          FlowRecord &r, uint64_t now) {
+                                                          FlowRecord &r, uint64_t now, FastOut &out) {
   const bool from_inside = port == kPortInside;
   const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
   if (__builtin_expect(nh == 0, 0)) return false;
@@ -1055,7 +1059,16 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   else
     nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
   fwd_burst_++;
-  resolve_and_send(port ^ 1, m, nh, r.dirty_epoch, now);
+  // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
+  // whose MAC is not known parks the packet instead.
+  const uint16_t egress = port ^ 1;
+  if (__builtin_expect(nh != nh_ip_[egress], 0) && !cache_next_hop(egress, m, nh, r.dirty_epoch, now))
+    return true;
+  std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), nh_l2_[egress], 2 * RTE_ETHER_ADDR_LEN);
+  const uint64_t dep = r.dirty_epoch;
+  out.m[out.n] = m;
+  out.dep[out.n++] = dep;
+  out.max_dep = dep > out.max_dep ? dep : out.max_dep;
   return true;
 }
 
@@ -1090,6 +1103,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   flows_.lookup_bulk(keys, nip, slots);
   evicted_ = created_ = false;
   fwd_burst_ = 0;
+  FastOut out;
   for (unsigned i = 0; i < nip; i++) {
     // A flow evicted for a new one may be a slot looked up earlier in this burst: after an
     // eviction the key is looked up again (a packet of an established flow must still
@@ -1098,11 +1112,14 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     const int32_t slot = evicted_ ? flows_.lookup(p.key) : slots[i];
     const bool took_fast = (fast >> i) & 1;
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
-        fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now))
+        fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
       continue;
+    // What the fast path queued goes first: a flow's packets leave in the order they came.
+    if (out.n) flush_fast(out, port ^ 1);
     if (took_fast) fill_parsed(ip_pkts[i], p);
     dispatch(ip_pkts[i], p, port, slot, now);
   }
+  if (out.n) flush_fast(out, port ^ 1);
   if (fwd_burst_) {
     bump(ctr_.forwarded[port], fwd_burst_);
     bump(ctr_.fast_forwarded, fwd_burst_);

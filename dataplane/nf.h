@@ -184,7 +184,19 @@ class Nat44 {
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
-  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now);
+  // A burst's fast-path output: one egress port, handed to the agent in one call.
+  struct FastOut {
+    rte_mbuf *m[kBurst];
+    uint64_t dep[kBurst];
+    uint64_t max_dep = 0;
+    unsigned n = 0;
+  };
+  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now, FastOut &out);
+  void flush_fast(FastOut &out, uint16_t egress) {
+    agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.max_dep);
+    out.n = 0;
+    out.max_dep = 0;
+  }
   uint32_t expire_slice(uint32_t slots, uint64_t now);
   void count(DropReason r) { bump(ctr_.drops[static_cast<unsigned>(r)]); }
   void handle_arp(uint16_t port, rte_mbuf *m, uint64_t now);
@@ -218,6 +230,8 @@ class Nat44 {
   // Sends m to next_hop on port (its L2 header written), or parks it for ARP (false).
   inline bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   bool resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
+  // Caches next_hop's MAC for port; false when it is not known (m was parked for ARP).
+  bool cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   // The WAN next hop for dst: itself on the WAN's subnet, else the gateway (0: none).
   uint32_t next_hop_out(uint32_t dst) const {
     return (dst & mask_[kPortOutside]) == net_[kPortOutside] ? dst : cfg_.gateway_out;
