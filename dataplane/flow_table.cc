@@ -127,16 +127,20 @@ int FlowTable::lookup(const FlowKey &key) const {
  * of the first candidate; verify the key against the record (a miss in a full bucket, or a
  * false match, walks the chain). */
 void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const {
-  uint32_t h[kLookupBulkMax], cand[kLookupBulkMax];
-  for (unsigned i = 0; i < n; i++) {
-    h[i] = index_.hash(keys[i]);
-    rte_prefetch0(index_.bucket_of(h[i]));
-  }
+  uint32_t h[kLookupBulkMax];
+  for (unsigned i = 0; i < n; i++) h[i] = hash_prefetch(*keys[i]);
+  lookup_bulk_hashed(keys, h, n, slots);
+}
+
+void FlowTable::lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n,
+                                   int32_t *slots) const {
+  uint32_t cand[kLookupBulkMax];
+  const FlowRecord *const rec = records_;
   for (unsigned i = 0; i < n; i++) {
     const FlowIndex::Bucket &b = *index_.bucket_of(h[i]);
     const unsigned m = FlowIndex::match(b, h[i]);
     cand[i] = m ? b.val[__builtin_ctz(m)] : FlowIndex::kEmpty;
-    if (cand[i] != FlowIndex::kEmpty) rte_prefetch0(&records_[cand[i] >> 1]);
+    if (cand[i] != FlowIndex::kEmpty) rte_prefetch0(&rec[cand[i] >> 1]);
   }
   for (unsigned i = 0; i < n; i++) {
     if (__builtin_expect(cand[i] != FlowIndex::kEmpty && key_is(cand[i], *keys[i]), 1)) {

@@ -210,6 +210,14 @@ class FlowTable {
   static constexpr unsigned kLookupBulkMax = 64;
   // Bulk lookup of up to kLookupBulkMax keys; slots[i] = slot or -1.
   void lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const;
+  /* The same with each key's hash already taken by hash_prefetch(), which also prefetched its
+   * bucket: the NF hashes a key in the stage that builds it. */
+  void lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n, int32_t *slots) const;
+  uint32_t hash_prefetch(const FlowKey &key) const {
+    const uint32_t h = index_.hash(&key);
+    __builtin_prefetch(index_.bucket_of(h));
+    return h;
+  }
 
   // Adds a flow (both keys). Returns the slot, -ENOSPC when full, -EEXIST when a key is
   // already present. The new record is dirty in the current epoch.

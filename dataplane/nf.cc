@@ -145,6 +145,7 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   // 0/8, 127/8 and 224/3 (multicast, class E and the limited broadcast): a superset of
   // what parse_ipv4() calls martian and multicast, so the fast test refuses them all.
   for (unsigned o = 0; o < 256; o++) bad_octet_[o] = o == 0 || o == 127 || o >= 224;
+  fast_mtu_ok_ = cfg.mtu[kPortInside] >= sizeof(rte_ipv4_hdr) + 8 && cfg.mtu[kPortOutside] >= sizeof(rte_ipv4_hdr) + 8;
   for (uint32_t a : nat_addrs_)
     if (multicast_or_bcast(a, net_[kPortOutside], mask_[kPortOutside])) fast_out_ok_ = false;
   const uint32_t cap = flows_.capacity(), slice = cfg.expiry_scan_per_loop ? cfg.expiry_scan_per_loop : 1;
@@ -867,24 +868,28 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
  * take goes through parse_ipv4() and classify(), which give every drop its reason, so this
  * test may refuse more than it must but never takes a packet classify() would not. It
  * fills only the key: fill_parsed() does the rest for a packet that needs it. */
-__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key,
-                                                            uint16_t port) const {
+__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port,
+                                                            uint32_t span, uint64_t dir_bits) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
   if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
     return false;
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
   if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return false;
-  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
-  uint64_t w0;
+  const uint8_t *ip = reinterpret_cast<const uint8_t *>(eth + 1);
+  // The header in three loads: bytes 0-7, 8-15 (TTL, protocol, checksum, source), 16-19.
+  uint64_t w0, w1;
+  uint32_t w2;
   std::memcpy(&w0, ip, 8);
+  std::memcpy(&w1, ip + 8, 8);
+  std::memcpy(&w2, ip + 16, 4);
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
   if ((w0 & 0xff3f0000000000ffull) != 0x45) return false;
-  const uint32_t tot = bswap16(ip->total_length);
-  const uint16_t egress = port ^ 1;
-  if (tot < sizeof(rte_ipv4_hdr) + 8 || tot + sizeof(rte_ether_hdr) > len || tot > cfg_.mtu[egress] ||
-      ip->time_to_live <= 1)
-    return false;
-  const uint32_t src = ip->src_addr, dst = ip->dst_addr;
+  const uint32_t tot = bswap16(static_cast<uint16_t>(w0 >> 16));
+  // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
+  // fast_mtu_ok_), and within the frame.
+  const uint32_t frame_room = len - sizeof(rte_ether_hdr);
+  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || tot > frame_room || (w1 & 0xff) <= 1) return false;
+  const uint32_t src = static_cast<uint32_t>(w1 >> 32), dst = w2;
   const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
   if (bad_octet_[so] | bad_octet_[dO]) return false;
   if (port == kPortInside) {
@@ -894,16 +899,25 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   } else if (!fast_out_ok_ || !is_nat_address(dst)) {
     return false;
   }
-  if (!ipv4_hdr_csum_ok(ip)) return false;
-  uint8_t *l4 = reinterpret_cast<uint8_t *>(ip + 1);
+  /* The header checksum from the same three loads: the one's-complement sum of the 16-bit
+   * words is 0xffff exactly when their plain sum is a multiple of 0xffff (it is not zero: the
+   * first byte is 0x45). 2^16 and 2^64 are 1 modulo 0xffff, so the sum of the three loads,
+   * its carry out of 64 bits added back, is congruent to the words' sum (times 256, as the
+   * loads are little-endian; 256 is invertible modulo 0xffff). */
+  uint64_t s;
+  const bool c1 = __builtin_add_overflow(w0, w1, &s);
+  const bool c2 = __builtin_add_overflow(s, uint64_t(w2) + c1, &s);
+  const uint64_t t = (s & 0xffffffff) + (s >> 32) + c2;  // 2^32 is 1 modulo 0xffff too
+  if (t % 0xffff != 0) return false;  // a multiply and a compare (t is odd-divisor tested)
+  const uint8_t *l4 = ip + sizeof(rte_ipv4_hdr);
   const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);
-  const uint8_t proto = ip->next_proto_id;
+  const uint8_t proto = static_cast<uint8_t>(w1 >> 8);
   if (proto == IPPROTO_UDP) {
-    const uint32_t ulen = bswap16(reinterpret_cast<rte_udp_hdr *>(l4)->dgram_len);
+    const uint32_t ulen = bswap16(reinterpret_cast<const rte_udp_hdr *>(l4)->dgram_len);
     if (ulen < sizeof(rte_udp_hdr) || ulen > l4_len) return false;
   } else if (proto == IPPROTO_TCP) {
     if (l4_len < sizeof(rte_tcp_hdr)) return false;
-    auto *tcp = reinterpret_cast<rte_tcp_hdr *>(l4);
+    auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(l4);
     const uint32_t off = (tcp->data_off >> 4) * 4u;
     const uint8_t flags = tcp->tcp_flags;
     if (off < sizeof(rte_tcp_hdr) || off > l4_len || flags == 0 ||
@@ -912,11 +926,17 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   } else {
     return false;
   }
-  if (len > sizeof(rte_ether_hdr) + tot) rte_pktmbuf_trim(m, static_cast<uint16_t>(len - sizeof(rte_ether_hdr) - tot));
+  if (frame_room > tot) rte_pktmbuf_trim(m, static_cast<uint16_t>(frame_room - tot));
   uint32_t ports;  // TCP and UDP both start with the source and destination ports
   std::memcpy(&ports, l4, 4);
-  key = FlowKey{src, dst, static_cast<uint16_t>(ports), static_cast<uint16_t>(ports >> 16), proto,
-                static_cast<uint8_t>(port), 0};
+  // The key in two stores: the addresses, then ports, protocol, direction (the ingress port)
+  // and the zero pad (FlowKey's layout).
+  const uint64_t k0 = src | uint64_t(dst) << 32;
+  const uint64_t k1 = ports | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
+  static_assert(sizeof(FlowKey) == 16 && offsetof(FlowKey, src_port) == 8 && offsetof(FlowKey, proto) == 12 &&
+                offsetof(FlowKey, dir) == 13);
+  std::memcpy(reinterpret_cast<uint8_t *>(&key), &k0, 8);
+  std::memcpy(reinterpret_cast<uint8_t *>(&key) + 8, &k1, 8);
   return true;
 }
 
@@ -1082,34 +1102,41 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   rte_mbuf *ip_pkts[kBurst];
   const FlowKey *keys[kBurst];
   int32_t slots[kBurst];
+  uint32_t hashes[kBurst];
   for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
   nh_ip_[0] = nh_ip_[1] = 0;
-  const bool try_fast = cfg_.fast_path && vip_owner();
+  const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
+  // The fast test's constants for the burst: the egress MTU's room above 28 bytes, and the
+  // key's direction byte (the ingress port) in place.
+  const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
+  const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
   uint64_t fast = 0;  // bit i: packet i took the fast test
   unsigned nip = 0;
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     Parsed &p = parsed[nip];
-    if (__builtin_expect(try_fast && fast_parse(m, p.key, port), 1))
+    if (__builtin_expect(try_fast && fast_parse(m, p.key, port, span, dir_bits), 1))
       fast |= 1ull << nip;
     else if (!classify(m, p, port, now))
       continue;
     ip_pkts[nip] = m;
     keys[nip] = &p.key;
+    hashes[nip] = flows_.hash_prefetch(p.key);  // hashed once, its bucket on the way
     nip++;
   }
   if (nip == 0) return;
-  flows_.lookup_bulk(keys, nip, slots);
+  flows_.lookup_bulk_hashed(keys, hashes, nip, slots);
   evicted_ = created_ = false;
   fwd_burst_ = 0;
   FastOut out;
+  bool evicted = false;  // evicted_, read back after the general path (the fast path never evicts)
   for (unsigned i = 0; i < nip; i++) {
     // A flow evicted for a new one may be a slot looked up earlier in this burst: after an
     // eviction the key is looked up again (a packet of an established flow must still
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
-    const int32_t slot = evicted_ ? flows_.lookup(p.key) : slots[i];
+    const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : slots[i];
     const bool took_fast = (fast >> i) & 1;
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
         fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
@@ -1118,6 +1145,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     if (out.n) flush_fast(out, port ^ 1);
     if (took_fast) fill_parsed(ip_pkts[i], p);
     dispatch(ip_pkts[i], p, port, slot, now);
+    evicted = evicted_;
   }
   if (out.n) flush_fast(out, port ^ 1);
   if (fwd_burst_) {

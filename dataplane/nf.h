@@ -180,7 +180,7 @@ class Nat44 {
   void drop(rte_mbuf *m, DropReason r);
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
-  bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port) const;
+  bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port, uint32_t span, uint64_t dir_bits) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
@@ -269,6 +269,7 @@ class Nat44 {
   uint32_t net_[kMaxPorts];     // vip & mask per side
   uint8_t bad_octet_[256];      // 1: a first octet never a fast-path source or destination
   bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
+  bool fast_mtu_ok_ = true;     // both MTUs hold the smallest packet the fast test takes
   /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
    * input clears it. */
   uint32_t nh_ip_[kMaxPorts] = {0, 0};
