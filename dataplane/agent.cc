@@ -79,6 +79,7 @@ InterfaceAgent::~InterfaceAgent() {
       TxQueue &q = ws_[w].txq[p];
       mbuf_free_bulk(q.pkts, q.n);
       q.n = 0;
+      q.bytes = 0;
     }
   }
 }
@@ -102,13 +103,12 @@ uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uin
 void InterfaceAgent::drain_port(unsigned worker, uint16_t port) {
   TxQueue &q = ws_[worker].txq[port];
   if (q.n == 0) return;
-  // Lengths are read before the burst: a sent mbuf belongs to the port (and, over a ring, to
-  // whoever reads it, who may already have freed it); the ones not sent are still ours.
-  uint64_t bytes = 0;
-  for (uint16_t i = 0; i < q.n; i++) {
-    bytes += rte_pktmbuf_pkt_len(q.pkts[i]);
-    tsan_release(q.pkts[i]);  // to the port's ring (dataplane/mbuf.h)
-  }
+  // Lengths were summed as the packets were queued: a sent mbuf belongs to the port (and,
+  // over a ring, to whoever reads it, who may already have freed it); the ones not sent are
+  // still ours.
+  uint64_t bytes = q.bytes;
+  q.bytes = 0;
+  for (uint16_t i = 0; i < q.n; i++) tsan_release(q.pkts[i]);  // to the port's ring (TSan builds only)
   uint16_t sent = rte_eth_tx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], q.pkts, q.n);
   for (uint16_t i = sent; i < q.n; i++) {
     tsan_acquire(q.pkts[i]);
@@ -127,6 +127,7 @@ void InterfaceAgent::send_now(unsigned worker, uint16_t port, rte_mbuf *m) {
   TxQueue &q = ws_[worker].txq[port];
   if (q.n == sizeof(q.pkts) / sizeof(q.pkts[0])) drain_port(worker, port);
   q.pkts[q.n++] = m;
+  q.bytes += rte_pktmbuf_pkt_len(m);
 }
 
 void InterfaceAgent::release_held(unsigned worker, uint64_t acked) {

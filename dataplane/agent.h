@@ -99,11 +99,12 @@ class InterfaceAgent {
   // Inline: a packet that need not wait (relaxed mode, or state already acknowledged) is
   // queued here; holding for output commit is out of line.
   inline void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
-  /* Queues n packets for port in order, dep[i] the epoch packet i depends on and max_dep the
-   * newest of them: one check and one copy for the burst when none has to wait, else tx()
-   * for each. The NF's fast path sends a burst's output through this. */
+  /* Queues n packets for port in order, dep[i] the epoch packet i depends on, max_dep the
+   * newest of them and bytes the sum of their lengths: one check and one copy for the burst
+   * when none has to wait, else tx() for each. The NF's fast path sends a burst's output
+   * through this. */
   inline void tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m, const uint64_t *dep,
-                       unsigned n, uint64_t max_dep);
+                       unsigned n, uint64_t max_dep, uint64_t bytes);
   // Sends what tx() queued and releases held packets the standby has acknowledged.
   void flush(unsigned worker);
   // Parks here while a quiesce is requested. Returns true if the worker parked.
@@ -191,6 +192,7 @@ class InterfaceAgent {
   struct alignas(64) TxQueue {
     rte_mbuf *pkts[kBurst * 4];
     uint16_t n = 0;
+    uint64_t bytes = 0;  // the queued packets' lengths, summed as they are queued
   };
   struct alignas(64) WorkerState {
     TxQueue txq[kMaxPorts];
@@ -240,10 +242,11 @@ inline void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint
   TxQueue &q = ws.txq[port];
   if (__builtin_expect(q.n == sizeof(q.pkts) / sizeof(q.pkts[0]), 0)) drain_port(worker, port);
   q.pkts[q.n++] = m;
+  q.bytes += rte_pktmbuf_pkt_len(m);
 }
 
 inline void InterfaceAgent::tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m,
-                                     const uint64_t *dep, unsigned n, uint64_t max_dep) {
+                                     const uint64_t *dep, unsigned n, uint64_t max_dep, uint64_t bytes) {
   WorkerState &ws = ws_[worker];
   if (__builtin_expect(max_dep > ws.acked_seen, 0) && strict_.load(std::memory_order_relaxed)) {
     for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
@@ -258,6 +261,7 @@ inline void InterfaceAgent::tx_burst(unsigned worker, uint16_t port, rte_mbuf *c
   }
   std::memcpy(&q.pkts[q.n], m, n * sizeof(m[0]));
   q.n = static_cast<uint16_t>(q.n + n);
+  q.bytes += bytes;
 }
 
 }  // namespace ftpair::dp

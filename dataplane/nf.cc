@@ -1072,7 +1072,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
     update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
   r.last_seen_tsc = now;
-  auto *ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, sizeof(rte_ether_hdr));
+  uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
+  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
   auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
   if (from_inside)
     nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
@@ -1084,10 +1085,11 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   const uint16_t egress = port ^ 1;
   if (__builtin_expect(nh != nh_ip_[egress], 0) && !cache_next_hop(egress, m, nh, r.dirty_epoch, now))
     return true;
-  std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), nh_l2_[egress], 2 * RTE_ETHER_ADDR_LEN);
+  std::memcpy(frame, nh_l2_[egress], 2 * RTE_ETHER_ADDR_LEN);
   const uint64_t dep = r.dirty_epoch;
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
+  out.bytes += rte_pktmbuf_pkt_len(m);
   out.max_dep = dep > out.max_dep ? dep : out.max_dep;
   return true;
 }
@@ -1111,14 +1113,16 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   // key's direction byte (the ingress port) in place.
   const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
   const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
-  uint64_t fast = 0;  // bit i: packet i took the fast test
+  uint8_t fast[kBurst];  // 1: packet i took the fast test
   unsigned nip = 0;
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     Parsed &p = parsed[nip];
     if (__builtin_expect(try_fast && fast_parse(m, p.key, port, span, dir_bits), 1))
-      fast |= 1ull << nip;
-    else if (!classify(m, p, port, now))
+      fast[nip] = 1;
+    else if (classify(m, p, port, now))
+      fast[nip] = 0;
+    else
       continue;
     ip_pkts[nip] = m;
     keys[nip] = &p.key;
@@ -1137,7 +1141,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
     const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : slots[i];
-    const bool took_fast = (fast >> i) & 1;
+    const bool took_fast = fast[i];
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
         fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
       continue;
@@ -1246,9 +1250,10 @@ uint32_t Nat44::housekeeping(uint64_t now) {
 uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
   uint32_t removed = 0;
   const uint32_t cap = flows_.capacity();
+  uint32_t cursor = expiry_cursor_;  // in a register; stored back once
   for (uint32_t k = 0; k < slots; k++) {
-    uint32_t slot = expiry_cursor_;
-    expiry_cursor_ = expiry_cursor_ + 1 == cap ? 0 : expiry_cursor_ + 1;
+    const uint32_t slot = cursor;
+    cursor = cursor + 1 == cap ? 0 : cursor + 1;
     FlowRecord &r = flows_.record(slot);
     if (!(r.st.flags & kFlowInUse)) continue;
     unsigned idx = r.st.proto == IPPROTO_UDP    ? kIdxUdp
@@ -1264,6 +1269,7 @@ uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
       removed++;
     }
   }
+  expiry_cursor_ = cursor;
   return removed;
 }
 

@@ -189,13 +189,15 @@ class Nat44 {
     rte_mbuf *m[kBurst];
     uint64_t dep[kBurst];
     uint64_t max_dep = 0;
+    uint64_t bytes = 0;
     unsigned n = 0;
   };
   bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now, FastOut &out);
   void flush_fast(FastOut &out, uint16_t egress) {
-    agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.max_dep);
+    agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.max_dep, out.bytes);
     out.n = 0;
     out.max_dep = 0;
+    out.bytes = 0;
   }
   uint32_t expire_slice(uint32_t slots, uint64_t now);
   void count(DropReason r) { bump(ctr_.drops[static_cast<unsigned>(r)]); }
