@@ -90,6 +90,7 @@ uint16_t InterfaceAgent::rx(unsigned worker, uint16_t port, rte_mbuf **pkts, uin
   uint16_t got = rte_eth_rx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], pkts, n);
   if (got) {
     uint64_t bytes = 0;
+#pragma GCC unroll 4
     for (uint16_t i = 0; i < got; i++) {
       tsan_acquire(pkts[i]);  // handed over through the port's ring (dataplane/mbuf.h)
       bytes += rte_pktmbuf_pkt_len(pkts[i]);

@@ -1105,6 +1105,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   const FlowKey *keys[kBurst];
   int32_t slots[kBurst];
   uint32_t hashes[kBurst];
+#pragma GCC unroll 4
   for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
   nh_ip_[0] = nh_ip_[1] = 0;
