@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <rte_cycles.h>
+#include <rte_debug.h>
 #include <rte_ethdev.h>
 #include <rte_pause.h>
 
@@ -109,7 +110,16 @@ void InterfaceAgent::drain_port(unsigned worker, uint16_t port) {
   // still ours.
   uint64_t bytes = q.bytes;
   q.bytes = 0;
-  for (uint16_t i = 0; i < q.n; i++) tsan_release(q.pkts[i]);  // to the port's ring (TSan builds only)
+#ifdef FTPAIR_TSAN
+  // TSan builds read every queued mbuf once more before the hand-off (a packet freed and
+  // reused while queued races with this read) and check the sum kept at queueing.
+  uint64_t walked = 0;
+  for (uint16_t i = 0; i < q.n; i++) {
+    walked += rte_pktmbuf_pkt_len(q.pkts[i]);
+    tsan_release(q.pkts[i]);  // to the port's ring (dataplane/mbuf.h)
+  }
+  RTE_VERIFY(walked == bytes);
+#endif
   uint16_t sent = rte_eth_tx_burst(cfg_.port_ids[port], cfg_.queue_of_worker[worker], q.pkts, q.n);
   for (uint16_t i = sent; i < q.n; i++) {
     tsan_acquire(q.pkts[i]);

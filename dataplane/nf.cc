@@ -1,5 +1,6 @@
 #include "dataplane/nf.h"
 
+#include <bit>
 #include <cstring>
 #include <netinet/in.h>
 
@@ -342,6 +343,10 @@ bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64
   nh_ip_[port] = next_hop;
   std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
   std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
+  // Packets parked for this next hop go first: its MAC may have been learnt without an ARP
+  // reply (from the host's own traffic), and a later packet of a parked one's flow must not
+  // overtake it.
+  if (__builtin_expect(n_pending_ != 0, 0)) release_pending(next_hop, now);
   return true;
 }
 
@@ -935,6 +940,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   const uint64_t k1 = ports | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
   static_assert(sizeof(FlowKey) == 16 && offsetof(FlowKey, src_port) == 8 && offsetof(FlowKey, proto) == 12 &&
                 offsetof(FlowKey, dir) == 13);
+  static_assert(std::endian::native == std::endian::little, "the key's two stores assume it");
   std::memcpy(reinterpret_cast<uint8_t *>(&key), &k0, 8);
   std::memcpy(reinterpret_cast<uint8_t *>(&key) + 8, &k1, 8);
   return true;

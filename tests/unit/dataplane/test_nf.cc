@@ -658,6 +658,35 @@ TEST_F(NfTest, ArpMissSendsRequestHoldsAndReleasesOnReply) {
   EXPECT_TRUE(test::mac_eq(m, mac3));
 }
 
+// A packet parked for ARP leaves before a later packet of its flow, also when the host's MAC
+// is learnt some other way than an ARP reply (here: from the host's own new flow), and the
+// later packet finds it through the next-hop cache (the fast path's cache_next_hop).
+TEST_F(NfTest, AParkedPacketLeavesBeforeALaterOneOfItsFlowWhenTheMacIsLearntWithoutAReply) {
+  const uint32_t H3 = ip4("198.18.1.12");
+  const rte_ether_addr mac3 = mac(0x02, 0, 0, 0, 0x01, 0x0c);
+  NfConfig c = default_config();
+  c.forwards.push_back(PortForward{IPPROTO_UDP, 5300, H3, 53});
+  build(c);
+  auto inbound = [&](uint16_t id) {
+    Frame f = test::udp_frame(from_wan(), R, 4000, WAN_VIP, 5300, 10);
+    test::ip_of(f)->packet_id = rte_cpu_to_be_16(id);
+    test::fix_csums(f);
+    return f;
+  };
+  Out o = run(kPortOutside, inbound(1));
+  ASSERT_EQ(o.lan.size(), 1u) << "only the ARP request for H3 leaves";
+  EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(o.lan[0])->ether_type), RTE_ETHER_TYPE_ARP);
+  // H3 opens a flow of its own: its MAC is learnt from that packet, and no reply comes.
+  o = run(kPortInside, test::udp_frame(from_lan(mac3), H3, 7000, R, 53, 10));
+  ASSERT_EQ(o.wan.size(), 1u);
+  o = run(kPortOutside, inbound(2));
+  ASSERT_EQ(o.lan.size(), 2u);
+  for (unsigned i = 0; i < 2; i++) {
+    expect_frame(o.lan[i], kVmacIn, mac3, R, H3, 63, "inbound " + std::to_string(i + 1));
+    EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(o.lan[i])->packet_id), i + 1) << "in the order they came";
+  }
+}
+
 TEST_F(NfTest, ArpMissExpiresAsArpMiss) {
   Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6001, ip4("198.18.2.21"), 53));
   ASSERT_EQ(o.wan.size(), 1u);  // the request
