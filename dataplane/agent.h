@@ -99,10 +99,10 @@ class InterfaceAgent {
   // Inline: a packet that need not wait (relaxed mode, or state already acknowledged) is
   // queued here; holding for output commit is out of line.
   inline void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
-  /* Queues n packets for port in order, dep[i] the epoch packet i depends on, max_dep the
-   * newest of them and bytes the sum of their lengths: one check and one copy for the burst
-   * when none has to wait, else tx() for each. The NF's fast path sends a burst's output
-   * through this. */
+  /* Queues n (at most kBurst) packets for port in order, dep[i] the epoch packet i depends on,
+   * max_dep the newest of them and bytes the sum of their lengths: one check and one copy for
+   * the burst when none has to wait, else tx() for each. The NF's fast path sends a burst's
+   * output through this. */
   inline void tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m, const uint64_t *dep,
                        unsigned n, uint64_t max_dep, uint64_t bytes);
   // Sends what tx() queued and releases held packets the standby has acknowledged.
@@ -253,12 +253,8 @@ inline void InterfaceAgent::tx_burst(unsigned worker, uint16_t port, rte_mbuf *c
     return;
   }
   TxQueue &q = ws.txq[port];
-  constexpr unsigned kCap = sizeof(q.pkts) / sizeof(q.pkts[0]);
-  if (__builtin_expect(q.n + n > kCap, 0)) drain_port(worker, port);
-  if (__builtin_expect(n > kCap, 0)) {  // more than a queue holds: a packet at a time
-    for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
-    return;
-  }
+  static_assert(sizeof(q.pkts) / sizeof(q.pkts[0]) >= kBurst, "an empty queue takes a burst");
+  if (__builtin_expect(q.n + n > sizeof(q.pkts) / sizeof(q.pkts[0]), 0)) drain_port(worker, port);
   std::memcpy(&q.pkts[q.n], m, n * sizeof(m[0]));
   q.n = static_cast<uint16_t>(q.n + n);
   q.bytes += bytes;

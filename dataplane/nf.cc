@@ -332,7 +332,7 @@ void Nat44::announce() {
   }
 }
 
-// resolve_and_send() for a next hop not cached: asks the ARP table, and remembers.
+// address_frame() for a next hop not cached: asks the ARP table, and remembers.
 bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
   rte_ether_addr mac;
   if (!arp_.lookup(next_hop, now, &mac)) {
@@ -348,10 +348,6 @@ bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64
   // overtake it.
   if (__builtin_expect(n_pending_ != 0, 0)) release_pending(next_hop, now);
   return true;
-}
-
-bool Nat44::resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
-  return cache_next_hop(port, m, next_hop, dep, now) && resolve_and_send(port, m, next_hop, dep, now);
 }
 
 
@@ -1088,11 +1084,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   fwd_burst_++;
   // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
   // whose MAC is not known parks the packet instead.
-  const uint16_t egress = port ^ 1;
-  if (__builtin_expect(nh != nh_ip_[egress], 0) && !cache_next_hop(egress, m, nh, r.dirty_epoch, now))
-    return true;
-  std::memcpy(frame, nh_l2_[egress], 2 * RTE_ETHER_ADDR_LEN);
   const uint64_t dep = r.dirty_epoch;
+  if (!address_frame(port ^ 1, m, frame, nh, dep, now)) return true;
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
   out.bytes += rte_pktmbuf_pkt_len(m);

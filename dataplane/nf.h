@@ -231,7 +231,10 @@ class Nat44 {
   uint32_t pool_address_for(uint32_t in_ip) const;
   // Sends m to next_hop on port (its L2 header written), or parks it for ARP (false).
   inline bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
-  bool resolve_slow(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
+  /* Writes the L2 header for next_hop on port at frame (m's data): the burst's cached next hop,
+   * else the ARP table's answer, cached. False when the MAC is not known: m was parked. */
+  inline bool address_frame(uint16_t port, rte_mbuf *m, uint8_t *frame, uint32_t next_hop, uint64_t dep,
+                            uint64_t now);
   // Caches next_hop's MAC for port; false when it is not known (m was parked for ARP).
   bool cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   // The WAN next hop for dst: itself on the WAN's subnet, else the gateway (0: none).
@@ -334,10 +337,17 @@ class Nat44 {
 };
 
 // Inline: the next hop the burst last sent to on this port needs no ARP lookup.
+inline bool Nat44::address_frame(uint16_t port, rte_mbuf *m, uint8_t *frame, uint32_t next_hop,
+                                 uint64_t dep, uint64_t now) {
+  if (__builtin_expect(next_hop != nh_ip_[port], 0) && !cache_next_hop(port, m, next_hop, dep, now))
+    return false;
+  std::memcpy(frame, nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);
+  return true;
+}
+
 inline bool Nat44::resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep,
                                     uint64_t now) {
-  if (__builtin_expect(next_hop != nh_ip_[port], 0)) return resolve_slow(port, m, next_hop, dep, now);
-  std::memcpy(rte_pktmbuf_mtod(m, uint8_t *), nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);
+  if (!address_frame(port, m, rte_pktmbuf_mtod(m, uint8_t *), next_hop, dep, now)) return false;
   agent_.tx(worker_, port, m, dep);
   return true;
 }
