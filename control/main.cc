@@ -13,6 +13,7 @@
 
 #include "checkpoint/record_codec.h"
 #include "checkpoint/version.h"
+#include "common/crash.h"
 #include "common/log.h"
 #include "control/config.h"
 #include "control/daemon.h"
@@ -82,6 +83,7 @@ bool parse_flag(const char *flag, const std::string &text, ftpair::Status (*pars
 }  // namespace
 
 int main(int argc, char **argv) {
+  ftpair::install_crash_report("ftpaird");
 #ifdef FTPAIR_PREV_RELEASE
   // ftpaird-prev: this source built to play the previous release in upgrade tests: it
   // speaks record format 1 only and names itself accordingly.

@@ -384,7 +384,7 @@ def node_log_events(node, n=30):
     changes, fencing, the upgrade's steps and a crash's last words. A node's log is long, and a
     plain tail of it shows the most recent steady state rather than the event that failed a test."""
     keys = (" warn ", " error ", " critical ", "ACTIVE", "STANDBY", "fenc", "upgrade", "beside",
-            "retir", "Segmentation", "Aborted", "terminate", "PANIC", "EAL: ")
+            "retir", "Segmentation", "Aborted", "terminate", "PANIC", "EAL: ", "fatal signal", "(+0x")
     try:
         with open(os.path.join(RUN, "%s.log" % node), errors="replace") as f:
             lines = [line for line in f if any(k in line for k in keys)]

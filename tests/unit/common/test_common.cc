@@ -1,5 +1,9 @@
 // The base layer: atomic files, digests, spawning, clocks, logging.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
+#include "common/crash.h"
 #include "common/file.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -117,6 +122,61 @@ TEST(SpawnTest, CapturesOutputAndReportsFailures) {
   EXPECT_NE(st.message().find("did not finish within 200 ms"), std::string::npos) << st.message();
   st = run_capture("/nonexistent/prog", {}, std::chrono::seconds(1), &out);
   EXPECT_FALSE(st.ok());
+}
+
+/* Runs `fault` in a child whose standard error is a pipe, with the crash report installed, and
+ * returns what the child wrote; *status is its wait status. */
+std::string crash_child(void (*fault)(), int *status) {
+  int p[2];
+  if (::pipe(p) != 0) return "pipe failed";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], STDERR_FILENO);
+    ::close(p[0]);
+    install_crash_report("crashtest");
+    pthread_setname_np(pthread_self(), "faulter");
+    fault();
+    ::_exit(0);  // not reached
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  ::waitpid(pid, status, 0);
+  return out;
+}
+
+void *g_guard_page = nullptr;
+
+// A write to a page with no access: a real fault at a known address (not undefined behaviour
+// that a sanitizer would report first).
+void write_guard_page() { *static_cast<volatile char *>(g_guard_page) = 1; }
+void call_abort() { std::abort(); }
+
+TEST(CrashReportTest, AFaultNamesItsSignalAddressThreadAndStackThenDiesOfIt) {
+  g_guard_page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(g_guard_page, MAP_FAILED);
+  int status = 0;
+  std::string out = crash_child(write_guard_page, &status);
+  ::munmap(g_guard_page, 4096);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the child must still die of the signal, status " << status << "\n" << out;
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
+  char addr[32];
+  std::snprintf(addr, sizeof addr, "at address %#lx", reinterpret_cast<unsigned long>(g_guard_page));
+  EXPECT_NE(out.find("crashtest: fatal signal 11 (SEGV) "), std::string::npos) << out;
+  EXPECT_NE(out.find(addr), std::string::npos) << out;
+  EXPECT_NE(out.find("(faulter); its stack:\n"), std::string::npos) << out;
+  // The stack names at least the frames that led here (this test binary's own).
+  EXPECT_NE(out.find("test_common("), std::string::npos) << out;
+}
+
+TEST(CrashReportTest, AnAbortIsReportedAndKeepsItsSignal) {
+  int status = 0;
+  std::string out = crash_child(call_abort, &status);
+  ASSERT_TRUE(WIFSIGNALED(status)) << status << "\n" << out;
+  EXPECT_EQ(WTERMSIG(status), SIGABRT);
+  EXPECT_NE(out.find("crashtest: fatal signal 6 (ABRT) in thread "), std::string::npos) << out;
 }
 
 TEST(ClockTest, AgesAndMonotonicity) {
