@@ -78,6 +78,8 @@ inline constexpr size_t kPauseBuckets = sizeof(kPauseBucketsUs) / sizeof(kPauseB
 
 struct EngineStats {
   std::atomic<uint64_t> checkpoints{0}, aborted{0}, skipped_idle{0};
+  // A control-plane request's parks (run_parked) that timed out, each retried (kParkAttempts).
+  std::atomic<uint64_t> park_timeouts{0};
   std::atomic<uint64_t> records_sent{0}, bytes_sent{0}, full_syncs{0}, full_sync_records{0};
   std::atomic<uint64_t> standby_lost{0}, connects{0};
   std::atomic<uint64_t> pause_buckets[kPauseBuckets] = {};
@@ -120,7 +122,13 @@ class Engine {
   // Runs fn while every worker is parked (serialised with checkpoints).
   Status with_workers_parked(const std::function<void()> &fn);
   /* A transaction's parked phase: DEADLINE_EXCEEDED if the workers do not park (fn is not
-   * run), else fn's own Status. The workers resume on return, an exception included. */
+   * run), else fn's own Status. The workers resume on return, an exception included.
+   * Each park waits at most kParkWait for the last worker (what the parked ones may be held);
+   * one that times out (a worker off its CPU on a busy machine) lets them all go and is tried
+   * again, up to kParkAttempts in all, so that a flows dump, a snapshot or a role change does
+   * not fail on one scheduling delay. Timeouts: stats().park_timeouts. */
+  static constexpr std::chrono::milliseconds kParkWait{100};
+  static constexpr unsigned kParkAttempts = 3;
   Status run_parked(const std::function<Status()> &fn);
 
   // The standby's stream: up, and holding a full copy (acknowledged full sync).

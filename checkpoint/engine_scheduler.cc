@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 #include <rte_cycles.h>
 #include <rte_pause.h>
@@ -395,8 +396,16 @@ Status Engine::with_workers_parked(const std::function<void()> &fn) {
 
 Status Engine::run_parked(const std::function<Status()> &fn) {
   std::lock_guard<std::mutex> g(barrier_mu_);
-  if (agent_.quiesce(std::chrono::milliseconds(100)) != 0)
-    return DeadlineExceeded("the workers did not park within 100 ms");
+  unsigned late = 0;
+  for (unsigned attempt = 1; agent_.quiesce(kParkWait, &late) != 0; attempt++) {
+    stats_.park_timeouts++;
+    if (attempt == kParkAttempts)
+      return DeadlineExceeded("the workers did not park within " + std::to_string(kParkWait.count()) + " ms, " +
+                              std::to_string(kParkAttempts) + " times in a row (worker " + std::to_string(late) +
+                              " the last time)");
+    // The parked workers went back to their packets; the late one gets its CPU meanwhile.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   const ResumeAtExit resume{agent_};  // an exception out of fn must not leave them parked
   return fn();
 }

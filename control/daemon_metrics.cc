@@ -161,6 +161,11 @@ std::string Daemon::render_metrics() {
   x.family("ftpair_checkpoints_total", "counter", "Checkpoints taken (epoch flips).").sample(es.checkpoints.load());
   x.family("ftpair_checkpoints_aborted_total", "counter", "Checkpoints aborted: the workers did not park in time.")
       .sample(es.aborted.load());
+  x.family("ftpair_worker_park_timeouts_total", "counter",
+           "Parks for a flows dump, snapshot or role change that timed out (a worker did not park within " +
+               std::to_string(ckpt::Engine::kParkWait.count()) + " ms); each is tried again, up to " +
+               std::to_string(ckpt::Engine::kParkAttempts) + " times in all.")
+      .sample(es.park_timeouts.load());
   std::vector<double> bounds;
   std::vector<uint64_t> cum;
   for (size_t i = 0; i < ckpt::kPauseBuckets; i++) {

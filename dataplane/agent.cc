@@ -246,7 +246,7 @@ bool InterfaceAgent::barrier_point(unsigned worker) {
   return true;
 }
 
-int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
+int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout, unsigned *late) {
   uint64_t gen = quiesce_gen_.load(std::memory_order_relaxed) + 1;
   uint64_t start = mono_ns();
   pause_start_ns_.store(start, std::memory_order_relaxed);
@@ -263,6 +263,7 @@ int InterfaceAgent::quiesce(std::chrono::nanoseconds timeout) {
     while (parked_[w].gen.load(std::memory_order_acquire) != gen) {
       if (mono_ns() > deadline && parked_[w].gen.load(std::memory_order_acquire) != gen) {
         quiesce_req_.store(false, std::memory_order_release);
+        if (late) *late = w;
         return -ETIMEDOUT;
       }
       if (spins++ < kSpinsBeforeYield) {

@@ -114,8 +114,9 @@ class InterfaceAgent {
 
   // ---- control side ----
   // Blocks until every worker is parked. Returns 0, or -ETIMEDOUT after withdrawing
-  // the request (the workers go on; nothing is left parked).
-  int quiesce(std::chrono::nanoseconds timeout);
+  // the request (the workers go on; nothing is left parked) and naming in *late the first
+  // worker that had not parked.
+  int quiesce(std::chrono::nanoseconds timeout, unsigned *late = nullptr);
   void resume();
   bool quiesced() const { return quiesce_req_.load(std::memory_order_relaxed); }
   // Nanoseconds the workers were parked during the last quiesce/resume (any thread).

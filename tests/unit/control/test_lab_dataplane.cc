@@ -648,7 +648,7 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
   std::printf("lab: %d s, %llu packets generated, forwarded %.0f out / %.0f in, %llu flows created, %.0f expired, "
               "%.0f closed, %.0f evicted, %llu in the table; ARP %llu answered, %.0f requests, %.0f evictions seen via "
               "%llu reads; %llu+%llu scrapes, %llu statuses, %llu dumps (%llu flows), %llu checkpoints (%llu "
-              "snapshots), %.0f worker parks; %llu mbuf allocation back-offs\n",
+              "snapshots), %.0f worker parks (%.0f timed out and retried); %llu mbuf allocation back-offs\n",
               seconds, (unsigned long long)generated.load(), fwd_in, fwd_out, (unsigned long long)created, expired,
               closed, need(m, "ftpair_flows_evicted_total"), (unsigned long long)size,
               (unsigned long long)responder.arp_answered(), need(m, "ftpair_arp_requests_total"),
@@ -657,6 +657,7 @@ TEST_P(LabDataplane, ControlPlaneRunsBesideTheForwardingWorkers) {
               (unsigned long long)statuses.load(), (unsigned long long)dumps.load(),
               (unsigned long long)dumped_flows.load(), (unsigned long long)checkpoints.load(),
               (unsigned long long)snapshots.load(), need(m, "ftpair_worker_parks_total{worker=\"0\"}"),
+              need(m, "ftpair_worker_park_timeouts_total"),
               (unsigned long long)pool.alloc_failures.load());
 
   // Traffic moved both ways, and flows came and went.
