@@ -379,6 +379,23 @@ def node_log_tail(node, n=40):
         return "(no log)"
 
 
+def role_timeline(n=10):
+    """The last n lines of both nodes' logs that change or end a role (promotion, step-down,
+    fencing, a missed-beat or unhealthy verdict, a fatal signal), merged by their timestamps
+    and each prefixed with its node."""
+    keys = (" is ACTIVE", " is STANDBY", "fenc", "promot", "missed heartbeats", "cannot service", "fatal signal",
+            "stays ", "step", "switchover")
+    rows = []
+    for node in ("a", "b"):
+        try:
+            with open(os.path.join(RUN, "%s.log" % node), errors="replace") as f:
+                rows += [(line[:30], node, line) for line in f if any(k in line for k in keys)]
+        except OSError:
+            pass
+    rows.sort()
+    return "".join("%s: %s" % (node, line) for _, node, line in rows[-n:]) or "(none)"
+
+
 def node_log_events(node, n=30):
     """The last n lines of a node's log that say what happened to it: warnings, errors, role
     changes, fencing, the upgrade's steps and a crash's last words. A node's log is long, and a
@@ -606,6 +623,10 @@ class LabSession:
             print(node_log_events(node, 15).rstrip(), file=sys.stderr)
             print("---- node %s: its log's last lines ----" % node, file=sys.stderr)
             print(node_log_tail(node, 10).rstrip(), file=sys.stderr)
+        # Last, so that an excerpt that keeps a long output's two ends still shows why a node
+        # changed role, was fenced or died.
+        print("---- both nodes: role changes, fencing and deaths, in time order ----", file=sys.stderr)
+        print(role_timeline(10).rstrip(), file=sys.stderr)
 
     def _teardown(self):
         if self._down_done:
