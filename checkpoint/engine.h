@@ -78,7 +78,7 @@ inline constexpr size_t kPauseBuckets = sizeof(kPauseBucketsUs) / sizeof(kPauseB
 
 struct EngineStats {
   std::atomic<uint64_t> checkpoints{0}, aborted{0}, skipped_idle{0};
-  // A control-plane request's parks (run_parked) that timed out, each retried (kParkAttempts).
+  // A control-plane request's parks (run_parked) that timed out; a request gives up after kParkAttempts.
   std::atomic<uint64_t> park_timeouts{0};
   std::atomic<uint64_t> records_sent{0}, bytes_sent{0}, full_syncs{0}, full_sync_records{0};
   std::atomic<uint64_t> standby_lost{0}, connects{0};
@@ -124,10 +124,14 @@ class Engine {
   /* A transaction's parked phase: DEADLINE_EXCEEDED if the workers do not park (fn is not
    * run), else fn's own Status. The workers resume on return, an exception included.
    * Each park waits at most kParkWait for the last worker (what the parked ones may be held);
-   * one that times out (a worker off its CPU on a busy machine) lets them all go and is tried
-   * again, up to kParkAttempts in all, so that a flows dump, a snapshot or a role change does
-   * not fail on one scheduling delay. Timeouts: stats().park_timeouts. */
+   * one that times out (a worker off its CPU on a busy machine) lets them all go, and after
+   * kParkGap (with the barrier free for a checkpoint) it is tried again, up to kParkAttempts
+   * parks in all, so that a flows dump, a snapshot or a role change does not fail on one
+   * scheduling delay. The price, only while a worker is that late: the others are parked up
+   * to kParkAttempts x kParkWait out of every (kParkWait + kParkGap). Timeouts:
+   * stats().park_timeouts. */
   static constexpr std::chrono::milliseconds kParkWait{100};
+  static constexpr std::chrono::milliseconds kParkGap{10};
   static constexpr unsigned kParkAttempts = 3;
   Status run_parked(const std::function<Status()> &fn);
 

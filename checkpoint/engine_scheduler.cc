@@ -395,19 +395,24 @@ Status Engine::with_workers_parked(const std::function<void()> &fn) {
 }
 
 Status Engine::run_parked(const std::function<Status()> &fn) {
-  std::lock_guard<std::mutex> g(barrier_mu_);
   unsigned late = 0;
-  for (unsigned attempt = 1; agent_.quiesce(kParkWait, &late) != 0; attempt++) {
+  for (unsigned attempt = 1;; attempt++) {
+    {
+      std::unique_lock<std::mutex> g(barrier_mu_);
+      if (agent_.quiesce(kParkWait, &late) == 0) {
+        const ResumeAtExit resume{agent_};  // an exception out of fn must not leave them parked
+        return fn();
+      }
+    }
     stats_.park_timeouts++;
     if (attempt == kParkAttempts)
       return DeadlineExceeded("the workers did not park within " + std::to_string(kParkWait.count()) + " ms, " +
                               std::to_string(kParkAttempts) + " times in a row (worker " + std::to_string(late) +
                               " the last time)");
-    // The parked workers went back to their packets; the late one gets its CPU meanwhile.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    /* The parked workers go back to their packets, and a checkpoint that is due may take the
+     * barrier, while the late worker gets its CPU. */
+    std::this_thread::sleep_for(kParkGap);
   }
-  const ResumeAtExit resume{agent_};  // an exception out of fn must not leave them parked
-  return fn();
 }
 
 }  // namespace ftpair::ckpt

@@ -163,8 +163,8 @@ std::string Daemon::render_metrics() {
       .sample(es.aborted.load());
   x.family("ftpair_worker_park_timeouts_total", "counter",
            "Parks for a flows dump, snapshot or role change that timed out (a worker did not park within " +
-               std::to_string(ckpt::Engine::kParkWait.count()) + " ms); each is tried again, up to " +
-               std::to_string(ckpt::Engine::kParkAttempts) + " times in all.")
+               std::to_string(ckpt::Engine::kParkWait.count()) + " ms); a request gives up after " +
+               std::to_string(ckpt::Engine::kParkAttempts) + " in a row.")
       .sample(es.park_timeouts.load());
   std::vector<double> bounds;
   std::vector<uint64_t> cum;

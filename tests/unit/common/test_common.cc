@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,6 +134,7 @@ std::string crash_child(void (*fault)(), int *status) {
   if (pid == 0) {
     ::dup2(p[1], STDERR_FILENO);
     ::close(p[0]);
+    ::alarm(10);  // a handler that hangs must not hang the test
     install_crash_report("crashtest");
     pthread_setname_np(pthread_self(), "faulter");
     fault();
@@ -165,6 +167,12 @@ TEST(CrashReportTest, AFaultNamesItsSignalAddressThreadAndStackThenDiesOfIt) {
   char addr[32];
   std::snprintf(addr, sizeof addr, "at address %#lx", reinterpret_cast<unsigned long>(g_guard_page));
   EXPECT_NE(out.find("crashtest: fatal signal 11 (SEGV) "), std::string::npos) << out;
+  // Stamped as the log's lines are (2026-12-05T14:11:39.763274Z), with this year.
+  char year[8];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(year, sizeof year, "%Y-", std::gmtime(&now));
+  EXPECT_EQ(out.rfind(year, 0), 0u) << out;
+  EXPECT_EQ(out.find("Z critical [crash] crashtest: fatal signal"), 26u) << out;
   EXPECT_NE(out.find(addr), std::string::npos) << out;
   EXPECT_NE(out.find("(faulter); its stack:\n"), std::string::npos) << out;
   // The stack names at least the frames that led here (this test binary's own).

@@ -172,10 +172,6 @@ TEST_F(Roles, ADrainTheWorkersCannotParkForChangesNothing) {
   ASSERT_TRUE(roles_->become_standby("test").ok());
 }
 
-/* Taking the active role is one transaction: when the workers do not park, or the new
- * generation cannot be stored, nothing changes. The node is still the standby it was, still
- * taking its active's checkpoints, at its old generation (so the active's stream is not
- * refused as stale afterwards), without the VIPs; and the rollback is counted. */
 /* A worker that misses one park (off its CPU for longer than kParkWait on a busy machine) does
  * not fail the takeover: the park is tried again once the others have gone back to work. */
 TEST_F(Roles, ATakeoverWhoseWorkerMissesOneParkIsRetriedAndGoesThrough) {
@@ -184,9 +180,10 @@ TEST_F(Roles, ATakeoverWhoseWorkerMissesOneParkIsRetriedAndGoesThrough) {
   const uint64_t rolled0 = roles_->transitions_rolled_back();
   node_->agent().set_stall(true);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the worker reaches its stall
-  std::thread release([] {
-    // Past the first park's wait, well before the last one's.
-    std::this_thread::sleep_for(ckpt::Engine::kParkWait + ckpt::Engine::kParkWait / 2);
+  std::thread release([timeouts0] {
+    // Once the first park has timed out (whatever the machine's delays), not before.
+    while (engine_->stats().park_timeouts.load() == timeouts0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     node_->agent().set_stall(false);
   });
   Status st = roles_->become_active("test: a worker late for one park", true);
@@ -200,6 +197,10 @@ TEST_F(Roles, ATakeoverWhoseWorkerMissesOneParkIsRetriedAndGoesThrough) {
   ASSERT_TRUE(roles_->become_standby("test").ok());
 }
 
+/* Taking the active role is one transaction: when the workers do not park, or the new
+ * generation cannot be stored, nothing changes. The node is still the standby it was, still
+ * taking its active's checkpoints, at its old generation (so the active's stream is not
+ * refused as stale afterwards), without the VIPs; and the rollback is counted. */
 TEST_F(Roles, ATakeoverThatCannotPrepareChangesNothing) {
   ASSERT_TRUE(roles_->become_standby("test").ok());
   roles_->set_standby_state(true, "test");
