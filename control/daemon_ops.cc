@@ -103,7 +103,7 @@ size_t Daemon::stalled_text_into(char *buf, size_t cap) const {
     if (!stall_detector_[w].stalled_now()) continue;
     fo::StallDetector::StallFacts f;
     if (stall_detector_[w].try_last_stall(&f)) return stall_text_into(w, f, buf, cap);
-    // A check is taking the facts now: say what is known without waiting for it.
+    // A check is writing new facts this instant: say what is known without waiting for it.
     const int n = std::snprintf(buf, cap, "worker %u stalled (worker.stall_ms %u)", w, stall_ms_.load());
     return n < 0 ? 0 : std::min(size_t(n), cap - 1);
   }

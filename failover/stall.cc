@@ -207,7 +207,45 @@ StallDetector::Verdict StallDetector::stalled(int64_t idle, int64_t now_ns, cons
   }
   stalled_++;
   facts_.count = stalled_.get();
+  publish_facts();
   return Verdict::STALLED;
+}
+
+/* One writer at a time (mu_ is held). Each field is an atomic of its own, so a reader that
+ * races a write reads a mix but no torn value, and the count tells it to try again. */
+void StallDetector::publish_facts() {
+  const uint32_t s = facts_seq_.load(std::memory_order_relaxed);
+  facts_seq_.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  const int64_t v[8] = {int64_t(facts_.count), facts_.starve_limit ? 1 : 0, facts_.idle_ms, facts_.state,
+                        facts_.window_ms,      facts_.ran_ms,              facts_.slept,   facts_.syscall};
+  for (int i = 0; i < 8; i++) pub_[i].store(v[i], std::memory_order_relaxed);
+  facts_seq_.store(s + 2, std::memory_order_release);
+}
+
+bool StallDetector::try_last_stall(StallFacts *out) const {
+  for (int attempt = 0; attempt < 4; attempt++) {
+    const uint32_t s1 = facts_seq_.load(std::memory_order_acquire);
+    if (s1 & 1) continue;
+    if (s1 == 0) {  // nothing published yet
+      *out = StallFacts{};
+      return true;
+    }
+    int64_t v[8];
+    for (int i = 0; i < 8; i++) v[i] = pub_[i].load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (facts_seq_.load(std::memory_order_relaxed) != s1) continue;
+    out->count = uint64_t(v[0]);
+    out->starve_limit = v[1] != 0;
+    out->idle_ms = v[2];
+    out->state = char(v[3]);
+    out->window_ms = v[4];
+    out->ran_ms = v[5];
+    out->slept = v[6];
+    out->syscall = long(v[7]);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace ftpair::fo

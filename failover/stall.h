@@ -97,13 +97,13 @@ class StallDetector {
     std::lock_guard<std::mutex> g(mu_);
     return facts_;
   }
-  // The same without waiting (a real-time caller): false when a check holds them now.
-  bool try_last_stall(StallFacts *out) const {
-    std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
-    if (!g.owns_lock()) return false;
-    *out = facts_;
-    return true;
-  }
+  /* The same without waiting (a real-time caller), from a copy published under a sequence
+   * count (a seqlock): false only while a check is writing new facts, a few stores long. Not
+   * from facts_ under mu_: a check holds mu_ while it reads /proc, which may wait for the
+   * worker to leave its CPU, and the fast beats that describe the stall to the peer would
+   * then, beat after beat, find the lock taken and send no facts (the project's CI saw a
+   * promotion line of "worker 0 stalled" and nothing more). */
+  bool try_last_stall(StallFacts *out) const;
 
  private:
   Verdict check_locked(uint64_t loops, int tid, int64_t now_ns);
@@ -126,6 +126,9 @@ class StallDetector {
   SingleWriter<uint64_t> stalled_{0};  // likewise
   bool in_stall_ = false;
   StallFacts facts_;
+  void publish_facts();  // under mu_, after facts_ changed
+  std::atomic<uint32_t> facts_seq_{0};  // odd while publish_facts writes
+  std::atomic<int64_t> pub_[8] = {};  // facts_, field by field (see publish_facts)
 };
 
 }  // namespace ftpair::fo

@@ -555,6 +555,53 @@ TEST_F(Scripted, StarvedPastTheLimitIsStalledAndSaysSo) {
   EXPECT_EQ(d.rewatched_windows(), 0u);
 }
 
+/* The project's CI, session 25: b's promotion line said only "worker 0 stalled", without a's
+ * facts. The fast beats read the facts without waiting; they found the detector's lock taken
+ * by a check that was reading /proc (which may wait for the worker to leave its CPU), every
+ * time, and sent none. The facts are published apart from that lock: a check in progress,
+ * here one whose read of the thread blocks, does not hide them. */
+std::atomic<bool> g_read_blocks{false}, g_read_entered{false}, g_read_release{false};
+SchedStat slow_reader(int, bool) {
+  if (g_read_blocks.load()) {
+    g_read_entered = true;
+    while (!g_read_release.load()) std::this_thread::sleep_for(1ms);
+  }
+  return g_seen;
+}
+TEST_F(Scripted, TheFactsOfAStallAreReadWhileACheckHoldsTheDetector) {
+  start();
+  d.set_reader(&slow_reader);
+  g_seen = seen('S', 1001, 8, 202 /* futex */);
+  ASSERT_EQ(at(45), StallDetector::Verdict::STALLED);
+  g_read_blocks = true;
+  std::thread checker([&] { (void)at(50); });  // the next beat's check, blocked in its read
+  while (!g_read_entered.load()) std::this_thread::sleep_for(1ms);
+  StallDetector::StallFacts f;
+  const bool got = d.try_last_stall(&f);
+  g_read_release = true;
+  checker.join();
+  g_read_blocks = false;
+  ASSERT_TRUE(got) << "a check in progress hid the facts from the beat";
+  EXPECT_TRUE(d.stalled_now());
+  EXPECT_EQ(f.count, 1u);
+  EXPECT_EQ(f.state, 'S');
+  EXPECT_EQ(f.syscall, 202);
+  EXPECT_EQ(f.idle_ms, 45);
+  EXPECT_EQ(f.slept, 1);
+  EXPECT_FALSE(f.starve_limit);
+}
+
+// Before any stall the published facts are the empty ones, as last_stall() says.
+TEST(StallDetector, NoStallYetReadsAsNoFacts) {
+  StallDetector d;
+  StallDetector::StallFacts f;
+  f.state = 'X';
+  ASSERT_TRUE(d.try_last_stall(&f));
+  EXPECT_EQ(f.count, 0u);
+  EXPECT_EQ(f.state, '?');
+  EXPECT_EQ(f.syscall, -2);
+}
+
 // The probe's one look (waits_for_cpu): a thread asleep in a nap that says so waits for the
 // CPU; asleep on a lock (as the worker.test_hooks stall is) it does not; spinning it does.
 TEST(WaitsForCpu, ANapYesALockNoASpinYes) {
