@@ -276,7 +276,8 @@ void read_failover(const YAML::Node &n, Config *c) {
   check_keys(n, p, {"heartbeat_interval_ms", "miss_threshold", "fence", "allow_fence_none", "fence_pidfile",
                     "fence_missing_pidfile_ok", "libvirt_uri", "libvirt_domain", "libvirt_peer", "libvirt_action", "fence_timeout_ms", "garp_count",
                     "snapshot_max_age_s", "beat_udp_port", "beat_realtime", "libvirt_events", "beat_keys",
-                    "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us", "dataplane_arm_ms"});
+                    "dataplane_beat_us", "dataplane_miss", "dataplane_probe_us", "dataplane_arm_ms",
+                    "handover_on_stop"});
   if (YAML::Node k = n["beat_keys"]) {
     if (!k.IsSequence()) fail("failover.beat_keys", "must be a list of {id, file}");
     for (size_t i = 0; i < k.size(); i++) {
@@ -325,6 +326,7 @@ void read_failover(const YAML::Node &n, Config *c) {
     fail("failover.libvirt_action", "'" + c->libvirt_action + "' is not destroy or suspend");
   get_uint(n, "fence_timeout_ms", p, 1, 60000, &c->fence_timeout_ms);
   get_uint(n, "garp_count", p, 1, 20, &c->garp_count);
+  get_bool(n, "handover_on_stop", p, &c->handover_on_stop);
   get_uint(n, "snapshot_max_age_s", p, 1, 86400 * 7, &c->snapshot_max_age_s);
   if (!c->libvirt_peer.empty() && c->fence != fo::FenceKind::LIBVIRT)
     fail("failover.libvirt_peer", "applies only to fence: libvirt");

@@ -147,6 +147,11 @@ struct Config {
   bool peer_events_on() const { return fence == fo::FenceKind::LIBVIRT && libvirt_events && !libvirt_domain.empty(); }
   uint32_t fence_timeout_ms = 1000;
   uint32_t garp_count = 3;
+  /* A stop (SIGTERM, SIGINT) of the active with a standby in sync hands over first, as
+   * `ftpairctl switchover` does: drain, a final checkpoint, the standby takes over, and only
+   * then this node stops. A service stop then costs no connection and no failure detection.
+   * Off: the active just stops, and the standby fails over when the beats fall silent. */
+  bool handover_on_stop = true;
   uint32_t snapshot_max_age_s = 600;
 
   // upgrade (in-service, `ftpairctl upgrade`)

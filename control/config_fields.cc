@@ -184,6 +184,7 @@ std::map<std::string, std::string> config_fields(const Config &c) {
   m["failover.libvirt_events"] = b(c.peer_events_on());
   m["failover.fence_timeout_ms"] = u(c.fence_timeout_ms);
   m["failover.garp_count"] = u(c.garp_count);
+  m["failover.handover_on_stop"] = b(c.handover_on_stop);
   m["failover.snapshot_max_age_s"] = u(c.snapshot_max_age_s);
   m["log.level"] = log::level_name(c.log_level);
   m["log.format"] = log::format_name(c.log_format);

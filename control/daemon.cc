@@ -38,6 +38,7 @@ Daemon::Daemon(const Config &cfg)
       garp_count_(cfg.garp_count),
       snapshot_max_age_s_(cfg.snapshot_max_age_s),
       test_hooks_(cfg.test_hooks),
+      handover_on_stop_(cfg.handover_on_stop),
       source_text_(cfg.source_text) {}
 Daemon::~Daemon() { stop(); }
 

@@ -91,6 +91,11 @@ class Daemon {
    * ships a final checkpoint and asks the standby to take over; a standby asks the active, or
    * with `force` fences it and takes over. The reply says what happened either way. */
   Status switchover(bool force, v1::SwitchoverReply *out);
+  /* Before a stop (failover.handover_on_stop): an active with a standby in sync switches
+   * over to it, so the stop costs no connection. Logs what happened; the stop goes on
+   * whatever the answer (a refused or failed switchover leaves the standby to fail over on
+   * the silence, as without it). True when the peer took over. */
+  bool hand_over_before_stop();
   // Peer.Takeover: the demoted active asks this standby to take the active role.
   Status takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out);
   // Peer.Heartbeat: records the peer's beat (with a monitor) and answers with ours.
@@ -224,6 +229,7 @@ class Daemon {
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<bool> test_hooks_{false};
+  std::atomic<bool> handover_on_stop_{true};
   mutable std::mutex reload_mu_;
   std::string source_text_;                   // Control.Config: the config as last (re)loaded
   std::vector<std::string> restart_pending_;  // changed keys that need a restart

@@ -241,6 +241,27 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   return finish(Status::Ok(), "switched over: " + rep.message() + " (final epoch " + std::to_string(final_epoch) + ")");
 }
 
+bool Daemon::hand_over_before_stop() {
+  if (!started_ || !handover_on_stop_.load() || beside_.load() || exit_requested_.load()) return false;
+  if (!is_active(role()) || !cfg_.peer_grpc.set()) return false;
+  if (!engine_->in_sync()) {
+    // Nobody to hand to: the flows go with this node, as they would without the setting.
+    L.warn("stopping the active with no standby in sync ({}): its connections end with it",
+           engine_->connected() ? "the standby is still syncing" : "no standby is connected");
+    return false;
+  }
+  L.info("stopping: handing over to the peer {} first (failover.handover_on_stop)", cfg_.peer_grpc.str());
+  v1::SwitchoverReply rep;
+  const Status st = switchover(false, &rep);
+  if (!st.ok()) {
+    L.warn("stopping without a handover: {} ({:.1f} ms); the standby takes over when the beats stop", rep.message(),
+           rep.duration_ms());
+    return false;
+  }
+  L.info("handed over to the peer before stopping: {} in {:.1f} ms", rep.message(), rep.duration_ms());
+  return true;
+}
+
 /* failover.libvirt_events: the peer domain's lifecycle events, started and stopped with the
  * beats. A crash, destroy, shutdown or error pause of the peer's domain promotes at once
  * (fencing first, which is quick for a domain that is already down). Subscribing runs on its

@@ -159,7 +159,8 @@ void Daemon::push_protected() {
 namespace {
 // Keys whose new value takes effect without a restart. Everything else is reported.
 const char *const kReloadable[] = {"worker.stall_ms", "worker.test_hooks", "failover.fence_timeout_ms",
-                                   "failover.garp_count", "failover.snapshot_max_age_s", "failover.beat_keys"};
+                                   "failover.garp_count", "failover.snapshot_max_age_s", "failover.beat_keys",
+                                   "failover.handover_on_stop"};
 bool reloadable(const std::string &k) {
   for (const char *r : kReloadable)
     if (k == r) return true;
@@ -217,6 +218,10 @@ Status Daemon::reload(const Config &next, std::vector<std::string> *applied, std
   apply_u("failover.fence_timeout_ms", fence_timeout_ms_, next.fence_timeout_ms);
   apply_u("failover.garp_count", garp_count_, next.garp_count);
   apply_u("failover.snapshot_max_age_s", snapshot_max_age_s_, next.snapshot_max_age_s);
+  if (handover_on_stop_.load() != next.handover_on_stop) {
+    handover_on_stop_.store(next.handover_on_stop);
+    applied->push_back(std::string("failover.handover_on_stop=") + (next.handover_on_stop ? "true" : "false"));
+  }
   if (test_hooks_.load() != next.test_hooks) {
     test_hooks_.store(next.test_hooks);
     applied->push_back(std::string("worker.test_hooks=") + (next.test_hooks ? "true" : "false"));

@@ -254,6 +254,8 @@ int main(int argc, char **argv) {
       }
       L.info("shutting down{}", daemon.exit_requested() ? " (handed over)" : "");
       sd.send("STOPPING=1");
+      // The active hands its flows to the standby before it goes (failover.handover_on_stop).
+      if (g_quit.load()) (void)daemon.hand_over_before_stop();
     }
     daemon.stop();
   }

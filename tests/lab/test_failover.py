@@ -12,6 +12,7 @@ packet the new active forwards (polled from its counters every few ms, an upper 
   2. SIGSTOP of the active (a stall)
   3. the active's worker stalls (test hook) while its gRPC stays up
   4. the management (sync) link of the active is cut while both are alive
+  7. a service stop (SIGTERM) of the active: it hands over to the standby first
 
 Exit 0 pass, 1 fail, 77 skip.
 """
@@ -158,6 +159,29 @@ def main():
         pid_b = L.node_pid("b")
         chk.check("partition: the cut-off old active was fenced", not pid_b or not L.pid_alive(pid_b),
                   "b pid %s" % pid_b)
+
+        # 7. a service stop (SIGTERM, as systemctl stop sends) of the active (a) with b in sync:
+        # a hands over first (failover.handover_on_stop), as a switchover would, then exits. b
+        # counts a switchover, not a failure; nothing is fenced and no connection notices.
+        restart(lab, "b")
+        if wait_pair(chk, "a", "rejoin after partition"):
+            switched0 = m("b", "ftpair_failovers_total", reason="switchover")
+            silent0 = m("b", "ftpair_failovers_total", reason="peer_silent")
+            pid_a = L.node_pid("a")
+            fault_case(lab, chk, "service-stop", "a", lambda n: L.lab("signal", n, "TERM", check=False))
+            gone = L.wait_until(lambda: not L.pid_alive(pid_a), 10, 0.1)
+            log_a = L.node_log_tail("a", 300)
+            handed = [ln for ln in log_a.splitlines() if "handed over to the peer before stopping" in ln]
+            chk.check("service-stop: a exited on its own", gone, "pid %s" % pid_a)
+            chk.check("service-stop: a handed over to b before it stopped",
+                      bool(handed) and "switched over: node b is active" in handed[-1],
+                      handed[-1] if handed else log_a[-2000:])
+            chk.check("service-stop: b counts one switchover and no failure",
+                      m("b", "ftpair_failovers_total", reason="switchover") == switched0 + 1 and
+                      m("b", "ftpair_failovers_total", reason="peer_silent") == silent0,
+                      "switchover %g -> %g, peer_silent %g -> %g" % (
+                          switched0, m("b", "ftpair_failovers_total", reason="switchover"),
+                          silent0, m("b", "ftpair_failovers_total", reason="peer_silent")))
         if chk.failed:
             for n in ("a", "b"):
                 print("---- tail of %s.log ----\n%s----" % (n, L.node_log_tail(n)))

@@ -596,6 +596,20 @@ TEST(PeerEventsConfig, BadValuesNameTheKey) {
   expect_refused(kLibvirt + "  libvirt_events: sometimes\n", "failover.libvirt_events", "true or false");
 }
 
+// failover.handover_on_stop: on unless set false; anything but a boolean is refused by name.
+TEST(HandoverOnStopConfig, OnByDefaultOffWhenSetAndBadValuesNameTheKey) {
+  Config c;
+  ASSERT_TRUE(parse_config(node_yaml("  fence: none\n  allow_fence_none: true\n"), {}, &c).ok());
+  EXPECT_TRUE(c.handover_on_stop);
+  EXPECT_EQ(config_fields(c).at("failover.handover_on_stop"), "true");
+  ASSERT_TRUE(parse_config(node_yaml("  handover_on_stop: false\n"), {}, &c).ok());
+  EXPECT_FALSE(c.handover_on_stop);
+  EXPECT_EQ(config_fields(c).at("failover.handover_on_stop"), "false");
+  ASSERT_TRUE(parse_config(node_yaml("  garp_count: 3\n"), {"failover.handover_on_stop=false"}, &c).ok());
+  EXPECT_FALSE(c.handover_on_stop);
+  expect_refused("  handover_on_stop: maybe\n", "failover.handover_on_stop", "true or false");
+}
+
 // failover.beat_keys: a list of {id, file}; ids 1..255, each once. The files are read at start.
 TEST(BeatKeysConfig, ListOfIdAndFile) {
   Config c;
