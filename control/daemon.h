@@ -90,7 +90,7 @@ class Daemon {
   /* Graceful (or forced) switchover asked by the operator on either node: the active drains,
    * ships a final checkpoint and asks the standby to take over; a standby asks the active, or
    * with `force` fences it and takes over. The reply says what happened either way. */
-  Status switchover(bool force, v1::SwitchoverReply *out);
+  Status switchover(bool force, v1::SwitchoverReply *out);  // one at a time: a second is refused
   /* Before a stop (failover.handover_on_stop): an active with a standby in sync switches
    * over to it, so the stop costs no connection. Logs what happened; the stop goes on
    * whatever the answer (a refused or failed switchover leaves the standby to fail over on
@@ -230,6 +230,10 @@ class Daemon {
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<bool> test_hooks_{false};
   std::atomic<bool> handover_on_stop_{true};
+  // One switchover at a time: an operator's, or the handover of a stop.
+  std::timed_mutex switchover_mu_;
+  // for_stop: the handover of a stop (active only, shorter deadlines, see hand_over_before_stop).
+  Status switchover_locked(bool force, v1::SwitchoverReply *out, bool for_stop);
   mutable std::mutex reload_mu_;
   std::string source_text_;                   // Control.Config: the config as last (re)loaded
   std::vector<std::string> restart_pending_;  // changed keys that need a restart

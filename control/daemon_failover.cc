@@ -172,6 +172,18 @@ Status Daemon::takeover(const v1::TakeoverRequest &req, v1::TakeoverReply *out) 
 }
 
 Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
+  std::unique_lock<std::timed_mutex> g(switchover_mu_, std::try_to_lock);
+  if (!g.owns_lock()) {
+    const std::string why = "a switchover (or a stop's handover) is already in progress on node " + cfg_.node_id;
+    out->set_ok(false);
+    out->set_message("refused: " + why);
+    L.warn("switchover refused: {}", why);
+    return FailedPrecondition("switchover refused: " + why);
+  }
+  return switchover_locked(force, out, false);
+}
+
+Status Daemon::switchover_locked(bool force, v1::SwitchoverReply *out, bool for_stop) {
   const auto t0 = Clock::now();
   auto finish = [&](Status st, const std::string &msg) {
     out->set_ok(st.ok());
@@ -182,6 +194,9 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   };
   if (!cfg_.peer_grpc.set()) return finish(FailedPrecondition("no peer configured"), "refused: no peer configured");
   auto channel = peer_channel();
+  // A stop hands over only what it holds: an ACTIVE node (not one draining, not a standby).
+  if (for_stop && role() != fo::Role::ACTIVE)
+    return finish(FailedPrecondition("no longer active"), std::string("refused: this node is ") + fo::role_name(role()));
   if (!is_active(role())) {
     if (force) {
       // The operator says the active is gone or must go: fence it and take over now.
@@ -209,7 +224,8 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
       !ds.ok())
     return finish(ds, "refused, still active: " + ds.message());
   uint64_t final_epoch = 0, records = 0;
-  Status cs = engine_->checkpoint_now(std::chrono::milliseconds(2000), &final_epoch, &records);
+  // A stop's handover has less time: a service manager, or the lab, kills a stop that lingers.
+  Status cs = engine_->checkpoint_now(std::chrono::milliseconds(for_stop ? 1000 : 2000), &final_epoch, &records);
   if (!cs.ok() && !force) {
     Status rs = roles_.resume_active("the final checkpoint failed: " + cs.message());
     return finish(cs, "refused: final checkpoint failed, " +
@@ -219,7 +235,7 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
   }
   auto stub = v1::Peer::NewStub(channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(for_stop ? 1500 : 3000));
   v1::TakeoverRequest req;
   req.set_node_id(cfg_.node_id);
   req.set_generation(generation());
@@ -243,7 +259,14 @@ Status Daemon::switchover(bool force, v1::SwitchoverReply *out) {
 
 bool Daemon::hand_over_before_stop() {
   if (!started_ || !handover_on_stop_.load() || beside_.load() || exit_requested_.load()) return false;
-  if (!is_active(role()) || !cfg_.peer_grpc.set()) return false;
+  if (!cfg_.peer_grpc.set()) return false;
+  // After an operator's switchover in flight, if any: its outcome decides whether to hand over.
+  std::unique_lock<std::timed_mutex> g(switchover_mu_, std::defer_lock);
+  if (!g.try_lock_for(std::chrono::seconds(2))) {
+    L.warn("stopping without a handover: a switchover still in progress after 2 s");
+    return false;
+  }
+  if (role() != fo::Role::ACTIVE) return false;
   if (!engine_->in_sync()) {
     // Nobody to hand to: the flows go with this node, as they would without the setting.
     L.warn("stopping the active with no standby in sync ({}): its connections end with it",
@@ -252,7 +275,7 @@ bool Daemon::hand_over_before_stop() {
   }
   L.info("stopping: handing over to the peer {} first (failover.handover_on_stop)", cfg_.peer_grpc.str());
   v1::SwitchoverReply rep;
-  const Status st = switchover(false, &rep);
+  const Status st = switchover_locked(false, &rep, true);
   if (!st.ok()) {
     L.warn("stopping without a handover: {} ({:.1f} ms); the standby takes over when the beats stop", rep.message(),
            rep.duration_ms());

@@ -212,14 +212,16 @@ StallDetector::Verdict StallDetector::stalled(int64_t idle, int64_t now_ns, cons
 }
 
 /* One writer at a time (mu_ is held). Each field is an atomic of its own, so a reader that
- * races a write reads a mix but no torn value, and the count tells it to try again. */
+ * races a write reads a mix but no torn value, and the count tells it to try again. No
+ * standalone fences (ThreadSanitizer does not model them; GCC says so, and the build treats
+ * warnings as errors): each field is stored with release, so a reader that sees one new field
+ * also sees the odd count stored before it; the even count is stored with release after them. */
 void StallDetector::publish_facts() {
   const uint32_t s = facts_seq_.load(std::memory_order_relaxed);
   facts_seq_.store(s + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
   const int64_t v[8] = {int64_t(facts_.count), facts_.starve_limit ? 1 : 0, facts_.idle_ms, facts_.state,
                         facts_.window_ms,      facts_.ran_ms,              facts_.slept,   facts_.syscall};
-  for (int i = 0; i < 8; i++) pub_[i].store(v[i], std::memory_order_relaxed);
+  for (int i = 0; i < 8; i++) pub_[i].store(v[i], std::memory_order_release);
   facts_seq_.store(s + 2, std::memory_order_release);
 }
 
@@ -232,8 +234,9 @@ bool StallDetector::try_last_stall(StallFacts *out) const {
       return true;
     }
     int64_t v[8];
-    for (int i = 0; i < 8; i++) v[i] = pub_[i].load(std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_acquire);
+    // Acquire: the count's second load below cannot move before them, and a field from a
+    // newer write brings that write's odd count with it.
+    for (int i = 0; i < 8; i++) v[i] = pub_[i].load(std::memory_order_acquire);
     if (facts_seq_.load(std::memory_order_relaxed) != s1) continue;
     out->count = uint64_t(v[0]);
     out->starve_limit = v[1] != 0;

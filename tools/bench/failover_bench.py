@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Failover benchmark (issue 4): the pair lab, constant-rate UDP timed to the packet.
 
-  failover_bench.py [--timers 5x8,3x8,dp] [--kills 10] [--stops 5] [--stalls 5]
+  failover_bench.py [--timers 5x8,3x8,dp] [--kills 10] [--stops 5] [--stalls 5] [--terms 5]
                     [--steady-s 60] [--pps 5000] [--out RESULTS.jsonl]
 
 For each heartbeat setting INTERVALxMISSES (ms x beats) the pair runs in strict mode:
@@ -11,7 +11,9 @@ For each heartbeat setting INTERVALxMISSES (ms x beats) the pair runs in strict 
   2. repeated faults of the current active while a constant-rate UDP stream (client ->
      server through the NAT) and 8 byte-checked TCP echo connections run: SIGKILL of ftpaird
      (cause kill), SIGSTOP (stop), and a stall of only the worker lcore through the test hook
-     (worker_stall; only for the first setting and dp).
+     (worker_stall; only for the first setting and dp), and a service stop (SIGTERM, cause
+     term; the first setting only), which with failover.handover_on_stop (the default) is a
+     graceful switchover to the standby before the old active exits.
 "dp" is the dataplane beats (issue 19): failover.dataplane_beat_us=1000, 3 missed, a 1 ms
 probe over the fast beats, the lab's control beats beside them. After each fault the old active restarts,
      rejoins as standby and resyncs before the next one.
@@ -131,6 +133,8 @@ class Bench:
             self.recover(sb)
 
     def steady(self, timers, seconds):
+        if seconds <= 0:
+            return 0
         f0 = failovers("a") + failovers("b")
         iperf = self.lab.background("client", ["iperf3", "-c", L.SERVER_IP, "-p", IPERF_PORT, "-t", seconds,
                                                "-P", "2", "--connect-timeout", "3000"])
@@ -180,6 +184,8 @@ class Bench:
             os.kill(pid, 9)
         elif cause == "stop":
             os.kill(pid, 19)
+        elif cause == "term":
+            os.kill(pid, 15)
         else:  # worker_stall: SIGUSR1 is ftpaird's test hook (worker.test_hooks)
             os.kill(pid, 10)
         took_over = L.wait_until(lambda: m(new, "ftpair_vip_owner") == 1, 10, 0.01)
@@ -235,7 +241,7 @@ def analyse(runs, path):
         last_old, first_new = recs[best[1] - 1], recs[best[1]]
         # kill and stop act at once; the worker-stall hook takes effect at the worker's next
         # loop, so that fault starts when the stalled worker forwarded its last datagram.
-        start = t0 if run["cause"] in ("kill", "stop") else max(t0, last_old[0])
+        start = t0 if run["cause"] in ("kill", "stop", "term") else max(t0, last_old[0])
         run["failover_ms"] = (first_new[0] - start) / 1e6
         run["gap_ms"] = (first_new[0] - last_old[0]) / 1e6
         run["last_old_ms"] = (last_old[0] - t0) / 1e6
@@ -249,6 +255,7 @@ def main():
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--stops", type=int, default=5)
     ap.add_argument("--stalls", type=int, default=5)
+    ap.add_argument("--terms", type=int, default=5, help="service stops (SIGTERM) of the active: a handover")
     ap.add_argument("--steady-s", type=int, default=60)
     ap.add_argument("--dp-steady-s", type=int, default=None, help="the steady run of timers=dp (default --steady-s)")
     ap.add_argument("--pps", type=float, default=5000)
@@ -282,6 +289,8 @@ def main():
             plan = ["kill"] * a.kills
             if k == 0 or name.startswith("dp"):
                 plan += ["stop"] * a.stops + ["worker_stall"] * a.stalls
+            if k == 0:
+                plan += ["term"] * a.terms
             for cause in plan:
                 b.fault(name, cause)
                 L.log("%s %s: %s -> %s, echo ok %s/%s" % (name, cause, b.runs[-1]["old"], b.active,

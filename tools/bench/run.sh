@@ -394,6 +394,7 @@ FO_TIMERS=${FO_TIMERS:-"5x8,3x8,dp,dp:1000:5:5000"}
 FO_KILLS=${FO_KILLS:-10}
 FO_STOPS=${FO_STOPS:-5}
 FO_STALLS=${FO_STALLS:-5}
+FO_TERMS=${FO_TERMS:-5}
 FO_STEADY_S=${FO_STEADY_S:-60}
 FO_DP_STEADY_S=${FO_DP_STEADY_S:-600}  # timers=dp: the 600 s without a spurious failover
 
@@ -401,10 +402,10 @@ FO_DP_STEADY_S=${FO_DP_STEADY_S:-600}  # timers=dp: the issue's 600 s without a 
 # timer setting for spurious failovers (tools/bench/failover_bench.py).
 group_failover() {
   local t0=$SECONDS rc=0
-  log "failover: timers $FO_TIMERS, $FO_KILLS kills, $FO_STOPS stops, $FO_STALLS worker stalls, ${FO_STEADY_S}s steady"
+  log "failover: timers $FO_TIMERS, $FO_KILLS kills, $FO_STOPS stops, $FO_STALLS worker stalls, $FO_TERMS service stops, ${FO_STEADY_S}s steady"
   FTPAIRD=$build/control/ftpaird FTPAIRCTL=$build/tools/ftpairctl/ftpairctl \
     "$PY" "$root/tools/bench/failover_bench.py" --timers "$FO_TIMERS" --kills "$FO_KILLS" \
-    --stops "$FO_STOPS" --stalls "$FO_STALLS" --steady-s "$FO_STEADY_S" --dp-steady-s "$FO_DP_STEADY_S" \
+    --stops "$FO_STOPS" --stalls "$FO_STALLS" --terms "$FO_TERMS" --steady-s "$FO_STEADY_S" --dp-steady-s "$FO_DP_STEADY_S" \
     --out "$results" \
     >"$out/failover.log" 2>&1 || rc=$?
   grep -E '^\[|RESULT|steady|runs,|FAIL' "$out/failover.log" | tail -40 | sed 's/^/  /' >&2

@@ -569,18 +569,23 @@ SchedStat slow_reader(int, bool) {
   return g_seen;
 }
 TEST_F(Scripted, TheFactsOfAStallAreReadWhileACheckHoldsTheDetector) {
+  g_read_blocks = false;
+  g_read_entered = false;
+  g_read_release = false;
   start();
   d.set_reader(&slow_reader);
   g_seen = seen('S', 1001, 8, 202 /* futex */);
   ASSERT_EQ(at(45), StallDetector::Verdict::STALLED);
   g_read_blocks = true;
   std::thread checker([&] { (void)at(50); });  // the next beat's check, blocked in its read
-  while (!g_read_entered.load()) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 10000 && !g_read_entered.load(); i++) std::this_thread::sleep_for(1ms);
+  const bool entered = g_read_entered.load();
   StallDetector::StallFacts f;
   const bool got = d.try_last_stall(&f);
   g_read_release = true;
   checker.join();
   g_read_blocks = false;
+  ASSERT_TRUE(entered) << "the second check never read the thread";
   ASSERT_TRUE(got) << "a check in progress hid the facts from the beat";
   EXPECT_TRUE(d.stalled_now());
   EXPECT_EQ(f.count, 1u);
