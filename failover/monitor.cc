@@ -197,7 +197,7 @@ void Monitor::hook_loop() {
    * into it reuses them and allocates nothing (see record()). Both messages that take turns as
    * hook_beat_ are warmed: this one started cold, and the first beat with dataplane workers (a
    * probe's answer, rarer than the beats) copied into it after a swap made the real-time
-   * receiver allocate their room, at any time (the project's CI, session 26: 2 allocations
+   * receiver allocate their room, at any time (a fresh-clone CI run, session 26: 2 allocations
    * in BeatAlloc.TheBeatThreadsAllocateNothingOnceWarm; 22 runs of 60 here under load). */
   v1::Beat b;
   warm_beat(&b);
