@@ -233,8 +233,7 @@ Status Daemon::open_management(bool beside) {
     Status st = rpc::server_credentials(tls_files(cfg_.management_tls), "management.tls", &server_creds_);
     if (!st.ok()) return st;
     // Standard gRPC tooling: grpc.health.v1.Health (driven by tick()) and server reflection.
-    grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    enable_standard_grpc_services();
     st = open_grpc(grpc_ep, &grpc_, &sync_ep_, &grpc_port_);
     if (!st.ok()) return st;
   }
@@ -289,6 +288,19 @@ Status Daemon::start() {
   beside_.store(beside);
   st = open_management(beside);
   if (!st.ok()) return st;
+  if (!beside && cfg_.peer_grpc.set()) {
+    /* The peer hears that this node has started as soon as it can answer: one fast beat now (the
+     * active connects its stream on it), and the first Heartbeat, whose answer choose_initial_role
+     * takes, sent from a thread of its own while the node and the engine start. */
+    auto mine = std::make_shared<v1::Beat>();
+    fill_beat(mine.get());
+    if (monitor_) monitor_->announce(*mine);
+    first_beat_channel_ = peer_channel();
+    first_beat_ = std::async(std::launch::async, [this, mine] {
+      auto stub = v1::Peer::NewStub(first_beat_channel_);
+      return ask_peer(*stub, mine.get(), &first_beat_peer_);
+    });
+  }
   if (self_sha_.empty())
     if (Status ds = ckpt_self_digest(&self_sha_); !ds.ok()) L.error("the running binary's digest: {}", ds.str());
   // The role is taken before the worker runs (set_vip_owner(false) above), so a standby never
@@ -310,6 +322,22 @@ Status Daemon::start() {
   if (cfg_.telemetry) status_view::register_telemetry(*this);
   tick();
   return Status::Ok();
+}
+
+void enable_standard_grpc_services() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+}
+
+void warm_up_grpc() {
+  enable_standard_grpc_services();
+  grpc_init();  // never shut down: what follows stays warm for the daemon's own server and channels
+  (void)rpc::make_channel("127.0.0.1:1", nullptr, rpc::ChannelKind::CALLS);  // not connected
+  grpc::ServerBuilder b;
+  int port = 0;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  rpc::apply_server_policy(&b);
+  if (auto server = b.BuildAndStart()) server->Shutdown(std::chrono::system_clock::now());
 }
 
 Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server,

@@ -44,10 +44,13 @@ void Daemon::fill_beat(v1::Beat *b) {
   b->set_in_sync(is_active(r) ? engine_->in_sync() : applier_->in_sync());
 }
 
+namespace {
+bool says_booting(const v1::Beat &b) { return b.role_state() == v1::ROLE_STATE_BOOT || b.state() == "BOOT"; }
+}  // namespace
+
 void Daemon::heartbeat(const v1::Beat &peer, v1::Beat *reply) {
   // A standby (re)starting asks first: an active whose stream to it is down (or old) connects now.
-  if (engine_ && is_active(role()))
-    engine_->standby_is_up(peer.role_state() == v1::ROLE_STATE_BOOT || peer.state() == "BOOT");
+  if (engine_ && is_active(role())) engine_->standby_is_up(says_booting(peer));
   if (monitor_)
     monitor_->heard(peer, reply);
   else
@@ -90,6 +93,8 @@ void Daemon::corrupt_standby_record() {
 // Two actives never stay, and a beat moves this node only as fo::BeatPolicy allows.
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
+  // A standby that has just started says so in a fast beat before its first Heartbeat arrives.
+  if (engine_ && is_active(r) && says_booting(b)) engine_->standby_is_up(true);
   const fo::Role peer = wire::role_of(b);
   fo::SelfView self;
   self.role = r;
@@ -315,20 +320,31 @@ void Daemon::watch_peer_domain() {
       [](const std::string &m) { L.info("{}", m); }));
 }
 
+bool Daemon::ask_peer(v1::Peer::Stub &stub, const v1::Beat *mine, v1::Beat *peer) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
+  return stub.Heartbeat(&ctx, *mine, peer).ok();
+}
+
 Status Daemon::choose_initial_role() {
   v1::Beat peer;
   bool heard = false;
   if (cfg_.peer_grpc.set()) {
-    auto channel = peer_channel();
+    // Four tries 100 ms apart; the first went out from start() as soon as the server listened.
+    auto channel = first_beat_.valid() ? first_beat_channel_ : peer_channel();
     auto stub = v1::Peer::NewStub(channel);
     for (int i = 0; i < 4 && !heard; i++) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
-      v1::Beat mine;
-      fill_beat(&mine);
-      heard = stub->Heartbeat(&ctx, mine, &peer).ok();
+      if (i == 0 && first_beat_.valid()) {
+        heard = first_beat_.get();
+        if (heard) peer = first_beat_peer_;
+      } else {
+        v1::Beat mine;
+        fill_beat(&mine);
+        heard = ask_peer(*stub, &mine, &peer);
+      }
       if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    first_beat_channel_.reset();
   }
   // After the first heartbeat, which also tells an active that this node has started (it
   // connects its stream at once): the libvirt connection for the events takes a while.

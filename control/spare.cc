@@ -34,6 +34,7 @@ Status prepare_spare(const Config &cfg, int fd, PreparedSpare *out) {
   out->node = Node::create(cfg, &st);
   if (!out->node) return st;
   if (Status ds = ckpt_self_digest(&out->self_sha); !ds.ok()) L.error("the running binary's digest: {}", ds.str());
+  warm_up_grpc();
   L.info("warm spare: dataplane built ({} worker{}, ports {} and {}), waiting for the claimed node's config on fd {}",
          out->node->workers(), out->node->workers() == 1 ? "" : "s", cfg.inside.device, cfg.outside.device, fd);
   return virt::spare_write_line(fd, virt::kSpareReady);

@@ -2,8 +2,9 @@
  * virt/spare_link.h). With the spare's provisional config it builds what does not depend on which
  * member the spare replaces: the node (ports, mbuf pool, flow tables, workers not yet running) and
  * the binary's digest. Then it waits for the claimed member's config and takes it when that config
- * builds the same dataplane; the daemon then starts as that member at once. The EAL keeps the
- * runtime prefix it started with (`ftpair-<spare id>` unless dpdk.file_prefix sets one). */
+ * builds the same dataplane; the daemon then starts as that member at once. gRPC's one-time costs
+ * are paid before the claim too (warm_up_grpc). The EAL keeps the runtime prefix it started with
+ * (`ftpair-<spare id>` unless dpdk.file_prefix sets one). */
 #pragma once
 
 #include <memory>

@@ -97,35 +97,47 @@ Monitor::Monitor(MonitorConfig cfg, MonitorHooks hooks) : cfg_(std::move(cfg)), 
 
 Monitor::~Monitor() { stop(); }
 
+bool Monitor::open_udp(std::string *err) {
+  if (udp_fd_ >= 0) return true;
+  in_addr bind_addr{}, peer_addr{};
+  if (inet_pton(AF_INET, cfg_.udp_bind.c_str(), &bind_addr) != 1) {
+    *err = "fast beats: bad local address '" + cfg_.udp_bind + "'";
+    return false;
+  }
+  if (inet_pton(AF_INET, cfg_.udp_peer.c_str(), &peer_addr) != 1) {
+    *err = "fast beats: bad peer address '" + cfg_.udp_peer + "'";
+    return false;
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(cfg_.udp_port);
+  sa.sin_addr = bind_addr;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one)) != 0 ||  // a probe to a dead daemon: refused
+      bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0) {
+    *err = "fast beats: cannot bind UDP " + cfg_.udp_bind + ":" + std::to_string(cfg_.udp_port) + ": " +
+           std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  udp_fd_ = fd;
+  udp_peer_addr_ = peer_addr.s_addr;
+  return true;
+}
+
+bool Monitor::announce(v1::Beat b) {
+  if (cfg_.peer.empty() || !cfg_.udp_port || running_.load()) return false;
+  std::string err;
+  return open_udp(&err) && send_beat(b);
+}
+
 void Monitor::start() {
   if (cfg_.peer.empty() || running_.exchange(true)) return;
   if (cfg_.udp_port) {
     std::string err;
-    in_addr bind_addr{}, peer_addr{};
-    if (inet_pton(AF_INET, cfg_.udp_bind.c_str(), &bind_addr) != 1)
-      err = "fast beats: bad local address '" + cfg_.udp_bind + "'";
-    else if (inet_pton(AF_INET, cfg_.udp_peer.c_str(), &peer_addr) != 1)
-      err = "fast beats: bad peer address '" + cfg_.udp_peer + "'";
-    int fd = -1;
-    if (err.empty()) {
-      fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-      int one = 1;
-      sockaddr_in sa{};
-      sa.sin_family = AF_INET;
-      sa.sin_port = htons(cfg_.udp_port);
-      sa.sin_addr = bind_addr;
-      if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-          setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one)) != 0 ||  // a probe to a dead daemon: refused
-          bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0) {
-        err = "fast beats: cannot bind UDP " + cfg_.udp_bind + ":" + std::to_string(cfg_.udp_port) + ": " +
-              std::strerror(errno);
-        if (fd >= 0) close(fd);
-        fd = -1;
-      }
-    }
-    if (fd >= 0) {
-      udp_fd_ = fd;
-      udp_peer_addr_ = peer_addr.s_addr;
+    if (open_udp(&err)) {
       last_tx_ns_.store(0);
       tx_cpu_.store(-1);
       rx_cpu_.store(-1);
@@ -177,7 +189,11 @@ void Monitor::attach_peer_events(std::unique_ptr<PeerEvents> events) {
 }
 
 void Monitor::stop() {
-  if (!running_.exchange(false)) return;
+  if (!running_.exchange(false)) {
+    if (udp_fd_ >= 0) close(udp_fd_);  // opened by announce() for a monitor never started
+    udp_fd_ = -1;
+    return;
+  }
   if (events_) events_->stop();  // waits out a promotion it started
   if (thread_.joinable()) thread_.join();
   if (udp_tx_.joinable()) udp_tx_.join();

@@ -11,15 +11,21 @@ namespace ftpair::virt {
 
 namespace {
 
-bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline = Ms(1500)) {
-  // A fresh channel each time: the replacement's address changes hands (ARP) during the wait.
-  auto ch = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+using Channel = std::shared_ptr<grpc::Channel>;
+
+Channel channel_to(const std::string &addr) { return grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()); }
+
+bool status_on(const Channel &ch, const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline) {
   auto stub = ftpair::v1::Control::NewStub(ch);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   grpc::Status st = stub->Status(&ctx, ftpair::v1::StatusRequest(), out);
   if (!st.ok()) *err = addr + ": " + st.error_message();
   return st.ok();
+}
+
+bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline = Ms(1500)) {
+  return status_on(channel_to(addr), addr, out, err, deadline);
 }
 
 }  // namespace
@@ -29,28 +35,34 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
   auto end = t0 + deadline;
   std::string last = "no answer yet";
   double first_answer_s = -1;
-  /* A short first deadline, doubled after each attempt that timed out (to 1.5 s). A claimed
-   * spare takes over an address whose old owner is gone: the first SYN can leave before its
-   * gratuitous ARP and go to the old MAC, and TCP would resend it only after 1 s. A fresh
-   * connection after 250 ms finds the new MAC. */
+  /* Until the replacement first answers, a fresh channel (and connection) for each probe, with a
+   * short first deadline doubled after each attempt that timed out (to 1.5 s). A claimed spare
+   * takes over an address whose old owner is gone: the first SYN can leave before its gratuitous
+   * ARP and go to the old MAC, and TCP would resend it only after 1 s. A fresh connection after
+   * 250 ms finds the new MAC. Once it has answered, the address has changed hands: its channel is
+   * kept, as the active's is throughout, and the polls that follow cost one call each, no
+   * connection. The active is asked only once the standby says it is in sync. */
   Ms probe(250);
+  Channel standby_ch, active_ch = channel_to(active);
   while (std::chrono::steady_clock::now() < end) {
     ftpair::v1::StatusReply s, a;
     std::string err;
     const auto tp = std::chrono::steady_clock::now();
-    const bool answered = status_of(standby, &s, &err, probe);
-    if (!answered && std::chrono::steady_clock::now() - tp >= probe) probe = std::min(probe * 2, Ms(1500));
+    Channel ch = standby_ch ? standby_ch : channel_to(standby);
+    const bool answered = status_on(ch, standby, &s, &err, standby_ch ? Ms(1500) : probe);
+    if (!answered && !standby_ch && std::chrono::steady_clock::now() - tp >= probe) probe = std::min(probe * 2, Ms(1500));
     if (answered) {
+      standby_ch = ch;
       if (first_answer_s < 0)
         first_answer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (status_of(active, &a, &err)) {
+      last = "standby " + s.node_id() + " " + s.state() + " in_sync=" + (s.sync().in_sync() ? "1" : "0") +
+             " flows=" + std::to_string(s.flows());
+      const bool standby_ready = s.role() == "standby" && s.state() == "STANDBY_READY" && s.sync().in_sync();
+      if (standby_ready && status_on(active_ch, active, &a, &err, Ms(1500))) {
         // Flow counts are reported, not compared: under live traffic they differ between epochs.
-        bool ok = s.role() == "standby" && s.state() == "STANDBY_READY" && s.sync().in_sync() && a.role() == "active" &&
-                  a.sync().in_sync() && a.sync().peer() == standby;
-        last = "standby " + s.node_id() + " " + s.state() + " in_sync=" + (s.sync().in_sync() ? "1" : "0") +
-               " flows=" + std::to_string(s.flows()) + "; active " + a.node_id() + " " + a.role() +
-               " in_sync=" + (a.sync().in_sync() ? "1" : "0") + " peer=" + a.sync().peer() +
-               " flows=" + std::to_string(a.flows());
+        bool ok = a.role() == "active" && a.sync().in_sync() && a.sync().peer() == standby;
+        last += "; active " + a.node_id() + " " + a.role() + " in_sync=" + (a.sync().in_sync() ? "1" : "0") +
+                " peer=" + a.sync().peer() + " flows=" + std::to_string(a.flows());
         if (ok) {
           *detail = {{"standby", standby},
                      {"active", active},
@@ -62,13 +74,13 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
                      {"daemon_answered_s", first_answer_s}};
           return Status::Ok();
         }
-      } else {
+      } else if (standby_ready) {
         last = err;
       }
     } else {
       last = err;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(answered ? 50 : 20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   *detail = {{"standby", standby}, {"active", active}, {"last", last}};
   return Status(Code::DEADLINE_EXCEEDED, "not a standby in sync after " + std::to_string(deadline.count()) +

@@ -89,6 +89,11 @@ grpc::ChannelArguments channel_args(ChannelKind kind) {
       args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+      /* Each stream on a connection of its own. A new link to the standby's address is made when the
+       * old one is stale (the standby restarted, or a spare took the address over); from gRPC's
+       * global pool it would get the old link's connection, dead but not yet known to be, and wait
+       * for its RST or keepalive, then for the reconnect backoff. */
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       break;
     case ChannelKind::BEATS:
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <chrono>
@@ -297,6 +298,52 @@ TEST(FastBeats, WithKeysOnlySignedNewBeatsAreHeard) {
   EXPECT_NE(a.mon->last_peer_beat().role(), "active");
   ASSERT_TRUE(wait_for([&] { return a.silent_calls.load() > 0; }, 2000ms)) << "forgeries kept a dead peer alive";
   a.mon->stop();
+}
+
+/* A node that has just started announces itself in one fast beat before its monitor runs (the
+ * daemon's start does, so that an active reconnects its stream at once): the peer hears it, signed
+ * and new. The socket announce() opened is the one start() uses, and a monitor stopped without
+ * ever starting closes it (the port can be bound again). */
+TEST(FastBeats, AnAnnounceBeforeStartIsHeardByThePeer) {
+  const uint16_t port = free_udp_port();
+  const std::vector<BeatKey> keys = {{1, std::string(32, '\x5a')}};
+  std::atomic<bool> booting{false};
+  auto monitor = [&](const char *self, const char *peer, const char *id) {
+    MonitorHooks h;
+    h.fill_local = [id](v1::Beat *x) { x->set_node_id(id); };
+    h.on_peer_beat = [&](const v1::Beat &x) { booting = booting || x.role_state() == v1::ROLE_STATE_BOOT; };
+    return std::make_unique<Monitor>(loopback_beats(self, peer, port, keys), h);
+  };
+  struct { std::unique_ptr<Monitor> mon; } a{monitor("127.0.0.1", "127.0.0.2", "a")},
+      b{monitor("127.0.0.2", "127.0.0.1", "b")};
+  b.mon->start();
+  v1::Beat hello;
+  hello.set_node_id("a");
+  hello.set_role_state(v1::ROLE_STATE_BOOT);
+  ASSERT_TRUE(a.mon->announce(hello));
+  ASSERT_TRUE(wait_for([&] { return booting.load(); }, 2000ms)) << "the announcement was not heard";
+  EXPECT_EQ(b.mon->udp_heard(), 1u);
+  EXPECT_EQ(b.mon->last_peer_beat().node_id(), "a");
+  EXPECT_EQ(b.mon->udp_rejected(BeatReject::UNAUTHENTICATED), 0u);
+  EXPECT_EQ(a.mon->udp_sent(), 1u);
+  a.mon->start();  // the same socket: start() does not bind it again
+  EXPECT_TRUE(a.mon->udp_error().empty()) << a.mon->udp_error();
+  EXPECT_FALSE(a.mon->announce(hello)) << "announce is for before start()";
+  a.mon->stop();
+  b.mon->stop();
+
+  auto open_fds = [] {
+    size_t n = 0;
+    for (const auto &e : std::filesystem::directory_iterator("/proc/self/fd")) n += e.exists() ? 1 : 0;
+    return n;
+  };
+  const size_t before = open_fds();
+  {
+    Monitor never(loopback_beats("127.0.0.1", "127.0.0.2", port, keys), MonitorHooks{});
+    ASSERT_TRUE(never.announce(hello));
+    EXPECT_EQ(open_fds(), before + 1);
+  }
+  EXPECT_EQ(open_fds(), before) << "the socket of a monitor never started was not closed";
 }
 
 }  // namespace
