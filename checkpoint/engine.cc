@@ -76,7 +76,7 @@ void Engine::set_replicating(bool on) {
   update_release();
 }
 
-void Engine::standby_is_up(bool booting) {
+void Engine::standby_is_up(bool booting, const char *how) {
   static auto &L = log::component("engine");
   if (!replicating_.load()) return;
   const auto now = std::chrono::steady_clock::now();
@@ -94,9 +94,9 @@ void Engine::standby_is_up(bool booting) {
     }
   }
   if (stale) {
-    L.info("the standby at {} says it has just started: the stream this node holds to it is an old one, "
+    L.info("the standby at {} says it has just started ({}): the stream this node holds to it is an old one, "
            "cancelled, and a new one made",
-           stale->addr());
+           stale->addr(), how);
   } else {
     if (connected_.load()) return;
     int64_t last = last_standby_kick_ns_.load();

@@ -105,14 +105,15 @@ class Engine {
   void stop();
   // Checkpoints and replication run only while this node is active.
   void set_replicating(bool on);
-  /* The standby's heartbeat RPC reached this active. A link that is down is retried now rather
+  /* The standby's heartbeat RPC (or a fast beat that says it is booting: `how` names which, for
+   * the log) reached this active. A link that is down is retried now rather
    * than after the rest of connect_backoff (at most once per connect_backoff, so a standby that
    * beats often and refuses the stream is not retried faster than without this). `booting`: the
    * standby says it has just started, so no stream of ours reaches it; a link that has stood for
    * a while is an old one (its machine gone, the address taken over, say by a warm spare) that
    * keepalive has not yet found dead: it is cancelled and a new one made at once (at most once
    * per 5 s). */
-  void standby_is_up(bool booting);
+  void standby_is_up(bool booting, const char *how = "its Heartbeat");
   bool replicating() const { return replicating_.load(); }
 
   /* Takes a checkpoint now and waits until the standby acknowledges it. Returns the epoch

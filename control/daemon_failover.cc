@@ -94,7 +94,7 @@ void Daemon::corrupt_standby_record() {
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
   // A standby that has just started says so in a fast beat before its first Heartbeat arrives.
-  if (engine_ && is_active(r) && says_booting(b)) engine_->standby_is_up(true);
+  if (engine_ && is_active(r) && says_booting(b)) engine_->standby_is_up(true, "in a beat");
   const fo::Role peer = wire::role_of(b);
   fo::SelfView self;
   self.role = r;
