@@ -277,7 +277,7 @@ class Daemon {
    * at once. choose_initial_role() takes its answer. */
   std::shared_ptr<grpc::Channel> first_beat_channel_;
   v1::Beat first_beat_peer_;  // written by first_beat_'s thread, read after its get()
-  std::future<bool> first_beat_;  // last: destroyed first, it waits for its thread
+  std::future<bool> first_beat_;  // after what its thread uses: destroyed before them, it waits for it
   std::unique_ptr<UpgradeCoordinator> upgrade_;
   HttpServer http_;
   bool started_ = false;

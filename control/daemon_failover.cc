@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "control/daemon.h"
 #include "control/role_wire.h"
+#include "proto/rpc/rpc.h"
 #include "failover/peer_events.h"
 #include "virt/events.h"
 #include "control.grpc.pb.h"
@@ -93,8 +94,6 @@ void Daemon::corrupt_standby_record() {
 // Two actives never stay, and a beat moves this node only as fo::BeatPolicy allows.
 void Daemon::on_peer_beat(const v1::Beat &b) {
   const fo::Role r = role();
-  // A standby that has just started says so in a fast beat before its first Heartbeat arrives.
-  if (engine_ && is_active(r) && says_booting(b)) engine_->standby_is_up(true, "in a beat");
   const fo::Role peer = wire::role_of(b);
   fo::SelfView self;
   self.role = r;
@@ -103,17 +102,23 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
   self.in_sync = applier_->in_sync();
   self.now_ns = mono_ns();
   const fo::BeatVerdict v = beat_policy_.on_beat(self, peer, b);
-  switch (v) {
-    case fo::BeatVerdict::REFUSED_JUMP: {
-      beats_refused_generation_jump_++;
-      const int64_t now = mono_ns();
-      if (now - generation_jump_log_ns_ > 1'000'000'000) {
-        generation_jump_log_ns_ = now;
-        L.warn("beat from {} refused: generation {} is more than {} past the newest seen (ours {})", b.node_id(),
-               b.generation(), fo::kMaxGenerationJump, generation());
-      }
-      return;
+  if (v == fo::BeatVerdict::REFUSED_JUMP) {
+    beats_refused_generation_jump_++;
+    const int64_t now = mono_ns();
+    if (now - generation_jump_log_ns_ > 1'000'000'000) {
+      generation_jump_log_ns_ = now;
+      L.warn("beat from {} refused: generation {} is more than {} past the newest seen (ours {})", b.node_id(),
+             b.generation(), fo::kMaxGenerationJump, generation());
     }
+    return;
+  }
+  /* A standby that has just started says so in a fast beat (Monitor::announce) before its first
+   * Heartbeat arrives; its answers to this node's Heartbeats say so too. Not from unsigned fast
+   * beats when the Heartbeat itself needs a client certificate: a forged datagram would then buy
+   * what a forged call cannot (a cancelled stream, a full sync, once per 5 s). */
+  if (engine_ && is_active(r) && says_booting(b) && (monitor_->authenticated() || !cfg_.management_tls.enabled()))
+    engine_->standby_is_up(true, "in a beat");
+  switch (v) {
     case fo::BeatVerdict::STEP_DOWN:
       L.warn("peer {} is active with generation {} (ours {}; {} beats in a row): stepping down", b.node_id(),
              b.generation(), generation(), beat_policy_.streak());
@@ -133,6 +138,7 @@ void Daemon::on_peer_beat(const v1::Beat &b) {
       return;
     case fo::BeatVerdict::PROMOTE_UNHEALTHY:
     case fo::BeatVerdict::NOTHING:
+    case fo::BeatVerdict::REFUSED_JUMP:  // returned above
       break;
   }
   if (is_active(r)) return;
@@ -331,7 +337,8 @@ Status Daemon::choose_initial_role() {
   bool heard = false;
   if (cfg_.peer_grpc.set()) {
     // Four tries 100 ms apart; the first went out from start() as soon as the server listened.
-    auto channel = first_beat_.valid() ? first_beat_channel_ : peer_channel();
+    auto channel = first_beat_.valid() ? first_beat_channel_
+                                       : rpc::make_channel(cfg_.peer_grpc.str(), peer_creds_, rpc::ChannelKind::BEATS);
     auto stub = v1::Peer::NewStub(channel);
     for (int i = 0; i < 4 && !heard; i++) {
       if (i == 0 && first_beat_.valid()) {

@@ -130,11 +130,16 @@ bool Monitor::open_udp(std::string *err) {
 bool Monitor::announce(v1::Beat b) {
   if (cfg_.peer.empty() || !cfg_.udp_port || running_.load()) return false;
   std::string err;
-  return open_udp(&err) && send_beat(b);
+  if (udp_fd_ < 0) {
+    if (!open_udp(&err)) return false;
+    announce_only_fd_ = true;
+  }
+  return send_beat(b);
 }
 
 void Monitor::start() {
   if (cfg_.peer.empty() || running_.exchange(true)) return;
+  announce_only_fd_ = false;  // the beat threads use it from here on
   if (cfg_.udp_port) {
     std::string err;
     if (open_udp(&err)) {
@@ -190,8 +195,12 @@ void Monitor::attach_peer_events(std::unique_ptr<PeerEvents> events) {
 
 void Monitor::stop() {
   if (!running_.exchange(false)) {
-    if (udp_fd_ >= 0) close(udp_fd_);  // opened by announce() for a monitor never started
-    udp_fd_ = -1;
+    // The socket announce() opened for a monitor never started (and only that: a second stop()
+    // while the first joins the threads must not close theirs).
+    if (announce_only_fd_.exchange(false)) {
+      close(udp_fd_);
+      udp_fd_ = -1;
+    }
     return;
   }
   if (events_) events_->stop();  // waits out a promotion it started

@@ -190,6 +190,7 @@ class Monitor {
   std::atomic<uint64_t> last_generation_{0};
   // fast beats
   int udp_fd_ = -1;
+  std::atomic<bool> announce_only_fd_{false};  // udp_fd_ opened by announce(), no thread uses it
   std::unique_ptr<BeatAuth> auth_;  // null: plain datagrams
   uint32_t udp_peer_addr_ = 0;  // network order
   std::thread udp_tx_, udp_rx_;

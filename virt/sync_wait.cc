@@ -40,8 +40,8 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
    * takes over an address whose old owner is gone: the first SYN can leave before its gratuitous
    * ARP and go to the old MAC, and TCP would resend it only after 1 s. A fresh connection after
    * 250 ms finds the new MAC. Once it has answered, the address has changed hands: its channel is
-   * kept, as the active's is throughout, and the polls that follow cost one call each, no
-   * connection. The active is asked only once the standby says it is in sync. */
+   * kept (until a call on it fails), as the active's is throughout, and the polls that follow cost
+   * one call each, no connection. The active is asked only once the standby says it is in sync. */
   Ms probe(250);
   Channel standby_ch, active_ch = channel_to(active);
   while (std::chrono::steady_clock::now() < end) {
@@ -51,6 +51,9 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
     Channel ch = standby_ch ? standby_ch : channel_to(standby);
     const bool answered = status_on(ch, standby, &s, &err, standby_ch ? Ms(1500) : probe);
     if (!answered && !standby_ch && std::chrono::steady_clock::now() - tp >= probe) probe = std::min(probe * 2, Ms(1500));
+    // A kept channel that fails (the daemon restarted, say) would sit in gRPC's reconnect backoff
+    // (1 s and more): back to a fresh connection per probe.
+    if (!answered) standby_ch.reset();
     if (answered) {
       standby_ch = ch;
       if (first_answer_s < 0)
