@@ -105,8 +105,8 @@ class Engine {
   void stop();
   // Checkpoints and replication run only while this node is active.
   void set_replicating(bool on);
-  /* The standby's heartbeat RPC (or a fast beat that says it is booting: `how` names which, for
-   * the log) reached this active. A link that is down is retried now rather
+  /* The standby's heartbeat RPC (or another beat of its that says it is booting, such as its
+   * announcement: `how` names which, for the log) reached this active. A link that is down is retried now rather
    * than after the rest of connect_backoff (at most once per connect_backoff, so a standby that
    * beats often and refuses the stream is not retried faster than without this). `booting`: the
    * standby says it has just started, so no stream of ours reaches it; a link that has stood for

@@ -42,9 +42,9 @@ Daemon::Daemon(const Config &cfg)
       source_text_(cfg.source_text) {}
 Daemon::~Daemon() { stop(); }
 
-// A fresh channel per use (switchover, initial role): a cached one could sit in reconnect
-// backoff after the peer restarted. (The initial role's four tries share one, with the beats'
-// short reconnect backoff: a peer that refused the first try is tried again 100 ms later.)
+// A fresh channel per use (switchover): a cached one could sit in reconnect backoff after the
+// peer restarted. (The initial role's Heartbeats use the beats' channel kind instead, whose
+// reconnect backoff is short: choose_initial_role.)
 std::shared_ptr<grpc::Channel> Daemon::peer_channel() { return peer_channel(cfg_.peer_grpc.str()); }
 
 std::shared_ptr<grpc::Channel> Daemon::peer_channel(const std::string &addr) {
@@ -296,10 +296,11 @@ Status Daemon::start() {
     auto mine = std::make_shared<v1::Beat>();
     fill_beat(mine.get());
     if (monitor_) monitor_->announce(*mine);
-    first_beat_channel_ = rpc::make_channel(cfg_.peer_grpc.str(), peer_creds_, rpc::ChannelKind::BEATS);
-    first_beat_ = std::async(std::launch::async, [this, mine] {
-      auto stub = v1::Peer::NewStub(first_beat_channel_);
-      return ask_peer(*stub, mine.get(), &first_beat_peer_);
+    auto stub = v1::Peer::NewStub(rpc::make_channel(cfg_.peer_grpc.str(), peer_creds_, rpc::ChannelKind::BEATS));
+    first_beat_ = std::async(std::launch::async, [stub = std::shared_ptr<v1::Peer::Stub>(std::move(stub)), mine] {
+      std::optional<v1::Beat> peer(std::in_place);
+      if (!ask_peer(*stub, *mine, &*peer)) peer.reset();
+      return peer;
     });
   }
   if (self_sha_.empty())

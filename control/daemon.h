@@ -16,6 +16,7 @@
 #include <thread>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -190,7 +191,7 @@ class Daemon {
   Status open_management(bool beside);
   Status choose_initial_role();
   // One Heartbeat to the peer with `mine` (deadline 250 ms): true with the peer's beat in *peer.
-  bool ask_peer(v1::Peer::Stub &stub, const v1::Beat *mine, v1::Beat *peer);
+  static bool ask_peer(v1::Peer::Stub &stub, const v1::Beat &mine, v1::Beat *peer);
   void watch_peer_domain();
   void on_peer_beat(const v1::Beat &b);
   void on_peer_silent(const std::string &reason);
@@ -274,10 +275,8 @@ class Daemon {
   std::unique_ptr<Node> adopted_node_;
   /* The first Heartbeat to the peer, sent from start() as soon as the gRPC server listens, while
    * the node and the engine start: an active whose stream to this address is old or down connects
-   * at once. choose_initial_role() takes its answer. */
-  std::shared_ptr<grpc::Channel> first_beat_channel_;
-  v1::Beat first_beat_peer_;  // written by first_beat_'s thread, read after its get()
-  std::future<bool> first_beat_;  // after what its thread uses: destroyed before them, it waits for it
+   * at once. choose_initial_role() takes its answer (the peer's beat, or none). */
+  std::future<std::optional<v1::Beat>> first_beat_;
   std::unique_ptr<UpgradeCoordinator> upgrade_;
   HttpServer http_;
   bool started_ = false;

@@ -326,32 +326,30 @@ void Daemon::watch_peer_domain() {
       [](const std::string &m) { L.info("{}", m); }));
 }
 
-bool Daemon::ask_peer(v1::Peer::Stub &stub, const v1::Beat *mine, v1::Beat *peer) {
+bool Daemon::ask_peer(v1::Peer::Stub &stub, const v1::Beat &mine, v1::Beat *peer) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
-  return stub.Heartbeat(&ctx, *mine, peer).ok();
+  return stub.Heartbeat(&ctx, mine, peer).ok();
 }
 
 Status Daemon::choose_initial_role() {
   v1::Beat peer;
   bool heard = false;
   if (cfg_.peer_grpc.set()) {
-    // Four tries 100 ms apart; the first went out from start() as soon as the server listened.
-    auto channel = first_beat_.valid() ? first_beat_channel_
-                                       : rpc::make_channel(cfg_.peer_grpc.str(), peer_creds_, rpc::ChannelKind::BEATS);
-    auto stub = v1::Peer::NewStub(channel);
+    // Four tries 100 ms apart; the first went out from start() as soon as the server listened. The
+    // channel shares the first one's connection (gRPC's pool: same address, same kind).
+    auto stub = v1::Peer::NewStub(rpc::make_channel(cfg_.peer_grpc.str(), peer_creds_, rpc::ChannelKind::BEATS));
     for (int i = 0; i < 4 && !heard; i++) {
       if (i == 0 && first_beat_.valid()) {
-        heard = first_beat_.get();
-        if (heard) peer = first_beat_peer_;
+        std::optional<v1::Beat> answer = first_beat_.get();
+        if ((heard = answer.has_value())) peer = std::move(*answer);
       } else {
         v1::Beat mine;
         fill_beat(&mine);
-        heard = ask_peer(*stub, &mine, &peer);
+        heard = ask_peer(*stub, mine, &peer);
       }
       if (!heard) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    first_beat_channel_.reset();
   }
   // After the first heartbeat, which also tells an active that this node has started (it
   // connects its stream at once): the libvirt connection for the events takes a while.
