@@ -8,7 +8,8 @@
 # BUILD_DIR/fuzz-work/<target>/artifacts/. Prints executions per second and coverage
 # (libFuzzer's final cov: and ft:) per target and a summary table, also written to
 # BUILD_DIR/fuzz-results.txt. Without targets: every target. BUILD_DIR is set up with
-# clang and ASan+UBSan if it has no build.ninja yet.
+# clang and ASan+UBSan if it has no build.ninja yet. Targets run FUZZ_JOBS at a time (default:
+# one per CPU), each on one core for SECONDS.
 set -uo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 BUILD_DIR SECONDS [target...]" >&2
@@ -34,21 +35,16 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:suppres
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 work=$build/fuzz-work
 results=$build/fuzz-results.txt
-printf '%-14s %6s %10s %8s %6s %7s %6s %7s  %s\n' target seconds execs exec/s cov ft corpus rss_mb result >"$results"
-failed=0
-for t in "${targets[@]}"; do
-  bin=$build/fuzz/$t
-  seeds=$root/fuzz/corpus/$t
-  if [ ! -x "$bin" ] || [ ! -d "$seeds" ]; then
-    echo "run-fuzz: no target $t (binary $bin, corpus $seeds)" >&2
-    failed=1
-    continue
-  fi
-  rm -rf "${work:?}/$t"
-  mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
-  cp -r "$seeds/." "$work/$t/corpus/"
-  log=$work/$t/log
-  echo "== $t: ${secs}s on a copy of $(ls "$seeds" | wc -l) corpus inputs (log: $log)"
+# Targets run side by side, FUZZ_JOBS at a time (default: one per CPU): each libFuzzer run is
+# one process on one core, so this takes SECONDS per round instead of SECONDS per target.
+jobs=${FUZZ_JOBS:-$(nproc)}
+case $jobs in '' | *[!0-9]* | 0) echo "run-fuzz: FUZZ_JOBS must be a whole number above 0, got '$jobs'" >&2; exit 2 ;; esac
+
+# One target: its row of the table goes to $work/<target>/row, and the exit status says pass.
+run_one() {
+  local t=$1 bin=$build/fuzz/$1 seeds=$root/fuzz/corpus/$1
+  local log=$work/$t/log
+  local start rc took done_line execs eps cov ft rss corp result
   start=$(date +%s)
   "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
     -print_final_stats=1 -artifact_prefix="$work/$t/artifacts/" "$work/$t/corpus" >"$log" 2>&1
@@ -65,12 +61,44 @@ for t in "${targets[@]}"; do
     result=ok
   else
     result="FAILED (exit $rc)"
-    failed=1
     grep -E 'ERROR: |SUMMARY: |fuzz invariant failed|runtime error|Test unit written' "$log" | head -20 >&2
     echo "run-fuzz: $t failed; inputs in $work/$t/artifacts/, full log $log" >&2
   fi
   printf '%-14s %6s %10s %8s %6s %7s %6s %7s  %s\n' "$t" "$took" "${execs:--}" "${eps:--}" "${cov:--}" "${ft:--}" \
-    "${corp:--}" "${rss:--}" "$result" | tee -a "$results"
+    "${corp:--}" "${rss:--}" "$result" | tee "$work/$t/row"
+  [ "$result" = ok ]
+}
+
+printf '%-14s %6s %10s %8s %6s %7s %6s %7s  %s\n' target seconds execs exec/s cov ft corpus rss_mb result >"$results"
+failed=0
+pids=()
+ran=()
+for t in "${targets[@]}"; do
+  bin=$build/fuzz/$t
+  seeds=$root/fuzz/corpus/$t
+  if [ ! -x "$bin" ] || [ ! -d "$seeds" ]; then
+    echo "run-fuzz: no target $t (binary $bin, corpus $seeds)" >&2
+    failed=1
+    continue
+  fi
+  rm -rf "${work:?}/$t"
+  mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
+  cp -r "$seeds/." "$work/$t/corpus/"
+  # A free slot first: at most $jobs targets at once.
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  echo "== $t: ${secs}s on a copy of $(ls "$seeds" | wc -l) corpus inputs (log: $work/$t/log)"
+  run_one "$t" &
+  pids+=($!)
+  ran+=("$t")
+done
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" 2>/dev/null
+  # Pass or fail is read from the row (wait -n above may have reaped the run already); a run
+  # that died before writing its row still gets one.
+  grep -qE ' ok$' "$work/${ran[$i]}/row" 2>/dev/null || failed=1
+  [ -s "$work/${ran[$i]}/row" ] || printf '%-14s %6s %10s %8s %6s %7s %6s %7s  %s\n' "${ran[$i]}" - - - - - - - \
+    "FAILED (no result)" >"$work/${ran[$i]}/row"
+  cat "$work/${ran[$i]}/row" >>"$results"
 done
 echo
 cat "$results"
