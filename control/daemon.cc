@@ -474,6 +474,26 @@ Status Daemon::restore_from_snapshot() {
 
 void Daemon::status(v1::StatusReply *out) { status_view::fill_status(*this, out); }
 
+bool Daemon::replication_in_sync() const {
+  if (!engine_ || !applier_) return false;  // both made before the gRPC server starts
+  const fo::Role r = role();
+  if (is_active(r)) return engine_->in_sync();
+  return r == fo::Role::STANDBY_READY && applier_->in_sync();
+}
+
+bool Daemon::wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled) {
+  if (wait.count() <= 0) return true;
+  if (in_sync_waiters_.fetch_add(1) >= kMaxInSyncWaiters) {
+    in_sync_waiters_.fetch_sub(1);
+    return false;
+  }
+  const auto end = std::chrono::steady_clock::now() + std::min(wait, kMaxInSyncWait);
+  while (!replication_in_sync() && !cancelled() && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  in_sync_waiters_.fetch_sub(1);
+  return true;
+}
+
 Status Daemon::flows(uint32_t limit, v1::FlowsReply *out) { return status_view::fill_flows(*this, limit, out); }
 
 std::string Daemon::config_text() const {

@@ -85,6 +85,16 @@ class Daemon {
   // ---- core operations (gRPC handlers and tests call these) ----
   // Control.Status (control/status_view.h).
   void status(v1::StatusReply *out);
+  /* Control.Status's long poll (StatusRequest.wait_in_sync_ms): returns as soon as
+   * replication_in_sync(), after `wait` (at most kMaxInSyncWait), or once `cancelled` says the
+   * caller has gone, checking every 2 ms. At most kMaxInSyncWaiters wait at once (each holds a
+   * gRPC server thread): beyond that it returns false at once, and waits not. */
+  static constexpr std::chrono::milliseconds kMaxInSyncWait{10'000};
+  static constexpr int kMaxInSyncWaiters = 4;
+  bool wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled);
+  // An active whose standby acknowledged the full sync, or a standby in STANDBY_READY with its
+  // copy in sync: what Status reports as sync.in_sync for a node that is protected or protecting.
+  bool replication_in_sync() const;
   /* Takes a checkpoint and waits for its acknowledgement (the engine's errors); with
    * `snapshot`, an active also writes a snapshot (its path in the reply when written). */
   Status checkpoint(bool snapshot, v1::CheckpointReply *out);
@@ -242,6 +252,7 @@ class Daemon {
   uint64_t stalls_logged_[dp::kMaxWorkers] = {};                // tick(): stalls already logged, per worker
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
+  std::atomic<int> in_sync_waiters_{0};
   std::atomic<bool> test_hooks_{false};
   std::atomic<bool> handover_on_stop_{true};
   // One switchover at a time: an operator's, or the handover of a stop.

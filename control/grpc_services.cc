@@ -8,7 +8,12 @@
 
 namespace ftpair {
 
-grpc::Status ControlService::Status(grpc::ServerContext *, const v1::StatusRequest *, v1::StatusReply *out) {
+grpc::Status ControlService::Status(grpc::ServerContext *ctx, const v1::StatusRequest *req, v1::StatusReply *out) {
+  if (req->wait_in_sync_ms() > 0 &&
+      !d_.wait_in_sync(std::chrono::milliseconds(req->wait_in_sync_ms()), [ctx] { return ctx->IsCancelled(); }))
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "refused: this node holds " + std::to_string(Daemon::kMaxInSyncWaiters) +
+                            " waits for in sync already, the most it holds; ask without a wait, or later");
   d_.status(out);
   return grpc::Status::OK;
 }

@@ -16,7 +16,8 @@ class Daemon;
 class ControlService final : public v1::Control::Service {
  public:
   explicit ControlService(Daemon &d) : d_(d) {}
-  grpc::Status Status(grpc::ServerContext *, const v1::StatusRequest *, v1::StatusReply *out) override;
+  // With wait_in_sync_ms, a long poll (Daemon::wait_in_sync).
+  grpc::Status Status(grpc::ServerContext *ctx, const v1::StatusRequest *req, v1::StatusReply *out) override;
   grpc::Status Checkpoint(grpc::ServerContext *, const v1::CheckpointRequest *req, v1::CheckpointReply *out) override;
   grpc::Status Flows(grpc::ServerContext *, const v1::FlowsRequest *req, v1::FlowsReply *out) override;
   grpc::Status Config(grpc::ServerContext *, const v1::ConfigRequest *, v1::ConfigReply *out) override;

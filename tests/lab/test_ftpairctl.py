@@ -13,6 +13,9 @@ Part 2 (the pair lab, root): a active, b standby
   - operator checkpoints on the active are acknowledged, and none of these calls makes the
     standby take over
   - b stopped: exit 3 "cannot reach"; a stopped with SIGSTOP: exit 3 "did not answer within"
+  - status --wait-in-sync (a long poll): without a standby, the status and exit 1 "not in sync
+    after N s" after N s; a fifth wait at once is refused (RESOURCE_EXHAUSTED); with b started
+    again, exit 0 as soon as b is in sync, on a and on b
 Exit 0 pass, 1 fail. Part 2 is skipped (reported) when the lab cannot run here.
 Always runs "ftpair-lab down" at the end of part 2, also on failure, exception or signal.
 """
@@ -76,7 +79,10 @@ def offline(chk):
                        (["flows", "--limit", "-1"], "negative --limit"),
                        (["watch", "--interval", "abc"], "bad --interval"),
                        (["status", "extra"], "extra argument"),
-                       (["--cert", "/etc/hostname", "status"], "--cert without --key")]:
+                       (["--cert", "/etc/hostname", "status"], "--cert without --key"),
+                       (["status", "--wait-in-sync", "0"], "--wait-in-sync 0"),
+                       (["status", "--wait-in-sync", "11"], "--wait-in-sync above 10 s"),
+                       (["status", "--wait-in-sync", "soon"], "--wait-in-sync not a number")]:
         rc, out, err, _ = run(*args)
         chk.check("bad arguments exit 2: %s" % what, rc == 2 and err.startswith("ftpairctl: ") and out == "",
                   "rc=%d err=%r" % (rc, err))
@@ -241,6 +247,7 @@ def with_lab(lab, chk):
     if not L.pid_alive(L.node_pid("a")):
         L.lab("stop", "a", check=False)
         lab.start_node("a", "--role", "active")
+    wait_in_sync(lab, chk)
     L.lab("signal", "a", "STOP", check=False)
     try:
         rc, out, err, secs = ctl("a", "--timeout", "1", "status")
@@ -252,6 +259,57 @@ def with_lab(lab, chk):
     if chk.failed:
         for n in ("a", "b"):
             print("---- tail of %s.log ----\n%s----" % (n, L.node_log_tail(n)))
+
+
+def wait_in_sync(lab, chk):
+    """status --wait-in-sync, the long poll. b is stopped when this starts, and again when it ends."""
+    chk.check("a sees that its standby is gone (not in sync)",
+              L.wait_until(lambda: (ctl_json("a", "status")[1] or {}).get("sync", {}).get("in_sync") is not True, 10))
+    rc, out, err, secs = ctl("a", "status", "--wait-in-sync", "1")
+    chk.check("status --wait-in-sync 1 on a without a standby: the status, then exit 1 'not in sync after 1 s', "
+              "after about 1 s", rc == 1 and "not in sync after 1 s (ACTIVE)" in err and "role" in out and
+              0.9 <= secs < 4, "rc=%d after %.2f s: %s %s" % (rc, secs, err, out[:200]))
+    # Each wait holds one of the daemon's gRPC threads: a fifth at once is answered at once.
+    procs = [subprocess.Popen([L.FTPAIRCTL, "--addr", "%s:50051" % L.MGMT_IP["a"], "status", "--wait-in-sync", "3"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    t0 = time.monotonic()
+    ended = {}
+    while len(ended) < len(procs) and time.monotonic() - t0 < 20:
+        for i, p in enumerate(procs):
+            if i not in ended and p.poll() is not None:
+                ended[i] = (time.monotonic() - t0, p.returncode, p.stderr.read().strip())
+        time.sleep(0.01)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        p.stderr.close()
+    took = sorted(ended.values())
+    chk.check("5 waits at once on a without a standby: the fifth is refused at once (exit 1, RESOURCE_EXHAUSTED), "
+              "4 are held about 3 s and exit 1 'not in sync after 3 s'",
+              len(took) == 5 and took[0][0] < 1.5 and took[0][1] == 1 and "status refused: this node holds 4 waits"
+              in took[0][2] and "[RESOURCE_EXHAUSTED]" in took[0][2] and
+              all(t >= 2.7 and rc == 1 and "not in sync after 3 s" in e for t, rc, e in took[1:]), str(took))
+    # The wait is asked before b starts: it must end when b is in sync, not at its deadline.
+    t0 = time.monotonic()
+    waiter = subprocess.Popen([L.FTPAIRCTL, "--addr", "%s:50051" % L.MGMT_IP["a"], "--json", "status",
+                               "--wait-in-sync", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    held = waiter.poll() is None
+    lab.start_node("b", "--role", "standby")
+    out, err = waiter.communicate(timeout=20)
+    secs, rc = time.monotonic() - t0, waiter.returncode
+    doc = json.loads(out) if rc == 0 and out.strip() else {}
+    chk.check("status --wait-in-sync 10 on a, asked before b starts again: held, then exit 0 once b is in sync, "
+              "well before 10 s", held and rc == 0 and doc.get("sync", {}).get("in_sync") is True and
+              doc.get("sync", {}).get("peer") == "%s:50051" % L.MGMT_IP["b"] and secs < 8,
+              "held %s, rc=%d after %.2f s: %s %s" % (held, rc, secs, err, out[:300]))
+    rc, out, err, secs = ctl("b", "--json", "status", "--wait-in-sync", "10")
+    doc = json.loads(out) if rc == 0 and out.strip() else {}
+    chk.check("status --wait-in-sync 10 on b: exit 0, STANDBY_READY and in sync",
+              rc == 0 and doc.get("state") == "STANDBY_READY" and doc.get("sync", {}).get("in_sync") is True,
+              "rc=%d after %.2f s: %s %s" % (rc, secs, err, out[:300]))
+    L.lab("stop", "b", check=False)  # as before: the SIGSTOP below must not make b take over
 
 
 def main():

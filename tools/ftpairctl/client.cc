@@ -148,11 +148,12 @@ Outcome Client::create(const ConnectOptions &opts, std::unique_ptr<Client> *out)
 }
 
 Outcome Client::call(const std::string &command,
-                     const std::function<grpc::Status(ftpair::v1::Control::Stub &, grpc::ClientContext *)> &rpc) {
+                     const std::function<grpc::Status(ftpair::v1::Control::Stub &, grpc::ClientContext *)> &rpc,
+                     double extra_s) {
   grpc::ClientContext ctx;
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                            std::chrono::duration<double>(opts_.timeout_s));
+                            std::chrono::duration<double>(opts_.timeout_s + extra_s));
   ctx.set_deadline(deadline);
   const grpc::Status st = rpc(*stub_, &ctx);
   if (st.ok()) return Outcome::Ok();
@@ -165,10 +166,11 @@ Outcome Client::call(const std::string &command,
     from_daemon = channel_->GetState(false) == GRPC_CHANNEL_READY;
   else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
     from_daemon = std::chrono::system_clock::now() + std::chrono::milliseconds(20) < deadline;
-  return map_status(command, st, from_daemon);
+  return map_status(command, st, from_daemon, opts_.timeout_s + extra_s);
 }
 
-Outcome Client::map_status(const std::string &command, const grpc::Status &st, bool from_daemon) const {
+Outcome Client::map_status(const std::string &command, const grpc::Status &st, bool from_daemon,
+                           double within_s) const {
   const std::string msg = st.error_message();
   if (!from_daemon && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
     std::string out = "cannot reach ftpaird at " + opts_.addr + " (is it running?)";
@@ -180,7 +182,7 @@ Outcome Client::map_status(const std::string &command, const grpc::Status &st, b
   }
   if (!from_daemon && st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
     return Outcome::Fail(kExitUnreachable, "ftpaird at " + opts_.addr + " did not answer within " +
-                                               format_seconds(opts_.timeout_s) + " s");
+                                               format_seconds(within_s) + " s");
   // The daemon answered no. Its messages often begin with "refused: " or "<command> refused: "
   // themselves; say it once.
   std::string m = msg;

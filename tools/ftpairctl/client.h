@@ -59,14 +59,16 @@ class Client {
   //   the daemon answered an error -> "<command> refused: <daemon's message> [CODE]", with
   //   kExitUnreachable when that code is UNAVAILABLE (the daemon cannot reach its peer),
   //   kExitFailed otherwise.
+  // `extra_s` lengthens the deadline for a call the daemon holds on purpose (a long poll).
   Outcome call(const std::string &command,
-               const std::function<grpc::Status(ftpair::v1::Control::Stub &, grpc::ClientContext *)> &rpc);
+               const std::function<grpc::Status(ftpair::v1::Control::Stub &, grpc::ClientContext *)> &rpc,
+               double extra_s = 0);
 
   const ConnectOptions &options() const { return opts_; }
 
  private:
   Client(ConnectOptions opts, std::shared_ptr<grpc::Channel> ch);
-  Outcome map_status(const std::string &command, const grpc::Status &st, bool from_daemon) const;
+  Outcome map_status(const std::string &command, const grpc::Status &st, bool from_daemon, double within_s) const;
 
   ConnectOptions opts_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -72,11 +72,21 @@ std::string utc_now() {
 
 // ------------------------------------------------------------------ commands
 
-int cmd_status(Client &c, const Globals &g) {
+/* With --wait-in-sync, a long poll (StatusRequest.wait_in_sync_ms): the daemon answers once its
+ * replication is in sync or after that long; the status is printed either way, and the exit
+ * code says whether the node was in sync (an active whose standby is, or a standby ready). */
+int cmd_status(Client &c, const Globals &g, double wait_in_sync_s) {
+  v1::StatusRequest req;
+  req.set_wait_in_sync_ms(static_cast<uint32_t>(wait_in_sync_s * 1000 + 0.5));
   v1::StatusReply rep;
-  Outcome o = c.call("status", [&](Stub &s, grpc::ClientContext *ctx) { return s.Status(ctx, {}, &rep); });
+  Outcome o = c.call(
+      "status", [&](Stub &s, grpc::ClientContext *ctx) { return s.Status(ctx, req, &rep); }, wait_in_sync_s);
   if (!o.ok()) return report(o);
   emit(g, rep, render_status(rep));
+  const bool in_sync = rep.sync().in_sync() && (rep.role() == "active" || rep.state() == "STANDBY_READY");
+  if (wait_in_sync_s > 0 && !in_sync)
+    return report(Outcome::Fail(kExitFailed, "not in sync after " + format_seconds(wait_in_sync_s) + " s (" +
+                                                 (rep.state().empty() ? rep.role() : rep.state()) + ")"));
   return kExitOk;
 }
 
@@ -282,6 +292,25 @@ int run(int argc, char **argv) {
   app.add_option("--tls-server-name", g.conn.tls_server_name, "name expected in ftpaird's certificate (default: the host of --addr)");
 
   CLI::App *status = app.add_subcommand("status", "role, generation, dataplane, flows, sync and checkpoint state");
+  double wait_in_sync_s = 0;
+  status
+      ->add_option("--wait-in-sync", wait_in_sync_s,
+                   "answer once the node is in sync (an active whose standby is, a standby ready), or after this "
+                   "many seconds (at most 10); exit 1 if it is not")
+      ->check(CLI::Validator(
+          [](std::string &v) -> std::string {
+            size_t used = 0;
+            double d = 0;
+            try {
+              d = std::stod(v, &used);
+            } catch (const std::exception &) {
+              used = 0;
+            }
+            if (used == 0 || used != v.size() || !(d > 0) || d > 10)
+              return "must be a number of seconds, > 0 and <= 10 (got '" + v + "')";
+            return "";
+          },
+          "SECONDS"));
 
   CLI::App *switchover = app.add_subcommand("switchover", "hand the active role to the peer");
   bool force = false;
@@ -335,7 +364,7 @@ int run(int argc, char **argv) {
     return cmd_upgrade(g.conn, up);
   }
 
-  if (status->parsed()) return cmd_status(*client, g);
+  if (status->parsed()) return cmd_status(*client, g, wait_in_sync_s);
   if (switchover->parsed()) return cmd_switchover(*client, g, force);
   if (checkpoint->parsed()) return cmd_checkpoint(*client, g, snapshot);
   if (flows->parsed()) return cmd_flows(*client, g, static_cast<uint32_t>(limit));
