@@ -15,17 +15,40 @@ using Channel = std::shared_ptr<grpc::Channel>;
 
 Channel channel_to(const std::string &addr) { return grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()); }
 
-bool status_on(const Channel &ch, const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline) {
+/* One Status call. With `wait_in_sync` above 0 it is a long poll: the daemon answers once its
+ * replication is in sync or after that long (StatusRequest.wait_in_sync_ms), so the guest
+ * answers one call instead of one every few ms, and says "in sync" the moment it is. */
+bool status_on(const Channel &ch, const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline,
+               Ms wait_in_sync = Ms(0)) {
   auto stub = ftpair::v1::Control::NewStub(ch);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-  grpc::Status st = stub->Status(&ctx, ftpair::v1::StatusRequest(), out);
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline + wait_in_sync);
+  ftpair::v1::StatusRequest req;
+  req.set_wait_in_sync_ms(static_cast<uint32_t>(wait_in_sync.count()));
+  grpc::Status st = stub->Status(&ctx, req, out);
   if (!st.ok()) *err = addr + ": " + st.error_message();
   return st.ok();
 }
 
 bool status_of(const std::string &addr, ftpair::v1::StatusReply *out, std::string *err, Ms deadline = Ms(1500)) {
   return status_on(channel_to(addr), addr, out, err, deadline);
+}
+
+/* Connects a fresh channel within `deadline`: true once it is READY (the daemon's server took the
+ * connection and the HTTP/2 handshake); false at once when the connection is refused or fails,
+ * and with *timed_out at the deadline (no answer: the SYN may have gone to the old MAC). */
+bool connect_within(const Channel &ch, Ms deadline, bool *timed_out) {
+  const auto until = std::chrono::system_clock::now() + deadline;
+  grpc_connectivity_state state = ch->GetState(true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) return false;
+    if (!ch->WaitForStateChange(state, until)) {
+      *timed_out = true;
+      return false;
+    }
+    state = ch->GetState(false);
+  }
+  return true;
 }
 
 }  // namespace
@@ -35,55 +58,80 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
   auto end = t0 + deadline;
   std::string last = "no answer yet";
   double first_answer_s = -1;
-  /* Until the replacement first answers, a fresh channel (and connection) for each probe, with a
-   * short first deadline doubled after each attempt that timed out (to 1.5 s). A claimed spare
-   * takes over an address whose old owner is gone: the first SYN can leave before its gratuitous
-   * ARP and go to the old MAC, and TCP would resend it only after 1 s. A fresh connection after
-   * 250 ms finds the new MAC. Once it has answered, the address has changed hands: its channel is
-   * kept (until a call on it fails), as the active's is throughout, and the polls that follow cost
-   * one call each, no connection. The active is asked only once the standby says it is in sync. */
+  /* A replacement has one vCPU, busy while it starts and takes the full sync: every call it
+   * answers meanwhile delays it. So it is asked as little as possible.
+   * 1. A connection to it, no call. Until its server takes one, a fresh channel (and connection)
+   *    per probe, with a short first deadline doubled after each attempt that timed out (to
+   *    1.5 s): a claimed spare takes over an address whose old owner is gone, the first SYN can
+   *    leave before its gratuitous ARP and go to the old MAC, and TCP would resend it only after
+   *    1 s; a fresh connection after 250 ms finds the new MAC. The channel is then kept (until a
+   *    call on it fails), as the active's is throughout.
+   * 2. The active, by long poll (up to kLongPoll each): it answers once its standby has
+   *    acknowledged the full sync.
+   * 3. Then the standby, once: it marks itself ready before it sends that acknowledgement. If it
+   *    is not (the active still spoke of the stream to the failed node, which it drops when the
+   *    replacement's first beat arrives), back to 2 after 20 ms.
+   * A daemon that does not know the long poll answers at once: every 20 ms then. */
+  constexpr Ms kLongPoll(2000);
   Ms probe(250);
   Channel standby_ch, active_ch = channel_to(active);
+  auto long_poll = [&] {
+    return std::clamp(std::chrono::duration_cast<Ms>(end - std::chrono::steady_clock::now()), Ms(0), kLongPoll);
+  };
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
   while (std::chrono::steady_clock::now() < end) {
-    ftpair::v1::StatusReply s, a;
-    std::string err;
-    const auto tp = std::chrono::steady_clock::now();
-    Channel ch = standby_ch ? standby_ch : channel_to(standby);
-    const bool answered = status_on(ch, standby, &s, &err, standby_ch ? Ms(1500) : probe);
-    if (!answered && !standby_ch && std::chrono::steady_clock::now() - tp >= probe) probe = std::min(probe * 2, Ms(1500));
-    // A kept channel that fails (the daemon restarted, say) would sit in gRPC's reconnect backoff
-    // (1 s and more): back to a fresh connection per probe.
-    if (!answered) standby_ch.reset();
-    if (answered) {
+    if (!standby_ch) {
+      Channel ch = channel_to(standby);
+      bool timed_out = false;
+      if (!connect_within(ch, probe, &timed_out)) {
+        last = standby + ": " + (timed_out ? "no connection within " + std::to_string(probe.count()) + " ms"
+                                           : std::string("connection refused or failed"));
+        if (timed_out) probe = std::min(probe * 2, Ms(1500));
+        pause();
+        continue;
+      }
       standby_ch = ch;
       if (first_answer_s < 0)
         first_answer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      last = "standby " + s.node_id() + " " + s.state() + " in_sync=" + (s.sync().in_sync() ? "1" : "0") +
-             " flows=" + std::to_string(s.flows());
-      const bool standby_ready = s.role() == "standby" && s.state() == "STANDBY_READY" && s.sync().in_sync();
-      if (standby_ready && status_on(active_ch, active, &a, &err, Ms(1500))) {
-        // Flow counts are reported, not compared: under live traffic they differ between epochs.
-        bool ok = a.role() == "active" && a.sync().in_sync() && a.sync().peer() == standby;
-        last += "; active " + a.node_id() + " " + a.role() + " in_sync=" + (a.sync().in_sync() ? "1" : "0") +
-                " peer=" + a.sync().peer() + " flows=" + std::to_string(a.flows());
-        if (ok) {
-          *detail = {{"standby", standby},
-                     {"active", active},
-                     {"standby_node", s.node_id()},
-                     {"state", s.state()},
-                     {"flows", s.flows()},
-                     {"active_flows", a.flows()},
-                     {"full_syncs", a.sync().full_syncs()},
-                     {"daemon_answered_s", first_answer_s}};
-          return Status::Ok();
-        }
-      } else if (standby_ready) {
-        last = err;
-      }
-    } else {
-      last = err;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ftpair::v1::StatusReply s, a;
+    std::string err;
+    if (!status_on(active_ch, active, &a, &err, Ms(1500), long_poll())) {
+      last = err;
+      pause();
+      continue;
+    }
+    const std::string active_said = "; active " + a.node_id() + " " + a.role() + " in_sync=" +
+                                    (a.sync().in_sync() ? "1" : "0") + " peer=" + a.sync().peer() +
+                                    " flows=" + std::to_string(a.flows());
+    if (!(a.role() == "active" && a.sync().in_sync() && a.sync().peer() == standby)) {
+      last = "standby not asked yet" + active_said;
+      pause();
+      continue;
+    }
+    if (!status_on(standby_ch, standby, &s, &err, Ms(1500))) {
+      // A kept channel that fails (the daemon restarted, say) would sit in gRPC's reconnect
+      // backoff (1 s and more): back to a fresh connection per probe.
+      standby_ch.reset();
+      last = err + active_said;
+      pause();
+      continue;
+    }
+    last = "standby " + s.node_id() + " " + s.state() + " in_sync=" + (s.sync().in_sync() ? "1" : "0") +
+           " flows=" + std::to_string(s.flows()) + active_said;
+    if (s.role() == "standby" && s.state() == "STANDBY_READY" && s.sync().in_sync()) {
+      // Flow counts are reported, not compared: under live traffic they differ between epochs.
+      *detail = {{"standby", standby},
+                 {"active", active},
+                 {"standby_node", s.node_id()},
+                 {"state", s.state()},
+                 {"flows", s.flows()},
+                 {"active_flows", a.flows()},
+                 {"full_syncs", a.sync().full_syncs()},
+                 {"daemon_answered_s", first_answer_s}};
+      return Status::Ok();
+    }
+    pause();
   }
   *detail = {{"standby", standby}, {"active", active}, {"last", last}};
   return Status(Code::DEADLINE_EXCEEDED, "not a standby in sync after " + std::to_string(deadline.count()) +

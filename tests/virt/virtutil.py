@@ -396,6 +396,12 @@ class VirtSession:
                     f.write(self._hook_backup)
             elif os.path.exists(HOOK):
                 os.unlink(HOOK)
+        # FTPAIR_VIRT_KEEP=DIR keeps the run's files (the guests' serial logs among them) there.
+        keep = os.environ.get("FTPAIR_VIRT_KEEP")
+        if keep:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(self.dir, keep, ignore=shutil.ignore_patterns("*.img", "*.qcow2", "initrd*", "vmlinuz*"))
+            log("the run's files are kept in %s (FTPAIR_VIRT_KEEP)" % keep)
         shutil.rmtree(self.dir, ignore_errors=True)
         log("%d passed, %d failed" % (self.passed, self.failed))
         self._lock.close()
