@@ -40,7 +40,10 @@ Daemon::Daemon(const Config &cfg)
       test_hooks_(cfg.test_hooks),
       handover_on_stop_(cfg.handover_on_stop),
       source_text_(cfg.source_text) {}
-Daemon::~Daemon() { stop(); }
+Daemon::~Daemon() {
+  grpc_closing_.store(true);  // a start() that failed half way leaves a server with held waits
+  stop();
+}
 
 // A fresh channel per use (switchover): a cached one could sit in reconnect backoff after the
 // peer restarted. (The initial role's Heartbeats use the beats' channel kind instead, whose
@@ -344,6 +347,7 @@ void warm_up_grpc() {
 
 Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *server,
                          std::unique_ptr<ckpt::SyncEndpoint> *sync_ep, uint16_t *port_out) {
+  grpc_closing_.store(false);
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort(ep.str(), server_creds_, &port);
@@ -368,6 +372,7 @@ Status Daemon::open_grpc(const Endpoint &ep, std::unique_ptr<grpc::Server> *serv
 }
 
 void Daemon::shutdown_grpc(std::chrono::milliseconds grace) {
+  grpc_closing_.store(true);
   const auto deadline = std::chrono::system_clock::now() + grace;
   if (grpc_) grpc_->Shutdown(deadline);
   if (grpc_final_) grpc_final_->Shutdown(deadline);
@@ -481,17 +486,17 @@ bool Daemon::replication_in_sync() const {
   return r == fo::Role::STANDBY_READY && applier_->in_sync();
 }
 
-bool Daemon::wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled) {
-  if (wait.count() <= 0) return true;
+Daemon::WaitEnd Daemon::wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled) {
+  if (wait.count() <= 0) return WaitEnd::DONE;
   if (in_sync_waiters_.fetch_add(1) >= kMaxInSyncWaiters) {
     in_sync_waiters_.fetch_sub(1);
-    return false;
+    return WaitEnd::BUSY;
   }
   const auto end = std::chrono::steady_clock::now() + std::min(wait, kMaxInSyncWait);
-  while (!replication_in_sync() && !cancelled() && std::chrono::steady_clock::now() < end)
+  while (!replication_in_sync() && !cancelled() && !grpc_closing_.load() && std::chrono::steady_clock::now() < end)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   in_sync_waiters_.fetch_sub(1);
-  return true;
+  return grpc_closing_.load() ? WaitEnd::STOPPING : WaitEnd::DONE;
 }
 
 Status Daemon::flows(uint32_t limit, v1::FlowsReply *out) { return status_view::fill_flows(*this, limit, out); }

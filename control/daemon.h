@@ -87,11 +87,13 @@ class Daemon {
   void status(v1::StatusReply *out);
   /* Control.Status's long poll (StatusRequest.wait_in_sync_ms): returns as soon as
    * replication_in_sync(), after `wait` (at most kMaxInSyncWait), or once `cancelled` says the
-   * caller has gone, checking every 2 ms. At most kMaxInSyncWaiters wait at once (each holds a
-   * gRPC server thread): beyond that it returns false at once, and waits not. */
+   * caller has gone, checking every 2 ms: DONE. At most kMaxInSyncWaiters wait at once (each
+   * holds a gRPC server thread): beyond that BUSY at once. STOPPING once the server is being shut
+   * down (stop, an upgrade's hand-over), so that a held wait never delays it. */
   static constexpr std::chrono::milliseconds kMaxInSyncWait{10'000};
   static constexpr int kMaxInSyncWaiters = 4;
-  bool wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled);
+  enum class WaitEnd { DONE, BUSY, STOPPING };
+  WaitEnd wait_in_sync(std::chrono::milliseconds wait, const std::function<bool()> &cancelled);
   // An active whose standby acknowledged the full sync, or a standby in STANDBY_READY with its
   // copy in sync: what Status reports as sync.in_sync for a node that is protected or protecting.
   bool replication_in_sync() const;
@@ -253,6 +255,7 @@ class Daemon {
   // Settings a SIGHUP may change (read by other threads, so not through cfg_).
   std::atomic<uint32_t> stall_ms_{0}, fence_timeout_ms_{0}, garp_count_{0}, snapshot_max_age_s_{0};
   std::atomic<int> in_sync_waiters_{0};
+  std::atomic<bool> grpc_closing_{false};  // shutdown_grpc() began: held waits end (wait_in_sync)
   std::atomic<bool> test_hooks_{false};
   std::atomic<bool> handover_on_stop_{true};
   // One switchover at a time: an operator's, or the handover of a stop.

@@ -9,11 +9,15 @@
 namespace ftpair {
 
 grpc::Status ControlService::Status(grpc::ServerContext *ctx, const v1::StatusRequest *req, v1::StatusReply *out) {
-  if (req->wait_in_sync_ms() > 0 &&
-      !d_.wait_in_sync(std::chrono::milliseconds(req->wait_in_sync_ms()), [ctx] { return ctx->IsCancelled(); }))
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "refused: this node holds " + std::to_string(Daemon::kMaxInSyncWaiters) +
-                            " waits for in sync already, the most it holds; ask without a wait, or later");
+  switch (d_.wait_in_sync(std::chrono::milliseconds(req->wait_in_sync_ms()), [ctx] { return ctx->IsCancelled(); })) {
+    case Daemon::WaitEnd::DONE: break;
+    case Daemon::WaitEnd::BUSY:
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "refused: this node holds " + std::to_string(Daemon::kMaxInSyncWaiters) +
+                              " waits for in sync already, the most it holds; ask without a wait, or later");
+    case Daemon::WaitEnd::STOPPING:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "refused: the node is stopping its gRPC server");
+  }
   d_.status(out);
   return grpc::Status::OK;
 }

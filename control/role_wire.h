@@ -28,7 +28,7 @@ void fill(fo::Role r, v1::StatusReply *s);
 // The peer's role as this node last heard it: peer_role (the state name) and peer_role_state.
 void fill_peer(fo::Role r, v1::StatusReply *s);
 
-/* ftpaird-prev (the previous release played by this source, FTPAIR_PREV_RELEASE): send only
+/* ftpaird-prev (the previous release played by this source, control/main_prev.cc): send only
  * the strings and ignore RoleState, as that release did. Set once at start. */
 void set_previous_release(bool on);
 

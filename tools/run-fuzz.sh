@@ -73,6 +73,8 @@ printf '%-14s %6s %10s %8s %6s %7s %6s %7s  %s\n' target seconds execs exec/s co
 failed=0
 pids=()
 ran=()
+# Stopped from outside (a CI timeout, Ctrl-C): the fuzzers stop too.
+trap 'kill $(jobs -p) 2>/dev/null; exit 1' TERM INT
 for t in "${targets[@]}"; do
   bin=$build/fuzz/$t
   seeds=$root/fuzz/corpus/$t

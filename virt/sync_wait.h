@@ -1,6 +1,7 @@
-/* ftpair-virt's SyncWait and DaemonOps (virt/ops.h) over the Control gRPC API: polls both daemons' Status until
- * the replacement is a standby in sync (STANDBY_READY and in_sync, and the active sees its stream
- * to that address in sync). Only the ftpair-virt executable links it. */
+/* ftpair-virt's SyncWait and DaemonOps (virt/ops.h) over the Control gRPC API. The wait ends
+ * when the replacement is a standby in sync (STANDBY_READY and in_sync) and the active sees its
+ * stream to that address in sync: it long-polls the active and asks the replacement once
+ * (virt/sync_wait.cc). Only the ftpair-virt executable links it. */
 #pragma once
 
 #include "virt/ops.h"

@@ -397,11 +397,15 @@ class VirtSession:
             elif os.path.exists(HOOK):
                 os.unlink(HOOK)
         # FTPAIR_VIRT_KEEP=DIR keeps the run's files (the guests' serial logs among them) there.
+        # A new directory below it each run: nothing already there is touched.
         keep = os.environ.get("FTPAIR_VIRT_KEEP")
         if keep:
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(self.dir, keep, ignore=shutil.ignore_patterns("*.img", "*.qcow2", "initrd*", "vmlinuz*"))
-            log("the run's files are kept in %s (FTPAIR_VIRT_KEEP)" % keep)
+            dest = os.path.join(keep, os.path.basename(self.dir))
+            try:
+                shutil.copytree(self.dir, dest, ignore=shutil.ignore_patterns("*.img", "*.qcow2", "initrd*", "vmlinuz*"))
+                log("the run's files are kept in %s (FTPAIR_VIRT_KEEP)" % dest)
+            except (OSError, shutil.Error) as e:
+                log("FTPAIR_VIRT_KEEP: could not copy the run's files to %s: %s" % (dest, e))
         shutil.rmtree(self.dir, ignore_errors=True)
         log("%d passed, %d failed" % (self.passed, self.failed))
         self._lock.close()

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -77,16 +78,26 @@ std::string utc_now() {
  * code says whether the node was in sync (an active whose standby is, or a standby ready). */
 int cmd_status(Client &c, const Globals &g, double wait_in_sync_s) {
   v1::StatusRequest req;
-  req.set_wait_in_sync_ms(static_cast<uint32_t>(wait_in_sync_s * 1000 + 0.5));
+  req.set_wait_in_sync_ms(static_cast<uint32_t>(std::ceil(wait_in_sync_s * 1000)));
   v1::StatusReply rep;
+  const auto t0 = std::chrono::steady_clock::now();
   Outcome o = c.call(
       "status", [&](Stub &s, grpc::ClientContext *ctx) { return s.Status(ctx, req, &rep); }, wait_in_sync_s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.ok()) return report(o);
   emit(g, rep, render_status(rep));
   const bool in_sync = rep.sync().in_sync() && (rep.role() == "active" || rep.state() == "STANDBY_READY");
-  if (wait_in_sync_s > 0 && !in_sync)
-    return report(Outcome::Fail(kExitFailed, "not in sync after " + format_seconds(wait_in_sync_s) + " s (" +
-                                                 (rep.state().empty() ? rep.role() : rep.state()) + ")"));
+  if (wait_in_sync_s > 0 && !in_sync) {
+    const std::string state = rep.state().empty() ? rep.role() : rep.state();
+    // A daemon older than the long poll ignores it and answers at once: say so, not "after S s".
+    if (took < wait_in_sync_s * 0.9)
+      return report(Outcome::Fail(kExitFailed, "not in sync (" + state + "), answered after " +
+                                                   format_seconds(std::round(took * 100) / 100) + " s of the " +
+                                                   format_seconds(wait_in_sync_s) +
+                                                   " s asked: this ftpaird may not know --wait-in-sync"));
+    return report(
+        Outcome::Fail(kExitFailed, "not in sync after " + format_seconds(wait_in_sync_s) + " s (" + state + ")"));
+  }
   return kExitOk;
 }
 
@@ -306,8 +317,8 @@ int run(int argc, char **argv) {
             } catch (const std::exception &) {
               used = 0;
             }
-            if (used == 0 || used != v.size() || !(d > 0) || d > 10)
-              return "must be a number of seconds, > 0 and <= 10 (got '" + v + "')";
+            if (used == 0 || used != v.size() || !(d >= 0.001) || d > 10)
+              return "must be a number of seconds, from 0.001 to 10 (got '" + v + "')";
             return "";
           },
           "SECONDS"));
