@@ -140,6 +140,13 @@ bool Monitor::announce(v1::Beat b) {
 void Monitor::start() {
   if (cfg_.peer.empty() || running_.exchange(true)) return;
   announce_only_fd_ = false;  // the beat threads use it from here on
+  {
+    // Before the receiving thread runs: a beat it takes at once (a peer's announcement sent as
+    // this node starts) is queued for the hook thread, not cleared after.
+    std::lock_guard<std::mutex> g(hook_mu_);
+    hook_stop_ = false;
+    hook_pending_ = false;
+  }
   if (cfg_.udp_port) {
     std::string err;
     if (open_udp(&err)) {
@@ -171,11 +178,6 @@ void Monitor::start() {
       std::lock_guard<std::mutex> g(err_mu_);
       udp_error_ = err;
     }
-  }
-  {
-    std::lock_guard<std::mutex> g(hook_mu_);
-    hook_stop_ = false;
-    hook_pending_ = false;
   }
   hook_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "beats-hook");
@@ -255,6 +257,7 @@ std::string Monitor::udp_error() const {
  * beats that waited in our socket meanwhile are heard before the next check. The wall-clock
  * silence must also exceed the threshold. */
 void Monitor::check_silence() {
+  if (udp_fd_ >= 0) repost();
   const int64_t heard = last_heard_ns_.load();
   if (heard != heard_at_check_) {
     heard_at_check_ = heard;
@@ -449,6 +452,7 @@ void Monitor::udp_rx_loop() {
   warm_beat(&mine);
   (void)datagram_scratch();
   while (running_.load()) {
+    repost();
     // Wake for a datagram, or when the sender's next beat is overdue (at most one interval on).
     const int64_t last = last_tx_ns_.load(std::memory_order_relaxed);
     const int64_t wait_ns = std::clamp<int64_t>(last ? last + late_ns - mono_ns() : interval_ns, 200'000, interval_ns);
@@ -471,6 +475,7 @@ void Monitor::udp_rx_loop() {
 }
 
 unsigned Monitor::read_pending() {
+  repost();
   unsigned accepted = 0;
   uint8_t buf[kBeatMaxDatagram + 1];
   for (int i = 0; i < 1024; i++) {
@@ -495,6 +500,7 @@ Monitor::Scratch &Monitor::datagram_scratch() {
 Monitor::Scratch::Scratch() {
   warm_beat(&beat);
   warm_beat(&answer);
+  warm_beat(&unpublished_beat);
 }
 
 bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from) {
@@ -532,7 +538,10 @@ bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
       probe_cv_.notify_all();
     }
   }
-  record(b);
+  last_heard_ns_.store(mono_ns());
+  ever_heard_.store(true);
+  last_generation_.store(b.generation());
+  keep_unpublished(b, publish(b));
   return true;
 }
 
@@ -540,27 +549,54 @@ void Monitor::record(const v1::Beat &b) {
   last_heard_ns_.store(mono_ns());
   ever_heard_.store(true);
   last_generation_.store(b.generation());
+  publish(b);
+}
+
+/* last_beat_ and the hook's beat. A reader of last_peer_beat() copies under beat_mu_ (and
+ * allocates, at normal priority), and the gRPC beats' thread and handlers post here too: a
+ * real-time thread never waits for either lock. A beat not published is kept by the reading
+ * thread and published again (repost()), unless a newer one got through meanwhile: a peer's
+ * single announcement must reach the hook even when a lock was busy as it arrived. The
+ * generation, which decisions read, is kept apart and always current. */
+bool Monitor::publish(const v1::Beat &b) {
+  bool all = true;
   {
-    /* A reader of last_peer_beat() copies under beat_mu_ (and allocates, at normal priority):
-     * a real-time thread does not wait for it. The beat kept is then the one before, 5 ms
-     * old; the generation, which decisions read, is kept apart and always current. */
     std::unique_lock<std::mutex> g(beat_mu_, std::try_to_lock);
-    if (g.owns_lock()) last_beat_ = b;
+    if (g.owns_lock())
+      last_beat_ = b;
+    else
+      all = false;
   }
   if (hooks_.on_peer_beat) {
     {
-      /* Not waited for either: the gRPC beats' thread and handlers (normal priority) post here
-       * too. The hook takes only the newest beat; one not posted is one the next replaces. */
       std::unique_lock<std::mutex> g(hook_mu_, std::try_to_lock);
       if (!g.owns_lock()) {
         hook_skipped_++;
-        return;
+        all = false;
+      } else {
+        hook_beat_ = b;
+        hook_pending_ = true;
       }
-      hook_beat_ = b;
-      hook_pending_ = true;
     }
     hook_cv_.notify_one();
   }
+  if (all) published_++;
+  return all;
+}
+
+void Monitor::keep_unpublished(const v1::Beat &b, bool published) {
+  Scratch &s = datagram_scratch();
+  s.unpublished = !published;
+  if (published) return;
+  s.unpublished_beat = b;
+  s.published_then = published_.load();
+}
+
+void Monitor::repost() {
+  Scratch &s = datagram_scratch();
+  if (!s.unpublished) return;
+  // A newer beat published meanwhile (by any thread) replaces this one.
+  if (published_.load() != s.published_then || publish(s.unpublished_beat)) s.unpublished = false;
 }
 
 void Monitor::heard(const v1::Beat &peer_beat, v1::Beat *reply) {

@@ -174,6 +174,13 @@ class Monitor {
   void pin(std::atomic<int> &cpu, const char *what);
   void check_silence();
   void record(const v1::Beat &b);
+  // last_beat_ and the hook's beat, each if its lock is free; true if both were (record()).
+  bool publish(const v1::Beat &b);
+  // A datagram's beat not published is kept by the reading thread (Scratch), published again by
+  // repost() from its next read or loop.
+  void keep_unpublished(const v1::Beat &b, bool published);
+  void repost();
+  std::atomic<uint64_t> published_{0};
 
   MonitorConfig cfg_;
   MonitorHooks hooks_;
@@ -221,6 +228,9 @@ class Monitor {
   struct Scratch {
     Scratch();
     v1::Beat beat, answer;
+    v1::Beat unpublished_beat;  // keep_unpublished
+    bool unpublished = false;
+    uint64_t published_then = 0;
   };
   static Scratch &datagram_scratch();
   std::atomic<uint64_t> probes_answered_{0};
