@@ -538,18 +538,15 @@ bool Monitor::take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &fro
       probe_cv_.notify_all();
     }
   }
-  last_heard_ns_.store(mono_ns());
-  ever_heard_.store(true);
-  last_generation_.store(b.generation());
-  keep_unpublished(b, publish(b));
+  keep_unpublished(b, record(b));
   return true;
 }
 
-void Monitor::record(const v1::Beat &b) {
+bool Monitor::record(const v1::Beat &b) {
   last_heard_ns_.store(mono_ns());
   ever_heard_.store(true);
   last_generation_.store(b.generation());
-  publish(b);
+  return publish(b);
 }
 
 /* last_beat_ and the hook's beat. A reader of last_peer_beat() copies under beat_mu_ (and

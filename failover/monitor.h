@@ -173,7 +173,7 @@ class Monitor {
   bool take_datagram(const uint8_t *buf, size_t n, const sockaddr_in &from);
   void pin(std::atomic<int> &cpu, const char *what);
   void check_silence();
-  void record(const v1::Beat &b);
+  bool record(const v1::Beat &b);  // false: not all published (publish())
   // last_beat_ and the hook's beat, each if its lock is free; true if both were (record()).
   bool publish(const v1::Beat &b);
   // A datagram's beat not published is kept by the reading thread (Scratch), published again by

@@ -236,21 +236,25 @@ int cmd_watch(Client &c, const Globals &g, double interval, uint64_t count) {
 
 // ------------------------------------------------------------------ command line
 
-// A number of seconds: finite, > 0, at most a day (a longer deadline or interval is a typo).
-const CLI::Validator kSeconds(
-    [](std::string &v) -> std::string {
-      size_t used = 0;
-      double d = 0;
-      try {
-        d = std::stod(v, &used);
-      } catch (const std::exception &) {
-        used = 0;
-      }
-      if (used == 0 || used != v.size() || !(d > 0) || d > 86400)
-        return "must be a number of seconds, > 0 and <= 86400 (got '" + v + "')";
-      return "";
-    },
-    "SECONDS");
+// A number of seconds from `min` to `max`; kSeconds: above 0, at most a day (a longer deadline
+// or interval is a typo).
+CLI::Validator seconds_validator(double min, double max, const std::string &range) {
+  return CLI::Validator(
+      [min, max, range](std::string &v) -> std::string {
+        size_t used = 0;
+        double d = 0;
+        try {
+          d = std::stod(v, &used);
+        } catch (const std::exception &) {
+          used = 0;
+        }
+        if (used == 0 || used != v.size() || !(d > 0) || d < min || d > max)
+          return "must be a number of seconds, " + range + " (got '" + v + "')";
+        return "";
+      },
+      "SECONDS");
+}
+const CLI::Validator kSeconds = seconds_validator(0, 86400, "> 0 and <= 86400");
 
 // A whole number in [0, max].
 CLI::Validator count_validator(uint64_t max) {
@@ -308,20 +312,7 @@ int run(int argc, char **argv) {
       ->add_option("--wait-in-sync", wait_in_sync_s,
                    "answer once the node is in sync (an active whose standby is, a standby ready), or after this "
                    "many seconds (at most 10); exit 1 if it is not")
-      ->check(CLI::Validator(
-          [](std::string &v) -> std::string {
-            size_t used = 0;
-            double d = 0;
-            try {
-              d = std::stod(v, &used);
-            } catch (const std::exception &) {
-              used = 0;
-            }
-            if (used == 0 || used != v.size() || !(d >= 0.001) || d > 10)
-              return "must be a number of seconds, from 0.001 to 10 (got '" + v + "')";
-            return "";
-          },
-          "SECONDS"));
+      ->check(seconds_validator(0.001, 10, "from 0.001 to 10"));
 
   CLI::App *switchover = app.add_subcommand("switchover", "hand the active role to the peer");
   bool force = false;
