@@ -344,10 +344,12 @@ bool Monitor::send_beat(v1::Beat &b) {
       return true;
     }
     /* With IP_RECVERR an ICMP error for an earlier datagram fails the next call, this one,
-     * and this datagram was not sent: note a refusal (port unreachable) and send it again. */
+     * and this datagram was not sent: note a refusal (port unreachable) and send it again.
+     * No wake_prober(): the prober may be this thread, holding probe_mu_; a probe waiting on
+     * another thread sees refused_ns_ within its slice. */
     if (n < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH || errno == EMSGSIZE ||
                   errno == EPROTO)) {
-      drain_icmp_errors(false);  // a port unreachable from the peer is noted in refused_ns_
+      drain_icmp_errors();
       continue;
     }
     return false;
@@ -366,13 +368,17 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
-  probe_answered_ = probe_refused_ = false;
-  drain_icmp_errors(false);  // errors of datagrams sent before this probe say nothing of now
+  probe_answered_ = false;
+  /* Errors of datagrams sent before this probe say nothing of now. A reader that took one
+   * from the queue just before noted it before this drain could start (icmp_mu_), so before
+   * start_ns: only a refusal read after this drain answers the probe. */
+  drain_icmp_errors();
   const uint64_t heard0 = udp_heard_.load();
   const int64_t start_ns = mono_ns();
   ask.set_probe(probe_id_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const auto done = [this] { return probe_answered_ || probe_refused_; };
+  const auto refused = [this, start_ns] { return refused_ns_.load() > start_ns; };
+  const auto done = [this, &refused] { return probe_answered_ || refused(); };
   bool got = false;
   for (int attempt = 0; attempt < 3 && !got; attempt++) {
     send_beat(ask);  // a fresh sequence number and send time each time (send_beat sets them)
@@ -400,18 +406,18 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   }
   // An authentic beat heard meanwhile outweighs a refusal (an ICMP error is not authenticated).
   if (udp_heard_.load() > heard0) return ProbeResult::HEARD;
-  if (probe_refused_ || refused_ns_.load(std::memory_order_relaxed) >= start_ns) {
+  if (refused()) {
     probes_refused_++;
     return ProbeResult::REFUSED;
   }
   return ProbeResult::TIMEOUT;
 }
 
-/* ICMP errors for datagrams to the peer (IP_RECVERR): a port unreachable from the peer's
- * address is noted (refused_ns_), and while a probe waits it answers it (note: only by a
- * thread that reads the socket without probe_mu_ held). Every queued error is read: errors left
- * queued count against the socket's receive buffer and would starve the beats. */
-void Monitor::drain_icmp_errors(bool note) {
+/* ICMP errors for datagrams to the peer (IP_RECVERR). Every queued error is read: errors
+ * left queued count against the socket's receive buffer and would starve the beats. */
+bool Monitor::drain_icmp_errors() {
+  std::lock_guard<std::mutex> one(icmp_mu_);
+  bool refused = false;
   for (int i = 0; i < 256; i++) {
     uint8_t data[256], ctrl[512];
     sockaddr_in to{};
@@ -423,7 +429,7 @@ void Monitor::drain_icmp_errors(bool note) {
     mh.msg_iovlen = 1;
     mh.msg_control = ctrl;
     mh.msg_controllen = sizeof(ctrl);
-    if (recvmsg(udp_fd_, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return;
+    if (recvmsg(udp_fd_, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
     for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
       if (c->cmsg_level != IPPROTO_IP || c->cmsg_type != IP_RECVERR) continue;
       const auto *e = reinterpret_cast<const sock_extended_err *>(CMSG_DATA(c));
@@ -432,15 +438,16 @@ void Monitor::drain_icmp_errors(bool note) {
       if (e->ee_origin != SO_EE_ORIGIN_ICMP || e->ee_errno != ECONNREFUSED || to.sin_addr.s_addr != udp_peer_addr_ ||
           to.sin_port != htons(cfg_.udp_port) || from->sin_family != AF_INET || from->sin_addr.s_addr != udp_peer_addr_)
         continue;
-      refused_ns_.store(mono_ns(), std::memory_order_relaxed);
-      if (!note) continue;
-      std::lock_guard<std::mutex> g(probe_mu_);
-      if (probe_id_ != 0) {
-        probe_refused_ = true;
-        probe_cv_.notify_all();
-      }
+      refused_ns_.store(mono_ns());
+      refused = true;
     }
   }
+  return refused;
+}
+
+void Monitor::wake_prober() {
+  std::lock_guard<std::mutex> g(probe_mu_);
+  if (probe_id_ != 0) probe_cv_.notify_all();
 }
 
 void Monitor::udp_rx_loop() {
@@ -460,7 +467,7 @@ void Monitor::udp_rx_loop() {
     pollfd p{udp_fd_, POLLIN, 0};
     if (ppoll(&p, 1, &ts, nullptr) > 0) {
       // ICMP errors queued (IP_RECVERR) keep the socket readable for poll until read.
-      if (p.revents & POLLERR) drain_icmp_errors(true);
+      if ((p.revents & POLLERR) && drain_icmp_errors()) wake_prober();
       read_pending();
     }
     /* The sender's beat overdue: its CPU is held back (or it is). Send this node's beat from
@@ -484,7 +491,8 @@ unsigned Monitor::read_pending() {
     const ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr *>(&from), &fl);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (errno != EINTR) drain_icmp_errors(true);  // IP_RECVERR: an error queued fails the call
+      // IP_RECVERR: an error queued fails the call
+      if (errno != EINTR && drain_icmp_errors()) wake_prober();
       continue;
     }
     accepted += take_datagram(buf, static_cast<size_t>(n), from);

@@ -165,7 +165,11 @@ class Monitor {
   void loop();
   void udp_tx_loop();
   void udp_rx_loop();
-  void drain_icmp_errors(bool note);
+  /* Reads every ICMP error queued on the socket (IP_RECVERR); a port unreachable from the
+   * peer is noted in refused_ns_. Returns whether one was. One reader at a time (icmp_mu_),
+   * so that a refusal read just before a probe starts is also noted before it starts. */
+  bool drain_icmp_errors();
+  void wake_prober();  // a refusal noted: a waiting probe looks again (takes probe_mu_)
   // Reads every datagram waiting in the socket, without blocking; returns the peer's beats
   // accepted. Any thread (the receiver, the silence check, a waiting probe) without probe_mu_.
   unsigned read_pending();
@@ -216,10 +220,10 @@ class Monitor {
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;
   uint64_t probe_id_ = 0, probe_seq_ = 0;
-  bool probe_answered_ = false, probe_refused_ = false;
-  uint64_t probe_heard_at_start_ = 0;
+  bool probe_answered_ = false;
   std::atomic<uint64_t> probes_refused_{0};
-  std::atomic<int64_t> refused_ns_{-1};  // mono ns of the last send failed by a port unreachable
+  std::mutex icmp_mu_;  // drain_icmp_errors: one reader of the error queue at a time
+  std::atomic<int64_t> refused_ns_{-1};  // mono ns of the last port unreachable read (icmp_mu_)
   v1::Beat probe_answer_;
   std::mutex prober_mu_;  // one probe at a time; only probers take it
   v1::Beat probe_ask_, probe_out_;  // prober_mu_
