@@ -322,8 +322,7 @@ void Monitor::udp_tx_loop() {
   }
 }
 
-// Stamps b with the next sequence number and the time, and sends it to the peer's fast-beat port.
-bool Monitor::send_beat(v1::Beat &b) {
+bool Monitor::send_beat(v1::Beat &b, SentDatagram *sent) {
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
   peer.sin_port = htons(cfg_.udp_port);
@@ -336,6 +335,10 @@ bool Monitor::send_beat(v1::Beat &b) {
     udp_oversize_++;
     return false;
   }
+  if (sent) {  // before it goes: its refusal may be read on another thread at once
+    sent->len = std::min(len, kRefusalQuote);
+    std::memcpy(sent->bytes, d, sent->len);
+  }
   for (int attempt = 0; attempt < 2; attempt++) {
     const ssize_t n = sendto(udp_fd_, d, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
     if (n == static_cast<ssize_t>(len)) {
@@ -344,12 +347,11 @@ bool Monitor::send_beat(v1::Beat &b) {
       return true;
     }
     /* With IP_RECVERR an ICMP error for an earlier datagram fails the next call, this one,
-     * and this datagram was not sent: note a refusal (port unreachable) and send it again.
-     * No wake_prober(): the prober may be this thread, holding probe_mu_; a probe waiting on
-     * another thread sees refused_ns_ within its slice. */
+     * and this datagram was not sent: read the errors (a refusal of a probe's datagram
+     * answers it) and send it again. */
     if (n < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH || errno == EMSGSIZE ||
                   errno == EPROTO)) {
-      drain_icmp_errors();
+      drain_icmp_errors(sent != nullptr);
       continue;
     }
     return false;
@@ -368,20 +370,20 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   if (hooks_.fill_local) hooks_.fill_local(&ask);
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
-  probe_answered_ = false;
-  /* Errors of datagrams sent before this probe say nothing of now. A reader that took one
-   * from the queue just before noted it before this drain could start (icmp_mu_), so before
-   * start_ns: only a refusal read after this drain answers the probe. */
-  drain_icmp_errors();
+  probe_answered_ = probe_refused_ = false;
+  probe_sent_n_ = 0;
+  drain_icmp_errors(true);  // errors of earlier datagrams: they quote none of this probe's
   const uint64_t heard0 = udp_heard_.load();
-  const int64_t start_ns = mono_ns();
   ask.set_probe(probe_id_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const auto refused = [this, start_ns] { return refused_ns_.load() > start_ns; };
-  const auto done = [this, &refused] { return probe_answered_ || refused(); };
+  const auto done = [this] { return probe_answered_ || probe_refused_; };
   bool got = false;
   for (int attempt = 0; attempt < 3 && !got; attempt++) {
-    send_beat(ask);  // a fresh sequence number and send time each time (send_beat sets them)
+    // A fresh sequence number and send time each time (send_beat sets them): each attempt is
+    // a datagram of its own, kept for matching its refusal.
+    probe_sent_[attempt].len = 0;
+    probe_sent_n_ = attempt + 1;
+    send_beat(ask, &probe_sent_[attempt]);
     const auto until = std::min(attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3, deadline);
     for (;;) {
       got = probe_cv_.wait_until(lk, std::min(until, std::chrono::steady_clock::now() + kProbeSlice), done);
@@ -396,6 +398,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
     if (std::chrono::steady_clock::now() >= deadline) break;
   }
   probe_id_ = 0;
+  probe_sent_n_ = 0;
   if (probe_answered_) {
     /* Swapped out under the lock (no allocation), copied to the caller after it: both messages
      * keep their strings, for the receiver's next answer and the next probe. */
@@ -406,20 +409,24 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   }
   // An authentic beat heard meanwhile outweighs a refusal (an ICMP error is not authenticated).
   if (udp_heard_.load() > heard0) return ProbeResult::HEARD;
-  if (refused()) {
+  if (probe_refused_) {
     probes_refused_++;
     return ProbeResult::REFUSED;
   }
   return ProbeResult::TIMEOUT;
 }
 
-/* ICMP errors for datagrams to the peer (IP_RECVERR). Every queued error is read: errors
- * left queued count against the socket's receive buffer and would starve the beats. */
-bool Monitor::drain_icmp_errors() {
-  std::lock_guard<std::mutex> one(icmp_mu_);
-  bool refused = false;
+bool quote_is_of(const uint8_t *quote, size_t n, const uint8_t *sent, size_t len) {
+  return len > 0 && len <= kRefusalQuote && n >= len && std::memcmp(quote, sent, len) == 0;
+}
+
+/* ICMP errors for datagrams to the peer (IP_RECVERR). Every queued error is read: errors left
+ * queued count against the socket's receive buffer and would starve the beats. Any thread may
+ * read them, each error once: a refusal is matched to the datagram it quotes, not to the time
+ * it is read, so it does not matter which thread reads it or when. */
+void Monitor::drain_icmp_errors(bool holds_probe_mu) {
   for (int i = 0; i < 256; i++) {
-    uint8_t data[256], ctrl[512];
+    uint8_t data[kRefusalQuote], ctrl[512];
     sockaddr_in to{};
     iovec iov{data, sizeof(data)};
     msghdr mh{};
@@ -429,25 +436,33 @@ bool Monitor::drain_icmp_errors() {
     mh.msg_iovlen = 1;
     mh.msg_control = ctrl;
     mh.msg_controllen = sizeof(ctrl);
-    if (recvmsg(udp_fd_, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
+    const ssize_t n = recvmsg(udp_fd_, &mh, MSG_ERRQUEUE | MSG_DONTWAIT);
+    if (n < 0) return;
     for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
       if (c->cmsg_level != IPPROTO_IP || c->cmsg_type != IP_RECVERR) continue;
       const auto *e = reinterpret_cast<const sock_extended_err *>(CMSG_DATA(c));
-      // msg_name holds the destination of the datagram that failed.
+      // msg_name holds the destination of the datagram that failed; the data, its start.
       const auto *from = reinterpret_cast<const sockaddr_in *>(SO_EE_OFFENDER(e));
       if (e->ee_origin != SO_EE_ORIGIN_ICMP || e->ee_errno != ECONNREFUSED || to.sin_addr.s_addr != udp_peer_addr_ ||
           to.sin_port != htons(cfg_.udp_port) || from->sin_family != AF_INET || from->sin_addr.s_addr != udp_peer_addr_)
         continue;
-      refused_ns_.store(mono_ns());
-      refused = true;
+      refusals_read_++;
+      refusal(data, static_cast<size_t>(n), holds_probe_mu);
     }
   }
-  return refused;
 }
 
-void Monitor::wake_prober() {
-  std::lock_guard<std::mutex> g(probe_mu_);
-  if (probe_id_ != 0) probe_cv_.notify_all();
+void Monitor::refusal(const uint8_t *quote, size_t n, bool holds_probe_mu) {
+  std::unique_lock<std::mutex> g(probe_mu_, std::defer_lock);
+  if (!holds_probe_mu) g.lock();
+  if (probe_id_ == 0) return;
+  for (unsigned i = 0; i < probe_sent_n_; i++) {
+    if (quote_is_of(quote, n, probe_sent_[i].bytes, probe_sent_[i].len)) {
+      probe_refused_ = true;
+      probe_cv_.notify_all();
+      return;
+    }
+  }
 }
 
 void Monitor::udp_rx_loop() {
@@ -467,7 +482,7 @@ void Monitor::udp_rx_loop() {
     pollfd p{udp_fd_, POLLIN, 0};
     if (ppoll(&p, 1, &ts, nullptr) > 0) {
       // ICMP errors queued (IP_RECVERR) keep the socket readable for poll until read.
-      if ((p.revents & POLLERR) && drain_icmp_errors()) wake_prober();
+      if (p.revents & POLLERR) drain_icmp_errors(false);
       read_pending();
     }
     /* The sender's beat overdue: its CPU is held back (or it is). Send this node's beat from
@@ -491,8 +506,7 @@ unsigned Monitor::read_pending() {
     const ssize_t n = recvfrom(udp_fd_, buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr *>(&from), &fl);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      // IP_RECVERR: an error queued fails the call
-      if (errno != EINTR && drain_icmp_errors()) wake_prober();
+      if (errno != EINTR) drain_icmp_errors(false);  // IP_RECVERR: an error queued fails the call
       continue;
     }
     accepted += take_datagram(buf, static_cast<size_t>(n), from);

@@ -78,6 +78,13 @@ struct MonitorConfig {
 // The datagram: "FTPB", version 1, three zero bytes, then the Beat in protobuf encoding.
 inline constexpr size_t kBeatHeader = 8;
 inline constexpr size_t kBeatMaxDatagram = 1024;
+/* What of a datagram an ICMP error quotes back is compared with what was sent (the first
+ * bytes: a Linux host quotes up to 520 bytes of a UDP payload). */
+inline constexpr size_t kRefusalQuote = 512;
+/* Whether an ICMP error's quote (its first n bytes, as IP_RECVERR gives them) is of the
+ * datagram whose first len bytes (len <= kRefusalQuote) are sent: the quote must cover them
+ * all and match. A quote cut shorter (RFC 792 asks for only 8 bytes) is of nothing. */
+bool quote_is_of(const uint8_t *quote, size_t n, const uint8_t *sent, size_t len);
 std::string encode_beat_datagram(const v1::Beat &b);
 // The same into buf[0, cap), allocating nothing: its length, or 0 when it does not fit.
 size_t encode_beat_into(const v1::Beat &b, uint8_t *buf, size_t cap);
@@ -135,13 +142,17 @@ class Monitor {
   /* Asks the peer over the fast beats and waits up to timeout for its answer (a beat whose
    * probe_reply matches, sent by the peer's receiving thread the moment the probe arrives).
    * The probe is sent again at a third and two thirds of the timeout (a datagram lost is not
-   * a peer dead). ANSWERED fills reply; REFUSED: the peer's host answered a probe with ICMP
-   * port unreachable (its daemon is gone), at once rather than at the timeout; HEARD: no
+   * a peer dead). ANSWERED fills reply; REFUSED: the peer's host answered one of this probe's
+   * datagrams with ICMP port unreachable (its daemon is gone), at once rather than at the
+   * timeout; a refusal is matched to the datagram it quotes, so the refusal of a beat sent
+   * before the probe (the peer's daemon restarting) does not count; HEARD: no
    * answer, but another authentic fast beat of the peer arrived meanwhile (alive, slow);
    * TIMEOUT: nothing. NO_BEATS without fast beats. One caller at a time. */
   enum class ProbeResult { ANSWERED, REFUSED, HEARD, TIMEOUT, NO_BEATS };
   ProbeResult probe(std::chrono::microseconds timeout, v1::Beat *reply);
   uint64_t probes_refused() const { return probes_refused_.load(); }
+  // ICMP port unreachables from the peer's address read, whether or not they answered a probe.
+  uint64_t refusals_read() const { return refusals_read_.load(); }
   uint64_t probes_answered() const { return probes_answered_.load(); }
   // Beats sent by the receiving thread because the sending one was late (its CPU held back).
   uint64_t backup_beats() const { return backup_beats_.load(); }
@@ -165,11 +176,16 @@ class Monitor {
   void loop();
   void udp_tx_loop();
   void udp_rx_loop();
-  /* Reads every ICMP error queued on the socket (IP_RECVERR); a port unreachable from the
-   * peer is noted in refused_ns_. Returns whether one was. One reader at a time (icmp_mu_),
-   * so that a refusal read just before a probe starts is also noted before it starts. */
-  bool drain_icmp_errors();
-  void wake_prober();  // a refusal noted: a waiting probe looks again (takes probe_mu_)
+  /* What a probe sent, for matching refusals to it (probe_mu_). */
+  struct SentDatagram {
+    uint8_t bytes[kRefusalQuote];
+    size_t len = 0;
+  };
+  /* Reads every ICMP error queued on the socket (IP_RECVERR, any thread). A port unreachable
+   * from the peer that quotes one of the probe's datagrams answers the probe (refusal()).
+   * holds_probe_mu: the caller is the prober, under probe_mu_. */
+  void drain_icmp_errors(bool holds_probe_mu);
+  void refusal(const uint8_t *quote, size_t n, bool holds_probe_mu);
   // Reads every datagram waiting in the socket, without blocking; returns the peer's beats
   // accepted. Any thread (the receiver, the silence check, a waiting probe) without probe_mu_.
   unsigned read_pending();
@@ -216,14 +232,16 @@ class Monitor {
   std::string udp_error_;
   std::unique_ptr<PeerEvents> events_;
   // Probes: the one outstanding (0: none) and its answer.
-  bool send_beat(v1::Beat &b);
+  /* Stamps b with the next sequence number and the time and sends it. sent (the prober's,
+   * under probe_mu_): the datagram's first bytes are kept there before it goes. */
+  bool send_beat(v1::Beat &b, SentDatagram *sent = nullptr);
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;
   uint64_t probe_id_ = 0, probe_seq_ = 0;
-  bool probe_answered_ = false;
-  std::atomic<uint64_t> probes_refused_{0};
-  std::mutex icmp_mu_;  // drain_icmp_errors: one reader of the error queue at a time
-  std::atomic<int64_t> refused_ns_{-1};  // mono ns of the last port unreachable read (icmp_mu_)
+  bool probe_answered_ = false, probe_refused_ = false;
+  SentDatagram probe_sent_[3];  // the probe's datagrams (one per attempt)
+  unsigned probe_sent_n_ = 0;
+  std::atomic<uint64_t> probes_refused_{0}, refusals_read_{0};
   v1::Beat probe_answer_;
   std::mutex prober_mu_;  // one probe at a time; only probers take it
   v1::Beat probe_ask_, probe_out_;  // prober_mu_

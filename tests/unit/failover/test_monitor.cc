@@ -96,7 +96,8 @@ struct Node {
     };
     h.on_peer_beat = [this](const v1::Beat &) { beats++; };
     h.fill_probe_reply = [this](v1::Beat *b) {
-      if (slow_answer_ms) std::this_thread::sleep_for(std::chrono::milliseconds(slow_answer_ms.load()));
+      // Too many workers for a datagram: the answer is not sent (Monitor::oversize_beats).
+      for (int i = 0, n = oversize_answer ? 300 : 0; i < n; i++) b->add_dataplane_workers()->set_worker(i + 1);
       auto *w = b->add_dataplane_workers();
       w->set_worker(0);
       w->set_beats_sent(77);
@@ -108,7 +109,7 @@ struct Node {
     };
     mon = std::make_unique<Monitor>(c, h);
   }
-  std::atomic<int> slow_answer_ms{0};  // fill_probe_reply sleeps this long: an answer that comes late
+  std::atomic<bool> oversize_answer{false};  // fill_probe_reply makes an answer that cannot be sent
 };
 
 TEST(FastBeats, PeersHearEachOtherAndNoticeSilence) {
@@ -398,11 +399,14 @@ TEST(FastBeats, AProbeIsAnsweredHeardRefusedOrTimesOut) {
   std::printf("probe answered in %.0f us (median of 20, loopback)\n", us[us.size() / 2]);
   EXPECT_EQ(a.mon->probes_answered(), 20u);
 
-  // b answers 400 ms late, but its fast beats (every 5 ms) arrive within the 200 ms probe.
-  b.slow_answer_ms = 400;
+  // b's answers never come (too large to send), but its fast beats (every 5 ms) arrive
+  // within the 200 ms probe.
+  b.oversize_answer = true;
+  const uint64_t oversize0 = b.mon->oversize_beats();
   v1::Beat r;
   EXPECT_EQ(a.mon->probe(200ms, &r), R::HEARD);
-  b.slow_answer_ms = 0;
+  EXPECT_GT(b.mon->oversize_beats(), oversize0) << "b was asked, and its answer could not go";
+  b.oversize_answer = false;
 
   // b's daemon gone: its host refuses the probe at once. Whatever b sent before it stopped (its
   // late answers, its last beats) is read by a first: heard during the probe, it would
@@ -430,6 +434,104 @@ TEST(FastBeats, AProbeIsAnsweredHeardRefusedOrTimesOut) {
   EXPECT_LT(ms, 500.0) << "the probe's deadline holds";
   close(mute);
   a.mon->stop();
+}
+
+/* An ICMP port unreachable "from" 127.0.0.2 about a datagram from a's beat port to b's,
+ * quoting payload as the start of that datagram: what any host on the path can send, as an
+ * ICMP error is not authenticated. */
+ssize_t forge_refusal(int raw, uint16_t port, const std::string &payload) {
+  uint8_t pkt[8 + 20 + 8 + 64] = {};
+  const size_t quoted = std::min<size_t>(payload.size(), 64);
+  pkt[0] = 3;  // destination unreachable
+  pkt[1] = 3;  // port unreachable
+  uint8_t *ip = pkt + 8;
+  ip[0] = 0x45;
+  const uint16_t tot = htons(static_cast<uint16_t>(20 + 8 + quoted));
+  std::memcpy(ip + 2, &tot, 2);
+  ip[8] = 64;
+  ip[9] = IPPROTO_UDP;
+  inet_pton(AF_INET, "127.0.0.1", ip + 12);
+  inet_pton(AF_INET, "127.0.0.2", ip + 16);
+  const auto fold = [](const uint8_t *b, size_t n) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i < n; i += 2) sum += uint32_t(b[i]) << 8 | (i + 1 < n ? b[i + 1] : 0);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return htons(static_cast<uint16_t>(~sum));
+  };
+  const uint16_t ipsum = fold(ip, 20);
+  std::memcpy(ip + 10, &ipsum, 2);
+  uint8_t *udp = ip + 20;
+  const uint16_t p = htons(port), ulen = htons(static_cast<uint16_t>(8 + quoted));
+  std::memcpy(udp, &p, 2);
+  std::memcpy(udp + 2, &p, 2);
+  std::memcpy(udp + 4, &ulen, 2);
+  std::memcpy(udp + 8, payload.data(), quoted);
+  const size_t len = 8 + 20 + 8 + quoted;
+  const uint16_t icsum = fold(pkt, len);
+  std::memcpy(pkt + 2, &icsum, 2);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  return sendto(raw, pkt, len, 0, reinterpret_cast<sockaddr *>(&to), sizeof(to));
+}
+
+/* A refusal answers a probe only when it quotes one of the probe's own datagrams. b's port is
+ * held by a socket nobody reads (b's daemon stopped, not gone), and refusals forged from b's
+ * address, quoting datagrams a never sent in this probe (an old beat's start, or anything),
+ * come in all through the probe: they are read, and the probe still ends at its deadline.
+ * (Before, any refusal read once the probe had begun answered it: the refusal of a beat sent
+ * just before a restarting daemon bound its port stood for a dead peer.) Then the port is
+ * closed, and the refusal of the probe's own datagram answers it. */
+TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
+  const int raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+  if (raw < 0) GTEST_SKIP() << "no raw ICMP socket here (CAP_NET_RAW): " << std::strerror(errno);
+  sockaddr_in me{};
+  me.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
+  ASSERT_EQ(bind(raw, reinterpret_cast<sockaddr *>(&me), sizeof(me)), 0) << std::strerror(errno);
+  const uint16_t port = free_udp_port();
+  std::vector<BeatKey> keys{{1, std::string(32, 'p')}};
+  Node a("127.0.0.1", "127.0.0.2", port, "a", keys);
+  a.mon->start();
+  const int mute = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+  ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)), 0) << std::strerror(errno);
+  // The quotes: the start of a beat datagram ("FTPB", version 1), and bytes of nothing.
+  const std::string old_beat = std::string("FTPB\x01\0\0\0", 8) + std::string(40, '\x2a');
+  const std::string junk(16, '\x07');
+  const uint64_t read0 = a.mon->refusals_read();
+  ASSERT_GT(forge_refusal(raw, port, old_beat), 0) << std::strerror(errno);
+  ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() > read0; }, 2000ms))
+      << "a forged refusal reaches a's socket and is read as one from b";
+  std::atomic<bool> stop{false};
+  std::atomic<unsigned> forged{0};
+  std::thread forger([&] {
+    while (!stop.load()) {
+      if (forge_refusal(raw, port, forged % 2 ? old_beat : junk) > 0) forged++;
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  const uint64_t read1 = a.mon->refusals_read();
+  v1::Beat r;
+  const auto t0 = Clock::now();
+  const auto got = a.mon->probe(60ms, &r);
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  stop = true;
+  forger.join();
+  EXPECT_EQ(got, Monitor::ProbeResult::TIMEOUT) << "a refusal that quotes no datagram of the probe answered it";
+  EXPECT_GE(ms, 59.0) << "the probe ran to its deadline";
+  EXPECT_GT(a.mon->refusals_read() - read1, 5u) << "refusals read during the probe (" << forged.load() << " forged)";
+  EXPECT_EQ(a.mon->probes_refused(), 0u);
+  close(mute);
+  const uint64_t read2 = a.mon->refusals_read();
+  EXPECT_EQ(a.mon->probe(500ms, &r), Monitor::ProbeResult::REFUSED);
+  EXPECT_GT(a.mon->refusals_read(), read2);
+  EXPECT_EQ(a.mon->probes_refused(), 1u);
+  a.mon->stop();
+  close(raw);
 }
 
 }  // namespace
