@@ -137,6 +137,10 @@ std::string BeatAuth::seal(const v1::Beat &b) const {
   return d;
 }
 
+bool BeatAuth::own_header(const uint8_t *q, size_t n) const {
+  return n >= kBeatAuthHeader && std::memcmp(q, kMagic, 4) == 0 && q[4] == kVersionAuth && get64(q + 8) == nonce_;
+}
+
 size_t BeatAuth::seal_into(const v1::Beat &b, uint8_t *buf, size_t cap) const {
   const size_t body = b.ByteSizeLong();
   if (cap < kBeatAuthHeader + body + kBeatTagBytes) return 0;

@@ -322,7 +322,7 @@ void Monitor::udp_tx_loop() {
   }
 }
 
-bool Monitor::send_beat(v1::Beat &b, SentDatagram *sent) {
+bool Monitor::send_beat(v1::Beat &b, bool holds_probe_mu) {
   sockaddr_in peer{};
   peer.sin_family = AF_INET;
   peer.sin_port = htons(cfg_.udp_port);
@@ -334,10 +334,6 @@ bool Monitor::send_beat(v1::Beat &b, SentDatagram *sent) {
   if (len == 0) {  // larger than a datagram may be (a probe answer for many workers): not sent
     udp_oversize_++;
     return false;
-  }
-  if (sent) {  // before it goes: its refusal may be read on another thread at once
-    sent->len = std::min(len, kRefusalQuote);
-    std::memcpy(sent->bytes, d, sent->len);
   }
   for (int attempt = 0; attempt < 2; attempt++) {
     const ssize_t n = sendto(udp_fd_, d, len, MSG_DONTWAIT, reinterpret_cast<const sockaddr *>(&peer), sizeof(peer));
@@ -351,7 +347,7 @@ bool Monitor::send_beat(v1::Beat &b, SentDatagram *sent) {
      * answers it) and send it again. */
     if (n < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH || errno == EMSGSIZE ||
                   errno == EPROTO)) {
-      drain_icmp_errors(sent != nullptr);
+      drain_icmp_errors(holds_probe_mu);
       continue;
     }
     return false;
@@ -371,19 +367,15 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   std::unique_lock<std::mutex> lk(probe_mu_);
   probe_id_ = ++probe_seq_;
   probe_answered_ = probe_refused_ = false;
-  probe_sent_n_ = 0;
-  drain_icmp_errors(true);  // errors of earlier datagrams: they quote none of this probe's
+  drain_icmp_errors(true);  // errors of earlier datagrams (they quote sequences from before)
+  refusal_from_seq_.store(seq_.load() + 1);  // a refusal of any datagram sent from now on
   const uint64_t heard0 = udp_heard_.load();
   ask.set_probe(probe_id_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   const auto done = [this] { return probe_answered_ || probe_refused_; };
   bool got = false;
   for (int attempt = 0; attempt < 3 && !got; attempt++) {
-    // A fresh sequence number and send time each time (send_beat sets them): each attempt is
-    // a datagram of its own, kept for matching its refusal.
-    probe_sent_[attempt].len = 0;
-    probe_sent_n_ = attempt + 1;
-    send_beat(ask, &probe_sent_[attempt]);
+    send_beat(ask, true);  // a fresh sequence number and send time each time (send_beat sets them)
     const auto until = std::min(attempt == 2 ? deadline : std::chrono::steady_clock::now() + timeout / 3, deadline);
     for (;;) {
       got = probe_cv_.wait_until(lk, std::min(until, std::chrono::steady_clock::now() + kProbeSlice), done);
@@ -398,7 +390,7 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
     if (std::chrono::steady_clock::now() >= deadline) break;
   }
   probe_id_ = 0;
-  probe_sent_n_ = 0;
+  refusal_from_seq_.store(0);
   if (probe_answered_) {
     /* Swapped out under the lock (no allocation), copied to the caller after it: both messages
      * keep their strings, for the receiver's next answer and the next probe. */
@@ -416,8 +408,45 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
   return ProbeResult::TIMEOUT;
 }
 
-bool quote_is_of(const uint8_t *quote, size_t n, const uint8_t *sent, size_t len) {
-  return len > 0 && len <= kRefusalQuote && n >= len && std::memcmp(quote, sent, len) == 0;
+uint64_t quoted_beat_sequence(const uint8_t *q, size_t n, const BeatAuth *auth) {
+  size_t off = kBeatHeader;
+  if (auth) {
+    if (!auth->own_header(q, n)) return 0;
+    off = kBeatAuthHeader;
+  } else if (n < kBeatHeader || std::memcmp(q, kBeatMagic, 4) != 0 || q[4] != kBeatVersion) {
+    return 0;
+  }
+  // The Beat's fields in order (protobuf writes them by number): skip to field 4, a varint.
+  const uint8_t *p = q + off, *const end = q + n;
+  const auto varint = [&p, end](uint64_t *v) {
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && p < end; shift += 7) {
+      const uint8_t b = *p++;
+      r |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return *v = r, true;
+    }
+    return false;
+  };
+  while (p < end) {
+    uint64_t key, v;
+    if (!varint(&key)) return 0;
+    const uint64_t field = key >> 3, type = key & 7;
+    if (field == 4 && type == 0) return varint(&v) ? v : 0;
+    if (field > 4) return 0;  // sequence 0 is not written; it is never sent as 0 anyway
+    if (type == 0) {
+      if (!varint(&v)) return 0;
+    } else if (type == 1 || type == 5) {
+      const size_t w = type == 1 ? 8 : 4;
+      if (size_t(end - p) < w) return 0;
+      p += w;
+    } else if (type == 2) {
+      if (!varint(&v) || v > uint64_t(end - p)) return 0;
+      p += v;
+    } else {
+      return 0;
+    }
+  }
+  return 0;
 }
 
 /* ICMP errors for datagrams to the peer (IP_RECVERR). Every queued error is read: errors left
@@ -426,7 +455,7 @@ bool quote_is_of(const uint8_t *quote, size_t n, const uint8_t *sent, size_t len
  * it is read, so it does not matter which thread reads it or when. */
 void Monitor::drain_icmp_errors(bool holds_probe_mu) {
   for (int i = 0; i < 256; i++) {
-    uint8_t data[kRefusalQuote], ctrl[512];
+    uint8_t data[512], ctrl[512];  // data: the start of the refused datagram (enough for its sequence)
     sockaddr_in to{};
     iovec iov{data, sizeof(data)};
     msghdr mh{};
@@ -453,16 +482,13 @@ void Monitor::drain_icmp_errors(bool holds_probe_mu) {
 }
 
 void Monitor::refusal(const uint8_t *quote, size_t n, bool holds_probe_mu) {
+  const uint64_t from = refusal_from_seq_.load();
+  if (from == 0 || quoted_beat_sequence(quote, n, auth_.get()) < from) return;
   std::unique_lock<std::mutex> g(probe_mu_, std::defer_lock);
   if (!holds_probe_mu) g.lock();
-  if (probe_id_ == 0) return;
-  for (unsigned i = 0; i < probe_sent_n_; i++) {
-    if (quote_is_of(quote, n, probe_sent_[i].bytes, probe_sent_[i].len)) {
-      probe_refused_ = true;
-      probe_cv_.notify_all();
-      return;
-    }
-  }
+  if (probe_id_ == 0 || refusal_from_seq_.load() != from) return;  // that probe has ended
+  probe_refused_ = true;
+  probe_cv_.notify_all();
 }
 
 void Monitor::udp_rx_loop() {

@@ -78,13 +78,12 @@ struct MonitorConfig {
 // The datagram: "FTPB", version 1, three zero bytes, then the Beat in protobuf encoding.
 inline constexpr size_t kBeatHeader = 8;
 inline constexpr size_t kBeatMaxDatagram = 1024;
-/* What of a datagram an ICMP error quotes back is compared with what was sent (the first
- * bytes: a Linux host quotes up to 520 bytes of a UDP payload). */
-inline constexpr size_t kRefusalQuote = 512;
-/* Whether an ICMP error's quote (its first n bytes, as IP_RECVERR gives them) is of the
- * datagram whose first len bytes (len <= kRefusalQuote) are sent: the quote must cover them
- * all and match. A quote cut shorter (RFC 792 asks for only 8 bytes) is of nothing. */
-bool quote_is_of(const uint8_t *quote, size_t n, const uint8_t *sent, size_t len);
+class BeatAuth;
+/* The sequence number of one of this sender's beat datagrams, read from its start as an ICMP
+ * error quotes it back (IP_RECVERR's data: a Linux host quotes up to 520 bytes of a UDP
+ * payload; RFC 792 asks for only 8). 0 when the quote is not of one: another magic or version,
+ * sealed by another instance (auth's nonce; auth null: plain beats), or cut before the sequence. */
+uint64_t quoted_beat_sequence(const uint8_t *quote, size_t n, const BeatAuth *auth);
 std::string encode_beat_datagram(const v1::Beat &b);
 // The same into buf[0, cap), allocating nothing: its length, or 0 when it does not fit.
 size_t encode_beat_into(const v1::Beat &b, uint8_t *buf, size_t cap);
@@ -143,9 +142,12 @@ class Monitor {
    * probe_reply matches, sent by the peer's receiving thread the moment the probe arrives).
    * The probe is sent again at a third and two thirds of the timeout (a datagram lost is not
    * a peer dead). ANSWERED fills reply; REFUSED: the peer's host answered one of this probe's
-   * datagrams with ICMP port unreachable (its daemon is gone), at once rather than at the
-   * timeout; a refusal is matched to the datagram it quotes, so the refusal of a beat sent
-   * before the probe (the peer's daemon restarting) does not count; HEARD: no
+   * datagrams, or of the beats sent since it began, with ICMP port unreachable (its daemon is
+   * gone), at once rather than at the timeout. A refusal is matched to the datagram it quotes
+   * (its sequence number), so the refusal of a beat sent before the probe (the peer's daemon
+   * restarting), or one forged without this instance's nonce, does not count. Hosts limit
+   * their port unreachables (Linux: 6, then one a second per destination; loopback is exempt):
+   * the refusal of a peer long gone may not come within the probe. HEARD: no
    * answer, but another authentic fast beat of the peer arrived meanwhile (alive, slow);
    * TIMEOUT: nothing. NO_BEATS without fast beats. One caller at a time. */
   enum class ProbeResult { ANSWERED, REFUSED, HEARD, TIMEOUT, NO_BEATS };
@@ -176,13 +178,8 @@ class Monitor {
   void loop();
   void udp_tx_loop();
   void udp_rx_loop();
-  /* What a probe sent, for matching refusals to it (probe_mu_). */
-  struct SentDatagram {
-    uint8_t bytes[kRefusalQuote];
-    size_t len = 0;
-  };
   /* Reads every ICMP error queued on the socket (IP_RECVERR, any thread). A port unreachable
-   * from the peer that quotes one of the probe's datagrams answers the probe (refusal()).
+   * from the peer that quotes a datagram sent since the probe began answers it (refusal()).
    * holds_probe_mu: the caller is the prober, under probe_mu_. */
   void drain_icmp_errors(bool holds_probe_mu);
   void refusal(const uint8_t *quote, size_t n, bool holds_probe_mu);
@@ -231,16 +228,17 @@ class Monitor {
   mutable std::mutex err_mu_;
   std::string udp_error_;
   std::unique_ptr<PeerEvents> events_;
+  /* Stamps b with the next sequence number and the time and sends it. holds_probe_mu: the
+   * caller is the prober, under probe_mu_ (for drain_icmp_errors). */
+  bool send_beat(v1::Beat &b, bool holds_probe_mu = false);
   // Probes: the one outstanding (0: none) and its answer.
-  /* Stamps b with the next sequence number and the time and sends it. sent (the prober's,
-   * under probe_mu_): the datagram's first bytes are kept there before it goes. */
-  bool send_beat(v1::Beat &b, SentDatagram *sent = nullptr);
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;
   uint64_t probe_id_ = 0, probe_seq_ = 0;
   bool probe_answered_ = false, probe_refused_ = false;
-  SentDatagram probe_sent_[3];  // the probe's datagrams (one per attempt)
-  unsigned probe_sent_n_ = 0;
+  // The first sequence number a refusal answering the probe may quote; 0: no probe running
+  // (read without probe_mu_ first, so a refusal with no probe running takes no lock).
+  std::atomic<uint64_t> refusal_from_seq_{0};
   std::atomic<uint64_t> probes_refused_{0}, refusals_read_{0};
   v1::Beat probe_answer_;
   std::mutex prober_mu_;  // one probe at a time; only probers take it

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 
+#include "failover/beat_auth.h"
 #include "failover/monitor.h"
 #include "tests/unit/failover/loopback_beats.h"
 
@@ -373,7 +374,7 @@ namespace ftpair::fo {
 namespace {
 
 // A probe is answered at once by the peer's receiving thread, with what fill_probe_reply adds;
-// a peer whose answers come late but whose beats still flow is heard (alive); a port nobody
+// a peer whose answers never come but whose beats still flow is heard (alive); a port nobody
 // listens on is refused at once (ICMP port unreachable: the daemon is gone); a port that is
 // bound but never answers (a stopped process) times out within the deadline.
 TEST(FastBeats, AProbeIsAnsweredHeardRefusedOrTimesOut) {
@@ -436,12 +437,48 @@ TEST(FastBeats, AProbeIsAnsweredHeardRefusedOrTimesOut) {
   a.mon->stop();
 }
 
+TEST(BeatDatagram, TheSequenceIsReadFromAQuotedStartOfOurOwnDatagrams) {
+  v1::Beat b;
+  b.set_node_id("node-a");
+  b.set_role("active");
+  b.set_generation(9);
+  b.set_sequence(77);
+  b.set_sent_unix_ns(123456789);
+  const std::string plain = encode_beat_datagram(b);
+  const auto *p = reinterpret_cast<const uint8_t *>(plain.data());
+  EXPECT_EQ(quoted_beat_sequence(p, plain.size(), nullptr), 77u);
+  EXPECT_EQ(quoted_beat_sequence(p, 8 + 8 + 8 + 2 + 2, nullptr), 77u) << "cut right after the sequence";
+  EXPECT_EQ(quoted_beat_sequence(p, 8, nullptr), 0u) << "an 8-byte quote (RFC 792) holds no sequence";
+  std::string other = plain;
+  other[0] = 'X';
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(other.data()), other.size(), nullptr), 0u);
+  const std::vector<BeatKey> keys{{1, std::string(32, 'k')}};
+  BeatAuth mine(keys), theirs(keys);
+  const std::string sealed = mine.seal(b), forged = theirs.seal(b);
+  const auto *s = reinterpret_cast<const uint8_t *>(sealed.data());
+  EXPECT_EQ(quoted_beat_sequence(s, sealed.size(), &mine), 77u);
+  EXPECT_EQ(quoted_beat_sequence(s, sealed.size(), nullptr), 0u) << "sealed is not plain";
+  EXPECT_EQ(quoted_beat_sequence(p, plain.size(), &mine), 0u) << "plain is not sealed";
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(forged.data()), forged.size(), &mine), 0u)
+      << "another instance's nonce";
+  b.clear_sequence();
+  const std::string none = mine.seal(b);
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(none.data()), none.size(), &mine), 0u);
+  // Damaged framing inside the quote: a length past its end, a reserved wire type.
+  std::string bad = sealed;
+  bad[kBeatAuthHeader + 1] = char(0x7f);  // node_id's length
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), kBeatAuthHeader + 10, &mine), 0u);
+  bad = sealed;
+  bad[kBeatAuthHeader] = char(0x0f);  // field 1, wire type 7
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), &mine), 0u);
+}
+
 /* An ICMP port unreachable "from" 127.0.0.2 about a datagram from a's beat port to b's,
  * quoting payload as the start of that datagram: what any host on the path can send, as an
  * ICMP error is not authenticated. */
 ssize_t forge_refusal(int raw, uint16_t port, const std::string &payload) {
-  uint8_t pkt[8 + 20 + 8 + 64] = {};
-  const size_t quoted = std::min<size_t>(payload.size(), 64);
+  uint8_t pkt[8 + 20 + 8 + 256] = {};
+  const size_t quoted = std::min<size_t>(payload.size(), 256);
   pkt[0] = 3;  // destination unreachable
   pkt[1] = 3;  // port unreachable
   uint8_t *ip = pkt + 8;
@@ -475,13 +512,15 @@ ssize_t forge_refusal(int raw, uint16_t port, const std::string &payload) {
   return sendto(raw, pkt, len, 0, reinterpret_cast<sockaddr *>(&to), sizeof(to));
 }
 
-/* A refusal answers a probe only when it quotes one of the probe's own datagrams. b's port is
- * held by a socket nobody reads (b's daemon stopped, not gone), and refusals forged from b's
- * address, quoting datagrams a never sent in this probe (an old beat's start, or anything),
- * come in all through the probe: they are read, and the probe still ends at its deadline.
- * (Before, any refusal read once the probe had begun answered it: the refusal of a beat sent
- * just before a restarting daemon bound its port stood for a dead peer.) Then the port is
- * closed, and the refusal of the probe's own datagram answers it. */
+/* A refusal answers a probe only when it quotes a datagram a sent since the probe began. b's
+ * port is held by a socket the test reads (b's daemon stopped, its port not closed), and
+ * refusals are forged from b's address from a raw socket:
+ * - during a first probe, quoting a's own beats from before it (the refusals of a restarting
+ *   daemon's port), a beat sealed with the same key by another instance, and junk: all read,
+ *   and the probe runs to its deadline (before this, any refusal read once the probe had begun
+ *   answered it);
+ * - during a second, quoting each datagram of a read after it began: REFUSED;
+ * - then the port closes, and the kernel's own refusal answers a third. */
 TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
   const int raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
   if (raw < 0) GTEST_SKIP() << "no raw ICMP socket here (CAP_NET_RAW): " << std::strerror(errno);
@@ -491,45 +530,80 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
   ASSERT_EQ(bind(raw, reinterpret_cast<sockaddr *>(&me), sizeof(me)), 0) << std::strerror(errno);
   const uint16_t port = free_udp_port();
   std::vector<BeatKey> keys{{1, std::string(32, 'p')}};
-  Node a("127.0.0.1", "127.0.0.2", port, "a", keys);
-  a.mon->start();
   const int mute = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT_GE(mute, 0);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
   inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
   ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)), 0) << std::strerror(errno);
-  // The quotes: the start of a beat datagram ("FTPB", version 1), and bytes of nothing.
-  const std::string old_beat = std::string("FTPB\x01\0\0\0", 8) + std::string(40, '\x2a');
-  const std::string junk(16, '\x07');
-  const uint64_t read0 = a.mon->refusals_read();
-  ASSERT_GT(forge_refusal(raw, port, old_beat), 0) << std::strerror(errno);
-  ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() > read0; }, 2000ms))
-      << "a forged refusal reaches a's socket and is read as one from b";
-  std::atomic<bool> stop{false};
+  const timeval tv{0, 200000};
+  setsockopt(mute, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  const auto take = [mute] {
+    char buf[2048];
+    const ssize_t n = recv(mute, buf, sizeof(buf), 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  Node a("127.0.0.1", "127.0.0.2", port, "a", keys);
+  a.mon->start();
+  std::vector<std::string> old_beats;
+  while (old_beats.size() < 4) {
+    std::string d = take();
+    ASSERT_FALSE(d.empty()) << "a's beats reach b's port";
+    old_beats.push_back(std::move(d));
+  }
+  v1::Beat fake;
+  fake.set_node_id("a");
+  fake.set_sequence(1u << 30);  // far ahead: only the nonce tells it apart
+  const std::string other_instance = BeatAuth(keys).seal(fake), junk(16, '\x07');
+
+  std::atomic<int> mode{0};  // 1: stale quotes; 2: quotes of what a sends from now on; 3: stop
   std::atomic<unsigned> forged{0};
   std::thread forger([&] {
-    while (!stop.load()) {
-      if (forge_refusal(raw, port, forged % 2 ? old_beat : junk) > 0) forged++;
-      std::this_thread::sleep_for(1ms);
+    unsigned i = 0;
+    while (mode.load() != 3) {
+      if (mode.load() == 1) {
+        const std::string &q = i % 3 == 0 ? old_beats[i / 3 % old_beats.size()] : i % 3 == 1 ? other_instance : junk;
+        if (forge_refusal(raw, port, q) > 0) forged++;
+        i++;
+        std::this_thread::sleep_for(1ms);
+      } else if (mode.load() == 2) {
+        const std::string d = take();
+        if (!d.empty() && forge_refusal(raw, port, d) > 0) forged++;
+      } else {
+        std::this_thread::sleep_for(1ms);
+      }
     }
   });
-  const uint64_t read1 = a.mon->refusals_read();
+  const uint64_t read0 = a.mon->refusals_read();
+  mode = 1;
+  ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() >= read0 + 3; }, 2000ms))
+      << "forged refusals reach a's socket and are read as b's";
   v1::Beat r;
-  const auto t0 = Clock::now();
+  const uint64_t read1 = a.mon->refusals_read();
   const auto got = a.mon->probe(60ms, &r);
-  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  stop = true;
-  forger.join();
-  EXPECT_EQ(got, Monitor::ProbeResult::TIMEOUT) << "a refusal that quotes no datagram of the probe answered it";
-  EXPECT_GE(ms, 59.0) << "the probe ran to its deadline";
-  EXPECT_GT(a.mon->refusals_read() - read1, 5u) << "refusals read during the probe (" << forged.load() << " forged)";
+  const uint64_t read_during = a.mon->refusals_read() - read1;
+  EXPECT_EQ(got, Monitor::ProbeResult::TIMEOUT) << "a refusal of no datagram of the probe answered it";
+  EXPECT_GT(read_during, 0u) << "refusals read during the probe (" << forged.load() << " forged in all)";
   EXPECT_EQ(a.mon->probes_refused(), 0u);
-  close(mute);
-  const uint64_t read2 = a.mon->refusals_read();
-  EXPECT_EQ(a.mon->probe(500ms, &r), Monitor::ProbeResult::REFUSED);
-  EXPECT_GT(a.mon->refusals_read(), read2);
+
+  mode = 0;
+  std::this_thread::sleep_for(20ms);
+  char sink[2048];
+  while (recv(mute, sink, sizeof(sink), MSG_DONTWAIT) > 0) {  // a's beats so far: not quoted
+  }
+  mode = 2;
+  const auto t0 = Clock::now();
+  EXPECT_EQ(a.mon->probe(500ms, &r), Monitor::ProbeResult::REFUSED) << "the refusal of a datagram sent since it began";
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  mode = 3;
+  forger.join();
+  EXPECT_LT(ms, 400.0) << "before the deadline";
   EXPECT_EQ(a.mon->probes_refused(), 1u);
+
+  close(mute);
+  EXPECT_EQ(a.mon->probe(500ms, &r), Monitor::ProbeResult::REFUSED) << "the kernel's refusal of the closed port";
+  EXPECT_EQ(a.mon->probes_refused(), 2u);
   a.mon->stop();
   close(raw);
 }
