@@ -522,16 +522,17 @@ ssize_t forge_refusal(int raw, uint16_t port, const std::string &payload) {
  * - during a second, quoting each datagram of a read after it began: REFUSED;
  * - then the port closes, and the kernel's own refusal answers a third. */
 TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
-  const int raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
-  if (raw < 0) GTEST_SKIP() << "no raw ICMP socket here (CAP_NET_RAW): " << std::strerror(errno);
+  int raw_fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+  if (raw_fd < 0) GTEST_SKIP() << "no raw ICMP socket here (CAP_NET_RAW): " << std::strerror(errno);
+  const int raw = raw_fd;
   sockaddr_in me{};
   me.sin_family = AF_INET;
   inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
   ASSERT_EQ(bind(raw, reinterpret_cast<sockaddr *>(&me), sizeof(me)), 0) << std::strerror(errno);
   const uint16_t port = free_udp_port();
   std::vector<BeatKey> keys{{1, std::string(32, 'p')}};
-  const int mute = socket(AF_INET, SOCK_DGRAM, 0);
-  ASSERT_GE(mute, 0);
+  int mute_fd = socket(AF_INET, SOCK_DGRAM, 0);
+  const int mute = mute_fd;
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
@@ -575,6 +576,17 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
       }
     }
   });
+  struct Stop {  // an ASSERT's return stops and joins the forger, and closes the sockets
+    std::atomic<int> &mode;
+    std::thread &t;
+    int &raw, &mute;
+    ~Stop() {
+      mode = 3;
+      if (t.joinable()) t.join();
+      if (mute >= 0) close(mute);
+      if (raw >= 0) close(raw);
+    }
+  } stop_forger{mode, forger, raw_fd, mute_fd};
   const uint64_t read0 = a.mon->refusals_read();
   mode = 1;
   ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() >= read0 + 3; }, 2000ms))
@@ -601,11 +613,11 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
   EXPECT_LT(ms, 400.0) << "before the deadline";
   EXPECT_EQ(a.mon->probes_refused(), 1u);
 
-  close(mute);
+  close(mute_fd);
+  mute_fd = -1;
   EXPECT_EQ(a.mon->probe(500ms, &r), Monitor::ProbeResult::REFUSED) << "the kernel's refusal of the closed port";
   EXPECT_EQ(a.mon->probes_refused(), 2u);
   a.mon->stop();
-  close(raw);
 }
 
 }  // namespace
