@@ -137,8 +137,25 @@ std::string BeatAuth::seal(const v1::Beat &b) const {
   return d;
 }
 
-bool BeatAuth::own_header(const uint8_t *q, size_t n) const {
-  return n >= kBeatAuthHeader && std::memcmp(q, kMagic, 4) == 0 && q[4] == kVersionAuth && get64(q + 8) == nonce_;
+bool BeatAuth::own_datagram(const uint8_t *q, size_t n) const {
+  if (n < kBeatAuthHeader + kBeatTagBytes || n > kMaxDatagram || std::memcmp(q, kMagic, 4) != 0 ||
+      q[4] != kVersionAuth || get64(q + 8) != nonce_)
+    return false;
+  KeyState k;
+  bool known = false;
+  {
+    std::lock_guard<std::mutex> g(keys_mu_);
+    for (const auto &s : states_)
+      if (s.id == q[5]) {
+        k = s;
+        known = true;
+      }
+  }
+  if (!known) return false;
+  uint8_t t[kBeatTagBytes];
+  tag(k, q, n - kBeatTagBytes, t);
+  OPENSSL_cleanse(&k, sizeof(k));
+  return CRYPTO_memcmp(t, q + n - kBeatTagBytes, kBeatTagBytes) == 0;
 }
 
 size_t BeatAuth::seal_into(const v1::Beat &b, uint8_t *buf, size_t cap) const {

@@ -67,9 +67,9 @@ class BeatAuth {
   explicit BeatAuth(std::vector<BeatKey> keys, uint64_t nonce = 0);
 
   uint64_t nonce() const { return nonce_; }
-  /* Whether q (n bytes) starts as this sender's sealed datagrams do: the magic, the version and
-   * this instance's nonce (the start of one it sent, quoted back by an ICMP error). */
-  bool own_header(const uint8_t *q, size_t n) const;
+  /* Whether q (n bytes) is a whole datagram this instance sealed (its nonce, and a tag of one
+   * of the keys): one it sent, quoted back by an ICMP error. Replays are not checked. */
+  bool own_datagram(const uint8_t *q, size_t n) const;
   uint8_t signing_key() const;
   /* A rotation step (SIGHUP): the new key list (keys[0] signs from now on). The replay state
    * (the peer's nonce, window and newest send time) is kept, so nothing captured before can be

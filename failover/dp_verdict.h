@@ -7,8 +7,8 @@
  *   ---------------------------------------------------------------------------------------------
  *   ICMP port unreachable from the peer's host: its daemon is gone   PEER_GONE        fence, promote
  *     (answered by the kernel in one round trip, no timeout waited; it must quote a datagram
-     sent since the probe began, and hosts limit these errors: Linux sends 6, then one a
-     second per destination, so a daemon gone for long may not be refused in time)
+ *     sent since the probe began, and hosts limit these errors: Linux sends 6, then one a
+ *     second per destination, so a daemon gone for long may not be refused in time)
  *   none within dataplane_probe_us (sent 3 times), and nothing else  PEER_DEAD        fence, promote
  *     heard from the peer meanwhile: the process is dead or stopped,
  *     or its host is (or the management network is down too)

@@ -411,8 +411,9 @@ Monitor::ProbeResult Monitor::probe(std::chrono::microseconds timeout, v1::Beat 
 uint64_t quoted_beat_sequence(const uint8_t *q, size_t n, const BeatAuth *auth) {
   size_t off = kBeatHeader;
   if (auth) {
-    if (!auth->own_header(q, n)) return 0;
+    if (!auth->own_datagram(q, n)) return 0;
     off = kBeatAuthHeader;
+    n -= kBeatTagBytes;
   } else if (n < kBeatHeader || std::memcmp(q, kBeatMagic, 4) != 0 || q[4] != kBeatVersion) {
     return 0;
   }
@@ -483,7 +484,9 @@ void Monitor::drain_icmp_errors(bool holds_probe_mu) {
 
 void Monitor::refusal(const uint8_t *quote, size_t n, bool holds_probe_mu) {
   const uint64_t from = refusal_from_seq_.load();
-  if (from == 0 || quoted_beat_sequence(quote, n, auth_.get()) < from) return;
+  if (from == 0) return;
+  const uint64_t seq = quoted_beat_sequence(quote, n, auth_.get());
+  if (seq < from || seq > seq_.load()) return;  // before the probe, or never sent
   std::unique_lock<std::mutex> g(probe_mu_, std::defer_lock);
   if (!holds_probe_mu) g.lock();
   if (probe_id_ == 0 || refusal_from_seq_.load() != from) return;  // that probe has ended

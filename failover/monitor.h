@@ -79,10 +79,11 @@ struct MonitorConfig {
 inline constexpr size_t kBeatHeader = 8;
 inline constexpr size_t kBeatMaxDatagram = 1024;
 class BeatAuth;
-/* The sequence number of one of this sender's beat datagrams, read from its start as an ICMP
- * error quotes it back (IP_RECVERR's data: a Linux host quotes up to 520 bytes of a UDP
- * payload; RFC 792 asks for only 8). 0 when the quote is not of one: another magic or version,
- * sealed by another instance (auth's nonce; auth null: plain beats), or cut before the sequence. */
+/* The sequence number of one of this sender's beat datagrams, as an ICMP error quotes it back
+ * (IP_RECVERR's data: a Linux host quotes up to 520 bytes of a UDP payload; RFC 792 asks for
+ * only 8). Sealed (auth): the whole datagram, this instance's nonce and a genuine tag, so a
+ * refusal cannot be forged without a key. Plain (auth null): its start, up to the sequence;
+ * anyone can forge that, as they can forge plain beats. 0 when the quote is not of one. */
 uint64_t quoted_beat_sequence(const uint8_t *quote, size_t n, const BeatAuth *auth);
 std::string encode_beat_datagram(const v1::Beat &b);
 // The same into buf[0, cap), allocating nothing: its length, or 0 when it does not fit.
@@ -144,10 +145,11 @@ class Monitor {
    * a peer dead). ANSWERED fills reply; REFUSED: the peer's host answered one of this probe's
    * datagrams, or of the beats sent since it began, with ICMP port unreachable (its daemon is
    * gone), at once rather than at the timeout. A refusal is matched to the datagram it quotes
-   * (its sequence number), so the refusal of a beat sent before the probe (the peer's daemon
-   * restarting), or one forged without this instance's nonce, does not count. Hosts limit
-   * their port unreachables (Linux: 6, then one a second per destination; loopback is exempt):
-   * the refusal of a peer long gone may not come within the probe. HEARD: no
+   * (its sequence number, between the probe's start and now), so the refusal of a beat sent
+   * before the probe (the peer's daemon restarting) does not count, nor, with keys, a forged
+   * one. Hosts limit their port unreachables (Linux: 6, then one a second per destination,
+   * loopback exempt; and 1000 a second in all): the refusal of a peer long gone may not come
+   * within the probe. HEARD: no
    * answer, but another authentic fast beat of the peer arrived meanwhile (alive, slow);
    * TIMEOUT: nothing. NO_BEATS without fast beats. One caller at a time. */
   enum class ProbeResult { ANSWERED, REFUSED, HEARD, TIMEOUT, NO_BEATS };

@@ -457,6 +457,12 @@ TEST(BeatDatagram, TheSequenceIsReadFromAQuotedStartOfOurOwnDatagrams) {
   const std::string sealed = mine.seal(b), forged = theirs.seal(b);
   const auto *s = reinterpret_cast<const uint8_t *>(sealed.data());
   EXPECT_EQ(quoted_beat_sequence(s, sealed.size(), &mine), 77u);
+  EXPECT_EQ(quoted_beat_sequence(s, sealed.size() - 1, &mine), 0u) << "sealed: the whole datagram, with its tag";
+  std::string retagged = sealed;
+  retagged.back() ^= 1;
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(retagged.data()), retagged.size(), &mine), 0u)
+      << "a tag that is not genuine";
+  EXPECT_EQ(quoted_beat_sequence(s, sealed.size(), &theirs), 0u) << "another instance's datagram";
   EXPECT_EQ(quoted_beat_sequence(s, sealed.size(), nullptr), 0u) << "sealed is not plain";
   EXPECT_EQ(quoted_beat_sequence(p, plain.size(), &mine), 0u) << "plain is not sealed";
   EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(forged.data()), forged.size(), &mine), 0u)
@@ -464,13 +470,16 @@ TEST(BeatDatagram, TheSequenceIsReadFromAQuotedStartOfOurOwnDatagrams) {
   b.clear_sequence();
   const std::string none = mine.seal(b);
   EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(none.data()), none.size(), &mine), 0u);
-  // Damaged framing inside the quote: a length past its end, a reserved wire type.
-  std::string bad = sealed;
-  bad[kBeatAuthHeader + 1] = char(0x7f);  // node_id's length
-  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), kBeatAuthHeader + 10, &mine), 0u);
-  bad = sealed;
-  bad[kBeatAuthHeader] = char(0x0f);  // field 1, wire type 7
-  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), &mine), 0u);
+  // Damaged framing inside a plain quote: a length past its end, a reserved wire type, a
+  // varint that never ends.
+  std::string bad = plain;
+  bad[kBeatHeader + 1] = char(0x7f);  // node_id's length
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), kBeatHeader + 10, nullptr), 0u);
+  bad = plain;
+  bad[kBeatHeader] = char(0x0f);  // field 1, wire type 7
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), nullptr), 0u);
+  bad = std::string(plain.data(), kBeatHeader) + std::string(40, char(0xff));
+  EXPECT_EQ(quoted_beat_sequence(reinterpret_cast<const uint8_t *>(bad.data()), bad.size(), nullptr), 0u);
 }
 
 /* An ICMP port unreachable "from" 127.0.0.2 about a datagram from a's beat port to b's,
@@ -555,8 +564,16 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
   }
   v1::Beat fake;
   fake.set_node_id("a");
-  fake.set_sequence(1u << 30);  // far ahead: only the nonce tells it apart
-  const std::string other_instance = BeatAuth(keys).seal(fake), junk(16, '\x07');
+  fake.set_sequence(1u << 30);  // far ahead of anything a has sent
+  uint64_t nonce = 0;  // a's, as anyone who sees its beats can read it (bytes 8-15)
+  std::memcpy(&nonce, old_beats[0].data() + 8, 8);
+  const std::vector<BeatKey> wrong{{1, std::string(32, 'q')}};
+  const std::vector<std::string> stale{
+      old_beats[0], old_beats[1], old_beats[2], old_beats[3],  // a's own, sent before the probe
+      BeatAuth(keys).seal(fake),                               // another instance's
+      BeatAuth(wrong, nonce).seal(fake),                       // a's nonce, not a's key
+      BeatAuth(keys, nonce).seal(fake),                        // a's nonce and key: never sent
+      std::string(16, '\x07')};                                // nothing
 
   std::atomic<int> mode{0};  // 1: stale quotes; 2: quotes of what a sends from now on; 3: stop
   std::atomic<unsigned> forged{0};
@@ -564,8 +581,7 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
     unsigned i = 0;
     while (mode.load() != 3) {
       if (mode.load() == 1) {
-        const std::string &q = i % 3 == 0 ? old_beats[i / 3 % old_beats.size()] : i % 3 == 1 ? other_instance : junk;
-        if (forge_refusal(raw, port, q) > 0) forged++;
+        if (forge_refusal(raw, port, stale[i % stale.size()]) > 0) forged++;
         i++;
         std::this_thread::sleep_for(1ms);
       } else if (mode.load() == 2) {
@@ -589,7 +605,7 @@ TEST(FastBeats, ARefusalAnswersAProbeOnlyWhenItQuotesTheProbe) {
   } stop_forger{mode, forger, raw_fd, mute_fd};
   const uint64_t read0 = a.mon->refusals_read();
   mode = 1;
-  ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() >= read0 + 3; }, 2000ms))
+  ASSERT_TRUE(wait_for([&] { return a.mon->refusals_read() >= read0 + stale.size(); }, 2000ms))
       << "forged refusals reach a's socket and are read as b's";
   v1::Beat r;
   const uint64_t read1 = a.mon->refusals_read();
