@@ -78,11 +78,16 @@ fuzz-smoke: deps
 bench: build guest-build
 	@tools/bench/run.sh $(BUILD) $(ONLY)
 
-# Soak of the pair lab (not in CI, not in `make test`): mixed traffic, a switchover or a kill
-# of the active every minute, RSS/fd/thread and flow-table checks (tools/soak/soak.py).
-# SOAK_SECONDS of traffic (default 12 min); figures appended to $(BUILD)/bench/results.jsonl.
+# Soak of the pair lab (not in CI, not in `make test`): first the steady pair of lab_steady for
+# STEADY_SECONDS (default 5 min; 20 s in `make test`): no spurious failover, no connection lost;
+# then mixed traffic, a switchover or a kill of the active every minute, RSS/fd/thread and
+# flow-table checks (tools/soak/soak.py), SOAK_SECONDS of traffic (default 12 min); figures
+# appended to $(BUILD)/bench/results.jsonl.
 SOAK_SECONDS ?= 720
+STEADY_SECONDS ?= 300
 soak: build
+	@FTPAIRD=$(abspath $(BUILD))/control/ftpaird FTPAIRCTL=$(abspath $(BUILD))/tools/ftpairctl/ftpairctl \
+	  FTPAIR_STEADY_SECONDS=$(STEADY_SECONDS) /usr/bin/python3 tests/lab/test_steady.py
 	@FTPAIRD=$(abspath $(BUILD))/control/ftpaird FTPAIRCTL=$(abspath $(BUILD))/tools/ftpairctl/ftpairctl \
 	  /usr/bin/python3 tools/soak/soak.py --build $(BUILD) --seconds $(SOAK_SECONDS)
 
