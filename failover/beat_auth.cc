@@ -137,25 +137,30 @@ std::string BeatAuth::seal(const v1::Beat &b) const {
   return d;
 }
 
-bool BeatAuth::own_datagram(const uint8_t *q, size_t n) const {
-  if (n < kBeatAuthHeader + kBeatTagBytes || n > kMaxDatagram || std::memcmp(q, kMagic, 4) != 0 ||
-      q[4] != kVersionAuth || get64(q + 8) != nonce_)
-    return false;
+// The tag of a framed datagram (n within bounds): COUNT when genuine, else UNKNOWN_KEY or BAD_MAC.
+BeatReject BeatAuth::verify_tag(const uint8_t *p, size_t n) const {
   KeyState k;
   bool known = false;
   {
     std::lock_guard<std::mutex> g(keys_mu_);
     for (const auto &s : states_)
-      if (s.id == q[5]) {
+      if (s.id == p[5]) {
         k = s;
         known = true;
       }
   }
-  if (!known) return false;
+  if (!known) return BeatReject::UNKNOWN_KEY;
   uint8_t t[kBeatTagBytes];
-  tag(k, q, n - kBeatTagBytes, t);
+  tag(k, p, n - kBeatTagBytes, t);
   OPENSSL_cleanse(&k, sizeof(k));
-  return CRYPTO_memcmp(t, q + n - kBeatTagBytes, kBeatTagBytes) == 0;
+  return CRYPTO_memcmp(t, p + n - kBeatTagBytes, kBeatTagBytes) == 0 ? BeatReject::COUNT : BeatReject::BAD_MAC;
+}
+
+bool BeatAuth::own_datagram(const uint8_t *q, size_t n) const {
+  if (n < kBeatAuthHeader + kBeatTagBytes || n > kMaxDatagram || std::memcmp(q, kMagic, 4) != 0 ||
+      q[4] != kVersionAuth || get64(q + 8) != nonce_)
+    return false;
+  return verify_tag(q, n) == BeatReject::COUNT;
 }
 
 size_t BeatAuth::seal_into(const v1::Beat &b, uint8_t *buf, size_t cap) const {
@@ -185,21 +190,7 @@ BeatReject BeatAuth::open(const uint8_t *p, size_t n, v1::Beat *out) {
   if (p[4] != kVersionAuth) return BeatReject::BAD_VERSION;
   if (n < kBeatAuthHeader + kBeatTagBytes) return BeatReject::SHORT;
   if (n > kMaxDatagram) return BeatReject::BAD_PAYLOAD;
-  KeyState k;
-  bool known = false;
-  {
-    std::lock_guard<std::mutex> g(keys_mu_);
-    for (const auto &s : states_)
-      if (s.id == p[5]) {
-        k = s;
-        known = true;
-      }
-  }
-  if (!known) return BeatReject::UNKNOWN_KEY;
-  uint8_t t[kBeatTagBytes];
-  tag(k, p, n - kBeatTagBytes, t);
-  OPENSSL_cleanse(&k, sizeof(k));
-  if (CRYPTO_memcmp(t, p + n - kBeatTagBytes, kBeatTagBytes) != 0) return BeatReject::BAD_MAC;
+  if (const BeatReject r = verify_tag(p, n); r != BeatReject::COUNT) return r;
   /* Genuine from here on: what remains is whether it is new. Parsed into *out, whose strings
    * a beat parsed before has already allocated (a caller that keeps one message per thread
    * allocates nothing); on a refusal *out holds this beat, which the caller ignores. */

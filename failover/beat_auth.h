@@ -99,6 +99,7 @@ class BeatAuth {
   };
   static std::vector<KeyState> key_states(const std::vector<BeatKey> &keys);
   static void tag(const KeyState &k, const uint8_t *data, size_t n, uint8_t out[kBeatTagBytes]);
+  BeatReject verify_tag(const uint8_t *p, size_t n) const;
 
   mutable std::mutex keys_mu_;  // held only to read or swap the lists below, never to allocate
   std::vector<BeatKey> keys_;  // keys_mu_
