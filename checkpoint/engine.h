@@ -155,6 +155,16 @@ class Engine {
   uint64_t lag_bytes() const;
   double full_sync_progress() const { return progress_.load(); }
   std::string peer() const { return cfg_.peer; }
+  /* The standby's stream as the standby itself last said on it (Control.Status): the node id of
+   * its hello reply, the role state (v1::RoleState; 0 = unset) and flows of its last
+   * acknowledgement, and the seconds since it answered the hello (-1: no stream answered). */
+  struct StandbyView {
+    std::string node;
+    int role_state = 0;
+    uint64_t flows = 0;
+    double stream_age_s = -1;
+  };
+  StandbyView standby_view() const;
   const EngineStats &stats() const { return stats_; }
   bool strict() const { return cfg_.strict; }
   // Exact pause samples (ns) of the last checkpoints, oldest first (benchmarks).

@@ -136,6 +136,21 @@ void Engine::watch_standby(Clock::time_point now) {
   if (link_->hello_overdue(now, cfg_.ack_timeout) || stuck_ack) link_->break_off();
 }
 
+Engine::StandbyView Engine::standby_view() const {
+  LinkPtr link;
+  {
+    std::lock_guard<std::mutex> g(link_mu_);
+    link = link_;
+  }
+  StandbyView v;
+  if (!link || link->hello_ns.load() == 0) return v;
+  v.node = link->peer_node();
+  v.role_state = link->ack_role_state.load();
+  v.flows = link->ack_flows.load();
+  v.stream_age_s = double(mono_ns() - link->hello_ns.load()) / 1e9;
+  return v;
+}
+
 void Engine::handle_ack(const LinkPtr &link, const v1::Ack &ack) {
   const uint64_t epoch = ack.epoch();
   bool primary;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "checkpoint/record_codec.h"
+#include "common/clock.h"
 #include "proto/rpc/rpc.h"
 
 namespace ftpair::ckpt {
@@ -35,6 +36,7 @@ Status SyncLink::hello(const v1::SyncMessage &msg) {
   std::lock_guard<std::mutex> g(peer_mu_);
   peer_node_ = reply.hello().node_id();
   peer_version_ = reply.hello().software_version();
+  hello_ns.store(mono_ns());
   return Status::Ok();
 }
 
@@ -46,7 +48,11 @@ void SyncLink::read_acks(const std::function<bool()> &keep_reading,
   for (;;) {
     if (!keep_reading()) return;
     if (!stream_->Read(&reply)) break;
-    if (reply.has_ack()) on_ack(reply.ack());
+    if (reply.has_ack()) {
+      ack_role_state.store(static_cast<int>(reply.ack().role_state()));
+      ack_flows.store(reply.ack().flows());
+      on_ack(reply.ack());
+    }
   }
   if (!cancelled_.load()) peer_ended_.store(true);
 }

@@ -136,6 +136,8 @@ grpc::Status SyncService::serve(SyncStreamIO &stream) {
     }
     if (ack) {
       if (ap_.in_sync()) sync_state(true);
+      // After sync_state: the acknowledgement of a full sync says STANDBY_READY.
+      if (hooks_.role_state) r.mutable_ack()->set_role_state(hooks_.role_state());
       if (!stream.write(r)) break;
       /* After the acknowledgement, so that it adds nothing to the commit path. One hash of
        * 32 bytes a slot, 2,048 slots a millisecond: a table of 1M slots is reread about

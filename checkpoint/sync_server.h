@@ -40,6 +40,8 @@ struct SyncHooks {
   std::function<uint64_t()> generation;
   // The stream moved the standby to in sync (true) or out of it (false).
   std::function<void(bool in_sync)> on_sync_state;
+  // This node's role state, sent in every acknowledgement (Ack.role_state); unset when empty.
+  std::function<v1::RoleState()> role_state;
   /* The stream's thread (gRPC's, for the stream's life) at real-time priority while it
    * applies epochs, as the active's commit path (common/realtime.h); a full sync's chunks at
    * normal priority. */

@@ -18,6 +18,7 @@
 #include "common/file.h"
 #include "common/log.h"
 #include "control/grpc_services.h"
+#include "control/role_wire.h"
 #include "control/status_view.h"
 #include "proto/rpc/rpc.h"
 #include "virt/fencers.h"
@@ -101,6 +102,7 @@ Status Daemon::make_engine() {
     roles_.set_standby_state(in_sync, in_sync ? "the active's Sync stream is in sync"
                                               : "the active's Sync stream is not in sync (full sync, or a refusal)");
   };
+  hooks.role_state = [this] { return wire::to_proto(role()); };
   repl_svc_ = std::make_unique<ckpt::SyncService>(*applier_, std::move(hooks));
   return Status::Ok();
 }

@@ -1,7 +1,8 @@
 /* ftpair-virt's SyncWait and DaemonOps (virt/ops.h) over the Control gRPC API. The wait ends
- * when the replacement is a standby in sync (STANDBY_READY and in_sync) and the active sees its
- * stream to that address in sync: it long-polls the active and asks the replacement once
- * (virt/sync_wait.cc). Only the ftpair-virt executable links it. */
+ * when the active sees its stream to the replacement's address in sync and the replacement is
+ * a standby in sync (STANDBY_READY): it long-polls the active, which reports the state the
+ * standby sent in its acknowledgement; only an active of an older release makes it ask the
+ * replacement (virt/sync_wait.cc). Only the ftpair-virt executable links it. */
 #pragma once
 
 #include "virt/ops.h"

@@ -157,6 +157,12 @@ def with_lab(lab, chk):
               {"in_sync", "acked_epoch", "lag_epochs", "lag_bytes", "last_ack_age_seconds",
                "full_syncs", "full_sync_progress", "mode", "exposure_epochs"} <= set(doc.get("sync", {})),
               err or str(doc))
+    # The standby's own word, carried on its stream: its node id (hello) and, from its last
+    # acknowledgement, its state and flows (what ftpair-virt's wait for a replacement reads).
+    sync_a = (doc or {}).get("sync", {})
+    chk.check("status of a: its standby b says STANDBY_READY in its acknowledgements, on a stream up > 0 s",
+              sync_a.get("peer_node") == "b" and sync_a.get("peer_state") == "ROLE_STATE_STANDBY_READY" and
+              sync_a.get("stream_age_seconds", 0) > 0, str(sync_a))
     rc, doc, err = ctl_json("b", "status")
     chk.check("status --json of b: standby", rc == 0 and doc and doc.get("role") == "standby", err or str(doc))
     rc, out, err, _ = ctl("a", "status")
@@ -165,6 +171,8 @@ def with_lab(lab, chk):
     chk.check("status text: one aligned block with role, generation, sync",
               rc == 0 and len(cols) == 1 and any(l.split()[:2] == ["role", "active"] for l in lines) and
               "generation" in out and "acked epoch" in out and "last checkpoint" in out, out + err)
+    chk.check("status text: the standby's word ('standby says  node b, STANDBY_READY, N flows, stream up S s')",
+              re.search(r"standby says\s+node b, STANDBY_READY, \d+ flows, stream up [0-9.]+ s", out) is not None, out)
 
     # flows under traffic
     echo = lab.background("server", [L.PY, L.TRAFFIC, "echo-server", "--port", ECHO_PORT])

@@ -194,6 +194,18 @@ std::string render_status(const ftpair::v1::StatusReply &s) {
   b.add("last pause", fmt("%.1f µs", s.last_pause_us()));
   b.add("sync", "");
   b.add("  peer", y.peer().empty() ? "(none)" : y.peer());
+  if (!y.peer_node().empty()) {
+    // The active's standby, as it last said on its stream (its hello, its last acknowledgement).
+    std::string said = "node " + y.peer_node();
+    if (y.peer_state() != ftpair::v1::ROLE_STATE_UNSPECIFIED) {
+      std::string st = ftpair::v1::RoleState_Name(y.peer_state());
+      if (st.rfind("ROLE_STATE_", 0) == 0) st = st.substr(11);
+      said += ", " + (st.empty() ? std::to_string(int(y.peer_state())) : st) + ", " + std::to_string(y.peer_flows()) +
+              " flows";
+    }
+    said += fmt(", stream up %.1f s", y.stream_age_seconds());
+    b.add("  standby says", said);
+  }
   b.add("  mode", y.mode());
   if (s.upgrade().record_format()) b.add("  record format", std::to_string(s.upgrade().record_format()));
   b.add("  connected", yes_no(y.connected()));

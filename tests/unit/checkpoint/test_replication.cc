@@ -79,13 +79,20 @@ struct Standby {
   Applier *ap = nullptr;
   int port = 0;
 
-  bool start(const std::string &name, int want_port, bool realtime = false) {
+  /* says_state: the standby tells its role state in its acknowledgements, READY once its copy
+   * is in sync, as a daemon's does (control/daemon.cc: before the ack of the full sync); false:
+   * as a standby of a release before Ack.role_state. */
+  bool start(const std::string &name, int want_port, bool realtime = false, bool says_state = true) {
     std::string err;
     // The scrub at its most, 2,048 slots after every epoch however close: the divergence
     // test counts the epochs it takes (scrub_budget's pacing has its own test).
     SyncHooks hooks;
     hooks.scrub_floor_slots = 2048;
     hooks.realtime = realtime;
+    if (says_state)
+      hooks.role_state = [this] {
+        return ap->in_sync() ? v1::ROLE_STATE_STANDBY_READY : v1::ROLE_STATE_STANDBY_SYNCING;
+      };
     srv = SyncServer::start(name, 16384, want_port, &err, 1, std::move(hooks));
     EXPECT_NE(srv, nullptr) << err;
     if (!srv) return false;
@@ -219,11 +226,11 @@ dp::AgentConfig one_worker() {
 class ReplicationPair : public ::testing::Test {
  protected:
   // prefix names the DPDK objects: prefix_a (the table), prefix_b (the standby's).
-  void start_standby(const std::string &prefix, bool realtime = false) {
+  void start_standby(const std::string &prefix, bool realtime = false, bool says_state = true) {
     a = make_table(16384, prefix + "_a");
     ASSERT_TRUE(a);
     sb = std::make_unique<Standby>();
-    ASSERT_TRUE(sb->start(prefix + "_b", 0, realtime));
+    ASSERT_TRUE(sb->start(prefix + "_b", 0, realtime, says_state));
     ASSERT_GT(sb->port, 0);
   }
   void start_active(uint64_t seed, bool realtime = false) {
@@ -407,6 +414,59 @@ TEST_F(ReplicationPair, AStandbyThatSaysItHasJustStartedGetsANewStream) {
   engine->standby_is_up(true);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(engine->stats().connects.load(), connects + 1) << "a second 'just started' within 5 s changed the stream";
+  engine->stop();
+  worker->stop();
+}
+
+/* What the active reports of its standby (Control.Status sync.peer_*, ftpair-virt's wait for a
+ * replacement in sync): the node id of the stream's hello reply, the role state and flows of the
+ * standby's last acknowledgement, and the stream's age, which starts again with a new stream. */
+TEST_F(ReplicationPair, TheActiveReportsWhatItsStandbySaidInItsAcknowledgements) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_view"));
+  ASSERT_NO_FATAL_FAILURE(start_active(91));
+  Engine::StandbyView v = engine->standby_view();
+  EXPECT_EQ(v.stream_age_s, -1) << "no stream yet (replication is off)";
+  EXPECT_TRUE(v.node.empty());
+  const auto t0 = std::chrono::steady_clock::now();
+  engine->set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine->in_sync(); }, 5000ms)) << engine->last_error();
+  v = engine->standby_view();
+  const double since_start = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(v.node, "t_view_b");
+  EXPECT_EQ(v.role_state, int(v1::ROLE_STATE_STANDBY_READY)) << "the acknowledgement of the full sync says READY";
+  EXPECT_GT(v.stream_age_s, 0);
+  EXPECT_LT(v.stream_age_s, since_start) << "the stream began after replication was turned on";
+  // The flows are the standby's own count at its last acknowledgement.
+  worker->set_changes(false);
+  uint64_t epoch = 0, records = 0;
+  ASSERT_TRUE(engine->checkpoint_now(2000ms, &epoch, &records).ok());
+  EXPECT_EQ(engine->standby_view().flows, sb->ap->flows());
+  EXPECT_EQ(engine->standby_view().flows, a->size());
+  // A new stream (the standby says it has just started): its age starts again.
+  std::this_thread::sleep_for(600ms);  // older than the 500 ms a young stream is spared
+  const uint64_t connects = engine->stats().connects.load();
+  const double old_age = engine->standby_view().stream_age_s;
+  EXPECT_GT(old_age, 0.6);
+  engine->standby_is_up(true);
+  ASSERT_TRUE(wait_for([&] { return engine->stats().connects.load() == connects + 1 && engine->in_sync(); }, 3000ms))
+      << engine->last_error();
+  v = engine->standby_view();
+  EXPECT_LT(v.stream_age_s, old_age - 0.5) << "the age is the new stream's";
+  EXPECT_EQ(v.role_state, int(v1::ROLE_STATE_STANDBY_READY));
+  engine->stop();
+  worker->stop();
+}
+
+// A standby of a release before Ack.role_state: in sync, its state unset (ftpair-virt asks it).
+TEST_F(ReplicationPair, AStandbyThatDoesNotSayItsStateLeavesItUnset) {
+  ASSERT_NO_FATAL_FAILURE(start_standby("t_old", false, false));
+  ASSERT_NO_FATAL_FAILURE(start_active(92));
+  engine->set_replicating(true);
+  ASSERT_TRUE(wait_for([&] { return engine->in_sync(); }, 5000ms)) << engine->last_error();
+  const Engine::StandbyView v = engine->standby_view();
+  EXPECT_EQ(v.node, "t_old_b");
+  EXPECT_EQ(v.role_state, 0);
+  EXPECT_GT(v.stream_age_s, 0);
   engine->stop();
   worker->stop();
 }
