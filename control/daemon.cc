@@ -102,7 +102,8 @@ Status Daemon::make_engine() {
     roles_.set_standby_state(in_sync, in_sync ? "the active's Sync stream is in sync"
                                               : "the active's Sync stream is not in sync (full sync, or a refusal)");
   };
-  hooks.role_state = [this] { return wire::to_proto(role()); };
+  // The previous release's acknowledgements carry no role state (ftpaird-prev plays it).
+  if (!wire::previous_release()) hooks.role_state = [this] { return wire::to_proto(role()); };
   repl_svc_ = std::make_unique<ckpt::SyncService>(*applier_, std::move(hooks));
   return Status::Ok();
 }

@@ -21,6 +21,7 @@ constexpr struct {
 }  // namespace
 
 void set_previous_release(bool on) { g_previous_release.store(on); }
+bool previous_release() { return g_previous_release.load(); }
 
 v1::RoleState to_proto(fo::Role r) {
   for (const auto &e : kRoles)

@@ -31,5 +31,6 @@ void fill_peer(fo::Role r, v1::StatusReply *s);
 /* ftpaird-prev (the previous release played by this source, control/main_prev.cc): send only
  * the strings and ignore RoleState, as that release did. Set once at start. */
 void set_previous_release(bool on);
+bool previous_release();
 
 }  // namespace ftpair::wire

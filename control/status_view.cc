@@ -39,11 +39,13 @@ void fill_sync(Daemon &d, fo::Role r, v1::SyncStatus *s) {
     s->set_last_ack_age_seconds(age_seconds(es.last_ack_unix_ns.load()));
     s->set_full_syncs(es.full_syncs.load());
     s->set_full_sync_progress(e.full_sync_progress());
-    const ckpt::Engine::StandbyView v = e.standby_view();
-    s->set_peer_node(v.node);
-    s->set_peer_state(static_cast<v1::RoleState>(v.role_state));
-    s->set_peer_flows(v.flows);
-    s->set_stream_age_seconds(v.stream_age_s);
+    if (!wire::previous_release()) {  // fields the previous release's Status does not have
+      const ckpt::Engine::StandbyView v = e.standby_view();
+      s->set_peer_node(v.node);
+      s->set_peer_state(static_cast<v1::RoleState>(v.role_state));
+      s->set_peer_flows(v.flows);
+      s->set_stream_age_seconds(v.stream_age_s);
+    }
   } else {
     ckpt::Applier &a = d.applier();
     s->set_peer(a.peer_node());
@@ -56,6 +58,7 @@ void fill_sync(Daemon &d, fo::Role r, v1::SyncStatus *s) {
     s->set_divergences(a.stats().divergences.load());
     s->set_diverged_epoch(a.diverged_epoch());
     s->set_fingerprints_checked(a.fingerprints_checked());
+    if (!wire::previous_release()) s->set_stream_age_seconds(-1);  // the active's field
   }
 }
 

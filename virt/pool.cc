@@ -41,10 +41,14 @@ Status take_failed(Conn &conn, const PairSpec &spec, const std::string &failed, 
   return Status::Ok();  // no member left for it (already undefined): nothing to retire
 }
 
-void retire(Managed &old, Json *report) {
-  if (!old.dom) return;
+/* Destroys and undefines the failed member's domain (take_failed found it not running, or
+ * paused). Returns from when it can open no stream: now, or kNotKnownGone when none was found
+ * here (it may live on another host). */
+Clock::time_point retire(Managed &old, Json *report) {
+  if (!old.dom) return kNotKnownGone;
   virDomainDestroy(old.dom.get());  // a suspended (fenced) domain is still a process
   (*report)["retired"] = {{"domain", old.name}, {"result", virDomainUndefine(old.dom.get()) == 0 ? "undefined" : virt_error()}};
+  return Clock::now();
 }
 
 }  // namespace
@@ -161,7 +165,7 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
     // The spare takes the failed member's identity, so the surviving active (which keeps
     // reconnecting to that address) needs no change. Retire the failed domain first: its address
     // must be free (a suspended domain still holds it).
-    retire(old, report);
+    const Clock::time_point gone_since = retire(old, report);
     const NodeSpec *n = spec.node(failed);
     const NodeSpec *peer = spec.node(failed == "a" ? "b" : "a");
     std::string port = std::to_string(spec.grpc_port);
@@ -183,7 +187,7 @@ Status pool_replace(const PairSpec &spec, const std::string &failed, const Timeo
     m.token.clear();
     if (Status st = set_meta(spare->dom.get(), m); !st.ok()) return st;
     Json detail;
-    Status st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, &detail);
+    Status st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, gone_since, &detail);
     (*report)["sync"] = detail;
     if (!st.ok()) return with_name("replace: " + spare->name, st);
     (*report)["in_sync_s"] = secs_since(t0);
@@ -209,7 +213,7 @@ Status replace_fresh(const PairSpec &spec, const std::string &failed, const Time
   Managed old;
   if (Status st = take_failed(conn, spec, failed, &old); !st.ok()) return st;
   Json r;
-  retire(old, &r);  // the name is needed again
+  const Clock::time_point gone_since = retire(old, &r);  // the name is needed again
   auto t0 = Clock::now();
   NodeSpec s = *n;
   s.role = "standby";
@@ -225,7 +229,7 @@ Status replace_fresh(const PairSpec &spec, const std::string &failed, const Time
     const NodeSpec *peer = spec.node(failed == "a" ? "b" : "a");
     std::string port = std::to_string(spec.grpc_port);
     Json detail;
-    st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, &detail);
+    st = wait(n->mgmt_ip() + ":" + port, peer->mgmt_ip() + ":" + port, t.sync, gone_since, &detail);
     r["sync"] = detail;
     if (st.ok()) {
       r["in_sync_s"] = secs_since(t0);

@@ -53,37 +53,36 @@ bool connect_within(const Channel &ch, Ms deadline, bool *timed_out) {
 
 }  // namespace
 
-Status wait_standby_in_sync(const std::string &standby, const std::string &active, Ms deadline, Json *detail) {
+static_assert(kRoleStateStandbyReady == ftpair::v1::ROLE_STATE_STANDBY_READY);
+
+Status wait_standby_in_sync(const std::string &standby, const std::string &active, Ms deadline,
+                            Clock::time_point gone_since, Json *detail) {
   auto t0 = std::chrono::steady_clock::now();
   auto end = t0 + deadline;
   std::string last = "no answer yet";
   double first_answer_s = -1;  // when the replacement's server first took a connection (path 2)
   /* A replacement has one vCPU, busy while it starts and takes the full sync: every call it
-   * answers meanwhile delays it. So it is not asked at all when the active can say it.
+   * answers meanwhile delays it. So it is not asked at all when the active can say it
+   * (judge_active, virt/ops.h).
    * 1. The active, by long poll (up to kLongPoll each): it answers once its standby has
    *    acknowledged the full sync. That acknowledgement carries the standby's own role state
    *    (Ack.role_state): a standby marks itself STANDBY_READY before it sends it. The active
-   *    reports it with the node id of the stream's hello reply and the stream's age. When it
-   *    says STANDBY_READY on a stream younger than this wait, the wait is over: the failed node
-   *    was retired before the claim, so a stream that began since is the replacement's. The
-   *    two ages are durations on two clocks, the active's at its answer and this one's at its
-   *    receipt, so "younger" errs only by the answer's transit, and the old node has been gone
-   *    far longer than that.
-   * 2. An active of a release before Ack.role_state: the replacement is asked, once its stream
-   *    is in sync. First a connection to it with no call. Until its server takes one, a fresh
+   *    reports it with the node id of the stream's hello reply and the stream's age. READY on a
+   *    stream that began after the failed node was gone (gone_since) ends the wait: that stream
+   *    is the replacement's. A stream older than that is the failed node's, which the active
+   *    drops on the replacement's first beat (or when its acknowledgements stop): while it holds
+   *    it in sync, the active answers at once, so it is asked every 20 ms.
+   * 2. When the active cannot say (a standby or an active of a release before Ack.role_state,
+   *    or a failed node not found on this host), the replacement is asked, once its stream is
+   *    in sync. First a connection to it with no call. Until its server takes one, a fresh
    *    channel (and connection) per probe, with a short first deadline doubled after each attempt
    *    that timed out (to 1.5 s): a claimed spare takes over an address whose old owner is gone,
    *    the first SYN can leave before its gratuitous ARP and go to the old MAC, and TCP would
    *    resend it only after 1 s; a fresh connection after 250 ms finds the new MAC. The channel
    *    is then kept (until a call on it fails). Then one Status. If the replacement is not ready
    *    (the active still spoke of the stream to the failed node), back to 1 after 20 ms, doubled
-   *    each time up to 160 ms.
-   * While the active still holds its stream to the failed node (until the replacement's first
-   * beat reaches it), it answers at once: every 20 ms then, as for a daemon that does not know
-   * the long poll. A stream older than this wait that is still in sync after kOldStreamGrace
-   * began just before the wait: path 2 asks the replacement. */
+   *    each time up to 160 ms. */
   constexpr Ms kLongPoll(2000);
-  constexpr double kOldStreamGrace = 2.0;  // s
   Ms probe(250);
   Channel standby_ch, active_ch = channel_to(active);
   auto long_poll = [&] {
@@ -99,19 +98,19 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
       pause();
       continue;
     }
-    const double waited_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double gone_for_s =
+        gone_since == kNotKnownGone
+            ? -1
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - gone_since).count();
     const auto &as = a.sync();
+    const ActiveSyncView view{a.role() == "active", as.in_sync(), as.peer(), as.peer_node(),
+                              static_cast<int>(as.peer_state()), as.stream_age_seconds()};
     const std::string active_said = "; active " + a.node_id() + " " + a.role() + " in_sync=" +
                                     (as.in_sync() ? "1" : "0") + " peer=" + as.peer() + " flows=" +
                                     std::to_string(a.flows()) + " standby_stream_age_s=" +
                                     std::to_string(as.stream_age_seconds());
-    if (!(a.role() == "active" && as.in_sync() && as.peer() == standby)) {
-      last = "standby not in sync yet" + active_said;
-      pause();
-      continue;
-    }
-    if (as.peer_state() == ftpair::v1::ROLE_STATE_STANDBY_READY && !as.peer_node().empty() &&
-        as.stream_age_seconds() >= 0 && as.stream_age_seconds() < waited_s) {
+    const SyncVerdict verdict = judge_active(view, standby, gone_for_s);
+    if (verdict == SyncVerdict::IN_SYNC) {
       *detail = {{"standby", standby},
                  {"active", active},
                  {"standby_node", as.peer_node()},
@@ -123,10 +122,10 @@ Status wait_standby_in_sync(const std::string &standby, const std::string &activ
                  {"said_by", "the standby's acknowledgement, read from the active"}};
       return Status::Ok();
     }
-    if (as.peer_state() != ftpair::v1::ROLE_STATE_UNSPECIFIED && waited_s < kOldStreamGrace) {
-      // Most likely the failed node's stream, which the active drops on the replacement's
-      // first beat; past the grace, one that began just before this wait: path 2.
-      last = "the active's in-sync stream began before this wait" + active_said;
+    if (verdict == SyncVerdict::NOT_YET) {
+      last = (view.in_sync && view.peer == standby ? "the active's in-sync stream is the failed node's"
+                                                   : "standby not in sync yet") +
+             active_said;
       pause();
       continue;
     }

@@ -190,6 +190,13 @@ with V.VirtSession(prefix="ftvr", libvirt_tcp=True) as s:
     s.check("pool replace reaches 'standby in sync'", ok,
             (json.dumps(rep) if rep else "") + " " + err + "\n--- spare serial ---\n" + serial_tail(s, pair + "-b.serial.spare-0"))
     if ok:
+        # The host's wait asked the active only: the replacement said READY in the acknowledgement
+        # of its full sync, on a stream that began after b's domain was destroyed.
+        said = rep.get("sync", {})
+        s.check("the wait ended on the standby's acknowledgement, read from the active (the replacement was not asked)",
+                said.get("said_by", "").startswith("the standby's acknowledgement") and said.get("standby_node") == "b" and
+                said.get("state") == "STANDBY_READY" and 0 <= said.get("stream_age_s", -1) < rep.get("in_sync_s", 0),
+                json.dumps(said))
         b1, a1 = status(b_ip), status(a_ip)
         s.check("the replacement answers at b's address as node b, standby in sync",
                 b1 and b1.get("node_id") == "b" and b1.get("state") == "STANDBY_READY" and b1["sync"].get("in_sync"), str(b1))

@@ -12,6 +12,7 @@
 #include "virt/domain.h"
 #include "virt/guest.h"
 #include "virt/hook.h"
+#include "virt/ops.h"
 #include "virt/spec.h"
 
 using namespace ftpair;
@@ -538,4 +539,31 @@ TEST(Smbios, MutationsNeverCrash) {
         EXPECT_TRUE(t.strings.empty());
       }
     }
+}
+
+// ftpair-virt's wait for a replacement in sync: what it makes of the active's word (virt/ops.h).
+TEST(SyncVerdict, TheActivesWordEndsTheWaitOnlyForAStreamThatBeganAfterTheFailedNodeWasGone) {
+  using virt::ActiveSyncView;
+  using virt::judge_active;
+  using virt::SyncVerdict;
+  const std::string b = "198.19.253.2:50051";
+  // The replacement's stream: in sync, READY in its acknowledgement, 0.2 s old, 0.4 s after the
+  // failed node was destroyed.
+  ActiveSyncView v{true, true, b, "b", virt::kRoleStateStandbyReady, 0.2};
+  EXPECT_EQ(judge_active(v, b, 0.4), SyncVerdict::IN_SYNC);
+  // The failed node's stream, still in sync: older than its end. Wait for the new one.
+  EXPECT_EQ(judge_active(v, b, 0.1), SyncVerdict::NOT_YET);
+  EXPECT_EQ(judge_active(v, b, 0.2), SyncVerdict::NOT_YET) << "as old as the wait: not known to be younger";
+  // Not in sync, not active, or a stream to another address: not yet, whatever it says.
+  for (auto bad : {ActiveSyncView{true, false, b, "b", 3, 0.2}, ActiveSyncView{false, true, b, "b", 3, 0.2},
+                   ActiveSyncView{true, true, "198.19.253.9:50051", "b", 3, 0.2}})
+    EXPECT_EQ(judge_active(bad, b, 0.4), SyncVerdict::NOT_YET);
+  // A young stream whose standby said another state (SYNCING), or no stream at all.
+  EXPECT_EQ(judge_active(ActiveSyncView{true, true, b, "b", 2, 0.2}, b, 0.4), SyncVerdict::NOT_YET);
+  EXPECT_EQ(judge_active(ActiveSyncView{true, true, b, "b", 3, -1}, b, 0.4), SyncVerdict::NOT_YET);
+  // The active cannot say: an older standby (no state, or no node id), or the failed node's end
+  // is not known here (negative). The replacement is asked.
+  EXPECT_EQ(judge_active(ActiveSyncView{true, true, b, "b", 0, 0.2}, b, 0.4), SyncVerdict::ASK_STANDBY);
+  EXPECT_EQ(judge_active(ActiveSyncView{true, true, b, "", 3, 0.2}, b, 0.4), SyncVerdict::ASK_STANDBY);
+  EXPECT_EQ(judge_active(v, b, -1), SyncVerdict::ASK_STANDBY);
 }

@@ -78,6 +78,9 @@ struct Standby {
   dp::FlowTable *table = nullptr;
   Applier *ap = nullptr;
   int port = 0;
+  std::atomic<bool> ready{false};  // says_state: the role state the acknowledgements carry
+  std::mutex said_mu;
+  std::vector<v1::RoleState> said;  // said_mu: each acknowledgement's role state, in order
 
   /* says_state: the standby tells its role state in its acknowledgements, READY once its copy
    * is in sync, as a daemon's does (control/daemon.cc: before the ack of the full sync); false:
@@ -89,10 +92,16 @@ struct Standby {
     SyncHooks hooks;
     hooks.scrub_floor_slots = 2048;
     hooks.realtime = realtime;
-    if (says_state)
+    if (says_state) {
+      // The state as the daemon's RoleManager keeps it: moved by on_sync_state.
+      hooks.on_sync_state = [this](bool in_sync) { ready.store(in_sync); };
       hooks.role_state = [this] {
-        return ap->in_sync() ? v1::ROLE_STATE_STANDBY_READY : v1::ROLE_STATE_STANDBY_SYNCING;
+        const v1::RoleState st = ready.load() ? v1::ROLE_STATE_STANDBY_READY : v1::ROLE_STATE_STANDBY_SYNCING;
+        std::lock_guard<std::mutex> g(said_mu);
+        said.push_back(st);
+        return st;
       };
+    }
     srv = SyncServer::start(name, 16384, want_port, &err, 1, std::move(hooks));
     EXPECT_NE(srv, nullptr) << err;
     if (!srv) return false;
@@ -432,6 +441,13 @@ TEST_F(ReplicationPair, TheActiveReportsWhatItsStandbySaidInItsAcknowledgements)
   ASSERT_TRUE(wait_for([&] { return engine->in_sync(); }, 5000ms)) << engine->last_error();
   v = engine->standby_view();
   const double since_start = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  {
+    // A new stream starts with the full sync, so the first acknowledgement is the full sync's:
+    // it says READY only if the stream moved the standby to in sync before it was sent.
+    std::lock_guard<std::mutex> g(sb->said_mu);
+    ASSERT_FALSE(sb->said.empty());
+    EXPECT_EQ(sb->said.front(), v1::ROLE_STATE_STANDBY_READY) << "the full sync's acknowledgement";
+  }
   EXPECT_EQ(v.node, "t_view_b");
   EXPECT_EQ(v.role_state, int(v1::ROLE_STATE_STANDBY_READY)) << "the acknowledgement of the full sync says READY";
   EXPECT_GT(v.stream_age_s, 0);
