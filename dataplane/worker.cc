@@ -90,10 +90,10 @@ int worker_main(void *arg) {
     }
     // Adaptive back-off: spin a while, then sleep longer and longer up to the ceiling, so
     // an idle daemon leaves the (shared) core to others.
-    if (++idle < 64 || c.idle_sleep_max_us == 0) continue;
-    uint32_t us = 1u << ((idle - 64) / 16 < 10 ? (idle - 64) / 16 : 10);
-    if (us > c.idle_sleep_max_us) us = c.idle_sleep_max_us;
-    timespec ts{0, static_cast<long>(us) * 1000};
+    if (idle < UINT32_MAX) idle++;
+    const uint32_t us = idle_nap_us(idle, c.idle_sleep_max_us);
+    if (us == 0) continue;
+    timespec ts{static_cast<time_t>(us / 1000000), static_cast<long>(us % 1000000) * 1000};
     c.napping.store(true, std::memory_order_relaxed);
     nanosleep(&ts, nullptr);
     c.napping.store(false, std::memory_order_relaxed);

@@ -34,6 +34,16 @@ struct alignas(64) WorkerContext {
   std::atomic<bool> napping{false};
 };
 
+/* The idle loop's nap after `idle` loops in a row found nothing (0: none, spin): 64 spins, then
+ * 16 naps each of 1, 2, 4, ... us, doubling up to max_us (worker.idle_sleep_max_us, up to 100 ms;
+ * 0: never nap). */
+inline uint32_t idle_nap_us(uint32_t idle, uint32_t max_us) {
+  if (idle < 64 || max_us == 0) return 0;
+  const uint32_t step = (idle - 64) / 16;
+  const uint32_t us = step < 17 ? 1u << step : 1u << 17;
+  return us < max_us ? us : max_us;
+}
+
 // Runs until *ctx->quit. Usable with rte_eal_remote_launch (arg = WorkerContext*).
 int worker_main(void *ctx);
 // One iteration (tests and benchmarks drive the loop by hand). Returns packets handled.

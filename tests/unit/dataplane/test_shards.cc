@@ -463,3 +463,19 @@ TEST(Shards, TwoWorkerThreadsCarryTrafficBothWays) {
 
 }  // namespace
 }  // namespace ftpair::dp
+
+// The idle loop's back-off (dataplane/worker.h): spins, then naps doubling up to the configured
+// ceiling, which is honoured above 1 ms too (the TCG guests nap 2 ms; 1,024 us was a hidden cap).
+TEST(IdleNap, SpinsThenDoublesUpToTheConfiguredCeiling) {
+  EXPECT_EQ(ftpair::dp::idle_nap_us(0, 100), 0u);
+  EXPECT_EQ(ftpair::dp::idle_nap_us(63, 100), 0u) << "64 spins first";
+  EXPECT_EQ(ftpair::dp::idle_nap_us(64, 100), 1u);
+  EXPECT_EQ(ftpair::dp::idle_nap_us(79, 100), 1u) << "16 naps a step";
+  EXPECT_EQ(ftpair::dp::idle_nap_us(80, 100), 2u);
+  EXPECT_EQ(ftpair::dp::idle_nap_us(64 + 16 * 6, 100), 64u);
+  EXPECT_EQ(ftpair::dp::idle_nap_us(64 + 16 * 7, 100), 100u) << "the default ceiling";
+  EXPECT_EQ(ftpair::dp::idle_nap_us(64 + 16 * 11, 2000), 2000u) << "a ceiling above 1,024 us is reached";
+  EXPECT_EQ(ftpair::dp::idle_nap_us(64 + 16 * 10, 2000), 1024u);
+  EXPECT_EQ(ftpair::dp::idle_nap_us(UINT32_MAX, 100000), 100000u) << "the largest ceiling, after any idle count";
+  EXPECT_EQ(ftpair::dp::idle_nap_us(UINT32_MAX, 0), 0u) << "0: never nap";
+}
