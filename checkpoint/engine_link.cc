@@ -159,6 +159,8 @@ void Engine::handle_ack(const LinkPtr &link, const v1::Ack &ack) {
     primary = link == link_;
   }
   if (epoch > link->acked.load()) link->acked.store(epoch);
+  link->ack_role_state.store(static_cast<int>(ack.role_state()));
+  link->ack_flows.store(ack.flows());
   if (primary)
     on_ack(epoch, ack.apply_ns());
   else

@@ -48,11 +48,7 @@ void SyncLink::read_acks(const std::function<bool()> &keep_reading,
   for (;;) {
     if (!keep_reading()) return;
     if (!stream_->Read(&reply)) break;
-    if (reply.has_ack()) {
-      ack_role_state.store(static_cast<int>(reply.ack().role_state()));
-      ack_flows.store(reply.ack().flows());
-      on_ack(reply.ack());
-    }
+    if (reply.has_ack()) on_ack(reply.ack());
   }
   if (!cancelled_.load()) peer_ended_.store(true);
 }

@@ -84,10 +84,10 @@ class SyncLink {
   std::atomic<int64_t> unacked_since_ns{0};  // mono_ns(); 0 = nothing unacknowledged
   std::atomic<bool> promoted{false};         // a joiner's link that became the standby's
   std::atomic<int64_t> full_start_ns{0};     // mono_ns() when its full sync began
-  // What the far end said in its last acknowledgement (the link thread writes).
+  // What the far end said in its last acknowledgement (handle_ack, on the link thread).
   std::atomic<int> ack_role_state{0};  // v1::RoleState; 0 = unset (none yet, or an older far end)
   std::atomic<uint64_t> ack_flows{0};
-  std::atomic<int64_t> hello_ns{0};  // mono_ns() when the far end answered the hello; 0 = not yet
+  std::atomic<int64_t> hello_ns{0};  // mono_ns() when the far end answered the hello (hello()); 0 = not yet
 
  private:
   const std::string addr_;
