@@ -99,12 +99,12 @@ class InterfaceAgent {
   // Inline: a packet that need not wait (relaxed mode, or state already acknowledged) is
   // queued here; holding for output commit is out of line.
   inline void tx(unsigned worker, uint16_t port, rte_mbuf *m, uint64_t dep_epoch);
-  /* Queues n (at most kBurst) packets for port in order, dep[i] the epoch packet i depends on,
-   * max_dep the newest of them and bytes the sum of their lengths: one check and one copy for
-   * the burst when none has to wait, else tx() for each. The NF's fast path sends a burst's
-   * output through this. */
+  /* Queues n (at most kBurst) packets for port in order, dep[i] the epoch packet i depends on
+   * and bytes the sum of their lengths: one copy for the burst when none has to wait (relaxed
+   * mode, or in strict mode the newest dep already acknowledged), else tx() for each. The NF's
+   * fast path sends a burst's output through this. */
   inline void tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m, const uint64_t *dep,
-                       unsigned n, uint64_t max_dep, uint64_t bytes);
+                       unsigned n, uint64_t bytes);
   // Sends what tx() queued and releases held packets the standby has acknowledged.
   void flush(unsigned worker);
   // Parks here while a quiesce is requested. Returns true if the worker parked.
@@ -247,11 +247,16 @@ inline void InterfaceAgent::tx(unsigned worker, uint16_t port, rte_mbuf *m, uint
 }
 
 inline void InterfaceAgent::tx_burst(unsigned worker, uint16_t port, rte_mbuf *const *m,
-                                     const uint64_t *dep, unsigned n, uint64_t max_dep, uint64_t bytes) {
+                                     const uint64_t *dep, unsigned n, uint64_t bytes) {
   WorkerState &ws = ws_[worker];
-  if (__builtin_expect(max_dep > ws.acked_seen, 0) && strict_.load(std::memory_order_relaxed)) {
-    for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
-    return;
+  if (__builtin_expect(strict_.load(std::memory_order_relaxed), 0)) {
+    // Only strict mode needs the newest dependency: found here, not per packet by the caller.
+    uint64_t max_dep = 0;
+    for (unsigned i = 0; i < n; i++) max_dep = dep[i] > max_dep ? dep[i] : max_dep;
+    if (max_dep > ws.acked_seen) {
+      for (unsigned i = 0; i < n; i++) tx(worker, port, m[i], dep[i]);
+      return;
+    }
   }
   TxQueue &q = ws.txq[port];
   static_assert(sizeof(q.pkts) / sizeof(q.pkts[0]) >= kBurst, "an empty queue takes a burst");

@@ -891,14 +891,11 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   const uint32_t frame_room = len - sizeof(rte_ether_hdr);
   if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || tot > frame_room || (w1 & 0xff) <= 1) return false;
   const uint32_t src = static_cast<uint32_t>(w1 >> 32), dst = w2;
-  const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
-  if (bad_octet_[so] | bad_octet_[dO]) return false;
+  // From the LAN to an outside address: a hairpin, or for the gateway. The other address
+  // filters wait for the lookup (fast_filters): a packet of a known flow needs none of them.
   if (port == kPortInside) {
-    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
-        (d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside])
-      return false;
-  } else if (!fast_out_ok_ || !is_nat_address(dst)) {
-    return false;
+    const uint32_t d = bswap32(dst);
+    if ((d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside]) return false;
   }
   /* The header checksum from the same three loads: the one's-complement sum of the 16-bit
    * words is 0xffff exactly when their plain sum is a multiple of 0xffff (it is not zero: the
@@ -940,6 +937,21 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   std::memcpy(reinterpret_cast<uint8_t *>(&key), &k0, 8);
   std::memcpy(reinterpret_cast<uint8_t *>(&key) + 8, &k1, 8);
   return true;
+}
+
+/* The address filters of classify() that fast_parse() leaves to after the lookup: a first
+ * octet never a source or destination here (martian, multicast, class E, broadcast); from
+ * the LAN, a source in its subnet to an address outside it; from the WAN, to an outside
+ * address. A UDP packet whose key matched a flow skips them: the packet that made the flow
+ * passed them on these same addresses (fast_parse() keeps the one filter a flow's key does
+ * not answer: the hairpin's destination), and the NAT's addresses and subnets change only
+ * with a restart. Every other packet fast_parse() took is tested here, and one that fails
+ * goes through classify(), which drops it with its reason. */
+__attribute__((always_inline)) inline bool Nat44::fast_filters(const FlowKey &k, uint16_t port) const {
+  const uint32_t src = k.src_ip, dst = k.dst_ip;
+  if (bad_octet_[src & 0xff] | bad_octet_[dst & 0xff]) return false;  // the first octet, in memory order
+  if (port == kPortInside) return (src & mask_[0]) == net_[0] && (dst & mask_[0]) != net_[0];
+  return fast_out_ok_ && is_nat_address(dst);
 }
 
 // The rest of what parse_ipv4() fills, for a packet fast_parse() took that goes on to the
@@ -1089,7 +1101,6 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
   out.bytes += rte_pktmbuf_pkt_len(m);
-  out.max_dep = dep > out.max_dep ? dep : out.max_dep;
   return true;
 }
 
@@ -1140,14 +1151,23 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // eviction the key is looked up again (a packet of an established flow must still
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
-    const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : slots[i];
+    int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : slots[i];
     const bool took_fast = fast[i];
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
         fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
       continue;
     // What the fast path queued goes first: a flow's packets leave in the order they came.
     if (out.n) flush_fast(out, port ^ 1);
-    if (took_fast) fill_parsed(ip_pkts[i], p);
+    if (took_fast) {
+      if (__builtin_expect(fast_filters(p.key, port), 1)) {
+        fill_parsed(ip_pkts[i], p);
+      } else {
+        // The general path from the start: dropped with its reason, answered, or (a port
+        // forward on the VIP) looked up again by the key classify() made.
+        if (!classify(ip_pkts[i], p, port, now)) continue;
+        slot = flows_.lookup(p.key);
+      }
+    }
     dispatch(ip_pkts[i], p, port, slot, now);
     evicted = evicted_;
   }

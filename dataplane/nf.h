@@ -181,6 +181,7 @@ class Nat44 {
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
   bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port, uint32_t span, uint64_t dir_bits) const;
+  bool fast_filters(const FlowKey &k, uint16_t port) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
@@ -188,15 +189,13 @@ class Nat44 {
   struct FastOut {
     rte_mbuf *m[kBurst];
     uint64_t dep[kBurst];
-    uint64_t max_dep = 0;
     uint64_t bytes = 0;
     unsigned n = 0;
   };
   bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now, FastOut &out);
   void flush_fast(FastOut &out, uint16_t egress) {
-    agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.max_dep, out.bytes);
+    agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;
-    out.max_dep = 0;
     out.bytes = 0;
   }
   uint32_t expire_slice(uint32_t slots, uint64_t now);

@@ -247,7 +247,7 @@ TEST(Agent, TxBurstQueuesInOrderAndHoldsEachPacketOnItsOwnEpoch) {
   agent.tx(0, 1, seq_pkt(0), 0);
   rte_mbuf *b[3] = {seq_pkt(1), seq_pkt(2), seq_pkt(3)};
   const uint64_t dep_old[3] = {1, 2, 0};
-  agent.tx_burst(0, 1, b, dep_old, 3, 2, 3 * 64);
+  agent.tx_burst(0, 1, b, dep_old, 3, 3 * 64);
   agent.flush(0);
   auto out = p1.take();
   ASSERT_EQ(out.size(), 4u);
@@ -257,7 +257,7 @@ TEST(Agent, TxBurstQueuesInOrderAndHoldsEachPacketOnItsOwnEpoch) {
 
   rte_mbuf *h[3] = {seq_pkt(4), seq_pkt(5), seq_pkt(6)};
   const uint64_t dep_new[3] = {2, 5, 1};
-  agent.tx_burst(0, 1, h, dep_new, 3, 5, 3 * 64);
+  agent.tx_burst(0, 1, h, dep_new, 3, 3 * 64);
   agent.flush(0);
   out = p1.take();
   ASSERT_EQ(out.size(), 2u);
@@ -278,7 +278,7 @@ TEST(Agent, TxBurstQueuesInOrderAndHoldsEachPacketOnItsOwnEpoch) {
   std::vector<rte_mbuf *> big(kBurst);
   std::vector<uint64_t> deps(kBurst, 0);
   for (unsigned i = 0; i < kBurst; i++) big[i] = seq_pkt(100 + before + i);
-  agent.tx_burst(0, 0, big.data(), deps.data(), kBurst, 0, kBurst * 64);
+  agent.tx_burst(0, 0, big.data(), deps.data(), kBurst, kBurst * 64);
   agent.flush(0);
   out = p0.take();
   ASSERT_EQ(out.size(), before + kBurst);

@@ -1677,12 +1677,18 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
     NfConfig c = default_config();
     c.fast_path = fast;
     c.mtu[kPortOutside] = 576;
+    // Two pool addresses, so the WAN VIP is not a mapping's address; a UDP forward on the
+    // VIP beside the TCP one (a flow whose outside address is no pool address).
+    const uint32_t P1 = ip4("198.18.2.5"), P2 = ip4("198.18.2.6");
+    c.pool = {P1, P2};
+    c.forwards.push_back(PortForward{IPPROTO_UDP, 5353, H, 5353});
     build(c, 4096);
     rte_srand(20261203);
     std::mt19937 rng(7);
     Result res;
-    std::vector<uint16_t> nat_udp, nat_tcp;
-    const uint32_t dsts[] = {R, R2, R, R, ip4("8.8.8.8"), WAN_VIP};
+    std::vector<std::pair<uint32_t, uint16_t>> nat_udp, nat_tcp;  // outside endpoints seen
+    const uint32_t dsts[] = {R, R2, R, R, ip4("8.8.8.8"), WAN_VIP, P1};
+    const uint32_t wan_dsts[] = {WAN_VIP, P1, P2, ip4("198.18.2.77")};  // the last is not ours
     const uint8_t tcp_flags[] = {RTE_TCP_SYN_FLAG, RTE_TCP_ACK_FLAG, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
                                  RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG,
                                  RTE_TCP_RST_FLAG, 0, RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG};
@@ -1697,7 +1703,7 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
         if (port == kPortInside) {
           const uint32_t host = rng() % 2 ? H : H2;
           const uint16_t sport = static_cast<uint16_t>(40000 + rng() % 8);
-          const uint32_t dst = dsts[rng() % 6];
+          const uint32_t dst = dsts[rng() % 7];
           const uint16_t dport = rng() % 3 == 0 ? 8080 : 53;
           f = udp ? test::udp_frame(from_lan(host == H ? kMacH : kMacH2), host, sport, dst, dport, payload, 64,
                                     rng() % 8 != 0)
@@ -1705,12 +1711,17 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
                                     tcp_flags[rng() % 8], payload);
         } else {
           const uint32_t src = rng() % 4 ? R : R2;
-          std::vector<uint16_t> &known = udp ? nat_udp : nat_tcp;
-          const uint16_t dport = !known.empty() && rng() % 4 ? known[rng() % known.size()]
-                                 : rng() % 2                 ? 8080
-                                                             : static_cast<uint16_t>(20000 + rng() % 64);
-          f = udp ? test::udp_frame(from_wan(src == R ? kMacR : kMacR2), src, 53, WAN_VIP, dport, payload)
-                  : test::tcp_frame(from_wan(src == R ? kMacR : kMacR2), src, 8080, WAN_VIP, dport,
+          const auto &known = udp ? nat_udp : nat_tcp;
+          uint32_t dst;
+          uint16_t dport;
+          if (!known.empty() && rng() % 4) {
+            std::tie(dst, dport) = known[rng() % known.size()];
+          } else {
+            dst = wan_dsts[rng() % 4];
+            dport = rng() % 2 ? (udp ? 5353 : 8080) : static_cast<uint16_t>(20000 + rng() % 64);
+          }
+          f = udp ? test::udp_frame(from_wan(src == R ? kMacR : kMacR2), src, 53, dst, dport, payload)
+                  : test::tcp_frame(from_wan(src == R ? kMacR : kMacR2), src, 8080, dst, dport,
                                     tcp_flags[rng() % 8], payload);
         }
         rte_ipv4_hdr *ip = test::ip_of(f);
@@ -1744,9 +1755,9 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
       Out o = run(port, frames);
       for (auto &f : o.wan) {
         if (test::ip_of(f)->next_proto_id == IPPROTO_UDP)
-          nat_udp.push_back(rte_be_to_cpu_16(test::udp_of(f)->src_port));
+          nat_udp.push_back({uint32_t(test::ip_of(f)->src_addr), rte_be_to_cpu_16(test::udp_of(f)->src_port)});
         else if (test::ip_of(f)->next_proto_id == IPPROTO_TCP)
-          nat_tcp.push_back(rte_be_to_cpu_16(test::tcp_of(f)->src_port));
+          nat_tcp.push_back({uint32_t(test::ip_of(f)->src_addr), rte_be_to_cpu_16(test::tcp_of(f)->src_port)});
         res.sent.push_back(f);
       }
       for (auto &f : o.lan) res.sent.push_back(f);
