@@ -116,7 +116,11 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   const Timeouts &t = cfg.timeouts;
   const uint32_t secs[9] = {t.tcp_syn, t.tcp_syn, t.tcp_syn, t.tcp_established, t.tcp_fin,
                             t.tcp_time_wait, t.tcp_closed, t.udp, t.icmp};
-  for (unsigned i = 0; i < 9; i++) timeout_tsc_[i] = uint64_t(secs[i]) * hz_;
+  min_timeout_tsc_ = UINT64_MAX;
+  for (unsigned i = 0; i < 9; i++) {
+    timeout_tsc_[i] = uint64_t(secs[i]) * hz_;
+    min_timeout_tsc_ = timeout_tsc_[i] < min_timeout_tsc_ ? timeout_tsc_[i] : min_timeout_tsc_;
+  }
   arp_retry_tsc_ = uint64_t(cfg.arp_retry_ms) * hz_ / 1000;
   for (unsigned p = 0; p < kMaxPorts; p++)
     mask_[p] = cfg.prefix_len[p] == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - cfg.prefix_len[p]));
@@ -1270,24 +1274,32 @@ uint32_t Nat44::housekeeping(uint64_t now) {
 uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
   uint32_t removed = 0;
   const uint32_t cap = flows_.capacity();
+  if (cap == 0) return 0;
   uint32_t cursor = expiry_cursor_;  // in a register; stored back once
-  for (uint32_t k = 0; k < slots; k++) {
-    const uint32_t slot = cursor;
-    cursor = cursor + 1 == cap ? 0 : cursor + 1;
-    FlowRecord &r = flows_.record(slot);
-    if (!(r.st.flags & kFlowInUse)) continue;
-    unsigned idx = r.st.proto == IPPROTO_UDP    ? kIdxUdp
-                   : r.st.proto == IPPROTO_ICMP ? kIdxIcmp
-                                                : r.st.tcp_state;
-    if (idx > kIdxIcmp) idx = 0;
-    if (now - r.last_seen_tsc > timeout_tsc_[idx]) {
-      auto s = static_cast<TcpState>(r.st.tcp_state);
-      bump(r.st.proto == IPPROTO_TCP && (s == TcpState::CLOSED || s == TcpState::TIME_WAIT)
-               ? ctr_.flows_closed
-               : ctr_.flows_expired);
-      flows_.remove(slot);
-      removed++;
+  while (slots) {
+    // The slots up to the table's end at most, then on from slot 0.
+    const uint32_t end = slots < cap - cursor ? cursor + slots : cap;
+    slots -= end - cursor;
+    for (uint32_t slot = cursor; slot < end; slot++) {
+      FlowRecord &r = flows_.record(slot);
+      if (!(r.st.flags & kFlowInUse)) continue;
+      // Seen within the shortest timeout: nothing to look up (most flows, most of the time).
+      const uint64_t idle = now - r.last_seen_tsc;
+      if (__builtin_expect(idle <= min_timeout_tsc_, 1)) continue;
+      unsigned idx = r.st.proto == IPPROTO_UDP    ? kIdxUdp
+                     : r.st.proto == IPPROTO_ICMP ? kIdxIcmp
+                                                  : r.st.tcp_state;
+      if (idx > kIdxIcmp) idx = 0;
+      if (idle > timeout_tsc_[idx]) {
+        auto s = static_cast<TcpState>(r.st.tcp_state);
+        bump(r.st.proto == IPPROTO_TCP && (s == TcpState::CLOSED || s == TcpState::TIME_WAIT)
+                 ? ctr_.flows_closed
+                 : ctr_.flows_expired);
+        flows_.remove(slot);
+        removed++;
+      }
     }
+    cursor = end == cap ? 0 : end;
   }
   expiry_cursor_ = cursor;
   return removed;
