@@ -135,6 +135,11 @@ void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slo
 void FlowTable::lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n,
                                    int32_t *slots) const {
   uint32_t cand[kLookupBulkMax];
+  lookup_candidates(h, n, cand);
+  for (unsigned i = 0; i < n; i++) slots[i] = resolve(cand[i], *keys[i], h[i]);
+}
+
+void FlowTable::lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const {
   const FlowRecord *const rec = records_;
   for (unsigned i = 0; i < n; i++) {
     const FlowIndex::Bucket &b = *index_.bucket_of(h[i]);
@@ -142,16 +147,13 @@ void FlowTable::lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h
     cand[i] = m ? b.val[__builtin_ctz(m)] : FlowIndex::kEmpty;
     if (cand[i] != FlowIndex::kEmpty) rte_prefetch0(&rec[cand[i] >> 1]);
   }
-  for (unsigned i = 0; i < n; i++) {
-    if (__builtin_expect(cand[i] != FlowIndex::kEmpty && key_is(cand[i], *keys[i]), 1)) {
-      slots[i] = static_cast<int32_t>(cand[i] >> 1);
-    } else if (cand[i] == FlowIndex::kEmpty && !FlowIndex::full(*index_.bucket_of(h[i]))) {
-      slots[i] = -1;
-    } else {
-      const uint32_t v = index_.find(h[i], [&](uint32_t v) { return key_is(v, *keys[i]); });
-      slots[i] = v == FlowIndex::kEmpty ? -1 : static_cast<int32_t>(v >> 1);
-    }
-  }
+}
+
+int32_t FlowTable::resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const {
+  // No signature matched in a bucket that has room: no chain to follow, a miss.
+  if (cand == FlowIndex::kEmpty && !FlowIndex::full(*index_.bucket_of(h))) return -1;
+  const uint32_t v = index_.find(h, [&](uint32_t v) { return key_is(v, key); });
+  return v == FlowIndex::kEmpty ? -1 : static_cast<int32_t>(v >> 1);
 }
 
 uint32_t FlowTable::ports_in_use(uint8_t proto) const {

@@ -213,6 +213,15 @@ class FlowTable {
   /* The same with each key's hash already taken by hash_prefetch(), which also prefetched its
    * bucket: the NF hashes a key in the stage that builds it. */
   void lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n, int32_t *slots) const;
+  /* The same in two halves, for a caller that verifies each key when it gets to its packet
+   * (the NF's last stage): lookup_candidates() takes each key's first signature match in its
+   * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
+   * verifies the candidate, and searches in full only when it is not the key. */
+  void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const;
+  int32_t resolve(uint32_t cand, const FlowKey &key, uint32_t h) const {
+    if (__builtin_expect(cand != FlowIndex::kEmpty && key_is(cand, key), 1)) return static_cast<int32_t>(cand >> 1);
+    return resolve_miss(cand, key, h);
+  }
   uint32_t hash_prefetch(const FlowKey &key) const {
     const uint32_t h = index_.hash(&key);
     __builtin_prefetch(index_.bucket_of(h));
@@ -395,6 +404,7 @@ class FlowTable {
   /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
    * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
    * key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify either. */
+  int32_t resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const;
   bool key_is(uint32_t v, const FlowKey &key) const {
     const FlowState &s = records_[v >> 1].st;
     const auto *b = reinterpret_cast<const uint8_t *>(&s);

@@ -1116,8 +1116,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Parsed parsed[kBurst];
   rte_mbuf *ip_pkts[kBurst];
-  const FlowKey *keys[kBurst];
-  int32_t slots[kBurst];
+  uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)
   uint32_t hashes[kBurst];
 #pragma GCC unroll 4
   for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -1140,12 +1139,11 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     else
       continue;
     ip_pkts[nip] = m;
-    keys[nip] = &p.key;
     hashes[nip] = flows_.hash_prefetch(p.key);  // hashed once, its bucket on the way
     nip++;
   }
   if (nip == 0) return;
-  flows_.lookup_bulk_hashed(keys, hashes, nip, slots);
+  flows_.lookup_candidates(hashes, nip, cand);
   evicted_ = created_ = false;
   fwd_burst_ = 0;
   FastOut out;
@@ -1155,7 +1153,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // eviction the key is looked up again (a packet of an established flow must still
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
-    int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : slots[i];
+    int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
     const bool took_fast = fast[i];
     if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
         fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
