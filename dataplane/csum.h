@@ -6,10 +6,12 @@
 
 namespace ftpair::dp {
 
+/* The one's-complement sum of s's two halves, end-around carry included: the high half of
+ * s + (s rotated by 16) is H + L plus the carry out of the low half's L + H. A rotate, an add
+ * and a shift, the same value as folding twice for every s (checked for all 2^32 once, and
+ * sampled by test_csum). */
 inline uint16_t csum_fold(uint32_t s) {
-  s = (s & 0xffff) + (s >> 16);
-  s = (s & 0xffff) + (s >> 16);
-  return static_cast<uint16_t>(s);
+  return static_cast<uint16_t>((s + ((s << 16) | (s >> 16))) >> 16);
 }
 
 inline uint16_t csum_update16(uint16_t csum, uint16_t from, uint16_t to) {

@@ -1082,11 +1082,11 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
 // A UDP packet of a known flow, either way: the whole NAT in one place.
 // False when it cannot (no route): dispatch() then drops it with its reason.
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
-                                                          FlowRecord &r, uint64_t now, FastOut &out) {
+                                                          uint32_t slot, uint64_t now, FastOut &out) {
+  FlowRecord &r = flows_.record(slot);
   const bool from_inside = port == kPortInside;
   const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
   if (__builtin_expect(nh == 0, 0)) return false;
-  const uint32_t slot = static_cast<uint32_t>(&r - &flows_.record(0));
   if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
     update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
   r.last_seen_tsc = now;
@@ -1118,8 +1118,6 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   rte_mbuf *ip_pkts[kBurst];
   uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)
   uint32_t hashes[kBurst];
-#pragma GCC unroll 4
-  for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
   nh_ip_[0] = nh_ip_[1] = 0;
   const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
@@ -1127,13 +1125,16 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   // key's direction byte (the ingress port) in place.
   const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
   const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
-  uint8_t fast[kBurst];  // 1: packet i took the fast test
+  // Packet i took the fast test: kFastUdp (a UDP packet, fast_udp's if its flow is known) or
+  // kFastOther; 0: classify() took it.
+  constexpr uint8_t kFastUdp = 2, kFastOther = 1;
+  uint8_t fast[kBurst];
   unsigned nip = 0;
   for (uint16_t i = 0; i < n; i++) {
     rte_mbuf *m = pkts[i];
     Parsed &p = parsed[nip];
     if (__builtin_expect(try_fast && fast_parse(m, p.key, port, span, dir_bits), 1))
-      fast[nip] = 1;
+      fast[nip] = p.key.proto == IPPROTO_UDP ? kFastUdp : kFastOther;
     else if (classify(m, p, port, now))
       fast[nip] = 0;
     else
@@ -1154,9 +1155,8 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
     int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
-    const bool took_fast = fast[i];
-    if (took_fast && slot >= 0 && p.key.proto == IPPROTO_UDP &&
-        fast_udp(ip_pkts[i], p.key, port, flows_.record(static_cast<uint32_t>(slot)), now, out))
+    const uint8_t took_fast = fast[i];
+    if (took_fast == kFastUdp && slot >= 0 && fast_udp(ip_pkts[i], p.key, port, static_cast<uint32_t>(slot), now, out))
       continue;
     // What the fast path queued goes first: a flow's packets leave in the order they came.
     if (out.n) flush_fast(out, port ^ 1);

@@ -192,7 +192,7 @@ class Nat44 {
     uint64_t bytes = 0;
     unsigned n = 0;
   };
-  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, FlowRecord &r, uint64_t now, FastOut &out);
+  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out);
   void flush_fast(FastOut &out, uint16_t egress) {
     agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;

@@ -28,6 +28,7 @@ static uint32_t take_handed_burst(WorkerContext &c, uint64_t now) {
       case Handed::RX:
         run_port = port;
         run[n++] = items[i].m;
+        rte_prefetch0(rte_pktmbuf_mtod(items[i].m, void *));  // as InterfaceAgent::rx does
         break;
       case Handed::HAIRPIN: c.nf->hairpin_in(items[i].m, items[i].meta >> 8, now); break;
       case Handed::ARP_COPY: c.nf->learn_arp(port, items[i].m, now); break;

@@ -27,6 +27,23 @@ TEST(Csum, Fold) {
   EXPECT_EQ(csum_fold(0xffffffffu), 0xffff);
   EXPECT_EQ(csum_fold(0x12345678u), 0x68ac);  // 0x5678 + 0x1234
   EXPECT_EQ(csum_fold(0xfffe0003u), 0x0002);  // 0x0003 + 0xfffe = 0x10001 -> 0x0002
+  // The same as folding twice: every sum of two halves near a carry, and random words.
+  auto twice = [](uint32_t s) {
+    s = (s & 0xffff) + (s >> 16);
+    return static_cast<uint16_t>((s & 0xffff) + (s >> 16));
+  };
+  for (uint32_t h = 0; h < 0x10000; h += 0xff)
+    for (uint32_t d = 0; d < 4; d++) {
+      const uint32_t l = (0x10000 - h - 2 + d) & 0xffff;  // h + l around 0xffff and 0x10000
+      EXPECT_EQ(csum_fold(h << 16 | l), twice(h << 16 | l)) << std::hex << (h << 16 | l);
+    }
+  std::mt19937 rng(11);
+  unsigned bad = 0;
+  for (int i = 0; i < 1000000; i++) {
+    const uint32_t s = rng();
+    bad += csum_fold(s) != twice(s);
+  }
+  EXPECT_EQ(bad, 0u);
 }
 
 TEST(Csum, NoChangeKeepsChecksum) {
