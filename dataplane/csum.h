@@ -14,6 +14,12 @@ inline uint16_t csum_fold(uint32_t s) {
   return static_cast<uint16_t>((s + ((s << 16) | (s >> 16))) >> 16);
 }
 
+// a + b in one's complement over 32 bits: the carry out of the add goes back in (an adc).
+inline uint32_t csum_add32(uint32_t a, uint32_t b) {
+  const uint32_t s = a + b;
+  return s + (s < b);
+}
+
 inline uint16_t csum_update16(uint16_t csum, uint16_t from, uint16_t to) {
   uint32_t s = static_cast<uint16_t>(~csum);
   s += static_cast<uint16_t>(~from);

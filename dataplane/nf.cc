@@ -1066,14 +1066,16 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
   uint16_t old_port;
   std::memcpy(&old_ip, addr, 4);
   std::memcpy(&old_port, port, 2);
-  const uint32_t d_ip = (~old_ip & 0xffff) + (~old_ip >> 16) + (new_ip & 0xffff) + (new_ip >> 16);
+  // The address's change as one 32-bit one's-complement word: the sum of its 16-bit halves
+  // modulo 0xffff is what the fold gives.
+  const uint32_t d_ip = csum_add32(~old_ip, new_ip);
   ip->hdr_checksum = static_cast<uint16_t>(
-      ~csum_fold(static_cast<uint16_t>(~ip->hdr_checksum) + d_ip + 0xfffe));
+      ~csum_fold(csum_add32(d_ip, static_cast<uint16_t>(~ip->hdr_checksum) + 0xfffeu)));
   ip->time_to_live--;
   std::memcpy(addr, &new_ip, 4);
   if (udp->dgram_cksum != 0) {  // zero: the sender did not checksum; leave it so
-    const uint16_t c = static_cast<uint16_t>(~csum_fold(
-        static_cast<uint16_t>(~udp->dgram_cksum) + d_ip + static_cast<uint16_t>(~old_port) + new_port));
+    const uint16_t c = static_cast<uint16_t>(~csum_fold(csum_add32(
+        d_ip, static_cast<uint16_t>(~udp->dgram_cksum) + static_cast<uint16_t>(~old_port) + uint32_t(new_port))));
     udp->dgram_cksum = c == 0 ? 0xffff : c;
   }
   std::memcpy(port, &new_port, 2);

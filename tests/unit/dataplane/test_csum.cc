@@ -46,6 +46,19 @@ TEST(Csum, Fold) {
   EXPECT_EQ(bad, 0u);
 }
 
+TEST(Csum, Add32CarriesAround) {
+  EXPECT_EQ(csum_add32(0xffffffffu, 1), 1u);
+  EXPECT_EQ(csum_add32(0x80000000u, 0x80000000u), 1u);
+  EXPECT_EQ(csum_add32(0x12340000u, 0x00005678u), 0x12345678u);
+  // Folded, it is the one's-complement sum of the four 16-bit halves.
+  std::mt19937 rng(5);
+  for (int i = 0; i < 100000; i++) {
+    const uint32_t a = rng(), b = rng();
+    const uint32_t halves = (a & 0xffff) + (a >> 16) + (b & 0xffff) + (b >> 16);
+    EXPECT_EQ(csum_fold(csum_add32(a, b)) % 0xffff, csum_fold(halves) % 0xffff) << a << " " << b;
+  }
+}
+
 TEST(Csum, NoChangeKeepsChecksum) {
   std::mt19937 rng(7);
   for (int i = 0; i < 1000; i++) {
