@@ -867,12 +867,12 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
 }
 
 /* The fast path's test: an IPv4 TCP or UDP packet without options or fragmentation, with
- * a TTL to spare, that fits the egress MTU and that every filter of classify() would pass
- * (a packet from the LAN's own subnet to an address outside it and outside the NAT's; on
- * the WAN, to an outside address). It fills p as parse_ipv4() would. Anything it does not
- * take goes through parse_ipv4() and classify(), which give every drop its reason, so this
- * test may refuse more than it must but never takes a packet classify() would not. It
- * fills only the key: fill_parsed() does the rest for a packet that needs it. */
+ * a TTL to spare, a good header checksum and lengths, that fits the egress MTU, and from the
+ * LAN not to an outside address (a hairpin, or for the gateway). It fills only the key:
+ * fill_parsed() does the rest for a packet that needs it. The address filters are
+ * fast_filters(), after the lookup. Anything it does not take, and anything fast_filters()
+ * refuses, goes through parse_ipv4() and classify(), which give every drop its reason, so
+ * the two may refuse more than they must but never take a packet classify() would not. */
 __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port,
                                                             uint32_t span, uint64_t dir_bits) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
@@ -1111,10 +1111,12 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
 }
 
 /* One burst (at most kBurst packets) in stages, in the manner of VPP's graph nodes, each a
- * pass over the burst: prefetch; classify (the fast test, else the full parse and filters);
- * one bulk flow lookup, which hashes each key once; then conntrack, NAT, rewrite and output
- * per packet, with the next hop's MAC cached for the burst. A UDP packet of a known flow
- * takes the short way (fast_udp); every other packet goes through dispatch(). */
+ * pass over the burst (the receive loop already prefetched the headers): classify (the fast
+ * test, else the full parse and filters), hashing each key and prefetching its bucket; the
+ * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
+ * NAT, rewrite and output, with the next hop's MAC cached for the burst. A UDP packet of a
+ * known flow takes the short way (fast_udp); every other packet passes the address filters
+ * (fast_filters) or classify(), then dispatch(). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Parsed parsed[kBurst];
   rte_mbuf *ip_pkts[kBurst];
