@@ -127,6 +127,10 @@ void read_side(const YAML::Node &n, const std::string &path, SideConfig *side) {
       const std::string v = pl[i].Scalar();
       if (!parse_ipv4(v, &a)) fail(key, "'" + v + "' is not an IPv4 address");
       if ((a & mask) != (side->vip & mask)) fail(key, "'" + v + "' is not on the side's subnet");
+      // Neither end of the subnet: a mapping there would answer to a broadcast (the VIP's
+      // prefix is at most /30, so both ends exist).
+      if ((a & ~mask) == 0) fail(key, "'" + v + "' is the subnet's network address");
+      if ((a | mask) == 0xffffffffu) fail(key, "'" + v + "' is the subnet's broadcast address");
       for (uint32_t o : side->pool)
         if (o == a) fail(key, "'" + v + "' is listed twice");
       side->pool.push_back(a);

@@ -867,12 +867,18 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
 }
 
 /* The fast path's test: an IPv4 TCP or UDP packet without options or fragmentation, with
- * a TTL to spare, a good header checksum and lengths, that fits the egress MTU, and from the
- * LAN not to an outside address (a hairpin, or for the gateway). It fills only the key:
- * fill_parsed() does the rest for a packet that needs it. The address filters are
- * fast_filters(), after the lookup. Anything it does not take, and anything fast_filters()
- * refuses, goes through parse_ipv4() and classify(), which give every drop its reason, so
- * the two may refuse more than they must but never take a packet classify() would not. */
+ * a TTL to spare, that fits the egress MTU and that every filter of classify() would pass
+ * (a packet from the LAN's own subnet to an address outside it and outside the NAT's; on
+ * the WAN, to an outside address). Anything it does not take goes through parse_ipv4() and
+ * classify(), which give every drop its reason, so this test may refuse more than it must
+ * but never takes a packet classify() would not. It fills only the key: fill_parsed() does
+ * the rest for a packet that needs it.
+ *
+ * The filters are run for every packet, a known flow's too. A flow's key does not vouch
+ * for them: the key of a flow's reply direction was never filtered on that side (a WAN
+ * reply from 127.0.0.1 to a LAN host's flow toward it; a LAN reply to the LAN's own VIP
+ * for a forward a WAN packet from that address made), and a flow can outlive the
+ * configuration it was made under (a snapshot, a peer's checkpoint). */
 __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port,
                                                             uint32_t span, uint64_t dir_bits) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
@@ -895,11 +901,14 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   const uint32_t frame_room = len - sizeof(rte_ether_hdr);
   if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || tot > frame_room || (w1 & 0xff) <= 1) return false;
   const uint32_t src = static_cast<uint32_t>(w1 >> 32), dst = w2;
-  // From the LAN to an outside address: a hairpin, or for the gateway. The other address
-  // filters wait for the lookup (fast_filters): a packet of a known flow needs none of them.
+  const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
+  if (bad_octet_[so] | bad_octet_[dO]) return false;
   if (port == kPortInside) {
-    const uint32_t d = bswap32(dst);
-    if ((d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside]) return false;
+    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
+        (d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside])
+      return false;
+  } else if (!fast_out_ok_ || !is_nat_address(dst)) {
+    return false;
   }
   /* The header checksum from the same three loads: the one's-complement sum of the 16-bit
    * words is 0xffff exactly when their plain sum is a multiple of 0xffff (it is not zero: the
@@ -941,21 +950,6 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   std::memcpy(reinterpret_cast<uint8_t *>(&key), &k0, 8);
   std::memcpy(reinterpret_cast<uint8_t *>(&key) + 8, &k1, 8);
   return true;
-}
-
-/* The address filters of classify() that fast_parse() leaves to after the lookup: a first
- * octet never a source or destination here (martian, multicast, class E, broadcast); from
- * the LAN, a source in its subnet to an address outside it; from the WAN, to an outside
- * address. A UDP packet whose key matched a flow skips them: the packet that made the flow
- * passed them on these same addresses (fast_parse() keeps the one filter a flow's key does
- * not answer: the hairpin's destination), and the NAT's addresses and subnets change only
- * with a restart. Every other packet fast_parse() took is tested here, and one that fails
- * goes through classify(), which drops it with its reason. */
-__attribute__((always_inline)) inline bool Nat44::fast_filters(const FlowKey &k, uint16_t port) const {
-  const uint32_t src = k.src_ip, dst = k.dst_ip;
-  if (bad_octet_[src & 0xff] | bad_octet_[dst & 0xff]) return false;  // the first octet, in memory order
-  if (port == kPortInside) return (src & mask_[0]) == net_[0] && (dst & mask_[0]) != net_[0];
-  return fast_out_ok_ && is_nat_address(dst);
 }
 
 // The rest of what parse_ipv4() fills, for a packet fast_parse() took that goes on to the
@@ -1115,8 +1109,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * test, else the full parse and filters), hashing each key and prefetching its bucket; the
  * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
  * NAT, rewrite and output, with the next hop's MAC cached for the burst. A UDP packet of a
- * known flow takes the short way (fast_udp); every other packet passes the address filters
- * (fast_filters) or classify(), then dispatch(). */
+ * known flow takes the short way (fast_udp); every other packet goes through dispatch(). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Parsed parsed[kBurst];
   rte_mbuf *ip_pkts[kBurst];
@@ -1158,22 +1151,13 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // eviction the key is looked up again (a packet of an established flow must still
     // find it, whatever its TCP flags).
     Parsed &p = parsed[i];
-    int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
+    const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
     const uint8_t took_fast = fast[i];
     if (took_fast == kFastUdp && slot >= 0 && fast_udp(ip_pkts[i], p.key, port, static_cast<uint32_t>(slot), now, out))
       continue;
     // What the fast path queued goes first: a flow's packets leave in the order they came.
     if (out.n) flush_fast(out, port ^ 1);
-    if (took_fast) {
-      if (__builtin_expect(fast_filters(p.key, port), 1)) {
-        fill_parsed(ip_pkts[i], p);
-      } else {
-        // The general path from the start: dropped with its reason, answered, or (a port
-        // forward on the VIP) looked up again by the key classify() made.
-        if (!classify(ip_pkts[i], p, port, now)) continue;
-        slot = flows_.lookup(p.key);
-      }
-    }
+    if (took_fast) fill_parsed(ip_pkts[i], p);
     dispatch(ip_pkts[i], p, port, slot, now);
     evicted = evicted_;
   }

@@ -181,7 +181,6 @@ class Nat44 {
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
   bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port, uint32_t span, uint64_t dir_bits) const;
-  bool fast_filters(const FlowKey &k, uint16_t port) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);

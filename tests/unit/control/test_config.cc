@@ -322,6 +322,11 @@ TEST(Config, PortMtuAndPool) {
   expect_error(parse(kFull, {"ports.outside.mtu=500"}), "ports.outside.mtu", "below 576");
   expect_error(parse(kFull, {"ports.outside.pool=[10.0.0.1]"}), "ports.outside.pool[0]", "off the subnet");
   expect_error(parse(kFull, {"ports.outside.pool=[198.18.2.1, 198.18.2.1]"}), "ports.outside.pool[1]", "twice");
+  // kFull's outside subnet is 198.18.2.0/25.
+  expect_error(parse(kFull, {"ports.outside.pool=[198.18.2.5, 198.18.2.127]"}),
+               "ports.outside.pool[1]: '198.18.2.127' is the subnet's broadcast address", "broadcast");
+  expect_error(parse(kFull, {"ports.outside.pool=[198.18.2.0]"}),
+               "ports.outside.pool[0]: '198.18.2.0' is the subnet's network address", "network address");
   expect_error(parse(kFull, {"ports.inside.pool=[198.18.1.2]"}), "ports.inside.pool", "inside pool");
 }
 

@@ -1673,13 +1673,17 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
     std::vector<std::pair<uint32_t, FlowState>> flows;
     uint64_t fast_forwarded = 0;
   };
-  auto run_all = [&](bool fast) {
+  /* Two configurations. Both: a gateway, so off-link destinations (8.8.8.8, 127.0.0.1) are
+   * translated; a UDP forward on the VIP beside the TCP one. The first has two pool
+   * addresses, so the WAN VIP is not a mapping's address; the second a pool that holds the
+   * WAN's broadcast address. WAN sources include the LAN VIP and 127.0.0.1, and LAN hosts
+   * reply from the forward's port: flows whose reply direction classify() would refuse. */
+  auto run_all = [&](bool fast, bool broadcast_pool) {
     NfConfig c = default_config();
     c.fast_path = fast;
     c.mtu[kPortOutside] = 576;
-    // Two pool addresses, so the WAN VIP is not a mapping's address; a UDP forward on the
-    // VIP beside the TCP one (a flow whose outside address is no pool address).
-    const uint32_t P1 = ip4("198.18.2.5"), P2 = ip4("198.18.2.6");
+    c.gateway_out = R;
+    const uint32_t P1 = ip4("198.18.2.5"), P2 = broadcast_pool ? ip4("198.18.2.255") : ip4("198.18.2.6");
     c.pool = {P1, P2};
     c.forwards.push_back(PortForward{IPPROTO_UDP, 5353, H, 5353});
     build(c, 4096);
@@ -1687,8 +1691,9 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
     std::mt19937 rng(7);
     Result res;
     std::vector<std::pair<uint32_t, uint16_t>> nat_udp, nat_tcp;  // outside endpoints seen
-    const uint32_t dsts[] = {R, R2, R, R, ip4("8.8.8.8"), WAN_VIP, P1};
+    const uint32_t dsts[] = {R, R2, R, R, ip4("8.8.8.8"), WAN_VIP, P1, LAN_VIP, ip4("127.0.0.1")};
     const uint32_t wan_dsts[] = {WAN_VIP, P1, P2, ip4("198.18.2.77")};  // the last is not ours
+    const uint32_t wan_srcs[] = {R, R, R2, LAN_VIP, ip4("127.0.0.1"), ip4("8.8.8.8")};
     const uint8_t tcp_flags[] = {RTE_TCP_SYN_FLAG, RTE_TCP_ACK_FLAG, RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG,
                                  RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG, RTE_TCP_FIN_FLAG | RTE_TCP_ACK_FLAG,
                                  RTE_TCP_RST_FLAG, 0, RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG};
@@ -1702,15 +1707,15 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
         Frame f;
         if (port == kPortInside) {
           const uint32_t host = rng() % 2 ? H : H2;
-          const uint16_t sport = static_cast<uint16_t>(40000 + rng() % 8);
-          const uint32_t dst = dsts[rng() % 7];
+          const uint16_t sport = host == H && rng() % 8 == 0 ? 5353 : static_cast<uint16_t>(40000 + rng() % 8);
+          const uint32_t dst = dsts[rng() % 9];
           const uint16_t dport = rng() % 3 == 0 ? 8080 : 53;
           f = udp ? test::udp_frame(from_lan(host == H ? kMacH : kMacH2), host, sport, dst, dport, payload, 64,
                                     rng() % 8 != 0)
                   : test::tcp_frame(from_lan(host == H ? kMacH : kMacH2), host, sport, dst, dport,
                                     tcp_flags[rng() % 8], payload);
         } else {
-          const uint32_t src = rng() % 4 ? R : R2;
+          const uint32_t src = wan_srcs[rng() % 6];
           const auto &known = udp ? nat_udp : nat_tcp;
           uint32_t dst;
           uint16_t dport;
@@ -1767,25 +1772,29 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
     flows_->for_each([&](uint32_t slot, const FlowRecord &r) { res.flows.push_back({slot, r.st}); });
     return res;
   };
-  const Result general = run_all(false);
-  const Result fast = run_all(true);
-  ASSERT_EQ(fast.sent.size(), general.sent.size());
-  for (size_t i = 0; i < fast.sent.size(); i++) EXPECT_EQ(fast.sent[i], general.sent[i]) << "frame " << i;
-  for (unsigned i = 0; i < kDropReasonCount; i++)
-    EXPECT_EQ(fast.drops[i], general.drops[i]) << drop_reason_label(static_cast<DropReason>(i));
-  ASSERT_EQ(fast.flows.size(), general.flows.size());
-  for (size_t i = 0; i < fast.flows.size(); i++) {
-    EXPECT_EQ(fast.flows[i].first, general.flows[i].first);
-    EXPECT_TRUE(fast.flows[i].second == general.flows[i].second) << "flow " << i;
+  for (const bool broadcast_pool : {false, true}) {
+    SCOPED_TRACE(broadcast_pool ? "a pool with the WAN's broadcast address" : "a pool of two addresses");
+    const Result general = run_all(false, broadcast_pool);
+    const Result fast = run_all(true, broadcast_pool);
+    ASSERT_EQ(fast.sent.size(), general.sent.size());
+    for (size_t i = 0; i < fast.sent.size(); i++) EXPECT_EQ(fast.sent[i], general.sent[i]) << "frame " << i;
+    for (unsigned i = 0; i < kDropReasonCount; i++)
+      EXPECT_EQ(fast.drops[i], general.drops[i]) << drop_reason_label(static_cast<DropReason>(i));
+    ASSERT_EQ(fast.flows.size(), general.flows.size());
+    for (size_t i = 0; i < fast.flows.size(); i++) {
+      EXPECT_EQ(fast.flows[i].first, general.flows[i].first);
+      EXPECT_TRUE(fast.flows[i].second == general.flows[i].second) << "flow " << i;
+    }
+    // The comparison means something: traffic went through, and many kinds of drop happened.
+    EXPECT_GT(fast.sent.size(), 500u);
+    EXPECT_EQ(general.fast_forwarded, 0u);
+    // With a broadcast address in the pool the WAN side never takes the fast path (fast_out_ok_).
+    EXPECT_GT(fast.fast_forwarded, broadcast_pool ? 20u : 300u) << "the fast path hardly ran";
+    EXPECT_GT(fast.flows.size(), 20u);
+    unsigned kinds = 0;
+    for (unsigned i = 0; i < kDropReasonCount; i++) kinds += fast.drops[i] != 0;
+    EXPECT_GE(kinds, 12u);
   }
-  // The comparison means something: traffic went through, and many kinds of drop happened.
-  EXPECT_GT(fast.sent.size(), 500u);
-  EXPECT_EQ(general.fast_forwarded, 0u);
-  EXPECT_GT(fast.fast_forwarded, 300u) << "the fast path hardly ran";
-  EXPECT_GT(fast.flows.size(), 20u);
-  unsigned kinds = 0;
-  for (unsigned i = 0; i < kDropReasonCount; i++) kinds += fast.drops[i] != 0;
-  EXPECT_GE(kinds, 12u);
 }
 
 }  // namespace
