@@ -292,6 +292,7 @@ struct Run {
   uint64_t packets;
   std::atomic<unsigned> *generating;  // workers still writing their batches
   uint64_t timed_tsc = 0;
+  std::atomic<unsigned> *serving = nullptr;  // workers not yet done with the others' hand-offs
 };
 
 void free_tx(Plane &p, unsigned w) {
@@ -364,6 +365,14 @@ int run_worker(void *arg) {
     }
     free_tx(p, r.w);
   }
+  /* No worker leaves while another still runs: a checkpoint's quiesce (measure_pause) parks
+   * every worker, and one that had returned would leave the rest parked until the quiesce
+   * timed out, again and again (seen: minutes for one round). Not timed. */
+  r.serving->fetch_sub(1);
+  while (r.serving->load() > 0) {
+    dp::worker_iteration(p.ctx[r.w]);
+    free_tx(p, r.w);
+  }
   return 0;
 }
 
@@ -374,7 +383,7 @@ struct Result {
 
 Result measure(Plane &p, bool spread, uint64_t packets) {
   std::vector<Run> runs(p.n);
-  std::atomic<unsigned> generating{p.n};
+  std::atomic<unsigned> generating{p.n}, serving{p.n};
   uint64_t sent0 = 0, ho0 = 0, drops0 = 0;
   for (unsigned w = 0; w < p.n; w++) {
     sent0 += p.agent->worker_port_counters(w, 0).tx_packets.load() + p.agent->worker_port_counters(w, 1).tx_packets.load();
@@ -382,7 +391,7 @@ Result measure(Plane &p, bool spread, uint64_t packets) {
     for (unsigned d = 0; d < dp::kDropReasonCount; d++) drops0 += p.nf[w]->counters().drops[d].load();
   }
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
-  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, &generating, 0};
+  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, &generating, 0, &serving};
   std::vector<unsigned> lcores;
   for (unsigned w = 1; w < p.n; w++) {
     if (lcore >= RTE_MAX_LCORE) die("needs one lcore per worker (-l)");
