@@ -401,10 +401,11 @@ class FlowTable {
   void count_toward(const FlowState &st, int delta);
   void count_host(uint32_t in_ip, int delta);
 
+  // resolve() when the candidate is not the key: a miss, or a search of the bucket's chain.
+  int32_t resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const;
   /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
    * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
    * key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify either. */
-  int32_t resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const;
   bool key_is(uint32_t v, const FlowKey &key) const {
     const FlowState &s = records_[v >> 1].st;
     const auto *b = reinterpret_cast<const uint8_t *>(&s);

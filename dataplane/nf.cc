@@ -1147,9 +1147,10 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   FastOut out;
   bool evicted = false;  // evicted_, read back after the general path (the fast path never evicts)
   for (unsigned i = 0; i < nip; i++) {
-    // A flow evicted for a new one may be a slot looked up earlier in this burst: after an
-    // eviction the key is looked up again (a packet of an established flow must still
-    // find it, whatever its TCP flags).
+    // The only removal during a burst is make_room's eviction, and a flow evicted for a new
+    // one may be a candidate taken earlier in this burst: after an eviction the key is looked
+    // up again in full (a packet of an established flow must still find it, whatever its TCP
+    // flags). Otherwise resolve() verifies the candidate against the record now.
     Parsed &p = parsed[i];
     const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
     const uint8_t took_fast = fast[i];

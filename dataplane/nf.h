@@ -132,7 +132,9 @@ class Nat44 {
   // Reassembly contexts (datagrams whose fragments are in flight), kFragWays per set.
   static constexpr unsigned kFragContexts = 1024, kFragWays = 8;
 
-  // Handles a burst received on port. Every mbuf is either queued for tx or freed.
+  // Handles a burst received on port. Every mbuf is either queued for tx or freed. The
+  // headers are expected on their way: InterfaceAgent::rx and the worker's hand-off loop
+  // prefetch them (a caller that does not only runs slower).
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
   // Periodic work between bursts: expiry scan, announcements. Returns work done.
   uint32_t housekeeping(uint64_t now_tsc);
