@@ -51,7 +51,11 @@ class FlowIndex {
     uint64_t a, b;
     std::memcpy(&a, key, 8);
     std::memcpy(&b, static_cast<const char *>(key) + 8, 8);
-    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(seed_, a + secret_[0]), b + secret_[1]));
+    return hash(a, b);
+  }
+  // The same for a key given as its two 8-byte halves.
+  uint32_t hash(uint64_t lo, uint64_t hi) const {
+    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(seed_, lo + secret_[0]), hi + secret_[1]));
   }
   const Bucket *bucket_of(uint32_t h) const { return &b_[h & mask_]; }
 

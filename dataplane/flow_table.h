@@ -218,9 +218,17 @@ class FlowTable {
    * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
    * verifies the candidate, and searches in full only when it is not the key. */
   void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const;
+  // True when the candidate is key's own entry: resolve()'s common case, without its search.
+  bool is_hit(uint32_t cand, const FlowKey &key) const { return cand != FlowIndex::kEmpty && key_is(cand, key); }
   int32_t resolve(uint32_t cand, const FlowKey &key, uint32_t h) const {
-    if (__builtin_expect(cand != FlowIndex::kEmpty && key_is(cand, key), 1)) return static_cast<int32_t>(cand >> 1);
+    if (__builtin_expect(is_hit(cand, key), 1)) return static_cast<int32_t>(cand >> 1);
     return resolve_miss(cand, key, h);
+  }
+  // The same for a key given as its two 8-byte halves.
+  uint32_t hash_prefetch(uint64_t lo, uint64_t hi) const {
+    const uint32_t h = index_.hash(lo, hi);
+    __builtin_prefetch(index_.bucket_of(h));
+    return h;
   }
   uint32_t hash_prefetch(const FlowKey &key) const {
     const uint32_t h = index_.hash(&key);

@@ -31,6 +31,17 @@ constexpr unsigned kIdxUdp = 7, kIdxIcmp = 8;
 // Byte swaps the compiler can see through (DPDK's rte_be_to_cpu_* are volatile asm here).
 inline uint16_t bswap16(uint16_t x) { return __builtin_bswap16(x); }
 inline uint32_t bswap32(uint32_t x) { return __builtin_bswap32(x); }
+// Unaligned loads, as values.
+inline uint64_t load_u64(const uint8_t *p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t *p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 inline bool martian(uint32_t ip_be) {
   uint32_t ip = rte_be_to_cpu_32(ip_be);
@@ -139,6 +150,8 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
     nat_lo_ = h < nat_lo_ ? h : nat_lo_;
     nat_hi_ = h > nat_hi_ ? h : nat_hi_;
   }
+  // With no addresses the range is 255.255.255.255 alone, which bad_octet_ refuses first.
+  nat_span_ = nat_addrs_.empty() ? 0 : nat_hi_ - nat_lo_;
   const uint16_t mtu = cfg.mtu[kPortInside] < cfg.mtu[kPortOutside] ? cfg.mtu[kPortInside]
                                                                      : cfg.mtu[kPortOutside];
   mss_max_ = static_cast<uint16_t>(mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_tcp_hdr));
@@ -871,16 +884,16 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
  * (a packet from the LAN's own subnet to an address outside it and outside the NAT's; on
  * the WAN, to an outside address). Anything it does not take goes through parse_ipv4() and
  * classify(), which give every drop its reason, so this test may refuse more than it must
- * but never takes a packet classify() would not. It fills only the key: fill_parsed() does
- * the rest for a packet that needs it.
+ * but never takes a packet classify() would not. It gives only the key, as its two 8-byte
+ * halves: fill_parsed() does the rest for a packet that needs it.
  *
  * The filters are run for every packet, a known flow's too. A flow's key does not vouch
  * for them: the key of a flow's reply direction was never filtered on that side (a WAN
  * reply from 127.0.0.1 to a LAN host's flow toward it; a LAN reply to the LAN's own VIP
  * for a forward a WAN packet from that address made), and a flow can outlive the
  * configuration it was made under (a snapshot, a peer's checkpoint). */
-__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port,
-                                                            uint32_t span, uint64_t dir_bits) const {
+__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16_t port, uint32_t span,
+                                                            uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
   if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
     return false;
@@ -888,24 +901,23 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return false;
   const uint8_t *ip = reinterpret_cast<const uint8_t *>(eth + 1);
   // The header in three loads: bytes 0-7, 8-15 (TTL, protocol, checksum, source), 16-19.
-  uint64_t w0, w1;
-  uint32_t w2;
-  std::memcpy(&w0, ip, 8);
-  std::memcpy(&w1, ip + 8, 8);
-  std::memcpy(&w2, ip + 16, 4);
+  const uint64_t w0 = load_u64(ip), w1 = load_u64(ip + 8);
+  const uint32_t dst = load_u32(ip + 16);
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
   if ((w0 & 0xff3f0000000000ffull) != 0x45) return false;
   const uint32_t tot = bswap16(static_cast<uint16_t>(w0 >> 16));
+  // The frame's bytes after the datagram (Ethernet padding); more than 0xffff when the frame
+  // is shorter than the datagram (it wraps).
+  const uint32_t pad = len - sizeof(rte_ether_hdr) - tot;
   // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
-  // fast_mtu_ok_), and within the frame.
-  const uint32_t frame_room = len - sizeof(rte_ether_hdr);
-  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || tot > frame_room || (w1 & 0xff) <= 1) return false;
-  const uint32_t src = static_cast<uint32_t>(w1 >> 32), dst = w2;
-  const uint32_t so = src & 0xff, d = bswap32(dst), dO = d >> 24;
-  if (bad_octet_[so] | bad_octet_[dO]) return false;
+  // fast_mtu_ok_), the datagram within the frame, and a TTL above 1.
+  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || pad > 0xffff || (w1 & 0xfe) == 0) return false;
+  const uint32_t src = static_cast<uint32_t>(w1 >> 32);
+  const uint32_t d = bswap32(dst);
+  if (bad_octet_[ip[12]] | bad_octet_[ip[16]]) return false;  // the addresses' first octets
   if (port == kPortInside) {
-    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] ||
-        (d >= nat_lo_ && d <= nat_hi_) || dst == cfg_.vip[kPortOutside])
+    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] || d - nat_lo_ <= nat_span_ ||
+        dst == cfg_.vip[kPortOutside])
       return false;
   } else if (!fast_out_ok_ || !is_nat_address(dst)) {
     return false;
@@ -917,15 +929,16 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
    * loads are little-endian; 256 is invertible modulo 0xffff). */
   uint64_t s;
   const bool c1 = __builtin_add_overflow(w0, w1, &s);
-  const bool c2 = __builtin_add_overflow(s, uint64_t(w2) + c1, &s);
+  const bool c2 = __builtin_add_overflow(s, uint64_t(dst) + c1, &s);
   const uint64_t t = (s & 0xffffffff) + (s >> 32) + c2;  // 2^32 is 1 modulo 0xffff too
   if (t % 0xffff != 0) return false;  // a multiply and a compare (t is odd-divisor tested)
   const uint8_t *l4 = ip + sizeof(rte_ipv4_hdr);
-  const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);
+  const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);  // at least 8
   const uint8_t proto = static_cast<uint8_t>(w1 >> 8);
   if (proto == IPPROTO_UDP) {
+    // 8 <= the UDP length <= l4_len, as one unsigned range test.
     const uint32_t ulen = bswap16(reinterpret_cast<const rte_udp_hdr *>(l4)->dgram_len);
-    if (ulen < sizeof(rte_udp_hdr) || ulen > l4_len) return false;
+    if (ulen - sizeof(rte_udp_hdr) > l4_len - sizeof(rte_udp_hdr)) return false;
   } else if (proto == IPPROTO_TCP) {
     if (l4_len < sizeof(rte_tcp_hdr)) return false;
     auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(l4);
@@ -937,18 +950,19 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, FlowKe
   } else {
     return false;
   }
-  if (frame_room > tot) rte_pktmbuf_trim(m, static_cast<uint16_t>(frame_room - tot));
-  uint32_t ports;  // TCP and UDP both start with the source and destination ports
-  std::memcpy(&ports, l4, 4);
-  // The key in two stores: the addresses, then ports, protocol, direction (the ingress port)
-  // and the zero pad (FlowKey's layout).
-  const uint64_t k0 = src | uint64_t(dst) << 32;
-  const uint64_t k1 = ports | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
+  // The padding off (pkt_len == data_len: the first segment holds the whole frame).
+  if (__builtin_expect(pad != 0, 0)) {
+    m->data_len = static_cast<uint16_t>(len - pad);
+    m->pkt_len = len - pad;
+  }
+  // The key in two halves: the addresses as they are in the header, then the ports (TCP and
+  // UDP both start with them), protocol, direction (the ingress port) and the zero pad
+  // (FlowKey's layout).
   static_assert(sizeof(FlowKey) == 16 && offsetof(FlowKey, src_port) == 8 && offsetof(FlowKey, proto) == 12 &&
                 offsetof(FlowKey, dir) == 13);
-  static_assert(std::endian::native == std::endian::little, "the key's two stores assume it");
-  std::memcpy(reinterpret_cast<uint8_t *>(&key), &k0, 8);
-  std::memcpy(reinterpret_cast<uint8_t *>(&key) + 8, &k1, 8);
+  static_assert(std::endian::native == std::endian::little, "the key's two halves assume it");
+  k0 = load_u64(ip + 12);
+  k1 = load_u32(l4) | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
   return true;
 }
 
@@ -1076,15 +1090,22 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
 }
 
 // A UDP packet of a known flow, either way: the whole NAT in one place.
-// False when it cannot (no route): dispatch() then drops it with its reason.
+// False when it cannot (no route): dispatch() then drops it with its reason. Lean (the burst's
+// call-free loop): false, with nothing changed, also where it would take a call: the flow's first
+// reply to mark, or a next hop other than the one cached for the burst.
+template <bool kLean>
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
                                                           uint32_t slot, uint64_t now, FastOut &out) {
   FlowRecord &r = flows_.record(slot);
   const bool from_inside = port == kPortInside;
   const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
   if (__builtin_expect(nh == 0, 0)) return false;
-  if (__builtin_expect(!(r.st.flags & kFlowReplied), 0) && responder_inside(r.st) == from_inside)
+  const bool first_reply = !(r.st.flags & kFlowReplied) && responder_inside(r.st) == from_inside;
+  if constexpr (kLean) {
+    if (__builtin_expect(first_reply || nh != nh_ip_[port ^ 1], 0)) return false;
+  } else if (__builtin_expect(first_reply, 0)) {
     update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
+  }
   r.last_seen_tsc = now;
   uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
   auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
@@ -1097,7 +1118,11 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
   // whose MAC is not known parks the packet instead.
   const uint64_t dep = r.dirty_epoch;
-  if (!address_frame(port ^ 1, m, frame, nh, dep, now)) return true;
+  if constexpr (kLean) {
+    std::memcpy(frame, nh_l2_[port ^ 1], 2 * RTE_ETHER_ADDR_LEN);
+  } else if (!address_frame(port ^ 1, m, frame, nh, dep, now)) {
+    return true;
+  }
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
   out.bytes += rte_pktmbuf_pkt_len(m);
@@ -1111,56 +1136,55 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * NAT, rewrite and output, with the next hop's MAC cached for the burst. A UDP packet of a
  * known flow takes the short way (fast_udp); every other packet goes through dispatch(). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
-  Parsed parsed[kBurst];
-  rte_mbuf *ip_pkts[kBurst];
-  uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)
-  uint32_t hashes[kBurst];
+  Burst b;
   // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
   nh_ip_[0] = nh_ip_[1] = 0;
   const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
-  // The fast test's constants for the burst: the egress MTU's room above 28 bytes, and the
-  // key's direction byte (the ingress port) in place.
-  const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
-  const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
-  // Packet i took the fast test: kFastUdp (a UDP packet, fast_udp's if its flow is known) or
-  // kFastOther; 0: classify() took it.
-  constexpr uint8_t kFastUdp = 2, kFastOther = 1;
-  uint8_t fast[kBurst];
-  unsigned nip = 0;
-  for (uint16_t i = 0; i < n; i++) {
-    rte_mbuf *m = pkts[i];
-    Parsed &p = parsed[nip];
-    if (__builtin_expect(try_fast && fast_parse(m, p.key, port, span, dir_bits), 1))
-      fast[nip] = p.key.proto == IPPROTO_UDP ? kFastUdp : kFastOther;
-    else if (classify(m, p, port, now))
-      fast[nip] = 0;
-    else
-      continue;
-    ip_pkts[nip] = m;
-    hashes[nip] = flows_.hash_prefetch(p.key);  // hashed once, its bucket on the way
-    nip++;
+  // The two loops are built per ingress port: its filters and direction are then constants.
+  auto classify_run = [&](unsigned from) {
+    if (!try_fast) return from;
+    return port == kPortInside ? fast_classify_run<kPortInside>(pkts, from, n, b)
+                               : fast_classify_run<kPortOutside>(pkts, from, n, b);
+  };
+  auto forward_run = [&](unsigned from, FastOut &out) {
+    return port == kPortInside ? fast_forward_run<kPortInside>(from, now, b, out)
+                               : fast_forward_run<kPortOutside>(from, now, b, out);
+  };
+  for (unsigned i = classify_run(0); i < n;) {
+    // A packet the fast test did not take (in its place: classify()'s effects keep their order).
+    Parsed &p = b.parsed[b.n];
+    if (classify(pkts[i], p, port, now)) {
+      b.fast[b.n] = 0;
+      b.m[b.n] = pkts[i];
+      b.hash[b.n] = flows_.hash_prefetch(p.key);
+      b.n++;
+    }
+    i = classify_run(i + 1);
   }
-  if (nip == 0) return;
-  flows_.lookup_candidates(hashes, nip, cand);
+  if (b.n == 0) return;
+  flows_.lookup_candidates(b.hash, b.n, b.cand);
   evicted_ = created_ = false;
   fwd_burst_ = 0;
   FastOut out;
-  bool evicted = false;  // evicted_, read back after the general path (the fast path never evicts)
-  for (unsigned i = 0; i < nip; i++) {
-    // The only removal during a burst is make_room's eviction, and a flow evicted for a new
-    // one may be a candidate taken earlier in this burst: after an eviction the key is looked
-    // up again in full (a packet of an established flow must still find it, whatever its TCP
-    // flags). Otherwise resolve() verifies the candidate against the record now.
-    Parsed &p = parsed[i];
-    const int32_t slot = __builtin_expect(evicted, 0) ? flows_.lookup(p.key) : flows_.resolve(cand[i], p.key, hashes[i]);
-    const uint8_t took_fast = fast[i];
-    if (took_fast == kFastUdp && slot >= 0 && fast_udp(ip_pkts[i], p.key, port, static_cast<uint32_t>(slot), now, out))
-      continue;
-    // What the fast path queued goes first: a flow's packets leave in the order they came.
-    if (out.n) flush_fast(out, port ^ 1);
-    if (took_fast) fill_parsed(ip_pkts[i], p);
-    dispatch(ip_pkts[i], p, port, slot, now);
-    evicted = evicted_;
+  bool evicted = false;
+  for (unsigned i = forward_run(0, out); i < b.n;) {
+    // Any other packet. The only removal during a burst is make_room's eviction, and a flow
+    // evicted for a new one may be a candidate taken earlier in this burst: after an eviction
+    // each key is looked up again in full (a packet of an established flow must still find it,
+    // whatever its TCP flags), to the burst's end. Otherwise resolve() verifies the candidate
+    // against the record now.
+    Parsed &p = b.parsed[i];
+    const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(b.cand[i], p.key, b.hash[i]);
+    const uint8_t took_fast = b.fast[i];
+    if (!(took_fast == Burst::kFastUdp && slot >= 0 &&
+          fast_udp<false>(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out))) {
+      // What the fast path queued goes first: a flow's packets leave in the order they came.
+      if (out.n) flush_fast(out, port ^ 1);
+      if (took_fast) fill_parsed(b.m[i], p);
+      dispatch(b.m[i], p, port, slot, now);
+      evicted = evicted_;  // the fast path never evicts
+    }
+    i = evicted ? i + 1 : forward_run(i + 1, out);
   }
   if (out.n) flush_fast(out, port ^ 1);
   if (fwd_burst_) {
@@ -1168,6 +1192,48 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     bump(ctr_.fast_forwarded, fwd_burst_);
   }
   nh_ip_[0] = nh_ip_[1] = 0;
+}
+
+/* process_chunk's common ways, each a loop without calls, and out of line so that the compiler
+ * gives it the registers (in a loop with a call, it keeps the loop's values in memory). Each
+ * stops at the first packet that needs more, which process_chunk handles before it calls the
+ * loop again. */
+
+// Stage 1: from packet i, the packets that pass the fast test, each key hashed and its bucket
+// prefetched. Returns the index of the first that does not pass (n: none).
+template <uint16_t port>
+__attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, unsigned i, unsigned n, Burst &b) const {
+  // The fast test's constants: the egress MTU's room above 28 bytes, and the key's direction
+  // byte (the ingress port) in place.
+  const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
+  const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
+  unsigned k = b.n;
+  for (; i < n; i++) {
+    uint64_t k0, k1;
+    if (__builtin_expect(!fast_parse(pkts[i], port, span, dir_bits, k0, k1), 0)) break;
+    auto *key = reinterpret_cast<uint8_t *>(&b.parsed[k].key);
+    std::memcpy(key, &k0, 8);
+    std::memcpy(key + 8, &k1, 8);
+    b.fast[k] = static_cast<uint8_t>(k1 >> 32) == IPPROTO_UDP ? Burst::kFastUdp : Burst::kFastOther;
+    b.m[k] = pkts[i];
+    b.hash[k] = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
+    k++;
+  }
+  b.n = k;
+  return i;
+}
+
+// Stage 3: from packet i, UDP packets whose candidate is their flow, replied, to the cached
+// next hop, translated and queued. Returns the index of the first that is not (b.n: none).
+template <uint16_t port>
+__attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
+  for (; i < b.n; i++) {
+    const uint32_t c = b.cand[i];
+    if (b.fast[i] != Burst::kFastUdp || !flows_.is_hit(c, b.parsed[i].key) ||
+        !fast_udp<true>(b.m[i], b.parsed[i].key, port, c >> 1, now, out))
+      break;
+  }
+  return i;
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {

@@ -178,11 +178,12 @@ class Nat44 {
 
  private:
   struct Parsed;
+  struct Burst;
   enum class Dir : uint8_t { IN2OUT, OUT2IN };
   void drop(rte_mbuf *m, DropReason r);
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
-  bool fast_parse(rte_mbuf *m, FlowKey &key, uint16_t port, uint32_t span, uint64_t dir_bits) const;
+  bool fast_parse(rte_mbuf *m, uint16_t port, uint32_t span, uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
@@ -193,7 +194,13 @@ class Nat44 {
     uint64_t bytes = 0;
     unsigned n = 0;
   };
+  template <bool kLean>
   bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out);
+  // process_chunk's two loops without calls (see nf.cc).
+  template <uint16_t port>
+  unsigned fast_classify_run(rte_mbuf **pkts, unsigned i, unsigned n, Burst &b) const;
+  template <uint16_t port>
+  unsigned fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out);
   void flush_fast(FastOut &out, uint16_t egress) {
     agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;
@@ -283,6 +290,7 @@ class Nat44 {
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
   uint32_t nat_lo_ = 0, nat_hi_ = 0;  // the lowest and highest of them, host order
+  uint32_t nat_span_ = 0;             // nat_hi_ - nat_lo_: d is in the range when d - nat_lo_ <= it
   uint64_t fwd_mask_[3][1024];  // per protocol: ports never allocated (forwards), as a bitmap
   uint64_t icmp_tokens_ = 0;   // scaled by kTokenScale
   uint64_t icmp_last_tsc_ = 0;

@@ -26,4 +26,17 @@ struct Nat44::Parsed {
   FlowKey key;
 };
 
+// One burst between process_chunk's stages: the packets that reached the flow lookup, in order.
+struct Nat44::Burst {
+  // fast[i]: packet i took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow is
+  // known) or kFastOther; 0: classify() took it.
+  static constexpr uint8_t kFastUdp = 2, kFastOther = 1;
+  Parsed parsed[kBurst];
+  rte_mbuf *m[kBurst];
+  uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)
+  uint32_t hash[kBurst];
+  uint8_t fast[kBurst];
+  unsigned n = 0;
+};
+
 }  // namespace ftpair::dp
