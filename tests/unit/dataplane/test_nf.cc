@@ -1470,6 +1470,31 @@ TEST_F(NfTest, AnEvictionInABurstKeepsTheBurstsEstablishedFlows) {
   EXPECT_EQ(drops(), before) << "nothing dropped";
 }
 
+// The same with UDP, whose known flows take the fast path: the burst's candidates were taken
+// before its first packet evicted the oldest embryonic flow, so the evicted flow's candidate
+// still names the freed slot. Its packet must be looked up again, miss, and make the flow
+// anew (evicting the next oldest), not be translated through the freed record.
+TEST_F(NfTest, AnEvictionInABurstIsSeenByTheBurstsUdpPackets) {
+  cfg_.evict_embryonic_pct = 50;
+  cfg_.max_sessions_per_host = 0;
+  build(cfg_, 64);
+  for (uint16_t i = 0; flows_->size() < 32; i++)
+    ASSERT_EQ(run(kPortInside, test::udp_frame(from_lan(kMacH2), H2, static_cast<uint16_t>(30000 + i), R, 53)).wan.size(),
+              1u);
+  ASSERT_GE(lookup_in(H2, 30000, R, 53, IPPROTO_UDP), 0);  // the oldest embryonic flow: the first to go
+  const uint64_t evicted = nf_->counters().flows_evicted.load();
+  const uint64_t created = nf_->counters().flows_created.load();
+  std::vector<Frame> burst;
+  burst.push_back(test::udp_frame(from_lan(kMacH2), H2, 39999, R, 53));  // new: evicts 30000
+  burst.push_back(test::udp_frame(from_lan(kMacH2), H2, 30000, R, 53));
+  Out o = run(kPortInside, burst);
+  EXPECT_EQ(o.wan.size(), 2u);
+  EXPECT_EQ(nf_->counters().flows_created.load(), created + 2) << "the evicted flow's packet made it anew";
+  EXPECT_EQ(nf_->counters().flows_evicted.load(), evicted + 2);
+  EXPECT_GE(lookup_in(H2, 30000, R, 53, IPPROTO_UDP), 0);
+  EXPECT_LT(lookup_in(H2, 30001, R, 53, IPPROTO_UDP), 0) << "the next oldest made room for it";
+}
+
 // ------------------------------------------------------------------ TCP
 
 TEST_F(NfTest, TcpSimultaneousOpen) {
