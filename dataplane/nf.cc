@@ -900,7 +900,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
   if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return false;
   const uint8_t *ip = reinterpret_cast<const uint8_t *>(eth + 1);
-  // The header in three loads: bytes 0-7, 8-15 (TTL, protocol, checksum, source), 16-19.
+  // The header in three loads: bytes 0-7, 8-15 (TTL, protocol, checksum, source), 16-19 (the
+  // octet filters and the key read their bytes again, which measured cheaper).
   const uint64_t w0 = load_u64(ip), w1 = load_u64(ip + 8);
   const uint32_t dst = load_u32(ip + 16);
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
@@ -950,11 +951,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16
   } else {
     return false;
   }
-  // The padding off (pkt_len == data_len: the first segment holds the whole frame).
-  if (__builtin_expect(pad != 0, 0)) {
-    m->data_len = static_cast<uint16_t>(len - pad);
-    m->pkt_len = len - pad;
-  }
+  // The padding off, as parse_ipv4() does it (rare: only frames below Ethernet's minimum).
+  if (__builtin_expect(pad != 0, 0)) rte_pktmbuf_trim(m, static_cast<uint16_t>(pad));
   // The key in two halves: the addresses as they are in the header, then the ports (TCP and
   // UDP both start with them), protocol, direction (the ingress port) and the zero pad
   // (FlowKey's layout).
@@ -1134,7 +1132,9 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * test, else the full parse and filters), hashing each key and prefetching its bucket; the
  * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
  * NAT, rewrite and output, with the next hop's MAC cached for the burst. A UDP packet of a
- * known flow takes the short way (fast_udp); every other packet goes through dispatch(). */
+ * known flow takes the short way (fast_udp); every other packet goes through dispatch(). The
+ * first and last stages' common ways are loops without calls (fast_classify_run,
+ * fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
   // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
@@ -1168,11 +1168,11 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   FastOut out;
   bool evicted = false;
   for (unsigned i = forward_run(0, out); i < b.n;) {
-    // Any other packet. The only removal during a burst is make_room's eviction, and a flow
-    // evicted for a new one may be a candidate taken earlier in this burst: after an eviction
-    // each key is looked up again in full (a packet of an established flow must still find it,
-    // whatever its TCP flags), to the burst's end. Otherwise resolve() verifies the candidate
-    // against the record now.
+    // A packet the call-free loop left, and after an eviction every packet to the burst's end.
+    // The only removal during a burst is make_room's eviction, and a flow evicted for a new one
+    // may be a candidate taken earlier in this burst: after an eviction each key is looked up
+    // again in full (a packet of an established flow must still find it, whatever its TCP
+    // flags). Otherwise resolve() verifies the candidate against the record now.
     Parsed &p = b.parsed[i];
     const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(b.cand[i], p.key, b.hash[i]);
     const uint8_t took_fast = b.fast[i];
@@ -1194,10 +1194,10 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   nh_ip_[0] = nh_ip_[1] = 0;
 }
 
-/* process_chunk's common ways, each a loop without calls, and out of line so that the compiler
- * gives it the registers (in a loop with a call, it keeps the loop's values in memory). Each
- * stops at the first packet that needs more, which process_chunk handles before it calls the
- * loop again. */
+/* process_chunk's common ways, each a loop without calls, out of line and built per ingress
+ * port, so that the compiler has the registers for them (in a loop with a call it keeps the
+ * loop's values in memory). Each stops at the first packet that needs more, which
+ * process_chunk handles before it calls the loop again (stage 3's not after an eviction). */
 
 // Stage 1: from packet i, the packets that pass the fast test, each key hashed and its bucket
 // prefetched. Returns the index of the first that does not pass (n: none).
@@ -1223,8 +1223,9 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
   return i;
 }
 
-// Stage 3: from packet i, UDP packets whose candidate is their flow, replied, to the cached
-// next hop, translated and queued. Returns the index of the first that is not (b.n: none).
+// Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
+// first reply (marking it takes a call) and go to the next hop cached for the burst, translated
+// and queued. Returns the index of the first that is not (b.n: none).
 template <uint16_t port>
 __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
   for (; i < b.n; i++) {
