@@ -87,15 +87,13 @@ ArpTable::Slot *ArpTable::find_slot(uint32_t ip) const {
   return nullptr;
 }
 
-bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac, uint64_t *confirmed) const {
+bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac) const {
   const Slot *e = find_slot(ip);
   if (e == nullptr) return false;
   const uint64_t link = e->link.load(kRelaxed);
   if (!(link & kValidBit)) return false;
-  const uint64_t when = e->confirmed_tsc.load(kRelaxed);
-  if (now_tsc - when > timeout_tsc_) return false;
+  if (now_tsc - e->confirmed_tsc.load(kRelaxed) > timeout_tsc_) return false;
   if (mac) *mac = mac_of(link);
-  if (confirmed) *confirmed = when;
   return true;
 }
 
@@ -136,7 +134,6 @@ ArpTable::Slot *ArpTable::claim(uint32_t ip) {
     if (e[w].confirmed_tsc.load(kRelaxed) < victim->confirmed_tsc.load(kRelaxed)) victim = &e[w];
   }
   if (victim->ip.load(kRelaxed) != 0) evictions_++;
-  generation_++;
   write_begin(*victim);
   victim->ip.store(ip, kPublish);
   victim->link.store(0, kPublish);
@@ -148,14 +145,11 @@ ArpTable::Slot *ArpTable::claim(uint32_t ip) {
 void ArpTable::learn(uint32_t ip, const rte_ether_addr &mac, uint8_t port, uint64_t now_tsc) {
   if (ip == 0) return;
   Slot *e = find_slot(ip);
-  const uint64_t link = pack(mac, 1, port);
-  if (e == nullptr) {
+  if (e == nullptr)
     e = claim(ip);
-  } else {
-    if (e->link.load(kRelaxed) != link) generation_++;  // not for a confirmation alone
+  else
     write_begin(*e);
-  }
-  e->link.store(link, kPublish);
+  e->link.store(pack(mac, 1, port), kPublish);
   e->confirmed_tsc.store(now_tsc, kPublish);
   write_end(*e);
 }

@@ -36,14 +36,8 @@ class ArpTable {
   ArpTable(uint32_t capacity, uint64_t timeout_tsc);
 
   // ---- the owning worker ----
-  // True when ip's MAC is known and fresh; *mac receives it (when not null), and *confirmed
-  // (when not null) the TSC it was last confirmed at.
-  bool lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac = nullptr, uint64_t *confirmed = nullptr) const;
-  /* Moves on whenever an entry's MAC, validity or port changes or an entry is replaced: a MAC
-   * that lookup() gave at generation g is still the entry's while the generation is g and it
-   * is fresh by the confirmation lookup() gave (a later confirmation only extends it). */
-  uint64_t generation() const { return generation_; }
-  uint64_t timeout_tsc() const { return timeout_tsc_; }
+  // True when ip's MAC is known and fresh; *mac receives it (when not null).
+  bool lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac = nullptr) const;
   // Records ip -> mac (from ARP traffic). Never fails: a full set evicts.
   void learn(uint32_t ip, const rte_ether_addr &mac, uint8_t port, uint64_t now_tsc);
   /* True when an ARP request for ip should go out now (none in the last retry_tsc).
@@ -88,7 +82,6 @@ class ArpTable {
   uint32_t set_mask_ = 0;
   uint64_t timeout_tsc_;
   SingleWriter<uint64_t> evictions_{0};
-  uint64_t generation_ = 0;  // the worker's alone
 };
 
 }  // namespace ftpair::dp

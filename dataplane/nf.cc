@@ -352,19 +352,12 @@ void Nat44::announce() {
 // address_frame() for a next hop not cached: asks the ARP table, and remembers.
 bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
   rte_ether_addr mac;
-  uint64_t confirmed;
-  if (!arp_.lookup(next_hop, now, &mac, &confirmed)) {
+  if (!arp_.lookup(next_hop, now, &mac)) {
     rte_pktmbuf_mtod(m, rte_ether_hdr *)->src_addr = cfg_.vmac[port];
     park_for_arp(port, m, next_hop, dep, now);
     return false;
   }
-  // Every cached next hop is of one ARP generation (see process_chunk).
-  if (arp_.generation() != nh_gen_) {
-    nh_ip_[0] = nh_ip_[1] = 0;
-    nh_gen_ = arp_.generation();
-  }
   nh_ip_[port] = next_hop;
-  nh_confirmed_[port] = confirmed;
   std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
   std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
   // Packets parked for this next hop go first: its MAC may have been learnt without an ARP
@@ -1094,15 +1087,13 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
   std::memcpy(port, &new_port, 2);
 }
 
-// A UDP packet of a known flow, either way: the whole NAT in one place, the packet queued on
-// out. False when it cannot (no route): dispatch() then drops it with its reason. Lean (the
-// burst's call-free loop): false, with nothing changed, also where it would take a call (the
-// flow's first reply to mark, or a next hop other than the one cached for the burst); when
-// true, the caller queues the packet with *dep and counts it.
+// A UDP packet of a known flow, either way: the whole NAT in one place.
+// False when it cannot (no route): dispatch() then drops it with its reason. Lean (the burst's
+// call-free loop): false, with nothing changed, also where it would take a call: the flow's first
+// reply to mark, or a next hop other than the one cached for the burst.
 template <bool kLean>
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
-                                                          uint32_t slot, uint64_t now, FastOut &out,
-                                                          uint64_t *dep_out) {
+                                                          uint32_t slot, uint64_t now, FastOut &out) {
   FlowRecord &r = flows_.record(slot);
   const bool from_inside = port == kPortInside;
   const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
@@ -1121,16 +1112,15 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
     nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
   else
     nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
+  fwd_burst_++;
   // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
   // whose MAC is not known parks the packet instead.
   const uint64_t dep = r.dirty_epoch;
   if constexpr (kLean) {
     std::memcpy(frame, nh_l2_[port ^ 1], 2 * RTE_ETHER_ADDR_LEN);
-    *dep_out = dep;
+  } else if (!address_frame(port ^ 1, m, frame, nh, dep, now)) {
     return true;
   }
-  fwd_burst_++;
-  if (!address_frame(port ^ 1, m, frame, nh, dep, now)) return true;
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
   out.bytes += rte_pktmbuf_pkt_len(m);
@@ -1147,11 +1137,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
-  // A next hop cached by an earlier burst holds while the ARP table has changed nothing that
-  // can be its entry (the generation) and its entry is fresh, as lookup() would say.
-  if (__builtin_expect(arp_.generation() != nh_gen_, 0)) nh_ip_[0] = nh_ip_[1] = 0;
-  for (unsigned p = 0; p < kMaxPorts; p++)
-    if (__builtin_expect(now - nh_confirmed_[p] > arp_.timeout_tsc(), 0)) nh_ip_[p] = 0;
+  // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
+  nh_ip_[0] = nh_ip_[1] = 0;
   const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
   // The two loops are built per ingress port: its filters and direction are then constants.
   auto classify_run = [&](unsigned from) {
@@ -1189,8 +1176,8 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     Parsed &p = b.parsed[i];
     const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(b.cand[i], p.key, b.hash[i]);
     const uint8_t took_fast = b.fast[i];
-    if (!(took_fast == IPPROTO_UDP && slot >= 0 &&
-          fast_udp<false>(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out, nullptr))) {
+    if (!(took_fast == Burst::kFastUdp && slot >= 0 &&
+          fast_udp<false>(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out))) {
       // What the fast path queued goes first: a flow's packets leave in the order they came.
       if (out.n) flush_fast(out, port ^ 1);
       if (took_fast) fill_parsed(b.m[i], p);
@@ -1204,6 +1191,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     bump(ctr_.forwarded[port], fwd_burst_);
     bump(ctr_.fast_forwarded, fwd_burst_);
   }
+  nh_ip_[0] = nh_ip_[1] = 0;
 }
 
 /* process_chunk's common ways, each a loop without calls, out of line and built per ingress
@@ -1226,7 +1214,7 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
     auto *key = reinterpret_cast<uint8_t *>(&b.parsed[k].key);
     std::memcpy(key, &k0, 8);
     std::memcpy(key + 8, &k1, 8);
-    b.fast[k] = static_cast<uint8_t>(k1 >> 32);  // the protocol
+    b.fast[k] = static_cast<uint8_t>(k1 >> 32) == IPPROTO_UDP ? Burst::kFastUdp : Burst::kFastOther;
     b.m[k] = pkts[i];
     b.hash[k] = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
     k++;
@@ -1240,24 +1228,12 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
 // and queued. Returns the index of the first that is not (b.n: none).
 template <uint16_t port>
 __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
-  // The queue's length and bytes, and the burst's length, in locals: the packet writes could
-  // alias them.
-  const unsigned end = b.n, queued = out.n;
-  unsigned q = queued;
-  uint64_t bytes = out.bytes;
-  for (; i < end; i++) {
+  for (; i < b.n; i++) {
     const uint32_t c = b.cand[i];
-    uint64_t dep;
-    if (b.fast[i] != IPPROTO_UDP || !flows_.is_hit(c, b.parsed[i].key) ||
-        !fast_udp<true>(b.m[i], b.parsed[i].key, port, c >> 1, now, out, &dep))
+    if (b.fast[i] != Burst::kFastUdp || !flows_.is_hit(c, b.parsed[i].key) ||
+        !fast_udp<true>(b.m[i], b.parsed[i].key, port, c >> 1, now, out))
       break;
-    out.m[q] = b.m[i];
-    out.dep[q++] = dep;
-    bytes += rte_pktmbuf_pkt_len(b.m[i]);
   }
-  fwd_burst_ += q - queued;
-  out.n = q;
-  out.bytes = bytes;
   return i;
 }
 

@@ -195,8 +195,7 @@ class Nat44 {
     unsigned n = 0;
   };
   template <bool kLean>
-  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out,
-                uint64_t *dep_out);
+  bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out);
   // process_chunk's two loops without calls (see nf.cc).
   template <uint16_t port>
   unsigned fast_classify_run(rte_mbuf **pkts, unsigned i, unsigned n, Burst &b) const;
@@ -284,11 +283,9 @@ class Nat44 {
   uint8_t bad_octet_[256];      // 1: a first octet never a fast-path source or destination
   bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
   bool fast_mtu_ok_ = true;     // both MTUs hold the smallest packet the fast test takes
-  /* The next hop's MAC per egress port (0 = none cached), across bursts while the ARP table's
-   * generation stays and the entry is fresh (process_chunk); ARP input clears it. */
+  /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
+   * input clears it. */
   uint32_t nh_ip_[kMaxPorts] = {0, 0};
-  uint64_t nh_confirmed_[kMaxPorts] = {0, 0};  // when its ARP entry was confirmed
-  uint64_t nh_gen_ = 0;                       // the ARP table's generation they were cached at
   uint8_t nh_l2_[kMaxPorts][16] = {};  // its MAC, then the virtual MAC: the frame's first 12 bytes
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;

@@ -28,8 +28,9 @@ struct Nat44::Parsed {
 
 // One burst between process_chunk's stages: the packets that reached the flow lookup, in order.
 struct Nat44::Burst {
-  // fast[i]: the protocol of packet i when it took the fast test (IPPROTO_UDP: fast_udp's if
-  // its flow is known, or IPPROTO_TCP); 0: classify() took it.
+  // fast[i]: packet i took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow is
+  // known) or kFastOther; 0: classify() took it.
+  static constexpr uint8_t kFastUdp = 2, kFastOther = 1;
   Parsed parsed[kBurst];
   rte_mbuf *m[kBurst];
   uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)

@@ -687,36 +687,6 @@ TEST_F(NfTest, AParkedPacketLeavesBeforeALaterOneOfItsFlowWhenTheMacIsLearntWith
   }
 }
 
-// The next hop's MAC is cached from one burst to the next (the fast path's cache_next_hop),
-// but never past what the ARP table says: not once the entry is stale, and not after the table
-// changed the entry by a way other than ARP input through this NF's handle_arp.
-TEST_F(NfTest, TheNextHopCacheFollowsTheArpTableAcrossBursts) {
-  auto out_frame = [&] { return test::udp_frame(from_lan(), H, 6100, R2, 53, 10); };
-  Out o = run(kPortInside, out_frame());
-  ASSERT_EQ(o.wan.size(), 1u);
-  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->dst_addr, kMacR2));
-  o = run(kPortInside, out_frame());  // a second burst, from the cache
-  ASSERT_EQ(o.wan.size(), 1u);
-  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->dst_addr, kMacR2));
-  // R2 moves to another MAC, learnt without ARP input through the NF.
-  const rte_ether_addr moved = mac(0x02, 0, 0, 0, 0x02, 0x77);
-  arp_->learn(R2, moved, kPortOutside, now_);
-  o = run(kPortInside, out_frame());
-  ASSERT_EQ(o.wan.size(), 1u);
-  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->dst_addr, moved)) << "the cached MAC outlived its entry";
-  // A confirmation alone keeps the cache; then the entry goes stale: the packet waits for ARP.
-  arp_->learn(R2, moved, kPortOutside, now_ + hz_);
-  o = run(kPortInside, out_frame());
-  ASSERT_EQ(o.wan.size(), 1u);
-  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->dst_addr, moved));
-  now_ += 302 * hz_;  // past the table's 300 s from the last confirmation
-  const uint64_t requests = nf_->counters().arp_requests.load();
-  o = run(kPortInside, out_frame());
-  ASSERT_EQ(o.wan.size(), 1u) << "only the ARP request leaves";
-  EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(o.wan[0])->ether_type), RTE_ETHER_TYPE_ARP);
-  EXPECT_EQ(nf_->counters().arp_requests.load(), requests + 1);
-}
-
 TEST_F(NfTest, ArpMissExpiresAsArpMiss) {
   Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6001, ip4("198.18.2.21"), 53));
   ASSERT_EQ(o.wan.size(), 1u);  // the request
