@@ -82,6 +82,11 @@ struct Standby {
   std::mutex said_mu;
   std::vector<v1::RoleState> said;  // said_mu: each acknowledgement's role state, in order
 
+  /* The server goes first: its stream threads call role_state, which writes said, and its
+   * destructor joins them. Members alone would go in reverse order, said before srv (a race
+   * TSan caught in CI: a stream thread's last push_back against said's destructor). */
+  ~Standby() { srv.reset(); }
+
   /* says_state: the standby tells its role state in its acknowledgements, READY once its copy
    * is in sync, as a daemon's does (control/daemon.cc: before the ack of the full sync); false:
    * as a standby of a release before Ack.role_state. */
