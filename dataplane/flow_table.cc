@@ -127,13 +127,8 @@ int FlowTable::lookup(const FlowKey &key) const {
  * of the first candidate; verify the key against the record (a miss in a full bucket, or a
  * false match, walks the chain). */
 void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const {
-  uint32_t h[kLookupBulkMax];
+  uint32_t h[kLookupBulkMax] = {};  // zeroed only to quiet -Wmaybe-uninitialized (n may be 0)
   for (unsigned i = 0; i < n; i++) h[i] = hash_prefetch(*keys[i]);
-  lookup_bulk_hashed(keys, h, n, slots);
-}
-
-void FlowTable::lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n,
-                                   int32_t *slots) const {
   uint32_t cand[kLookupBulkMax];
   lookup_candidates(h, n, cand);
   for (unsigned i = 0; i < n; i++) slots[i] = resolve(cand[i], *keys[i], h[i]);

@@ -210,9 +210,6 @@ class FlowTable {
   static constexpr unsigned kLookupBulkMax = 64;
   // Bulk lookup of up to kLookupBulkMax keys; slots[i] = slot or -1.
   void lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const;
-  /* The same with each key's hash already taken by hash_prefetch(), which also prefetched its
-   * bucket: the NF hashes a key in the stage that builds it. */
-  void lookup_bulk_hashed(const FlowKey *const *keys, const uint32_t *h, unsigned n, int32_t *slots) const;
   /* The same in two halves, for a caller that verifies each key when it gets to its packet
    * (the NF's last stage): lookup_candidates() takes each key's first signature match in its
    * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
@@ -231,9 +228,10 @@ class FlowTable {
     return h;
   }
   uint32_t hash_prefetch(const FlowKey &key) const {
-    const uint32_t h = index_.hash(&key);
-    __builtin_prefetch(index_.bucket_of(h));
-    return h;
+    uint64_t lo, hi;
+    std::memcpy(&lo, &key, 8);
+    std::memcpy(&hi, reinterpret_cast<const uint8_t *>(&key) + 8, 8);
+    return hash_prefetch(lo, hi);
   }
 
   // Adds a flow (both keys). Returns the slot, -ENOSPC when full, -EEXIST when a key is

@@ -172,9 +172,8 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
 }
 
 bool Nat44::is_nat_address(uint32_t ip) const {
-  // Most packets are to none of them: one range check (host order) answers.
-  const uint32_t h = rte_be_to_cpu_32(ip);
-  if (h < nat_lo_ || h > nat_hi_) return false;
+  // Most packets are to none of them: one range check (host order) answers, as in fast_parse.
+  if (nat_addrs_.empty() || rte_be_to_cpu_32(ip) - nat_lo_ > nat_span_) return false;
   if (nat_addrs_.size() == 1) return true;
   for (uint32_t a : nat_addrs_)
     if (a == ip) return true;
