@@ -215,6 +215,19 @@ class FlowTable {
    * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
    * verifies the candidate, and searches in full only when it is not the key. */
   void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const;
+  /* True when key is record r's key of direction d (key_is's test, on the record itself): with
+   * d a constant its offsets are too (the NF's call-free loop, built per port). */
+  static bool key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
+    const FlowState &s = r.st;
+    const auto *b = reinterpret_cast<const uint8_t *>(&s);
+    uint64_t ips, k[2];
+    uint32_t ports;
+    std::memcpy(&ips, b + 4 * d, 8);
+    std::memcpy(&ports, b + 12 + 2 * d, 4);
+    std::memcpy(k, &key, 16);
+    const uint64_t rest = ports | uint64_t(s.proto | d << 8) << 32;
+    return ((ips ^ k[0]) | (rest ^ k[1])) == 0;
+  }
   // True when the candidate is key's own entry: resolve()'s common case, without its search.
   bool is_hit(uint32_t cand, const FlowKey &key) const { return cand != FlowIndex::kEmpty && key_is(cand, key); }
   int32_t resolve(uint32_t cand, const FlowKey &key, uint32_t h) const {
@@ -412,18 +425,8 @@ class FlowTable {
   /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
    * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
    * key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify either. */
-  bool key_is(uint32_t v, const FlowKey &key) const {
-    const FlowState &s = records_[v >> 1].st;
-    const auto *b = reinterpret_cast<const uint8_t *>(&s);
-    const unsigned d = v & 1;
-    uint64_t ips, k[2];
-    uint32_t ports;
-    std::memcpy(&ips, b + 4 * d, 8);
-    std::memcpy(&ports, b + 12 + 2 * d, 4);
-    std::memcpy(k, &key, 16);
-    const uint64_t rest = ports | uint64_t(s.proto | d << 8) << 32;
-    return ((ips ^ k[0]) | (rest ^ k[1])) == 0;
-  }
+  bool key_is(uint32_t v, const FlowKey &key) const { return key_of_record(records_[v >> 1], v & 1, key); }
+
   FlowIndex index_;
   FlowRecord *records_ = nullptr;
   uint32_t capacity_ = 0;

@@ -1086,11 +1086,8 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
   std::memcpy(port, &new_port, 2);
 }
 
-// A UDP packet of a known flow, either way: the whole NAT in one place.
-// False when it cannot (no route): dispatch() then drops it with its reason. Lean (the burst's
-// call-free loop): false, with nothing changed, also where it would take a call: the flow's first
-// reply to mark, or a next hop other than the one cached for the burst.
-template <bool kLean>
+// A UDP packet of a known flow, either way: the whole NAT in one place (fast_forward_run is
+// its call-free form). False when it cannot (no route): dispatch() then drops it with its reason.
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
                                                           uint32_t slot, uint64_t now, FastOut &out) {
   FlowRecord &r = flows_.record(slot);
@@ -1098,11 +1095,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   const uint32_t nh = from_inside ? next_hop_out(key.dst_ip) : r.st.in_ip;
   if (__builtin_expect(nh == 0, 0)) return false;
   const bool first_reply = !(r.st.flags & kFlowReplied) && responder_inside(r.st) == from_inside;
-  if constexpr (kLean) {
-    if (__builtin_expect(first_reply || nh != nh_ip_[port ^ 1], 0)) return false;
-  } else if (__builtin_expect(first_reply, 0)) {
-    update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
-  }
+  if (__builtin_expect(first_reply, 0)) update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
   r.last_seen_tsc = now;
   uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
   auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
@@ -1115,11 +1108,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
   // whose MAC is not known parks the packet instead.
   const uint64_t dep = r.dirty_epoch;
-  if constexpr (kLean) {
-    std::memcpy(frame, nh_l2_[port ^ 1], 2 * RTE_ETHER_ADDR_LEN);
-  } else if (!address_frame(port ^ 1, m, frame, nh, dep, now)) {
-    return true;
-  }
+  if (!address_frame(port ^ 1, m, frame, nh, dep, now)) return true;
   out.m[out.n] = m;
   out.dep[out.n++] = dep;
   out.bytes += rte_pktmbuf_pkt_len(m);
@@ -1146,6 +1135,8 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
                                : fast_classify_run<kPortOutside>(pkts, from, n, b);
   };
   auto forward_run = [&](unsigned from, FastOut &out) {
+    // Not for a packet the loop would stop at first anyway (TCP): its set-up is not free.
+    if (from >= b.n || b.fast[from] != Burst::kFastUdp) return from;
     return port == kPortInside ? fast_forward_run<kPortInside>(from, now, b, out)
                                : fast_forward_run<kPortOutside>(from, now, b, out);
   };
@@ -1176,7 +1167,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(b.cand[i], p.key, b.hash[i]);
     const uint8_t took_fast = b.fast[i];
     if (!(took_fast == Burst::kFastUdp && slot >= 0 &&
-          fast_udp<false>(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out))) {
+          fast_udp(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out))) {
       // What the fast path queued goes first: a flow's packets leave in the order they came.
       if (out.n) flush_fast(out, port ^ 1);
       if (took_fast) fill_parsed(b.m[i], p);
@@ -1222,17 +1213,59 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
   return i;
 }
 
-// Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
-// first reply (marking it takes a call) and go to the next hop cached for the burst, translated
-// and queued. Returns the index of the first that is not (b.n: none).
+/* Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
+ * first reply (marking it takes a call) and go to the next hop cached for the burst, translated
+ * and queued. Returns the index of the first that is not (b.n: none). It is fast_udp() for
+ * that case, with what does not change over the loop read once into locals: the loop's
+ * stores into the frames may alias anything, so the compiler would otherwise read the
+ * object's members again for every packet. */
 template <uint16_t port>
 __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
-  for (; i < b.n; i++) {
+  constexpr uint16_t egress = port ^ 1;
+  constexpr bool from_inside = port == kPortInside;
+  const uint32_t nh_cached = nh_ip_[egress];
+  if (nh_cached == 0) return i;  // nothing cached yet: the general way asks ARP, and caches
+  uint64_t l2_lo;  // the cached frame's first 12 bytes: destination MAC, then source
+  uint32_t l2_hi;
+  std::memcpy(&l2_lo, nh_l2_[egress], 8);
+  std::memcpy(&l2_hi, nh_l2_[egress] + 8, 4);
+  const uint32_t mask = mask_[kPortOutside], net = net_[kPortOutside], gw = cfg_.gateway_out;
+  FlowRecord *const rec = &flows_.record(0);
+  const unsigned n = b.n;
+  unsigned k = out.n, fwd = 0;
+  uint64_t bytes = out.bytes;
+  for (; i < n; i++) {
     const uint32_t c = b.cand[i];
-    if (b.fast[i] != Burst::kFastUdp || !flows_.is_hit(c, b.parsed[i].key) ||
-        !fast_udp<true>(b.m[i], b.parsed[i].key, port, c >> 1, now, out))
+    /* The candidate is the key's own entry (FlowTable::is_hit), with the offsets constant: a
+     * key of the fast test has this port's direction, so its entry is this direction's (c & 1;
+     * kEmpty is odd, and on the outside port tested on its own). */
+    if (b.fast[i] != Burst::kFastUdp || (c & 1) != port || (port != kPortInside && c == FlowIndex::kEmpty))
       break;
+    FlowRecord &r = rec[c >> 1];
+    if (!FlowTable::key_of_record(r, port, b.parsed[i].key)) break;
+    const uint32_t nh = from_inside ? ((b.parsed[i].key.dst_ip & mask) == net ? b.parsed[i].key.dst_ip : gw) : r.st.in_ip;
+    const uint8_t flags = r.st.flags;
+    const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
+    if (nh != nh_cached || first_reply) break;  // nh_cached is not 0: a next hop of 0 stops here
+    r.last_seen_tsc = now;
+    rte_mbuf *const m = b.m[i];
+    uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
+    auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
+    auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
+    if (from_inside)
+      nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
+    else
+      nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
+    std::memcpy(frame, &l2_lo, 8);
+    std::memcpy(frame + 8, &l2_hi, 4);
+    out.m[k] = m;
+    out.dep[k++] = r.dirty_epoch;
+    bytes += rte_pktmbuf_pkt_len(m);
+    fwd++;
   }
+  out.n = k;
+  out.bytes = bytes;
+  fwd_burst_ += fwd;
   return i;
 }
 

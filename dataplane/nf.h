@@ -194,7 +194,6 @@ class Nat44 {
     uint64_t bytes = 0;
     unsigned n = 0;
   };
-  template <bool kLean>
   bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out);
   // process_chunk's two loops without calls (see nf.cc).
   template <uint16_t port>

@@ -4,11 +4,13 @@
 #include "dataplane/nf.h"
 
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -1493,6 +1495,62 @@ TEST_F(NfTest, AnEvictionInABurstIsSeenByTheBurstsUdpPackets) {
   EXPECT_EQ(nf_->counters().flows_evicted.load(), evicted + 2);
   EXPECT_GE(lookup_in(H2, 30000, R, 53, IPPROTO_UDP), 0);
   EXPECT_LT(lookup_in(H2, 30001, R, 53, IPPROTO_UDP), 0) << "the next oldest made room for it";
+}
+
+/* Two UDP flows whose keys hash alike share a bucket and a signature, so the second's
+ * candidate names the first's record. The fast path must see that the record is not its key's
+ * and make the second flow, not translate its packet as the first's. The first packet of the
+ * burst caches the next hop (the gateway, for both), so the second meets the call-free loop.
+ * The two differ in their addresses only. CRC-32 is linear, so keys that differ within fewer
+ * than 33 bits never collide (two with the same addresses differ within their ports, carries
+ * of the secret's addition aside): the search draws LAN hosts and destinations at random, 39
+ * bits of them, and finds a pair in about 2^16 keys (a birthday search on 32 bits). */
+TEST_F(NfTest, AFastPacketWhoseCandidateIsAnotherFlowIsNotTranslatedAsThatFlow) {
+  struct Ends {
+    uint32_t s, d;
+  };
+  const uint16_t sp = 40000, dp = 53;
+  for (int round = 0; round < 2; round++) {
+    NfConfig c = default_config();
+    c.gateway_out = ip4("198.18.2.254");
+    build(c);
+    const rte_ether_addr gw = mac(0x02, 0, 0, 0, 0x02, 0xfe);
+    arp_->learn(c.gateway_out, gw, kPortOutside, now_);
+    std::mt19937 rng(round);
+    std::unordered_map<uint32_t, Ends> seen;
+    Ends a{}, b{};
+    bool found = false;
+    for (uint32_t i = 0; i < (1u << 21) && !found; i++) {
+      // A host 198.18.1.2-251, to 1.0.0.0-126.255.255.255 (off-link: through the gateway).
+      const uint32_t host = (198u << 24 | 18u << 16 | 1u << 8) + 2 + rng() % 250;
+      const uint32_t dst = (1 + rng() % 126) << 24 | (rng() & 0xffffff);
+      const Ends e{rte_cpu_to_be_32(host), rte_cpu_to_be_32(dst)};
+      FlowKey k{};
+      k.src_ip = e.s;
+      k.dst_ip = e.d;
+      k.src_port = rte_cpu_to_be_16(sp);
+      k.dst_port = rte_cpu_to_be_16(dp);
+      k.proto = IPPROTO_UDP;
+      k.dir = kPortInside;
+      auto [it, fresh] = seen.emplace(flows_->hash_prefetch(k), e);
+      if (!fresh && (it->second.s != e.s || it->second.d != e.d)) a = it->second, b = e, found = true;
+    }
+    ASSERT_TRUE(found);
+    ASSERT_EQ(run(kPortInside, test::udp_frame(from_lan(), a.s, sp, a.d, dp)).wan.size(), 1u);
+    const int slot_a = lookup_in(a.s, sp, a.d, dp, IPPROTO_UDP);
+    ASSERT_GE(slot_a, 0);
+    const uint64_t created = nf_->counters().flows_created.load();
+    Out o = run(kPortInside, {test::udp_frame(from_lan(), a.s, sp, a.d, dp),
+                              test::udp_frame(from_lan(), b.s, sp, b.d, dp)});
+    ASSERT_EQ(o.wan.size(), 2u);
+    EXPECT_EQ(nf_->counters().flows_created.load(), created + 1) << "the second key made its own flow";
+    const int slot_b = lookup_in(b.s, sp, b.d, dp, IPPROTO_UDP);
+    ASSERT_GE(slot_b, 0);
+    ASSERT_NE(slot_b, slot_a);
+    expect_frame(o.wan[1], kVmacOut, gw, st(slot_b).nat_ip, b.d, 63, "the second flow's packet");
+    EXPECT_EQ(test::udp_of(o.wan[1])->src_port, st(slot_b).nat_port) << "translated by its own flow";
+    EXPECT_EQ(test::udp_of(o.wan[1])->dst_port, rte_cpu_to_be_16(dp));
+  }
 }
 
 // ------------------------------------------------------------------ TCP
