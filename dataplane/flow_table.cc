@@ -139,8 +139,11 @@ void FlowTable::lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand)
   for (unsigned i = 0; i < n; i++) {
     const FlowIndex::Bucket &b = *index_.bucket_of(h[i]);
     const unsigned m = FlowIndex::match(b, h[i]);
-    cand[i] = m ? b.val[__builtin_ctz(m)] : FlowIndex::kEmpty;
-    if (cand[i] != FlowIndex::kEmpty) rte_prefetch0(&rec[cand[i] >> 1]);
+    const uint32_t c = m ? b.val[static_cast<unsigned>(__builtin_ctz(m))] : FlowIndex::kEmpty;
+    cand[i] = c;
+    // A match's record. An empty entry can match (a hash equal to its signature): its "record"
+    // lies past the table, and a prefetch never faults.
+    if (m) rte_prefetch0(&rec[c >> 1]);
   }
 }
 
