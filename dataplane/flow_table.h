@@ -75,7 +75,7 @@ struct FlowState {
   uint32_t tcp_end[2];
 };
 static_assert(sizeof(FlowState) == 32);
-// FlowTable::key_is reads the keys out of the record by these offsets.
+// FlowTable::key_of_record reads the keys out of the record by these offsets.
 static_assert(offsetof(FlowState, ext_ip) == 4 && offsetof(FlowState, nat_ip) == 8 &&
               offsetof(FlowState, in_port) == 12 && offsetof(FlowState, ext_port) == 14 &&
               offsetof(FlowState, nat_port) == 16);
@@ -215,8 +215,10 @@ class FlowTable {
    * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
    * verifies the candidate, and searches in full only when it is not the key. */
   void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const;
-  /* True when key is record r's key of direction d (key_is's test, on the record itself): with
-   * d a constant its offsets are too (the NF's call-free loop, built per port). */
+  /* True when key is record r's key of direction d (0 or 1, as a value's low bit). The keys
+   * are slices of the record: the inside key's addresses are its bytes 0-7 and ports 12-15,
+   * the outside key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify
+   * either. With d a constant the offsets are too (the NF's call-free loop, built per port). */
   static bool key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
     const FlowState &s = r.st;
     const auto *b = reinterpret_cast<const uint8_t *>(&s);
@@ -422,11 +424,8 @@ class FlowTable {
 
   // resolve() when the candidate is not the key: a miss, or a search of the bucket's chain.
   int32_t resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const;
-  /* True when the key of value v (slot << 1 | direction) is key. The keys are slices of
-   * the record: the inside key's addresses are its bytes 0-7 and ports 12-15, the outside
-   * key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify either. */
+  // True when the key of value v (slot << 1 | direction) is key.
   bool key_is(uint32_t v, const FlowKey &key) const { return key_of_record(records_[v >> 1], v & 1, key); }
-
   FlowIndex index_;
   FlowRecord *records_ = nullptr;
   uint32_t capacity_ = 0;

@@ -144,14 +144,15 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   nat_addrs_ = cfg.nat_addresses();
   flows_.set_nat_pool(nat_addrs_);
   nat_lo_ = UINT32_MAX;
-  nat_hi_ = 0;
+  uint32_t nat_hi = 0;
   for (uint32_t a : nat_addrs_) {
     const uint32_t h = rte_be_to_cpu_32(a);
     nat_lo_ = h < nat_lo_ ? h : nat_lo_;
-    nat_hi_ = h > nat_hi_ ? h : nat_hi_;
+    nat_hi = h > nat_hi ? h : nat_hi;
   }
-  // With no addresses the range is 255.255.255.255 alone, which bad_octet_ refuses first.
-  nat_span_ = nat_addrs_.empty() ? 0 : nat_hi_ - nat_lo_;
+  // With no addresses the range is 255.255.255.255 alone, which bad_octet_ refuses first (and
+  // is_nat_address's loop after it). The configuration always gives one (the WAN VIP).
+  nat_span_ = nat_addrs_.empty() ? 0 : nat_hi - nat_lo_;
   const uint16_t mtu = cfg.mtu[kPortInside] < cfg.mtu[kPortOutside] ? cfg.mtu[kPortInside]
                                                                      : cfg.mtu[kPortOutside];
   mss_max_ = static_cast<uint16_t>(mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_tcp_hdr));
@@ -173,7 +174,7 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
 
 bool Nat44::is_nat_address(uint32_t ip) const {
   // Most packets are to none of them: one range check (host order) answers, as in fast_parse.
-  if (nat_addrs_.empty() || rte_be_to_cpu_32(ip) - nat_lo_ > nat_span_) return false;
+  if (rte_be_to_cpu_32(ip) - nat_lo_ > nat_span_) return false;
   if (nat_addrs_.size() == 1) return true;
   for (uint32_t a : nat_addrs_)
     if (a == ip) return true;
@@ -1135,7 +1136,8 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
                                : fast_classify_run<kPortOutside>(pkts, from, n, b);
   };
   auto forward_run = [&](unsigned from, FastOut &out) {
-    // Not for a packet the loop would stop at first anyway (TCP): its set-up is not free.
+    // Not for a packet the loop would stop at first anyway (TCP, or what classify() took): its
+    // set-up is not free.
     if (from >= b.n || b.fast[from] != Burst::kFastUdp) return from;
     return port == kPortInside ? fast_forward_run<kPortInside>(from, now, b, out)
                                : fast_forward_run<kPortOutside>(from, now, b, out);
@@ -1243,7 +1245,7 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
       break;
     FlowRecord &r = rec[c >> 1];
     if (!FlowTable::key_of_record(r, port, b.parsed[i].key)) break;
-    const uint32_t nh = from_inside ? ((b.parsed[i].key.dst_ip & mask) == net ? b.parsed[i].key.dst_ip : gw) : r.st.in_ip;
+    const uint32_t nh = from_inside ? next_hop_out(b.parsed[i].key.dst_ip, mask, net, gw) : r.st.in_ip;
     const uint8_t flags = r.st.flags;
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
     if (nh != nh_cached || first_reply) break;  // nh_cached is not 0: a next hop of 0 stops here

@@ -245,7 +245,11 @@ class Nat44 {
   bool cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
   // The WAN next hop for dst: itself on the WAN's subnet, else the gateway (0: none).
   uint32_t next_hop_out(uint32_t dst) const {
-    return (dst & mask_[kPortOutside]) == net_[kPortOutside] ? dst : cfg_.gateway_out;
+    return next_hop_out(dst, mask_[kPortOutside], net_[kPortOutside], cfg_.gateway_out);
+  }
+  // The same with the WAN's mask, network and gateway given (fast_forward_run holds them).
+  static uint32_t next_hop_out(uint32_t dst, uint32_t mask, uint32_t net, uint32_t gw) {
+    return (dst & mask) == net ? dst : gw;
   }
   void announce();
   void park_for_arp(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
@@ -288,8 +292,8 @@ class Nat44 {
   uint8_t nh_l2_[kMaxPorts][16] = {};  // its MAC, then the virtual MAC: the frame's first 12 bytes
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
-  uint32_t nat_lo_ = 0, nat_hi_ = 0;  // the lowest and highest of them, host order
-  uint32_t nat_span_ = 0;             // nat_hi_ - nat_lo_: d is in the range when d - nat_lo_ <= it
+  uint32_t nat_lo_ = 0;    // the lowest of them, host order
+  uint32_t nat_span_ = 0;  // the highest less the lowest: d is in the range when d - nat_lo_ <= it
   uint64_t fwd_mask_[3][1024];  // per protocol: ports never allocated (forwards), as a bitmap
   uint64_t icmp_tokens_ = 0;   // scaled by kTokenScale
   uint64_t icmp_last_tsc_ = 0;
