@@ -1087,6 +1087,21 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
   std::memcpy(port, &new_port, 2);
 }
 
+// A known flow's UDP packet stamped as seen and translated, either way (fast_udp and
+// fast_forward_run). Returns its frame, for the Ethernet header.
+__attribute__((always_inline)) static inline uint8_t *translate_udp(FlowRecord &r, rte_mbuf *m, bool from_inside,
+                                                                     uint64_t now) {
+  r.last_seen_tsc = now;
+  uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
+  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
+  auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
+  if (from_inside)
+    nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
+  else
+    nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
+  return frame;
+}
+
 // A UDP packet of a known flow, either way: the whole NAT in one place (fast_forward_run is
 // its call-free form). False when it cannot (no route): dispatch() then drops it with its reason.
 __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port,
@@ -1097,14 +1112,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
   if (__builtin_expect(nh == 0, 0)) return false;
   const bool first_reply = !(r.st.flags & kFlowReplied) && responder_inside(r.st) == from_inside;
   if (__builtin_expect(first_reply, 0)) update_flow(slot, r.st.tcp_state, r.st.flags | kFlowReplied);
-  r.last_seen_tsc = now;
-  uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
-  auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
-  auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
-  if (from_inside)
-    nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
-  else
-    nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
+  uint8_t *const frame = translate_udp(r, m, from_inside, now);
   fwd_burst_++;
   // The output goes to the burst's list (process_chunk hands it over in one call); a next hop
   // whose MAC is not known parks the packet instead.
@@ -1249,15 +1257,8 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
     const uint8_t flags = r.st.flags;
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
     if (nh != nh_cached || first_reply) break;  // nh_cached is not 0: a next hop of 0 stops here
-    r.last_seen_tsc = now;
     rte_mbuf *const m = b.m[i];
-    uint8_t *const frame = rte_pktmbuf_mtod(m, uint8_t *);
-    auto *ip = reinterpret_cast<rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
-    auto *udp = reinterpret_cast<rte_udp_hdr *>(ip + 1);
-    if (from_inside)
-      nat_udp(ip, udp, true, r.st.nat_ip, r.st.nat_port);
-    else
-      nat_udp(ip, udp, false, r.st.in_ip, r.st.in_port);
+    uint8_t *const frame = translate_udp(r, m, from_inside, now);
     std::memcpy(frame, &l2_lo, 8);
     std::memcpy(frame + 8, &l2_hi, 4);
     out.m[k] = m;
