@@ -106,6 +106,7 @@ std::unique_ptr<FlowTable> FlowTable::create(const FlowTableConfig &cfg, std::st
   for (uint32_t i = 0; i < cfg.capacity; i++) {
     t->records_[i].next = i + 1 < cfg.capacity ? i + 1 : kNoSlot;
     t->records_[i].prev = i == 0 ? kNoSlot : i - 1;
+    t->records_[i].last_seen_tsc = kFreeSlotSeen;
   }
   t->free_head_ = 0;
   t->dirty_[0].reserve(cfg.capacity);
@@ -499,6 +500,7 @@ void FlowTable::free_slot(uint32_t slot) {
   index_del(r.st);
   del_keys(slot);
   r.st = FlowState{};
+  r.last_seen_tsc = kFreeSlotSeen;
   r.next = free_head_;
   r.prev = kNoSlot;
   if (free_head_ != kNoSlot) records_[free_head_].prev = slot;

@@ -94,11 +94,17 @@ inline bool flow_embryonic(const FlowState &s) {
   return !(s.flags & kFlowReplied);
 }
 
+/* A free slot's last_seen_tsc: as far ahead as a signed idle time (now - last_seen) can
+ * see, so that its idle time is negative for any TSC below 2^62 (a century at 1 GHz) and the
+ * expiry's first test, "seen within the shortest timeout", passes over it as over a fresh
+ * flow. Only a shortcut: the expiry still tests kFlowInUse before it removes anything. */
+inline constexpr uint64_t kFreeSlotSeen = uint64_t(INT64_MAX);
+
 struct alignas(64) FlowRecord {
   FlowState st;
   uint64_t dirty_epoch;    // epoch of the last change
   uint64_t snap_epoch;     // epoch whose capture already holds this record
-  uint64_t last_seen_tsc;  // not replicated: a standby refreshes on promotion
+  uint64_t last_seen_tsc;  // not replicated: a standby refreshes on promotion; kFreeSlotSeen when free
   /* Free slot: the doubly linked free list, so a standby can claim any slot. Slot in use
    * and embryonic: the oldest-first list of embryonic flows. */
   uint32_t next;

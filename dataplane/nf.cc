@@ -127,11 +127,12 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   const Timeouts &t = cfg.timeouts;
   const uint32_t secs[9] = {t.tcp_syn, t.tcp_syn, t.tcp_syn, t.tcp_established, t.tcp_fin,
                             t.tcp_time_wait, t.tcp_closed, t.udp, t.icmp};
-  min_timeout_tsc_ = UINT64_MAX;
+  uint64_t shortest = INT64_MAX;
   for (unsigned i = 0; i < 9; i++) {
     timeout_tsc_[i] = uint64_t(secs[i]) * hz_;
-    min_timeout_tsc_ = timeout_tsc_[i] < min_timeout_tsc_ ? timeout_tsc_[i] : min_timeout_tsc_;
+    shortest = timeout_tsc_[i] < shortest ? timeout_tsc_[i] : shortest;
   }
+  min_timeout_tsc_ = static_cast<int64_t>(shortest);
   arp_retry_tsc_ = uint64_t(cfg.arp_retry_ms) * hz_ / 1000;
   for (unsigned p = 0; p < kMaxPorts; p++)
     mask_[p] = cfg.prefix_len[p] == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - cfg.prefix_len[p]));
@@ -1365,16 +1366,25 @@ uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
   const uint32_t cap = flows_.capacity();
   if (cap == 0) return 0;
   uint32_t cursor = expiry_cursor_;  // in a register; stored back once
+  /* Seen within the shortest timeout: nothing to look up (most flows, most of the time).
+   * That is now - last_seen <= min_timeout, tested as last_seen >= now - min_timeout, signed:
+   * one compare against memory a slot. Free slots pass too: their stamp (kFreeSlotSeen) is
+   * as far ahead as a signed value goes. So does a stamp a little ahead of this loop's now
+   * (read later, on another thread), which an unsigned age would have taken for a great
+   * one. The records do not move (remove() frees the slot in place): the base is a local. */
+  const int64_t fresh_from = static_cast<int64_t>(now) - min_timeout_tsc_;
+  FlowRecord *const rec = &flows_.record(0);
   while (slots) {
     // The slots up to the table's end at most, then on from slot 0.
     const uint32_t end = slots < cap - cursor ? cursor + slots : cap;
     slots -= end - cursor;
-    for (uint32_t slot = cursor; slot < end; slot++) {
-      FlowRecord &r = flows_.record(slot);
+#pragma GCC unroll 4
+    for (FlowRecord *p = rec + cursor, *const e = rec + end; p != e; p++) {
+      if (__builtin_expect(static_cast<int64_t>(p->last_seen_tsc) >= fresh_from, 1)) continue;
+      FlowRecord &r = *p;
+      const auto slot = static_cast<uint32_t>(p - rec);
       if (!(r.st.flags & kFlowInUse)) continue;
-      // Seen within the shortest timeout: nothing to look up (most flows, most of the time).
-      const uint64_t idle = now - r.last_seen_tsc;
-      if (__builtin_expect(idle <= min_timeout_tsc_, 1)) continue;
+      const uint64_t idle = now - r.last_seen_tsc;  // above min_timeout_tsc_
       unsigned idx = r.st.proto == IPPROTO_UDP    ? kIdxUdp
                      : r.st.proto == IPPROTO_ICMP ? kIdxIcmp
                                                   : r.st.tcp_state;

@@ -530,6 +530,27 @@ TEST_F(NfTest, ExpiryRemovesIdleFlowsPerStateTimeout) {
   expect_one_drop(before, DropReason::NO_MAPPING, "after expiry");
 }
 
+/* The sweep's one test per slot (expire_slice): last_seen >= now - the shortest timeout,
+ * signed. A free slot carries kFreeSlotSeen, from the table's start and again when its flow
+ * goes; a stamp ahead of the sweep's own clock (taken later, on another thread) is fresh,
+ * not an age of nearly 2^64 ticks. */
+TEST_F(NfTest, ExpiryTakesAStampAheadOfItsClockAsFreshAndPassesOverFreeSlots) {
+  EXPECT_EQ(flows_->record(0).last_seen_tsc, kFreeSlotSeen) << "a slot never used";
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 5001, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const int slot = lookup_in(H, 5001, R, 53, IPPROTO_UDP);
+  ASSERT_GE(slot, 0);
+  ASSERT_EQ(flows_->record(uint32_t(slot)).last_seen_tsc, now_);
+  // The whole table at once (housekeeping() would not sweep at a time before its last).
+  EXPECT_EQ(nf_->expire_all(now_ - 1000), 0u);
+  EXPECT_EQ(flows_->size(), 1u) << "a flow stamped after the sweep's clock was taken for idle";
+  EXPECT_EQ(nf_->expire_all(now_ + uint64_t(cfg_.timeouts.udp) * hz_), 0u);
+  EXPECT_EQ(nf_->expire_all(now_ + uint64_t(cfg_.timeouts.udp) * hz_ + 1), 1u);
+  EXPECT_EQ(flows_->size(), 0u);
+  EXPECT_EQ(flows_->record(uint32_t(slot)).last_seen_tsc, kFreeSlotSeen) << "a slot freed by expiry";
+  EXPECT_EQ(nf_->counters().flows_expired.load(), 1u);
+}
+
 TEST_F(NfTest, ActivityRefreshesAndClosedFlowsCountAsClosed) {
   const uint16_t nat = handshake(44000);
   ASSERT_NE(nat, 0);
