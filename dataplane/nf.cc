@@ -886,43 +886,44 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
  * the WAN, to an outside address). Anything it does not take goes through parse_ipv4() and
  * classify(), which give every drop its reason, so this test may refuse more than it must
  * but never takes a packet classify() would not. It gives only the key, as its two 8-byte
- * halves: fill_parsed() does the rest for a packet that needs it.
+ * halves (fill_parsed() does the rest for a packet that needs it), and returns the kind,
+ * Burst::kFastUdp or kFastOther (TCP); 0 for a packet it does not take.
  *
  * The filters are run for every packet, a known flow's too. A flow's key does not vouch
  * for them: the key of a flow's reply direction was never filtered on that side (a WAN
  * reply from 127.0.0.1 to a LAN host's flow toward it; a LAN reply to the LAN's own VIP
  * for a forward a WAN packet from that address made), and a flow can outlive the
  * configuration it was made under (a snapshot, a peer's checkpoint). */
-__attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16_t port, uint32_t span,
-                                                            uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const {
+__attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uint16_t port, uint32_t span,
+                                                               uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
   if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
-    return false;
+    return 0;
   auto *eth = rte_pktmbuf_mtod(m, rte_ether_hdr *);
-  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return false;
+  if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return 0;
   const uint8_t *ip = reinterpret_cast<const uint8_t *>(eth + 1);
   // The header in three loads: bytes 0-7, 8-15 (TTL, protocol, checksum, source), 16-19 (the
   // octet filters and the key read their bytes again, which measured cheaper).
   const uint64_t w0 = load_u64(ip), w1 = load_u64(ip + 8);
   const uint32_t dst = load_u32(ip + 16);
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
-  if ((w0 & 0xff3f0000000000ffull) != 0x45) return false;
+  if ((w0 & 0xff3f0000000000ffull) != 0x45) return 0;
   const uint32_t tot = bswap16(static_cast<uint16_t>(w0 >> 16));
   // The frame's bytes after the datagram (Ethernet padding); more than 0xffff when the frame
   // is shorter than the datagram (it wraps).
   const uint32_t pad = len - sizeof(rte_ether_hdr) - tot;
   // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
   // fast_mtu_ok_), the datagram within the frame, and a TTL above 1.
-  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || pad > 0xffff || (w1 & 0xfe) == 0) return false;
+  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || pad > 0xffff || (w1 & 0xfe) == 0) return 0;
   const uint32_t src = static_cast<uint32_t>(w1 >> 32);
   const uint32_t d = bswap32(dst);
-  if (bad_octet_[ip[12]] | bad_octet_[ip[16]]) return false;  // the addresses' first octets
+  if (bad_octet_[ip[12]] | bad_octet_[ip[16]]) return 0;  // the addresses' first octets
   if (port == kPortInside) {
     if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] || d - nat_lo_ <= nat_span_ ||
         dst == cfg_.vip[kPortOutside])
-      return false;
+      return 0;
   } else if (!fast_out_ok_ || !is_nat_address(dst)) {
-    return false;
+    return 0;
   }
   /* The header checksum from the same three loads: the one's-complement sum of the 16-bit
    * words is 0xffff exactly when their plain sum is a multiple of 0xffff (it is not zero: the
@@ -933,24 +934,27 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16
   const bool c1 = __builtin_add_overflow(w0, w1, &s);
   const bool c2 = __builtin_add_overflow(s, uint64_t(dst) + c1, &s);
   const uint64_t t = (s & 0xffffffff) + (s >> 32) + c2;  // 2^32 is 1 modulo 0xffff too
-  if (t % 0xffff != 0) return false;  // a multiply and a compare (t is odd-divisor tested)
+  if (t % 0xffff != 0) return 0;  // a multiply and a compare (t is odd-divisor tested)
   const uint8_t *l4 = ip + sizeof(rte_ipv4_hdr);
   const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);  // at least 8
   const uint8_t proto = static_cast<uint8_t>(w1 >> 8);
+  uint8_t kind;  // set where the protocol is tested already
   if (proto == IPPROTO_UDP) {
+    kind = Burst::kFastUdp;
     // 8 <= the UDP length <= l4_len, as one unsigned range test.
     const uint32_t ulen = bswap16(reinterpret_cast<const rte_udp_hdr *>(l4)->dgram_len);
-    if (ulen - sizeof(rte_udp_hdr) > l4_len - sizeof(rte_udp_hdr)) return false;
+    if (ulen - sizeof(rte_udp_hdr) > l4_len - sizeof(rte_udp_hdr)) return 0;
   } else if (proto == IPPROTO_TCP) {
-    if (l4_len < sizeof(rte_tcp_hdr)) return false;
+    kind = Burst::kFastOther;
+    if (l4_len < sizeof(rte_tcp_hdr)) return 0;
     auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(l4);
     const uint32_t off = (tcp->data_off >> 4) * 4u;
     const uint8_t flags = tcp->tcp_flags;
     if (off < sizeof(rte_tcp_hdr) || off > l4_len || flags == 0 ||
         ((flags & kTcpSyn) && (flags & (kTcpFin | kTcpRst))) || ((flags & kTcpFin) && !(flags & kTcpAck)))
-      return false;
+      return 0;
   } else {
-    return false;
+    return 0;
   }
   // The padding off, as parse_ipv4() does it (rare: only frames below Ethernet's minimum).
   if (__builtin_expect(pad != 0, 0)) rte_pktmbuf_trim(m, static_cast<uint16_t>(pad));
@@ -962,7 +966,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_parse(rte_mbuf *m, uint16
   static_assert(std::endian::native == std::endian::little, "the key's two halves assume it");
   k0 = load_u64(ip + 12);
   k1 = load_u32(l4) | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
-  return true;
+  return kind;
 }
 
 // The rest of what parse_ipv4() fills, for a packet fast_parse() took that goes on to the
@@ -1211,11 +1215,12 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
   unsigned k = b.n;
   for (; i < n; i++) {
     uint64_t k0, k1;
-    if (__builtin_expect(!fast_parse(pkts[i], port, span, dir_bits, k0, k1), 0)) break;
+    const uint8_t kind = fast_parse(pkts[i], port, span, dir_bits, k0, k1);
+    if (__builtin_expect(kind == 0, 0)) break;
     auto *key = reinterpret_cast<uint8_t *>(&b.parsed[k].key);
     std::memcpy(key, &k0, 8);
     std::memcpy(key + 8, &k1, 8);
-    b.fast[k] = static_cast<uint8_t>(k1 >> 32) == IPPROTO_UDP ? Burst::kFastUdp : Burst::kFastOther;
+    b.fast[k] = kind;
     b.m[k] = pkts[i];
     b.hash[k] = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
     k++;
