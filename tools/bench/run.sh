@@ -176,6 +176,10 @@ group_dataplane() {
   [ -x "$NF_BENCH" ] || { log "missing $NF_BENCH (benchmarks disabled?)"; return 1; }
   [ -x "$TESTPMD" ] || { log "missing $TESTPMD"; return 1; }
   local t0=$SECONDS tp_logs=() f p
+  # The lines before this run's (ONLY=dataplane appends to an earlier run's): the ratios
+  # below are of this run's rates only.
+  local first_line
+  first_line=$(($(wc -l <"$results") + 1))
 
   log "dataplane: testpmd io forwarding (before the NF runs)"
   tp_logs+=("$(run_testpmd before)")
@@ -207,10 +211,10 @@ group_dataplane() {
   emit testpmd_io_mpps_per_port "$tp_port" Mpps '{"ports": 2, "cores": 1}'
 
   # Headline figures: nf_mpps {"flows": N} is the UDP run; ratios for every run.
-  "$PY" - "$results" "$tp_total" <<'PY'
+  "$PY" - "$results" "$tp_total" "$first_line" <<'PY'
 import json, sys
-path, tp = sys.argv[1], float(sys.argv[2])
-rows = [json.loads(l) for l in open(path) if l.strip()]
+path, tp, first = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+rows = [json.loads(l) for i, l in enumerate(open(path), 1) if i >= first and l.strip()]
 out = []
 # The extra one-core figures get their own ratios against the same testpmd median.
 extra = {"nf_inline_mpps": "nf_inline_vs_testpmd_ratio", "nf_sync_mpps": "nf_sync_vs_testpmd_ratio"}
