@@ -39,6 +39,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -381,7 +382,12 @@ struct Result {
   uint64_t sent, handoffs, drops;
 };
 
-Result measure(Plane &p, bool spread, uint64_t packets) {
+/* before_last_pass runs once every worker has returned, before the main thread's last pass
+ * over each worker in turn: measure_pause stops its checkpoints there. A quiesce needs every
+ * worker parked, and in that pass only one runs at a time: each request timed out, and the
+ * pass, which goes on while an iteration reports work (a capture pending), did not end (seen
+ * once: a round stuck for minutes). */
+Result measure(Plane &p, bool spread, uint64_t packets, const std::function<void()> &before_last_pass = {}) {
   std::vector<Run> runs(p.n);
   std::atomic<unsigned> generating{p.n}, serving{p.n};
   uint64_t sent0 = 0, ho0 = 0, drops0 = 0;
@@ -401,6 +407,7 @@ Result measure(Plane &p, bool spread, uint64_t packets) {
   }
   run_worker(&runs[0]);
   for (unsigned l : lcores) rte_eal_wait_lcore(l);
+  if (before_last_pass) before_last_pass();
   // A last pass for what one worker handed to another after that one had stopped.
   for (unsigned w = 0; w < p.n; w++) {
     while (dp::worker_iteration(p.ctx[w])) {
@@ -440,11 +447,12 @@ std::pair<double, double> measure_pause(Plane &p, uint64_t packets) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
-  measure(p, false, packets);
-  done.store(true);
-  ticker.join();
+  measure(p, false, packets, [&] {
+    done.store(true);
+    ticker.join();
+    engine.stop();  // its own periodic checkpoint too
+  });
   std::vector<uint64_t> ns = engine.pause_samples();
-  engine.stop();
   if (ns.size() < 20) die("only " + std::to_string(ns.size()) + " checkpoints during the pause run");
   std::sort(ns.begin(), ns.end());
   return {double(ns[ns.size() / 2]) / 1e3, double(ns[ns.size() * 99 / 100]) / 1e3};
