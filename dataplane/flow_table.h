@@ -94,10 +94,10 @@ inline bool flow_embryonic(const FlowState &s) {
   return !(s.flags & kFlowReplied);
 }
 
-/* A free slot's last_seen_tsc: as far ahead as a signed idle time (now - last_seen) can
- * see, so that its idle time is negative for any TSC below 2^62 (a century at 1 GHz) and the
- * expiry's first test, "seen within the shortest timeout", passes over it as over a fresh
- * flow. Only a shortcut: the expiry still tests kFlowInUse before it removes anything. */
+/* A free slot's last_seen_tsc: the largest signed value, so that the expiry's first test,
+ * "seen within the shortest timeout" (last_seen >= now - min_timeout, signed), passes over
+ * it as over a fresh flow. Only a shortcut: the expiry still tests kFlowInUse before it
+ * removes anything. */
 inline constexpr uint64_t kFreeSlotSeen = uint64_t(INT64_MAX);
 
 struct alignas(64) FlowRecord {

@@ -1374,10 +1374,12 @@ uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
   /* Seen within the shortest timeout: nothing to look up (most flows, most of the time).
    * That is now - last_seen <= min_timeout, tested as last_seen >= now - min_timeout, signed:
    * one compare against memory a slot. Free slots pass too: their stamp (kFreeSlotSeen) is
-   * as far ahead as a signed value goes. So does a stamp a little ahead of this loop's now
-   * (read later, on another thread), which an unsigned age would have taken for a great
-   * one. The records do not move (remove() frees the slot in place): the base is a local. */
-  const int64_t fresh_from = static_cast<int64_t>(now) - min_timeout_tsc_;
+   * as far ahead as a signed value goes. So would a stamp a little ahead of this loop's now,
+   * which an unsigned age would take for a great one (no path makes one today: a promotion
+   * refreshes the stamps with the workers parked). The subtraction is unsigned, so defined
+   * for any now; the records do not move (remove() frees the slot in place): the base is a
+   * local. */
+  const auto fresh_from = static_cast<int64_t>(now - static_cast<uint64_t>(min_timeout_tsc_));
   FlowRecord *const rec = &flows_.record(0);
   while (slots) {
     // The slots up to the table's end at most, then on from slot 0.

@@ -384,9 +384,9 @@ struct Result {
 
 /* before_last_pass runs once every worker has returned, before the main thread's last pass
  * over each worker in turn: measure_pause stops its checkpoints there. A quiesce needs every
- * worker parked, and in that pass only one runs at a time: each request timed out, and the
- * pass, which goes on while an iteration reports work (a capture pending), did not end (seen
- * once: a round stuck for minutes). */
+ * worker parked, and in that pass only one runs at a time: an iteration parked in
+ * barrier_point until the request's 20 ms timeout, the next request came at once, and the
+ * pass crawled (seen once: a round stuck for minutes). */
 Result measure(Plane &p, bool spread, uint64_t packets, const std::function<void()> &before_last_pass = {}) {
   std::vector<Run> runs(p.n);
   std::atomic<unsigned> generating{p.n}, serving{p.n};

@@ -17,6 +17,7 @@ results=$out/results.jsonl
 mkdir -p "$out"
 # A full run starts the file afresh; ONLY=group appends, so groups can be run one by one.
 [ -n "$only" ] || : >"$results"
+: >>"$results"  # ONLY in a fresh build directory: the file exists before a group counts its lines
 
 PY=/usr/bin/python3
 # Shared machine, no hugepages: every DPDK process gets its own file prefix.
