@@ -132,7 +132,7 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
     timeout_tsc_[i] = uint64_t(secs[i]) * hz_;
     shortest = timeout_tsc_[i] < shortest ? timeout_tsc_[i] : shortest;
   }
-  min_timeout_tsc_ = static_cast<int64_t>(shortest);
+  min_timeout_tsc_ = shortest;
   arp_retry_tsc_ = uint64_t(cfg.arp_retry_ms) * hz_ / 1000;
   for (unsigned p = 0; p < kMaxPorts; p++)
     mask_[p] = cfg.prefix_len[p] == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - cfg.prefix_len[p]));
@@ -1379,7 +1379,7 @@ uint32_t Nat44::expire_slice(uint32_t slots, uint64_t now) {
    * refreshes the stamps with the workers parked). The subtraction is unsigned, so defined
    * for any now; the records do not move (remove() frees the slot in place): the base is a
    * local. */
-  const auto fresh_from = static_cast<int64_t>(now - static_cast<uint64_t>(min_timeout_tsc_));
+  const auto fresh_from = static_cast<int64_t>(now - min_timeout_tsc_);
   FlowRecord *const rec = &flows_.record(0);
   while (slots) {
     // The slots up to the table's end at most, then on from slot 0.

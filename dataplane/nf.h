@@ -277,7 +277,7 @@ class Nat44 {
   unsigned worker_;
   uint64_t hz_;
   uint64_t timeout_tsc_[9];  // TcpState 0..6, then UDP, ICMP
-  int64_t min_timeout_tsc_;  // the shortest of them, at most INT64_MAX (expire_slice's signed test)
+  uint64_t min_timeout_tsc_;  // the shortest of them, at most INT64_MAX (expire_slice's signed test)
   uint64_t arp_retry_tsc_;
   uint32_t mask_[kMaxPorts];
   uint32_t expiry_cursor_ = 0;
