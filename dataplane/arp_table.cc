@@ -87,13 +87,16 @@ ArpTable::Slot *ArpTable::find_slot(uint32_t ip) const {
   return nullptr;
 }
 
-bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac) const {
+bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac, uint64_t *fresh_until) const {
   const Slot *e = find_slot(ip);
   if (e == nullptr) return false;
   const uint64_t link = e->link.load(kRelaxed);
   if (!(link & kValidBit)) return false;
-  if (now_tsc - e->confirmed_tsc.load(kRelaxed) > timeout_tsc_) return false;
+  const uint64_t confirmed = e->confirmed_tsc.load(kRelaxed);
+  if (now_tsc - confirmed > timeout_tsc_) return false;
   if (mac) *mac = mac_of(link);
+  // Fresh while now - confirmed <= timeout (the sum saturates).
+  if (fresh_until) *fresh_until = confirmed + timeout_tsc_ < confirmed ? UINT64_MAX : confirmed + timeout_tsc_;
   return true;
 }
 
@@ -133,7 +136,10 @@ ArpTable::Slot *ArpTable::claim(uint32_t ip) {
     }
     if (e[w].confirmed_tsc.load(kRelaxed) < victim->confirmed_tsc.load(kRelaxed)) victim = &e[w];
   }
-  if (victim->ip.load(kRelaxed) != 0) evictions_++;
+  if (victim->ip.load(kRelaxed) != 0) {
+    evictions_++;
+    changes_++;  // the address it held has no answer now
+  }
   write_begin(*victim);
   victim->ip.store(ip, kPublish);
   victim->link.store(0, kPublish);
@@ -145,11 +151,14 @@ ArpTable::Slot *ArpTable::claim(uint32_t ip) {
 void ArpTable::learn(uint32_t ip, const rte_ether_addr &mac, uint8_t port, uint64_t now_tsc) {
   if (ip == 0) return;
   Slot *e = find_slot(ip);
-  if (e == nullptr)
+  const uint64_t link = pack(mac, 1, port);
+  if (e == nullptr) {
     e = claim(ip);
-  else
+  } else {
+    if (e->link.load(kRelaxed) != link) changes_++;  // a new MAC or port (or valid at last)
     write_begin(*e);
-  e->link.store(pack(mac, 1, port), kPublish);
+  }
+  e->link.store(link, kPublish);
   e->confirmed_tsc.store(now_tsc, kPublish);
   write_end(*e);
 }

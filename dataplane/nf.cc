@@ -259,7 +259,6 @@ void Nat44::handle_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
     return drop(m, DropReason::BAD_ARP);
 
   uint32_t sip = arp->arp_data.arp_sip, tip = arp->arp_data.arp_tip;
-  nh_ip_[0] = nh_ip_[1] = 0;  // what the burst remembered of ARP may change now
   uint32_t vip = cfg_.vip[port];
   bool on_link = (sip & mask_[port]) == (vip & mask_[port]) && sip != vip && sip != 0;
   if (on_link) {
@@ -350,17 +349,28 @@ void Nat44::announce() {
   }
 }
 
+// Empties the next-hop cache (nf.h): every slot s holds (s ^ 1) << 24, found in no lookup.
+void Nat44::nh_reset() {
+  for (auto &port : nh_)
+    for (unsigned s = 0; s < kNextHops; s++) port[s].ip = (s ^ 1u) << 24;
+  nh_changes_ = arp_.changes();
+  nh_until_ = UINT64_MAX;
+}
+
 // address_frame() for a next hop not cached: asks the ARP table, and remembers.
 bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
   rte_ether_addr mac;
-  if (!arp_.lookup(next_hop, now, &mac)) {
+  uint64_t fresh_until;
+  if (!arp_.lookup(next_hop, now, &mac, &fresh_until)) {
     rte_pktmbuf_mtod(m, rte_ether_hdr *)->src_addr = cfg_.vmac[port];
     park_for_arp(port, m, next_hop, dep, now);
     return false;
   }
-  nh_ip_[port] = next_hop;
-  std::memcpy(nh_l2_[port], &mac, RTE_ETHER_ADDR_LEN);
-  std::memcpy(nh_l2_[port] + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
+  NextHop &e = nh_[port][nh_slot(next_hop)];  // whatever it held goes
+  e.ip = next_hop;
+  std::memcpy(e.l2, &mac, RTE_ETHER_ADDR_LEN);
+  std::memcpy(e.l2 + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
+  if (fresh_until < nh_until_) nh_until_ = fresh_until;
   // Packets parked for this next hop go first: its MAC may have been learnt without an ARP
   // reply (from the host's own traffic), and a later packet of a parked one's flow must not
   // overtake it.
@@ -738,8 +748,7 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
     if (slot < 0) {
       slot = create_snat_flow(p, now);
       if (slot < 0) return mbuf_free(m), false;
-      arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
-      nh_ip_[kPortInside] = 0;  // the burst's cached next hop may be this host
+      arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);  // a new MAC: changes()
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
@@ -872,7 +881,6 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
         arp->arp_plen == 4 && (op == RTE_ARP_OP_REQUEST || op == RTE_ARP_OP_REPLY) &&
         rte_is_unicast_ether_addr(&arp->arp_data.arp_sha) &&
         (sip & mask_[port]) == (vip & mask_[port]) && sip != vip && sip != 0) {
-      nh_ip_[0] = nh_ip_[1] = 0;
       arp_.learn(sip, arp->arp_data.arp_sha, static_cast<uint8_t>(port), now);
       release_pending(sip, now);
     }
@@ -1139,8 +1147,6 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
-  // The next-hop cache lives for this burst only: ARP entries age and change between bursts.
-  nh_ip_[0] = nh_ip_[1] = 0;
   const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
   // The two loops are built per ingress port: its filters and direction are then constants.
   auto classify_run = [&](unsigned from) {
@@ -1196,7 +1202,6 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     bump(ctr_.forwarded[port], fwd_burst_);
     bump(ctr_.fast_forwarded, fwd_burst_);
   }
-  nh_ip_[0] = nh_ip_[1] = 0;
 }
 
 /* process_chunk's common ways, each a loop without calls, out of line and built per ingress
@@ -1230,8 +1235,8 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
 }
 
 /* Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
- * first reply (marking it takes a call) and go to the next hop cached for the burst, translated
- * and queued. Returns the index of the first that is not (b.n: none). It is fast_udp() for
+ * first reply (marking it takes a call) and go to a next hop in the cache, translated and
+ * queued. Returns the index of the first that is not (b.n: none). It is fast_udp() for
  * that case, with what does not change over the loop read once into locals: the loop's
  * stores into the frames may alias anything, so the compiler would otherwise read the
  * object's members again for every packet. */
@@ -1239,12 +1244,14 @@ template <uint16_t port>
 __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
   constexpr uint16_t egress = port ^ 1;
   constexpr bool from_inside = port == kPortInside;
-  const uint32_t nh_cached = nh_ip_[egress];
-  if (nh_cached == 0) return i;  // nothing cached yet: the general way asks ARP, and caches
-  uint64_t l2_lo;  // the cached frame's first 12 bytes: destination MAC, then source
-  uint32_t l2_hi;
-  std::memcpy(&l2_lo, nh_l2_[egress], 8);
-  std::memcpy(&l2_hi, nh_l2_[egress] + 8, 4);
+  nh_valid(now);  // the loop makes no call: nothing changes ARP while it runs
+  const NextHop *const hops = nh_[egress];
+  /* The last packet's next hop and its frame's first 12 bytes (destination MAC, then source),
+   * in locals: most packets go where the one before went, and ask the cache only when not.
+   * At first none: 2^32 is no address. */
+  uint64_t nh_last = uint64_t(1) << 32;
+  uint64_t l2_lo = 0;
+  uint32_t l2_hi = 0;
   const uint32_t mask = mask_[kPortOutside], net = net_[kPortOutside], gw = cfg_.gateway_out;
   FlowRecord *const rec = &flows_.record(0);
   const unsigned n = b.n;
@@ -1262,7 +1269,14 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
     const uint32_t nh = from_inside ? next_hop_out(b.parsed[i].key.dst_ip, mask, net, gw) : r.st.in_ip;
     const uint8_t flags = r.st.flags;
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
-    if (nh != nh_cached || first_reply) break;  // nh_cached is not 0: a next hop of 0 stops here
+    if (first_reply) break;
+    if (__builtin_expect(nh != nh_last, 0)) {
+      const NextHop &e = hops[nh_slot(nh)];
+      if (e.ip != nh) break;  // not cached (nor a next hop of 0, no route): the general way
+      nh_last = nh;
+      std::memcpy(&l2_lo, e.l2, 8);
+      std::memcpy(&l2_hi, e.l2 + 8, 4);
+    }
     rte_mbuf *const m = b.m[i];
     uint8_t *const frame = translate_udp(r, m, from_inside, now);
     std::memcpy(frame, &l2_lo, 8);

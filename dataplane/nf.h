@@ -286,10 +286,26 @@ class Nat44 {
   uint8_t bad_octet_[256];      // 1: a first octet never a fast-path source or destination
   bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
   bool fast_mtu_ok_ = true;     // both MTUs hold the smallest packet the fast test takes
-  /* The next hop's MAC per egress port, for the rest of a burst (0 = none cached); any ARP
-   * input clears it. */
-  uint32_t nh_ip_[kMaxPorts] = {0, 0};
-  uint8_t nh_l2_[kMaxPorts][16] = {};  // its MAC, then the virtual MAC: the frame's first 12 bytes
+  /* The next hops' frame headers per egress port: ARP's answers, kept across bursts, so a
+   * packet to a known next hop asks no table and stays in the fast loop (the gateway, and
+   * on-link hosts: the LAN's, for return traffic). Direct-mapped by the address's last octet
+   * (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose own slot is s ^ 1: no
+   * address looked up in slot s is equal to it, 0 (no route) included. The whole cache is
+   * reset when ARP's changes() moves or the clock reaches nh_until_, the earliest
+   * fresh_until among its answers (nh_valid). */
+  struct NextHop {
+    uint32_t ip;
+    uint8_t l2[12];  // its MAC, then the port's virtual MAC: the frame's first 12 bytes
+  };
+  static constexpr unsigned kNextHops = 64;
+  static unsigned nh_slot(uint32_t ip) { return (ip >> 24) & (kNextHops - 1); }  // the last octet
+  void nh_valid(uint64_t now) {
+    if (__builtin_expect(arp_.changes() != nh_changes_ || now >= nh_until_, 0)) nh_reset();
+  }
+  void nh_reset();
+  alignas(64) NextHop nh_[kMaxPorts][kNextHops];
+  uint64_t nh_changes_ = 0;
+  uint64_t nh_until_ = 0;  // 0: reset before first use
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
   uint32_t nat_lo_ = 0;    // the lowest of them, host order
@@ -348,12 +364,13 @@ class Nat44 {
   NfCounters ctr_;
 };
 
-// Inline: the next hop the burst last sent to on this port needs no ARP lookup.
+// Inline: a next hop in the cache needs no ARP lookup.
 inline bool Nat44::address_frame(uint16_t port, rte_mbuf *m, uint8_t *frame, uint32_t next_hop,
                                  uint64_t dep, uint64_t now) {
-  if (__builtin_expect(next_hop != nh_ip_[port], 0) && !cache_next_hop(port, m, next_hop, dep, now))
-    return false;
-  std::memcpy(frame, nh_l2_[port], 2 * RTE_ETHER_ADDR_LEN);
+  nh_valid(now);
+  const NextHop &e = nh_[port][nh_slot(next_hop)];
+  if (__builtin_expect(e.ip != next_hop, 0) && !cache_next_hop(port, m, next_hop, dep, now)) return false;
+  std::memcpy(frame, e.l2, 2 * RTE_ETHER_ADDR_LEN);  // cache_next_hop filled this slot
   return true;
 }
 

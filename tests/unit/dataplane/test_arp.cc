@@ -66,6 +66,41 @@ TEST(ArpTable, EntriesTimeOut) {
   EXPECT_TRUE(t.lookup(a, kT0 + kTimeout + 2));
 }
 
+/* changes() moves exactly when an answer lookup() gave may stop holding before its
+ * fresh_until (the NF's next-hop cache rests on it): a new MAC or port, a slot taken from
+ * another address (by learn() or should_request()); not for a new address or a confirmation. */
+TEST(ArpTable, ChangesMoveWhenAnAnswerMayNoLongerHold) {
+  ArpTable t(4, kTimeout);  // one set of 4 ways
+  const uint32_t a = ip4("10.0.0.1"), b = ip4("10.0.0.2"), c = ip4("10.0.0.3"), d = ip4("10.0.0.4");
+  uint64_t n = t.changes();
+  t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
+  EXPECT_EQ(t.changes(), n) << "a new address";
+  uint64_t until = 0;
+  ASSERT_TRUE(t.lookup(a, kT0 + 10, nullptr, &until));
+  EXPECT_EQ(until, kT0 + kTimeout) << "the last tick at which lookup() still answers";
+  t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0 + 100);
+  EXPECT_EQ(t.changes(), n) << "confirmed again";
+  ASSERT_TRUE(t.lookup(a, kT0 + 100, nullptr, &until));
+  EXPECT_EQ(until, kT0 + 100 + kTimeout);
+  t.learn(a, mac(2, 0, 0, 0, 0, 9), 1, kT0 + 200);
+  EXPECT_EQ(t.changes(), ++n) << "a new MAC";
+  t.learn(a, mac(2, 0, 0, 0, 0, 9), 0, kT0 + 300);
+  EXPECT_EQ(t.changes(), ++n) << "a new port";
+  for (uint32_t ip : {b, c, d}) t.learn(ip, mac(2, 0, 0, 0, 0, 2), 0, kT0 + 300);
+  EXPECT_EQ(t.changes(), n) << "new addresses in free ways";
+  t.learn(ip4("10.0.0.5"), mac(2, 0, 0, 0, 0, 5), 0, kT0 + 400);
+  EXPECT_EQ(t.changes(), ++n) << "a slot taken from another address";
+  EXPECT_TRUE(t.should_request(ip4("10.0.0.6"), 0, kT0 + 500, 1000));
+  EXPECT_EQ(t.changes(), ++n) << "a slot taken for a pending entry";
+  EXPECT_TRUE(t.should_request(ip4("10.0.0.6"), 0, kT0 + 2000, 1000));
+  EXPECT_EQ(t.changes(), n) << "asked again: nothing answered changed";
+  uint64_t far = 0;
+  ArpTable long_lived(4, UINT64_MAX - 5);
+  long_lived.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
+  ASSERT_TRUE(long_lived.lookup(a, kT0, nullptr, &far));
+  EXPECT_EQ(far, UINT64_MAX) << "saturates";
+}
+
 TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {
   // Capacity 4 = one set of 4 ways: the fifth address evicts the least recently confirmed.
   ArpTable t(4, 1'000'000);

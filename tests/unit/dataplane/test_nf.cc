@@ -717,6 +717,117 @@ TEST_F(NfTest, ArpMissExpiresAsArpMiss) {
   expect_one_drop(before, DropReason::ARP_MISS, "unanswered ARP");
 }
 
+/* The next-hop cache (Nat44::nh_) keeps ARP's answers across bursts. A MAC that ARP input
+ * changes is used from the next packet on, through the fast loop (a UDP flow's later
+ * packets) and the general way (a new flow) alike. */
+TEST_F(NfTest, TheNextHopCacheTakesAChangedMacAtOnce) {
+  const rte_ether_addr moved = mac(0x02, 0, 0, 0, 0x02, 0x99);
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6100, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "first packet");
+  o = run(kPortInside, {test::udp_frame(from_lan(), H, 6100, R, 53), test::udp_frame(from_lan(), H, 6100, R, 53)});
+  ASSERT_EQ(o.wan.size(), 2u);
+  for (auto &f : o.wan) expect_frame(f, kVmacOut, kMacR, WAN_VIP, R, 63, "from the cache");
+  // R moves to another MAC and says so (a gratuitous ARP reply). A TCP SYN, the next
+  // packet, takes the general way only (the fast loop is for UDP).
+  o = run(kPortOutside, test::arp_frame(RTE_ARP_OP_REPLY, moved, R, kVmacOut, WAN_VIP, &kVmacOut));
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 6104, R, 80, RTE_TCP_SYN_FLAG));
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_TRUE(test::mac_eq(test::eth_of(o.wan[0])->dst_addr, moved)) << "a SYN, after the move";
+  o = run(kPortInside, {test::udp_frame(from_lan(), H, 6100, R, 53), test::udp_frame(from_lan(), H, 6101, R, 53)});
+  ASSERT_EQ(o.wan.size(), 2u);
+  expect_frame(o.wan[0], kVmacOut, moved, WAN_VIP, R, 63, "the known flow, after the move");
+  expect_frame(o.wan[1], kVmacOut, moved, WAN_VIP, R, 63, "a new flow, after the move");
+  // Learnt from a LAN host's own packet, without ARP: its replies go to its new MAC.
+  const rte_ether_addr h_moved = mac(0x02, 0, 0, 0, 0x01, 0x99);
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6102, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  const uint16_t nat = test::udp_of(o.wan[0])->src_port;
+  o = run(kPortOutside, {test::udp_frame(from_wan(moved), R, 53, WAN_VIP, rte_be_to_cpu_16(nat)),
+                         test::udp_frame(from_wan(moved), R, 53, WAN_VIP, rte_be_to_cpu_16(nat))});
+  ASSERT_EQ(o.lan.size(), 2u);
+  for (auto &f : o.lan) expect_frame(f, kVmacIn, kMacH, R, H, 63, "a reply, before H moves");
+  o = run(kPortInside, test::udp_frame(from_lan(h_moved), H, 6103, R, 53));  // a new flow learns
+  ASSERT_EQ(o.wan.size(), 1u);
+  o = run(kPortOutside, test::udp_frame(from_wan(moved), R, 53, WAN_VIP, rte_be_to_cpu_16(nat)));
+  ASSERT_EQ(o.lan.size(), 1u);
+  expect_frame(o.lan[0], kVmacIn, h_moved, R, H, 63, "a reply, after H moved");
+}
+
+// An answer is not kept past the time ARP would give it: then the next hop is asked for again.
+TEST_F(NfTest, TheNextHopCacheForgetsAnAnswerWhenArpDoes) {
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "while fresh");
+  now_ += 300 * hz_;  // the fixture's ARP timeout, learnt at the old now_: fresh to the tick
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "at the timeout");
+  now_ += 1;
+  ASSERT_FALSE(arp_->lookup(R, now_));
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u) << "the ARP request only";
+  EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(o.wan[0])->ether_type), RTE_ETHER_TYPE_ARP);
+  EXPECT_EQ(test::hdr<rte_arp_hdr>(o.wan[0], test::kEthLen)->arp_data.arp_tip, R);
+}
+
+/* Replies to several LAN hosts in one burst, interleaved (most return traffic): each goes to
+ * its own host's MAC. Two of the hosts share a slot of the cache (.10 and .74: the same last
+ * octet modulo 64) and take it from each other. */
+TEST_F(NfTest, RepliesToSeveralLanHostsInOneBurstEachGoToTheirOwnMac) {
+  const uint32_t H3 = ip4("198.18.1.74");
+  const rte_ether_addr mac3 = mac(0x02, 0, 0, 0, 0x01, 0x4a);
+  const uint32_t hosts[3] = {H, H2, H3};
+  const rte_ether_addr macs[3] = {kMacH, kMacH2, mac3};
+  uint16_t nat[3];
+  for (unsigned h = 0; h < 3; h++) {
+    Out o = run(kPortInside, test::udp_frame(from_lan(macs[h]), hosts[h], 6200, R, 53));
+    ASSERT_EQ(o.wan.size(), 1u);
+    nat[h] = rte_be_to_cpu_16(test::udp_of(o.wan[0])->src_port);
+    o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, nat[h]));  // the first reply
+    ASSERT_EQ(o.lan.size(), 1u);
+  }
+  const uint64_t fast = nf_->counters().fast_forwarded.load();
+  std::vector<Frame> burst;
+  for (unsigned i = 0; i < 12; i++) burst.push_back(test::udp_frame(from_wan(), R, 53, WAN_VIP, nat[i % 3]));
+  Out o = run(kPortOutside, burst);
+  ASSERT_EQ(o.lan.size(), 12u);
+  for (unsigned i = 0; i < 12; i++)
+    expect_frame(o.lan[i], kVmacIn, macs[i % 3], R, hosts[i % 3], 63, "reply " + std::to_string(i));
+  EXPECT_EQ(nf_->counters().fast_forwarded.load(), fast + 12);
+}
+
+/* A flow whose destination has no next hop here (made where a gateway was configured: a
+ * peer's checkpoint) is dropped as no_route by the fast path, whatever the cache holds: the
+ * slot a next hop of 0 maps to is empty, then holds an on-link host (.64, its last octet 0
+ * modulo 64). */
+TEST_F(NfTest, ANextHopOfNoneIsNeverFoundInTheNextHopCache) {
+  const uint32_t far = ip4("198.19.0.5"), R64 = ip4("198.18.2.64");
+  const rte_ether_addr mac64 = mac(0x02, 0, 0, 0, 0x02, 0x40);
+  ASSERT_EQ(cfg_.gateway_out, 0u);
+  FlowState st{};
+  st.in_ip = H;
+  st.ext_ip = far;
+  st.nat_ip = WAN_VIP;
+  st.in_port = rte_cpu_to_be_16(6300);
+  st.ext_port = rte_cpu_to_be_16(53);
+  st.nat_port = rte_cpu_to_be_16(30300);
+  st.proto = IPPROTO_UDP;
+  st.flags = kFlowReplied;
+  ASSERT_GE(flows_->insert(st, now_), 0);
+  arp_->learn(R64, mac64, kPortOutside, now_);
+  for (bool cached : {false, true}) {
+    SCOPED_TRACE(cached ? "slot 0 holds .64" : "slot 0 empty");
+    Drops before = drops();
+    Out o = run(kPortInside, {test::udp_frame(from_lan(), H, 6300, far, 53), test::udp_frame(from_lan(), H, 6300, far, 53)});
+    EXPECT_TRUE(o.wan.empty());
+    EXPECT_EQ(drops()[static_cast<unsigned>(DropReason::NO_ROUTE)], before[static_cast<unsigned>(DropReason::NO_ROUTE)] + 2);
+    o = run(kPortInside, test::udp_frame(from_lan(), H, 6301, R64, 53));  // caches .64
+    ASSERT_EQ(o.wan.size(), 1u);
+    expect_frame(o.wan[0], kVmacOut, mac64, WAN_VIP, R64, 63, "to .64");
+  }
+}
+
 TEST_F(NfTest, GratuitousArpOnAnnounce) {
   nf_->request_announce();
   nf_->housekeeping(now_);
