@@ -135,19 +135,6 @@ void FlowTable::lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slo
   for (unsigned i = 0; i < n; i++) slots[i] = resolve(cand[i], *keys[i], h[i]);
 }
 
-void FlowTable::lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const {
-  const FlowRecord *const rec = records_;
-  for (unsigned i = 0; i < n; i++) {
-    const FlowIndex::Bucket &b = *index_.bucket_of(h[i]);
-    const unsigned m = FlowIndex::match(b, h[i]);
-    const uint32_t c = m ? b.val[static_cast<unsigned>(__builtin_ctz(m))] : FlowIndex::kEmpty;
-    cand[i] = c;
-    // A match's record. An empty entry can match (a hash equal to its signature): its "record"
-    // lies past the table, and a prefetch never faults.
-    if (m) rte_prefetch0(&rec[c >> 1]);
-  }
-}
-
 int32_t FlowTable::resolve_miss(uint32_t cand, const FlowKey &key, uint32_t h) const {
   // No signature matched in a bucket that has room: no chain to follow, a miss.
   if (cand == FlowIndex::kEmpty && !FlowIndex::full(*index_.bucket_of(h))) return -1;

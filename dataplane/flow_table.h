@@ -220,7 +220,25 @@ class FlowTable {
    * (the NF's last stage): lookup_candidates() takes each key's first signature match in its
    * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
    * verifies the candidate, and searches in full only when it is not the key. */
-  void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const;
+  void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const {
+    candidates(n, [h](unsigned i) { return h[i]; }, [cand](unsigned i, uint32_t c) { cand[i] = c; });
+  }
+  // lookup_candidates() over the caller's own layout: hash_of(i) is key i's hash, and
+  // set_cand(i, c) takes its candidate (inline: no call, no arrays in between).
+  template <typename HashOf, typename SetCand>
+  void candidates(unsigned n, HashOf &&hash_of, SetCand &&set_cand) const {
+    const FlowRecord *const rec = records_;
+    for (unsigned i = 0; i < n; i++) {
+      const uint32_t h = hash_of(i);
+      const FlowIndex::Bucket &b = *index_.bucket_of(h);
+      const unsigned m = FlowIndex::match(b, h);
+      const uint32_t c = m ? b.val[static_cast<unsigned>(__builtin_ctz(m))] : FlowIndex::kEmpty;
+      set_cand(i, c);
+      // A match's record. An empty entry can match (a hash equal to its signature): its
+      // "record" lies past the table, and a prefetch never faults.
+      if (m) __builtin_prefetch(&rec[c >> 1]);
+    }
+  }
   /* True when key is record r's key of direction d (0 or 1, as a value's low bit). The keys
    * are slices of the record: the inside key's addresses are its bytes 0-7 and ports 12-15,
    * the outside key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify

@@ -1157,23 +1157,24 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   auto forward_run = [&](unsigned from, FastOut &out) {
     // Not for a packet the loop would stop at first anyway (TCP, or what classify() took): its
     // set-up is not free.
-    if (from >= b.n || b.fast[from] != Burst::kFastUdp) return from;
+    if (from >= b.n || b.lane[from].fast != Burst::kFastUdp) return from;
     return port == kPortInside ? fast_forward_run<kPortInside>(from, now, b, out)
                                : fast_forward_run<kPortOutside>(from, now, b, out);
   };
   for (unsigned i = classify_run(0); i < n;) {
     // A packet the fast test did not take (in its place: classify()'s effects keep their order).
-    Parsed &p = b.parsed[b.n];
-    if (classify(pkts[i], p, port, now)) {
-      b.fast[b.n] = 0;
-      b.m[b.n] = pkts[i];
-      b.hash[b.n] = flows_.hash_prefetch(p.key);
+    Burst::Lane &l = b.lane[b.n];
+    if (classify(pkts[i], l.p, port, now)) {
+      l.fast = 0;
+      l.m = pkts[i];
+      l.hash = flows_.hash_prefetch(l.p.key);
       b.n++;
     }
     i = classify_run(i + 1);
   }
   if (b.n == 0) return;
-  flows_.lookup_candidates(b.hash, b.n, b.cand);
+  flows_.candidates(b.n, [&b](unsigned i) { return b.lane[i].hash; },
+                    [&b](unsigned i, uint32_t c) { b.lane[i].cand = c; });
   evicted_ = created_ = false;
   fwd_burst_ = 0;
   FastOut out;
@@ -1184,15 +1185,16 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // may be a candidate taken earlier in this burst: after an eviction each key is looked up
     // again in full (a packet of an established flow must still find it, whatever its TCP
     // flags). Otherwise resolve() verifies the candidate against the record now.
-    Parsed &p = b.parsed[i];
-    const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(b.cand[i], p.key, b.hash[i]);
-    const uint8_t took_fast = b.fast[i];
+    Burst::Lane &l = b.lane[i];
+    Parsed &p = l.p;
+    const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(l.cand, p.key, l.hash);
+    const uint8_t took_fast = l.fast;
     if (!(took_fast == Burst::kFastUdp && slot >= 0 &&
-          fast_udp(b.m[i], p.key, port, static_cast<uint32_t>(slot), now, out))) {
+          fast_udp(l.m, p.key, port, static_cast<uint32_t>(slot), now, out))) {
       // What the fast path queued goes first: a flow's packets leave in the order they came.
       if (out.n) flush_fast(out, port ^ 1);
-      if (took_fast) fill_parsed(b.m[i], p);
-      dispatch(b.m[i], p, port, slot, now);
+      if (took_fast) fill_parsed(l.m, p);
+      dispatch(l.m, p, port, slot, now);
       evicted = evicted_;  // the fast path never evicts
     }
     i = evicted ? i + 1 : forward_run(i + 1, out);
@@ -1217,21 +1219,23 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
   // byte (the ingress port) in place.
   const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
   const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
-  unsigned k = b.n;
-  for (; i < n; i++) {
+  // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size).
+  rte_mbuf **pp = pkts + i, **const pe = pkts + n;
+  Burst::Lane *l = b.lane + b.n;
+  for (; pp != pe; pp++, l++) {
     uint64_t k0, k1;
-    const uint8_t kind = fast_parse(pkts[i], port, span, dir_bits, k0, k1);
+    rte_mbuf *const m = *pp;
+    const uint8_t kind = fast_parse(m, port, span, dir_bits, k0, k1);
     if (__builtin_expect(kind == 0, 0)) break;
-    auto *key = reinterpret_cast<uint8_t *>(&b.parsed[k].key);
+    auto *key = reinterpret_cast<uint8_t *>(&l->p.key);
     std::memcpy(key, &k0, 8);
     std::memcpy(key + 8, &k1, 8);
-    b.fast[k] = kind;
-    b.m[k] = pkts[i];
-    b.hash[k] = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
-    k++;
+    l->fast = kind;
+    l->m = m;
+    l->hash = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
   }
-  b.n = k;
-  return i;
+  b.n = static_cast<unsigned>(l - b.lane);
+  return static_cast<unsigned>(pp - pkts);
 }
 
 /* Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
@@ -1254,19 +1258,22 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
   uint32_t l2_hi = 0;
   const uint32_t mask = mask_[kPortOutside], net = net_[kPortOutside], gw = cfg_.gateway_out;
   FlowRecord *const rec = &flows_.record(0);
-  const unsigned n = b.n;
-  unsigned k = out.n, fwd = 0;
+  // By pointer, the lanes' and the output's; the count forwarded is the output's growth.
+  const Burst::Lane *lp = b.lane + i, *const le = b.lane + b.n;
+  rte_mbuf **om = out.m + out.n;
+  uint64_t *od = out.dep + out.n;
   uint64_t bytes = out.bytes;
-  for (; i < n; i++) {
-    const uint32_t c = b.cand[i];
+  for (; lp != le; lp++) {
+    const Burst::Lane &l = *lp;
+    const uint32_t c = l.cand;
     /* The candidate is the key's own entry (FlowTable::is_hit), with the offsets constant: a
      * key of the fast test has this port's direction, so its entry is this direction's (c & 1;
      * kEmpty is odd, and on the outside port tested on its own). */
-    if (b.fast[i] != Burst::kFastUdp || (c & 1) != port || (port != kPortInside && c == FlowIndex::kEmpty))
+    if (l.fast != Burst::kFastUdp || (c & 1) != port || (port != kPortInside && c == FlowIndex::kEmpty))
       break;
     FlowRecord &r = rec[c >> 1];
-    if (!FlowTable::key_of_record(r, port, b.parsed[i].key)) break;
-    const uint32_t nh = from_inside ? next_hop_out(b.parsed[i].key.dst_ip, mask, net, gw) : r.st.in_ip;
+    if (!FlowTable::key_of_record(r, port, l.p.key)) break;
+    const uint32_t nh = from_inside ? next_hop_out(l.p.key.dst_ip, mask, net, gw) : r.st.in_ip;
     const uint8_t flags = r.st.flags;
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
     if (first_reply) break;
@@ -1277,19 +1284,19 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
       std::memcpy(&l2_lo, e.l2, 8);
       std::memcpy(&l2_hi, e.l2 + 8, 4);
     }
-    rte_mbuf *const m = b.m[i];
+    rte_mbuf *const m = l.m;
     uint8_t *const frame = translate_udp(r, m, from_inside, now);
     std::memcpy(frame, &l2_lo, 8);
     std::memcpy(frame + 8, &l2_hi, 4);
-    out.m[k] = m;
-    out.dep[k++] = r.dirty_epoch;
+    *om++ = m;
+    *od++ = r.dirty_epoch;
     bytes += rte_pktmbuf_pkt_len(m);
-    fwd++;
   }
-  out.n = k;
+  const auto fwd = static_cast<unsigned>(om - (out.m + out.n));
+  out.n += fwd;
   out.bytes = bytes;
   fwd_burst_ += fwd;
-  return i;
+  return static_cast<unsigned>(lp - b.lane);
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {

@@ -28,14 +28,18 @@ struct Nat44::Parsed {
 
 // One burst between process_chunk's stages: the packets that reached the flow lookup, in order.
 struct Nat44::Burst {
-  // fast[i]: packet i took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow is
-  // known) or kFastOther; 0: classify() took it.
+  // Lane::fast: the packet took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow
+  // is known) or kFastOther; 0: classify() took it.
   static constexpr uint8_t kFastUdp = 2, kFastOther = 1;
-  Parsed parsed[kBurst];
-  rte_mbuf *m[kBurst];
-  uint32_t cand[kBurst];  // each key's candidate (FlowTable::lookup_candidates)
-  uint32_t hash[kBurst];
-  uint8_t fast[kBurst];
+  // One packet's fields for every stage, together: each stage's loop walks one pointer.
+  struct Lane {
+    Parsed p;
+    rte_mbuf *m;
+    uint32_t hash;
+    uint32_t cand;  // its candidate (FlowTable::candidates)
+    uint8_t fast;
+  };
+  Lane lane[kBurst];
   unsigned n = 0;
 };
 
