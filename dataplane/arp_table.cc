@@ -87,7 +87,7 @@ ArpTable::Slot *ArpTable::find_slot(uint32_t ip) const {
   return nullptr;
 }
 
-bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac, uint64_t *fresh_until) const {
+bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac, uint64_t *stale_from) const {
   const Slot *e = find_slot(ip);
   if (e == nullptr) return false;
   const uint64_t link = e->link.load(kRelaxed);
@@ -95,8 +95,11 @@ bool ArpTable::lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac, uint64
   const uint64_t confirmed = e->confirmed_tsc.load(kRelaxed);
   if (now_tsc - confirmed > timeout_tsc_) return false;
   if (mac) *mac = mac_of(link);
-  // Fresh while now - confirmed <= timeout (the sum saturates).
-  if (fresh_until) *fresh_until = confirmed + timeout_tsc_ < confirmed ? UINT64_MAX : confirmed + timeout_tsc_;
+  // Fresh while now - confirmed <= timeout: stale from the tick after (the sum saturates).
+  if (stale_from) {
+    const uint64_t s = confirmed + timeout_tsc_ + 1;
+    *stale_from = s <= confirmed ? UINT64_MAX : s;
+  }
   return true;
 }
 
@@ -155,7 +158,10 @@ void ArpTable::learn(uint32_t ip, const rte_ether_addr &mac, uint8_t port, uint6
   if (e == nullptr) {
     e = claim(ip);
   } else {
-    if (e->link.load(kRelaxed) != link) changes_++;  // a new MAC or port (or valid at last)
+    // A new MAC or port for an address lookup() answered for. A pending entry that becomes
+    // valid answered nothing (it was claimed, and any answer its address had went then).
+    const uint64_t old = e->link.load(kRelaxed);
+    if ((old & kValidBit) && old != link) changes_++;
     write_begin(*e);
   }
   e->link.store(link, kPublish);

@@ -36,14 +36,16 @@ class ArpTable {
   ArpTable(uint32_t capacity, uint64_t timeout_tsc);
 
   // ---- the owning worker ----
-  /* True when ip's MAC is known and fresh; *mac receives it (when not null), and *fresh_until
-   * the last tick at which this answer still holds unless the entry changes (when not null). */
-  bool lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac = nullptr, uint64_t *fresh_until = nullptr) const;
-  /* Moves whenever an answer lookup() gave may no longer hold before its fresh_until: an
+  /* True when ip's MAC is known and fresh; *mac receives it (when not null), and *stale_from
+   * the first tick at which this answer no longer holds, unless the entry changes first (when
+   * not null). */
+  bool lookup(uint32_t ip, uint64_t now_tsc, rte_ether_addr *mac = nullptr, uint64_t *stale_from = nullptr) const;
+  /* Moves whenever an answer lookup() gave may stop holding before its stale_from: a valid
    * entry's MAC or port changed, or a slot was taken from another address. Not when an entry
-   * is only confirmed again (its answer holds longer) or a new address is added (no answer
-   * was given for it). A cache of lookup()'s answers (the NF's next hops) is good while this
-   * stays and the clock is before the earliest fresh_until it holds. */
+   * is only confirmed again (its answer holds longer), nor when an address gets its first
+   * MAC, new or pending (no answer was given for it). A cache of lookup()'s answers (the NF's
+   * next hops) is good while this stays and the clock is before the earliest stale_from it
+   * holds. */
   uint64_t changes() const { return changes_; }
   // Records ip -> mac (from ARP traffic). Never fails: a full set evicts.
   void learn(uint32_t ip, const rte_ether_addr &mac, uint8_t port, uint64_t now_tsc);

@@ -360,8 +360,8 @@ void Nat44::nh_reset() {
 // address_frame() for a next hop not cached: asks the ARP table, and remembers.
 bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now) {
   rte_ether_addr mac;
-  uint64_t fresh_until;
-  if (!arp_.lookup(next_hop, now, &mac, &fresh_until)) {
+  uint64_t stale_from;
+  if (!arp_.lookup(next_hop, now, &mac, &stale_from)) {
     rte_pktmbuf_mtod(m, rte_ether_hdr *)->src_addr = cfg_.vmac[port];
     park_for_arp(port, m, next_hop, dep, now);
     return false;
@@ -370,7 +370,7 @@ bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64
   e.ip = next_hop;
   std::memcpy(e.l2, &mac, RTE_ETHER_ADDR_LEN);
   std::memcpy(e.l2 + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
-  if (fresh_until < nh_until_) nh_until_ = fresh_until;
+  if (stale_from < nh_until_) nh_until_ = stale_from;
   // Packets parked for this next hop go first: its MAC may have been learnt without an ARP
   // reply (from the host's own traffic), and a later packet of a parked one's flow must not
   // overtake it.
@@ -748,7 +748,8 @@ __attribute__((always_inline)) inline bool Nat44::translate_in2out(rte_mbuf *m, 
     if (slot < 0) {
       slot = create_snat_flow(p, now);
       if (slot < 0) return mbuf_free(m), false;
-      arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);  // a new MAC: changes()
+      // A changed MAC moves ARP's changes(): the next-hop cache is reset before its next use.
+      arp_.learn(p.ip->src_addr, p.eth->src_addr, kPortInside, now);
     }
   }
   FlowRecord &r = flows_.record(static_cast<uint32_t>(slot));
@@ -1141,7 +1142,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * pass over the burst (the receive loop already prefetched the headers): classify (the fast
  * test, else the full parse and filters), hashing each key and prefetching its bucket; the
  * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
- * NAT, rewrite and output, with the next hop's MAC cached for the burst. A UDP packet of a
+ * NAT, rewrite and output, with the next hops' MACs from a cache of ARP's answers (nh_). A UDP packet of a
  * known flow takes the short way (fast_udp); every other packet goes through dispatch(). The
  * first and last stages' common ways are loops without calls (fast_classify_run,
  * fast_forward_run). */
@@ -1277,7 +1278,7 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
     const uint8_t flags = r.st.flags;
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
     if (first_reply) break;
-    if (__builtin_expect(nh != nh_last, 0)) {
+    if (__builtin_expect(nh != nh_last, 0)) {  // laid out for runs to one next hop
       const NextHop &e = hops[nh_slot(nh)];
       if (e.ip != nh) break;  // not cached (nor a next hop of 0, no route): the general way
       nh_last = nh;

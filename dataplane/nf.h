@@ -237,8 +237,8 @@ class Nat44 {
   uint32_t pool_address_for(uint32_t in_ip) const;
   // Sends m to next_hop on port (its L2 header written), or parks it for ARP (false).
   inline bool resolve_and_send(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64_t dep, uint64_t now);
-  /* Writes the L2 header for next_hop on port at frame (m's data): the burst's cached next hop,
-   * else the ARP table's answer, cached. False when the MAC is not known: m was parked. */
+  /* Writes the L2 header for next_hop on port at frame (m's data): from the next-hop cache
+   * (nh_), else the ARP table's answer, cached. False when the MAC is not known: m was parked. */
   inline bool address_frame(uint16_t port, rte_mbuf *m, uint8_t *frame, uint32_t next_hop, uint64_t dep,
                             uint64_t now);
   // Caches next_hop's MAC for port; false when it is not known (m was parked for ARP).
@@ -288,17 +288,17 @@ class Nat44 {
   bool fast_mtu_ok_ = true;     // both MTUs hold the smallest packet the fast test takes
   /* The next hops' frame headers per egress port: ARP's answers, kept across bursts, so a
    * packet to a known next hop asks no table and stays in the fast loop (the gateway, and
-   * on-link hosts: the LAN's, for return traffic). Direct-mapped by the address's last octet
-   * (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose own slot is s ^ 1: no
+   * on-link hosts: the LAN's, for return traffic). Direct-mapped by the low 6 bits of the
+   * address's last octet (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose own slot is s ^ 1: no
    * address looked up in slot s is equal to it, 0 (no route) included. The whole cache is
    * reset when ARP's changes() moves or the clock reaches nh_until_, the earliest
-   * fresh_until among its answers (nh_valid). */
+   * stale_from among its answers (nh_valid). */
   struct NextHop {
     uint32_t ip;
     uint8_t l2[12];  // its MAC, then the port's virtual MAC: the frame's first 12 bytes
   };
   static constexpr unsigned kNextHops = 64;
-  static unsigned nh_slot(uint32_t ip) { return (ip >> 24) & (kNextHops - 1); }  // the last octet
+  static unsigned nh_slot(uint32_t ip) { return (ip >> 24) & (kNextHops - 1); }  // the last octet's low bits
   void nh_valid(uint64_t now) {
     if (__builtin_expect(arp_.changes() != nh_changes_ || now >= nh_until_, 0)) nh_reset();
   }

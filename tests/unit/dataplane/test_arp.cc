@@ -67,8 +67,9 @@ TEST(ArpTable, EntriesTimeOut) {
 }
 
 /* changes() moves exactly when an answer lookup() gave may stop holding before its
- * fresh_until (the NF's next-hop cache rests on it): a new MAC or port, a slot taken from
- * another address (by learn() or should_request()); not for a new address or a confirmation. */
+ * stale_from (the NF's next-hop cache rests on it): a valid entry's new MAC or port, a slot
+ * taken from another address (by learn() or should_request()); not for a new address, a
+ * pending entry resolved, or a confirmation. */
 TEST(ArpTable, ChangesMoveWhenAnAnswerMayNoLongerHold) {
   ArpTable t(4, kTimeout);  // one set of 4 ways
   const uint32_t a = ip4("10.0.0.1"), b = ip4("10.0.0.2"), c = ip4("10.0.0.3"), d = ip4("10.0.0.4");
@@ -77,11 +78,13 @@ TEST(ArpTable, ChangesMoveWhenAnAnswerMayNoLongerHold) {
   EXPECT_EQ(t.changes(), n) << "a new address";
   uint64_t until = 0;
   ASSERT_TRUE(t.lookup(a, kT0 + 10, nullptr, &until));
-  EXPECT_EQ(until, kT0 + kTimeout) << "the last tick at which lookup() still answers";
+  EXPECT_EQ(until, kT0 + kTimeout + 1) << "the first tick at which lookup() no longer answers";
+  EXPECT_TRUE(t.lookup(a, until - 1));
+  EXPECT_FALSE(t.lookup(a, until));
   t.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0 + 100);
   EXPECT_EQ(t.changes(), n) << "confirmed again";
   ASSERT_TRUE(t.lookup(a, kT0 + 100, nullptr, &until));
-  EXPECT_EQ(until, kT0 + 100 + kTimeout);
+  EXPECT_EQ(until, kT0 + 100 + kTimeout + 1);
   t.learn(a, mac(2, 0, 0, 0, 0, 9), 1, kT0 + 200);
   EXPECT_EQ(t.changes(), ++n) << "a new MAC";
   t.learn(a, mac(2, 0, 0, 0, 0, 9), 0, kT0 + 300);
@@ -94,6 +97,9 @@ TEST(ArpTable, ChangesMoveWhenAnAnswerMayNoLongerHold) {
   EXPECT_EQ(t.changes(), ++n) << "a slot taken for a pending entry";
   EXPECT_TRUE(t.should_request(ip4("10.0.0.6"), 0, kT0 + 2000, 1000));
   EXPECT_EQ(t.changes(), n) << "asked again: nothing answered changed";
+  t.learn(ip4("10.0.0.6"), mac(2, 0, 0, 0, 0, 6), 0, kT0 + 2100);
+  EXPECT_EQ(t.changes(), n) << "the pending entry resolved";
+  EXPECT_TRUE(t.lookup(ip4("10.0.0.6"), kT0 + 2100));
   uint64_t far = 0;
   ArpTable long_lived(4, UINT64_MAX - 5);
   long_lived.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);

@@ -74,7 +74,7 @@ class NfTest : public ::testing::Test {
     flows_ = FlowTable::create(fc, &err);
     ASSERT_TRUE(flows_) << err;
     hz_ = rte_get_tsc_hz();
-    arp_ = std::make_unique<ArpTable>(256, 300 * hz_);
+    arp_ = std::make_unique<ArpTable>(arp_capacity_, 300 * hz_);
     AgentConfig ac;
     ac.nb_ports = 2;
     ac.port_ids[kPortInside] = lan_->id();
@@ -205,6 +205,7 @@ class NfTest : public ::testing::Test {
   std::unique_ptr<Nat44> nf_;
   uint64_t now_ = 0, hz_ = 1;
   unsigned avail_ = 0;
+  uint32_t arp_capacity_ = 256;  // build()'s ARP table
 };
 
 bool in_nat_range(uint16_t p) { return p >= 20000 && p <= 60999; }
@@ -754,12 +755,20 @@ TEST_F(NfTest, TheNextHopCacheTakesAChangedMacAtOnce) {
   expect_frame(o.lan[0], kVmacIn, h_moved, R, H, 63, "a reply, after H moved");
 }
 
-// An answer is not kept past the time ARP would give it: then the next hop is asked for again.
+/* An answer is not kept past the time ARP would give it: then the next hop is asked for
+ * again. The cache holds R, then R2, confirmed 100 s later: the earlier of the two times
+ * counts, and R2 is still sent to after R has gone stale. */
 TEST_F(NfTest, TheNextHopCacheForgetsAnAnswerWhenArpDoes) {
+  const uint64_t t0 = now_;
   Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
   ASSERT_EQ(o.wan.size(), 1u);
   expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "while fresh");
-  now_ += 300 * hz_;  // the fixture's ARP timeout, learnt at the old now_: fresh to the tick
+  now_ = t0 + 100 * hz_;
+  arp_->learn(R2, kMacR2, kPortOutside, now_);  // confirmed again
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6111, R2, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR2, WAN_VIP, R2, 63, "R2");
+  now_ = t0 + 300 * hz_;  // the fixture's ARP timeout after R was learnt: fresh to the tick
   o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
   ASSERT_EQ(o.wan.size(), 1u);
   expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "at the timeout");
@@ -769,6 +778,32 @@ TEST_F(NfTest, TheNextHopCacheForgetsAnAnswerWhenArpDoes) {
   ASSERT_EQ(o.wan.size(), 1u) << "the ARP request only";
   EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(o.wan[0])->ether_type), RTE_ETHER_TYPE_ARP);
   EXPECT_EQ(test::hdr<rte_arp_hdr>(o.wan[0], test::kEthLen)->arp_data.arp_tip, R);
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6111, R2, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR2, WAN_VIP, R2, 63, "R2, still fresh");
+}
+
+/* A cached next hop whose ARP entry is evicted, then learnt again with another MAC (a full
+ * set in a small table: the LAN's new hosts crowding out the WAN's): the next packet goes to
+ * the new MAC. No entry of R ever changes in place; only the evictions tell. */
+TEST_F(NfTest, TheNextHopCacheDropsAnAnswerArpEvicted) {
+  arp_capacity_ = 4;  // one set of 4 ways: H, R and R2 from build(), one free
+  build(default_config());
+  Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6120, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "before");
+  now_ += hz_;
+  arp_->learn(H, kMacH, kPortInside, now_);  // R is now the least recently confirmed
+  arp_->learn(R2, kMacR2, kPortOutside, now_);
+  arp_->learn(ip4("198.18.1.20"), mac(0x02, 0, 0, 0, 0x01, 0x14), kPortInside, now_);  // the free way
+  arp_->learn(ip4("198.18.1.21"), mac(0x02, 0, 0, 0, 0x01, 0x15), kPortInside, now_);  // evicts R
+  ASSERT_FALSE(arp_->lookup(R, now_));
+  const rte_ether_addr moved = mac(0x02, 0, 0, 0, 0x02, 0x77);
+  now_ += 1;
+  arp_->learn(R, moved, kPortOutside, now_);  // back, with another MAC (evicting again)
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6120, R, 53));
+  ASSERT_EQ(o.wan.size(), 1u);
+  expect_frame(o.wan[0], kVmacOut, moved, WAN_VIP, R, 63, "after");
 }
 
 /* Replies to several LAN hosts in one burst, interleaved (most return traffic): each goes to
@@ -1630,8 +1665,9 @@ TEST_F(NfTest, AnEvictionInABurstIsSeenByTheBurstsUdpPackets) {
 
 /* Two UDP flows whose keys hash alike share a bucket and a signature, so the second's
  * candidate names the first's record. The fast path must see that the record is not its key's
- * and make the second flow, not translate its packet as the first's. The first packet of the
- * burst caches the next hop (the gateway, for both), so the second meets the call-free loop.
+ * and make the second flow, not translate its packet as the first's. The gateway, the next
+ * hop of both, is in the next-hop cache from the first run on, so the second packet meets
+ * the call-free loop.
  * The two differ in their addresses only. CRC-32 is linear, so two keys whose difference lies
  * within a span of 32 bits never collide (two with the same addresses differ within their
  * ports, carries of the secret's addition aside): the search draws LAN hosts and destinations
