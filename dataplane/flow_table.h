@@ -217,9 +217,10 @@ class FlowTable {
   // Bulk lookup of up to kLookupBulkMax keys; slots[i] = slot or -1.
   void lookup_bulk(const FlowKey *const *keys, unsigned n, int32_t *slots) const;
   /* The same in two halves, for a caller that verifies each key when it gets to its packet
-   * (the NF's last stage): lookup_candidates() takes each key's first signature match in its
-   * bucket (hash_prefetch() brought the bucket in) and prefetches that record; resolve()
-   * verifies the candidate, and searches in full only when it is not the key. */
+   * (lookup_bulk; the NF's last stage, through candidates()): lookup_candidates() takes each
+   * key's first signature match in its bucket (hash_prefetch() brought the bucket in) and
+   * prefetches that record; resolve() verifies the candidate, and searches in full only when
+   * it is not the key. */
   void lookup_candidates(const uint32_t *h, unsigned n, uint32_t *cand) const {
     candidates(n, [h](unsigned i) { return h[i]; }, [cand](unsigned i, uint32_t c) { cand[i] = c; });
   }
@@ -235,8 +236,11 @@ class FlowTable {
       const uint32_t c = m ? b.val[static_cast<unsigned>(__builtin_ctz(m))] : FlowIndex::kEmpty;
       set_cand(i, c);
       // A match's record. An empty entry can match (a hash equal to its signature): its
-      // "record" lies past the table, and a prefetch never faults.
-      if (m) __builtin_prefetch(&rec[c >> 1]);
+      // "record" lies past the table (an address computed as an integer: no pointer past the
+      // array is formed), and a prefetch never faults.
+      if (m)
+        __builtin_prefetch(reinterpret_cast<const void *>(reinterpret_cast<uintptr_t>(rec) +
+                                                          uintptr_t(c >> 1) * sizeof(FlowRecord)));
     }
   }
   /* True when key is record r's key of direction d (0 or 1, as a value's low bit). The keys

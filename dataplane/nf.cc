@@ -1,6 +1,7 @@
 #include "dataplane/nf.h"
 
 #include <bit>
+#include <cassert>
 #include <cstring>
 #include <netinet/in.h>
 
@@ -1142,8 +1143,9 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * pass over the burst (the receive loop already prefetched the headers): classify (the fast
  * test, else the full parse and filters), hashing each key and prefetching its bucket; the
  * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
- * NAT, rewrite and output, with the next hops' MACs from a cache of ARP's answers (nh_). A UDP packet of a
- * known flow takes the short way (fast_udp); every other packet goes through dispatch(). The
+ * NAT, rewrite and output, with the next hops' MACs from a cache of ARP's answers (nh_). A
+ * UDP packet of a known flow takes the short way (fast_udp); every other packet goes through
+ * dispatch(). The
  * first and last stages' common ways are loops without calls (fast_classify_run,
  * fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
@@ -1223,7 +1225,7 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
   // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size).
   rte_mbuf **pp = pkts + i, **const pe = pkts + n;
   Burst::Lane *l = b.lane + b.n;
-  for (; pp != pe; pp++, l++) {
+  for (; pp < pe; pp++, l++) {
     uint64_t k0, k1;
     rte_mbuf *const m = *pp;
     const uint8_t kind = fast_parse(m, port, span, dir_bits, k0, k1);
@@ -1263,6 +1265,10 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
   const Burst::Lane *lp = b.lane + i, *const le = b.lane + b.n;
   rte_mbuf **om = out.m + out.n;
   uint64_t *od = out.dep + out.n;
+  // The callers start at most at the last lane (the loop stops on equality: '<' cost an
+  // instruction a packet); each lane before i gave the output at most one packet, so the rest
+  // fit (kBurst lanes).
+  assert(i <= b.n && out.n <= i);
   uint64_t bytes = out.bytes;
   for (; lp != le; lp++) {
     const Burst::Lane &l = *lp;

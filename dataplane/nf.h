@@ -289,8 +289,9 @@ class Nat44 {
   /* The next hops' frame headers per egress port: ARP's answers, kept across bursts, so a
    * packet to a known next hop asks no table and stays in the fast loop (the gateway, and
    * on-link hosts: the LAN's, for return traffic). Direct-mapped by the low 6 bits of the
-   * address's last octet (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose own slot is s ^ 1: no
-   * address looked up in slot s is equal to it, 0 (no route) included. The whole cache is
+   * address's last octet (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose
+   * own slot is s ^ 1: no address looked up in slot s is equal to it, 0 (no route) included.
+   * The whole cache is
    * reset when ARP's changes() moves or the clock reaches nh_until_, the earliest
    * stale_from among its answers (nh_valid). */
   struct NextHop {

@@ -105,6 +105,10 @@ TEST(ArpTable, ChangesMoveWhenAnAnswerMayNoLongerHold) {
   long_lived.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
   ASSERT_TRUE(long_lived.lookup(a, kT0, nullptr, &far));
   EXPECT_EQ(far, UINT64_MAX) << "saturates";
+  ArpTable forever(4, UINT64_MAX);  // confirmed + timeout + 1 is confirmed itself, wrapped
+  forever.learn(a, mac(2, 0, 0, 0, 0, 1), 1, kT0);
+  ASSERT_TRUE(forever.lookup(a, kT0, nullptr, &far));
+  EXPECT_EQ(far, UINT64_MAX);
 }
 
 TEST(ArpTable, BoundedWithLeastRecentlyConfirmedEviction) {

@@ -757,7 +757,8 @@ TEST_F(NfTest, TheNextHopCacheTakesAChangedMacAtOnce) {
 
 /* An answer is not kept past the time ARP would give it: then the next hop is asked for
  * again. The cache holds R, then R2, confirmed 100 s later: the earlier of the two times
- * counts, and R2 is still sent to after R has gone stale. */
+ * counts, and R2 is still sent to after R has gone stale. (At the timeout itself the frame
+ * is the same whether the cache or ARP answered: the exact tick is ArpTable's test.) */
 TEST_F(NfTest, TheNextHopCacheForgetsAnAnswerWhenArpDoes) {
   const uint64_t t0 = now_;
   Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
