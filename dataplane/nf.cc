@@ -172,6 +172,7 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   const uint32_t cap = flows_.capacity(), slice = cfg.expiry_scan_per_loop ? cfg.expiry_scan_per_loop : 1;
   expiry_interval_tsc_ = uint64_t(cfg.expiry_sweep_ms) * hz_ / 1000 * slice / (cap ? cap : 1);
   expiry_next_tsc_ = rte_rdtsc();
+  nh_reset();  // every slot empty (the address no lookup in it finds) from the start
 }
 
 bool Nat44::is_nat_address(uint32_t ip) const {
@@ -367,7 +368,7 @@ bool Nat44::cache_next_hop(uint16_t port, rte_mbuf *m, uint32_t next_hop, uint64
     park_for_arp(port, m, next_hop, dep, now);
     return false;
   }
-  NextHop &e = nh_[port][nh_slot(next_hop)];  // whatever it held goes
+  NextHop &e = nh_entry(port, next_hop);  // whatever it held goes
   e.ip = next_hop;
   std::memcpy(e.l2, &mac, RTE_ETHER_ADDR_LEN);
   std::memcpy(e.l2 + RTE_ETHER_ADDR_LEN, &cfg_.vmac[port], RTE_ETHER_ADDR_LEN);
@@ -862,6 +863,7 @@ void Nat44::hairpin_in(rte_mbuf *m, uint64_t dep_out, uint64_t now) {
   // Handed over before the node stepped down (the rings outlive the workers' park): a
   // standby's table is the applier's, so nothing is made in it.
   if (!vip_owner()) return drop(m, DropReason::NOT_ACTIVE);
+  nh_valid(now);  // a send outside a burst: the next-hop cache's clock (nf.h)
   Parsed q;
   if (!parse_ipv4(m, q, kPortOutside)) return;
   q.hairpin = true;
@@ -1150,6 +1152,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
+  nh_valid(now);  // the burst's sends all use this now: the next-hop cache's clock, once (nf.h)
   const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
   // The two loops are built per ingress port: its filters and direction are then constants.
   auto classify_run = [&](unsigned from) {
@@ -1251,7 +1254,9 @@ template <uint16_t port>
 __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
   constexpr uint16_t egress = port ^ 1;
   constexpr bool from_inside = port == kPortInside;
-  nh_valid(now);  // the loop makes no call: nothing changes ARP while it runs
+  // The clock was tested at the burst's start (process_chunk); an ARP write since (classify's
+  // ARP input, a flow's learn) moved changes(). The loop makes no call: none falls inside it.
+  nh_current();
   const NextHop *const hops = nh_[egress];
   /* The last packet's next hop and its frame's first 12 bytes (destination MAC, then source),
    * in locals: most packets go where the one before went, and ask the cache only when not.

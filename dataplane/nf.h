@@ -293,20 +293,31 @@ class Nat44 {
    * own slot is s ^ 1: no address looked up in slot s is equal to it, 0 (no route) included.
    * The whole cache is
    * reset when ARP's changes() moves or the clock reaches nh_until_, the earliest
-   * stale_from among its answers (nh_valid). */
+   * stale_from among its answers (nh_valid). The clock is tested where a run of sends begins
+   * with a new now (a burst, process_chunk; a handed hairpin packet, hairpin_in), and
+   * changes() before every lookup (address_frame, and each entry of the forward loop), as
+   * an ARP write between two packets of a burst moves it. */
   struct NextHop {
     uint32_t ip;
     uint8_t l2[12];  // its MAC, then the port's virtual MAC: the frame's first 12 bytes
   };
   static constexpr unsigned kNextHops = 64;
   static unsigned nh_slot(uint32_t ip) { return (ip >> 24) & (kNextHops - 1); }  // the last octet's low bits
+  // Port's entry for ip: nh_[port][nh_slot(ip)], its byte offset taken from ip in one mask.
+  NextHop &nh_entry(uint16_t port, uint32_t ip) {
+    static_assert(sizeof(NextHop) == 16 && kNextHops == 64);
+    return *reinterpret_cast<NextHop *>(reinterpret_cast<char *>(nh_[port]) + ((ip >> 20) & 0x3f0));
+  }
   void nh_valid(uint64_t now) {
     if (__builtin_expect(arp_.changes() != nh_changes_ || now >= nh_until_, 0)) nh_reset();
+  }
+  void nh_current() {  // nh_valid() without the clock, which the caller's run has tested
+    if (__builtin_expect(arp_.changes() != nh_changes_, 0)) nh_reset();
   }
   void nh_reset();
   alignas(64) NextHop nh_[kMaxPorts][kNextHops];
   uint64_t nh_changes_ = 0;
-  uint64_t nh_until_ = 0;  // 0: reset before first use
+  uint64_t nh_until_ = 0;
   uint64_t fwd_burst_ = 0;      // packets the fast path forwarded in this burst
   std::vector<uint32_t> nat_addrs_;
   uint32_t nat_lo_ = 0;    // the lowest of them, host order
@@ -368,8 +379,8 @@ class Nat44 {
 // Inline: a next hop in the cache needs no ARP lookup.
 inline bool Nat44::address_frame(uint16_t port, rte_mbuf *m, uint8_t *frame, uint32_t next_hop,
                                  uint64_t dep, uint64_t now) {
-  nh_valid(now);
-  const NextHop &e = nh_[port][nh_slot(next_hop)];
+  nh_current();
+  const NextHop &e = nh_entry(port, next_hop);
   if (__builtin_expect(e.ip != next_hop, 0) && !cache_next_hop(port, m, next_hop, dep, now)) return false;
   std::memcpy(frame, e.l2, 2 * RTE_ETHER_ADDR_LEN);  // cache_next_hop filled this slot
   return true;

@@ -775,10 +775,13 @@ TEST_F(NfTest, TheNextHopCacheForgetsAnAnswerWhenArpDoes) {
   expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "at the timeout");
   now_ += 1;
   ASSERT_FALSE(arp_->lookup(R, now_));
-  o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
+  // First a TCP SYN, which takes the general way alone: the burst's own test of the clock.
+  o = run(kPortInside, test::tcp_frame(from_lan(), H, 6112, R, 80, RTE_TCP_SYN_FLAG));
   ASSERT_EQ(o.wan.size(), 1u) << "the ARP request only";
   EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(o.wan[0])->ether_type), RTE_ETHER_TYPE_ARP);
   EXPECT_EQ(test::hdr<rte_arp_hdr>(o.wan[0], test::kEthLen)->arp_data.arp_tip, R);
+  o = run(kPortInside, test::udp_frame(from_lan(), H, 6110, R, 53));
+  EXPECT_TRUE(o.wan.empty()) << "parked with the SYN; no second request within the retry time";
   o = run(kPortInside, test::udp_frame(from_lan(), H, 6111, R2, 53));
   ASSERT_EQ(o.wan.size(), 1u);
   expect_frame(o.wan[0], kVmacOut, kMacR2, WAN_VIP, R2, 63, "R2, still fresh");
@@ -805,6 +808,44 @@ TEST_F(NfTest, TheNextHopCacheDropsAnAnswerArpEvicted) {
   o = run(kPortInside, test::udp_frame(from_lan(), H, 6120, R, 53));
   ASSERT_EQ(o.wan.size(), 1u);
   expect_frame(o.wan[0], kVmacOut, moved, WAN_VIP, R, 63, "after");
+}
+
+/* An ARP entry evicted in the middle of a burst (a 4-way table: R the least recently
+ * confirmed) is not answered for by the next-hop cache later in that burst. Evicted by a new
+ * LAN host's flow (its MAC learnt), then a TCP SYN to R (the general way: address_frame's
+ * test); evicted by an ARP request from a LAN host, which classify handles before the forward
+ * loop runs, then a UDP packet of a known flow to R (the forward loop's test at its entry). */
+TEST_F(NfTest, TheNextHopCacheSeesAnEvictionInTheMiddleOfABurst) {
+  const rte_ether_addr zero{};
+  for (bool by_arp : {false, true}) {
+    SCOPED_TRACE(by_arp ? "evicted by an ARP request, then the forward loop" : "evicted by a flow, then a SYN");
+    arp_capacity_ = 4;  // one set: H, R and R2 from build(), one free
+    build(default_config());
+    Out o = run(kPortInside, test::udp_frame(from_lan(), H, 6130, R, 53));
+    ASSERT_EQ(o.wan.size(), 1u);
+    expect_frame(o.wan[0], kVmacOut, kMacR, WAN_VIP, R, 63, "R cached");
+    now_ += 1;
+    arp_->learn(H, kMacH, kPortInside, now_);  // R is now the least recently confirmed
+    arp_->learn(R2, kMacR2, kPortOutside, now_);
+    arp_->learn(ip4("198.18.1.20"), mac(0x02, 0, 0, 0, 0x01, 0x14), kPortInside, now_);  // the free way
+    const uint32_t X = ip4("198.18.1.30");
+    const rte_ether_addr mac_x = mac(0x02, 0, 0, 0, 0x01, 0x1e);
+    if (!by_arp) {
+      o = run(kPortInside, {test::udp_frame(from_lan(mac_x), X, 7000, R2, 53),
+                            test::tcp_frame(from_lan(), H, 6131, R, 80, RTE_TCP_SYN_FLAG)});
+      ASSERT_EQ(o.wan.size(), 2u);
+      expect_frame(o.wan[0], kVmacOut, kMacR2, WAN_VIP, R2, 63, "the new host's datagram");
+    } else {
+      o = run(kPortInside, {test::arp_frame(RTE_ARP_OP_REQUEST, mac_x, X, zero, LAN_VIP),
+                            test::udp_frame(from_lan(), H, 6130, R, 53)});
+      ASSERT_EQ(o.lan.size(), 1u) << "the ARP reply to X";
+      ASSERT_EQ(o.wan.size(), 1u);
+    }
+    ASSERT_FALSE(arp_->lookup(R, now_)) << "R evicted";
+    Frame &req = o.wan.back();
+    EXPECT_EQ(rte_be_to_cpu_16(test::eth_of(req)->ether_type), RTE_ETHER_TYPE_ARP) << "R asked for, not sent to";
+    EXPECT_EQ(test::hdr<rte_arp_hdr>(req, test::kEthLen)->arp_data.arp_tip, R);
+  }
 }
 
 /* Replies to several LAN hosts in one burst, interleaved (most return traffic): each goes to
