@@ -1147,9 +1147,8 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * flows' candidates, their records prefetched; then per packet the key verified, conntrack,
  * NAT, rewrite and output, with the next hops' MACs from a cache of ARP's answers (nh_). A
  * UDP packet of a known flow takes the short way (fast_udp); every other packet goes through
- * dispatch(). The
- * first and last stages' common ways are loops without calls (fast_classify_run,
- * fast_forward_run). */
+ * dispatch(). The first and last stages' common ways are loops without calls
+ * (fast_classify_run, fast_forward_run). */
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
   nh_valid(now);  // the burst's sends all use this now: the next-hop cache's clock, once (nf.h)
@@ -1257,7 +1256,6 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
   // The clock was tested at the burst's start (process_chunk); an ARP write since (classify's
   // ARP input, a flow's learn) moved changes(). The loop makes no call: none falls inside it.
   nh_current();
-  const NextHop *const hops = nh_[egress];
   /* The last packet's next hop and its frame's first 12 bytes (destination MAC, then source),
    * in locals: most packets go where the one before went, and ask the cache only when not.
    * At first none: 2^32 is no address. */
@@ -1290,7 +1288,7 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
     const bool first_reply = !(flags & kFlowReplied) && responder_inside(r.st) == from_inside;
     if (first_reply) break;
     if (__builtin_expect(nh != nh_last, 0)) {  // laid out for runs to one next hop
-      const NextHop &e = hops[nh_slot(nh)];
+      const NextHop &e = nh_entry(egress, nh);
       if (e.ip != nh) break;  // not cached (nor a next hop of 0, no route): the general way
       nh_last = nh;
       std::memcpy(&l2_lo, e.l2, 8);

@@ -291,22 +291,21 @@ class Nat44 {
   /* The next hops' frame headers per egress port: ARP's answers, kept across bursts, so a
    * packet to a known next hop asks no table and stays in the fast loop (the gateway, and
    * on-link hosts: the LAN's, for return traffic). Direct-mapped by the low 6 bits of the
-   * address's last octet (nh_slot). An empty slot s holds the address (s ^ 1) << 24, whose
+   * address's last octet (nh_entry). An empty slot s holds the address (s ^ 1) << 24, whose
    * own slot is s ^ 1: no address looked up in slot s is equal to it, 0 (no route) included.
-   * The whole cache is
-   * reset when ARP's changes() moves or the clock reaches nh_until_, the earliest
-   * stale_from among its answers (nh_valid). The clock is tested where a run of sends begins
-   * with a new now (a burst, process_chunk; a handed hairpin packet, hairpin_in), and
-   * changes() before every lookup (address_frame, and each entry of the forward loop), as
-   * an ARP write between two packets of a burst moves it. */
+   * The whole cache is reset when ARP's changes() moves or the clock reaches nh_until_, the
+   * earliest stale_from among its answers (nh_valid). The clock is tested where a run of
+   * sends begins with a new now (a burst, process_chunk; a handed hairpin packet,
+   * hairpin_in), and changes() before every lookup (address_frame, and each entry of the
+   * forward loop), as an ARP write between two packets of a burst moves it. */
   struct NextHop {
     uint32_t ip;
     uint8_t l2[12];  // its MAC, then the port's virtual MAC: the frame's first 12 bytes
   };
   static constexpr unsigned kNextHops = 64;
-  static unsigned nh_slot(uint32_t ip) { return (ip >> 24) & (kNextHops - 1); }  // the last octet's low bits
-  // Port's entry for ip: nh_[port][nh_slot(ip)], its byte offset taken from ip in one mask
-  // (an index, divided back by the entry's size, measured 5 instructions more a TCP packet).
+  // Port's entry for ip: nh_[port][the low 6 bits of ip's last octet], its byte offset taken
+  // from ip in one mask (an index, divided back by the entry's size, measured 5 instructions
+  // more a TCP packet).
   NextHop &nh_entry(uint16_t port, uint32_t ip) {
     static_assert(sizeof(NextHop) == 16 && kNextHops == 64);
     return *reinterpret_cast<NextHop *>(reinterpret_cast<char *>(nh_[port]) + ((ip >> 20) & 0x3f0));
