@@ -167,8 +167,12 @@ Nat44::Nat44(const NfConfig &cfg, FlowTable &flows, ArpTable &arp, InterfaceAgen
   // what parse_ipv4() calls martian and multicast, so the fast test refuses them all.
   for (unsigned o = 0; o < 256; o++) bad_octet_[o] = o == 0 || o == 127 || o >= 224;
   fast_mtu_ok_ = cfg.mtu[kPortInside] >= sizeof(rte_ipv4_hdr) + 8 && cfg.mtu[kPortOutside] >= sizeof(rte_ipv4_hdr) + 8;
+  fast_port_ok_[kPortInside] =
+      cfg.prefix_len[kPortInside] >= 8 && !bad_octet_[rte_be_to_cpu_32(net_[kPortInside]) >> 24];
+  fast_port_ok_[kPortOutside] = true;
   for (uint32_t a : nat_addrs_)
-    if (multicast_or_bcast(a, net_[kPortOutside], mask_[kPortOutside])) fast_out_ok_ = false;
+    if (multicast_or_bcast(a, net_[kPortOutside], mask_[kPortOutside]) || bad_octet_[rte_be_to_cpu_32(a) >> 24])
+      fast_port_ok_[kPortOutside] = false;
   const uint32_t cap = flows_.capacity(), slice = cfg.expiry_scan_per_loop ? cfg.expiry_scan_per_loop : 1;
   expiry_interval_tsc_ = uint64_t(cfg.expiry_sweep_ms) * hz_ / 1000 * slice / (cap ? cap : 1);
   expiry_next_tsc_ = rte_rdtsc();
@@ -921,20 +925,28 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
   if ((w0 & 0xff3f0000000000ffull) != 0x45) return 0;
   const uint32_t tot = bswap16(static_cast<uint16_t>(w0 >> 16));
-  // The frame's bytes after the datagram (Ethernet padding); more than 0xffff when the frame
-  // is shorter than the datagram (it wraps).
-  const uint32_t pad = len - sizeof(rte_ether_hdr) - tot;
   // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
-  // fast_mtu_ok_), the datagram within the frame, and a TTL above 1.
-  if (tot - (sizeof(rte_ipv4_hdr) + 8) > span || pad > 0xffff || (w1 & 0xfe) == 0) return 0;
+  // fast_mtu_ok_), and a TTL above 1. (32-bit arithmetic: sizeof's would widen it.)
+  constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + 8, kL2 = sizeof(rte_ether_hdr);
+  if (tot - kMinTot > span || (w1 & 0xfe) == 0) return 0;
+  // The frame's bytes after the datagram (Ethernet padding); more than 0xffff when the frame
+  // is shorter than the datagram (it wraps). Padding (rare: only frames below Ethernet's
+  // minimum) is taken off here, as parse_ipv4() does it: whatever the rest of the test says,
+  // classify() would take it off too, before anything it does depends on it.
+  const uint32_t pad = len - kL2 - tot;
+  if (__builtin_expect(pad != 0, 0)) {
+    if (pad > 0xffff) return 0;
+    rte_pktmbuf_trim(m, static_cast<uint16_t>(pad));
+  }
   const uint32_t src = static_cast<uint32_t>(w1 >> 32);
   const uint32_t d = bswap32(dst);
-  if (bad_octet_[ip[12]] | bad_octet_[ip[16]]) return 0;  // the addresses' first octets
+  // The addresses' first octets: the remote end's (the other's is known good, fast_port_ok_).
+  if (bad_octet_[ip[port == kPortInside ? 16 : 12]]) return 0;
   if (port == kPortInside) {
     if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] || d - nat_lo_ <= nat_span_ ||
         dst == cfg_.vip[kPortOutside])
       return 0;
-  } else if (!fast_out_ok_ || !is_nat_address(dst)) {
+  } else if (!is_nat_address(dst)) {
     return 0;
   }
   /* The header checksum from the same three loads: the one's-complement sum of the 16-bit
@@ -951,11 +963,11 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);  // at least 8
   const uint8_t proto = static_cast<uint8_t>(w1 >> 8);
   uint8_t kind;  // set where the protocol is tested already
-  if (proto == IPPROTO_UDP) {
+  if (__builtin_expect(proto == IPPROTO_UDP, 1)) {  // the short way's (the fall-through)
     kind = Burst::kFastUdp;
     // 8 <= the UDP length <= l4_len, as one unsigned range test.
     const uint32_t ulen = bswap16(reinterpret_cast<const rte_udp_hdr *>(l4)->dgram_len);
-    if (ulen - sizeof(rte_udp_hdr) > l4_len - sizeof(rte_udp_hdr)) return 0;
+    if (ulen - uint32_t(8) > l4_len - uint32_t(8)) return 0;
   } else if (proto == IPPROTO_TCP) {
     kind = Burst::kFastOther;
     if (l4_len < sizeof(rte_tcp_hdr)) return 0;
@@ -968,8 +980,6 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   } else {
     return 0;
   }
-  // The padding off, as parse_ipv4() does it (rare: only frames below Ethernet's minimum).
-  if (__builtin_expect(pad != 0, 0)) rte_pktmbuf_trim(m, static_cast<uint16_t>(pad));
   // The key in two halves: the addresses as they are in the header, then the ports (TCP and
   // UDP both start with them), protocol, direction (the ingress port) and the zero pad
   // (FlowKey's layout).
@@ -1152,7 +1162,7 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
   nh_valid(now);  // the burst's sends all use this now: the next-hop cache's clock, once (nf.h)
-  const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && vip_owner();
+  const bool try_fast = cfg_.fast_path && fast_mtu_ok_ && fast_port_ok_[port] && vip_owner();
   // The two loops are built per ingress port: its filters and direction are then constants.
   auto classify_run = [&](unsigned from) {
     if (!try_fast) return from;

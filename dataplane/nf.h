@@ -286,7 +286,12 @@ class Nat44 {
   uint64_t expiry_next_tsc_ = 0, expiry_interval_tsc_ = 0;
   uint32_t net_[kMaxPorts];     // vip & mask per side
   uint8_t bad_octet_[256];      // 1: a first octet never a fast-path source or destination
-  bool fast_out_ok_ = true;     // no outside address is a broadcast or multicast one
+  /* Per ingress port, whether the fast test may take its packets at all (process_chunk tests
+   * it once a burst). It then tests only one address's first octet (bad_octet_), as the other
+   * is known good: the LAN's (inside: a source on the LAN, whose prefix is at least /8 and
+   * whose first octet is good) and the NAT addresses' (outside: a destination among them, none
+   * with a bad first octet, nor a broadcast or multicast one). */
+  bool fast_port_ok_[kMaxPorts] = {};
   bool fast_mtu_ok_ = true;     // both MTUs hold the smallest packet the fast test takes
   /* The next hops' frame headers per egress port: ARP's answers, kept across bursts, so a
    * packet to a known next hop asks no table and stays in the fast loop (the gateway, and

@@ -2093,5 +2093,29 @@ TEST_F(NfTest, FastPathAgreesWithTheGeneralPath) {
   }
 }
 
+/* The fast test reads only the remote end's first octet: a LAN source is known good from the
+ * LAN's own (fast_port_ok_). So a LAN on a network whose first octet is bad (here 127/8, a
+ * configuration only a test makes) keeps the fast test off that port, and its sources are
+ * refused by classify() as martians. Without that, the fast test would take them (an
+ * outside network's case cannot be told apart: classify() tests a destination's first octet
+ * only for multicast, which the pool's own test keeps out). */
+TEST_F(NfTest, TheFastTestIsOffForALanWhoseFirstOctetIsBad) {
+  NfConfig c = default_config();
+  c.fast_path = true;
+  c.vip[kPortInside] = ip4("127.0.0.1");
+  c.prefix_len[kPortInside] = 8;
+  c.gateway_out = R;
+  build(c, 1024);
+  const Drops before = drops();
+  std::vector<Frame> frames;
+  for (uint16_t sport = 40000; sport < 40004; sport++)
+    frames.push_back(test::udp_frame(from_lan(), ip4("127.0.0.5"), sport, ip4("8.8.8.8"), 53, 32));
+  Out o = run(kPortInside, frames);
+  EXPECT_TRUE(o.wan.empty());
+  EXPECT_EQ(drops()[static_cast<unsigned>(DropReason::BAD_SOURCE)],
+            before[static_cast<unsigned>(DropReason::BAD_SOURCE)] + 4);
+  EXPECT_EQ(nf_->counters().fast_forwarded.load(), 0u);
+}
+
 }  // namespace
 }  // namespace ftpair::dp
