@@ -43,6 +43,11 @@ inline uint32_t load_u32(const uint8_t *p) {
   std::memcpy(&v, p, 4);
   return v;
 }
+inline uint16_t load_u16(const uint8_t *p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
 
 inline bool martian(uint32_t ip_be) {
   uint32_t ip = rte_be_to_cpu_32(ip_be);
@@ -922,28 +927,31 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   // octet filters and the key read their bytes again, which measured cheaper).
   const uint64_t w0 = load_u64(ip), w1 = load_u64(ip + 8);
   const uint32_t dst = load_u32(ip + 16);
-  // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order).
-  if ((w0 & 0xff3f0000000000ffull) != 0x45) return 0;
+  // Version 4, IHL 5; neither MF nor a fragment offset (the bytes 6-7, in memory order),
+  // each tested in memory (a 64-bit mask would take a register the loop needs).
+  if (ip[0] != 0x45 || (load_u16(ip + 6) & 0xff3f) != 0) return 0;
   const uint32_t tot = bswap16(static_cast<uint16_t>(w0 >> 16));
   // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
   // fast_mtu_ok_), and a TTL above 1. (32-bit arithmetic: sizeof's would widen it.)
   constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + 8, kL2 = sizeof(rte_ether_hdr);
   if (tot - kMinTot > span || (w1 & 0xfe) == 0) return 0;
-  // The frame's bytes after the datagram (Ethernet padding); more than 0xffff when the frame
-  // is shorter than the datagram (it wraps). Padding (rare: only frames below Ethernet's
-  // minimum) is taken off here, as parse_ipv4() does it: whatever the rest of the test says,
-  // classify() would take it off too, before anything it does depends on it.
-  const uint32_t pad = len - kL2 - tot;
-  if (__builtin_expect(pad != 0, 0)) {
-    if (pad > 0xffff) return 0;
-    rte_pktmbuf_trim(m, static_cast<uint16_t>(pad));
-  }
+  /* The datagram within the frame; the frame's bytes after it (Ethernet padding, below
+   * Ethernet's minimum) taken off here, as parse_ipv4() does it. Whatever the rest of the
+   * test says, classify() would take them off too, before anything it does depends on them.
+   * The frame is one segment (its data is the whole packet), so the trim is two stores,
+   * without a branch. */
+  const uint32_t frame_len = kL2 + tot;
+  if (len < frame_len) return 0;
+  m->data_len = static_cast<uint16_t>(frame_len);
+  m->pkt_len = frame_len;
   const uint32_t src = static_cast<uint32_t>(w1 >> 32);
   const uint32_t d = bswap32(dst);
   // The addresses' first octets: the remote end's (the other's is known good, fast_port_ok_).
   if (bad_octet_[ip[port == kPortInside ? 16 : 12]]) return 0;
   if (port == kPortInside) {
-    if ((src & mask_[0]) != net_[0] || (dst & mask_[0]) == net_[0] || d - nat_lo_ <= nat_span_ ||
+    // The source on the LAN, and the destination not (then it is where the source is not).
+    const uint32_t lan_mask = mask_[0];
+    if (((src ^ net_[0]) & lan_mask) != 0 || ((src ^ dst) & lan_mask) == 0 || d - nat_lo_ <= nat_span_ ||
         dst == cfg_.vip[kPortOutside])
       return 0;
   } else if (!is_nat_address(dst)) {
@@ -965,9 +973,9 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   uint8_t kind;  // set where the protocol is tested already
   if (__builtin_expect(proto == IPPROTO_UDP, 1)) {  // the short way's (the fall-through)
     kind = Burst::kFastUdp;
-    // 8 <= the UDP length <= l4_len, as one unsigned range test.
-    const uint32_t ulen = bswap16(reinterpret_cast<const rte_udp_hdr *>(l4)->dgram_len);
-    if (ulen - uint32_t(8) > l4_len - uint32_t(8)) return 0;
+    // The UDP length is l4_len (at least 8), compared in network order. A shorter one, with
+    // bytes after the datagram (legal, and rare), goes to classify().
+    if (load_u16(l4 + 4) != bswap16(static_cast<uint16_t>(l4_len))) return 0;
   } else if (proto == IPPROTO_TCP) {
     kind = Burst::kFastOther;
     if (l4_len < sizeof(rte_tcp_hdr)) return 0;
@@ -987,7 +995,7 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
                 offsetof(FlowKey, dir) == 13);
   static_assert(std::endian::native == std::endian::little, "the key's two halves assume it");
   k0 = load_u64(ip + 12);
-  k1 = load_u32(l4) | (w1 & 0xff00) << 24 | dir_bits;  // the protocol is w1's byte 1
+  k1 = load_u32(l4) | uint64_t(ip[9]) << 32 | dir_bits;
   return kind;
 }
 
@@ -1166,8 +1174,10 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   // The two loops are built per ingress port: its filters and direction are then constants.
   auto classify_run = [&](unsigned from) {
     if (!try_fast) return from;
-    return port == kPortInside ? fast_classify_run<kPortInside>(pkts, from, n, b)
-                               : fast_classify_run<kPortOutside>(pkts, from, n, b);
+    const ClassifyEnd e = port == kPortInside ? fast_classify_run<kPortInside>(pkts + from, pkts + n, b.lane + b.n)
+                                              : fast_classify_run<kPortOutside>(pkts + from, pkts + n, b.lane + b.n);
+    b.n = static_cast<unsigned>(static_cast<Burst::Lane *>(e.lane) - b.lane);
+    return static_cast<unsigned>(e.pkt - pkts);
   };
   auto forward_run = [&](unsigned from, FastOut &out) {
     // Not for a packet the loop would stop at first anyway (TCP, or what classify() took): its
@@ -1229,14 +1239,15 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
 // Stage 1: from packet i, the packets that pass the fast test, each key hashed and its bucket
 // prefetched. Returns the index of the first that does not pass (n: none).
 template <uint16_t port>
-__attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, unsigned i, unsigned n, Burst &b) const {
+__attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf **pp, rte_mbuf **const pe,
+                                                                     void *lane) const {
   // The fast test's constants: the egress MTU's room above 28 bytes, and the key's direction
   // byte (the ingress port) in place.
   const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
   const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
-  // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size).
-  rte_mbuf **pp = pkts + i, **const pe = pkts + n;
-  Burst::Lane *l = b.lane + b.n;
+  // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size);
+  // the caller keeps the bases, so the loop has two more registers.
+  Burst::Lane *l = static_cast<Burst::Lane *>(lane);
   for (; pp < pe; pp++, l++) {
     uint64_t k0, k1;
     rte_mbuf *const m = *pp;
@@ -1249,8 +1260,7 @@ __attribute__((noinline)) unsigned Nat44::fast_classify_run(rte_mbuf **pkts, uns
     l->m = m;
     l->hash = flows_.hash_prefetch(k0, k1);  // hashed once, its bucket on the way
   }
-  b.n = static_cast<unsigned>(l - b.lane);
-  return static_cast<unsigned>(pp - pkts);
+  return {pp, l};
 }
 
 /* Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's

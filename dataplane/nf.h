@@ -196,8 +196,12 @@ class Nat44 {
   };
   bool fast_udp(rte_mbuf *m, const FlowKey &key, uint16_t port, uint32_t slot, uint64_t now, FastOut &out);
   // process_chunk's two loops without calls (see nf.cc).
+  struct ClassifyEnd {  // where fast_classify_run stopped: the packet, and the next lane
+    rte_mbuf **pkt;
+    void *lane;  // a Burst::Lane (an incomplete type here)
+  };
   template <uint16_t port>
-  unsigned fast_classify_run(rte_mbuf **pkts, unsigned i, unsigned n, Burst &b) const;
+  ClassifyEnd fast_classify_run(rte_mbuf **pp, rte_mbuf **pe, void *lane) const;
   template <uint16_t port>
   unsigned fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out);
   void flush_fast(FastOut &out, uint16_t egress) {
