@@ -1114,10 +1114,15 @@ static inline void nat_udp(rte_ipv4_hdr *ip, rte_udp_hdr *udp, bool source, uint
       ~csum_fold(csum_add32(d_ip, static_cast<uint16_t>(~ip->hdr_checksum) + 0xfffeu)));
   ip->time_to_live--;
   std::memcpy(addr, &new_ip, 4);
-  if (udp->dgram_cksum != 0) {  // zero: the sender did not checksum; leave it so
-    const uint16_t c = static_cast<uint16_t>(~csum_fold(csum_add32(
-        d_ip, static_cast<uint16_t>(~udp->dgram_cksum) + static_cast<uint16_t>(~old_port) + uint32_t(new_port))));
-    udp->dgram_cksum = c == 0 ? 0xffff : c;
+  const uint16_t hc = udp->dgram_cksum;
+  if (hc != 0) {  // zero: the sender did not checksum; leave it so
+    /* HC' = HC - D, with D the change eqn 3 adds (d_ip + ~old_port + new_port): the sum of
+     * HC, ~d_ip (a 32-bit complement is the one's-complement negation: 2^32 - 1 is a multiple
+     * of 0xffff), old_port and ~new_port. The same value as eqn 3 modulo 0xffff, and a fold
+     * of a sum that is not zero (HC is not) is never 0x0000: it gives 0xffff where eqn 3
+     * gives 0, RFC 768's rule, without a test. */
+    udp->dgram_cksum =
+        csum_fold(csum_add32(~d_ip, uint32_t(hc) + old_port + static_cast<uint16_t>(~new_port)));
   }
   std::memcpy(port, &new_port, 2);
 }
@@ -1183,8 +1188,18 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // Not for a packet the loop would stop at first anyway (TCP, or what classify() took): its
     // set-up is not free.
     if (from >= b.n || b.lane[from].fast != Burst::kFastUdp) return from;
-    return port == kPortInside ? fast_forward_run<kPortInside>(from, now, b, out)
-                               : fast_forward_run<kPortOutside>(from, now, b, out);
+    // Each lane before from gave the output at most one packet, so the rest fit (kBurst).
+    assert(out.n <= from);
+    const Burst::Lane *const lp = b.lane + from, *const le = b.lane + b.n;
+    rte_mbuf **const om = out.m + out.n;
+    uint64_t *const od = out.dep + out.n;
+    const ForwardEnd e = port == kPortInside ? fast_forward_run<kPortInside>(lp, le, om, od, now)
+                                             : fast_forward_run<kPortOutside>(lp, le, om, od, now);
+    const auto fwd = static_cast<unsigned>(static_cast<const Burst::Lane *>(e.lane) - lp);
+    out.n += fwd;
+    out.bytes += e.bytes;
+    fwd_burst_ += fwd;
+    return static_cast<unsigned>(static_cast<const Burst::Lane *>(e.lane) - b.lane);
   };
   for (unsigned i = classify_run(0); i < n;) {
     // A packet the fast test did not take (in its place: classify()'s effects keep their order).
@@ -1270,7 +1285,9 @@ __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf *
  * stores into the frames may alias anything, so the compiler would otherwise read the
  * object's members again for every packet. */
 template <uint16_t port>
-__attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out) {
+__attribute__((noinline)) Nat44::ForwardEnd Nat44::fast_forward_run(const void *lane, const void *lane_end,
+                                                                   rte_mbuf **const om, uint64_t *const od,
+                                                                   uint64_t now) {
   constexpr uint16_t egress = port ^ 1;
   constexpr bool from_inside = port == kPortInside;
   // The clock was tested at the burst's start (process_chunk); an ARP write since (classify's
@@ -1284,15 +1301,15 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
   uint32_t l2_hi = 0;
   const uint32_t mask = mask_[kPortOutside], net = net_[kPortOutside], gw = cfg_.gateway_out;
   FlowRecord *const rec = &flows_.record(0);
-  // By pointer, the lanes' and the output's; the count forwarded is the output's growth.
-  const Burst::Lane *lp = b.lane + i, *const le = b.lane + b.n;
-  rte_mbuf **om = out.m + out.n;
-  uint64_t *od = out.dep + out.n;
-  // The callers start at most at the last lane (the loop stops on equality: '<' cost an
-  // instruction a packet); each lane before i gave the output at most one packet, so the rest
-  // fit (kBurst lanes).
-  assert(i <= b.n && out.n <= i);
-  uint64_t bytes = out.bytes;
+  /* The lanes by pointer, the output by one index, with the caller keeping the bases and the
+   * counts (each lane the loop passes gives one packet): the loop has the registers, and the
+   * arguments and the result fit in them. The caller starts at most at the last lane (the
+   * loop stops on equality: '<' cost an instruction a packet). */
+  const Burst::Lane *lp = static_cast<const Burst::Lane *>(lane);
+  const Burst::Lane *const le = static_cast<const Burst::Lane *>(lane_end);
+  assert(lp <= le);
+  uint64_t bytes = 0;
+  size_t k = 0;
   for (; lp != le; lp++) {
     const Burst::Lane &l = *lp;
     const uint32_t c = l.cand;
@@ -1318,15 +1335,12 @@ __attribute__((noinline)) unsigned Nat44::fast_forward_run(unsigned i, uint64_t 
     uint8_t *const frame = translate_udp(r, m, from_inside, now);
     std::memcpy(frame, &l2_lo, 8);
     std::memcpy(frame + 8, &l2_hi, 4);
-    *om++ = m;
-    *od++ = r.dirty_epoch;
+    om[k] = m;
+    od[k] = r.dirty_epoch;
+    k++;
     bytes += rte_pktmbuf_pkt_len(m);
   }
-  const auto fwd = static_cast<unsigned>(om - (out.m + out.n));
-  out.n += fwd;
-  out.bytes = bytes;
-  fwd_burst_ += fwd;
-  return static_cast<unsigned>(lp - b.lane);
+  return {lp, bytes};
 }
 
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {

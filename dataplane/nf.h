@@ -202,8 +202,12 @@ class Nat44 {
   };
   template <uint16_t port>
   ClassifyEnd fast_classify_run(rte_mbuf **pp, rte_mbuf **pe, void *lane) const;
+  struct ForwardEnd {  // where fast_forward_run stopped (each lane before gave one packet), and
+    const void *lane;   // a Burst::Lane
+    uint64_t bytes;     // the bytes it queued; returned in two registers
+  };
   template <uint16_t port>
-  unsigned fast_forward_run(unsigned i, uint64_t now, Burst &b, FastOut &out);
+  ForwardEnd fast_forward_run(const void *lane, const void *lane_end, rte_mbuf **om, uint64_t *od, uint64_t now);
   void flush_fast(FastOut &out, uint16_t egress) {
     agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;

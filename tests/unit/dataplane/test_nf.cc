@@ -384,6 +384,32 @@ TEST_F(NfTest, UdpZeroChecksumStaysZeroAndZeroResultIsAllOnes) {
   ASSERT_EQ(test::udp_of(o.wan[0])->src_port, mapped) << "the endpoint's mapping";
   EXPECT_EQ(test::udp_of(o.wan[0])->dgram_cksum, 0xffff);
   EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
+  // Again, now a known flow's: the fast loop's own update (HC - D) gives 0xffff too.
+  const uint64_t fast0 = nf_->counters().fast_forwarded.load();
+  o = run(kPortInside, f);
+  ASSERT_EQ(o.wan.size(), 1u);
+  EXPECT_EQ(nf_->counters().fast_forwarded.load(), fast0 + 1) << "the fast loop took it";
+  EXPECT_EQ(test::udp_of(o.wan[0])->dgram_cksum, 0xffff);
+  EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
+  // And a reply crafted the same way (after a first reply, which the general path marks).
+  o = run(kPortOutside, test::udp_frame(from_wan(), R, 53, WAN_VIP, rte_be_to_cpu_16(mapped), 8));
+  ASSERT_EQ(o.lan.size(), 1u);
+  Frame g = test::udp_frame(from_wan(), R, 53, WAN_VIP, rte_be_to_cpu_16(mapped), 8);
+  Frame g_after = g;
+  test::ip_of(g_after)->dst_addr = H;
+  test::udp_of(g_after)->dst_port = rte_cpu_to_be_16(26000);
+  std::memset(g_after.data() + g_after.size() - 2, 0, 2);
+  const uint16_t gc = test::l4_csum(test::ip_of(g_after), g_after.data() + test::kL4Off);
+  std::memcpy(g.data() + g.size() - 2, &gc, 2);
+  test::fix_csums(g);
+  ASSERT_TRUE(test::l4_csum_ok(g));
+  const uint64_t fast1 = nf_->counters().fast_forwarded.load();
+  o = run(kPortOutside, g);
+  ASSERT_EQ(o.lan.size(), 1u);
+  EXPECT_EQ(nf_->counters().fast_forwarded.load(), fast1 + 1) << "the fast loop took it";
+  EXPECT_EQ(test::udp_of(o.lan[0])->dst_port, rte_cpu_to_be_16(26000));
+  EXPECT_EQ(test::udp_of(o.lan[0])->dgram_cksum, 0xffff);
+  EXPECT_TRUE(test::l4_csum_ok(o.lan[0]));
 }
 
 TEST_F(NfTest, IcmpEchoNatBothWays) {
