@@ -258,6 +258,18 @@ class FlowTable {
     const uint64_t rest = ports | uint64_t(s.proto | d << 8) << 32;
     return ((ips ^ k[0]) | (rest ^ k[1])) == 0;
   }
+  /* key_of_record() for a key known to be UDP's and of direction d (the NF's fast loop):
+   * the addresses and the ports compared, and the record's protocol against UDP's. */
+  static bool udp_key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
+    const auto *b = reinterpret_cast<const uint8_t *>(&r.st);
+    uint64_t ips, kips;
+    uint32_t ports, kports;
+    std::memcpy(&ips, b + 4 * d, 8);
+    std::memcpy(&ports, b + 12 + 2 * d, 4);
+    std::memcpy(&kips, &key, 8);
+    std::memcpy(&kports, reinterpret_cast<const uint8_t *>(&key) + 8, 4);
+    return ((ips ^ kips) | (ports ^ kports)) == 0 && r.st.proto == IPPROTO_UDP;
+  }
   // True when the candidate is key's own entry: resolve()'s common case, without its search.
   bool is_hit(uint32_t cand, const FlowKey &key) const { return cand != FlowIndex::kEmpty && key_is(cand, key); }
   int32_t resolve(uint32_t cand, const FlowKey &key, uint32_t h) const {

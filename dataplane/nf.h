@@ -207,7 +207,7 @@ class Nat44 {
     uint64_t bytes;     // the bytes it queued; returned in two registers
   };
   template <uint16_t port>
-  ForwardEnd fast_forward_run(const void *lane, const void *lane_end, rte_mbuf **om, uint64_t *od, uint64_t now);
+  ForwardEnd fast_forward_run(const void *lane, const void *lane_end, FastOut &out, uint64_t now);
   void flush_fast(FastOut &out, uint16_t egress) {
     agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;
