@@ -831,3 +831,45 @@ TEST(FlowTable, RandomizedCaptureApplyReplicates) {
 
 }  // namespace
 }  // namespace ftpair::dp
+
+namespace ftpair::dp {
+namespace {
+
+/* The record's keys read in place: key_of_record() is the full key's test, and
+ * udp_key_of_record() (the NF's fast loop) the same for a UDP key of direction d, so it must
+ * refuse a record of another protocol with the same addresses and ports, and any one field
+ * changed. */
+TEST(FlowTable, KeysAreReadOutOfTheRecordInPlace) {
+  std::mt19937 rng(20261207);
+  for (int round = 0; round < 2000; round++) {
+    FlowRecord r{};
+    r.st.in_ip = rng();
+    r.st.ext_ip = rng();
+    r.st.nat_ip = rng();
+    r.st.in_port = static_cast<uint16_t>(rng());
+    r.st.ext_port = static_cast<uint16_t>(rng());
+    r.st.nat_port = static_cast<uint16_t>(rng());
+    const uint8_t protos[] = {IPPROTO_UDP, IPPROTO_TCP, IPPROTO_ICMP};
+    r.st.proto = protos[rng() % 3];
+    for (unsigned d = 0; d < 2; d++) {
+      const FlowKey own = d == 0 ? inside_key(r.st) : outside_key(r.st);
+      EXPECT_TRUE(FlowTable::key_of_record(r, d, own));
+      EXPECT_FALSE(FlowTable::key_of_record(r, d ^ 1, own)) << "the other direction's";
+      // The same key as UDP's: the UDP test takes it exactly when the record is UDP's.
+      FlowKey as_udp = own;
+      as_udp.proto = IPPROTO_UDP;
+      EXPECT_EQ(FlowTable::udp_key_of_record(r, d, as_udp), r.st.proto == IPPROTO_UDP);
+      EXPECT_EQ(FlowTable::udp_key_of_record(r, d, as_udp), FlowTable::key_of_record(r, d, as_udp));
+      // Any one byte of the addresses or ports changed: neither takes it.
+      for (unsigned byte = 0; byte < 12; byte++) {
+        FlowKey k = as_udp;
+        reinterpret_cast<uint8_t *>(&k)[byte] ^= static_cast<uint8_t>(1 + rng() % 255);
+        EXPECT_FALSE(FlowTable::udp_key_of_record(r, d, k)) << "byte " << byte;
+        EXPECT_FALSE(FlowTable::key_of_record(r, d, k)) << "byte " << byte;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ftpair::dp
