@@ -915,8 +915,19 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
  * reply from 127.0.0.1 to a LAN host's flow toward it; a LAN reply to the LAN's own VIP
  * for a forward a WAN packet from that address made), and a flow can outlive the
  * configuration it was made under (a snapshot, a peer's checkpoint). */
-__attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uint16_t port, uint32_t span,
-                                                               uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const {
+/* The fast test's constants, set once for a loop of them (fast_classify_run): the egress
+ * MTU's room above 28 bytes, and the header checksum's divisibility test by 0xffff (t is a multiple exactly when t times the
+ * inverse of 0xffff modulo 2^64 is at most (2^64 - 1) / 0xffff). The last two are made
+ * opaque to the compiler, so that it keeps them in a register or on the stack, where the
+ * multiply and the compare read them: as immediates it rebuilt both for every packet. */
+struct Nat44::FastConsts {
+  uint32_t span;
+  uint64_t csum_inv = 0xfffefffefffeffffull, csum_lim = 0x0001000100010001ull;
+  explicit FastConsts(uint32_t span_) : span(span_) { asm("" : "+r"(csum_inv), "+r"(csum_lim)); }
+};
+
+__attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uint16_t port, const FastConsts &c,
+                                                               uint64_t &k0, uint64_t &k1) const {
   const uint32_t len = rte_pktmbuf_data_len(m);
   if (len < sizeof(rte_ether_hdr) + sizeof(rte_ipv4_hdr) + 8 || rte_pktmbuf_pkt_len(m) != len)
     return 0;
@@ -934,7 +945,7 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   // 28 <= tot <= the egress MTU as one unsigned range test (span: the MTU - 28, at least 0 by
   // fast_mtu_ok_), and a TTL above 1. (32-bit arithmetic: sizeof's would widen it.)
   constexpr uint32_t kMinTot = sizeof(rte_ipv4_hdr) + 8, kL2 = sizeof(rte_ether_hdr);
-  if (tot - kMinTot > span || (w1 & 0xfe) == 0) return 0;
+  if (tot - kMinTot > c.span || (w1 & 0xfe) == 0) return 0;
   /* The datagram within the frame; the frame's bytes after it (Ethernet padding, below
    * Ethernet's minimum) taken off here, as parse_ipv4() does it. Whatever the rest of the
    * test says, classify() would take them off too, before anything it does depends on them.
@@ -966,7 +977,7 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   const bool c1 = __builtin_add_overflow(w0, w1, &s);
   const bool c2 = __builtin_add_overflow(s, uint64_t(dst) + c1, &s);
   const uint64_t t = (s & 0xffffffff) + (s >> 32) + c2;  // 2^32 is 1 modulo 0xffff too
-  if (t % 0xffff != 0) return 0;  // a multiply and a compare (t is odd-divisor tested)
+  if (t * c.csum_inv > c.csum_lim) return 0;  // t not a multiple of 0xffff (FastConsts)
   const uint8_t *l4 = ip + sizeof(rte_ipv4_hdr);
   const uint32_t l4_len = tot - sizeof(rte_ipv4_hdr);  // at least 8
   const uint8_t proto = static_cast<uint8_t>(w1 >> 8);
@@ -995,7 +1006,8 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
                 offsetof(FlowKey, dir) == 13);
   static_assert(std::endian::native == std::endian::little, "the key's two halves assume it");
   k0 = load_u64(ip + 12);
-  k1 = load_u32(l4) | uint64_t(ip[9]) << 32 | dir_bits;
+  // The direction byte (the ingress port) in place.
+  k1 = load_u32(l4) | uint64_t(ip[9]) << 32 | uint64_t(port & 0xff) << 40;
   return kind;
 }
 
@@ -1254,20 +1266,18 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
 template <uint16_t port>
 __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf **pp, rte_mbuf **const pe,
                                                                      void *lane) const {
-  // The fast test's constants: the egress MTU's room above 28 bytes, and the key's direction
-  // byte (the ingress port) in place.
-  const uint32_t span = cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8);
-  const uint64_t dir_bits = uint64_t(port & 0xff) << 40;
+  const FastConsts c(cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8));
   // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size);
   // the caller keeps the bases, so the loop has two more registers.
   Burst::Lane *l = static_cast<Burst::Lane *>(lane);
   for (; pp < pe; pp++, l++) {
     uint64_t k0, k1;
     rte_mbuf *const m = *pp;
-    const uint8_t kind = fast_parse(m, port, span, dir_bits, k0, k1);
+    const uint8_t kind = fast_parse(m, port, c, k0, k1);
     if (__builtin_expect(kind == 0, 0)) break;
     auto *key = reinterpret_cast<uint8_t *>(&l->p.key);
     std::memcpy(key, &k0, 8);
+    asm volatile("");  // two stores: GCC would otherwise pair them through an SSE register (3)
     std::memcpy(key + 8, &k1, 8);
     l->fast = kind;
     l->m = m;

@@ -183,7 +183,8 @@ class Nat44 {
   void drop(rte_mbuf *m, DropReason r);
   // The stages of process() (see nf.cc).
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
-  uint8_t fast_parse(rte_mbuf *m, uint16_t port, uint32_t span, uint64_t dir_bits, uint64_t &k0, uint64_t &k1) const;
+  struct FastConsts;  // fast_parse's constants (nf.cc)
+  uint8_t fast_parse(rte_mbuf *m, uint16_t port, const FastConsts &c, uint64_t &k0, uint64_t &k1) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;
   bool classify(rte_mbuf *m, Parsed &p, uint16_t port, uint64_t now);
   void dispatch(rte_mbuf *m, Parsed &p, uint16_t port, int32_t slot, uint64_t now);
