@@ -246,7 +246,8 @@ class FlowTable {
   /* True when key is record r's key of direction d (0 or 1, as a value's low bit). The keys
    * are slices of the record: the inside key's addresses are its bytes 0-7 and ports 12-15,
    * the outside key's 4-11 and 14-17 (see FlowState), so two loads and two compares verify
-   * either. With d a constant the offsets are too (the NF's call-free loop, built per port). */
+   * either. With d a constant the offsets are too (udp_key_of_record, below, is the NF's
+   * call-free loop's form). */
   static bool key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
     const FlowState &s = r.st;
     const auto *b = reinterpret_cast<const uint8_t *>(&s);

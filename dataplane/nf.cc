@@ -916,10 +916,11 @@ void Nat44::learn_arp(uint16_t port, rte_mbuf *m, uint64_t now) {
  * for a forward a WAN packet from that address made), and a flow can outlive the
  * configuration it was made under (a snapshot, a peer's checkpoint). */
 /* The fast test's constants, set once for a loop of them (fast_classify_run): the egress
- * MTU's room above 28 bytes, and the header checksum's divisibility test by 0xffff (t is a multiple exactly when t times the
- * inverse of 0xffff modulo 2^64 is at most (2^64 - 1) / 0xffff). The last two are made
- * opaque to the compiler, so that it keeps them in a register or on the stack, where the
- * multiply and the compare read them: as immediates it rebuilt both for every packet. */
+ * MTU's room above 28 bytes, and the header checksum's divisibility test by 0xffff (t is a
+ * multiple exactly when t times the inverse of 0xffff modulo 2^64 is at most
+ * (2^64 - 1) / 0xffff). The last two are made opaque to the compiler, so that it keeps them
+ * in a register or on the stack, where the multiply and the compare read them: as
+ * immediates it rebuilt both for every packet. */
 struct Nat44::FastConsts {
   uint32_t span;
   uint64_t csum_inv = 0xfffefffefffeffffull, csum_lim = 0x0001000100010001ull;
@@ -949,8 +950,10 @@ __attribute__((always_inline)) inline uint8_t Nat44::fast_parse(rte_mbuf *m, uin
   /* The datagram within the frame; the frame's bytes after it (Ethernet padding, below
    * Ethernet's minimum) taken off here, as parse_ipv4() does it. Whatever the rest of the
    * test says, classify() would take them off too, before anything it does depends on them.
-   * The frame is one segment (its data is the whole packet), so the trim is two stores,
-   * without a branch. */
+   * Its data is the whole packet (pkt_len == data_len above), so the trim is two stores,
+   * without a branch. (The ports give one segment a packet: no receive scatter, mbuf.h. A
+   * chain whose later segments were empty would lose its padding here, where
+   * rte_pktmbuf_trim would refuse and leave it.) */
   const uint32_t frame_len = kL2 + tot;
   if (len < frame_len) return 0;
   m->data_len = static_cast<uint16_t>(frame_len);
@@ -1261,8 +1264,9 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
  * loop's values in memory). Each stops at the first packet that needs more, which
  * process_chunk handles before it calls the loop again (stage 3's not after an eviction). */
 
-// Stage 1: from packet i, the packets that pass the fast test, each key hashed and its bucket
-// prefetched. Returns the index of the first that does not pass (n: none).
+// Stage 1: from packet pp (to pe), the packets that pass the fast test, each into the next
+// lane with its key hashed and its bucket prefetched. Returns the first packet that does not
+// pass (pe: none) and the next lane.
 template <uint16_t port>
 __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf **pp, rte_mbuf **const pe,
                                                                      void *lane) const {
@@ -1286,9 +1290,10 @@ __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf *
   return {pp, l};
 }
 
-/* Stage 3: from packet i, UDP packets whose candidate is their flow, that are not the flow's
- * first reply (marking it takes a call) and go to a next hop in the cache, translated and
- * queued. Returns the index of the first that is not (b.n: none). It is fast_udp() for
+/* Stage 3: from lane lane (to lane_end), UDP packets whose candidate is their flow, that are
+ * not the flow's first reply (marking it takes a call) and go to a next hop in the cache,
+ * translated and queued in out from out.n (the caller then counts them). Returns the first
+ * lane that is not (lane_end: none) and the bytes queued. It is fast_udp() for
  * that case, with what does not change over the loop read once into locals: the loop's
  * stores into the frames may alias anything, so the compiler would otherwise read the
  * object's members again for every packet. */
