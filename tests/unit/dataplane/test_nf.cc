@@ -456,6 +456,21 @@ TEST_F(NfTest, EthernetPaddingIsTrimmed) {
   ASSERT_EQ(o.wan.size(), 1u);
   EXPECT_EQ(o.wan[0].size(), test::kL4Off + 8 + 2);
   EXPECT_TRUE(test::l4_csum_ok(o.wan[0]));
+  // Both the new flow's packet and a known flow's (the fast loop's) leave as mbufs whose
+  // segment and packet both end with the datagram: a port sends a segment's data_len.
+  for (int pass = 0; pass < 2; pass++) {
+    SCOPED_TRACE(pass == 0 ? "a new flow" : "a known flow");
+    Frame g = test::udp_frame(from_lan(), H, static_cast<uint16_t>(27001), R, 53, 2);
+    g.resize(60, 0xee);
+    rte_mbuf *m = test::to_mbuf(g);
+    nf_->process(kPortInside, &m, 1, now_);
+    agent_->flush(0);
+    std::vector<rte_mbuf *> sent = wan_->take();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(rte_pktmbuf_data_len(sent[0]), test::kL4Off + 8 + 2);
+    EXPECT_EQ(rte_pktmbuf_pkt_len(sent[0]), test::kL4Off + 8 + 2);
+    for (rte_mbuf *s : sent) rte_pktmbuf_free(s);
+  }
 }
 
 TEST_F(NfTest, PortForwardCreatesAFlow) {
