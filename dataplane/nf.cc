@@ -1196,7 +1196,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     if (!try_fast) return from;
     const ClassifyEnd e = port == kPortInside ? fast_classify_run<kPortInside>(pkts + from, pkts + n, b.lane + b.n)
                                               : fast_classify_run<kPortOutside>(pkts + from, pkts + n, b.lane + b.n);
-    b.n = static_cast<unsigned>(static_cast<Burst::Lane *>(e.lane) - b.lane);
+    b.n = static_cast<unsigned>(e.lane - b.lane);
     return static_cast<unsigned>(e.pkt - pkts);
   };
   auto forward_run = [&](unsigned from, FastOut &out) {
@@ -1205,18 +1205,18 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     if (from >= b.n || b.lane[from].fast != Burst::kFastUdp) return from;
     // Each lane before from gave the output at most one packet, so the rest fit (kBurst).
     assert(out.n <= from);
-    const Burst::Lane *const lp = b.lane + from, *const le = b.lane + b.n;
+    const Lane *const lp = b.lane + from, *const le = b.lane + b.n;
     const ForwardEnd e = port == kPortInside ? fast_forward_run<kPortInside>(lp, le, out, now)
                                              : fast_forward_run<kPortOutside>(lp, le, out, now);
-    const auto fwd = static_cast<unsigned>(static_cast<const Burst::Lane *>(e.lane) - lp);
+    const auto fwd = static_cast<unsigned>(e.lane - lp);
     out.n += fwd;
     out.bytes += e.bytes;
     fwd_burst_ += fwd;
-    return static_cast<unsigned>(static_cast<const Burst::Lane *>(e.lane) - b.lane);
+    return static_cast<unsigned>(e.lane - b.lane);
   };
   for (unsigned i = classify_run(0); i < n;) {
     // A packet the fast test did not take (in its place: classify()'s effects keep their order).
-    Burst::Lane &l = b.lane[b.n];
+    Lane &l = b.lane[b.n];
     if (classify(pkts[i], l.p, port, now)) {
       l.fast = 0;
       l.m = pkts[i];
@@ -1238,7 +1238,7 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     // may be a candidate taken earlier in this burst: after an eviction each key is looked up
     // again in full (a packet of an established flow must still find it, whatever its TCP
     // flags). Otherwise resolve() verifies the candidate against the record now.
-    Burst::Lane &l = b.lane[i];
+    Lane &l = b.lane[i];
     Parsed &p = l.p;
     const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(l.cand, p.key, l.hash);
     const uint8_t took_fast = l.fast;
@@ -1265,15 +1265,14 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
  * process_chunk handles before it calls the loop again (stage 3's not after an eviction). */
 
 // Stage 1: from packet pp (to pe), the packets that pass the fast test, each into the next
-// lane with its key hashed and its bucket prefetched. Returns the first packet that does not
-// pass (pe: none) and the next lane.
+// lane (from l) with its key hashed and its bucket prefetched. Returns the first packet that
+// does not pass (pe: none) and the next lane.
 template <uint16_t port>
 __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf **pp, rte_mbuf **const pe,
-                                                                     void *lane) const {
+                                                                     Lane *l) const {
   const FastConsts c(cfg_.mtu[port ^ 1] - (sizeof(rte_ipv4_hdr) + 8));
   // By pointer, the packets' and the lanes' (an index would be multiplied by the lane's size);
   // the caller keeps the bases, so the loop has two more registers.
-  Burst::Lane *l = static_cast<Burst::Lane *>(lane);
   for (; pp < pe; pp++, l++) {
     uint64_t k0, k1;
     rte_mbuf *const m = *pp;
@@ -1290,15 +1289,15 @@ __attribute__((noinline)) Nat44::ClassifyEnd Nat44::fast_classify_run(rte_mbuf *
   return {pp, l};
 }
 
-/* Stage 3: from lane lane (to lane_end), UDP packets whose candidate is their flow, that are
+/* Stage 3: from lane lp (to le), UDP packets whose candidate is their flow, that are
  * not the flow's first reply (marking it takes a call) and go to a next hop in the cache,
  * translated and queued in out from out.n (the caller then counts them). Returns the first
- * lane that is not (lane_end: none) and the bytes queued. It is fast_udp() for
+ * lane that is not (le: none) and the bytes queued. It is fast_udp() for
  * that case, with what does not change over the loop read once into locals: the loop's
  * stores into the frames may alias anything, so the compiler would otherwise read the
  * object's members again for every packet. */
 template <uint16_t port>
-__attribute__((noinline)) Nat44::ForwardEnd Nat44::fast_forward_run(const void *lane, const void *lane_end,
+__attribute__((noinline)) Nat44::ForwardEnd Nat44::fast_forward_run(const Lane *lp, const Lane *const le,
                                                                    FastOut &out, uint64_t now) {
   constexpr uint16_t egress = port ^ 1;
   constexpr bool from_inside = port == kPortInside;
@@ -1317,13 +1316,11 @@ __attribute__((noinline)) Nat44::ForwardEnd Nat44::fast_forward_run(const void *
    * caller keeping the counts (each lane the loop passes gives one packet): the loop has the
    * registers, and the arguments and the result fit in them. The caller starts at most at
    * the last lane (the loop stops on equality: '<' cost an instruction a packet). */
-  const Burst::Lane *lp = static_cast<const Burst::Lane *>(lane);
-  const Burst::Lane *const le = static_cast<const Burst::Lane *>(lane_end);
   assert(lp <= le);
   uint64_t bytes = 0;
   size_t k = out.n;
   for (; lp != le; lp++) {
-    const Burst::Lane &l = *lp;
+    const Lane &l = *lp;
     const uint32_t c = l.cand;
     /* The candidate is the key's own entry (FlowTable::is_hit), with the offsets constant: a
      * key of the fast test has this port's direction, so its entry is this direction's (c & 1;

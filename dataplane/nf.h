@@ -178,6 +178,7 @@ class Nat44 {
 
  private:
   struct Parsed;
+  struct Lane;
   struct Burst;
   enum class Dir : uint8_t { IN2OUT, OUT2IN };
   void drop(rte_mbuf *m, DropReason r);
@@ -199,16 +200,16 @@ class Nat44 {
   // process_chunk's two loops without calls (see nf.cc).
   struct ClassifyEnd {  // where fast_classify_run stopped: the packet, and the next lane
     rte_mbuf **pkt;
-    void *lane;  // a Burst::Lane (an incomplete type here)
+    Lane *lane;
   };
   template <uint16_t port>
-  ClassifyEnd fast_classify_run(rte_mbuf **pp, rte_mbuf **pe, void *lane) const;
-  struct ForwardEnd {  // where fast_forward_run stopped (each lane before gave one packet), and
-    const void *lane;   // a Burst::Lane
-    uint64_t bytes;     // the bytes it queued; returned in two registers
+  ClassifyEnd fast_classify_run(rte_mbuf **pp, rte_mbuf **pe, Lane *lane) const;
+  struct ForwardEnd {    // in two registers:
+    const Lane *lane;    // where fast_forward_run stopped (each lane before gave one packet)
+    uint64_t bytes;      // the bytes it queued
   };
   template <uint16_t port>
-  ForwardEnd fast_forward_run(const void *lane, const void *lane_end, FastOut &out, uint64_t now);
+  ForwardEnd fast_forward_run(const Lane *lp, const Lane *le, FastOut &out, uint64_t now);
   void flush_fast(FastOut &out, uint16_t egress) {
     agent_.tx_burst(worker_, egress, out.m, out.dep, out.n, out.bytes);
     out.n = 0;

@@ -26,19 +26,20 @@ struct Nat44::Parsed {
   FlowKey key;
 };
 
+// One packet's fields for every stage of a burst, together: each stage's loop walks one pointer.
+struct Nat44::Lane {
+  Parsed p;
+  rte_mbuf *m;
+  uint32_t hash;
+  uint32_t cand;  // its candidate (FlowTable::candidates)
+  uint8_t fast;   // Burst::kFastUdp, Burst::kFastOther, or 0
+};
+
 // One burst between process_chunk's stages: the packets that reached the flow lookup, in order.
 struct Nat44::Burst {
   // Lane::fast: the packet took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow
   // is known) or kFastOther; 0: classify() took it.
   static constexpr uint8_t kFastUdp = 2, kFastOther = 1;
-  // One packet's fields for every stage, together: each stage's loop walks one pointer.
-  struct Lane {
-    Parsed p;
-    rte_mbuf *m;
-    uint32_t hash;
-    uint32_t cand;  // its candidate (FlowTable::candidates)
-    uint8_t fast;
-  };
   Lane lane[kBurst];
   unsigned n = 0;
 };
