@@ -249,27 +249,29 @@ class FlowTable {
    * either. With d a constant the offsets are too (udp_key_of_record, below, is the NF's
    * call-free loop's form). */
   static bool key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
-    const FlowState &s = r.st;
-    const auto *b = reinterpret_cast<const uint8_t *>(&s);
     uint64_t ips, k[2];
     uint32_t ports;
-    std::memcpy(&ips, b + 4 * d, 8);
-    std::memcpy(&ports, b + 12 + 2 * d, 4);
+    key_slices(r, d, ips, ports);
     std::memcpy(k, &key, 16);
-    const uint64_t rest = ports | uint64_t(s.proto | d << 8) << 32;
+    const uint64_t rest = ports | uint64_t(r.st.proto | d << 8) << 32;
     return ((ips ^ k[0]) | (rest ^ k[1])) == 0;
   }
   /* key_of_record() for a key known to be UDP's and of direction d (the NF's fast loop):
    * the addresses and the ports compared, and the record's protocol against UDP's. */
   static bool udp_key_of_record(const FlowRecord &r, unsigned d, const FlowKey &key) {
-    const auto *b = reinterpret_cast<const uint8_t *>(&r.st);
     uint64_t ips, kips;
     uint32_t ports, kports;
-    std::memcpy(&ips, b + 4 * d, 8);
-    std::memcpy(&ports, b + 12 + 2 * d, 4);
+    key_slices(r, d, ips, ports);
     std::memcpy(&kips, &key, 8);
     std::memcpy(&kports, reinterpret_cast<const uint8_t *>(&key) + 8, 4);
     return ((ips ^ kips) | (ports ^ kports)) == 0 && r.st.proto == IPPROTO_UDP;
+  }
+  // Direction d's key slices of record r: its addresses (8 bytes) and ports (4), as the key
+  // has them.
+  static void key_slices(const FlowRecord &r, unsigned d, uint64_t &ips, uint32_t &ports) {
+    const auto *b = reinterpret_cast<const uint8_t *>(&r.st);
+    std::memcpy(&ips, b + 4 * d, 8);
+    std::memcpy(&ports, b + 12 + 2 * d, 4);
   }
   // True when the candidate is key's own entry: resolve()'s common case, without its search.
   bool is_hit(uint32_t cand, const FlowKey &key) const { return cand != FlowIndex::kEmpty && key_is(cand, key); }
