@@ -1186,7 +1186,10 @@ __attribute__((always_inline)) inline bool Nat44::fast_udp(rte_mbuf *m, const Fl
  * NAT, rewrite and output, with the next hops' MACs from a cache of ARP's answers (nh_). A
  * UDP packet of a known flow takes the short way (fast_udp); every other packet goes through
  * dispatch(). The first and last stages' common ways are loops without calls
- * (fast_classify_run, fast_forward_run). */
+ * (fast_classify_run, fast_forward_run). With steer (receive(), several workers), another
+ * worker's packet is handed to it in stage 3, in its place; a packet whose flow this table
+ * holds is never asked its owner. */
+template <bool steer>
 void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   Burst b;
   nh_valid(now);  // the burst's sends all use this now: the next-hop cache's clock, once (nf.h)
@@ -1217,11 +1220,24 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
   for (unsigned i = classify_run(0); i < n;) {
     // A packet the fast test did not take (in its place: classify()'s effects keep their order).
     Lane &l = b.lane[b.n];
-    if (classify(pkts[i], l.p, port, now)) {
-      l.fast = 0;
-      l.m = pkts[i];
+    rte_mbuf *const m = pkts[i];
+    const unsigned o = steer ? shards_->owner(port, m, worker_) : worker_;
+    if (o != worker_ && o != kEveryWorker) {
+      // Another worker's: handed to it in stage 3, after the packets before it.
+      l.fast = Burst::kHandOff;
+      l.to = static_cast<uint8_t>(o);
+      l.m = m;
+      l.p.key = FlowKey{};  // protocol 0, no flow's: its lookup in stage 3 misses
       l.hash = flows_.hash_prefetch(l.p.key);
       b.n++;
+    } else {
+      if (o == kEveryWorker) shards_->copy_to_others(worker_, port, m);  // ARP: this worker answers
+      if (classify(m, l.p, port, now)) {
+        l.fast = 0;
+        l.m = m;
+        l.hash = flows_.hash_prefetch(l.p.key);
+        b.n++;
+      }
     }
     i = classify_run(i + 1);
   }
@@ -1242,8 +1258,15 @@ void Nat44::process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t n
     Parsed &p = l.p;
     const int32_t slot = evicted ? flows_.lookup(p.key) : flows_.resolve(l.cand, p.key, l.hash);
     const uint8_t took_fast = l.fast;
-    if (!(took_fast == Burst::kFastUdp && slot >= 0 &&
-          fast_udp(l.m, p.key, port, static_cast<uint32_t>(slot), now, out))) {
+    /* Steering, only for a packet whose flow this table does not hold (a flow in the table is
+     * this worker's, shards.h): stage 1 named the owner of another worker's packet that the
+     * fast test did not take (kHandOff, whose key no flow has); one the fast test took is
+     * asked now. Another worker's packet leaves for it here, in its place. None of its
+     * flow's packets went out before it: the flow is not in this table (so not in out), and
+     * stage 1 kept its other packets here only when it held them to be this worker's. */
+    const bool away = __builtin_expect(slot < 0, 0) && steer && took_fast && steer_away(l, port);
+    if (!away && !(took_fast == Burst::kFastUdp && slot >= 0 &&
+                   fast_udp(l.m, p.key, port, static_cast<uint32_t>(slot), now, out))) {
       // What the fast path queued goes first: a flow's packets leave in the order they came.
       if (out.n) flush_fast(out, port ^ 1);
       if (took_fast) fill_parsed(l.m, p);
@@ -1354,9 +1377,24 @@ __attribute__((noinline)) Nat44::ForwardEnd Nat44::fast_forward_run(const Lane *
   return {lp, bytes};
 }
 
+// process_chunk's stage 3: lane l's packet, which the fast test took or stage 1 named
+// another worker's, and whose flow this table does not hold. True when it went to its owner.
+__attribute__((noinline, cold)) bool Nat44::steer_away(const Lane &l, uint16_t port) {
+  const unsigned o = l.fast == Burst::kHandOff ? l.to : shards_->owner(port, l.m, worker_);
+  if (o == worker_) return false;
+  shards_->pass(worker_, o, port, l.m);
+  return true;
+}
+
 void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   for (uint16_t base = 0; base < n; base += kBurst)
-    process_chunk(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
+    process_chunk<false>(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
+}
+
+void Nat44::receive(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+  if (shards_ == nullptr || shards_->workers() == 1) return process(port, pkts, n, now);
+  for (uint16_t base = 0; base < n; base += kBurst)
+    process_chunk<true>(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
 }
 
 /* Mapping events go out only from the owner of the addresses: a standby applying the

@@ -136,6 +136,13 @@ class Nat44 {
   // headers are expected on their way: InterfaceAgent::rx and the worker's hand-off loop
   // prefetch them (a caller that does not only runs slower).
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
+  /* process() for a burst a worker received, with several workers (set_shards): a packet of
+   * a flow in this worker's table is this worker's, and goes on at once; only the others
+   * (a flow's first packet, one that came to the wrong worker, ARP, ICMP errors) are asked
+   * their owner (Shards::owner), and another worker's is handed to it, in its place among
+   * the burst's packets. The worker's hand-off loop calls process(): a handed packet is the
+   * taker's. */
+  void receive(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
   // Periodic work between bursts: expiry scan, announcements. Returns work done.
   uint32_t housekeeping(uint64_t now_tsc);
   // Examines every slot for expiry at now_tsc at once (tests, fuzzing). Returns flows removed.
@@ -182,8 +189,10 @@ class Nat44 {
   struct Burst;
   enum class Dir : uint8_t { IN2OUT, OUT2IN };
   void drop(rte_mbuf *m, DropReason r);
-  // The stages of process() (see nf.cc).
+  // The stages of process() and receive() (steer; see nf.cc).
+  template <bool steer>
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
+  bool steer_away(const Lane &l, uint16_t port);
   struct FastConsts;  // fast_parse's constants (nf.cc)
   uint8_t fast_parse(rte_mbuf *m, uint16_t port, const FastConsts &c, uint64_t &k0, uint64_t &k1) const;
   void fill_parsed(rte_mbuf *m, Parsed &p) const;

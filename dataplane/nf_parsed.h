@@ -32,14 +32,16 @@ struct Nat44::Lane {
   rte_mbuf *m;
   uint32_t hash;
   uint32_t cand;  // its candidate (FlowTable::candidates)
-  uint8_t fast;   // Burst::kFastUdp, Burst::kFastOther, or 0
+  uint8_t fast;   // Burst::kFastUdp, Burst::kFastOther, Burst::kHandOff, or 0
+  uint8_t to;     // kHandOff: the worker that owns the packet
 };
 
 // One burst between process_chunk's stages: the packets that reached the flow lookup, in order.
 struct Nat44::Burst {
   // Lane::fast: the packet took the fast test, kFastUdp (a UDP packet: fast_udp's if its flow
-  // is known) or kFastOther; 0: classify() took it.
-  static constexpr uint8_t kFastUdp = 2, kFastOther = 1;
+  // is known) or kFastOther; 0: classify() took it; kHandOff: another worker's (Nat44::receive),
+  // handed to it in its place.
+  static constexpr uint8_t kFastUdp = 2, kFastOther = 1, kHandOff = 3;
   Lane lane[kBurst];
   unsigned n = 0;
 };

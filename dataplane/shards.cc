@@ -8,7 +8,6 @@
 #include <rte_ether.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
-#include <rte_prefetch.h>
 
 #include "dataplane/mbuf.h"
 #include "dataplane/nf.h"
@@ -136,39 +135,25 @@ bool Shards::hand(unsigned from, unsigned to, rte_mbuf *m, uint64_t meta) {
   return true;
 }
 
-uint16_t Shards::steer(unsigned self, uint16_t port, rte_mbuf **pkts, uint16_t n) {
-  uint16_t kept = 0;
-  // The headers are read here first: fetch them all before the first is needed.
-  for (uint16_t i = 0; i < n; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
-  for (uint16_t i = 0; i < n; i++) {
-    rte_mbuf *m = pkts[i];
-    const unsigned o = owner(port, m, self);
-    if (o == self) {
-      pkts[kept++] = m;
-      continue;
-    }
-    if (o == kEveryWorker) {
-      // The receiver answers; every other worker learns from a copy of its own.
-      for (unsigned w = 0; w < n_; w++) {
-        if (w == self) continue;
-        rte_mbuf *c = rte_pktmbuf_copy(m, m->pool, 0, UINT32_MAX);
-        if (c) tsan_acquire(c);
-        if (c == nullptr || !hand(self, w, c, handoff_meta(Handed::ARP_COPY, port))) {
-          if (c) mbuf_free(c);
-          bump(ctr_[self].handoff_full);
-          continue;
-        }
-        bump(ctr_[self].arp_copies);
-      }
-      pkts[kept++] = m;
-      continue;
-    }
-    if (!hand(self, o, m, handoff_meta(Handed::RX, port))) {
-      mbuf_free(m);
-      bump(ctr_[self].handoff_full);
-    }
+void Shards::pass(unsigned self, unsigned to, uint16_t port, rte_mbuf *m) {
+  if (!hand(self, to, m, handoff_meta(Handed::RX, port))) {
+    mbuf_free(m);
+    bump(ctr_[self].handoff_full);
   }
-  return kept;
+}
+
+void Shards::copy_to_others(unsigned self, uint16_t port, const rte_mbuf *m) {
+  for (unsigned w = 0; w < n_; w++) {
+    if (w == self) continue;
+    rte_mbuf *c = rte_pktmbuf_copy(m, m->pool, 0, UINT32_MAX);
+    if (c) tsan_acquire(c);
+    if (c == nullptr || !hand(self, w, c, handoff_meta(Handed::ARP_COPY, port))) {
+      if (c) mbuf_free(c);
+      bump(ctr_[self].handoff_full);
+      continue;
+    }
+    bump(ctr_[self].arp_copies);
+  }
 }
 
 }  // namespace ftpair::dp

@@ -13,6 +13,10 @@
  *  - anything else stays where it came in (it is answered or dropped with its reason there).
  * Because the owner follows the LAN host's address and the endpoint's byte, not the worker
  * count, a node with another number of workers finds the same flows where it expects them.
+ * It also means a flow in worker w's table is w's: the NF (Nat44::receive) asks owner() only
+ * of a packet whose flow its table does not hold, so a packet of an established flow that
+ * reaches its owner, as every one does where RSS delivers flows to their owners, costs no
+ * owner test at all.
  *
  * The lab's PMDs do not let the application program the RSS key or redirection table, so
  * the owner cannot be chosen by the NIC here: a packet that arrives on another worker's
@@ -88,9 +92,11 @@ class Shards {
 
   // The owner of a frame received on port: a worker, kEveryWorker (ARP), or self.
   unsigned owner(uint16_t port, const rte_mbuf *m, unsigned self) const;
-  /* Keeps self's packets at the front of pkts and returns how many; hands the others to
-   * their owners (ARP: copies to every other worker). Worker self only. */
-  uint16_t steer(unsigned self, uint16_t port, rte_mbuf **pkts, uint16_t n);
+  /* Steering, the NF's (Nat44::receive): a received packet that worker `to` owns, not self,
+   * goes to it, or is freed and counted (handoff_full) when its ring is full. Worker self only. */
+  void pass(unsigned self, unsigned to, uint16_t port, rte_mbuf *m);
+  // An ARP packet (kEveryWorker): a copy to every worker but self to learn from; self answers m.
+  void copy_to_others(unsigned self, uint16_t port, const rte_mbuf *m);
   // Hands m to worker `to`; false when its ring is full (the caller still owns m).
   bool hand(unsigned from, unsigned to, rte_mbuf *m, uint64_t meta);
   // Worker self takes up to max handed items.

@@ -64,12 +64,12 @@ uint32_t worker_iteration(WorkerContext &c) {
   uint32_t handled = 0;
   const bool steer = c.shards != nullptr && c.shards->workers() > 1;
   for (uint16_t port = 0; port < c.agent->nb_ports(); port++) {
-    uint16_t n = c.agent->rx(c.id, port, pkts, kBurst);
+    const uint16_t n = c.agent->rx(c.id, port, pkts, kBurst);
     if (n) {
       handled += n;
-      // Several workers: packets another worker owns go to it; the rest stay.
-      if (steer) n = c.shards->steer(c.id, port, pkts, n);
-      if (n) c.nf->process(port, pkts, n, now);
+      // Several workers: packets another worker owns go to it (the NF asks only of those
+      // whose flow it does not hold); the rest stay.
+      c.nf->receive(port, pkts, n, now);
     }
   }
   if (steer && !c.agent->quiesced()) handled += take_handed(c, now);

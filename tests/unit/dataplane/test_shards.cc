@@ -269,6 +269,50 @@ TEST_P(ShardsProperty, EveryFlowIsHandledByItsOwnerBothWays) {
 
 INSTANTIATE_TEST_SUITE_P(Workers, ShardsProperty, ::testing::Values(2u, 3u, 4u));
 
+/* The NF asks a packet's owner only when its flow is not in the worker's table (receive):
+ * a packet of the fast test after the flow lookup, any other before classify(). A burst on
+ * the wrong worker's queue mixes both kinds for one flow, each way: a UDP length short of
+ * the payload is legal and goes the general way. Every packet is handed over, none makes a
+ * flow on the wrong worker, and the flow's packets leave the owner in the order they came
+ * (the general one is handed in its place, not ahead of the fast ones before it). */
+TEST(Shards, AnotherWorkersFlowIsHandedOverInTheOrderItCame) {
+  ShardedNat s(2);
+  const uint32_t h = s.host_of(1);
+  ASSERT_NE(h, 0u);
+  const uint16_t nat_port = s.udp_mapping(h, 5000, 1);  // made on its owner's queue
+  ASSERT_NE(nat_port, 0);
+  ASSERT_EQ(s.handoffs(), 0u);
+  auto burst = [&](bool from_wan) {
+    std::vector<Frame> fs;
+    for (uint16_t id = 1; id <= 5; id++) {
+      Frame f = from_wan ? test::udp_frame(s.from_wan(), remote(1), 53, s.cfg_.vip[kPortOutside], nat_port, 16)
+                         : test::udp_frame(s.from_lan(h), h, 5000, remote(1), 53, 16);
+      test::ip_of(f)->packet_id = rte_cpu_to_be_16(id);
+      if (id == 2 || id == 4) test::udp_of(f)->dgram_len = rte_cpu_to_be_16(8 + 12);  // the general way
+      test::fix_csums(f);
+      fs.push_back(f);
+    }
+    return fs;
+  };
+  for (bool from_wan : {false, true}) {
+    for (const Frame &f : burst(from_wan))
+      ASSERT_TRUE((from_wan ? s.wan_ : s.lan_)->inject(test::to_mbuf(f), 0)) << "worker 0's queue";
+    s.settle();
+    auto got = (from_wan ? s.lan_ : s.wan_)->take_frames();
+    ASSERT_EQ(got.size(), 5u) << (from_wan ? "replies" : "datagrams");
+    for (uint16_t i = 0; i < 5; i++) {
+      EXPECT_EQ(rte_be_to_cpu_16(test::ip_of(got[i])->packet_id), i + 1) << (from_wan ? "reply " : "datagram ") << i;
+      EXPECT_TRUE(test::l4_csum_ok(got[i]));
+    }
+    EXPECT_TRUE((from_wan ? s.wan_ : s.lan_)->take_frames().empty());
+  }
+  EXPECT_EQ(s.shards_->counters(0).handoffs.load(), 10u);
+  EXPECT_EQ(s.shards_->counters(1).handed_in.load(), 10u);
+  EXPECT_EQ(s.flows_on(0), 0u) << "no flow on the worker that does not own it";
+  EXPECT_EQ(s.flows_on(1), 1u);
+  EXPECT_GE(s.nf_[1]->counters().fast_forwarded.load(), 6u) << "the owner's fast path took the handed ones";
+}
+
 // Two LAN hosts of different workers reach each other through their outside endpoints.
 TEST(Shards, HairpinBetweenTwoWorkersHosts) {
   ShardedNat s(2, Filtering::ENDPOINT);
