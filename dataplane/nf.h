@@ -136,12 +136,13 @@ class Nat44 {
   // headers are expected on their way: InterfaceAgent::rx and the worker's hand-off loop
   // prefetch them (a caller that does not only runs slower).
   void process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
-  /* process() for a burst a worker received, with several workers (set_shards): a packet of
-   * a flow in this worker's table is this worker's, and goes on at once; only the others
-   * (a flow's first packet, one that came to the wrong worker, ARP, ICMP errors) are asked
-   * their owner (Shards::owner), and another worker's is handed to it, in its place among
-   * the burst's packets. The worker's hand-off loop calls process(): a handed packet is the
-   * taker's. */
+  /* process() for a burst a worker received, with several workers (set_shards). A packet
+   * that passes the fast test and finds its flow in this worker's table is this worker's
+   * (shards.h) and goes on without an owner test; the others (a flow's first packet, one
+   * that came to the wrong worker, and whatever the fast test leaves to classify(): ICMP,
+   * ARP, fragments, IP options) are asked their owner (Shards::owner), and another
+   * worker's is handed to it, in its place among the burst's packets. The worker's
+   * hand-off loop calls process(): a handed packet is the taker's. */
   void receive(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now_tsc);
   // Periodic work between bursts: expiry scan, announcements. Returns work done.
   uint32_t housekeeping(uint64_t now_tsc);

@@ -13,10 +13,11 @@
  *  - anything else stays where it came in (it is answered or dropped with its reason there).
  * Because the owner follows the LAN host's address and the endpoint's byte, not the worker
  * count, a node with another number of workers finds the same flows where it expects them.
- * It also means a flow in worker w's table is w's: the NF (Nat44::receive) asks owner() only
- * of a packet whose flow its table does not hold, so a packet of an established flow that
- * reaches its owner, as every one does where RSS delivers flows to their owners, costs no
- * owner test at all.
+ * It also means a flow in worker w's table is w's. So the NF (Nat44::receive) asks owner()
+ * of a packet that passes its fast test (plain TCP or UDP) only when its flow is not in the
+ * table; such a packet of an established flow that reaches its owner, as every one does
+ * where RSS delivers flows to their owners, costs no owner test. Every other packet (ICMP,
+ * ARP, fragments, IP options, what the fast test leaves to classify()) is asked first.
  *
  * The lab's PMDs do not let the application program the RSS key or redirection table, so
  * the owner cannot be chosen by the NIC here: a packet that arrives on another worker's

@@ -265,6 +265,14 @@ TEST_P(ShardsProperty, EveryFlowIsHandledByItsOwnerBothWays) {
   uint64_t busy = 0;
   for (unsigned w = 0; w < n; w++) busy += s.flows_on(w) > 0;
   EXPECT_EQ(busy, n) << "every worker holds flows";
+  /* What Nat44::receive rests on: a flow in worker w's table is w's, by its LAN host and by
+   * its outside endpoint, so a packet that finds its flow is not asked its owner. */
+  for (unsigned w = 0; w < n; w++)
+    s.flows_[w]->for_each([&](uint32_t slot, const FlowRecord &r) {
+      EXPECT_EQ(s.shards_->worker_of_host(r.st.in_ip), w) << "worker " << w << " slot " << slot;
+      EXPECT_EQ(s.shards_->endpoint_worker(r.st.nat_ip, r.st.proto, r.st.nat_port), int(w))
+          << "worker " << w << " slot " << slot;
+    });
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, ShardsProperty, ::testing::Values(2u, 3u, 4u));
@@ -311,6 +319,51 @@ TEST(Shards, AnotherWorkersFlowIsHandedOverInTheOrderItCame) {
   EXPECT_EQ(s.flows_on(0), 0u) << "no flow on the worker that does not own it";
   EXPECT_EQ(s.flows_on(1), 1u);
   EXPECT_GE(s.nf_[1]->counters().fast_forwarded.load(), 6u) << "the owner's fast path took the handed ones";
+}
+
+/* A worker's own flow and another's, mixed in one burst on the first worker's queue, after a
+ * burst of its own flow alone (whose lanes the next burst's stack may still hold): its own
+ * packets leave from it, in order, the fast way; the other's are handed over, in order, and
+ * a packet handed over is never taken for one of the first worker's flows. */
+TEST(Shards, AWorkersOwnPacketsStayAndTheOthersGoInOneBurst) {
+  ShardedNat s(2);
+  const uint32_t mine = s.host_of(0), theirs = s.host_of(1);
+  ASSERT_TRUE(mine && theirs);
+  const uint16_t my_port = s.udp_mapping(mine, 4000, 0), their_port = s.udp_mapping(theirs, 5000, 1);
+  ASSERT_TRUE(my_port && their_port);
+  ASSERT_EQ(s.handoffs(), 0u);
+  auto datagram = [&](uint32_t host, uint16_t sport, uint16_t id, bool general) {
+    Frame f = test::udp_frame(s.from_lan(host), host, sport, remote(1), 53, 16);
+    test::ip_of(f)->packet_id = rte_cpu_to_be_16(id);
+    if (general) test::udp_of(f)->dgram_len = rte_cpu_to_be_16(8 + 12);
+    test::fix_csums(f);
+    return test::to_mbuf(f);
+  };
+  for (uint16_t id = 1; id <= 8; id++) ASSERT_TRUE(s.lan_->inject(datagram(mine, 4000, id, false), 0));
+  s.settle();
+  ASSERT_EQ(s.wan_->take_frames().size(), 8u);
+  const uint64_t fast0 = s.nf_[0]->counters().fast_forwarded.load();
+  // Then, in one burst: theirs (general, fast), mine, theirs, mine ... by packet id.
+  for (uint16_t id = 1; id <= 8; id++) {
+    const bool their = id % 2 == 1;
+    ASSERT_TRUE(s.lan_->inject(datagram(their ? theirs : mine, their ? 5000 : 4000, id, their && id % 4 == 1), 0));
+  }
+  s.settle();
+  std::vector<uint16_t> got_mine, got_theirs;
+  for (Frame &f : s.wan_->take_frames()) {
+    EXPECT_TRUE(test::l4_csum_ok(f));
+    const uint16_t sport = rte_be_to_cpu_16(test::udp_of(f)->src_port);
+    const uint16_t id = rte_be_to_cpu_16(test::ip_of(f)->packet_id);
+    if (sport == my_port) got_mine.push_back(id);
+    else if (sport == their_port) got_theirs.push_back(id);
+    else ADD_FAILURE() << "a datagram from outside port " << sport;
+  }
+  EXPECT_EQ(got_mine, (std::vector<uint16_t>{2, 4, 6, 8}));
+  EXPECT_EQ(got_theirs, (std::vector<uint16_t>{1, 3, 5, 7}));
+  EXPECT_EQ(s.shards_->counters(0).handoffs.load(), 4u) << "theirs only";
+  EXPECT_EQ(s.nf_[0]->counters().fast_forwarded.load() - fast0, 4u) << "mine the fast way, on worker 0";
+  EXPECT_EQ(s.flows_on(0), 1u);
+  EXPECT_EQ(s.flows_on(1), 1u);
 }
 
 // Two LAN hosts of different workers reach each other through their outside endpoints.
