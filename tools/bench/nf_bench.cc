@@ -390,7 +390,7 @@ struct Gen {
      * fields written below. rte_pktmbuf_alloc_bulk's reset would also write the second
      * line (next, tx_offload): a line more per packet moved between the generator's core
      * and the worker's, which no NIC's receive path writes (measured: the generator alone
-     * 19-20 -> 29-31 Mpps, and it no longer bounds the NF at 1k flows). */
+     * 15-20 -> 26-31 Mpps, and it no longer bounds the NF at 1k flows). */
     if (rte_mempool_get_bulk(b.pool, reinterpret_cast<void **>(burst), kGenBurst) != 0) {
       // Roll back so the flow sequence stays the same.
       next = idx[0];
