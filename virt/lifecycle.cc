@@ -55,6 +55,7 @@ Status ensure_network(Conn &conn, const std::string &name, const std::string &ho
 Json stop_domain(Managed &m, const std::string &role, Ms acpi) {
   Json step{{"step", "vm"}, {"domain", m.name}, {"role", role}, {"state_before", state_name(m.state)}};
   auto t0 = Clock::now();
+  auto wall0 = std::chrono::system_clock::now();
   int st = domain_state(m.dom.get());
   if (st == VIR_DOMAIN_SHUTOFF) {
     step["result"] = "already shut off";
@@ -72,7 +73,12 @@ Json stop_domain(Managed &m, const std::string &role, Ms acpi) {
                            : "still running after destroy";
     }
   }
+  auto wall1 = std::chrono::system_clock::now();
   step["seconds"] = secs_since(t0);
+  // Wall clock, for lining the stop up with what the pair's clients saw: when the stop was asked,
+  // and when the domain was seen shut off (the wait polls every 5 ms).
+  step["asked_unix"] = unix_seconds(wall0);
+  if (domain_state(m.dom.get()) == VIR_DOMAIN_SHUTOFF) step["off_unix"] = unix_seconds(wall1);
   return step;
 }
 

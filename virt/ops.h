@@ -79,6 +79,9 @@ struct DaemonOps {
 
 // Seconds since t0, as the reports give them.
 inline double secs_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+inline double unix_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
 
 // The status with "<what>: " before its message (OK stays OK).
 inline Status with_name(const std::string &what, Status st) {
