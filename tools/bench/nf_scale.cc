@@ -296,11 +296,18 @@ struct Run {
   std::atomic<unsigned> *serving = nullptr;  // workers not yet done with the others' hand-offs
 };
 
+/* The bench's own work between a worker's loops (writing a batch, freeing what was sent)
+ * parks at a checkpoint's request every 32 or 64 packets, as the worker's loop does between
+ * bursts: the daemon's workers have no such work, and a quiesce that waited for a whole
+ * batch (512 frames, about 10 us) would measure the bench, not the cut. */
 void free_tx(Plane &p, unsigned w) {
   void *objs[64];
   unsigned k;
   for (rte_ring *r : {p.in_tx[w], p.out_tx[w]})
-    while ((k = rte_ring_dequeue_burst(r, objs, 64, nullptr)) > 0) rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), k);
+    while ((k = rte_ring_dequeue_burst(r, objs, 64, nullptr)) > 0) {
+      rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), k);
+      p.agent->barrier_point(w);
+    }
 }
 
 int run_worker(void *arg) {
@@ -334,6 +341,7 @@ int run_worker(void *arg) {
     unsigned nin = 0, nout = 0;
     rte_mbuf *in[kBatch], *out[kBatch];
     for (unsigned j = 0; j < k; j++) {
+      if ((j & 31) == 0) p.agent->barrier_point(r.w);  // see free_tx
       const uint32_t i = mine[(cursor += 1000003) % mine.size()];
       // Spread: every other packet is the reply of its flow, from the WAN.
       const bool back = r.spread && (j & 1);
