@@ -1386,15 +1386,19 @@ __attribute__((noinline, cold)) bool Nat44::steer_away(const Lane &l, uint16_t p
   return true;
 }
 
-void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+template <bool steer>
+void Nat44::process_bursts(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
   for (uint16_t base = 0; base < n; base += kBurst)
-    process_chunk<false>(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
+    process_chunk<steer>(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
+}
+
+void Nat44::process(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
+  process_bursts<false>(port, pkts, n, now);
 }
 
 void Nat44::receive(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now) {
-  if (shards_ == nullptr || shards_->workers() == 1) return process(port, pkts, n, now);
-  for (uint16_t base = 0; base < n; base += kBurst)
-    process_chunk<true>(port, pkts + base, static_cast<uint16_t>(n - base < kBurst ? n - base : kBurst), now);
+  if (shards_ != nullptr && shards_->workers() > 1) process_bursts<true>(port, pkts, n, now);
+  else process_bursts<false>(port, pkts, n, now);
 }
 
 /* Mapping events go out only from the owner of the addresses: a standby applying the

@@ -192,6 +192,8 @@ class Nat44 {
   void drop(rte_mbuf *m, DropReason r);
   // The stages of process() and receive() (steer; see nf.cc).
   template <bool steer>
+  void process_bursts(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);  // in kBurst chunks
+  template <bool steer>
   void process_chunk(uint16_t port, rte_mbuf **pkts, uint16_t n, uint64_t now);
   bool steer_away(const Lane &l, uint16_t port);
   struct FastConsts;  // fast_parse's constants (nf.cc)
