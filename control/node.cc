@@ -37,13 +37,15 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
     return nullptr;
   }
   const SideConfig *sides[2] = {&cfg.inside, &cfg.outside};
+  dp::PortRss rss[2];
   for (int s = 0; s < 2; s++) {
     dp::PortSpec ps;
     ps.device = sides[s]->device;
     ps.queues = static_cast<uint16_t>(nw);
     ps.rx_desc = cfg.rx_desc;
     ps.tx_desc = cfg.tx_desc;
-    if (dp::port_open(ps, n->pool_, &n->port_ids_[s], &n->macs_[s], &err) != 0) {
+    ps.rss = nw > 1;
+    if (dp::port_open(ps, n->pool_, &n->port_ids_[s], &n->macs_[s], &err, &rss[s]) != 0) {
       if (nw > 1 && ps.device.rfind("net_af_packet", 0) == 0 && ps.device.find("qpairs=") == std::string::npos)
         err += " (worker.count " + std::to_string(nw) + " needs qpairs=" + std::to_string(nw) + " on the device)";
       *st = Unavailable(std::string(s == 0 ? "ports.inside" : "ports.outside") + ": " + err);
@@ -52,14 +54,32 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   }
   n->ports_open_ = true;
   if (nw > 1) {
-    // No packaged PMD here lets the NAT program RSS (key, RETA) so that a flow's replies come
-    // back on its owner's queue: the workers hand packets to the owner instead.
+    /* The outside port's RSS programmed (key and redirection table read back): a new TCP/UDP
+     * mapping takes a port whose replies the NIC delivers to its flow's worker (return_rss.h).
+     * Otherwise, and for what the port choice cannot steer (LAN packets, which RSS spreads by
+     * their own tuple; ICMP; fragments), the worker that receives a packet hands it to the
+     * one that owns its flow (ftpair_worker_handoffs_total). */
     for (int s = 0; s < 2; s++) {
-      rte_eth_dev_info info{};
-      if (rte_eth_dev_info_get(n->port_ids_[s], &info) == 0 && info.reta_size == 0)
-        L.info("{}: {} has no RSS redirection table the NAT could program; {} workers hand each packet to the "
-               "worker that owns its flow (ftpair_worker_handoffs_total)",
-               s == 0 ? "ports.inside" : "ports.outside", info.driver_name ? info.driver_name : "the PMD", nw);
+      const char *side = s == 0 ? "ports.inside" : "ports.outside";
+      if (!rss[s].programmed)
+        L.info("{}: no RSS the NAT could program ({}); {} workers hand each packet to the worker that owns its "
+               "flow (ftpair_worker_handoffs_total)", side, rss[s].why_not, nw);
+      else if (s == 0)
+        L.info("{}: RSS over {} queues ({} redirection entries); a LAN packet on another worker's queue is handed "
+               "to the worker of its host (ftpair_worker_handoffs_total)", side, nw, rss[s].reta.size());
+    }
+    if (rss[1].programmed) {
+      std::vector<uint16_t> queue_worker(nw);
+      for (unsigned w = 0; w < nw; w++) queue_worker[w] = static_cast<uint16_t>(w);  // worker w polls queue w
+      n->return_rss_ = dp::ReturnRss::create(rss[1].key.data(), static_cast<unsigned>(rss[1].key.size()),
+                                             rss[1].reta, queue_worker, &err);
+      if (n->return_rss_)
+        L.info("ports.outside: RSS programmed ({}-byte key, {} redirection entries over {} queues): a new TCP/UDP "
+               "mapping takes a port whose replies come to its flow's worker", rss[1].key.size(), rss[1].reta.size(),
+               nw);
+      else
+        L.warn("ports.outside: RSS programmed but not usable for the port choice ({}); replies are handed off",
+               err);
     }
   }
   dp::AgentConfig ac;
@@ -107,6 +127,7 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
     wk.arp = std::make_unique<dp::ArpTable>(cfg.arp_capacity, uint64_t(cfg.arp_timeout_s) * rte_get_tsc_hz());
     wk.nf = std::make_unique<dp::Nat44>(nfc, *wk.flows, *wk.arp, *n->agent_, n->pool_, w);
     if (n->shards_) wk.nf->set_shards(n->shards_.get());
+    if (n->return_rss_) wk.nf->set_return_rss(n->return_rss_.get());
     if (n->exporter_) {
       // Mapping events leave each worker through its own ring; the exporter's thread batches
       // them into IPFIX. The NF only logs while it owns the addresses.

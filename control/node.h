@@ -15,6 +15,7 @@
 #include "dataplane/arp_table.h"
 #include "dataplane/flow_table.h"
 #include "dataplane/nf.h"
+#include "dataplane/return_rss.h"
 #include "dataplane/session_log.h"
 #include "dataplane/shards.h"
 #include "dataplane/worker.h"
@@ -85,6 +86,7 @@ class Node {
   rte_ether_addr macs_[2]{};
   bool ports_open_ = false;
   std::unique_ptr<dp::Shards> shards_;
+  std::unique_ptr<dp::ReturnRss> return_rss_;  // the outside port's RSS, when programmed
   std::vector<Worker> w_;
   std::unique_ptr<dp::InterfaceAgent> agent_;
   std::unique_ptr<IpfixExporter> exporter_;

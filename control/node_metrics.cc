@@ -119,7 +119,7 @@ void expose_dataplane(Node &node, Exposition &x) {
   for (unsigned w = 0; w < nw; w++) x.sample(agent.worker_counters(w).parks.load(), {{"worker", std::to_string(w)}});
   if (const dp::Shards *sh = node.shards()) {
     x.family("ftpair_worker_handoffs_total", "counter",
-             "Packets a worker received for a flow another worker owns and handed to it (no RSS by port choice here).");
+             "Packets a worker received for a flow another worker owns and handed to it.");
     for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).handoffs.load(), {{"worker", std::to_string(w)}});
     x.family("ftpair_worker_handed_in_total", "counter", "Packets other workers handed to this one.");
     for (unsigned w = 0; w < nw; w++) x.sample(sh->counters(w).handed_in.load(), {{"worker", std::to_string(w)}});
@@ -148,6 +148,11 @@ void expose_dataplane(Node &node, Exposition &x) {
       .sample(c.mss_clamped.load());
   x.family("ftpair_hairpinned_packets_total", "counter", "LAN packets hairpinned back into the LAN.")
       .sample(c.hairpinned.load());
+  x.family("ftpair_nat_rss_ports_total", "counter",
+           "TCP/UDP NAT ports picked with the outside port's RSS programmed, by whether their replies land on the "
+           "queue of the flow's worker (no: no free port of the range did).");
+  x.sample(c.rss_ports_picked.load() - c.rss_ports_unsteered.load(), {{"steered", "yes"}});
+  x.sample(c.rss_ports_unsteered.load(), {{"steered", "no"}});
   x.family("ftpair_fragments_forwarded_total", "counter", "Fragments after the first, translated as the first was.")
       .sample(c.fragments_forwarded.load());
   x.family("ftpair_tcp_out_of_window_total", "counter", "TCP segments outside the tracked window.")

@@ -20,6 +20,7 @@
 #include "dataplane/dp_beat.h"
 #include "dataplane/mbuf.h"
 #include "dataplane/nf_parsed.h"
+#include "dataplane/return_rss.h"
 #include "dataplane/shards.h"
 
 namespace ftpair::dp {
@@ -80,7 +81,7 @@ NfCounters::NfCounters() {
 }
 
 // add_to() names every counter: a new one must be added there too.
-static_assert(sizeof(NfCounters) == ((kDropReasonCount + kMaxPorts + 17) * 8 + 63) / 64 * 64);
+static_assert(sizeof(NfCounters) == ((kDropReasonCount + kMaxPorts + 19) * 8 + 63) / 64 * 64);
 
 void NfCounters::add_to(NfCounters *out) const {
   auto add = [](const std::atomic<uint64_t> &from, std::atomic<uint64_t> &to) {
@@ -105,6 +106,8 @@ void NfCounters::add_to(NfCounters *out) const {
   add(tcp_rst_ignored, out->tcp_rst_ignored);
   add(fragments_forwarded, out->fragments_forwarded);
   add(fast_forwarded, out->fast_forwarded);
+  add(rss_ports_picked, out->rss_ports_picked);
+  add(rss_ports_unsteered, out->rss_ports_unsteered);
 }
 
 
@@ -585,8 +588,12 @@ inline void Nat44::update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags) 
 /* RFC 6056 style: a random port of the host's parity and range class (RFC 4787 REQ-3/4)
  * that no mapping or port-forward uses on nat_ip. The scan starts at a random place and
  * covers the whole range, so a free port is found whenever one exists (the other parity,
- * then the other class, only when the preferred ones are full). 0 = none free. */
-uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host) {
+ * then the other class, only when the preferred ones are full).
+ * With a programmed RSS (rss_), a TCP or UDP port is also one whose replies from ext_ip:ext_port
+ * land on this worker's queue, when any free port of the range does: the same passes are made
+ * with that test first, then without it (counted: rss_ports_unsteered). 0 = none free. */
+uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host, uint32_t ext_ip,
+                              uint16_t ext_port) {
   PortPool *pool = flows_.port_pool();
   const int a = pool ? pool->index(nat_ip) : -1, pi = proto_slot(proto);
   if (a < 0 || pi < 0) return 0;
@@ -608,25 +615,36 @@ uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_h
     uint64_t parity;
   } passes[4] = {{clo, chi, parity}, {clo, chi, ~parity}, {lo, hi, parity}, {lo, hi, ~parity}};
   const unsigned npass = (clo == lo && chi == hi) ? 2 : 4;
-  for (unsigned k = 0; k < npass; k++) {
-    const Pass &ps = passes[k];
-    if (ps.parity == 0) continue;
-    const uint32_t w_lo = ps.lo / 64, w_hi = ps.hi / 64, words = w_hi - w_lo + 1;
-    const uint32_t start = static_cast<uint32_t>(rte_rand() % words);
-    const unsigned rot = static_cast<unsigned>(rte_rand() % 64);
-    for (uint32_t i = 0; i < words; i++) {
-      const uint32_t w = w_lo + (start + i) % words;
-      uint64_t free = ~(pool->word(a, pi, w) | fwd_mask_[pi][w]) & ps.parity;
-      if (w == w_lo) free &= ~0ull << (ps.lo % 64);
-      if (w == w_hi && ps.hi % 64 != 63) free &= (2ull << (ps.hi % 64)) - 1;
-      while (free != 0) {
-        // A random free bit of the word: rotate, take the lowest, rotate back.
-        const uint64_t r = rot ? (free >> rot) | (free << (64 - rot)) : free;
-        const unsigned bit = (static_cast<unsigned>(__builtin_ctzll(r)) + rot) % 64;
-        const uint16_t port = static_cast<uint16_t>(w * 64 + bit);
-        // Claimed here, so another worker sharing the pool cannot take it meanwhile.
-        if (pool->claim(a, pi, port)) return port;
-        free &= ~(1ull << bit);
+  const bool steer = rss_ != nullptr && proto != IPPROTO_ICMP;
+  const uint32_t base = steer ? rss_->base(ext_ip, nat_ip, ext_port) : 0;
+  for (unsigned round = steer ? 0 : 1; round < 2; round++) {
+    for (unsigned k = 0; k < npass; k++) {
+      const Pass &ps = passes[k];
+      if (ps.parity == 0) continue;
+      const uint32_t w_lo = ps.lo / 64, w_hi = ps.hi / 64, words = w_hi - w_lo + 1;
+      const uint32_t start = static_cast<uint32_t>(rte_rand() % words);
+      const unsigned rot = static_cast<unsigned>(rte_rand() % 64);
+      for (uint32_t i = 0; i < words; i++) {
+        const uint32_t w = w_lo + (start + i) % words;
+        uint64_t free = ~(pool->word(a, pi, w) | fwd_mask_[pi][w]) & ps.parity;
+        if (w == w_lo) free &= ~0ull << (ps.lo % 64);
+        if (w == w_hi && ps.hi % 64 != 63) free &= (2ull << (ps.hi % 64)) - 1;
+        while (free != 0) {
+          // A random free bit of the word: rotate, take the lowest, rotate back.
+          const uint64_t r = rot ? (free >> rot) | (free << (64 - rot)) : free;
+          const unsigned bit = (static_cast<unsigned>(__builtin_ctzll(r)) + rot) % 64;
+          const uint16_t port = static_cast<uint16_t>(w * 64 + bit);
+          free &= ~(1ull << bit);
+          if (round == 0 && rss_->worker(base, port) != worker_) continue;
+          // Claimed here, so another worker sharing the pool cannot take it meanwhile.
+          if (pool->claim(a, pi, port)) {
+            if (steer) {
+              bump(ctr_.rss_ports_picked);
+              if (round == 1) bump(ctr_.rss_ports_unsteered);
+            }
+            return port;
+          }
+        }
       }
     }
   }
@@ -686,7 +704,7 @@ int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
       return -1;
     }
     st.nat_ip = pool_address_for(st.in_ip);
-    uint16_t port = pick_nat_port(st.nat_ip, st.proto, rte_be_to_cpu_16(p.sport));
+    uint16_t port = pick_nat_port(st.nat_ip, st.proto, rte_be_to_cpu_16(p.sport), st.ext_ip, rte_be_to_cpu_16(p.dport));
     if (port == 0) {
       count(DropReason::NAT_PORTS_EXHAUSTED);
       return -1;

@@ -23,6 +23,7 @@ namespace ftpair::dp {
 
 class Shards;
 class DpBeatBoard;
+class ReturnRss;
 
 // ICMP types and codes the NAT translates or originates (RFC 792, RFC 1191).
 inline constexpr uint8_t kIcmpDestUnreach = 3, kIcmpTimeExceeded = 11, kIcmpParamProblem = 12;
@@ -117,6 +118,9 @@ struct alignas(64) NfCounters {
   std::atomic<uint64_t> tcp_rst_ignored{0};        // RST out of the window: flow kept
   std::atomic<uint64_t> fragments_forwarded{0};    // fragments after the first, translated
   std::atomic<uint64_t> fast_forwarded{0};         // of forwarded: by the fast path (fast_udp)
+  // With a programmed RSS (set_return_rss): TCP/UDP ports picked, and of those the ones whose
+  // replies land on another worker's queue (no free port of the range steered to this one).
+  std::atomic<uint64_t> rss_ports_picked{0}, rss_ports_unsteered{0};
   NfCounters();
   // Adds every count to *out (several workers' NFs summed for the metrics).
   void add_to(NfCounters *out) const;
@@ -152,6 +156,10 @@ class Nat44 {
   /* Several workers (shards.h): a hairpin whose target another worker holds is handed to
    * it. Set before the worker starts. */
   void set_shards(Shards *s) { shards_ = s; }
+  /* The outside port's RSS is programmed (return_rss.h): a new TCP or UDP mapping gets a port
+   * whose replies the NIC delivers to this worker's queue, when a free one of the range and
+   * class does. Set before the worker starts. */
+  void set_return_rss(const ReturnRss *r) { rss_ = r; }
   // Dataplane beats: frames of EtherType 0x88B5 go to the board instead of being dropped.
   void set_dp_beats(DpBeatBoard *b) { dp_beats_ = b; }
   // Handed from another worker: a hairpin's second half, and a copy of an ARP packet.
@@ -280,7 +288,7 @@ class Nat44 {
   void release_pending(uint32_t ip, uint64_t now);
   void expire_pending(uint64_t now);
   bool forwarded_port(uint8_t proto, uint16_t port_host) const;
-  uint16_t pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host);
+  uint16_t pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host, uint32_t ext_ip, uint16_t ext_port);
 
   struct PendingArp {
     rte_mbuf *m;
@@ -360,6 +368,7 @@ class Nat44 {
   SessionEventRing *events_ = nullptr;
   TscUnixClock clock_;
   Shards *shards_ = nullptr;
+  const ReturnRss *rss_ = nullptr;
   DpBeatBoard *dp_beats_ = nullptr;
   void log_mappings(uint64_t now);
 

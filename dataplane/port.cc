@@ -1,8 +1,10 @@
 #include "dataplane/port.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include <rte_bus.h>
 #include <rte_dev.h>
@@ -12,6 +14,49 @@
 #include <rte_mbuf.h>
 
 namespace ftpair::dp {
+
+const uint8_t kRssKey[40] = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+                             0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+                             0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+
+namespace {
+
+/* After the start: the redirection table set to queue i % queues, then the key and the table
+ * read back (what the device holds, not what was asked). */
+void program_rss(uint16_t pid, const rte_eth_dev_info &info, uint16_t queues, PortRss *out) {
+  const uint16_t n = info.reta_size;
+  std::vector<rte_eth_rss_reta_entry64> conf((n + RTE_ETH_RETA_GROUP_SIZE - 1) / RTE_ETH_RETA_GROUP_SIZE);
+  for (uint16_t i = 0; i < n; i++) {
+    conf[i / RTE_ETH_RETA_GROUP_SIZE].mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
+    conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE] = static_cast<uint16_t>(i % queues);
+  }
+  int rc = rte_eth_dev_rss_reta_update(pid, conf.data(), n);
+  if (rc != 0) {
+    out->why_not = std::string("its redirection table cannot be written: ") + rte_strerror(-rc);
+    return;
+  }
+  for (auto &c : conf) std::fill(std::begin(c.reta), std::end(c.reta), uint16_t(0xffff));
+  if ((rc = rte_eth_dev_rss_reta_query(pid, conf.data(), n)) != 0) {
+    out->why_not = std::string("its redirection table cannot be read: ") + rte_strerror(-rc);
+    return;
+  }
+  // A PMD that does not say its key's size (net_null) holds the 40 bytes it was given.
+  std::vector<uint8_t> key(info.hash_key_size ? info.hash_key_size : sizeof(kRssKey));
+  rte_eth_rss_conf rc_conf{};
+  rc_conf.rss_key = key.data();
+  rc_conf.rss_key_len = static_cast<uint8_t>(key.size());
+  if ((rc = rte_eth_dev_rss_hash_conf_get(pid, &rc_conf)) != 0) {
+    out->why_not = std::string("its RSS key cannot be read: ") + rte_strerror(-rc);
+    return;
+  }
+  out->reta.resize(n);
+  for (uint16_t i = 0; i < n; i++) out->reta[i] = conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE];
+  out->key = std::move(key);
+  out->hash_types = rc_conf.rss_hf;
+  out->programmed = true;
+}
+
+}  // namespace
 
 int eal_init(const std::vector<std::string> &args, std::string *err) {
   std::vector<std::string> storage;
@@ -62,7 +107,7 @@ static int find_port(const std::string &name, uint16_t *port_id) {
 }
 
 int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_ether_addr *mac,
-              std::string *err) {
+              std::string *err, PortRss *rss) {
   std::string name = spec.device.substr(0, spec.device.find(','));
   std::string devargs = spec.device.find(',') == std::string::npos ? ""
                                                                       : spec.device.substr(spec.device.find(',') + 1);
@@ -90,6 +135,38 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
     return -EINVAL;
   }
   rte_eth_conf conf{};
+  // RSS where the PMD has it: the TCP/UDP 4-tuple of unfragmented IPv4 (what the NAT's port
+  // choice steers, return_rss.h), and the addresses of the rest.
+  const uint64_t want_hf = RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_FRAG_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+                           RTE_ETH_RSS_NONFRAG_IPV4_UDP | RTE_ETH_RSS_NONFRAG_IPV4_OTHER;
+  const uint64_t tuple_hf = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+  bool use_rss = false;
+  if (rss) {
+    *rss = PortRss{};
+    if (!spec.rss || spec.queues < 2) {
+      rss->why_not = "one queue";
+    } else if ((info.flow_type_rss_offloads & tuple_hf) != tuple_hf) {
+      rss->why_not = "its PMD (" + std::string(info.driver_name ? info.driver_name : "?") +
+                     ") has no RSS on the IPv4 TCP/UDP 4-tuple";
+    } else if (info.reta_size == 0) {
+      rss->why_not = "its PMD (" + std::string(info.driver_name ? info.driver_name : "?") +
+                     ") has no redirection table";
+    } else if (info.hash_key_size != 0 && info.hash_key_size < 16) {
+      rss->why_not = "its RSS key has " + std::to_string(info.hash_key_size) + " bytes (16 needed)";
+    } else {
+      use_rss = true;
+    }
+  }
+  std::vector<uint8_t> key;
+  if (use_rss) {
+    const uint8_t key_len = info.hash_key_size ? info.hash_key_size : sizeof(kRssKey);
+    key.assign(key_len, 0);
+    std::memcpy(key.data(), kRssKey, std::min<size_t>(key_len, sizeof(kRssKey)));
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_key = key.data();
+    conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
+    conf.rx_adv_conf.rss_conf.rss_hf = want_hf & info.flow_type_rss_offloads;
+  }
   if ((rc = rte_eth_dev_configure(pid, spec.queues, spec.queues, &conf)) != 0) {
     *err = "rte_eth_dev_configure(" + name + "): " + rte_strerror(-rc);
     return rc;
@@ -109,6 +186,7 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
     *err = "rte_eth_dev_start(" + name + "): " + rte_strerror(-rc);
     return rc;
   }
+  if (use_rss) program_rss(pid, info, spec.queues, rss);
   // Promiscuous: frames for the shared virtual MAC must reach us. Not every PMD has it.
   rte_eth_promiscuous_enable(pid);
   rte_eth_macaddr_get(pid, mac);

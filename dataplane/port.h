@@ -23,12 +23,30 @@ struct PortSpec {
   uint16_t queues = 1;   // rx and tx queue pairs
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
+  /* With several queues: spread received IPv4 over them by RSS where the PMD has it (the
+   * TCP/UDP 4-tuple, or the addresses), with kRssKey and a redirection table of queue
+   * i % queues. What was programmed is read back into PortRss. */
+  bool rss = false;
 };
+
+// A port's RSS as the PMD reports it after port_open (rss asked).
+struct PortRss {
+  bool programmed = false;      // the key and the table below are the device's
+  std::string why_not;          // when not: the reason, for the log
+  std::vector<uint8_t> key;     // as the NIC takes it
+  std::vector<uint16_t> reta;   // queue of each redirection table entry
+  uint64_t hash_types = 0;      // RTE_ETH_RSS_* in effect
+};
+
+/* The RSS key ftpaird programs: the one of Microsoft's RSS verification suite, which many
+ * PMDs default to. Not secret: both nodes of a pair must hash alike, so that the flows a
+ * standby takes over still come back on their workers' queues. */
+extern const uint8_t kRssKey[40];
 
 /* Hot-plugs the device if it is a vdev not yet probed, configures and starts it in
  * promiscuous mode. Returns 0 with *port_id and *mac set, or -errno with *err. */
 int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_ether_addr *mac,
-              std::string *err);
+              std::string *err, PortRss *rss = nullptr);
 void port_close(uint16_t port_id);
 
 std::string mac_to_string(const rte_ether_addr &mac);

@@ -11,11 +11,17 @@
 #include <set>
 #include <chrono>
 #include <thread>
+#include <tuple>
+#include <unistd.h>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_thash.h>
 
+#include "dataplane/port.h"
+#include "dataplane/return_rss.h"
 #include "dataplane/worker.h"
 #include "tests/unit/dataplane/pktgen.h"
 
@@ -66,7 +72,7 @@ uint32_t remote(unsigned i) { return rte_cpu_to_be_32((198u << 24) | (19u << 16)
 class ShardedNat {
  public:
   explicit ShardedNat(unsigned n, Filtering filtering = Filtering::ADDRESS, std::vector<uint32_t> nat_pool = {},
-                      double arp_timeout_s = 300)
+                      double arp_timeout_s = 300, uint16_t port_min = 20000, uint16_t port_max = 60999)
       : n_(n) {
     cfg_.filtering = filtering;
     cfg_.pool = nat_pool;
@@ -79,8 +85,8 @@ class ShardedNat {
     cfg_.own_mac[kPortInside] = mac(0x02, 0xaa, 0, 0, 0, 0x01);
     cfg_.own_mac[kPortOutside] = mac(0x02, 0xaa, 0, 0, 0, 0x02);
     cfg_.gateway_out = ip4("198.18.2.10");
-    cfg_.nat_port_min = 20000;
-    cfg_.nat_port_max = 60999;
+    cfg_.nat_port_min = port_min;
+    cfg_.nat_port_max = port_max;
     cfg_.forwards.push_back(PortForward{IPPROTO_TCP, 8080, ip4("198.18.1.10"), 8080});
     lan_ = std::make_unique<test::RingPort>(4096, n);
     wan_ = std::make_unique<test::RingPort>(4096, n);
@@ -150,6 +156,43 @@ class ShardedNat {
     threads_.clear();
   }
 
+  /* The outside port's RSS programmed as ftpaird does on a PMD that has it (port.cc): kRssKey,
+   * entries entries of queue i % workers. Before the workers start. */
+  void enable_rss(unsigned entries) {
+    std::vector<uint16_t> reta(entries), queue_worker(n_);
+    for (unsigned i = 0; i < entries; i++) reta[i] = static_cast<uint16_t>(i % n_);
+    for (unsigned w = 0; w < n_; w++) queue_worker[w] = static_cast<uint16_t>(w);
+    std::string err;
+    rss_ = ReturnRss::create(kRssKey, sizeof(kRssKey), reta, queue_worker, &err);
+    ASSERT_TRUE(rss_) << err;
+    rss_entries_ = entries;
+    for (auto &nf : nf_) nf->set_return_rss(rss_.get());
+  }
+  /* The queue a NIC with that RSS puts a TCP/UDP frame on: the Toeplitz hash of its 4-tuple
+   * (rte_softrss over DPDK's rte_ipv4_tuple, not ReturnRss's code), then the table. The ring
+   * PMD the tests use does not hash, so the test delivers each frame there itself. */
+  unsigned nic_queue(const Frame &f) const {
+    const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(f.data() + test::kIpOff);
+    const auto *l4 = reinterpret_cast<const uint16_t *>(f.data() + test::kL4Off);
+    rte_ipv4_tuple t{};
+    t.src_addr = rte_be_to_cpu_32(ip->src_addr);
+    t.dst_addr = rte_be_to_cpu_32(ip->dst_addr);
+    t.sport = rte_be_to_cpu_16(l4[0]);
+    t.dport = rte_be_to_cpu_16(l4[1]);
+    const uint32_t h = rte_softrss(reinterpret_cast<uint32_t *>(&t), RTE_THASH_V4_L4_LEN, kRssKey);
+    return (h & (rss_entries_ - 1)) % n_;
+  }
+  uint64_t rss_picked() const {
+    uint64_t x = 0;
+    for (auto &nf : nf_) x += nf->counters().rss_ports_picked.load();
+    return x;
+  }
+  uint64_t rss_unsteered() const {
+    uint64_t x = 0;
+    for (auto &nf : nf_) x += nf->counters().rss_ports_unsteered.load();
+    return x;
+  }
+
   uint64_t handoffs() const {
     uint64_t s = 0;
     for (unsigned w = 0; w < n_; w++) s += shards_->counters(w).handoffs.load();
@@ -184,6 +227,8 @@ class ShardedNat {
   std::unique_ptr<Shards> shards_;
   std::vector<std::unique_ptr<FlowTable>> flows_;
   std::vector<std::unique_ptr<ArpTable>> arp_;
+  std::unique_ptr<ReturnRss> rss_;
+  unsigned rss_entries_ = 0;
   std::vector<std::unique_ptr<Nat44>> nf_;
   std::vector<std::unique_ptr<WorkerContext>> ctx_;
   std::atomic<bool> quit_{false};
@@ -552,6 +597,210 @@ TEST(Shards, ArpIsLearntByEveryWorkerAndAnnouncedOnce) {
 
 /* Two worker threads at once (TSan's case): UDP flows from many hosts, every datagram and its
  * reply injected on a random queue while both workers run. */
+/* The hash ReturnRss computes is the one NICs compute: the IPv4 TCP vectors of Microsoft's RSS
+ * verification suite, with its key (kRssKey). */
+TEST(ReturnRss, HashIsTheVerificationSuitesHash) {
+  std::string err;
+  auto r = ReturnRss::create(kRssKey, sizeof(kRssKey), std::vector<uint16_t>(128, 0), {0}, &err);
+  ASSERT_TRUE(r) << err;
+  struct V {
+    const char *dst;
+    uint16_t dport;
+    const char *src;
+    uint16_t sport;
+    uint32_t hash;
+  } vs[] = {{"161.142.100.80", 1766, "66.9.149.187", 2794, 0x51ccc178},
+            {"65.69.140.83", 4739, "199.92.111.2", 14230, 0xc626b0ea},
+            {"12.22.207.184", 38024, "24.19.198.95", 12898, 0x5c2b394a},
+            {"209.142.163.6", 2217, "38.27.205.30", 48228, 0xafc7327f},
+            {"202.188.127.2", 1303, "153.39.163.191", 44251, 0x10e828a2}};
+  for (const V &v : vs) {
+    EXPECT_EQ(r->hash(ip4(v.src), ip4(v.dst), v.sport, v.dport), v.hash) << v.src << " -> " << v.dst;
+    // The port's part by table: the same hash.
+    const uint32_t base = r->base(ip4(v.src), ip4(v.dst), v.sport);
+    EXPECT_EQ(base ^ r->hash(0, 0, 0, v.dport), v.hash);
+  }
+}
+
+TEST(ReturnRss, TheWorkerOfAPortIsTheTablesEntryOfTheWholeHash) {
+  std::string err;
+  std::vector<uint16_t> reta(64);
+  for (unsigned i = 0; i < 64; i++) reta[i] = static_cast<uint16_t>((i * 7) % 3);
+  auto r = ReturnRss::create(kRssKey, sizeof(kRssKey), reta, {2, 0, 1}, &err);
+  ASSERT_TRUE(r) << err;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 20000; i++) {
+    const uint32_t a = rng(), b = rng();
+    const uint16_t sp = static_cast<uint16_t>(rng()), dp = static_cast<uint16_t>(rng());
+    rte_ipv4_tuple t{};
+    t.src_addr = rte_be_to_cpu_32(a);
+    t.dst_addr = rte_be_to_cpu_32(b);
+    t.sport = sp;
+    t.dport = dp;
+    const uint32_t h = rte_softrss(reinterpret_cast<uint32_t *>(&t), RTE_THASH_V4_L4_LEN, kRssKey);
+    const unsigned want = std::vector<unsigned>{2, 0, 1}[reta[h & 63]];
+    ASSERT_EQ(r->worker(r->base(a, b, sp), dp), want) << i;
+  }
+}
+
+TEST(ReturnRss, RefusesWhatItCannotUse) {
+  std::string err;
+  EXPECT_EQ(ReturnRss::create(kRssKey, 12, {0, 1}, {0, 1}, &err), nullptr);
+  EXPECT_NE(err.find("16"), std::string::npos) << err;
+  EXPECT_EQ(ReturnRss::create(kRssKey, sizeof(kRssKey), {0, 1, 0}, {0, 1}, &err), nullptr);
+  EXPECT_NE(err.find("power of two"), std::string::npos) << err;
+  EXPECT_EQ(ReturnRss::create(kRssKey, sizeof(kRssKey), {0, 1, 2, 0}, {0, 1}, &err), nullptr);
+  EXPECT_NE(err.find("queue 2"), std::string::npos) << err;
+}
+
+/* The property, with the outside port's RSS programmed: for random flows (TCP and UDP, any
+ * host, remote and ports), the NAT port chosen makes the reply's RSS queue its flow's worker,
+ * so no reply is handed off; the port keeps the host port's parity (RFC 4787 REQ-3 style);
+ * every port picked is counted, none as unsteered. A reply to a mapping made for another
+ * remote (endpoint-independent) is not steered: it is handed off, counted. */
+class ShardsRss : public ::testing::TestWithParam<unsigned> {};
+
+TEST_P(ShardsRss, EveryReplyComesOnItsFlowsWorkersQueue) {
+  const unsigned n = GetParam();
+  ShardedNat s(n);
+  s.enable_rss(128);
+  std::mt19937 rng(0x7535 + n);
+  std::set<std::tuple<uint32_t, uint16_t, int>> mappings;
+  uint64_t expect_handoffs = 0, picks = 0, reused = 0;
+  for (unsigned i = 0; i < 400; i++) {
+    const uint32_t host = lan_host(rng() % 1000), rem = remote(rng() % 2000);
+    const uint16_t sport = static_cast<uint16_t>(1024 + rng() % 60000);
+    const uint16_t dport = static_cast<uint16_t>(1 + rng() % 65535);
+    const bool tcp = rng() % 2;
+    Frame out = tcp ? test::tcp_frame(s.from_lan(host), host, sport, rem, dport, RTE_TCP_SYN_FLAG)
+                    : test::udp_frame(s.from_lan(host), host, sport, rem, dport);
+    const unsigned owner = s.shards_->worker_of_host(host);
+    const bool fresh = mappings.insert({host, sport, tcp}).second;
+    picks += fresh;
+    reused += !fresh;
+    const unsigned q1 = s.nic_queue(out);  // LAN packets: RSS by their own tuple
+    expect_handoffs += q1 != owner;
+    ASSERT_TRUE(s.lan_->inject(test::to_mbuf(out), q1));
+    s.settle();
+    auto wan = s.wan_->take_frames();
+    ASSERT_EQ(wan.size(), 1u) << "flow " << i;
+    const uint16_t nat_port = rte_be_to_cpu_16(tcp ? test::tcp_of(wan[0])->src_port : test::udp_of(wan[0])->src_port);
+    EXPECT_EQ(nat_port % 2, sport % 2) << "flow " << i << ": the port's parity";
+    EXPECT_GE(nat_port, 20000);
+    EXPECT_LE(nat_port, 60999);
+    Frame back = tcp ? test::tcp_frame(s.from_wan(), rem, dport, s.cfg_.vip[kPortOutside], nat_port,
+                                       RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)
+                     : test::udp_frame(s.from_wan(), rem, dport, s.cfg_.vip[kPortOutside], nat_port);
+    const unsigned q2 = s.nic_queue(back);
+    if (fresh) {
+      EXPECT_EQ(q2, owner) << "flow " << i << ": the reply's queue is its worker's";
+    }
+    expect_handoffs += q2 != owner;
+    ASSERT_TRUE(s.wan_->inject(test::to_mbuf(back), q2));
+    s.settle();
+    auto lan = s.lan_->take_frames();
+    ASSERT_EQ(lan.size(), 1u) << "reply of flow " << i;
+    EXPECT_EQ(test::ip_of(lan[0])->dst_addr, host);
+  }
+  EXPECT_EQ(s.rss_picked(), picks);
+  EXPECT_EQ(s.rss_unsteered(), 0u);
+  EXPECT_EQ(s.handoffs(), expect_handoffs);
+  // Half the LAN packets (n = 2) come on another worker's queue; the replies on none.
+  EXPECT_GT(expect_handoffs, 0u);
+  std::printf("workers %u: %lu flows, %lu mappings reused, %lu hand-offs of %u packets\n", n,
+              static_cast<unsigned long>(picks), static_cast<unsigned long>(reused),
+              static_cast<unsigned long>(expect_handoffs), 800u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, ShardsRss, ::testing::Values(2u, 3u, 4u));
+
+/* When no free port of the range makes the reply come to the flow's worker, the mapping still
+ * gets a port (a flow is not refused for the NIC's sake), counted as unsteered, and its reply
+ * is handed off. One port in the range: whether it steers depends on the remote. */
+TEST(ShardsRss, APortThatCannotSteerIsStillGivenAndCounted) {
+  ShardedNat s(2, Filtering::ADDRESS, {}, 300, 20000, 20000);
+  s.enable_rss(128);
+  const uint32_t host = s.host_of(0);
+  ASSERT_NE(host, 0u);
+  // A remote whose reply to port 20000 the NIC puts on worker 1's queue, and one on worker 0's.
+  int away = -1, home = -1;
+  for (unsigned i = 0; i < 2000 && (away < 0 || home < 0); i++) {
+    Frame back = test::udp_frame(s.from_wan(), remote(i), 53, s.cfg_.vip[kPortOutside], 20000);
+    (s.nic_queue(back) == 0 ? home : away) = static_cast<int>(i);
+  }
+  ASSERT_GE(away, 0);
+  ASSERT_GE(home, 0);
+  uint64_t handoffs = 0;
+  // UDP to the remote whose replies go away; TCP (its own ports) to the one whose come home.
+  for (int k = 0; k < 2; k++) {
+    const bool tcp = k == 1;
+    const uint32_t rem = remote(static_cast<unsigned>(tcp ? home : away));
+    Frame out = tcp ? test::tcp_frame(s.from_lan(host), host, 4000, rem, 53, RTE_TCP_SYN_FLAG)
+                    : test::udp_frame(s.from_lan(host), host, 4000, rem, 53);
+    ASSERT_TRUE(s.lan_->inject(test::to_mbuf(out), 0));
+    s.settle();
+    auto wan = s.wan_->take_frames();
+    ASSERT_EQ(wan.size(), 1u);
+    EXPECT_EQ(rte_be_to_cpu_16(tcp ? test::tcp_of(wan[0])->src_port : test::udp_of(wan[0])->src_port), 20000);
+    EXPECT_EQ(s.rss_picked(), uint64_t(k + 1));
+    EXPECT_EQ(s.rss_unsteered(), 1u) << (tcp ? "the TCP port steers" : "the UDP port cannot");
+    Frame back = tcp ? test::tcp_frame(s.from_wan(), rem, 53, s.cfg_.vip[kPortOutside], 20000,
+                                       RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)
+                     : test::udp_frame(s.from_wan(), rem, 53, s.cfg_.vip[kPortOutside], 20000);
+    const unsigned q = s.nic_queue(back);
+    EXPECT_EQ(q, tcp ? 0u : 1u);
+    handoffs += q != 0;
+    ASSERT_TRUE(s.wan_->inject(test::to_mbuf(back), q));
+    s.settle();
+    EXPECT_EQ(s.lan_->take_frames().size(), 1u) << "the reply reached its host";
+    EXPECT_EQ(s.handoffs(), handoffs);
+  }
+  // ICMP's identifier is in no IPv4 RSS input: its ports are not steered, nor counted.
+  Frame ping = test::icmp_frame(s.from_lan(host), host, remote(1), RTE_IP_ICMP_ECHO_REQUEST, 77);
+  ASSERT_TRUE(s.lan_->inject(test::to_mbuf(ping), 0));
+  s.settle();
+  EXPECT_EQ(s.wan_->take_frames().size(), 1u);
+  EXPECT_EQ(s.rss_picked(), 2u);
+}
+
+/* port_open on a PMD whose RSS can be programmed (net_null keeps the key and the table, though
+ * it never hashes): the key and the table ftpaird asks for are what the device reports. With
+ * one queue, or on a PMD without RSS, it says why not. */
+TEST(PortRss, ProgrammedWhereThePmdHasItAndReadBack) {
+  static rte_mempool *mp = nullptr;
+  std::string err;
+  if (mp == nullptr) mp = pool_create(test::unique_name("rssp"), 2047, &err);
+  ASSERT_NE(mp, nullptr) << err;
+  PortSpec ps;
+  ps.device = "net_null_rss" + std::to_string(getpid() % 1000) + ",no-rx=1";
+  ps.queues = 2;
+  ps.rss = true;
+  ps.rx_desc = ps.tx_desc = 128;
+  uint16_t pid = 0;
+  rte_ether_addr m{};
+  PortRss rss;
+  ASSERT_EQ(port_open(ps, mp, &pid, &m, &err, &rss), 0) << err;
+  EXPECT_TRUE(rss.programmed) << rss.why_not;
+  ASSERT_GE(rss.key.size(), 40u);
+  EXPECT_EQ(std::vector<uint8_t>(rss.key.begin(), rss.key.begin() + 40), std::vector<uint8_t>(kRssKey, kRssKey + 40));
+  ASSERT_GT(rss.reta.size(), 0u);
+  for (size_t i = 0; i < rss.reta.size(); i++) EXPECT_EQ(rss.reta[i], i % 2) << "entry " << i;
+  EXPECT_NE(rss.hash_types & RTE_ETH_RSS_NONFRAG_IPV4_UDP, 0u);
+  EXPECT_NE(rss.hash_types & RTE_ETH_RSS_NONFRAG_IPV4_TCP, 0u);
+  auto r = ReturnRss::create(rss.key.data(), static_cast<unsigned>(rss.key.size()), rss.reta, {0, 1}, &err);
+  EXPECT_TRUE(r) << err;
+  port_close(pid);
+  rte_eal_hotplug_remove("vdev", ps.device.substr(0, ps.device.find(',')).c_str());
+
+  ps.device = "net_null_one" + std::to_string(getpid() % 1000) + ",no-rx=1";
+  ps.queues = 1;
+  ASSERT_EQ(port_open(ps, mp, &pid, &m, &err, &rss), 0) << err;
+  EXPECT_FALSE(rss.programmed);
+  EXPECT_EQ(rss.why_not, "one queue");
+  port_close(pid);
+  rte_eal_hotplug_remove("vdev", ps.device.substr(0, ps.device.find(',')).c_str());
+}
+
 TEST(Shards, TwoWorkerThreadsCarryTrafficBothWays) {
   ShardedNat s(2);
   s.start();
