@@ -18,7 +18,14 @@
  *  - spread: NAT traffic both ways (a LAN datagram, then its reply from the WAN, per flow),
  *    each packet on the queue its flow's hash picks, as the lab's af_packet fanout does: the
  *    packets that arrive on the wrong worker are handed over. nf_handoff_ratio{workers=N} =
- *    hand-offs / packets, and nf_scale_mpps{mode="spread"}.
+ *    hand-offs / packets, and nf_scale_mpps{mode="spread"};
+ *  - rss: the same traffic, each packet on the queue a NIC with the RSS ftpaird programs
+ *    (port.cc: kRssKey, the IPv4 UDP 4-tuple, entry i -> queue i % N) would put it on, and
+ *    the NAT's ports chosen for that RSS (return_rss.h): the replies come to their flow's
+ *    worker; the LAN packets come where their own tuple's hash puts them. No PMD here hashes
+ *    (net_ring does not), so the bench computes each packet's queue with rte_softrss, as the
+ *    NIC would. nf_handoff_ratio{workers=N, steering="rss_port_choice"} and
+ *    nf_scale_mpps{mode="rss"}.
  *
  * And the cut across workers: in each round, with 1 and with N workers forwarding (owned),
  * a checkpoint engine (no standby: the cut alone) takes a checkpoint every millisecond, and
@@ -59,6 +66,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <rte_thash.h>
 #include <rte_udp.h>
 
 #include "checkpoint/engine.h"
@@ -67,6 +75,7 @@
 #include "dataplane/flow_table.h"
 #include "dataplane/nf.h"
 #include "dataplane/port.h"
+#include "dataplane/return_rss.h"
 #include "dataplane/shards.h"
 #include "dataplane/worker.h"
 
@@ -150,7 +159,26 @@ struct Plane {
   std::atomic<bool> quit{false};
   std::vector<uint8_t> out_tmpl, back_tmpl;  // 64 bytes per flow
   std::vector<unsigned> owner;               // per flow
+  std::unique_ptr<dp::ReturnRss> rss;        // the outside port's RSS (N > 1)
+  std::vector<uint8_t> in_q, back_q;         // per flow: the worker whose queue the NIC's RSS picks, each way
 };
+
+enum class Mode { OWNED, SPREAD, RSS };
+
+constexpr unsigned kRetaEntries = 128;
+
+// The worker whose queue a NIC with ftpaird's RSS (kRssKey, entry i -> queue i % n) puts a
+// UDP frame on.
+unsigned nic_worker(const uint8_t *frame, unsigned n) {
+  const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(frame + sizeof(rte_ether_hdr));
+  const auto *udp = reinterpret_cast<const rte_udp_hdr *>(ip + 1);
+  rte_ipv4_tuple t{};
+  t.src_addr = rte_be_to_cpu_32(ip->src_addr);
+  t.dst_addr = rte_be_to_cpu_32(ip->dst_addr);
+  t.sport = rte_be_to_cpu_16(udp->src_port);
+  t.dport = rte_be_to_cpu_16(udp->dst_port);
+  return (rte_softrss(reinterpret_cast<uint32_t *>(&t), RTE_THASH_V4_L4_LEN, dp::kRssKey) % kRetaEntries) % n;
+}
 
 /* net_ring keeps each queue's packet counter in a 24-byte struct, packed in an array and
  * written on every poll, even an empty one: two workers on adjacent queues would share that
@@ -216,6 +244,15 @@ std::unique_ptr<Plane> build(unsigned n, uint32_t nflows, rte_mempool *pool) {
   std::string err;
   p->shards = dp::Shards::create(n, ports, nc.vip[1], nc.forwards, kHandoffRing, &err);
   if (!p->shards) die(err);
+  if (n > 1) {
+    // As ftpaird programs a port whose PMD has RSS: entry i -> queue i % n (here worker w's
+    // queue is w * kQueueGap).
+    std::vector<uint16_t> reta(kRetaEntries), queue_worker(n * kQueueGap);
+    for (unsigned i = 0; i < kRetaEntries; i++) reta[i] = static_cast<uint16_t>((i % n) * kQueueGap);
+    for (unsigned q = 0; q < n * kQueueGap; q++) queue_worker[q] = static_cast<uint16_t>(q / kQueueGap);
+    p->rss = dp::ReturnRss::create(dp::kRssKey, sizeof(dp::kRssKey), reta, queue_worker, &err);
+    if (!p->rss) die(err);
+  }
   const uint64_t hz = rte_get_tsc_hz();
   for (unsigned w = 0; w < n; w++) {
     dp::FlowTableConfig fc;
@@ -228,6 +265,7 @@ std::unique_ptr<Plane> build(unsigned n, uint32_t nflows, rte_mempool *pool) {
     for (unsigned s = 0; s < 4; s++) p->arp.back()->learn(ip4(198, 18, 2, 10 + s), kServerMac, dp::kPortOutside, rte_rdtsc());
     p->nf.push_back(std::make_unique<dp::Nat44>(nc, *p->flows.back(), *p->arp.back(), *p->agent, pool, w));
     p->nf.back()->set_shards(p->shards.get());
+    if (p->rss) p->nf.back()->set_return_rss(p->rss.get());
   }
   p->ctx.reset(new dp::WorkerContext[n]);
   for (unsigned w = 0; w < n; w++) {
@@ -268,6 +306,10 @@ std::unique_ptr<Plane> build(unsigned n, uint32_t nflows, rte_mempool *pool) {
     const dp::FlowState &st = p->flows[w]->record(uint32_t(slot)).st;
     build_udp(&p->back_tmpl[size_t(i) * 64], kServerMac, kVmacOut, f.dip, st.nat_ip, f.dport,
               rte_be_to_cpu_16(st.nat_port));
+    if (n > 1) {
+      p->in_q.push_back(static_cast<uint8_t>(nic_worker(&p->out_tmpl[size_t(i) * 64], n)));
+      p->back_q.push_back(static_cast<uint8_t>(nic_worker(&p->back_tmpl[size_t(i) * 64], n)));
+    }
   }
   return p;
 }
@@ -289,7 +331,7 @@ void destroy(std::unique_ptr<Plane> p) {
 struct Run {
   Plane *p;
   unsigned w;
-  bool spread;
+  Mode mode;
   uint64_t packets;
   std::atomic<unsigned> *generating;  // workers still writing their batches
   uint64_t timed_tsc = 0;
@@ -314,11 +356,19 @@ int run_worker(void *arg) {
   Run &r = *static_cast<Run *>(arg);
   Plane &p = *r.p;
   const uint32_t nflows = static_cast<uint32_t>(p.owner.size());
-  // This worker's flows (owned mode), visited with a prime stride.
-  std::vector<uint32_t> mine;
-  for (uint32_t i = 0; i < nflows; i++)
-    if (r.spread ? (rte_hash_crc_4byte(i, 0x1234) % p.n) == r.w : p.owner[i] == r.w) mine.push_back(i);
-  if (mine.empty()) die("a worker owns no flow");
+  // The flows whose packets come to this worker's queue (owned: its own flows; spread: by a
+  // flow hash, both ways; rss: the LAN packets and the replies each by the NIC's RSS), visited
+  // with a prime stride.
+  std::vector<uint32_t> mine, mine_back;
+  for (uint32_t i = 0; i < nflows; i++) {
+    const bool in = r.mode == Mode::OWNED    ? p.owner[i] == r.w
+                    : r.mode == Mode::SPREAD ? (rte_hash_crc_4byte(i, 0x1234) % p.n) == r.w
+                                             : p.in_q[i] == r.w;
+    if (in) mine.push_back(i);
+    if (r.mode == Mode::RSS && p.back_q[i] == r.w) mine_back.push_back(i);
+  }
+  if (r.mode != Mode::RSS) mine_back = mine;
+  if (mine.empty() || mine_back.empty()) die("a worker owns no flow");
   uint64_t made = 0, cursor = r.w * 7919;
   rte_mbuf *b[kBatch];
   while (made < r.packets) {
@@ -342,9 +392,10 @@ int run_worker(void *arg) {
     rte_mbuf *in[kBatch], *out[kBatch];
     for (unsigned j = 0; j < k; j++) {
       if ((j & 31) == 0) p.agent->barrier_point(r.w);  // see free_tx
-      const uint32_t i = mine[(cursor += 1000003) % mine.size()];
-      // Spread: every other packet is the reply of its flow, from the WAN.
-      const bool back = r.spread && (j & 1);
+      // Spread and rss: every other packet is a reply, from the WAN.
+      const bool back = r.mode != Mode::OWNED && (j & 1);
+      const std::vector<uint32_t> &from = back ? mine_back : mine;
+      const uint32_t i = from[(cursor += 1000003) % from.size()];
       std::memcpy(rte_pktmbuf_mtod(b[j], uint8_t *), back ? &p.back_tmpl[size_t(i) * 64] : &p.out_tmpl[size_t(i) * 64],
                   64);
       b[j]->data_len = b[j]->pkt_len = kFrameLen;
@@ -395,7 +446,7 @@ struct Result {
  * worker parked, and in that pass only one runs at a time: an iteration parked in
  * barrier_point until the request's 20 ms timeout, the next request came at once, and the
  * pass crawled (seen once: a round stuck for minutes). */
-Result measure(Plane &p, bool spread, uint64_t packets, const std::function<void()> &before_last_pass = {}) {
+Result measure(Plane &p, Mode mode, uint64_t packets, const std::function<void()> &before_last_pass = {}) {
   std::vector<Run> runs(p.n);
   std::atomic<unsigned> generating{p.n}, serving{p.n};
   uint64_t sent0 = 0, ho0 = 0, drops0 = 0;
@@ -405,7 +456,7 @@ Result measure(Plane &p, bool spread, uint64_t packets, const std::function<void
     for (unsigned d = 0; d < dp::kDropReasonCount; d++) drops0 += p.nf[w]->counters().drops[d].load();
   }
   unsigned lcore = rte_get_next_lcore(-1, 1, 0);
-  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, spread, packets, &generating, 0, &serving};
+  for (unsigned w = 0; w < p.n; w++) runs[w] = Run{&p, w, mode, packets, &generating, 0, &serving};
   std::vector<unsigned> lcores;
   for (unsigned w = 1; w < p.n; w++) {
     if (lcore >= RTE_MAX_LCORE) die("needs one lcore per worker (-l)");
@@ -455,7 +506,7 @@ std::pair<double, double> measure_pause(Plane &p, uint64_t packets) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
-  measure(p, false, packets, [&] {
+  measure(p, Mode::OWNED, packets, [&] {
     done.store(true);
     ticker.join();
     engine.stop();  // its own periodic checkpoint too
@@ -546,13 +597,13 @@ int main(int argc, char **argv) {
   if (rte_lcore_count() < o.workers) die("needs " + std::to_string(o.workers) + " lcores (-l)");
   rte_mempool *pool = dp::pool_create("nfs_pkts", 65535, &err);
   if (!pool) die(err);
-  std::vector<double> rate1, rateN, ratio, spreadN, handoff;
+  std::vector<double> rate1, rateN, ratio, spreadN, handoff, rssN, handoff_rss;
   std::vector<double> pause50[2], pause99[2], pause_ratio;
   for (unsigned round = 0; round < o.rounds; round++) {
     double r1 = 0;
     for (unsigned n : {1u, o.workers}) {
       auto p = build(n, o.flows, pool);
-      const Result owned = measure(*p, false, o.packets);
+      const Result owned = measure(*p, Mode::OWNED, o.packets);
       if (owned.sent != o.packets * n || owned.drops)
         die("owned: " + std::to_string(owned.sent) + " of " + std::to_string(o.packets * n) + " packets forwarded");
       std::fprintf(stderr, "round %u, %u worker(s), owned: %.2f Mpps, %" PRIu64 " hand-offs\n", round, n, owned.mpps,
@@ -568,22 +619,33 @@ int main(int argc, char **argv) {
       } else {
         rateN.push_back(owned.mpps);
         ratio.push_back(owned.mpps / r1);
-        const Result spread = measure(*p, true, o.packets);
-        if (spread.sent != o.packets * n || spread.drops) {
-          uint64_t full = 0;
-          for (unsigned w = 0; w < n; w++) full += p->shards->counters(w).handoff_full.load();
-          for (unsigned w = 0; w < n; w++)
-            for (unsigned d = 0; d < dp::kDropReasonCount; d++)
-              if (p->nf[w]->counters().drops[d].load())
-                std::fprintf(stderr, "worker %u drop %s: %" PRIu64 "\n", w,
-                             dp::drop_reason_label(static_cast<dp::DropReason>(d)), p->nf[w]->counters().drops[d].load());
-          die("spread: " + std::to_string(spread.sent) + " of " + std::to_string(o.packets * n) +
-              " packets forwarded, " + std::to_string(full) + " lost on a full hand-off ring");
+        for (Mode mode : {Mode::SPREAD, Mode::RSS}) {
+          const char *name = mode == Mode::SPREAD ? "spread" : "rss";
+          const Result run = measure(*p, mode, o.packets);
+          if (run.sent != o.packets * n || run.drops) {
+            uint64_t full = 0;
+            for (unsigned w = 0; w < n; w++) full += p->shards->counters(w).handoff_full.load();
+            for (unsigned w = 0; w < n; w++)
+              for (unsigned d = 0; d < dp::kDropReasonCount; d++)
+                if (p->nf[w]->counters().drops[d].load())
+                  std::fprintf(stderr, "worker %u drop %s: %" PRIu64 "\n", w,
+                               dp::drop_reason_label(static_cast<dp::DropReason>(d)),
+                               p->nf[w]->counters().drops[d].load());
+            die(std::string(name) + ": " + std::to_string(run.sent) + " of " + std::to_string(o.packets * n) +
+                " packets forwarded, " + std::to_string(full) + " lost on a full hand-off ring");
+          }
+          (mode == Mode::SPREAD ? spreadN : rssN).push_back(run.mpps);
+          (mode == Mode::SPREAD ? handoff : handoff_rss).push_back(double(run.handoffs) / double(o.packets * n));
+          std::fprintf(stderr, "round %u, %u workers, %s: %.2f Mpps, %.3f of the packets handed off\n", round, n,
+                       name, run.mpps, double(run.handoffs) / double(o.packets * n));
         }
-        spreadN.push_back(spread.mpps);
-        handoff.push_back(double(spread.handoffs) / double(o.packets * n));
-        std::fprintf(stderr, "round %u, %u workers, spread: %.2f Mpps, %.3f of the packets handed off\n", round, n,
-                     spread.mpps, handoff.back());
+        uint64_t picked = 0, unsteered = 0;
+        for (unsigned w = 0; w < n; w++) {
+          picked += p->nf[w]->counters().rss_ports_picked.load();
+          unsteered += p->nf[w]->counters().rss_ports_unsteered.load();
+        }
+        std::fprintf(stderr, "round %u, %u workers: %" PRIu64 " ports picked for the RSS, %" PRIu64 " unsteered\n",
+                     round, n, picked, unsteered);
       }
       destroy(std::move(p));
     }
@@ -596,6 +658,10 @@ int main(int argc, char **argv) {
        "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"mode\": \"spread\"}");
   emit("nf_scaling_ratio", median(ratio), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
   emit("nf_handoff_ratio", median(handoff), "ratio", "{" + fl + ", \"workers\": " + std::to_string(o.workers) + "}");
+  emit("nf_scale_mpps", median(rssN), "Mpps",
+       "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"mode\": \"rss\"}");
+  emit("nf_handoff_ratio", median(handoff_rss), "ratio",
+       "{" + fl + ", \"workers\": " + std::to_string(o.workers) + ", \"steering\": \"rss_port_choice\"}");
   for (unsigned k = 0; k < 2; k++) {
     const std::string pp = "{" + fl + ", \"workers\": " + std::to_string(k ? o.workers : 1) + ", \"standby\": \"none\"}";
     emit("checkpoint_pause_us_p50", median(pause50[k]), "us", pp);
