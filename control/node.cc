@@ -68,19 +68,6 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
         L.info("{}: RSS over {} queues ({} redirection entries); a LAN packet on another worker's queue is handed "
                "to the worker of its host (ftpair_worker_handoffs_total)", side, nw, rss[s].reta.size());
     }
-    if (rss[1].programmed) {
-      std::vector<uint16_t> queue_worker(nw);
-      for (unsigned w = 0; w < nw; w++) queue_worker[w] = static_cast<uint16_t>(w);  // worker w polls queue w
-      n->return_rss_ = dp::ReturnRss::create(rss[1].key.data(), static_cast<unsigned>(rss[1].key.size()),
-                                             rss[1].reta, queue_worker, &err);
-      if (n->return_rss_)
-        L.info("ports.outside: RSS programmed ({}-byte key, {} redirection entries over {} queues): a new TCP/UDP "
-               "mapping takes a port whose replies come to its flow's worker", rss[1].key.size(), rss[1].reta.size(),
-               nw);
-      else
-        L.warn("ports.outside: RSS programmed but not usable for the port choice ({}); replies are handed off",
-               err);
-    }
   }
   dp::AgentConfig ac;
   ac.port_ids[0] = n->port_ids_[0];
@@ -90,6 +77,26 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   ac.hold_capacity = cfg.hold_capacity;
   ac.fallback = cfg.hold_fallback;
   n->agent_ = std::make_unique<dp::InterfaceAgent>(ac);
+  if (nw > 1 && rss[1].programmed) {
+    const uint64_t tuple_hf = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+    std::vector<uint16_t> queue_worker(nw, 0);
+    for (unsigned w = 0; w < nw; w++) {
+      if (ac.queue_of_worker[w] >= queue_worker.size()) queue_worker.resize(ac.queue_of_worker[w] + 1u, 0);
+      queue_worker[ac.queue_of_worker[w]] = static_cast<uint16_t>(w);
+    }
+    if ((rss[1].hash_types & tuple_hf) != tuple_hf)
+      err = "the PMD does not hash both TCP and UDP on the 4-tuple (RSS types " + std::to_string(rss[1].hash_types) +
+            ")";
+    else
+      n->return_rss_ = dp::ReturnRss::create(rss[1].key.data(), static_cast<unsigned>(rss[1].key.size()),
+                                             rss[1].reta, queue_worker, &err);
+    if (n->return_rss_)
+      L.info("ports.outside: RSS programmed ({}-byte key, {} redirection entries over {} queues): a new TCP/UDP "
+             "mapping takes a port whose replies come to its flow's worker (ftpair_nat_rss_ports_total)",
+             rss[1].key.size(), rss[1].reta.size(), nw);
+    else
+      L.warn("ports.outside: RSS programmed but not usable for the port choice ({}); replies are handed off", err);
+  }
   dp::NfConfig nfc = cfg.nf_config();
   nfc.own_mac[0] = n->macs_[0];
   nfc.own_mac[1] = n->macs_[1];

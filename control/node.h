@@ -57,6 +57,8 @@ class Node {
   void nf_counters(dp::NfCounters *out) const;
   // Several workers: the hand-off between them (nullptr with one).
   const dp::Shards *shards() const { return shards_.get(); }
+  // The outside port's RSS, when it was programmed and new mappings steer their replies by it.
+  const dp::ReturnRss *return_rss() const { return return_rss_.get(); }
   dp::InterfaceAgent &agent() { return *agent_; }
   // The CPUs the workers' lcores run on (none for workers on plain threads).
   std::vector<int> worker_cpus() const;

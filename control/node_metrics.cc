@@ -149,9 +149,9 @@ void expose_dataplane(Node &node, Exposition &x) {
   x.family("ftpair_hairpinned_packets_total", "counter", "LAN packets hairpinned back into the LAN.")
       .sample(c.hairpinned.load());
   x.family("ftpair_nat_rss_ports_total", "counter",
-           "TCP/UDP NAT ports picked with the outside port's RSS programmed, by whether their replies land on the "
-           "queue of the flow's worker (no: no free port of the range did).");
-  x.sample(c.rss_ports_picked.load() - c.rss_ports_unsteered.load(), {{"steered", "yes"}});
+           "TCP/UDP mappings made with the outside port's RSS programmed, by whether their port's replies land on the "
+           "queue of the flow's worker (no: no free port of the preferred class and parity did).");
+  x.sample(c.rss_ports_steered.load(), {{"steered", "yes"}});
   x.sample(c.rss_ports_unsteered.load(), {{"steered", "no"}});
   x.family("ftpair_fragments_forwarded_total", "counter", "Fragments after the first, translated as the first was.")
       .sample(c.fragments_forwarded.load());

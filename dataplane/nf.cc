@@ -106,7 +106,7 @@ void NfCounters::add_to(NfCounters *out) const {
   add(tcp_rst_ignored, out->tcp_rst_ignored);
   add(fragments_forwarded, out->fragments_forwarded);
   add(fast_forwarded, out->fast_forwarded);
-  add(rss_ports_picked, out->rss_ports_picked);
+  add(rss_ports_steered, out->rss_ports_steered);
   add(rss_ports_unsteered, out->rss_ports_unsteered);
 }
 
@@ -589,11 +589,13 @@ inline void Nat44::update_flow(uint32_t slot, uint8_t tcp_state, uint8_t flags) 
  * that no mapping or port-forward uses on nat_ip. The scan starts at a random place and
  * covers the whole range, so a free port is found whenever one exists (the other parity,
  * then the other class, only when the preferred ones are full).
- * With a programmed RSS (rss_), a TCP or UDP port is also one whose replies from ext_ip:ext_port
- * land on this worker's queue, when any free port of the range does: the same passes are made
- * with that test first, then without it (counted: rss_ports_unsteered). 0 = none free. */
+ * With a programmed RSS (rss_), a TCP or UDP port is also one whose replies from
+ * ext_ip:ext_port land on this worker's queue: each pass (class and parity) is scanned with
+ * that test first, then without it (*steered false), so the RFC's preferences still come
+ * first. 0 = none free. */
 uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host, uint32_t ext_ip,
-                              uint16_t ext_port) {
+                              uint16_t ext_port, bool *steered) {
+  *steered = false;
   PortPool *pool = flows_.port_pool();
   const int a = pool ? pool->index(nat_ip) : -1, pi = proto_slot(proto);
   if (a < 0 || pi < 0) return 0;
@@ -617,10 +619,10 @@ uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_h
   const unsigned npass = (clo == lo && chi == hi) ? 2 : 4;
   const bool steer = rss_ != nullptr && proto != IPPROTO_ICMP;
   const uint32_t base = steer ? rss_->base(ext_ip, nat_ip, ext_port) : 0;
-  for (unsigned round = steer ? 0 : 1; round < 2; round++) {
-    for (unsigned k = 0; k < npass; k++) {
-      const Pass &ps = passes[k];
-      if (ps.parity == 0) continue;
+  for (unsigned k = 0; k < npass; k++) {
+    const Pass &ps = passes[k];
+    if (ps.parity == 0) continue;
+    for (unsigned round = steer ? 0 : 1; round < 2; round++) {
       const uint32_t w_lo = ps.lo / 64, w_hi = ps.hi / 64, words = w_hi - w_lo + 1;
       const uint32_t start = static_cast<uint32_t>(rte_rand() % words);
       const unsigned rot = static_cast<unsigned>(rte_rand() % 64);
@@ -638,10 +640,7 @@ uint16_t Nat44::pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_h
           if (round == 0 && rss_->worker(base, port) != worker_) continue;
           // Claimed here, so another worker sharing the pool cannot take it meanwhile.
           if (pool->claim(a, pi, port)) {
-            if (steer) {
-              bump(ctr_.rss_ports_picked);
-              if (round == 1) bump(ctr_.rss_ports_unsteered);
-            }
+            *steered = round == 0;
             return port;
           }
         }
@@ -704,7 +703,9 @@ int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
       return -1;
     }
     st.nat_ip = pool_address_for(st.in_ip);
-    uint16_t port = pick_nat_port(st.nat_ip, st.proto, rte_be_to_cpu_16(p.sport), st.ext_ip, rte_be_to_cpu_16(p.dport));
+    bool steered = false;
+    uint16_t port =
+        pick_nat_port(st.nat_ip, st.proto, rte_be_to_cpu_16(p.sport), st.ext_ip, rte_be_to_cpu_16(p.dport), &steered);
     if (port == 0) {
       count(DropReason::NAT_PORTS_EXHAUSTED);
       return -1;
@@ -712,7 +713,11 @@ int32_t Nat44::create_snat_flow(const Parsed &p, uint64_t now) {
     st.nat_port = rte_cpu_to_be_16(port);
     const int32_t slot = insert_flow(st, now, true);
     // The port was claimed for this flow: give it back when the flow was not made.
-    if (slot < 0) flows_.port_pool()->release(flows_.port_pool()->index(st.nat_ip), proto_slot(st.proto), port);
+    if (slot < 0) {
+      flows_.port_pool()->release(flows_.port_pool()->index(st.nat_ip), proto_slot(st.proto), port);
+    } else if (rss_ != nullptr && st.proto != IPPROTO_ICMP) {
+      bump(steered ? ctr_.rss_ports_steered : ctr_.rss_ports_unsteered);
+    }
     return slot;
   }
   return insert_flow(st, now, true);

@@ -118,9 +118,10 @@ struct alignas(64) NfCounters {
   std::atomic<uint64_t> tcp_rst_ignored{0};        // RST out of the window: flow kept
   std::atomic<uint64_t> fragments_forwarded{0};    // fragments after the first, translated
   std::atomic<uint64_t> fast_forwarded{0};         // of forwarded: by the fast path (fast_udp)
-  // With a programmed RSS (set_return_rss): TCP/UDP ports picked, and of those the ones whose
-  // replies land on another worker's queue (no free port of the range steered to this one).
-  std::atomic<uint64_t> rss_ports_picked{0}, rss_ports_unsteered{0};
+  // With a programmed RSS (set_return_rss), TCP/UDP mappings made: with a port whose replies
+  // land on the flow's worker's queue, and with one whose replies land elsewhere (no free
+  // port of the preferred class and parity steered to it).
+  std::atomic<uint64_t> rss_ports_steered{0}, rss_ports_unsteered{0};
   NfCounters();
   // Adds every count to *out (several workers' NFs summed for the metrics).
   void add_to(NfCounters *out) const;
@@ -288,7 +289,8 @@ class Nat44 {
   void release_pending(uint32_t ip, uint64_t now);
   void expire_pending(uint64_t now);
   bool forwarded_port(uint8_t proto, uint16_t port_host) const;
-  uint16_t pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host, uint32_t ext_ip, uint16_t ext_port);
+  uint16_t pick_nat_port(uint32_t nat_ip, uint8_t proto, uint16_t in_port_host, uint32_t ext_ip, uint16_t ext_port,
+                         bool *steered);
 
   struct PendingArp {
     rte_mbuf *m;

@@ -21,16 +21,36 @@ const uint8_t kRssKey[40] = {0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x4
 
 namespace {
 
-/* After the start: the redirection table set to queue i % queues, then the key and the table
+/* The key each port was configured with. ethdev keeps the pointer given to
+ * rte_eth_dev_configure, and some PMDs read it again at every start: it lives as long as the
+ * process. Control-plane code (port_open is not called from two threads at once). */
+std::vector<uint8_t> g_rss_keys[RTE_MAX_ETHPORTS];
+
+/* After the start: the key set again (some PMDs take it only here: net_null ignores the
+ * configure's), the redirection table set to queue i % queues, then the key and the table
  * read back (what the device holds, not what was asked). */
-void program_rss(uint16_t pid, const rte_eth_dev_info &info, uint16_t queues, PortRss *out) {
+void program_rss(uint16_t pid, uint16_t queues, uint64_t hf, PortRss *out) {
+  rte_eth_dev_info info{};
+  int rc = rte_eth_dev_info_get(pid, &info);  // again: a PMD may size its table by the queues
+  if (rc != 0 || info.reta_size == 0) {
+    out->why_not = "no redirection table after the start";
+    return;
+  }
+  rte_eth_rss_conf set{};
+  set.rss_key = g_rss_keys[pid].data();
+  set.rss_key_len = static_cast<uint8_t>(g_rss_keys[pid].size());
+  set.rss_hf = hf;
+  if ((rc = rte_eth_dev_rss_hash_update(pid, &set)) != 0 && rc != -ENOTSUP) {
+    out->why_not = std::string("its RSS key cannot be written: ") + rte_strerror(-rc);
+    return;
+  }
   const uint16_t n = info.reta_size;
   std::vector<rte_eth_rss_reta_entry64> conf((n + RTE_ETH_RETA_GROUP_SIZE - 1) / RTE_ETH_RETA_GROUP_SIZE);
   for (uint16_t i = 0; i < n; i++) {
     conf[i / RTE_ETH_RETA_GROUP_SIZE].mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
     conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE] = static_cast<uint16_t>(i % queues);
   }
-  int rc = rte_eth_dev_rss_reta_update(pid, conf.data(), n);
+  rc = rte_eth_dev_rss_reta_update(pid, conf.data(), n);
   if (rc != 0) {
     out->why_not = std::string("its redirection table cannot be written: ") + rte_strerror(-rc);
     return;
@@ -40,8 +60,8 @@ void program_rss(uint16_t pid, const rte_eth_dev_info &info, uint16_t queues, Po
     out->why_not = std::string("its redirection table cannot be read: ") + rte_strerror(-rc);
     return;
   }
-  // A PMD that does not say its key's size (net_null) holds the 40 bytes it was given.
-  std::vector<uint8_t> key(info.hash_key_size ? info.hash_key_size : sizeof(kRssKey));
+  // A PMD that does not say its key's size (net_null) holds as many bytes as it was given.
+  std::vector<uint8_t> key(info.hash_key_size ? info.hash_key_size : g_rss_keys[pid].size());
   rte_eth_rss_conf rc_conf{};
   rc_conf.rss_key = key.data();
   rc_conf.rss_key_len = static_cast<uint8_t>(key.size());
@@ -157,17 +177,26 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
       use_rss = true;
     }
   }
-  std::vector<uint8_t> key;
   if (use_rss) {
-    const uint8_t key_len = info.hash_key_size ? info.hash_key_size : sizeof(kRssKey);
-    key.assign(key_len, 0);
-    std::memcpy(key.data(), kRssKey, std::min<size_t>(key_len, sizeof(kRssKey)));
+    // The key (spec.rss_key, or kRssKey), zero-padded to the PMD's length.
+    const std::vector<uint8_t> asked = spec.rss_key.empty() ? std::vector<uint8_t>(kRssKey, kRssKey + sizeof(kRssKey))
+                                                            : spec.rss_key;
+    std::vector<uint8_t> &key = g_rss_keys[pid];
+    key.assign(info.hash_key_size ? info.hash_key_size : asked.size(), 0);
+    std::memcpy(key.data(), asked.data(), std::min(key.size(), asked.size()));
     conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
     conf.rx_adv_conf.rss_conf.rss_key = key.data();
-    conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
+    conf.rx_adv_conf.rss_conf.rss_key_len = static_cast<uint8_t>(key.size());
     conf.rx_adv_conf.rss_conf.rss_hf = want_hf & info.flow_type_rss_offloads;
   }
-  if ((rc = rte_eth_dev_configure(pid, spec.queues, spec.queues, &conf)) != 0) {
+  if ((rc = rte_eth_dev_configure(pid, spec.queues, spec.queues, &conf)) != 0 && use_rss) {
+    // A PMD that says it has RSS but refuses this configuration: the queues without it.
+    rss->why_not = std::string("its PMD refused the RSS configuration: ") + rte_strerror(-rc);
+    use_rss = false;
+    conf = rte_eth_conf{};
+    rc = rte_eth_dev_configure(pid, spec.queues, spec.queues, &conf);
+  }
+  if (rc != 0) {
     *err = "rte_eth_dev_configure(" + name + "): " + rte_strerror(-rc);
     return rc;
   }
@@ -186,7 +215,7 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
     *err = "rte_eth_dev_start(" + name + "): " + rte_strerror(-rc);
     return rc;
   }
-  if (use_rss) program_rss(pid, info, spec.queues, rss);
+  if (use_rss) program_rss(pid, spec.queues, conf.rx_adv_conf.rss_conf.rss_hf, rss);
   // Promiscuous: frames for the shared virtual MAC must reach us. Not every PMD has it.
   rte_eth_promiscuous_enable(pid);
   rte_eth_macaddr_get(pid, mac);

@@ -27,6 +27,7 @@ struct PortSpec {
    * TCP/UDP 4-tuple, or the addresses), with kRssKey and a redirection table of queue
    * i % queues. What was programmed is read back into PortRss. */
   bool rss = false;
+  std::vector<uint8_t> rss_key;  // the RSS key to program (empty: kRssKey)
 };
 
 // A port's RSS as the PMD reports it after port_open (rss asked).

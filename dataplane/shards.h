@@ -19,10 +19,13 @@
  * where RSS delivers flows to their owners, costs no owner test. Every other packet (ICMP,
  * ARP, fragments, IP options, what the fast test leaves to classify()) is asked first.
  *
- * The lab's PMDs do not let the application program the RSS key or redirection table, so
- * the owner cannot be chosen by the NIC here: a packet that arrives on another worker's
- * queue is handed to its owner through that worker's ring (multi-producer, single consumer)
- * and counted (ftpair_worker_handoffs_total).
+ * Where the outside port's RSS key and redirection table can be programmed, a new TCP/UDP
+ * mapping takes a port whose replies the NIC puts on the owner's queue (return_rss.h). The
+ * lab's PMDs cannot be programmed so. Wherever the NIC does not deliver a packet to its
+ * owner (those PMDs; LAN packets, which RSS spreads by their own tuple; ICMP; fragments;
+ * replies from another endpoint to an endpoint-independent mapping), the packet is handed
+ * to its owner through that worker's ring (multi-producer, single consumer) and counted
+ * (ftpair_worker_handoffs_total).
  *
  * Known gaps: a WAN fragment after the first carries no port and is processed where it
  * arrives, so when that is not its flow's worker it waits there for a first fragment that

@@ -641,7 +641,7 @@ int main(int argc, char **argv) {
         }
         uint64_t picked = 0, unsteered = 0;
         for (unsigned w = 0; w < n; w++) {
-          picked += p->nf[w]->counters().rss_ports_picked.load();
+          picked += p->nf[w]->counters().rss_ports_steered.load() + p->nf[w]->counters().rss_ports_unsteered.load();
           unsteered += p->nf[w]->counters().rss_ports_unsteered.load();
         }
         std::fprintf(stderr, "round %u, %u workers: %" PRIu64 " ports picked for the RSS, %" PRIu64 " unsteered\n",

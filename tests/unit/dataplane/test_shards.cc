@@ -184,7 +184,7 @@ class ShardedNat {
   }
   uint64_t rss_picked() const {
     uint64_t x = 0;
-    for (auto &nf : nf_) x += nf->counters().rss_ports_picked.load();
+    for (auto &nf : nf_) x += nf->counters().rss_ports_steered.load() + nf->counters().rss_ports_unsteered.load();
     return x;
   }
   uint64_t rss_unsteered() const {
@@ -763,6 +763,35 @@ TEST(ShardsRss, APortThatCannotSteerIsStillGivenAndCounted) {
   EXPECT_EQ(s.rss_picked(), 2u);
 }
 
+/* The RFC's preferences come before the NIC's: with two free ports, one of the host port's
+ * parity whose reply would land on the other worker, and one of the other parity whose reply
+ * would land on this one, the mapping keeps the parity (RFC 4787 REQ-4) and is counted as
+ * unsteered. */
+TEST(ShardsRss, ParityComesBeforeSteering) {
+  // 3 workers: with kRssKey, a port's lowest bit moves the hash by 0x58 in its low 7 bits, so
+  // with 2 or 4 workers (queue = entry % n) the two parities always land on the same queue;
+  // with 3 they can differ.
+  ShardedNat s(3, Filtering::ADDRESS, {}, 300, 20000, 20001);
+  s.enable_rss(128);
+  const uint32_t host = s.host_of(0);
+  ASSERT_NE(host, 0u);
+  int rem = -1;
+  for (unsigned i = 0; i < 4000 && rem < 0; i++) {
+    const Frame even = test::udp_frame(s.from_wan(), remote(i), 53, s.cfg_.vip[kPortOutside], 20000);
+    const Frame odd = test::udp_frame(s.from_wan(), remote(i), 53, s.cfg_.vip[kPortOutside], 20001);
+    if (s.nic_queue(even) != 0 && s.nic_queue(odd) == 0) rem = static_cast<int>(i);
+  }
+  ASSERT_GE(rem, 0);
+  ASSERT_TRUE(s.lan_->inject(
+      test::to_mbuf(test::udp_frame(s.from_lan(host), host, 4000, remote(static_cast<unsigned>(rem)), 53)), 0));
+  s.settle();
+  auto wan = s.wan_->take_frames();
+  ASSERT_EQ(wan.size(), 1u);
+  EXPECT_EQ(rte_be_to_cpu_16(test::udp_of(wan[0])->src_port), 20000) << "the host port's parity, not the steering";
+  EXPECT_EQ(s.rss_unsteered(), 1u);
+  EXPECT_EQ(s.rss_picked(), 1u);
+}
+
 /* port_open on a PMD whose RSS can be programmed (net_null keeps the key and the table, though
  * it never hashes): the key and the table ftpaird asks for are what the device reports. With
  * one queue, or on a PMD without RSS, it says why not. */
@@ -775,6 +804,8 @@ TEST(PortRss, ProgrammedWhereThePmdHasItAndReadBack) {
   ps.device = "net_null_rss" + std::to_string(getpid() % 1000) + ",no-rx=1";
   ps.queues = 2;
   ps.rss = true;
+  // Not net_null's own default key (which is kRssKey): the one read back must be this one.
+  for (unsigned i = 0; i < 40; i++) ps.rss_key.push_back(static_cast<uint8_t>(0x11 * i + 3));
   ps.rx_desc = ps.tx_desc = 128;
   uint16_t pid = 0;
   rte_ether_addr m{};
@@ -782,7 +813,7 @@ TEST(PortRss, ProgrammedWhereThePmdHasItAndReadBack) {
   ASSERT_EQ(port_open(ps, mp, &pid, &m, &err, &rss), 0) << err;
   EXPECT_TRUE(rss.programmed) << rss.why_not;
   ASSERT_GE(rss.key.size(), 40u);
-  EXPECT_EQ(std::vector<uint8_t>(rss.key.begin(), rss.key.begin() + 40), std::vector<uint8_t>(kRssKey, kRssKey + 40));
+  EXPECT_EQ(std::vector<uint8_t>(rss.key.begin(), rss.key.begin() + 40), ps.rss_key);
   ASSERT_GT(rss.reta.size(), 0u);
   for (size_t i = 0; i < rss.reta.size(); i++) EXPECT_EQ(rss.reta[i], i % 2) << "entry " << i;
   EXPECT_NE(rss.hash_types & RTE_ETH_RSS_NONFRAG_IPV4_UDP, 0u);
@@ -793,6 +824,7 @@ TEST(PortRss, ProgrammedWhereThePmdHasItAndReadBack) {
   rte_eal_hotplug_remove("vdev", ps.device.substr(0, ps.device.find(',')).c_str());
 
   ps.device = "net_null_one" + std::to_string(getpid() % 1000) + ",no-rx=1";
+  ps.rss_key.clear();
   ps.queues = 1;
   ASSERT_EQ(port_open(ps, mp, &pid, &m, &err, &rss), 0) << err;
   EXPECT_FALSE(rss.programmed);
