@@ -79,17 +79,24 @@ std::unique_ptr<Node> Node::create(const Config &cfg, Status *st) {
   n->agent_ = std::make_unique<dp::InterfaceAgent>(ac);
   if (nw > 1 && rss[1].programmed) {
     const uint64_t tuple_hf = RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP;
-    std::vector<uint16_t> queue_worker(nw, 0);
+    const uint64_t part_hf =
+        RTE_ETH_RSS_L3_SRC_ONLY | RTE_ETH_RSS_L3_DST_ONLY | RTE_ETH_RSS_L4_SRC_ONLY | RTE_ETH_RSS_L4_DST_ONLY;
+    std::vector<uint16_t> queue_worker(nw, dp::ReturnRss::kNoWorker);
     for (unsigned w = 0; w < nw; w++) {
-      if (ac.queue_of_worker[w] >= queue_worker.size()) queue_worker.resize(ac.queue_of_worker[w] + 1u, 0);
-      queue_worker[ac.queue_of_worker[w]] = static_cast<uint16_t>(w);
+      const uint16_t q = ac.queue_of_worker[w];
+      if (q >= queue_worker.size()) queue_worker.resize(q + 1u, dp::ReturnRss::kNoWorker);
+      queue_worker[q] = static_cast<uint16_t>(w);
     }
-    if ((rss[1].hash_types & tuple_hf) != tuple_hf)
-      err = "the PMD does not hash both TCP and UDP on the 4-tuple (RSS types " + std::to_string(rss[1].hash_types) +
+    if ((rss[1].hash_types & tuple_hf) != tuple_hf || (rss[1].hash_types & part_hf) != 0)
+      err = "the PMD does not hash TCP and UDP on the whole 4-tuple (RSS types " + std::to_string(rss[1].hash_types) +
             ")";
     else
       n->return_rss_ = dp::ReturnRss::create(rss[1].key.data(), static_cast<unsigned>(rss[1].key.size()),
                                              rss[1].reta, queue_worker, &err);
+    if (n->return_rss_ && !rss[1].key_as_asked)
+      L.warn("ports.outside: the device kept an RSS key of its own, not ftpaird's: the ports are chosen for the key "
+             "it holds, and a peer with another key will not find its replies on their workers' queues after a "
+             "failover (handed off, counted)");
     if (n->return_rss_)
       L.info("ports.outside: RSS programmed ({}-byte key, {} redirection entries over {} queues): a new TCP/UDP "
              "mapping takes a port whose replies come to its flow's worker (ftpair_nat_rss_ports_total)",

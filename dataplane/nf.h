@@ -161,6 +161,7 @@ class Nat44 {
    * whose replies the NIC delivers to this worker's queue, when a free one of the range and
    * class does. Set before the worker starts. */
   void set_return_rss(const ReturnRss *r) { rss_ = r; }
+  const ReturnRss *return_rss() const { return rss_; }
   // Dataplane beats: frames of EtherType 0x88B5 go to the board instead of being dropped.
   void set_dp_beats(DpBeatBoard *b) { dp_beats_ = b; }
   // Handed from another worker: a hairpin's second half, and a copy of an ARP packet.

@@ -71,6 +71,7 @@ void program_rss(uint16_t pid, uint16_t queues, uint64_t hf, PortRss *out) {
   }
   out->reta.resize(n);
   for (uint16_t i = 0; i < n; i++) out->reta[i] = conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE];
+  out->key_as_asked = key == g_rss_keys[pid];
   out->key = std::move(key);
   out->hash_types = rc_conf.rss_hf;
   out->programmed = true;
@@ -173,6 +174,8 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
                      ") has no redirection table";
     } else if (info.hash_key_size != 0 && info.hash_key_size < 16) {
       rss->why_not = "its RSS key has " + std::to_string(info.hash_key_size) + " bytes (16 needed)";
+    } else if (!spec.rss_key.empty() && spec.rss_key.size() < 16) {
+      rss->why_not = "the RSS key asked has " + std::to_string(spec.rss_key.size()) + " bytes (16 needed)";
     } else {
       use_rss = true;
     }
@@ -182,7 +185,8 @@ int port_open(const PortSpec &spec, rte_mempool *pool, uint16_t *port_id, rte_et
     const std::vector<uint8_t> asked = spec.rss_key.empty() ? std::vector<uint8_t>(kRssKey, kRssKey + sizeof(kRssKey))
                                                             : spec.rss_key;
     std::vector<uint8_t> &key = g_rss_keys[pid];
-    key.assign(info.hash_key_size ? info.hash_key_size : asked.size(), 0);
+    // A PMD that does not say its key's size gets at least 40 bytes (net_null copies 40).
+    key.assign(info.hash_key_size ? info.hash_key_size : std::max<size_t>(asked.size(), sizeof(kRssKey)), 0);
     std::memcpy(key.data(), asked.data(), std::min(key.size(), asked.size()));
     conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
     conf.rx_adv_conf.rss_conf.rss_key = key.data();

@@ -37,6 +37,7 @@ struct PortRss {
   std::vector<uint8_t> key;     // as the NIC takes it
   std::vector<uint16_t> reta;   // queue of each redirection table entry
   uint64_t hash_types = 0;      // RTE_ETH_RSS_* in effect
+  bool key_as_asked = false;    // the key read back is the one programmed (else the PMD kept its own)
 };
 
 /* The RSS key ftpaird programs: the one of Microsoft's RSS verification suite, which many

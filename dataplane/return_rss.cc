@@ -20,7 +20,7 @@ std::unique_ptr<ReturnRss> ReturnRss::create(const uint8_t *key, unsigned key_le
   r->mask_ = static_cast<uint32_t>(reta.size() - 1);
   r->entry_worker_.resize(reta.size());
   for (size_t i = 0; i < reta.size(); i++) {
-    if (reta[i] >= queue_worker.size()) {
+    if (reta[i] >= queue_worker.size() || queue_worker[reta[i]] == kNoWorker) {
       *err = "RSS redirection table entry " + std::to_string(i) + " names queue " + std::to_string(reta[i]) +
              ", which no worker polls";
       return nullptr;

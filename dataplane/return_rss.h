@@ -28,9 +28,11 @@ namespace ftpair::dp {
 
 class ReturnRss {
  public:
+  static constexpr uint16_t kNoWorker = 0xffff;  // queue_worker's entry for a queue no worker polls
   /* key: the outside port's RSS key as the NIC takes it (key_len bytes, at least 16: the
    * hash of 12 input bytes reads 16). reta: the queue of each RETA entry (a power of two
-   * entries). queue_worker: the worker that polls each queue (queue q -> queue_worker[q]).
+   * entries). queue_worker: the worker that polls each queue (queue q -> queue_worker[q],
+   * kNoWorker for none); every entry must name a polled queue.
    * nullptr and *err when they do not fit together. */
   static std::unique_ptr<ReturnRss> create(const uint8_t *key, unsigned key_len, const std::vector<uint16_t> &reta,
                                            const std::vector<uint16_t> &queue_worker, std::string *err);

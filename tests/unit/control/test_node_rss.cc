@@ -16,14 +16,17 @@ namespace {
 
 TEST(NodeRss, TwoWorkersOnAPortWithRssSteerTheirReplies) {
   if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs 2 CPUs for worker.count 2";
-  const char *yaml = R"YAML(
+  // Device names of their own each time: a closed null port cannot be probed again.
+  static int seq = 0;
+  const std::string id = std::to_string(seq++);
+  const std::string yaml = R"YAML(
 node: {id: rss}
 flows: {capacity: 1024}
 dpdk: {mbufs: 4095}
 worker: {count: 2}
 ports:
-  inside: {device: "net_null_nrin,no-rx=1", vip: 198.18.1.1/24}
-  outside: {device: "net_null_nrout,no-rx=1", vip: 198.18.2.1/24}
+  inside: {device: "net_null_nrin)YAML" + id + R"YAML(,no-rx=1", vip: 198.18.1.1/24}
+  outside: {device: "net_null_nrout)YAML" + id + R"YAML(,no-rx=1", vip: 198.18.2.1/24}
 )YAML";
   Config cfg;
   Status st = parse_config(yaml, {}, &cfg);
@@ -32,6 +35,8 @@ ports:
   ASSERT_NE(node, nullptr) << st.message();
   const dp::ReturnRss *rss = node->return_rss();
   ASSERT_NE(rss, nullptr) << "the outside port's RSS was not taken up";
+  // Every worker's NAT chooses its ports by it.
+  for (unsigned w = 0; w < 2; w++) EXPECT_EQ(node->nf(w).return_rss(), rss) << "worker " << w;
   // The table as port_open programs it (entry i -> queue i % 2), and queue w is worker w's.
   for (unsigned i = 0; i < rss->entries(); i++) EXPECT_EQ(rss->entry_worker(i), i % 2) << "entry " << i;
   // The key is kRssKey: the RSS verification suite's first IPv4 TCP vector.

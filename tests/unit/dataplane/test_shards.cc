@@ -651,6 +651,8 @@ TEST(ReturnRss, RefusesWhatItCannotUse) {
   EXPECT_NE(err.find("power of two"), std::string::npos) << err;
   EXPECT_EQ(ReturnRss::create(kRssKey, sizeof(kRssKey), {0, 1, 2, 0}, {0, 1}, &err), nullptr);
   EXPECT_NE(err.find("queue 2"), std::string::npos) << err;
+  EXPECT_EQ(ReturnRss::create(kRssKey, sizeof(kRssKey), {0, 1, 0, 1}, {0, ReturnRss::kNoWorker}, &err), nullptr);
+  EXPECT_NE(err.find("queue 1, which no worker polls"), std::string::npos) << err;
 }
 
 /* The property, with the outside port's RSS programmed: for random flows (TCP and UDP, any
@@ -814,12 +816,22 @@ TEST(PortRss, ProgrammedWhereThePmdHasItAndReadBack) {
   EXPECT_TRUE(rss.programmed) << rss.why_not;
   ASSERT_GE(rss.key.size(), 40u);
   EXPECT_EQ(std::vector<uint8_t>(rss.key.begin(), rss.key.begin() + 40), ps.rss_key);
+  EXPECT_TRUE(rss.key_as_asked);
   ASSERT_GT(rss.reta.size(), 0u);
   for (size_t i = 0; i < rss.reta.size(); i++) EXPECT_EQ(rss.reta[i], i % 2) << "entry " << i;
   EXPECT_NE(rss.hash_types & RTE_ETH_RSS_NONFRAG_IPV4_UDP, 0u);
   EXPECT_NE(rss.hash_types & RTE_ETH_RSS_NONFRAG_IPV4_TCP, 0u);
   auto r = ReturnRss::create(rss.key.data(), static_cast<unsigned>(rss.key.size()), rss.reta, {0, 1}, &err);
   EXPECT_TRUE(r) << err;
+  port_close(pid);
+  rte_eal_hotplug_remove("vdev", ps.device.substr(0, ps.device.find(',')).c_str());
+
+  // A key too short for the 4-tuple's hash is not programmed (the queues are, without RSS).
+  ps.device = "net_null_short" + std::to_string(getpid() % 1000) + ",no-rx=1";
+  ps.rss_key.assign(12, 0x5a);
+  ASSERT_EQ(port_open(ps, mp, &pid, &m, &err, &rss), 0) << err;
+  EXPECT_FALSE(rss.programmed);
+  EXPECT_EQ(rss.why_not, "the RSS key asked has 12 bytes (16 needed)");
   port_close(pid);
   rte_eal_hotplug_remove("vdev", ps.device.substr(0, ps.device.find(',')).c_str());
 
