@@ -2,7 +2,7 @@
  *
  *   nf_bench [EAL args] -- [--flows N] [--proto udp|tcp] [--seconds S] [--warm-s W]
  *                          [--gen-seconds G] [--inline-seconds I] [--sync-packets S]
- *                          [--no-generator --packets P] [--dp-beats-us US]
+ *                          [--no-generator --packets P] [--dp-beats-us US] [--feed copy|dma|both]
  *
  * Ports, as the daemon's interface agent sees them:
  *   inside  (port 0): net_ring over an SP/SC rte_ring, filled by the generator on the main lcore
@@ -17,6 +17,12 @@
  * flow i into freshly allocated mbufs, visiting the flows in a scattered order (a prime
  * stride modulo N), and enqueues bursts of 32. Rates are the median of 1-second windows of
  * the outside port's transmit counter, sampled by the generator thread.
+ *
+ * --feed: how the generator hands the frames over. copy (nf_mpps, the headline): it writes the
+ * mbufs' fields and copies each frame with the CPU. dma (nf_dma_fed_mpps): as a NIC does, the
+ * frame written to memory with non-temporal stores and the mbuf's fields written on the
+ * worker's core by an RX callback, as a PMD's receive writes them. both (the default): copy,
+ * then dma.
  *
  * --inline-seconds: afterwards, generator and worker loop take turns on one core (extra figure).
  * --sync-packets: then the synchronous mode below, natively (extra figure).
@@ -54,6 +60,8 @@
 #include <vector>
 
 #include <netinet/in.h>
+
+#include <emmintrin.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -116,6 +124,16 @@ struct Options {
   uint64_t gen_pps = 0;
   bool realtime = true;  // the commit path's threads at real-time priority (engine and standby)
   uint32_t dp_beats_us = 0;  // the worker sends dataplane beats (issue 19) this often; 0 = off
+  /* How the generator hands frames to the worker in the generator-fed run and the generator
+   * alone (inline, sync, --no-generator and --replication always copy); "both" (the default)
+   * runs copy (nf_mpps, the headline) and then dma (nf_dma_fed_mpps):
+   *  copy: it writes each mbuf's fields and copies the frame with the CPU, so the worker
+   *        reads two lines another core holds modified;
+   *  dma:  as a NIC does: the frame is written with non-temporal stores (to memory, as DMA
+   *        writes, no copy left in the generator's cache) into mbufs it does not touch, and
+   *        the mbuf's fields are written on the worker's core by an RX callback, as a PMD's
+   *        receive writes them from the descriptor. */
+  std::string feed = "both";
 };
 
 [[noreturn]] void die(const std::string &msg) {
@@ -371,8 +389,21 @@ struct Gen {
   uint16_t have = 0, off = 0;
   uint64_t produced = 0;
   uint32_t churn_ctr = 0;
+  bool dma = false;  // --feed dma (Options::feed)
+  // Where a pool mbuf's frame starts, from the mbuf's address (rte_pktmbuf_init's layout), so
+  // the dma feed need not read the mbuf.
+  const size_t data_at;
 
-  explicit Gen(Bench &bench) : b(bench) {}
+  explicit Gen(Bench &bench, bool dma_feed = false)
+      : b(bench), dma(dma_feed),
+        data_at(sizeof(rte_mbuf) + rte_pktmbuf_priv_size(bench.pool) + RTE_PKTMBUF_HEADROOM) {
+    if (!dma) return;
+    rte_mbuf *m = rte_pktmbuf_alloc(b.pool);
+    if (m == nullptr) die("mbuf pool empty");
+    const bool same = rte_pktmbuf_mtod(m, uint8_t *) == reinterpret_cast<uint8_t *>(m) + data_at;
+    rte_pktmbuf_free(m);
+    if (!same) die("--feed dma: the pool's mbufs do not have rte_pktmbuf_init's layout");
+  }
 
   // Prepares the next burst of mbufs. False when the pool is (momentarily) empty.
   bool refill() {
@@ -395,6 +426,25 @@ struct Gen {
       // Roll back so the flow sequence stays the same.
       next = idx[0];
       return false;
+    }
+    if (dma) {
+      alignas(16) uint8_t churn[kTmplStride];
+      for (uint16_t k = 0; k < kGenBurst; k++) {
+        const uint8_t *src = &b.tmpl[size_t(idx[k]) * kTmplStride];
+        if (b.opt.churn_every && ++churn_ctr >= b.opt.churn_every) {
+          churn_ctr = 0;
+          std::memset(churn, 0, sizeof(churn));
+          build_churn(churn, b.churn_next++);
+          src = churn;
+        }
+        auto *d = reinterpret_cast<__m128i *>(reinterpret_cast<uint8_t *>(burst[k]) + data_at);
+        for (unsigned q = 0; q < kTmplStride / 16; q++)
+          _mm_stream_si128(d + q, _mm_loadu_si128(reinterpret_cast<const __m128i *>(src) + q));
+      }
+      _mm_sfence();  // the frames in memory before the ring's enqueue publishes them
+      have = kGenBurst;
+      off = 0;
+      return true;
     }
     for (uint16_t k = 0; k < kGenBurst; k++) {
       rte_mbuf *m = burst[k];
@@ -492,6 +542,21 @@ std::string fmt_list(const std::vector<double> &v) {
   return s;
 }
 
+/* --feed dma: the mbuf fields a PMD's receive writes from the descriptor, on the worker's core
+ * (an RX callback, run inside rte_eth_rx_burst). */
+uint16_t nic_rx_fields(uint16_t port, uint16_t, rte_mbuf **pkts, uint16_t n, uint16_t, void *) {
+  for (uint16_t i = 0; i < n; i++) {
+    rte_mbuf *m = pkts[i];
+    m->data_off = RTE_PKTMBUF_HEADROOM;
+    m->port = port;
+    m->ol_flags = 0;
+    m->packet_type = 0;
+    m->data_len = static_cast<uint16_t>(kFrameLen);
+    m->pkt_len = kFrameLen;
+  }
+  return n;
+}
+
 // The worker side of the generator-only run: takes packets off the ring and frees them.
 std::atomic<bool> g_quit{false};
 int drain_main(void *arg) {
@@ -511,10 +576,10 @@ void drain_ring(rte_ring *r) {
     rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), n);
 }
 
-double run_generator_only(Bench &b) {
+double run_generator_only(Bench &b, bool dma) {
   g_quit.store(false);
   if (rte_eal_remote_launch(drain_main, b.in_rx, b.worker_lcore) != 0) die("cannot launch drain");
-  Gen g(b);
+  Gen g(b, dma);
   auto s = generate_and_sample(b, g, b.opt.gen_seconds, [] { return uint64_t(0); });
   g_quit.store(true);
   rte_eal_wait_lcore(b.worker_lcore);
@@ -522,20 +587,23 @@ double run_generator_only(Bench &b) {
   drain_ring(b.in_rx);
   auto rates = window_rates(b, s, true);
   double med = median(rates);
-  std::fprintf(stderr, "generator alone: windows [%s] Mpps, median %.2f\n", fmt_list(rates).c_str(),
-               med);
+  std::fprintf(stderr, "generator alone%s: windows [%s] Mpps, median %.2f\n", dma ? " (dma feed)" : "",
+               fmt_list(rates).c_str(), med);
   return med;
 }
 
-void run_nf(Bench &b, double gen_only) {
+void run_nf(Bench &b, double gen_only, bool dma) {
   std::atomic<bool> quit{false};
   dp::WorkerContext ctx;
   init_ctx(b, ctx, quit);
   ctx.idle_sleep_max_us = 0;  // a dedicated core spins, as testpmd's does
   const uint64_t drops0 = drops_total(*b.nf);
   const uint64_t created0 = b.nf->counters().flows_created.load();
+  const rte_eth_rxtx_callback *cb = nullptr;
+  if (dma && (cb = rte_eth_add_rx_callback(b.pid_in, 0, nic_rx_fields, nullptr)) == nullptr)
+    die(std::string("rte_eth_add_rx_callback: ") + rte_strerror(rte_errno));
   if (rte_eal_remote_launch(dp::worker_main, &ctx, b.worker_lcore) != 0) die("cannot launch worker");
-  Gen g(b);
+  Gen g(b, dma);
   const dp::PortCounters &out = b.agent->worker_port_counters(0, dp::kPortOutside);
   auto s = generate_and_sample(b, g, b.opt.seconds,
                                [&] { return out.tx_packets.load(std::memory_order_relaxed); });
@@ -543,6 +611,7 @@ void run_nf(Bench &b, double gen_only) {
   rte_eal_wait_lcore(b.worker_lcore);
   g.release();
   drain_ring(b.in_rx);
+  if (cb) rte_eth_remove_rx_callback(b.pid_in, 0, cb);  // the worker has stopped: nothing runs it
 
   auto rates = window_rates(b, s, false);
   auto gen_rates = window_rates(b, s, true);
@@ -550,11 +619,20 @@ void run_nf(Bench &b, double gen_only) {
   const uint64_t drops = drops_total(*b.nf) - drops0;
   const uint64_t created = b.nf->counters().flows_created.load() - created0;
   std::fprintf(stderr,
-               "nf: windows [%s] Mpps, median %.2f (%.0f TSC cycles/packet); generator during the"
+               "nf%s: windows [%s] Mpps, median %.2f (%.0f TSC cycles/packet); generator during the"
                " run [%s]; %" PRIu64 " drops, %" PRIu64 " flows created while measuring\n",
-               fmt_list(rates).c_str(), med, med > 0 ? double(b.hz) / (med * 1e6) : 0.0,
+               dma ? " (dma feed)" : "", fmt_list(rates).c_str(), med, med > 0 ? double(b.hz) / (med * 1e6) : 0.0,
                fmt_list(gen_rates).c_str(), drops, created);
   print_drops(*b.nf);
+  if (dma) {
+    // The NIC-like feed's figures (run.sh: nf_dma_fed_vs_testpmd_ratio).
+    const std::string pp = b.params.substr(0, b.params.size() - 1) + ", \"feed\": \"dma\"}";
+    emit("nf_dma_fed_mpps", med, "Mpps", pp);
+    emit("nf_dma_fed_cycles_per_packet", med > 0 ? double(b.hz) / (med * 1e6) : 0, "cycles", pp);
+    emit("nf_dma_fed_drops", double(drops), "packets", pp);
+    if (gen_only > 0) emit("nf_dma_fed_generator_mpps", gen_only, "Mpps", pp);
+    return;
+  }
   emit("nf_mpps", med, "Mpps", b.params);
   emit("nf_mpps_min", *std::min_element(rates.begin(), rates.end()), "Mpps", b.params);
   emit("nf_mpps_max", *std::max_element(rates.begin(), rates.end()), "Mpps", b.params);
@@ -998,6 +1076,11 @@ Options parse_args(int argc, char **argv) {
     else if (a == "--seconds") o.seconds = static_cast<unsigned>(std::stoul(val()));
     else if (a == "--warm-s") o.warm_s = std::stod(val());
     else if (a == "--gen-seconds") o.gen_seconds = static_cast<unsigned>(std::stoul(val()));
+    else if (a == "--feed") {
+      o.feed = val();
+      if (o.feed != "copy" && o.feed != "dma" && o.feed != "both")
+        die("--feed: copy, dma or both, not '" + o.feed + "'");
+    }
     else if (a == "--inline-seconds") o.inline_seconds = static_cast<unsigned>(std::stoul(val()));
     else if (a == "--no-generator") o.no_generator = true;
     else if (a == "--dp-beats-us") o.dp_beats_us = static_cast<uint32_t>(std::stoul(val()));
@@ -1120,8 +1203,11 @@ int main(int argc, char **argv) {
   } else if (b.opt.no_generator) {
     run_sync(b, b.opt.packets);
   } else {
-    double gen_only = b.opt.gen_seconds ? run_generator_only(b) : 0;
-    run_nf(b, gen_only);
+    for (bool dma : {false, true}) {
+      if (b.opt.feed != "both" && dma != (b.opt.feed == "dma")) continue;
+      const double gen_only = b.opt.gen_seconds ? run_generator_only(b, dma) : 0;
+      run_nf(b, gen_only, dma);
+    }
     if (b.opt.inline_seconds) run_inline(b);
     if (b.opt.sync_packets) run_sync(b, b.opt.sync_packets);
   }
