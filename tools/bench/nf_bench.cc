@@ -19,10 +19,10 @@
  * the outside port's transmit counter, sampled by the generator thread.
  *
  * --feed: how the generator hands the frames over. copy (nf_mpps, the headline): it writes the
- * mbufs' fields and copies each frame with the CPU. dma (nf_dma_fed_mpps): as a NIC does, the
+ * mbufs' fields and copies each frame with the CPU. dma (nf_dma_fed_mpps), NIC-like: the
  * frame written to memory with non-temporal stores and the mbuf's fields written on the
- * worker's core by an RX callback, as a PMD's receive writes them. both (the default): copy,
- * then dma.
+ * worker's core by an RX callback, as a PMD's receive writes them (what it does not model:
+ * Options::feed). both (the default): copy, then dma.
  *
  * --inline-seconds: afterwards, generator and worker loop take turns on one core (extra figure).
  * --sync-packets: then the synchronous mode below, natively (extra figure).
@@ -72,6 +72,7 @@
 #include <rte_ip.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_prefetch.h>
@@ -129,10 +130,13 @@ struct Options {
    * runs copy (nf_mpps, the headline) and then dma (nf_dma_fed_mpps):
    *  copy: it writes each mbuf's fields and copies the frame with the CPU, so the worker
    *        reads two lines another core holds modified;
-   *  dma:  as a NIC does: the frame is written with non-temporal stores (to memory, as DMA
-   *        writes, no copy left in the generator's cache) into mbufs it does not touch, and
-   *        the mbuf's fields are written on the worker's core by an RX callback, as a PMD's
-   *        receive writes them from the descriptor. */
+   *  dma:  NIC-like: the frame is written with non-temporal stores (to memory, as DMA
+   *        writes without DDIO, no copy left in the generator's cache) into mbufs it does not
+   *        touch, and the mbuf's fields are written on the worker's core by an RX callback,
+   *        as a PMD's receive writes them from the descriptor. Not modelled: the worker's
+   *        descriptor reads, ring refills and tail writes (a PMD's), and DDIO's placement of
+   *        frames in the LLC; the worker's freed mbufs go back through the pool's shared
+   *        ring rather than its refills. An extra figure, not the headline. */
   std::string feed = "both";
 };
 
@@ -401,8 +405,12 @@ struct Gen {
     rte_mbuf *m = rte_pktmbuf_alloc(b.pool);
     if (m == nullptr) die("mbuf pool empty");
     const bool same = rte_pktmbuf_mtod(m, uint8_t *) == reinterpret_cast<uint8_t *>(m) + data_at;
+    const bool aligned = reinterpret_cast<uintptr_t>(rte_pktmbuf_mtod(m, uint8_t *)) % 64 == 0;
     rte_pktmbuf_free(m);
     if (!same) die("--feed dma: the pool's mbufs do not have rte_pktmbuf_init's layout");
+    // Non-temporal stores of whole lines: the frame must start a cache line (a private area
+    // that is not a multiple of 64 bytes would break it).
+    if (!aligned) die("--feed dma: the pool's frames do not start on a cache line");
   }
 
   // Prepares the next burst of mbufs. False when the pool is (momentarily) empty.
@@ -611,7 +619,11 @@ void run_nf(Bench &b, double gen_only, bool dma) {
   rte_eal_wait_lcore(b.worker_lcore);
   g.release();
   drain_ring(b.in_rx);
-  if (cb) rte_eth_remove_rx_callback(b.pid_in, 0, cb);  // the worker has stopped: nothing runs it
+  if (cb) {
+    // The worker has stopped, so nothing runs it any more: removed, then freed (ethdev does not).
+    rte_eth_remove_rx_callback(b.pid_in, 0, cb);
+    rte_free(const_cast<rte_eth_rxtx_callback *>(cb));
+  }
 
   auto rates = window_rates(b, s, false);
   auto gen_rates = window_rates(b, s, true);

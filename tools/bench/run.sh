@@ -217,7 +217,8 @@ import json, sys
 path, tp, first = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 rows = [json.loads(l) for i, l in enumerate(open(path), 1) if i >= first and l.strip()]
 out = []
-# The extra one-core figures get their own ratios against the same testpmd median.
+# The extra figures (one core: inline, sync; the NIC-like feed on two) get their own ratios
+# against the same testpmd median.
 extra = {"nf_inline_mpps": "nf_inline_vs_testpmd_ratio", "nf_sync_mpps": "nf_sync_vs_testpmd_ratio",
          "nf_dma_fed_mpps": "nf_dma_fed_vs_testpmd_ratio"}
 for r in rows:
