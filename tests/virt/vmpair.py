@@ -99,7 +99,8 @@ class Watch(threading.Thread):
     """Two actives at once: each sample asks one node, the other, then the first again (the order
     alternates), and counts it when all three answers say active. Two answers in a row cannot
     tell a handover (the old active answered just before the new one took over) from an overlap;
-    the third can."""
+    the third can. An old active that says DRAINING to a newer ACTIVE is handing over
+    (_both_active)."""
 
     def __init__(self, ips):
         super().__init__(daemon=True)
@@ -115,12 +116,26 @@ class Watch(threading.Thread):
             self.active_since.pop(ip, None)
         return role, (st or {}).get("state"), (st or {}).get("generation")
 
+    @staticmethod
+    def _both_active(p, q):
+        """Two answers (role, state, generation) that say two actives. A node says DRAINING only
+        once it has released the virtual addresses (RoleManager::drain): during a switchover the
+        old active, DRAINING at its generation, yields to the new one, ACTIVE at a higher one.
+        Status reports a DRAINING node's role as "active", so that pair alone is a handover, not
+        two actives; every other pair of "active" answers counts, as before."""
+        if p[0] != "active" or q[0] != "active":
+            return False
+        for d, o in ((p, q), (q, p)):
+            if d[1] == "DRAINING" and o[1] == "ACTIVE" and (d[2] or 0) < (o[2] or 0):
+                return False
+        return True
+
     def run(self):
         while not self.stop:
             x, y = self.ips if self.samples % 2 == 0 else self.ips[::-1]
             first, other, again = self._role(x), self._role(y), self._role(x)
             self.samples += 1
-            if first[0] == other[0] == again[0] == "active":
+            if self._both_active(first, other) and self._both_active(again, other):
                 self.both.append((time.monotonic(), x, first, y, other, again))
             time.sleep(0.2)
 
